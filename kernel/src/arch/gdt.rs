@@ -1,0 +1,91 @@
+//! The GDT and the TSS.
+//!
+//! Long mode ignores segmentation for addressing, but the CPU still needs a code
+//! segment for the privilege level and a TSS for the stacks it switches to on an
+//! interrupt. The TSS names an interrupt-stack-table (IST) stack for the
+//! exceptions that must run even when the current stack is unusable:
+//!
+//! | IST | vector | why |
+//! | --- | --- | --- |
+//! | 1 | #DF (8) | a fault while delivering a fault; the stack is suspect |
+//! | 2 | NMI (2) | can arrive anywhere, including the first instruction of another handler |
+//! | 3 | #PF (14) | a kernel stack overflow hits the guard page: report it on a good stack |
+//! | 4 | #MC (18) | like NMI |
+//!
+//! The page-fault IST is right while every page fault the kernel takes is fatal.
+//! Once faults can sleep (the fault path of the VM), #PF must run on the
+//! thread's own stack again (an IST stack is shared, so a second fault while
+//! the first sleeps would overwrite it); stack overflows are then caught by a
+//! check in the handler that switches to this stack only for guard-page hits.
+
+use spin::Once;
+use x86_64::VirtAddr;
+use x86_64::instructions::segmentation::{CS, DS, ES, SS, Segment};
+use x86_64::instructions::tables::load_tss;
+use x86_64::structures::gdt::{Descriptor, GlobalDescriptorTable, SegmentSelector};
+use x86_64::structures::tss::TaskStateSegment;
+
+pub const IST_DOUBLE_FAULT: u16 = 1;
+pub const IST_NMI: u16 = 2;
+pub const IST_PAGE_FAULT: u16 = 3;
+pub const IST_MACHINE_CHECK: u16 = 4;
+
+const IST_STACK_SIZE: usize = 32 * 1024;
+
+/// One IST stack: 16-byte aligned as the ABI wants at a call.
+#[repr(C, align(16))]
+struct IstStack([u8; IST_STACK_SIZE]);
+
+/// The IST stacks. Only the CPU writes them, through the TSS; Rust code never
+/// makes a reference to their contents, so they need no lock.
+static mut IST_STACKS: [IstStack; 4] = [const { IstStack([0; IST_STACK_SIZE]) }; 4];
+
+/// Address range of IST stack `ist` (1-based), for the backtrace walker.
+pub fn ist_stack_range(ist: u16) -> (u64, u64) {
+    // SAFETY: only the address is taken; no reference to the contents is made.
+    let base = unsafe { &raw const IST_STACKS[(ist - 1) as usize] } as u64;
+    (base, base + IST_STACK_SIZE as u64)
+}
+
+struct Selectors {
+    code: SegmentSelector,
+    data: SegmentSelector,
+    tss: SegmentSelector,
+}
+
+static TSS: Once<TaskStateSegment> = Once::new();
+static GDT: Once<(GlobalDescriptorTable, Selectors)> = Once::new();
+
+/// Builds and loads the GDT and TSS. Called once, early in boot.
+pub fn init() {
+    let tss = TSS.call_once(|| {
+        let mut tss = TaskStateSegment::new();
+        for ist in [IST_DOUBLE_FAULT, IST_NMI, IST_PAGE_FAULT, IST_MACHINE_CHECK] {
+            let (_, top) = ist_stack_range(ist);
+            tss.interrupt_stack_table[(ist - 1) as usize] = VirtAddr::new(top);
+        }
+        tss
+    });
+    let (gdt, sel) = GDT.call_once(|| {
+        let mut gdt = GlobalDescriptorTable::new();
+        let code = gdt.append(Descriptor::kernel_code_segment());
+        let data = gdt.append(Descriptor::kernel_data_segment());
+        let tss = gdt.append(Descriptor::tss_segment(tss));
+        (gdt, Selectors { code, data, tss })
+    });
+    gdt.load();
+    // SAFETY: the selectors name the descriptors of the GDT just loaded, which
+    // lives in a static and so outlives every use.
+    unsafe {
+        CS::set_reg(sel.code);
+        DS::set_reg(sel.data);
+        ES::set_reg(sel.data);
+        SS::set_reg(sel.data);
+        load_tss(sel.tss);
+    }
+}
+
+/// The kernel code selector, for building interrupt gates.
+pub fn kernel_code_selector() -> u16 {
+    GDT.get().expect("GDT not initialised").1.code.0
+}

@@ -1,0 +1,14 @@
+//! Everything specific to x86_64: segments, traps, the local APIC, page tables.
+
+pub mod apic;
+pub mod gdt;
+pub mod paging;
+pub mod trap;
+
+/// Disables interrupts and halts forever.
+pub fn halt_forever() -> ! {
+    loop {
+        x86_64::instructions::interrupts::disable();
+        x86_64::instructions::hlt();
+    }
+}

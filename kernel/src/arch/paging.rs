@@ -1,0 +1,66 @@
+//! Read-only walks of the current x86_64 page tables.
+//!
+//! ```text
+//!  63    48 47    39 38    30 29    21 20    12 11         0
+//! +--------+--------+--------+--------+--------+------------+
+//! |  sign  |  PML4  |  PDPT  |   PD   |   PT   |   offset   |
+//! +--------+--------+--------+--------+--------+------------+
+//! ```
+//! Each table is 512 eight-byte entries; bit 0 is present, bit 7 at PDPT or PD
+//! level marks a 1 GiB or 2 MiB page, bits 12..52 hold the next physical address.
+//! The kernel reads tables through the direct map of physical memory.
+
+use core::sync::atomic::Ordering;
+
+use x86_64::registers::control::Cr3;
+
+use crate::memory::PHYS_OFFSET;
+
+const PRESENT: u64 = 1;
+const HUGE: u64 = 1 << 7;
+const ADDR_MASK: u64 = 0x000F_FFFF_FFFF_F000;
+
+/// The physical address `virt` maps to in the current address space, or `None`
+/// if it is not mapped. Safe to call from the fault and panic paths: it reads
+/// only page tables, which the direct map always covers.
+pub fn translate(virt: u64) -> Option<u64> {
+    let offset = PHYS_OFFSET.load(Ordering::Relaxed);
+    if offset == 0 {
+        return None;
+    }
+    // Non-canonical addresses are never mapped.
+    let sign = virt >> 47;
+    if sign != 0 && sign != 0x1FFFF {
+        return None;
+    }
+    let mut table = Cr3::read_raw().0.start_address().as_u64();
+    for level in (0..4).rev() {
+        let index = (virt >> (12 + 9 * level)) & 0x1FF;
+        // SAFETY: `table` is the physical address of a page table (from CR3 or
+        // a present entry); the direct map covers all physical memory, and an
+        // aligned u64 read of an entry has no side effects.
+        let entry = unsafe { ((offset + table + index * 8) as *const u64).read_volatile() };
+        if entry & PRESENT == 0 {
+            return None;
+        }
+        if level == 0 || (entry & HUGE != 0 && (level == 1 || level == 2)) {
+            let page_mask = (1u64 << (12 + 9 * level)) - 1;
+            return Some((entry & ADDR_MASK & !page_mask) | (virt & page_mask));
+        }
+        table = entry & ADDR_MASK;
+    }
+    None
+}
+
+/// True if the whole range `[virt, virt + len)` is mapped.
+pub fn is_mapped(virt: u64, len: u64) -> bool {
+    let Some(end) = virt.checked_add(len) else { return false };
+    let mut page = virt & !0xFFF;
+    while page < end {
+        if translate(page).is_none() {
+            return false;
+        }
+        page += 0x1000;
+    }
+    true
+}

@@ -1,0 +1,161 @@
+//! The kernel: entry from the bootloader, bring-up, and the choice of what to
+//! run (the demo, the in-kernel tests, or the benchmarks).
+//!
+//! Bring-up order, and why:
+//! 1. serial console and logger: everything after this can report problems;
+//! 2. GDT/TSS, then IDT: exceptions are reported from here on;
+//! 3. memory map and heap: `alloc` works from here on;
+//! 4. symbol table, command line;
+//! 5. local APIC timer, then interrupts on.
+
+#![no_std]
+#![no_main]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+extern crate alloc;
+
+mod arch;
+mod backtrace;
+mod bench;
+mod cmdline;
+mod demo;
+mod heap;
+mod ksyms;
+mod ktest_runner;
+mod memory;
+mod qemu;
+mod serial;
+mod time;
+
+use core::fmt::Write;
+use core::panic::PanicInfo;
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use bootloader_api::config::{BootloaderConfig, Mapping};
+use bootloader_api::{BootInfo, entry_point};
+
+use crate::cmdline::Mode;
+use crate::qemu::ExitCode;
+
+/// Where the bootloader loads the (position-independent) kernel image. Fixed
+/// so that gdb can load the symbols at a known offset: `symbol-file -o` this.
+pub const KERNEL_BASE: u64 = 0xffff_ffff_8000_0000;
+
+/// Everything else the bootloader maps (direct map, boot stack, boot info,
+/// ramdisk) goes in the upper half too, leaving the lower half to user space.
+const DYNAMIC_RANGE_START: u64 = 0xffff_8000_0000_0000;
+
+pub static BOOTLOADER_CONFIG: BootloaderConfig = {
+    let mut config = BootloaderConfig::new_default();
+    config.mappings.kernel_base = Mapping::FixedAddress(KERNEL_BASE);
+    config.mappings.physical_memory = Some(Mapping::Dynamic);
+    config.mappings.dynamic_range_start = Some(DYNAMIC_RANGE_START);
+    config.kernel_stack_size = 256 * 1024;
+    config
+};
+
+entry_point!(kernel_main, config = &BOOTLOADER_CONFIG);
+
+fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
+    time::init_boot_tsc();
+    serial::init();
+    serial::init_logger(log::LevelFilter::Info);
+    // The host measures boot time to this line: keep it first.
+    log::info!("kernel main reached");
+
+    arch::gdt::init();
+    arch::trap::init();
+
+    let Some(phys_offset) = boot_info.physical_memory_offset.into_option() else {
+        panic!("the bootloader did not map physical memory; check BOOTLOADER_CONFIG");
+    };
+    memory::init(phys_offset, &boot_info.memory_regions);
+    if let Err(e) = heap::init() {
+        panic!("cannot set up the kernel heap: {e:?}");
+    }
+
+    let ramdisk = boot_info.ramdisk_addr.into_option().map(|addr| {
+        // SAFETY: the bootloader mapped the ramdisk at `addr` for
+        // `ramdisk_len` bytes and never unmaps or reuses it.
+        unsafe { core::slice::from_raw_parts(addr as *const u8, boot_info.ramdisk_len as usize) }
+    });
+    ksyms::init(ramdisk, boot_info.kernel_image_offset);
+
+    let cmdline = cmdline::init();
+    log::set_max_level(cmdline.log);
+    log::info!(
+        "booted: kernel at {:#x}, direct map at {:#x}, command line {:?}",
+        boot_info.kernel_image_offset,
+        phys_offset,
+        cmdline.raw
+    );
+    memory::log_map();
+
+    arch::apic::init(phys_offset);
+    x86_64::instructions::interrupts::enable();
+
+    match cmdline.mode {
+        Mode::Demo => demo::run(),
+        Mode::List => ktest_runner::list(),
+        Mode::Test => ktest_runner::run(cmdline.run.as_deref()),
+        Mode::Bench => bench::run(),
+    }
+    qemu::exit(ExitCode::Success)
+}
+
+/// A fixed-size buffer for formatting the panic message without the heap.
+struct MessageBuf {
+    buf: [u8; 256],
+    len: usize,
+}
+
+impl Write for MessageBuf {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        let n = s.len().min(self.buf.len() - self.len);
+        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+        self.len += n;
+        Ok(())
+    }
+}
+
+impl MessageBuf {
+    fn as_str(&self) -> &str {
+        match core::str::from_utf8(&self.buf[..self.len]) {
+            Ok(s) => s,
+            Err(e) => core::str::from_utf8(&self.buf[..e.valid_up_to()]).unwrap_or(""),
+        }
+    }
+}
+
+#[panic_handler]
+fn panic(info: &PanicInfo<'_>) -> ! {
+    static PANICKING: AtomicBool = AtomicBool::new(false);
+    let mut w = serial::panic_writer();
+    if PANICKING.swap(true, Ordering::SeqCst) {
+        let _ = writeln!(w, "\nnested panic: {}", info.message());
+        qemu::exit(ExitCode::Failure);
+    }
+    let mut msg = MessageBuf { buf: [0; 256], len: 0 };
+    let _ = write!(msg, "{}", info.message());
+    let _ = write!(w, "\nKERNEL PANIC");
+    if let Some(loc) = info.location() {
+        let _ = write!(w, " at {}:{}:{}", loc.file(), loc.line(), loc.column());
+    }
+    let _ = writeln!(w, ": {}", info.message());
+    let (rsp, rbp): (u64, u64);
+    // SAFETY: copies two registers; no memory is touched.
+    unsafe {
+        core::arch::asm!("mov {}, rsp", "mov {}, rbp", out(reg) rsp, out(reg) rbp,
+            options(nomem, nostack, preserves_flags));
+    }
+    let _ = writeln!(
+        w,
+        "  RSP={rsp:#018x} RBP={rbp:#018x} CR2={:#018x} CR3={:#x} uptime {} us",
+        x86_64::registers::control::Cr2::read_raw(),
+        x86_64::registers::control::Cr3::read_raw().0.start_address().as_u64(),
+        time::uptime_us()
+    );
+    backtrace::write_here(&mut w);
+    drop(w);
+    ktest_runner::panicked(msg.as_str())
+}

@@ -1,0 +1,142 @@
+//! Physical memory at boot: the bootloader's memory map, the direct map, and
+//! the frames taken before the VM's page allocator exists.
+//!
+//! The bootloader maps all physical memory (and at least the first 4 GiB, for
+//! device registers) at [`PHYS_OFFSET`]; the kernel reaches any frame's
+//! contents at `PHYS_OFFSET + physical address`. Until the physical allocator
+//! of `vm` takes over, frames come from [`EarlyFrames`], a bump allocator over
+//! the usable regions whose allocations are never returned: the kernel heap
+//! is the first of them.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use bootloader_api::info::{MemoryRegion, MemoryRegionKind};
+use spin::{Mutex, Once};
+
+pub const PAGE_SIZE: u64 = 4096;
+
+/// Virtual address of physical address 0 in the direct map. (C) set once at boot.
+pub static PHYS_OFFSET: AtomicU64 = AtomicU64::new(0);
+
+/// The bootloader's memory map. (C) set once at boot.
+static REGIONS: Once<&'static [MemoryRegion]> = Once::new();
+
+/// A range of physical memory, `[start, end)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PhysRange {
+    pub start: u64,
+    pub end: u64,
+}
+
+impl PhysRange {
+    pub fn len(&self) -> u64 {
+        self.end - self.start
+    }
+}
+
+/// Kernel virtual address of a physical address, through the direct map.
+pub fn phys_to_virt(phys: u64) -> u64 {
+    PHYS_OFFSET.load(Ordering::Relaxed) + phys
+}
+
+/// The bootloader's memory map.
+pub fn regions() -> &'static [MemoryRegion] {
+    REGIONS.get().copied().unwrap_or(&[])
+}
+
+/// Totals of the memory map, by kind.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MapSummary {
+    pub regions: usize,
+    pub usable_regions: usize,
+    pub usable_bytes: u64,
+    pub bootloader_bytes: u64,
+    pub firmware_bytes: u64,
+    pub highest_usable: u64,
+}
+
+pub fn summary() -> MapSummary {
+    let mut s = MapSummary::default();
+    for r in regions() {
+        s.regions += 1;
+        let len = r.end - r.start;
+        match r.kind {
+            MemoryRegionKind::Usable => {
+                s.usable_regions += 1;
+                s.usable_bytes += len;
+                s.highest_usable = s.highest_usable.max(r.end);
+            }
+            MemoryRegionKind::Bootloader => s.bootloader_bytes += len,
+            _ => s.firmware_bytes += len,
+        }
+    }
+    s
+}
+
+/// Logs the memory map, one line per region and a total.
+pub fn log_map() {
+    for r in regions() {
+        log::debug!(
+            "  {:#012x}..{:#012x} {:>8} KiB {:?}",
+            r.start,
+            r.end,
+            (r.end - r.start) / 1024,
+            r.kind
+        );
+    }
+    let s = summary();
+    log::info!(
+        "memory map: {} regions; usable {} MiB in {} regions, bootloader {} KiB, firmware/reserved {} KiB",
+        s.regions,
+        s.usable_bytes >> 20,
+        s.usable_regions,
+        s.bootloader_bytes >> 10,
+        s.firmware_bytes >> 10
+    );
+}
+
+/// Hands out physical frames from the usable regions, lowest region first,
+/// before the page allocator exists. Never frees. Frames below 1 MiB are left
+/// alone (real-mode and BIOS leftovers; later, the AP trampoline).
+pub struct EarlyFrames {
+    next: u64,
+    /// Ranges handed out, to be marked unmanaged by the page allocator.
+    taken: [PhysRange; 8],
+    ntaken: usize,
+}
+
+pub static EARLY_FRAMES: Mutex<EarlyFrames> =
+    Mutex::new(EarlyFrames { next: 0x10_0000, taken: [PhysRange { start: 0, end: 0 }; 8], ntaken: 0 });
+
+impl EarlyFrames {
+    /// Takes `pages` physically contiguous frames. `None` when no usable
+    /// region past the cursor has that many.
+    pub fn alloc_contiguous(&mut self, pages: u64) -> Option<PhysRange> {
+        let len = pages.checked_mul(PAGE_SIZE)?;
+        for r in regions().iter().filter(|r| r.kind == MemoryRegionKind::Usable) {
+            let start = self.next.max(r.start).next_multiple_of(PAGE_SIZE);
+            if start.checked_add(len).is_some_and(|end| end <= r.end) {
+                let range = PhysRange { start, end: start + len };
+                if self.ntaken == self.taken.len() {
+                    return None;
+                }
+                self.taken[self.ntaken] = range;
+                self.ntaken += 1;
+                self.next = range.end;
+                return Some(range);
+            }
+        }
+        None
+    }
+
+    /// Every range handed out so far.
+    pub fn taken(&self) -> &[PhysRange] {
+        &self.taken[..self.ntaken]
+    }
+}
+
+/// Records the boot information the rest of the kernel reads.
+pub fn init(phys_offset: u64, regions: &'static [MemoryRegion]) {
+    PHYS_OFFSET.store(phys_offset, Ordering::Relaxed);
+    REGIONS.call_once(|| regions);
+}

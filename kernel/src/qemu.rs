@@ -1,0 +1,27 @@
+//! Ending a QEMU run with a status, through QEMU's `isa-debug-exit` device.
+//!
+//! Writing `v` to port 0xf4 makes QEMU exit with status `(v << 1) | 1`, so the
+//! kernel can never produce 0: run-qemu.sh and the test host map
+//! [`ExitCode::Success`] (33) to success and anything else to failure. Without
+//! the device (on real hardware) the write does nothing and the CPU halts.
+
+use x86_64::instructions::port::Port;
+
+const ISA_DEBUG_EXIT_PORT: u16 = 0xf4;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum ExitCode {
+    /// QEMU exits with 33.
+    Success = 0x10,
+    /// QEMU exits with 35.
+    Failure = 0x11,
+}
+
+/// Ends the QEMU run with `code`; halts if there is no exit device.
+pub fn exit(code: ExitCode) -> ! {
+    // SAFETY: port 0xf4 belongs to isa-debug-exit when present and is unused
+    // on the machines this kernel targets when it is not.
+    unsafe { Port::<u32>::new(ISA_DEBUG_EXIT_PORT).write(code as u32) };
+    crate::arch::halt_forever()
+}

@@ -1,0 +1,2 @@
+//! Pagers.
+#![no_std]

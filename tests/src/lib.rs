@@ -1,0 +1,1 @@
+//! Host side of the in-kernel tests (filled in below).

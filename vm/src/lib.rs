@@ -1,0 +1,2 @@
+//! The virtual-memory subsystem.
+#![no_std]
