@@ -52,6 +52,11 @@ impl Images {
     }
 }
 
+/// Where the bootloader places the kernel image: `KERNEL_BASE` in
+/// `kernel/src/main.rs`. gdb loads the symbols at this offset. The host tests
+/// check the kernel reports the same value, so the two cannot drift apart.
+pub const KERNEL_BASE: u64 = 0xffff_ffff_8000_0000;
+
 const KSYM_MAGIC: &[u8; 8] = b"KSYM0001";
 
 /// Encodes the function symbols of `elf` as a KSYM table (see `kernel/src/ksyms.rs`).

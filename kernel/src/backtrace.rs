@@ -51,15 +51,31 @@ pub fn walk(pc: u64, mut rbp: u64, mut f: impl FnMut(usize, u64)) {
     }
 }
 
-/// Writes a backtrace starting at `pc` with frame pointer `rbp`.
+/// Writes a backtrace starting at `pc` with frame pointer `rbp`. Runs of the
+/// same return address (deep recursion) are folded into one line.
 pub fn write_from(w: &mut dyn Write, pc: u64, rbp: u64) {
     let _ = writeln!(w, "backtrace:");
+    let mut last = None;
+    let mut repeats = 0;
+    let flush = |w: &mut dyn Write, repeats: &mut usize| {
+        if *repeats > 0 {
+            let _ = writeln!(w, "      ... the frame above {} more time(s)", *repeats);
+            *repeats = 0;
+        }
+    };
     walk(pc, rbp, |n, addr| {
+        if n > 0 && last == Some(addr) {
+            repeats += 1;
+            return;
+        }
+        flush(w, &mut repeats);
+        last = Some(addr);
         let _ = write!(w, "  #{n:<2} {addr:#018x}");
         // Return addresses point after the call: name the call's own byte.
         ksyms::write_symbol(w, if n == 0 { addr } else { addr - 1 });
         let _ = writeln!(w);
     });
+    flush(w, &mut repeats);
 }
 
 /// Writes a backtrace of the caller.

@@ -13,6 +13,9 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 extern crate alloc;
+// Linked even where nothing is called yet, so that their in-kernel tests are too.
+extern crate pager;
+extern crate vm;
 
 mod arch;
 mod backtrace;

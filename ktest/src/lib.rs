@@ -6,7 +6,7 @@
 //! (`kernel/src/ktest_runner.rs`) walks that table when it is booted in test mode.
 //! Nothing registers at run time, so a test that is compiled is a test that runs.
 //!
-//! ```ignore
+//! ```
 //! use ktest::ktest;
 //!
 //! #[ktest]
@@ -15,10 +15,10 @@
 //! }
 //!
 //! #[ktest(should_panic = "double free")]
-//! fn double_free_is_caught() { /* ... */ }
+//! fn double_free_is_caught() { panic!("double free") }
 //!
 //! #[ktest(expect_fault = 14, timeout = 20)]
-//! fn unmapped_read_faults() { /* ... */ }
+//! fn unmapped_read_faults() { /* read an unmapped address */ }
 //! ```
 //!
 //! Tests are compiled only for the kernel target (`target_os = "none"`): on the
@@ -68,11 +68,10 @@ pub const DEFAULT_TIMEOUT_SECS: u32 = 30;
 pub static TESTS: [Test];
 
 impl Test {
-    /// Writes the full name, `module::name`, with the crate's test-module
-    /// segment (`::tests`) left out so names read like paths to the code.
+    /// Writes the full name, `module::name`, with a trailing test-module
+    /// segment (`::tests`, `::ktests`) left out so names read like paths to the code.
     pub fn write_full_name(&self, w: &mut dyn core::fmt::Write) -> core::fmt::Result {
-        let module = self.module.strip_suffix("::tests").unwrap_or(self.module);
-        write!(w, "{}::{}", module, self.name)
+        write!(w, "{}::{}", short_module(self.module), self.name)
     }
 }
 
@@ -80,8 +79,14 @@ impl Test {
 /// stable from one boot to the next whatever order the linker chose.
 pub fn sorted(out: &mut [&'static Test]) {
     out.sort_unstable_by(|a, b| {
-        let ma = a.module.strip_suffix("::tests").unwrap_or(a.module);
-        let mb = b.module.strip_suffix("::tests").unwrap_or(b.module);
-        (ma, a.name).cmp(&(mb, b.name))
+        (short_module(a.module), a.name).cmp(&(short_module(b.module), b.name))
     });
+}
+
+/// `module_path!()` without a trailing `::tests` or `::ktests`.
+fn short_module(module: &str) -> &str {
+    module
+        .strip_suffix("::tests")
+        .or_else(|| module.strip_suffix("::ktests"))
+        .unwrap_or(module)
 }

@@ -1,2 +1,12 @@
-//! Pagers.
+//! Pagers and what they stand on: block devices, the filesystem, the vnode
+//! pager and the swap pager. `no_std` + `alloc`: built into the kernel, and
+//! unit-tested on the host.
+//!
+//! So far: the block-device trait and a RAM disk with injectable errors.
+
 #![no_std]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+extern crate alloc;
+
+pub mod block;

@@ -1,1 +1,383 @@
-//! Host side of the in-kernel tests (filled in below).
+//! Host side of the in-kernel tests: finds the images, boots QEMU, reads the
+//! kernel's serial console and turns the `ktest:` protocol lines (see
+//! `kernel/src/ktest_runner.rs`) into results.
+//!
+//! QEMU is restarted whenever a test ends the run (a panic, an exception, a
+//! hang past its timeout), with the tests not yet reported, so every test gets
+//! a result by name.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+pub use boot::{Images, KERNEL_BASE};
+
+/// QEMU's exit status when the kernel reports success (`qemu::ExitCode::Success`).
+pub const EXIT_SUCCESS: i32 = 33;
+
+/// How long a boot may take to reach the test runner or the demo.
+pub const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Guest memory for every run; later work on paging relies on it being small.
+pub const GUEST_MEMORY: &str = "128M";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Firmware {
+    Bios,
+    Uefi,
+}
+
+/// The workspace root (this crate lives in `<root>/tests`).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+}
+
+/// The kernel images to test: `$KERNEL_ELF` if set (run-qemu.sh sets it),
+/// else the debug build. Fails with a hint if they have not been built.
+pub fn images() -> Result<Images> {
+    let elf = match std::env::var_os("KERNEL_ELF") {
+        Some(p) => PathBuf::from(p),
+        None => workspace_root().join("target/x86_64-unknown-none/debug/kernel"),
+    };
+    let images = Images::for_kernel(&elf);
+    for p in [&images.kernel, &images.bios, &images.uefi] {
+        if !p.exists() {
+            bail!("{} is missing: run `./run-qemu.sh test`, which builds the kernel and its images", p.display());
+        }
+    }
+    Ok(images)
+}
+
+/// The OVMF firmware for UEFI boots (`$OVMF` overrides).
+pub fn ovmf() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("OVMF") {
+        return Ok(PathBuf::from(p));
+    }
+    ["/usr/share/ovmf/OVMF.fd", "/usr/share/OVMF/OVMF_CODE.fd", "/usr/share/qemu/OVMF.fd"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .context("OVMF firmware not found: install the Debian package `ovmf` (run-qemu.sh does)")
+}
+
+/// How to start QEMU.
+#[derive(Clone, Debug)]
+pub struct BootOptions {
+    pub firmware: Firmware,
+    pub cmdline: String,
+    /// Wait for gdb on this TCP port before running (`-S -gdb`).
+    pub gdb_port: Option<u16>,
+}
+
+impl BootOptions {
+    pub fn new(firmware: Firmware, cmdline: impl Into<String>) -> Self {
+        BootOptions { firmware, cmdline: cmdline.into(), gdb_port: None }
+    }
+}
+
+/// The QEMU command line for `images` (run-qemu.sh builds the same one).
+pub fn qemu_command(images: &Images, opts: &BootOptions) -> Result<Command> {
+    let image = match opts.firmware {
+        Firmware::Bios => &images.bios,
+        Firmware::Uefi => &images.uefi,
+    };
+    let mut cmd = Command::new("qemu-system-x86_64");
+    cmd.arg("-drive")
+        .arg(format!("format=raw,file={}", image.display()))
+        .args(["-serial", "stdio", "-display", "none", "-monitor", "none", "-no-reboot"])
+        .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
+        .args(["-m", GUEST_MEMORY])
+        .arg("-fw_cfg")
+        // QEMU option values escape a comma by doubling it.
+        .arg(format!("name=opt/kernel/cmdline,string={}", opts.cmdline.replace(',', ",,")));
+    if opts.firmware == Firmware::Uefi {
+        cmd.arg("-bios").arg(ovmf()?);
+    }
+    if let Some(port) = opts.gdb_port {
+        cmd.arg("-S").arg("-gdb").arg(format!("tcp:127.0.0.1:{port}"));
+    }
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    Ok(cmd)
+}
+
+/// What reading the console produced.
+#[derive(Debug)]
+pub enum Event {
+    Line(String),
+    Exited(ExitStatus),
+    TimedOut,
+}
+
+fn forward_lines(from: impl std::io::Read, prefix: &str, to: std::sync::mpsc::Sender<String>) {
+    for line in BufReader::new(from).split(b'\n') {
+        let Ok(line) = line else { break };
+        let line = format!("{prefix}{}", String::from_utf8_lossy(&line).trim_end_matches('\r'));
+        if to.send(line).is_err() {
+            break;
+        }
+    }
+}
+
+/// A running QEMU whose serial console is read line by line.
+pub struct Qemu {
+    child: Child,
+    lines: Receiver<String>,
+    pub started: Instant,
+    /// Everything the console printed so far.
+    pub transcript: String,
+}
+
+impl Qemu {
+    pub fn spawn(images: &Images, opts: &BootOptions) -> Result<Qemu> {
+        let mut cmd = qemu_command(images, opts)?;
+        let started = Instant::now();
+        let mut child = cmd
+            .spawn()
+            .context("cannot start qemu-system-x86_64 (install the Debian package qemu-system-x86)")?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let stderr = child.stderr.take().context("no stderr")?;
+        let (tx, rx) = channel();
+        // QEMU's own complaints (stderr) go into the same stream, marked.
+        let tx2 = tx.clone();
+        thread::spawn(move || forward_lines(stderr, "qemu: ", tx2));
+        thread::spawn(move || forward_lines(stdout, "", tx));
+        Ok(Qemu { child, lines: rx, started, transcript: String::new() })
+    }
+
+    /// The next console line, QEMU's exit, or a timeout at `deadline`.
+    pub fn next(&mut self, deadline: Instant) -> Event {
+        let wait = deadline.saturating_duration_since(Instant::now());
+        match self.lines.recv_timeout(wait) {
+            Ok(line) => {
+                self.transcript.push_str(&line);
+                self.transcript.push('\n');
+                Event::Line(line)
+            }
+            Err(RecvTimeoutError::Timeout) => Event::TimedOut,
+            Err(RecvTimeoutError::Disconnected) => match self.child.wait() {
+                Ok(status) => Event::Exited(status),
+                Err(_) => Event::TimedOut,
+            },
+        }
+    }
+
+    /// Waits for a line for which `f` returns `Some`, up to `timeout`.
+    pub fn wait_for<T>(&mut self, timeout: Duration, mut f: impl FnMut(&str) -> Option<T>) -> Result<T> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.next(deadline) {
+                Event::Line(l) => {
+                    if let Some(v) = f(&l) {
+                        return Ok(v);
+                    }
+                }
+                Event::Exited(s) => bail!("QEMU exited ({s}) first; console:\n{}", self.transcript),
+                Event::TimedOut => bail!("timed out after {timeout:?}; console:\n{}", self.transcript),
+            }
+        }
+    }
+
+    /// Waits for QEMU to exit by itself, up to `timeout`; returns its status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<i32> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.next(deadline) {
+                Event::Line(_) => {}
+                Event::Exited(s) => return Ok(s.code().unwrap_or(-1)),
+                Event::TimedOut => bail!("QEMU still running after {timeout:?}; console:\n{}", self.transcript),
+            }
+        }
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Qemu {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// One in-kernel test as the kernel lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TestInfo {
+    pub index: usize,
+    pub name: String,
+    pub timeout: Duration,
+}
+
+/// The result of one in-kernel test.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    pub passed: bool,
+    /// As the kernel measured it (zero if it never reported).
+    pub duration_us: u64,
+    /// Why it failed, and what the console printed while it ran.
+    pub message: String,
+}
+
+/// Parses `ktest: test <i> <name> timeout=<s>` / `ktest: start ...`.
+fn parse_test_line(rest: &str) -> Option<TestInfo> {
+    let mut w = rest.split_whitespace();
+    let index = w.next()?.parse().ok()?;
+    let name = w.next()?.to_string();
+    let timeout = w.next()?.strip_prefix("timeout=")?.parse().ok()?;
+    Some(TestInfo { index, name, timeout: Duration::from_secs(timeout) })
+}
+
+/// Parses `<i> <name> <n>us [reason]` from an ok/FAILED line.
+fn parse_result_line(rest: &str) -> Option<(usize, u64, String)> {
+    let mut w = rest.splitn(4, ' ');
+    let index = w.next()?.parse().ok()?;
+    let _name = w.next()?;
+    let us = w.next()?.strip_suffix("us")?.parse().ok()?;
+    Some((index, us, w.next().unwrap_or("").to_string()))
+}
+
+/// Boots the kernel in `mode=list` and returns its tests.
+pub fn list_tests(images: &Images, firmware: Firmware) -> Result<Vec<TestInfo>> {
+    let mut q = Qemu::spawn(images, &BootOptions::new(firmware, "mode=list"))?;
+    let count: usize = q.wait_for(BOOT_TIMEOUT, |l| l.strip_prefix("ktest: list ")?.trim().parse().ok())?;
+    let mut tests = Vec::with_capacity(count);
+    while tests.len() < count {
+        let t = q.wait_for(Duration::from_secs(10), |l| parse_test_line(l.strip_prefix("ktest: test ")?))?;
+        tests.push(t);
+    }
+    let status = q.wait_exit(Duration::from_secs(10))?;
+    if status != EXIT_SUCCESS {
+        bail!("kernel exited with status {status} after listing its tests");
+    }
+    Ok(tests)
+}
+
+/// Statistics of one [`run_tests`] call.
+#[derive(Clone, Debug, Default)]
+pub struct RunStats {
+    pub boots: usize,
+    /// From starting QEMU to the first `ktest: start` of the first boot.
+    pub boot_to_first_test: Option<Duration>,
+    pub total: Duration,
+}
+
+/// Runs the tests with the given indices, restarting QEMU after any test that
+/// ends the run, until every one has a result.
+pub fn run_tests(
+    images: &Images,
+    firmware: Firmware,
+    tests: &[TestInfo],
+    selection: &[usize],
+) -> Result<(BTreeMap<usize, Outcome>, RunStats)> {
+    let started = Instant::now();
+    let mut results = BTreeMap::new();
+    let mut stats = RunStats::default();
+    let mut remaining: Vec<usize> = selection.to_vec();
+    while !remaining.is_empty() {
+        let run = remaining.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",");
+        let mut q = Qemu::spawn(images, &BootOptions::new(firmware, format!("mode=test run={run}")))?;
+        stats.boots += 1;
+        let mut current: Option<(usize, String)> = None;
+        let mut deadline = Instant::now() + BOOT_TIMEOUT;
+        let mut reported_this_boot = 0;
+        loop {
+            match q.next(deadline) {
+                Event::Line(line) => {
+                    if let Some(rest) = line.strip_prefix("ktest: start ") {
+                        let Some(t) = parse_test_line(rest) else { continue };
+                        stats.boot_to_first_test.get_or_insert(q.started.elapsed());
+                        deadline = Instant::now() + t.timeout;
+                        current = Some((t.index, String::new()));
+                    } else if let Some(rest) = line.strip_prefix("ktest: ok ") {
+                        if let Some((i, us, _)) = parse_result_line(rest) {
+                            results.insert(i, Outcome { passed: true, duration_us: us, message: String::new() });
+                            reported_this_boot += 1;
+                        }
+                        current = None;
+                        deadline = Instant::now() + BOOT_TIMEOUT;
+                    } else if let Some(rest) = line.strip_prefix("ktest: FAILED ") {
+                        if let Some((i, us, reason)) = parse_result_line(rest) {
+                            let output = current.take().map(|c| c.1).unwrap_or_default();
+                            results.insert(
+                                i,
+                                Outcome { passed: false, duration_us: us, message: format!("{reason}\n{output}") },
+                            );
+                            reported_this_boot += 1;
+                        }
+                        current = None;
+                        deadline = Instant::now() + BOOT_TIMEOUT;
+                    } else if line.starts_with("ktest: done") {
+                        let _ = q.wait_exit(Duration::from_secs(10));
+                        break;
+                    } else if let Some((_, out)) = current.as_mut() {
+                        out.push_str(&line);
+                        out.push('\n');
+                    }
+                }
+                Event::Exited(status) => {
+                    if let Some((i, out)) = current.take() {
+                        results.insert(
+                            i,
+                            Outcome {
+                                passed: false,
+                                duration_us: 0,
+                                message: format!("QEMU exited ({status}) during the test\n{out}"),
+                            },
+                        );
+                        reported_this_boot += 1;
+                    }
+                    break;
+                }
+                Event::TimedOut => {
+                    q.kill();
+                    if let Some((i, out)) = current.take() {
+                        let limit = tests.iter().find(|t| t.index == i).map(|t| t.timeout).unwrap_or_default();
+                        results.insert(
+                            i,
+                            Outcome {
+                                passed: false,
+                                duration_us: 0,
+                                message: format!("hung: no result within its {limit:?} timeout\n{out}"),
+                            },
+                        );
+                        reported_this_boot += 1;
+                    }
+                    break;
+                }
+            }
+        }
+        remaining.retain(|i| !results.contains_key(i));
+        if reported_this_boot == 0 && !remaining.is_empty() {
+            bail!(
+                "the kernel ran none of tests {run} (did it reach the test runner?); console:\n{}",
+                q.transcript
+            );
+        }
+    }
+    stats.total = started.elapsed();
+    Ok((results, stats))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protocol_lines_parse() {
+        let t = parse_test_line("3 kernel::heap::many_sizes timeout=30").unwrap();
+        assert_eq!(t, TestInfo { index: 3, name: "kernel::heap::many_sizes".into(), timeout: Duration::from_secs(30) });
+        assert_eq!(parse_result_line("3 kernel::heap::x 1234us"), Some((3, 1234, String::new())));
+        assert_eq!(
+            parse_result_line("7 a::b 5us exception 14 #PF page fault"),
+            Some((7, 5, "exception 14 #PF page fault".into()))
+        );
+        assert!(parse_test_line("x y").is_none());
+        assert!(parse_result_line("1 a 12ms").is_none());
+    }
+}

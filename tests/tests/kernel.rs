@@ -1,1 +1,228 @@
-fn main() {}
+//! Every in-kernel test as a cargo test, plus the host-side checks of booting
+//! (both firmware paths) and of debugging with gdb.
+//!
+//! The kernel's tests run first, all in one go (restarting QEMU only when a
+//! test ends the run); the trials then report what each one did, so the usual
+//! `test result:` line counts them. Filters work as for any cargo test:
+//! `cargo test -p tests --test kernel -- heap` boots the kernel for the
+//! matching tests only.
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use libtest_mimic::{Arguments, Failed, Trial};
+use tests::{
+    BOOT_TIMEOUT, BootOptions, EXIT_SUCCESS, Firmware, Images, KERNEL_BASE, Outcome, Qemu, images,
+    list_tests, run_tests,
+};
+
+fn selected(args: &Arguments, name: &str) -> bool {
+    let matches = |pat: &str| if args.exact { name == pat } else { name.contains(pat) };
+    if let Some(f) = &args.filter {
+        if !matches(f) {
+            return false;
+        }
+    }
+    !args.skip.iter().any(|s| matches(s))
+}
+
+fn main() {
+    let args = Arguments::from_args();
+    let images = match images() {
+        Ok(i) => Arc::new(i),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(1);
+        }
+    };
+
+    let kernel_tests = match list_tests(&images, Firmware::Bios) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: cannot list the in-kernel tests: {e:#}");
+            std::process::exit(1);
+        }
+    };
+
+    let chosen: Vec<usize> =
+        kernel_tests.iter().filter(|t| selected(&args, &t.name)).map(|t| t.index).collect();
+    let mut results: BTreeMap<usize, Outcome> = BTreeMap::new();
+    if !args.list && !chosen.is_empty() {
+        match run_tests(&images, Firmware::Bios, &kernel_tests, &chosen) {
+            Ok((r, stats)) => {
+                eprintln!(
+                    "in-kernel tests: {} run in {:.1} s over {} boot(s); boot to first test {:.2} s",
+                    r.len(),
+                    stats.total.as_secs_f64(),
+                    stats.boots,
+                    stats.boot_to_first_test.unwrap_or_default().as_secs_f64()
+                );
+                results = r;
+            }
+            Err(e) => {
+                eprintln!("error: running the in-kernel tests failed: {e:#}");
+                std::process::exit(1);
+            }
+        }
+    }
+
+    let mut trials: Vec<Trial> = kernel_tests
+        .iter()
+        .map(|t| {
+            let outcome = results.get(&t.index).cloned();
+            Trial::test(t.name.clone(), move || match outcome {
+                Some(o) if o.passed => Ok(()),
+                Some(o) => Err(Failed::from(o.message)),
+                None => Err(Failed::from("the kernel reported no result for this test")),
+            })
+            .with_kind("kernel")
+        })
+        .collect();
+
+    let count = kernel_tests.len();
+    let i = images.clone();
+    trials.push(
+        Trial::test("boot::bios_reaches_test_runner", move || bios_boot(&i, count)).with_kind("host"),
+    );
+    let i = images.clone();
+    let timer_test = kernel_tests.iter().find(|t| t.name == "kernel::time::ticks_advance").map(|t| t.index);
+    trials.push(
+        Trial::test("boot::uefi_reaches_test_runner", move || uefi_boot(&i, count, timer_test))
+            .with_kind("host"),
+    );
+    let i = images.clone();
+    trials.push(Trial::test("boot::demo_exits_cleanly", move || demo(&i)).with_kind("host"));
+    let i = images.clone();
+    trials.push(Trial::test("gdb::breakpoint_in_kernel_main", move || gdb_session(&i)).with_kind("host"));
+
+    libtest_mimic::run(&args, trials).exit();
+}
+
+/// The BIOS image lists the same tests, and the kernel reports being loaded at
+/// the base gdb assumes.
+fn bios_boot(images: &Images, count: usize) -> Result<(), Failed> {
+    let mut q = Qemu::spawn(images, &BootOptions::new(Firmware::Bios, "mode=list"))?;
+    let base = q.wait_for(BOOT_TIMEOUT, |l| {
+        let rest = l.split("booted: kernel at ").nth(1)?;
+        u64::from_str_radix(rest.split(',').next()?.trim_start_matches("0x"), 16).ok()
+    })?;
+    if base != KERNEL_BASE {
+        return Err(format!("kernel loaded at {base:#x}, gdb expects {KERNEL_BASE:#x}").into());
+    }
+    let listed: usize = q.wait_for(Duration::from_secs(10), |l| l.strip_prefix("ktest: list ")?.parse().ok())?;
+    if listed != count || listed == 0 {
+        return Err(format!("listed {listed} tests, expected {count}").into());
+    }
+    Ok(())
+}
+
+/// The UEFI image boots to the same test runner and passes a test that needs
+/// interrupts, the timer and the heap.
+fn uefi_boot(images: &Images, count: usize, timer_test: Option<usize>) -> Result<(), Failed> {
+    let listed = list_tests(images, Firmware::Uefi)?;
+    if listed.len() != count {
+        return Err(format!("UEFI boot lists {} tests, BIOS boot {count}", listed.len()).into());
+    }
+    let idx = timer_test.ok_or("kernel::time::ticks_advance is missing")?;
+    let (results, _) = run_tests(images, Firmware::Uefi, &listed, &[idx])?;
+    match results.get(&idx) {
+        Some(o) if o.passed => Ok(()),
+        Some(o) => Err(format!("timer test failed under UEFI: {}", o.message).into()),
+        None => Err("no result under UEFI".into()),
+    }
+}
+
+/// The demo (what `./run-qemu.sh` shows) runs to its end and exits with success.
+fn demo(images: &Images) -> Result<(), Failed> {
+    let mut q = Qemu::spawn(images, &BootOptions::new(Firmware::Bios, "mode=demo"))?;
+    let status = q.wait_exit(BOOT_TIMEOUT)?;
+    for want in ["memory:", "heap:", "timer:", "demo: done"] {
+        if !q.transcript.lines().any(|l| l.starts_with(want)) {
+            return Err(format!("demo output lacks {want:?}:\n{}", q.transcript).into());
+        }
+    }
+    if status != EXIT_SUCCESS {
+        return Err(format!("demo exited with {status}:\n{}", q.transcript).into());
+    }
+    Ok(())
+}
+
+/// The gdb command run-qemu.sh prints: load symbols at the kernel's base and
+/// attach. Returns the arguments that come before any of the caller's own.
+pub fn gdb_base_args(images: &Images, port: u16) -> Vec<String> {
+    vec![
+        "-nx".into(),
+        "-ex".into(),
+        "set pagination off".into(),
+        "-ex".into(),
+        format!("symbol-file -o {KERNEL_BASE:#x} {}", images.kernel.display()),
+        "-ex".into(),
+        format!("target remote 127.0.0.1:{port}"),
+    ]
+}
+
+/// gdb attaches to a halted QEMU, stops at `kernel_main` with a hardware
+/// breakpoint, and shows Rust names in `bt` and `info symbol`.
+fn gdb_session(images: &Images) -> Result<(), Failed> {
+    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let mut opts = BootOptions::new(Firmware::Bios, "mode=demo");
+    opts.gdb_port = Some(port);
+    let mut q = Qemu::spawn(images, &opts)?;
+    // Give QEMU a moment to open its gdb port.
+    std::thread::sleep(Duration::from_millis(500));
+    let mut args = gdb_base_args(images, port);
+    for cmd in ["hbreak kernel::kernel_main", "continue", "bt", "info symbol $pc", "kill"] {
+        args.push("-ex".into());
+        args.push(cmd.into());
+    }
+    let child = Command::new("gdb")
+        .arg("-batch")
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run gdb (install the Debian package gdb): {e}"))?;
+    let out = wait_with_timeout(child, Duration::from_secs(120))?;
+    q.kill();
+    let text = format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let hit = text.lines().any(|l| l.contains("Breakpoint 1,") && l.contains("kernel::kernel_main"));
+    let bt = text.lines().any(|l| l.starts_with("#0") && l.contains("kernel::kernel_main"));
+    let caller = text.lines().any(|l| l.starts_with("#1") && l.contains("kernel::"));
+    // `info symbol` prints the demangled linkage name; with v0 mangling it
+    // carries the crate's disambiguator: `kernel[6bce42699ea06ffd]::kernel_main`.
+    let sym = text.lines().any(|l| {
+        l.starts_with("kernel") && l.contains("::kernel_main + ") && l.contains("in section .text")
+    });
+    if hit && bt && caller && sym {
+        Ok(())
+    } else {
+        Err(format!(
+            "gdb session incomplete (breakpoint hit: {hit}, bt frame 0: {bt}, bt frame 1: {caller}, info symbol: {sym}):\n{text}"
+        )
+        .into())
+    }
+}
+
+fn wait_with_timeout(mut child: std::process::Child, limit: Duration) -> Result<std::process::Output, Failed> {
+    let start = std::time::Instant::now();
+    loop {
+        if child.try_wait()?.is_some() {
+            return Ok(child.wait_with_output()?);
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output()?;
+            return Err(format!(
+                "gdb did not finish within {limit:?}:\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+            .into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

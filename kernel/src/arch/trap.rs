@@ -281,6 +281,11 @@ pub fn report(w: &mut dyn core::fmt::Write, tf: &TrapFrame, cr2: u64) {
             if e & 8 != 0 { ", reserved bit set" } else { "" },
             if e & 32 != 0 { ", protection key" } else { "" },
         );
+        // A not-present kernel access just below the stack pointer is a run
+        // off the end of the stack into its guard page.
+        if e & 5 == 0 && cr2 < tf.rsp.wrapping_add(64) && tf.rsp.wrapping_sub(cr2) < 8192 {
+            let _ = writeln!(w, "  (the access is just below RSP: kernel stack overflow into the guard page)");
+        }
     }
     let _ = write!(w, "  RIP={:#018x}", tf.rip);
     crate::ksyms::write_symbol(w, tf.rip);

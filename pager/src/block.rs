@@ -1,0 +1,183 @@
+//! Block devices: the trait pagers and filesystems read and write through.
+//!
+//! A device is an array of 512-byte sectors. The kernel implements the trait
+//! over virtio-blk; tests use [`RamDisk`], which can be told to fail chosen
+//! requests so every error path of a pager can be made to run.
+
+use alloc::vec;
+use alloc::vec::Vec;
+
+/// Bytes per sector.
+pub const SECTOR_SIZE: usize = 512;
+
+/// Why a block request failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlockError {
+    /// The device reported an I/O error (EIO to a program).
+    Io,
+    /// The request reaches past the end of the device.
+    OutOfRange { sector: u64, count: u64, capacity: u64 },
+    /// The buffer is not a whole number of sectors.
+    BadLength(usize),
+}
+
+/// A device of fixed-size sectors.
+pub trait BlockDevice {
+    /// Number of sectors.
+    fn capacity(&self) -> u64;
+    /// Reads `buf.len() / SECTOR_SIZE` sectors starting at `sector`.
+    fn read(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), BlockError>;
+    /// Writes `buf.len() / SECTOR_SIZE` sectors starting at `sector`.
+    fn write(&mut self, sector: u64, buf: &[u8]) -> Result<(), BlockError>;
+}
+
+/// Checks a request against the device: whole sectors, inside the device.
+pub fn check_request(capacity: u64, sector: u64, len: usize) -> Result<u64, BlockError> {
+    if len % SECTOR_SIZE != 0 {
+        return Err(BlockError::BadLength(len));
+    }
+    let count = (len / SECTOR_SIZE) as u64;
+    match sector.checked_add(count) {
+        Some(end) if end <= capacity => Ok(count),
+        _ => Err(BlockError::OutOfRange { sector, count, capacity }),
+    }
+}
+
+/// Which requests a [`RamDisk`] fails.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FailPlan {
+    /// Fail nothing.
+    #[default]
+    Never,
+    /// Fail the n-th request from now (0 = the next one), then succeed again.
+    Nth(u64),
+    /// Fail every request that touches this sector.
+    Sector(u64),
+    /// Fail every request.
+    Always,
+}
+
+/// A block device in memory, with injectable errors.
+pub struct RamDisk {
+    data: Vec<u8>,
+    pub fail: FailPlan,
+    requests: u64,
+}
+
+impl RamDisk {
+    /// A zero-filled disk of `sectors` sectors.
+    pub fn new(sectors: u64) -> Self {
+        RamDisk { data: vec![0; sectors as usize * SECTOR_SIZE], fail: FailPlan::Never, requests: 0 }
+    }
+
+    /// Requests served or failed so far.
+    pub fn requests(&self) -> u64 {
+        self.requests
+    }
+
+    fn start(&mut self, sector: u64, len: usize) -> Result<core::ops::Range<usize>, BlockError> {
+        let count = check_request(self.capacity(), sector, len)?;
+        self.requests += 1;
+        let fails = match self.fail {
+            FailPlan::Never => false,
+            FailPlan::Nth(k) => {
+                if k == 0 {
+                    self.fail = FailPlan::Never;
+                    true
+                } else {
+                    self.fail = FailPlan::Nth(k - 1);
+                    false
+                }
+            }
+            FailPlan::Sector(s) => (sector..sector + count).contains(&s),
+            FailPlan::Always => true,
+        };
+        if fails {
+            return Err(BlockError::Io);
+        }
+        let start = sector as usize * SECTOR_SIZE;
+        Ok(start..start + len)
+    }
+}
+
+impl BlockDevice for RamDisk {
+    fn capacity(&self) -> u64 {
+        (self.data.len() / SECTOR_SIZE) as u64
+    }
+
+    fn read(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), BlockError> {
+        let range = self.start(sector, buf.len())?;
+        buf.copy_from_slice(&self.data[range]);
+        Ok(())
+    }
+
+    fn write(&mut self, sector: u64, buf: &[u8]) -> Result<(), BlockError> {
+        let range = self.start(sector, buf.len())?;
+        self.data[range].copy_from_slice(buf);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_back_what_was_written() {
+        let mut d = RamDisk::new(16);
+        let w: Vec<u8> = (0..2 * SECTOR_SIZE).map(|i| i as u8).collect();
+        d.write(3, &w).unwrap();
+        let mut r = vec![0u8; 2 * SECTOR_SIZE];
+        d.read(3, &mut r).unwrap();
+        assert_eq!(r, w);
+        let mut z = vec![1u8; SECTOR_SIZE];
+        d.read(0, &mut z).unwrap();
+        assert!(z.iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn bad_requests_are_refused() {
+        let mut d = RamDisk::new(4);
+        let mut b = vec![0u8; SECTOR_SIZE];
+        assert_eq!(d.read(4, &mut b), Err(BlockError::OutOfRange { sector: 4, count: 1, capacity: 4 }));
+        assert_eq!(d.read(u64::MAX, &mut b), Err(BlockError::OutOfRange { sector: u64::MAX, count: 1, capacity: 4 }));
+        let mut odd = vec![0u8; 100];
+        assert_eq!(d.read(0, &mut odd), Err(BlockError::BadLength(100)));
+        assert_eq!(d.requests(), 0, "refused requests must not count as served");
+    }
+
+    #[test]
+    fn failures_happen_as_planned() {
+        let mut d = RamDisk::new(8);
+        let mut b = vec![0u8; SECTOR_SIZE];
+        d.fail = FailPlan::Nth(1);
+        assert!(d.read(0, &mut b).is_ok());
+        assert_eq!(d.read(0, &mut b), Err(BlockError::Io));
+        assert!(d.read(0, &mut b).is_ok(), "Nth fails once");
+        d.fail = FailPlan::Sector(5);
+        let mut two = vec![0u8; 2 * SECTOR_SIZE];
+        assert_eq!(d.read(4, &mut two), Err(BlockError::Io));
+        assert!(d.read(6, &mut two).is_ok());
+        d.fail = FailPlan::Always;
+        assert_eq!(d.write(0, &b), Err(BlockError::Io));
+    }
+}
+
+mod ktests {
+    use ktest::ktest;
+
+    use super::*;
+
+    /// The RAM disk works in the kernel too (its heap, no std).
+    #[ktest]
+    fn ram_disk_in_kernel() {
+        let mut d = RamDisk::new(64);
+        let w = vec![0xA5u8; 4 * SECTOR_SIZE];
+        d.write(60, &w).unwrap();
+        let mut r = vec![0u8; 4 * SECTOR_SIZE];
+        d.read(60, &mut r).unwrap();
+        assert_eq!(r, w);
+        d.fail = FailPlan::Always;
+        assert_eq!(d.read(0, &mut r[..SECTOR_SIZE]), Err(BlockError::Io));
+    }
+}

@@ -1,0 +1,186 @@
+#!/usr/bin/env bash
+# The one entry point: installs what is missing, builds, and boots the kernel.
+# Run `./run-qemu.sh -h` for the commands.
+set -euo pipefail
+cd "$(dirname "$0")"
+ROOT=$(pwd)
+
+usage() {
+    cat <<'USAGE'
+usage: ./run-qemu.sh [--uefi] [command]
+
+commands:
+  (none)     build and boot the kernel in QEMU (headless, serial console on
+             stdout); it runs the demo and exits QEMU by itself
+  test       host unit tests and every in-kernel test, each reported by name;
+             non-zero exit status on any failure
+  bench      host benchmarks and the kernel's benchmarks (release build);
+             prints `bench: <name> <value> <unit>` lines
+  --gdb      boot with QEMU halted, waiting for gdb; prints the command to attach
+  -h, --help this text
+
+options:
+  --uefi     boot the UEFI image with OVMF instead of the BIOS image
+
+environment:
+  GDB_PORT   port of QEMU's gdb stub for --gdb (default 1234)
+  QEMU_ARGS  extra arguments for QEMU (boot and --gdb only)
+  KERNEL_CMDLINE  kernel command line for boot and --gdb (default mode=demo)
+USAGE
+}
+
+die() { echo "run-qemu.sh: error: $*" >&2; exit 1; }
+note() { echo "run-qemu.sh: $*" >&2; }
+
+# ---- arguments ---------------------------------------------------------------
+cmd=run
+firmware=bios
+for arg in "$@"; do
+    case "$arg" in
+        -h|--help) usage; exit 0 ;;
+        --uefi) firmware=uefi ;;
+        --gdb) cmd=gdb ;;
+        test|bench) cmd=$arg ;;
+        *) echo "run-qemu.sh: unknown option or command: $arg" >&2; usage >&2; exit 2 ;;
+    esac
+done
+
+# ---- installing what is missing ------------------------------------------------
+apt_updated=0
+apt_install() {
+    local pkgs=("$@")
+    note "installing Debian package(s): ${pkgs[*]}"
+    local sudo=()
+    if [ "$(id -u)" != 0 ]; then
+        command -v sudo >/dev/null || die "need root (or sudo) to install ${pkgs[*]}; install them by hand"
+        sudo=(sudo)
+    fi
+    command -v apt-get >/dev/null || die "apt-get not found; install ${pkgs[*]} with your package manager"
+    if [ $apt_updated = 0 ]; then
+        "${sudo[@]}" apt-get update -qq || die "'apt-get update' failed; cannot install ${pkgs[*]}"
+        apt_updated=1
+    fi
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null \
+        || die "'apt-get install ${pkgs[*]}' failed"
+}
+
+ensure_toolchain() {
+    command -v rustup >/dev/null || die "rustup not found: install it (https://rustup.rs), then run this again"
+    local channel
+    channel=$(sed -n 's/^channel *= *"\(.*\)"/\1/p' rust-toolchain.toml)
+    [ -n "$channel" ] || die "no channel in rust-toolchain.toml"
+    # Installs the toolchain with the components and target that
+    # rust-toolchain.toml lists; a no-op once they are there.
+    if ! rustup run "$channel" rustc --print target-list >/dev/null 2>&1 \
+        || ! rustup component list --toolchain "$channel" --installed 2>/dev/null | grep -q '^llvm-tools' \
+        || ! rustup target list --toolchain "$channel" --installed 2>/dev/null | grep -q '^x86_64-unknown-none'; then
+        note "installing Rust toolchain $channel"
+        rustup toolchain install --no-self-update || die "'rustup toolchain install' ($channel from rust-toolchain.toml) failed"
+    fi
+}
+
+ensure_qemu() {
+    command -v qemu-system-x86_64 >/dev/null || apt_install qemu-system-x86
+    command -v qemu-system-x86_64 >/dev/null || die "qemu-system-x86_64 still missing after installing qemu-system-x86"
+}
+
+ovmf_path() {
+    for f in "${OVMF:-}" /usr/share/ovmf/OVMF.fd /usr/share/OVMF/OVMF_CODE.fd /usr/share/qemu/OVMF.fd; do
+        [ -n "$f" ] && [ -f "$f" ] && { echo "$f"; return 0; }
+    done
+    return 1
+}
+
+ensure_ovmf() {
+    ovmf_path >/dev/null || apt_install ovmf
+    ovmf_path >/dev/null || die "OVMF firmware still missing after installing ovmf"
+}
+
+ensure_gdb() {
+    command -v gdb >/dev/null || apt_install gdb
+}
+
+# ---- building ------------------------------------------------------------------------
+# build_kernel PROFILE: builds the kernel ELF and its disk images; sets KERNEL_ELF.
+build_kernel() {
+    local profile=$1 flags=()
+    [ "$profile" = release ] && flags=(--release)
+    note "building the kernel ($profile)"
+    cargo build -p kernel --target x86_64-unknown-none "${flags[@]}" || die "kernel build failed"
+    KERNEL_ELF="$ROOT/target/x86_64-unknown-none/$profile/kernel"
+    cargo run -q -p boot -- "$KERNEL_ELF" >/dev/null || die "creating the disk images failed"
+    export KERNEL_ELF
+}
+
+qemu_args() {
+    local image cmdline=${KERNEL_CMDLINE:-mode=demo}
+    if [ "$firmware" = uefi ]; then image="$KERNEL_ELF-uefi.img"; else image="$KERNEL_ELF-bios.img"; fi
+    QEMU=(qemu-system-x86_64
+        -drive "format=raw,file=$image"
+        -serial stdio -display none -monitor none -no-reboot
+        -device isa-debug-exit,iobase=0xf4,iosize=0x04
+        -m 128M
+        -fw_cfg "name=opt/kernel/cmdline,string=${cmdline//,/,,}")
+    [ "$firmware" = uefi ] && QEMU+=(-bios "$(ovmf_path)")
+    # shellcheck disable=SC2206
+    [ -n "${QEMU_ARGS:-}" ] && QEMU+=($QEMU_ARGS)
+    return 0
+}
+
+# QEMU's isa-debug-exit turns the kernel's success code into 33.
+run_qemu() {
+    local status=0
+    "${QEMU[@]}" </dev/null || status=$?
+    if [ $status = 33 ]; then return 0; fi
+    die "the kernel ended with a failure (QEMU exit status $status)"
+}
+
+# ---- commands ----------------------------------------------------------------
+ensure_toolchain
+ensure_qemu
+[ "$firmware" = uefi ] && ensure_ovmf
+
+case $cmd in
+    run)
+        build_kernel debug
+        qemu_args
+        run_qemu
+        ;;
+    test)
+        ensure_ovmf
+        ensure_gdb
+        build_kernel debug
+        note "running host unit tests and in-kernel tests"
+        # Default workspace members: vm, pager, ktest, boot, and tests (which
+        # boots the kernel and reports each in-kernel test).
+        cargo test
+        ;;
+    bench)
+        ensure_ovmf
+        build_kernel release
+        note "running benchmarks"
+        cargo bench
+        ;;
+    gdb)
+        ensure_gdb
+        build_kernel debug
+        port=${GDB_PORT:-1234}
+        sysroot=$(rustc --print sysroot)
+        cat <<EOF
+
+QEMU is halted, waiting for gdb on port $port. In another terminal, attach with:
+
+  gdb -ex 'source $sysroot/lib/rustlib/etc/gdb_load_rust_pretty_printers.py' \\
+      -ex 'symbol-file -o 0xffffffff80000000 $KERNEL_ELF' \\
+      -ex 'target remote localhost:$port'
+
+then for example:  hbreak kernel::kernel_main   continue   bt
+(hardware breakpoints work before the kernel is loaded; once it runs, break works too)
+
+
+EOF
+        qemu_args
+        QEMU+=(-S -gdb "tcp:127.0.0.1:$port")
+        run_qemu
+        ;;
+esac
