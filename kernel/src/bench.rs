@@ -17,7 +17,7 @@ pub fn run() {
     }
     let start = time::ticks();
     let tsc0 = time::rdtsc();
-    kprintln!("ktick: start {start}");
+    kprintln!("ktick: start {start} hz={}", time::HZ);
     while time::ticks() < start + TICK_WINDOW {
         x86_64::instructions::hlt();
     }
@@ -26,7 +26,6 @@ pub fn run() {
     kprintln!("ktick: end {end}");
     let us = time::tsc_to_us(tsc1 - tsc0).max(1);
     kprintln!("bench: timer.tick_rate_by_tsc {} Hz", (end - start) * 1_000_000 / us);
-    kprintln!("bench: timer.nominal_rate {} Hz", time::HZ);
     kprintln!("bench: cpu.tsc_rate {} MHz", time::tsc_hz() / 1_000_000);
     kprintln!("bench: apic.timer_input_rate {} kHz", crate::arch::apic::timer_hz() / 1000);
 }
