@@ -81,6 +81,7 @@ pub fn run(selection: Option<&[usize]>) -> ! {
             continue;
         };
         kprintln!("ktest: start {i} {} timeout={}", Name(t), t.timeout_secs);
+        let free_before = free_pages();
         EXPECTED_CR2.store(u64::MAX, Ordering::Relaxed);
         STARTED_TSC.store(time::rdtsc(), Ordering::Relaxed);
         CURRENT_TEST.store(t as *const Test as *mut Test, Ordering::SeqCst);
@@ -89,7 +90,7 @@ pub fn run(selection: Option<&[usize]>) -> ! {
         CURRENT.store(NONE, Ordering::SeqCst);
         let us = elapsed_us();
         match t.expect {
-            Expect::Return => match after_test_check() {
+            Expect::Return => match after_test_check(free_before) {
                 Ok(()) => kprintln!("ktest: ok {i} {} {us}us", Name(t)),
                 Err(why) => {
                     failed += 1;
@@ -114,10 +115,34 @@ fn elapsed_us() -> u64 {
     time::tsc_to_us(time::rdtsc().wrapping_sub(STARTED_TSC.load(Ordering::Relaxed)))
 }
 
-/// Checks the kernel is still in a state the next test can run in.
-fn after_test_check() -> Result<(), &'static str> {
+/// Free pages with the allocator's cache drained, so counts compare exactly.
+fn free_pages() -> u64 {
+    match vm::try_global() {
+        Some(pm) => {
+            pm.drain_cache();
+            pm.free_count()
+        }
+        None => 0,
+    }
+}
+
+/// Checks the kernel is still in a state the next test can run in: interrupts
+/// on, every page the test allocated given back, and the page invariants
+/// (`vm::invariants`) intact.
+fn after_test_check(free_before: u64) -> Result<(), alloc::string::String> {
+    use alloc::format;
     if !x86_64::instructions::interrupts::are_enabled() {
-        return Err("left interrupts disabled");
+        return Err("left interrupts disabled".into());
+    }
+    let free_after = free_pages();
+    if free_after != free_before {
+        return Err(format!("free pages {free_before} before the test, {free_after} after: pages leaked or freed twice"));
+    }
+    if let Some(pm) = vm::try_global() {
+        let v = vm::invariants::check(pm);
+        if !v.is_empty() {
+            return Err(format!("page invariants broken after the test: {v:?}"));
+        }
     }
     Ok(())
 }

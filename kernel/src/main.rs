@@ -4,7 +4,8 @@
 //! Bring-up order, and why:
 //! 1. serial console and logger: everything after this can report problems;
 //! 2. GDT/TSS, then IDT: exceptions are reported from here on;
-//! 3. memory map and heap: `alloc` works from here on;
+//! 3. memory map and heap: `alloc` works from here on; then the page array
+//!    and the page allocator (`vm::global()`);
 //! 4. symbol table, command line;
 //! 5. local APIC timer, then interrupts on.
 
@@ -13,9 +14,8 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 extern crate alloc;
-// Linked even where nothing is called yet, so that their in-kernel tests are too.
+// Linked even where nothing is called yet, so that its in-kernel tests are too.
 extern crate pager;
-extern crate vm;
 
 mod arch;
 mod backtrace;
@@ -76,6 +76,11 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     if let Err(e) = heap::init() {
         panic!("cannot set up the kernel heap: {e:?}");
     }
+    if let Err(e) = memory::init_page_allocator() {
+        panic!("cannot build the page array: {e:?}");
+    }
+    // Busy waiters sleep until the next interrupt (the timer) between tries.
+    vm::page::set_busy_wait(|_| x86_64::instructions::hlt());
 
     let ramdisk = boot_info.ramdisk_addr.into_option().map(|addr| {
         // SAFETY: the bootloader mapped the ramdisk at `addr` for

@@ -140,3 +140,85 @@ pub fn init(phys_offset: u64, regions: &'static [MemoryRegion]) {
     PHYS_OFFSET.store(phys_offset, Ordering::Relaxed);
     REGIONS.call_once(|| regions);
 }
+
+/// Builds the page array and the page allocator over the memory map, and
+/// installs it as `vm::global()`.
+///
+/// Segments are the usable and bootloader regions above 1 MiB, merged where
+/// they touch. Every record starts reserved; the usable frames not taken by
+/// [`EarlyFrames`] (heap, the page array itself) are then freed. Bootloader
+/// regions (kernel image, boot page tables, boot stack, boot info, ramdisk)
+/// stay reserved until the kernel has its own page tables and stack, when
+/// `PhysMem::add_free_range` can reclaim them.
+pub fn init_page_allocator() -> Result<&'static vm::phys::PhysMem, vm::phys::PhysError> {
+    use vm::phys::{PhysMem, PhysRange as VmRange};
+
+    const LOW: u64 = 0x10_0000;
+    let mut segs: alloc::vec::Vec<VmRange> = alloc::vec::Vec::new();
+    let mut regions: alloc::vec::Vec<&MemoryRegion> = regions()
+        .iter()
+        .filter(|r| matches!(r.kind, MemoryRegionKind::Usable | MemoryRegionKind::Bootloader) && r.end > LOW)
+        .collect();
+    regions.sort_by_key(|r| r.start);
+    for r in regions {
+        let start = r.start.max(LOW).next_multiple_of(PAGE_SIZE);
+        let end = r.end & !(PAGE_SIZE - 1);
+        if end <= start {
+            continue;
+        }
+        match segs.last_mut() {
+            Some(last) if last.end == start => last.end = end,
+            _ => segs.push(VmRange { start, end }),
+        }
+    }
+    let needed = PhysMem::records_needed(&segs);
+    let bytes = (needed * core::mem::size_of::<vm::page::Page>()) as u64;
+    let storage_range = EARLY_FRAMES
+        .lock()
+        .alloc_contiguous(bytes.div_ceil(PAGE_SIZE))
+        .ok_or(vm::phys::PhysError::StorageTooSmall { needed, got: 0 })?;
+    // SAFETY: the frames were just taken from the early allocator and are
+    // never handed out again; the direct map makes them writable; the slice
+    // covers `needed` records of uninitialised memory, which PhysMem::new
+    // initialises before reading.
+    let storage = unsafe {
+        core::slice::from_raw_parts_mut(
+            phys_to_virt(storage_range.start) as *mut core::mem::MaybeUninit<vm::page::Page>,
+            needed,
+        )
+    };
+    let pm = PhysMem::new(&segs, storage, Some(PHYS_OFFSET.load(Ordering::Relaxed) as usize))?;
+    let taken: alloc::vec::Vec<PhysRange> = EARLY_FRAMES.lock().taken().to_vec();
+    for r in regions_of_kind(MemoryRegionKind::Usable) {
+        let region_start = r.start.max(LOW).next_multiple_of(PAGE_SIZE);
+        let end = r.end & !(PAGE_SIZE - 1);
+        let mut start = region_start;
+        // Walk the region, stepping over the taken ranges (sorted by start).
+        let mut t = taken.clone();
+        t.sort_by_key(|x| x.start);
+        for x in t.iter().filter(|x| x.end > region_start && x.start < end) {
+            if x.start > start {
+                pm.add_free_range(VmRange { start, end: x.start });
+            }
+            start = start.max(x.end);
+        }
+        if start < end {
+            pm.add_free_range(VmRange { start, end });
+        }
+    }
+    let pm = vm::set_global(pm);
+    log::info!(
+        "page array: {} records of {} bytes ({} KiB) for {} segments; {} pages ({} MiB) free",
+        needed,
+        core::mem::size_of::<vm::page::Page>(),
+        bytes / 1024,
+        segs.len(),
+        pm.free_count(),
+        pm.free_count() >> 8
+    );
+    Ok(pm)
+}
+
+fn regions_of_kind(kind: MemoryRegionKind) -> impl Iterator<Item = &'static MemoryRegion> {
+    regions().iter().filter(move |r| r.kind == kind)
+}

@@ -163,6 +163,7 @@ mod tests {
     }
 }
 
+#[cfg(target_os = "none")]
 mod ktests {
     use ktest::ktest;
 

@@ -1,0 +1,707 @@
+//! The page record: one per physical frame, and the small state machines in it.
+//!
+//! Every 4 KiB frame the VM manages has a [`Page`] in the page array
+//! ([`crate::phys`]). A page's state is the product of several independent
+//! machines, each with its own synchronisation. Lock legend for the fields
+//! (as in FreeBSD's `vm_page.h`; two tags mean "either to read, both to write"):
+//!
+//! - (A) atomic: changed only by atomic read-modify-write;
+//! - (B) page busy: the holder of the busy lock;
+//! - (C) constant after the page array is built;
+//! - (F) the free-list lock of the physical allocator;
+//! - (O) the lock of the object the page belongs to;
+//! - (P) the pmap lock;
+//! - (Q) the page-queue lock.
+//!
+//! Atomics are used for every field, even the lock-protected ones, so that a
+//! record can be read without the lock (by the invariant checker, by gdb) with
+//! no undefined behaviour; the tags say which lock makes a *change* legal.
+//!
+//! ## Busy
+//!
+//! A per-page reader/writer lock for pages "in transition" (being read in,
+//! written out, copied), held across the times the object lock is dropped:
+//!
+//! ```text
+//!            try_xbusy                      try_sbusy (n times)
+//!  UNBUSIED ───────────► EXCLUSIVE   UNBUSIED ──────────────────► SHARED(n)
+//!      ▲      xunbusy        │            ▲      sunbusy (n times)     │
+//!      └─────────────────────┘            └────────────────────────────┘
+//!  EXCLUSIVE ──xbusy_downgrade──► SHARED(1) ──try_upgrade──► EXCLUSIVE
+//! ```
+//!
+//! Waiting for a busy page is one function, [`busy_wait`], which spins now and
+//! becomes sleep/wakeup once there are threads. Debug builds record where the
+//! exclusive holder took the lock.
+//!
+//! ## Wiring
+//!
+//! `wire_count` counts references that forbid reclaiming the page. 0 → 1 takes
+//! the page off its paging queue's reach; the last unwire puts it back on a
+//! queue (managed page in an object), frees it (page in no object: rule 5), or
+//! leaves it to the caller (`unwire_noq`, unmanaged pages).
+//!
+//! ## Valid and dirty
+//!
+//! One bit per 512-byte block of the page (8 bits). Valid bits are set by the
+//! busy holder once the data is in; an invalid page is never mapped (rule 2).
+//!
+//! ## Queues
+//!
+//! A managed page in an object that is neither wired nor busy must be on one of
+//! the paging queues, or the pageout daemon can never reclaim it (rule 4):
+//!
+//! ```text
+//!  NONE ──activate──► ACTIVE ──deactivate──► INACTIVE ──launder──► LAUNDRY
+//!    ▲                   ▲                      │                    │
+//!    └────dequeue────────┴──────activate────────┴─────activate───────┘
+//! ```
+
+use core::sync::atomic::{AtomicU8, AtomicU16, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+
+use bitflags::bitflags;
+
+use crate::PAGE_SIZE;
+
+/// Index of a page in the page array.
+pub type PageIndex = u32;
+
+/// "No page": the end of a list.
+pub const NIL: PageIndex = u32::MAX;
+
+/// Bytes covered by one valid/dirty bit.
+pub const BLOCK_SIZE: usize = 512;
+/// All eight blocks of a page.
+pub const ALL_BLOCKS: u8 = 0xFF;
+
+bitflags! {
+    /// Page flags. Each has one fixed meaning and its own rule for changes.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct PageFlags: u16 {
+        /// The page is known to be all zeroes. (F) Set or cleared only between
+        /// allocation and free; once the page is valid it means nothing (rule 13).
+        const ZERO = 1 << 0;
+        /// Accessed since the pageout daemon last looked. (A)
+        const REFERENCED = 1 << 1;
+        /// Not managed by the paging queues and never mapped through PV
+        /// entries: page-table pages, kernel heap, boot memory. (C while
+        /// allocated; set by the allocator.)
+        const UNMANAGED = 1 << 2;
+        /// Reserved for the kernel itself (boot memory, the page array, the
+        /// heap): never on a free list. (C)
+        const RESERVED = 1 << 3;
+        /// Being written by the pageout daemon; free it when the write
+        /// completes (rule 16). (B)
+        const FREE_AFTER_WRITE = 1 << 4;
+        /// The page is free: in a buddy block or the order-0 cache. (F)
+        const FREE = 1 << 5;
+    }
+}
+
+/// Which paging queue a page is on. (Q)
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(u8)]
+pub enum Queue {
+    None = 0,
+    Active = 1,
+    Inactive = 2,
+    Laundry = 3,
+}
+
+impl Queue {
+    pub const PAGING: [Queue; 3] = [Queue::Active, Queue::Inactive, Queue::Laundry];
+
+    pub(crate) fn from_u8(v: u8) -> Queue {
+        match v {
+            1 => Queue::Active,
+            2 => Queue::Inactive,
+            3 => Queue::Laundry,
+            _ => Queue::None,
+        }
+    }
+}
+
+/// Sentinel for `order`: the page does not head a free block.
+pub const NOT_FREE_HEAD: u8 = 0xFF;
+
+// Busy word layout: bit 0 exclusive, bit 1 waiters, bits 2.. shared count.
+const BUSY_EXCLUSIVE: u32 = 1 << 0;
+const BUSY_WAITERS: u32 = 1 << 1;
+const BUSY_SHARER: u32 = 1 << 2;
+const BUSY_UNBUSIED: u32 = 0;
+
+/// The metadata record of one physical page.
+///
+/// Size: 64 bytes at most (checked below): 1.6 % of the memory it describes.
+#[derive(Debug)]
+pub struct Page {
+    /// Physical address of the frame. (C)
+    phys: u64,
+    /// Owning object (an opaque non-zero handle), 0 for none. (O,B)
+    pub(crate) object: AtomicUsize,
+    /// Index of the page within its object. (O,B)
+    pub(crate) pindex: AtomicU64,
+    /// Next/previous page on the list this page is on: a free list (F) or a
+    /// paging queue (Q). A page is on at most one list. NIL-terminated.
+    pub(crate) next: AtomicU32,
+    pub(crate) prev: AtomicU32,
+    /// The busy lock word. (A)
+    busy: AtomicU32,
+    /// Wirings. (A)
+    wire_count: AtomicU32,
+    /// Managed mappings of this page (PV entries). (P)
+    pub(crate) mappings: AtomicU16,
+    /// [`PageFlags`]; each flag documents its own rule.
+    flags: AtomicU16,
+    /// Valid 512-byte blocks. (B)
+    valid: AtomicU8,
+    /// Dirty 512-byte blocks. (B,O)
+    dirty: AtomicU8,
+    /// [`Queue`] the page is on. (Q)
+    pub(crate) queue: AtomicU8,
+    /// Buddy order if this page heads a free block, else NOT_FREE_HEAD. (F)
+    pub(crate) order: AtomicU8,
+    /// Physical segment the page belongs to. (C)
+    pub(crate) segment: u8,
+    /// Where the exclusive busy holder took the lock (debug builds). (B)
+    #[cfg(debug_assertions)]
+    busy_owner: AtomicUsize,
+}
+
+const _: () = assert!(core::mem::size_of::<Page>() <= 64);
+
+/// Where the exclusive busy lock of a page was taken (debug builds).
+pub type BusyOwner = Option<&'static core::panic::Location<'static>>;
+
+impl Page {
+    /// A record for the frame at `phys` in segment `segment`: reserved (not
+    /// free, not managed) until the allocator frees it into its lists.
+    pub fn new(phys: u64, segment: u8) -> Page {
+        Page {
+            phys,
+            object: AtomicUsize::new(0),
+            pindex: AtomicU64::new(0),
+            next: AtomicU32::new(NIL),
+            prev: AtomicU32::new(NIL),
+            busy: AtomicU32::new(BUSY_UNBUSIED),
+            wire_count: AtomicU32::new(0),
+            mappings: AtomicU16::new(0),
+            flags: AtomicU16::new((PageFlags::RESERVED | PageFlags::UNMANAGED).bits()),
+            valid: AtomicU8::new(0),
+            dirty: AtomicU8::new(0),
+            queue: AtomicU8::new(Queue::None as u8),
+            order: AtomicU8::new(NOT_FREE_HEAD),
+            segment,
+            #[cfg(debug_assertions)]
+            busy_owner: AtomicUsize::new(0),
+        }
+    }
+
+    /// Physical address of the frame.
+    pub fn phys(&self) -> u64 {
+        self.phys
+    }
+
+    // ---- flags ----------------------------------------------------------
+
+    pub fn flags(&self) -> PageFlags {
+        PageFlags::from_bits_retain(self.flags.load(Ordering::Acquire))
+    }
+
+    pub(crate) fn set_flags(&self, f: PageFlags) {
+        self.flags.fetch_or(f.bits(), Ordering::AcqRel);
+    }
+
+    pub(crate) fn clear_flags(&self, f: PageFlags) {
+        self.flags.fetch_and(!f.bits(), Ordering::AcqRel);
+    }
+
+    pub fn is_managed(&self) -> bool {
+        !self.flags().contains(PageFlags::UNMANAGED)
+    }
+
+    /// Marks the page referenced (an access was seen).
+    pub fn reference(&self) {
+        self.set_flags(PageFlags::REFERENCED);
+    }
+
+    // ---- object membership --------------------------------------------------
+
+    /// The owning object's handle, if any.
+    pub fn object(&self) -> Option<usize> {
+        match self.object.load(Ordering::Acquire) {
+            0 => None,
+            o => Some(o),
+        }
+    }
+
+    pub fn pindex(&self) -> u64 {
+        self.pindex.load(Ordering::Acquire)
+    }
+
+    /// Records that the page caches page `pindex` of `object`. The object
+    /// code calls this with the object locked and the page exclusively busy.
+    pub fn set_owner(&self, object: usize, pindex: u64) {
+        assert!(object != 0, "object handle 0 means no object");
+        assert!(self.xbusied(), "page {:#x}: owner set without the exclusive busy lock", self.phys);
+        assert!(self.object().is_none(), "page {:#x}: already in object {:#x}", self.phys, self.object.load(Ordering::Relaxed));
+        self.pindex.store(pindex, Ordering::Release);
+        self.object.store(object, Ordering::Release);
+    }
+
+    /// Clears object membership. Returns whether the caller may free the page:
+    /// true unless it is wired, in which case the last unwire frees it (rule 5).
+    pub fn clear_owner(&self) -> bool {
+        self.object.store(0, Ordering::Release);
+        self.pindex.store(0, Ordering::Release);
+        !self.wired()
+    }
+
+    /// Number of managed mappings (maintained by the pmap).
+    pub fn mapping_count(&self) -> u16 {
+        self.mappings.load(Ordering::Acquire)
+    }
+
+    /// Called by the pmap when it adds or removes a managed mapping.
+    pub fn add_mapping(&self) {
+        debug_assert!(self.valid() != 0, "page {:#x}: an invalid page is never mapped (rule 2)", self.phys);
+        self.mappings.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub fn remove_mapping(&self) {
+        let old = self.mappings.fetch_sub(1, Ordering::AcqRel);
+        assert!(old > 0, "page {:#x}: mapping count underflow", self.phys);
+    }
+
+    // ---- busy ---------------------------------------------------------------
+
+    /// Raw busy word, for the invariant checker and debuggers.
+    pub fn busy_word(&self) -> u32 {
+        self.busy.load(Ordering::Acquire)
+    }
+
+    pub fn busied(&self) -> bool {
+        self.busy_word() & !BUSY_WAITERS != BUSY_UNBUSIED
+    }
+
+    pub fn xbusied(&self) -> bool {
+        self.busy_word() & BUSY_EXCLUSIVE != 0
+    }
+
+    /// Number of shared holders.
+    pub fn sbusy_count(&self) -> u32 {
+        self.busy_word() / BUSY_SHARER
+    }
+
+    /// Where the exclusive holder took the lock (debug builds; else `None`).
+    pub fn busy_owner(&self) -> BusyOwner {
+        #[cfg(debug_assertions)]
+        {
+            let p = self.busy_owner.load(Ordering::Acquire) as *const core::panic::Location<'static>;
+            // SAFETY: the field holds 0 or a pointer made from a
+            // `&'static Location` in `note_owner`.
+            unsafe { p.as_ref() }
+        }
+        #[cfg(not(debug_assertions))]
+        None
+    }
+
+    #[track_caller]
+    fn note_owner(&self) {
+        #[cfg(debug_assertions)]
+        self.busy_owner.store(core::panic::Location::caller() as *const _ as usize, Ordering::Release);
+    }
+
+    fn clear_owner_note(&self) {
+        #[cfg(debug_assertions)]
+        self.busy_owner.store(0, Ordering::Release);
+    }
+
+    /// Takes the exclusive busy lock if the page is unbusied.
+    #[track_caller]
+    pub fn try_xbusy(&self) -> bool {
+        // Acquire pairs with the Release in xunbusy/sunbusy: the previous
+        // holder's writes to the page are visible to the new one.
+        let ok = self
+            .busy
+            .compare_exchange(BUSY_UNBUSIED, BUSY_EXCLUSIVE, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok();
+        if ok {
+            self.note_owner();
+        }
+        ok
+    }
+
+    /// Takes a shared busy lock unless the page is exclusively busy.
+    pub fn try_sbusy(&self) -> bool {
+        let mut cur = self.busy.load(Ordering::Relaxed);
+        loop {
+            if cur & BUSY_EXCLUSIVE != 0 {
+                return false;
+            }
+            match self.busy.compare_exchange_weak(cur, cur + BUSY_SHARER, Ordering::Acquire, Ordering::Relaxed) {
+                Ok(_) => return true,
+                Err(now) => cur = now,
+            }
+        }
+    }
+
+    /// Takes the exclusive busy lock, waiting while another holds it.
+    #[track_caller]
+    pub fn xbusy(&self) {
+        while !self.try_xbusy() {
+            busy_wait(self);
+        }
+    }
+
+    /// Takes a shared busy lock, waiting while the page is exclusively busy.
+    pub fn sbusy(&self) {
+        while !self.try_sbusy() {
+            busy_wait(self);
+        }
+    }
+
+    /// Releases the exclusive busy lock.
+    pub fn xunbusy(&self) {
+        assert!(self.xbusied(), "page {:#x}: xunbusy of a page not exclusively busy", self.phys);
+        self.clear_owner_note();
+        // Release pairs with the Acquire of the next try_xbusy/try_sbusy.
+        let old = self.busy.swap(BUSY_UNBUSIED, Ordering::Release);
+        if old & BUSY_WAITERS != 0 {
+            busy_wakeup(self);
+        }
+    }
+
+    /// Releases one shared busy lock.
+    pub fn sunbusy(&self) {
+        let mut cur = self.busy.load(Ordering::Relaxed);
+        loop {
+            assert!(
+                cur & BUSY_EXCLUSIVE == 0 && cur >= BUSY_SHARER,
+                "page {:#x}: sunbusy of a page not shared-busy (busy word {cur:#x})",
+                self.phys
+            );
+            let mut new = cur - BUSY_SHARER;
+            if new < BUSY_SHARER {
+                new = BUSY_UNBUSIED;
+            }
+            match self.busy.compare_exchange_weak(cur, new, Ordering::Release, Ordering::Relaxed) {
+                Ok(_) => {
+                    if new == BUSY_UNBUSIED && cur & BUSY_WAITERS != 0 {
+                        busy_wakeup(self);
+                    }
+                    return;
+                }
+                Err(now) => cur = now,
+            }
+        }
+    }
+
+    /// Turns the exclusive lock into a shared one without letting a writer in.
+    pub fn xbusy_downgrade(&self) {
+        assert!(self.xbusied(), "page {:#x}: downgrade of a page not exclusively busy", self.phys);
+        self.clear_owner_note();
+        let old = self.busy.swap(BUSY_SHARER, Ordering::Release);
+        if old & BUSY_WAITERS != 0 {
+            busy_wakeup(self);
+        }
+    }
+
+    /// Turns the caller's shared lock into the exclusive one if it is the
+    /// only sharer.
+    #[track_caller]
+    pub fn try_upgrade(&self) -> bool {
+        let mut cur = self.busy.load(Ordering::Relaxed);
+        loop {
+            if cur & !BUSY_WAITERS != BUSY_SHARER {
+                return false;
+            }
+            let new = BUSY_EXCLUSIVE | (cur & BUSY_WAITERS);
+            match self.busy.compare_exchange_weak(cur, new, Ordering::Acquire, Ordering::Relaxed) {
+                Ok(_) => {
+                    self.note_owner();
+                    return true;
+                }
+                Err(now) => cur = now,
+            }
+        }
+    }
+
+    /// Notes that someone waits for the busy lock (the wakeup side of
+    /// sleep/wakeup uses it; spinning waiters need not set it).
+    pub fn set_busy_waiters(&self) -> bool {
+        let mut cur = self.busy.load(Ordering::Relaxed);
+        loop {
+            if cur & !BUSY_WAITERS == BUSY_UNBUSIED {
+                return false;
+            }
+            match self.busy.compare_exchange_weak(cur, cur | BUSY_WAITERS, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return true,
+                Err(now) => cur = now,
+            }
+        }
+    }
+
+    // ---- wiring ---------------------------------------------------------
+
+    pub fn wire_count(&self) -> u32 {
+        self.wire_count.load(Ordering::Acquire)
+    }
+
+    pub fn wired(&self) -> bool {
+        self.wire_count() > 0
+    }
+
+    /// Adds a wiring. The caller holds the page busy or its object locked
+    /// (or owns an unmanaged page).
+    pub fn wire(&self) {
+        let old = self.wire_count.fetch_add(1, Ordering::AcqRel);
+        assert!(old != u32::MAX, "page {:#x}: wire count overflow", self.phys);
+    }
+
+    /// Drops a wiring and returns true if it was the last. The page is not
+    /// queued: this is for unmanaged pages, or callers that then queue or free
+    /// the page themselves (see `phys::PhysMem::unwire`).
+    pub fn unwire_noq(&self) -> bool {
+        let old = self.wire_count.fetch_sub(1, Ordering::AcqRel);
+        assert!(old > 0, "page {:#x}: unwire of a page that is not wired", self.phys);
+        old == 1
+    }
+
+    // ---- valid and dirty ----------------------------------------------------
+
+    /// Bitmap of the 512-byte blocks covering `[offset, offset + len)`.
+    pub fn block_mask(offset: usize, len: usize) -> u8 {
+        assert!(offset + len <= PAGE_SIZE, "range {offset}+{len} runs off the page");
+        if len == 0 {
+            return 0;
+        }
+        let first = offset / BLOCK_SIZE;
+        let last = (offset + len - 1) / BLOCK_SIZE;
+        ((0xFFu16 << first) & (0xFFu16 >> (7 - last))) as u8
+    }
+
+    pub fn valid(&self) -> u8 {
+        self.valid.load(Ordering::Acquire)
+    }
+
+    pub fn dirty(&self) -> u8 {
+        self.dirty.load(Ordering::Acquire)
+    }
+
+    pub fn all_valid(&self) -> bool {
+        self.valid() == ALL_BLOCKS
+    }
+
+    /// True if every block of `[offset, offset + len)` is valid.
+    pub fn is_valid_range(&self, offset: usize, len: usize) -> bool {
+        let m = Page::block_mask(offset, len);
+        self.valid() & m == m
+    }
+
+    /// Marks blocks valid. The caller holds the busy lock (B).
+    pub fn set_valid_range(&self, offset: usize, len: usize) {
+        debug_assert!(self.busied(), "page {:#x}: valid bits changed without the busy lock", self.phys);
+        self.valid.fetch_or(Page::block_mask(offset, len), Ordering::AcqRel);
+    }
+
+    /// Marks the whole page valid (busy held).
+    pub fn set_all_valid(&self) {
+        self.set_valid_range(0, PAGE_SIZE);
+    }
+
+    /// Marks the whole page invalid and clean (busy held).
+    pub fn invalidate(&self) {
+        debug_assert!(self.busied(), "page {:#x}: invalidated without the busy lock", self.phys);
+        debug_assert!(self.mapping_count() == 0, "page {:#x}: invalidated while mapped", self.phys);
+        self.valid.store(0, Ordering::Release);
+        self.dirty.store(0, Ordering::Release);
+    }
+
+    /// Marks blocks dirty. Only valid blocks can be dirty.
+    pub fn set_dirty_range(&self, offset: usize, len: usize) {
+        let m = Page::block_mask(offset, len);
+        assert!(self.valid() & m == m, "page {:#x}: dirtying invalid blocks", self.phys);
+        self.dirty.fetch_or(m, Ordering::AcqRel);
+    }
+
+    pub fn set_all_dirty(&self) {
+        self.set_dirty_range(0, PAGE_SIZE);
+    }
+
+    /// Clears the dirty bits (after the data reached its backing store).
+    pub fn undirty(&self) {
+        self.dirty.store(0, Ordering::Release);
+    }
+
+    // ---- queues ---------------------------------------------------------------
+
+    pub fn queue(&self) -> Queue {
+        Queue::from_u8(self.queue.load(Ordering::Acquire))
+    }
+
+    /// The order of the free block this page heads, if it heads one.
+    pub(crate) fn free_order(&self) -> Option<u8> {
+        match self.order.load(Ordering::Acquire) {
+            NOT_FREE_HEAD => None,
+            o => Some(o),
+        }
+    }
+
+    /// Turns a free page into an allocated one with `flags` (the ZERO flag
+    /// carries over: it describes the contents, which did not change).
+    pub(crate) fn take_from_free(&self, flags: PageFlags) {
+        debug_assert!(self.flags().contains(PageFlags::FREE), "page {:#x}: allocated but not free", self.phys);
+        self.valid.store(0, Ordering::Relaxed);
+        self.dirty.store(0, Ordering::Relaxed);
+        let zero = self.flags() & PageFlags::ZERO;
+        self.flags.store((zero | flags).bits(), Ordering::Release);
+    }
+
+    /// Turns an allocated page into a free one; `zero` says if its contents
+    /// are known to be zero.
+    pub(crate) fn make_free(&self, zero: bool) {
+        self.busy.store(BUSY_UNBUSIED, Ordering::Release);
+        self.clear_owner_note();
+        self.valid.store(0, Ordering::Relaxed);
+        self.dirty.store(0, Ordering::Relaxed);
+        let f = if zero { PageFlags::FREE | PageFlags::ZERO } else { PageFlags::FREE };
+        self.flags.store(f.bits(), Ordering::Release);
+    }
+}
+
+/// How a waiter for a busy page waits: one function, so that the scheduler can
+/// replace spinning with sleep/wakeup in one place. The kernel installs its
+/// wait (`hlt` until the next interrupt, later a sleep) with [`set_busy_wait`].
+static BUSY_WAIT: spin::Once<fn(&Page)> = spin::Once::new();
+
+/// Installs the function busy waiters call between attempts (once, at boot).
+pub fn set_busy_wait(f: fn(&Page)) {
+    BUSY_WAIT.call_once(|| f);
+}
+
+/// Waits a little for `page`'s busy state to change.
+pub fn busy_wait(page: &Page) {
+    match BUSY_WAIT.get() {
+        Some(f) => f(page),
+        None => core::hint::spin_loop(),
+    }
+}
+
+/// Wakes waiters of `page` (nothing to do while waiters spin).
+fn busy_wakeup(_page: &Page) {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page() -> Page {
+        Page::new(0x1000, 0)
+    }
+
+    #[test]
+    fn exclusive_busy_excludes_everyone() {
+        let p = page();
+        assert!(p.try_xbusy());
+        assert!(!p.try_xbusy());
+        assert!(!p.try_sbusy());
+        assert!(p.xbusied() && p.busied());
+        assert!(p.busy_owner().is_some() == cfg!(debug_assertions));
+        p.xunbusy();
+        assert!(!p.busied());
+        assert!(p.busy_owner().is_none());
+    }
+
+    #[test]
+    fn shared_busy_counts_holders() {
+        let p = page();
+        assert!(p.try_sbusy());
+        assert!(p.try_sbusy());
+        assert_eq!(p.sbusy_count(), 2);
+        assert!(!p.try_xbusy());
+        assert!(!p.try_upgrade(), "two sharers cannot upgrade");
+        p.sunbusy();
+        assert!(p.try_upgrade());
+        assert!(p.xbusied());
+        p.xbusy_downgrade();
+        assert_eq!(p.sbusy_count(), 1);
+        p.sunbusy();
+        assert!(!p.busied());
+    }
+
+    #[test]
+    #[should_panic(expected = "xunbusy of a page not exclusively busy")]
+    fn xunbusy_without_lock_is_caught() {
+        page().xunbusy();
+    }
+
+    #[test]
+    #[should_panic(expected = "sunbusy of a page not shared-busy")]
+    fn sunbusy_of_xbusy_is_caught() {
+        let p = page();
+        p.xbusy();
+        p.sunbusy();
+    }
+
+    #[test]
+    fn block_masks() {
+        assert_eq!(Page::block_mask(0, PAGE_SIZE), 0xFF);
+        assert_eq!(Page::block_mask(0, 1), 0x01);
+        assert_eq!(Page::block_mask(511, 2), 0x03);
+        assert_eq!(Page::block_mask(4095, 1), 0x80);
+        assert_eq!(Page::block_mask(1024, 1024), 0x0C);
+        assert_eq!(Page::block_mask(100, 0), 0);
+    }
+
+    #[test]
+    fn valid_and_dirty() {
+        let p = page();
+        p.xbusy();
+        p.set_valid_range(512, 1024);
+        assert!(p.is_valid_range(600, 900));
+        assert!(!p.is_valid_range(0, 600));
+        p.set_dirty_range(512, 512);
+        assert_eq!(p.dirty(), 0x02);
+        p.set_all_valid();
+        assert!(p.all_valid());
+        p.invalidate();
+        assert_eq!((p.valid(), p.dirty()), (0, 0));
+        p.xunbusy();
+    }
+
+    #[test]
+    #[should_panic(expected = "dirtying invalid blocks")]
+    fn dirty_needs_valid() {
+        page().set_dirty_range(0, 512);
+    }
+
+    #[test]
+    fn wiring_counts() {
+        let p = page();
+        p.wire();
+        p.wire();
+        assert!(!p.unwire_noq());
+        assert!(p.unwire_noq());
+        assert!(!p.wired());
+    }
+
+    #[test]
+    #[should_panic(expected = "unwire of a page that is not wired")]
+    fn unwire_underflow_is_caught() {
+        page().unwire_noq();
+    }
+
+    #[test]
+    fn owner_needs_xbusy_and_remove_reports_wiring() {
+        let p = page();
+        p.xbusy();
+        p.set_owner(0xABC, 7);
+        assert_eq!((p.object(), p.pindex()), (Some(0xABC), 7));
+        p.wire();
+        assert!(!p.clear_owner(), "a wired page is freed by its last unwire, not here");
+        assert!(p.object().is_none());
+        assert!(p.unwire_noq());
+        p.xunbusy();
+    }
+}

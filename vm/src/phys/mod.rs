@@ -1,0 +1,629 @@
+//! The physical page allocator: a binary buddy system over the page array, in
+//! the manner of FreeBSD's `vm_phys`, with a small order-0 cache in front.
+//!
+//! Physical memory is a set of *segments* (contiguous ranges of frames). Each
+//! segment's frames have consecutive records in the page array, so
+//! frame → record is a segment lookup (at most [`MAX_SEGMENTS`], a constant)
+//! and a subtraction, and record → frame is a field.
+//!
+//! Free memory is kept as naturally aligned blocks of 2^order pages,
+//! order 0 (4 KiB) to [`MAX_ORDER`] (4 MiB), on one doubly linked free list per
+//! order, threaded through the records' `next`/`prev` fields. Only the first
+//! page of a free block ("the head") carries the order; every page of a free
+//! block carries [`PageFlags::FREE`], so a double free is caught on the spot.
+//! Allocation takes the smallest block that fits and splits it; freeing merges
+//! a block with its buddy (the block at `address ^ size`) while the buddy is a
+//! free block of the same order in the same segment.
+//!
+//! Order-0 requests, by far the most common, go through a cache of up to
+//! [`CACHE_SIZE`] free pages that is refilled from and drained to the free
+//! lists [`CACHE_BATCH`] pages at a time, so most allocate/free pairs never
+//! touch the lists. (This will become the per-CPU cache.)
+//!
+//! Locks, in order: the cache lock, then the free-list lock (F); the page-queue
+//! lock (Q) is taken alone (see [`crate::queue`]).
+//!
+//! Rejected: a bitmap allocator (linear scans for large blocks, no cheap
+//! contiguous runs) and one list with sorting (no O(1) coalescing).
+
+use alloc::vec::Vec;
+use core::mem::MaybeUninit;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use bitflags::bitflags;
+use spin::Mutex;
+
+use crate::page::{NIL, NOT_FREE_HEAD, Page, PageFlags, PageIndex, Queue};
+use crate::queue::Queues;
+use crate::{PAGE_SHIFT, PAGE_SIZE};
+
+/// Largest block order: 2^10 pages = 4 MiB.
+pub const MAX_ORDER: u8 = 10;
+pub const NUM_ORDERS: usize = MAX_ORDER as usize + 1;
+/// Most physical segments the allocator manages.
+pub const MAX_SEGMENTS: usize = 16;
+/// Capacity of the order-0 cache.
+pub const CACHE_SIZE: usize = 64;
+/// Pages moved between the cache and the free lists at a time.
+pub const CACHE_BATCH: usize = 32;
+
+/// A range of physical addresses, `[start, end)`, page aligned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PhysRange {
+    pub start: u64,
+    pub end: u64,
+}
+
+impl PhysRange {
+    pub fn pages(&self) -> u64 {
+        (self.end - self.start) >> PAGE_SHIFT
+    }
+
+    pub fn contains(&self, pa: u64) -> bool {
+        self.start <= pa && pa < self.end
+    }
+}
+
+/// One segment: a physically contiguous range with consecutive records.
+#[derive(Clone, Copy, Debug)]
+pub struct Segment {
+    pub range: PhysRange,
+    /// Index of the record of `range.start`.
+    pub first: PageIndex,
+}
+
+bitflags! {
+    /// What the caller wants from an allocation.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct AllocFlags: u32 {
+        /// Contents must be zero (zeroed now unless already known zero).
+        const ZERO = 1 << 0;
+        /// Do not busy the page (rule 1: the default is exclusively busy).
+        const NOBUSY = 1 << 1;
+        /// Return the page wired once.
+        const WIRED = 1 << 2;
+        /// The page belongs to no object and never will: page-table pages,
+        /// kernel memory (rule 11). Implies NOBUSY.
+        const UNMANAGED = 1 << 3;
+    }
+}
+
+/// Why the allocator could not be built.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PhysError {
+    TooManySegments,
+    /// Segment not page aligned, empty, or overlapping another.
+    BadSegment(PhysRange),
+    /// The record storage is smaller than [`PhysMem::records_needed`].
+    StorageTooSmall { needed: usize, got: usize },
+}
+
+/// The free lists. (F)
+pub(crate) struct FreeLists {
+    pub(crate) heads: [PageIndex; NUM_ORDERS],
+    /// Blocks on each list.
+    pub(crate) blocks: [u64; NUM_ORDERS],
+    /// Pages on all lists.
+    pub(crate) pages: u64,
+}
+
+/// The order-0 cache: a stack of free pages.
+pub(crate) struct Cache {
+    pub(crate) pages: [PageIndex; CACHE_SIZE],
+    pub(crate) len: usize,
+}
+
+/// Allocation statistics. (A)
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub allocs: AtomicU64,
+    pub frees: AtomicU64,
+    pub failures: AtomicU64,
+}
+
+/// The page array and the allocator over it.
+pub struct PhysMem {
+    pub(crate) pages: &'static [Page],
+    segments: [Segment; MAX_SEGMENTS],
+    nsegments: usize,
+    /// Virtual address of physical address 0 (the direct map), or `None` when
+    /// page contents are not accessible (host models of the allocator).
+    direct_map: Option<usize>,
+    pub(crate) free: Mutex<FreeLists>,
+    pub(crate) cache: Mutex<Cache>,
+    pub(crate) queues: Mutex<Queues>,
+    pub stats: Stats,
+}
+
+impl PhysMem {
+    /// Records needed for these segments.
+    pub fn records_needed(segments: &[PhysRange]) -> usize {
+        segments.iter().map(|s| s.pages() as usize).sum()
+    }
+
+    /// Builds the page array in `storage` for `segments` (sorted or not) and
+    /// an allocator with nothing free: every record starts reserved. Call
+    /// [`PhysMem::add_free_range`] for the memory that is really free.
+    pub fn new(
+        segments: &[PhysRange],
+        storage: &'static mut [MaybeUninit<Page>],
+        direct_map: Option<usize>,
+    ) -> Result<PhysMem, PhysError> {
+        if segments.len() > MAX_SEGMENTS {
+            return Err(PhysError::TooManySegments);
+        }
+        let needed = Self::records_needed(segments);
+        if storage.len() < needed {
+            return Err(PhysError::StorageTooSmall { needed, got: storage.len() });
+        }
+        let mut sorted: Vec<PhysRange> = segments.to_vec();
+        sorted.sort_by_key(|s| s.start);
+        for (i, s) in sorted.iter().enumerate() {
+            let aligned = s.start % PAGE_SIZE as u64 == 0 && s.end % PAGE_SIZE as u64 == 0;
+            let overlaps = i > 0 && sorted[i - 1].end > s.start;
+            if !aligned || s.end <= s.start || overlaps {
+                return Err(PhysError::BadSegment(*s));
+            }
+        }
+        let mut segs = [Segment { range: PhysRange { start: 0, end: 0 }, first: 0 }; MAX_SEGMENTS];
+        let mut next = 0usize;
+        for (i, s) in sorted.iter().enumerate() {
+            segs[i] = Segment { range: *s, first: next as PageIndex };
+            for p in 0..s.pages() {
+                storage[next].write(Page::new(s.start + (p << PAGE_SHIFT), i as u8));
+                next += 1;
+            }
+        }
+        let storage: &'static mut [MaybeUninit<Page>] = &mut storage[..needed];
+        // SAFETY: the first `needed` elements were each initialised by the
+        // loop above (one per page of every segment, `next` == `needed`), and
+        // MaybeUninit<Page> has the layout of Page.
+        let pages: &'static [Page] =
+            unsafe { core::slice::from_raw_parts(storage.as_ptr() as *const Page, needed) };
+        Ok(PhysMem {
+            pages,
+            segments: segs,
+            nsegments: sorted.len(),
+            direct_map,
+            free: Mutex::new(FreeLists { heads: [NIL; NUM_ORDERS], blocks: [0; NUM_ORDERS], pages: 0 }),
+            cache: Mutex::new(Cache { pages: [NIL; CACHE_SIZE], len: 0 }),
+            queues: Mutex::new(Queues::new()),
+            stats: Stats::default(),
+        })
+    }
+
+    /// The segments.
+    pub fn segments(&self) -> &[Segment] {
+        &self.segments[..self.nsegments]
+    }
+
+    /// Every record.
+    pub fn pages(&self) -> &'static [Page] {
+        self.pages
+    }
+
+    /// The record at `index`.
+    pub fn page(&self, index: PageIndex) -> &'static Page {
+        &self.pages[index as usize]
+    }
+
+    /// The index of a record of this array.
+    pub fn index_of(&self, page: &Page) -> PageIndex {
+        let base = self.pages.as_ptr() as usize;
+        let at = page as *const Page as usize;
+        let i = (at - base) / core::mem::size_of::<Page>();
+        assert!(at >= base && i < self.pages.len(), "page record not in this page array");
+        i as PageIndex
+    }
+
+    fn segment_of(&self, pa: u64) -> Option<&Segment> {
+        self.segments().iter().find(|s| s.range.contains(pa))
+    }
+
+    /// The record of the frame containing `pa`, if the allocator manages it.
+    pub fn page_of(&self, pa: u64) -> Option<&'static Page> {
+        let s = self.segment_of(pa)?;
+        Some(&self.pages[s.first as usize + ((pa - s.range.start) >> PAGE_SHIFT) as usize])
+    }
+
+    /// Kernel virtual address of `page`'s contents, if they are accessible.
+    pub fn page_addr(&self, page: &Page) -> Option<*mut u8> {
+        self.direct_map.map(|d| (d + page.phys() as usize) as *mut u8)
+    }
+
+    fn fill(&self, page: &Page, pages: usize, byte: u8) {
+        if let Some(p) = self.page_addr(page) {
+            // SAFETY: the direct map covers every frame of every segment, the
+            // `pages` frames from `page` are in one segment (a block), and the
+            // caller owns them (just allocated, or being freed).
+            unsafe { core::ptr::write_bytes(p, byte, pages * PAGE_SIZE) };
+        }
+    }
+
+    // ---- free lists (F) -------------------------------------------------------
+
+    fn list_push(&self, fl: &mut FreeLists, idx: PageIndex, order: u8) {
+        let page = self.page(idx);
+        page.order.store(order, Ordering::Relaxed);
+        page.prev.store(NIL, Ordering::Relaxed);
+        let head = fl.heads[order as usize];
+        page.next.store(head, Ordering::Relaxed);
+        if head != NIL {
+            self.page(head).prev.store(idx, Ordering::Relaxed);
+        }
+        fl.heads[order as usize] = idx;
+        fl.blocks[order as usize] += 1;
+        fl.pages += 1 << order;
+    }
+
+    fn list_remove(&self, fl: &mut FreeLists, idx: PageIndex, order: u8) {
+        let page = self.page(idx);
+        debug_assert_eq!(page.free_order(), Some(order));
+        let (next, prev) = (page.next.load(Ordering::Relaxed), page.prev.load(Ordering::Relaxed));
+        if prev == NIL {
+            fl.heads[order as usize] = next;
+        } else {
+            self.page(prev).next.store(next, Ordering::Relaxed);
+        }
+        if next != NIL {
+            self.page(next).prev.store(prev, Ordering::Relaxed);
+        }
+        page.next.store(NIL, Ordering::Relaxed);
+        page.prev.store(NIL, Ordering::Relaxed);
+        page.order.store(NOT_FREE_HEAD, Ordering::Relaxed);
+        fl.blocks[order as usize] -= 1;
+        fl.pages -= 1 << order;
+    }
+
+    /// Index of the buddy of the order-`order` block at `idx`, if it lies in
+    /// the same segment.
+    fn buddy(&self, idx: PageIndex, order: u8) -> Option<PageIndex> {
+        let page = self.page(idx);
+        let seg = &self.segments[page.segment as usize];
+        let pa = page.phys() ^ ((PAGE_SIZE as u64) << order);
+        if !seg.range.contains(pa) {
+            return None;
+        }
+        Some(seg.first + ((pa - seg.range.start) >> PAGE_SHIFT) as PageIndex)
+    }
+
+    /// Puts the block at `idx` on the free lists, merging with its buddies.
+    fn free_block_locked(&self, fl: &mut FreeLists, mut idx: PageIndex, mut order: u8) {
+        while order < MAX_ORDER {
+            let Some(b) = self.buddy(idx, order) else { break };
+            if self.page(b).free_order() != Some(order) {
+                break;
+            }
+            self.list_remove(fl, b, order);
+            idx = idx.min(b);
+            order += 1;
+        }
+        self.list_push(fl, idx, order);
+    }
+
+    /// Takes a block of `order` from the lists, splitting a larger one.
+    fn alloc_block_locked(&self, fl: &mut FreeLists, order: u8) -> Option<PageIndex> {
+        let mut k = order;
+        while fl.heads[k as usize] == NIL {
+            k += 1;
+            if k > MAX_ORDER {
+                return None;
+            }
+        }
+        let idx = fl.heads[k as usize];
+        self.list_remove(fl, idx, k);
+        while k > order {
+            k -= 1;
+            self.list_push(fl, idx + (1 << k), k);
+        }
+        Some(idx)
+    }
+
+    /// Releases `range` (page aligned, inside one segment, all reserved) to
+    /// the free lists: boot-time setup, and reclaiming boot memory.
+    pub fn add_free_range(&self, range: PhysRange) {
+        let seg = self.segment_of(range.start).copied();
+        let seg = seg.unwrap_or_else(|| panic!("free range {range:?} is in no segment"));
+        assert!(range.end <= seg.range.end, "free range {range:?} crosses a segment end");
+        let mut fl = self.free.lock();
+        let mut pa = range.start;
+        while pa < range.end {
+            let idx = seg.first + ((pa - seg.range.start) >> PAGE_SHIFT) as PageIndex;
+            let pfn = pa >> PAGE_SHIFT;
+            let left = (range.end - pa) >> PAGE_SHIFT;
+            let order = (pfn.trailing_zeros() as u8).min(MAX_ORDER).min(63 - left.leading_zeros() as u8);
+            for i in 0..(1u32 << order) {
+                let p = self.page(idx + i);
+                assert!(p.flags().contains(PageFlags::RESERVED), "page {:#x} freed twice at boot", p.phys());
+                p.make_free(false);
+            }
+            self.free_block_locked(&mut fl, idx, order);
+            pa += (PAGE_SIZE as u64) << order;
+        }
+    }
+
+    // ---- allocation -------------------------------------------------------------
+
+    /// Marks the `n` pages from `idx` allocated with `flags`, zeroing if asked.
+    fn prepare(&self, idx: PageIndex, n: usize, flags: AllocFlags) -> &'static Page {
+        let mut pf = PageFlags::empty();
+        if flags.contains(AllocFlags::UNMANAGED) {
+            pf |= PageFlags::UNMANAGED;
+        }
+        for i in 0..n as u32 {
+            let p = self.page(idx + i);
+            p.take_from_free(pf);
+            if flags.contains(AllocFlags::ZERO) && !p.flags().contains(PageFlags::ZERO) {
+                self.fill(p, 1, 0);
+                p.set_flags(PageFlags::ZERO);
+            }
+            if !flags.intersects(AllocFlags::NOBUSY | AllocFlags::UNMANAGED) {
+                let ok = p.try_xbusy();
+                debug_assert!(ok, "free page {:#x} was busy", p.phys());
+            }
+            if flags.contains(AllocFlags::WIRED) {
+                p.wire();
+            }
+        }
+        self.stats.allocs.fetch_add(n as u64, Ordering::Relaxed);
+        self.page(idx)
+    }
+
+    /// Allocates one page: exclusively busy unless `NOBUSY`/`UNMANAGED` (rule 1).
+    /// `None` when memory is exhausted; nothing panics on shortage.
+    #[track_caller]
+    pub fn alloc(&self, flags: AllocFlags) -> Option<&'static Page> {
+        let idx = {
+            let mut cache = self.cache.lock();
+            if cache.len == 0 {
+                let mut fl = self.free.lock();
+                while cache.len < CACHE_BATCH {
+                    let Some(i) = self.alloc_block_locked(&mut fl, 0) else { break };
+                    let n = cache.len;
+                    cache.pages[n] = i;
+                    cache.len += 1;
+                }
+            }
+            if cache.len == 0 {
+                None
+            } else {
+                cache.len -= 1;
+                Some(cache.pages[cache.len])
+            }
+        };
+        match idx {
+            Some(i) => Some(self.prepare(i, 1, flags)),
+            None => {
+                self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+
+    /// Allocates a naturally aligned block of 2^`order` pages, unbusied and
+    /// unmanaged-or-not per `flags` (every page prepared alike).
+    pub fn alloc_order(&self, order: u8, flags: AllocFlags) -> Option<&'static Page> {
+        if order == 0 {
+            return self.alloc(flags);
+        }
+        if order > MAX_ORDER {
+            return None;
+        }
+        let idx = self.alloc_block_locked(&mut self.free.lock(), order);
+        match idx {
+            Some(i) => Some(self.prepare(i, 1 << order, flags)),
+            None => {
+                self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+
+    /// Allocates `npages` physically contiguous pages whose first address is
+    /// a multiple of `align` bytes, that do not cross a multiple of `boundary`
+    /// bytes (0: no limit), and lie inside `[low, high)`. For DMA buffers.
+    /// Runs longer than a largest block (4 MiB) are not supported.
+    pub fn alloc_contig(
+        &self,
+        npages: usize,
+        align: u64,
+        boundary: u64,
+        low: u64,
+        high: u64,
+        flags: AllocFlags,
+    ) -> Option<&'static Page> {
+        if npages == 0 || !align.is_power_of_two() || (boundary != 0 && !boundary.is_power_of_two()) {
+            return None;
+        }
+        let size = (npages as u64) << PAGE_SHIFT;
+        if boundary != 0 && size > boundary {
+            return None;
+        }
+        // A naturally aligned block of `order` satisfies both the alignment
+        // and (being no larger than the boundary) the boundary.
+        let order = npages.next_power_of_two().trailing_zeros().max((align >> PAGE_SHIFT).trailing_zeros());
+        if order > MAX_ORDER as u32 {
+            return None;
+        }
+        let order = order as u8;
+        let mut fl = self.free.lock();
+        for k in order..=MAX_ORDER {
+            let mut idx = fl.heads[k as usize];
+            while idx != NIL {
+                let next = self.page(idx).next.load(Ordering::Relaxed);
+                let start = self.page(idx).phys();
+                let block_end = start + ((PAGE_SIZE as u64) << k);
+                // First sub-block of `order` inside this block and [low, high).
+                let sub = (PAGE_SIZE as u64) << order;
+                let first = low.max(start).next_multiple_of(sub);
+                if first + size <= block_end.min(high) && first >= start {
+                    self.list_remove(&mut fl, idx, k);
+                    // Give back what lies before and after the run.
+                    let run = idx + ((first - start) >> PAGE_SHIFT) as PageIndex;
+                    self.free_span_locked(&mut fl, idx, run);
+                    self.free_span_locked(&mut fl, run + npages as PageIndex, idx + (1u32 << k));
+                    drop(fl);
+                    return Some(self.prepare(run, npages, flags));
+                }
+                idx = next;
+            }
+        }
+        self.stats.failures.fetch_add(1, Ordering::Relaxed);
+        None
+    }
+
+    /// Frees the pages `[from, to)` (indices in one segment, already marked
+    /// free or just taken off a list) as maximal aligned blocks.
+    fn free_span_locked(&self, fl: &mut FreeLists, from: PageIndex, to: PageIndex) {
+        let mut i = from;
+        while i < to {
+            let pfn = self.page(i).phys() >> PAGE_SHIFT;
+            let left = (to - i) as u64;
+            let order = (pfn.trailing_zeros() as u8).min(MAX_ORDER).min(63 - left.leading_zeros() as u8);
+            self.free_block_locked(fl, i, order);
+            i += 1 << order;
+        }
+    }
+
+    // ---- freeing ------------------------------------------------------------
+
+    /// Checks that `page` may be freed (the assertions of FreeBSD's
+    /// `vm_page_free_prep`), takes it off its paging queue, and junk-fills it
+    /// in debug builds so that a use after free shows.
+    fn free_prep(&self, page: &Page, zeroed: bool) {
+        let f = page.flags();
+        assert!(!f.contains(PageFlags::FREE), "page {:#x}: freed twice", page.phys());
+        assert!(!f.contains(PageFlags::RESERVED), "page {:#x}: freeing reserved (kernel) memory", page.phys());
+        assert!(!page.wired(), "page {:#x}: freeing a wired page (wire count {})", page.phys(), page.wire_count());
+        assert!(page.mapping_count() == 0, "page {:#x}: freeing a mapped page ({} mappings)", page.phys(), page.mapping_count());
+        assert!(page.object().is_none(), "page {:#x}: freeing a page still in object {:#x} at index {}", page.phys(), page.object().unwrap_or(0), page.pindex());
+        assert!(page.sbusy_count() == 0, "page {:#x}: freeing a page shared-busied by {} others", page.phys(), page.sbusy_count());
+        if page.queue() != Queue::None {
+            self.dequeue(page);
+        }
+        if cfg!(debug_assertions) && !zeroed {
+            self.fill(page, 1, 0xDB);
+        }
+        page.make_free(zeroed);
+        self.stats.frees.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Frees one page. The caller may hold its exclusive busy lock (it is
+    /// released); anything else that still refers to the page is a bug and
+    /// panics: wired, mapped, in an object, shared-busy, already free.
+    pub fn free(&self, page: &'static Page) {
+        self.free_prep(page, false);
+        self.free_to_cache(self.index_of(page));
+    }
+
+    /// Frees a page the caller knows is all zeroes.
+    pub fn free_zeroed(&self, page: &'static Page) {
+        self.free_prep(page, true);
+        self.free_to_cache(self.index_of(page));
+    }
+
+    fn free_to_cache(&self, idx: PageIndex) {
+        let mut cache = self.cache.lock();
+        if cache.len == CACHE_SIZE {
+            let mut fl = self.free.lock();
+            for _ in 0..CACHE_BATCH {
+                cache.len -= 1;
+                let i = cache.pages[cache.len];
+                self.free_block_locked(&mut fl, i, 0);
+            }
+        }
+        let n = cache.len;
+        cache.pages[n] = idx;
+        cache.len += 1;
+    }
+
+    /// Frees `npages` contiguous pages from `first` (from `alloc_contig` or
+    /// `alloc_order`).
+    pub fn free_contig(&self, first: &'static Page, npages: usize) {
+        let idx = self.index_of(first);
+        for i in 0..npages as u32 {
+            self.free_prep(self.page(idx + i), false);
+        }
+        self.free_span_locked(&mut self.free.lock(), idx, idx + npages as PageIndex);
+    }
+
+    /// Moves every cached page back to the free lists (so per-order counts
+    /// are exact, e.g. before comparing them).
+    pub fn drain_cache(&self) {
+        let mut cache = self.cache.lock();
+        let mut fl = self.free.lock();
+        while cache.len > 0 {
+            cache.len -= 1;
+            let i = cache.pages[cache.len];
+            self.free_block_locked(&mut fl, i, 0);
+        }
+    }
+
+    /// Free pages, on the lists and in the cache.
+    pub fn free_count(&self) -> u64 {
+        let cached = self.cache.lock().len as u64;
+        cached + self.free.lock().pages
+    }
+
+    /// Free blocks on each order's list (the cache not included).
+    pub fn free_blocks(&self) -> [u64; NUM_ORDERS] {
+        self.free.lock().blocks
+    }
+
+    // ---- the page life cycle (rules 4, 5, 6) ------------------------------------
+
+    /// Frees an invalid page found or allocated for I/O that failed (rule 5):
+    /// remove it from its object, then free it unless it is wired — then the
+    /// thread that drops the last wiring frees it, seeing it in no object.
+    /// The caller holds the exclusive busy lock (and, once objects exist, the
+    /// object lock).
+    pub fn free_invalid(&self, page: &'static Page) {
+        assert!(page.xbusied(), "page {:#x}: free_invalid needs the exclusive busy lock", page.phys());
+        assert!(page.valid() == 0, "page {:#x}: free_invalid of a page with valid blocks {:#x}", page.phys(), page.valid());
+        if page.clear_owner() {
+            self.free(page);
+        } else {
+            page.xunbusy();
+        }
+    }
+
+    /// Finishes a read-ahead/behind page after its I/O (rule 6): a valid page
+    /// is unbusied and queued; an invalid one (the read failed) is freed by
+    /// rule 5, never left in limbo.
+    pub fn readahead_finish(&self, page: &'static Page) {
+        if page.valid() != 0 {
+            if !page.wired() && page.is_managed() {
+                if page.flags().contains(PageFlags::REFERENCED) {
+                    self.activate(page);
+                } else {
+                    self.deactivate(page);
+                }
+            }
+            page.xunbusy();
+        } else {
+            self.free_invalid(page);
+        }
+    }
+
+    /// Drops a wiring of a managed page. On the last one the page goes to
+    /// `queue` if it still belongs to an object, and is freed if it does not
+    /// (rule 5: whoever removed it from its object left the freeing to us).
+    pub fn unwire(&self, page: &'static Page, queue: Queue) {
+        assert!(page.is_managed(), "page {:#x}: unwire of an unmanaged page; use unwire_noq", page.phys());
+        if !page.unwire_noq() {
+            return;
+        }
+        if page.object().is_none() {
+            // Nobody else can find the page: it is ours to free.
+            self.free(page);
+        } else {
+            self.enqueue(page, if queue == Queue::None { Queue::Active } else { queue });
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests;
+
+#[cfg(target_os = "none")]
+mod ktests;
