@@ -159,7 +159,7 @@ case $cmd in
         ensure_ovmf
         build_kernel release
         note "running benchmarks"
-        cargo bench
+        cargo bench --benches
         ;;
     gdb)
         ensure_gdb

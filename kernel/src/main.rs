@@ -102,6 +102,12 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     arch::apic::init(phys_offset);
     x86_64::instructions::interrupts::enable();
 
+    // Debug builds check the page invariants once the boot is complete.
+    if cfg!(debug_assertions) {
+        let v = vm::invariants::check(vm::global());
+        assert!(v.is_empty(), "page invariants broken at boot: {v:?}");
+    }
+
     match cmdline.mode {
         Mode::Demo => demo::run(),
         Mode::List => ktest_runner::list(),

@@ -625,5 +625,8 @@ impl PhysMem {
 #[cfg(test)]
 pub(crate) mod tests;
 
+#[cfg(test)]
+mod proptests;
+
 #[cfg(target_os = "none")]
 mod ktests;
