@@ -224,6 +224,13 @@ pub struct Outcome {
     pub message: String,
 }
 
+impl Outcome {
+    /// A failure the kernel could not report itself: the run ended or hung.
+    fn unreported(why: String, output: String) -> Outcome {
+        Outcome { passed: false, duration_us: 0, message: format!("{why}\n{output}") }
+    }
+}
+
 /// Parses `ktest: test <i> <name> timeout=<s>` / `ktest: start ...`.
 fn parse_test_line(rest: &str) -> Option<TestInfo> {
     let mut w = rest.split_whitespace();
@@ -322,14 +329,7 @@ pub fn run_tests(
                 }
                 Event::Exited(status) => {
                     if let Some((i, out)) = current.take() {
-                        results.insert(
-                            i,
-                            Outcome {
-                                passed: false,
-                                duration_us: 0,
-                                message: format!("QEMU exited ({status}) during the test\n{out}"),
-                            },
-                        );
+                        results.insert(i, Outcome::unreported(format!("QEMU exited ({status}) during the test"), out));
                         reported_this_boot += 1;
                     }
                     break;
@@ -338,14 +338,8 @@ pub fn run_tests(
                     q.kill();
                     if let Some((i, out)) = current.take() {
                         let limit = tests.iter().find(|t| t.index == i).map(|t| t.timeout).unwrap_or_default();
-                        results.insert(
-                            i,
-                            Outcome {
-                                passed: false,
-                                duration_us: 0,
-                                message: format!("hung: no result within its {limit:?} timeout\n{out}"),
-                            },
-                        );
+                        let why = format!("hung: no result within its {limit:?} timeout");
+                        results.insert(i, Outcome::unreported(why, out));
                         reported_this_boot += 1;
                     }
                     break;
