@@ -20,7 +20,7 @@ pub fn run() {
     );
 
     for r in memory::EARLY_FRAMES.lock().taken() {
-        kprintln!("early frames: {:#x}..{:#x} taken for the kernel heap", r.start, r.end);
+        kprintln!("early frames: {:#x}..{:#x} taken at boot (heap, page array)", r.start, r.end);
     }
     let (used0, free0) = heap::usage();
     let v: Vec<u64> = (0..100_000).collect();

@@ -188,15 +188,14 @@ pub fn init_page_allocator() -> Result<&'static vm::phys::PhysMem, vm::phys::Phy
         )
     };
     let pm = PhysMem::new(&segs, storage, Some(PHYS_OFFSET.load(Ordering::Relaxed) as usize))?;
-    let taken: alloc::vec::Vec<PhysRange> = EARLY_FRAMES.lock().taken().to_vec();
+    let mut taken: alloc::vec::Vec<PhysRange> = EARLY_FRAMES.lock().taken().to_vec();
+    taken.sort_by_key(|x| x.start);
     for r in regions_of_kind(MemoryRegionKind::Usable) {
         let region_start = r.start.max(LOW).next_multiple_of(PAGE_SIZE);
         let end = r.end & !(PAGE_SIZE - 1);
         let mut start = region_start;
         // Walk the region, stepping over the taken ranges (sorted by start).
-        let mut t = taken.clone();
-        t.sort_by_key(|x| x.start);
-        for x in t.iter().filter(|x| x.end > region_start && x.start < end) {
+        for x in taken.iter().filter(|x| x.end > region_start && x.start < end) {
             if x.start > start {
                 pm.add_free_range(VmRange { start, end: x.start });
             }

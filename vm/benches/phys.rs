@@ -55,87 +55,80 @@ impl Lcg {
     }
 }
 
-fn main() {
-    let pm = phys();
-    let mut fa = bsa();
+/// The two allocators behind one interface, so each workload is written once.
+trait Frames {
+    type Block: Copy;
+    fn alloc(&mut self, order: u8) -> Option<Self::Block>;
+    fn free(&mut self, block: Self::Block, order: u8);
+}
 
-    // Order-0 allocate+free pairs.
-    let ours = measure(2_000_000, |n| {
-        for _ in 0..n {
-            let p = pm.alloc(AllocFlags::NOBUSY).unwrap();
-            pm.free(black_box(p));
-        }
-    });
-    let theirs = measure(2_000_000, |n| {
-        for _ in 0..n {
-            let f = fa.alloc(1).unwrap();
-            fa.dealloc(black_box(f), 1);
-        }
-    });
-    println!("bench: phys.order0_pair {ours:.1} ns/pair");
-    println!("bench: bsa.order0_pair {theirs:.1} ns/pair");
-    println!("bench: phys.order0_pair_vs_bsa {:.2} ratio", theirs / ours);
+impl Frames for &PhysMem {
+    type Block = &'static Page;
+    fn alloc(&mut self, order: u8) -> Option<&'static Page> {
+        if order == 0 { PhysMem::alloc(self, AllocFlags::NOBUSY) } else { self.alloc_order(order, AllocFlags::UNMANAGED) }
+    }
+    fn free(&mut self, p: &'static Page, order: u8) {
+        // Ours updates every record of the block (the FREE flag that catches
+        // double frees); the other allocator keeps no per-page state.
+        if order == 0 { PhysMem::free(self, p) } else { self.free_contig(p, 1 << order) }
+    }
+}
 
-    // Order-9 (2 MiB) allocate+free pairs. Ours updates all 512 records
-    // (the FREE flag that catches double frees); the other does not.
-    let ours = measure(100_000, |n| {
-        for _ in 0..n {
-            let p = pm.alloc_order(9, AllocFlags::UNMANAGED).unwrap();
-            pm.free_contig(black_box(p), 512);
-        }
-    });
-    let theirs = measure(100_000, |n| {
-        for _ in 0..n {
-            let f = fa.alloc(512).unwrap();
-            fa.dealloc(black_box(f), 512);
-        }
-    });
-    println!("bench: phys.order9_pair {ours:.1} ns/pair");
-    println!("bench: bsa.order9_pair {theirs:.1} ns/pair");
-    println!("bench: phys.order9_pair_vs_bsa {:.2} ratio", theirs / ours);
+impl Frames for FrameAllocator<32> {
+    type Block = usize;
+    fn alloc(&mut self, order: u8) -> Option<usize> {
+        FrameAllocator::alloc(self, 1 << order)
+    }
+    fn free(&mut self, f: usize, order: u8) {
+        self.dealloc(f, 1 << order)
+    }
+}
 
-    // Mixed: up to 4096 live blocks of 1..16 pages, random alloc/free.
-    let ours = measure(1_000_000, |n| {
+/// Allocate+free pairs of one order, ns per pair.
+fn pairs<F: Frames>(a: &mut F, order: u8, iters: u64) -> f64 {
+    measure(iters, |n| {
+        for _ in 0..n {
+            let b = a.alloc(order).unwrap();
+            a.free(black_box(b), order);
+        }
+    })
+}
+
+/// Up to 4096 live blocks of 1..16 pages, allocated and freed at random; ns per op.
+fn mixed<F: Frames>(a: &mut F, iters: u64) -> f64 {
+    measure(iters, |n| {
         let mut rng = Lcg(42);
-        let mut live: Vec<(&'static Page, usize)> = Vec::with_capacity(4096);
+        let mut live: Vec<(F::Block, u8)> = Vec::with_capacity(4096);
         for _ in 0..n {
             if live.len() < 4096 && (live.is_empty() || rng.next() % 3 != 0) {
                 let order = (rng.next() % 5) as u8;
-                if let Some(p) = pm.alloc_order(order, AllocFlags::UNMANAGED) {
-                    live.push((p, 1 << order));
+                if let Some(b) = a.alloc(order) {
+                    live.push((b, order));
                 }
             } else {
-                let i = rng.next() as usize % live.len();
-                let (p, pages) = live.swap_remove(i);
-                if pages == 1 { pm.free(p) } else { pm.free_contig(p, pages) }
+                let (b, order) = live.swap_remove(rng.next() as usize % live.len());
+                a.free(b, order);
             }
         }
-        for (p, pages) in live {
-            if pages == 1 { pm.free(p) } else { pm.free_contig(p, pages) }
+        for (b, order) in live {
+            a.free(b, order);
         }
-    });
-    let theirs = measure(1_000_000, |n| {
-        let mut rng = Lcg(42);
-        let mut live: Vec<(usize, usize)> = Vec::with_capacity(4096);
-        for _ in 0..n {
-            if live.len() < 4096 && (live.is_empty() || rng.next() % 3 != 0) {
-                let pages = 1 << (rng.next() % 5);
-                if let Some(f) = fa.alloc(pages) {
-                    live.push((f, pages));
-                }
-            } else {
-                let i = rng.next() as usize % live.len();
-                let (f, pages) = live.swap_remove(i);
-                fa.dealloc(f, pages);
-            }
-        }
-        for (f, pages) in live {
-            fa.dealloc(f, pages);
-        }
-    });
-    println!("bench: phys.mixed_op {ours:.1} ns/op");
-    println!("bench: bsa.mixed_op {theirs:.1} ns/op");
-    println!("bench: phys.mixed_op_vs_bsa {:.2} ratio", theirs / ours);
+    })
+}
 
+fn report(name: &str, unit: &str, ours: f64, theirs: f64) {
+    println!("bench: phys.{name} {ours:.1} {unit}");
+    println!("bench: bsa.{name} {theirs:.1} {unit}");
+    println!("bench: phys.{name}_vs_bsa {:.2} ratio", theirs / ours);
+}
+
+fn main() {
+    let pm = phys();
+    let mut ours = &pm;
+    let mut theirs = bsa();
+
+    report("order0_pair", "ns/pair", pairs(&mut ours, 0, 2_000_000), pairs(&mut theirs, 0, 2_000_000));
+    report("order9_pair", "ns/pair", pairs(&mut ours, 9, 100_000), pairs(&mut theirs, 9, 100_000));
+    report("mixed_op", "ns/op", mixed(&mut ours, 1_000_000), mixed(&mut theirs, 1_000_000));
     println!("bench: phys.page_record {} bytes/page", std::mem::size_of::<Page>());
 }

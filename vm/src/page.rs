@@ -335,16 +335,11 @@ impl Page {
 
     /// Takes a shared busy lock unless the page is exclusively busy.
     pub fn try_sbusy(&self) -> bool {
-        let mut cur = self.busy.load(Ordering::Relaxed);
-        loop {
-            if cur & BUSY_EXCLUSIVE != 0 {
-                return false;
-            }
-            match self.busy.compare_exchange_weak(cur, cur + BUSY_SHARER, Ordering::Acquire, Ordering::Relaxed) {
-                Ok(_) => return true,
-                Err(now) => cur = now,
-            }
-        }
+        self.busy
+            .try_update(Ordering::Acquire, Ordering::Relaxed, |cur| {
+                (cur & BUSY_EXCLUSIVE == 0).then_some(cur + BUSY_SHARER)
+            })
+            .is_ok()
     }
 
     /// Takes the exclusive busy lock, waiting while another holds it.
@@ -375,26 +370,18 @@ impl Page {
 
     /// Releases one shared busy lock.
     pub fn sunbusy(&self) {
-        let mut cur = self.busy.load(Ordering::Relaxed);
-        loop {
-            assert!(
-                cur & BUSY_EXCLUSIVE == 0 && cur >= BUSY_SHARER,
-                "page {:#x}: sunbusy of a page not shared-busy (busy word {cur:#x})",
-                self.phys
-            );
-            let mut new = cur - BUSY_SHARER;
-            if new < BUSY_SHARER {
-                new = BUSY_UNBUSIED;
+        let update = self.busy.try_update(Ordering::Release, Ordering::Relaxed, |cur| {
+            if cur & BUSY_EXCLUSIVE != 0 || cur < BUSY_SHARER {
+                return None;
             }
-            match self.busy.compare_exchange_weak(cur, new, Ordering::Release, Ordering::Relaxed) {
-                Ok(_) => {
-                    if new == BUSY_UNBUSIED && cur & BUSY_WAITERS != 0 {
-                        busy_wakeup(self);
-                    }
-                    return;
-                }
-                Err(now) => cur = now,
-            }
+            // The last sharer also clears the waiters bit: it wakes them.
+            let new = cur - BUSY_SHARER;
+            Some(if new < BUSY_SHARER { BUSY_UNBUSIED } else { new })
+        });
+        match update {
+            Ok(old) if old < 2 * BUSY_SHARER && old & BUSY_WAITERS != 0 => busy_wakeup(self),
+            Ok(_) => {}
+            Err(word) => panic!("page {:#x}: sunbusy of a page not shared-busy (busy word {word:#x})", self.phys),
         }
     }
 
@@ -412,35 +399,26 @@ impl Page {
     /// only sharer.
     #[track_caller]
     pub fn try_upgrade(&self) -> bool {
-        let mut cur = self.busy.load(Ordering::Relaxed);
-        loop {
-            if cur & !BUSY_WAITERS != BUSY_SHARER {
-                return false;
-            }
-            let new = BUSY_EXCLUSIVE | (cur & BUSY_WAITERS);
-            match self.busy.compare_exchange_weak(cur, new, Ordering::Acquire, Ordering::Relaxed) {
-                Ok(_) => {
-                    self.note_owner();
-                    return true;
-                }
-                Err(now) => cur = now,
-            }
+        let ok = self
+            .busy
+            .try_update(Ordering::Acquire, Ordering::Relaxed, |cur| {
+                (cur & !BUSY_WAITERS == BUSY_SHARER).then_some(BUSY_EXCLUSIVE | (cur & BUSY_WAITERS))
+            })
+            .is_ok();
+        if ok {
+            self.note_owner();
         }
+        ok
     }
 
     /// Notes that someone waits for the busy lock (the wakeup side of
     /// sleep/wakeup uses it; spinning waiters need not set it).
     pub fn set_busy_waiters(&self) -> bool {
-        let mut cur = self.busy.load(Ordering::Relaxed);
-        loop {
-            if cur & !BUSY_WAITERS == BUSY_UNBUSIED {
-                return false;
-            }
-            match self.busy.compare_exchange_weak(cur, cur | BUSY_WAITERS, Ordering::Relaxed, Ordering::Relaxed) {
-                Ok(_) => return true,
-                Err(now) => cur = now,
-            }
-        }
+        self.busy
+            .try_update(Ordering::Relaxed, Ordering::Relaxed, |cur| {
+                (cur & !BUSY_WAITERS != BUSY_UNBUSIED).then_some(cur | BUSY_WAITERS)
+            })
+            .is_ok()
     }
 
     // ---- wiring ---------------------------------------------------------

@@ -325,21 +325,14 @@ impl PhysMem {
         let seg = self.segment_of(range.start).copied();
         let seg = seg.unwrap_or_else(|| panic!("free range {range:?} is in no segment"));
         assert!(range.end <= seg.range.end, "free range {range:?} crosses a segment end");
-        let mut fl = self.free.lock();
-        let mut pa = range.start;
-        while pa < range.end {
-            let idx = seg.first + ((pa - seg.range.start) >> PAGE_SHIFT) as PageIndex;
-            let pfn = pa >> PAGE_SHIFT;
-            let left = (range.end - pa) >> PAGE_SHIFT;
-            let order = (pfn.trailing_zeros() as u8).min(MAX_ORDER).min(63 - left.leading_zeros() as u8);
-            for i in 0..(1u32 << order) {
-                let p = self.page(idx + i);
-                assert!(p.flags().contains(PageFlags::RESERVED), "page {:#x} freed twice at boot", p.phys());
-                p.make_free(false);
-            }
-            self.free_block_locked(&mut fl, idx, order);
-            pa += (PAGE_SIZE as u64) << order;
+        let from = seg.first + ((range.start - seg.range.start) >> PAGE_SHIFT) as PageIndex;
+        let to = from + range.pages() as PageIndex;
+        for i in from..to {
+            let p = self.page(i);
+            assert!(p.flags().contains(PageFlags::RESERVED), "page {:#x} freed twice at boot", p.phys());
+            p.make_free(false);
         }
+        self.free_span_locked(&mut self.free.lock(), from, to);
     }
 
     // ---- allocation -------------------------------------------------------------
@@ -456,7 +449,7 @@ impl PhysMem {
                 // First sub-block of `order` inside this block and [low, high).
                 let sub = (PAGE_SIZE as u64) << order;
                 let first = low.max(start).next_multiple_of(sub);
-                if first + size <= block_end.min(high) && first >= start {
+                if first + size <= block_end.min(high) {
                     self.list_remove(&mut fl, idx, k);
                     // Give back what lies before and after the run.
                     let run = idx + ((first - start) >> PAGE_SHIFT) as PageIndex;
@@ -477,9 +470,10 @@ impl PhysMem {
     fn free_span_locked(&self, fl: &mut FreeLists, from: PageIndex, to: PageIndex) {
         let mut i = from;
         while i < to {
+            // The largest block that starts here aligned and fits in the span.
             let pfn = self.page(i).phys() >> PAGE_SHIFT;
-            let left = (to - i) as u64;
-            let order = (pfn.trailing_zeros() as u8).min(MAX_ORDER).min(63 - left.leading_zeros() as u8);
+            let left = to - i;
+            let order = (pfn.trailing_zeros() as u8).min(MAX_ORDER).min(left.ilog2() as u8);
             self.free_block_locked(fl, i, order);
             i += 1 << order;
         }
