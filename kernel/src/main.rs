@@ -76,8 +76,11 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     if let Err(e) = heap::init() {
         panic!("cannot set up the kernel heap: {e:?}");
     }
-    if let Err(e) = memory::init_page_allocator() {
-        panic!("cannot build the page array: {e:?}");
+    match memory::init_page_allocator() {
+        Ok(pm) => {
+            memory::reclaim_boot_memory(pm);
+        }
+        Err(e) => panic!("cannot build the page array: {e:?}"),
     }
     // Busy waiters sleep until the next interrupt (the timer) between tries.
     vm::page::set_busy_wait(|_| x86_64::instructions::hlt());

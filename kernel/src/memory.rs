@@ -221,3 +221,101 @@ pub fn init_page_allocator() -> Result<&'static vm::phys::PhysMem, vm::phys::Phy
 fn regions_of_kind(kind: MemoryRegionKind) -> impl Iterator<Item = &'static MemoryRegion> {
     regions().iter().filter(move |r| r.kind == kind)
 }
+
+/// Frees the bootloader's memory that the kernel no longer uses.
+///
+/// The bootloader's regions hold the kernel image, the boot page tables, the
+/// boot stack, the boot information (with this memory map), the ramdisk, and
+/// its own stages and scratch memory. Everything the kernel still uses is
+/// either a page-table page or mapped outside the direct map; whatever else
+/// lies in a bootloader region is no longer needed and goes to the page
+/// allocator. Returns the number of pages reclaimed.
+pub fn reclaim_boot_memory(pm: &vm::phys::PhysMem) -> u64 {
+    use alloc::collections::BTreeSet;
+
+    let offset = PHYS_OFFSET.load(Ordering::Relaxed);
+    let direct_end = offset + (summary_highest_phys().max(1 << 32));
+    let boot: alloc::vec::Vec<(u64, u64)> = regions_of_kind(MemoryRegionKind::Bootloader)
+        .map(|r| (r.start.next_multiple_of(PAGE_SIZE), r.end & !(PAGE_SIZE - 1)))
+        .collect();
+    let in_boot = |pa: u64| boot.iter().any(|&(s, e)| s <= pa && pa < e);
+
+    let mut used: BTreeSet<u64> = BTreeSet::new();
+    for_each_frame_in_use(offset, direct_end, |pa| {
+        if in_boot(pa) {
+            used.insert(pa);
+        }
+    });
+    let mut tables = 0u64;
+    crate::arch::paging::walk(|v| tables += matches!(v, crate::arch::paging::Visit::Table(_)) as u64);
+
+    let mut reclaimed = 0;
+    for &(start, end) in &boot {
+        let mut pa = start;
+        while pa < end {
+            // The longest run of unused frames from `pa`.
+            let run_start = pa;
+            while pa < end && !used.contains(&pa) && pm.page_of(pa).is_some() {
+                pa += PAGE_SIZE;
+            }
+            if pa > run_start {
+                pm.add_free_range(vm::phys::PhysRange { start: run_start, end: pa });
+                reclaimed += (pa - run_start) / PAGE_SIZE;
+            } else {
+                pa += PAGE_SIZE;
+            }
+        }
+    }
+    log::info!(
+        "reclaimed {} KiB of bootloader memory; {} KiB still in use: {} KiB of boot page tables, the rest kernel image, stack, boot info, ramdisk",
+        reclaimed * 4,
+        boot.iter().map(|&(s, e)| (e - s) / 1024).sum::<u64>() - reclaimed * 4,
+        tables * 4
+    );
+    reclaimed
+}
+
+/// Calls `f` for every frame the current page tables use: the tables
+/// themselves and every frame mapped outside the direct map
+/// (`[direct_start, direct_end)`).
+fn for_each_frame_in_use(direct_start: u64, direct_end: u64, mut f: impl FnMut(u64)) {
+    use crate::arch::paging::{Visit, walk};
+    walk(|v| match v {
+        Visit::Table(pa) => f(pa),
+        Visit::Leaf { va, .. } if (direct_start..direct_end).contains(&va) => {}
+        Visit::Leaf { pa, size, .. } => (0..size / PAGE_SIZE).for_each(|i| f(pa + i * PAGE_SIZE)),
+    });
+}
+
+/// The end of the highest region of the memory map (of any kind).
+fn summary_highest_phys() -> u64 {
+    regions().iter().map(|r| r.end).max().unwrap_or(0)
+}
+
+mod tests {
+    use ktest::ktest;
+    use vm::page::PageFlags;
+
+    use super::*;
+
+    /// After boot memory is reclaimed, no free page is still mapped outside
+    /// the direct map: the kernel image, stack, boot info, ramdisk and page
+    /// tables all survived the reclaim.
+    #[ktest]
+    fn reclaim_kept_everything_mapped() {
+        let pm = vm::global();
+        let offset = PHYS_OFFSET.load(Ordering::Relaxed);
+        let direct_end = offset + summary_highest_phys().max(1 << 32);
+        let mut bad = alloc::vec::Vec::new();
+        for_each_frame_in_use(offset, direct_end, |pa| {
+            if pm.page_of(pa).is_some_and(|p| p.flags().contains(PageFlags::FREE)) {
+                bad.push(pa);
+            }
+        });
+        assert!(bad.is_empty(), "free pages still in use: {bad:x?}");
+        // And the reclaim did find something to give back.
+        let boot_pages: u64 = regions_of_kind(MemoryRegionKind::Bootloader).map(|r| (r.end - r.start) / PAGE_SIZE).sum();
+        let reserved = pm.pages().iter().filter(|p| p.flags().contains(PageFlags::RESERVED)).count() as u64;
+        assert!(reserved < boot_pages + EARLY_FRAMES.lock().taken().iter().map(|r| r.len() / PAGE_SIZE).sum::<u64>());
+    }
+}

@@ -64,3 +64,45 @@ pub fn is_mapped(virt: u64, len: u64) -> bool {
     }
     true
 }
+
+/// What [`walk`] visits.
+#[derive(Clone, Copy, Debug)]
+pub enum Visit {
+    /// A page-table page, by physical address.
+    Table(u64),
+    /// A present leaf mapping: virtual address, physical address, page size.
+    Leaf { va: u64, pa: u64, size: u64 },
+}
+
+/// Visits every page-table page and every present leaf mapping of the
+/// current address space, tables before what they map.
+pub fn walk(mut visit: impl FnMut(Visit)) {
+    let offset = PHYS_OFFSET.load(Ordering::Relaxed);
+    if offset == 0 {
+        return;
+    }
+    let root = Cr3::read_raw().0.start_address().as_u64();
+    walk_level(offset, root, 3, 0, &mut visit);
+}
+
+fn walk_level(offset: u64, phys: u64, level: u32, base: u64, visit: &mut impl FnMut(Visit)) {
+    visit(Visit::Table(phys));
+    for index in 0..512u64 {
+        // SAFETY: `phys` is a page table (CR3 or a present non-leaf entry),
+        // reachable through the direct map; reading an entry has no effect.
+        let entry = unsafe { ((offset + phys + index * 8) as *const u64).read_volatile() };
+        if entry & PRESENT == 0 {
+            continue;
+        }
+        let mut va = base | (index << (12 + 9 * level));
+        if level == 3 && index >= 256 {
+            va |= 0xFFFF_0000_0000_0000; // sign-extend the upper half
+        }
+        let size = 1u64 << (12 + 9 * level);
+        if level == 0 || (entry & HUGE != 0 && (level == 1 || level == 2)) {
+            visit(Visit::Leaf { va, pa: entry & ADDR_MASK & !(size - 1), size });
+        } else {
+            walk_level(offset, entry & ADDR_MASK, level - 1, va, visit);
+        }
+    }
+}
