@@ -9,6 +9,9 @@
 //! | [`page`] | `vm_page`: the per-frame record and its busy/wire/valid/dirty/queue state |
 //! | [`phys`] | `vm_phys`: the buddy allocator over the page array |
 //! | [`queue`] | `vm_pagequeue`: active, inactive, laundry |
+//! | [`radix`] | `vm_radix`: the per-object trie of resident pages |
+//! | [`zone`] | a UMA-like zone of fixed-size items (trie nodes) |
+//! | [`failpoint`] | `fail(9)`: named places that can be told to fail |
 //! | [`invariants`] | what must always hold, checked |
 //!
 //! ## Lock order
@@ -28,10 +31,13 @@
 
 extern crate alloc;
 
+pub mod failpoint;
 pub mod invariants;
 pub mod page;
 pub mod phys;
 pub mod queue;
+pub mod radix;
+pub mod zone;
 
 /// Bytes in a page.
 pub const PAGE_SIZE: usize = 4096;

@@ -226,6 +226,13 @@ impl PhysMem {
         Some(&self.pages[s.first as usize + ((pa - s.range.start) >> PAGE_SHIFT) as usize])
     }
 
+    /// The record of the frame whose contents are at kernel virtual address
+    /// `addr` (through the direct map).
+    pub fn page_of_addr(&self, addr: *const u8) -> Option<&'static Page> {
+        let pa = (addr as usize).checked_sub(self.direct_map?)?;
+        self.page_of(pa as u64)
+    }
+
     /// Kernel virtual address of `page`'s contents, if they are accessible.
     pub fn page_addr(&self, page: &Page) -> Option<*mut u8> {
         self.direct_map.map(|d| (d + page.phys() as usize) as *mut u8)
