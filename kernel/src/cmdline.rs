@@ -12,6 +12,7 @@
 //! | `mode` | `demo`, `test`, `list`, `bench` | `demo` |
 //! | `run` | comma-separated test indices, for `mode=test` | every test |
 //! | `log` | `error`, `warn`, `info`, `debug`, `trace` | `info` |
+//! | `fail.<name>` | a fail-point action: `off`, `always`, `nth:N`, `P%`, `P%@SEED` (see `vm::failpoint`) | `off` |
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -119,6 +120,13 @@ pub fn parse(raw: &str) -> Cmdline {
                 Ok(level) => c.log = level,
                 Err(_) => log::warn!("cmdline: unknown log level {value:?}"),
             },
+            _ if key.starts_with("fail.") => {
+                let name = &key["fail.".len()..];
+                match vm::failpoint::set_by_name(name, value) {
+                    Ok(()) => log::info!("cmdline: fail point {name} set to {value}"),
+                    Err(e) => log::warn!("cmdline: fail point {name}={value}: {e:?}"),
+                }
+            }
             _ => log::warn!("cmdline: unknown option {word:?}"),
         }
     }
@@ -144,4 +152,9 @@ fn parses_every_option() {
     let bad = parse("mode=nonsense run=1,x");
     assert_eq!(bad.mode, Mode::Demo);
     assert!(bad.run.is_none());
+    // Fail points are set from the command line.
+    let fp = &vm::failpoint::PAGER_IO;
+    parse("fail.pager.io=nth:2");
+    assert!(!fp.should_fail() && fp.should_fail() && !fp.should_fail());
+    parse("fail.pager.io=off fail.no.such=always");
 }

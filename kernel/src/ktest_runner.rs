@@ -117,13 +117,8 @@ fn elapsed_us() -> u64 {
 
 /// Free pages with the allocator's cache drained, so counts compare exactly.
 fn free_pages() -> u64 {
-    match vm::try_global() {
-        Some(pm) => {
-            pm.drain_cache();
-            pm.free_count()
-        }
-        None => 0,
-    }
+    vm::drain_caches();
+    vm::try_global().map_or(0, |pm| pm.free_count())
 }
 
 /// Checks the kernel is still in a state the next test can run in: interrupts

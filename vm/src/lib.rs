@@ -9,6 +9,7 @@
 //! | [`page`] | `vm_page`: the per-frame record and its busy/wire/valid/dirty/queue state |
 //! | [`phys`] | `vm_phys`: the buddy allocator over the page array |
 //! | [`queue`] | `vm_pagequeue`: active, inactive, laundry |
+//! | [`object`] | `vm_object`: pages of a file or of anonymous memory; shadow chains |
 //! | [`radix`] | `vm_radix`: the per-object trie of resident pages |
 //! | [`zone`] | a UMA-like zone of fixed-size items (trie nodes) |
 //! | [`failpoint`] | `fail(9)`: named places that can be told to fail |
@@ -33,6 +34,7 @@ extern crate alloc;
 
 pub mod failpoint;
 pub mod invariants;
+pub mod object;
 pub mod page;
 pub mod phys;
 pub mod queue;
@@ -60,4 +62,32 @@ pub fn global() -> &'static phys::PhysMem {
 /// The kernel's page allocator, if it exists yet.
 pub fn try_global() -> Option<&'static phys::PhysMem> {
     GLOBAL.get()
+}
+
+/// The kernel's zone of radix-trie nodes (pages from [`global`]).
+pub fn node_zone() -> &'static zone::NodeZone {
+    static ZONE: spin::Once<zone::NodeZone> = spin::Once::new();
+    ZONE.call_once(|| {
+        zone::NodeZone::new(
+            radix::Radix::<&'static page::Page>::NODE_SIZE,
+            &zone::KernelPages,
+            &failpoint::RADIX_NODE_ALLOC,
+        )
+    })
+}
+
+/// What the kernel's objects use: the global allocator, the kernel node zone
+/// and the `page.alloc` fail point.
+pub fn kernel_env() -> object::VmEnv {
+    object::VmEnv { pm: global(), zone: node_zone(), page_alloc: &failpoint::PAGE_ALLOC }
+}
+
+/// Gives back what the allocator's order-0 cache and the node zone hold in
+/// reserve, so that free-page counts compare exactly (tests, leak checks).
+pub fn drain_caches() {
+    if let Some(pm) = try_global() {
+        pm.drain_cache();
+        node_zone().drain();
+        pm.drain_cache();
+    }
 }

@@ -1,0 +1,538 @@
+//! VM objects: the things pages belong to (FreeBSD's `vm_object`).
+//!
+//! An object is a sparse array of pages indexed by page index: anonymous
+//! memory, a file (vnode), swap-backed memory, or physical memory. Its
+//! resident pages are in a radix trie ([`crate::radix`]). For copy-on-write,
+//! an object can *shadow* a backing object: a lookup that misses in the shadow
+//! continues in the backing object at `pindex + backing_offset`, and so on
+//! down the chain. When a backing object is referenced only by its one shadow,
+//! [`collapse`] moves its pages up and removes it from the chain.
+//!
+//! ## Locking
+//!
+//! Lock legend for [`VmObject`] and [`ObjectState`]: (A) atomic, (C)
+//! constant, (O) the object lock. The object lock is a spin lock taken with
+//! [`VmObject::lock`]; the guard ([`Locked`]) carries the page operations, so
+//! they cannot be called without it. Lock order: a shadow before its backing
+//! object (front to back along the chain), both before any page busy lock is
+//! waited on — waiting for a busy page always drops the object lock first.
+//!
+//! ## Page operations (with the rules of `VM-RULES.md`)
+//!
+//! - `insert`: the page is exclusively busy and in no object; a second page
+//!   at the same index is a bug caught here (rule 15); a trie node that cannot
+//!   be allocated fails the insert with nothing changed.
+//! - `remove`: returns whether the caller may free the page (rule 5).
+//! - `rename`: moves a page to another object/index; can fail (node
+//!   allocation), and then nothing has moved.
+//! - `replace`: swaps a new page into an old page's slot; cannot fail (rule 7).
+//! - `remove_range`: truncation; waits for busy pages, removes every mapping
+//!   (the pmap hook), frees unwired pages, and leaves wired ones to their last
+//!   unwire.
+
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU32, Ordering};
+
+use bitflags::bitflags;
+use spin::{Mutex, MutexGuard};
+
+use crate::failpoint::FailPoint;
+use crate::page::{Page, busy_wait};
+use crate::phys::{AllocFlags, PhysMem};
+use crate::radix::{InsertError, Radix};
+use crate::zone::NodeZone;
+
+/// What kind of memory an object holds. (C)
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ObjectKind {
+    /// Zero-fill memory; may later be paged to swap.
+    Anonymous,
+    /// A file's pages, through the vnode pager.
+    Vnode,
+    /// Anonymous memory that has swap space.
+    Swap,
+    /// Device or physical memory mapped as is.
+    Physical,
+}
+
+bitflags! {
+    /// Object flags. (O)
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct ObjectFlags: u32 {
+        /// Being terminated: no new pages, no new references.
+        const DEAD = 1 << 0;
+    }
+}
+
+/// A pager as an object sees it. The vnode and swap pagers implement it; the
+/// fault path calls it for pages not resident.
+pub trait Pager: Send + Sync {
+    fn name(&self) -> &'static str;
+}
+
+/// What objects need from the rest of the VM: the page allocator, the zone of
+/// trie nodes, and the fail point for page allocation.
+#[derive(Clone, Copy)]
+pub struct VmEnv {
+    pub pm: &'static PhysMem,
+    pub zone: &'static NodeZone,
+    pub page_alloc: &'static FailPoint,
+}
+
+/// Why an object operation did not happen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ObjectError {
+    /// No page or no trie node could be allocated; nothing changed.
+    NoMemory,
+    /// A page needed is busy; retry after waiting.
+    Busy,
+    /// The object is being terminated.
+    Dead,
+    /// The collapse does not apply (backing shared, or not anonymous).
+    NotCollapsible,
+}
+
+/// Called for each page `remove_range` takes out of an object, before it
+/// is freed: removes every hardware mapping of the page. Installed by the
+/// pmap ([`set_remove_all_hook`]); until then pages are never mapped.
+static REMOVE_ALL_HOOK: spin::Once<fn(&'static Page)> = spin::Once::new();
+
+/// Installs the pmap's "remove every mapping of this page" (`pmap_remove_all`).
+pub fn set_remove_all_hook(f: fn(&'static Page)) {
+    REMOVE_ALL_HOOK.call_once(|| f);
+}
+
+fn pmap_remove_all(page: &'static Page) {
+    if let Some(f) = REMOVE_ALL_HOOK.get() {
+        f(page);
+    }
+    assert!(page.mapping_count() == 0, "page {:#x}: still mapped after remove_all", page.phys());
+}
+
+/// The lock-protected part of an object. (O) every field.
+pub struct ObjectState {
+    /// Size in pages.
+    pub size: u64,
+    pages: Radix<&'static Page>,
+    /// The object this one shadows, and where this one's index 0 is in it.
+    backing: Option<Arc<VmObject>>,
+    backing_offset: u64,
+    /// Objects shadowing this one.
+    shadow_count: u32,
+    /// Bumped whenever the set of resident pages changes.
+    generation: u64,
+    flags: ObjectFlags,
+    pager: Option<Arc<dyn Pager>>,
+}
+
+/// A VM object.
+pub struct VmObject {
+    kind: ObjectKind,
+    env: VmEnv,
+    /// References from maps and shadows (not Rust borrows). (A)
+    ref_count: AtomicU32,
+    /// Pager operations under way; termination waits for zero. (A)
+    paging_in_progress: AtomicU32,
+    state: Mutex<ObjectState>,
+}
+
+impl VmObject {
+    /// A new object with one reference.
+    pub fn new(kind: ObjectKind, size: u64, env: VmEnv) -> Arc<VmObject> {
+        Arc::new(VmObject {
+            kind,
+            env,
+            ref_count: AtomicU32::new(1),
+            paging_in_progress: AtomicU32::new(0),
+            state: Mutex::new(ObjectState {
+                size,
+                pages: Radix::new(env.zone),
+                backing: None,
+                backing_offset: 0,
+                shadow_count: 0,
+                generation: 0,
+                flags: ObjectFlags::empty(),
+                pager: None,
+            }),
+        })
+    }
+
+    /// A new anonymous object of `size` pages shadowing `backing` from page
+    /// `offset` on. The shadow takes over the caller's reference to `backing`.
+    pub fn shadow(backing: Arc<VmObject>, offset: u64, size: u64) -> Arc<VmObject> {
+        let obj = VmObject::new(ObjectKind::Anonymous, size, backing.env);
+        {
+            let mut b = backing.lock();
+            b.st.shadow_count += 1;
+        }
+        let mut st = obj.lock();
+        st.st.backing = Some(backing);
+        st.st.backing_offset = offset;
+        drop(st);
+        obj
+    }
+
+    pub fn kind(&self) -> ObjectKind {
+        self.kind
+    }
+
+    /// The handle pages record as their object.
+    pub fn handle(&self) -> usize {
+        self as *const VmObject as usize
+    }
+
+    /// Takes the object lock.
+    pub fn lock(&self) -> Locked<'_> {
+        Locked { obj: self, st: self.state.lock() }
+    }
+
+    /// True if the object lock is held (for assertions and tests).
+    pub fn is_locked(&self) -> bool {
+        self.state.is_locked()
+    }
+
+    pub fn ref_count(&self) -> u32 {
+        self.ref_count.load(Ordering::Acquire)
+    }
+
+    /// Adds a reference.
+    pub fn reference(&self) {
+        let old = self.ref_count.fetch_add(1, Ordering::AcqRel);
+        assert!(old > 0, "reference to an object with no references");
+    }
+
+    /// Drops a reference; the last one terminates the object (frees its pages
+    /// and drops its reference to its backing object).
+    pub fn deallocate(self: Arc<Self>) {
+        let old = self.ref_count.fetch_sub(1, Ordering::AcqRel);
+        assert!(old > 0, "object reference count underflow");
+        if old == 1 {
+            self.terminate();
+        }
+    }
+
+    /// Marks a pager operation under way.
+    pub fn pip_add(&self) {
+        self.paging_in_progress.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Ends a pager operation.
+    pub fn pip_wakeup(&self) {
+        let old = self.paging_in_progress.fetch_sub(1, Ordering::AcqRel);
+        assert!(old > 0, "paging_in_progress underflow");
+    }
+
+    /// Waits until no pager operation is under way (object lock not held).
+    pub fn pip_wait(&self) {
+        while self.paging_in_progress.load(Ordering::Acquire) != 0 {
+            core::hint::spin_loop();
+        }
+    }
+
+    /// Frees every page and the trie, and releases the backing object.
+    fn terminate(&self) {
+        self.lock().st.flags |= ObjectFlags::DEAD;
+        self.pip_wait();
+        self.remove_range(0, u64::MAX);
+        let backing = {
+            let mut l = self.lock();
+            l.st.pages.reclaim_all_nodes();
+            l.st.backing.take()
+        };
+        if let Some(b) = backing {
+            b.lock().st.shadow_count -= 1;
+            b.deallocate();
+        }
+    }
+
+    /// Truncation: takes every page with index in `[start, end)` out of the
+    /// object. Busy pages are waited for (the lock is dropped meanwhile);
+    /// every mapping of each page is removed; unwired pages are freed; wired
+    /// pages only leave the object, and their last unwire frees them (rule 5).
+    pub fn remove_range(&self, start: u64, end: u64) {
+        let pm = self.env.pm;
+        let mut next = start;
+        loop {
+            let mut l = self.lock();
+            let Some(page) = l.st.pages.lookup_ge(next).filter(|p| p.pindex() < end) else { break };
+            if !page.try_xbusy() {
+                drop(l);
+                busy_wait(page);
+                continue;
+            }
+            next = page.pindex().saturating_add(1);
+            pmap_remove_all(page);
+            let may_free = l.remove(page);
+            drop(l);
+            if may_free {
+                pm.free(page);
+            } else {
+                page.xunbusy();
+            }
+        }
+    }
+}
+
+/// The object lock, held; the page operations live here.
+pub struct Locked<'a> {
+    obj: &'a VmObject,
+    st: MutexGuard<'a, ObjectState>,
+}
+
+impl Locked<'_> {
+    pub fn object(&self) -> &VmObject {
+        self.obj
+    }
+
+    pub fn resident(&self) -> usize {
+        self.st.pages.len()
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.st.generation
+    }
+
+    pub fn flags(&self) -> ObjectFlags {
+        self.st.flags
+    }
+
+    pub fn shadow_count(&self) -> u32 {
+        self.st.shadow_count
+    }
+
+    pub fn backing(&self) -> Option<(Arc<VmObject>, u64)> {
+        self.st.backing.as_ref().map(|b| (b.clone(), self.st.backing_offset))
+    }
+
+    pub fn set_pager(&mut self, pager: Arc<dyn Pager>) {
+        self.st.pager = Some(pager);
+    }
+
+    pub fn pager(&self) -> Option<Arc<dyn Pager>> {
+        self.st.pager.clone()
+    }
+
+    /// The resident page at `pindex`.
+    pub fn lookup(&self, pindex: u64) -> Option<&'static Page> {
+        self.st.pages.lookup(pindex)
+    }
+
+    /// The first resident page at or after `pindex`.
+    pub fn lookup_ge(&self, pindex: u64) -> Option<&'static Page> {
+        self.st.pages.lookup_ge(pindex)
+    }
+
+    /// The resident pages with index in `[start, end)`.
+    pub fn pages_in(&self, start: u64, end: u64) -> Vec<&'static Page> {
+        self.st.pages.range(start, end).collect()
+    }
+
+    /// Inserts `page` (exclusively busy, in no object) at `pindex`.
+    pub fn insert(&mut self, page: &'static Page, pindex: u64) -> Result<(), ObjectError> {
+        assert!(page.is_managed(), "page {:#x}: unmanaged pages never join objects", page.phys());
+        if self.st.flags.contains(ObjectFlags::DEAD) {
+            return Err(ObjectError::Dead);
+        }
+        page.set_owner(self.obj.handle(), pindex);
+        match self.st.pages.insert(page) {
+            Ok(()) => {
+                self.st.generation += 1;
+                Ok(())
+            }
+            Err(InsertError::NoMemory) => {
+                page.clear_owner();
+                Err(ObjectError::NoMemory)
+            }
+            Err(InsertError::Exists(other)) => {
+                page.clear_owner();
+                panic!(
+                    "object {:#x}: double insertion at index {pindex}: page {:#x} is there, page {:#x} inserted (rule 15)",
+                    self.obj.handle(),
+                    other.phys(),
+                    page.phys()
+                );
+            }
+        }
+    }
+
+    /// Removes `page` (exclusively busy) from the object. Returns whether the
+    /// caller may free it: false if it is wired, and then the last unwire
+    /// frees it (rule 5).
+    pub fn remove(&mut self, page: &'static Page) -> bool {
+        assert_eq!(page.object(), Some(self.obj.handle()), "page {:#x}: removed from an object it is not in", page.phys());
+        assert!(page.xbusied(), "page {:#x}: removed without the exclusive busy lock", page.phys());
+        let got = self.st.pages.remove(page.pindex());
+        assert!(got.is_some_and(|g| core::ptr::eq(g, page)), "page {:#x}: not in its object's trie", page.phys());
+        self.st.generation += 1;
+        page.clear_owner()
+    }
+
+    /// Moves `page` (exclusively busy, in this object) to `dest` at
+    /// `new_pindex`. Can fail for want of a trie node, and then nothing moved.
+    pub fn rename(&mut self, page: &'static Page, dest: &mut Locked<'_>, new_pindex: u64) -> Result<(), ObjectError> {
+        assert_eq!(page.object(), Some(self.obj.handle()), "page {:#x}: renamed from an object it is not in", page.phys());
+        assert!(page.xbusied(), "page {:#x}: renamed without the exclusive busy lock", page.phys());
+        if dest.st.flags.contains(ObjectFlags::DEAD) {
+            return Err(ObjectError::Dead);
+        }
+        let old_pindex = page.pindex();
+        // Insert under the new index first (the only step that can fail) ...
+        page.pindex.store(new_pindex, Ordering::Release);
+        match dest.st.pages.insert(page) {
+            Ok(()) => {}
+            Err(InsertError::NoMemory) => {
+                page.pindex.store(old_pindex, Ordering::Release);
+                return Err(ObjectError::NoMemory);
+            }
+            Err(InsertError::Exists(other)) => {
+                page.pindex.store(old_pindex, Ordering::Release);
+                panic!("rename: double insertion at index {new_pindex}: page {:#x} is there (rule 15)", other.phys());
+            }
+        }
+        // ... then leave the old object, which cannot fail.
+        page.pindex.store(old_pindex, Ordering::Release);
+        let removed = self.st.pages.remove(old_pindex);
+        debug_assert!(removed.is_some_and(|r| core::ptr::eq(r, page)));
+        page.pindex.store(new_pindex, Ordering::Release);
+        page.object.store(dest.obj.handle(), Ordering::Release);
+        self.st.generation += 1;
+        dest.st.generation += 1;
+        Ok(())
+    }
+
+    /// Puts `new` (exclusively busy, in no object) in the place of `old`
+    /// (exclusively busy, in this object) and returns `old`, now in no object.
+    /// No allocation and no failure path (rule 7). The caller dirties `new`.
+    pub fn replace(&mut self, new: &'static Page, old: &'static Page) -> &'static Page {
+        assert!(new.object().is_none(), "replace: new page {:#x} already belongs to an object", new.phys());
+        assert!(old.xbusied(), "replace: old page {:#x} is not exclusively busy", old.phys());
+        assert_eq!(old.object(), Some(self.obj.handle()), "replace: old page {:#x} is not in this object", old.phys());
+        let pindex = old.pindex();
+        new.set_owner(self.obj.handle(), pindex);
+        let prev = self.st.pages.replace(new);
+        debug_assert!(core::ptr::eq(prev, old));
+        old.clear_owner();
+        self.st.generation += 1;
+        old
+    }
+
+    /// Allocates a page for `pindex` and inserts it: exclusively busy,
+    /// invalid (or zeroed with `AllocFlags::ZERO`). Memory shortage (no page,
+    /// no trie node, or the `page.alloc` fail point) is `NoMemory`, with
+    /// nothing changed.
+    pub fn alloc_page(&mut self, pindex: u64, flags: AllocFlags) -> Result<&'static Page, ObjectError> {
+        let env = self.obj.env;
+        if env.page_alloc.should_fail() {
+            return Err(ObjectError::NoMemory);
+        }
+        let page = env.pm.alloc(flags - AllocFlags::NOBUSY - AllocFlags::UNMANAGED).ok_or(ObjectError::NoMemory)?;
+        match self.insert(page, pindex) {
+            Ok(()) => Ok(page),
+            Err(e) => {
+                env.pm.free(page);
+                Err(e)
+            }
+        }
+    }
+
+    /// Checks the object: the trie's structure, and that every page in it
+    /// names this object and its index.
+    pub fn check(&self) -> Result<(), &'static str> {
+        self.st.pages.check().map_err(|_| "trie structure broken")?;
+        for p in self.st.pages.range(0, u64::MAX) {
+            if p.object() != Some(self.obj.handle()) {
+                return Err("a page in the trie names another object");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Looks `pindex` up along the shadow chain from `obj`: the first object that
+/// has the page resident, the page, and how deep in the chain it was (0 = in
+/// `obj` itself).
+pub fn lookup_chain(obj: &Arc<VmObject>, mut pindex: u64) -> Option<(Arc<VmObject>, &'static Page, usize)> {
+    let mut cur = obj.clone();
+    let mut depth = 0;
+    loop {
+        let next = {
+            let l = cur.lock();
+            if let Some(p) = l.lookup(pindex) {
+                drop(l);
+                return Some((cur, p, depth));
+            }
+            let (b, off) = l.backing()?;
+            pindex = pindex.checked_add(off)?;
+            b
+        };
+        cur = next;
+        depth += 1;
+    }
+}
+
+/// Collapses `shadow` with its backing object when the shadow is the backing
+/// object's only user: the backing object's pages that the shadow can see and
+/// does not itself have move up into the shadow; the others are freed; the
+/// shadow then backs onto the backing object's backing object.
+///
+/// Stops early and cleanly with `Busy` (a page is busy) or `NoMemory` (a trie
+/// node could not be had); pages already moved stay moved, which is a
+/// consistent state, and a later call finishes the job.
+pub fn collapse(shadow: &Arc<VmObject>) -> Result<(), ObjectError> {
+    let (backing, offset) = shadow.lock().backing().ok_or(ObjectError::NotCollapsible)?;
+    if backing.kind != ObjectKind::Anonymous
+        || backing.ref_count() != 1
+        || backing.paging_in_progress.load(Ordering::Acquire) != 0
+    {
+        return Err(ObjectError::NotCollapsible);
+    }
+    let pm = shadow.env.pm;
+    {
+        // Lock order: shadow, then backing.
+        let mut s = shadow.lock();
+        let mut b = backing.lock();
+        let size = s.st.size;
+        while let Some(p) = b.lookup_ge(0) {
+            if !p.try_xbusy() {
+                return Err(ObjectError::Busy);
+            }
+            let visible = p.pindex() >= offset && p.pindex() - offset < size;
+            if visible && s.lookup(p.pindex() - offset).is_none() {
+                let to = p.pindex() - offset;
+                if let Err(e) = b.rename(p, &mut s, to) {
+                    p.xunbusy();
+                    return Err(e);
+                }
+                p.xunbusy();
+                continue;
+            }
+            // Shadowed or out of the shadow's view: nobody can reach it.
+            pmap_remove_all(p);
+            if b.remove(p) {
+                pm.free(p);
+            } else {
+                p.xunbusy();
+            }
+        }
+        // The backing object is empty: take over its backing.
+        let (next, next_off) = match b.st.backing.take() {
+            Some(n) => (Some(n), b.st.backing_offset),
+            None => (None, 0),
+        };
+        b.st.flags |= ObjectFlags::DEAD;
+        b.st.pages.reclaim_all_nodes();
+        s.st.backing = next;
+        s.st.backing_offset = offset + next_off;
+    }
+    // `backing` had one reference, ours through the shadow: drop it without
+    // terminating twice (it is already empty), and it is freed with its Arc.
+    backing.ref_count.store(0, Ordering::Release);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
+
+#[cfg(target_os = "none")]
+mod ktests;
