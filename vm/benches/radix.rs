@@ -58,15 +58,20 @@ fn lcg(x: &mut u64) -> u64 {
     *x
 }
 
-/// ns per operation: the best of 3 runs of `f`, which does `n` operations.
-fn time(n: usize, mut f: impl FnMut()) -> f64 {
-    (0..3)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed().as_nanos() as f64 / n as f64
-        })
-        .fold(f64::MAX, f64::min)
+/// ns per operation of `a` and of `b` (each does `n` operations): the best
+/// of 5 runs each, the two interleaved so that a noisy moment on the machine
+/// hits both sides alike.
+fn time2(n: usize, mut a: impl FnMut(), mut b: impl FnMut()) -> (f64, f64) {
+    let mut best = (f64::MAX, f64::MAX);
+    for _ in 0..5 {
+        let t = Instant::now();
+        a();
+        best.0 = best.0.min(t.elapsed().as_nanos() as f64 / n as f64);
+        let t = Instant::now();
+        b();
+        best.1 = best.1.min(t.elapsed().as_nanos() as f64 / n as f64);
+    }
+    best
 }
 
 fn bench<const W: usize>(label: &str, keys: &[u64], items: &[ItemRef]) {
@@ -85,32 +90,40 @@ fn bench<const W: usize>(label: &str, keys: &[u64], items: &[ItemRef]) {
         probe.swap(i, (lcg(&mut x) % (i as u64 + 1)) as usize);
     }
 
-    let t = time(n, || probe.iter().for_each(|&k| { black_box(trie.lookup(k)); }));
-    let b = time(n, || probe.iter().for_each(|&k| { black_box(btree.get(&k)); }));
+    // Each lookup reads the page it finds (the caller always does), on both sides.
+    let (t, b) = time2(
+        n,
+        || probe.iter().for_each(|&k| { black_box(trie.lookup(k).map(|v| v.key())); }),
+        || probe.iter().for_each(|&k| { black_box(btree.get(&k).map(|v| v.key())); }),
+    );
     println!("bench: radix{W}.{label}.lookup {t:.1} ns/op");
     println!("bench: btree.{label}.lookup {b:.1} ns/op");
     println!("bench: radix{W}.{label}.lookup_vs_btree {:.2} ratio", b / t);
 
-    let t = time(n, || probe.iter().for_each(|&k| { black_box(trie.lookup_ge(k.wrapping_add(1))); }));
-    let b = time(n, || probe.iter().for_each(|&k| { black_box(btree.range(k.wrapping_add(1)..).next()); }));
+    let (t, b) = time2(
+        n,
+        || probe.iter().for_each(|&k| { black_box(trie.lookup_ge(k.wrapping_add(1)).map(|v| v.key())); }),
+        || probe.iter().for_each(|&k| { black_box(btree.range(k.wrapping_add(1)..).next().map(|(_, v)| v.key())); }),
+    );
     println!("bench: radix{W}.{label}.lookup_ge {t:.1} ns/op");
     println!("bench: radix{W}.{label}.lookup_ge_vs_btree {:.2} ratio", b / t);
 
     // Remove and re-insert each key (one pair per key).
-    let t = time(n, || {
-        for &it in items {
-            let k = it.key();
-            black_box(trie.remove(k));
-            trie.insert(it).unwrap();
-        }
-    });
-    let b = time(n, || {
-        for &it in items {
-            let k = it.key();
-            black_box(btree.remove(&k));
-            btree.insert(k, it);
-        }
-    });
+    let (t, b) = time2(
+        n,
+        || {
+            for &it in items {
+                black_box(trie.remove(it.key()));
+                trie.insert(it).unwrap();
+            }
+        },
+        || {
+            for &it in items {
+                black_box(btree.remove(&it.key()));
+                btree.insert(it.key(), it);
+            }
+        },
+    );
     println!("bench: radix{W}.{label}.remove_insert {t:.1} ns/pair");
     println!("bench: radix{W}.{label}.remove_insert_vs_btree {:.2} ratio", b / t);
 

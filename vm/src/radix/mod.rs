@@ -35,13 +35,13 @@
 //!
 //! The width is a const parameter; the kernel uses 16. Measured on the host
 //! (`cargo bench -p vm --bench radix`, against BTreeMap in the same run, 64k
-//! keys): 64-wide nodes look up dense keys a little faster (7.7× BTreeMap
-//! against 5.8× for 16-wide: fewer levels) and cost the same on dense objects
-//! (9.3 against 9.8 bytes per page), but on sparse keys they cost three times
-//! the memory (168 against 51 bytes per page: a 528-byte node at every
-//! divergence), look up slower (1.1× against 2.7×), and make `lookup_ge`
-//! scan 64 slots when backing up. 16 wins everywhere but dense lookups, which
-//! is why FreeBSD chose it too.
+//! keys, each lookup reading the page it finds): 64-wide nodes look up dense
+//! keys a little faster (4.8–6.0× BTreeMap against 3.9–4.6× for 16-wide:
+//! fewer levels) and cost the same on dense objects (9.3 against 9.8 bytes per
+//! page), but on sparse keys they cost three times the memory (168 against 51
+//! bytes per page: a 528-byte node at every divergence), look up slower
+//! (1.6× against 2.0–2.2×), and make `lookup_ge` scan 64 slots when backing
+//! up. 16 wins everywhere but dense lookups, which is why FreeBSD chose it too.
 //!
 //! ## Synchronisation, now and later
 //!
