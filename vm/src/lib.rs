@@ -8,7 +8,10 @@
 //! | --- | --- |
 //! | [`page`] | `vm_page`: the per-frame record and its busy/wire/valid/dirty/queue state |
 //! | [`phys`] | `vm_phys`: the buddy allocator over the page array |
+//! | [`pmap`] | the machine-dependent interface (`pmap_*`), and a software pmap |
 //! | [`queue`] | `vm_pagequeue`: active, inactive, laundry |
+//! | [`map`] | `vm_map`: address ranges, protection, wiring, fork |
+//! | [`fault`] | `vm_fault`: the page-fault state machine |
 //! | [`object`] | `vm_object`: pages of a file or of anonymous memory; shadow chains |
 //! | [`radix`] | `vm_radix`: the per-object trie of resident pages |
 //! | [`zone`] | a UMA-like zone of fixed-size items (trie nodes) |
@@ -33,10 +36,13 @@
 extern crate alloc;
 
 pub mod failpoint;
+pub mod fault;
 pub mod invariants;
+pub mod map;
 pub mod object;
 pub mod page;
 pub mod phys;
+pub mod pmap;
 pub mod queue;
 pub mod radix;
 pub mod zone;
@@ -76,10 +82,23 @@ pub fn node_zone() -> &'static zone::NodeZone {
     })
 }
 
-/// What the kernel's objects use: the global allocator, the kernel node zone
-/// and the `page.alloc` fail point.
+/// The machine's mappings view, installed by the kernel's pmap.
+static MAPPINGS: spin::Once<&'static dyn pmap::PageMappings> = spin::Once::new();
+
+/// Installs the machine's [`pmap::PageMappings`] (once, at boot).
+pub fn set_mappings(m: &'static dyn pmap::PageMappings) {
+    MAPPINGS.call_once(|| m);
+}
+
+/// What the kernel's objects use: the global allocator, the kernel node zone,
+/// the `page.alloc` fail point and the machine's mappings.
 pub fn kernel_env() -> object::VmEnv {
-    object::VmEnv { pm: global(), zone: node_zone(), page_alloc: &failpoint::PAGE_ALLOC }
+    object::VmEnv {
+        pm: global(),
+        zone: node_zone(),
+        page_alloc: &failpoint::PAGE_ALLOC,
+        mappings: *MAPPINGS.get().unwrap_or(&(&pmap::NO_MAPPINGS as &'static dyn pmap::PageMappings)),
+    }
 }
 
 /// Gives back what the allocator's order-0 cache and the node zone hold in
@@ -89,5 +108,23 @@ pub fn drain_caches() {
         pm.drain_cache();
         node_zone().drain();
         pm.drain_cache();
+    }
+}
+
+/// How the VM waits for memory or for a pager to retry: installed by the
+/// kernel (a sleep until pages are freed; for now, until the next interrupt).
+static VM_WAIT: spin::Once<fn()> = spin::Once::new();
+
+/// Installs the kernel's wait for [`vm_wait`] (once, at boot).
+pub fn set_vm_wait(f: fn()) {
+    VM_WAIT.call_once(|| f);
+}
+
+/// Waits briefly for memory to be freed (FreeBSD's `vm_wait`), or for a
+/// pager's resource to come free: milliseconds, not seconds (rule 8).
+pub fn vm_wait() {
+    match VM_WAIT.get() {
+        Some(f) => f(),
+        None => core::hint::spin_loop(),
     }
 }

@@ -27,7 +27,7 @@
 //!   allocation), and then nothing has moved.
 //! - `replace`: swaps a new page into an old page's slot; cannot fail (rule 7).
 //! - `remove_range`: truncation; waits for busy pages, removes every mapping
-//!   (the pmap hook), frees unwired pages, and leaves wired ones to their last
+//!   (`PageMappings::remove_all`), frees unwired pages, and leaves wired ones to their last
 //!   unwire.
 
 use alloc::sync::Arc;
@@ -39,6 +39,7 @@ use spin::{Mutex, MutexGuard};
 
 use crate::failpoint::FailPoint;
 use crate::page::{Page, busy_wait};
+use crate::pmap::PageMappings;
 use crate::phys::{AllocFlags, PhysMem};
 use crate::radix::{InsertError, Radix};
 use crate::zone::NodeZone;
@@ -65,19 +66,42 @@ bitflags! {
     }
 }
 
+/// What a pager says about a read (rule 9).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PagerResult {
+    /// The page is valid now.
+    Ok,
+    /// I/O error (EIO to the program).
+    Error,
+    /// Try the fault again shortly (a lock could not be had: rule 8).
+    Again,
+    /// No such page (beyond the end of the file).
+    Bad,
+}
+
 /// A pager as an object sees it. The vnode and swap pagers implement it; the
 /// fault path calls it for pages not resident.
 pub trait Pager: Send + Sync {
     fn name(&self) -> &'static str;
+    /// True if the pager holds page `pindex`; if not, the fault goes on down
+    /// the shadow chain (or zero-fills).
+    fn has_page(&self, pindex: u64) -> bool;
+    /// Reads page `page.pindex()` of `object` into `page`, which is
+    /// exclusively busy, invalid and in `object`. Called with no lock held.
+    /// On `Ok` every block of the page is valid; otherwise the caller frees
+    /// it (rule 6).
+    fn get_page(&self, object: &VmObject, page: &'static Page) -> PagerResult;
 }
 
 /// What objects need from the rest of the VM: the page allocator, the zone of
-/// trie nodes, and the fail point for page allocation.
+/// trie nodes, the fail point for page allocation, and the machine's view of
+/// every mapping of a page (to unmap pages leaving an object).
 #[derive(Clone, Copy)]
 pub struct VmEnv {
     pub pm: &'static PhysMem,
     pub zone: &'static NodeZone,
     pub page_alloc: &'static FailPoint,
+    pub mappings: &'static dyn PageMappings,
 }
 
 /// Why an object operation did not happen.
@@ -93,20 +117,10 @@ pub enum ObjectError {
     NotCollapsible,
 }
 
-/// Called for each page `remove_range` takes out of an object, before it
-/// is freed: removes every hardware mapping of the page. Installed by the
-/// pmap ([`set_remove_all_hook`]); until then pages are never mapped.
-static REMOVE_ALL_HOOK: spin::Once<fn(&'static Page)> = spin::Once::new();
-
-/// Installs the pmap's "remove every mapping of this page" (`pmap_remove_all`).
-pub fn set_remove_all_hook(f: fn(&'static Page)) {
-    REMOVE_ALL_HOOK.call_once(|| f);
-}
-
-fn pmap_remove_all(page: &'static Page) {
-    if let Some(f) = REMOVE_ALL_HOOK.get() {
-        f(page);
-    }
+/// Removes every hardware mapping of `page` (`pmap_remove_all`) before it
+/// leaves its object.
+fn pmap_remove_all(env: &VmEnv, page: &'static Page) {
+    env.mappings.remove_all(page);
     assert!(page.mapping_count() == 0, "page {:#x}: still mapped after remove_all", page.phys());
 }
 
@@ -175,6 +189,11 @@ impl VmObject {
 
     pub fn kind(&self) -> ObjectKind {
         self.kind
+    }
+
+    /// The VM services the object uses.
+    pub fn env(&self) -> &VmEnv {
+        &self.env
     }
 
     /// The handle pages record as their object.
@@ -262,7 +281,7 @@ impl VmObject {
                 continue;
             }
             next = page.pindex().saturating_add(1);
-            pmap_remove_all(page);
+            pmap_remove_all(&self.env, page);
             let may_free = l.remove(page);
             drop(l);
             if may_free {
@@ -366,6 +385,17 @@ impl Locked<'_> {
         assert!(got.is_some_and(|g| core::ptr::eq(g, page)), "page {:#x}: not in its object's trie", page.phys());
         self.st.generation += 1;
         page.clear_owner()
+    }
+
+    /// Rule 5 for a page of this object: removes it (exclusively busy), then
+    /// frees it unless it is wired, in which case it is unbusied and its last
+    /// unwire frees it.
+    pub fn free_invalid(&mut self, page: &'static Page) {
+        if self.remove(page) {
+            self.obj.env.pm.free(page);
+        } else {
+            page.xunbusy();
+        }
     }
 
     /// Moves `page` (exclusively busy, in this object) to `dest` at
@@ -508,7 +538,7 @@ pub fn collapse(shadow: &Arc<VmObject>) -> Result<(), ObjectError> {
                 continue;
             }
             // Shadowed or out of the shadow's view: nobody can reach it.
-            pmap_remove_all(p);
+            pmap_remove_all(&shadow.env, p);
             if b.remove(p) {
                 pm.free(p);
             } else {

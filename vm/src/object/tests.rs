@@ -24,7 +24,7 @@ fn test_env() -> TestEnv {
     let node_fail: &'static FailPoint = Box::leak(Box::new(FailPoint::new("radix.node_alloc")));
     let page_fail: &'static FailPoint = Box::leak(Box::new(FailPoint::new("page.alloc")));
     let zone = Box::leak(Box::new(NodeZone::new(Radix::<&'static Page>::NODE_SIZE, &HOST_PAGES, node_fail)));
-    TestEnv { env: VmEnv { pm, zone, page_alloc: page_fail }, node_fail, page_fail }
+    TestEnv { env: VmEnv { pm, zone, page_alloc: page_fail, mappings: &crate::pmap::NO_MAPPINGS }, node_fail, page_fail }
 }
 
 fn clean(t: &TestEnv) {

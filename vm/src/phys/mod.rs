@@ -606,6 +606,14 @@ impl PhysMem {
         }
     }
 
+    /// Puts an unbusied managed page of an object back on a queue if it is on
+    /// none and not wired, so that it is never left in limbo (rule 4).
+    pub fn requeue(&self, page: &'static Page) {
+        if page.is_managed() && page.object().is_some() && !page.wired() && page.queue() == Queue::None {
+            self.deactivate(page);
+        }
+    }
+
     /// Drops a wiring of a managed page. On the last one the page goes to
     /// `queue` if it still belongs to an object, and is freed if it does not
     /// (rule 5: whoever removed it from its object left the freeing to us).

@@ -1,0 +1,495 @@
+//! The page-fault handler, as a state machine in the manner of FreeBSD's
+//! `vm_fault.c` (a `FaultState`, named steps, a status enum, one clean-up).
+//!
+//! ## A word on page faults
+//!
+//! ```text
+//!   fault(va, access)
+//!     lookup ─── no entry / protection ──────────────────────────► error
+//!       │ first object, index, protection
+//!       ▼
+//!     for object in chain (first object → backing → ...):
+//!       page resident? ── busy ──► release all, wait, restart
+//!         │ valid ─────────────────────────────────┐
+//!       object has a pager? ── get_pages: OK ──────┤
+//!         │   ERROR ► error · AGAIN ► restart · BAD ► error
+//!       next object                                  │
+//!     end of chain: zero-fill the first object's page│
+//!                                                    ▼
+//!     page below the first object and a write? ─► copy (or move, with
+//!                                                    `replace`, rule 7)
+//!     enter in the pmap ── no memory ─► release all, wait, restart (rule 12)
+//!     prefault neighbours, unbusy, queue
+//! ```
+//!
+//! Preconditions and outcomes of each step are asserted where they hold:
+//! "page found: exclusively busy, object unlocked". Locks are never held
+//! across a wait: every wait first releases everything (`release`) and the
+//! fault restarts from the lookup.
+//!
+//! Errors are statuses ([`FaultError`]), never panics: the caller turns them
+//! into EFAULT, a signal, or (for the kernel itself) a panic with a report.
+
+use alloc::sync::Arc;
+
+use spin::Mutex;
+
+use crate::map::{Lookup, MapError, VmMap};
+use crate::object::{ObjectError, VmObject};
+use crate::page::{Page, PageFlags, busy_wait};
+use crate::phys::AllocFlags;
+use crate::pmap::{PmapError, Prot};
+use crate::{PAGE_SIZE, vm_wait};
+
+/// How often a fault retries after running out of memory before it gives up
+/// with [`FaultError::NoMemory`].
+pub const MEMORY_RETRIES: u32 = 64;
+/// Pages on each side of a fault mapped if resident (`vm_fault_prefault`).
+pub const PREFAULT: u64 = 4;
+
+pub use crate::object::PagerResult;
+
+/// Why a fault failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultError {
+    /// No mapping at the address.
+    NoEntry,
+    /// The access is not allowed.
+    Protection,
+    /// Memory stayed short through every retry.
+    NoMemory,
+    /// The pager could not read the page.
+    Io,
+    /// The pager has no such page (e.g. past the end of a file).
+    Bad,
+}
+
+impl From<MapError> for FaultError {
+    fn from(e: MapError) -> Self {
+        match e {
+            MapError::Protection => FaultError::Protection,
+            _ => FaultError::NoEntry,
+        }
+    }
+}
+
+/// What the fault did, for statistics and tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FaultStats {
+    pub restarts: u32,
+    pub zero_filled: bool,
+    pub copied: bool,
+    pub moved: bool,
+    pub paged_in: bool,
+    pub prefaulted: u32,
+}
+
+/// A step's verdict.
+enum Next {
+    /// Go on to the next step.
+    Continue,
+    /// Release everything and start again from the lookup.
+    Restart,
+    /// Release everything, wait for memory, start again.
+    RestartAfterMemoryWait,
+    /// Stop with an error (after releasing everything).
+    Fail(FaultError),
+}
+
+/// The state of one fault.
+struct FaultState<'a> {
+    // The fault's parameters.
+    map: &'a Mutex<VmMap>,
+    va: u64,
+    access: Prot,
+    wire: bool,
+    // What the map lookup said.
+    lookup: Option<Lookup>,
+    // The first object and its placeholder page (exclusively busy, invalid),
+    // allocated when the first object has no page at the index.
+    first_m: Option<&'static Page>,
+    // The page found or made (exclusively busy), and its object.
+    object: Option<Arc<VmObject>>,
+    m: Option<&'static Page>,
+    stats: FaultStats,
+}
+
+/// Handles a fault at `va` for `access` in `map`. With `wire`, the page is
+/// also wired (for `mlock`; the map entry must be wired).
+pub fn fault(map: &Mutex<VmMap>, va: u64, access: Prot, wire: bool) -> Result<FaultStats, FaultError> {
+    let mut fs = FaultState {
+        map,
+        va: va & !(PAGE_SIZE as u64 - 1),
+        access,
+        wire,
+        lookup: None,
+        first_m: None,
+        object: None,
+        m: None,
+        stats: FaultStats::default(),
+    };
+    let mut memory_waits = 0;
+    loop {
+        let verdict = fs.run();
+        match verdict {
+            Next::Continue => return Ok(fs.stats),
+            Next::Restart => {
+                fs.release();
+                fs.stats.restarts += 1;
+            }
+            Next::RestartAfterMemoryWait => {
+                fs.release();
+                memory_waits += 1;
+                if memory_waits > MEMORY_RETRIES {
+                    return Err(FaultError::NoMemory);
+                }
+                vm_wait();
+                fs.stats.restarts += 1;
+            }
+            Next::Fail(e) => {
+                fs.release();
+                return Err(e);
+            }
+        }
+    }
+}
+
+macro_rules! step {
+    ($e:expr) => {
+        match $e {
+            Next::Continue => {}
+            other => return other,
+        }
+    };
+}
+
+impl FaultState<'_> {
+    /// One attempt: every step in order.
+    fn run(&mut self) -> Next {
+        step!(self.lookup());
+        step!(self.find_page());
+        step!(self.cow());
+        step!(self.enter());
+        self.finish();
+        Next::Continue
+    }
+
+    /// Releases every page the fault holds: an invalid placeholder is freed
+    /// (rule 5), any other page is unbusied and left on a queue (rule 4).
+    fn release(&mut self) {
+        let first_m = self.first_m.take();
+        let m = self.m.take();
+        if let Some(lk) = self.lookup.take() {
+            let pm = lk.object_env().pm;
+            if let Some(m) = m.filter(|m| !first_m.is_some_and(|f| core::ptr::eq(f, *m))) {
+                m.xunbusy();
+                pm.requeue(m);
+            }
+            if let Some(f) = first_m {
+                if f.valid() == 0 {
+                    lk.object.lock().free_invalid(f);
+                } else {
+                    f.xunbusy();
+                    pm.requeue(f);
+                }
+            }
+        }
+        self.object = None;
+    }
+
+    /// Step 1: the map entry, the first object and the index.
+    fn lookup(&mut self) -> Next {
+        match self.map.lock().lookup(self.va, self.access) {
+            Ok(l) => {
+                self.lookup = Some(l);
+                Next::Continue
+            }
+            Err(e) => Next::Fail(e.into()),
+        }
+    }
+
+    /// Step 2: walk the chain for the page; page in from a pager or zero-fill
+    /// at the end. Leaves `m` exclusively busy and valid, in `object`.
+    fn find_page(&mut self) -> Next {
+        let lk = self.lookup.clone().unwrap();
+        let env = *lk.object_env();
+        let mut object = lk.object.clone();
+        debug_assert!(self.m.is_none() && self.first_m.is_none());
+        let mut pindex = lk.pindex;
+        loop {
+            let mut l = object.lock();
+            if l.flags().contains(crate::object::ObjectFlags::DEAD) {
+                return Next::Fail(FaultError::NoEntry);
+            }
+            if let Some(m) = l.lookup(pindex) {
+                if !m.try_xbusy() {
+                    drop(l);
+                    busy_wait(m);
+                    return Next::Restart;
+                }
+                if m.all_valid() {
+                    drop(l);
+                    self.m = Some(m);
+                    self.object = Some(object);
+                    return Next::Continue;
+                }
+                // An invalid page left by a failed read: start it over.
+                l.free_invalid(m);
+                return Next::Restart;
+            }
+            let is_first = Arc::ptr_eq(&object, &lk.object);
+            let pager = l.pager();
+            if is_first || pager.is_some() {
+                // A page for the first object (placeholder for a copy or a
+                // zero fill), or to read into.
+                let m = match l.alloc_page(pindex, AllocFlags::empty()) {
+                    Ok(m) => m,
+                    Err(ObjectError::NoMemory) => return Next::RestartAfterMemoryWait,
+                    Err(_) => return Next::Restart,
+                };
+                if is_first {
+                    self.first_m = Some(m);
+                }
+                if let Some(pager) = pager.filter(|p| p.has_page(pindex)) {
+                    object.pip_add();
+                    drop(l);
+                    let r = pager.get_page(&object, m);
+                    object.pip_wakeup();
+                    match r {
+                        PagerResult::Ok => {
+                            assert!(m.all_valid(), "pager said OK but page {:#x} is not valid", m.phys());
+                            self.stats.paged_in = true;
+                            self.m = Some(m);
+                            self.object = Some(object);
+                            return Next::Continue;
+                        }
+                        // The page is invalid: freed by rule 5 (via release,
+                        // or here for a page below the first object).
+                        PagerResult::Error | PagerResult::Bad | PagerResult::Again => {
+                            if !is_first {
+                                object.lock().free_invalid(m);
+                            }
+                            return match r {
+                                PagerResult::Error => Next::Fail(FaultError::Io),
+                                PagerResult::Bad => Next::Fail(FaultError::Bad),
+                                _ => {
+                                    vm_wait();
+                                    Next::Restart
+                                }
+                            };
+                        }
+                    }
+                }
+                if !is_first {
+                    // A pager object without the page: continue down.
+                    l.free_invalid(m);
+                }
+            }
+            let next = l.backing();
+            drop(l);
+            match next {
+                Some((b, off)) => {
+                    pindex += off;
+                    object = b;
+                }
+                None => break,
+            }
+        }
+        // End of the chain: zero-fill the placeholder in the first object.
+        let m = self.first_m.expect("the first object always gets a placeholder");
+        if !m.flags().contains(PageFlags::ZERO) {
+            let p = env.pm.page_addr(m).expect("page contents not accessible");
+            // SAFETY: the page is ours (exclusively busy, just allocated) and
+            // the direct map covers it.
+            unsafe { zero_page(p) };
+        }
+        m.set_all_valid();
+        self.stats.zero_filled = true;
+        self.m = Some(m);
+        self.object = Some(lk.object.clone());
+        Next::Continue
+    }
+
+    /// Step 3: a page from below the first object, and a write: give the
+    /// first object its own copy. When the backing object is used by this
+    /// chain alone, the page is moved instead, with `replace` (rule 7).
+    fn cow(&mut self) -> Next {
+        let lk = self.lookup.as_ref().unwrap();
+        let env = *lk.object_env();
+        let object = self.object.clone().unwrap();
+        let m = self.m.unwrap();
+        if Arc::ptr_eq(&object, &lk.object) {
+            return Next::Continue;
+        }
+        let wants_write = self.access.contains(Prot::WRITE) || (self.wire && lk.prot.contains(Prot::WRITE));
+        let first_m = self.first_m.expect("a page below the first object implies a placeholder");
+        if !wants_write || !lk.cow {
+            // Read through: map the backing page read-only; drop the placeholder.
+            lk.object.lock().free_invalid(first_m);
+            self.first_m = None;
+            return Next::Continue;
+        }
+        // Is the backing object ours alone (its one reference is the first
+        // object's, nothing else shadows it, and the page is not wired)?
+        let direct = lk.object.lock().backing().is_some_and(|(b, _)| Arc::ptr_eq(&b, &object));
+        let sole = direct && object.ref_count() == 1 && object.lock().shadow_count() == 1 && !m.wired();
+        if sole && m.mapping_count() == 0 {
+            // Move: out of the backing object (no allocation), into the
+            // placeholder's slot (no allocation): nothing can fail.
+            let mut b = object.lock();
+            let may_free = b.remove(m);
+            debug_assert!(may_free);
+            drop(b);
+            let old = lk.object.lock().replace(m, first_m);
+            env.pm.free(old);
+            m.set_all_dirty();
+            self.stats.moved = true;
+            self.m = Some(m);
+        } else {
+            let (src, dst) = (env.pm.page_addr(m).unwrap(), env.pm.page_addr(first_m).unwrap());
+            // SAFETY: both pages are exclusively busy here, valid (m) or ours
+            // (first_m), and reachable through the direct map.
+            unsafe { core::ptr::copy_nonoverlapping(src, dst, PAGE_SIZE) };
+            first_m.set_all_valid();
+            m.xunbusy();
+            env.pm.requeue(m);
+            first_m.set_all_dirty();
+            self.stats.copied = true;
+            self.m = Some(first_m);
+        }
+        self.first_m = None;
+        self.object = Some(lk.object.clone());
+        Next::Continue
+    }
+
+    /// Step 4: map the page. Rechecks the map first (the lock was dropped),
+    /// and restarts if it changed. `enter` may fail for want of a page table
+    /// (rule 12): release, wait, retry.
+    fn enter(&mut self) -> Next {
+        let lk = self.lookup.as_ref().unwrap();
+        let m = self.m.unwrap();
+        let map = self.map.lock();
+        if map.timestamp != lk.timestamp {
+            return Next::Restart;
+        }
+        let mut prot = lk.prot;
+        let in_first = self.object.as_ref().is_some_and(|o| Arc::ptr_eq(o, &lk.object));
+        if !in_first {
+            prot.remove(Prot::WRITE);
+        }
+        if self.wire {
+            m.wire();
+        }
+        match map.pmap().enter(self.va, m, prot, self.wire || lk.wired) {
+            Ok(flush) => flush.flush(),
+            Err(PmapError::NoMemory) => {
+                if self.wire {
+                    m.unwire_noq();
+                }
+                return Next::RestartAfterMemoryWait;
+            }
+        }
+        if self.access.contains(Prot::WRITE) {
+            m.set_all_dirty();
+        }
+        m.reference();
+        self.stats.prefaulted += prefault(lk, self.va, &map, prot);
+        Next::Continue
+    }
+
+    /// Step 5: the page goes on a queue unless wired, and is unbusied. = self.va.saturating_sub(PREFAULT * PAGE_SIZE as u64).max(lk.entry_start);
+    /// Step 5: the page goes on a queue unless wired, and is unbusied.
+    fn finish(&mut self) {
+        let env = *self.lookup.as_ref().unwrap().object_env();
+        let m = self.m.take().unwrap();
+        if !m.wired() {
+            env.pm.activate(m);
+        }
+        m.xunbusy();
+        self.first_m = None;
+        self.object = None;
+        self.lookup = None;
+    }
+}
+
+/// Maps resident, valid, idle neighbours of the faulting page in the first
+/// object, so that a sequential walk does not fault on every page. Returns
+/// how many it mapped.
+fn prefault(lk: &Lookup, va_fault: u64, map: &VmMap, prot: Prot) -> u32 {
+    let mut n = 0;
+    let lo = va_fault.saturating_sub(PREFAULT * PAGE_SIZE as u64).max(lk.entry_start);
+    let hi = (va_fault + (PREFAULT + 1) * PAGE_SIZE as u64).min(lk.entry_end);
+    // Private mappings get neighbours read-only: a write must still fault
+    // to keep the dirty bits exact.
+    let prot = if lk.cow { prot - Prot::WRITE } else { prot };
+    let base = lk.pindex - (va_fault - lk.entry_start) / PAGE_SIZE as u64;
+    let l = lk.object.lock();
+    let mut va = lo;
+    while va < hi {
+        if va != va_fault && map.pmap().extract(va).is_none() {
+            let pindex = base + (va - lk.entry_start) / PAGE_SIZE as u64;
+            if let Some(p) = l.lookup(pindex) {
+                if p.all_valid() && p.try_sbusy() {
+                    if let Ok(flush) = map.pmap().enter(va, p, prot, false) {
+                        flush.flush();
+                        n += 1;
+                    }
+                    p.sunbusy();
+                }
+            }
+        }
+        va += PAGE_SIZE as u64;
+    }
+    n
+}
+
+/// Zeroes a page with `rep stosq` where there is one: under software
+/// emulation it is by far the fastest way (see the kernel benchmarks).
+///
+/// # Safety
+/// `p` points to a writable, 8-aligned page.
+unsafe fn zero_page(p: *mut u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `p` is a writable page (caller); rep stosq writes 512 qwords
+    // from rdi with rax = 0 and changes only rdi and rcx.
+    unsafe {
+        core::arch::asm!("rep stosq", inout("rcx") PAGE_SIZE / 8 => _, inout("rdi") p => _, in("rax") 0u64,
+            options(nostack, preserves_flags));
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    // SAFETY: as above.
+    unsafe {
+        core::ptr::write_bytes(p, 0, PAGE_SIZE)
+    };
+}
+
+/// Wires `[start, end)` of `map` (mlock): marks the entries wired and faults
+/// every page in, wired. A private mapping that can be written is copied to
+/// its own anonymous memory now (rule 10), so a later write never has to
+/// replace a wired page.
+pub fn wire(map: &Mutex<VmMap>, start: u64, end: u64) -> Result<(), FaultError> {
+    let newly = map.lock().wire_entries(start, end)?;
+    for (s, e) in newly {
+        let mut va = s;
+        while va < e {
+            let prot = map.lock().entry(va).map(|e| e.prot).unwrap_or(Prot::READ);
+            let access = if prot.contains(Prot::WRITE) { Prot::WRITE } else { Prot::READ };
+            if let Err(err) = fault(map, va, access, true) {
+                // Undo this call's wirings of the range.
+                let _ = map.lock().unwire(start, end);
+                return Err(err);
+            }
+            va += PAGE_SIZE as u64;
+        }
+    }
+    Ok(())
+}
+
+impl Lookup {
+    fn object_env(&self) -> &crate::object::VmEnv {
+        self.object.env()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,420 @@
+//! Host tests of maps and faults over the software pmap.
+
+extern crate std;
+
+use alloc::boxed::Box;
+use alloc::collections::VecDeque;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::sync::atomic::Ordering;
+
+use spin::Mutex;
+
+use super::*;
+use crate::failpoint::{Action, FailPoint};
+use crate::invariants;
+use crate::map::{Inherit, MapError, VmMap};
+use crate::object::{ObjectKind, Pager, VmEnv};
+use crate::page::Queue;
+use crate::phys::PhysMem;
+use crate::phys::tests::{mib, phys_with_memory};
+use crate::pmap::soft::{SoftMachine, SoftPmap};
+use crate::pmap::{PageMappings, Pmap};
+use crate::radix::Radix;
+use crate::zone::NodeZone;
+use crate::zone::tests::HOST_PAGES;
+
+const P: u64 = PAGE_SIZE as u64;
+
+struct T {
+    env: VmEnv,
+    machine: &'static SoftMachine,
+    node_fail: &'static FailPoint,
+    page_fail: &'static FailPoint,
+    start_free: u64,
+}
+
+fn setup() -> T {
+    let pm: &'static PhysMem = Box::leak(Box::new(phys_with_memory(&[mib(1, 5)])));
+    let node_fail: &'static FailPoint = Box::leak(Box::new(FailPoint::new("radix.node_alloc")));
+    let page_fail: &'static FailPoint = Box::leak(Box::new(FailPoint::new("page.alloc")));
+    let zone = Box::leak(Box::new(NodeZone::new(Radix::<&'static Page>::NODE_SIZE, &HOST_PAGES, node_fail)));
+    let machine: &'static SoftMachine = Box::leak(Box::new(SoftMachine::new()));
+    let start_free = pm.free_count();
+    T { env: VmEnv { pm, zone, page_alloc: page_fail, mappings: machine }, machine, node_fail, page_fail, start_free }
+}
+
+impl T {
+    fn map(&self) -> (Mutex<VmMap>, Arc<SoftPmap>) {
+        let pmap = self.machine.new_pmap();
+        (Mutex::new(VmMap::new(P, 1 << 47, pmap.clone(), self.env)), pmap)
+    }
+
+    /// An access as a CPU makes it: through the pmap, faulting as needed.
+    fn touch(&self, map: &Mutex<VmMap>, pmap: &SoftPmap, va: u64, kind: Prot) -> Result<*mut u8, FaultError> {
+        for _ in 0..4 {
+            if let Ok(page) = pmap.touch(va, kind) {
+                return Ok(self.env.pm.page_addr(page).unwrap().wrapping_add((va % P) as usize));
+            }
+            fault(map, va, kind, false)?;
+        }
+        panic!("fault at {va:#x} succeeded but the access still traps");
+    }
+
+    fn read(&self, map: &Mutex<VmMap>, pmap: &SoftPmap, va: u64) -> Result<u8, FaultError> {
+        // SAFETY: the pointer is into a mapped, valid page of the host model.
+        self.touch(map, pmap, va, Prot::READ).map(|p| unsafe { *p })
+    }
+
+    fn write(&self, map: &Mutex<VmMap>, pmap: &SoftPmap, va: u64, v: u8) -> Result<(), FaultError> {
+        // SAFETY: as above, and the mapping allows writes.
+        self.touch(map, pmap, va, Prot::WRITE).map(|p| unsafe { *p = v })
+    }
+
+    /// After the test's maps are gone: nothing in limbo, every page back.
+    fn done(&self) {
+        let v = invariants::check(self.env.pm);
+        assert!(v.is_empty(), "invariant violations: {v:?}");
+        self.env.zone.drain();
+        self.env.pm.drain_cache();
+        assert_eq!(self.env.pm.free_count(), self.start_free, "free pages off");
+        assert_eq!(self.env.zone.in_use(), 0, "trie nodes leaked");
+    }
+
+    fn clean(&self) {
+        let v = invariants::check(self.env.pm);
+        assert!(v.is_empty(), "invariant violations: {v:?}");
+    }
+}
+
+#[test]
+fn zero_fill_and_data_survive() {
+    let t = setup();
+    {
+        let (map, pmap) = t.map();
+        let a = map.lock().map(None, 16 * P, Prot::RW, Prot::ALL, Inherit::Copy, None, false).unwrap();
+        for i in 0..16 {
+            assert_eq!(t.read(&map, &pmap, a + i * P + 7).unwrap(), 0, "fresh memory reads zero");
+        }
+        for i in 0..16 {
+            t.write(&map, &pmap, a + i * P + 7, i as u8 + 1).unwrap();
+        }
+        for i in 0..16 {
+            assert_eq!(t.read(&map, &pmap, a + i * P + 7).unwrap(), i as u8 + 1);
+        }
+        t.clean();
+        assert_eq!(fault(&map, a + 16 * P, Prot::READ, false), Err(FaultError::NoEntry));
+        map.lock().unmap(a, a + 16 * P).unwrap();
+        assert!(pmap.is_empty());
+    }
+    t.done();
+}
+
+#[test]
+fn prefault_maps_resident_neighbours() {
+    let t = setup();
+    {
+        let (map, pmap) = t.map();
+        let obj = VmObject::new(ObjectKind::Vnode, 16, t.env);
+        for i in 0..16 {
+            let mut l = obj.lock();
+            let p = l.alloc_page(i, crate::phys::AllocFlags::ZERO).unwrap();
+            p.set_all_valid();
+            drop(l);
+            t.env.pm.deactivate(p);
+            p.xunbusy();
+        }
+        let a = map.lock().map(None, 16 * P, Prot::READ, Prot::READ, Inherit::Share, Some((obj, 0)), false).unwrap();
+        let stats = fault(&map, a + 8 * P, Prot::READ, false).unwrap();
+        assert_eq!(stats.prefaulted as u64, 2 * PREFAULT);
+        assert_eq!(pmap.len() as u64, 2 * PREFAULT + 1);
+        drop(map);
+    }
+    t.done();
+}
+
+#[test]
+fn copy_on_write_of_a_file_mapping() {
+    let t = setup();
+    {
+        let (map, pmap) = t.map();
+        let file = VmObject::new(ObjectKind::Vnode, 4, t.env);
+        for i in 0..4 {
+            let mut l = file.lock();
+            let p = l.alloc_page(i, crate::phys::AllocFlags::empty()).unwrap();
+            // SAFETY: just allocated; the host model maps it.
+            unsafe { core::ptr::write_bytes(t.env.pm.page_addr(p).unwrap(), 0x40 + i as u8, PAGE_SIZE) };
+            p.set_all_valid();
+            drop(l);
+            t.env.pm.deactivate(p);
+            p.xunbusy();
+        }
+        file.reference();
+        let private = map.lock().map(None, 4 * P, Prot::RW, Prot::ALL, Inherit::Copy, Some((file.clone(), 0)), true).unwrap();
+        file.reference();
+        let shared = map.lock().map(None, 4 * P, Prot::READ, Prot::READ, Inherit::Share, Some((file.clone(), 0)), false).unwrap();
+        assert_eq!(t.read(&map, &pmap, private + P).unwrap(), 0x41, "reads see the file");
+        t.write(&map, &pmap, private + P, 0x99).unwrap();
+        assert_eq!(t.read(&map, &pmap, private + P).unwrap(), 0x99, "the writer sees its copy");
+        assert_eq!(t.read(&map, &pmap, shared + P).unwrap(), 0x41, "the file is untouched");
+        assert_eq!(t.read(&map, &pmap, private + 2 * P).unwrap(), 0x42, "other pages still read through");
+        t.clean();
+        file.deallocate();
+        drop(map);
+    }
+    t.done();
+}
+
+#[test]
+fn fork_shares_until_written() {
+    let t = setup();
+    {
+        let (parent, ppmap) = t.map();
+        let a = parent.lock().map(None, 4 * P, Prot::RW, Prot::ALL, Inherit::Copy, None, false).unwrap();
+        t.write(&parent, &ppmap, a, 1).unwrap();
+        t.write(&parent, &ppmap, a + P, 2).unwrap();
+        let cpmap = t.machine.new_pmap();
+        let child = Mutex::new(parent.lock().fork(cpmap.clone()));
+        assert_eq!(t.read(&child, &cpmap, a).unwrap(), 1);
+        t.write(&parent, &ppmap, a, 10).unwrap();
+        assert_eq!(t.read(&child, &cpmap, a).unwrap(), 1, "the child keeps the old data");
+        t.write(&child, &cpmap, a + P, 20).unwrap();
+        assert_eq!(t.read(&parent, &ppmap, a + P).unwrap(), 2, "the parent keeps its data");
+        assert_eq!(t.read(&child, &cpmap, a + P).unwrap(), 20);
+        t.clean();
+        drop(child);
+        drop(parent);
+    }
+    t.done();
+}
+
+#[test]
+fn protection_is_enforced_and_can_be_raised_to_the_maximum() {
+    let t = setup();
+    {
+        let (map, pmap) = t.map();
+        let a = map.lock().map(None, 2 * P, Prot::READ, Prot::RW, Inherit::Copy, None, false).unwrap();
+        assert_eq!(t.read(&map, &pmap, a).unwrap(), 0);
+        assert_eq!(t.write(&map, &pmap, a, 1), Err(FaultError::Protection));
+        map.lock().protect(a, a + 2 * P, Prot::RW).unwrap();
+        t.write(&map, &pmap, a, 1).unwrap();
+        assert_eq!(map.lock().protect(a, a + P, Prot::ALL), Err(MapError::Protection), "never above the maximum");
+        map.lock().protect(a, a + P, Prot::READ).unwrap();
+        assert_eq!(t.write(&map, &pmap, a, 2), Err(FaultError::Protection));
+        assert_eq!(t.read(&map, &pmap, a).unwrap(), 1);
+        drop(map);
+    }
+    t.done();
+}
+
+#[test]
+fn wiring_keeps_pages_and_unwire_returns_them() {
+    let t = setup();
+    {
+        let (map, pmap) = t.map();
+        let a = map.lock().map(None, 8 * P, Prot::RW, Prot::ALL, Inherit::Copy, None, false).unwrap();
+        let b = map.lock().map(None, 4 * P, Prot::RW, Prot::ALL, Inherit::Copy, None, false).unwrap();
+        wire(&map, a, a + 8 * P).unwrap();
+        assert_eq!(pmap.wired_count(), 8);
+        let pages: Vec<&'static Page> =
+            (0..8).map(|i| t.env.pm.page_of(pmap.extract(a + i * P).unwrap().0).unwrap()).collect();
+        assert!(pages.iter().all(|p| p.wire_count() == 1));
+        // Pressure on other pages, and even remove_all on a wired one: the
+        // wiring lives in the map and the page, so the page stays.
+        for i in 0..4 {
+            t.write(&map, &pmap, b + i * P, 5).unwrap();
+            let other = t.env.pm.page_of(pmap.extract(b + i * P).unwrap().0).unwrap();
+            t.machine.remove_all(other);
+        }
+        t.machine.remove_all(pages[3]);
+        assert!(pages[3].wired() && pages[3].object().is_some(), "still wired and resident");
+        assert_eq!(t.read(&map, &pmap, a + 3 * P).unwrap(), 0, "and faults back in");
+        map.lock().unwire(a, a + 4 * P).unwrap();
+        assert!(pages[..4].iter().all(|p| !p.wired() && p.queue() == Queue::Active));
+        // Unmapping a wired range unwires it.
+        map.lock().unmap(a, a + 8 * P).unwrap();
+        assert!(pages[4..].iter().all(|p| !p.wired()));
+        t.clean();
+        drop(map);
+    }
+    t.done();
+}
+
+#[test]
+fn wiring_a_private_file_mapping_copies_it_up_front() {
+    let t = setup();
+    {
+        let (map, pmap) = t.map();
+        let file = VmObject::new(ObjectKind::Vnode, 2, t.env);
+        for i in 0..2 {
+            let mut l = file.lock();
+            let p = l.alloc_page(i, crate::phys::AllocFlags::ZERO).unwrap();
+            p.set_all_valid();
+            drop(l);
+            t.env.pm.deactivate(p);
+            p.xunbusy();
+        }
+        file.reference();
+        let a = map.lock().map(None, 2 * P, Prot::RW, Prot::ALL, Inherit::Copy, Some((file.clone(), 0)), true).unwrap();
+        wire(&map, a, a + 2 * P).unwrap();
+        let entry_obj = map.lock().entry(a).unwrap().object.clone().unwrap();
+        assert!(!Arc::ptr_eq(&entry_obj, &file), "the entry has its own shadow");
+        assert_eq!(entry_obj.lock().resident(), 2, "both pages were copied into it");
+        assert!(file.lock().lookup(0).is_some_and(|p| !p.wired()), "the file's pages are not wired");
+        // A later write needs no copy: it lands in the wired page.
+        let before = pmap.extract(a).unwrap().0;
+        t.write(&map, &pmap, a, 7).unwrap();
+        assert_eq!(pmap.extract(a).unwrap().0, before);
+        file.deallocate();
+        drop(map);
+    }
+    t.done();
+}
+
+/// A pager that answers from a script, then OK.
+struct ScriptPager {
+    script: spin::Mutex<VecDeque<PagerResult>>,
+    pm: &'static PhysMem,
+    reads: core::sync::atomic::AtomicU32,
+}
+
+impl Pager for ScriptPager {
+    fn name(&self) -> &'static str {
+        "script"
+    }
+    fn has_page(&self, pindex: u64) -> bool {
+        pindex < 64
+    }
+    fn get_page(&self, _obj: &VmObject, page: &'static Page) -> PagerResult {
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        let r = self.script.lock().pop_front().unwrap_or(PagerResult::Ok);
+        if r == PagerResult::Ok {
+            // SAFETY: the page is exclusively busy for us; the model maps it.
+            unsafe { core::ptr::write_bytes(self.pm.page_addr(page).unwrap(), 0x5A ^ page.pindex() as u8, PAGE_SIZE) };
+            page.set_all_valid();
+        }
+        r
+    }
+}
+
+#[test]
+fn pager_results_are_handled() {
+    let t = setup();
+    {
+        let (map, pmap) = t.map();
+        let pager = Arc::new(ScriptPager {
+            script: spin::Mutex::new(VecDeque::from([
+                PagerResult::Error,
+                PagerResult::Again,
+                PagerResult::Again,
+                PagerResult::Ok,
+                PagerResult::Bad,
+            ])),
+            pm: t.env.pm,
+            reads: 0.into(),
+        });
+        let file = VmObject::new(ObjectKind::Vnode, 128, t.env);
+        file.lock().set_pager(pager.clone());
+        let a = map.lock().map(None, 128 * P, Prot::READ, Prot::READ, Inherit::Share, Some((file, 0)), false).unwrap();
+        assert_eq!(fault(&map, a, Prot::READ, false), Err(FaultError::Io), "an I/O error reaches the faulting thread");
+        t.clean(); // the page read into is not left in limbo (rule 6)
+        let s = fault(&map, a, Prot::READ, false).unwrap();
+        assert_eq!(s.restarts, 2, "AGAIN restarts the fault");
+        assert!(s.paged_in);
+        assert_eq!(t.read(&map, &pmap, a).unwrap(), 0x5A);
+        assert_eq!(fault(&map, a + P, Prot::READ, false), Err(FaultError::Bad));
+        // Past what the pager holds: zero-filled.
+        assert_eq!(t.read(&map, &pmap, a + 100 * P).unwrap(), 0);
+        assert_eq!(pager.reads.load(Ordering::Relaxed), 5);
+        t.clean();
+        drop(map);
+    }
+    t.done();
+}
+
+#[test]
+fn pmap_shortage_waits_and_gives_a_clean_status() {
+    let t = setup();
+    {
+        let (map, pmap) = t.map();
+        let a = map.lock().map(None, 4 * P, Prot::RW, Prot::ALL, Inherit::Copy, None, false).unwrap();
+        t.machine.fail_enter.store(true, Ordering::Relaxed);
+        assert_eq!(fault(&map, a, Prot::WRITE, false), Err(FaultError::NoMemory));
+        t.clean();
+        t.machine.fail_enter.store(false, Ordering::Relaxed);
+        t.write(&map, &pmap, a, 3).unwrap();
+        assert_eq!(t.read(&map, &pmap, a).unwrap(), 3);
+        drop(map);
+    }
+    t.done();
+}
+
+#[test]
+fn moving_instead_of_copying_uses_replace() {
+    let t = setup();
+    {
+        let (map, pmap) = t.map();
+        // An anonymous object with data, mapped privately, the map holding
+        // the only reference: the first write moves the page up.
+        let obj = VmObject::new(ObjectKind::Anonymous, 1, t.env);
+        {
+            let mut l = obj.lock();
+            let p = l.alloc_page(0, crate::phys::AllocFlags::empty()).unwrap();
+            // SAFETY: just allocated; the model maps it.
+            unsafe { *t.env.pm.page_addr(p).unwrap() = 0x77 };
+            p.set_all_valid();
+            drop(l);
+            t.env.pm.deactivate(p);
+            p.xunbusy();
+        }
+        let a = map.lock().map(None, P, Prot::RW, Prot::ALL, Inherit::Copy, Some((obj, 0)), true).unwrap();
+        t.node_fail.set(Action::Always); // replace needs no node
+        let s = fault(&map, a, Prot::WRITE, false).unwrap();
+        assert!(s.moved && !s.copied, "{s:?}");
+        t.node_fail.set(Action::Off);
+        assert_eq!(t.read(&map, &pmap, a).unwrap(), 0x77);
+        t.clean();
+        drop(map);
+    }
+    t.done();
+}
+
+/// Seed 001 end to end: with node and page allocation failing at random,
+/// every fault succeeds or fails with a clean status; nothing leaks, nothing
+/// is freed twice, nothing is left in limbo.
+#[test]
+fn faults_under_random_allocation_failure() {
+    for seed in 0..8 {
+        let t = setup();
+        {
+            let (map, pmap) = t.map();
+            let a = map.lock().map(None, 64 * P, Prot::RW, Prot::ALL, Inherit::Copy, None, false).unwrap();
+            for i in 0..64 {
+                t.write(&map, &pmap, a + i * P, i as u8).unwrap();
+            }
+            let cpmap = t.machine.new_pmap();
+            let child = Mutex::new(map.lock().fork(cpmap.clone()));
+            t.node_fail.set(Action::Probability { ppm: 200_000, seed });
+            t.page_fail.set(Action::Probability { ppm: 200_000, seed: seed + 100 });
+            let (mut ok, mut short) = (0, 0);
+            for round in 0..4u64 {
+                for i in 0..64 {
+                    let (m, p) = if (i + round) % 2 == 0 { (&map, &pmap) } else { (&child, &cpmap) };
+                    match t.write(m, p, a + i * P, (i + round) as u8) {
+                        Ok(()) => ok += 1,
+                        Err(FaultError::NoMemory) => short += 1,
+                        Err(e) => panic!("unexpected fault error {e:?}"),
+                    }
+                }
+                t.clean();
+            }
+            assert!(ok > 0);
+            let _ = short;
+            t.node_fail.set(Action::Off);
+            t.page_fail.set(Action::Off);
+            drop(child);
+            drop(map);
+        }
+        t.done();
+    }
+}

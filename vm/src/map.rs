@@ -1,0 +1,429 @@
+//! Address maps (FreeBSD's `vm_map`): an ordered set of entries, each a range
+//! of virtual addresses backed by an object from some page index on.
+//!
+//! An entry carries its protection and maximum protection (`protect` never
+//! goes above the maximum), what a fork does with it (`Inherit`), how many
+//! times it is wired, and, for private mappings, copy-on-write state: a
+//! private entry's first write fault gives it a shadow object of its own
+//! (`needs_copy` until then), so writes never reach the object it maps.
+//!
+//! Anonymous entries get their object at the first fault. Entries are split
+//! ("clipped") at the ends of a range before the range is changed.
+//!
+//! Locking: the map is used under its owner's lock (`spin::Mutex<VmMap>` in the
+//! fault path); it is first in the lock order (map ⇒ object ⇒ page busy).
+//! `timestamp` counts changes, so a fault that dropped the lock can tell
+//! whether its lookup still holds.
+
+use alloc::collections::BTreeMap;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+
+use crate::PAGE_SIZE;
+use crate::object::{ObjectKind, VmEnv, VmObject};
+use crate::page::Queue;
+use crate::pmap::{Pmap, Prot};
+
+const PAGE: u64 = PAGE_SIZE as u64;
+
+/// What a fork does with an entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Inherit {
+    /// Parent and child map the same object.
+    Share,
+    /// The child gets a copy-on-write copy.
+    Copy,
+    /// The child does not get the range.
+    None,
+}
+
+/// One mapped range.
+#[derive(Clone)]
+pub struct MapEntry {
+    pub start: u64,
+    pub end: u64,
+    pub prot: Prot,
+    pub max_prot: Prot,
+    pub inherit: Inherit,
+    /// Times the range is wired (mlock); its pages hold one wiring while > 0.
+    pub wired_count: u32,
+    /// The backing object; `None` for anonymous memory not yet touched.
+    pub object: Option<Arc<VmObject>>,
+    /// Page index in `object` of `start`.
+    pub offset: u64,
+    /// Private mapping: writes go to a shadow object, never to `object`'s
+    /// backing store.
+    pub cow: bool,
+    /// Private mapping whose shadow has not been made yet.
+    pub needs_copy: bool,
+}
+
+impl MapEntry {
+    pub fn pages(&self) -> u64 {
+        (self.end - self.start) / PAGE
+    }
+}
+
+/// Why a map operation failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MapError {
+    /// No free range of that size.
+    NoSpace,
+    /// Unaligned, empty, or outside the map.
+    InvalidRange,
+    /// A fixed mapping overlaps an existing one.
+    Overlap,
+    /// No entry at the address (or a hole in the range).
+    NoEntry,
+    /// The access or new protection exceeds what the entry allows.
+    Protection,
+}
+
+/// What a fault needs to know about an address (from [`VmMap::lookup`]).
+#[derive(Clone)]
+pub struct Lookup {
+    /// The first object of the chain to search (the entry's object or shadow).
+    pub object: Arc<VmObject>,
+    pub pindex: u64,
+    /// Protection to map the page with.
+    pub prot: Prot,
+    /// Private mapping: a page found below the first object must be copied
+    /// before it is written.
+    pub cow: bool,
+    pub wired: bool,
+    /// The entry's bounds (for prefaulting).
+    pub entry_start: u64,
+    pub entry_end: u64,
+    pub timestamp: u64,
+}
+
+/// An address map.
+pub struct VmMap {
+    entries: BTreeMap<u64, MapEntry>,
+    min: u64,
+    max: u64,
+    pmap: Arc<dyn Pmap>,
+    env: VmEnv,
+    /// Bumped by every change to the entries.
+    pub timestamp: u64,
+}
+
+fn aligned(x: u64) -> bool {
+    x % PAGE == 0
+}
+
+impl VmMap {
+    /// An empty map of `[min, max)` over `pmap`.
+    pub fn new(min: u64, max: u64, pmap: Arc<dyn Pmap>, env: VmEnv) -> VmMap {
+        VmMap { entries: BTreeMap::new(), min, max, pmap, env, timestamp: 0 }
+    }
+
+    pub fn pmap(&self) -> &Arc<dyn Pmap> {
+        &self.pmap
+    }
+
+    pub fn env(&self) -> &VmEnv {
+        &self.env
+    }
+
+    pub fn entries(&self) -> impl Iterator<Item = &MapEntry> {
+        self.entries.values()
+    }
+
+    /// The entry containing `va`.
+    pub fn entry(&self, va: u64) -> Option<&MapEntry> {
+        self.entries.range(..=va).next_back().map(|(_, e)| e).filter(|e| va < e.end)
+    }
+
+    /// The lowest free range of `len` bytes aligned to `align`.
+    pub fn find_space(&self, len: u64, align: u64) -> Option<u64> {
+        let align = align.max(PAGE);
+        let mut cur = self.min.next_multiple_of(align);
+        for e in self.entries.values() {
+            if cur.checked_add(len)? <= e.start {
+                return Some(cur);
+            }
+            cur = cur.max(e.end.next_multiple_of(align));
+        }
+        (cur.checked_add(len)? <= self.max).then_some(cur)
+    }
+
+    /// Maps `len` bytes at `at` (or anywhere free) to `object` from page
+    /// `offset` (or to new anonymous memory). `cow` makes it private.
+    #[allow(clippy::too_many_arguments)]
+    pub fn map(
+        &mut self,
+        at: Option<u64>,
+        len: u64,
+        prot: Prot,
+        max_prot: Prot,
+        inherit: Inherit,
+        object: Option<(Arc<VmObject>, u64)>,
+        cow: bool,
+    ) -> Result<u64, MapError> {
+        if len == 0 || !aligned(len) || !max_prot.contains(prot) {
+            return Err(MapError::InvalidRange);
+        }
+        let start = match at {
+            Some(a) => {
+                let end = a.checked_add(len).ok_or(MapError::InvalidRange)?;
+                if !aligned(a) || a < self.min || end > self.max {
+                    return Err(MapError::InvalidRange);
+                }
+                if self.entries.range(..end).next_back().is_some_and(|(_, e)| e.end > a) {
+                    return Err(MapError::Overlap);
+                }
+                a
+            }
+            None => self.find_space(len, PAGE).ok_or(MapError::NoSpace)?,
+        };
+        let (object, offset) = match object {
+            Some((o, off)) => (Some(o), off),
+            None => (None, 0),
+        };
+        self.entries.insert(
+            start,
+            MapEntry {
+                start,
+                end: start + len,
+                prot,
+                max_prot,
+                inherit,
+                wired_count: 0,
+                needs_copy: cow && object.is_some(),
+                cow,
+                object,
+                offset,
+            },
+        );
+        self.timestamp += 1;
+        Ok(start)
+    }
+
+    /// Splits the entry containing `at` so that an entry starts at `at`.
+    fn clip(&mut self, at: u64) {
+        let Some(e) = self.entry(at) else { return };
+        if e.start == at {
+            return;
+        }
+        let mut tail = e.clone();
+        let head_pages = (at - e.start) / PAGE;
+        tail.start = at;
+        tail.offset += head_pages;
+        if let Some(o) = &tail.object {
+            o.reference();
+        }
+        let start = e.start;
+        self.entries.get_mut(&start).unwrap().end = at;
+        self.entries.insert(at, tail);
+    }
+
+    /// Keys of the entries within `[start, end)` after clipping at both ends.
+    fn clipped(&mut self, start: u64, end: u64) -> Vec<u64> {
+        self.clip(start);
+        self.clip(end);
+        self.entries.range(start..end).map(|(k, _)| *k).collect()
+    }
+
+    fn check_range(&self, start: u64, end: u64) -> Result<(), MapError> {
+        if !aligned(start) || !aligned(end) || start >= end || start < self.min || end > self.max {
+            return Err(MapError::InvalidRange);
+        }
+        Ok(())
+    }
+
+    /// True if `[start, end)` is covered by entries with no hole.
+    fn fully_mapped(&self, start: u64, end: u64) -> bool {
+        let mut cur = start;
+        while cur < end {
+            match self.entry(cur) {
+                Some(e) => cur = e.end,
+                None => return false,
+            }
+        }
+        true
+    }
+
+    /// Unmaps `[start, end)`: removes the mappings, drops wirings (their
+    /// pages go back to the queues), and releases the objects.
+    pub fn unmap(&mut self, start: u64, end: u64) -> Result<(), MapError> {
+        self.check_range(start, end)?;
+        for k in self.clipped(start, end) {
+            let e = self.entries.remove(&k).unwrap();
+            if e.wired_count > 0 {
+                self.unwire_pages(&e);
+            }
+            self.pmap.remove(e.start, e.end).flush();
+            if let Some(o) = e.object {
+                o.deallocate();
+            }
+        }
+        self.timestamp += 1;
+        Ok(())
+    }
+
+    /// Sets the protection of `[start, end)` to `prot`, never above an
+    /// entry's maximum (then nothing changes). Lowered access takes effect in
+    /// the page tables at once; raised access on the next fault.
+    pub fn protect(&mut self, start: u64, end: u64, prot: Prot) -> Result<(), MapError> {
+        self.check_range(start, end)?;
+        if !self.fully_mapped(start, end) {
+            return Err(MapError::NoEntry);
+        }
+        let mut cur = start;
+        while cur < end {
+            let e = self.entry(cur).unwrap();
+            if !e.max_prot.contains(prot) {
+                return Err(MapError::Protection);
+            }
+            cur = e.end;
+        }
+        for k in self.clipped(start, end) {
+            let e = self.entries.get_mut(&k).unwrap();
+            e.prot = prot;
+            let (s, t) = (e.start, e.end);
+            self.pmap.protect(s, t, prot).flush();
+        }
+        self.timestamp += 1;
+        Ok(())
+    }
+
+    /// Finds what a fault at `va` for `access` needs: the first object and
+    /// index, and the protection to map with. Makes the anonymous object of an
+    /// untouched entry, and the shadow of a private entry on its first write.
+    pub fn lookup(&mut self, va: u64, access: Prot) -> Result<Lookup, MapError> {
+        let env = self.env;
+        let timestamp = self.timestamp;
+        let e = self.entries.range_mut(..=va).next_back().map(|(_, e)| e).filter(|e| va < e.end).ok_or(MapError::NoEntry)?;
+        if !e.prot.contains(access) {
+            return Err(MapError::Protection);
+        }
+        let pages = e.pages();
+        if e.object.is_none() {
+            e.object = Some(VmObject::new(ObjectKind::Anonymous, pages, env));
+            e.offset = 0;
+        }
+        let mut prot = e.prot;
+        if e.needs_copy {
+            if access.contains(Prot::WRITE) {
+                let backing = e.object.take().unwrap();
+                e.object = Some(VmObject::shadow(backing, e.offset, pages));
+                e.offset = 0;
+                e.needs_copy = false;
+            } else {
+                // Read through to the shared object; a write faults again.
+                prot.remove(Prot::WRITE);
+            }
+        }
+        Ok(Lookup {
+            object: e.object.clone().unwrap(),
+            pindex: e.offset + (va - e.start) / PAGE,
+            prot,
+            cow: e.cow,
+            wired: e.wired_count > 0,
+            entry_start: e.start,
+            entry_end: e.end,
+            timestamp,
+        })
+    }
+
+    /// Marks `[start, end)` wired in the map (the fault path then faults the
+    /// pages in and wires them: see `fault::wire`). Returns the entry keys
+    /// that went from unwired to wired.
+    pub(crate) fn wire_entries(&mut self, start: u64, end: u64) -> Result<Vec<(u64, u64)>, MapError> {
+        self.check_range(start, end)?;
+        if !self.fully_mapped(start, end) {
+            return Err(MapError::NoEntry);
+        }
+        let mut newly = Vec::new();
+        for k in self.clipped(start, end) {
+            let e = self.entries.get_mut(&k).unwrap();
+            e.wired_count += 1;
+            if e.wired_count == 1 {
+                newly.push((e.start, e.end));
+            }
+        }
+        self.timestamp += 1;
+        Ok(newly)
+    }
+
+    /// Drops one wiring of `[start, end)`; pages of entries no longer wired
+    /// are unwired (onto the active queue).
+    pub fn unwire(&mut self, start: u64, end: u64) -> Result<(), MapError> {
+        self.check_range(start, end)?;
+        if !self.fully_mapped(start, end) {
+            return Err(MapError::NoEntry);
+        }
+        for k in self.clipped(start, end) {
+            let e = self.entries.get_mut(&k).unwrap();
+            if e.wired_count == 0 {
+                continue;
+            }
+            e.wired_count -= 1;
+            if e.wired_count == 0 {
+                let e = e.clone();
+                self.unwire_pages(&e);
+            }
+        }
+        self.timestamp += 1;
+        Ok(())
+    }
+
+    /// Drops the wiring each page of `e` holds for the entry.
+    fn unwire_pages(&self, e: &MapEntry) {
+        let pm = self.env.pm;
+        let mut va = e.start;
+        while va < e.end {
+            if let Some((pa, _)) = self.pmap.extract(va) {
+                self.pmap.unwire(va);
+                if let Some(page) = pm.page_of(pa) {
+                    if page.is_managed() && page.wired() {
+                        pm.unwire(page, Queue::Active);
+                    }
+                }
+            }
+            va += PAGE;
+        }
+    }
+
+    /// The map a fork gives the child, over `pmap`: shared entries map the
+    /// same object; copied entries become copy-on-write in both (and the
+    /// parent's writable mappings are write-protected); `None` entries are
+    /// left out. Wirings are not inherited.
+    pub fn fork(&mut self, pmap: Arc<dyn Pmap>) -> VmMap {
+        let env = self.env;
+        let mut child = VmMap::new(self.min, self.max, pmap, env);
+        for e in self.entries.values_mut() {
+            if e.inherit == Inherit::None {
+                continue;
+            }
+            if e.object.is_none() {
+                e.object = Some(VmObject::new(ObjectKind::Anonymous, e.pages(), env));
+                e.offset = 0;
+            }
+            let o = e.object.as_ref().unwrap();
+            o.reference();
+            let mut c = e.clone();
+            c.wired_count = 0;
+            if e.inherit == Inherit::Copy {
+                e.cow = true;
+                e.needs_copy = true;
+                c.cow = true;
+                c.needs_copy = true;
+                self.pmap.protect(e.start, e.end, e.prot - Prot::WRITE).flush();
+            }
+            child.entries.insert(c.start, c);
+        }
+        self.timestamp += 1;
+        child
+    }
+}
+
+impl Drop for VmMap {
+    fn drop(&mut self) {
+        let all: Vec<(u64, u64)> = self.entries.values().map(|e| (e.start, e.end)).collect();
+        for (s, e) in all {
+            let _ = self.unmap(s, e);
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! The machine-dependent layer as the VM sees it: [`Pmap`], one per address
+//! space, and [`PageMappings`], the machine-wide view of every mapping of a
+//! page (FreeBSD's PV lists: `pmap_remove_all`, `pmap_is_modified`, ...).
+//!
+//! The kernel implements both over x86_64 4-level paging; [`soft`] implements
+//! them in software for host tests (and for kernel tests that need an address
+//! space nobody runs in).
+//!
+//! Rules the implementations keep:
+//! - only valid pages are entered (rule 2; asserted);
+//! - `enter` may fail for want of a page-table page (rule 12): the fault
+//!   handler then drops everything, waits for memory and retries;
+//! - page-table pages are unmanaged pages from the allocator, freed when empty
+//!   (rule 11);
+//! - a wired mapping is wired in the map entry and in the page's wire count;
+//!   the page-table bit only mirrors it, so `remove_all` can drop the mapping
+//!   without breaking the wiring (rule 10): the page stays wired and resident
+//!   and a fault maps it again;
+//! - every change to live translations returns a [`TlbFlush`] that the caller
+//!   must consume: a forgotten flush does not compile silently.
+
+use bitflags::bitflags;
+
+use crate::page::Page;
+
+pub mod soft;
+
+bitflags! {
+    /// Access rights of a mapping.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub struct Prot: u8 {
+        const READ = 1 << 0;
+        const WRITE = 1 << 1;
+        const EXEC = 1 << 2;
+    }
+}
+
+impl Prot {
+    pub const RW: Prot = Prot::READ.union(Prot::WRITE);
+    pub const ALL: Prot = Prot::READ.union(Prot::WRITE).union(Prot::EXEC);
+}
+
+/// Why `enter` failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PmapError {
+    /// No page could be had for a page table (rule 12): wait and retry.
+    NoMemory,
+}
+
+/// A TLB invalidation owed after changing translations: `flush` it (or, for
+/// an address space not loaded anywhere, `skip` it, saying why).
+#[must_use = "stale translations stay in the TLB until this is flushed"]
+#[derive(Debug)]
+pub struct TlbFlush {
+    range: Option<(u64, u64)>,
+    flusher: fn(u64, u64),
+}
+
+fn no_flush(_: u64, _: u64) {}
+
+impl TlbFlush {
+    /// Nothing to invalidate.
+    pub fn none() -> TlbFlush {
+        TlbFlush { range: None, flusher: no_flush }
+    }
+
+    /// `[start, end)` must be invalidated by `flusher`.
+    pub fn range(start: u64, end: u64, flusher: fn(u64, u64)) -> TlbFlush {
+        TlbFlush { range: (start < end).then_some((start, end)), flusher }
+    }
+
+    /// One flush covering both.
+    pub fn merge(mut self, mut other: TlbFlush) -> TlbFlush {
+        let flusher = if self.range.is_some() { self.flusher } else { other.flusher };
+        let range = match (self.range.take(), other.range.take()) {
+            (Some((a, b)), Some((c, d))) => Some((a.min(c), b.max(d))),
+            (r, None) | (None, r) => r,
+        };
+        TlbFlush { range, flusher }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.range.is_none()
+    }
+
+    /// Invalidates the range.
+    pub fn flush(mut self) {
+        if let Some((s, e)) = self.range.take() {
+            (self.flusher)(s, e);
+        }
+    }
+
+    /// Drops the obligation: for an address space that is not loaded on any
+    /// CPU, whose translations cannot be cached.
+    pub fn skip_not_loaded(mut self) {
+        self.range = None;
+    }
+}
+
+impl Drop for TlbFlush {
+    fn drop(&mut self) {
+        debug_assert!(self.range.is_none(), "a TLB flush of {:x?} was dropped, not done", self.range);
+    }
+}
+
+/// One address space's page tables.
+pub trait Pmap: Send + Sync {
+    /// Maps `va` to `page` with `prot`. Replaces an existing mapping of `va`.
+    /// `wired` marks the mapping wired (the caller holds a wiring of the page
+    /// for it). Fails with `NoMemory` when a page table cannot be allocated.
+    fn enter(&self, va: u64, page: &'static Page, prot: Prot, wired: bool) -> Result<TlbFlush, PmapError>;
+    /// Removes every mapping in `[start, end)`.
+    fn remove(&self, start: u64, end: u64) -> TlbFlush;
+    /// Reduces the access of every mapping in `[start, end)` to at most `prot`.
+    fn protect(&self, start: u64, end: u64, prot: Prot) -> TlbFlush;
+    /// The physical address and access of `va`'s mapping.
+    fn extract(&self, va: u64) -> Option<(u64, Prot)>;
+    /// Clears the wired mark of `va`'s mapping (the caller drops the wiring).
+    fn unwire(&self, va: u64);
+    /// Number of wired mappings (for tests and statistics).
+    fn wired_count(&self) -> usize;
+}
+
+/// Every mapping of a page, across address spaces (PV entries).
+pub trait PageMappings: Sync {
+    /// Removes every mapping of `page`, wired ones included (rule 10: the
+    /// wiring lives in the map entry and the page's wire count).
+    fn remove_all(&self, page: &'static Page);
+    /// Write-protects every mapping of `page` (before copy-on-write, or
+    /// before writing the page out).
+    fn write_protect_all(&self, page: &'static Page);
+    /// True if any mapping of `page` has been written through.
+    fn is_modified(&self, page: &'static Page) -> bool;
+    /// Clears the modified bits of every mapping of `page`.
+    fn clear_modify(&self, page: &'static Page);
+    /// Counts and clears the referenced (accessed) bits of `page`'s mappings.
+    fn ts_referenced(&self, page: &'static Page) -> u32;
+}
+
+/// For objects whose pages are never mapped (tests of objects alone).
+pub struct NoMappings;
+
+impl PageMappings for NoMappings {
+    fn remove_all(&self, page: &'static Page) {
+        assert!(page.mapping_count() == 0, "page {:#x} is mapped but its machine says nothing is", page.phys());
+    }
+    fn write_protect_all(&self, _: &'static Page) {}
+    fn is_modified(&self, _: &'static Page) -> bool {
+        false
+    }
+    fn clear_modify(&self, _: &'static Page) {}
+    fn ts_referenced(&self, _: &'static Page) -> u32 {
+        0
+    }
+}
+
+/// The machine-wide mappings view of a [`NoMappings`] machine.
+pub static NO_MAPPINGS: NoMappings = NoMappings;

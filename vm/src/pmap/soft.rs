@@ -1,0 +1,247 @@
+//! A software pmap: page tables as ordered maps, with the same rules as the
+//! hardware one (valid pages only, PV entries, wired marks, modified and
+//! referenced bits, a page-table budget that can run out). Host tests use it
+//! to test maps and faults without hardware; `touch` plays the MMU.
+
+use alloc::collections::{BTreeMap, BTreeSet};
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use spin::Mutex;
+
+use super::{PageMappings, Pmap, PmapError, Prot, TlbFlush};
+use crate::PAGE_SIZE;
+use crate::page::Page;
+
+/// One software page-table entry.
+#[derive(Clone, Copy, Debug)]
+struct Pte {
+    page: &'static Page,
+    prot: Prot,
+    wired: bool,
+    referenced: bool,
+    modified: bool,
+}
+
+/// A machine: the PV entries of every page across its address spaces.
+pub struct SoftMachine {
+    /// page physical address -> (address space id, va).
+    pv: Mutex<BTreeMap<u64, BTreeSet<(usize, u64)>>>,
+    spaces: Mutex<BTreeMap<usize, Arc<SoftPmap>>>,
+    next_id: AtomicUsize,
+    /// When set, every `enter` that would need a new page table fails.
+    pub fail_enter: AtomicBool,
+}
+
+/// One software address space.
+pub struct SoftPmap {
+    id: usize,
+    machine: &'static SoftMachine,
+    ptes: Mutex<BTreeMap<u64, Pte>>,
+}
+
+/// Why the MMU refused an access in [`SoftPmap::touch`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trap {
+    NotPresent,
+    Protection,
+}
+
+impl SoftMachine {
+    pub const fn new() -> SoftMachine {
+        SoftMachine {
+            pv: Mutex::new(BTreeMap::new()),
+            spaces: Mutex::new(BTreeMap::new()),
+            next_id: AtomicUsize::new(1),
+            fail_enter: AtomicBool::new(false),
+        }
+    }
+
+    /// A new, empty address space on this machine.
+    pub fn new_pmap(&'static self) -> Arc<SoftPmap> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let p = Arc::new(SoftPmap { id, machine: self, ptes: Mutex::new(BTreeMap::new()) });
+        self.spaces.lock().insert(id, p.clone());
+        p
+    }
+
+    /// Mappings of `page` as (address space id, va).
+    fn mappings_of(&self, page: &Page) -> Vec<(usize, u64)> {
+        self.pv.lock().get(&page.phys()).map(|s| s.iter().copied().collect()).unwrap_or_default()
+    }
+
+    fn space(&self, id: usize) -> Arc<SoftPmap> {
+        self.spaces.lock().get(&id).cloned().expect("PV entry of an unknown address space")
+    }
+
+    fn each_pte(&self, page: &'static Page, mut f: impl FnMut(&mut Pte)) {
+        for (id, va) in self.mappings_of(page) {
+            let space = self.space(id);
+            let mut ptes = space.ptes.lock();
+            if let Some(pte) = ptes.get_mut(&va) {
+                f(pte);
+            }
+        }
+    }
+}
+
+impl Default for SoftMachine {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SoftPmap {
+    fn pv_add(&self, page: &'static Page, va: u64) {
+        self.machine.pv.lock().entry(page.phys()).or_default().insert((self.id, va));
+        page.add_mapping();
+    }
+
+    fn pv_remove(&self, page: &'static Page, va: u64) {
+        let mut pv = self.machine.pv.lock();
+        let set = pv.get_mut(&page.phys()).expect("mapping without a PV entry");
+        assert!(set.remove(&(self.id, va)), "mapping without a PV entry");
+        if set.is_empty() {
+            pv.remove(&page.phys());
+        }
+        drop(pv);
+        page.remove_mapping();
+    }
+
+    /// The MMU: an access of `kind` at `va`. Sets the referenced and modified
+    /// bits as hardware does, or reports the trap.
+    pub fn touch(&self, va: u64, kind: Prot) -> Result<&'static Page, Trap> {
+        let mut ptes = self.ptes.lock();
+        let pte = ptes.get_mut(&(va & !(PAGE_SIZE as u64 - 1))).ok_or(Trap::NotPresent)?;
+        if !pte.prot.contains(kind) {
+            return Err(Trap::Protection);
+        }
+        pte.referenced = true;
+        if kind.contains(Prot::WRITE) {
+            pte.modified = true;
+        }
+        Ok(pte.page)
+    }
+
+    /// Mappings in the address space.
+    pub fn len(&self) -> usize {
+        self.ptes.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Removes every mapping and forgets the address space.
+    pub fn destroy(&self) {
+        self.remove(0, u64::MAX).skip_not_loaded();
+        self.machine.spaces.lock().remove(&self.id);
+    }
+}
+
+fn soft_flush(_: u64, _: u64) {}
+
+impl Pmap for SoftPmap {
+    fn enter(&self, va: u64, page: &'static Page, prot: Prot, wired: bool) -> Result<TlbFlush, PmapError> {
+        assert!(page.valid() != 0, "page {:#x}: an invalid page is never mapped (rule 2)", page.phys());
+        assert_eq!(va % PAGE_SIZE as u64, 0);
+        let mut ptes = self.ptes.lock();
+        let old = ptes.get(&va).copied();
+        if old.is_none() && self.machine.fail_enter.load(Ordering::Relaxed) {
+            return Err(PmapError::NoMemory);
+        }
+        if let Some(o) = old {
+            if !core::ptr::eq(o.page, page) {
+                drop(ptes);
+                self.pv_remove(o.page, va);
+                ptes = self.ptes.lock();
+            }
+        }
+        let same = old.is_some_and(|o| core::ptr::eq(o.page, page));
+        ptes.insert(va, Pte { page, prot, wired, referenced: false, modified: same && old.is_some_and(|o| o.modified) });
+        drop(ptes);
+        if !same {
+            self.pv_add(page, va);
+        }
+        Ok(if old.is_some() { TlbFlush::range(va, va + PAGE_SIZE as u64, soft_flush) } else { TlbFlush::none() })
+    }
+
+    fn remove(&self, start: u64, end: u64) -> TlbFlush {
+        let gone: Vec<(u64, Pte)> = {
+            let mut ptes = self.ptes.lock();
+            let keys: Vec<u64> = ptes.range(start..end).map(|(k, _)| *k).collect();
+            keys.into_iter().map(|k| (k, ptes.remove(&k).unwrap())).collect()
+        };
+        for (va, pte) in &gone {
+            if pte.modified {
+                pte.page.set_all_dirty();
+            }
+            self.pv_remove(pte.page, *va);
+        }
+        if gone.is_empty() { TlbFlush::none() } else { TlbFlush::range(start, end, soft_flush) }
+    }
+
+    fn protect(&self, start: u64, end: u64, prot: Prot) -> TlbFlush {
+        let mut ptes = self.ptes.lock();
+        let mut any = false;
+        for (_, pte) in ptes.range_mut(start..end) {
+            if pte.prot.contains(Prot::WRITE) && !prot.contains(Prot::WRITE) && pte.modified {
+                pte.page.set_all_dirty();
+            }
+            any |= pte.prot != pte.prot & prot;
+            pte.prot &= prot;
+        }
+        if any { TlbFlush::range(start, end, soft_flush) } else { TlbFlush::none() }
+    }
+
+    fn extract(&self, va: u64) -> Option<(u64, Prot)> {
+        let ptes = self.ptes.lock();
+        let pte = ptes.get(&(va & !(PAGE_SIZE as u64 - 1)))?;
+        Some((pte.page.phys() + (va & (PAGE_SIZE as u64 - 1)), pte.prot))
+    }
+
+    fn unwire(&self, va: u64) {
+        if let Some(pte) = self.ptes.lock().get_mut(&va) {
+            pte.wired = false;
+        }
+    }
+
+    fn wired_count(&self) -> usize {
+        self.ptes.lock().values().filter(|p| p.wired).count()
+    }
+}
+
+impl PageMappings for SoftMachine {
+    fn remove_all(&self, page: &'static Page) {
+        for (id, va) in self.mappings_of(page) {
+            self.space(id).remove(va, va + PAGE_SIZE as u64).skip_not_loaded();
+        }
+        assert!(page.mapping_count() == 0);
+    }
+
+    fn write_protect_all(&self, page: &'static Page) {
+        for (id, va) in self.mappings_of(page) {
+            self.space(id).protect(va, va + PAGE_SIZE as u64, Prot::READ | Prot::EXEC).skip_not_loaded();
+        }
+    }
+
+    fn is_modified(&self, page: &'static Page) -> bool {
+        let mut m = false;
+        self.each_pte(page, |p| m |= p.modified);
+        m
+    }
+
+    fn clear_modify(&self, page: &'static Page) {
+        self.each_pte(page, |p| p.modified = false);
+    }
+
+    fn ts_referenced(&self, page: &'static Page) -> u32 {
+        let mut n = 0;
+        self.each_pte(page, |p| {
+            n += p.referenced as u32;
+            p.referenced = false;
+        });
+        n
+    }
+}
