@@ -117,6 +117,7 @@ fn elapsed_us() -> u64 {
 
 /// Free pages with the allocator's cache drained, so counts compare exactly.
 fn free_pages() -> u64 {
+    crate::pmap::drain();
     vm::drain_caches();
     vm::try_global().map_or(0, |pm| pm.free_count())
 }

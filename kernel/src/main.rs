@@ -26,9 +26,11 @@ mod heap;
 mod ksyms;
 mod ktest_runner;
 mod memory;
+mod pmap;
 mod qemu;
 mod serial;
 mod time;
+mod vmspace;
 
 use core::fmt::Write;
 use core::panic::PanicInfo;
@@ -82,8 +84,13 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
         }
         Err(e) => panic!("cannot build the page array: {e:?}"),
     }
-    // Busy waiters sleep until the next interrupt (the timer) between tries.
-    vm::page::set_busy_wait(|_| x86_64::instructions::hlt());
+    // Waiters sleep until the next interrupt (the timer) between tries, or
+    // spin a moment where interrupts are off (in the page-fault handler).
+    vm::page::set_busy_wait(|_| time::wait_a_moment());
+    vm::set_vm_wait(time::wait_a_moment);
+    if let Err(e) = pmap::init() {
+        panic!("cannot set up the pmap: {e:?}");
+    }
 
     let ramdisk = boot_info.ramdisk_addr.into_option().map(|addr| {
         // SAFETY: the bootloader mapped the ramdisk at `addr` for

@@ -47,6 +47,21 @@ pub fn ticks() -> u64 {
     TICKS.load(Ordering::Relaxed)
 }
 
+/// Waits briefly: until the next interrupt if interrupts are on, else about
+/// a millisecond by the TSC. The VM's waits (busy pages, free memory) use it
+/// until there is a scheduler to sleep in.
+pub fn wait_a_moment() {
+    if x86_64::instructions::interrupts::are_enabled() {
+        x86_64::instructions::hlt();
+    } else {
+        let start = rdtsc();
+        let ms = (tsc_hz() / 1000).max(1);
+        while rdtsc().wrapping_sub(start) < ms {
+            core::hint::spin_loop();
+        }
+    }
+}
+
 /// Converts a TSC interval to microseconds (0 before calibration).
 pub fn tsc_to_us(delta: u64) -> u64 {
     let hz = tsc_hz();

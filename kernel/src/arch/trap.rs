@@ -249,6 +249,20 @@ extern "C" fn trap_dispatch(tf: &mut TrapFrame) {
             super::apic::eoi();
         }
         VEC_SPURIOUS => {}
+        VEC_PAGE_FAULT => {
+            let cr2 = Cr2::read_raw();
+            match crate::vmspace::page_fault(tf, cr2) {
+                Ok(()) => {}
+                Err(Some(e)) => {
+                    {
+                        let mut w = crate::serial::panic_writer();
+                        let _ = core::fmt::Write::write_fmt(&mut w, format_args!("\nthe VM could not resolve the page fault at {cr2:#x}: {e:?}\n"));
+                    }
+                    fatal_exception(tf)
+                }
+                Err(None) => fatal_exception(tf),
+            }
+        }
         _ => fatal_exception(tf),
     }
 }

@@ -1,0 +1,210 @@
+//! Address spaces (a `vm::map::VmMap` over an `X86Pmap`) and the way from the
+//! page-fault exception to `vm::fault`.
+//!
+//! The lower half of the address space belongs to the current address space
+//! (none until one is activated); a page fault there is handed to the fault
+//! state machine. Anything else, or a fault the VM cannot resolve, is a fatal
+//! kernel fault with a full report (user processes, later, get a signal).
+
+use alloc::sync::Arc;
+use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+
+use spin::Mutex;
+use vm::fault::{FaultError, fault};
+use vm::map::VmMap;
+use vm::pmap::{PmapError, Prot};
+use x86_64::PhysAddr;
+use x86_64::registers::control::{Cr3, Cr3Flags};
+use x86_64::structures::paging::PhysFrame;
+
+use crate::arch::trap::TrapFrame;
+use crate::pmap::{USER_END, X86Pmap};
+
+/// An address space.
+pub struct AddressSpace {
+    pub map: Mutex<VmMap>,
+    pub pmap: Arc<X86Pmap>,
+}
+
+/// The active address space (null: none). (A)
+static CURRENT: AtomicPtr<AddressSpace> = AtomicPtr::new(core::ptr::null_mut());
+/// Page faults resolved by the VM, and the last error it returned. (A)
+pub static FAULTS: AtomicU64 = AtomicU64::new(0);
+
+impl AddressSpace {
+    /// A new, empty address space.
+    pub fn new() -> Result<Arc<AddressSpace>, PmapError> {
+        let pmap = X86Pmap::new()?;
+        let map = VmMap::new(0x1000, USER_END, pmap.clone(), vm::kernel_env());
+        Ok(Arc::new(AddressSpace { map: Mutex::new(map), pmap }))
+    }
+
+    /// Loads this address space on the CPU until the guard is dropped.
+    pub fn activate(self: &Arc<Self>) -> Active {
+        let previous = Cr3::read();
+        let frame = PhysFrame::containing_address(PhysAddr::new(self.pmap.root()));
+        CURRENT.store(Arc::as_ptr(self) as *mut AddressSpace, Ordering::SeqCst);
+        // SAFETY: the new PML4 maps the kernel half exactly as the current one
+        // (copied at creation), so the kernel keeps running; the address space
+        // outlives the guard, which holds a reference.
+        unsafe { Cr3::write(frame, Cr3Flags::empty()) };
+        Active { space: self.clone(), previous }
+    }
+}
+
+/// An address space loaded on the CPU.
+#[must_use = "the address space is unloaded when this is dropped"]
+pub struct Active {
+    space: Arc<AddressSpace>,
+    previous: (PhysFrame, Cr3Flags),
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        CURRENT.store(core::ptr::null_mut(), Ordering::SeqCst);
+        // SAFETY: restores the address space that was loaded before, which
+        // maps the kernel half the same way.
+        unsafe { Cr3::write(self.previous.0, self.previous.1) };
+        let _ = &self.space;
+    }
+}
+
+/// Handles a page fault if it is the VM's to handle. Returns `Err` with the
+/// VM's verdict when it cannot be resolved (the caller reports it).
+pub fn page_fault(tf: &TrapFrame, cr2: u64) -> Result<(), Option<FaultError>> {
+    if cr2 >= USER_END {
+        return Err(None);
+    }
+    let space = CURRENT.load(Ordering::SeqCst);
+    if space.is_null() {
+        return Err(None);
+    }
+    // SAFETY: CURRENT is set only while an `Active` guard holds a reference
+    // to the address space.
+    let space = unsafe { &*space };
+    let access = if tf.error & 2 != 0 {
+        Prot::WRITE
+    } else if tf.error & 16 != 0 {
+        Prot::EXEC
+    } else {
+        Prot::READ
+    };
+    match fault(&space.map, cr2, access, false) {
+        Ok(_) => {
+            FAULTS.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        }
+        Err(e) => Err(Some(e)),
+    }
+}
+
+mod tests {
+    use alloc::vec::Vec;
+
+    use ktest::ktest;
+    use vm::map::Inherit;
+    use vm::object::{ObjectKind, VmObject};
+    use vm::pmap::Pmap;
+
+    use super::*;
+
+    const BASE: u64 = 0x1000_0000;
+    const PAGE: u64 = 4096;
+
+    fn anon(space: &AddressSpace, pages: u64, prot: Prot) -> u64 {
+        space.map.lock().map(Some(BASE), pages * PAGE, prot, Prot::ALL, Inherit::Copy, None, false).unwrap()
+    }
+
+    /// Real page faults on a fresh anonymous mapping: zero-filled, and the
+    /// data written is read back; unmapping frees every page and page table
+    /// (the runner checks the free count afterwards).
+    #[ktest]
+    fn zero_fill_faults() {
+        let space = AddressSpace::new().unwrap();
+        let a = anon(&space, 64, Prot::RW);
+        let faults = FAULTS.load(Ordering::Relaxed);
+        {
+            let _on = space.activate();
+            for i in 0..64 {
+                let p = (a + i * PAGE) as *mut u64;
+                // SAFETY: the range is mapped read-write in the active space;
+                // the accesses fault the pages in.
+                unsafe {
+                    assert_eq!(p.read_volatile(), 0, "fresh memory reads zero");
+                    p.write_volatile(i * 3 + 1);
+                }
+            }
+            for i in 0..64 {
+                // SAFETY: as above.
+                assert_eq!(unsafe { ((a + i * PAGE) as *const u64).read_volatile() }, i * 3 + 1);
+            }
+        }
+        assert!(FAULTS.load(Ordering::Relaxed) >= faults + 64, "the hardware faulted each page in");
+        space.map.lock().unmap(a, a + 64 * PAGE).unwrap();
+        assert!(space.pmap.extract(a).is_none());
+    }
+
+    /// Copy-on-write through the hardware: a private mapping of an object
+    /// reads the object until it writes, then only its copy changes.
+    #[ktest]
+    fn copy_on_write_faults() {
+        let space = AddressSpace::new().unwrap();
+        let obj = VmObject::new(ObjectKind::Anonymous, 4, vm::kernel_env());
+        obj.reference(); // the shared mapping's reference
+        let shared = space.map.lock().map(None, 4 * PAGE, Prot::RW, Prot::ALL, Inherit::Share, Some((obj.clone(), 0)), false).unwrap();
+        let private = space.map.lock().map(None, 4 * PAGE, Prot::RW, Prot::ALL, Inherit::Copy, Some((obj.clone(), 0)), true).unwrap();
+        {
+            let _on = space.activate();
+            // SAFETY: both ranges are mapped read-write in the active space.
+            unsafe {
+                (shared as *mut u8).write_volatile(0x11);
+                assert_eq!((private as *const u8).read_volatile(), 0x11, "the private mapping reads the object");
+                (private as *mut u8).write_volatile(0x22);
+                assert_eq!((private as *const u8).read_volatile(), 0x22);
+                assert_eq!((shared as *const u8).read_volatile(), 0x11, "the object is untouched");
+                (shared as *mut u8).write_volatile(0x33);
+                assert_eq!((private as *const u8).read_volatile(), 0x22, "the copy is the private mapping's own");
+            }
+        }
+        drop(obj);
+        drop(space);
+    }
+
+    /// A write to a read-only mapping is refused with a protection error;
+    /// after `protect` to read-write it succeeds.
+    #[ktest]
+    fn protection_faults() {
+        let space = AddressSpace::new().unwrap();
+        let a = anon(&space, 1, Prot::READ);
+        assert_eq!(fault(&space.map, a, Prot::WRITE, false), Err(FaultError::Protection));
+        space.map.lock().protect(a, a + PAGE, Prot::RW).unwrap();
+        let _on = space.activate();
+        // SAFETY: the page is mapped read-write now.
+        unsafe {
+            (a as *mut u32).write_volatile(7);
+            assert_eq!((a as *const u32).read_volatile(), 7);
+        }
+    }
+
+    /// Wired pages are resident and wired; unmapping the wired range unwires
+    /// and frees them.
+    #[ktest]
+    fn wiring_in_kernel() {
+        let space = AddressSpace::new().unwrap();
+        let a = anon(&space, 16, Prot::RW);
+        vm::fault::wire(&space.map, a, a + 16 * PAGE).unwrap();
+        assert_eq!(space.pmap.wired_count(), 16);
+        let pm = vm::global();
+        let pages: Vec<_> = (0..16).map(|i| pm.page_of(space.pmap.extract(a + i * PAGE).unwrap().0).unwrap()).collect();
+        assert!(pages.iter().all(|p| p.wire_count() == 1));
+        space.map.lock().unmap(a, a + 16 * PAGE).unwrap();
+        assert!(pages.iter().all(|p| p.flags().contains(vm::page::PageFlags::FREE)), "unmapped wired pages are freed");
+    }
+
+    /// A fault at an address with no mapping is the VM's `NoEntry`.
+    #[ktest]
+    fn unmapped_address_is_no_entry() {
+        let space = AddressSpace::new().unwrap();
+        assert_eq!(fault(&space.map, 0x5000_0000, Prot::READ, false), Err(FaultError::NoEntry));
+    }
+}
