@@ -28,8 +28,10 @@ pub struct AddressSpace {
 
 /// The active address space (null: none). (A)
 static CURRENT: AtomicPtr<AddressSpace> = AtomicPtr::new(core::ptr::null_mut());
-/// Page faults resolved by the VM, and the last error it returned. (A)
+/// Page faults resolved by the VM. (A)
 pub static FAULTS: AtomicU64 = AtomicU64::new(0);
+/// TSC cycles spent inside `vm::fault` for them. (A)
+pub static FAULT_TSC: AtomicU64 = AtomicU64::new(0);
 
 impl AddressSpace {
     /// A new, empty address space.
@@ -49,6 +51,16 @@ impl AddressSpace {
         // outlives the guard, which holds a reference.
         unsafe { Cr3::write(frame, Cr3Flags::empty()) };
         Active { space: self.clone(), previous }
+    }
+}
+
+impl AddressSpace {
+    /// The child's address space for a fork: shared entries shared, copied
+    /// entries copy-on-write in both.
+    pub fn fork(&self) -> Result<Arc<AddressSpace>, PmapError> {
+        let pmap = X86Pmap::new()?;
+        let map = self.map.lock().fork(pmap.clone());
+        Ok(Arc::new(AddressSpace { map: Mutex::new(map), pmap }))
     }
 }
 
@@ -89,7 +101,10 @@ pub fn page_fault(tf: &TrapFrame, cr2: u64) -> Result<(), Option<FaultError>> {
     } else {
         Prot::READ
     };
-    match fault(&space.map, cr2, access, false) {
+    let t0 = crate::time::rdtsc();
+    let r = fault(&space.map, cr2, access, false);
+    FAULT_TSC.fetch_add(crate::time::rdtsc() - t0, Ordering::Relaxed);
+    match r {
         Ok(_) => {
             FAULTS.fetch_add(1, Ordering::Relaxed);
             Ok(())

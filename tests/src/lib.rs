@@ -72,11 +72,15 @@ pub struct BootOptions {
     pub cmdline: String,
     /// Wait for gdb on this TCP port before running (`-S -gdb`).
     pub gdb_port: Option<u16>,
+    /// Guest memory (QEMU's `-m`).
+    pub memory: &'static str,
+    /// Have QEMU allocate all guest memory up front (`-mem-prealloc`).
+    pub prealloc: bool,
 }
 
 impl BootOptions {
     pub fn new(firmware: Firmware, cmdline: impl Into<String>) -> Self {
-        BootOptions { firmware, cmdline: cmdline.into(), gdb_port: None }
+        BootOptions { firmware, cmdline: cmdline.into(), gdb_port: None, memory: GUEST_MEMORY, prealloc: false }
     }
 }
 
@@ -91,12 +95,15 @@ pub fn qemu_command(images: &Images, opts: &BootOptions) -> Result<Command> {
         .arg(format!("format=raw,file={}", image.display()))
         .args(["-serial", "stdio", "-display", "none", "-monitor", "none", "-no-reboot"])
         .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
-        .args(["-m", GUEST_MEMORY])
+        .args(["-m", opts.memory])
         .arg("-fw_cfg")
         // QEMU option values escape a comma by doubling it.
         .arg(format!("name=opt/kernel/cmdline,string={}", opts.cmdline.replace(',', ",,")));
     if opts.firmware == Firmware::Uefi {
         cmd.arg("-bios").arg(ovmf()?);
+    }
+    if opts.prealloc {
+        cmd.arg("-mem-prealloc");
     }
     if let Some(port) = opts.gdb_port {
         cmd.arg("-S").arg("-gdb").arg(format!("tcp:127.0.0.1:{port}"));

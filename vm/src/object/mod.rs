@@ -347,6 +347,12 @@ impl Locked<'_> {
         self.st.pages.range(start, end).collect()
     }
 
+    /// Calls `f` for each resident page with index in `[start, end)`, in
+    /// order, without allocating.
+    pub fn for_each_in(&self, start: u64, end: u64, f: impl FnMut(&'static Page)) {
+        self.st.pages.range(start, end).for_each(f)
+    }
+
     /// Inserts `page` (exclusively busy, in no object) at `pindex`.
     pub fn insert(&mut self, page: &'static Page, pindex: u64) -> Result<(), ObjectError> {
         assert!(page.is_managed(), "page {:#x}: unmanaged pages never join objects", page.phys());
