@@ -28,6 +28,7 @@ mod ktest_runner;
 mod memory;
 mod pmap;
 mod qemu;
+mod sched;
 mod serial;
 mod time;
 mod vmspace;
@@ -109,6 +110,7 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     );
     memory::log_map();
 
+    sched::init();
     arch::apic::init(phys_offset);
     x86_64::instructions::interrupts::enable();
 

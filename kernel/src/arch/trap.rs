@@ -247,6 +247,7 @@ extern "C" fn trap_dispatch(tf: &mut TrapFrame) {
         VEC_TIMER => {
             crate::time::tick();
             super::apic::eoi();
+            crate::sched::preempt();
         }
         VEC_SPURIOUS => {}
         VEC_PAGE_FAULT => {

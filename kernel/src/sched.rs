@@ -1,0 +1,381 @@
+//! Kernel threads and a preemptive round-robin scheduler on one CPU, with
+//! BSD-style sleep and wakeup on a wait channel (any address).
+//!
+//! A thread is a kernel stack and the stack pointer saved when it last
+//! switched away. Switching ([`switch_stack`]) saves the callee-saved
+//! registers and RFLAGS on the old stack and restores them from the new one,
+//! so every thread that is not running sits inside `switch_stack`: in
+//! [`yield_now`], in [`sleep_if`], or in the timer interrupt that preempted it.
+//! A new thread's stack is built to "return" from `switch_stack` into
+//! [`thread_start`].
+//!
+//! Locking: one scheduler lock, always taken with interrupts disabled. It is
+//! released before the stack switch; interrupts stay off across the switch so
+//! nothing can run between the two. Sleeping is atomic with respect to
+//! wakeup: [`sleep_if`] evaluates its condition under the scheduler lock, and
+//! [`wakeup`] takes the same lock, so a wakeup cannot fall between the check
+//! and the sleep. (With more CPUs the lock hand-off across the switch will
+//! need the usual care; the VM never relies on interrupts being off.)
+//!
+//! Stacks are 32 KiB from the kernel heap, with a canary word at the bottom
+//! checked at every switch; proper guard pages come with kernel-space mappings.
+
+use alloc::boxed::Box;
+use alloc::collections::{BTreeMap, VecDeque};
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::arch::naked_asm;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use spin::Mutex;
+use x86_64::instructions::interrupts;
+
+/// Bytes of each kernel thread's stack.
+pub const STACK_SIZE: usize = 32 * 1024;
+/// Timer ticks a thread runs before it is preempted.
+pub const TIME_SLICE_TICKS: u64 = 10;
+
+const CANARY: u64 = 0x5AFE_57AC_CA7A_1157;
+
+pub type ThreadId = u64;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    Running,
+    Ready,
+    Sleeping(usize),
+    Dead,
+}
+
+struct Thread {
+    name: String,
+    state: State,
+    /// Saved stack pointer while not running.
+    rsp: u64,
+    /// The stack (None for the boot thread, which runs on the boot stack).
+    stack: Option<Box<[u64]>>,
+    entry: Option<Box<dyn FnOnce() + Send>>,
+}
+
+struct Sched {
+    threads: BTreeMap<ThreadId, Thread>,
+    ready: VecDeque<ThreadId>,
+    current: ThreadId,
+    next_id: ThreadId,
+    /// Tick at which the current thread's slice ends.
+    slice_end: u64,
+}
+
+static SCHED: Mutex<Option<Sched>> = Mutex::new(None);
+/// Context switches so far. (A)
+pub static SWITCHES: AtomicU64 = AtomicU64::new(0);
+
+/// Makes the running (boot) context thread 0, "main".
+pub fn init() {
+    interrupts::without_interrupts(|| {
+        let mut threads = BTreeMap::new();
+        threads.insert(0, Thread { name: "main".into(), state: State::Running, rsp: 0, stack: None, entry: None });
+        *SCHED.lock() = Some(Sched { threads, ready: VecDeque::new(), current: 0, next_id: 1, slice_end: 0 });
+    });
+}
+
+/// Saves the callee-saved registers and RFLAGS on the current stack, stores
+/// the stack pointer at `save`, and resumes the context saved at `next`.
+#[unsafe(naked)]
+unsafe extern "C" fn switch_stack(save: *mut u64, next: u64) {
+    naked_asm!(
+        "push rbp", "push rbx", "push r12", "push r13", "push r14", "push r15", "pushfq",
+        "mov [rdi], rsp",
+        "mov rsp, rsi",
+        "popfq", "pop r15", "pop r14", "pop r13", "pop r12", "pop rbx", "pop rbp",
+        "ret",
+    )
+}
+
+/// Where a new thread starts: runs its entry with interrupts on, then exits.
+extern "C" fn thread_start() -> ! {
+    let entry = interrupts::without_interrupts(|| {
+        let mut s = SCHED.lock();
+        let s = s.as_mut().unwrap();
+        let cur = s.current;
+        s.threads.get_mut(&cur).and_then(|t| t.entry.take())
+    });
+    interrupts::enable();
+    if let Some(f) = entry {
+        f();
+    }
+    exit()
+}
+
+/// Starts a kernel thread running `f`. Fails (`None`) when memory is short.
+pub fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Option<ThreadId> {
+    let words = STACK_SIZE / 8;
+    let mut stack: Vec<u64> = Vec::new();
+    stack.try_reserve_exact(words).ok()?;
+    stack.resize(words, 0);
+    let mut stack = stack.into_boxed_slice();
+    stack[0] = CANARY;
+    // The frame switch_stack pops: rflags, r15, r14, r13, r12, rbx, rbp, ret.
+    let top = words - 2; // keep the entry 16-byte aligned after `ret`
+    let frame = [0x2u64, 0, 0, 0, 0, 0, 0, thread_start as *const () as u64];
+    let base = top - frame.len();
+    stack[base..top].copy_from_slice(&frame);
+    let rsp = &stack[base] as *const u64 as u64;
+    let entry: Box<dyn FnOnce() + Send> = Box::new(f);
+    interrupts::without_interrupts(|| {
+        let mut s = SCHED.lock();
+        let s = s.as_mut()?;
+        let id = s.next_id;
+        s.next_id += 1;
+        s.threads.insert(id, Thread { name: name.into(), state: State::Ready, rsp, stack: Some(stack), entry: Some(entry) });
+        s.ready.push_back(id);
+        Some(id)
+    })
+}
+
+/// Switches to the next ready thread, if any; the caller has already set
+/// its own state (Ready and queued, Sleeping, or Dead). Interrupts must be
+/// off; they stay off across the switch.
+fn schedule(mut guard: spin::MutexGuard<'_, Option<Sched>>) {
+    debug_assert!(!interrupts::are_enabled());
+    let s = guard.as_mut().unwrap();
+    let cur = s.current;
+    let next = loop {
+        match s.ready.pop_front() {
+            Some(id) if s.threads.get(&id).is_some_and(|t| t.state == State::Ready) => break Some(id),
+            Some(_) => continue,
+            None => break None,
+        }
+    };
+    let Some(next) = next else {
+        // Nothing else can run. A thread that is still runnable continues;
+        // one that sleeps waits here for an interrupt to wake something.
+        let state = s.threads[&cur].state;
+        if state == State::Ready {
+            s.threads.get_mut(&cur).unwrap().state = State::Running;
+            return;
+        }
+        drop(guard);
+        loop {
+            interrupts::enable_and_hlt();
+            interrupts::disable();
+            let g = SCHED.lock();
+            let ready = g.as_ref().is_some_and(|s| !s.ready.is_empty() || s.threads[&s.current].state == State::Ready);
+            if ready {
+                return schedule(g);
+            }
+        }
+    };
+    if next == cur {
+        s.threads.get_mut(&cur).unwrap().state = State::Running;
+        return;
+    }
+    let now = crate::time::ticks();
+    s.slice_end = now + TIME_SLICE_TICKS;
+    s.current = next;
+    let next_t = s.threads.get_mut(&next).unwrap();
+    next_t.state = State::Running;
+    let next_rsp = next_t.rsp;
+    let save = &mut s.threads.get_mut(&cur).unwrap().rsp as *mut u64;
+    if let Some(st) = &s.threads[&cur].stack {
+        assert!(st[0] == CANARY, "kernel thread {:?} overflowed its stack", s.threads[&cur].name);
+    }
+    SWITCHES.fetch_add(1, Ordering::Relaxed);
+    drop(guard);
+    // SAFETY: `save` points into the current thread's record, which stays
+    // in the map while the thread exists (a Dead one is reaped only by
+    // another thread, after this switch); `next_rsp` was saved by
+    // switch_stack or built by spawn. Interrupts are off until the resumed
+    // context restores its own RFLAGS.
+    unsafe { switch_stack(save, next_rsp) };
+    reap();
+}
+
+/// Frees the stacks of dead threads other than the current one.
+fn reap() {
+    let dead: Vec<Thread> = {
+        let mut g = SCHED.lock();
+        let Some(s) = g.as_mut() else { return };
+        let cur = s.current;
+        let ids: Vec<ThreadId> =
+            s.threads.iter().filter(|(id, t)| **id != cur && t.state == State::Dead).map(|(id, _)| *id).collect();
+        ids.into_iter().filter_map(|id| s.threads.remove(&id)).collect()
+    };
+    drop(dead);
+}
+
+/// Gives the CPU to the next ready thread.
+pub fn yield_now() {
+    interrupts::without_interrupts(|| {
+        let mut g = SCHED.lock();
+        let Some(s) = g.as_mut() else { return };
+        let cur = s.current;
+        s.threads.get_mut(&cur).unwrap().state = State::Ready;
+        s.ready.push_back(cur);
+        schedule(g);
+    });
+}
+
+/// Called from the timer interrupt (after EOI): preempts the current thread
+/// when its time slice is over and another is ready.
+pub fn preempt() {
+    let mut g = SCHED.lock();
+    let Some(s) = g.as_mut() else { return };
+    if s.ready.is_empty() || crate::time::ticks() < s.slice_end {
+        return;
+    }
+    let cur = s.current;
+    s.threads.get_mut(&cur).unwrap().state = State::Ready;
+    s.ready.push_back(cur);
+    schedule(g);
+}
+
+/// Sleeps on `chan` if `cond()` is true, with `cond` evaluated under the
+/// scheduler lock (so a [`wakeup`] cannot slip in between). Returns whether
+/// it slept. Without a scheduler, does nothing and returns false.
+pub fn sleep_if(chan: usize, cond: impl FnOnce() -> bool) -> bool {
+    interrupts::without_interrupts(|| {
+        let mut g = SCHED.lock();
+        let Some(s) = g.as_mut() else { return false };
+        if !cond() {
+            return false;
+        }
+        let cur = s.current;
+        s.threads.get_mut(&cur).unwrap().state = State::Sleeping(chan);
+        schedule(g);
+        true
+    })
+}
+
+/// Wakes every thread sleeping on `chan`.
+pub fn wakeup(chan: usize) {
+    interrupts::without_interrupts(|| {
+        let mut g = SCHED.lock();
+        let Some(s) = g.as_mut() else { return };
+        let Sched { threads, ready, .. } = s;
+        for (id, t) in threads.iter_mut() {
+            if t.state == State::Sleeping(chan) {
+                t.state = State::Ready;
+                ready.push_back(*id);
+            }
+        }
+    });
+}
+
+/// Ends the current thread.
+pub fn exit() -> ! {
+    interrupts::disable();
+    let mut g = SCHED.lock();
+    let s = g.as_mut().expect("exit without a scheduler");
+    let cur = s.current;
+    assert!(cur != 0, "the main thread cannot exit");
+    s.threads.get_mut(&cur).unwrap().state = State::Dead;
+    let chan = thread_chan(cur);
+    let Sched { threads, ready, .. } = s;
+    for (id, t) in threads.iter_mut() {
+        if t.state == State::Sleeping(chan) {
+            t.state = State::Ready;
+            ready.push_back(*id);
+        }
+    }
+    schedule(g);
+    unreachable!("a dead thread was scheduled again");
+}
+
+fn thread_chan(id: ThreadId) -> usize {
+    // An address nothing else sleeps on: inside the scheduler's static.
+    (&SCHED as *const _ as usize).wrapping_add(1 + id as usize)
+}
+
+/// Waits for thread `id` to end.
+pub fn join(id: ThreadId) {
+    interrupts::without_interrupts(|| loop {
+        let mut g = SCHED.lock();
+        let Some(s) = g.as_mut() else { return };
+        match s.threads.get(&id).map(|t| t.state) {
+            None | Some(State::Dead) => return,
+            _ => {}
+        }
+        let cur = s.current;
+        s.threads.get_mut(&cur).unwrap().state = State::Sleeping(thread_chan(id));
+        schedule(g);
+    })
+}
+
+mod tests {
+    use alloc::sync::Arc;
+    use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    use ktest::ktest;
+
+    use super::*;
+
+    #[ktest]
+    fn threads_run_and_are_joined() {
+        let counter = Arc::new(AtomicU64::new(0));
+        let ids: Vec<ThreadId> = (0..4)
+            .map(|i| {
+                let c = counter.clone();
+                spawn("adder", move || {
+                    for _ in 0..100 {
+                        c.fetch_add(i + 1, Ordering::SeqCst);
+                        yield_now();
+                    }
+                })
+                .unwrap()
+            })
+            .collect();
+        for id in ids {
+            join(id);
+        }
+        assert_eq!(counter.load(Ordering::SeqCst), 100 * (1 + 2 + 3 + 4));
+    }
+
+    /// A thread that never yields is preempted by the timer, so another runs.
+    #[ktest]
+    fn the_timer_preempts() {
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let spinner = spawn("spinner", move || {
+            while !s.load(Ordering::SeqCst) {
+                core::hint::spin_loop();
+            }
+        })
+        .unwrap();
+        // Let the spinner run; the main thread only gets the CPU back if the
+        // timer takes it away from the spinner.
+        yield_now();
+        stop.store(true, Ordering::SeqCst);
+        join(spinner);
+    }
+
+    /// Sleep and wakeup: a ping-pong of 50 rounds on one channel.
+    #[ktest]
+    fn sleep_and_wakeup_ping_pong() {
+        static TURN: AtomicU64 = AtomicU64::new(0);
+        TURN.store(0, Ordering::SeqCst);
+        let chan = &TURN as *const _ as usize;
+        let wait_for = move |v: u64| {
+            while TURN.load(Ordering::SeqCst) != v {
+                sleep_if(chan, || TURN.load(Ordering::SeqCst) != v);
+            }
+        };
+        let other = spawn("pong", move || {
+            for i in 0..50u64 {
+                wait_for(2 * i + 1);
+                TURN.store(2 * i + 2, Ordering::SeqCst);
+                wakeup(chan);
+            }
+        })
+        .unwrap();
+        let before = SWITCHES.load(Ordering::Relaxed);
+        for i in 0..50u64 {
+            TURN.store(2 * i + 1, Ordering::SeqCst);
+            wakeup(chan);
+            wait_for(2 * i + 2);
+        }
+        join(other);
+        assert_eq!(TURN.load(Ordering::SeqCst), 100);
+        assert!(SWITCHES.load(Ordering::Relaxed) - before >= 100, "each round is two switches");
+    }
+}
