@@ -85,10 +85,21 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
         }
         Err(e) => panic!("cannot build the page array: {e:?}"),
     }
-    // Waiters sleep until the next interrupt (the timer) between tries, or
-    // spin a moment where interrupts are off (in the page-fault handler).
-    vm::page::set_busy_wait(|_| time::wait_a_moment());
-    vm::set_vm_wait(time::wait_a_moment);
+    // A thread waiting for a busy page sleeps on the page; the one that
+    // unbusies it wakes it (sched::sleep_if checks the busy word under the
+    // scheduler lock, so the wakeup cannot be missed). Waits for memory give
+    // the CPU to other threads, then pause briefly.
+    vm::page::set_busy_wait(|page| {
+        let chan = page as *const vm::page::Page as usize;
+        if !sched::sleep_if(chan, || page.set_busy_waiters()) {
+            core::hint::spin_loop();
+        }
+    });
+    vm::page::set_busy_wakeup(|page| sched::wakeup(page as *const vm::page::Page as usize));
+    vm::set_vm_wait(|| {
+        sched::yield_now();
+        time::wait_a_moment();
+    });
     if let Err(e) = pmap::init() {
         panic!("cannot set up the pmap: {e:?}");
     }

@@ -101,9 +101,18 @@ pub fn page_fault(tf: &TrapFrame, cr2: u64) -> Result<(), Option<FaultError>> {
     } else {
         Prot::READ
     };
+    // The fault may take long (I/O, waits): let interrupts in if the faulting
+    // context had them, as the handler runs on that context's own stack.
+    let reenable = tf.rflags & 0x200 != 0;
+    if reenable {
+        x86_64::instructions::interrupts::enable();
+    }
     let t0 = crate::time::rdtsc();
     let r = fault(&space.map, cr2, access, false);
     FAULT_TSC.fetch_add(crate::time::rdtsc() - t0, Ordering::Relaxed);
+    if reenable {
+        x86_64::instructions::interrupts::disable();
+    }
     match r {
         Ok(_) => {
             FAULTS.fetch_add(1, Ordering::Relaxed);
@@ -221,5 +230,79 @@ mod tests {
     fn unmapped_address_is_no_entry() {
         let space = AddressSpace::new().unwrap();
         assert_eq!(fault(&space.map, 0x5000_0000, Prot::READ, false), Err(FaultError::NoEntry));
+    }
+
+    /// A pager whose reads block until the test lets them go.
+    struct BlockingPager {
+        released: core::sync::atomic::AtomicBool,
+        reads: core::sync::atomic::AtomicU32,
+    }
+
+    impl BlockingPager {
+        fn chan(&self) -> usize {
+            self as *const Self as usize
+        }
+    }
+
+    impl vm::object::Pager for BlockingPager {
+        fn name(&self) -> &'static str {
+            "blocking"
+        }
+        fn has_page(&self, _: u64) -> bool {
+            true
+        }
+        fn get_page(&self, _: &VmObject, page: &'static vm::page::Page) -> vm::object::PagerResult {
+            self.reads.fetch_add(1, Ordering::SeqCst);
+            while !self.released.load(Ordering::SeqCst) {
+                crate::sched::sleep_if(self.chan(), || !self.released.load(Ordering::SeqCst));
+            }
+            let pm = vm::global();
+            // SAFETY: the page is exclusively busy for this read; direct map.
+            unsafe { core::ptr::write_bytes(pm.page_addr(page).unwrap(), 0xC4, PAGE as usize) };
+            page.set_all_valid();
+            vm::object::PagerResult::Ok
+        }
+    }
+
+    /// Two threads fault on the same page at once: the first reads it in
+    /// (its pager blocks), the second sleeps on the busy page and wakes to
+    /// find it valid. The pager is asked once.
+    #[ktest]
+    fn two_threads_fault_on_one_page() {
+        use alloc::sync::Arc;
+        use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
+
+        let space = AddressSpace::new().unwrap();
+        let pager = Arc::new(BlockingPager { released: AtomicBool::new(false), reads: AtomicU32::new(0) });
+        let file = VmObject::new(ObjectKind::Vnode, 1, vm::kernel_env());
+        file.lock().set_pager(pager.clone());
+        let a = space.map.lock().map(None, PAGE, Prot::READ, Prot::READ, Inherit::Share, Some((file, 0)), false).unwrap();
+        let _on = space.activate();
+        let seen = Arc::new(AtomicU64::new(0));
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                let seen = seen.clone();
+                crate::sched::spawn("reader", move || {
+                    // SAFETY: the page is mapped read-only in the active space.
+                    let v = unsafe { (a as *const u8).read_volatile() };
+                    seen.fetch_add(v as u64, Ordering::SeqCst);
+                })
+                .unwrap()
+            })
+            .collect();
+        // Let both threads reach their faults: one in the pager, one asleep
+        // on the busy page.
+        for _ in 0..20 {
+            crate::sched::yield_now();
+        }
+        assert_eq!(pager.reads.load(Ordering::SeqCst), 1, "the first fault is reading");
+        assert_eq!(seen.load(Ordering::SeqCst), 0, "nobody got the page before the read finished");
+        pager.released.store(true, Ordering::SeqCst);
+        crate::sched::wakeup(pager.chan());
+        for r in readers {
+            crate::sched::join(r);
+        }
+        assert_eq!(seen.load(Ordering::SeqCst), 2 * 0xC4, "both threads read the page's data");
+        assert_eq!(pager.reads.load(Ordering::SeqCst), 1, "the second fault found the page, not the pager");
     }
 }

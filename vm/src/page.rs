@@ -549,9 +549,10 @@ impl Page {
     }
 }
 
-/// How a waiter for a busy page waits: one function, so that the scheduler can
-/// replace spinning with sleep/wakeup in one place. The kernel installs its
-/// wait (`hlt` until the next interrupt, later a sleep) with [`set_busy_wait`].
+/// How a waiter for a busy page waits: one function, so that the scheduler
+/// replaces spinning with sleep/wakeup in one place. The kernel installs a
+/// sleep on the page that sets the waiters bit first ([`Page::set_busy_waiters`]),
+/// and the matching wakeup ([`set_busy_wakeup`]).
 static BUSY_WAIT: spin::Once<fn(&Page)> = spin::Once::new();
 
 /// Installs the function busy waiters call between attempts (once, at boot).
@@ -567,8 +568,20 @@ pub fn busy_wait(page: &Page) {
     }
 }
 
-/// Wakes waiters of `page` (nothing to do while waiters spin).
-fn busy_wakeup(_page: &Page) {}
+/// How waiters of a busy page are woken: installed with the sleeping wait.
+static BUSY_WAKEUP: spin::Once<fn(&Page)> = spin::Once::new();
+
+/// Installs the wakeup that matches a sleeping [`set_busy_wait`] (once).
+pub fn set_busy_wakeup(f: fn(&Page)) {
+    BUSY_WAKEUP.call_once(|| f);
+}
+
+/// Wakes the waiters of `page` (the busy word's waiters bit was set).
+fn busy_wakeup(page: &Page) {
+    if let Some(f) = BUSY_WAKEUP.get() {
+        f(page);
+    }
+}
 
 #[cfg(test)]
 mod tests {

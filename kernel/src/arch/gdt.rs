@@ -12,11 +12,11 @@
 //! | 3 | #PF (14) | a kernel stack overflow hits the guard page: report it on a good stack |
 //! | 4 | #MC (18) | like NMI |
 //!
-//! The page-fault IST is right while every page fault the kernel takes is fatal.
-//! Once faults can sleep (the fault path of the VM), #PF must run on the
-//! thread's own stack again (an IST stack is shared, so a second fault while
-//! the first sleeps would overwrite it); stack overflows are then caught by a
-//! check in the handler that switches to this stack only for guard-page hits.
+//! The page-fault handler may sleep (a busy page, a pager's I/O), which it
+//! cannot do on a shared IST stack: a second fault while the first sleeps
+//! would overwrite it. So the #PF entry (`trap::pf_entry`) moves every fault
+//! that is not a stack overflow onto the interrupted stack and handles it
+//! there; only guard-page hits are reported on this IST stack.
 
 use spin::Once;
 use x86_64::VirtAddr;

@@ -110,6 +110,13 @@ macro_rules! stub {
             naked_asm!("push {v}", "jmp {common}", v = const $vec, common = sym trap_common)
         }
     };
+    // The page fault: see `pf_entry`.
+    (pf $name:ident $vec:literal) => {
+        #[unsafe(naked)]
+        unsafe extern "C" fn $name() {
+            naked_asm!("jmp {entry}", entry = sym pf_entry)
+        }
+    };
     // No error code: push a zero in its place.
     (noerr $name:ident $vec:literal) => {
         #[unsafe(naked)]
@@ -132,11 +139,55 @@ macro_rules! stubs {
 stubs! {
     noerr 0 vec0, noerr 1 vec1, noerr 2 vec2, noerr 3 vec3, noerr 4 vec4, noerr 5 vec5,
     noerr 6 vec6, noerr 7 vec7, err 8 vec8, noerr 9 vec9, err 10 vec10, err 11 vec11,
-    err 12 vec12, err 13 vec13, err 14 vec14, noerr 15 vec15, noerr 16 vec16,
+    err 12 vec12, err 13 vec13, pf 14 vec14, noerr 15 vec15, noerr 16 vec16,
     err 17 vec17, noerr 18 vec18, noerr 19 vec19, noerr 20 vec20, err 21 vec21,
     noerr 22 vec22, noerr 23 vec23, noerr 24 vec24, noerr 25 vec25, noerr 26 vec26,
     noerr 27 vec27, noerr 28 vec28, err 29 vec29, err 30 vec30, noerr 31 vec31,
     noerr 32 vec32, noerr 255 vec255,
+}
+
+/// The page-fault entry. The CPU delivers #PF on its own IST stack, so that
+/// a kernel stack overflow (a fault on the guard page, with no stack left to
+/// push a frame on) is still reported. Every other fault moves its frame to
+/// the interrupted stack and is handled there, where the handler may sleep
+/// (waiting for a busy page or for I/O) like any thread.
+///
+/// A fault counts as a stack overflow when CR2 lies from 8 KiB below the
+/// interrupted RSP to 64 bytes above it: an access just below the stack
+/// pointer, as pushes and new frames make.
+#[unsafe(naked)]
+unsafe extern "C" fn pf_entry() {
+    naked_asm!(
+        // IST stack: [rsp] error, rip, cs, rflags, rsp (+32), ss.
+        "push rax",
+        "push rcx",
+        "mov rax, cr2",
+        "mov rcx, [rsp + 48]",      // the interrupted RSP
+        "sub rcx, rax",
+        "add rcx, 64",
+        "cmp rcx, 8192 + 64",
+        "jb 2f",                    // looks like an overflow: stay on the IST
+        // New frame base on the interrupted stack, 16-byte aligned as the
+        // CPU would have made it.
+        "mov rcx, [rsp + 48]",
+        "and rcx, -16",
+        "sub rcx, 48",
+        "mov rax, [rsp + 16]", "mov [rcx], rax",        // error code
+        "mov rax, [rsp + 24]", "mov [rcx + 8], rax",    // rip
+        "mov rax, [rsp + 32]", "mov [rcx + 16], rax",   // cs
+        "mov rax, [rsp + 40]", "mov [rcx + 24], rax",   // rflags
+        "mov rax, [rsp + 48]", "mov [rcx + 32], rax",   // rsp
+        "mov rax, [rsp + 56]", "mov [rcx + 40], rax",   // ss
+        "mov rax, [rsp]", "mov [rcx - 16], rax",        // saved rcx, popped first
+        "mov rax, [rsp + 8]", "mov [rcx - 8], rax",     // saved rax
+        "lea rsp, [rcx - 16]",
+        "2:",
+        "pop rcx",
+        "pop rax",
+        "push 14",
+        "jmp {common}",
+        common = sym trap_common,
+    )
 }
 
 /// Saves the general registers, calls [`trap_dispatch`], restores, returns.
