@@ -433,7 +433,12 @@ impl FaultState<'_> {
             m.set_all_dirty();
         }
         m.reference();
-        self.stats.prefaulted += prefault(lk, self.va, &map, prot);
+        // Neighbours are worth mapping when this page was already there or
+        // came from a pager (file data read ahead); a zero-filled or copied
+        // page says nothing about them (they are mapped, or do not exist).
+        if !self.stats.zero_filled && !self.stats.copied && !self.stats.moved {
+            self.stats.prefaulted += prefault(lk, self.va, &map, prot);
+        }
         Next::Continue
     }
 
