@@ -139,7 +139,7 @@ fn uefi_boot(images: &Images, count: usize, timer_test: Option<usize>) -> Result
 fn demo(images: &Images) -> Result<(), Failed> {
     let mut q = Qemu::spawn(images, &BootOptions::new(Firmware::Bios, "mode=demo"))?;
     let status = q.wait_exit(BOOT_TIMEOUT)?;
-    for want in ["memory:", "heap:", "timer:", "demo: done"] {
+    for want in ["memory:", "heap:", "timer:", "vm: fork:", "vm: address spaces gone", "demo: done"] {
         if !q.transcript.lines().any(|l| l.starts_with(want)) {
             return Err(format!("demo output lacks {want:?}:\n{}", q.transcript).into());
         }
