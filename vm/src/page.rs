@@ -564,8 +564,40 @@ pub fn set_busy_wait(f: fn(&Page)) {
 pub fn busy_wait(page: &Page) {
     match BUSY_WAIT.get() {
         Some(f) => f(page),
-        None => core::hint::spin_loop(),
+        None => default_wait(page),
     }
+}
+
+#[cfg(not(test))]
+fn default_wait(_page: &Page) {
+    core::hint::spin_loop();
+}
+
+/// Host tests: yield to the other test threads, and fail loudly rather than
+/// hang when a page stays busy for long (a test that panicked while holding
+/// it, and is now unwinding through code that waits for it).
+#[cfg(test)]
+fn default_wait(page: &Page) {
+    extern crate std;
+    use std::cell::Cell;
+    use std::time::{Duration, Instant};
+    std::thread_local! {
+        static WAITING: Cell<Option<(u64, Instant)>> = const { Cell::new(None) };
+    }
+    WAITING.with(|w| {
+        let now = Instant::now();
+        match w.get() {
+            Some((phys, since)) if phys == page.phys() => {
+                if now.duration_since(since) > Duration::from_secs(20) {
+                    w.set(None);
+                    std::eprintln!("page {:#x} stayed busy for 20 s; giving up the wait", page.phys());
+                    std::process::abort();
+                }
+            }
+            _ => w.set(Some((page.phys(), now))),
+        }
+    });
+    std::thread::yield_now();
 }
 
 /// How waiters of a busy page are woken: installed with the sleeping wait.
