@@ -108,38 +108,28 @@ pub fn faults() {
 
     let Ok(parent) = AddressSpace::new() else { return };
     let a = parent.map.lock().map(None, SIZE, Prot::RW, Prot::ALL, Inherit::Copy, None, false).unwrap();
-    {
-        let _on = parent.activate();
+    // Writes one byte to every page of the range in `space` and reports the
+    // faults that took.
+    let write_all = |name: &str, space: &alloc::sync::Arc<AddressSpace>, v: u8| {
+        let _on = space.activate();
         let f0 = FAULTS.load(Ordering::Relaxed);
         let v0 = FAULT_TSC.load(Ordering::Relaxed);
         let s0 = steps();
         let t0 = time::rdtsc();
         for i in 0..SIZE / PAGE {
-            // SAFETY: the range is mapped read-write in the active space.
-            unsafe { ((a + i * PAGE) as *mut u8).write_volatile(i as u8) };
+            // SAFETY: the range is mapped read-write (perhaps copy-on-write)
+            // in the active space.
+            unsafe { ((a + i * PAGE) as *mut u8).write_volatile(v ^ i as u8) };
         }
         let n = FAULTS.load(Ordering::Relaxed) - f0;
-        kprintln!("bench: kernel.zero_fill {:.0} ns/fault", per_fault(time::rdtsc() - t0, n));
-        kprintln!("bench: kernel.zero_fill.in_vm_fault {:.0} ns/fault", per_fault(FAULT_TSC.load(Ordering::Relaxed) - v0, n));
-        print_steps("zero_fill", s0, n);
-    }
+        kprintln!("bench: kernel.{name} {:.0} ns/fault", per_fault(time::rdtsc() - t0, n));
+        kprintln!("bench: kernel.{name}.in_vm_fault {:.0} ns/fault", per_fault(FAULT_TSC.load(Ordering::Relaxed) - v0, n));
+        print_steps(name, s0, n);
+    };
+    write_all("zero_fill", &parent, 0);
 
     let Ok(child) = parent.fork() else { return };
-    {
-        let _on = child.activate();
-        let f0 = FAULTS.load(Ordering::Relaxed);
-        let v0 = FAULT_TSC.load(Ordering::Relaxed);
-        let s0 = steps();
-        let t0 = time::rdtsc();
-        for i in 0..SIZE / PAGE {
-            // SAFETY: mapped copy-on-write, read-write, in the active space.
-            unsafe { ((a + i * PAGE) as *mut u8).write_volatile(!(i as u8)) };
-        }
-        let n = FAULTS.load(Ordering::Relaxed) - f0;
-        kprintln!("bench: kernel.cow {:.0} ns/fault", per_fault(time::rdtsc() - t0, n));
-        kprintln!("bench: kernel.cow.in_vm_fault {:.0} ns/fault", per_fault(FAULT_TSC.load(Ordering::Relaxed) - v0, n));
-        print_steps("cow", s0, n);
-    }
+    write_all("cow", &child, 0xFF);
     drop(child);
 
     let obj = parent.map.lock().entry(a).and_then(|e| e.object.clone());

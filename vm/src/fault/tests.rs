@@ -14,6 +14,7 @@ use super::*;
 use crate::failpoint::{Action, FailPoint};
 use crate::invariants;
 use crate::map::{Inherit, MapError, VmMap};
+use crate::object::tests::make_resident;
 use crate::object::{ObjectKind, Pager, VmEnv};
 use crate::page::Queue;
 use crate::phys::PhysMem;
@@ -117,12 +118,7 @@ fn prefault_maps_resident_neighbours() {
         let (map, pmap) = t.map();
         let obj = VmObject::new(ObjectKind::Vnode, 16, t.env);
         for i in 0..16 {
-            let mut l = obj.lock();
-            let p = l.alloc_page(i, crate::phys::AllocFlags::ZERO).unwrap();
-            p.set_all_valid();
-            drop(l);
-            t.env.pm.deactivate(p);
-            p.xunbusy();
+            make_resident(&obj, i, 0);
         }
         let a = map.lock().map(None, 16 * P, Prot::READ, Prot::READ, Inherit::Share, Some((obj, 0)), false).unwrap();
         let stats = fault(&map, a + 8 * P, Prot::READ, false).unwrap();
@@ -140,14 +136,7 @@ fn copy_on_write_of_a_file_mapping() {
         let (map, pmap) = t.map();
         let file = VmObject::new(ObjectKind::Vnode, 4, t.env);
         for i in 0..4 {
-            let mut l = file.lock();
-            let p = l.alloc_page(i, crate::phys::AllocFlags::empty()).unwrap();
-            // SAFETY: just allocated; the host model maps it.
-            unsafe { core::ptr::write_bytes(t.env.pm.page_addr(p).unwrap(), 0x40 + i as u8, PAGE_SIZE) };
-            p.set_all_valid();
-            drop(l);
-            t.env.pm.deactivate(p);
-            p.xunbusy();
+            make_resident(&file, i, 0x40 + i as u8);
         }
         file.reference();
         let private = map.lock().map(None, 4 * P, Prot::RW, Prot::ALL, Inherit::Copy, Some((file.clone(), 0)), true).unwrap();
@@ -247,12 +236,7 @@ fn wiring_a_private_file_mapping_copies_it_up_front() {
         let (map, pmap) = t.map();
         let file = VmObject::new(ObjectKind::Vnode, 2, t.env);
         for i in 0..2 {
-            let mut l = file.lock();
-            let p = l.alloc_page(i, crate::phys::AllocFlags::ZERO).unwrap();
-            p.set_all_valid();
-            drop(l);
-            t.env.pm.deactivate(p);
-            p.xunbusy();
+            make_resident(&file, i, 0);
         }
         file.reference();
         let a = map.lock().map(None, 2 * P, Prot::RW, Prot::ALL, Inherit::Copy, Some((file.clone(), 0)), true).unwrap();
@@ -357,16 +341,7 @@ fn moving_instead_of_copying_uses_replace() {
         // An anonymous object with data, mapped privately, the map holding
         // the only reference: the first write moves the page up.
         let obj = VmObject::new(ObjectKind::Anonymous, 1, t.env);
-        {
-            let mut l = obj.lock();
-            let p = l.alloc_page(0, crate::phys::AllocFlags::empty()).unwrap();
-            // SAFETY: just allocated; the model maps it.
-            unsafe { *t.env.pm.page_addr(p).unwrap() = 0x77 };
-            p.set_all_valid();
-            drop(l);
-            t.env.pm.deactivate(p);
-            p.xunbusy();
-        }
+        make_resident(&obj, 0, 0x77);
         let a = map.lock().map(None, P, Prot::RW, Prot::ALL, Inherit::Copy, Some((obj, 0)), true).unwrap();
         t.node_fail.set(Action::Always); // replace needs no node
         let s = fault(&map, a, Prot::WRITE, false).unwrap();

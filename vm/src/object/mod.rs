@@ -568,7 +568,7 @@ pub fn collapse(shadow: &Arc<VmObject>) -> Result<(), ObjectError> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 #[cfg(target_os = "none")]
 mod ktests;

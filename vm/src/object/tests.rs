@@ -32,18 +32,21 @@ fn clean(t: &TestEnv) {
     assert!(v.is_empty(), "invariant violations: {v:?}");
 }
 
-/// A valid page at `pindex`, unbusied and on the inactive queue.
-fn resident(t: &TestEnv, obj: &Arc<VmObject>, pindex: u64, fill: u8) -> &'static Page {
+/// A valid page at `pindex` filled with `fill`, unbusied and on the
+/// inactive queue: a resident page as a read would leave it.
+pub(crate) fn make_resident(obj: &Arc<VmObject>, pindex: u64, fill: u8) -> &'static Page {
+    let pm = obj.env().pm;
     let mut l = obj.lock();
     let p = l.alloc_page(pindex, AllocFlags::empty()).unwrap();
     // SAFETY: the page was just allocated; the host model maps it.
-    unsafe { core::ptr::write_bytes(t.env.pm.page_addr(p).unwrap(), fill, crate::PAGE_SIZE) };
+    unsafe { core::ptr::write_bytes(pm.page_addr(p).unwrap(), fill, crate::PAGE_SIZE) };
     p.set_all_valid();
     drop(l);
-    t.env.pm.deactivate(p);
+    pm.deactivate(p);
     p.xunbusy();
     p
 }
+
 
 fn byte(t: &TestEnv, p: &Page) -> u8 {
     // SAFETY: the page is allocated; the host model maps it.
@@ -55,8 +58,8 @@ fn insert_lookup_remove() {
     let t = test_env();
     let start = t.env.pm.free_count();
     let obj = VmObject::new(ObjectKind::Anonymous, 100, t.env);
-    let a = resident(&t, &obj, 3, 1);
-    let b = resident(&t, &obj, 70, 2);
+    let a = make_resident(&obj, 3, 1);
+    let b = make_resident(&obj, 70, 2);
     {
         let l = obj.lock();
         assert!(core::ptr::eq(l.lookup(3).unwrap(), a));
@@ -97,7 +100,7 @@ fn failed_allocations_change_nothing() {
     t.page_fail.set(Action::Always);
     assert_eq!(obj.lock().alloc_page(1, AllocFlags::empty()).err(), Some(ObjectError::NoMemory));
     t.page_fail.set(Action::Off);
-    resident(&t, &obj, 0, 0);
+    make_resident(&obj, 0, 0);
     t.node_fail.set(Action::Always);
     // Index 1 << 20 diverges from 0 above the root: it needs a node.
     assert_eq!(obj.lock().alloc_page(1 << 20, AllocFlags::empty()).err(), Some(ObjectError::NoMemory));
@@ -121,9 +124,9 @@ fn seed_001_cow_move_with_node_allocation_failing() {
     let pm = t.env.pm;
     let start = pm.free_count();
     let backing = VmObject::new(ObjectKind::Anonymous, 1 << 20, t.env);
-    let m = resident(&t, &backing, X, 0xAA);
+    let m = make_resident(&backing, X, 0xAA);
     let first = VmObject::shadow(backing.clone(), 0, 1 << 20);
-    resident(&t, &first, 0, 0x22);
+    make_resident(&first, 0, 0x22);
 
     // The fault: P is busy in the first object at X; M is busied to move it.
     let p = first.lock().alloc_page(X, AllocFlags::empty()).unwrap();
@@ -178,10 +181,10 @@ fn shadow_chain_lookup_follows_offsets() {
     let t = test_env();
     let start = t.env.pm.free_count();
     let bottom = VmObject::new(ObjectKind::Anonymous, 64, t.env);
-    resident(&t, &bottom, 10, 0xB0);
-    resident(&t, &bottom, 20, 0xB1);
+    make_resident(&bottom, 10, 0xB0);
+    make_resident(&bottom, 20, 0xB1);
     let middle = VmObject::shadow(bottom, 5, 32); // middle[i] = bottom[i + 5]
-    resident(&t, &middle, 15, 0x30); // shadows bottom[20]
+    make_resident(&middle, 15, 0x30); // shadows bottom[20]
     let top = VmObject::shadow(middle.clone(), 2, 16); // top[i] = middle[i + 2]
     middle.reference();
     let (_, p, depth) = lookup_chain(&top, 3).unwrap(); // middle 5 -> bottom 10
@@ -202,13 +205,13 @@ fn collapse_moves_visible_pages_and_frees_the_rest() {
     let start = t.env.pm.free_count();
     let bottom = VmObject::new(ObjectKind::Anonymous, 64, t.env);
     let base = VmObject::new(ObjectKind::Anonymous, 64, t.env);
-    resident(&t, &base, 1, 0xC0);
+    make_resident(&base, 1, 0xC0);
     let backing = VmObject::shadow(base, 0, 64);
     for (i, fill) in [(2, 1), (3, 2), (9, 3), (40, 4)] {
-        resident(&t, &backing, i, fill);
+        make_resident(&backing, i, fill);
     }
     let shadow = VmObject::shadow(backing.clone(), 2, 8); // sees backing[2..10]
-    resident(&t, &shadow, 1, 0x55); // shadows backing[3]
+    make_resident(&shadow, 1, 0x55); // shadows backing[3]
     backing.reference(); // a second user (another map entry, say)
     assert_eq!(collapse(&shadow), Err(ObjectError::NotCollapsible), "the backing object is shared");
     backing.clone().deallocate();
@@ -239,10 +242,10 @@ fn collapse_stops_cleanly_when_nodes_run_out() {
     let start = t.env.pm.free_count();
     let backing = VmObject::new(ObjectKind::Anonymous, 1 << 30, t.env);
     for i in [0u64, 1 << 12, 1 << 20, 1 << 28] {
-        resident(&t, &backing, i, 7);
+        make_resident(&backing, i, 7);
     }
     let shadow = VmObject::shadow(backing, 0, 1 << 30);
-    resident(&t, &shadow, 5, 9);
+    make_resident(&shadow, 5, 9);
     t.node_fail.set(Action::Always);
     assert_eq!(collapse(&shadow), Err(ObjectError::NoMemory));
     clean(&t);
@@ -262,7 +265,7 @@ fn truncation_waits_for_busy_pages_and_spares_wired_ones() {
     let pm = t.env.pm;
     let start = pm.free_count();
     let obj = VmObject::new(ObjectKind::Vnode, 64, t.env);
-    let pages: Vec<&'static Page> = (0..8).map(|i| resident(&t, &obj, i * 4, i as u8)).collect();
+    let pages: Vec<&'static Page> = (0..8).map(|i| make_resident(&obj, i * 4, i as u8)).collect();
     let wired = pages[2];
     wired.wire();
     let busy = pages[5];
