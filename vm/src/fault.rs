@@ -244,6 +244,7 @@ impl FaultState<'_> {
                 self.lookup = Some(l);
                 Next::Continue
             }
+            Err(MapError::NoMemory) => Next::RestartAfterMemoryWait,
             Err(e) => Next::Fail(e.into()),
         }
     }

@@ -32,6 +32,9 @@
 
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
+// Fallible Arc allocation (`Arc::try_new`): the fault path never panics on a
+// short heap.
+#![feature(allocator_api)]
 
 extern crate alloc;
 

@@ -75,6 +75,8 @@ pub enum MapError {
     Overlap,
     /// No entry at the address (or a hole in the range).
     NoEntry,
+    /// The kernel heap could not hold a new object: wait and retry.
+    NoMemory,
     /// The access or new protection exceeds what the entry allows.
     Protection,
 }
@@ -300,14 +302,20 @@ impl VmMap {
         }
         let pages = e.pages();
         if e.object.is_none() {
-            e.object = Some(VmObject::new(ObjectKind::Anonymous, pages, env));
+            e.object = Some(VmObject::try_new(ObjectKind::Anonymous, pages, env).map_err(|_| MapError::NoMemory)?);
             e.offset = 0;
         }
         let mut prot = e.prot;
         if e.needs_copy {
             if access.contains(Prot::WRITE) {
                 let backing = e.object.take().unwrap();
-                e.object = Some(VmObject::shadow(backing, e.offset, pages));
+                match VmObject::try_shadow(backing, e.offset, pages) {
+                    Ok(shadow) => e.object = Some(shadow),
+                    Err(backing) => {
+                        e.object = Some(backing);
+                        return Err(MapError::NoMemory);
+                    }
+                }
                 e.offset = 0;
                 e.needs_copy = false;
             } else {

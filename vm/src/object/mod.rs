@@ -152,9 +152,15 @@ pub struct VmObject {
 }
 
 impl VmObject {
-    /// A new object with one reference.
+    /// A new object with one reference. Panics if the kernel heap is
+    /// exhausted: for setup code; the fault path uses [`VmObject::try_new`].
     pub fn new(kind: ObjectKind, size: u64, env: VmEnv) -> Arc<VmObject> {
-        Arc::new(VmObject {
+        Self::try_new(kind, size, env).expect("kernel heap exhausted creating an object")
+    }
+
+    /// A new object with one reference, or `NoMemory` if the heap is short.
+    pub fn try_new(kind: ObjectKind, size: u64, env: VmEnv) -> Result<Arc<VmObject>, ObjectError> {
+        Arc::try_new(VmObject {
             kind,
             env,
             ref_count: AtomicU32::new(1),
@@ -170,12 +176,22 @@ impl VmObject {
                 pager: None,
             }),
         })
+        .map_err(|_| ObjectError::NoMemory)
     }
 
     /// A new anonymous object of `size` pages shadowing `backing` from page
     /// `offset` on. The shadow takes over the caller's reference to `backing`.
     pub fn shadow(backing: Arc<VmObject>, offset: u64, size: u64) -> Arc<VmObject> {
-        let obj = VmObject::new(ObjectKind::Anonymous, size, backing.env);
+        Self::try_shadow(backing, offset, size).unwrap_or_else(|_| panic!("kernel heap exhausted creating a shadow"))
+    }
+
+    /// [`VmObject::shadow`] that fails cleanly when the heap is short,
+    /// handing the backing object (and its reference) back.
+    pub fn try_shadow(backing: Arc<VmObject>, offset: u64, size: u64) -> Result<Arc<VmObject>, Arc<VmObject>> {
+        let obj = match VmObject::try_new(ObjectKind::Anonymous, size, backing.env) {
+            Ok(o) => o,
+            Err(_) => return Err(backing),
+        };
         {
             let mut b = backing.lock();
             b.st.shadow_count += 1;
@@ -184,7 +200,7 @@ impl VmObject {
         st.st.backing = Some(backing);
         st.st.backing_offset = offset;
         drop(st);
-        obj
+        Ok(obj)
     }
 
     pub fn kind(&self) -> ObjectKind {
