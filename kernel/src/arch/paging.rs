@@ -106,3 +106,55 @@ fn walk_level(offset: u64, phys: u64, level: u32, base: u64, visit: &mut impl Fn
         }
     }
 }
+
+/// The effective access of `virt`'s mapping: (writable, executable), the
+/// write bit ANDed and the no-execute bit ORed over every level.
+pub fn access(virt: u64) -> Option<(bool, bool)> {
+    let offset = PHYS_OFFSET.load(Ordering::Relaxed);
+    if offset == 0 {
+        return None;
+    }
+    let (mut writable, mut executable) = (true, true);
+    let mut table = Cr3::read_raw().0.start_address().as_u64();
+    for level in (0..4).rev() {
+        let index = (virt >> (12 + 9 * level)) & 0x1FF;
+        // SAFETY: as in `translate`: a page table read through the direct map.
+        let entry = unsafe { ((offset + table + index * 8) as *const u64).read_volatile() };
+        if entry & PRESENT == 0 {
+            return None;
+        }
+        writable &= entry & (1 << 1) != 0;
+        executable &= entry & (1 << 63) == 0;
+        if level == 0 || (entry & HUGE != 0 && (level == 1 || level == 2)) {
+            return Some((writable, executable));
+        }
+        table = entry & ADDR_MASK;
+    }
+    None
+}
+
+mod tests {
+    use core::sync::atomic::AtomicU64;
+
+    use ktest::ktest;
+
+    use super::access;
+
+    static DATA: AtomicU64 = AtomicU64::new(1);
+    static RODATA: [u8; 16] = *b"read-only bytes.";
+
+    /// The kernel image is mapped with the right protections: text read-only
+    /// and executable, read-only data neither writable nor executable, data
+    /// writable but not executable (when the CPU has NX).
+    #[ktest]
+    fn kernel_image_protections() {
+        let nx = x86_64::registers::model_specific::Efer::read()
+            .contains(x86_64::registers::model_specific::EferFlags::NO_EXECUTE_ENABLE);
+        let text = kernel_image_protections as fn() as usize as u64;
+        let rodata = core::hint::black_box(&RODATA) as *const _ as u64;
+        let data = &DATA as *const _ as u64;
+        assert_eq!(access(text), Some((false, true)), "text");
+        assert_eq!(access(rodata), Some((false, !nx)), "read-only data");
+        assert_eq!(access(data), Some((true, !nx)), "data");
+    }
+}
