@@ -27,9 +27,11 @@ mod ksyms;
 mod ktest_runner;
 mod memory;
 mod pmap;
+mod process;
 mod qemu;
 mod sched;
 mod serial;
+mod syscall;
 mod time;
 mod vmspace;
 
@@ -71,6 +73,7 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
 
     arch::gdt::init();
     arch::trap::init();
+    syscall::init();
 
     let Some(phys_offset) = boot_info.physical_memory_offset.into_option() else {
         panic!("the bootloader did not map physical memory; check BOOTLOADER_CONFIG");

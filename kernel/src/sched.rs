@@ -50,6 +50,11 @@ pub enum State {
 struct Thread {
     name: String,
     state: State,
+    /// The address space the thread runs in: its PML4 (0: the kernel's) and
+    /// the `vmspace::AddressSpace` it belongs to (0: none). Loaded at every
+    /// switch to the thread; a new thread inherits its creator's.
+    cr3: u64,
+    space: usize,
     /// Saved stack pointer while not running.
     rsp: u64,
     /// The stack (None for the boot thread, which runs on the boot stack).
@@ -67,6 +72,37 @@ struct Sched {
 }
 
 static SCHED: Mutex<Option<Sched>> = Mutex::new(None);
+/// The kernel's own PML4, loaded for threads with no address space. (C)
+static KERNEL_CR3: AtomicU64 = AtomicU64::new(0);
+
+/// Loads the address space `cr3` (0: the kernel's) on the CPU.
+fn load_cr3(cr3: u64) {
+    use x86_64::registers::control::{Cr3, Cr3Flags};
+    use x86_64::structures::paging::PhysFrame;
+    let target = if cr3 == 0 { KERNEL_CR3.load(Ordering::Relaxed) } else { cr3 };
+    if Cr3::read_raw().0.start_address().as_u64() != target {
+        // SAFETY: every address space maps the kernel half as the kernel's
+        // own tables do, so the kernel keeps running across the switch.
+        unsafe { Cr3::write(PhysFrame::containing_address(x86_64::PhysAddr::new(target)), Cr3Flags::empty()) };
+    }
+}
+
+/// Makes the current thread run in address space `cr3` / `space` (0, 0:
+/// the kernel's) from now on, and loads it.
+pub fn set_address_space(cr3: u64, space: usize) {
+    interrupts::without_interrupts(|| {
+        let mut g = SCHED.lock();
+        if let Some(s) = g.as_mut() {
+            let cur = s.current;
+            let t = s.threads.get_mut(&cur).unwrap();
+            t.cr3 = cr3;
+            t.space = space;
+        }
+        load_cr3(cr3);
+        crate::vmspace::set_current(space);
+    });
+}
+
 /// Context switches so far. (A)
 pub static SWITCHES: AtomicU64 = AtomicU64::new(0);
 
@@ -74,8 +110,9 @@ pub static SWITCHES: AtomicU64 = AtomicU64::new(0);
 pub fn init() {
     interrupts::without_interrupts(|| {
         let mut threads = BTreeMap::new();
-        threads.insert(0, Thread { name: "main".into(), state: State::Running, rsp: 0, stack: None, entry: None });
+        threads.insert(0, Thread { name: "main".into(), state: State::Running, cr3: 0, space: 0, rsp: 0, stack: None, entry: None });
         *SCHED.lock() = Some(Sched { threads, ready: VecDeque::new(), current: 0, next_id: 1, slice_end: 0 });
+        KERNEL_CR3.store(x86_64::registers::control::Cr3::read_raw().0.start_address().as_u64(), Ordering::Relaxed);
     });
 }
 
@@ -127,7 +164,11 @@ pub fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Option<ThreadId> 
         let s = s.as_mut()?;
         let id = s.next_id;
         s.next_id += 1;
-        s.threads.insert(id, Thread { name: name.into(), state: State::Ready, rsp, stack: Some(stack), entry: Some(entry) });
+        let (cr3, space) = (s.threads[&s.current].cr3, s.threads[&s.current].space);
+        s.threads.insert(
+            id,
+            Thread { name: name.into(), state: State::Ready, cr3, space, rsp, stack: Some(stack), entry: Some(entry) },
+        );
         s.ready.push_back(id);
         Some(id)
     })
@@ -176,6 +217,15 @@ fn schedule(mut guard: spin::MutexGuard<'_, Option<Sched>>) {
     let next_t = s.threads.get_mut(&next).unwrap();
     next_t.state = State::Running;
     let next_rsp = next_t.rsp;
+    // The next thread's address space, and its kernel stack for traps and
+    // system calls from user mode.
+    load_cr3(next_t.cr3);
+    crate::vmspace::set_current(next_t.space);
+    if let Some(st) = &next_t.stack {
+        let top = st.as_ptr() as u64 + (st.len() * 8) as u64;
+        crate::arch::gdt::set_kernel_stack(top);
+        crate::syscall::set_kernel_stack(top);
+    }
     let save = &mut s.threads.get_mut(&cur).unwrap().rsp as *mut u64;
     if let Some(st) = &s.threads[&cur].stack {
         assert!(st[0] == CANARY, "kernel thread {:?} overflowed its stack", s.threads[&cur].name);
@@ -285,6 +335,11 @@ pub fn exit() -> ! {
 fn thread_chan(id: ThreadId) -> usize {
     // An address nothing else sleeps on: inside the scheduler's static.
     (&SCHED as *const _ as usize).wrapping_add(1 + id as usize)
+}
+
+/// The current thread's id.
+pub fn current() -> ThreadId {
+    interrupts::without_interrupts(|| SCHED.lock().as_ref().map_or(0, |s| s.current))
 }
 
 /// Waits for thread `id` to end.

@@ -13,9 +13,6 @@ use spin::Mutex;
 use vm::fault::{FaultError, fault};
 use vm::map::VmMap;
 use vm::pmap::{PmapError, Prot};
-use x86_64::PhysAddr;
-use x86_64::registers::control::{Cr3, Cr3Flags};
-use x86_64::structures::paging::PhysFrame;
 
 use crate::arch::trap::TrapFrame;
 use crate::pmap::{USER_END, X86Pmap};
@@ -41,17 +38,18 @@ impl AddressSpace {
         Ok(Arc::new(AddressSpace { map: Mutex::new(map), pmap }))
     }
 
-    /// Loads this address space on the CPU until the guard is dropped.
+    /// Makes this the current thread's address space until the guard is
+    /// dropped (threads the current one starts inherit it).
     pub fn activate(self: &Arc<Self>) -> Active {
-        let previous = Cr3::read();
-        let frame = PhysFrame::containing_address(PhysAddr::new(self.pmap.root()));
-        CURRENT.store(Arc::as_ptr(self) as *mut AddressSpace, Ordering::SeqCst);
-        // SAFETY: the new PML4 maps the kernel half exactly as the current one
-        // (copied at creation), so the kernel keeps running; the address space
-        // outlives the guard, which holds a reference.
-        unsafe { Cr3::write(frame, Cr3Flags::empty()) };
-        Active { space: self.clone(), previous }
+        crate::sched::set_address_space(self.pmap.root(), Arc::as_ptr(self) as usize);
+        Active { space: self.clone() }
     }
+}
+
+/// Called by the scheduler at each switch: the address space whose page
+/// faults the VM handles (0: none).
+pub fn set_current(space: usize) {
+    CURRENT.store(space as *mut AddressSpace, Ordering::SeqCst);
 }
 
 impl AddressSpace {
@@ -64,19 +62,15 @@ impl AddressSpace {
     }
 }
 
-/// An address space loaded on the CPU.
+/// An address space loaded on the CPU for the current thread.
 #[must_use = "the address space is unloaded when this is dropped"]
 pub struct Active {
     space: Arc<AddressSpace>,
-    previous: (PhysFrame, Cr3Flags),
 }
 
 impl Drop for Active {
     fn drop(&mut self) {
-        CURRENT.store(core::ptr::null_mut(), Ordering::SeqCst);
-        // SAFETY: restores the address space that was loaded before, which
-        // maps the kernel half the same way.
-        unsafe { Cr3::write(self.previous.0, self.previous.1) };
+        crate::sched::set_address_space(0, 0);
         let _ = &self.space;
     }
 }

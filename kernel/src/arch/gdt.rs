@@ -18,6 +18,8 @@
 //! that is not a stack overflow onto the interrupted stack and handles it
 //! there; only guard-page hits are reported on this IST stack.
 
+use core::cell::UnsafeCell;
+
 use spin::Once;
 use x86_64::VirtAddr;
 use x86_64::instructions::segmentation::{CS, DS, ES, SS, Segment};
@@ -53,24 +55,49 @@ struct Selectors {
     tss: SegmentSelector,
 }
 
-static TSS: Once<TaskStateSegment> = Once::new();
+/// The TSS. The CPU reads it on every interrupt; the kernel writes RSP0 (the
+/// stack for interrupts from user mode) at each thread switch, with
+/// interrupts off, on one CPU.
+struct TssCell(UnsafeCell<TaskStateSegment>);
+
+// SAFETY: written only by `init` (once, before use) and `set_kernel_stack`
+// (interrupts off, one CPU); read by the CPU.
+unsafe impl Sync for TssCell {}
+
+static TSS: TssCell = TssCell(UnsafeCell::new(TaskStateSegment::new()));
 static GDT: Once<(GlobalDescriptorTable, Selectors)> = Once::new();
+
+/// Selectors in the order `sysret` needs (STAR in `syscall.rs`): kernel
+/// code 0x08, kernel data 0x10, user data 0x18, user code 0x20, then the TSS.
+pub const USER_DATA_SELECTOR: u16 = 0x18 | 3;
+pub const USER_CODE_SELECTOR: u16 = 0x20 | 3;
+
+/// Sets the stack the CPU switches to on an interrupt or exception from user
+/// mode (TSS.RSP0). Call with interrupts off.
+pub fn set_kernel_stack(top: u64) {
+    // SAFETY: see TssCell; a plain store to a field the CPU only reads.
+    unsafe { (*TSS.0.get()).privilege_stack_table[0] = VirtAddr::new(top) };
+}
 
 /// Builds and loads the GDT and TSS. Called once, early in boot.
 pub fn init() {
-    let tss = TSS.call_once(|| {
-        let mut tss = TaskStateSegment::new();
+    // SAFETY: nothing else uses the TSS yet (boot, one CPU).
+    unsafe {
+        let tss = &mut *TSS.0.get();
         for ist in [IST_DOUBLE_FAULT, IST_NMI, IST_PAGE_FAULT, IST_MACHINE_CHECK] {
             let (_, top) = ist_stack_range(ist);
             tss.interrupt_stack_table[(ist - 1) as usize] = VirtAddr::new(top);
         }
-        tss
-    });
+    }
     let (gdt, sel) = GDT.call_once(|| {
         let mut gdt = GlobalDescriptorTable::new();
         let code = gdt.append(Descriptor::kernel_code_segment());
         let data = gdt.append(Descriptor::kernel_data_segment());
-        let tss = gdt.append(Descriptor::tss_segment(tss));
+        let udata = gdt.append(Descriptor::user_data_segment());
+        let ucode = gdt.append(Descriptor::user_code_segment());
+        debug_assert_eq!((udata.0, ucode.0), (USER_DATA_SELECTOR, USER_CODE_SELECTOR));
+        // SAFETY: the TSS is a static, valid for the kernel's lifetime.
+        let tss = gdt.append(unsafe { Descriptor::tss_segment_unchecked(TSS.0.get()) });
         (gdt, Selectors { code, data, tss })
     });
     gdt.load();

@@ -161,6 +161,12 @@ unsafe extern "C" fn pf_entry() {
         // IST stack: [rsp] error, rip, cs, rflags, rsp (+32), ss.
         "push rax",
         "push rcx",
+        // From user mode: handle it on the thread's kernel stack.
+        "test qword ptr [rsp + 32], 3",
+        "jz 3f",
+        "mov rcx, [rip + {kstack}]",
+        "jmp 4f",
+        "3:",
         "mov rax, cr2",
         "mov rcx, [rsp + 48]",      // the interrupted RSP
         "sub rcx, rax",
@@ -170,6 +176,7 @@ unsafe extern "C" fn pf_entry() {
         // New frame base on the interrupted stack, 16-byte aligned as the
         // CPU would have made it.
         "mov rcx, [rsp + 48]",
+        "4:",
         "and rcx, -16",
         "sub rcx, 48",
         "mov rax, [rsp + 16]", "mov [rcx], rax",        // error code
@@ -187,6 +194,7 @@ unsafe extern "C" fn pf_entry() {
         "push 14",
         "jmp {common}",
         common = sym trap_common,
+        kstack = sym crate::syscall::KERNEL_STACK,
     )
 }
 
@@ -305,6 +313,11 @@ extern "C" fn trap_dispatch(tf: &mut TrapFrame) {
             let cr2 = Cr2::read_raw();
             match crate::vmspace::page_fault(tf, cr2) {
                 Ok(()) => {}
+                Err(_) if tf.cs & 3 == 3 => {
+                    let what = if tf.error & 1 != 0 { "protection violation" } else { "no mapping" };
+                    crate::process::kill_current(crate::process::SIGSEGV, what, cr2, tf.rip)
+                }
+                Err(_) if crate::syscall::recover_user_copy(tf) => {}
                 Err(Some(e)) => {
                     {
                         let mut w = crate::serial::panic_writer();
@@ -314,6 +327,16 @@ extern "C" fn trap_dispatch(tf: &mut TrapFrame) {
                 }
                 Err(None) => fatal_exception(tf),
             }
+        }
+        _ if tf.cs & 3 == 3 => {
+            use crate::process::{SIGFPE, SIGILL, SIGSEGV, kill_current};
+            let (_, name) = exception_name(vector);
+            let signal = match vector {
+                0 | 16 | 19 => SIGFPE,
+                6 => SIGILL,
+                _ => SIGSEGV,
+            };
+            kill_current(signal, name, tf.rip, tf.rip)
         }
         _ => fatal_exception(tf),
     }

@@ -1,0 +1,214 @@
+//! System calls on the Linux x86_64 ABI: `syscall` enters at
+//! [`syscall_entry`] with the number in RAX and arguments in RDI, RSI, RDX,
+//! R10, R8, R9; the result (or `-errno`) goes back in RAX.
+//!
+//! The entry switches to the thread's kernel stack, builds the same
+//! [`TrapFrame`] as an interrupt, calls [`syscall_dispatch`], and returns
+//! with `sysretq` — or with `iretq` when the return address is not
+//! canonical, since `sysretq` would then fault in kernel mode on the user's
+//! stack (the classic SYSRET hazard).
+//!
+//! User memory is reached with [`copy_from_user`] / [`copy_to_user`]: they
+//! check the range is in the user half, then copy; a fault the VM cannot
+//! resolve makes the page-fault handler resume at the copy's recovery point,
+//! so a bad pointer is `-EFAULT`, never a kernel panic (FreeBSD's
+//! `pcb_onfault`).
+//!
+//! One CPU: the user's RSP and the kernel stack pointer are kept in statics
+//! at entry. With more CPUs they move to per-CPU data reached with `swapgs`.
+
+use core::arch::naked_asm;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use x86_64::registers::model_specific::{Efer, EferFlags, Msr};
+
+use crate::arch::trap::TrapFrame;
+use crate::pmap::USER_END;
+
+/// The kernel stack top of the running thread, for the entry. (interrupts off)
+pub(crate) static KERNEL_STACK: AtomicU64 = AtomicU64::new(0);
+/// The user's RSP, saved by the entry before it switches stacks.
+static USER_RSP: AtomicU64 = AtomicU64::new(0);
+
+const MSR_STAR: u32 = 0xC000_0081;
+const MSR_LSTAR: u32 = 0xC000_0082;
+const MSR_FMASK: u32 = 0xC000_0084;
+
+pub const EBADF: i64 = 9;
+pub const EFAULT: i64 = 14;
+pub const ENOSYS: i64 = 38;
+
+/// Sets the kernel stack the next `syscall` enters on (scheduler, at switch).
+pub fn set_kernel_stack(top: u64) {
+    KERNEL_STACK.store(top, Ordering::Relaxed);
+}
+
+/// Enables `syscall`/`sysret` and points them at the entry.
+pub fn init() {
+    // SAFETY: EFER.SCE, STAR, LSTAR and FMASK exist on every x86_64 CPU; the
+    // selectors match the GDT's layout (gdt.rs); the entry is below.
+    unsafe {
+        Efer::update(|f| f.insert(EferFlags::SYSTEM_CALL_EXTENSIONS));
+        // sysret: CS = 0x10 + 16 | 3 = user code, SS = 0x10 + 8 | 3 = user
+        // data; syscall: CS = 0x08, SS = 0x10.
+        Msr::new(MSR_STAR).write((0x10u64 << 48) | (0x08u64 << 32));
+        Msr::new(MSR_LSTAR).write(syscall_entry as *const () as u64);
+        // Clear IF, TF, DF and AC on entry.
+        Msr::new(MSR_FMASK).write(0x200 | 0x100 | 0x400 | 0x4_0000);
+    }
+}
+
+/// The `syscall` entry. On entry: RCX = user RIP, R11 = user RFLAGS, RSP =
+/// user stack, interrupts off (FMASK).
+#[unsafe(naked)]
+unsafe extern "C" fn syscall_entry() {
+    naked_asm!(
+        "mov [rip + {user_rsp}], rsp",
+        "mov rsp, [rip + {kstack}]",
+        // The frame an interrupt from user mode would leave.
+        "push {uds}",                       // ss
+        "push qword ptr [rip + {user_rsp}]", // rsp
+        "push r11",                         // rflags
+        "push {ucs}",                       // cs
+        "push rcx",                         // rip
+        "push 0",                           // error code
+        "push 0x80",                        // 'vector': a system call
+        "push rax", "push rbx", "push rcx", "push rdx", "push rsi", "push rdi", "push rbp",
+        "push r8", "push r9", "push r10", "push r11", "push r12", "push r13", "push r14",
+        "push r15",
+        "mov rdi, rsp",
+        "cld",
+        "call {dispatch}",
+        "pop r15", "pop r14", "pop r13", "pop r12", "pop r11", "pop r10", "pop r9",
+        "pop r8", "pop rbp", "pop rdi", "pop rsi", "pop rdx", "pop rcx", "pop rbx",
+        "pop rax",
+        "add rsp, 16",
+        // [rsp]: rip, cs, rflags, rsp, ss. A non-canonical RIP returns by iretq.
+        "mov r11, [rsp]",
+        "shr r11, 47",
+        "jnz 2f",
+        "mov rcx, [rsp]",
+        "mov r11, [rsp + 16]",
+        "mov rsp, [rsp + 24]",
+        "sysretq",
+        "2:",
+        "iretq",
+        user_rsp = sym USER_RSP,
+        kstack = sym KERNEL_STACK,
+        uds = const crate::arch::gdt::USER_DATA_SELECTOR as u64,
+        ucs = const crate::arch::gdt::USER_CODE_SELECTOR as u64,
+        dispatch = sym syscall_dispatch,
+    )
+}
+
+/// Copies `len` bytes from `src` to `dst`; a fault the VM cannot resolve
+/// resumes at `copy_user_fault`. Returns 0, or 1 after a fault.
+#[unsafe(naked)]
+unsafe extern "C" fn copy_user_raw(dst: *mut u8, src: *const u8, len: usize) -> u64 {
+    naked_asm!(
+        ".global copy_user_start",
+        "copy_user_start:",
+        "mov rcx, rdx",
+        "rep movsb",
+        ".global copy_user_end",
+        "copy_user_end:",
+        "xor eax, eax",
+        "ret",
+        ".global copy_user_fault",
+        "copy_user_fault:",
+        "mov eax, 1",
+        "ret",
+    )
+}
+
+unsafe extern "C" {
+    static copy_user_start: u8;
+    static copy_user_end: u8;
+    static copy_user_fault: u8;
+}
+
+/// If `tf` faulted inside the user-copy routine, makes it resume at the
+/// routine's recovery point and returns true (page-fault handler).
+pub fn recover_user_copy(tf: &mut TrapFrame) -> bool {
+    // Only the addresses of the labels are taken.
+    let (start, end, fault) =
+        (&raw const copy_user_start as u64, &raw const copy_user_end as u64, &raw const copy_user_fault as u64);
+    if tf.cs & 3 == 0 && (start..end).contains(&tf.rip) {
+        tf.rip = fault;
+        true
+    } else {
+        false
+    }
+}
+
+fn user_range_ok(addr: u64, len: usize) -> bool {
+    addr.checked_add(len as u64).is_some_and(|end| end <= USER_END)
+}
+
+/// Copies from user memory at `src` into `dst`: `Err(EFAULT)` for a bad
+/// pointer.
+pub fn copy_from_user(dst: &mut [u8], src: u64) -> Result<(), i64> {
+    if !user_range_ok(src, dst.len()) {
+        return Err(EFAULT);
+    }
+    // SAFETY: `dst` is a valid kernel buffer; `src..src+len` is in the user
+    // half, and a fault there resumes at the recovery point (checked by the
+    // page-fault handler) instead of touching anything else.
+    match unsafe { copy_user_raw(dst.as_mut_ptr(), src as *const u8, dst.len()) } {
+        0 => Ok(()),
+        _ => Err(EFAULT),
+    }
+}
+
+/// Copies `src` to user memory at `dst`: `Err(EFAULT)` for a bad pointer.
+pub fn copy_to_user(dst: u64, src: &[u8]) -> Result<(), i64> {
+    if !user_range_ok(dst, src.len()) {
+        return Err(EFAULT);
+    }
+    // SAFETY: as in copy_from_user, the other way round.
+    match unsafe { copy_user_raw(dst as *mut u8, src.as_ptr(), src.len()) } {
+        0 => Ok(()),
+        _ => Err(EFAULT),
+    }
+}
+
+pub const SYS_WRITE: u64 = 1;
+pub const SYS_GETPID: u64 = 39;
+pub const SYS_EXIT: u64 = 60;
+pub const SYS_EXIT_GROUP: u64 = 231;
+
+/// Dispatches a system call; the result goes to the frame's RAX.
+extern "C" fn syscall_dispatch(tf: &mut TrapFrame) {
+    let (nr, a0, a1, a2) = (tf.rax, tf.rdi, tf.rsi, tf.rdx);
+    let r: i64 = match nr {
+        SYS_WRITE => sys_write(a0, a1, a2),
+        SYS_GETPID => crate::process::current_pid() as i64,
+        SYS_EXIT | SYS_EXIT_GROUP => crate::process::exit_current(crate::process::Status::Exited(a0 as i32)),
+        _ => {
+            log::warn!("system call {nr} is not implemented");
+            -ENOSYS
+        }
+    };
+    tf.rax = r as u64;
+}
+
+/// `write(fd, buf, count)` on the console (fd 1 and 2).
+fn sys_write(fd: u64, buf: u64, count: u64) -> i64 {
+    if fd != 1 && fd != 2 {
+        return -EBADF;
+    }
+    let mut done = 0u64;
+    let mut chunk = [0u8; 256];
+    while done < count {
+        let n = (count - done).min(chunk.len() as u64) as usize;
+        if let Err(e) = copy_from_user(&mut chunk[..n], buf.wrapping_add(done)) {
+            return if done > 0 { done as i64 } else { -e };
+        }
+        crate::serial::with_console(|c| {
+            use core::fmt::Write;
+            let _ = c.write_str(&alloc::string::String::from_utf8_lossy(&chunk[..n]));
+        });
+        done += n as u64;
+    }
+    done as i64
+}
