@@ -96,6 +96,11 @@ ensure_ovmf() {
     ovmf_path >/dev/null || die "OVMF firmware still missing after installing ovmf"
 }
 
+ensure_musl() {
+    command -v musl-gcc >/dev/null || apt_install musl-tools
+    command -v musl-gcc >/dev/null || die "musl-gcc still missing after installing musl-tools"
+}
+
 ensure_gdb() {
     command -v gdb >/dev/null || apt_install gdb
 }
@@ -138,6 +143,7 @@ run_qemu() {
 # ---- commands ----------------------------------------------------------------
 ensure_toolchain
 ensure_qemu
+ensure_musl
 [ "$firmware" = uefi ] && ensure_ovmf
 
 case $cmd in

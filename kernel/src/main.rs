@@ -22,6 +22,7 @@ mod backtrace;
 mod bench;
 mod cmdline;
 mod demo;
+mod elf;
 mod heap;
 mod ksyms;
 mod ktest_runner;

@@ -55,6 +55,11 @@ struct Thread {
     /// switch to the thread; a new thread inherits its creator's.
     cr3: u64,
     space: usize,
+    /// The thread's FS base (user TLS, `arch_prctl(ARCH_SET_FS)`).
+    fs_base: u64,
+    /// The thread's x87/SSE state while it is switched out (user programs
+    /// use SSE; the kernel is built without it). None for the boot thread.
+    fpu: Option<Box<FpuArea>>,
     /// Saved stack pointer while not running.
     rsp: u64,
     /// The stack (None for the boot thread, which runs on the boot stack).
@@ -106,11 +111,52 @@ pub fn set_address_space(cr3: u64, space: usize) {
 /// Context switches so far. (A)
 pub static SWITCHES: AtomicU64 = AtomicU64::new(0);
 
+/// An FXSAVE area.
+#[repr(C, align(16))]
+#[derive(Clone, Copy)]
+pub struct FpuArea([u8; 512]);
+
+/// The clean x87/SSE state new threads start with.
+static FPU_INITIAL: spin::Once<FpuArea> = spin::Once::new();
+
+/// Enables SSE for user programs (CR0.MP on, EM off; CR4.OSFXSR and
+/// OSXMMEXCPT on) and records the clean state threads start with.
+fn init_fpu() {
+    use x86_64::registers::control::{Cr0, Cr0Flags, Cr4, Cr4Flags};
+    // SAFETY: setting these bits enables SSE instructions and FXSAVE; the
+    // kernel itself is built without SSE, so nothing changes for it.
+    unsafe {
+        Cr0::update(|f| {
+            f.remove(Cr0Flags::EMULATE_COPROCESSOR);
+            f.insert(Cr0Flags::MONITOR_COPROCESSOR);
+        });
+        Cr4::update(|f| f.insert(Cr4Flags::OSFXSR | Cr4Flags::OSXMMEXCPT_ENABLE));
+    }
+    let mut area = FpuArea([0; 512]);
+    // SAFETY: fninit resets the x87 state; the area is ours and aligned.
+    unsafe {
+        core::arch::asm!("fninit");
+        core::arch::x86_64::_fxsave64(area.0.as_mut_ptr());
+    }
+    FPU_INITIAL.call_once(|| area);
+}
+
 /// Makes the running (boot) context thread 0, "main".
 pub fn init() {
+    init_fpu();
     interrupts::without_interrupts(|| {
         let mut threads = BTreeMap::new();
-        threads.insert(0, Thread { name: "main".into(), state: State::Running, cr3: 0, space: 0, rsp: 0, stack: None, entry: None });
+        threads.insert(0, Thread {
+                name: "main".into(),
+                state: State::Running,
+                cr3: 0,
+                space: 0,
+                fs_base: 0,
+                fpu: None,
+                rsp: 0,
+                stack: None,
+                entry: None,
+            });
         *SCHED.lock() = Some(Sched { threads, ready: VecDeque::new(), current: 0, next_id: 1, slice_end: 0 });
         KERNEL_CR3.store(x86_64::registers::control::Cr3::read_raw().0.start_address().as_u64(), Ordering::Relaxed);
     });
@@ -159,6 +205,7 @@ pub fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Option<ThreadId> 
     stack[base..top].copy_from_slice(&frame);
     let rsp = &stack[base] as *const u64 as u64;
     let entry: Box<dyn FnOnce() + Send> = Box::new(f);
+    let fpu = Box::new(FPU_INITIAL.get().copied().unwrap_or(FpuArea([0; 512])));
     interrupts::without_interrupts(|| {
         let mut s = SCHED.lock();
         let s = s.as_mut()?;
@@ -167,7 +214,7 @@ pub fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Option<ThreadId> 
         let (cr3, space) = (s.threads[&s.current].cr3, s.threads[&s.current].space);
         s.threads.insert(
             id,
-            Thread { name: name.into(), state: State::Ready, cr3, space, rsp, stack: Some(stack), entry: Some(entry) },
+            Thread { name: name.into(), state: State::Ready, cr3, space, fs_base: 0, fpu: Some(fpu), rsp, stack: Some(stack), entry: Some(entry) },
         );
         s.ready.push_back(id);
         Some(id)
@@ -214,13 +261,22 @@ fn schedule(mut guard: spin::MutexGuard<'_, Option<Sched>>) {
     let now = crate::time::ticks();
     s.slice_end = now + TIME_SLICE_TICKS;
     s.current = next;
+    if let Some(area) = s.threads.get_mut(&cur).unwrap().fpu.as_mut() {
+        // SAFETY: a 512-byte, 16-byte aligned area owned by the thread.
+        unsafe { core::arch::x86_64::_fxsave64(area.0.as_mut_ptr()) };
+    }
     let next_t = s.threads.get_mut(&next).unwrap();
     next_t.state = State::Running;
+    if let Some(area) = next_t.fpu.as_ref() {
+        // SAFETY: the area holds a state saved by fxsave (or the initial one).
+        unsafe { core::arch::x86_64::_fxrstor64(area.0.as_ptr()) };
+    }
     let next_rsp = next_t.rsp;
     // The next thread's address space, and its kernel stack for traps and
     // system calls from user mode.
     load_cr3(next_t.cr3);
     crate::vmspace::set_current(next_t.space);
+    x86_64::registers::model_specific::FsBase::write(x86_64::VirtAddr::new_truncate(next_t.fs_base));
     if let Some(st) = &next_t.stack {
         let top = st.as_ptr() as u64 + (st.len() * 8) as u64;
         crate::arch::gdt::set_kernel_stack(top);
@@ -340,6 +396,17 @@ fn thread_chan(id: ThreadId) -> usize {
 /// The current thread's id.
 pub fn current() -> ThreadId {
     interrupts::without_interrupts(|| SCHED.lock().as_ref().map_or(0, |s| s.current))
+}
+
+/// Sets the current thread's FS base (kept across switches).
+pub fn set_fs_base(base: u64) {
+    interrupts::without_interrupts(|| {
+        if let Some(s) = SCHED.lock().as_mut() {
+            let cur = s.current;
+            s.threads.get_mut(&cur).unwrap().fs_base = base;
+        }
+        x86_64::registers::model_specific::FsBase::write(x86_64::VirtAddr::new_truncate(base));
+    });
 }
 
 /// Waits for thread `id` to end.

@@ -36,6 +36,8 @@ const MSR_FMASK: u32 = 0xC000_0084;
 
 pub const EBADF: i64 = 9;
 pub const EFAULT: i64 = 14;
+pub const EINVAL: i64 = 22;
+pub const ENOTTY: i64 = 25;
 pub const ENOSYS: i64 = 38;
 
 /// Sets the kernel stack the next `syscall` enters on (scheduler, at switch).
@@ -173,15 +175,32 @@ pub fn copy_to_user(dst: u64, src: &[u8]) -> Result<(), i64> {
 }
 
 pub const SYS_WRITE: u64 = 1;
+pub const SYS_RT_SIGPROCMASK: u64 = 14;
+pub const SYS_IOCTL: u64 = 16;
+pub const SYS_WRITEV: u64 = 20;
 pub const SYS_GETPID: u64 = 39;
 pub const SYS_EXIT: u64 = 60;
+pub const SYS_ARCH_PRCTL: u64 = 158;
+pub const SYS_GETTID: u64 = 186;
+pub const SYS_SET_TID_ADDRESS: u64 = 218;
 pub const SYS_EXIT_GROUP: u64 = 231;
+
+const ARCH_SET_FS: u64 = 0x1002;
+const ARCH_GET_FS: u64 = 0x1003;
 
 /// Dispatches a system call; the result goes to the frame's RAX.
 extern "C" fn syscall_dispatch(tf: &mut TrapFrame) {
     let (nr, a0, a1, a2) = (tf.rax, tf.rdi, tf.rsi, tf.rdx);
     let r: i64 = match nr {
         SYS_WRITE => sys_write(a0, a1, a2),
+        SYS_WRITEV => sys_writev(a0, a1, a2),
+        // No terminals yet: every descriptor is "not a tty" (musl then
+        // buffers stdout fully).
+        SYS_IOCTL => -ENOTTY,
+        // Signal masks mean nothing until signals are delivered.
+        SYS_RT_SIGPROCMASK => 0,
+        SYS_ARCH_PRCTL => sys_arch_prctl(a0, a1),
+        SYS_SET_TID_ADDRESS | SYS_GETTID => crate::sched::current() as i64,
         SYS_GETPID => crate::process::current_pid() as i64,
         SYS_EXIT | SYS_EXIT_GROUP => crate::process::exit_current(crate::process::Status::Exited(a0 as i32)),
         _ => {
@@ -190,6 +209,52 @@ extern "C" fn syscall_dispatch(tf: &mut TrapFrame) {
         }
     };
     tf.rax = r as u64;
+}
+
+/// `arch_prctl`: set or get the FS base (thread-local storage).
+fn sys_arch_prctl(code: u64, addr: u64) -> i64 {
+    match code {
+        ARCH_SET_FS => {
+            if addr >= USER_END {
+                return -EFAULT;
+            }
+            crate::sched::set_fs_base(addr);
+            0
+        }
+        ARCH_GET_FS => {
+            let v = x86_64::registers::model_specific::FsBase::read().as_u64();
+            match copy_to_user(addr, &v.to_le_bytes()) {
+                Ok(()) => 0,
+                Err(e) => -e,
+            }
+        }
+        _ => -EINVAL,
+    }
+}
+
+/// `writev(fd, iov, iovcnt)`: each `struct iovec { base, len }` in turn.
+fn sys_writev(fd: u64, iov: u64, count: u64) -> i64 {
+    if count > 1024 {
+        return -EINVAL;
+    }
+    let mut total = 0i64;
+    for i in 0..count {
+        let mut raw = [0u8; 16];
+        if let Err(e) = copy_from_user(&mut raw, iov.wrapping_add(i * 16)) {
+            return if total > 0 { total } else { -e };
+        }
+        let base = u64::from_le_bytes(raw[..8].try_into().unwrap_or_default());
+        let len = u64::from_le_bytes(raw[8..].try_into().unwrap_or_default());
+        let r = sys_write(fd, base, len);
+        if r < 0 {
+            return if total > 0 { total } else { r };
+        }
+        total += r;
+        if (r as u64) < len {
+            break;
+        }
+    }
+    total
 }
 
 /// `write(fd, buf, count)` on the console (fd 1 and 2).
