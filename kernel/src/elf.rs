@@ -37,6 +37,8 @@ pub enum ElfError {
 /// What the loader found: where to start, and the program headers' address.
 pub struct Loaded {
     pub entry: u64,
+    /// The first page above every segment: where the heap (brk) starts.
+    pub end: u64,
     pub phdr: u64,
     pub phnum: u64,
     pub phent: u64,
@@ -101,7 +103,8 @@ pub fn load(space: &AddressSpace, image: &[u8]) -> Result<Loaded, ElfError> {
     for &(p, prot) in &pages {
         space.map.lock().protect(p, p + PAGE, prot).map_err(|_| ElfError::BadSegment)?;
     }
-    Ok(Loaded { entry: h.entry_point(), phdr, phnum: h.ph_count() as u64, phent: h.ph_entry_size() as u64 })
+    let end = pages.last().map_or(0, |(p, _)| p + PAGE);
+    Ok(Loaded { entry: h.entry_point(), end, phdr, phnum: h.ph_count() as u64, phent: h.ph_entry_size() as u64 })
 }
 
 const AT_NULL: u64 = 0;

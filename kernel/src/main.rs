@@ -32,6 +32,7 @@ mod process;
 mod qemu;
 mod sched;
 mod serial;
+mod sys_mem;
 mod syscall;
 mod time;
 mod vmspace;

@@ -43,6 +43,8 @@ pub struct Process {
     pub pid: u64,
     pub space: Arc<AddressSpace>,
     status: Mutex<Option<Status>>,
+    /// The heap of `brk`: where it starts (above the image) and its end.
+    pub brk: Mutex<(u64, u64)>,
 }
 
 /// Live processes by the id of their thread.
@@ -55,7 +57,7 @@ pub enum SpawnError {
     NoMemory,
 }
 
-fn current() -> Option<Arc<Process>> {
+pub fn current() -> Option<Arc<Process>> {
     let tid = sched::current();
     x86_64::instructions::interrupts::without_interrupts(|| PROCESSES.lock().get(&tid).cloned())
 }
@@ -76,7 +78,7 @@ pub fn spawn(name: &str, program: &'static [u8]) -> Result<Arc<Process>, SpawnEr
         map.map(Some(STACK_TOP - STACK_SIZE), STACK_SIZE, Prot::RW, Prot::RW, Inherit::Copy, None, false)
             .map_err(|_| SpawnError::NoMemory)?;
     }
-    let proc = Arc::new(Process { pid: NEXT_PID.fetch_add(1, Ordering::Relaxed), space, status: Mutex::new(None) });
+    let proc = Arc::new(Process { pid: NEXT_PID.fetch_add(1, Ordering::Relaxed), space, status: Mutex::new(None), brk: Mutex::new((0, 0)) });
     let p = proc.clone();
     sched::spawn(name, move || {
         let root = p.space.pmap.root();
@@ -105,7 +107,7 @@ pub fn spawn_elf(name: &str, image: &'static [u8], argv: &'static [&'static str]
         .lock()
         .map(Some(STACK_TOP - STACK_SIZE), STACK_SIZE, Prot::RW, Prot::RW, Inherit::Copy, None, false)
         .map_err(|_| SpawnError::NoMemory)?;
-    let proc = Arc::new(Process { pid: NEXT_PID.fetch_add(1, Ordering::Relaxed), space, status: Mutex::new(None) });
+    let proc = Arc::new(Process { pid: NEXT_PID.fetch_add(1, Ordering::Relaxed), space, status: Mutex::new(None), brk: Mutex::new((0, 0)) });
     let p = proc.clone();
     sched::spawn(name, move || {
         let space = p.space.clone();
@@ -117,6 +119,9 @@ pub fn spawn_elf(name: &str, image: &'static [u8], argv: &'static [&'static str]
             random[..8].copy_from_slice(&t.to_le_bytes());
             random[8..].copy_from_slice(&(t.rotate_left(29) ^ 0x9E37_79B9_7F4A_7C15).to_le_bytes());
             let sp = crate::elf::initial_stack(STACK_TOP, argv, &loaded, random)?;
+            if let Some(me) = current() {
+                *me.brk.lock() = (loaded.end, loaded.end);
+            }
             Ok((loaded.entry, sp))
         });
         drop(space);
@@ -139,6 +144,8 @@ struct Aligned<B: ?Sized>(B);
 /// The C programs of `user/`, built with musl by `kernel/build.rs`.
 pub static HELLO_ELF: &[u8] = &HELLO_ALIGNED.0;
 static HELLO_ALIGNED: &Aligned<[u8]> = &Aligned(*include_bytes!(concat!(env!("OUT_DIR"), "/hello")));
+pub static MEMORY_ELF: &[u8] = &MEMORY_ALIGNED.0;
+static MEMORY_ALIGNED: &Aligned<[u8]> = &Aligned(*include_bytes!(concat!(env!("OUT_DIR"), "/memory")));
 
 /// Enters user mode at `rip` with stack `rsp`; never returns.
 fn enter_user(rip: u64, rsp: u64) -> ! {
@@ -308,6 +315,14 @@ mod tests {
     fn musl_hello() {
         let p = spawn_elf("hello", HELLO_ELF, &["hello"]).unwrap();
         assert_eq!(p.wait(), Status::Exited(42));
+    }
+
+    /// malloc, mmap's errors, MAP_FIXED(_NOREPLACE), mprotect and munmap,
+    /// checked by user/memory.c (which passes on Linux too).
+    #[ktest]
+    fn musl_memory_calls() {
+        let p = spawn_elf("memory", MEMORY_ELF, &["memory"]).unwrap();
+        assert_eq!(p.wait(), Status::Exited(0));
     }
 
     /// User stack pages fault in on demand and keep their data.

@@ -175,6 +175,10 @@ pub fn copy_to_user(dst: u64, src: &[u8]) -> Result<(), i64> {
 }
 
 pub const SYS_WRITE: u64 = 1;
+pub const SYS_MMAP: u64 = 9;
+pub const SYS_MPROTECT: u64 = 10;
+pub const SYS_MUNMAP: u64 = 11;
+pub const SYS_BRK: u64 = 12;
 pub const SYS_RT_SIGPROCMASK: u64 = 14;
 pub const SYS_IOCTL: u64 = 16;
 pub const SYS_WRITEV: u64 = 20;
@@ -190,10 +194,14 @@ const ARCH_GET_FS: u64 = 0x1003;
 
 /// Dispatches a system call; the result goes to the frame's RAX.
 extern "C" fn syscall_dispatch(tf: &mut TrapFrame) {
-    let (nr, a0, a1, a2) = (tf.rax, tf.rdi, tf.rsi, tf.rdx);
+    let (nr, a0, a1, a2, a3, a4, a5) = (tf.rax, tf.rdi, tf.rsi, tf.rdx, tf.r10, tf.r8, tf.r9);
     let r: i64 = match nr {
         SYS_WRITE => sys_write(a0, a1, a2),
         SYS_WRITEV => sys_writev(a0, a1, a2),
+        SYS_BRK => crate::sys_mem::brk(a0),
+        SYS_MMAP => crate::sys_mem::mmap(a0, a1, a2, a3, a4, a5),
+        SYS_MUNMAP => crate::sys_mem::munmap(a0, a1),
+        SYS_MPROTECT => crate::sys_mem::mprotect(a0, a1, a2),
         // No terminals yet: every descriptor is "not a tty" (musl then
         // buffers stdout fully).
         SYS_IOCTL => -ENOTTY,

@@ -139,9 +139,15 @@ impl VmMap {
 
     /// The lowest free range of `len` bytes aligned to `align`.
     pub fn find_space(&self, len: u64, align: u64) -> Option<u64> {
+        self.find_space_from(self.min, len, align)
+    }
+
+    /// The lowest free range of `len` bytes aligned to `align` at or above `from`.
+    pub fn find_space_from(&self, from: u64, len: u64, align: u64) -> Option<u64> {
         let align = align.max(PAGE);
-        let mut cur = self.min.next_multiple_of(align);
-        for e in self.entries.values() {
+        let start = from.max(self.min).next_multiple_of(align);
+        let mut cur = start;
+        for e in self.entries.values().filter(|e| e.end > start) {
             if cur.checked_add(len)? <= e.start {
                 return Some(cur);
             }
@@ -235,7 +241,7 @@ impl VmMap {
     }
 
     /// True if `[start, end)` is covered by entries with no hole.
-    fn fully_mapped(&self, start: u64, end: u64) -> bool {
+    pub fn fully_mapped(&self, start: u64, end: u64) -> bool {
         let mut cur = start;
         while cur < end {
             match self.entry(cur) {
