@@ -8,7 +8,7 @@ fn main() {
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR"));
     let user = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../user");
     println!("cargo:rerun-if-changed={}", user.display());
-    for name in ["hello", "memory"] {
+    for name in ["hello", "memory", "fork"] {
         let src = user.join(format!("{name}.c"));
         println!("cargo:rerun-if-changed={}", src.display());
         let status = Command::new("musl-gcc")

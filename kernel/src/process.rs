@@ -41,10 +41,14 @@ pub const SIGSEGV: u8 = 11;
 
 pub struct Process {
     pub pid: u64,
+    /// The parent's pid (0: started by the kernel).
+    pub ppid: u64,
     pub space: Arc<AddressSpace>,
     status: Mutex<Option<Status>>,
     /// The heap of `brk`: where it starts (above the image) and its end.
     pub brk: Mutex<(u64, u64)>,
+    /// Children not yet waited for.
+    children: Mutex<alloc::vec::Vec<Arc<Process>>>,
 }
 
 /// Live processes by the id of their thread.
@@ -67,6 +71,19 @@ pub fn current_pid() -> u64 {
     current().map_or(0, |p| p.pid)
 }
 
+impl Process {
+    fn new(ppid: u64, space: Arc<AddressSpace>) -> Process {
+        Process {
+            pid: NEXT_PID.fetch_add(1, Ordering::Relaxed),
+            ppid,
+            space,
+            status: Mutex::new(None),
+            brk: Mutex::new((0, 0)),
+            children: Mutex::new(alloc::vec::Vec::new()),
+        }
+    }
+}
+
 /// Starts `program` (flat code, entered at its first byte) in a new process.
 pub fn spawn(name: &str, program: &'static [u8]) -> Result<Arc<Process>, SpawnError> {
     let space = AddressSpace::new().map_err(|_| SpawnError::NoMemory)?;
@@ -78,7 +95,7 @@ pub fn spawn(name: &str, program: &'static [u8]) -> Result<Arc<Process>, SpawnEr
         map.map(Some(STACK_TOP - STACK_SIZE), STACK_SIZE, Prot::RW, Prot::RW, Inherit::Copy, None, false)
             .map_err(|_| SpawnError::NoMemory)?;
     }
-    let proc = Arc::new(Process { pid: NEXT_PID.fetch_add(1, Ordering::Relaxed), space, status: Mutex::new(None), brk: Mutex::new((0, 0)) });
+    let proc = Arc::new(Process::new(0, space));
     let p = proc.clone();
     sched::spawn(name, move || {
         let root = p.space.pmap.root();
@@ -107,7 +124,7 @@ pub fn spawn_elf(name: &str, image: &'static [u8], argv: &'static [&'static str]
         .lock()
         .map(Some(STACK_TOP - STACK_SIZE), STACK_SIZE, Prot::RW, Prot::RW, Inherit::Copy, None, false)
         .map_err(|_| SpawnError::NoMemory)?;
-    let proc = Arc::new(Process { pid: NEXT_PID.fetch_add(1, Ordering::Relaxed), space, status: Mutex::new(None), brk: Mutex::new((0, 0)) });
+    let proc = Arc::new(Process::new(0, space));
     let p = proc.clone();
     sched::spawn(name, move || {
         let space = p.space.clone();
@@ -146,6 +163,70 @@ pub static HELLO_ELF: &[u8] = &HELLO_ALIGNED.0;
 static HELLO_ALIGNED: &Aligned<[u8]> = &Aligned(*include_bytes!(concat!(env!("OUT_DIR"), "/hello")));
 pub static MEMORY_ELF: &[u8] = &MEMORY_ALIGNED.0;
 static MEMORY_ALIGNED: &Aligned<[u8]> = &Aligned(*include_bytes!(concat!(env!("OUT_DIR"), "/memory")));
+pub static FORK_ELF: &[u8] = &FORK_ALIGNED.0;
+static FORK_ALIGNED: &Aligned<[u8]> = &Aligned(*include_bytes!(concat!(env!("OUT_DIR"), "/fork")));
+
+/// `fork`: a child with a copy-on-write copy of the address space, which
+/// returns to user mode where the parent made the call, with 0 in RAX.
+/// Returns the child's pid to the parent.
+pub fn fork(tf: &crate::arch::trap::TrapFrame) -> Result<u64, SpawnError> {
+    let parent = current().ok_or(SpawnError::NoMemory)?;
+    let space = parent.space.fork().map_err(|_| SpawnError::NoMemory)?;
+    let child = Arc::new(Process::new(parent.pid, space));
+    *child.brk.lock() = *parent.brk.lock();
+    let mut frame = tf.clone();
+    frame.rax = 0;
+    let fs = x86_64::registers::model_specific::FsBase::read().as_u64();
+    let c = child.clone();
+    sched::spawn("user", move || {
+        let space = c.space.clone();
+        x86_64::instructions::interrupts::without_interrupts(|| PROCESSES.lock().insert(sched::current(), c));
+        sched::set_address_space(space.pmap.root(), Arc::as_ptr(&space) as usize);
+        drop(space);
+        sched::set_fs_base(fs);
+        // SAFETY: `frame` is a user-mode frame (the parent's system call),
+        // kept in this closure's frame, which is never returned to.
+        unsafe { resume_user(&frame) }
+    })
+    .ok_or(SpawnError::NoMemory)?;
+    let pid = child.pid;
+    parent.children.lock().push(child);
+    Ok(pid)
+}
+
+/// `wait4(pid, …)`: waits for a child (any if `pid` is -1) to end, removes it,
+/// and returns its pid and status. `None` if there is no such child; with
+/// `nohang`, `Some((0, _))` if it has not ended.
+pub fn wait_child(pid: i64, nohang: bool) -> Option<(u64, Status)> {
+    let me = current()?;
+    let child = {
+        let children = me.children.lock();
+        let found = children.iter().find(|c| pid == -1 || c.pid as i64 == pid)?;
+        found.clone()
+    };
+    if nohang && child.status.lock().is_none() {
+        return Some((0, Status::Exited(0)));
+    }
+    let status = child.wait();
+    me.children.lock().retain(|c| !Arc::ptr_eq(c, &child));
+    Some((child.pid, status))
+}
+
+/// Returns to user mode with the registers of `tf`.
+///
+/// # Safety
+/// `tf` is a user-mode frame (user CS and SS, canonical user RIP and RSP).
+#[unsafe(naked)]
+unsafe extern "C" fn resume_user(tf: *const crate::arch::trap::TrapFrame) -> ! {
+    core::arch::naked_asm!(
+        "mov rsp, rdi",
+        "pop r15", "pop r14", "pop r13", "pop r12", "pop r11", "pop r10", "pop r9",
+        "pop r8", "pop rbp", "pop rdi", "pop rsi", "pop rdx", "pop rcx", "pop rbx",
+        "pop rax",
+        "add rsp, 16",
+        "iretq",
+    )
+}
 
 /// Enters user mode at `rip` with stack `rsp`; never returns.
 fn enter_user(rip: u64, rsp: u64) -> ! {
@@ -322,6 +403,14 @@ mod tests {
     #[ktest]
     fn musl_memory_calls() {
         let p = spawn_elf("memory", MEMORY_ELF, &["memory"]).unwrap();
+        assert_eq!(p.wait(), Status::Exited(0));
+    }
+
+    /// fork, copy-on-write between parent and children, wait4 statuses
+    /// (exit codes and SIGSEGV), checked by user/fork.c (passes on Linux).
+    #[ktest(timeout = 60)]
+    fn musl_fork_and_wait() {
+        let p = spawn_elf("fork", FORK_ELF, &["fork"]).unwrap();
         assert_eq!(p.wait(), Status::Exited(0));
     }
 

@@ -39,6 +39,9 @@ pub const EFAULT: i64 = 14;
 pub const EINVAL: i64 = 22;
 pub const ENOTTY: i64 = 25;
 pub const ENOSYS: i64 = 38;
+pub const ECHILD: i64 = 10;
+pub const ENOMEM: i64 = 12;
+const SIGCHLD: u64 = 17;
 
 /// Sets the kernel stack the next `syscall` enters on (scheduler, at switch).
 pub fn set_kernel_stack(top: u64) {
@@ -183,7 +186,11 @@ pub const SYS_RT_SIGPROCMASK: u64 = 14;
 pub const SYS_IOCTL: u64 = 16;
 pub const SYS_WRITEV: u64 = 20;
 pub const SYS_GETPID: u64 = 39;
+pub const SYS_CLONE: u64 = 56;
+pub const SYS_FORK: u64 = 57;
 pub const SYS_EXIT: u64 = 60;
+pub const SYS_WAIT4: u64 = 61;
+pub const SYS_GETPPID: u64 = 110;
 pub const SYS_ARCH_PRCTL: u64 = 158;
 pub const SYS_GETTID: u64 = 186;
 pub const SYS_SET_TID_ADDRESS: u64 = 218;
@@ -210,6 +217,11 @@ extern "C" fn syscall_dispatch(tf: &mut TrapFrame) {
         SYS_ARCH_PRCTL => sys_arch_prctl(a0, a1),
         SYS_SET_TID_ADDRESS | SYS_GETTID => crate::sched::current() as i64,
         SYS_GETPID => crate::process::current_pid() as i64,
+        SYS_GETPPID => crate::process::current().map_or(0, |p| p.ppid as i64),
+        // fork, and clone as musl's fork issues it (SIGCHLD, no new stack).
+        SYS_FORK => sys_fork(tf),
+        SYS_CLONE if a0 == SIGCHLD && a1 == 0 => sys_fork(tf),
+        SYS_WAIT4 => sys_wait4(a0 as i64, a1, a2),
         SYS_EXIT | SYS_EXIT_GROUP => crate::process::exit_current(crate::process::Status::Exited(a0 as i32)),
         _ => {
             log::warn!("system call {nr} is not implemented");
@@ -217,6 +229,37 @@ extern "C" fn syscall_dispatch(tf: &mut TrapFrame) {
         }
     };
     tf.rax = r as u64;
+}
+
+fn sys_fork(tf: &TrapFrame) -> i64 {
+    match crate::process::fork(tf) {
+        Ok(pid) => pid as i64,
+        Err(_) => -ENOMEM,
+    }
+}
+
+/// `wait4(pid, wstatus, options, rusage)`: pid -1 or a child's; WNOHANG.
+/// The status is encoded as Linux does: exit code << 8, or the signal.
+fn sys_wait4(pid: i64, wstatus: u64, options: u64) -> i64 {
+    const WNOHANG: u64 = 1;
+    if pid < -1 || pid == 0 || options & !WNOHANG != 0 {
+        return -EINVAL;
+    }
+    // Waiting may sleep: let interrupts in (the entry cleared IF).
+    x86_64::instructions::interrupts::enable();
+    let r = crate::process::wait_child(pid, options & WNOHANG != 0);
+    x86_64::instructions::interrupts::disable();
+    let Some((cpid, status)) = r else { return -ECHILD };
+    if cpid != 0 && wstatus != 0 {
+        let code: u32 = match status {
+            crate::process::Status::Exited(c) => ((c as u32) & 0xff) << 8,
+            crate::process::Status::Signaled(s) => (s as u32) & 0x7f,
+        };
+        if let Err(e) = copy_to_user(wstatus, &code.to_le_bytes()) {
+            return -e;
+        }
+    }
+    cpid as i64
 }
 
 /// `arch_prctl`: set or get the FS base (thread-local storage).
