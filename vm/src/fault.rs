@@ -418,17 +418,31 @@ impl FaultState<'_> {
         if !in_first {
             prot.remove(Prot::WRITE);
         }
-        if self.wire {
+        // In a wired entry every mapped page holds one wiring for it. A
+        // copy-on-write fault there (the entry was forked after it was
+        // wired) maps a new page in place of a wired one: the wiring moves
+        // to the new page, or the old one would stay wired for good.
+        let env = *lk.object_env();
+        let replaced = if lk.wired && !self.wire {
+            map.pmap().extract(self.va).and_then(|(pa, _)| env.pm.page_of(pa)).filter(|old| !core::ptr::eq(*old, m))
+        } else {
+            None
+        };
+        let wire = self.wire || replaced.is_some_and(|old| old.wired());
+        if wire {
             m.wire();
         }
         match map.pmap().enter(self.va, m, prot, self.wire || lk.wired) {
             Ok(flush) => flush.flush(),
             Err(PmapError::NoMemory) => {
-                if self.wire {
+                if wire {
                     m.unwire_noq();
                 }
                 return Next::RestartAfterMemoryWait;
             }
+        }
+        if let Some(old) = replaced.filter(|old| old.wired() && wire) {
+            env.pm.unwire(old, crate::page::Queue::Active);
         }
         if self.access.contains(Prot::WRITE) {
             m.set_all_dirty();
