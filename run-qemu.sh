@@ -11,7 +11,12 @@ usage: ./run-qemu.sh [--uefi] [command]
 
 commands:
   (none)     build and boot the kernel in QEMU (headless, serial console on
-             stdout); it runs the demo and exits QEMU by itself
+             stdout); init runs the VM demo, then QEMU exits by itself
+  run <static ELF> [args...]
+             boot the kernel with that host program handed in; init runs it
+             with the arguments, its output goes to stdout (its input comes
+             from stdin; Ctrl-D ends it), and this script exits with its
+             status (128 + the signal number if it was killed)
   test       host unit tests and every in-kernel test, each reported by name;
              non-zero exit status on any failure
   bench      host benchmarks and the kernel's benchmarks (release build);
@@ -24,8 +29,11 @@ options:
 
 environment:
   GDB_PORT   port of QEMU's gdb stub for --gdb (default 1234)
-  QEMU_ARGS  extra arguments for QEMU (boot and --gdb only)
-  KERNEL_CMDLINE  kernel command line for boot and --gdb (default mode=demo)
+  QEMU_ARGS  extra arguments for QEMU (boot, run and --gdb)
+  KERNEL_CMDLINE  kernel command line for boot and --gdb (default mode=demo;
+             for run: mode=run log=warn)
+  KERNEL_PROFILE  debug (default) or release: the kernel build boot and run use
+  KERNEL_ELF  boot and run use this kernel (with its images) instead of building
 USAGE
 }
 
@@ -33,16 +41,26 @@ die() { echo "run-qemu.sh: error: $*" >&2; exit 1; }
 note() { echo "run-qemu.sh: $*" >&2; }
 
 # ---- arguments ---------------------------------------------------------------
-cmd=run
+cmd=demo
 firmware=bios
-for arg in "$@"; do
-    case "$arg" in
+program=
+program_args=()
+while [ $# -gt 0 ]; do
+    case "$1" in
         -h|--help) usage; exit 0 ;;
         --uefi) firmware=uefi ;;
         --gdb) cmd=gdb ;;
-        test|bench) cmd=$arg ;;
-        *) echo "run-qemu.sh: unknown option or command: $arg" >&2; usage >&2; exit 2 ;;
+        test|bench) cmd=$1 ;;
+        run)
+            cmd=run
+            [ $# -ge 2 ] || { echo "run-qemu.sh: run needs a program" >&2; usage >&2; exit 2; }
+            program=$2
+            shift 2
+            program_args=("$@")
+            break ;;
+        *) echo "run-qemu.sh: unknown option or command: $1" >&2; usage >&2; exit 2 ;;
     esac
+    shift
 done
 
 # ---- installing what is missing ------------------------------------------------
@@ -117,6 +135,16 @@ build_kernel() {
     export KERNEL_ELF
 }
 
+# The kernel of KERNEL_ELF if set (its images already built, as under the
+# test and bench harnesses), else a fresh build of KERNEL_PROFILE.
+use_or_build_kernel() {
+    if [ -n "${KERNEL_ELF:-}" ]; then
+        [ -f "$KERNEL_ELF-bios.img" ] || die "KERNEL_ELF=$KERNEL_ELF has no disk images next to it"
+        return 0
+    fi
+    build_kernel "${KERNEL_PROFILE:-debug}"
+}
+
 qemu_args() {
     local image cmdline=${KERNEL_CMDLINE:-mode=demo}
     if [ "$firmware" = uefi ]; then image="$KERNEL_ELF-uefi.img"; else image="$KERNEL_ELF-bios.img"; fi
@@ -147,10 +175,29 @@ ensure_musl
 [ "$firmware" = uefi ] && ensure_ovmf
 
 case $cmd in
-    run)
-        build_kernel debug
+    demo)
+        use_or_build_kernel
         qemu_args
         run_qemu
+        ;;
+    run)
+        [ -f "$program" ] || die "no such file: $program"
+        use_or_build_kernel
+        KERNEL_CMDLINE=${KERNEL_CMDLINE:-mode=run log=warn}
+        qemu_args
+        tmp=$(mktemp -d)
+        trap 'rm -rf "$tmp"' EXIT
+        # argv, NUL-separated: the program's name, then its arguments.
+        printf '%s\0' "$(basename "$program")" "${program_args[@]}" >"$tmp/args"
+        prog_path=$(realpath "$program")
+        QEMU+=(-fw_cfg "name=opt/run/program,file=${prog_path//,/,,}"
+            -fw_cfg "name=opt/run/args,file=$tmp/args"
+            -serial "file:$tmp/status")
+        qemu_status=0
+        "${QEMU[@]}" || qemu_status=$?
+        status=$(sed -n 's/^status \([0-9]*\).*/\1/p' "$tmp/status" 2>/dev/null | head -1)
+        [ -n "$status" ] || die "the kernel reported no exit status (QEMU exit status $qemu_status)"
+        exit "$status"
         ;;
     test)
         ensure_ovmf

@@ -23,16 +23,20 @@ mod bench;
 mod cmdline;
 mod demo;
 mod elf;
+mod errno;
+mod fw_cfg;
 mod heap;
 mod ksyms;
 mod ktest_runner;
 mod memory;
 mod pmap;
 mod process;
+mod programs;
 mod qemu;
 mod sched;
 mod serial;
 mod sys_mem;
+mod sys_proc;
 mod syscall;
 mod time;
 mod vmspace;
@@ -69,7 +73,7 @@ entry_point!(kernel_main, config = &BOOTLOADER_CONFIG);
 fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     time::init_boot_tsc();
     serial::init();
-    serial::init_logger(log::LevelFilter::Info);
+    serial::init_logger(cmdline::early_log_level());
     // The host measures boot time to this line: keep it first.
     log::info!("kernel main reached");
 
@@ -128,6 +132,7 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
 
     sched::init();
     arch::apic::init(phys_offset);
+    time::init_wall_clock();
     x86_64::instructions::interrupts::enable();
 
     // Debug builds check the page invariants once the boot is complete.
@@ -141,6 +146,7 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
         Mode::List => ktest_runner::list(),
         Mode::Test => ktest_runner::run(cmdline.run.as_deref()),
         Mode::Bench => bench::run(),
+        Mode::Run => demo::run_program(),
     }
     qemu::exit(ExitCode::Success)
 }

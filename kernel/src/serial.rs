@@ -139,3 +139,27 @@ pub fn init_logger(level: log::LevelFilter) {
     let _ = log::set_logger(&LOGGER);
     log::set_max_level(level);
 }
+
+/// Writes bytes to the console as they are (a user program's output: no
+/// newline translation, so it reaches the host byte for byte).
+pub fn write_raw(bytes: &[u8]) {
+    interrupts::without_interrupts(|| {
+        if let Some(uart) = PORT.lock().as_mut() {
+            uart.send_bytes_exact(bytes);
+        }
+    });
+}
+
+/// A byte received on the console, if one is waiting.
+pub fn try_read_byte() -> Option<u8> {
+    interrupts::without_interrupts(|| {
+        let _held = PORT.lock();
+        // SAFETY: COM1's line status and data registers; reading the data
+        // register only when the status says a byte is there takes that byte.
+        unsafe {
+            let lsr = x86_64::instructions::port::Port::<u8>::new(COM1 + 5).read();
+            (lsr & 1 != 0).then(|| x86_64::instructions::port::Port::<u8>::new(COM1).read())
+        }
+    })
+}
+

@@ -27,6 +27,24 @@ pub struct AddressSpace {
 static CURRENT: AtomicPtr<AddressSpace> = AtomicPtr::new(core::ptr::null_mut());
 /// Page faults resolved by the VM. (A)
 pub static FAULTS: AtomicU64 = AtomicU64::new(0);
+/// The faults resolved, by what they took. (A)
+pub struct FaultKinds {
+    /// A new page of zeros.
+    pub zero_fill: AtomicU64,
+    /// A private copy of a page (or the page moved up the chain).
+    pub copy_on_write: AtomicU64,
+    /// The page read in by a pager.
+    pub paged_in: AtomicU64,
+    /// The page was resident: only the mapping was missing.
+    pub soft: AtomicU64,
+}
+
+pub static FAULT_KINDS: FaultKinds = FaultKinds {
+    zero_fill: AtomicU64::new(0),
+    copy_on_write: AtomicU64::new(0),
+    paged_in: AtomicU64::new(0),
+    soft: AtomicU64::new(0),
+};
 /// TSC cycles spent inside `vm::fault` for them. (A)
 pub static FAULT_TSC: AtomicU64 = AtomicU64::new(0);
 
@@ -102,14 +120,28 @@ pub fn page_fault(tf: &TrapFrame, cr2: u64) -> Result<(), Option<FaultError>> {
         x86_64::instructions::interrupts::enable();
     }
     let t0 = crate::time::rdtsc();
-    let r = fault(&space.map, cr2, access, false);
+    let mut r = fault(&space.map, cr2, access, false);
+    // Below a process's stack: grow it (within its limit) and try again.
+    if r == Err(FaultError::NoEntry) && crate::process::grow_stack(cr2) {
+        r = fault(&space.map, cr2, access, false);
+    }
     FAULT_TSC.fetch_add(crate::time::rdtsc() - t0, Ordering::Relaxed);
     if reenable {
         x86_64::instructions::interrupts::disable();
     }
     match r {
-        Ok(_) => {
+        Ok(stats) => {
             FAULTS.fetch_add(1, Ordering::Relaxed);
+            let kind = if stats.paged_in {
+                &FAULT_KINDS.paged_in
+            } else if stats.copied || stats.moved {
+                &FAULT_KINDS.copy_on_write
+            } else if stats.zero_filled {
+                &FAULT_KINDS.zero_fill
+            } else {
+                &FAULT_KINDS.soft
+            };
+            kind.fetch_add(1, Ordering::Relaxed);
             Ok(())
         }
         Err(e) => Err(Some(e)),

@@ -32,7 +32,7 @@ use super::gdt;
 
 /// The register state of an interrupted context, as the entry stubs leave it.
 #[repr(C)]
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct TrapFrame {
     pub r15: u64,
     pub r14: u64,
@@ -307,15 +307,39 @@ extern "C" fn trap_dispatch(tf: &mut TrapFrame) {
             crate::time::tick();
             super::apic::eoi();
             crate::sched::preempt();
+            if tf.cs & 3 == 3 {
+                crate::process::check_signals();
+            }
         }
         VEC_SPURIOUS => {}
         VEC_PAGE_FAULT => {
             let cr2 = Cr2::read_raw();
             match crate::vmspace::page_fault(tf, cr2) {
                 Ok(()) => {}
-                Err(_) if tf.cs & 3 == 3 => {
-                    let what = if tf.error & 1 != 0 { "protection violation" } else { "no mapping" };
-                    crate::process::kill_current(crate::process::SIGSEGV, what, cr2, tf.rip)
+                Err(Some(vm::fault::FaultError::NoMemory)) if tf.cs & 3 == 3 => {
+                    // No page could be had through every retry, and nothing
+                    // pages out yet: the process that needs one goes.
+                    crate::process::kill_current(crate::process::SIGKILL, "out of memory", cr2, tf.rip)
+                }
+                Err(e) if tf.cs & 3 == 3 => {
+                    let access = if tf.error & 2 != 0 {
+                        "write"
+                    } else if tf.error & 16 != 0 {
+                        "execute"
+                    } else {
+                        "read"
+                    };
+                    let what = match e {
+                        Some(vm::fault::FaultError::Protection) => alloc::format!("{access} not allowed (protection)"),
+                        Some(vm::fault::FaultError::Io) => alloc::format!("{access}: I/O error"),
+                        Some(vm::fault::FaultError::Bad) => alloc::format!("{access} beyond the end of the object"),
+                        _ => alloc::format!("{access} of an unmapped address"),
+                    };
+                    let signal = match e {
+                        Some(vm::fault::FaultError::Io | vm::fault::FaultError::Bad) => crate::process::SIGBUS,
+                        _ => crate::process::SIGSEGV,
+                    };
+                    crate::process::kill_current(signal, &what, cr2, tf.rip)
                 }
                 Err(_) if crate::syscall::recover_user_copy(tf) => {}
                 Err(Some(e)) => {
