@@ -149,7 +149,7 @@ qemu_args() {
     local image cmdline=${KERNEL_CMDLINE:-mode=demo}
     if [ "$firmware" = uefi ]; then image="$KERNEL_ELF-uefi.img"; else image="$KERNEL_ELF-bios.img"; fi
     QEMU=(qemu-system-x86_64
-        -drive "format=raw,file=$image"
+        -drive "format=raw,snapshot=on,file=$image"
         -serial stdio -display none -monitor none -no-reboot
         -device isa-debug-exit,iobase=0xf4,iosize=0x04
         -m 128M

@@ -79,6 +79,7 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
 
     arch::gdt::init();
     arch::trap::init();
+    arch::cpu::init();
     syscall::init();
 
     let Some(phys_offset) = boot_info.physical_memory_offset.into_option() else {

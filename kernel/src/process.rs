@@ -227,19 +227,24 @@ fn new_space() -> Result<Arc<AddressSpace>, SpawnError> {
     Ok(space)
 }
 
-/// Records `p` as the process of thread `tid`, as soon as the thread exists
-/// (so that it can be found by pid, e.g. by `kill`, before it first runs).
-fn register(tid: ThreadId, p: &Arc<Process>) {
-    p.tid.store(tid, Ordering::SeqCst);
-    without_interrupts(|| PROCESSES.lock().insert(tid, p.clone()));
+/// Starts the thread of process `p`, running `f`, and records it as `p`'s
+/// before it can run: a process can be found (by `kill`, by `wait`) from
+/// the moment its thread exists, and cannot end before it is recorded.
+/// Interrupts are off across the two steps, so on one CPU the new thread
+/// cannot run in between. (With more CPUs, threads will be created stopped.)
+fn start_thread(name: &str, p: &Arc<Process>, f: impl FnOnce() + Send + 'static) -> Result<(), SpawnError> {
+    without_interrupts(|| {
+        let tid = sched::spawn_detached(name, f).ok_or(SpawnError::NoMemory)?;
+        p.tid.store(tid, Ordering::SeqCst);
+        PROCESSES.lock().insert(tid, p.clone());
+        Ok(())
+    })
 }
 
 /// Loads `p`'s address space for the current thread: the first thing every
 /// process thread does (it starts in the kernel's).
 fn become_process(p: Arc<Process>) {
     let space = p.space().expect("a new process has its address space");
-    // The creator registers it too, but the thread may run first.
-    register(sched::current(), &p);
     sched::set_address_space(space.pmap.root(), Arc::as_ptr(&space) as usize);
 }
 
@@ -255,7 +260,7 @@ pub fn spawn(name: &str, program: &'static [u8]) -> Result<Arc<Process>, SpawnEr
     let proc = Arc::new(Process::new(None, name));
     *proc.space.lock() = Some(space);
     let p = proc.clone();
-    let tid = sched::spawn_detached(name, move || {
+    start_thread(name, &proc, move || {
         become_process(p);
         // Load the program through the fault path, then make it read-only
         // and executable.
@@ -266,9 +271,7 @@ pub fn spawn(name: &str, program: &'static [u8]) -> Result<Arc<Process>, SpawnEr
             let _ = space.map.lock().protect(CODE_BASE, CODE_BASE + code_len, Prot::READ | Prot::EXEC);
         }
         enter_user(CODE_BASE, STACK_TOP)
-    })
-    .ok_or(SpawnError::NoMemory)?;
-    register(tid, &proc);
+    })?;
     Ok(proc)
 }
 
@@ -307,7 +310,7 @@ pub fn spawn_exec(name: &str, exec: Exec, parent: Option<&Arc<Process>>) -> Resu
     let proc = Arc::new(Process::new(parent, name));
     *proc.space.lock() = Some(new_space()?);
     let p = proc.clone();
-    let tid = sched::spawn_detached(name, move || {
+    start_thread(name, &proc, move || {
         become_process(p);
         let Some(space) = current().and_then(|me| me.space()) else { exit_current(Status::Exited(127)) };
         let started = load_image(&space, &exec);
@@ -325,9 +328,7 @@ pub fn spawn_exec(name: &str, exec: Exec, parent: Option<&Arc<Process>>) -> Resu
                 exit_current(Status::Exited(127))
             }
         }
-    })
-    .ok_or(SpawnError::NoMemory)?;
-    register(tid, &proc);
+    })?;
     if let Some(parent) = parent {
         parent.children.lock().push(proc.clone());
     }
@@ -408,15 +409,13 @@ pub fn fork(tf: &crate::arch::trap::TrapFrame) -> Result<u64, SpawnError> {
     frame.rax = 0;
     let fs = x86_64::registers::model_specific::FsBase::read().as_u64();
     let c = child.clone();
-    let tid = sched::spawn_detached("user", move || {
+    start_thread("user", &child, move || {
         become_process(c);
         sched::set_fs_base(fs);
         // SAFETY: `frame` is a user-mode frame (the parent's system call),
         // kept in this closure's frame, which is never returned to.
         unsafe { resume_user(&frame) }
-    })
-    .ok_or(SpawnError::NoMemory)?;
-    register(tid, &child);
+    })?;
     let pid = child.pid;
     parent.children.lock().push(child);
     Ok(pid)

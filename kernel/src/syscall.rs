@@ -101,10 +101,16 @@ unsafe extern "C" fn syscall_entry() {
 }
 
 /// Copies `len` bytes from `src` to `dst`; a fault the VM cannot resolve
-/// resumes at `copy_user_fault`. Returns 0, or 1 after a fault.
+/// resumes at `copy_user_fault`. Returns 0, or 1 after a fault. With SMAP the
+/// copy runs with RFLAGS.AC set (`stac` ... `clac`), the only kernel code
+/// that may touch user pages.
 #[unsafe(naked)]
 unsafe extern "C" fn copy_user_raw(dst: *mut u8, src: *const u8, len: usize) -> u64 {
     naked_asm!(
+        "cmp byte ptr [rip + {smap}], 0",
+        "je 2f",
+        "stac",
+        "2:",
         ".global copy_user_start",
         "copy_user_start:",
         "mov rcx, rdx",
@@ -112,9 +118,35 @@ unsafe extern "C" fn copy_user_raw(dst: *mut u8, src: *const u8, len: usize) -> 
         ".global copy_user_end",
         "copy_user_end:",
         "xor eax, eax",
-        "ret",
+        "jmp 3f",
         ".global copy_user_fault",
         "copy_user_fault:",
+        "mov eax, 1",
+        "3:",
+        "cmp byte ptr [rip + {smap}], 0",
+        "je 4f",
+        "clac",
+        "4:",
+        "ret",
+        smap = sym crate::arch::cpu::SMAP_ON,
+    )
+}
+
+/// Reads the byte at `addr` as plain kernel code would, without setting
+/// RFLAGS.AC: with SMAP on, a user page faults and the read returns 1; with
+/// it off, the read succeeds (0). For testing the protection.
+#[unsafe(naked)]
+unsafe extern "C" fn probe_read_raw(addr: *const u8) -> u64 {
+    naked_asm!(
+        ".global probe_read_start",
+        "probe_read_start:",
+        "mov al, byte ptr [rdi]",
+        ".global probe_read_end",
+        "probe_read_end:",
+        "xor eax, eax",
+        "ret",
+        ".global probe_read_fault",
+        "probe_read_fault:",
         "mov eax, 1",
         "ret",
     )
@@ -124,20 +156,34 @@ unsafe extern "C" {
     static copy_user_start: u8;
     static copy_user_end: u8;
     static copy_user_fault: u8;
+    static probe_read_start: u8;
+    static probe_read_end: u8;
+    static probe_read_fault: u8;
 }
 
-/// If `tf` faulted inside the user-copy routine, makes it resume at the
-/// routine's recovery point and returns true (page-fault handler).
+/// If `tf` faulted inside the user-copy routine (or the probe), makes it
+/// resume at the routine's recovery point and returns true (page-fault
+/// handler).
 pub fn recover_user_copy(tf: &mut TrapFrame) -> bool {
     // Only the addresses of the labels are taken.
-    let (start, end, fault) =
-        (&raw const copy_user_start as u64, &raw const copy_user_end as u64, &raw const copy_user_fault as u64);
-    if tf.cs & 3 == 0 && (start..end).contains(&tf.rip) {
-        tf.rip = fault;
-        true
-    } else {
-        false
+    let routines = [
+        (&raw const copy_user_start as u64, &raw const copy_user_end as u64, &raw const copy_user_fault as u64),
+        (&raw const probe_read_start as u64, &raw const probe_read_end as u64, &raw const probe_read_fault as u64),
+    ];
+    for (start, end, fault) in routines {
+        if tf.cs & 3 == 0 && (start..end).contains(&tf.rip) {
+            tf.rip = fault;
+            return true;
+        }
     }
+    false
+}
+
+/// True if a plain kernel read of user address `addr` faults (SMAP).
+pub fn kernel_read_faults(addr: u64) -> bool {
+    // SAFETY: a fault in the probe resumes at its recovery point; a read
+    // that succeeds has no effect.
+    unsafe { probe_read_raw(addr as *const u8) != 0 }
 }
 
 fn user_range_ok(addr: u64, len: usize) -> bool {

@@ -58,8 +58,12 @@ impl AddressSpace {
 
     /// Makes this the current thread's address space until the guard is
     /// dropped (threads the current one starts inherit it).
+    ///
+    /// The kernel may then touch the space's user pages directly (the tests
+    /// and benchmarks do): with SMAP, RFLAGS.AC is set until the guard goes.
     pub fn activate(self: &Arc<Self>) -> Active {
         crate::sched::set_address_space(self.pmap.root(), Arc::as_ptr(self) as usize);
+        crate::arch::cpu::stac();
         Active { space: self.clone() }
     }
 }
@@ -88,6 +92,7 @@ pub struct Active {
 
 impl Drop for Active {
     fn drop(&mut self) {
+        crate::arch::cpu::clac();
         crate::sched::set_address_space(0, 0);
         let _ = &self.space;
     }

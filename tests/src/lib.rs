@@ -76,11 +76,13 @@ pub struct BootOptions {
     pub memory: &'static str,
     /// Have QEMU allocate all guest memory up front (`-mem-prealloc`).
     pub prealloc: bool,
+    /// The CPU model (`-cpu`); QEMU's default when None.
+    pub cpu: Option<&'static str>,
 }
 
 impl BootOptions {
     pub fn new(firmware: Firmware, cmdline: impl Into<String>) -> Self {
-        BootOptions { firmware, cmdline: cmdline.into(), gdb_port: None, memory: GUEST_MEMORY, prealloc: false }
+        BootOptions { firmware, cmdline: cmdline.into(), gdb_port: None, memory: GUEST_MEMORY, prealloc: false, cpu: None }
     }
 }
 
@@ -92,7 +94,8 @@ pub fn qemu_command(images: &Images, opts: &BootOptions) -> Result<Command> {
     };
     let mut cmd = Command::new("qemu-system-x86_64");
     cmd.arg("-drive")
-        .arg(format!("format=raw,file={}", image.display()))
+        // snapshot=on: the image is only read, so several QEMUs can boot it at once.
+        .arg(format!("format=raw,snapshot=on,file={}", image.display()))
         .args(["-serial", "stdio", "-display", "none", "-monitor", "none", "-no-reboot"])
         .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
         .args(["-m", opts.memory])
@@ -104,6 +107,9 @@ pub fn qemu_command(images: &Images, opts: &BootOptions) -> Result<Command> {
     }
     if opts.prealloc {
         cmd.arg("-mem-prealloc");
+    }
+    if let Some(cpu) = opts.cpu {
+        cmd.arg("-cpu").arg(cpu);
     }
     if let Some(port) = opts.gdb_port {
         cmd.arg("-S").arg("-gdb").arg(format!("tcp:127.0.0.1:{port}"));
@@ -289,13 +295,26 @@ pub fn run_tests(
     tests: &[TestInfo],
     selection: &[usize],
 ) -> Result<(BTreeMap<usize, Outcome>, RunStats)> {
+    run_tests_on(images, firmware, None, tests, selection)
+}
+
+/// [`run_tests`] on CPU model `cpu` (QEMU's `-cpu`; None for the default).
+pub fn run_tests_on(
+    images: &Images,
+    firmware: Firmware,
+    cpu: Option<&'static str>,
+    tests: &[TestInfo],
+    selection: &[usize],
+) -> Result<(BTreeMap<usize, Outcome>, RunStats)> {
     let started = Instant::now();
     let mut results = BTreeMap::new();
     let mut stats = RunStats::default();
     let mut remaining: Vec<usize> = selection.to_vec();
     while !remaining.is_empty() {
         let run = remaining.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",");
-        let mut q = Qemu::spawn(images, &BootOptions::new(firmware, format!("mode=test run={run}")))?;
+        let mut opts = BootOptions::new(firmware, format!("mode=test run={run}"));
+        opts.cpu = cpu;
+        let mut q = Qemu::spawn(images, &opts)?;
         stats.boots += 1;
         let mut current: Option<(usize, String)> = None;
         let mut deadline = Instant::now() + BOOT_TIMEOUT;

@@ -16,7 +16,7 @@ use std::time::Duration;
 use libtest_mimic::{Arguments, Failed, Trial};
 use tests::{
     BOOT_TIMEOUT, BootOptions, EXIT_SUCCESS, Firmware, Images, KERNEL_BASE, Outcome, Qemu, images,
-    list_tests, run_tests,
+    list_tests, run_tests, run_tests_on,
 };
 
 fn selected(args: &Arguments, name: &str) -> bool {
@@ -98,6 +98,17 @@ fn main() {
     let i = images.clone();
     trials.push(Trial::test("run::a_host_program_and_its_status", move || run_program(&i)).with_kind("host"));
     let i = images.clone();
+    let on_max: Vec<usize> = kernel_tests
+        .iter()
+        .filter(|t| t.name.starts_with("kernel::process::") || t.name.starts_with("kernel::arch::cpu::"))
+        .map(|t| t.index)
+        .collect();
+    let listed = kernel_tests.clone();
+    trials.push(
+        Trial::test("boot::user_programs_with_smep_and_smap", move || cpu_max(&i, &listed, &on_max))
+            .with_kind("host"),
+    );
+    let i = images.clone();
     trials.push(Trial::test("gdb::breakpoint_in_kernel_main", move || gdb_session(&i)).with_kind("host"));
 
     libtest_mimic::run(&args, trials).exit();
@@ -161,6 +172,27 @@ fn demo(images: &Images) -> Result<(), Failed> {
     }
     if status != EXIT_SUCCESS {
         return Err(format!("demo exited with {status}:\n{}", q.transcript).into());
+    }
+    Ok(())
+}
+
+/// On `-cpu max` (which has SMEP and SMAP) the kernel turns both on, and the
+/// user-program tests and the SMAP probe pass there too.
+fn cpu_max(images: &Images, tests: &[tests::TestInfo], selection: &[usize]) -> Result<(), Failed> {
+    if selection.len() < 10 {
+        return Err(format!("only {} user-program tests found", selection.len()).into());
+    }
+    let (results, _) = run_tests_on(images, Firmware::Bios, Some("max"), tests, selection)?;
+    let failed: Vec<String> = selection
+        .iter()
+        .filter(|i| !results.get(i).is_some_and(|o| o.passed))
+        .map(|i| {
+            let name = tests.iter().find(|t| t.index == *i).map_or("?", |t| t.name.as_str());
+            format!("{name}: {}", results.get(i).map_or("no result", |o| o.message.as_str()))
+        })
+        .collect();
+    if !failed.is_empty() {
+        return Err(format!("under -cpu max:\n{}", failed.join("\n")).into());
     }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! Everything specific to x86_64: segments, traps, the local APIC, page tables.
 
 pub mod apic;
+pub mod cpu;
 pub mod gdt;
 pub mod paging;
 pub mod trap;

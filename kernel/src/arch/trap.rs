@@ -297,6 +297,9 @@ pub fn init() {
 
 /// Called by `trap_common` for every trap and interrupt, interrupts disabled.
 extern "C" fn trap_dispatch(tf: &mut TrapFrame) {
+    // Whatever the interrupted code allowed, the handler gets no access to
+    // user pages (iretq restores the interrupted RFLAGS.AC).
+    super::cpu::clac();
     let vector = tf.vector as u8;
     match vector {
         VEC_BREAKPOINT => {
@@ -314,6 +317,23 @@ extern "C" fn trap_dispatch(tf: &mut TrapFrame) {
         VEC_SPURIOUS => {}
         VEC_PAGE_FAULT => {
             let cr2 = Cr2::read_raw();
+            // The kernel touched a present user page without RFLAGS.AC:
+            // SMAP stopped it. Only a probe may do that and recover.
+            const AC: u64 = 1 << 18;
+            let user_page = cr2 < crate::pmap::USER_END && tf.error & 1 != 0;
+            if tf.cs & 3 == 0 && user_page && super::cpu::smap_on() && tf.rflags & AC == 0 {
+                if crate::syscall::recover_user_copy(tf) {
+                    return;
+                }
+                {
+                    let mut w = crate::serial::panic_writer();
+                    let _ = core::fmt::Write::write_fmt(
+                        &mut w,
+                        format_args!("\nSMAP: the kernel touched user address {cr2:#x} outside a user copy\n"),
+                    );
+                }
+                fatal_exception(tf)
+            }
             match crate::vmspace::page_fault(tf, cr2) {
                 Ok(()) => {}
                 Err(Some(vm::fault::FaultError::NoMemory)) if tf.cs & 3 == 3 => {
