@@ -14,8 +14,9 @@ commands:
              stdout); init runs the VM demo, then QEMU exits by itself
   run <static ELF> [args...]
              boot the kernel with that host program handed in; init runs it
-             with the arguments, its output goes to stdout (its input comes
-             from stdin; Ctrl-D ends it), and this script exits with its
+             with the arguments, its output goes to stdout, its input comes
+             from stdin (piped input is handed in whole, then end of input;
+             on a terminal, Ctrl-D ends it), and this script exits with its
              status (128 + the signal number if it was killed)
   test       host unit tests and every in-kernel test, each reported by name;
              non-zero exit status on any failure
@@ -194,7 +195,16 @@ case $cmd in
             -fw_cfg "name=opt/run/args,file=$tmp/args"
             -serial "file:$tmp/status")
         qemu_status=0
-        "${QEMU[@]}" || qemu_status=$?
+        if [ -t 0 ]; then
+            # A terminal: typed input goes through the serial console.
+            "${QEMU[@]}" || qemu_status=$?
+        else
+            # A pipe or a file: handed in whole, so the program reads all of
+            # it and then the end of input, as it would on Linux.
+            cat >"$tmp/stdin"
+            QEMU+=(-fw_cfg "name=opt/run/stdin,file=$tmp/stdin")
+            "${QEMU[@]}" </dev/null || qemu_status=$?
+        fi
         status=$(sed -n 's/^status \([0-9]*\).*/\1/p' "$tmp/status" 2>/dev/null | head -1)
         [ -n "$status" ] || die "the kernel reported no exit status (QEMU exit status $qemu_status)"
         exit "$status"

@@ -128,6 +128,9 @@ pub fn run_program() {
         argv.push("program".into());
     }
     let name = argv[0].rsplit('/').next().unwrap_or("program").to_string();
+    if let Ok(input) = crate::fw_cfg::read_file("opt/run/stdin", 64 << 20) {
+        crate::sys_proc::set_console_input(input.leak());
+    }
     let path = alloc::format!("/run/{name}");
     crate::programs::add(path.clone(), program);
     let mut init_argv: Vec<&str> = alloc::vec!["init", &path];

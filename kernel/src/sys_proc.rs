@@ -71,9 +71,10 @@ fn copy_string_array(addr: u64, budget: &mut usize) -> Result<Vec<Vec<u8>>, i64>
 
 // ---- the console -------------------------------------------------------------
 
-/// `write(fd, buf, count)` on the console (fd 1 and 2).
+/// `write(fd, buf, count)` on the console: descriptors 0, 1 and 2 are all
+/// the console, open for reading and writing, as a terminal is.
 pub fn write(fd: u64, buf: u64, count: u64) -> i64 {
-    if fd != 1 && fd != 2 {
+    if fd > 2 {
         return -EBADF;
     }
     let mut done = 0u64;
@@ -117,16 +118,37 @@ pub fn writev(fd: u64, iov: u64, count: u64) -> i64 {
     total
 }
 
-/// `read(fd, buf, count)` from the console (fd 0): waits for a byte, then
-/// returns what has arrived, up to a newline, like a terminal. Ctrl-D at
-/// the start of a read is the end of input (0).
+/// The console's input when the host handed it in whole (`./run-qemu.sh
+/// run` with stdin from a pipe or a file), and how far it has been read:
+/// every process shares the position, as they would share an open file.
+static HANDED_INPUT: spin::Mutex<Option<(&'static [u8], usize)>> = spin::Mutex::new(None);
+
+/// Makes `input` the console's input, read to its end and then end of file.
+pub fn set_console_input(input: &'static [u8]) {
+    x86_64::instructions::interrupts::without_interrupts(|| *HANDED_INPUT.lock() = Some((input, 0)));
+}
+
+/// `read(fd, buf, count)` from the console (descriptors 0 to 2): waits for a
+/// byte, then returns what has arrived, up to a newline, like a terminal.
+/// Ctrl-D at the start of a read is the end of input (0). Input handed in
+/// whole is read like a file.
 pub fn read(fd: u64, buf: u64, count: u64) -> i64 {
     if fd > 2 {
         return -EBADF;
     }
-    if fd != 0 {
-        // stdout and stderr are the console too, but not opened for reading.
-        return -EBADF;
+    let handed = x86_64::instructions::interrupts::without_interrupts(|| {
+        let mut h = HANDED_INPUT.lock();
+        let (input, pos) = h.as_mut()?;
+        let n = (input.len() - *pos).min(count.min(64 * 1024) as usize);
+        let chunk = &input[*pos..*pos + n];
+        *pos += n;
+        Some(chunk)
+    });
+    if let Some(chunk) = handed {
+        return match copy_to_user(buf, chunk) {
+            Ok(()) => chunk.len() as i64,
+            Err(e) => -e,
+        };
     }
     if count == 0 {
         return 0;

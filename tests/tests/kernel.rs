@@ -208,7 +208,14 @@ fn run_program(images: &Images) -> Result<(), Failed> {
         &src,
         r#"#include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 int main(int argc, char **argv) {
+    if (argc > 1 && strcmp(argv[1], "cat") == 0) {
+        char b[7];
+        ssize_t n;
+        while ((n = read(0, b, sizeof b)) > 0) write(1, b, n);
+        return n == 0 ? 3 : 4;
+    }
     for (int i = 1; i < argc; i++) printf("arg %d [%s]\n", i, argv[i]);
     if (argc > 1 && strcmp(argv[1], "crash") == 0) *(volatile int *)0 = 1;
     return 7;
@@ -220,19 +227,31 @@ int main(int argc, char **argv) {
     if !cc.success() {
         return Err("musl-gcc failed".into());
     }
-    let run = |args: &[&str]| -> Result<(i32, String), Failed> {
-        let out = Command::new(tests::workspace_root().join("run-qemu.sh"))
+    let run_with = |args: &[&str], input: &[u8]| -> Result<(i32, String), Failed> {
+        use std::io::Write;
+        let mut child = Command::new(tests::workspace_root().join("run-qemu.sh"))
             .arg("run")
             .arg(&prog)
             .args(args)
             .env("KERNEL_ELF", &images.kernel)
-            .stdin(Stdio::null())
-            .output()?;
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        child.stdin.take().ok_or("no stdin")?.write_all(input)?;
+        let out = child.wait_with_output()?;
         Ok((out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned()))
     };
+    let run = |args: &[&str]| run_with(args, b"");
     let (code, out) = run(&["one", "two words", ""])?;
     if code != 7 || !out.contains("arg 1 [one]\narg 2 [two words]\narg 3 []\n") {
         return Err(format!("exit status {code}, output:\n{out}").into());
+    }
+    // Piped input is read whole, then the end of input.
+    let input = "first line\nsecond, longer line\n";
+    let (code, out) = run_with(&["cat"], input.as_bytes())?;
+    if code != 3 || out != input {
+        return Err(format!("cat of piped input: exit status {code}, output:\n{out:?}").into());
     }
     let (code, out) = run(&["crash"])?;
     if code != 128 + 11 || !out.contains("killed by signal 11") {
