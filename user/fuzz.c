@@ -3,8 +3,10 @@
  * pointers, huge values) until 100,000 calls have been made. A worker may
  * end itself or be killed by what it does; the kernel must stay up. Calls
  * that would block for good (reading the console, sleeping, waiting,
- * pausing) get harmless arguments or are left out, and signals go only to
- * the worker itself, so that the fuzzer survives its own workers.
+ * pausing) get harmless arguments or are left out, signals go only to the
+ * worker itself, and a worker stuck for 10 s (Linux has calls that wait for
+ * good on what a random argument names, a message queue or a socket) is
+ * killed, so that the fuzzer survives its own workers.
  *
  *   fuzz [calls] [seed]
  *
@@ -15,6 +17,7 @@
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <time.h>
 
 #include "check.h"
 
@@ -126,8 +129,14 @@ int main(int argc, char **argv)
 		workers++;
 		int st;
 		pid_t p;
-		while ((p = waitpid(-1, &st, 0)) > 0 && p != c)
-			; /* children of the worker's forks are its own */
+		struct timespec t0, now, tick = { 0, 1000000 };
+		clock_gettime(CLOCK_MONOTONIC, &t0);
+		while ((p = waitpid(c, &st, WNOHANG)) == 0) {
+			clock_gettime(CLOCK_MONOTONIC, &now);
+			if (now.tv_sec - t0.tv_sec > 10)
+				kill(c, SIGKILL);
+			nanosleep(&tick, NULL);
+		}
 		CHECK(p == c);
 		if (WIFSIGNALED(st))
 			killed++;
