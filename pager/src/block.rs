@@ -33,7 +33,7 @@ pub trait BlockDevice {
 
 /// Checks a request against the device: whole sectors, inside the device.
 pub fn check_request(capacity: u64, sector: u64, len: usize) -> Result<u64, BlockError> {
-    if len % SECTOR_SIZE != 0 {
+    if !len.is_multiple_of(SECTOR_SIZE) {
         return Err(BlockError::BadLength(len));
     }
     let count = (len / SECTOR_SIZE) as u64;
