@@ -239,8 +239,10 @@ impl<D: BlockDevice> Ext2<D> {
         let inode = Inode { mode: S_IFREG | (mode & 0o7777), links: 1, atime: now, ctime: now, mtime: now, ..Inode::default() };
         let added = self.write_new_inode(ino, &inode).and_then(|()| self.add_entry(dir, name, ino, FT_REG));
         if let Err(e) = added {
-            // Give the inode back (best effort: fsck finds it unused if not).
-            let _ = self.free_inode(ino, false);
+            // Give the inode back, marked deleted (links 0, dtime set) so
+            // fsck agrees it is free. Best effort: fsck repairs the rest.
+            let dead = Inode { dtime: now.max(1), ..Inode::default() };
+            let _ = self.write_inode(ino, &dead).and_then(|()| self.free_inode(ino, false));
             return Err(e);
         }
         Ok(ino)
