@@ -257,7 +257,46 @@ fn no_space_is_reported() {
     assert!(err == FsError::NoSpace, "{err:?}");
     let image = unmount(fs);
     assert_clean(&image);
+
+    // Space for a few blocks only: a big aligned write allocates them, writes
+    // them, and then reports NoSpace with the size covering them.
+    let mut fs = mount(image);
+    fs.unlink(ROOT_INO, "b4097").unwrap();
+    let free = fs.free_counts().0 as u64;
+    let size = fs.stat(ino).unwrap().size.next_multiple_of(1024);
+    assert_eq!(fs.write(ino, size, &chunk), Err(FsError::NoSpace));
+    assert_eq!(fs.free_counts().0, 0);
+    let grown = fs.stat(ino).unwrap().size - size;
+    assert!(grown > 0 && grown <= free * 1024, "grew by {grown} with {free} blocks free");
+    let mut back = vec![0u8; grown as usize];
+    fs.read(ino, size, &mut back).unwrap();
+    assert!(back == chunk[..grown as usize]);
+    let image = unmount(fs);
+    assert_clean(&image);
     let mut fs = mount(image);
     fs.unlink(ROOT_INO, "filler").unwrap();
     assert_clean(&unmount(fs));
+}
+
+/// A file past 2 GiB (sparse) keeps its high size bits, and turns the
+/// large_file feature on if the image did not have it.
+#[test]
+fn files_past_2_gib_set_large_file() {
+    let mut image = make_image(&standard_tree(), 4096, 16);
+    let ro_compat = 1024 + 100;
+    image[ro_compat] &= !0x02; // clear large_file
+    let mut fs = mount(image);
+    let ino = fs.create(ROOT_INO, "huge", 0o644).unwrap();
+    let far = 3u64 << 30;
+    fs.write(ino, far, b"tail").unwrap();
+    assert_eq!(fs.stat(ino).unwrap().size, far + 4);
+    let image = unmount(fs);
+    assert_eq!(image[ro_compat] & 0x02, 0x02, "large_file is set");
+    assert_clean(&image);
+    let stat = String::from_utf8_lossy(&debugfs(&image, "stat /huge")).to_string();
+    assert!(stat.contains(&format!("Size: {}", far + 4)), "{stat}");
+    let mut fs = mount(image);
+    let mut buf = [0u8; 8];
+    assert_eq!(fs.read(ino, far - 4, &mut buf), Ok(8));
+    assert_eq!(&buf, b"\0\0\0\0tail");
 }

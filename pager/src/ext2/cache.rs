@@ -8,6 +8,10 @@
 //! worked on. Lookup is a linear scan of at most [`CACHE_BLOCKS`] slots,
 //! eviction takes the least recently used one (written first if dirty).
 //!
+//! A write-back error can surface in an unrelated call (the one whose miss
+//! evicted the dirty block); the block stays dirty and `sync` reports it
+//! again, so the error is never lost.
+//!
 //! File data never passes through here. A block that stops being metadata
 //! (freed) must be [`BlockCache::forget`]-ed, or a later eviction would write
 //! stale metadata over whatever the block holds next.

@@ -151,11 +151,14 @@ impl<D: BlockDevice> Ext2<D> {
         let (start, _) = self.map_alloc(inode, ino, fblock)?;
         let mut run = 1;
         while run < buf.len() / bs {
-            let (b, _) = self.map_alloc(inode, ino, fblock + run as u64)?;
-            if b != start + run as u32 {
-                break; // allocated already; the next request starts there
+            // A block that is not next on disk, or an allocation error (say
+            // NoSpace), ends the run; the blocks allocated so far are written
+            // first, so that no allocated block lies past the file's size,
+            // and the next call meets the error again.
+            match self.map_alloc(inode, ino, fblock + run as u64) {
+                Ok((b, _)) if b == start + run as u32 => run += 1,
+                _ => break,
             }
-            run += 1;
         }
         write_blocks(&mut self.dev, self.sb.block_size, start, &buf[..run * bs])?;
         Ok(run * bs)

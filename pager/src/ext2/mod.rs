@@ -137,17 +137,26 @@ pub struct Stat {
 }
 
 /// A mounted ext2 filesystem on device `D`.
+///
+/// Lock legend: (F) the filesystem lock, i.e. the `&mut self` every method
+/// takes (the kernel holds a sleeping lock around the whole `Ext2`);
+/// (C) constant after mount.
 pub struct Ext2<D: BlockDevice> {
+    /// The device; data blocks are read and written on it directly. (F)
     dev: D,
+    /// Superblock: geometry (C), free counts and features (F).
     sb: Superblock,
+    /// Group descriptors: locations (C), free counts (F).
     groups: Vec<GroupDesc>,
     /// The group-descriptor table's bytes, as read; `groups` is written into
-    /// it on sync.
+    /// it on sync. (F)
     gdt_raw: Vec<u8>,
+    /// Metadata blocks, written back on sync or eviction. (F)
     cache: BlockCache,
     /// Something changed since the last sync (descriptors and superblock need
-    /// writing, and the disk is marked not clean).
+    /// writing, and the disk is marked not clean). (F)
     dirty: bool,
+    /// Source of timestamps; None: the superblock's last time. (F)
     clock: Option<fn() -> u32>,
 }
 
@@ -296,6 +305,11 @@ impl<D: BlockDevice> Ext2<D> {
     }
 
     fn write_inode(&mut self, ino: Ino, inode: &Inode) -> Result<(), FsError> {
+        // A file of 2 GiB or more needs i_size_high, which old drivers
+        // ignore: the large_file feature tells them to keep away.
+        if inode.is_reg() && inode.size > i32::MAX as u64 {
+            self.sb.ro_compat |= disk::RO_COMPAT_LARGE_FILE;
+        }
         let (block, off) = self.inode_location(ino)?;
         let buf = self.cache.get_mut(&mut self.dev, block)?;
         inode.store(&mut buf[off..off + 128]);
