@@ -124,6 +124,12 @@ ensure_gdb() {
     command -v gdb >/dev/null || apt_install gdb
 }
 
+# mke2fs, e2fsck and debugfs: the filesystem tests make and check ext2 images.
+ensure_e2fsprogs() {
+    command -v mke2fs >/dev/null && command -v e2fsck >/dev/null && command -v debugfs >/dev/null \
+        || apt_install e2fsprogs
+}
+
 # ---- building ------------------------------------------------------------------------
 # build_kernel PROFILE: builds the kernel ELF and its disk images; sets KERNEL_ELF.
 build_kernel() {
@@ -212,6 +218,7 @@ case $cmd in
     test)
         ensure_ovmf
         ensure_gdb
+        ensure_e2fsprogs
         build_kernel debug
         note "running host unit tests and in-kernel tests"
         # Default workspace members: vm, pager, ktest, boot, and tests (which
