@@ -100,7 +100,7 @@ fn seg_prot(seg: &ProgramHeader<'_>) -> Prot {
 /// The pager of an image object: page n is bytes n × 4096.. of the image,
 /// zero past its end.
 struct ImagePager {
-    bytes: &'static [u8],
+    image: crate::bytes::Image,
 }
 
 impl vm::object::Pager for ImagePager {
@@ -109,13 +109,13 @@ impl vm::object::Pager for ImagePager {
     }
 
     fn has_page(&self, pindex: u64) -> bool {
-        pindex.checked_mul(PAGE).is_some_and(|off| off < self.bytes.len() as u64)
+        pindex.checked_mul(PAGE).is_some_and(|off| off < self.image.bytes().len() as u64)
     }
 
     fn get_page(&self, _object: &VmObject, page: &'static Page) -> PagerResult {
         let Some(dst) = vm::global().page_addr(page) else { return PagerResult::Error };
         let off = page.pindex() as usize * PAGE as usize;
-        let Some(src) = self.bytes.get(off..) else { return PagerResult::Bad };
+        let Some(src) = self.image.bytes().get(off..) else { return PagerResult::Bad };
         let n = src.len().min(PAGE as usize);
         // SAFETY: the page is exclusively busy for this read and `dst` is its
         // direct-map address, PAGE bytes; `src` has `n` bytes.
@@ -130,7 +130,8 @@ impl vm::object::Pager for ImagePager {
 
 /// Maps and fills the segments of `image` in `space`, which must be the
 /// current thread's address space.
-pub fn load(space: &AddressSpace, image: &'static [u8]) -> Result<Loaded, ElfError> {
+pub fn load(space: &AddressSpace, program: &crate::bytes::Image) -> Result<Loaded, ElfError> {
+    let image = program.bytes();
     check(image)?;
     let elf = ElfFile::new(image).map_err(|_| ElfError::NotElf)?;
     let h = &elf.header.pt2;
@@ -153,7 +154,7 @@ pub fn load(space: &AddressSpace, image: &'static [u8]) -> Result<Loaded, ElfErr
         }
     }
     if mappable {
-        map_segments(space, &elf, image)?;
+        map_segments(space, &elf, program)?;
     } else {
         copy_segments(space, &elf, image)?;
     }
@@ -161,10 +162,10 @@ pub fn load(space: &AddressSpace, image: &'static [u8]) -> Result<Loaded, ElfErr
 }
 
 /// Maps every segment from an image object (see the module comment).
-fn map_segments(space: &AddressSpace, elf: &ElfFile<'_>, image: &'static [u8]) -> Result<(), ElfError> {
-    let size = (image.len() as u64).div_ceil(PAGE);
+fn map_segments(space: &AddressSpace, elf: &ElfFile<'_>, program: &crate::bytes::Image) -> Result<(), ElfError> {
+    let size = (program.bytes().len() as u64).div_ceil(PAGE);
     let object = VmObject::try_new(ObjectKind::Vnode, size, vm::kernel_env()).map_err(|_| ElfError::NoMemory)?;
-    object.lock().set_pager(Arc::new(ImagePager { bytes: image }));
+    object.lock().set_pager(Arc::new(ImagePager { image: program.clone() }));
     let result = (|| {
         for seg in segments(elf) {
             let prot = seg_prot(&seg);

@@ -7,9 +7,9 @@
 //! `opt/run/args`). Without QEMU the signature check fails and every file is
 //! absent.
 
-use alloc::vec::Vec;
-
 use x86_64::instructions::port::Port;
+
+use crate::bytes::AlignedBytes;
 
 const FW_CFG_SELECTOR: u16 = 0x510;
 const FW_CFG_DATA: u16 = 0x511;
@@ -83,33 +83,8 @@ pub fn read_file(name: &str, limit: usize) -> Result<AlignedBytes, FwCfgError> {
     if size > limit {
         return Err(FwCfgError::TooLarge(size));
     }
-    let mut words: Vec<u64> = Vec::new();
-    words.try_reserve_exact(size.div_ceil(8)).map_err(|_| FwCfgError::NoMemory)?;
-    words.resize(size.div_ceil(8), 0);
-    // SAFETY: the u64 buffer holds at least `size` bytes.
-    let bytes = unsafe { core::slice::from_raw_parts_mut(words.as_mut_ptr() as *mut u8, size) };
+    let mut buf = AlignedBytes::zeroed(size).ok_or(FwCfgError::NoMemory)?;
     select(key);
-    read(bytes);
-    Ok(AlignedBytes { words, len: size })
-}
-
-/// Bytes in an 8-byte aligned buffer.
-pub struct AlignedBytes {
-    words: Vec<u64>,
-    len: usize,
-}
-
-impl AlignedBytes {
-    pub fn as_slice(&self) -> &[u8] {
-        // SAFETY: `words` holds at least `len` initialised bytes.
-        unsafe { core::slice::from_raw_parts(self.words.as_ptr() as *const u8, self.len) }
-    }
-
-    /// Keeps the bytes for the rest of the kernel's life.
-    pub fn leak(self) -> &'static [u8] {
-        let len = self.len;
-        let words: &'static mut [u64] = self.words.leak();
-        // SAFETY: as in as_slice; the buffer is never freed.
-        unsafe { core::slice::from_raw_parts(words.as_ptr() as *const u8, len) }
-    }
+    read(buf.as_mut_slice());
+    Ok(buf)
 }

@@ -130,6 +130,8 @@ pub struct Process {
     pub blocked: AtomicU64,
     /// Signal actions, index n - 1 for signal n.
     pub actions: Mutex<[SigAction; NSIG as usize]>,
+    /// Open files by descriptor, with the close-on-exec flag.
+    pub files: Mutex<Vec<Option<(Arc<crate::vfs::OpenFile>, bool)>>>,
 }
 
 /// Live processes by the id of their thread.
@@ -170,7 +172,8 @@ pub fn all() -> Vec<Arc<Process>> {
 
 impl Process {
     fn new(parent: Option<&Arc<Process>>, name: &str) -> Process {
-        Process {
+        let console = crate::vfs::OpenFile::console();
+        let p = Process {
             pid: NEXT_PID.fetch_add(1, Ordering::Relaxed),
             ppid: AtomicU64::new(parent.map_or(0, |p| p.pid)),
             parent: Mutex::new(parent.map_or_else(Weak::new, Arc::downgrade)),
@@ -185,7 +188,30 @@ impl Process {
             pending: AtomicU64::new(0),
             blocked: AtomicU64::new(0),
             actions: Mutex::new([SigAction::default(); NSIG as usize]),
+            files: Mutex::new(Vec::new()),
+        };
+        // Descriptors 0, 1 and 2: the console, one open file as on a terminal.
+        *p.files.lock() = alloc::vec![Some((console.clone(), false)), Some((console.clone(), false)), Some((console, false))];
+        p
+    }
+
+    /// The open file of descriptor `fd`.
+    pub fn file(&self, fd: u64) -> Option<Arc<crate::vfs::OpenFile>> {
+        let files = self.files.lock();
+        files.get(usize::try_from(fd).ok()?)?.as_ref().map(|(f, _)| f.clone())
+    }
+
+    /// Puts `f` at the lowest free descriptor at or above `min`; None if the
+    /// table is full.
+    pub fn add_file(&self, f: Arc<crate::vfs::OpenFile>, cloexec: bool, min: usize) -> Option<u64> {
+        const MAX_FILES: usize = 1024;
+        let mut files = self.files.lock();
+        let slot = (min..MAX_FILES).find(|&i| files.get(i).is_none_or(|s| s.is_none()))?;
+        if slot >= files.len() {
+            files.resize(slot + 1, None);
         }
+        files[slot] = Some((f, cloexec));
+        Some(slot as u64)
     }
 
     /// The address space (None once the process has ended).
@@ -277,7 +303,7 @@ pub fn spawn(name: &str, program: &'static [u8]) -> Result<Arc<Process>, SpawnEr
 
 /// What a new program image needs: its bytes, arguments and environment.
 pub struct Exec {
-    pub image: &'static [u8],
+    pub image: crate::bytes::Image,
     pub argv: Vec<Vec<u8>>,
     pub envp: Vec<Vec<u8>>,
 }
@@ -295,7 +321,7 @@ fn random_bytes() -> [u8; 16] {
 /// space, and builds the initial stack: returns the entry point, the stack
 /// pointer and the end of the image (where the heap starts).
 fn load_image(space: &AddressSpace, exec: &Exec) -> Result<(u64, u64, u64), crate::elf::ElfError> {
-    let loaded = crate::elf::load(space, exec.image)?;
+    let loaded = crate::elf::load(space, &exec.image)?;
     let argv: Vec<&[u8]> = exec.argv.iter().map(|a| a.as_slice()).collect();
     let envp: Vec<&[u8]> = exec.envp.iter().map(|a| a.as_slice()).collect();
     let sp = crate::elf::initial_stack(STACK_TOP, &argv, &envp, &loaded, random_bytes())?;
@@ -306,7 +332,7 @@ fn load_image(space: &AddressSpace, exec: &Exec) -> Result<(u64, u64, u64), crat
 /// `parent` (None: of the kernel).
 pub fn spawn_exec(name: &str, exec: Exec, parent: Option<&Arc<Process>>) -> Result<Arc<Process>, SpawnError> {
     // Check the image before a thread exists, so a bad one is an error here.
-    crate::elf::check(exec.image).map_err(SpawnError::Load)?;
+    crate::elf::check(exec.image.bytes()).map_err(SpawnError::Load)?;
     let proc = Arc::new(Process::new(parent, name));
     *proc.space.lock() = Some(new_space()?);
     let p = proc.clone();
@@ -338,7 +364,7 @@ pub fn spawn_exec(name: &str, exec: Exec, parent: Option<&Arc<Process>>) -> Resu
 /// Starts the static ELF executable `image` in a new process with `argv`.
 pub fn spawn_elf(name: &str, image: &'static [u8], argv: &[&str]) -> Result<Arc<Process>, SpawnError> {
     let exec = Exec {
-        image,
+        image: crate::bytes::Image::Static(image),
         argv: argv.iter().map(|a| a.as_bytes().to_vec()).collect(),
         envp: alloc::vec![b"PATH=/bin".to_vec()],
     };
@@ -357,7 +383,7 @@ pub fn start_init(argv: &[&str]) -> Result<Arc<Process>, SpawnError> {
 /// to its entry. On failure nothing has changed.
 pub fn exec(tf: &mut crate::arch::trap::TrapFrame, name: &str, exec: Exec) -> Result<(), SpawnError> {
     let me = current().ok_or(SpawnError::NoMemory)?;
-    crate::elf::check(exec.image).map_err(SpawnError::Load)?;
+    crate::elf::check(exec.image.bytes()).map_err(SpawnError::Load)?;
     let old = me.space().ok_or(SpawnError::NoMemory)?;
     let space = new_space()?;
     sched::set_address_space(space.pmap.root(), Arc::as_ptr(&space) as usize);
@@ -376,6 +402,12 @@ pub fn exec(tf: &mut crate::arch::trap::TrapFrame, name: &str, exec: Exec) -> Re
     me.stack_low.store(STACK_TOP - STACK_INITIAL, Ordering::SeqCst);
     me.lock_future.store(false, Ordering::SeqCst);
     *me.name.lock() = name.into();
+    // Close-on-exec descriptors close.
+    let closing: Vec<_> = {
+        let mut files = me.files.lock();
+        files.iter_mut().filter(|s| s.as_ref().is_some_and(|(_, cloexec)| *cloexec)).filter_map(|s| s.take()).collect()
+    };
+    drop(closing);
     // Handlers do not survive an exec; ignored signals stay ignored.
     for a in me.actions.lock().iter_mut() {
         if a.handler != SIG_IGN {
@@ -405,6 +437,7 @@ pub fn fork(tf: &crate::arch::trap::TrapFrame) -> Result<u64, SpawnError> {
     child.stack_low.store(parent.stack_low.load(Ordering::SeqCst), Ordering::SeqCst);
     child.blocked.store(parent.blocked.load(Ordering::SeqCst), Ordering::SeqCst);
     *child.actions.lock() = *parent.actions.lock();
+    *child.files.lock() = parent.files.lock().clone();
     let mut frame = tf.clone();
     frame.rax = 0;
     let fs = x86_64::registers::model_specific::FsBase::read().as_u64();
@@ -511,6 +544,8 @@ pub fn exit_current(status: Status) -> ! {
     if let Some(p) = me {
         let space = without_interrupts(|| p.space.lock().take());
         drop(space);
+        let files = core::mem::take(&mut *p.files.lock());
+        drop(files);
         if p.pending.swap(0, Ordering::SeqCst) != 0 {
             PENDING_ANY.fetch_sub(1, Ordering::SeqCst);
         }
@@ -866,6 +901,14 @@ mod tests {
     #[ktest(timeout = 300)]
     fn random_system_calls() {
         assert_eq!(run_bin("fuzz", &["100000", "7"]), Status::Exited(0));
+    }
+
+    /// The file system calls on the root filesystem (the virtio disk):
+    /// user/files.c in /tmp.
+    #[ktest(timeout = 60)]
+    fn file_calls() {
+        assert!(crate::vfs::root().is_some(), "no root filesystem: the test boot attaches kernel-fs.img");
+        assert_eq!(run_bin("files", &["/tmp"]), Status::Exited(0));
     }
 
     /// init runs a program as its child and exits with its status, the

@@ -71,12 +71,8 @@ fn copy_string_array(addr: u64, budget: &mut usize) -> Result<Vec<Vec<u8>>, i64>
 
 // ---- the console -------------------------------------------------------------
 
-/// `write(fd, buf, count)` on the console: descriptors 0, 1 and 2 are all
-/// the console, open for reading and writing, as a terminal is.
-pub fn write(fd: u64, buf: u64, count: u64) -> i64 {
-    if fd > 2 {
-        return -EBADF;
-    }
+/// `write` on the console.
+pub fn console_write(buf: u64, count: u64) -> i64 {
     let mut done = 0u64;
     let mut chunk = [0u8; 256];
     while done < count {
@@ -106,7 +102,7 @@ pub fn writev(fd: u64, iov: u64, count: u64) -> i64 {
         if len > i64::MAX as u64 {
             return if total > 0 { total } else { -EINVAL };
         }
-        let r = write(fd, base, len);
+        let r = crate::sys_file::write(fd, base, len);
         if r < 0 {
             return if total > 0 { total } else { r };
         }
@@ -128,14 +124,10 @@ pub fn set_console_input(input: &'static [u8]) {
     x86_64::instructions::interrupts::without_interrupts(|| *HANDED_INPUT.lock() = Some((input, 0)));
 }
 
-/// `read(fd, buf, count)` from the console (descriptors 0 to 2): waits for a
-/// byte, then returns what has arrived, up to a newline, like a terminal.
-/// Ctrl-D at the start of a read is the end of input (0). Input handed in
-/// whole is read like a file.
-pub fn read(fd: u64, buf: u64, count: u64) -> i64 {
-    if fd > 2 {
-        return -EBADF;
-    }
+/// `read` from the console: waits for a byte, then returns what has
+/// arrived, up to a newline, like a terminal. Ctrl-D at the start of a read
+/// is the end of input (0). Input handed in whole is read like a file.
+pub fn console_read(buf: u64, count: u64) -> i64 {
     let handed = x86_64::instructions::interrupts::without_interrupts(|| {
         let mut h = HANDED_INPUT.lock();
         let (input, pos) = h.as_mut()?;
@@ -213,7 +205,18 @@ pub fn execve(tf: &mut TrapFrame, path: u64, argv: u64, envp: u64) -> i64 {
     if path.is_empty() {
         return -ENOENT;
     }
-    let Some(image) = crate::programs::lookup(&path) else { return -ENOENT };
+    // The filesystem first; then the programs built into the kernel.
+    let image = match crate::vfs::read_whole(path.as_bytes(), 4 << 20) {
+        Ok(bytes) => crate::bytes::Image::Shared(alloc::sync::Arc::new(bytes)),
+        Err(e) => match crate::programs::lookup(&path) {
+            Some(b) => crate::bytes::Image::Static(b),
+            None if e == pager::ext2::FsError::NotFound || crate::vfs::root().is_none() => return -ENOENT,
+            // Too large for the kernel heap (until the vnode pager pages
+            // programs in from the file).
+            None if matches!(e, pager::ext2::FsError::NoSpace | pager::ext2::FsError::FileTooBig) => return -ENOMEM,
+            None => return -(e.errno() as i64),
+        },
+    };
     let name = path.rsplit('/').next().unwrap_or(&path);
     match process::exec(tf, name, process::Exec { image, argv, envp }) {
         Ok(()) => 0,

@@ -219,6 +219,28 @@ pub fn copy_to_user(dst: u64, src: &[u8]) -> Result<(), i64> {
 
 pub const SYS_READ: u64 = 0;
 pub const SYS_WRITE: u64 = 1;
+pub const SYS_OPEN: u64 = 2;
+pub const SYS_CLOSE: u64 = 3;
+pub const SYS_STAT: u64 = 4;
+pub const SYS_FSTAT: u64 = 5;
+pub const SYS_LSTAT: u64 = 6;
+pub const SYS_LSEEK: u64 = 8;
+pub const SYS_PREAD64: u64 = 17;
+pub const SYS_PWRITE64: u64 = 18;
+pub const SYS_ACCESS: u64 = 21;
+pub const SYS_DUP: u64 = 32;
+pub const SYS_DUP2: u64 = 33;
+pub const SYS_FSYNC: u64 = 74;
+pub const SYS_FDATASYNC: u64 = 75;
+pub const SYS_FTRUNCATE: u64 = 77;
+pub const SYS_GETDENTS64: u64 = 217;
+pub const SYS_GETCWD: u64 = 79;
+pub const SYS_UNLINK: u64 = 87;
+pub const SYS_OPENAT: u64 = 257;
+pub const SYS_NEWFSTATAT: u64 = 262;
+pub const SYS_UNLINKAT: u64 = 263;
+pub const SYS_FACCESSAT: u64 = 269;
+pub const SYS_DUP3: u64 = 292;
 pub const SYS_MMAP: u64 = 9;
 pub const SYS_MPROTECT: u64 = 10;
 pub const SYS_MUNMAP: u64 = 11;
@@ -270,12 +292,34 @@ const ARCH_GET_FS: u64 = 0x1003;
 /// Dispatches a system call; the result goes to the frame's RAX. On the way
 /// out, a pending signal that terminates the process is acted on.
 extern "C" fn syscall_dispatch(tf: &mut TrapFrame) {
-    use crate::{sys_mem as mem, sys_proc as sys};
+    use crate::{sys_file as file, sys_mem as mem, sys_proc as sys};
+    const AT_FDCWD: i64 = -100;
     let (nr, a0, a1, a2, a3, a4, a5) = (tf.rax, tf.rdi, tf.rsi, tf.rdx, tf.r10, tf.r8, tf.r9);
     let r: i64 = match nr {
-        SYS_READ => sys::read(a0, a1, a2),
-        SYS_WRITE => sys::write(a0, a1, a2),
+        SYS_READ => file::read(a0, a1, a2),
+        SYS_WRITE => file::write(a0, a1, a2),
         SYS_WRITEV => sys::writev(a0, a1, a2),
+        SYS_OPEN => file::openat(AT_FDCWD, a0, a1, a2),
+        SYS_OPENAT => file::openat(a0 as i32 as i64, a1, a2, a3),
+        SYS_CLOSE => file::close(a0),
+        SYS_PREAD64 => file::pread_pwrite(a0, a1, a2, a3, false),
+        SYS_PWRITE64 => file::pread_pwrite(a0, a1, a2, a3, true),
+        SYS_LSEEK => file::lseek(a0, a1 as i64, a2),
+        SYS_FSTAT => file::fstat(a0, a1),
+        SYS_STAT | SYS_LSTAT => file::newfstatat(AT_FDCWD, a0, a1, 0),
+        SYS_NEWFSTATAT => file::newfstatat(a0 as i32 as i64, a1, a2, a3),
+        SYS_ACCESS => file::faccessat(AT_FDCWD, a0, a1),
+        SYS_FACCESSAT => file::faccessat(a0 as i32 as i64, a1, a2),
+        SYS_FTRUNCATE => file::ftruncate(a0, a1 as i64),
+        SYS_UNLINK => file::unlinkat(AT_FDCWD, a0, 0),
+        SYS_UNLINKAT => file::unlinkat(a0 as i32 as i64, a1, a2),
+        SYS_FSYNC | SYS_FDATASYNC => file::fsync(a0),
+        SYS_GETDENTS64 => file::getdents64(a0, a1, a2),
+        SYS_DUP => file::dup(a0, None, 0),
+        SYS_DUP2 => file::dup(a0, Some(a1), 0),
+        SYS_DUP3 if a0 == a1 => -EINVAL,
+        SYS_DUP3 => file::dup(a0, Some(a1), a2),
+        SYS_GETCWD => file::getcwd(a0, a1),
         SYS_BRK => mem::brk(a0),
         SYS_MMAP => mem::mmap(a0, a1, a2, a3, a4, a5),
         SYS_MUNMAP => mem::munmap(a0, a1),

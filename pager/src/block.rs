@@ -31,6 +31,19 @@ pub trait BlockDevice {
     fn write(&mut self, sector: u64, buf: &[u8]) -> Result<(), BlockError>;
 }
 
+/// A boxed device is a device (the kernel holds its disks as trait objects).
+impl<D: BlockDevice + ?Sized> BlockDevice for alloc::boxed::Box<D> {
+    fn capacity(&self) -> u64 {
+        (**self).capacity()
+    }
+    fn read(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), BlockError> {
+        (**self).read(sector, buf)
+    }
+    fn write(&mut self, sector: u64, buf: &[u8]) -> Result<(), BlockError> {
+        (**self).write(sector, buf)
+    }
+}
+
 /// Checks a request against the device: whole sectors, inside the device.
 pub fn check_request(capacity: u64, sector: u64, len: usize) -> Result<u64, BlockError> {
     if !len.is_multiple_of(SECTOR_SIZE) {
