@@ -27,6 +27,12 @@ commands:
 
 options:
   --uefi     boot the UEFI image with OVMF instead of the BIOS image
+  --disk FILE
+             attach FILE, a raw disk image, as a virtio-blk disk (repeatable;
+             the kernel finds them in this order, serials disk0, disk1, ...);
+             a FILE that does not exist is created, 16 MiB of zeroes. Writes
+             go to the file. (BIOS boots only for now: UEFI firmware puts the
+             disk's registers where the kernel does not map them.)
 
 environment:
   GDB_PORT   port of QEMU's gdb stub for --gdb (default 1234)
@@ -46,10 +52,15 @@ cmd=demo
 firmware=bios
 program=
 program_args=()
+disks=()
 while [ $# -gt 0 ]; do
     case "$1" in
         -h|--help) usage; exit 0 ;;
         --uefi) firmware=uefi ;;
+        --disk)
+            [ $# -ge 2 ] || { echo "run-qemu.sh: --disk needs a file" >&2; usage >&2; exit 2; }
+            disks+=("$2")
+            shift ;;
         --gdb) cmd=gdb ;;
         test|bench) cmd=$1 ;;
         run)
@@ -162,6 +173,16 @@ qemu_args() {
         -m 128M
         -fw_cfg "name=opt/kernel/cmdline,string=${cmdline//,/,,}")
     [ "$firmware" = uefi ] && QEMU+=(-bios "$(ovmf_path)")
+    local i=0 disk
+    for disk in "${disks[@]}"; do
+        if [ ! -e "$disk" ]; then
+            note "creating $disk: a 16 MiB raw disk image of zeroes"
+            truncate -s 16M "$disk" || die "cannot create $disk"
+        fi
+        QEMU+=(-drive "file=${disk//,/,,},if=none,format=raw,id=disk$i"
+            -device "virtio-blk-pci,drive=disk$i,disable-legacy=on,serial=disk$i")
+        i=$((i + 1))
+    done
     # shellcheck disable=SC2206
     [ -n "${QEMU_ARGS:-}" ] && QEMU+=($QEMU_ARGS)
     return 0

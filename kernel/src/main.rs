@@ -7,7 +7,8 @@
 //! 3. memory map and heap: `alloc` works from here on; then the page array
 //!    and the page allocator (`vm::global()`);
 //! 4. symbol table, command line;
-//! 5. local APIC timer, then interrupts on.
+//! 5. local APIC timer, the I/O APIC and the devices on PCI, then
+//!    interrupts on.
 
 #![no_std]
 #![no_main]
@@ -23,6 +24,7 @@ mod bench;
 mod bytes;
 mod cmdline;
 mod demo;
+mod drivers;
 mod elf;
 mod errno;
 mod fw_cfg;
@@ -138,6 +140,7 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     sched::init();
     arch::apic::init(phys_offset);
     time::init_wall_clock();
+    drivers::init(phys_offset);
     x86_64::instructions::interrupts::enable();
 
     // Debug builds check the page invariants once the boot is complete.

@@ -78,12 +78,66 @@ pub struct BootOptions {
     pub prealloc: bool,
     /// The CPU model (`-cpu`); QEMU's default when None.
     pub cpu: Option<&'static str>,
+    /// Disk images attached as virtio-blk devices, in this order.
+    pub disks: Vec<Disk>,
 }
 
 impl BootOptions {
     pub fn new(firmware: Firmware, cmdline: impl Into<String>) -> Self {
-        BootOptions { firmware, cmdline: cmdline.into(), gdb_port: None, memory: GUEST_MEMORY, prealloc: false, cpu: None }
+        BootOptions {
+            firmware,
+            cmdline: cmdline.into(),
+            gdb_port: None,
+            memory: GUEST_MEMORY,
+            prealloc: false,
+            cpu: None,
+            disks: Vec::new(),
+        }
     }
+}
+
+/// A raw disk image attached as a virtio-blk PCI device (modern only, as
+/// the kernel's driver speaks virtio 1.0).
+#[derive(Clone, Debug)]
+pub struct Disk {
+    pub path: PathBuf,
+    /// The serial number the guest reads (`virtio_blk::by_serial`).
+    pub serial: String,
+    /// Writes go to a temporary overlay and never reach the file.
+    pub snapshot: bool,
+}
+
+/// Serial number of the pattern disk attached to every in-kernel test boot.
+pub const TEST_DISK_SERIAL: &str = "ktest-pattern";
+/// Its size in 512-byte sectors (16 MiB).
+pub const TEST_DISK_SECTORS: u64 = 32768;
+
+/// Byte `i` of sector `n` of the test disk: the sector number (little
+/// endian) in the first 8 bytes, then a sequence that differs per sector.
+/// The kernel's virtio-blk tests check for the same.
+pub fn disk_pattern(n: u64, i: usize) -> u8 {
+    if i < 8 { (n >> (8 * i)) as u8 } else { (n as usize).wrapping_mul(31).wrapping_add(i) as u8 }
+}
+
+/// The pattern disk, made once under `target/test-disks/` (build output,
+/// not the repository) and attached with `snapshot=on`, so tests that write
+/// never change it and several QEMUs can share it.
+pub fn test_disk() -> Result<Disk> {
+    let dir = workspace_root().join("target/test-disks");
+    let path = dir.join("pattern-16m.img");
+    let bytes = TEST_DISK_SECTORS * 512;
+    if std::fs::metadata(&path).map(|m| m.len()).ok() != Some(bytes) {
+        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let mut data = Vec::with_capacity(bytes as usize);
+        for n in 0..TEST_DISK_SECTORS {
+            data.extend((0..512).map(|i| disk_pattern(n, i)));
+        }
+        // Written aside and renamed, so a concurrent run never sees half a disk.
+        let tmp = dir.join(format!("pattern-16m.img.{}", std::process::id()));
+        std::fs::write(&tmp, &data).with_context(|| format!("cannot write {}", tmp.display()))?;
+        std::fs::rename(&tmp, &path).with_context(|| format!("cannot create {}", path.display()))?;
+    }
+    Ok(Disk { path, serial: TEST_DISK_SERIAL.into(), snapshot: true })
 }
 
 /// The QEMU command line for `images` (run-qemu.sh builds the same one).
@@ -110,6 +164,15 @@ pub fn qemu_command(images: &Images, opts: &BootOptions) -> Result<Command> {
     }
     if let Some(cpu) = opts.cpu {
         cmd.arg("-cpu").arg(cpu);
+    }
+    for (i, d) in opts.disks.iter().enumerate() {
+        let snapshot = if d.snapshot { ",snapshot=on" } else { "" };
+        let path = d.path.display().to_string().replace(',', ",,");
+        cmd.arg("-drive").arg(format!("file={path},if=none,format=raw,id=disk{i}{snapshot}"));
+        cmd.arg("-device").arg(format!(
+            "virtio-blk-pci,drive=disk{i},disable-legacy=on,serial={}",
+            d.serial.replace(',', ",,")
+        ));
     }
     if let Some(port) = opts.gdb_port {
         cmd.arg("-S").arg("-gdb").arg(format!("tcp:127.0.0.1:{port}"));
@@ -310,10 +373,12 @@ pub fn run_tests_on(
     let mut results = BTreeMap::new();
     let mut stats = RunStats::default();
     let mut remaining: Vec<usize> = selection.to_vec();
+    let disk = test_disk()?;
     while !remaining.is_empty() {
         let run = remaining.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",");
         let mut opts = BootOptions::new(firmware, format!("mode=test run={run}"));
         opts.cpu = cpu;
+        opts.disks = vec![disk.clone()];
         let mut q = Qemu::spawn(images, &opts)?;
         stats.boots += 1;
         let mut current: Option<(usize, String)> = None;
@@ -387,6 +452,29 @@ pub fn run_tests_on(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn test_disk_has_the_pattern() {
+        let d = test_disk().unwrap();
+        let data = std::fs::read(&d.path).unwrap();
+        assert_eq!(data.len() as u64, TEST_DISK_SECTORS * 512);
+        for n in [0u64, 1, 258, TEST_DISK_SECTORS - 1] {
+            let s = &data[n as usize * 512..][..512];
+            assert_eq!(u64::from_le_bytes(s[..8].try_into().unwrap()), n, "sector {n} starts with its number");
+            assert!(s.iter().enumerate().all(|(i, &b)| b == disk_pattern(n, i)));
+        }
+    }
+
+    #[test]
+    fn disks_are_attached_as_modern_virtio_blk() {
+        let images = Images::for_kernel(Path::new("/nonexistent/kernel"));
+        let mut opts = BootOptions::new(Firmware::Bios, "mode=test");
+        opts.disks.push(Disk { path: "/tmp/a,b.img".into(), serial: "s1".into(), snapshot: true });
+        let cmd = qemu_command(&images, &opts).unwrap();
+        let args: Vec<String> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+        assert!(args.contains(&"file=/tmp/a,,b.img,if=none,format=raw,id=disk0,snapshot=on".to_string()), "{args:?}");
+        assert!(args.contains(&"virtio-blk-pci,drive=disk0,disable-legacy=on,serial=s1".to_string()), "{args:?}");
+    }
 
     #[test]
     fn protocol_lines_parse() {

@@ -3,6 +3,7 @@
 pub mod apic;
 pub mod cpu;
 pub mod gdt;
+pub mod ioapic;
 pub mod paging;
 pub mod trap;
 

@@ -65,6 +65,8 @@ pub const VEC_BREAKPOINT: u8 = 3;
 pub const VEC_DOUBLE_FAULT: u8 = 8;
 pub const VEC_PAGE_FAULT: u8 = 14;
 pub const VEC_TIMER: u8 = 32;
+/// Device interrupts routed through the I/O APIC (`crate::drivers`).
+pub const VEC_DEVICE: u8 = 48;
 pub const VEC_SPURIOUS: u8 = 255;
 
 /// Number of breakpoint (#BP) exceptions taken and returned from.
@@ -143,7 +145,7 @@ stubs! {
     err 17 vec17, noerr 18 vec18, noerr 19 vec19, noerr 20 vec20, err 21 vec21,
     noerr 22 vec22, noerr 23 vec23, noerr 24 vec24, noerr 25 vec25, noerr 26 vec26,
     noerr 27 vec27, noerr 28 vec28, err 29 vec29, err 30 vec30, noerr 31 vec31,
-    noerr 32 vec32, noerr 255 vec255,
+    noerr 32 vec32, noerr 48 vec48, noerr 255 vec255,
 }
 
 /// The page-fault entry. The CPU delivers #PF on its own IST stack, so that
@@ -313,6 +315,10 @@ extern "C" fn trap_dispatch(tf: &mut TrapFrame) {
             if tf.cs & 3 == 3 {
                 crate::process::check_signals();
             }
+        }
+        VEC_DEVICE => {
+            crate::drivers::interrupt();
+            super::apic::eoi();
         }
         VEC_SPURIOUS => {}
         VEC_PAGE_FAULT => {
