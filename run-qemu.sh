@@ -157,7 +157,8 @@ build_kernel() {
 # test and bench harnesses), else a fresh build of KERNEL_PROFILE.
 use_or_build_kernel() {
     if [ -n "${KERNEL_ELF:-}" ]; then
-        [ -f "$KERNEL_ELF-bios.img" ] || die "KERNEL_ELF=$KERNEL_ELF has no disk images next to it"
+        [ -f "$KERNEL_ELF-bios.img" ] && [ -f "$KERNEL_ELF-fs.img" ] \
+            || die "KERNEL_ELF=$KERNEL_ELF has no disk images next to it"
         return 0
     fi
     build_kernel "${KERNEL_PROFILE:-debug}"
@@ -173,6 +174,10 @@ qemu_args() {
         -m 128M
         -fw_cfg "name=opt/kernel/cmdline,string=${cmdline//,/,,}")
     [ "$firmware" = uefi ] && QEMU+=(-bios "$(ovmf_path)")
+    # The root filesystem (made by boot from rootfs/ and user/); a run's
+    # writes stay in a snapshot.
+    QEMU+=(-drive "file=$KERNEL_ELF-fs.img,if=none,format=raw,id=rootfs,snapshot=on"
+        -device "virtio-blk-pci,drive=rootfs,disable-legacy=on,serial=rootfs")
     local i=0 disk
     for disk in "${disks[@]}"; do
         if [ ! -e "$disk" ]; then

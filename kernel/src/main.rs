@@ -142,6 +142,7 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     time::init_wall_clock();
     drivers::init(phys_offset);
     x86_64::instructions::interrupts::enable();
+    mount_root();
 
     // Debug builds check the page invariants once the boot is complete.
     if cfg!(debug_assertions) {
@@ -157,6 +158,18 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
         Mode::Run => demo::run_program(),
     }
     qemu::exit(ExitCode::Success)
+}
+
+/// Mounts the root filesystem from the virtio disk with serial `rootfs`
+/// (run-qemu.sh and the test boots attach `kernel-fs.img` so), if there is one.
+fn mount_root() {
+    let Some(disk) = drivers::virtio_blk::by_serial("rootfs") else {
+        log::info!("vfs: no disk with serial \"rootfs\": no root filesystem");
+        return;
+    };
+    if let Err(e) = vfs::mount_root(alloc::boxed::Box::new(disk)) {
+        log::warn!("vfs: cannot mount the root filesystem: {e:?}");
+    }
 }
 
 /// A fixed-size buffer for formatting the panic message without the heap.

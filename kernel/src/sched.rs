@@ -464,6 +464,7 @@ pub fn exit() -> ! {
     for (id, t) in threads.iter_mut() {
         if t.state == State::Sleeping(chan) {
             t.state = State::Ready;
+            t.wake_at = 0;
             ready.push_back(*id);
         }
     }

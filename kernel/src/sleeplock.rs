@@ -39,7 +39,8 @@ impl<T> SleepLock<T> {
         self.locked
             .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
             .is_ok()
-            .then_some(SleepGuard { lock: self })
+            // Lazily: a guard made and dropped on failure would unlock.
+            .then(|| SleepGuard { lock: self })
     }
 
     /// Takes the lock, sleeping while another thread holds it.

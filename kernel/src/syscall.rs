@@ -293,6 +293,11 @@ const ARCH_GET_FS: u64 = 0x1003;
 /// out, a pending signal that terminates the process is acted on.
 extern "C" fn syscall_dispatch(tf: &mut TrapFrame) {
     use crate::{sys_file as file, sys_mem as mem, sys_proc as sys};
+    // System calls run with interrupts on, preemptible, as page faults do:
+    // they sleep for I/O, and the disk completes by interrupt. They are off
+    // again from the last line here to `sysretq` (the entry restores the
+    // user's stack pointer there).
+    x86_64::instructions::interrupts::enable();
     const AT_FDCWD: i64 = -100;
     let (nr, a0, a1, a2, a3, a4, a5) = (tf.rax, tf.rdi, tf.rsi, tf.rdx, tf.r10, tf.r8, tf.r9);
     let r: i64 = match nr {
@@ -369,6 +374,7 @@ extern "C" fn syscall_dispatch(tf: &mut TrapFrame) {
     };
     tf.rax = r as u64;
     crate::process::check_signals();
+    x86_64::instructions::interrupts::disable();
 }
 
 /// Logs an unimplemented system call, once per number.

@@ -45,7 +45,7 @@ pub fn images() -> Result<Images> {
         None => workspace_root().join("target/x86_64-unknown-none/debug/kernel"),
     };
     let images = Images::for_kernel(&elf);
-    for p in [&images.kernel, &images.bios, &images.uefi] {
+    for p in [&images.kernel, &images.bios, &images.uefi, &images.fs] {
         if !p.exists() {
             bail!("{} is missing: run `./run-qemu.sh test`, which builds the kernel and its images", p.display());
         }
@@ -105,6 +105,12 @@ pub struct Disk {
     pub serial: String,
     /// Writes go to a temporary overlay and never reach the file.
     pub snapshot: bool,
+}
+
+/// The root filesystem image (`kernel-fs.img`), as run-qemu.sh attaches it:
+/// serial `rootfs`, writes kept in a snapshot.
+pub fn rootfs_disk(images: &Images) -> Disk {
+    Disk { path: images.fs.clone(), serial: "rootfs".into(), snapshot: true }
 }
 
 /// Serial number of the pattern disk attached to every in-kernel test boot.
@@ -378,7 +384,7 @@ pub fn run_tests_on(
         let run = remaining.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",");
         let mut opts = BootOptions::new(firmware, format!("mode=test run={run}"));
         opts.cpu = cpu;
-        opts.disks = vec![disk.clone()];
+        opts.disks = vec![rootfs_disk(images), disk.clone()];
         let mut q = Qemu::spawn(images, &opts)?;
         stats.boots += 1;
         let mut current: Option<(usize, String)> = None;
