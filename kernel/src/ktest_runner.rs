@@ -115,8 +115,10 @@ fn elapsed_us() -> u64 {
     time::tsc_to_us(time::rdtsc().wrapping_sub(STARTED_TSC.load(Ordering::Relaxed)))
 }
 
-/// Free pages with the allocator's cache drained, so counts compare exactly.
+/// Free pages with the allocator's cache drained (and files nobody uses
+/// dropped from memory), so counts compare exactly.
 fn free_pages() -> u64 {
+    crate::vfs::drop_unused();
     crate::pmap::drain();
     vm::drain_caches();
     vm::try_global().map_or(0, |pm| pm.free_count())

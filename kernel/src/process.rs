@@ -911,6 +911,14 @@ mod tests {
         assert_eq!(run_bin("files", &["/tmp"]), Status::Exited(0));
     }
 
+    /// File mappings through the vnode pager: shared writes reach the file,
+    /// private ones do not, write() is seen through a mapping, SIGBUS past
+    /// the end and after a truncation: user/mapfile.c.
+    #[ktest(timeout = 60)]
+    fn file_mappings() {
+        assert_eq!(run_bin("mapfile", &["/tmp"]), Status::Exited(0));
+    }
+
     /// init runs a program as its child and exits with its status, the
     /// shell's way for a killed one.
     #[ktest(timeout = 60)]

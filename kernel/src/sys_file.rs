@@ -116,12 +116,12 @@ pub fn openat(dirfd: i64, path: u64, flags: u64, mode: u64) -> i64 {
             if !is_dir && flags & O_DIRECTORY != 0 {
                 return Err(ENOTDIR);
             }
-            if !is_dir && writable && flags & O_TRUNC != 0 {
-                fs.truncate(ino, 0).map_err(|e| -fs_err(e))?;
-            }
-            (ino, is_dir)
+            (ino, is_dir, st.size)
         };
-        let f = OpenFile::open(ino.0, ino.1, readable, writable, flags & O_APPEND != 0);
+        let f = OpenFile::open(ino.0, ino.1, ino.2, readable, writable, flags & O_APPEND != 0).map_err(|e| -fs_err(e))?;
+        if let (Some(v), true) = (&f.vnode, writable && flags & O_TRUNC != 0) {
+            truncate(v, 0)?;
+        }
         current()?.add_file(f, flags & O_CLOEXEC != 0, 0).map(|fd| fd as i64).ok_or(EMFILE)
     })();
     r.unwrap_or_else(|e| -e)
@@ -144,8 +144,22 @@ pub fn close(fd: u64) -> i64 {
     }
 }
 
-/// Reads from `f` at `off` into user memory at `buf`.
-fn file_read(ino: Ino, off: u64, buf: u64, count: u64) -> Result<u64, i64> {
+/// Truncates (or extends) the file of `v` to `len` bytes: its dirty pages
+/// are written back first, and the pages past the new end (with the one it
+/// falls in) leave its object and every mapping.
+fn truncate(v: &vfs::Vnode, len: u64) -> Result<(), i64> {
+    v.flush(0, u64::MAX).map_err(|e| -fs_err(e))?;
+    mount()?.fs.lock().truncate(v.ino, len).map_err(|e| -fs_err(e))?;
+    v.set_size(len);
+    v.invalidate(len & !4095, u64::MAX);
+    Ok(())
+}
+
+/// Reads from the file of `v` at `off` into user memory at `buf`: pages
+/// written through a mapping are written back first.
+fn file_read(v: &vfs::Vnode, off: u64, buf: u64, count: u64) -> Result<u64, i64> {
+    v.flush(off, off.saturating_add(count)).map_err(|e| -fs_err(e))?;
+    let ino = v.ino;
     let m = mount()?;
     let mut kbuf = Vec::new();
     kbuf.try_reserve_exact(CHUNK).map_err(|_| ENOMEM)?;
@@ -168,8 +182,22 @@ fn file_read(ino: Ino, off: u64, buf: u64, count: u64) -> Result<u64, i64> {
     Ok(done)
 }
 
-/// Writes user memory at `buf` to `f` at `off`.
-fn file_write(ino: Ino, off: u64, buf: u64, count: u64) -> Result<u64, i64> {
+/// Writes user memory at `buf` to the file of `v` at `off`; the resident
+/// pages of the range are written back before and dropped after, so every
+/// mapping sees the new data.
+fn file_write(v: &vfs::Vnode, off: u64, buf: u64, count: u64) -> Result<u64, i64> {
+    let end = off.saturating_add(count);
+    v.flush(off, end).map_err(|e| -fs_err(e))?;
+    let r = file_write_through(v.ino, off, buf, count);
+    if let Ok(n) = r {
+        let size = v.size.load(core::sync::atomic::Ordering::Acquire);
+        v.set_size(size.max(off + n));
+    }
+    v.invalidate(off, end);
+    r
+}
+
+fn file_write_through(ino: Ino, off: u64, buf: u64, count: u64) -> Result<u64, i64> {
     let m = mount()?;
     let mut kbuf = Vec::new();
     kbuf.try_reserve_exact(CHUNK).map_err(|_| ENOMEM)?;
@@ -202,9 +230,10 @@ pub fn read(fd: u64, buf: u64, count: u64) -> i64 {
         match f.kind {
             FileKind::Console => Ok(crate::sys_proc::console_read(buf, count)),
             FileKind::Dir(_) => Err(EISDIR),
-            FileKind::File(ino) => {
+            FileKind::File(_) => {
+                let v = f.vnode.as_ref().ok_or(EBADF)?;
                 let mut off = f.offset.lock();
-                let n = file_read(ino, *off, buf, count)?;
+                let n = file_read(v, *off, buf, count)?;
                 *off += n;
                 Ok(n as i64)
             }
@@ -223,12 +252,13 @@ pub fn write(fd: u64, buf: u64, count: u64) -> i64 {
         match f.kind {
             FileKind::Console => Ok(crate::sys_proc::console_write(buf, count)),
             FileKind::Dir(_) => Err(EISDIR),
-            FileKind::File(ino) => {
+            FileKind::File(_) => {
+                let v = f.vnode.as_ref().ok_or(EBADF)?;
                 let mut off = f.offset.lock();
                 if f.append {
-                    *off = mount()?.fs.lock().stat(ino).map_err(|e| -fs_err(e))?.size;
+                    *off = v.size.load(core::sync::atomic::Ordering::Acquire);
                 }
-                let n = file_write(ino, *off, buf, count)?;
+                let n = file_write(v, *off, buf, count)?;
                 *off += n;
                 Ok(n as i64)
             }
@@ -247,17 +277,19 @@ pub fn pread_pwrite(fd: u64, buf: u64, count: u64, offset: u64, writing: bool) -
         match f.kind {
             FileKind::Console => Err(ESPIPE),
             FileKind::Dir(_) => Err(EISDIR),
-            FileKind::File(ino) if writing => {
-                if !f.writable {
-                    return Err(EBADF);
+            FileKind::File(_) => {
+                let v = f.vnode.as_ref().ok_or(EBADF)?;
+                if writing {
+                    if !f.writable {
+                        return Err(EBADF);
+                    }
+                    Ok(file_write(v, offset, buf, count)? as i64)
+                } else {
+                    if !f.readable {
+                        return Err(EBADF);
+                    }
+                    Ok(file_read(v, offset, buf, count)? as i64)
                 }
-                Ok(file_write(ino, offset, buf, count)? as i64)
-            }
-            FileKind::File(ino) => {
-                if !f.readable {
-                    return Err(EBADF);
-                }
-                Ok(file_read(ino, offset, buf, count)? as i64)
             }
         }
     })();
@@ -279,7 +311,10 @@ pub fn lseek(fd: u64, offset: i64, whence: u64) -> i64 {
         let base = match whence {
             SEEK_SET => 0,
             SEEK_CUR => *off as i64,
-            SEEK_END => mount()?.fs.lock().stat(ino).map_err(|e| -fs_err(e))?.size as i64,
+            SEEK_END => match &f.vnode {
+                Some(v) => v.size.load(core::sync::atomic::Ordering::Acquire) as i64,
+                None => mount()?.fs.lock().stat(ino).map_err(|e| -fs_err(e))?.size as i64,
+            },
             _ => return Err(EINVAL),
         };
         let new = base.checked_add(offset).filter(|n| *n >= 0).ok_or(EINVAL)?;
@@ -372,8 +407,8 @@ pub fn ftruncate(fd: u64, len: i64) -> i64 {
             return Err(EINVAL);
         }
         match f.kind {
-            FileKind::File(ino) if f.writable => {
-                mount()?.fs.lock().truncate(ino, len as u64).map_err(|e| -fs_err(e))?;
+            FileKind::File(_) if f.writable => {
+                truncate(f.vnode.as_ref().ok_or(EBADF)?, len as u64)?;
                 Ok(0)
             }
             FileKind::Dir(_) => Err(EISDIR),
@@ -413,11 +448,14 @@ pub fn unlinkat(dirfd: i64, path: u64, flags: u64) -> i64 {
     r.unwrap_or_else(|e| -e)
 }
 
-/// `fsync(fd)` / `fdatasync(fd)`: the filesystem's metadata reaches the
-/// disk (file data is written through).
+/// `fsync(fd)` / `fdatasync(fd)`: pages written through mappings, then the
+/// filesystem's metadata, reach the disk.
 pub fn fsync(fd: u64) -> i64 {
     let r = (|| -> Result<i64, i64> {
         let f = file(fd)?;
+        if let Some(v) = &f.vnode {
+            v.flush(0, u64::MAX).map_err(|e| -fs_err(e))?;
+        }
         match f.ino() {
             Some(ino) => mount()?.fs.lock().fsync(ino).map_err(|e| -fs_err(e))?,
             None => return Err(EINVAL),

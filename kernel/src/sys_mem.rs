@@ -82,19 +82,29 @@ pub fn brk(addr: u64) -> i64 {
 }
 
 /// `mmap(addr, len, prot, flags, fd, off)`, anonymous mappings.
-pub fn mmap(addr: u64, len: u64, prot_bits: u64, flags: u64, _fd: u64, off: u64) -> i64 {
+pub fn mmap(addr: u64, len: u64, prot_bits: u64, flags: u64, fd: u64, off: u64) -> i64 {
     let Some(prot) = prot(prot_bits) else { return -EINVAL };
     let kind = flags & (MAP_SHARED | MAP_PRIVATE);
     if len == 0 || kind == 0 || kind == (MAP_SHARED | MAP_PRIVATE) || flags & !MAP_KNOWN != 0 {
         return -EINVAL;
     }
-    if flags & MAP_ANONYMOUS == 0 {
-        // File mappings arrive with the vnode pager.
-        return -ENODEV;
-    }
     if off % PAGE != 0 {
         return -EINVAL;
     }
+    // A file mapping: the vnode's object, shared, or private (copy on write).
+    let file = if flags & MAP_ANONYMOUS == 0 {
+        let Some(f) = process::current().and_then(|p| p.file(fd)) else { return -EBADF };
+        let Some(v) = f.vnode.clone() else { return -ENODEV };
+        if !f.readable || (kind == MAP_SHARED && prot.contains(Prot::WRITE) && !f.writable) {
+            return -EACCES;
+        }
+        // A shared mapping of a file opened read-only can never be made
+        // writable; a private one can (its writes stay private).
+        let max = if kind == MAP_SHARED && !f.writable { Prot::READ | Prot::EXEC } else { Prot::ALL };
+        Some((v, max))
+    } else {
+        None
+    };
     let Some(len) = page_up(len).filter(|l| *l < USER_END) else { return -ENOMEM };
     let fixed = flags & (MAP_FIXED | MAP_FIXED_NOREPLACE) != 0;
     if fixed && (addr % PAGE != 0 || addr.checked_add(len).is_none_or(|e| e > USER_END) || addr == 0) {
@@ -134,7 +144,18 @@ pub fn mmap(addr: u64, len: u64, prot_bits: u64, flags: u64, _fd: u64, off: u64)
                 None => return -ENOMEM,
             }
         };
-        match map.map(Some(at), len, prot, Prot::ALL, inherit, None, false) {
+        let mapped = match &file {
+            Some((v, max)) => {
+                v.object.reference();
+                let r = map.map(Some(at), len, prot, *max, inherit, Some((v.object.clone(), off / PAGE)), kind == MAP_PRIVATE);
+                if r.is_err() {
+                    v.object.clone().deallocate();
+                }
+                r
+            }
+            None => map.map(Some(at), len, prot, Prot::ALL, inherit, None, false),
+        };
+        match mapped {
             Ok(a) => a,
             Err(MapError::Overlap) => return -EEXIST,
             Err(_) => return -ENOMEM,
@@ -460,6 +481,27 @@ pub fn msync(addr: u64, len: u64, flags: u64) -> i64 {
     if flags & MS_INVALIDATE != 0 && space.map.lock().entries().any(|e| e.start < end && e.end > start && e.wired_count > 0)
     {
         return -EBUSY;
+    }
+    // Shared file mappings: their dirty pages go back to the file (MS_ASYNC
+    // too: the write is not deferred).
+    let shared: alloc::vec::Vec<(Arc<vm::object::VmObject>, u64, u64)> = space
+        .map
+        .lock()
+        .entries()
+        .filter(|e| e.start < end && e.end > start && !e.cow && e.inherit == Inherit::Share)
+        .filter_map(|e| {
+            let o = e.object.clone()?;
+            let first = e.offset + (e.start.max(start) - e.start) / PAGE;
+            let last = e.offset + (e.end.min(end) - e.start) / PAGE;
+            Some((o, first, last))
+        })
+        .collect();
+    for (object, first, last) in shared {
+        if let Some(v) = crate::vfs::vnode_of(&object) {
+            if v.flush(first * PAGE, last * PAGE).is_err() {
+                return -EIO;
+            }
+        }
     }
     0
 }
