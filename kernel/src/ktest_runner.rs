@@ -108,6 +108,7 @@ pub fn run(selection: Option<&[usize]>) -> ! {
         }
     }
     kprintln!("ktest: done {} run, {failed} failed", selection.len());
+    crate::vfs::sync_all();
     qemu::exit(if failed == 0 { ExitCode::Success } else { ExitCode::Failure })
 }
 

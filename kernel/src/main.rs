@@ -157,6 +157,8 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
         Mode::Bench => bench::run(),
         Mode::Run => demo::run_program(),
     }
+    // Power off as from an unmount: every dirty page and block on the disk.
+    vfs::sync_all();
     qemu::exit(ExitCode::Success)
 }
 

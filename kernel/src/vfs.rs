@@ -312,6 +312,24 @@ pub fn vnode_of(object: &Arc<VmObject>) -> Option<Arc<Vnode>> {
     vnodes.values().find(|v| Arc::ptr_eq(&v.object, object)).cloned()
 }
 
+/// Writes everything back: the dirty pages of every vnode, then the
+/// filesystem's metadata, marking it clean (before power-off).
+pub fn sync_all() {
+    let Some(m) = root() else { return };
+    let vnodes: Vec<Arc<Vnode>> = m.vnodes.lock().values().cloned().collect();
+    for v in vnodes {
+        if !v.unlinked.load(Ordering::Acquire) {
+            if let Err(e) = v.flush(0, u64::MAX) {
+                log::warn!("vfs: writing back inode {}: {e:?}", v.ino);
+            }
+        }
+    }
+    m.drop_unused();
+    if let Err(e) = m.fs.lock().sync() {
+        log::warn!("vfs: sync: {e:?}");
+    }
+}
+
 /// Drops unused vnodes and their pages (the test runner calls this before
 /// it counts free pages).
 pub fn drop_unused() {
@@ -336,4 +354,61 @@ pub fn read_whole(path: &[u8], limit: usize) -> Result<crate::bytes::AlignedByte
     let n = fs.read(ino, 0, buf.as_mut_slice())?;
     buf.truncate(n);
     Ok(buf)
+}
+
+mod tests {
+    use ktest::ktest;
+    use vm::map::Inherit;
+    use vm::pmap::Prot;
+
+    use super::*;
+
+    /// The file the host checks after a boot on a copy of the image
+    /// (tests/tests/kernel.rs, fs::kernel_writes_reach_the_image).
+    const HOST_CHECKED: &[u8] = b"/tmp/written-by-the-kernel";
+
+    /// Writes a file through the filesystem and then through a shared
+    /// mapping of its vnode; power-off (sync_all) must bring both to disk.
+    #[ktest]
+    fn writes_through_a_mapping_reach_the_disk() {
+        let m = root().expect("no root filesystem");
+        let (dir, name) = (b"/tmp", b"written-by-the-kernel");
+        let ino = {
+            let mut fs = m.fs.lock();
+            let dir = fs.lookup(dir).unwrap();
+            let _ = fs.unlink(dir, name);
+            let ino = fs.create(dir, name, 0o644).unwrap();
+            let text: Vec<u8> = (0..2 * PAGE).map(|i| b'a' + (i % 26) as u8).collect();
+            fs.write(ino, 0, &text).unwrap();
+            ino
+        };
+        assert_eq!(m.fs.lock().lookup(HOST_CHECKED).unwrap(), ino);
+        let v = m.vnode(ino, 2 * PAGE).unwrap();
+        let space = crate::vmspace::AddressSpace::new().unwrap();
+        v.object.reference();
+        let a = space
+            .map
+            .lock()
+            .map(None, 2 * PAGE, Prot::RW, Prot::ALL, Inherit::Share, Some((v.object.clone(), 0)), false)
+            .unwrap();
+        {
+            let _on = space.activate();
+            // SAFETY: mapped shared read-write in the active space.
+            unsafe {
+                assert_eq!((a as *const u8).read_volatile(), b'a', "the mapping reads the file");
+                (a as *mut u8).write_volatile(b'M');
+                ((a + PAGE + 1) as *mut u8).write_volatile(b'N');
+            }
+        }
+        drop(space);
+        // Until written back, the file still has the old bytes on disk.
+        let mut b = [0u8; 1];
+        m.fs.lock().read(ino, 0, &mut b).unwrap();
+        assert_eq!(b[0], b'a');
+        v.flush(0, u64::MAX).unwrap();
+        m.fs.lock().read(ino, PAGE + 1, &mut b).unwrap();
+        assert_eq!(b[0], b'N', "flush wrote the mapped page back");
+        drop(v);
+        m.drop_unused();
+    }
 }

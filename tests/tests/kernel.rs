@@ -98,6 +98,12 @@ fn main() {
     let i = images.clone();
     trials.push(Trial::test("run::a_host_program_and_its_status", move || run_program(&i)).with_kind("host"));
     let i = images.clone();
+    let writer = kernel_tests.iter().find(|t| t.name == "kernel::vfs::writes_through_a_mapping_reach_the_disk").map(|t| t.index);
+    trials.push(
+        Trial::test("fs::kernel_writes_reach_the_image", move || kernel_writes_reach_the_image(&i, writer))
+            .with_kind("host"),
+    );
+    let i = images.clone();
     let on_max: Vec<usize> = kernel_tests
         .iter()
         .filter(|t| t.name.starts_with("kernel::process::") || t.name.starts_with("kernel::arch::cpu::"))
@@ -194,6 +200,47 @@ fn cpu_max(images: &Images, tests: &[tests::TestInfo], selection: &[usize]) -> R
     if !failed.is_empty() {
         return Err(format!("under -cpu max:\n{}", failed.join("\n")).into());
     }
+    Ok(())
+}
+
+/// The kernel writes a file (through the filesystem and a shared mapping) on
+/// a copy of the root image and powers off; the host then finds the image
+/// clean (`e2fsck -fn`) and the file's bytes as the kernel left them
+/// (`debugfs`).
+fn kernel_writes_reach_the_image(images: &Images, test: Option<usize>) -> Result<(), Failed> {
+    let test = test.ok_or("kernel::vfs::writes_through_a_mapping_reach_the_disk is missing")?;
+    let dir = std::env::temp_dir().join(format!("bsdvm-fs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let image = dir.join("fs.img");
+    std::fs::copy(&images.fs, &image)?;
+    let mut opts = BootOptions::new(Firmware::Bios, format!("mode=test run={test}"));
+    opts.disks = vec![tests::Disk { path: image.clone(), serial: "rootfs".into(), snapshot: false }];
+    let mut q = Qemu::spawn(images, &opts)?;
+    let status = q.wait_exit(BOOT_TIMEOUT)?;
+    if status != EXIT_SUCCESS || !q.transcript.contains("ktest: ok") {
+        return Err(format!("the writing test failed (status {status}):\n{}", q.transcript).into());
+    }
+    let fsck = Command::new("e2fsck").arg("-fn").arg(&image).output()?;
+    if !fsck.status.success() {
+        return Err(format!(
+            "e2fsck -fn finds the image unclean:\n{}{}",
+            String::from_utf8_lossy(&fsck.stdout),
+            String::from_utf8_lossy(&fsck.stderr)
+        )
+        .into());
+    }
+    let cat = Command::new("debugfs").arg("-R").arg("cat /tmp/written-by-the-kernel").arg(&image).output()?;
+    let want: Vec<u8> = (0..8192u32)
+        .map(|i| match i {
+            0 => b'M',
+            4097 => b'N',
+            _ => b'a' + (i % 26) as u8,
+        })
+        .collect();
+    if cat.stdout != want {
+        return Err(format!("debugfs reads {} bytes, not what the kernel wrote", cat.stdout.len()).into());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
 
