@@ -1,5 +1,7 @@
 //! Program images: bytes in an 8-byte aligned buffer (the ELF parser reads
-//! headers in place), either built into the kernel or read at run time.
+//! headers in place), built into the kernel or handed in by the host; or a
+//! file, of which only the headers are read and the rest is paged in from
+//! its vnode.
 
 use alloc::sync::Arc;
 use alloc::vec::Vec;
@@ -43,19 +45,44 @@ impl AlignedBytes {
     }
 }
 
-/// A program's bytes: built into the kernel, or read from a file and shared
-/// by everything that maps them (freed with the last user).
+/// A program: its bytes, built into the kernel, or a file on the root
+/// filesystem (with its first bytes, which hold the ELF headers).
 #[derive(Clone)]
 pub enum Image {
     Static(&'static [u8]),
-    Shared(Arc<AlignedBytes>),
+    File { vnode: Arc<crate::vfs::Vnode>, head: Arc<AlignedBytes>, len: u64 },
 }
 
 impl Image {
+    /// The bytes in memory: all of them, or a file's head.
     pub fn bytes(&self) -> &[u8] {
         match self {
             Image::Static(b) => b,
-            Image::Shared(b) => b.as_slice(),
+            Image::File { head, .. } => head.as_slice(),
+        }
+    }
+
+    /// The program's size in bytes.
+    pub fn len(&self) -> u64 {
+        match self {
+            Image::Static(b) => b.len() as u64,
+            Image::File { len, .. } => *len,
+        }
+    }
+
+    /// Copies bytes `[off, off + buf.len())` of the program into `buf`.
+    pub fn read_at(&self, off: u64, buf: &mut [u8]) -> Result<(), ()> {
+        match self {
+            Image::Static(b) => {
+                let src = b.get(off as usize..off as usize + buf.len()).ok_or(())?;
+                buf.copy_from_slice(src);
+                Ok(())
+            }
+            Image::File { vnode, .. } => {
+                let m = crate::vfs::root().ok_or(())?;
+                let n = m.fs.lock().read(vnode.ino, off, buf).map_err(|_| ())?;
+                if n == buf.len() { Ok(()) } else { Err(()) }
+            }
         }
     }
 }

@@ -60,9 +60,9 @@ fn segments<'a>(elf: &'a ElfFile<'a>) -> impl Iterator<Item = ProgramHeader<'a>>
     elf.program_iter().filter(|p| matches!(p.get_type(), Ok(Type::Load)))
 }
 
-/// Checks that `image` is a static x86_64 executable whose segments fit below
-/// the stack.
-pub fn check(image: &[u8]) -> Result<(), ElfError> {
+/// Checks that the program whose first bytes are `image` (of `len` bytes in
+/// all) is a static x86_64 executable whose segments fit below the stack.
+pub fn check(image: &[u8], len: u64) -> Result<(), ElfError> {
     let elf = ElfFile::new(image).map_err(|_| ElfError::NotElf)?;
     let h = &elf.header.pt2;
     if !matches!(h.type_().as_type(), ElfType::Executable) || !matches!(h.machine().as_machine(), Machine::X86_64) {
@@ -75,7 +75,7 @@ pub fn check(image: &[u8]) -> Result<(), ElfError> {
     for seg in segments(&elf) {
         let end = seg.virtual_addr().checked_add(seg.mem_size()).ok_or(ElfError::BadSegment)?;
         let file_end = seg.offset().checked_add(seg.file_size()).ok_or(ElfError::BadSegment)?;
-        if end > limit || seg.virtual_addr() < 0x1000 || seg.file_size() > seg.mem_size() || file_end > image.len() as u64 {
+        if end > limit || seg.virtual_addr() < 0x1000 || seg.file_size() > seg.mem_size() || file_end > len {
             return Err(ElfError::BadSegment);
         }
     }
@@ -132,7 +132,7 @@ impl vm::object::Pager for ImagePager {
 /// current thread's address space.
 pub fn load(space: &AddressSpace, program: &crate::bytes::Image) -> Result<Loaded, ElfError> {
     let image = program.bytes();
-    check(image)?;
+    check(image, program.len())?;
     let elf = ElfFile::new(image).map_err(|_| ElfError::NotElf)?;
     let h = &elf.header.pt2;
     let mut end = 0;
@@ -156,16 +156,27 @@ pub fn load(space: &AddressSpace, program: &crate::bytes::Image) -> Result<Loade
     if mappable {
         map_segments(space, &elf, program)?;
     } else {
-        copy_segments(space, &elf, image)?;
+        copy_segments(space, &elf, program)?;
     }
     Ok(Loaded { entry: h.entry_point(), end, phdr, phnum: h.ph_count() as u64, phent: h.ph_entry_size() as u64 })
 }
 
 /// Maps every segment from an image object (see the module comment).
 fn map_segments(space: &AddressSpace, elf: &ElfFile<'_>, program: &crate::bytes::Image) -> Result<(), ElfError> {
-    let size = (program.bytes().len() as u64).div_ceil(PAGE);
-    let object = VmObject::try_new(ObjectKind::Vnode, size, vm::kernel_env()).map_err(|_| ElfError::NoMemory)?;
-    object.lock().set_pager(Arc::new(ImagePager { image: program.clone() }));
+    // A file's own object (its pages are shared with every other use of
+    // the file), or an image object over the bytes in memory.
+    let object = match program {
+        crate::bytes::Image::File { vnode, .. } => {
+            vnode.object.reference();
+            vnode.object.clone()
+        }
+        crate::bytes::Image::Static(_) => {
+            let size = program.len().div_ceil(PAGE);
+            let object = VmObject::try_new(ObjectKind::Vnode, size, vm::kernel_env()).map_err(|_| ElfError::NoMemory)?;
+            object.lock().set_pager(Arc::new(ImagePager { image: program.clone() }));
+            object
+        }
+    };
     let result = (|| {
         for seg in segments(elf) {
             let prot = seg_prot(&seg);
@@ -210,7 +221,7 @@ fn map_segments(space: &AddressSpace, elf: &ElfFile<'_>, program: &crate::bytes:
 
 /// Loads the segments by copying into anonymous memory: for images whose
 /// segments share pages. Shared pages get the union of the protections.
-fn copy_segments(space: &AddressSpace, elf: &ElfFile<'_>, image: &[u8]) -> Result<(), ElfError> {
+fn copy_segments(space: &AddressSpace, elf: &ElfFile<'_>, program: &crate::bytes::Image) -> Result<(), ElfError> {
     let mut pages: Vec<(u64, Prot)> = Vec::new();
     for seg in segments(elf) {
         let prot = seg_prot(&seg);
@@ -229,11 +240,15 @@ fn copy_segments(space: &AddressSpace, elf: &ElfFile<'_>, image: &[u8]) -> Resul
     for &(p, _) in &pages {
         space.map.lock().map(Some(p), PAGE, Prot::RW, Prot::ALL, Inherit::Copy, None, false).map_err(|_| ElfError::NoMemory)?;
     }
+    let mut chunk = [0u8; 512];
     for seg in segments(elf) {
-        let off = seg.offset() as usize;
-        let len = seg.file_size() as usize;
-        let bytes = image.get(off..off + len).ok_or(ElfError::BadSegment)?;
-        copy_to_user(seg.virtual_addr(), bytes).map_err(|_| ElfError::Fault)?;
+        let mut done = 0;
+        while done < seg.file_size() {
+            let n = (seg.file_size() - done).min(chunk.len() as u64) as usize;
+            program.read_at(seg.offset() + done, &mut chunk[..n]).map_err(|_| ElfError::BadSegment)?;
+            copy_to_user(seg.virtual_addr() + done, &chunk[..n]).map_err(|_| ElfError::Fault)?;
+            done += n as u64;
+        }
     }
     for &(p, prot) in &pages {
         space.map.lock().protect(p, p + PAGE, prot).map_err(|_| ElfError::BadSegment)?;

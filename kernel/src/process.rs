@@ -332,7 +332,7 @@ fn load_image(space: &AddressSpace, exec: &Exec) -> Result<(u64, u64, u64), crat
 /// `parent` (None: of the kernel).
 pub fn spawn_exec(name: &str, exec: Exec, parent: Option<&Arc<Process>>) -> Result<Arc<Process>, SpawnError> {
     // Check the image before a thread exists, so a bad one is an error here.
-    crate::elf::check(exec.image.bytes()).map_err(SpawnError::Load)?;
+    crate::elf::check(exec.image.bytes(), exec.image.len()).map_err(SpawnError::Load)?;
     let proc = Arc::new(Process::new(parent, name));
     *proc.space.lock() = Some(new_space()?);
     let p = proc.clone();
@@ -383,7 +383,7 @@ pub fn start_init(argv: &[&str]) -> Result<Arc<Process>, SpawnError> {
 /// to its entry. On failure nothing has changed.
 pub fn exec(tf: &mut crate::arch::trap::TrapFrame, name: &str, exec: Exec) -> Result<(), SpawnError> {
     let me = current().ok_or(SpawnError::NoMemory)?;
-    crate::elf::check(exec.image.bytes()).map_err(SpawnError::Load)?;
+    crate::elf::check(exec.image.bytes(), exec.image.len()).map_err(SpawnError::Load)?;
     let old = me.space().ok_or(SpawnError::NoMemory)?;
     let space = new_space()?;
     sched::set_address_space(space.pmap.root(), Arc::as_ptr(&space) as usize);
@@ -917,6 +917,23 @@ mod tests {
     #[ktest(timeout = 60)]
     fn file_mappings() {
         assert_eq!(run_bin("mapfile", &["/tmp"]), Status::Exited(0));
+    }
+
+    /// A program on the root filesystem runs from its file's own pages: the
+    /// loader maps the vnode's object, and the text comes in by faults
+    /// through the vnode pager (only the pages touched).
+    #[ktest(timeout = 60)]
+    fn programs_are_paged_in_from_their_file() {
+        let image = crate::vfs::program(b"/bin/hello").expect("/bin/hello on the root filesystem");
+        let crate::bytes::Image::File { vnode, len, .. } = &image else { panic!("not a file image") };
+        let (vnode, len) = (vnode.clone(), *len);
+        assert_eq!(vnode.object.lock().resident(), 0, "nothing read yet but the headers");
+        let exec = Exec { image, argv: alloc::vec![b"hello".to_vec()], envp: Vec::new() };
+        let p = spawn_exec("hello", exec, None).unwrap();
+        assert_eq!(p.wait(), Status::Exited(42));
+        let resident = vnode.object.lock().resident() as u64;
+        assert!(resident > 0, "the program's pages came from its vnode");
+        assert!(resident < len.div_ceil(4096), "only the pages touched: {resident} of {}", len.div_ceil(4096));
     }
 
     /// init runs a program as its child and exits with its status, the

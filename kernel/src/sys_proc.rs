@@ -206,14 +206,12 @@ pub fn execve(tf: &mut TrapFrame, path: u64, argv: u64, envp: u64) -> i64 {
         return -ENOENT;
     }
     // The filesystem first; then the programs built into the kernel.
-    let image = match crate::vfs::read_whole(path.as_bytes(), 4 << 20) {
-        Ok(bytes) => crate::bytes::Image::Shared(alloc::sync::Arc::new(bytes)),
+    let image = match crate::vfs::program(path.as_bytes()) {
+        Ok(image) => image,
         Err(e) => match crate::programs::lookup(&path) {
             Some(b) => crate::bytes::Image::Static(b),
             None if e == pager::ext2::FsError::NotFound || crate::vfs::root().is_none() => return -ENOENT,
-            // Too large for the kernel heap (until the vnode pager pages
-            // programs in from the file).
-            None if matches!(e, pager::ext2::FsError::NoSpace | pager::ext2::FsError::FileTooBig) => return -ENOMEM,
+            None if e == pager::ext2::FsError::NoSpace => return -ENOMEM,
             None => return -(e.errno() as i64),
         },
     };

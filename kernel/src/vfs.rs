@@ -338,22 +338,28 @@ pub fn drop_unused() {
     }
 }
 
-/// Reads the whole regular file at `path` (for `execve`).
-pub fn read_whole(path: &[u8], limit: usize) -> Result<crate::bytes::AlignedBytes, FsError> {
+/// The program at `path` for `execve`: its vnode (the loader maps its
+/// pages from the vnode's object, so text is paged in on demand) and its
+/// first bytes, which hold the ELF headers.
+pub fn program(path: &[u8]) -> Result<crate::bytes::Image, FsError> {
+    /// Enough for the ELF header and the program headers of any sane binary.
+    const HEAD: u64 = 16 * 1024;
     let m = root().ok_or(FsError::NotFound)?;
-    let mut fs = m.fs.lock();
-    let ino = fs.lookup(path)?;
-    let st = fs.stat(ino)?;
+    let (ino, st) = {
+        let mut fs = m.fs.lock();
+        let ino = fs.lookup(path)?;
+        (ino, fs.stat(ino)?)
+    };
     if st.mode & 0o170000 != 0o100000 {
         return Err(FsError::IsDir);
     }
-    if st.size as usize > limit {
-        return Err(FsError::FileTooBig);
-    }
-    let mut buf = crate::bytes::AlignedBytes::zeroed(st.size as usize).ok_or(FsError::NoSpace)?;
-    let n = fs.read(ino, 0, buf.as_mut_slice())?;
-    buf.truncate(n);
-    Ok(buf)
+    let vnode = m.vnode(ino, st.size)?;
+    // The head through the vnode's own coherence rule: mapped writes first.
+    vnode.flush(0, HEAD)?;
+    let mut head = crate::bytes::AlignedBytes::zeroed(st.size.min(HEAD) as usize).ok_or(FsError::NoSpace)?;
+    let n = m.fs.lock().read(ino, 0, head.as_mut_slice())?;
+    head.truncate(n);
+    Ok(crate::bytes::Image::File { vnode, head: Arc::new(head), len: st.size })
 }
 
 mod tests {
