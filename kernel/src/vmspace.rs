@@ -27,7 +27,8 @@ pub struct AddressSpace {
 static CURRENT: AtomicPtr<AddressSpace> = AtomicPtr::new(core::ptr::null_mut());
 /// Page faults resolved by the VM. (A)
 pub static FAULTS: AtomicU64 = AtomicU64::new(0);
-/// TSC cycles spent inside `vm::fault` for them. (A)
+/// TSC cycles spent inside `vm::fault` for them, counted only while the
+/// fault steps are timed (`vm::fault::set_step_clock`). (A)
 pub static FAULT_TSC: AtomicU64 = AtomicU64::new(0);
 
 impl AddressSpace {
@@ -101,9 +102,15 @@ pub fn page_fault(tf: &TrapFrame, cr2: u64) -> Result<(), Option<FaultError>> {
     if reenable {
         x86_64::instructions::interrupts::enable();
     }
-    let t0 = crate::time::rdtsc();
-    let r = fault(&space.map, cr2, access, false);
-    FAULT_TSC.fetch_add(crate::time::rdtsc() - t0, Ordering::Relaxed);
+    let r = match vm::fault::step_clock() {
+        None => fault(&space.map, cr2, access, false),
+        Some(clock) => {
+            let t0 = clock();
+            let r = fault(&space.map, cr2, access, false);
+            FAULT_TSC.fetch_add(clock() - t0, Ordering::Relaxed);
+            r
+        }
+    };
     if reenable {
         x86_64::instructions::interrupts::disable();
     }
