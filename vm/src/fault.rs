@@ -93,6 +93,8 @@ pub struct StepTimes {
     pub cow: AtomicU64,
     pub enter: AtomicU64,
     pub finish: AtomicU64,
+    /// Of `find_page` and `cow`: zeroing and copying page contents.
+    pub fill: AtomicU64,
 }
 
 pub static STEP_TIMES: StepTimes = StepTimes {
@@ -101,6 +103,7 @@ pub static STEP_TIMES: StepTimes = StepTimes {
     cow: AtomicU64::new(0),
     enter: AtomicU64::new(0),
     finish: AtomicU64::new(0),
+    fill: AtomicU64::new(0),
 };
 
 /// The clock that times the steps, as a `fn() -> u64` address; 0 when step
@@ -122,6 +125,18 @@ pub fn step_clock() -> Option<fn() -> u64> {
         // SAFETY: non-zero values are `fn() -> u64` pointers stored by
         // `set_step_clock`.
         c => Some(unsafe { core::mem::transmute::<usize, fn() -> u64>(c) }),
+    }
+}
+
+/// Runs `f`, adding its time to [`StepTimes::fill`] if steps are timed.
+fn timed_fill(f: impl FnOnce()) {
+    match step_clock() {
+        None => f(),
+        Some(clock) => {
+            let t0 = clock();
+            f();
+            STEP_TIMES.fill.fetch_add(clock().wrapping_sub(t0), Ordering::Relaxed);
+        }
     }
 }
 
@@ -379,7 +394,7 @@ impl FaultState<'_> {
             let p = env.pm.page_addr(m).expect("page contents not accessible");
             // SAFETY: the page is ours (exclusively busy, just allocated) and
             // the direct map covers it.
-            unsafe { zero_page(p) };
+            timed_fill(|| unsafe { zero_page(p) });
         }
         m.set_all_valid();
         self.stats.zero_filled = true;
@@ -427,7 +442,7 @@ impl FaultState<'_> {
             let (src, dst) = (env.pm.page_addr(m).unwrap(), env.pm.page_addr(first_m).unwrap());
             // SAFETY: both pages are exclusively busy here, valid (m) or ours
             // (first_m), distinct, and reachable through the direct map.
-            unsafe { copy_page(src, dst) };
+            timed_fill(|| unsafe { copy_page(src, dst) });
             first_m.set_all_valid();
             m.xunbusy();
             env.pm.requeue(m);
