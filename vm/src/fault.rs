@@ -171,9 +171,10 @@ struct FaultState<'a> {
     // The first object and its placeholder page (exclusively busy, invalid),
     // allocated when the first object has no page at the index.
     first_m: Option<&'static Page>,
-    // The page found or made (exclusively busy), and its object.
-    object: Option<Arc<VmObject>>,
+    // The page found or made (exclusively busy), and its object if that is
+    // below the first object (`None`: the first object).
     m: Option<&'static Page>,
+    m_object: Option<Arc<VmObject>>,
     stats: FaultStats,
 }
 
@@ -187,8 +188,8 @@ pub fn fault(map: &Mutex<VmMap>, va: u64, access: Prot, wire: bool) -> Result<Fa
         wire,
         lookup: None,
         first_m: None,
-        object: None,
         m: None,
+        m_object: None,
         stats: FaultStats::default(),
     };
     let mut memory_waits = 0;
@@ -286,7 +287,7 @@ impl FaultState<'_> {
                 }
             }
         }
-        self.object = None;
+        self.m_object = None;
     }
 
     /// Step 1: the map entry, the first object and the index.
@@ -302,88 +303,100 @@ impl FaultState<'_> {
     }
 
     /// Step 2: walk the chain for the page; page in from a pager or zero-fill
-    /// at the end. Leaves `m` exclusively busy and valid, in `object`.
+    /// at the end. Leaves `m` exclusively busy and valid, in `m_object`.
     fn find_page(&mut self) -> Next {
-        let lk = self.lookup.clone().unwrap();
-        let env = *lk.object_env();
-        let mut object = lk.object.clone();
-        debug_assert!(self.m.is_none() && self.first_m.is_none());
+        debug_assert!(self.m.is_none() && self.first_m.is_none() && self.m_object.is_none());
+        let lk = self.lookup.as_ref().unwrap();
+        // The object searched, when it is below the first one: the first
+        // object is only borrowed from the lookup.
+        let mut below: Option<Arc<VmObject>> = None;
         let mut pindex = lk.pindex;
         loop {
+            let object = below.as_ref().unwrap_or(&lk.object);
+            let is_first = below.is_none();
             let mut l = object.lock();
             if l.flags().contains(crate::object::ObjectFlags::DEAD) {
                 return Next::Fail(FaultError::NoEntry);
             }
-            if let Some(m) = l.lookup(pindex) {
-                if !m.try_xbusy() {
-                    drop(l);
-                    busy_wait(m);
-                    return Next::Restart;
-                }
-                if m.all_valid() {
-                    drop(l);
-                    self.m = Some(m);
-                    self.object = Some(object);
-                    return Next::Continue;
-                }
-                // An invalid page left by a failed read: start it over.
-                l.free_invalid(m);
-                return Next::Restart;
-            }
-            let is_first = Arc::ptr_eq(&object, &lk.object);
             let pager = l.pager();
-            if is_first || pager.is_some() {
-                // A page for the first object (placeholder for a copy or a
-                // zero fill), or to read into.
-                let m = match l.alloc_page(pindex, AllocFlags::empty()) {
-                    Ok(m) => m,
+            // The first object gets a page at the index if it has none (a
+            // placeholder for a copy or a zero fill), and so does an object
+            // with a pager (to read into): looked up and allocated with one
+            // walk of the trie.
+            let found = if is_first || pager.is_some() {
+                match l.lookup_or_alloc(pindex, AllocFlags::empty()) {
+                    Ok(found) => Some(found),
                     Err(ObjectError::NoMemory) => return Next::RestartAfterMemoryWait,
                     Err(_) => return Next::Restart,
-                };
-                if is_first {
-                    self.first_m = Some(m);
                 }
-                if let Some(pager) = pager.filter(|p| p.has_page(pindex)) {
-                    object.pip_add();
-                    drop(l);
-                    let r = pager.get_page(&object, m);
-                    object.pip_wakeup();
-                    match r {
-                        PagerResult::Ok => {
-                            assert!(m.all_valid(), "pager said OK but page {:#x} is not valid", m.phys());
-                            self.stats.paged_in = true;
-                            self.m = Some(m);
-                            self.object = Some(object);
-                            return Next::Continue;
-                        }
-                        // The page is invalid: freed by rule 5 (via release,
-                        // or here for a page below the first object).
-                        PagerResult::Error | PagerResult::Bad | PagerResult::Again => {
-                            if !is_first {
-                                object.lock().free_invalid(m);
+            } else {
+                l.lookup(pindex).map(|m| (m, false))
+            };
+            match found {
+                Some((m, false)) => {
+                    if !m.try_xbusy() {
+                        drop(l);
+                        busy_wait(m);
+                        return Next::Restart;
+                    }
+                    if m.all_valid() {
+                        drop(l);
+                        self.m = Some(m);
+                        self.m_object = below;
+                        return Next::Continue;
+                    }
+                    // An invalid page left by a failed read: start it over.
+                    l.free_invalid(m);
+                    return Next::Restart;
+                }
+                Some((m, true)) => {
+                    if is_first {
+                        self.first_m = Some(m);
+                    }
+                    if let Some(pager) = pager.filter(|p| p.has_page(pindex)) {
+                        object.pip_add();
+                        drop(l);
+                        let r = pager.get_page(object, m);
+                        object.pip_wakeup();
+                        match r {
+                            PagerResult::Ok => {
+                                assert!(m.all_valid(), "pager said OK but page {:#x} is not valid", m.phys());
+                                self.stats.paged_in = true;
+                                self.m = Some(m);
+                                self.m_object = below;
+                                return Next::Continue;
                             }
-                            return match r {
-                                PagerResult::Error => Next::Fail(FaultError::Io),
-                                PagerResult::Bad => Next::Fail(FaultError::Bad),
-                                _ => {
-                                    vm_wait();
-                                    Next::Restart
+                            // The page is invalid: freed by rule 5 (via
+                            // release, or here for a page below the first
+                            // object).
+                            PagerResult::Error | PagerResult::Bad | PagerResult::Again => {
+                                if !is_first {
+                                    object.lock().free_invalid(m);
                                 }
-                            };
+                                return match r {
+                                    PagerResult::Error => Next::Fail(FaultError::Io),
+                                    PagerResult::Bad => Next::Fail(FaultError::Bad),
+                                    _ => {
+                                        vm_wait();
+                                        Next::Restart
+                                    }
+                                };
+                            }
                         }
                     }
+                    if !is_first {
+                        // A pager object without the page: continue down.
+                        l.free_invalid(m);
+                    }
                 }
-                if !is_first {
-                    // A pager object without the page: continue down.
-                    l.free_invalid(m);
-                }
+                None => {}
             }
             let next = l.backing();
             drop(l);
             match next {
                 Some((b, off)) => {
                     pindex += off;
-                    object = b;
+                    below = Some(b);
                 }
                 None => break,
             }
@@ -391,7 +404,7 @@ impl FaultState<'_> {
         // End of the chain: zero-fill the placeholder in the first object.
         let m = self.first_m.expect("the first object always gets a placeholder");
         if !m.flags().contains(PageFlags::ZERO) {
-            let p = env.pm.page_addr(m).expect("page contents not accessible");
+            let p = lk.object.env().pm.page_addr(m).expect("page contents not accessible");
             // SAFETY: the page is ours (exclusively busy, just allocated) and
             // the direct map covers it.
             timed_fill(|| unsafe { zero_page(p) });
@@ -399,7 +412,6 @@ impl FaultState<'_> {
         m.set_all_valid();
         self.stats.zero_filled = true;
         self.m = Some(m);
-        self.object = Some(lk.object.clone());
         Next::Continue
     }
 
@@ -407,13 +419,12 @@ impl FaultState<'_> {
     /// first object its own copy. When the backing object is used by this
     /// chain alone, the page is moved instead, with `replace` (rule 7).
     fn cow(&mut self) -> Next {
-        let lk = self.lookup.as_ref().unwrap();
-        let env = *lk.object_env();
-        let object = self.object.clone().unwrap();
-        let m = self.m.unwrap();
-        if Arc::ptr_eq(&object, &lk.object) {
+        let Some(object) = self.m_object.as_ref() else {
             return Next::Continue;
-        }
+        };
+        let lk = self.lookup.as_ref().unwrap();
+        let env = lk.object.env();
+        let m = self.m.unwrap();
         let wants_write = self.access.contains(Prot::WRITE) || (self.wire && lk.prot.contains(Prot::WRITE));
         let first_m = self.first_m.expect("a page below the first object implies a placeholder");
         if !wants_write || !lk.cow {
@@ -424,7 +435,7 @@ impl FaultState<'_> {
         }
         // Is the backing object ours alone (its one reference is the first
         // object's, nothing else shadows it, and the page is not wired)?
-        let direct = lk.object.lock().backing().is_some_and(|(b, _)| Arc::ptr_eq(&b, &object));
+        let direct = lk.object.lock().backing().is_some_and(|(b, _)| Arc::ptr_eq(&b, object));
         let sole = direct && object.ref_count() == 1 && object.lock().shadow_count() == 1 && !m.wired();
         if sole && m.mapping_count() == 0 {
             // Move: out of the backing object (no allocation), into the
@@ -451,7 +462,7 @@ impl FaultState<'_> {
             self.m = Some(first_m);
         }
         self.first_m = None;
-        self.object = Some(lk.object.clone());
+        self.m_object = None;
         Next::Continue
     }
 
@@ -466,14 +477,19 @@ impl FaultState<'_> {
             return Next::Restart;
         }
         let mut prot = lk.prot;
-        let in_first = self.object.as_ref().is_some_and(|o| Arc::ptr_eq(o, &lk.object));
-        if !in_first {
+        if self.m_object.is_some() {
+            // A page below the first object is only ever mapped read-only.
             prot.remove(Prot::WRITE);
         }
         if self.wire {
             m.wire();
         }
-        match map.pmap().enter(self.va, m, prot, self.wire || lk.wired) {
+        // A write dirties the page before it is mapped, so that the mapping
+        // can be entered already modified.
+        if self.access.contains(Prot::WRITE) {
+            m.set_all_dirty();
+        }
+        match map.pmap().enter_accessed(self.va, m, prot, self.access & prot, self.wire || lk.wired) {
             Ok(flush) => flush.flush(),
             Err(PmapError::NoMemory) => {
                 if self.wire {
@@ -481,9 +497,6 @@ impl FaultState<'_> {
                 }
                 return Next::RestartAfterMemoryWait;
             }
-        }
-        if self.access.contains(Prot::WRITE) {
-            m.set_all_dirty();
         }
         m.reference();
         // Neighbours are worth mapping when this page was already there or
@@ -497,14 +510,13 @@ impl FaultState<'_> {
 
     /// Step 5: the page goes on a queue unless wired, and is unbusied.
     fn finish(&mut self) {
-        let env = *self.lookup.as_ref().unwrap().object_env();
         let m = self.m.take().unwrap();
         if !m.wired() {
-            env.pm.activate(m);
+            self.lookup.as_ref().unwrap().object.env().pm.activate(m);
         }
         m.xunbusy();
         self.first_m = None;
-        self.object = None;
+        self.m_object = None;
         self.lookup = None;
     }
 }

@@ -125,6 +125,66 @@ pub enum TrieError {
     LeafCount { counted: usize, recorded: usize },
 }
 
+/// What [`Radix::entry`] found.
+pub enum Entry<'a, L: Leaf, const W: usize> {
+    /// The value with the key.
+    Occupied(L),
+    /// No value with the key; the place to insert one.
+    Vacant(VacantEntry<'a, L, W>),
+}
+
+/// The place for a key that is not in the trie: the slot where the walk
+/// ended (empty, or holding a leaf or node that the key diverges from) and
+/// the node that owns it. The trie stays borrowed, so nothing can change it
+/// in between.
+pub struct VacantEntry<'a, L: Leaf, const W: usize> {
+    trie: &'a mut Radix<L, W>,
+    key: u64,
+    slot: *const AtomicUsize,
+    /// The node owning `slot`; null for the root.
+    parent: *mut Node<W>,
+}
+
+impl<L: Leaf, const W: usize> VacantEntry<'_, L, W> {
+    /// Inserts `value`, whose key must be the entry's. At most one node is
+    /// allocated; on failure the trie is unchanged.
+    pub fn insert(self, value: L) -> Result<(), InsertError<L>> {
+        let key = self.key;
+        assert!(value.key() == key, "radix: inserting key {:#x} at the entry for {key:#x}", value.key());
+        let new = value.to_raw() | LEAF;
+        debug_assert!(value.to_raw() & LEAF == 0 && value.to_raw() != 0);
+        // SAFETY: `slot` is the root or a child slot of a live node of the
+        // trie, which `self` still borrows mutably (nothing moved it).
+        let s = unsafe { &*self.slot };
+        let v = s.load(Ordering::Acquire);
+        let trie = self.trie;
+        if v == 0 {
+            s.store(new, Ordering::Release);
+            if !self.parent.is_null() {
+                // SAFETY: `parent` is the live node owning `slot`; `&mut` trie.
+                unsafe { (*self.parent).count += 1 };
+            }
+            trie.len += 1;
+            return Ok(());
+        }
+        // A leaf with another key, or a node the key lies outside of: a new
+        // node over both, at the level where they first differ.
+        let other = if Radix::<L, W>::is_leaf(v) { Radix::<L, W>::leaf(v).key() } else { Radix::<L, W>::node(v).owner };
+        let clev = Radix::<L, W>::split_level(key, other);
+        let node = trie
+            .new_node(
+                clev,
+                Radix::<L, W>::prefix(key, clev),
+                (Radix::<L, W>::digit(key, clev), new),
+                (Radix::<L, W>::digit(other, clev), v),
+            )
+            .ok_or(InsertError::NoMemory)?;
+        s.store(node, Ordering::Release);
+        trie.len += 1;
+        Ok(())
+    }
+}
+
 /// The trie. `W` is the node width (a power of two, 2..=64).
 pub struct Radix<L: Leaf, const W: usize = 16> {
     root: AtomicUsize,
@@ -260,52 +320,39 @@ impl<L: Leaf, const W: usize> Radix<L, W> {
     /// Inserts `value` under its key. At most one node is allocated; on any
     /// error the trie is unchanged.
     pub fn insert(&mut self, value: L) -> Result<(), InsertError<L>> {
-        let key = value.key();
-        let new = value.to_raw() | LEAF;
-        debug_assert!(value.to_raw() & LEAF == 0 && value.to_raw() != 0);
+        match self.entry(value.key()) {
+            Entry::Occupied(old) => Err(InsertError::Exists(old)),
+            Entry::Vacant(v) => v.insert(value),
+        }
+    }
+
+    /// The value with `key`, or the place where a value with that key
+    /// would go: one walk for a lookup that may be followed by an insertion
+    /// (a fault that finds no page allocates one for the same index).
+    pub fn entry(&mut self, key: u64) -> Entry<'_, L, W> {
         let mut slot: *const AtomicUsize = &self.root;
-        let mut parent: Option<*mut Node<W>> = None;
+        let mut parent: *mut Node<W> = core::ptr::null_mut();
         loop {
             // SAFETY: `slot` is the root or a child slot of a live node.
-            let s = unsafe { &*slot };
-            let v = s.load(Ordering::Acquire);
+            let v = unsafe { &*slot }.load(Ordering::Acquire);
             if v == 0 {
-                s.store(new, Ordering::Release);
-                if let Some(p) = parent {
-                    // SAFETY: `p` is the live node owning `slot`; `&mut self`.
-                    unsafe { (*p).count += 1 };
-                }
-                self.len += 1;
-                return Ok(());
+                break;
             }
             if Self::is_leaf(v) {
                 let old = Self::leaf(v);
-                let okey = old.key();
-                if okey == key {
-                    return Err(InsertError::Exists(old));
+                if old.key() == key {
+                    return Entry::Occupied(old);
                 }
-                let clev = Self::split_level(key, okey);
-                let node = self
-                    .new_node(clev, Self::prefix(key, clev), (Self::digit(key, clev), new), (Self::digit(okey, clev), v))
-                    .ok_or(InsertError::NoMemory)?;
-                s.store(node, Ordering::Release);
-                self.len += 1;
-                return Ok(());
+                break;
             }
             let n = Self::node(v);
             if !Self::covers(n, key) {
-                // Diverges above this node: a new node over both.
-                let clev = Self::split_level(key, n.owner);
-                let node = self
-                    .new_node(clev, Self::prefix(key, clev), (Self::digit(key, clev), new), (Self::digit(n.owner, clev), v))
-                    .ok_or(InsertError::NoMemory)?;
-                s.store(node, Ordering::Release);
-                self.len += 1;
-                return Ok(());
+                break;
             }
-            parent = Some(v as *mut Node<W>);
+            parent = v as *mut Node<W>;
             slot = &n.child[Self::digit(key, n.clev)];
         }
+        Entry::Vacant(VacantEntry { trie: self, key, slot, parent })
     }
 
     /// Removes and returns the value with `key`. Never allocates.
