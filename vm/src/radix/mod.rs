@@ -43,6 +43,20 @@
 //! (1.6× against 2.0–2.2×), and make `lookup_ge` scan 64 slots when backing
 //! up. 16 wins everywhere but dense lookups, which is why FreeBSD chose it too.
 //!
+//! ## Where a walk starts
+//!
+//! Faults and reads go through an object's pages mostly in order, so a walk
+//! for a key usually passes the same nodes as the one before. The trie keeps
+//! the deepest node of the last `lookup` or `entry` walk as a hint and starts
+//! there when the hint node covers the key. That is exact, not a guess: a
+//! node that covers a key lies on that key's path from the root (every node
+//! above it covers a superset and branches towards it at the digits they
+//! share), so the walk from the hint ends where the walk from the root would.
+//! For an object's sequential pages this skips all but the last level (a
+//! 64 MiB object is four levels deep). The hint is cleared when any node is
+//! freed, so it never names a dead node. (FreeBSD's `pctrie` iterators keep
+//! a whole path for the same reason.)
+//!
 //! ## Synchronisation, now and later
 //!
 //! Slots are atomics: loads are Acquire and stores Release, so a node is
@@ -51,9 +65,10 @@
 //! more things: freed nodes must not be reused while a reader may still hold
 //! a pointer (defer `NodeZone::free` to an SMR/epoch grace period), and a
 //! reader must re-check a leaf it found (its key, and the page's object)
-//! because the page can be removed and reused concurrently. Insertion and
-//! removal already change each slot with a single store, so readers see either
-//! the old or the new subtree.
+//! because the page can be removed and reused concurrently (and the walk hint
+//! would have to go, or be kept per reader). Insertion and removal already
+//! change each slot with a single store, so readers see either the old or the
+//! new subtree.
 
 use core::marker::PhantomData;
 use core::ptr::NonNull;
@@ -188,6 +203,11 @@ impl<L: Leaf, const W: usize> VacantEntry<'_, L, W> {
 /// The trie. `W` is the node width (a power of two, 2..=64).
 pub struct Radix<L: Leaf, const W: usize = 16> {
     root: AtomicUsize,
+    /// The deepest node the last `lookup` or `entry` went through, or 0: a
+    /// key it covers is looked up from there, not from the root (see
+    /// "Where a walk starts"). Cleared whenever a node is freed. (Relaxed:
+    /// used under the owner's lock, like everything else.)
+    hint: AtomicUsize,
     zone: &'static NodeZone,
     nodes: usize,
     len: usize,
@@ -213,7 +233,7 @@ impl<L: Leaf, const W: usize> Radix<L, W> {
     pub fn new(zone: &'static NodeZone) -> Self {
         assert!(W.is_power_of_two() && (2..=64).contains(&W), "node width must be a power of two in 2..=64");
         assert!(zone.item_size() >= Self::NODE_SIZE, "zone items too small for a node");
-        Radix { root: AtomicUsize::new(0), zone, nodes: 0, len: 0, _leaf: PhantomData }
+        Radix { root: AtomicUsize::new(0), hint: AtomicUsize::new(0), zone, nodes: 0, len: 0, _leaf: PhantomData }
     }
 
     /// Leaves in the trie.
@@ -291,6 +311,7 @@ impl<L: Leaf, const W: usize> Radix<L, W> {
 
     fn free_node(&mut self, v: usize) {
         self.nodes -= 1;
+        self.hint.store(0, Ordering::Relaxed);
         // SAFETY: `v` is a node of this trie that has just been unlinked, so
         // nothing refers to it; it came from this trie's zone.
         unsafe { self.zone.free(NonNull::new_unchecked(v as *mut u8)) };
@@ -300,21 +321,35 @@ impl<L: Leaf, const W: usize> Radix<L, W> {
 
     /// The value with `key`.
     pub fn lookup(&self, key: u64) -> Option<L> {
-        let mut v = self.root.load(Ordering::Acquire);
-        loop {
+        let mut v = self.start(key);
+        let mut last = 0;
+        let found = loop {
             if v == 0 {
-                return None;
+                break None;
             }
             if Self::is_leaf(v) {
                 let l = Self::leaf(v);
-                return (l.key() == key).then_some(l);
+                break (l.key() == key).then_some(l);
             }
             let n = Self::node(v);
             if !Self::covers(n, key) {
-                return None;
+                break None;
             }
+            last = v;
             v = n.child[Self::digit(key, n.clev)].load(Ordering::Acquire);
+        };
+        if last != 0 {
+            self.hint.store(last, Ordering::Relaxed);
         }
+        found
+    }
+
+    /// Where a walk for `key` starts: the hint node if it covers `key`,
+    /// else the root.
+    #[inline]
+    fn start(&self, key: u64) -> usize {
+        let h = self.hint.load(Ordering::Relaxed);
+        if h != 0 && Self::covers(Self::node(h), key) { h } else { self.root.load(Ordering::Acquire) }
     }
 
     /// Inserts `value` under its key. At most one node is allocated; on any
@@ -332,27 +367,36 @@ impl<L: Leaf, const W: usize> Radix<L, W> {
     pub fn entry(&mut self, key: u64) -> Entry<'_, L, W> {
         let mut slot: *const AtomicUsize = &self.root;
         let mut parent: *mut Node<W> = core::ptr::null_mut();
-        loop {
+        let h = self.hint.load(Ordering::Relaxed);
+        if h != 0 && Self::covers(Self::node(h), key) {
+            let n = Self::node(h);
+            parent = h as *mut Node<W>;
+            slot = &n.child[Self::digit(key, n.clev)];
+        }
+        let found = loop {
             // SAFETY: `slot` is the root or a child slot of a live node.
             let v = unsafe { &*slot }.load(Ordering::Acquire);
             if v == 0 {
-                break;
+                break None;
             }
             if Self::is_leaf(v) {
                 let old = Self::leaf(v);
-                if old.key() == key {
-                    return Entry::Occupied(old);
-                }
-                break;
+                break (old.key() == key).then_some(old);
             }
             let n = Self::node(v);
             if !Self::covers(n, key) {
-                break;
+                break None;
             }
             parent = v as *mut Node<W>;
             slot = &n.child[Self::digit(key, n.clev)];
+        };
+        if !parent.is_null() {
+            self.hint.store(parent as usize, Ordering::Relaxed);
         }
-        Entry::Vacant(VacantEntry { trie: self, key, slot, parent })
+        match found {
+            Some(old) => Entry::Occupied(old),
+            None => Entry::Vacant(VacantEntry { trie: self, key, slot, parent }),
+        }
     }
 
     /// Removes and returns the value with `key`. Never allocates.
@@ -504,6 +548,7 @@ impl<L: Leaf, const W: usize> Radix<L, W> {
     /// Frees every node; the leaves are forgotten (their owner deals with
     /// them). Never fails.
     pub fn reclaim_all_nodes(&mut self) {
+        self.hint.store(0, Ordering::Relaxed);
         let root = self.root.swap(0, Ordering::AcqRel);
         let mut stack: [usize; 64 * 2] = [0; 128];
         let mut depth = 0;
