@@ -555,31 +555,67 @@ fn prefault(lk: &Lookup, va_fault: u64, map: &VmMap, prot: Prot) -> u32 {
     n
 }
 
+/// 8-byte words a zeroing or copying loop handles per round: the rounds'
+/// bodies are written out ([`words_64`]), not left to the compiler's
+/// unrolling, which unrolled the copy only 4 words deep.
+const WORDS_PER_ROUND: usize = 64;
+
+/// Calls `$f(i)` for `i` in `0..64`, written out straight.
+macro_rules! words_64 {
+    ($f:ident) => {
+        words_64!(@8 $f, 0);
+        words_64!(@8 $f, 8);
+        words_64!(@8 $f, 16);
+        words_64!(@8 $f, 24);
+        words_64!(@8 $f, 32);
+        words_64!(@8 $f, 40);
+        words_64!(@8 $f, 48);
+        words_64!(@8 $f, 56);
+    };
+    (@8 $f:ident, $b:expr) => {
+        $f($b);
+        $f($b + 1);
+        $f($b + 2);
+        $f($b + 3);
+        $f($b + 4);
+        $f($b + 5);
+        $f($b + 6);
+        $f($b + 7);
+    };
+}
+
 /// Zeroes a page with plain 8-byte stores. Under software emulation the
 /// choice matters several times over (kernel benchmarks, `kernel.zero.*`):
 /// 8-byte stores 649 ns/page, `rep stosq` 830, `rep stosb` (what `memset`
 /// becomes) 6341. Volatile stores keep the compiler from turning the loop
-/// back into `memset`.
+/// back into `memset`. Under TCG each round of the loop ends a translation
+/// block: 8 rounds of 64 stores zeroed a page in a fault ~200 ns faster
+/// than the 64 rounds of 8 that a flat loop became
+/// (`kernel.zero_fill.step.fill` 978 -> 761 ns).
 ///
 /// # Safety
 /// `p` points to a writable, 8-aligned page.
 unsafe fn zero_page(p: *mut u8) {
-    let q = p as *mut u64;
-    for i in 0..PAGE_SIZE / 8 {
-        // SAFETY: within the page (caller's contract), 8-aligned.
-        unsafe { q.add(i).write_volatile(0) };
+    for round in 0..PAGE_SIZE / 8 / WORDS_PER_ROUND {
+        let q = (p as *mut u64).wrapping_add(round * WORDS_PER_ROUND);
+        // SAFETY: word `i` of this round is within the page (caller's
+        // contract), 8-aligned.
+        let zero = |i: usize| unsafe { q.add(i).write_volatile(0) };
+        words_64!(zero);
     }
 }
 
-/// Copies a page with 8-byte loads and stores, for the same reason.
+/// Copies a page with 8-byte loads and stores, for the same reasons.
 ///
 /// # Safety
 /// `src` and `dst` point to distinct 8-aligned pages; `dst` is writable.
 unsafe fn copy_page(src: *const u8, dst: *mut u8) {
-    let (s, d) = (src as *const u64, dst as *mut u64);
-    for i in 0..PAGE_SIZE / 8 {
-        // SAFETY: within both pages (caller's contract), 8-aligned.
-        unsafe { d.add(i).write_volatile(s.add(i).read_volatile()) };
+    for round in 0..PAGE_SIZE / 8 / WORDS_PER_ROUND {
+        let (s, d) = ((src as *const u64).wrapping_add(round * WORDS_PER_ROUND), (dst as *mut u64).wrapping_add(round * WORDS_PER_ROUND));
+        // SAFETY: word `i` of this round is within both pages (caller's
+        // contract), 8-aligned.
+        let copy = |i: usize| unsafe { d.add(i).write_volatile(s.add(i).read_volatile()) };
+        words_64!(copy);
     }
 }
 
