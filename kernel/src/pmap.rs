@@ -330,8 +330,25 @@ impl X86Pmap {
         assert!(page.valid() != 0, "page {:#x}: an invalid page is never mapped (rule 2)", page.phys());
         let gl = g();
         let mut pv = gl.lock.lock();
-        let e = self.walk(va, true)?;
-        let e = e.expect("walk with create returns an entry");
+        let e = self.walk(va, true)?.expect("walk with create returns an entry");
+        self.set_leaf(gl, &mut pv, e, va, page, prot, wired, bits)
+    }
+
+    /// The rest of `enter` once the leaf entry `e` of `va` is found, under
+    /// the pmap lock (`pv`).
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn set_leaf(
+        &self,
+        gl: &Globals,
+        pv: &mut PvState,
+        e: &AtomicU64,
+        va: u64,
+        page: &'static Page,
+        prot: Prot,
+        wired: bool,
+        bits: u64,
+    ) -> Result<TlbFlush, PmapError> {
         let managed = page.is_managed();
         let mut new = page.phys() | P | US | bits;
         if prot.contains(Prot::WRITE) {
@@ -350,7 +367,7 @@ impl X86Pmap {
         let same_page = old & P != 0 && old & ADDR == page.phys();
         let entry = if managed && !same_page { Some(pv_alloc(gl, self, va)?) } else { None };
         if old & P != 0 && !same_page {
-            self.clear_leaf(&mut pv, e, va);
+            self.clear_leaf(pv, e, va);
         }
         if same_page {
             // Keep the hardware's dirty and accessed bits of the old entry.
@@ -360,7 +377,7 @@ impl X86Pmap {
             }
         }
         if let Some(entry) = entry {
-            pv_insert(gl, &mut pv, page, entry);
+            pv_insert(gl, pv, page, entry);
             page.add_mapping();
         }
         if wired {
@@ -374,6 +391,21 @@ impl X86Pmap {
 impl Pmap for X86Pmap {
     fn enter(&self, va: u64, page: &'static Page, prot: Prot, wired: bool) -> Result<TlbFlush, PmapError> {
         self.enter_with(va, page, prot, wired, 0)
+    }
+
+    /// One lock and one walk, where `extract` then `enter` took two.
+    fn enter_quick(&self, va: u64, page: &'static Page, prot: Prot) -> Result<bool, PmapError> {
+        assert!(page.valid() != 0, "page {:#x}: an invalid page is never mapped (rule 2)", page.phys());
+        let gl = g();
+        let mut pv = gl.lock.lock();
+        let e = self.walk(va, true)?.expect("walk with create returns an entry");
+        if e.load(Ordering::Acquire) & P != 0 {
+            return Ok(false);
+        }
+        let flush = self.set_leaf(gl, &mut pv, e, va, page, prot, false, 0)?;
+        debug_assert!(flush.is_empty(), "nothing was mapped, yet a flush is owed");
+        flush.skip_not_loaded();
+        Ok(true)
     }
 
     /// The new entry is marked accessed, and modified for a write (whose

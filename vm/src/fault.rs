@@ -543,11 +543,12 @@ fn prefault(lk: &Lookup, va_fault: u64, map: &VmMap, prot: Prot) -> u32 {
             return;
         }
         let va = lk.entry_start + (p.pindex() - base) * page;
-        if map.pmap().extract(va).is_some() || !p.try_sbusy() {
+        if !p.try_sbusy() {
             return;
         }
-        if let Ok(flush) = map.pmap().enter(va, p, prot, false) {
-            flush.flush();
+        // Only where nothing is mapped yet: one pmap call for the check and
+        // the mapping.
+        if map.pmap().enter_quick(va, p, prot) == Ok(true) {
             n += 1;
         }
         p.sunbusy();

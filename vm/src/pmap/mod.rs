@@ -119,6 +119,19 @@ pub trait Pmap: Send + Sync {
         let _ = access;
         self.enter(va, page, prot, wired)
     }
+    /// Maps `va` to `page` (unwired) only if nothing is mapped at `va`, and
+    /// says whether it did (FreeBSD's `pmap_enter_quick`, for prefaulting).
+    /// It never replaces a translation, so there is no TLB flush to do.
+    fn enter_quick(&self, va: u64, page: &'static Page, prot: Prot) -> Result<bool, PmapError> {
+        if self.extract(va).is_some() {
+            return Ok(false);
+        }
+        self.enter(va, page, prot, false).map(|flush| {
+            debug_assert!(flush.is_empty(), "nothing was mapped, yet a flush is owed");
+            flush.skip_not_loaded();
+            true
+        })
+    }
     /// Removes every mapping in `[start, end)`.
     fn remove(&self, start: u64, end: u64) -> TlbFlush;
     /// Reduces the access of every mapping in `[start, end)` to at most `prot`.

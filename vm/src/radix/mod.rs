@@ -494,10 +494,26 @@ impl<L: Leaf, const W: usize> Radix<L, W> {
     }
 
     fn nearest(&self, key: u64, ge: bool) -> Option<L> {
-        // Nodes passed on the way down, with the digit taken, for backing up.
-        let mut stack: [(usize, usize); 64] = [(0, 0); 64];
+        // The answer within the hint node's subtree, if there is one there,
+        // is the answer: the subtree's keys form one interval around `key`,
+        // and every key outside it lies beyond all of them on one side.
+        let h = self.hint.load(Ordering::Relaxed);
+        if h != 0
+            && Self::covers(Self::node(h), key)
+            && let Some(l) = Self::nearest_under(h, key, ge)
+        {
+            return Some(l);
+        }
+        Self::nearest_under(self.root.load(Ordering::Acquire), key, ge)
+    }
+
+    /// [`Radix::nearest`] among the leaves under slot value `v`.
+    fn nearest_under(mut v: usize, key: u64, ge: bool) -> Option<L> {
+        // Nodes passed on the way down, with the digit taken, for backing
+        // up; entries below `depth` are written before they are read (not
+        // zeroed first: that was a 1 KiB memset per lookup).
+        let mut stack = [core::mem::MaybeUninit::<(usize, usize)>::uninit(); 64];
         let mut depth = 0;
-        let mut v = self.root.load(Ordering::Acquire);
         loop {
             if v == 0 {
                 break;
@@ -519,14 +535,16 @@ impl<L: Leaf, const W: usize> Radix<L, W> {
                 break;
             }
             let d = Self::digit(key, n.clev);
-            stack[depth] = (v, d);
+            stack[depth].write((v, d));
             depth += 1;
             v = n.child[d].load(Ordering::Acquire);
         }
         // Back up: the nearest non-empty sibling beyond the digit taken.
         while depth > 0 {
             depth -= 1;
-            let (nv, d) = stack[depth];
+            // SAFETY: entries below the depth reached were written on the
+            // way down.
+            let (nv, d) = unsafe { stack[depth].assume_init() };
             let n = Self::node(nv);
             let next = if ge {
                 n.child[d + 1..].iter().map(|c| c.load(Ordering::Acquire)).find(|&c| c != 0)
