@@ -11,7 +11,13 @@ usage: ./run-qemu.sh [--uefi] [command]
 
 commands:
   (none)     build and boot the kernel in QEMU (headless, serial console on
-             stdout); it runs the demo and exits QEMU by itself
+             stdout); init runs the VM demo, then QEMU exits by itself
+  run <static ELF> [args...]
+             boot the kernel with that host program handed in; init runs it
+             with the arguments, its output goes to stdout, its input comes
+             from stdin (piped input is handed in whole, then end of input;
+             on a terminal, Ctrl-D ends it), and this script exits with its
+             status (128 + the signal number if it was killed)
   test       host unit tests and every in-kernel test, each reported by name;
              non-zero exit status on any failure
   bench      host benchmarks and the kernel's benchmarks (release build);
@@ -21,11 +27,20 @@ commands:
 
 options:
   --uefi     boot the UEFI image with OVMF instead of the BIOS image
+  --disk FILE
+             attach FILE, a raw disk image, as a virtio-blk disk (repeatable;
+             the kernel finds them in this order, serials disk0, disk1, ...);
+             a FILE that does not exist is created, 16 MiB of zeroes. Writes
+             go to the file. (BIOS boots only for now: UEFI firmware puts the
+             disk's registers where the kernel does not map them.)
 
 environment:
   GDB_PORT   port of QEMU's gdb stub for --gdb (default 1234)
-  QEMU_ARGS  extra arguments for QEMU (boot and --gdb only)
-  KERNEL_CMDLINE  kernel command line for boot and --gdb (default mode=demo)
+  QEMU_ARGS  extra arguments for QEMU (boot, run and --gdb)
+  KERNEL_CMDLINE  kernel command line for boot and --gdb (default mode=demo;
+             for run: mode=run log=warn)
+  KERNEL_PROFILE  debug (default) or release: the kernel build boot and run use
+  KERNEL_ELF  boot and run use this kernel (with its images) instead of building
 USAGE
 }
 
@@ -33,16 +48,31 @@ die() { echo "run-qemu.sh: error: $*" >&2; exit 1; }
 note() { echo "run-qemu.sh: $*" >&2; }
 
 # ---- arguments ---------------------------------------------------------------
-cmd=run
+cmd=demo
 firmware=bios
-for arg in "$@"; do
-    case "$arg" in
+program=
+program_args=()
+disks=()
+while [ $# -gt 0 ]; do
+    case "$1" in
         -h|--help) usage; exit 0 ;;
         --uefi) firmware=uefi ;;
+        --disk)
+            [ $# -ge 2 ] || { echo "run-qemu.sh: --disk needs a file" >&2; usage >&2; exit 2; }
+            disks+=("$2")
+            shift ;;
         --gdb) cmd=gdb ;;
-        test|bench) cmd=$arg ;;
-        *) echo "run-qemu.sh: unknown option or command: $arg" >&2; usage >&2; exit 2 ;;
+        test|bench) cmd=$1 ;;
+        run)
+            cmd=run
+            [ $# -ge 2 ] || { echo "run-qemu.sh: run needs a program" >&2; usage >&2; exit 2; }
+            program=$2
+            shift 2
+            program_args=("$@")
+            break ;;
+        *) echo "run-qemu.sh: unknown option or command: $1" >&2; usage >&2; exit 2 ;;
     esac
+    shift
 done
 
 # ---- installing what is missing ------------------------------------------------
@@ -105,6 +135,12 @@ ensure_gdb() {
     command -v gdb >/dev/null || apt_install gdb
 }
 
+# mke2fs, e2fsck and debugfs: the filesystem tests make and check ext2 images.
+ensure_e2fsprogs() {
+    command -v mke2fs >/dev/null && command -v e2fsck >/dev/null && command -v debugfs >/dev/null \
+        || apt_install e2fsprogs
+}
+
 # ---- building ------------------------------------------------------------------------
 # build_kernel PROFILE: builds the kernel ELF and its disk images; sets KERNEL_ELF.
 build_kernel() {
@@ -117,16 +153,41 @@ build_kernel() {
     export KERNEL_ELF
 }
 
+# The kernel of KERNEL_ELF if set (its images already built, as under the
+# test and bench harnesses), else a fresh build of KERNEL_PROFILE.
+use_or_build_kernel() {
+    if [ -n "${KERNEL_ELF:-}" ]; then
+        [ -f "$KERNEL_ELF-bios.img" ] && [ -f "$KERNEL_ELF-fs.img" ] \
+            || die "KERNEL_ELF=$KERNEL_ELF has no disk images next to it"
+        return 0
+    fi
+    build_kernel "${KERNEL_PROFILE:-debug}"
+}
+
 qemu_args() {
     local image cmdline=${KERNEL_CMDLINE:-mode=demo}
     if [ "$firmware" = uefi ]; then image="$KERNEL_ELF-uefi.img"; else image="$KERNEL_ELF-bios.img"; fi
     QEMU=(qemu-system-x86_64
-        -drive "format=raw,file=$image"
+        -drive "format=raw,snapshot=on,file=$image"
         -serial stdio -display none -monitor none -no-reboot
         -device isa-debug-exit,iobase=0xf4,iosize=0x04
         -m 128M
         -fw_cfg "name=opt/kernel/cmdline,string=${cmdline//,/,,}")
     [ "$firmware" = uefi ] && QEMU+=(-bios "$(ovmf_path)")
+    # The root filesystem (made by boot from rootfs/ and user/); a run's
+    # writes stay in a snapshot.
+    QEMU+=(-drive "file=$KERNEL_ELF-fs.img,if=none,format=raw,id=rootfs,snapshot=on"
+        -device "virtio-blk-pci,drive=rootfs,disable-legacy=on,serial=rootfs")
+    local i=0 disk
+    for disk in "${disks[@]}"; do
+        if [ ! -e "$disk" ]; then
+            note "creating $disk: a 16 MiB raw disk image of zeroes"
+            truncate -s 16M "$disk" || die "cannot create $disk"
+        fi
+        QEMU+=(-drive "file=${disk//,/,,},if=none,format=raw,id=disk$i"
+            -device "virtio-blk-pci,drive=disk$i,disable-legacy=on,serial=disk$i")
+        i=$((i + 1))
+    done
     # shellcheck disable=SC2206
     [ -n "${QEMU_ARGS:-}" ] && QEMU+=($QEMU_ARGS)
     return 0
@@ -147,14 +208,43 @@ ensure_musl
 [ "$firmware" = uefi ] && ensure_ovmf
 
 case $cmd in
-    run)
-        build_kernel debug
+    demo)
+        use_or_build_kernel
         qemu_args
         run_qemu
+        ;;
+    run)
+        [ -f "$program" ] || die "no such file: $program"
+        use_or_build_kernel
+        KERNEL_CMDLINE=${KERNEL_CMDLINE:-mode=run log=warn}
+        qemu_args
+        tmp=$(mktemp -d)
+        trap 'rm -rf "$tmp"' EXIT
+        # argv, NUL-separated: the program's name, then its arguments.
+        printf '%s\0' "$(basename "$program")" "${program_args[@]}" >"$tmp/args"
+        prog_path=$(realpath "$program")
+        QEMU+=(-fw_cfg "name=opt/run/program,file=${prog_path//,/,,}"
+            -fw_cfg "name=opt/run/args,file=$tmp/args"
+            -serial "file:$tmp/status")
+        qemu_status=0
+        if [ -t 0 ]; then
+            # A terminal: typed input goes through the serial console.
+            "${QEMU[@]}" || qemu_status=$?
+        else
+            # A pipe or a file: handed in whole, so the program reads all of
+            # it and then the end of input, as it would on Linux.
+            cat >"$tmp/stdin"
+            QEMU+=(-fw_cfg "name=opt/run/stdin,file=$tmp/stdin")
+            "${QEMU[@]}" </dev/null || qemu_status=$?
+        fi
+        status=$(sed -n 's/^status \([0-9]*\).*/\1/p' "$tmp/status" 2>/dev/null | head -1)
+        [ -n "$status" ] || die "the kernel reported no exit status (QEMU exit status $qemu_status)"
+        exit "$status"
         ;;
     test)
         ensure_ovmf
         ensure_gdb
+        ensure_e2fsprogs
         build_kernel debug
         note "running host unit tests and in-kernel tests"
         # Default workspace members: vm, pager, ktest, boot, and tests (which

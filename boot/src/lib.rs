@@ -11,7 +11,10 @@
 //!   `kernel/src/ksyms.rs` reads; it is loaded as the bootloader's ramdisk so
 //!   that panics and fault reports name functions;
 //! - `kernel-bios.img`: an MBR disk image that boots with SeaBIOS (QEMU's default);
-//! - `kernel-uefi.img`: a GPT disk image that boots with OVMF.
+//! - `kernel-uefi.img`: a GPT disk image that boots with OVMF;
+//! - `kernel-fs.img`: the root filesystem, ext2, made by `mke2fs -d` from the
+//!   repository's `rootfs/` folder with the programs of `user/` (built with
+//!   `musl-gcc -static`) in `/bin`; attached as a virtio disk.
 //!
 //! The bootloader's own log is cut to warnings and kept off the frame buffer:
 //! drawing text through emulated VGA is the slowest part of a boot under TCG.
@@ -32,6 +35,7 @@ pub struct Images {
     pub symbols: PathBuf,
     pub bios: PathBuf,
     pub uefi: PathBuf,
+    pub fs: PathBuf,
 }
 
 impl Images {
@@ -48,6 +52,7 @@ impl Images {
             symbols: with(".ksym"),
             bios: with("-bios.img"),
             uefi: with("-uefi.img"),
+            fs: with("-fs.img"),
         }
     }
 }
@@ -135,7 +140,70 @@ pub fn build_images(kernel: &Path) -> Result<Images> {
     builder.set_boot_config(&config);
     builder.create_bios_image(&images.bios).context("cannot create the BIOS image")?;
     builder.create_uefi_image(&images.uefi).context("cannot create the UEFI image")?;
+    build_rootfs(&images)?;
     Ok(images)
+}
+
+/// Size of the root filesystem image.
+pub const ROOTFS_SIZE: &str = "64M";
+
+/// Makes the root filesystem image: `rootfs/` plus `user/*.c` built into
+/// `/bin`, by `mke2fs -t ext2 -b 4096 -d`.
+pub fn build_rootfs(images: &Images) -> Result<()> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let staging = images.fs.with_extension("staging");
+    if staging.exists() {
+        fs::remove_dir_all(&staging).with_context(|| format!("cannot clear {}", staging.display()))?;
+    }
+    copy_tree(&root.join("rootfs"), &staging)?;
+    let bin = staging.join("bin");
+    fs::create_dir_all(&bin)?;
+    let user = root.join("user");
+    for entry in fs::read_dir(&user).with_context(|| format!("cannot read {}", user.display()))? {
+        let path = entry?.path();
+        let Some(name) = path.file_stem().and_then(|n| n.to_str()).filter(|_| path.extension().is_some_and(|e| e == "c"))
+        else {
+            continue;
+        };
+        let status = Command::new("musl-gcc")
+            .args(["-static", "-O2", "-o"])
+            .arg(bin.join(name))
+            .arg(&path)
+            .status()
+            .context("cannot run musl-gcc: install the Debian package musl-tools (./run-qemu.sh does)")?;
+        if !status.success() {
+            bail!("musl-gcc failed on {}", path.display());
+        }
+    }
+    let _ = fs::remove_file(&images.fs);
+    let out = Command::new("mke2fs")
+        .args(["-q", "-t", "ext2", "-b", "4096", "-d"])
+        .arg(&staging)
+        .arg("-F")
+        .arg(&images.fs)
+        .arg(ROOTFS_SIZE)
+        .output()
+        .context("cannot run mke2fs: install the Debian package e2fsprogs (./run-qemu.sh does)")?;
+    if !out.status.success() {
+        bail!("mke2fs failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    fs::remove_dir_all(&staging).ok();
+    Ok(())
+}
+
+/// Copies the folder `from` into `to`, recursively.
+fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    fs::create_dir_all(to).with_context(|| format!("cannot create {}", to.display()))?;
+    for entry in fs::read_dir(from).with_context(|| format!("cannot read {}", from.display()))? {
+        let entry = entry?;
+        let dest = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_tree(&entry.path(), &dest)?;
+        } else {
+            fs::copy(entry.path(), &dest).with_context(|| format!("cannot copy {}", entry.path().display()))?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ fn main() -> ExitCode {
             println!("bios {}", images.bios.display());
             println!("uefi {}", images.uefi.display());
             println!("symbols {}", images.symbols.display());
+            println!("fs {}", images.fs.display());
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -9,7 +9,7 @@
 //!
 //! | key | values | default |
 //! | --- | --- | --- |
-//! | `mode` | `demo`, `test`, `list`, `bench` | `demo` |
+//! | `mode` | `demo`, `test`, `list`, `bench`, `run` (the program in fw_cfg `opt/run/program`) | `demo` |
 //! | `run` | comma-separated test indices, for `mode=test` | every test |
 //! | `log` | `error`, `warn`, `info`, `debug`, `trace` | `info` |
 //! | `fail.<name>` | a fail-point action: `off`, `always`, `nth:N`, `P%`, `P%@SEED` (see `vm::failpoint`) | `off` |
@@ -18,13 +18,8 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use spin::Once;
-use x86_64::instructions::port::Port;
 
-const FW_CFG_SELECTOR: u16 = 0x510;
-const FW_CFG_DATA: u16 = 0x511;
-const FW_CFG_SIGNATURE: u16 = 0x0000;
-const FW_CFG_FILE_DIR: u16 = 0x0019;
-const CMDLINE_FILE: &[u8] = b"opt/kernel/cmdline";
+const CMDLINE_FILE: &str = "opt/kernel/cmdline";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -36,6 +31,9 @@ pub enum Mode {
     List,
     /// Run the in-kernel benchmarks.
     Bench,
+    /// Run the program the host handed in (`./run-qemu.sh run`) under init,
+    /// and exit with its status.
+    Run,
 }
 
 #[derive(Debug)]
@@ -49,50 +47,27 @@ pub struct Cmdline {
 
 static CMDLINE: Once<Cmdline> = Once::new();
 
-fn select(key: u16) {
-    // SAFETY: 0x510 is fw_cfg's selector port on QEMU's PC machines; on other
-    // machines the write goes nowhere, and the signature check below fails.
-    unsafe { Port::<u16>::new(FW_CFG_SELECTOR).write(key) };
-}
-
-fn read(buf: &mut [u8]) {
-    let mut data = Port::<u8>::new(FW_CFG_DATA);
-    for b in buf {
-        // SAFETY: reading fw_cfg's data port only advances its read offset.
-        *b = unsafe { data.read() };
-    }
+/// The `log=` level of the command line, read before the heap exists so
+/// that the first lines already obey it.
+pub fn early_log_level() -> log::LevelFilter {
+    let mut buf = [0u8; 1024];
+    let n = crate::fw_cfg::read_into(CMDLINE_FILE, &mut buf).unwrap_or(0);
+    let line = core::str::from_utf8(&buf[..n]).unwrap_or("");
+    line.split_whitespace()
+        .filter_map(|w| w.strip_prefix("log="))
+        .filter_map(|v| v.trim_end_matches('\0').parse().ok())
+        .last()
+        .unwrap_or(log::LevelFilter::Info)
 }
 
 /// Reads the command-line file from fw_cfg, if QEMU provides one.
 fn read_fw_cfg() -> Option<String> {
-    let mut sig = [0u8; 4];
-    select(FW_CFG_SIGNATURE);
-    read(&mut sig);
-    if &sig != b"QEMU" {
-        return None;
+    let bytes = crate::fw_cfg::read_file(CMDLINE_FILE, 64 * 1024).ok()?;
+    let mut s = bytes.as_slice();
+    while let [rest @ .., 0] = s {
+        s = rest;
     }
-    select(FW_CFG_FILE_DIR);
-    let mut count = [0u8; 4];
-    read(&mut count);
-    for _ in 0..u32::from_be_bytes(count) {
-        // struct FWCfgFile { be32 size; be16 select; u16 reserved; char name[56]; }
-        let mut entry = [0u8; 64];
-        read(&mut entry);
-        let name = &entry[8..];
-        let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())];
-        if name == CMDLINE_FILE {
-            let size = u32::from_be_bytes(entry[0..4].try_into().ok()?) as usize;
-            let key = u16::from_be_bytes(entry[4..6].try_into().ok()?);
-            let mut bytes = alloc::vec![0u8; size.min(64 * 1024)];
-            select(key);
-            read(&mut bytes);
-            while bytes.last() == Some(&0) {
-                bytes.pop();
-            }
-            return Some(String::from_utf8_lossy(&bytes).into_owned());
-        }
-    }
-    None
+    Some(String::from_utf8_lossy(s).into_owned())
 }
 
 /// Parses a command line. Unknown words are reported and ignored.
@@ -106,6 +81,7 @@ pub fn parse(raw: &str) -> Cmdline {
                 "test" => c.mode = Mode::Test,
                 "list" => c.mode = Mode::List,
                 "bench" => c.mode = Mode::Bench,
+                "run" => c.mode = Mode::Run,
                 _ => log::warn!("cmdline: unknown mode {value:?}, using demo"),
             },
             "run" => {

@@ -1,6 +1,12 @@
 //! What `./run-qemu.sh` shows: the kernel up and its basic services working,
-//! then the VM at work: zero-fill faults, a fork and copy-on-write, with the
-//! counters. (File mapping and paging to swap join it with the pagers.)
+//! then init running the demo program (`user/demo.c`: memory touched, a fork
+//! with copy-on-write keeping parent and child apart, a child killed by
+//! SIGSEGV while the parent goes on), and the VM counters at the end. (File
+//! mapping and paging to swap join it with the pagers.)
+//!
+//! `mode=run` is `./run-qemu.sh run <program> [args]`: init runs the program
+//! handed in through fw_cfg and the kernel reports its exit status to the
+//! host on the second serial port.
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
@@ -49,76 +55,93 @@ pub fn run() {
         time::HZ,
         time::uptime_us() / 1000
     );
-    vm_demo();
-    kprintln!("demo: done");
-}
-
-/// Zero-fill and copy-on-write through real page faults, with counters.
-fn vm_demo() {
-    use core::sync::atomic::Ordering;
-
-    use vm::map::Inherit;
-    use vm::pmap::Prot;
-
-    use crate::vmspace::{AddressSpace, FAULTS};
-
-    const PAGES: u64 = 256;
-    const PAGE: u64 = 4096;
+    kprintln!();
     let pm = vm::global();
+    crate::pmap::drain();
     vm::drain_caches();
     let free0 = pm.free_count();
-    let Ok(parent) = AddressSpace::new() else {
-        kprintln!("vm: no memory for an address space");
-        return;
-    };
-    let Ok(a) = parent.map.lock().map(None, PAGES * PAGE, Prot::RW, Prot::ALL, Inherit::Copy, None, false) else {
-        return;
-    };
-    let f0 = FAULTS.load(Ordering::Relaxed);
-    {
-        let _on = parent.activate();
-        for i in 0..PAGES {
-            // SAFETY: mapped read-write in the active address space.
-            unsafe { ((a + i * PAGE) as *mut u64).write_volatile(i) };
+    kprintln!("init: starting /bin/init /bin/demo");
+    match crate::process::start_init(&["init", "/bin/demo"]) {
+        Ok(init) => {
+            let status = init.wait();
+            kprintln!("init: {}", crate::sys_proc::status_line(status));
         }
+        Err(e) => kprintln!("init: cannot start: {e:?}"),
     }
-    let f1 = FAULTS.load(Ordering::Relaxed);
-    kprintln!("vm: wrote {PAGES} pages of fresh memory: {} zero-fill faults, {} pages in use", f1 - f0, free0 - pm.free_count());
-    let Ok(child) = parent.fork() else { return };
-    {
-        let _on = child.activate();
-        let mut same = 0;
-        for i in 0..PAGES {
-            // SAFETY: mapped copy-on-write in the active address space.
-            same += unsafe { ((a + i * PAGE) as *const u64).read_volatile() == i } as u64;
-        }
-        for i in 0..PAGES / 2 {
-            // SAFETY: as above; the writes copy the pages.
-            unsafe { ((a + i * PAGE) as *mut u64).write_volatile(1000 + i) };
-        }
-        kprintln!("vm: fork: the child read {same} of {PAGES} pages as the parent wrote them, then wrote half of them");
-    }
-    let f2 = FAULTS.load(Ordering::Relaxed);
-    let mut kept = 0;
-    {
-        let _on = parent.activate();
-        for i in 0..PAGES {
-            // SAFETY: mapped in the active address space.
-            kept += unsafe { ((a + i * PAGE) as *const u64).read_volatile() == i } as u64;
-        }
-    }
-    kprintln!(
-        "vm: {} faults in the child (copy-on-write and read-only maps); the parent still sees {kept} of {PAGES} pages unchanged",
-        f2 - f1
-    );
-    drop(child);
-    drop(parent);
     crate::pmap::drain();
     vm::drain_caches();
     kprintln!(
-        "vm: address spaces gone: {} pages free, {} at the start; page invariants: {}",
+        "vm: every process gone: {} pages free, {} before init; page invariants: {}",
         pm.free_count(),
         free0,
         if vm::invariants::check(pm).is_empty() { "hold" } else { "BROKEN" }
     );
+    print_counters();
+    kprintln!("demo: done");
+}
+
+/// The VM counters: faults by kind, pages by state.
+pub fn print_counters() {
+    use core::sync::atomic::Ordering::Relaxed;
+
+    use vm::page::Queue;
+
+    let k = &crate::vmspace::FAULT_KINDS;
+    kprintln!(
+        "vm counters: faults: {} zero-fill, {} copy-on-write, {} paged in, {} soft",
+        k.zero_fill.load(Relaxed),
+        k.copy_on_write.load(Relaxed),
+        k.paged_in.load(Relaxed),
+        k.soft.load(Relaxed)
+    );
+    let pm = vm::global();
+    let wired = pm.pages().iter().filter(|p| p.wired()).count();
+    kprintln!(
+        "vm counters: pages: {} free, {} active, {} inactive, {} laundry, {} wired",
+        pm.free_count(),
+        pm.queue_count(Queue::Active),
+        pm.queue_count(Queue::Inactive),
+        pm.queue_count(Queue::Laundry),
+        wired
+    );
+}
+
+/// `mode=run`: runs the program handed in by the host under init, and
+/// reports its exit status (the shell's way: 128 + signal when killed).
+pub fn run_program() {
+    use alloc::string::{String, ToString};
+
+    let program = match crate::fw_cfg::read_file("opt/run/program", 64 << 20) {
+        Ok(p) => p.leak(),
+        Err(e) => {
+            kprintln!("run: no program handed in ({e:?})");
+            crate::qemu::report_status(127);
+            return;
+        }
+    };
+    // The arguments: NUL-separated, argv[0] first.
+    let args = crate::fw_cfg::read_file("opt/run/args", 1 << 20).map(|a| a.as_slice().to_vec()).unwrap_or_default();
+    let mut argv: Vec<String> = args.split(|&b| b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+    // Each argument ends with a NUL: the piece after the last one is empty.
+    argv.pop();
+    if argv.is_empty() {
+        argv.push("program".into());
+    }
+    let name = argv[0].rsplit('/').next().unwrap_or("program").to_string();
+    if let Ok(input) = crate::fw_cfg::read_file("opt/run/stdin", 64 << 20) {
+        crate::sys_proc::set_console_input(input.leak());
+    }
+    let path = alloc::format!("/run/{name}");
+    crate::programs::add(path.clone(), program);
+    let mut init_argv: Vec<&str> = alloc::vec!["init", &path];
+    init_argv.extend(argv.iter().skip(1).map(|s| s.as_str()));
+    let code = match crate::process::start_init(&init_argv) {
+        Ok(init) => init.wait().shell_code(),
+        Err(e) => {
+            kprintln!("run: cannot start init: {e:?}");
+            127
+        }
+    };
+    log::info!("run: {path} ended with status {code}");
+    crate::qemu::report_status(code);
 }

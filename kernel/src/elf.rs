@@ -2,15 +2,25 @@
 //! initial user stack of the System V ABI (argc, argv, envp, auxv), so that
 //! musl's start-up code finds what it needs.
 //!
-//! Each PT_LOAD segment becomes map entries: anonymous memory for now (the
-//! vnode pager will map text and read-only data from the file later), the
-//! file's bytes copied in through the fault path, the rest (bss) left to
-//! zero fill, and then the segment's protection. Pages shared by two
-//! segments get the union of their protections.
+//! The image's bytes become a vm_object (an "image object", read by a pager
+//! that copies from the bytes, where the vnode pager will read from the file
+//! later). Each PT_LOAD segment is mapped from it private (copy-on-write):
+//! text and read-only data are shared by every process running the image
+//! until someone writes; data is copied on first write; the tail of the last
+//! file page past the segment's file size is cleared (bss begins there), and
+//! the rest of the bss is anonymous zero-fill memory. Every page comes in
+//! through the fault path.
+//!
+//! Segments whose file offset and address disagree modulo the page size, or
+//! that share a page with another segment, cannot be mapped this way: such an
+//! image is loaded by copying into anonymous memory instead.
 
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 
 use vm::map::Inherit;
+use vm::object::{ObjectKind, PagerResult, VmObject};
+use vm::page::Page;
 use vm::pmap::Prot;
 use xmas_elf::ElfFile;
 use xmas_elf::header::{Machine, Type as ElfType};
@@ -32,6 +42,8 @@ pub enum ElfError {
     NoMemory,
     /// Copying into the new address space faulted.
     Fault,
+    /// Arguments and environment too large for the stack.
+    TooBig,
 }
 
 /// What the loader found: where to start, and the program headers' address.
@@ -48,35 +60,163 @@ fn segments<'a>(elf: &'a ElfFile<'a>) -> impl Iterator<Item = ProgramHeader<'a>>
     elf.program_iter().filter(|p| matches!(p.get_type(), Ok(Type::Load)))
 }
 
-/// Maps and fills the segments of `image` in `space`, which must be the
-/// current thread's address space.
-pub fn load(space: &AddressSpace, image: &[u8]) -> Result<Loaded, ElfError> {
+/// Checks that `image` is a static x86_64 executable whose segments fit below
+/// the stack.
+pub fn check(image: &[u8]) -> Result<(), ElfError> {
     let elf = ElfFile::new(image).map_err(|_| ElfError::NotElf)?;
     let h = &elf.header.pt2;
     if !matches!(h.type_().as_type(), ElfType::Executable) || !matches!(h.machine().as_machine(), Machine::X86_64) {
         return Err(ElfError::Unsupported);
     }
-    // Pages and the union of the protections wanted for each.
-    let mut pages: Vec<(u64, Prot)> = Vec::new();
+    if elf.program_iter().any(|p| matches!(p.get_type(), Ok(Type::Interp))) {
+        return Err(ElfError::Unsupported);
+    }
+    let limit = crate::process::STACK_TOP - crate::process::STACK_LIMIT;
     for seg in segments(&elf) {
-        let (va, memsz) = (seg.virtual_addr(), seg.mem_size());
-        let end = va.checked_add(memsz).ok_or(ElfError::BadSegment)?;
-        if end > crate::process::STACK_TOP - crate::process::STACK_SIZE || seg.file_size() > memsz {
+        let end = seg.virtual_addr().checked_add(seg.mem_size()).ok_or(ElfError::BadSegment)?;
+        let file_end = seg.offset().checked_add(seg.file_size()).ok_or(ElfError::BadSegment)?;
+        if end > limit || seg.virtual_addr() < 0x1000 || seg.file_size() > seg.mem_size() || file_end > image.len() as u64 {
             return Err(ElfError::BadSegment);
         }
-        let f = seg.flags();
-        let mut prot = Prot::empty();
-        if f.is_read() {
-            prot |= Prot::READ;
+    }
+    Ok(())
+}
+
+fn seg_prot(seg: &ProgramHeader<'_>) -> Prot {
+    let f = seg.flags();
+    let mut prot = Prot::empty();
+    if f.is_read() {
+        prot |= Prot::READ;
+    }
+    if f.is_write() {
+        prot |= Prot::WRITE;
+    }
+    if f.is_execute() {
+        prot |= Prot::EXEC;
+    }
+    prot
+}
+
+/// The pager of an image object: page n is bytes n × 4096.. of the image,
+/// zero past its end.
+struct ImagePager {
+    image: crate::bytes::Image,
+}
+
+impl vm::object::Pager for ImagePager {
+    fn name(&self) -> &'static str {
+        "image"
+    }
+
+    fn has_page(&self, pindex: u64) -> bool {
+        pindex.checked_mul(PAGE).is_some_and(|off| off < self.image.bytes().len() as u64)
+    }
+
+    fn get_page(&self, _object: &VmObject, page: &'static Page) -> PagerResult {
+        let Some(dst) = vm::global().page_addr(page) else { return PagerResult::Error };
+        let off = page.pindex() as usize * PAGE as usize;
+        let Some(src) = self.image.bytes().get(off..) else { return PagerResult::Bad };
+        let n = src.len().min(PAGE as usize);
+        // SAFETY: the page is exclusively busy for this read and `dst` is its
+        // direct-map address, PAGE bytes; `src` has `n` bytes.
+        unsafe {
+            core::ptr::copy_nonoverlapping(src.as_ptr(), dst, n);
+            core::ptr::write_bytes(dst.add(n), 0, PAGE as usize - n);
         }
-        if f.is_write() {
-            prot |= Prot::WRITE;
+        page.set_all_valid();
+        PagerResult::Ok
+    }
+}
+
+/// Maps and fills the segments of `image` in `space`, which must be the
+/// current thread's address space.
+pub fn load(space: &AddressSpace, program: &crate::bytes::Image) -> Result<Loaded, ElfError> {
+    let image = program.bytes();
+    check(image)?;
+    let elf = ElfFile::new(image).map_err(|_| ElfError::NotElf)?;
+    let h = &elf.header.pt2;
+    let mut end = 0;
+    let mut phdr = 0;
+    let mut ranges: Vec<(u64, u64)> = Vec::new();
+    let mut mappable = true;
+    for seg in segments(&elf) {
+        let (va, memsz) = (seg.virtual_addr(), seg.mem_size());
+        let (lo, hi) = (va & !(PAGE - 1), (va + memsz).next_multiple_of(PAGE));
+        if seg.offset() % PAGE != va % PAGE || ranges.iter().any(|&(l, h)| lo < h && l < hi) {
+            mappable = false;
         }
-        if f.is_execute() {
-            prot |= Prot::EXEC;
+        ranges.try_reserve(1).map_err(|_| ElfError::NoMemory)?;
+        ranges.push((lo, hi));
+        end = end.max(hi);
+        let ph = h.ph_offset();
+        if seg.offset() <= ph && ph < seg.offset() + seg.file_size() {
+            phdr = va + (ph - seg.offset());
         }
+    }
+    if mappable {
+        map_segments(space, &elf, program)?;
+    } else {
+        copy_segments(space, &elf, image)?;
+    }
+    Ok(Loaded { entry: h.entry_point(), end, phdr, phnum: h.ph_count() as u64, phent: h.ph_entry_size() as u64 })
+}
+
+/// Maps every segment from an image object (see the module comment).
+fn map_segments(space: &AddressSpace, elf: &ElfFile<'_>, program: &crate::bytes::Image) -> Result<(), ElfError> {
+    let size = (program.bytes().len() as u64).div_ceil(PAGE);
+    let object = VmObject::try_new(ObjectKind::Vnode, size, vm::kernel_env()).map_err(|_| ElfError::NoMemory)?;
+    object.lock().set_pager(Arc::new(ImagePager { image: program.clone() }));
+    let result = (|| {
+        for seg in segments(elf) {
+            let prot = seg_prot(&seg);
+            let (va, filesz, memsz) = (seg.virtual_addr(), seg.file_size(), seg.mem_size());
+            let lo = va & !(PAGE - 1);
+            let file_hi = (va + filesz).next_multiple_of(PAGE);
+            let hi = (va + memsz).next_multiple_of(PAGE);
+            if file_hi > lo {
+                object.reference();
+                let at = Some((object.clone(), (seg.offset() & !(PAGE - 1)) / PAGE));
+                let mapped = space.map.lock().map(Some(lo), file_hi - lo, prot, Prot::ALL, Inherit::Copy, at, true);
+                if mapped.is_err() {
+                    object.clone().deallocate();
+                    return Err(ElfError::NoMemory);
+                }
+                // The rest of the last file page belongs to the bss: clear it
+                // in the process's private copy.
+                let tail = (va + filesz)..file_hi.min(va + memsz);
+                if !tail.is_empty() {
+                    let writable = prot.contains(Prot::WRITE);
+                    if !writable {
+                        space.map.lock().protect(lo, file_hi, prot | Prot::WRITE).map_err(|_| ElfError::BadSegment)?;
+                    }
+                    let zeros = [0u8; PAGE as usize];
+                    copy_to_user(tail.start, &zeros[..(tail.end - tail.start) as usize]).map_err(|_| ElfError::Fault)?;
+                    if !writable {
+                        space.map.lock().protect(lo, file_hi, prot).map_err(|_| ElfError::BadSegment)?;
+                    }
+                }
+            }
+            let bss = file_hi.max(lo);
+            if hi > bss {
+                space.map.lock().map(Some(bss), hi - bss, prot, Prot::ALL, Inherit::Copy, None, false).map_err(|_| ElfError::NoMemory)?;
+            }
+        }
+        Ok(())
+    })();
+    // The maps hold their own references.
+    object.deallocate();
+    result
+}
+
+/// Loads the segments by copying into anonymous memory: for images whose
+/// segments share pages. Shared pages get the union of the protections.
+fn copy_segments(space: &AddressSpace, elf: &ElfFile<'_>, image: &[u8]) -> Result<(), ElfError> {
+    let mut pages: Vec<(u64, Prot)> = Vec::new();
+    for seg in segments(elf) {
+        let prot = seg_prot(&seg);
+        let (va, memsz) = (seg.virtual_addr(), seg.mem_size());
         let mut p = va & !(PAGE - 1);
-        while p < end {
+        while p < va + memsz {
             match pages.iter_mut().find(|(q, _)| *q == p) {
                 Some((_, pr)) => *pr |= prot,
                 None => pages.try_reserve(1).map(|_| pages.push((p, prot))).map_err(|_| ElfError::NoMemory)?,
@@ -89,22 +229,16 @@ pub fn load(space: &AddressSpace, image: &[u8]) -> Result<Loaded, ElfError> {
     for &(p, _) in &pages {
         space.map.lock().map(Some(p), PAGE, Prot::RW, Prot::ALL, Inherit::Copy, None, false).map_err(|_| ElfError::NoMemory)?;
     }
-    let mut phdr = 0;
-    for seg in segments(&elf) {
+    for seg in segments(elf) {
         let off = seg.offset() as usize;
         let len = seg.file_size() as usize;
         let bytes = image.get(off..off + len).ok_or(ElfError::BadSegment)?;
         copy_to_user(seg.virtual_addr(), bytes).map_err(|_| ElfError::Fault)?;
-        let ph = h.ph_offset();
-        if seg.offset() <= ph && ph < seg.offset() + seg.file_size() {
-            phdr = seg.virtual_addr() + (ph - seg.offset());
-        }
     }
     for &(p, prot) in &pages {
         space.map.lock().protect(p, p + PAGE, prot).map_err(|_| ElfError::BadSegment)?;
     }
-    let end = pages.last().map_or(0, |(p, _)| p + PAGE);
-    Ok(Loaded { entry: h.entry_point(), end, phdr, phnum: h.ph_count() as u64, phent: h.ph_entry_size() as u64 })
+    Ok(())
 }
 
 const AT_NULL: u64 = 0;
@@ -120,26 +254,42 @@ const AT_EGID: u64 = 14;
 const AT_SECURE: u64 = 23;
 const AT_RANDOM: u64 = 25;
 
-/// Writes argv and the auxiliary vector below `top` in the current address
-/// space and returns the initial stack pointer (pointing at argc, 16-byte
-/// aligned):
+/// Most bytes of argument and environment strings (Linux's ARG_MAX).
+pub const ARG_MAX: usize = 128 * 1024;
+
+/// Writes the argument and environment strings and the auxiliary vector
+/// below `top` in the current address space and returns the initial stack
+/// pointer (pointing at argc, 16-byte aligned):
 ///
 /// ```text
-///   top ► [argument strings] [16 random bytes]
+///   top ► [argument and environment strings] [16 random bytes]
 ///         ... padding ...
-///   rsp ► argc, argv[0..n], NULL, NULL (no envp), auxv pairs, AT_NULL
+///   rsp ► argc, argv[0..n], NULL, envp[0..m], NULL, auxv pairs, AT_NULL
 /// ```
-pub fn initial_stack(top: u64, argv: &[&str], loaded: &Loaded, random: [u8; 16]) -> Result<u64, ElfError> {
+pub fn initial_stack(top: u64, argv: &[&[u8]], envp: &[&[u8]], loaded: &Loaded, random: [u8; 16]) -> Result<u64, ElfError> {
+    let total: usize = argv.iter().chain(envp).map(|a| a.len() + 1).sum();
+    if total > ARG_MAX {
+        return Err(ElfError::TooBig);
+    }
     let mut sp = top;
+    let mut put = |s: &[u8]| -> Result<u64, ElfError> {
+        sp -= s.len() as u64 + 1;
+        copy_to_user(sp, s).map_err(|_| ElfError::Fault)?;
+        copy_to_user(sp + s.len() as u64, &[0]).map_err(|_| ElfError::Fault)?;
+        Ok(sp)
+    };
     let mut arg_ptrs: Vec<u64> = Vec::new();
+    let mut env_ptrs: Vec<u64> = Vec::new();
     arg_ptrs.try_reserve(argv.len()).map_err(|_| ElfError::NoMemory)?;
+    env_ptrs.try_reserve(envp.len()).map_err(|_| ElfError::NoMemory)?;
+    for e in envp.iter().rev() {
+        env_ptrs.push(put(e)?);
+    }
     for a in argv.iter().rev() {
-        sp -= a.len() as u64 + 1;
-        copy_to_user(sp, a.as_bytes()).map_err(|_| ElfError::Fault)?;
-        copy_to_user(sp + a.len() as u64, &[0]).map_err(|_| ElfError::Fault)?;
-        arg_ptrs.push(sp);
+        arg_ptrs.push(put(a)?);
     }
     arg_ptrs.reverse();
+    env_ptrs.reverse();
     sp -= 16;
     let random_at = sp;
     copy_to_user(sp, &random).map_err(|_| ElfError::Fault)?;
@@ -158,11 +308,12 @@ pub fn initial_stack(top: u64, argv: &[&str], loaded: &Loaded, random: [u8; 16])
         (AT_NULL, 0),
     ];
     let mut words: Vec<u64> = Vec::new();
-    words.try_reserve(3 + argv.len() + 2 * aux.len()).map_err(|_| ElfError::NoMemory)?;
+    words.try_reserve(3 + argv.len() + envp.len() + 2 * aux.len()).map_err(|_| ElfError::NoMemory)?;
     words.push(argv.len() as u64);
     words.extend_from_slice(&arg_ptrs);
     words.push(0); // end of argv
-    words.push(0); // envp: empty
+    words.extend_from_slice(&env_ptrs);
+    words.push(0); // end of envp
     for (k, v) in aux {
         words.push(k);
         words.push(v);

@@ -108,6 +108,7 @@ pub fn run(selection: Option<&[usize]>) -> ! {
         }
     }
     kprintln!("ktest: done {} run, {failed} failed", selection.len());
+    crate::vfs::sync_all();
     qemu::exit(if failed == 0 { ExitCode::Success } else { ExitCode::Failure })
 }
 
@@ -115,8 +116,10 @@ fn elapsed_us() -> u64 {
     time::tsc_to_us(time::rdtsc().wrapping_sub(STARTED_TSC.load(Ordering::Relaxed)))
 }
 
-/// Free pages with the allocator's cache drained, so counts compare exactly.
+/// Free pages with the allocator's cache drained (and files nobody uses
+/// dropped from memory), so counts compare exactly.
 fn free_pages() -> u64 {
+    crate::vfs::drop_unused();
     crate::pmap::drain();
     vm::drain_caches();
     vm::try_global().map_or(0, |pm| pm.free_count())

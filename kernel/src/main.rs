@@ -7,7 +7,8 @@
 //! 3. memory map and heap: `alloc` works from here on; then the page array
 //!    and the page allocator (`vm::global()`);
 //! 4. symbol table, command line;
-//! 5. local APIC timer, then interrupts on.
+//! 5. local APIC timer, the I/O APIC and the devices on PCI, then
+//!    interrupts on.
 
 #![no_std]
 #![no_main]
@@ -20,21 +21,30 @@ extern crate pager;
 mod arch;
 mod backtrace;
 mod bench;
+mod bytes;
 mod cmdline;
 mod demo;
+mod drivers;
 mod elf;
+mod errno;
+mod fw_cfg;
 mod heap;
 mod ksyms;
 mod ktest_runner;
 mod memory;
 mod pmap;
 mod process;
+mod programs;
 mod qemu;
 mod sched;
 mod serial;
+mod sleeplock;
+mod sys_file;
 mod sys_mem;
+mod sys_proc;
 mod syscall;
 mod time;
+mod vfs;
 mod vmspace;
 
 use core::fmt::Write;
@@ -69,12 +79,13 @@ entry_point!(kernel_main, config = &BOOTLOADER_CONFIG);
 fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     time::init_boot_tsc();
     serial::init();
-    serial::init_logger(log::LevelFilter::Info);
+    serial::init_logger(cmdline::early_log_level());
     // The host measures boot time to this line: keep it first.
     log::info!("kernel main reached");
 
     arch::gdt::init();
     arch::trap::init();
+    arch::cpu::init();
     syscall::init();
 
     let Some(phys_offset) = boot_info.physical_memory_offset.into_option() else {
@@ -128,7 +139,10 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
 
     sched::init();
     arch::apic::init(phys_offset);
+    time::init_wall_clock();
+    drivers::init(phys_offset);
     x86_64::instructions::interrupts::enable();
+    mount_root();
 
     // Debug builds check the page invariants once the boot is complete.
     if cfg!(debug_assertions) {
@@ -141,8 +155,23 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
         Mode::List => ktest_runner::list(),
         Mode::Test => ktest_runner::run(cmdline.run.as_deref()),
         Mode::Bench => bench::run(),
+        Mode::Run => demo::run_program(),
     }
+    // Power off as from an unmount: every dirty page and block on the disk.
+    vfs::sync_all();
     qemu::exit(ExitCode::Success)
+}
+
+/// Mounts the root filesystem from the virtio disk with serial `rootfs`
+/// (run-qemu.sh and the test boots attach `kernel-fs.img` so), if there is one.
+fn mount_root() {
+    let Some(disk) = drivers::virtio_blk::by_serial("rootfs") else {
+        log::info!("vfs: no disk with serial \"rootfs\": no root filesystem");
+        return;
+    };
+    if let Err(e) = vfs::mount_root(alloc::boxed::Box::new(disk)) {
+        log::warn!("vfs: cannot mount the root filesystem: {e:?}");
+    }
 }
 
 /// A fixed-size buffer for formatting the panic message without the heap.

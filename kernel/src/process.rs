@@ -1,32 +1,49 @@
 //! User processes: an address space and a thread that runs in ring 3.
 //!
 //! A process's thread sets its address space, loads the program into it
-//! through the ordinary fault path (so its pages are VM pages like any
-//! other), and enters user mode with `iretq`. It comes back only through a
-//! system call or an exception: `exit` ends it with a status; a fault the VM
-//! cannot resolve, or any other exception in user mode, kills it with a
-//! signal, printed on the console. Either way it frees everything it held
-//! and whoever waits for it gets the status, Linux-style.
+//! (the ELF loader maps the image's pages from a vm_object, so they arrive
+//! through the ordinary fault path), and enters user mode with `iretq`. It
+//! comes back only through a system call, an interrupt or an exception:
+//! `exit` ends it with a status; a fault the VM cannot resolve, or any other
+//! exception in user mode, kills it with a signal, printed on the console.
+//! Either way it frees its memory at once, and its parent (or init, if the
+//! parent is gone) collects the status with `wait4`, Linux-style.
 //!
-//! For now programs are flat, position-independent code (the ELF loader and
-//! the C programs come next); the built-in ones below are written in
-//! assembly against the Linux system-call ABI.
+//! Signals have their default actions only (there is no handler delivery
+//! yet): a signal that terminates is left pending and acted on when the
+//! process next leaves the kernel (the end of a system call, or an interrupt
+//! that came from user mode); sleeps in system calls end early with EINTR
+//! so that happens promptly. Ignored signals, and those with an ignoring
+//! default (SIGCHLD, SIGCONT, SIGURG, SIGWINCH), are dropped.
+//!
+//! The user stack starts at [`STACK_INITIAL`] bytes below [`STACK_TOP`] and
+//! grows on fault, down to [`STACK_LIMIT`]; a fault beyond that is a
+//! SIGSEGV.
 
 use alloc::collections::BTreeMap;
-use alloc::sync::Arc;
-use core::sync::atomic::{AtomicU64, Ordering};
+use alloc::string::String;
+use alloc::sync::{Arc, Weak};
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use spin::Mutex;
 use vm::map::Inherit;
 use vm::pmap::Prot;
+use x86_64::instructions::interrupts::without_interrupts;
 
 use crate::sched::{self, ThreadId};
 use crate::vmspace::AddressSpace;
 
-/// Where programs are loaded, and the user stack.
+/// Where flat programs are loaded, and the top of the user stack.
 pub const CODE_BASE: u64 = 0x40_0000;
 pub const STACK_TOP: u64 = 0x7FFF_FFFF_0000;
-pub const STACK_SIZE: u64 = 64 * 1024;
+/// The stack mapped at start; it grows on fault down to the limit.
+pub const STACK_INITIAL: u64 = 128 * 1024;
+/// The stack's size limit (Linux's default RLIMIT_STACK).
+pub const STACK_LIMIT: u64 = 8 << 20;
+/// How much the stack grows at least, at a time.
+const STACK_GROW: u64 = 64 * 1024;
+const PAGE: u64 = 4096;
 
 /// How a process ended (what `wait4` will report).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,35 +52,107 @@ pub enum Status {
     Signaled(u8),
 }
 
+impl Status {
+    /// Linux's wait status: exit code << 8, or the signal number.
+    pub fn wstatus(self) -> u32 {
+        match self {
+            Status::Exited(c) => ((c as u32) & 0xff) << 8,
+            Status::Signaled(s) => (s as u32) & 0x7f,
+        }
+    }
+
+    fn from_wstatus(w: u32) -> Status {
+        if w & 0x7f == 0 { Status::Exited(((w >> 8) & 0xff) as i32) } else { Status::Signaled((w & 0x7f) as u8) }
+    }
+
+    /// The shell's view: the exit code, or 128 + the signal.
+    pub fn shell_code(self) -> u8 {
+        match self {
+            Status::Exited(c) => c as u8,
+            Status::Signaled(s) => 128u8.wrapping_add(s),
+        }
+    }
+}
+
 pub const SIGILL: u8 = 4;
+pub const SIGBUS: u8 = 7;
 pub const SIGFPE: u8 = 8;
+pub const SIGKILL: u8 = 9;
 pub const SIGSEGV: u8 = 11;
+pub const SIGCHLD: u8 = 17;
+pub const SIGCONT: u8 = 18;
+pub const SIGSTOP: u8 = 19;
+pub const SIGTSTP: u8 = 20;
+pub const SIGTTIN: u8 = 21;
+pub const SIGTTOU: u8 = 22;
+pub const SIGURG: u8 = 23;
+pub const SIGWINCH: u8 = 28;
+/// Signals are 1..=NSIG.
+pub const NSIG: u8 = 64;
+
+/// `SIG_IGN` as a handler value (`SIG_DFL` is 0).
+pub const SIG_IGN: u64 = 1;
+
+/// A `struct sigaction` as the kernel sees it (`rt_sigaction`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SigAction {
+    pub handler: u64,
+    pub flags: u64,
+    pub restorer: u64,
+    pub mask: u64,
+}
 
 pub struct Process {
     pub pid: u64,
-    /// The parent's pid (0: started by the kernel).
-    pub ppid: u64,
-    pub space: Arc<AddressSpace>,
-    status: Mutex<Option<Status>>,
+    /// The parent's pid (0: started by the kernel); init's once the parent
+    /// has gone.
+    pub ppid: AtomicU64,
+    parent: Mutex<Weak<Process>>,
+    /// The process's thread.
+    tid: AtomicU64,
+    /// The program's name (for messages).
+    pub name: Mutex<String>,
+    /// The address space; None once the process has ended.
+    space: Mutex<Option<Arc<AddressSpace>>>,
+    /// 0 while running; then `1 << 16 | wstatus`. (A)
+    status: AtomicU32,
     /// The heap of `brk`: where it starts (above the image) and its end.
     pub brk: Mutex<(u64, u64)>,
+    /// The lowest address of the stack mapped so far. (A)
+    pub stack_low: AtomicU64,
+    /// `mlockall(MCL_FUTURE)`: new mappings are locked too.
+    pub lock_future: AtomicBool,
     /// Children not yet waited for.
-    children: Mutex<alloc::vec::Vec<Arc<Process>>>,
+    children: Mutex<Vec<Arc<Process>>>,
+    /// Signals sent and not yet acted on, bit n for signal n. (A)
+    pending: AtomicU64,
+    /// The signal mask (`rt_sigprocmask`), same layout. (A)
+    pub blocked: AtomicU64,
+    /// Signal actions, index n - 1 for signal n.
+    pub actions: Mutex<[SigAction; NSIG as usize]>,
+    /// Open files by descriptor, with the close-on-exec flag.
+    pub files: Mutex<Vec<Option<(Arc<crate::vfs::OpenFile>, bool)>>>,
 }
 
 /// Live processes by the id of their thread.
 static PROCESSES: Mutex<BTreeMap<ThreadId, Arc<Process>>> = Mutex::new(BTreeMap::new());
 static NEXT_PID: AtomicU64 = AtomicU64::new(1);
+/// Processes with a signal pending (a quick test on the way out). (A)
+static PENDING_ANY: AtomicU32 = AtomicU32::new(0);
+/// Init, the parent of orphans.
+static INIT: Mutex<Weak<Process>> = Mutex::new(Weak::new());
 
 /// Why a process could not be started.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SpawnError {
     NoMemory,
+    /// The program could not be loaded.
+    Load(crate::elf::ElfError),
 }
 
 pub fn current() -> Option<Arc<Process>> {
     let tid = sched::current();
-    x86_64::instructions::interrupts::without_interrupts(|| PROCESSES.lock().get(&tid).cloned())
+    without_interrupts(|| PROCESSES.lock().get(&tid).cloned())
 }
 
 /// The pid of the process the current thread runs, 0 if none.
@@ -71,145 +160,340 @@ pub fn current_pid() -> u64 {
     current().map_or(0, |p| p.pid)
 }
 
+/// The live process with `pid`.
+pub fn by_pid(pid: u64) -> Option<Arc<Process>> {
+    without_interrupts(|| PROCESSES.lock().values().find(|p| p.pid == pid).cloned())
+}
+
+/// Every live process.
+pub fn all() -> Vec<Arc<Process>> {
+    without_interrupts(|| PROCESSES.lock().values().cloned().collect())
+}
+
 impl Process {
-    fn new(ppid: u64, space: Arc<AddressSpace>) -> Process {
-        Process {
+    fn new(parent: Option<&Arc<Process>>, name: &str) -> Process {
+        let console = crate::vfs::OpenFile::console();
+        let p = Process {
             pid: NEXT_PID.fetch_add(1, Ordering::Relaxed),
-            ppid,
-            space,
-            status: Mutex::new(None),
+            ppid: AtomicU64::new(parent.map_or(0, |p| p.pid)),
+            parent: Mutex::new(parent.map_or_else(Weak::new, Arc::downgrade)),
+            tid: AtomicU64::new(0),
+            name: Mutex::new(name.into()),
+            space: Mutex::new(None),
+            status: AtomicU32::new(0),
             brk: Mutex::new((0, 0)),
-            children: Mutex::new(alloc::vec::Vec::new()),
+            stack_low: AtomicU64::new(STACK_TOP - STACK_INITIAL),
+            lock_future: AtomicBool::new(false),
+            children: Mutex::new(Vec::new()),
+            pending: AtomicU64::new(0),
+            blocked: AtomicU64::new(0),
+            actions: Mutex::new([SigAction::default(); NSIG as usize]),
+            files: Mutex::new(Vec::new()),
+        };
+        // Descriptors 0, 1 and 2: the console, one open file as on a terminal.
+        *p.files.lock() = alloc::vec![Some((console.clone(), false)), Some((console.clone(), false)), Some((console, false))];
+        p
+    }
+
+    /// The open file of descriptor `fd`.
+    pub fn file(&self, fd: u64) -> Option<Arc<crate::vfs::OpenFile>> {
+        let files = self.files.lock();
+        files.get(usize::try_from(fd).ok()?)?.as_ref().map(|(f, _)| f.clone())
+    }
+
+    /// Puts `f` at the lowest free descriptor at or above `min`; None if the
+    /// table is full.
+    pub fn add_file(&self, f: Arc<crate::vfs::OpenFile>, cloexec: bool, min: usize) -> Option<u64> {
+        const MAX_FILES: usize = 1024;
+        let mut files = self.files.lock();
+        let slot = (min..MAX_FILES).find(|&i| files.get(i).is_none_or(|s| s.is_none()))?;
+        if slot >= files.len() {
+            files.resize(slot + 1, None);
+        }
+        files[slot] = Some((f, cloexec));
+        Some(slot as u64)
+    }
+
+    /// The address space (None once the process has ended).
+    pub fn space(&self) -> Option<Arc<AddressSpace>> {
+        without_interrupts(|| self.space.lock().clone())
+    }
+
+    fn chan(self: &Arc<Self>) -> usize {
+        Arc::as_ptr(self) as usize
+    }
+
+    /// How the process ended, if it has.
+    pub fn status(&self) -> Option<Status> {
+        match self.status.load(Ordering::SeqCst) {
+            0 => None,
+            w => Some(Status::from_wstatus(w & 0xffff)),
+        }
+    }
+
+    /// Waits for the process to end and returns how.
+    pub fn wait(self: &Arc<Self>) -> Status {
+        loop {
+            if let Some(s) = self.status() {
+                return s;
+            }
+            sched::sleep_if(self.chan(), || self.status().is_none());
         }
     }
 }
 
+/// A new address space with the initial stack mapped.
+fn new_space() -> Result<Arc<AddressSpace>, SpawnError> {
+    let space = AddressSpace::new().map_err(|_| SpawnError::NoMemory)?;
+    space
+        .map
+        .lock()
+        .map(Some(STACK_TOP - STACK_INITIAL), STACK_INITIAL, Prot::RW, Prot::RW, Inherit::Copy, None, false)
+        .map_err(|_| SpawnError::NoMemory)?;
+    Ok(space)
+}
+
+/// Starts the thread of process `p`, running `f`, and records it as `p`'s
+/// before it can run: a process can be found (by `kill`, by `wait`) from
+/// the moment its thread exists, and cannot end before it is recorded.
+/// Interrupts are off across the two steps, so on one CPU the new thread
+/// cannot run in between. (With more CPUs, threads will be created stopped.)
+fn start_thread(name: &str, p: &Arc<Process>, f: impl FnOnce() + Send + 'static) -> Result<(), SpawnError> {
+    without_interrupts(|| {
+        let tid = sched::spawn_detached(name, f).ok_or(SpawnError::NoMemory)?;
+        p.tid.store(tid, Ordering::SeqCst);
+        PROCESSES.lock().insert(tid, p.clone());
+        Ok(())
+    })
+}
+
+/// Loads `p`'s address space for the current thread: the first thing every
+/// process thread does (it starts in the kernel's).
+fn become_process(p: Arc<Process>) {
+    let space = p.space().expect("a new process has its address space");
+    sched::set_address_space(space.pmap.root(), Arc::as_ptr(&space) as usize);
+}
+
 /// Starts `program` (flat code, entered at its first byte) in a new process.
 pub fn spawn(name: &str, program: &'static [u8]) -> Result<Arc<Process>, SpawnError> {
-    let space = AddressSpace::new().map_err(|_| SpawnError::NoMemory)?;
-    let code_len = (program.len() as u64).next_multiple_of(4096).max(4096);
-    {
-        let mut map = space.map.lock();
-        map.map(Some(CODE_BASE), code_len, Prot::RW, Prot::ALL, Inherit::Copy, None, false)
-            .map_err(|_| SpawnError::NoMemory)?;
-        map.map(Some(STACK_TOP - STACK_SIZE), STACK_SIZE, Prot::RW, Prot::RW, Inherit::Copy, None, false)
-            .map_err(|_| SpawnError::NoMemory)?;
-    }
-    let proc = Arc::new(Process::new(0, space));
+    let space = new_space()?;
+    let code_len = (program.len() as u64).next_multiple_of(PAGE).max(PAGE);
+    space
+        .map
+        .lock()
+        .map(Some(CODE_BASE), code_len, Prot::RW, Prot::ALL, Inherit::Copy, None, false)
+        .map_err(|_| SpawnError::NoMemory)?;
+    let proc = Arc::new(Process::new(None, name));
+    *proc.space.lock() = Some(space);
     let p = proc.clone();
-    sched::spawn(name, move || {
-        let root = p.space.pmap.root();
-        let ptr = Arc::as_ptr(&p.space) as usize;
-        x86_64::instructions::interrupts::without_interrupts(|| PROCESSES.lock().insert(sched::current(), p));
-        sched::set_address_space(root, ptr);
+    start_thread(name, &proc, move || {
+        become_process(p);
         // Load the program through the fault path, then make it read-only
         // and executable.
         if crate::syscall::copy_to_user(CODE_BASE, program).is_err() {
             exit_current(Status::Signaled(SIGSEGV));
         }
-        if let Some(me) = current() {
-            let _ = me.space.map.lock().protect(CODE_BASE, CODE_BASE + code_len, Prot::READ | Prot::EXEC);
+        if let Some(space) = current().and_then(|me| me.space()) {
+            let _ = space.map.lock().protect(CODE_BASE, CODE_BASE + code_len, Prot::READ | Prot::EXEC);
         }
         enter_user(CODE_BASE, STACK_TOP)
-    })
-    .ok_or(SpawnError::NoMemory)?;
+    })?;
     Ok(proc)
 }
 
-/// Starts the static ELF executable `image` in a new process with `argv`.
-pub fn spawn_elf(name: &str, image: &'static [u8], argv: &'static [&'static str]) -> Result<Arc<Process>, SpawnError> {
-    let space = AddressSpace::new().map_err(|_| SpawnError::NoMemory)?;
-    space
-        .map
-        .lock()
-        .map(Some(STACK_TOP - STACK_SIZE), STACK_SIZE, Prot::RW, Prot::RW, Inherit::Copy, None, false)
-        .map_err(|_| SpawnError::NoMemory)?;
-    let proc = Arc::new(Process::new(0, space));
+/// What a new program image needs: its bytes, arguments and environment.
+pub struct Exec {
+    pub image: crate::bytes::Image,
+    pub argv: Vec<Vec<u8>>,
+    pub envp: Vec<Vec<u8>>,
+}
+
+/// A seed for AT_RANDOM.
+fn random_bytes() -> [u8; 16] {
+    let t = crate::time::rdtsc();
+    let mut random = [0u8; 16];
+    random[..8].copy_from_slice(&t.to_le_bytes());
+    random[8..].copy_from_slice(&(t.rotate_left(29) ^ 0x9E37_79B9_7F4A_7C15).to_le_bytes());
+    random
+}
+
+/// Loads `exec` into `space`, which must be the current thread's address
+/// space, and builds the initial stack: returns the entry point, the stack
+/// pointer and the end of the image (where the heap starts).
+fn load_image(space: &AddressSpace, exec: &Exec) -> Result<(u64, u64, u64), crate::elf::ElfError> {
+    let loaded = crate::elf::load(space, &exec.image)?;
+    let argv: Vec<&[u8]> = exec.argv.iter().map(|a| a.as_slice()).collect();
+    let envp: Vec<&[u8]> = exec.envp.iter().map(|a| a.as_slice()).collect();
+    let sp = crate::elf::initial_stack(STACK_TOP, &argv, &envp, &loaded, random_bytes())?;
+    Ok((loaded.entry, sp, loaded.end))
+}
+
+/// Starts the static ELF executable of `exec` in a new process, a child of
+/// `parent` (None: of the kernel).
+pub fn spawn_exec(name: &str, exec: Exec, parent: Option<&Arc<Process>>) -> Result<Arc<Process>, SpawnError> {
+    // Check the image before a thread exists, so a bad one is an error here.
+    crate::elf::check(exec.image.bytes()).map_err(SpawnError::Load)?;
+    let proc = Arc::new(Process::new(parent, name));
+    *proc.space.lock() = Some(new_space()?);
     let p = proc.clone();
-    sched::spawn(name, move || {
-        let space = p.space.clone();
-        x86_64::instructions::interrupts::without_interrupts(|| PROCESSES.lock().insert(sched::current(), p));
-        sched::set_address_space(space.pmap.root(), Arc::as_ptr(&space) as usize);
-        let started = crate::elf::load(&space, image).and_then(|loaded| {
-            let t = crate::time::rdtsc();
-            let mut random = [0u8; 16];
-            random[..8].copy_from_slice(&t.to_le_bytes());
-            random[8..].copy_from_slice(&(t.rotate_left(29) ^ 0x9E37_79B9_7F4A_7C15).to_le_bytes());
-            let sp = crate::elf::initial_stack(STACK_TOP, argv, &loaded, random)?;
-            if let Some(me) = current() {
-                *me.brk.lock() = (loaded.end, loaded.end);
-            }
-            Ok((loaded.entry, sp))
-        });
+    start_thread(name, &proc, move || {
+        become_process(p);
+        let Some(space) = current().and_then(|me| me.space()) else { exit_current(Status::Exited(127)) };
+        let started = load_image(&space, &exec);
         drop(space);
+        drop(exec);
         match started {
-            Ok((entry, sp)) => enter_user(entry, sp),
+            Ok((entry, sp, end)) => {
+                if let Some(me) = current() {
+                    *me.brk.lock() = (end, end);
+                }
+                enter_user(entry, sp)
+            }
             Err(e) => {
                 crate::kprintln!("pid {}: cannot load the program: {e:?}", current_pid());
                 exit_current(Status::Exited(127))
             }
         }
-    })
-    .ok_or(SpawnError::NoMemory)?;
+    })?;
+    if let Some(parent) = parent {
+        parent.children.lock().push(proc.clone());
+    }
     Ok(proc)
 }
 
-/// Embedded bytes aligned for the ELF parser, which reads headers in place.
-#[repr(C, align(8))]
-struct Aligned<B: ?Sized>(B);
+/// Starts the static ELF executable `image` in a new process with `argv`.
+pub fn spawn_elf(name: &str, image: &'static [u8], argv: &[&str]) -> Result<Arc<Process>, SpawnError> {
+    let exec = Exec {
+        image: crate::bytes::Image::Static(image),
+        argv: argv.iter().map(|a| a.as_bytes().to_vec()).collect(),
+        envp: alloc::vec![b"PATH=/bin".to_vec()],
+    };
+    spawn_exec(name, exec, None)
+}
 
-/// The C programs of `user/`, built with musl by `kernel/build.rs`.
-pub static HELLO_ELF: &[u8] = &HELLO_ALIGNED.0;
-static HELLO_ALIGNED: &Aligned<[u8]> = &Aligned(*include_bytes!(concat!(env!("OUT_DIR"), "/hello")));
-pub static MEMORY_ELF: &[u8] = &MEMORY_ALIGNED.0;
-static MEMORY_ALIGNED: &Aligned<[u8]> = &Aligned(*include_bytes!(concat!(env!("OUT_DIR"), "/memory")));
-pub static FORK_ELF: &[u8] = &FORK_ALIGNED.0;
-static FORK_ALIGNED: &Aligned<[u8]> = &Aligned(*include_bytes!(concat!(env!("OUT_DIR"), "/fork")));
+/// Starts init (`/bin/init` with `argv`): the parent of orphans.
+pub fn start_init(argv: &[&str]) -> Result<Arc<Process>, SpawnError> {
+    let p = spawn_elf("init", crate::programs::bin("init"), argv)?;
+    *INIT.lock() = Arc::downgrade(&p);
+    Ok(p)
+}
+
+/// `execve`: replaces the current process's program with `exec`. On
+/// success the system call returns into the new program: `tf` is rewritten
+/// to its entry. On failure nothing has changed.
+pub fn exec(tf: &mut crate::arch::trap::TrapFrame, name: &str, exec: Exec) -> Result<(), SpawnError> {
+    let me = current().ok_or(SpawnError::NoMemory)?;
+    crate::elf::check(exec.image.bytes()).map_err(SpawnError::Load)?;
+    let old = me.space().ok_or(SpawnError::NoMemory)?;
+    let space = new_space()?;
+    sched::set_address_space(space.pmap.root(), Arc::as_ptr(&space) as usize);
+    let (entry, sp, end) = match load_image(&space, &exec) {
+        Ok(v) => v,
+        Err(e) => {
+            sched::set_address_space(old.pmap.root(), Arc::as_ptr(&old) as usize);
+            return Err(SpawnError::Load(e));
+        }
+    };
+    // The point of no return: the old image goes.
+    let replaced = without_interrupts(|| me.space.lock().replace(space));
+    drop(replaced);
+    drop(old);
+    *me.brk.lock() = (end, end);
+    me.stack_low.store(STACK_TOP - STACK_INITIAL, Ordering::SeqCst);
+    me.lock_future.store(false, Ordering::SeqCst);
+    *me.name.lock() = name.into();
+    // Close-on-exec descriptors close.
+    let closing: Vec<_> = {
+        let mut files = me.files.lock();
+        files.iter_mut().filter(|s| s.as_ref().is_some_and(|(_, cloexec)| *cloexec)).filter_map(|s| s.take()).collect()
+    };
+    drop(closing);
+    // Handlers do not survive an exec; ignored signals stay ignored.
+    for a in me.actions.lock().iter_mut() {
+        if a.handler != SIG_IGN {
+            *a = SigAction::default();
+        }
+    }
+    sched::set_fs_base(0);
+    let (cs, ss) = (tf.cs, tf.ss);
+    *tf = crate::arch::trap::TrapFrame::default();
+    tf.cs = cs;
+    tf.ss = ss;
+    tf.rip = entry;
+    tf.rsp = sp;
+    tf.rflags = 0x202;
+    Ok(())
+}
 
 /// `fork`: a child with a copy-on-write copy of the address space, which
 /// returns to user mode where the parent made the call, with 0 in RAX.
 /// Returns the child's pid to the parent.
 pub fn fork(tf: &crate::arch::trap::TrapFrame) -> Result<u64, SpawnError> {
     let parent = current().ok_or(SpawnError::NoMemory)?;
-    let space = parent.space.fork().map_err(|_| SpawnError::NoMemory)?;
-    let child = Arc::new(Process::new(parent.pid, space));
+    let space = parent.space().ok_or(SpawnError::NoMemory)?.fork().map_err(|_| SpawnError::NoMemory)?;
+    let child = Arc::new(Process::new(Some(&parent), &parent.name.lock()));
+    *child.space.lock() = Some(space);
     *child.brk.lock() = *parent.brk.lock();
+    child.stack_low.store(parent.stack_low.load(Ordering::SeqCst), Ordering::SeqCst);
+    child.blocked.store(parent.blocked.load(Ordering::SeqCst), Ordering::SeqCst);
+    *child.actions.lock() = *parent.actions.lock();
+    *child.files.lock() = parent.files.lock().clone();
     let mut frame = tf.clone();
     frame.rax = 0;
     let fs = x86_64::registers::model_specific::FsBase::read().as_u64();
     let c = child.clone();
-    sched::spawn("user", move || {
-        let space = c.space.clone();
-        x86_64::instructions::interrupts::without_interrupts(|| PROCESSES.lock().insert(sched::current(), c));
-        sched::set_address_space(space.pmap.root(), Arc::as_ptr(&space) as usize);
-        drop(space);
+    start_thread("user", &child, move || {
+        become_process(c);
         sched::set_fs_base(fs);
         // SAFETY: `frame` is a user-mode frame (the parent's system call),
         // kept in this closure's frame, which is never returned to.
         unsafe { resume_user(&frame) }
-    })
-    .ok_or(SpawnError::NoMemory)?;
+    })?;
     let pid = child.pid;
     parent.children.lock().push(child);
     Ok(pid)
 }
 
-/// `wait4(pid, …)`: waits for a child (any if `pid` is -1) to end, removes it,
-/// and returns its pid and status. `None` if there is no such child; with
-/// `nohang`, `Some((0, _))` if it has not ended.
-pub fn wait_child(pid: i64, nohang: bool) -> Option<(u64, Status)> {
-    let me = current()?;
-    let child = {
-        let children = me.children.lock();
-        let found = children.iter().find(|c| pid == -1 || c.pid as i64 == pid)?;
-        found.clone()
-    };
-    if nohang && child.status.lock().is_none() {
-        return Some((0, Status::Exited(0)));
+/// Why `wait4` returned without a child.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WaitError {
+    /// No such child.
+    NoChild,
+    /// A signal ended the wait.
+    Interrupted,
+}
+
+/// `wait4(pid, …)`: waits for a child (any if `pid` is -1) to end, removes
+/// it, and returns its pid and status; with `nohang`, `Ok(None)` if none has
+/// ended yet.
+pub fn wait_child(pid: i64, nohang: bool) -> Result<Option<(u64, Status)>, WaitError> {
+    let me = current().ok_or(WaitError::NoChild)?;
+    let matches = |c: &Arc<Process>| pid == -1 || c.pid as i64 == pid;
+    loop {
+        {
+            let mut children = me.children.lock();
+            if !children.iter().any(matches) {
+                return Err(WaitError::NoChild);
+            }
+            if let Some(i) = children.iter().position(|c| matches(c) && c.status().is_some()) {
+                let c = children.remove(i);
+                let status = c.status().unwrap_or(Status::Exited(0));
+                return Ok(Some((c.pid, status)));
+            }
+        }
+        if nohang {
+            return Ok(None);
+        }
+        if signal_pending() {
+            return Err(WaitError::Interrupted);
+        }
+        // The children's lock is only tried under the scheduler lock: if it
+        // is held, go round again rather than wait for it there.
+        sched::sleep_if(me.chan(), || {
+            me.children.try_lock().is_some_and(|ch| !ch.iter().any(|c| matches(c) && c.status().is_some()))
+                && !signal_pending_in(&me)
+        });
     }
-    let status = child.wait();
-    me.children.lock().retain(|c| !Arc::ptr_eq(c, &child));
-    Some((child.pid, status))
 }
 
 /// Returns to user mode with the registers of `tf`.
@@ -251,36 +535,182 @@ fn enter_user(rip: u64, rsp: u64) -> ! {
     }
 }
 
-/// Ends the current process with `status`: records it, wakes the waiter,
-/// leaves the address space (freed with the last reference) and ends the
-/// thread.
+/// Ends the current process with `status`: frees its address space, hands
+/// its children to init, records the status, wakes whoever waits (its
+/// parent, a kernel waiter) and ends the thread.
 pub fn exit_current(status: Status) -> ! {
-    let me = x86_64::instructions::interrupts::without_interrupts(|| PROCESSES.lock().remove(&sched::current()));
+    let me = without_interrupts(|| PROCESSES.lock().remove(&sched::current()));
     sched::set_address_space(0, 0);
     if let Some(p) = me {
-        *p.status.lock() = Some(status);
-        sched::wakeup(Arc::as_ptr(&p) as usize);
+        let space = without_interrupts(|| p.space.lock().take());
+        drop(space);
+        let files = core::mem::take(&mut *p.files.lock());
+        drop(files);
+        if p.pending.swap(0, Ordering::SeqCst) != 0 {
+            PENDING_ANY.fetch_sub(1, Ordering::SeqCst);
+        }
+        let orphans = core::mem::take(&mut *p.children.lock());
+        let init = INIT.lock().upgrade().filter(|i| !Arc::ptr_eq(i, &p) && i.status().is_none());
+        if let Some(init) = init {
+            for c in &orphans {
+                c.ppid.store(init.pid, Ordering::SeqCst);
+                *c.parent.lock() = Arc::downgrade(&init);
+            }
+            init.children.lock().extend(orphans);
+            sched::wakeup(init.chan());
+        }
+        p.status.store(1 << 16 | status.wstatus(), Ordering::SeqCst);
+        sched::wakeup(p.chan());
+        if let Some(parent) = p.parent.lock().upgrade() {
+            sched::wakeup(parent.chan());
+        }
     }
     sched::exit()
 }
 
 /// Kills the current process for an exception taken in user mode.
 pub fn kill_current(signal: u8, what: &str, addr: u64, rip: u64) -> ! {
-    crate::kprintln!("pid {}: killed by signal {signal}: {what} at {addr:#x}, rip {rip:#x}", current_pid());
+    let name = current().map(|p| p.name.lock().clone()).unwrap_or_default();
+    crate::kprintln!("pid {} ({name}): killed by signal {signal}: {what} at {addr:#x}, rip {rip:#x}", current_pid());
     exit_current(Status::Signaled(signal))
 }
 
+// ---- signals ---------------------------------------------------------------
+
+/// What a signal does to a process that has not asked otherwise.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Disposition {
+    Ignore,
+    Terminate,
+}
+
+fn disposition(p: &Process, sig: u8) -> Disposition {
+    if sig == SIGKILL {
+        return Disposition::Terminate;
+    }
+    let handler = p.actions.lock()[sig as usize - 1].handler;
+    if handler == SIG_IGN {
+        return Disposition::Ignore;
+    }
+    match sig {
+        SIGCHLD | SIGCONT | SIGURG | SIGWINCH => Disposition::Ignore,
+        // No job control: stopping is not supported, so the stop signals are
+        // dropped (SIGSTOP too, which cannot be caught or ignored).
+        SIGSTOP | SIGTSTP | SIGTTIN | SIGTTOU => {
+            log::warn!("pid {}: stop signal {sig} dropped: no job control", p.pid);
+            Disposition::Ignore
+        }
+        // A handler cannot run until signal delivery exists: the default
+        // action applies.
+        _ => Disposition::Terminate,
+    }
+}
+
+/// Sends signal `sig` (1..=64) to `p`.
+pub fn send_signal(p: &Arc<Process>, sig: u8) {
+    if sig == 0 || sig > NSIG || p.status().is_some() || disposition(p, sig) == Disposition::Ignore {
+        return;
+    }
+    if p.pending.fetch_or(1 << (sig - 1), Ordering::SeqCst) == 0 {
+        PENDING_ANY.fetch_add(1, Ordering::SeqCst);
+    }
+    sched::wake_thread(p.tid.load(Ordering::SeqCst));
+}
+
 impl Process {
-    /// Waits for the process to end and returns how.
-    pub fn wait(self: &Arc<Self>) -> Status {
-        let chan = Arc::as_ptr(self) as usize;
-        loop {
-            if let Some(s) = *self.status.lock() {
-                return s;
+    /// Signals sent and not yet acted on (bit n - 1 for signal n).
+    pub fn pending_signals(&self) -> u64 {
+        self.pending.load(Ordering::SeqCst)
+    }
+}
+
+fn deliverable(p: &Process) -> u64 {
+    let kill = 1u64 << (SIGKILL - 1);
+    p.pending.load(Ordering::SeqCst) & (!p.blocked.load(Ordering::SeqCst) | kill)
+}
+
+fn signal_pending_in(p: &Process) -> bool {
+    PENDING_ANY.load(Ordering::Relaxed) != 0 && deliverable(p) != 0
+}
+
+/// True if the current process has a signal to act on (a sleeping system
+/// call then returns EINTR).
+pub fn signal_pending() -> bool {
+    PENDING_ANY.load(Ordering::Relaxed) != 0 && current().is_some_and(|p| deliverable(&p) != 0)
+}
+
+/// Acts on the current process's pending signals: called on the way back to
+/// user mode. Every signal acted on terminates.
+pub fn check_signals() {
+    if PENDING_ANY.load(Ordering::Relaxed) == 0 {
+        return;
+    }
+    let Some(p) = current() else { return };
+    let bits = deliverable(&p);
+    if bits == 0 {
+        return;
+    }
+    let sig = bits.trailing_zeros() as u8 + 1;
+    drop(p);
+    crate::kprintln!("pid {}: killed by signal {sig}", current_pid());
+    exit_current(Status::Signaled(sig))
+}
+
+/// Drops pending signals that `p` now ignores (after `rt_sigaction`).
+pub fn discard_ignored(p: &Process) {
+    for sig in 1..=NSIG {
+        let bit = 1u64 << (sig - 1);
+        if p.pending.load(Ordering::SeqCst) & bit != 0 && disposition(p, sig) == Disposition::Ignore {
+            if p.pending.fetch_and(!bit, Ordering::SeqCst) == bit {
+                PENDING_ANY.fetch_sub(1, Ordering::SeqCst);
             }
-            sched::sleep_if(chan, || self.status.try_lock().is_some_and(|s| s.is_none()));
         }
     }
+}
+
+/// The current process's zombie child with `pid`, if any (kill on a zombie
+/// succeeds and does nothing).
+pub fn is_zombie_child(pid: u64) -> bool {
+    current().is_some_and(|me| me.children.lock().iter().any(|c| c.pid == pid && c.status().is_some()))
+}
+
+// ---- the stack ---------------------------------------------------------------
+
+/// Grows the current process's stack down to cover `addr` if `addr` is in
+/// the stack's range below what is mapped, within the limit, and nothing else
+/// is mapped in the way. Returns whether it did (the fault is then retried).
+pub fn grow_stack(addr: u64) -> bool {
+    let Some(p) = current() else { return false };
+    let Some(space) = p.space() else { return false };
+    let floor = STACK_TOP - STACK_LIMIT;
+    let low = p.stack_low.load(Ordering::SeqCst);
+    if addr >= low || addr < floor {
+        if addr < floor && addr >= floor - STACK_GROW {
+            crate::kprintln!("pid {}: stack overflow: {addr:#x} is beyond the {} MiB stack limit", p.pid, STACK_LIMIT >> 20);
+        }
+        return false;
+    }
+    let want = addr & !(PAGE - 1);
+    let mut new_low = want.min(low - STACK_GROW).max(floor);
+    let mut map = space.map.lock();
+    // Stop at anything mapped below the stack.
+    for e in map.entries() {
+        if e.start < low && e.end > new_low {
+            new_low = new_low.max(e.end);
+        }
+    }
+    if new_low > want {
+        return false;
+    }
+    if map.map(Some(new_low), low - new_low, Prot::RW, Prot::RW, Inherit::Copy, None, false).is_err() {
+        return false;
+    }
+    p.stack_low.store(new_low, Ordering::SeqCst);
+    drop(map);
+    if p.lock_future.load(Ordering::SeqCst) {
+        let _ = vm::fault::wire(&space.map, new_low, low);
+    }
+    true
 }
 
 // The built-in programs: position-independent x86_64 code on the Linux ABI.
@@ -390,28 +820,126 @@ mod tests {
         assert_eq!(run("rowrite"), Status::Signaled(SIGSEGV));
     }
 
+    /// Runs `/bin/<name>` (argv[0] is its path, for programs that
+    /// re-execute themselves) with `args`, waits for it and for every
+    /// process it left behind, and returns its status.
+    fn run_bin(name: &str, args: &[&str]) -> Status {
+        let path = alloc::format!("/bin/{name}");
+        let mut argv: Vec<&str> = alloc::vec![&path];
+        argv.extend_from_slice(args);
+        let p = spawn_elf(name, crate::programs::bin(name), &argv).unwrap();
+        let status = p.wait();
+        // No init in tests: what the program left running is killed.
+        while !all().is_empty() {
+            for q in all() {
+                send_signal(&q, SIGKILL);
+            }
+            sched::yield_now();
+        }
+        status
+    }
+
     /// An unmodified static musl program: start-up (TLS through
     /// arch_prctl, set_tid_address), printf flushed through writev at exit.
     #[ktest]
     fn musl_hello() {
-        let p = spawn_elf("hello", HELLO_ELF, &["hello"]).unwrap();
-        assert_eq!(p.wait(), Status::Exited(42));
+        assert_eq!(run_bin("hello", &[]), Status::Exited(42));
     }
 
     /// malloc, mmap's errors, MAP_FIXED(_NOREPLACE), mprotect and munmap,
     /// checked by user/memory.c (which passes on Linux too).
     #[ktest]
     fn musl_memory_calls() {
-        let p = spawn_elf("memory", MEMORY_ELF, &["memory"]).unwrap();
-        assert_eq!(p.wait(), Status::Exited(0));
+        assert_eq!(run_bin("memory", &[]), Status::Exited(0));
     }
 
     /// fork, copy-on-write between parent and children, wait4 statuses
     /// (exit codes and SIGSEGV), checked by user/fork.c (passes on Linux).
     #[ktest(timeout = 60)]
     fn musl_fork_and_wait() {
-        let p = spawn_elf("fork", FORK_ELF, &["fork"]).unwrap();
-        assert_eq!(p.wait(), Status::Exited(0));
+        assert_eq!(run_bin("fork", &[]), Status::Exited(0));
+    }
+
+    /// uname, the clocks, nanosleep, kill of running, sleeping and ignoring
+    /// children, sigaction and sigprocmask, abort, execve with arguments and
+    /// environment and its errors: user/calls.c (passes on Linux).
+    #[ktest(timeout = 60)]
+    fn process_time_and_signal_calls() {
+        assert_eq!(run_bin("calls", &[]), Status::Exited(0));
+    }
+
+    /// madvise, mincore, the mlock family, msync, mprotect then write, and
+    /// bad and straddling pointers to write and writev: user/vmcalls.c.
+    #[ktest(timeout = 60)]
+    fn vm_calls() {
+        assert_eq!(run_bin("vmcalls", &[]), Status::Exited(0));
+    }
+
+    /// 100 rounds of nested fork and exit leave the parent's memory as it
+    /// was: user/nested.c.
+    #[ktest(timeout = 120)]
+    fn nested_fork_rounds() {
+        assert_eq!(run_bin("nested", &[]), Status::Exited(0));
+    }
+
+    /// The stack grows on demand to 4 MiB; past the 8 MiB limit the process
+    /// is killed cleanly: user/stack.c.
+    #[ktest(timeout = 60)]
+    fn stack_grows_within_its_limit() {
+        assert_eq!(run_bin("stack", &[]), Status::Exited(0));
+    }
+
+    /// A child that allocates until memory runs out is refused or killed
+    /// with SIGKILL; its parent goes on and memory comes back: user/oom.c.
+    #[ktest(timeout = 120)]
+    fn out_of_memory_is_a_clean_kill() {
+        assert_eq!(run_bin("oom", &[]), Status::Exited(0));
+    }
+
+    /// 100,000 system calls with random numbers and arguments: the kernel
+    /// stays up and every page is accounted for afterwards: user/fuzz.c.
+    #[ktest(timeout = 300)]
+    fn random_system_calls() {
+        assert_eq!(run_bin("fuzz", &["100000", "7"]), Status::Exited(0));
+    }
+
+    /// The file system calls on the root filesystem (the virtio disk):
+    /// user/files.c in /tmp.
+    #[ktest(timeout = 60)]
+    fn file_calls() {
+        assert!(crate::vfs::root().is_some(), "no root filesystem: the test boot attaches kernel-fs.img");
+        assert_eq!(run_bin("files", &["/tmp"]), Status::Exited(0));
+    }
+
+    /// File mappings through the vnode pager: shared writes reach the file,
+    /// private ones do not, write() is seen through a mapping, SIGBUS past
+    /// the end and after a truncation: user/mapfile.c.
+    #[ktest(timeout = 60)]
+    fn file_mappings() {
+        assert_eq!(run_bin("mapfile", &["/tmp"]), Status::Exited(0));
+    }
+
+    /// init runs a program as its child and exits with its status, the
+    /// shell's way for a killed one.
+    #[ktest(timeout = 60)]
+    fn init_runs_a_program() {
+        let init = spawn_elf("init", crate::programs::bin("init"), &["init", "/bin/hello"]).unwrap();
+        assert_eq!(init.wait(), Status::Exited(42));
+        let init = spawn_elf("init", crate::programs::bin("init"), &["init", "/no/such"]).unwrap();
+        assert_eq!(init.wait(), Status::Exited(127));
+    }
+
+    /// The ELF loader maps the program from its image object: its pages
+    /// come in through the image's pager, not by copying at load.
+    #[ktest]
+    fn image_pages_come_through_the_pager() {
+        assert_eq!(run_bin("hello", &[]), Status::Exited(42));
+        let before = crate::vmspace::FAULT_KINDS.paged_in.load(Ordering::Relaxed);
+        assert_eq!(run_bin("hello", &[]), Status::Exited(42));
+        assert!(
+            crate::vmspace::FAULT_KINDS.paged_in.load(Ordering::Relaxed) > before,
+            "the image's pages come in through its pager"
+        );
     }
 
     /// User stack pages fault in on demand and keep their data.

@@ -25,3 +25,29 @@ pub fn exit(code: ExitCode) -> ! {
     unsafe { Port::<u32>::new(ISA_DEBUG_EXIT_PORT).write(code as u32) };
     crate::arch::halt_forever()
 }
+
+/// COM2, where the kernel reports a program's exit status to the host.
+const COM2: u16 = 0x2F8;
+
+/// Reports `code` to the host as the line `status <code>` on COM2 (which
+/// `./run-qemu.sh run` connects to a file). Nothing happens if no one listens.
+pub fn report_status(code: u8) {
+    use core::fmt::Write;
+    let mut line = heapless_line();
+    let _ = write!(line, "status {code}\n");
+    for &b in line.as_bytes() {
+        // SAFETY: COM2's line status and transmit registers; waiting for the
+        // transmitter to be empty, then writing one byte.
+        unsafe {
+            let mut spins = 0;
+            while Port::<u8>::new(COM2 + 5).read() & 0x20 == 0 && spins < 100_000 {
+                spins += 1;
+            }
+            Port::<u8>::new(COM2).write(b);
+        }
+    }
+}
+
+fn heapless_line() -> alloc::string::String {
+    alloc::string::String::with_capacity(16)
+}

@@ -60,6 +60,8 @@ struct Thread {
     /// The thread's x87/SSE state while it is switched out (user programs
     /// use SSE; the kernel is built without it). None for the boot thread.
     fpu: Option<Box<FpuArea>>,
+    /// Tick at which a timed sleep ends (0: none).
+    wake_at: u64,
     /// Saved stack pointer while not running.
     rsp: u64,
     /// The stack (None for the boot thread, which runs on the boot stack).
@@ -74,6 +76,8 @@ struct Sched {
     next_id: ThreadId,
     /// Tick at which the current thread's slice ends.
     slice_end: u64,
+    /// The earliest `wake_at` of a sleeping thread (u64::MAX: none).
+    next_timeout: u64,
 }
 
 static SCHED: Mutex<Option<Sched>> = Mutex::new(None);
@@ -153,11 +157,12 @@ pub fn init() {
                 space: 0,
                 fs_base: 0,
                 fpu: None,
+                wake_at: 0,
                 rsp: 0,
                 stack: None,
                 entry: None,
             });
-        *SCHED.lock() = Some(Sched { threads, ready: VecDeque::new(), current: 0, next_id: 1, slice_end: 0 });
+        *SCHED.lock() = Some(Sched { threads, ready: VecDeque::new(), current: 0, next_id: 1, slice_end: 0, next_timeout: u64::MAX });
         KERNEL_CR3.store(x86_64::registers::control::Cr3::read_raw().0.start_address().as_u64(), Ordering::Relaxed);
     });
 }
@@ -190,8 +195,22 @@ extern "C" fn thread_start() -> ! {
     exit()
 }
 
-/// Starts a kernel thread running `f`. Fails (`None`) when memory is short.
+/// Starts a kernel thread running `f` in the current thread's address
+/// space. Fails (`None`) when memory is short.
 pub fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Option<ThreadId> {
+    spawn_in(name, None, f)
+}
+
+/// Starts a kernel thread running `f` in the kernel's address space: for a
+/// thread that sets its own (a process's), which must not start in its
+/// creator's, which may be gone by the time it first runs.
+pub fn spawn_detached(name: &str, f: impl FnOnce() + Send + 'static) -> Option<ThreadId> {
+    spawn_in(name, Some((0, 0)), f)
+}
+
+/// Starts a thread; `space` is its (cr3, address space), or None for the
+/// creator's.
+fn spawn_in(name: &str, space: Option<(u64, usize)>, f: impl FnOnce() + Send + 'static) -> Option<ThreadId> {
     let words = STACK_SIZE / 8;
     let mut stack: Vec<u64> = Vec::new();
     stack.try_reserve_exact(words).ok()?;
@@ -211,10 +230,10 @@ pub fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Option<ThreadId> 
         let s = s.as_mut()?;
         let id = s.next_id;
         s.next_id += 1;
-        let (cr3, space) = (s.threads[&s.current].cr3, s.threads[&s.current].space);
+        let (cr3, space) = space.unwrap_or((s.threads[&s.current].cr3, s.threads[&s.current].space));
         s.threads.insert(
             id,
-            Thread { name: name.into(), state: State::Ready, cr3, space, fs_base: 0, fpu: Some(fpu), rsp, stack: Some(stack), entry: Some(entry) },
+            Thread { name: name.into(), state: State::Ready, cr3, space, fs_base: 0, fpu: Some(fpu), wake_at: 0, rsp, stack: Some(stack), entry: Some(entry) },
         );
         s.ready.push_back(id);
         Some(id)
@@ -327,7 +346,13 @@ pub fn yield_now() {
 pub fn preempt() {
     let mut g = SCHED.lock();
     let Some(s) = g.as_mut() else { return };
-    if s.ready.is_empty() || crate::time::ticks() < s.slice_end {
+    let now = crate::time::ticks();
+    if now >= s.next_timeout {
+        s.expire_timeouts(now);
+    }
+    // A thread idling in `schedule` (sleeping, interrupts let in) picks up
+    // what became ready itself.
+    if s.ready.is_empty() || now < s.slice_end || s.threads[&s.current].state != State::Running {
         return;
     }
     let cur = s.current;
@@ -353,6 +378,63 @@ pub fn sleep_if(chan: usize, cond: impl FnOnce() -> bool) -> bool {
     })
 }
 
+impl Sched {
+    /// Makes every thread whose timed sleep has ended ready.
+    fn expire_timeouts(&mut self, now: u64) {
+        let mut next = u64::MAX;
+        let Sched { threads, ready, .. } = self;
+        for (id, t) in threads.iter_mut() {
+            if let State::Sleeping(_) = t.state {
+                if t.wake_at != 0 && t.wake_at <= now {
+                    t.state = State::Ready;
+                    t.wake_at = 0;
+                    ready.push_back(*id);
+                } else if t.wake_at != 0 {
+                    next = next.min(t.wake_at);
+                }
+            }
+        }
+        self.next_timeout = next;
+    }
+}
+
+/// Like [`sleep_if`], but the sleep also ends at timer tick `deadline` (a
+/// wakeup on `chan`, or [`wake_thread`], ends it earlier). Returns whether it
+/// slept.
+pub fn sleep_until(chan: usize, deadline: u64, cond: impl FnOnce() -> bool) -> bool {
+    interrupts::without_interrupts(|| {
+        let mut g = SCHED.lock();
+        let Some(s) = g.as_mut() else { return false };
+        if !cond() || crate::time::ticks() >= deadline {
+            return false;
+        }
+        let cur = s.current;
+        let t = s.threads.get_mut(&cur).unwrap();
+        t.state = State::Sleeping(chan);
+        t.wake_at = deadline;
+        s.next_timeout = s.next_timeout.min(deadline);
+        schedule(g);
+        true
+    })
+}
+
+/// Ends the sleep of thread `id`, whatever it sleeps on (to deliver a
+/// signal). Every sleeper re-checks its condition, so the early wakeup is
+/// harmless to one that must go on waiting.
+pub fn wake_thread(id: ThreadId) {
+    interrupts::without_interrupts(|| {
+        let mut g = SCHED.lock();
+        let Some(s) = g.as_mut() else { return };
+        if let Some(t) = s.threads.get_mut(&id) {
+            if let State::Sleeping(_) = t.state {
+                t.state = State::Ready;
+                t.wake_at = 0;
+                s.ready.push_back(id);
+            }
+        }
+    });
+}
+
 /// Wakes every thread sleeping on `chan`.
 pub fn wakeup(chan: usize) {
     interrupts::without_interrupts(|| {
@@ -362,6 +444,7 @@ pub fn wakeup(chan: usize) {
         for (id, t) in threads.iter_mut() {
             if t.state == State::Sleeping(chan) {
                 t.state = State::Ready;
+                t.wake_at = 0;
                 ready.push_back(*id);
             }
         }
@@ -381,6 +464,7 @@ pub fn exit() -> ! {
     for (id, t) in threads.iter_mut() {
         if t.state == State::Sleeping(chan) {
             t.state = State::Ready;
+            t.wake_at = 0;
             ready.push_back(*id);
         }
     }

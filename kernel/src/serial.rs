@@ -27,8 +27,24 @@ const COM1: u16 = 0x3F8;
 
 static PORT: Mutex<Option<Uart16550<PioBackend>>> = Mutex::new(None);
 
+/// Bytes received before the port was set up (setting it up clears the
+/// receive FIFO, which may already hold input the host sent early).
+static EARLY_INPUT: Mutex<([u8; 64], usize, usize)> = Mutex::new(([0; 64], 0, 0));
+
 /// Initialises COM1 at 115200 baud, 8-N-1. Output before this is lost.
 pub fn init() {
+    {
+        let mut early = EARLY_INPUT.lock();
+        let (buf, _, len) = &mut *early;
+        // SAFETY: COM1's line status and data registers: reading the data
+        // register while the status says a byte is there takes that byte.
+        unsafe {
+            while *len < buf.len() && x86_64::instructions::port::Port::<u8>::new(COM1 + 5).read() & 1 != 0 {
+                buf[*len] = x86_64::instructions::port::Port::<u8>::new(COM1).read();
+                *len += 1;
+            }
+        }
+    }
     // SAFETY: 0x3F8..0x400 is COM1 on every PC and QEMU machine; nothing else
     // in the kernel touches those ports.
     let Ok(mut uart) = (unsafe { Uart16550::new_port(COM1) }) else { return };
@@ -139,3 +155,35 @@ pub fn init_logger(level: log::LevelFilter) {
     let _ = log::set_logger(&LOGGER);
     log::set_max_level(level);
 }
+
+/// Writes bytes to the console as they are (a user program's output: no
+/// newline translation, so it reaches the host byte for byte).
+pub fn write_raw(bytes: &[u8]) {
+    interrupts::without_interrupts(|| {
+        if let Some(uart) = PORT.lock().as_mut() {
+            uart.send_bytes_exact(bytes);
+        }
+    });
+}
+
+/// A byte received on the console, if one is waiting.
+pub fn try_read_byte() -> Option<u8> {
+    interrupts::without_interrupts(|| {
+        {
+            let mut early = EARLY_INPUT.lock();
+            let (buf, next, len) = &mut *early;
+            if *next < *len {
+                *next += 1;
+                return Some(buf[*next - 1]);
+            }
+        }
+        let _held = PORT.lock();
+        // SAFETY: COM1's line status and data registers; reading the data
+        // register only when the status says a byte is there takes that byte.
+        unsafe {
+            let lsr = x86_64::instructions::port::Port::<u8>::new(COM1 + 5).read();
+            (lsr & 1 != 0).then(|| x86_64::instructions::port::Port::<u8>::new(COM1).read())
+        }
+    })
+}
+

@@ -1,19 +1,20 @@
 //! The memory system calls: `brk`, `mmap` (anonymous for now), `munmap`,
-//! `mprotect`, with Linux's flags and error values.
+//! `mprotect`, `madvise`, `mincore`, `mlock` and friends, `msync`, with
+//! Linux's flags and error values.
+
+use alloc::sync::Arc;
+use core::sync::atomic::Ordering;
 
 use vm::map::{Inherit, MapError};
 use vm::pmap::Prot;
 
 use crate::pmap::USER_END;
 use crate::process;
+use crate::vmspace::AddressSpace;
+use crate::errno::*;
 
 const PAGE: u64 = 4096;
 
-pub const EEXIST: i64 = 17;
-pub const ENOMEM: i64 = 12;
-pub const EACCES: i64 = 13;
-pub const EINVAL: i64 = 22;
-pub const ENODEV: i64 = 19;
 
 const PROT_READ: u64 = 1;
 const PROT_WRITE: u64 = 2;
@@ -56,15 +57,21 @@ fn page_up(x: u64) -> Option<u64> {
 /// `brk(addr)`: moves the end of the heap; returns the (new or old) end.
 pub fn brk(addr: u64) -> i64 {
     let Some(p) = process::current() else { return -ENOMEM };
+    let Some(space) = p.space() else { return -ENOMEM };
     let mut b = p.brk.lock();
     let (start, cur) = *b;
     if addr < start || addr >= USER_END {
         return cur as i64;
     }
     let (old_top, new_top) = (page_up(cur).unwrap_or(cur), page_up(addr).unwrap_or(addr));
-    let mut map = p.space.map.lock();
+    let mut map = space.map.lock();
     if new_top > old_top {
         if map.map(Some(old_top), new_top - old_top, Prot::RW, Prot::ALL, Inherit::Copy, None, false).is_err() {
+            return cur as i64;
+        }
+        drop(map);
+        if p.lock_future.load(Ordering::SeqCst) && vm::fault::wire(&space.map, old_top, new_top).is_err() {
+            let _ = space.map.lock().unmap(old_top, new_top);
             return cur as i64;
         }
     } else if new_top < old_top && map.unmap(new_top, old_top).is_err() {
@@ -75,28 +82,39 @@ pub fn brk(addr: u64) -> i64 {
 }
 
 /// `mmap(addr, len, prot, flags, fd, off)`, anonymous mappings.
-pub fn mmap(addr: u64, len: u64, prot_bits: u64, flags: u64, _fd: u64, off: u64) -> i64 {
+pub fn mmap(addr: u64, len: u64, prot_bits: u64, flags: u64, fd: u64, off: u64) -> i64 {
     let Some(prot) = prot(prot_bits) else { return -EINVAL };
     let kind = flags & (MAP_SHARED | MAP_PRIVATE);
     if len == 0 || kind == 0 || kind == (MAP_SHARED | MAP_PRIVATE) || flags & !MAP_KNOWN != 0 {
         return -EINVAL;
     }
-    if flags & MAP_ANONYMOUS == 0 {
-        // File mappings arrive with the vnode pager.
-        return -ENODEV;
-    }
     if off % PAGE != 0 {
         return -EINVAL;
     }
+    // A file mapping: the vnode's object, shared, or private (copy on write).
+    let file = if flags & MAP_ANONYMOUS == 0 {
+        let Some(f) = process::current().and_then(|p| p.file(fd)) else { return -EBADF };
+        let Some(v) = f.vnode.clone() else { return -ENODEV };
+        if !f.readable || (kind == MAP_SHARED && prot.contains(Prot::WRITE) && !f.writable) {
+            return -EACCES;
+        }
+        // A shared mapping of a file opened read-only can never be made
+        // writable; a private one can (its writes stay private).
+        let max = if kind == MAP_SHARED && !f.writable { Prot::READ | Prot::EXEC } else { Prot::ALL };
+        Some((v, max))
+    } else {
+        None
+    };
     let Some(len) = page_up(len).filter(|l| *l < USER_END) else { return -ENOMEM };
     let fixed = flags & (MAP_FIXED | MAP_FIXED_NOREPLACE) != 0;
     if fixed && (addr % PAGE != 0 || addr.checked_add(len).is_none_or(|e| e > USER_END) || addr == 0) {
         return -EINVAL;
     }
     let Some(p) = process::current() else { return -ENOMEM };
+    let Some(space) = p.space() else { return -ENOMEM };
     let inherit = if kind == MAP_SHARED { Inherit::Share } else { Inherit::Copy };
     let start = {
-        let mut map = p.space.map.lock();
+        let mut map = space.map.lock();
         let at = if fixed {
             if flags & MAP_FIXED_NOREPLACE != 0 {
                 let mut cur = addr;
@@ -126,17 +144,34 @@ pub fn mmap(addr: u64, len: u64, prot_bits: u64, flags: u64, _fd: u64, off: u64)
                 None => return -ENOMEM,
             }
         };
-        match map.map(Some(at), len, prot, Prot::ALL, inherit, None, false) {
+        let mapped = match &file {
+            Some((v, max)) => {
+                v.object.reference();
+                let r = map.map(Some(at), len, prot, *max, inherit, Some((v.object.clone(), off / PAGE)), kind == MAP_PRIVATE);
+                if r.is_err() {
+                    v.object.clone().deallocate();
+                }
+                r
+            }
+            None => map.map(Some(at), len, prot, Prot::ALL, inherit, None, false),
+        };
+        match mapped {
             Ok(a) => a,
             Err(MapError::Overlap) => return -EEXIST,
             Err(_) => return -ENOMEM,
         }
     };
-    if flags & MAP_POPULATE != 0 && prot.contains(Prot::READ) {
+    if p.lock_future.load(Ordering::SeqCst) {
+        // mlockall(MCL_FUTURE): locked from the start, or not mapped at all.
+        if let Err(e) = vm::fault::wire(&space.map, start, start + len) {
+            let _ = space.map.lock().unmap(start, start + len);
+            return if e == vm::fault::FaultError::NoMemory { -EAGAIN } else { -ENOMEM };
+        }
+    } else if flags & MAP_POPULATE != 0 && prot.contains(Prot::READ) {
         let mut va = start;
         while va < start + len {
             let access = if prot.contains(Prot::WRITE) { Prot::WRITE } else { Prot::READ };
-            if vm::fault::fault(&p.space.map, va, access, false).is_err() {
+            if vm::fault::fault(&space.map, va, access, false).is_err() {
                 break;
             }
             va += PAGE;
@@ -151,8 +186,8 @@ pub fn munmap(addr: u64, len: u64) -> i64 {
         return -EINVAL;
     }
     let Some(end) = page_up(len).and_then(|l| addr.checked_add(l)).filter(|e| *e <= USER_END) else { return -EINVAL };
-    let Some(p) = process::current() else { return -EINVAL };
-    match p.space.map.lock().unmap(addr, end) {
+    let Some(space) = process::current().and_then(|p| p.space()) else { return -EINVAL };
+    match space.map.lock().unmap(addr, end) {
         Ok(()) => 0,
         Err(_) => -EINVAL,
     }
@@ -168,8 +203,8 @@ pub fn mprotect(addr: u64, len: u64, prot_bits: u64) -> i64 {
         return 0;
     }
     let Some(end) = page_up(len).and_then(|l| addr.checked_add(l)).filter(|e| *e <= USER_END) else { return -ENOMEM };
-    let Some(p) = process::current() else { return -EINVAL };
-    let mut map = p.space.map.lock();
+    let Some(space) = process::current().and_then(|p| p.space()) else { return -EINVAL };
+    let mut map = space.map.lock();
     if !map.fully_mapped(addr, end) {
         return -ENOMEM;
     }
@@ -178,4 +213,295 @@ pub fn mprotect(addr: u64, len: u64, prot_bits: u64) -> i64 {
         Err(MapError::Protection) => -EACCES,
         Err(_) => -ENOMEM,
     }
+}
+
+/// The page-aligned range `[addr, addr + len)` of a call that wants `addr`
+/// aligned (EINVAL if not) and the range inside the user half (ENOMEM if
+/// not). `len` 0 gives an empty range.
+fn range(addr: u64, len: u64) -> Result<(u64, u64), i64> {
+    if addr % PAGE != 0 {
+        return Err(EINVAL);
+    }
+    let end = page_up(len).and_then(|l| addr.checked_add(l)).ok_or(ENOMEM)?;
+    if end > USER_END {
+        return Err(ENOMEM);
+    }
+    Ok((addr, end))
+}
+
+fn current_space() -> Result<Arc<AddressSpace>, i64> {
+    process::current().and_then(|p| p.space()).ok_or(EINVAL)
+}
+
+/// `madvise(addr, len, advice)`. `MADV_DONTNEED` drops the pages of the
+/// range: private anonymous memory reads as zeros afterwards, shared memory
+/// keeps its contents (only the mappings go). `MADV_WILLNEED` maps the pages
+/// already resident. The other advice is accepted and has no effect yet.
+pub fn madvise(addr: u64, len: u64, advice: u64) -> i64 {
+    const MADV_NORMAL: u64 = 0;
+    const MADV_RANDOM: u64 = 1;
+    const MADV_SEQUENTIAL: u64 = 2;
+    const MADV_WILLNEED: u64 = 3;
+    const MADV_DONTNEED: u64 = 4;
+    const MADV_FREE: u64 = 8;
+    const MADV_DONTFORK: u64 = 10;
+    const MADV_DOFORK: u64 = 11;
+    const MADV_HUGEPAGE: u64 = 14;
+    const MADV_NOHUGEPAGE: u64 = 15;
+    match advice {
+        MADV_NORMAL | MADV_RANDOM | MADV_SEQUENTIAL | MADV_WILLNEED | MADV_DONTNEED | MADV_FREE | MADV_DONTFORK
+        | MADV_DOFORK | MADV_HUGEPAGE | MADV_NOHUGEPAGE => {}
+        _ => return -EINVAL,
+    }
+    let (start, end) = match range(addr, len) {
+        Ok(r) => r,
+        Err(e) => return -e,
+    };
+    if start == end {
+        return 0;
+    }
+    let space = match current_space() {
+        Ok(s) => s,
+        Err(e) => return -e,
+    };
+    let mut map = space.map.lock();
+    if !map.fully_mapped(start, end) {
+        return -ENOMEM;
+    }
+    match advice {
+        MADV_DONTNEED => {
+            if map.entries().any(|e| e.start < end && e.end > start && e.wired_count > 0) {
+                return -EINVAL;
+            }
+            match map.discard(start, end) {
+                Ok(()) => 0,
+                Err(_) => -EAGAIN,
+            }
+        }
+        MADV_WILLNEED => {
+            // Map what the first objects hold resident; no memory is
+            // allocated on advice (the pagers will read ahead here).
+            let mut addrs = alloc::vec::Vec::new();
+            for e in map.entries().filter(|e| e.start < end && e.end > start && e.prot.contains(Prot::READ)) {
+                let Some(obj) = &e.object else { continue };
+                let (s, t) = (e.start.max(start), e.end.min(end));
+                let first = e.offset + (s - e.start) / PAGE;
+                let last = e.offset + (t - e.start) / PAGE;
+                for page in obj.lock().pages_in(first, last) {
+                    if addrs.try_reserve(1).is_err() {
+                        break;
+                    }
+                    addrs.push(e.start + (page.pindex() - e.offset) * PAGE);
+                }
+            }
+            drop(map);
+            for va in addrs {
+                let _ = vm::fault::fault(&space.map, va, Prot::READ, false);
+            }
+            0
+        }
+        _ => 0,
+    }
+}
+
+/// True if the page at `va` is resident in the object chain behind it.
+fn resident(space: &AddressSpace, va: u64) -> bool {
+    let map = space.map.lock();
+    let Some(e) = map.entry(va) else { return false };
+    let Some(obj) = e.object.clone() else { return false };
+    let pindex = e.offset + (va - e.start) / PAGE;
+    drop(map);
+    vm::object::lookup_chain(&obj, pindex).is_some_and(|(_, page, _)| page.all_valid())
+}
+
+/// `mincore(addr, len, vec)`: one byte per page, 1 if resident.
+pub fn mincore(addr: u64, len: u64, vec: u64) -> i64 {
+    let (start, end) = match range(addr, len) {
+        Ok(r) => r,
+        Err(e) => return -e,
+    };
+    let space = match current_space() {
+        Ok(s) => s,
+        Err(e) => return -e,
+    };
+    if !space.map.lock().fully_mapped(start, end) {
+        return -ENOMEM;
+    }
+    let mut out = [0u8; 256];
+    let mut va = start;
+    let mut at = vec;
+    while va < end {
+        let n = (((end - va) / PAGE) as usize).min(out.len());
+        for (i, b) in out[..n].iter_mut().enumerate() {
+            *b = resident(&space, va + i as u64 * PAGE) as u8;
+        }
+        if let Err(e) = crate::syscall::copy_to_user(at, &out[..n]) {
+            return -e;
+        }
+        va += n as u64 * PAGE;
+        at += n as u64;
+    }
+    0
+}
+
+/// Wires every page of `[start, end)` not wired yet (mlock does not nest).
+fn lock_range(space: &AddressSpace, start: u64, end: u64) -> i64 {
+    let todo: alloc::vec::Vec<(u64, u64)> = space
+        .map
+        .lock()
+        .entries()
+        .filter(|e| e.start < end && e.end > start && e.wired_count == 0)
+        .map(|e| (e.start.max(start), e.end.min(end)))
+        .collect();
+    for (s, e) in todo {
+        match vm::fault::wire(&space.map, s, e) {
+            Ok(()) => {}
+            Err(vm::fault::FaultError::NoMemory) => return -EAGAIN,
+            Err(vm::fault::FaultError::Protection) => return -ENOMEM,
+            Err(_) => return -ENOMEM,
+        }
+    }
+    0
+}
+
+/// Unwires every wired entry part of `[start, end)`.
+fn unlock_range(space: &AddressSpace, start: u64, end: u64) {
+    let wired: alloc::vec::Vec<(u64, u64)> = space
+        .map
+        .lock()
+        .entries()
+        .filter(|e| e.start < end && e.end > start && e.wired_count > 0)
+        .map(|e| (e.start.max(start), e.end.min(end)))
+        .collect();
+    for (s, e) in wired {
+        let _ = space.map.lock().unwire(s, e);
+    }
+}
+
+/// The page-rounded range of `mlock` / `munlock` (the address is rounded
+/// down, as Linux does), which must be mapped; None for an empty one.
+fn lock_args(addr: u64, len: u64) -> Result<Option<(Arc<AddressSpace>, u64, u64)>, i64> {
+    let addr_down = addr & !(PAGE - 1);
+    let (start, end) = range(addr_down, len.saturating_add(addr - addr_down))?;
+    if start == end {
+        return Ok(None);
+    }
+    let space = current_space()?;
+    if !space.map.lock().fully_mapped(start, end) {
+        return Err(ENOMEM);
+    }
+    Ok(Some((space, start, end)))
+}
+
+/// `mlock(addr, len)`: faults every page in and wires it.
+pub fn mlock(addr: u64, len: u64) -> i64 {
+    match lock_args(addr, len) {
+        Ok(Some((space, start, end))) => lock_range(&space, start, end),
+        Ok(None) => 0,
+        Err(e) => -e,
+    }
+}
+
+/// `munlock(addr, len)`.
+pub fn munlock(addr: u64, len: u64) -> i64 {
+    match lock_args(addr, len) {
+        Ok(Some((space, start, end))) => {
+            unlock_range(&space, start, end);
+            0
+        }
+        Ok(None) => 0,
+        Err(e) => -e,
+    }
+}
+
+/// `mlockall(flags)`: MCL_CURRENT wires everything mapped now; MCL_FUTURE
+/// wires what is mapped later (mmap, brk, stack growth).
+pub fn mlockall(flags: u64) -> i64 {
+    const MCL_CURRENT: u64 = 1;
+    const MCL_FUTURE: u64 = 2;
+    const MCL_ONFAULT: u64 = 4;
+    if flags == 0 || flags & !(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT) != 0 || flags == MCL_ONFAULT {
+        return -EINVAL;
+    }
+    let Some(p) = process::current() else { return -EINVAL };
+    let space = match current_space() {
+        Ok(s) => s,
+        Err(e) => return -e,
+    };
+    if flags & MCL_FUTURE != 0 {
+        p.lock_future.store(true, Ordering::SeqCst);
+    }
+    if flags & MCL_CURRENT != 0 {
+        // Only what can be wired: inaccessible ranges (guard pages) stay out.
+        let all: alloc::vec::Vec<(u64, u64)> =
+            space.map.lock().entries().filter(|e| !e.prot.is_empty()).map(|e| (e.start, e.end)).collect();
+        for (s, e) in all {
+            let r = lock_range(&space, s, e);
+            if r != 0 {
+                return r;
+            }
+        }
+    }
+    0
+}
+
+/// `munlockall()`.
+pub fn munlockall() -> i64 {
+    let Some(p) = process::current() else { return -EINVAL };
+    p.lock_future.store(false, Ordering::SeqCst);
+    if let Some(space) = p.space() {
+        unlock_range(&space, 0, USER_END);
+    }
+    0
+}
+
+/// `msync(addr, len, flags)`: anonymous memory has nothing to write back;
+/// file mappings write their dirty pages with the vnode pager.
+pub fn msync(addr: u64, len: u64, flags: u64) -> i64 {
+    const MS_ASYNC: u64 = 1;
+    const MS_INVALIDATE: u64 = 2;
+    const MS_SYNC: u64 = 4;
+    if flags & !(MS_ASYNC | MS_INVALIDATE | MS_SYNC) != 0 || flags & (MS_ASYNC | MS_SYNC) == (MS_ASYNC | MS_SYNC) {
+        return -EINVAL;
+    }
+    let (start, end) = match range(addr, len) {
+        Ok(r) => r,
+        Err(e) => return -e,
+    };
+    if start == end {
+        return 0;
+    }
+    let space = match current_space() {
+        Ok(s) => s,
+        Err(e) => return -e,
+    };
+    if !space.map.lock().fully_mapped(start, end) {
+        return -ENOMEM;
+    }
+    if flags & MS_INVALIDATE != 0 && space.map.lock().entries().any(|e| e.start < end && e.end > start && e.wired_count > 0)
+    {
+        return -EBUSY;
+    }
+    // Shared file mappings: their dirty pages go back to the file (MS_ASYNC
+    // too: the write is not deferred).
+    let shared: alloc::vec::Vec<(Arc<vm::object::VmObject>, u64, u64)> = space
+        .map
+        .lock()
+        .entries()
+        .filter(|e| e.start < end && e.end > start && !e.cow && e.inherit == Inherit::Share)
+        .filter_map(|e| {
+            let o = e.object.clone()?;
+            let first = e.offset + (e.start.max(start) - e.start) / PAGE;
+            let last = e.offset + (e.end.min(end) - e.start) / PAGE;
+            Some((o, first, last))
+        })
+        .collect();
+    for (object, first, last) in shared {
+        if let Some(v) = crate::vfs::vnode_of(&object) {
+            if v.flush(first * PAGE, last * PAGE).is_err() {
+                return -EIO;
+            }
+        }
+    }
+    0
 }

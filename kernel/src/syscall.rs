@@ -24,6 +24,7 @@ use x86_64::registers::model_specific::{Efer, EferFlags, Msr};
 
 use crate::arch::trap::TrapFrame;
 use crate::pmap::USER_END;
+use crate::errno::{EFAULT, EINVAL, ENOSYS, ENOTTY, EPERM, ESRCH};
 
 /// The kernel stack top of the running thread, for the entry. (interrupts off)
 pub(crate) static KERNEL_STACK: AtomicU64 = AtomicU64::new(0);
@@ -34,13 +35,6 @@ const MSR_STAR: u32 = 0xC000_0081;
 const MSR_LSTAR: u32 = 0xC000_0082;
 const MSR_FMASK: u32 = 0xC000_0084;
 
-pub const EBADF: i64 = 9;
-pub const EFAULT: i64 = 14;
-pub const EINVAL: i64 = 22;
-pub const ENOTTY: i64 = 25;
-pub const ENOSYS: i64 = 38;
-pub const ECHILD: i64 = 10;
-pub const ENOMEM: i64 = 12;
 const SIGCHLD: u64 = 17;
 
 /// Sets the kernel stack the next `syscall` enters on (scheduler, at switch).
@@ -107,10 +101,16 @@ unsafe extern "C" fn syscall_entry() {
 }
 
 /// Copies `len` bytes from `src` to `dst`; a fault the VM cannot resolve
-/// resumes at `copy_user_fault`. Returns 0, or 1 after a fault.
+/// resumes at `copy_user_fault`. Returns 0, or 1 after a fault. With SMAP the
+/// copy runs with RFLAGS.AC set (`stac` ... `clac`), the only kernel code
+/// that may touch user pages.
 #[unsafe(naked)]
 unsafe extern "C" fn copy_user_raw(dst: *mut u8, src: *const u8, len: usize) -> u64 {
     naked_asm!(
+        "cmp byte ptr [rip + {smap}], 0",
+        "je 2f",
+        "stac",
+        "2:",
         ".global copy_user_start",
         "copy_user_start:",
         "mov rcx, rdx",
@@ -118,9 +118,35 @@ unsafe extern "C" fn copy_user_raw(dst: *mut u8, src: *const u8, len: usize) -> 
         ".global copy_user_end",
         "copy_user_end:",
         "xor eax, eax",
-        "ret",
+        "jmp 3f",
         ".global copy_user_fault",
         "copy_user_fault:",
+        "mov eax, 1",
+        "3:",
+        "cmp byte ptr [rip + {smap}], 0",
+        "je 4f",
+        "clac",
+        "4:",
+        "ret",
+        smap = sym crate::arch::cpu::SMAP_ON,
+    )
+}
+
+/// Reads the byte at `addr` as plain kernel code would, without setting
+/// RFLAGS.AC: with SMAP on, a user page faults and the read returns 1; with
+/// it off, the read succeeds (0). For testing the protection.
+#[unsafe(naked)]
+unsafe extern "C" fn probe_read_raw(addr: *const u8) -> u64 {
+    naked_asm!(
+        ".global probe_read_start",
+        "probe_read_start:",
+        "mov al, byte ptr [rdi]",
+        ".global probe_read_end",
+        "probe_read_end:",
+        "xor eax, eax",
+        "ret",
+        ".global probe_read_fault",
+        "probe_read_fault:",
         "mov eax, 1",
         "ret",
     )
@@ -130,20 +156,34 @@ unsafe extern "C" {
     static copy_user_start: u8;
     static copy_user_end: u8;
     static copy_user_fault: u8;
+    static probe_read_start: u8;
+    static probe_read_end: u8;
+    static probe_read_fault: u8;
 }
 
-/// If `tf` faulted inside the user-copy routine, makes it resume at the
-/// routine's recovery point and returns true (page-fault handler).
+/// If `tf` faulted inside the user-copy routine (or the probe), makes it
+/// resume at the routine's recovery point and returns true (page-fault
+/// handler).
 pub fn recover_user_copy(tf: &mut TrapFrame) -> bool {
     // Only the addresses of the labels are taken.
-    let (start, end, fault) =
-        (&raw const copy_user_start as u64, &raw const copy_user_end as u64, &raw const copy_user_fault as u64);
-    if tf.cs & 3 == 0 && (start..end).contains(&tf.rip) {
-        tf.rip = fault;
-        true
-    } else {
-        false
+    let routines = [
+        (&raw const copy_user_start as u64, &raw const copy_user_end as u64, &raw const copy_user_fault as u64),
+        (&raw const probe_read_start as u64, &raw const probe_read_end as u64, &raw const probe_read_fault as u64),
+    ];
+    for (start, end, fault) in routines {
+        if tf.cs & 3 == 0 && (start..end).contains(&tf.rip) {
+            tf.rip = fault;
+            return true;
+        }
     }
+    false
+}
+
+/// True if a plain kernel read of user address `addr` faults (SMAP).
+pub fn kernel_read_faults(addr: u64) -> bool {
+    // SAFETY: a fault in the probe resumes at its recovery point; a read
+    // that succeeds has no effect.
+    unsafe { probe_read_raw(addr as *const u8) != 0 }
 }
 
 fn user_range_ok(addr: u64, len: usize) -> bool {
@@ -177,89 +217,183 @@ pub fn copy_to_user(dst: u64, src: &[u8]) -> Result<(), i64> {
     }
 }
 
+pub const SYS_READ: u64 = 0;
 pub const SYS_WRITE: u64 = 1;
+pub const SYS_OPEN: u64 = 2;
+pub const SYS_CLOSE: u64 = 3;
+pub const SYS_STAT: u64 = 4;
+pub const SYS_FSTAT: u64 = 5;
+pub const SYS_LSTAT: u64 = 6;
+pub const SYS_LSEEK: u64 = 8;
+pub const SYS_PREAD64: u64 = 17;
+pub const SYS_PWRITE64: u64 = 18;
+pub const SYS_ACCESS: u64 = 21;
+pub const SYS_DUP: u64 = 32;
+pub const SYS_DUP2: u64 = 33;
+pub const SYS_FSYNC: u64 = 74;
+pub const SYS_FDATASYNC: u64 = 75;
+pub const SYS_FTRUNCATE: u64 = 77;
+pub const SYS_GETDENTS64: u64 = 217;
+pub const SYS_GETCWD: u64 = 79;
+pub const SYS_UNLINK: u64 = 87;
+pub const SYS_OPENAT: u64 = 257;
+pub const SYS_NEWFSTATAT: u64 = 262;
+pub const SYS_UNLINKAT: u64 = 263;
+pub const SYS_FACCESSAT: u64 = 269;
+pub const SYS_DUP3: u64 = 292;
 pub const SYS_MMAP: u64 = 9;
 pub const SYS_MPROTECT: u64 = 10;
 pub const SYS_MUNMAP: u64 = 11;
 pub const SYS_BRK: u64 = 12;
+pub const SYS_RT_SIGACTION: u64 = 13;
 pub const SYS_RT_SIGPROCMASK: u64 = 14;
 pub const SYS_IOCTL: u64 = 16;
 pub const SYS_WRITEV: u64 = 20;
+pub const SYS_SCHED_YIELD: u64 = 24;
+pub const SYS_MSYNC: u64 = 26;
+pub const SYS_MINCORE: u64 = 27;
+pub const SYS_MADVISE: u64 = 28;
+pub const SYS_NANOSLEEP: u64 = 35;
 pub const SYS_GETPID: u64 = 39;
 pub const SYS_CLONE: u64 = 56;
 pub const SYS_FORK: u64 = 57;
+pub const SYS_EXECVE: u64 = 59;
 pub const SYS_EXIT: u64 = 60;
 pub const SYS_WAIT4: u64 = 61;
+pub const SYS_KILL: u64 = 62;
+pub const SYS_UNAME: u64 = 63;
+pub const SYS_GETTIMEOFDAY: u64 = 96;
+pub const SYS_GETRLIMIT: u64 = 97;
+pub const SYS_RT_SIGPENDING: u64 = 127;
+pub const SYS_GETUID: u64 = 102;
+pub const SYS_GETGID: u64 = 104;
+pub const SYS_GETEUID: u64 = 107;
+pub const SYS_GETEGID: u64 = 108;
 pub const SYS_GETPPID: u64 = 110;
+pub const SYS_MLOCK: u64 = 149;
+pub const SYS_MUNLOCK: u64 = 150;
+pub const SYS_MLOCKALL: u64 = 151;
+pub const SYS_MUNLOCKALL: u64 = 152;
 pub const SYS_ARCH_PRCTL: u64 = 158;
 pub const SYS_GETTID: u64 = 186;
+pub const SYS_TKILL: u64 = 200;
+pub const SYS_TIME: u64 = 201;
 pub const SYS_SET_TID_ADDRESS: u64 = 218;
+pub const SYS_CLOCK_GETTIME: u64 = 228;
+pub const SYS_CLOCK_GETRES: u64 = 229;
+pub const SYS_CLOCK_NANOSLEEP: u64 = 230;
 pub const SYS_EXIT_GROUP: u64 = 231;
+pub const SYS_TGKILL: u64 = 234;
+pub const SYS_PRLIMIT64: u64 = 302;
 
 const ARCH_SET_FS: u64 = 0x1002;
 const ARCH_GET_FS: u64 = 0x1003;
 
-/// Dispatches a system call; the result goes to the frame's RAX.
+/// Dispatches a system call; the result goes to the frame's RAX. On the way
+/// out, a pending signal that terminates the process is acted on.
 extern "C" fn syscall_dispatch(tf: &mut TrapFrame) {
+    use crate::{sys_file as file, sys_mem as mem, sys_proc as sys};
+    // System calls run with interrupts on, preemptible, as page faults do:
+    // they sleep for I/O, and the disk completes by interrupt. They are off
+    // again from the last line here to `sysretq` (the entry restores the
+    // user's stack pointer there).
+    x86_64::instructions::interrupts::enable();
+    const AT_FDCWD: i64 = -100;
     let (nr, a0, a1, a2, a3, a4, a5) = (tf.rax, tf.rdi, tf.rsi, tf.rdx, tf.r10, tf.r8, tf.r9);
     let r: i64 = match nr {
-        SYS_WRITE => sys_write(a0, a1, a2),
-        SYS_WRITEV => sys_writev(a0, a1, a2),
-        SYS_BRK => crate::sys_mem::brk(a0),
-        SYS_MMAP => crate::sys_mem::mmap(a0, a1, a2, a3, a4, a5),
-        SYS_MUNMAP => crate::sys_mem::munmap(a0, a1),
-        SYS_MPROTECT => crate::sys_mem::mprotect(a0, a1, a2),
+        SYS_READ => file::read(a0, a1, a2),
+        SYS_WRITE => file::write(a0, a1, a2),
+        SYS_WRITEV => sys::writev(a0, a1, a2),
+        SYS_OPEN => file::openat(AT_FDCWD, a0, a1, a2),
+        SYS_OPENAT => file::openat(a0 as i32 as i64, a1, a2, a3),
+        SYS_CLOSE => file::close(a0),
+        SYS_PREAD64 => file::pread_pwrite(a0, a1, a2, a3, false),
+        SYS_PWRITE64 => file::pread_pwrite(a0, a1, a2, a3, true),
+        SYS_LSEEK => file::lseek(a0, a1 as i64, a2),
+        SYS_FSTAT => file::fstat(a0, a1),
+        SYS_STAT | SYS_LSTAT => file::newfstatat(AT_FDCWD, a0, a1, 0),
+        SYS_NEWFSTATAT => file::newfstatat(a0 as i32 as i64, a1, a2, a3),
+        SYS_ACCESS => file::faccessat(AT_FDCWD, a0, a1),
+        SYS_FACCESSAT => file::faccessat(a0 as i32 as i64, a1, a2),
+        SYS_FTRUNCATE => file::ftruncate(a0, a1 as i64),
+        SYS_UNLINK => file::unlinkat(AT_FDCWD, a0, 0),
+        SYS_UNLINKAT => file::unlinkat(a0 as i32 as i64, a1, a2),
+        SYS_FSYNC | SYS_FDATASYNC => file::fsync(a0),
+        SYS_GETDENTS64 => file::getdents64(a0, a1, a2),
+        SYS_DUP => file::dup(a0, None, 0),
+        SYS_DUP2 => file::dup(a0, Some(a1), 0),
+        SYS_DUP3 if a0 == a1 => -EINVAL,
+        SYS_DUP3 => file::dup(a0, Some(a1), a2),
+        SYS_GETCWD => file::getcwd(a0, a1),
+        SYS_BRK => mem::brk(a0),
+        SYS_MMAP => mem::mmap(a0, a1, a2, a3, a4, a5),
+        SYS_MUNMAP => mem::munmap(a0, a1),
+        SYS_MPROTECT => mem::mprotect(a0, a1, a2),
+        SYS_MADVISE => mem::madvise(a0, a1, a2),
+        SYS_MINCORE => mem::mincore(a0, a1, a2),
+        SYS_MLOCK => mem::mlock(a0, a1),
+        SYS_MUNLOCK => mem::munlock(a0, a1),
+        SYS_MLOCKALL => mem::mlockall(a0),
+        SYS_MUNLOCKALL => mem::munlockall(),
+        SYS_MSYNC => mem::msync(a0, a1, a2),
         // No terminals yet: every descriptor is "not a tty" (musl then
         // buffers stdout fully).
         SYS_IOCTL => -ENOTTY,
-        // Signal masks mean nothing until signals are delivered.
-        SYS_RT_SIGPROCMASK => 0,
+        SYS_RT_SIGACTION => sys::rt_sigaction(a0, a1, a2, a3),
+        SYS_RT_SIGPROCMASK => sys::rt_sigprocmask(a0, a1, a2, a3),
+        SYS_RT_SIGPENDING => sys::rt_sigpending(a0, a1),
+        SYS_KILL => sys::kill(a0 as i32 as i64, a1),
+        SYS_TKILL => sys::tkill(a0, a1),
+        SYS_TGKILL if a0 == crate::process::current_pid() => sys::tkill(a1, a2),
+        SYS_TGKILL => -ESRCH,
         SYS_ARCH_PRCTL => sys_arch_prctl(a0, a1),
         SYS_SET_TID_ADDRESS | SYS_GETTID => crate::sched::current() as i64,
         SYS_GETPID => crate::process::current_pid() as i64,
-        SYS_GETPPID => crate::process::current().map_or(0, |p| p.ppid as i64),
+        SYS_GETPPID => crate::process::current().map_or(0, |p| p.ppid.load(core::sync::atomic::Ordering::SeqCst) as i64),
+        SYS_GETUID | SYS_GETGID | SYS_GETEUID | SYS_GETEGID => 0,
+        SYS_UNAME => sys::uname(a0),
+        SYS_CLOCK_GETTIME => sys::clock_gettime(a0, a1),
+        SYS_CLOCK_GETRES => sys::clock_getres(a0, a1),
+        SYS_GETTIMEOFDAY => sys::gettimeofday(a0, a1),
+        SYS_TIME => sys::time(a0),
+        SYS_NANOSLEEP => sys::nanosleep(a0, a1),
+        SYS_CLOCK_NANOSLEEP => sys::clock_nanosleep(a0, a1, a2, a3),
+        SYS_SCHED_YIELD => sys::sched_yield(),
+        SYS_GETRLIMIT => sys::getrlimit(a0, a1),
+        SYS_PRLIMIT64 => sys::prlimit64(a0, a1, a2, a3),
         // fork, and clone as musl's fork issues it (SIGCHLD, no new stack).
         SYS_FORK => sys_fork(tf),
         SYS_CLONE if a0 == SIGCHLD && a1 == 0 => sys_fork(tf),
-        SYS_WAIT4 => sys_wait4(a0 as i64, a1, a2),
+        SYS_EXECVE => sys::execve(tf, a0, a1, a2),
+        SYS_WAIT4 => sys::wait4(a0 as i32 as i64, a1, a2, a3),
         SYS_EXIT | SYS_EXIT_GROUP => crate::process::exit_current(crate::process::Status::Exited(a0 as i32)),
         _ => {
-            log::warn!("system call {nr} is not implemented");
+            not_implemented(nr);
             -ENOSYS
         }
     };
     tf.rax = r as u64;
+    crate::process::check_signals();
+    x86_64::instructions::interrupts::disable();
+}
+
+/// Logs an unimplemented system call, once per number.
+fn not_implemented(nr: u64) {
+    // One bit per number below 512; the last bit stands for every larger
+    // number (none exists on x86_64 Linux).
+    static SEEN: [AtomicU64; 9] = [const { AtomicU64::new(0) }; 9];
+    let (word, bit) = if nr < 512 { ((nr / 64) as usize, 1u64 << (nr % 64)) } else { (8, 1) };
+    if SEEN[word].fetch_or(bit, Ordering::Relaxed) & bit != 0 {
+        return;
+    }
+    log::warn!("pid {}: system call {nr} is not implemented (ENOSYS)", crate::process::current_pid());
 }
 
 fn sys_fork(tf: &TrapFrame) -> i64 {
     match crate::process::fork(tf) {
         Ok(pid) => pid as i64,
-        Err(_) => -ENOMEM,
+        Err(_) => -crate::errno::EAGAIN,
     }
-}
-
-/// `wait4(pid, wstatus, options, rusage)`: pid -1 or a child's; WNOHANG.
-/// The status is encoded as Linux does: exit code << 8, or the signal.
-fn sys_wait4(pid: i64, wstatus: u64, options: u64) -> i64 {
-    const WNOHANG: u64 = 1;
-    if pid < -1 || pid == 0 || options & !WNOHANG != 0 {
-        return -EINVAL;
-    }
-    // Waiting may sleep: let interrupts in (the entry cleared IF).
-    x86_64::instructions::interrupts::enable();
-    let r = crate::process::wait_child(pid, options & WNOHANG != 0);
-    x86_64::instructions::interrupts::disable();
-    let Some((cpid, status)) = r else { return -ECHILD };
-    if cpid != 0 && wstatus != 0 {
-        let code: u32 = match status {
-            crate::process::Status::Exited(c) => ((c as u32) & 0xff) << 8,
-            crate::process::Status::Signaled(s) => (s as u32) & 0x7f,
-        };
-        if let Err(e) = copy_to_user(wstatus, &code.to_le_bytes()) {
-            return -e;
-        }
-    }
-    cpid as i64
 }
 
 /// `arch_prctl`: set or get the FS base (thread-local storage).
@@ -267,7 +401,7 @@ fn sys_arch_prctl(code: u64, addr: u64) -> i64 {
     match code {
         ARCH_SET_FS => {
             if addr >= USER_END {
-                return -EFAULT;
+                return -EPERM;
             }
             crate::sched::set_fs_base(addr);
             0
@@ -281,50 +415,4 @@ fn sys_arch_prctl(code: u64, addr: u64) -> i64 {
         }
         _ => -EINVAL,
     }
-}
-
-/// `writev(fd, iov, iovcnt)`: each `struct iovec { base, len }` in turn.
-fn sys_writev(fd: u64, iov: u64, count: u64) -> i64 {
-    if count > 1024 {
-        return -EINVAL;
-    }
-    let mut total = 0i64;
-    for i in 0..count {
-        let mut raw = [0u8; 16];
-        if let Err(e) = copy_from_user(&mut raw, iov.wrapping_add(i * 16)) {
-            return if total > 0 { total } else { -e };
-        }
-        let base = u64::from_le_bytes(raw[..8].try_into().unwrap_or_default());
-        let len = u64::from_le_bytes(raw[8..].try_into().unwrap_or_default());
-        let r = sys_write(fd, base, len);
-        if r < 0 {
-            return if total > 0 { total } else { r };
-        }
-        total += r;
-        if (r as u64) < len {
-            break;
-        }
-    }
-    total
-}
-
-/// `write(fd, buf, count)` on the console (fd 1 and 2).
-fn sys_write(fd: u64, buf: u64, count: u64) -> i64 {
-    if fd != 1 && fd != 2 {
-        return -EBADF;
-    }
-    let mut done = 0u64;
-    let mut chunk = [0u8; 256];
-    while done < count {
-        let n = (count - done).min(chunk.len() as u64) as usize;
-        if let Err(e) = copy_from_user(&mut chunk[..n], buf.wrapping_add(done)) {
-            return if done > 0 { done as i64 } else { -e };
-        }
-        crate::serial::with_console(|c| {
-            use core::fmt::Write;
-            let _ = c.write_str(&alloc::string::String::from_utf8_lossy(&chunk[..n]));
-        });
-        done += n as u64;
-    }
-    done as i64
 }

@@ -68,6 +68,83 @@ pub fn tsc_to_us(delta: u64) -> u64 {
     if hz == 0 { 0 } else { (delta as u128 * 1_000_000 / hz as u128) as u64 }
 }
 
+/// Converts a TSC interval to nanoseconds (0 before calibration).
+pub fn tsc_to_ns(delta: u64) -> u64 {
+    let hz = tsc_hz();
+    if hz == 0 { 0 } else { (delta as u128 * 1_000_000_000 / hz as u128) as u64 }
+}
+
+/// Nanoseconds since kernel entry: the monotonic clock.
+pub fn monotonic_ns() -> u64 {
+    tsc_to_ns(rdtsc().wrapping_sub(BOOT_TSC.load(Ordering::Relaxed)))
+}
+
+/// The wall-clock time at boot, seconds since 1970 (from the CMOS clock). (C)
+static BOOT_EPOCH: AtomicU64 = AtomicU64::new(0);
+
+/// Reads the CMOS real-time clock (UTC, as QEMU keeps it) into the wall
+/// clock's base.
+pub fn init_wall_clock() {
+    use x86_64::instructions::port::Port;
+    let read = |reg: u8| -> u8 {
+        // SAFETY: ports 0x70/0x71 are the CMOS index and data registers; the
+        // NMI-disable bit stays clear.
+        unsafe {
+            Port::<u8>::new(0x70).write(reg);
+            Port::<u8>::new(0x71).read()
+        }
+    };
+    // Wait out an update in progress, then read until two reads agree.
+    let snapshot = || {
+        let mut spins = 0;
+        while read(0x0A) & 0x80 != 0 && spins < 1_000_000 {
+            spins += 1;
+        }
+        [read(0x00), read(0x02), read(0x04), read(0x07), read(0x08), read(0x09), read(0x32)]
+    };
+    let mut t = snapshot();
+    for _ in 0..5 {
+        let u = snapshot();
+        if u == t {
+            break;
+        }
+        t = u;
+    }
+    let status_b = read(0x0B);
+    let bcd = |v: u8| if status_b & 0x04 == 0 { (v & 0x0F) + (v >> 4) * 10 } else { v };
+    let (sec, min) = (bcd(t[0]) as u64, bcd(t[1]) as u64);
+    let mut hour = bcd(t[2] & 0x7F) as u64;
+    if status_b & 0x02 == 0 && t[2] & 0x80 != 0 {
+        hour = (hour % 12) + 12;
+    }
+    let (day, month) = (bcd(t[3]) as u64, bcd(t[4]) as u64);
+    let century = match bcd(t[6]) as u64 {
+        c @ 19..=21 => c,
+        _ => 20,
+    };
+    let year = century * 100 + bcd(t[5]) as u64;
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) {
+        return;
+    }
+    BOOT_EPOCH.store(days_from_civil(year, month, day) * 86_400 + hour * 3600 + min * 60 + sec, Ordering::Relaxed);
+}
+
+/// Days from 1970-01-01 to the given date (proleptic Gregorian).
+fn days_from_civil(y: u64, m: u64, d: u64) -> u64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y / 400;
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The wall-clock time in nanoseconds since 1970.
+pub fn realtime_ns() -> u64 {
+    BOOT_EPOCH.load(Ordering::Relaxed) * 1_000_000_000 + monotonic_ns()
+}
+
 /// Microseconds since kernel entry (0 before calibration).
 pub fn uptime_us() -> u64 {
     tsc_to_us(rdtsc().wrapping_sub(BOOT_TSC.load(Ordering::Relaxed)))
@@ -93,5 +170,15 @@ mod tests {
         // by 16x or more; allow generous slack for a loaded host.
         let nominal = 20 * 1_000_000 / HZ;
         assert!(us > nominal / 4 && us < nominal * 50, "20 ticks took {us} us, nominal {nominal} us");
+    }
+
+    /// The calendar arithmetic of the wall clock.
+    #[ktest]
+    fn civil_dates_to_days() {
+        assert_eq!(days_from_civil(1970, 1, 1), 0);
+        assert_eq!(days_from_civil(2000, 3, 1), 11_017);
+        assert_eq!(days_from_civil(2026, 11, 22), 20_779);
+        // The CMOS clock gave a date after this code was written.
+        assert!(realtime_ns() / 1_000_000_000 > 1_700_000_000, "wall clock not set from the CMOS clock");
     }
 }

@@ -27,6 +27,24 @@ pub struct AddressSpace {
 static CURRENT: AtomicPtr<AddressSpace> = AtomicPtr::new(core::ptr::null_mut());
 /// Page faults resolved by the VM. (A)
 pub static FAULTS: AtomicU64 = AtomicU64::new(0);
+/// The faults resolved, by what they took. (A)
+pub struct FaultKinds {
+    /// A new page of zeros.
+    pub zero_fill: AtomicU64,
+    /// A private copy of a page (or the page moved up the chain).
+    pub copy_on_write: AtomicU64,
+    /// The page read in by a pager.
+    pub paged_in: AtomicU64,
+    /// The page was resident: only the mapping was missing.
+    pub soft: AtomicU64,
+}
+
+pub static FAULT_KINDS: FaultKinds = FaultKinds {
+    zero_fill: AtomicU64::new(0),
+    copy_on_write: AtomicU64::new(0),
+    paged_in: AtomicU64::new(0),
+    soft: AtomicU64::new(0),
+};
 /// TSC cycles spent inside `vm::fault` for them, counted only while the
 /// fault steps are timed (`vm::fault::set_step_clock`). (A)
 pub static FAULT_TSC: AtomicU64 = AtomicU64::new(0);
@@ -41,8 +59,12 @@ impl AddressSpace {
 
     /// Makes this the current thread's address space until the guard is
     /// dropped (threads the current one starts inherit it).
+    ///
+    /// The kernel may then touch the space's user pages directly (the tests
+    /// and benchmarks do): with SMAP, RFLAGS.AC is set until the guard goes.
     pub fn activate(self: &Arc<Self>) -> Active {
         crate::sched::set_address_space(self.pmap.root(), Arc::as_ptr(self) as usize);
+        crate::arch::cpu::stac();
         Active { space: self.clone() }
     }
 }
@@ -71,6 +93,7 @@ pub struct Active {
 
 impl Drop for Active {
     fn drop(&mut self) {
+        crate::arch::cpu::clac();
         crate::sched::set_address_space(0, 0);
         let _ = &self.space;
     }
@@ -102,21 +125,34 @@ pub fn page_fault(tf: &TrapFrame, cr2: u64) -> Result<(), Option<FaultError>> {
     if reenable {
         x86_64::instructions::interrupts::enable();
     }
-    let r = match vm::fault::step_clock() {
-        None => fault(&space.map, cr2, access, false),
-        Some(clock) => {
-            let t0 = clock();
-            let r = fault(&space.map, cr2, access, false);
-            FAULT_TSC.fetch_add(clock() - t0, Ordering::Relaxed);
-            r
-        }
-    };
+    // The time inside the VM is counted only while a benchmark times the
+    // fault steps: reading the clock is not free under emulation.
+    let clock = vm::fault::step_clock();
+    let t0 = clock.map_or(0, |c| c());
+    let mut r = fault(&space.map, cr2, access, false);
+    // Below a process's stack: grow it (within its limit) and try again.
+    if r == Err(FaultError::NoEntry) && crate::process::grow_stack(cr2) {
+        r = fault(&space.map, cr2, access, false);
+    }
+    if let Some(c) = clock {
+        FAULT_TSC.fetch_add(c() - t0, Ordering::Relaxed);
+    }
     if reenable {
         x86_64::instructions::interrupts::disable();
     }
     match r {
-        Ok(_) => {
+        Ok(stats) => {
             FAULTS.fetch_add(1, Ordering::Relaxed);
+            let kind = if stats.paged_in {
+                &FAULT_KINDS.paged_in
+            } else if stats.copied || stats.moved {
+                &FAULT_KINDS.copy_on_write
+            } else if stats.zero_filled {
+                &FAULT_KINDS.zero_fill
+            } else {
+                &FAULT_KINDS.soft
+            };
+            kind.fetch_add(1, Ordering::Relaxed);
             Ok(())
         }
         Err(e) => Err(Some(e)),

@@ -31,9 +31,22 @@ pub trait BlockDevice {
     fn write(&mut self, sector: u64, buf: &[u8]) -> Result<(), BlockError>;
 }
 
+/// A boxed device is a device (the kernel holds its disks as trait objects).
+impl<D: BlockDevice + ?Sized> BlockDevice for alloc::boxed::Box<D> {
+    fn capacity(&self) -> u64 {
+        (**self).capacity()
+    }
+    fn read(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), BlockError> {
+        (**self).read(sector, buf)
+    }
+    fn write(&mut self, sector: u64, buf: &[u8]) -> Result<(), BlockError> {
+        (**self).write(sector, buf)
+    }
+}
+
 /// Checks a request against the device: whole sectors, inside the device.
 pub fn check_request(capacity: u64, sector: u64, len: usize) -> Result<u64, BlockError> {
-    if len % SECTOR_SIZE != 0 {
+    if !len.is_multiple_of(SECTOR_SIZE) {
         return Err(BlockError::BadLength(len));
     }
     let count = (len / SECTOR_SIZE) as u64;
@@ -68,6 +81,24 @@ impl RamDisk {
     /// A zero-filled disk of `sectors` sectors.
     pub fn new(sectors: u64) -> Self {
         RamDisk { data: vec![0; sectors as usize * SECTOR_SIZE], fail: FailPlan::Never, requests: 0 }
+    }
+
+    /// A disk holding `bytes` (a filesystem image, say); a partial last sector
+    /// is padded with zeroes.
+    pub fn from_bytes(mut bytes: Vec<u8>) -> Self {
+        let padded = bytes.len().div_ceil(SECTOR_SIZE) * SECTOR_SIZE;
+        bytes.resize(padded, 0);
+        RamDisk { data: bytes, fail: FailPlan::Never, requests: 0 }
+    }
+
+    /// The disk's contents, to write an image back to a file.
+    pub fn bytes(&self) -> &[u8] {
+        &self.data
+    }
+
+    /// Takes the disk's contents.
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.data
     }
 
     /// Requests served or failed so far.
@@ -133,6 +164,16 @@ mod tests {
         let mut z = vec![1u8; SECTOR_SIZE];
         d.read(0, &mut z).unwrap();
         assert!(z.iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn from_bytes_pads_and_gives_back() {
+        let d = RamDisk::from_bytes(vec![7u8; SECTOR_SIZE + 1]);
+        assert_eq!(d.capacity(), 2);
+        assert_eq!(d.bytes()[SECTOR_SIZE], 7);
+        let bytes = d.into_bytes();
+        assert_eq!(bytes.len(), 2 * SECTOR_SIZE);
+        assert!(bytes[SECTOR_SIZE + 1..].iter().all(|&b| b == 0));
     }
 
     #[test]

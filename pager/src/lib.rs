@@ -2,7 +2,8 @@
 //! pager and the swap pager. `no_std` + `alloc`: built into the kernel, and
 //! unit-tested on the host.
 //!
-//! So far: the block-device trait and a RAM disk with injectable errors.
+//! So far: the block-device trait, a RAM disk with injectable errors, and
+//! the ext2 filesystem.
 
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -10,3 +11,4 @@
 extern crate alloc;
 
 pub mod block;
+pub mod ext2;

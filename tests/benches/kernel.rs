@@ -7,12 +7,31 @@
 //! kernel's own figures (`mode=bench`) are passed through as they come.
 //! Boot times are medians of several boots; on a shared machine the ratio
 //! lines matter more than absolute times.
+//!
+//! Last, `user/vmbench.c` (zero-fill and copy-on-write faults and munmap of
+//! 64 MiB, as a program sees them) runs unmodified on our kernel
+//! (`./run-qemu.sh run <elf>`) and on Debian's Linux (`tests/linux/run-linux.sh`)
+//! in the same QEMU set-up as the kernel's benchmarks, side by side.
 
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use tests::{BOOT_TIMEOUT, BootOptions, Firmware, Images, Qemu, images};
+use tests::{BOOT_TIMEOUT, BootOptions, Firmware, Images, Qemu, images, workspace_root};
 
 const BOOTS: usize = 3;
+
+/// Guest memory of the benchmark boots: the fault benchmarks need 64 MiB
+/// twice over (an address space and its copy-on-write child).
+const BENCH_MEMORY: &str = "512M";
+/// Whether the benchmark boots have QEMU allocate guest memory up front.
+const BENCH_PREALLOC: bool = true;
+/// vmbench's figures: (name, unit).
+const USER_FIGURES: [(&str, &str); 3] =
+    [("anon_zero_fill", "ns/fault"), ("cow", "ns/fault"), ("munmap", "ns/page")];
+/// How long one vmbench run (boot included) may take.
+const USER_TIMEOUT: Duration = Duration::from_secs(900);
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
@@ -50,8 +69,8 @@ fn run() -> anyhow::Result<()> {
     // (a host page fault and zeroing) cost 10-25 us per page here, more than
     // the guest's whole fault: preallocating keeps that out of the figures.
     let mut opts = BootOptions::new(Firmware::Bios, "mode=bench log=warn");
-    opts.memory = "512M";
-    opts.prealloc = true;
+    opts.memory = BENCH_MEMORY;
+    opts.prealloc = BENCH_PREALLOC;
     let mut q = Qemu::spawn(&images, &opts)?;
     let mut tick_start: Option<(u64, f64, Instant)> = None;
     let deadline = Instant::now() + Duration::from_secs(600);
@@ -77,7 +96,166 @@ fn run() -> anyhow::Result<()> {
             tests::Event::TimedOut => anyhow::bail!("bench kernel timed out:\n{}", q.transcript),
         }
     }
-    Ok(())
+    drop(q);
+
+    user_vs_linux()
+}
+
+/// What a vmbench run printed: its `bench: user.<name>` figures.
+type Figures = Vec<(String, u64)>;
+
+/// `bench: user.<name> <n> <unit>` anywhere in `line` (a console line may
+/// carry a prefix).
+fn parse_user_figure(line: &str) -> Option<(String, u64)> {
+    let rest = &line[line.find("bench: user.")? + "bench: user.".len()..];
+    let mut w = rest.split_whitespace();
+    let name = w.next()?;
+    let value = w.next()?.parse().ok()?;
+    let unit = w.next()?;
+    USER_FIGURES.iter().any(|&(n, u)| n == name && u == unit).then(|| (name.to_string(), value))
+}
+
+/// How a command that runs vmbench ended.
+struct UserRun {
+    status: Option<i32>,
+    figures: Figures,
+    stderr: String,
+}
+
+/// Runs `cmd`, echoing its output to stderr behind `tag`, and collects the
+/// vmbench figures it prints. Kills it after [`USER_TIMEOUT`].
+fn run_user(mut cmd: Command, tag: &str) -> anyhow::Result<UserRun> {
+    use anyhow::Context;
+    let what = format!("{cmd:?}");
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot run {what}"))?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let stderr = child.stderr.take().context("no stderr")?;
+    let tag_err = tag.to_string();
+    let err_reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            eprintln!("{tag_err}! {line}");
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let tag_out = tag.to_string();
+    let out_reader = std::thread::spawn(move || {
+        let mut figures = Figures::new();
+        for line in BufReader::new(stdout).split(b'\n') {
+            let Ok(line) = line else { break };
+            let line = String::from_utf8_lossy(&line);
+            let line = line.trim_end_matches('\r');
+            eprintln!("{tag_out}| {line}");
+            figures.extend(parse_user_figure(line));
+        }
+        figures
+    });
+    let deadline = Instant::now() + USER_TIMEOUT;
+    let status = loop {
+        if let Some(s) = child.try_wait()? {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            anyhow::bail!("{what} still running after {USER_TIMEOUT:?}: killed");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let figures = out_reader.join().unwrap_or_default();
+    let stderr = err_reader.join().unwrap_or_default();
+    Ok(UserRun { status: status.code(), figures, stderr })
+}
+
+/// Builds `user/vmbench.c` with musl-gcc into the target directory.
+fn build_vmbench(root: &Path) -> anyhow::Result<PathBuf> {
+    use anyhow::Context;
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
+    let dir = target.join("user");
+    std::fs::create_dir_all(&dir)?;
+    let elf = dir.join("vmbench");
+    let status = Command::new("musl-gcc")
+        .args(["-static", "-O2", "-o"])
+        .arg(&elf)
+        .arg(root.join("user/vmbench.c"))
+        .status()
+        .context("cannot run musl-gcc (install the Debian package musl-tools; run-qemu.sh does)")?;
+    anyhow::ensure!(status.success(), "musl-gcc failed on user/vmbench.c");
+    Ok(elf)
+}
+
+/// vmbench on our kernel (`./run-qemu.sh run <elf>`, with the memory of the
+/// benchmark boots) and on Linux, then the ratios of the two.
+fn user_vs_linux() -> anyhow::Result<()> {
+    let root = workspace_root();
+    let elf = build_vmbench(&root)?;
+
+    // Our kernel. `run-qemu.sh run <elf>` boots it with the program handed in
+    // as a child of init and exits with the program's status; QEMU_ARGS come
+    // after its own -m, and QEMU takes the last -m.
+    let mut qemu_args = format!("-m {BENCH_MEMORY}");
+    if BENCH_PREALLOC {
+        qemu_args.push_str(" -mem-prealloc");
+    }
+    let mut cmd = Command::new(root.join("run-qemu.sh"));
+    cmd.arg("run").arg(&elf).env("QEMU_ARGS", &qemu_args).current_dir(&root);
+    // A failure here is reported after the Linux run, which goes on regardless.
+    let ours = run_user(cmd, "ours").and_then(|run| match run.status {
+        Some(0) if run.figures.len() == USER_FIGURES.len() => Ok(Some(run.figures)),
+        Some(2) if run.stderr.contains("unknown option or command") => {
+            println!("skip: user.* on our kernel: ./run-qemu.sh has no `run <elf>` command yet");
+            Ok(None)
+        }
+        Some(0) => anyhow::bail!("vmbench on our kernel printed {} of its 3 figures", run.figures.len()),
+        s => anyhow::bail!("vmbench on our kernel failed (`./run-qemu.sh run` exit status {s:?})"),
+    });
+    if let Ok(Some(figures)) = &ours {
+        for (name, value) in figures {
+            let unit = USER_FIGURES.iter().find(|f| f.0 == name).map_or("", |f| f.1);
+            println!("bench: user.{name} {value} {unit}");
+        }
+    }
+
+    // Linux, in the same QEMU: default CPU model, same memory.
+    let mut cmd = Command::new(root.join("tests/linux/run-linux.sh"));
+    cmd.arg(&elf).args(["-m", BENCH_MEMORY]);
+    if BENCH_PREALLOC {
+        cmd.arg("--prealloc");
+    }
+    let linux = run_user(cmd, "linux")?;
+    anyhow::ensure!(
+        linux.status == Some(0),
+        "vmbench on Linux failed (tests/linux/run-linux.sh exit status {:?})",
+        linux.status
+    );
+    anyhow::ensure!(
+        linux.figures.len() == USER_FIGURES.len(),
+        "vmbench on Linux printed {} of its 3 figures",
+        linux.figures.len()
+    );
+    for (name, value) in &linux.figures {
+        let unit = USER_FIGURES.iter().find(|f| f.0 == name).map_or("", |f| f.1);
+        println!("bench: linux.user.{name} {value} {unit}");
+    }
+
+    if let Ok(Some(ours)) = &ours {
+        for (name, value) in ours {
+            if let Some((_, l)) = linux.figures.iter().find(|(n, _)| n == name) {
+                if *l > 0 {
+                    println!("bench: user.{name}_vs_linux {:.2} x", *value as f64 / *l as f64);
+                }
+            }
+        }
+    }
+    ours.map(|_| ())
 }
 
 fn main() {

@@ -45,7 +45,7 @@ pub fn images() -> Result<Images> {
         None => workspace_root().join("target/x86_64-unknown-none/debug/kernel"),
     };
     let images = Images::for_kernel(&elf);
-    for p in [&images.kernel, &images.bios, &images.uefi] {
+    for p in [&images.kernel, &images.bios, &images.uefi, &images.fs] {
         if !p.exists() {
             bail!("{} is missing: run `./run-qemu.sh test`, which builds the kernel and its images", p.display());
         }
@@ -76,12 +76,74 @@ pub struct BootOptions {
     pub memory: &'static str,
     /// Have QEMU allocate all guest memory up front (`-mem-prealloc`).
     pub prealloc: bool,
+    /// The CPU model (`-cpu`); QEMU's default when None.
+    pub cpu: Option<&'static str>,
+    /// Disk images attached as virtio-blk devices, in this order.
+    pub disks: Vec<Disk>,
 }
 
 impl BootOptions {
     pub fn new(firmware: Firmware, cmdline: impl Into<String>) -> Self {
-        BootOptions { firmware, cmdline: cmdline.into(), gdb_port: None, memory: GUEST_MEMORY, prealloc: false }
+        BootOptions {
+            firmware,
+            cmdline: cmdline.into(),
+            gdb_port: None,
+            memory: GUEST_MEMORY,
+            prealloc: false,
+            cpu: None,
+            disks: Vec::new(),
+        }
     }
+}
+
+/// A raw disk image attached as a virtio-blk PCI device (modern only, as
+/// the kernel's driver speaks virtio 1.0).
+#[derive(Clone, Debug)]
+pub struct Disk {
+    pub path: PathBuf,
+    /// The serial number the guest reads (`virtio_blk::by_serial`).
+    pub serial: String,
+    /// Writes go to a temporary overlay and never reach the file.
+    pub snapshot: bool,
+}
+
+/// The root filesystem image (`kernel-fs.img`), as run-qemu.sh attaches it:
+/// serial `rootfs`, writes kept in a snapshot.
+pub fn rootfs_disk(images: &Images) -> Disk {
+    Disk { path: images.fs.clone(), serial: "rootfs".into(), snapshot: true }
+}
+
+/// Serial number of the pattern disk attached to every in-kernel test boot.
+pub const TEST_DISK_SERIAL: &str = "ktest-pattern";
+/// Its size in 512-byte sectors (16 MiB).
+pub const TEST_DISK_SECTORS: u64 = 32768;
+
+/// Byte `i` of sector `n` of the test disk: the sector number (little
+/// endian) in the first 8 bytes, then a sequence that differs per sector.
+/// The kernel's virtio-blk tests check for the same.
+pub fn disk_pattern(n: u64, i: usize) -> u8 {
+    if i < 8 { (n >> (8 * i)) as u8 } else { (n as usize).wrapping_mul(31).wrapping_add(i) as u8 }
+}
+
+/// The pattern disk, made once under `target/test-disks/` (build output,
+/// not the repository) and attached with `snapshot=on`, so tests that write
+/// never change it and several QEMUs can share it.
+pub fn test_disk() -> Result<Disk> {
+    let dir = workspace_root().join("target/test-disks");
+    let path = dir.join("pattern-16m.img");
+    let bytes = TEST_DISK_SECTORS * 512;
+    if std::fs::metadata(&path).map(|m| m.len()).ok() != Some(bytes) {
+        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let mut data = Vec::with_capacity(bytes as usize);
+        for n in 0..TEST_DISK_SECTORS {
+            data.extend((0..512).map(|i| disk_pattern(n, i)));
+        }
+        // Written aside and renamed, so a concurrent run never sees half a disk.
+        let tmp = dir.join(format!("pattern-16m.img.{}", std::process::id()));
+        std::fs::write(&tmp, &data).with_context(|| format!("cannot write {}", tmp.display()))?;
+        std::fs::rename(&tmp, &path).with_context(|| format!("cannot create {}", path.display()))?;
+    }
+    Ok(Disk { path, serial: TEST_DISK_SERIAL.into(), snapshot: true })
 }
 
 /// The QEMU command line for `images` (run-qemu.sh builds the same one).
@@ -92,7 +154,8 @@ pub fn qemu_command(images: &Images, opts: &BootOptions) -> Result<Command> {
     };
     let mut cmd = Command::new("qemu-system-x86_64");
     cmd.arg("-drive")
-        .arg(format!("format=raw,file={}", image.display()))
+        // snapshot=on: the image is only read, so several QEMUs can boot it at once.
+        .arg(format!("format=raw,snapshot=on,file={}", image.display()))
         .args(["-serial", "stdio", "-display", "none", "-monitor", "none", "-no-reboot"])
         .args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"])
         .args(["-m", opts.memory])
@@ -104,6 +167,18 @@ pub fn qemu_command(images: &Images, opts: &BootOptions) -> Result<Command> {
     }
     if opts.prealloc {
         cmd.arg("-mem-prealloc");
+    }
+    if let Some(cpu) = opts.cpu {
+        cmd.arg("-cpu").arg(cpu);
+    }
+    for (i, d) in opts.disks.iter().enumerate() {
+        let snapshot = if d.snapshot { ",snapshot=on" } else { "" };
+        let path = d.path.display().to_string().replace(',', ",,");
+        cmd.arg("-drive").arg(format!("file={path},if=none,format=raw,id=disk{i}{snapshot}"));
+        cmd.arg("-device").arg(format!(
+            "virtio-blk-pci,drive=disk{i},disable-legacy=on,serial={}",
+            d.serial.replace(',', ",,")
+        ));
     }
     if let Some(port) = opts.gdb_port {
         cmd.arg("-S").arg("-gdb").arg(format!("tcp:127.0.0.1:{port}"));
@@ -289,13 +364,28 @@ pub fn run_tests(
     tests: &[TestInfo],
     selection: &[usize],
 ) -> Result<(BTreeMap<usize, Outcome>, RunStats)> {
+    run_tests_on(images, firmware, None, tests, selection)
+}
+
+/// [`run_tests`] on CPU model `cpu` (QEMU's `-cpu`; None for the default).
+pub fn run_tests_on(
+    images: &Images,
+    firmware: Firmware,
+    cpu: Option<&'static str>,
+    tests: &[TestInfo],
+    selection: &[usize],
+) -> Result<(BTreeMap<usize, Outcome>, RunStats)> {
     let started = Instant::now();
     let mut results = BTreeMap::new();
     let mut stats = RunStats::default();
     let mut remaining: Vec<usize> = selection.to_vec();
+    let disk = test_disk()?;
     while !remaining.is_empty() {
         let run = remaining.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",");
-        let mut q = Qemu::spawn(images, &BootOptions::new(firmware, format!("mode=test run={run}")))?;
+        let mut opts = BootOptions::new(firmware, format!("mode=test run={run}"));
+        opts.cpu = cpu;
+        opts.disks = vec![rootfs_disk(images), disk.clone()];
+        let mut q = Qemu::spawn(images, &opts)?;
         stats.boots += 1;
         let mut current: Option<(usize, String)> = None;
         let mut deadline = Instant::now() + BOOT_TIMEOUT;
@@ -368,6 +458,29 @@ pub fn run_tests(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn test_disk_has_the_pattern() {
+        let d = test_disk().unwrap();
+        let data = std::fs::read(&d.path).unwrap();
+        assert_eq!(data.len() as u64, TEST_DISK_SECTORS * 512);
+        for n in [0u64, 1, 258, TEST_DISK_SECTORS - 1] {
+            let s = &data[n as usize * 512..][..512];
+            assert_eq!(u64::from_le_bytes(s[..8].try_into().unwrap()), n, "sector {n} starts with its number");
+            assert!(s.iter().enumerate().all(|(i, &b)| b == disk_pattern(n, i)));
+        }
+    }
+
+    #[test]
+    fn disks_are_attached_as_modern_virtio_blk() {
+        let images = Images::for_kernel(Path::new("/nonexistent/kernel"));
+        let mut opts = BootOptions::new(Firmware::Bios, "mode=test");
+        opts.disks.push(Disk { path: "/tmp/a,b.img".into(), serial: "s1".into(), snapshot: true });
+        let cmd = qemu_command(&images, &opts).unwrap();
+        let args: Vec<String> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+        assert!(args.contains(&"file=/tmp/a,,b.img,if=none,format=raw,id=disk0,snapshot=on".to_string()), "{args:?}");
+        assert!(args.contains(&"virtio-blk-pci,drive=disk0,disable-legacy=on,serial=s1".to_string()), "{args:?}");
+    }
 
     #[test]
     fn protocol_lines_parse() {

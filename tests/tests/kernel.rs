@@ -16,7 +16,7 @@ use std::time::Duration;
 use libtest_mimic::{Arguments, Failed, Trial};
 use tests::{
     BOOT_TIMEOUT, BootOptions, EXIT_SUCCESS, Firmware, Images, KERNEL_BASE, Outcome, Qemu, images,
-    list_tests, run_tests,
+    list_tests, run_tests, run_tests_on,
 };
 
 fn selected(args: &Arguments, name: &str) -> bool {
@@ -96,6 +96,25 @@ fn main() {
     let i = images.clone();
     trials.push(Trial::test("boot::demo_exits_cleanly", move || demo(&i)).with_kind("host"));
     let i = images.clone();
+    trials.push(Trial::test("run::a_host_program_and_its_status", move || run_program(&i)).with_kind("host"));
+    let i = images.clone();
+    let writer = kernel_tests.iter().find(|t| t.name == "kernel::vfs::writes_through_a_mapping_reach_the_disk").map(|t| t.index);
+    trials.push(
+        Trial::test("fs::kernel_writes_reach_the_image", move || kernel_writes_reach_the_image(&i, writer))
+            .with_kind("host"),
+    );
+    let i = images.clone();
+    let on_max: Vec<usize> = kernel_tests
+        .iter()
+        .filter(|t| t.name.starts_with("kernel::process::") || t.name.starts_with("kernel::arch::cpu::"))
+        .map(|t| t.index)
+        .collect();
+    let listed = kernel_tests.clone();
+    trials.push(
+        Trial::test("boot::user_programs_with_smep_and_smap", move || cpu_max(&i, &listed, &on_max))
+            .with_kind("host"),
+    );
+    let i = images.clone();
     trials.push(Trial::test("gdb::breakpoint_in_kernel_main", move || gdb_session(&i)).with_kind("host"));
 
     libtest_mimic::run(&args, trials).exit();
@@ -139,14 +158,153 @@ fn uefi_boot(images: &Images, count: usize, timer_test: Option<usize>) -> Result
 fn demo(images: &Images) -> Result<(), Failed> {
     let mut q = Qemu::spawn(images, &BootOptions::new(Firmware::Bios, "mode=demo"))?;
     let status = q.wait_exit(BOOT_TIMEOUT)?;
-    for want in ["memory:", "heap:", "timer:", "vm: fork:", "vm: address spaces gone", "demo: done"] {
-        if !q.transcript.lines().any(|l| l.starts_with(want)) {
+    for want in [
+        "memory:",
+        "heap:",
+        "timer:",
+        "demo: touched 1024 fresh pages",
+        "rewrote the first half (copy-on-write)",
+        "the parent still sees 1024 of 1024 pages unchanged",
+        "was killed by signal 11",
+        "init: exited with status 0",
+        "vm: every process gone",
+        "page invariants: hold",
+        "vm counters: faults:",
+        "demo: done",
+    ] {
+        if !q.transcript.lines().any(|l| l.contains(want)) {
             return Err(format!("demo output lacks {want:?}:\n{}", q.transcript).into());
         }
     }
     if status != EXIT_SUCCESS {
         return Err(format!("demo exited with {status}:\n{}", q.transcript).into());
     }
+    Ok(())
+}
+
+/// On `-cpu max` (which has SMEP and SMAP) the kernel turns both on, and the
+/// user-program tests and the SMAP probe pass there too.
+fn cpu_max(images: &Images, tests: &[tests::TestInfo], selection: &[usize]) -> Result<(), Failed> {
+    if selection.len() < 10 {
+        return Err(format!("only {} user-program tests found", selection.len()).into());
+    }
+    let (results, _) = run_tests_on(images, Firmware::Bios, Some("max"), tests, selection)?;
+    let failed: Vec<String> = selection
+        .iter()
+        .filter(|i| !results.get(i).is_some_and(|o| o.passed))
+        .map(|i| {
+            let name = tests.iter().find(|t| t.index == *i).map_or("?", |t| t.name.as_str());
+            format!("{name}: {}", results.get(i).map_or("no result", |o| o.message.as_str()))
+        })
+        .collect();
+    if !failed.is_empty() {
+        return Err(format!("under -cpu max:\n{}", failed.join("\n")).into());
+    }
+    Ok(())
+}
+
+/// The kernel writes a file (through the filesystem and a shared mapping) on
+/// a copy of the root image and powers off; the host then finds the image
+/// clean (`e2fsck -fn`) and the file's bytes as the kernel left them
+/// (`debugfs`).
+fn kernel_writes_reach_the_image(images: &Images, test: Option<usize>) -> Result<(), Failed> {
+    let test = test.ok_or("kernel::vfs::writes_through_a_mapping_reach_the_disk is missing")?;
+    let dir = std::env::temp_dir().join(format!("bsdvm-fs-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let image = dir.join("fs.img");
+    std::fs::copy(&images.fs, &image)?;
+    let mut opts = BootOptions::new(Firmware::Bios, format!("mode=test run={test}"));
+    opts.disks = vec![tests::Disk { path: image.clone(), serial: "rootfs".into(), snapshot: false }];
+    let mut q = Qemu::spawn(images, &opts)?;
+    let status = q.wait_exit(BOOT_TIMEOUT)?;
+    if status != EXIT_SUCCESS || !q.transcript.contains("ktest: ok") {
+        return Err(format!("the writing test failed (status {status}):\n{}", q.transcript).into());
+    }
+    let fsck = Command::new("e2fsck").arg("-fn").arg(&image).output()?;
+    if !fsck.status.success() {
+        return Err(format!(
+            "e2fsck -fn finds the image unclean:\n{}{}",
+            String::from_utf8_lossy(&fsck.stdout),
+            String::from_utf8_lossy(&fsck.stderr)
+        )
+        .into());
+    }
+    let cat = Command::new("debugfs").arg("-R").arg("cat /tmp/written-by-the-kernel").arg(&image).output()?;
+    let want: Vec<u8> = (0..8192u32)
+        .map(|i| match i {
+            0 => b'M',
+            4097 => b'N',
+            _ => b'a' + (i % 26) as u8,
+        })
+        .collect();
+    if cat.stdout != want {
+        return Err(format!("debugfs reads {} bytes, not what the kernel wrote", cat.stdout.len()).into());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// `./run-qemu.sh run <program> [args]`: a static musl program built here
+/// runs under init with its arguments, its output reaches stdout, and the
+/// script exits with its status (128 + the signal when it was killed).
+fn run_program(images: &Images) -> Result<(), Failed> {
+    let dir = std::env::temp_dir().join(format!("bsdvm-run-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let src = dir.join("prog.c");
+    std::fs::write(
+        &src,
+        r#"#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    if (argc > 1 && strcmp(argv[1], "cat") == 0) {
+        char b[7];
+        ssize_t n;
+        while ((n = read(0, b, sizeof b)) > 0) write(1, b, n);
+        return n == 0 ? 3 : 4;
+    }
+    for (int i = 1; i < argc; i++) printf("arg %d [%s]\n", i, argv[i]);
+    if (argc > 1 && strcmp(argv[1], "crash") == 0) *(volatile int *)0 = 1;
+    return 7;
+}
+"#,
+    )?;
+    let prog = dir.join("prog");
+    let cc = Command::new("musl-gcc").args(["-static", "-O2", "-o"]).arg(&prog).arg(&src).status()?;
+    if !cc.success() {
+        return Err("musl-gcc failed".into());
+    }
+    let run_with = |args: &[&str], input: &[u8]| -> Result<(i32, String), Failed> {
+        use std::io::Write;
+        let mut child = Command::new(tests::workspace_root().join("run-qemu.sh"))
+            .arg("run")
+            .arg(&prog)
+            .args(args)
+            .env("KERNEL_ELF", &images.kernel)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        child.stdin.take().ok_or("no stdin")?.write_all(input)?;
+        let out = child.wait_with_output()?;
+        Ok((out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned()))
+    };
+    let run = |args: &[&str]| run_with(args, b"");
+    let (code, out) = run(&["one", "two words", ""])?;
+    if code != 7 || !out.contains("arg 1 [one]\narg 2 [two words]\narg 3 []\n") {
+        return Err(format!("exit status {code}, output:\n{out}").into());
+    }
+    // Piped input is read whole, then the end of input.
+    let input = "first line\nsecond, longer line\n";
+    let (code, out) = run_with(&["cat"], input.as_bytes())?;
+    if code != 3 || out != input {
+        return Err(format!("cat of piped input: exit status {code}, output:\n{out:?}").into());
+    }
+    let (code, out) = run(&["crash"])?;
+    if code != 128 + 11 || !out.contains("killed by signal 11") {
+        return Err(format!("a crashing program: exit status {code}, output:\n{out}").into());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }
 

@@ -167,8 +167,13 @@ pub static PAGE_ALLOC: FailPoint = FailPoint::new("page.alloc");
 /// Pager I/O: a read or write of backing store fails with an I/O error.
 pub static PAGER_IO: FailPoint = FailPoint::new("pager.io");
 
+/// Block-device reads and writes (the kernel's virtio-blk driver): the
+/// request fails with an I/O error before it reaches the device.
+pub static BLK_READ: FailPoint = FailPoint::new("blk.read");
+pub static BLK_WRITE: FailPoint = FailPoint::new("blk.write");
+
 /// Every kernel fail point, for the command line and the debugger.
-pub static ALL: [&FailPoint; 3] = [&RADIX_NODE_ALLOC, &PAGE_ALLOC, &PAGER_IO];
+pub static ALL: [&FailPoint; 5] = [&RADIX_NODE_ALLOC, &PAGE_ALLOC, &PAGER_IO, &BLK_READ, &BLK_WRITE];
 
 /// Sets the kernel fail point `name` from its text form.
 pub fn set_by_name(name: &str, action: &str) -> Result<(), ParseError> {

@@ -481,7 +481,18 @@ impl FaultState<'_> {
             // A page below the first object is only ever mapped read-only.
             prot.remove(Prot::WRITE);
         }
-        if self.wire {
+        // In a wired entry every mapped page holds one wiring for it. A
+        // copy-on-write fault there (the entry was forked after it was
+        // wired) maps a new page in place of a wired one: the wiring moves
+        // to the new page, or the old one would stay wired for good.
+        let env = *lk.object_env();
+        let replaced = if lk.wired && !self.wire {
+            map.pmap().extract(self.va).and_then(|(pa, _)| env.pm.page_of(pa)).filter(|old| !core::ptr::eq(*old, m))
+        } else {
+            None
+        };
+        let wire = self.wire || replaced.is_some_and(|old| old.wired());
+        if wire {
             m.wire();
         }
         // A write dirties the page before it is mapped, so that the mapping
@@ -492,11 +503,14 @@ impl FaultState<'_> {
         match map.pmap().enter_accessed(self.va, m, prot, self.access & prot, self.wire || lk.wired) {
             Ok(flush) => flush.flush(),
             Err(PmapError::NoMemory) => {
-                if self.wire {
+                if wire {
                     m.unwire_noq();
                 }
                 return Next::RestartAfterMemoryWait;
             }
+        }
+        if let Some(old) = replaced.filter(|old| old.wired() && wire) {
+            env.pm.unwire(old, crate::page::Queue::Active);
         }
         m.reference();
         // Neighbours are worth mapping when this page was already there or

@@ -270,6 +270,52 @@ impl VmMap {
         Ok(())
     }
 
+    /// Throws away the contents of `[start, end)`, as `MADV_DONTNEED` does:
+    /// the mappings go; private memory whose chain ends in anonymous memory
+    /// starts over as zero-fill; a private mapping of a file goes back to the
+    /// file's pages (copy-on-write again); shared memory keeps its pages.
+    /// Wired ranges are the caller's to refuse.
+    pub fn discard(&mut self, start: u64, end: u64) -> Result<(), MapError> {
+        self.check_range(start, end)?;
+        if !self.fully_mapped(start, end) {
+            return Err(MapError::NoEntry);
+        }
+        for k in self.clipped(start, end) {
+            let e = self.entries.get_mut(&k).unwrap();
+            let (s, t) = (e.start, e.end);
+            self.pmap.remove(s, t).flush();
+            if e.inherit == Inherit::Share {
+                continue;
+            }
+            let Some(obj) = e.object.take() else { continue };
+            // The bottom of the chain and the entry's offset in it.
+            let mut bottom = obj.clone();
+            let mut offset = e.offset;
+            loop {
+                let next = bottom.lock().backing();
+                match next {
+                    Some((b, off)) => {
+                        offset += off;
+                        bottom = b;
+                    }
+                    None => break,
+                }
+            }
+            if matches!(bottom.kind(), crate::object::ObjectKind::Anonymous | crate::object::ObjectKind::Swap) {
+                e.offset = 0;
+                e.needs_copy = false;
+            } else {
+                bottom.reference();
+                e.object = Some(bottom);
+                e.offset = offset;
+                e.needs_copy = true;
+            }
+            obj.deallocate();
+        }
+        self.timestamp += 1;
+        Ok(())
+    }
+
     /// Sets the protection of `[start, end)` to `prot`, never above an
     /// entry's maximum (then nothing changes). Lowered access takes effect in
     /// the page tables at once; raised access on the next fault.

@@ -1,7 +1,9 @@
 //! Everything specific to x86_64: segments, traps, the local APIC, page tables.
 
 pub mod apic;
+pub mod cpu;
 pub mod gdt;
+pub mod ioapic;
 pub mod paging;
 pub mod trap;
 

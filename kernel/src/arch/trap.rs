@@ -32,7 +32,7 @@ use super::gdt;
 
 /// The register state of an interrupted context, as the entry stubs leave it.
 #[repr(C)]
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct TrapFrame {
     pub r15: u64,
     pub r14: u64,
@@ -65,6 +65,8 @@ pub const VEC_BREAKPOINT: u8 = 3;
 pub const VEC_DOUBLE_FAULT: u8 = 8;
 pub const VEC_PAGE_FAULT: u8 = 14;
 pub const VEC_TIMER: u8 = 32;
+/// Device interrupts routed through the I/O APIC (`crate::drivers`).
+pub const VEC_DEVICE: u8 = 48;
 pub const VEC_SPURIOUS: u8 = 255;
 
 /// Number of breakpoint (#BP) exceptions taken and returned from.
@@ -143,7 +145,7 @@ stubs! {
     err 17 vec17, noerr 18 vec18, noerr 19 vec19, noerr 20 vec20, err 21 vec21,
     noerr 22 vec22, noerr 23 vec23, noerr 24 vec24, noerr 25 vec25, noerr 26 vec26,
     noerr 27 vec27, noerr 28 vec28, err 29 vec29, err 30 vec30, noerr 31 vec31,
-    noerr 32 vec32, noerr 255 vec255,
+    noerr 32 vec32, noerr 48 vec48, noerr 255 vec255,
 }
 
 /// The page-fault entry. The CPU delivers #PF on its own IST stack, so that
@@ -297,6 +299,9 @@ pub fn init() {
 
 /// Called by `trap_common` for every trap and interrupt, interrupts disabled.
 extern "C" fn trap_dispatch(tf: &mut TrapFrame) {
+    // Whatever the interrupted code allowed, the handler gets no access to
+    // user pages (iretq restores the interrupted RFLAGS.AC).
+    super::cpu::clac();
     let vector = tf.vector as u8;
     match vector {
         VEC_BREAKPOINT => {
@@ -307,15 +312,60 @@ extern "C" fn trap_dispatch(tf: &mut TrapFrame) {
             crate::time::tick();
             super::apic::eoi();
             crate::sched::preempt();
+            if tf.cs & 3 == 3 {
+                crate::process::check_signals();
+            }
+        }
+        VEC_DEVICE => {
+            crate::drivers::interrupt();
+            super::apic::eoi();
         }
         VEC_SPURIOUS => {}
         VEC_PAGE_FAULT => {
             let cr2 = Cr2::read_raw();
+            // The kernel touched a present user page without RFLAGS.AC:
+            // SMAP stopped it. Only a probe may do that and recover.
+            const AC: u64 = 1 << 18;
+            let user_page = cr2 < crate::pmap::USER_END && tf.error & 1 != 0;
+            if tf.cs & 3 == 0 && user_page && super::cpu::smap_on() && tf.rflags & AC == 0 {
+                if crate::syscall::recover_user_copy(tf) {
+                    return;
+                }
+                {
+                    let mut w = crate::serial::panic_writer();
+                    let _ = core::fmt::Write::write_fmt(
+                        &mut w,
+                        format_args!("\nSMAP: the kernel touched user address {cr2:#x} outside a user copy\n"),
+                    );
+                }
+                fatal_exception(tf)
+            }
             match crate::vmspace::page_fault(tf, cr2) {
                 Ok(()) => {}
-                Err(_) if tf.cs & 3 == 3 => {
-                    let what = if tf.error & 1 != 0 { "protection violation" } else { "no mapping" };
-                    crate::process::kill_current(crate::process::SIGSEGV, what, cr2, tf.rip)
+                Err(Some(vm::fault::FaultError::NoMemory)) if tf.cs & 3 == 3 => {
+                    // No page could be had through every retry, and nothing
+                    // pages out yet: the process that needs one goes.
+                    crate::process::kill_current(crate::process::SIGKILL, "out of memory", cr2, tf.rip)
+                }
+                Err(e) if tf.cs & 3 == 3 => {
+                    let access = if tf.error & 2 != 0 {
+                        "write"
+                    } else if tf.error & 16 != 0 {
+                        "execute"
+                    } else {
+                        "read"
+                    };
+                    let what = match e {
+                        Some(vm::fault::FaultError::Protection) => alloc::format!("{access} not allowed (protection)"),
+                        Some(vm::fault::FaultError::Io) => alloc::format!("{access}: I/O error"),
+                        Some(vm::fault::FaultError::Bad) => alloc::format!("{access} beyond the end of the object"),
+                        _ => alloc::format!("{access} of an unmapped address"),
+                    };
+                    let signal = match e {
+                        Some(vm::fault::FaultError::Io | vm::fault::FaultError::Bad) => crate::process::SIGBUS,
+                        _ => crate::process::SIGSEGV,
+                    };
+                    crate::process::kill_current(signal, &what, cr2, tf.rip)
                 }
                 Err(_) if crate::syscall::recover_user_copy(tf) => {}
                 Err(Some(e)) => {

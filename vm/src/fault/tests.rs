@@ -393,3 +393,71 @@ fn faults_under_random_allocation_failure() {
         t.done();
     }
 }
+
+/// A wired range forked and then written by the parent: the copy takes the
+/// wiring over, the page left to the child loses it, and every page comes
+/// back when both maps are gone.
+#[test]
+fn a_wired_range_written_after_fork_moves_its_wiring() {
+    let t = setup();
+    {
+        let (parent, ppmap) = t.map();
+        let a = parent.lock().map(None, 2 * P, Prot::RW, Prot::ALL, Inherit::Copy, None, false).unwrap();
+        t.write(&parent, &ppmap, a, 1).unwrap();
+        wire(&parent, a, a + 2 * P).unwrap();
+        let old = t.env.pm.page_of(ppmap.extract(a).unwrap().0).unwrap();
+        assert_eq!(old.wire_count(), 1);
+        let cpmap = t.machine.new_pmap();
+        let child = Mutex::new(parent.lock().fork(cpmap.clone()));
+        t.write(&parent, &ppmap, a, 2).unwrap();
+        let new = t.env.pm.page_of(ppmap.extract(a).unwrap().0).unwrap();
+        assert!(!core::ptr::eq(old, new), "the write copied the page");
+        assert_eq!(new.wire_count(), 1, "the copy is wired for the entry");
+        assert!(!old.wired(), "the child's page is no longer wired");
+        assert_eq!(t.read(&child, &cpmap, a).unwrap(), 1, "the child keeps the old data");
+        t.clean();
+        drop(child);
+        drop(parent);
+    }
+    t.done();
+}
+
+/// `discard` (MADV_DONTNEED): anonymous memory reads zeros again, even
+/// below a fork's shadow; a private file mapping reads the file again; a
+/// shared mapping keeps its data.
+#[test]
+fn discard_gives_zeros_or_the_file_back() {
+    let t = setup();
+    {
+        let (map, pmap) = t.map();
+        let a = map.lock().map(None, 2 * P, Prot::RW, Prot::ALL, Inherit::Copy, None, false).unwrap();
+        t.write(&map, &pmap, a, 7).unwrap();
+        t.write(&map, &pmap, a + P, 8).unwrap();
+        map.lock().discard(a, a + P).unwrap();
+        assert_eq!(t.read(&map, &pmap, a).unwrap(), 0);
+        assert_eq!(t.read(&map, &pmap, a + P).unwrap(), 8, "outside the range nothing changes");
+
+        let cpmap = t.machine.new_pmap();
+        let child = Mutex::new(map.lock().fork(cpmap.clone()));
+        t.write(&child, &cpmap, a + P, 9).unwrap();
+        child.lock().discard(a + P, a + 2 * P).unwrap();
+        assert_eq!(t.read(&child, &cpmap, a + P).unwrap(), 0, "zeros, not the parent's data");
+        assert_eq!(t.read(&map, &pmap, a + P).unwrap(), 8, "the parent keeps its data");
+        drop(child);
+
+        let file = VmObject::new(ObjectKind::Vnode, 1, t.env);
+        make_resident(&file, 0, 0x40);
+        file.reference();
+        let private = map.lock().map(None, P, Prot::RW, Prot::ALL, Inherit::Copy, Some((file.clone(), 0)), true).unwrap();
+        t.write(&map, &pmap, private, 0x99).unwrap();
+        map.lock().discard(private, private + P).unwrap();
+        assert_eq!(t.read(&map, &pmap, private).unwrap(), 0x40, "the file's data again");
+        let shared = map.lock().map(None, P, Prot::RW, Prot::ALL, Inherit::Share, Some((file, 0)), false).unwrap();
+        t.write(&map, &pmap, shared, 0x55).unwrap();
+        map.lock().discard(shared, shared + P).unwrap();
+        assert_eq!(t.read(&map, &pmap, shared).unwrap(), 0x55, "shared memory keeps its data");
+        t.clean();
+        drop(map);
+    }
+    t.done();
+}
