@@ -28,9 +28,46 @@ pub fn run() {
     kprintln!("bench: timer.tick_rate_by_tsc {} Hz", (end - start) * 1_000_000 / us);
     kprintln!("bench: cpu.tsc_rate {} MHz", time::tsc_hz() / 1_000_000);
     kprintln!("bench: apic.timer_input_rate {} kHz", crate::arch::apic::timer_hz() / 1000);
+    primitives();
     page_allocator();
     faults();
     zeroing();
+}
+
+/// What single operations of the fault path cost here: each loop of `N` less
+/// an empty one, in ns. Under QEMU's TCG with one CPU, locked atomics cost
+/// no more than plain stores, while instructions that end a translation
+/// block or call out of it (`popf`, `invlpg`) cost tens to hundreds of ns.
+pub fn primitives() {
+    use core::sync::atomic::{AtomicU64, Ordering};
+    const N: u64 = 100_000;
+    macro_rules! time_loop {
+        ($body:expr) => {{
+            let t0 = time::rdtsc();
+            for i in 0..N {
+                core::hint::black_box(i);
+                $body;
+            }
+            time::rdtsc() - t0
+        }};
+    }
+    let empty = time_loop!(core::hint::black_box(0u64));
+    let report = |name: &str, tsc: u64| {
+        kprintln!("bench: kernel.cost.{name} {:.1} ns", time::tsc_to_us(tsc.saturating_sub(empty)) as f64 * 1000.0 / N as f64)
+    };
+    let a = AtomicU64::new(0);
+    report("store", time_loop!(a.store(core::hint::black_box(1), Ordering::Relaxed)));
+    report("locked_add", time_loop!(a.fetch_add(1, Ordering::Relaxed)));
+    report("cmpxchg", time_loop!(core::hint::black_box(a.compare_exchange(1, 1, Ordering::Acquire, Ordering::Relaxed).is_ok())));
+    let m = spin::Mutex::new(0u64);
+    report("spin_lock_unlock", time_loop!(*m.lock() += 1));
+    let arc = alloc::sync::Arc::new(0u64);
+    report("arc_clone_drop", time_loop!(drop(core::hint::black_box(arc.clone()))));
+    report("rdtsc", time_loop!(time::rdtsc()));
+    report("without_interrupts", time_loop!(x86_64::instructions::interrupts::without_interrupts(|| ())));
+    report("read_cr2", time_loop!(x86_64::registers::control::Cr2::read_raw()));
+    let va = x86_64::VirtAddr::new(&a as *const AtomicU64 as u64);
+    report("invlpg", time_loop!(x86_64::instructions::tlb::flush(va)));
 }
 
 /// Page-allocator micro-benchmarks over the real page array: the same
@@ -81,8 +118,12 @@ pub fn page_allocator() {
 
 /// Page-fault costs through the hardware, over 64 MiB: zero-fill faults,
 /// copy-on-write faults (after a fork) and soft faults (resident page, no
-/// mapping), in ns per fault; then the parts a fault is made of, measured
-/// alone: trap entry and exit, page allocation, zeroing, mapping.
+/// mapping), in ns per fault; then the same zero-fill and copy-on-write runs
+/// again with the fault steps timed, for the per-step split (the timing
+/// itself costs a few clock reads per fault, so the headline figures come
+/// from the untimed runs); a zero-fill run over pages the host has in its
+/// caches; then the parts a fault is made of, measured alone: trap entry and
+/// exit, page allocation, zeroing, mapping.
 pub fn faults() {
     use core::sync::atomic::Ordering;
     use vm::map::Inherit;
@@ -94,42 +135,53 @@ pub fn faults() {
     const PAGE: u64 = 4096;
     let per_fault = |tsc: u64, faults: u64| time::tsc_to_us(tsc) as f64 * 1000.0 / faults.max(1) as f64;
 
-    vm::fault::set_step_clock(time::rdtsc);
     let steps = || {
         let t = &vm::fault::STEP_TIMES;
-        [&t.lookup, &t.find_page, &t.cow, &t.enter, &t.finish].map(|a| a.load(Ordering::Relaxed))
+        [&t.lookup, &t.find_page, &t.cow, &t.enter, &t.finish, &t.fill].map(|a| a.load(Ordering::Relaxed))
     };
-    let print_steps = |name: &str, before: [u64; 5], n: u64| {
-        let after = steps();
-        for (i, step) in ["lookup", "find_page", "cow", "enter", "finish"].iter().enumerate() {
-            kprintln!("bench: kernel.{name}.step.{step} {:.0} ns/fault", per_fault(after[i] - before[i], n));
-        }
-    };
-
-    let Ok(parent) = AddressSpace::new() else { return };
-    let a = parent.map.lock().map(None, SIZE, Prot::RW, Prot::ALL, Inherit::Copy, None, false).unwrap();
-    // Writes one byte to every page of the range in `space` and reports the
-    // faults that took.
-    let write_all = |name: &str, space: &alloc::sync::Arc<AddressSpace>, v: u8| {
+    // Writes one byte to every page of `[a, a + size)` in `space` and
+    // reports the time per fault; with `timed`, also the time inside
+    // `vm::fault` and each step's share.
+    let write_all = |name: &str, space: &alloc::sync::Arc<AddressSpace>, a: u64, size: u64, v: u8, timed: bool| {
         let _on = space.activate();
+        if timed {
+            vm::fault::set_step_clock(Some(time::rdtsc));
+        }
         let f0 = FAULTS.load(Ordering::Relaxed);
         let v0 = FAULT_TSC.load(Ordering::Relaxed);
         let s0 = steps();
         let t0 = time::rdtsc();
-        for i in 0..SIZE / PAGE {
+        for i in 0..size / PAGE {
             // SAFETY: the range is mapped read-write (perhaps copy-on-write)
             // in the active space.
             unsafe { ((a + i * PAGE) as *mut u8).write_volatile(v ^ i as u8) };
         }
+        let t1 = time::rdtsc();
+        vm::fault::set_step_clock(None);
         let n = FAULTS.load(Ordering::Relaxed) - f0;
-        kprintln!("bench: kernel.{name} {:.0} ns/fault", per_fault(time::rdtsc() - t0, n));
+        if !timed {
+            kprintln!("bench: kernel.{name} {:.0} ns/fault", per_fault(t1 - t0, n));
+            return;
+        }
+        kprintln!("bench: kernel.{name}.timed {:.0} ns/fault", per_fault(t1 - t0, n));
         kprintln!("bench: kernel.{name}.in_vm_fault {:.0} ns/fault", per_fault(FAULT_TSC.load(Ordering::Relaxed) - v0, n));
-        print_steps(name, s0, n);
+        let after = steps();
+        for (i, step) in ["lookup", "find_page", "cow", "enter", "finish", "fill"].iter().enumerate() {
+            kprintln!("bench: kernel.{name}.step.{step} {:.0} ns/fault", per_fault(after[i] - s0[i], n));
+        }
     };
-    write_all("zero_fill", &parent, 0);
+    // A space with `SIZE` of anonymous memory at the returned address.
+    let anon_space = |size: u64| {
+        let space = AddressSpace::new().ok()?;
+        let a = space.map.lock().map(None, size, Prot::RW, Prot::ALL, Inherit::Copy, None, false).ok()?;
+        Some((space, a))
+    };
 
+    // Untimed: the headline figures.
+    let Some((parent, a)) = anon_space(SIZE) else { return };
+    write_all("zero_fill", &parent, a, SIZE, 0, false);
     let Ok(child) = parent.fork() else { return };
-    write_all("cow", &child, 0xFF);
+    write_all("cow", &child, a, SIZE, 0xFF, false);
     drop(child);
 
     let obj = parent.map.lock().entry(a).and_then(|e| e.object.clone());
@@ -148,6 +200,41 @@ pub fn faults() {
         core::hint::black_box(sum);
         kprintln!("bench: kernel.soft_fault {:.0} ns/fault", per_fault(time::rdtsc() - t0, n));
         kprintln!("bench: kernel.soft_fault_pages_per_fault {:.1} pages", (SIZE / PAGE) as f64 / n.max(1) as f64);
+    }
+    drop(parent);
+
+    // Timed: the split.
+    let Some((parent, a)) = anon_space(SIZE) else { return };
+    write_all("zero_fill", &parent, a, SIZE, 0, true);
+    let Ok(child) = parent.fork() else { return };
+    write_all("cow", &child, a, SIZE, 0xFF, true);
+    drop(child);
+    drop(parent);
+
+    // Zero fill over pages freed just before (LIFO reuse keeps them in the
+    // host's caches): the fault path's own cost, with less of the host's
+    // memory system in it.
+    const HOT: u64 = 2 << 20;
+    const ROUNDS: u64 = 16;
+    if let Some((space, a)) = anon_space(HOT) {
+        let mut tsc = 0;
+        let mut n = 0;
+        for round in 0..ROUNDS {
+            let _on = space.activate();
+            let f0 = FAULTS.load(Ordering::Relaxed);
+            let t0 = time::rdtsc();
+            for i in 0..HOT / PAGE {
+                // SAFETY: mapped read-write in the active space.
+                unsafe { ((a + i * PAGE) as *mut u8).write_volatile(round as u8) };
+            }
+            tsc += time::rdtsc() - t0;
+            n += FAULTS.load(Ordering::Relaxed) - f0;
+            // Unmapping frees the pages; mapping again gives a fresh object.
+            let mut map = space.map.lock();
+            map.unmap(a, a + HOT).unwrap();
+            map.map(Some(a), HOT, Prot::RW, Prot::ALL, Inherit::Copy, None, false).unwrap();
+        }
+        kprintln!("bench: kernel.zero_fill_hot {:.0} ns/fault", per_fault(tsc, n));
     }
 
     // The parts, alone.
@@ -191,7 +278,7 @@ pub fn faults() {
         let t0 = time::rdtsc();
         for _ in 0..N {
             // SAFETY: `va` is a page we own, through the direct map.
-            unsafe { zero_stosq(va) };
+            unsafe { zero_u64(va) };
         }
         kprintln!("bench: kernel.fault_part.zero_page {:.0} ns", per_fault(time::rdtsc() - t0, N));
         p.xbusy();
@@ -211,7 +298,6 @@ pub fn faults() {
         p.xunbusy();
         pm.free(p);
     }
-    drop(parent);
 }
 
 /// # Safety
@@ -221,7 +307,82 @@ unsafe fn zero_stosq(p: *mut u8) {
     unsafe { core::arch::asm!("rep stosq", inout("rcx") 512usize => _, inout("rdi") p => _, in("rax") 0u64, options(nostack)) };
 }
 
-/// Zeroing a page three ways (under TCG the choice matters several times over).
+/// 8-byte stores, as the fault path zeroes.
+///
+/// # Safety
+/// `p` is a writable page.
+unsafe fn zero_u64(p: *mut u8) {
+    for i in 0..512 {
+        // SAFETY: within the caller's page.
+        unsafe { (p as *mut u64).add(i).write_volatile(0) };
+    }
+}
+
+/// 16-byte SSE stores. The kernel is built without SSE; the boot thread
+/// that runs the benchmarks keeps nothing in xmm0, which is saved and
+/// restored anyway.
+///
+/// # Safety
+/// `p` is a writable, 16-aligned page.
+unsafe fn zero_sse(p: *mut u8) {
+    let mut save = [0u64; 2];
+    // SAFETY: writes the caller's page; xmm0 restored; no stack use.
+    unsafe {
+        core::arch::asm!(
+            "movdqu [{save}], xmm0",
+            "pxor xmm0, xmm0",
+            "2:",
+            "movdqa [{p}], xmm0",
+            "movdqa [{p} + 16], xmm0",
+            "movdqa [{p} + 32], xmm0",
+            "movdqa [{p} + 48], xmm0",
+            "add {p}, 64",
+            "dec {n:e}",
+            "jnz 2b",
+            "movdqu xmm0, [{save}]",
+            save = in(reg) save.as_mut_ptr(),
+            p = inout(reg) p => _,
+            n = inout(reg) 64u32 => _,
+            options(nostack),
+        )
+    }
+}
+
+/// 16-byte SSE loads and stores, as [`zero_sse`].
+///
+/// # Safety
+/// `s` and `d` are distinct 16-aligned pages; `d` writable.
+unsafe fn copy_sse(s: *const u8, d: *mut u8) {
+    let mut save = [0u64; 4];
+    // SAFETY: reads and writes the caller's pages; xmm0-1 restored; no stack use.
+    unsafe {
+        core::arch::asm!(
+            "movdqu [{save}], xmm0",
+            "movdqu [{save} + 16], xmm1",
+            "2:",
+            "movdqa xmm0, [{s}]",
+            "movdqa xmm1, [{s} + 16]",
+            "movdqa [{d}], xmm0",
+            "movdqa [{d} + 16], xmm1",
+            "add {s}, 32",
+            "add {d}, 32",
+            "dec {n:e}",
+            "jnz 2b",
+            "movdqu xmm0, [{save}]",
+            "movdqu xmm1, [{save} + 16]",
+            save = in(reg) save.as_mut_ptr(),
+            s = inout(reg) s => _,
+            d = inout(reg) d => _,
+            n = inout(reg) 128u32 => _,
+            options(nostack),
+        )
+    }
+}
+
+/// Zeroing a page several ways, and copying one two ways (under TCG the
+/// choice matters several times over for a hot page; in a fault, where the
+/// page is cold, the host's memory system takes most of the time:
+/// `kernel.*.step.fill`).
 pub fn zeroing() {
     let pm = vm::global();
     let Some(p) = pm.alloc(vm::phys::AllocFlags::NOBUSY) else { return };
@@ -242,13 +403,36 @@ pub fn zeroing() {
     kprintln!("bench: kernel.zero.rep_stosb {:.0} ns/page", ns(time::rdtsc() - t0));
     let t0 = time::rdtsc();
     for _ in 0..N {
-        let q = va as *mut u64;
-        for i in 0..512 {
-            // SAFETY: within our page.
-            unsafe { q.add(i).write_volatile(0) };
-        }
+        // SAFETY: our page.
+        unsafe { zero_u64(va) };
     }
     kprintln!("bench: kernel.zero.u64_stores {:.0} ns/page", ns(time::rdtsc() - t0));
+    let t0 = time::rdtsc();
+    for _ in 0..N {
+        // SAFETY: our page.
+        unsafe { zero_sse(va) };
+    }
+    kprintln!("bench: kernel.zero.sse_stores {:.0} ns/page", ns(time::rdtsc() - t0));
+    if let Some(q) = pm.alloc(vm::phys::AllocFlags::NOBUSY) {
+        let vb = pm.page_addr(q).unwrap();
+        let t0 = time::rdtsc();
+        for _ in 0..N {
+            // SAFETY: our two distinct pages.
+            unsafe {
+                for i in 0..512 {
+                    (vb as *mut u64).add(i).write_volatile((va as *const u64).add(i).read_volatile());
+                }
+            }
+        }
+        kprintln!("bench: kernel.copy.u64 {:.0} ns/page", ns(time::rdtsc() - t0));
+        let t0 = time::rdtsc();
+        for _ in 0..N {
+            // SAFETY: our two distinct pages.
+            unsafe { copy_sse(va, vb) };
+        }
+        kprintln!("bench: kernel.copy.sse {:.0} ns/page", ns(time::rdtsc() - t0));
+        pm.free(q);
+    }
     pm.free(p);
     // The same on pages not touched for a while (cold: as in a fault).
     let mut pages = alloc::vec::Vec::new();

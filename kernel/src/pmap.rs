@@ -178,6 +178,10 @@ impl X86Pmap {
     /// The leaf entry of `va`, allocating tables on the way if `create`.
     fn walk(&self, va: u64, create: bool) -> Result<Option<&'static AtomicU64>, PmapError> {
         assert!(va < USER_END, "pmap: {va:#x} is not in the user half");
+        let offset = crate::memory::phys_to_virt(0);
+        // A table's entries, through the direct map (as `table`).
+        // SAFETY: as in `table`.
+        let table = |phys: u64| unsafe { &*((offset + phys) as *const [AtomicU64; 512]) };
         let mut t = self.pml4;
         for level in (1..4).rev() {
             let e = &table(t)[index(va, level)];
@@ -272,16 +276,16 @@ fn walk_range(
     table(t).iter().all(|e| e.load(Ordering::Relaxed) & P == 0)
 }
 
-fn pv_alloc(pmap: &X86Pmap, va: u64) -> Result<*mut Pv, PmapError> {
-    let mem = g().pv_zone.alloc().ok_or(PmapError::NoMemory)?;
+fn pv_alloc(gl: &Globals, pmap: &X86Pmap, va: u64) -> Result<*mut Pv, PmapError> {
+    let mem = gl.pv_zone.alloc().ok_or(PmapError::NoMemory)?;
     let pv = mem.as_ptr() as *mut Pv;
     // SAFETY: a fresh zone item of at least size_of::<Pv>() bytes, 16-aligned.
     unsafe { pv.write(Pv { next: core::ptr::null_mut(), pmap, va }) };
     Ok(pv)
 }
 
-fn pv_insert(pv: &mut PvState, page: &Page, entry: *mut Pv) {
-    let i = g().pm.index_of(page) as usize;
+fn pv_insert(gl: &Globals, pv: &mut PvState, page: &Page, entry: *mut Pv) {
+    let i = gl.pm.index_of(page) as usize;
     // SAFETY: `entry` is a live PV item we own; the pmap lock is held.
     unsafe { (*entry).next = pv.heads[i] as *mut Pv };
     pv.heads[i] = entry as usize;
@@ -320,15 +324,33 @@ fn pv_list(pv: &PvState, page: &Page) -> Vec<(*const X86Pmap, u64)> {
     out
 }
 
-impl Pmap for X86Pmap {
-    fn enter(&self, va: u64, page: &'static Page, prot: Prot, wired: bool) -> Result<TlbFlush, PmapError> {
+impl X86Pmap {
+    /// `enter`, with `bits` (accessed, modified) set in the new entry.
+    fn enter_with(&self, va: u64, page: &'static Page, prot: Prot, wired: bool, bits: u64) -> Result<TlbFlush, PmapError> {
         assert!(page.valid() != 0, "page {:#x}: an invalid page is never mapped (rule 2)", page.phys());
         let gl = g();
         let mut pv = gl.lock.lock();
-        let e = self.walk(va, true)?;
-        let e = e.expect("walk with create returns an entry");
+        let e = self.walk(va, true)?.expect("walk with create returns an entry");
+        self.set_leaf(gl, &mut pv, e, va, page, prot, wired, bits)
+    }
+
+    /// The rest of `enter` once the leaf entry `e` of `va` is found, under
+    /// the pmap lock (`pv`).
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn set_leaf(
+        &self,
+        gl: &Globals,
+        pv: &mut PvState,
+        e: &AtomicU64,
+        va: u64,
+        page: &'static Page,
+        prot: Prot,
+        wired: bool,
+        bits: u64,
+    ) -> Result<TlbFlush, PmapError> {
         let managed = page.is_managed();
-        let mut new = page.phys() | P | US;
+        let mut new = page.phys() | P | US | bits;
         if prot.contains(Prot::WRITE) {
             new |= RW;
         }
@@ -343,9 +365,9 @@ impl Pmap for X86Pmap {
         }
         let old = e.load(Ordering::Acquire);
         let same_page = old & P != 0 && old & ADDR == page.phys();
-        let entry = if managed && !same_page { Some(pv_alloc(self, va)?) } else { None };
+        let entry = if managed && !same_page { Some(pv_alloc(gl, self, va)?) } else { None };
         if old & P != 0 && !same_page {
-            self.clear_leaf(&mut pv, e, va);
+            self.clear_leaf(pv, e, va);
         }
         if same_page {
             // Keep the hardware's dirty and accessed bits of the old entry.
@@ -355,7 +377,7 @@ impl Pmap for X86Pmap {
             }
         }
         if let Some(entry) = entry {
-            pv_insert(&mut pv, page, entry);
+            pv_insert(gl, pv, page, entry);
             page.add_mapping();
         }
         if wired {
@@ -363,6 +385,43 @@ impl Pmap for X86Pmap {
         }
         e.store(new, Ordering::Release);
         Ok(if old & P != 0 { TlbFlush::range(va, va + PAGE_SIZE as u64, flush_range) } else { TlbFlush::none() })
+    }
+}
+
+impl Pmap for X86Pmap {
+    fn enter(&self, va: u64, page: &'static Page, prot: Prot, wired: bool) -> Result<TlbFlush, PmapError> {
+        self.enter_with(va, page, prot, wired, 0)
+    }
+
+    /// One lock and one walk, where `extract` then `enter` took two.
+    fn enter_quick(&self, va: u64, page: &'static Page, prot: Prot) -> Result<bool, PmapError> {
+        assert!(page.valid() != 0, "page {:#x}: an invalid page is never mapped (rule 2)", page.phys());
+        let gl = g();
+        let mut pv = gl.lock.lock();
+        let e = self.walk(va, true)?.expect("walk with create returns an entry");
+        if e.load(Ordering::Acquire) & P != 0 {
+            return Ok(false);
+        }
+        let flush = self.set_leaf(gl, &mut pv, e, va, page, prot, false, 0)?;
+        debug_assert!(flush.is_empty(), "nothing was mapped, yet a flush is owed");
+        flush.skip_not_loaded();
+        Ok(true)
+    }
+
+    /// The new entry is marked accessed, and modified for a write (whose
+    /// page the caller has dirtied): the CPU would otherwise set the bits
+    /// itself when the access is retried, with a locked update of the entry
+    /// (under emulation, a write to guest memory in the middle of its page
+    /// walk).
+    fn enter_accessed(&self, va: u64, page: &'static Page, prot: Prot, access: Prot, wired: bool) -> Result<TlbFlush, PmapError> {
+        debug_assert!(prot.contains(access), "access {access:?} beyond the mapping's {prot:?}");
+        let bits = if access.contains(Prot::WRITE) {
+            debug_assert!(page.dirty() == vm::page::ALL_BLOCKS, "page {:#x}: entered modified but not dirty", page.phys());
+            A | D
+        } else {
+            A
+        };
+        self.enter_with(va, page, prot, wired, bits)
     }
 
     fn remove(&self, start: u64, end: u64) -> TlbFlush {

@@ -199,29 +199,35 @@ impl Page {
     }
 
     /// Physical address of the frame.
+    #[inline]
     pub fn phys(&self) -> u64 {
         self.phys
     }
 
     // ---- flags ----------------------------------------------------------
 
+    #[inline]
     pub fn flags(&self) -> PageFlags {
         PageFlags::from_bits_retain(self.flags.load(Ordering::Acquire))
     }
 
+    #[inline]
     pub(crate) fn set_flags(&self, f: PageFlags) {
         self.flags.fetch_or(f.bits(), Ordering::AcqRel);
     }
 
+    #[inline]
     pub(crate) fn clear_flags(&self, f: PageFlags) {
         self.flags.fetch_and(!f.bits(), Ordering::AcqRel);
     }
 
+    #[inline]
     pub fn is_managed(&self) -> bool {
         !self.flags().contains(PageFlags::UNMANAGED)
     }
 
     /// Marks the page referenced (an access was seen).
+    #[inline]
     pub fn reference(&self) {
         self.set_flags(PageFlags::REFERENCED);
     }
@@ -229,6 +235,7 @@ impl Page {
     // ---- object membership --------------------------------------------------
 
     /// The owning object's handle, if any.
+    #[inline]
     pub fn object(&self) -> Option<usize> {
         match self.object.load(Ordering::Acquire) {
             0 => None,
@@ -236,12 +243,14 @@ impl Page {
         }
     }
 
+    #[inline]
     pub fn pindex(&self) -> u64 {
         self.pindex.load(Ordering::Acquire)
     }
 
     /// Records that the page caches page `pindex` of `object`. The object
     /// code calls this with the object locked and the page exclusively busy.
+    #[inline]
     pub fn set_owner(&self, object: usize, pindex: u64) {
         assert!(object != 0, "object handle 0 means no object");
         assert!(self.xbusied(), "page {:#x}: owner set without the exclusive busy lock", self.phys);
@@ -252,6 +261,7 @@ impl Page {
 
     /// Clears object membership. Returns whether the caller may free the page:
     /// true unless it is wired, in which case the last unwire frees it (rule 5).
+    #[inline]
     pub fn clear_owner(&self) -> bool {
         self.object.store(0, Ordering::Release);
         self.pindex.store(0, Ordering::Release);
@@ -259,16 +269,19 @@ impl Page {
     }
 
     /// Number of managed mappings (maintained by the pmap).
+    #[inline]
     pub fn mapping_count(&self) -> u16 {
         self.mappings.load(Ordering::Acquire)
     }
 
     /// Called by the pmap when it adds or removes a managed mapping.
+    #[inline]
     pub fn add_mapping(&self) {
         debug_assert!(self.valid() != 0, "page {:#x}: an invalid page is never mapped (rule 2)", self.phys);
         self.mappings.fetch_add(1, Ordering::AcqRel);
     }
 
+    #[inline]
     pub fn remove_mapping(&self) {
         let old = self.mappings.fetch_sub(1, Ordering::AcqRel);
         assert!(old > 0, "page {:#x}: mapping count underflow", self.phys);
@@ -277,19 +290,23 @@ impl Page {
     // ---- busy ---------------------------------------------------------------
 
     /// Raw busy word, for the invariant checker and debuggers.
+    #[inline]
     pub fn busy_word(&self) -> u32 {
         self.busy.load(Ordering::Acquire)
     }
 
+    #[inline]
     pub fn busied(&self) -> bool {
         self.busy_word() & !BUSY_WAITERS != BUSY_UNBUSIED
     }
 
+    #[inline]
     pub fn xbusied(&self) -> bool {
         self.busy_word() & BUSY_EXCLUSIVE != 0
     }
 
     /// Number of shared holders.
+    #[inline]
     pub fn sbusy_count(&self) -> u32 {
         self.busy_word() / BUSY_SHARER
     }
@@ -308,11 +325,13 @@ impl Page {
     }
 
     #[track_caller]
+    #[inline]
     fn note_owner(&self) {
         #[cfg(debug_assertions)]
         self.busy_owner.store(core::panic::Location::caller() as *const _ as usize, Ordering::Release);
     }
 
+    #[inline]
     fn clear_owner_note(&self) {
         #[cfg(debug_assertions)]
         self.busy_owner.store(0, Ordering::Release);
@@ -320,6 +339,7 @@ impl Page {
 
     /// Takes the exclusive busy lock if the page is unbusied.
     #[track_caller]
+    #[inline]
     pub fn try_xbusy(&self) -> bool {
         // Acquire pairs with the Release in xunbusy/sunbusy: the previous
         // holder's writes to the page are visible to the new one.
@@ -334,6 +354,7 @@ impl Page {
     }
 
     /// Takes a shared busy lock unless the page is exclusively busy.
+    #[inline]
     pub fn try_sbusy(&self) -> bool {
         self.busy
             .try_update(Ordering::Acquire, Ordering::Relaxed, |cur| {
@@ -358,6 +379,7 @@ impl Page {
     }
 
     /// Releases the exclusive busy lock.
+    #[inline]
     pub fn xunbusy(&self) {
         assert!(self.xbusied(), "page {:#x}: xunbusy of a page not exclusively busy", self.phys);
         self.clear_owner_note();
@@ -369,6 +391,7 @@ impl Page {
     }
 
     /// Releases one shared busy lock.
+    #[inline]
     pub fn sunbusy(&self) {
         let update = self.busy.try_update(Ordering::Release, Ordering::Relaxed, |cur| {
             if cur & BUSY_EXCLUSIVE != 0 || cur < BUSY_SHARER {
@@ -423,16 +446,19 @@ impl Page {
 
     // ---- wiring ---------------------------------------------------------
 
+    #[inline]
     pub fn wire_count(&self) -> u32 {
         self.wire_count.load(Ordering::Acquire)
     }
 
+    #[inline]
     pub fn wired(&self) -> bool {
         self.wire_count() > 0
     }
 
     /// Adds a wiring. The caller holds the page busy or its object locked
     /// (or owns an unmanaged page).
+    #[inline]
     pub fn wire(&self) {
         let old = self.wire_count.fetch_add(1, Ordering::AcqRel);
         assert!(old != u32::MAX, "page {:#x}: wire count overflow", self.phys);
@@ -441,6 +467,7 @@ impl Page {
     /// Drops a wiring and returns true if it was the last. The page is not
     /// queued: this is for unmanaged pages, or callers that then queue or free
     /// the page themselves (see `phys::PhysMem::unwire`).
+    #[inline]
     pub fn unwire_noq(&self) -> bool {
         let old = self.wire_count.fetch_sub(1, Ordering::AcqRel);
         assert!(old > 0, "page {:#x}: unwire of a page that is not wired", self.phys);
@@ -450,6 +477,7 @@ impl Page {
     // ---- valid and dirty ----------------------------------------------------
 
     /// Bitmap of the 512-byte blocks covering `[offset, offset + len)`.
+    #[inline]
     pub fn block_mask(offset: usize, len: usize) -> u8 {
         assert!(offset + len <= PAGE_SIZE, "range {offset}+{len} runs off the page");
         if len == 0 {
@@ -460,36 +488,43 @@ impl Page {
         ((0xFFu16 << first) & (0xFFu16 >> (7 - last))) as u8
     }
 
+    #[inline]
     pub fn valid(&self) -> u8 {
         self.valid.load(Ordering::Acquire)
     }
 
+    #[inline]
     pub fn dirty(&self) -> u8 {
         self.dirty.load(Ordering::Acquire)
     }
 
+    #[inline]
     pub fn all_valid(&self) -> bool {
         self.valid() == ALL_BLOCKS
     }
 
     /// True if every block of `[offset, offset + len)` is valid.
+    #[inline]
     pub fn is_valid_range(&self, offset: usize, len: usize) -> bool {
         let m = Page::block_mask(offset, len);
         self.valid() & m == m
     }
 
     /// Marks blocks valid. The caller holds the busy lock (B).
+    #[inline]
     pub fn set_valid_range(&self, offset: usize, len: usize) {
         debug_assert!(self.busied(), "page {:#x}: valid bits changed without the busy lock", self.phys);
         self.valid.fetch_or(Page::block_mask(offset, len), Ordering::AcqRel);
     }
 
     /// Marks the whole page valid (busy held).
+    #[inline]
     pub fn set_all_valid(&self) {
         self.set_valid_range(0, PAGE_SIZE);
     }
 
     /// Marks the whole page invalid and clean (busy held).
+    #[inline]
     pub fn invalidate(&self) {
         debug_assert!(self.busied(), "page {:#x}: invalidated without the busy lock", self.phys);
         debug_assert!(self.mapping_count() == 0, "page {:#x}: invalidated while mapped", self.phys);
@@ -498,28 +533,33 @@ impl Page {
     }
 
     /// Marks blocks dirty. Only valid blocks can be dirty.
+    #[inline]
     pub fn set_dirty_range(&self, offset: usize, len: usize) {
         let m = Page::block_mask(offset, len);
         assert!(self.valid() & m == m, "page {:#x}: dirtying invalid blocks", self.phys);
         self.dirty.fetch_or(m, Ordering::AcqRel);
     }
 
+    #[inline]
     pub fn set_all_dirty(&self) {
         self.set_dirty_range(0, PAGE_SIZE);
     }
 
     /// Clears the dirty bits (after the data reached its backing store).
+    #[inline]
     pub fn undirty(&self) {
         self.dirty.store(0, Ordering::Release);
     }
 
     // ---- queues ---------------------------------------------------------------
 
+    #[inline]
     pub fn queue(&self) -> Queue {
         Queue::from_u8(self.queue.load(Ordering::Acquire))
     }
 
     /// The order of the free block this page heads, if it heads one.
+    #[inline]
     pub(crate) fn free_order(&self) -> Option<u8> {
         match self.order.load(Ordering::Acquire) {
             NOT_FREE_HEAD => None,
@@ -529,6 +569,7 @@ impl Page {
 
     /// Turns a free page into an allocated one with `flags` (the ZERO flag
     /// carries over: it describes the contents, which did not change).
+    #[inline]
     pub(crate) fn take_from_free(&self, flags: PageFlags) {
         debug_assert!(self.flags().contains(PageFlags::FREE), "page {:#x}: allocated but not free", self.phys);
         self.valid.store(0, Ordering::Relaxed);
@@ -539,6 +580,7 @@ impl Page {
 
     /// Turns an allocated page into a free one; `zero` says if its contents
     /// are known to be zero.
+    #[inline]
     pub(crate) fn make_free(&self, zero: bool) {
         self.busy.store(BUSY_UNBUSIED, Ordering::Release);
         self.clear_owner_note();

@@ -41,7 +41,7 @@ use crate::failpoint::FailPoint;
 use crate::page::{Page, busy_wait};
 use crate::pmap::PageMappings;
 use crate::phys::{AllocFlags, PhysMem};
-use crate::radix::{InsertError, Radix};
+use crate::radix::{Entry, InsertError, Radix, VacantEntry};
 use crate::zone::NodeZone;
 
 /// What kind of memory an object holds. (C)
@@ -371,29 +371,19 @@ impl Locked<'_> {
 
     /// Inserts `page` (exclusively busy, in no object) at `pindex`.
     pub fn insert(&mut self, page: &'static Page, pindex: u64) -> Result<(), ObjectError> {
-        assert!(page.is_managed(), "page {:#x}: unmanaged pages never join objects", page.phys());
-        if self.st.flags.contains(ObjectFlags::DEAD) {
+        let obj = self.obj;
+        let st = &mut *self.st;
+        if st.flags.contains(ObjectFlags::DEAD) {
             return Err(ObjectError::Dead);
         }
-        page.set_owner(self.obj.handle(), pindex);
-        match self.st.pages.insert(page) {
-            Ok(()) => {
-                self.st.generation += 1;
-                Ok(())
-            }
-            Err(InsertError::NoMemory) => {
-                page.clear_owner();
-                Err(ObjectError::NoMemory)
-            }
-            Err(InsertError::Exists(other)) => {
-                page.clear_owner();
-                panic!(
-                    "object {:#x}: double insertion at index {pindex}: page {:#x} is there, page {:#x} inserted (rule 15)",
-                    self.obj.handle(),
-                    other.phys(),
-                    page.phys()
-                );
-            }
+        match st.pages.entry(pindex) {
+            Entry::Vacant(place) => insert_at(obj, &mut st.generation, place, page, pindex),
+            Entry::Occupied(other) => panic!(
+                "object {:#x}: double insertion at index {pindex}: page {:#x} is there, page {:#x} inserted (rule 15)",
+                obj.handle(),
+                other.phys(),
+                page.phys()
+            ),
         }
     }
 
@@ -474,13 +464,37 @@ impl Locked<'_> {
     /// no trie node, or the `page.alloc` fail point) is `NoMemory`, with
     /// nothing changed.
     pub fn alloc_page(&mut self, pindex: u64, flags: AllocFlags) -> Result<&'static Page, ObjectError> {
-        let env = self.obj.env;
+        match self.lookup_or_alloc(pindex, flags)? {
+            (page, true) => Ok(page),
+            (other, false) => panic!(
+                "object {:#x}: double insertion at index {pindex}: page {:#x} is there (rule 15)",
+                self.obj.handle(),
+                other.phys()
+            ),
+        }
+    }
+
+    /// The resident page at `pindex` (and `false`), or else a page allocated
+    /// and inserted there as by [`Locked::alloc_page`] (and `true`), with one
+    /// walk of the trie for both. Errors as `alloc_page`'s, with nothing
+    /// changed.
+    pub fn lookup_or_alloc(&mut self, pindex: u64, flags: AllocFlags) -> Result<(&'static Page, bool), ObjectError> {
+        let obj = self.obj;
+        let st = &mut *self.st;
+        let place = match st.pages.entry(pindex) {
+            Entry::Occupied(page) => return Ok((page, false)),
+            Entry::Vacant(place) => place,
+        };
+        if st.flags.contains(ObjectFlags::DEAD) {
+            return Err(ObjectError::Dead);
+        }
+        let env = &obj.env;
         if env.page_alloc.should_fail() {
             return Err(ObjectError::NoMemory);
         }
         let page = env.pm.alloc(flags - AllocFlags::NOBUSY - AllocFlags::UNMANAGED).ok_or(ObjectError::NoMemory)?;
-        match self.insert(page, pindex) {
-            Ok(()) => Ok(page),
+        match insert_at(obj, &mut st.generation, place, page, pindex) {
+            Ok(()) => Ok((page, true)),
             Err(e) => {
                 env.pm.free(page);
                 Err(e)
@@ -498,6 +512,30 @@ impl Locked<'_> {
             }
         }
         Ok(())
+    }
+}
+
+/// Inserts `page` (exclusively busy, in no object) into `obj` at `place`,
+/// the vacant entry for `pindex` in its trie; `generation` is the object's.
+fn insert_at(
+    obj: &VmObject,
+    generation: &mut u64,
+    place: VacantEntry<'_, &'static Page, 16>,
+    page: &'static Page,
+    pindex: u64,
+) -> Result<(), ObjectError> {
+    assert!(page.is_managed(), "page {:#x}: unmanaged pages never join objects", page.phys());
+    page.set_owner(obj.handle(), pindex);
+    match place.insert(page) {
+        Ok(()) => {
+            *generation += 1;
+            Ok(())
+        }
+        Err(InsertError::NoMemory) => {
+            page.clear_owner();
+            Err(ObjectError::NoMemory)
+        }
+        Err(InsertError::Exists(_)) => unreachable!("a vacant entry holds no value"),
     }
 }
 

@@ -109,6 +109,29 @@ pub trait Pmap: Send + Sync {
     /// `wired` marks the mapping wired (the caller holds a wiring of the page
     /// for it). Fails with `NoMemory` when a page table cannot be allocated.
     fn enter(&self, va: u64, page: &'static Page, prot: Prot, wired: bool) -> Result<TlbFlush, PmapError>;
+    /// [`Pmap::enter`] for the page of a fault whose access was `access`
+    /// (within `prot`): the mapping may be entered already marked accessed,
+    /// and modified for a write, as the access will do that anyway when it
+    /// is retried (FreeBSD's `pmap_enter` takes the access type for this).
+    /// A write's caller has marked the page dirty first. The default is
+    /// plain `enter`.
+    fn enter_accessed(&self, va: u64, page: &'static Page, prot: Prot, access: Prot, wired: bool) -> Result<TlbFlush, PmapError> {
+        let _ = access;
+        self.enter(va, page, prot, wired)
+    }
+    /// Maps `va` to `page` (unwired) only if nothing is mapped at `va`, and
+    /// says whether it did (FreeBSD's `pmap_enter_quick`, for prefaulting).
+    /// It never replaces a translation, so there is no TLB flush to do.
+    fn enter_quick(&self, va: u64, page: &'static Page, prot: Prot) -> Result<bool, PmapError> {
+        if self.extract(va).is_some() {
+            return Ok(false);
+        }
+        self.enter(va, page, prot, false).map(|flush| {
+            debug_assert!(flush.is_empty(), "nothing was mapped, yet a flush is owed");
+            flush.skip_not_loaded();
+            true
+        })
+    }
     /// Removes every mapping in `[start, end)`.
     fn remove(&self, start: u64, end: u64) -> TlbFlush;
     /// Reduces the access of every mapping in `[start, end)` to at most `prot`.

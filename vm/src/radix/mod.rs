@@ -43,6 +43,20 @@
 //! (1.6× against 2.0–2.2×), and make `lookup_ge` scan 64 slots when backing
 //! up. 16 wins everywhere but dense lookups, which is why FreeBSD chose it too.
 //!
+//! ## Where a walk starts
+//!
+//! Faults and reads go through an object's pages mostly in order, so a walk
+//! for a key usually passes the same nodes as the one before. The trie keeps
+//! the deepest node of the last `lookup` or `entry` walk as a hint and starts
+//! there when the hint node covers the key. That is exact, not a guess: a
+//! node that covers a key lies on that key's path from the root (every node
+//! above it covers a superset and branches towards it at the digits they
+//! share), so the walk from the hint ends where the walk from the root would.
+//! For an object's sequential pages this skips all but the last level (a
+//! 64 MiB object is four levels deep). The hint is cleared when any node is
+//! freed, so it never names a dead node. (FreeBSD's `pctrie` iterators keep
+//! a whole path for the same reason.)
+//!
 //! ## Synchronisation, now and later
 //!
 //! Slots are atomics: loads are Acquire and stores Release, so a node is
@@ -51,9 +65,10 @@
 //! more things: freed nodes must not be reused while a reader may still hold
 //! a pointer (defer `NodeZone::free` to an SMR/epoch grace period), and a
 //! reader must re-check a leaf it found (its key, and the page's object)
-//! because the page can be removed and reused concurrently. Insertion and
-//! removal already change each slot with a single store, so readers see either
-//! the old or the new subtree.
+//! because the page can be removed and reused concurrently (and the walk hint
+//! would have to go, or be kept per reader). Insertion and removal already
+//! change each slot with a single store, so readers see either the old or the
+//! new subtree.
 
 use core::marker::PhantomData;
 use core::ptr::NonNull;
@@ -125,9 +140,74 @@ pub enum TrieError {
     LeafCount { counted: usize, recorded: usize },
 }
 
+/// What [`Radix::entry`] found.
+pub enum Entry<'a, L: Leaf, const W: usize> {
+    /// The value with the key.
+    Occupied(L),
+    /// No value with the key; the place to insert one.
+    Vacant(VacantEntry<'a, L, W>),
+}
+
+/// The place for a key that is not in the trie: the slot where the walk
+/// ended (empty, or holding a leaf or node that the key diverges from) and
+/// the node that owns it. The trie stays borrowed, so nothing can change it
+/// in between.
+pub struct VacantEntry<'a, L: Leaf, const W: usize> {
+    trie: &'a mut Radix<L, W>,
+    key: u64,
+    slot: *const AtomicUsize,
+    /// The node owning `slot`; null for the root.
+    parent: *mut Node<W>,
+}
+
+impl<L: Leaf, const W: usize> VacantEntry<'_, L, W> {
+    /// Inserts `value`, whose key must be the entry's. At most one node is
+    /// allocated; on failure the trie is unchanged.
+    pub fn insert(self, value: L) -> Result<(), InsertError<L>> {
+        let key = self.key;
+        assert!(value.key() == key, "radix: inserting key {:#x} at the entry for {key:#x}", value.key());
+        let new = value.to_raw() | LEAF;
+        debug_assert!(value.to_raw() & LEAF == 0 && value.to_raw() != 0);
+        // SAFETY: `slot` is the root or a child slot of a live node of the
+        // trie, which `self` still borrows mutably (nothing moved it).
+        let s = unsafe { &*self.slot };
+        let v = s.load(Ordering::Acquire);
+        let trie = self.trie;
+        if v == 0 {
+            s.store(new, Ordering::Release);
+            if !self.parent.is_null() {
+                // SAFETY: `parent` is the live node owning `slot`; `&mut` trie.
+                unsafe { (*self.parent).count += 1 };
+            }
+            trie.len += 1;
+            return Ok(());
+        }
+        // A leaf with another key, or a node the key lies outside of: a new
+        // node over both, at the level where they first differ.
+        let other = if Radix::<L, W>::is_leaf(v) { Radix::<L, W>::leaf(v).key() } else { Radix::<L, W>::node(v).owner };
+        let clev = Radix::<L, W>::split_level(key, other);
+        let node = trie
+            .new_node(
+                clev,
+                Radix::<L, W>::prefix(key, clev),
+                (Radix::<L, W>::digit(key, clev), new),
+                (Radix::<L, W>::digit(other, clev), v),
+            )
+            .ok_or(InsertError::NoMemory)?;
+        s.store(node, Ordering::Release);
+        trie.len += 1;
+        Ok(())
+    }
+}
+
 /// The trie. `W` is the node width (a power of two, 2..=64).
 pub struct Radix<L: Leaf, const W: usize = 16> {
     root: AtomicUsize,
+    /// The deepest node the last `lookup` or `entry` went through, or 0: a
+    /// key it covers is looked up from there, not from the root (see
+    /// "Where a walk starts"). Cleared whenever a node is freed. (Relaxed:
+    /// used under the owner's lock, like everything else.)
+    hint: AtomicUsize,
     zone: &'static NodeZone,
     nodes: usize,
     len: usize,
@@ -153,7 +233,7 @@ impl<L: Leaf, const W: usize> Radix<L, W> {
     pub fn new(zone: &'static NodeZone) -> Self {
         assert!(W.is_power_of_two() && (2..=64).contains(&W), "node width must be a power of two in 2..=64");
         assert!(zone.item_size() >= Self::NODE_SIZE, "zone items too small for a node");
-        Radix { root: AtomicUsize::new(0), zone, nodes: 0, len: 0, _leaf: PhantomData }
+        Radix { root: AtomicUsize::new(0), hint: AtomicUsize::new(0), zone, nodes: 0, len: 0, _leaf: PhantomData }
     }
 
     /// Leaves in the trie.
@@ -231,6 +311,7 @@ impl<L: Leaf, const W: usize> Radix<L, W> {
 
     fn free_node(&mut self, v: usize) {
         self.nodes -= 1;
+        self.hint.store(0, Ordering::Relaxed);
         // SAFETY: `v` is a node of this trie that has just been unlinked, so
         // nothing refers to it; it came from this trie's zone.
         unsafe { self.zone.free(NonNull::new_unchecked(v as *mut u8)) };
@@ -240,71 +321,81 @@ impl<L: Leaf, const W: usize> Radix<L, W> {
 
     /// The value with `key`.
     pub fn lookup(&self, key: u64) -> Option<L> {
-        let mut v = self.root.load(Ordering::Acquire);
-        loop {
+        let mut v = self.start(key);
+        let mut last = 0;
+        let found = loop {
             if v == 0 {
-                return None;
+                break None;
             }
             if Self::is_leaf(v) {
                 let l = Self::leaf(v);
-                return (l.key() == key).then_some(l);
+                break (l.key() == key).then_some(l);
             }
             let n = Self::node(v);
             if !Self::covers(n, key) {
-                return None;
+                break None;
             }
+            last = v;
             v = n.child[Self::digit(key, n.clev)].load(Ordering::Acquire);
+        };
+        if last != 0 {
+            self.hint.store(last, Ordering::Relaxed);
         }
+        found
+    }
+
+    /// Where a walk for `key` starts: the hint node if it covers `key`,
+    /// else the root.
+    #[inline]
+    fn start(&self, key: u64) -> usize {
+        let h = self.hint.load(Ordering::Relaxed);
+        if h != 0 && Self::covers(Self::node(h), key) { h } else { self.root.load(Ordering::Acquire) }
     }
 
     /// Inserts `value` under its key. At most one node is allocated; on any
     /// error the trie is unchanged.
     pub fn insert(&mut self, value: L) -> Result<(), InsertError<L>> {
-        let key = value.key();
-        let new = value.to_raw() | LEAF;
-        debug_assert!(value.to_raw() & LEAF == 0 && value.to_raw() != 0);
+        match self.entry(value.key()) {
+            Entry::Occupied(old) => Err(InsertError::Exists(old)),
+            Entry::Vacant(v) => v.insert(value),
+        }
+    }
+
+    /// The value with `key`, or the place where a value with that key
+    /// would go: one walk for a lookup that may be followed by an insertion
+    /// (a fault that finds no page allocates one for the same index).
+    pub fn entry(&mut self, key: u64) -> Entry<'_, L, W> {
         let mut slot: *const AtomicUsize = &self.root;
-        let mut parent: Option<*mut Node<W>> = None;
-        loop {
+        let mut parent: *mut Node<W> = core::ptr::null_mut();
+        let h = self.hint.load(Ordering::Relaxed);
+        if h != 0 && Self::covers(Self::node(h), key) {
+            let n = Self::node(h);
+            parent = h as *mut Node<W>;
+            slot = &n.child[Self::digit(key, n.clev)];
+        }
+        let found = loop {
             // SAFETY: `slot` is the root or a child slot of a live node.
-            let s = unsafe { &*slot };
-            let v = s.load(Ordering::Acquire);
+            let v = unsafe { &*slot }.load(Ordering::Acquire);
             if v == 0 {
-                s.store(new, Ordering::Release);
-                if let Some(p) = parent {
-                    // SAFETY: `p` is the live node owning `slot`; `&mut self`.
-                    unsafe { (*p).count += 1 };
-                }
-                self.len += 1;
-                return Ok(());
+                break None;
             }
             if Self::is_leaf(v) {
                 let old = Self::leaf(v);
-                let okey = old.key();
-                if okey == key {
-                    return Err(InsertError::Exists(old));
-                }
-                let clev = Self::split_level(key, okey);
-                let node = self
-                    .new_node(clev, Self::prefix(key, clev), (Self::digit(key, clev), new), (Self::digit(okey, clev), v))
-                    .ok_or(InsertError::NoMemory)?;
-                s.store(node, Ordering::Release);
-                self.len += 1;
-                return Ok(());
+                break (old.key() == key).then_some(old);
             }
             let n = Self::node(v);
             if !Self::covers(n, key) {
-                // Diverges above this node: a new node over both.
-                let clev = Self::split_level(key, n.owner);
-                let node = self
-                    .new_node(clev, Self::prefix(key, clev), (Self::digit(key, clev), new), (Self::digit(n.owner, clev), v))
-                    .ok_or(InsertError::NoMemory)?;
-                s.store(node, Ordering::Release);
-                self.len += 1;
-                return Ok(());
+                break None;
             }
-            parent = Some(v as *mut Node<W>);
+            parent = v as *mut Node<W>;
             slot = &n.child[Self::digit(key, n.clev)];
+        };
+        if !parent.is_null() {
+            self.hint.store(parent as usize, Ordering::Relaxed);
+        }
+        match found {
+            Some(old) => Entry::Occupied(old),
+            None => Entry::Vacant(VacantEntry { trie: self, key, slot, parent }),
         }
     }
 
@@ -403,10 +494,26 @@ impl<L: Leaf, const W: usize> Radix<L, W> {
     }
 
     fn nearest(&self, key: u64, ge: bool) -> Option<L> {
-        // Nodes passed on the way down, with the digit taken, for backing up.
-        let mut stack: [(usize, usize); 64] = [(0, 0); 64];
+        // The answer within the hint node's subtree, if there is one there,
+        // is the answer: the subtree's keys form one interval around `key`,
+        // and every key outside it lies beyond all of them on one side.
+        let h = self.hint.load(Ordering::Relaxed);
+        if h != 0
+            && Self::covers(Self::node(h), key)
+            && let Some(l) = Self::nearest_under(h, key, ge)
+        {
+            return Some(l);
+        }
+        Self::nearest_under(self.root.load(Ordering::Acquire), key, ge)
+    }
+
+    /// [`Radix::nearest`] among the leaves under slot value `v`.
+    fn nearest_under(mut v: usize, key: u64, ge: bool) -> Option<L> {
+        // Nodes passed on the way down, with the digit taken, for backing
+        // up; entries below `depth` are written before they are read (not
+        // zeroed first: that was a 1 KiB memset per lookup).
+        let mut stack = [core::mem::MaybeUninit::<(usize, usize)>::uninit(); 64];
         let mut depth = 0;
-        let mut v = self.root.load(Ordering::Acquire);
         loop {
             if v == 0 {
                 break;
@@ -428,14 +535,16 @@ impl<L: Leaf, const W: usize> Radix<L, W> {
                 break;
             }
             let d = Self::digit(key, n.clev);
-            stack[depth] = (v, d);
+            stack[depth].write((v, d));
             depth += 1;
             v = n.child[d].load(Ordering::Acquire);
         }
         // Back up: the nearest non-empty sibling beyond the digit taken.
         while depth > 0 {
             depth -= 1;
-            let (nv, d) = stack[depth];
+            // SAFETY: entries below the depth reached were written on the
+            // way down.
+            let (nv, d) = unsafe { stack[depth].assume_init() };
             let n = Self::node(nv);
             let next = if ge {
                 n.child[d + 1..].iter().map(|c| c.load(Ordering::Acquire)).find(|&c| c != 0)
@@ -457,6 +566,7 @@ impl<L: Leaf, const W: usize> Radix<L, W> {
     /// Frees every node; the leaves are forgotten (their owner deals with
     /// them). Never fails.
     pub fn reclaim_all_nodes(&mut self) {
+        self.hint.store(0, Ordering::Relaxed);
         let root = self.root.swap(0, Ordering::AcqRel);
         let mut stack: [usize; 64 * 2] = [0; 128];
         let mut depth = 0;

@@ -254,3 +254,42 @@ fn dense_memory_per_page() {
     let per_page = (z.slabs() * crate::PAGE_SIZE) as f64 / 65_536.0;
     assert!(per_page <= 16.0, "{per_page} bytes of trie per resident page");
 }
+
+/// Walks that start at the hint node find what walks from the root find,
+/// and a hint whose node was freed is never followed: sequential fills,
+/// lookups across node boundaries, removals that free the hint node, and
+/// entries for keys outside it, all checked against a model.
+#[test]
+fn walks_from_the_hint_agree_with_walks_from_the_root() {
+    let fp = fail_point();
+    let mut t: Radix<&'static Item> = Radix::new(zone(fp, Radix::<&'static Item>::NODE_SIZE));
+    let mut items = Items(HashMap::new());
+    let mut model = BTreeMap::new();
+    for k in 0..5000u64 {
+        match t.entry(k) {
+            Entry::Occupied(_) => panic!("key {k} present before its insertion"),
+            Entry::Vacant(v) => v.insert(items.get(k, false)).unwrap(),
+        }
+        model.insert(k, ());
+        assert_eq!(t.lookup(k).map(|i| i.key), Some(k));
+        assert!(t.lookup(k + 1).is_none());
+    }
+    // Remove every key of some 16-key groups: their leaf nodes are freed
+    // while the hint may point at them.
+    for k in (0..5000u64).filter(|k| (k / 16) % 3 == 1) {
+        assert_eq!(t.lookup(k).map(|i| i.key), Some(k));
+        assert_eq!(t.remove(k).map(|i| i.key), Some(k));
+        model.remove(&k);
+        t.check().unwrap();
+    }
+    for k in (0..6000u64).rev().step_by(7).chain([1 << 40, 17, 1 << 20, 3]) {
+        assert_eq!(t.lookup(k).map(|i| i.key), model.get(&k).map(|_| k), "lookup {k}");
+        if let Entry::Vacant(v) = t.entry(k) {
+            v.insert(items.get(k, false)).unwrap();
+            model.insert(k, ());
+        }
+        t.check().unwrap();
+    }
+    let keys: Vec<u64> = t.range(0, u64::MAX).map(|i| i.key).collect();
+    assert_eq!(keys, model.keys().copied().collect::<Vec<_>>());
+}
