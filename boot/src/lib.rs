@@ -145,7 +145,22 @@ pub fn build_images(kernel: &Path) -> Result<Images> {
 }
 
 /// Size of the root filesystem image.
-pub const ROOTFS_SIZE: &str = "64M";
+pub const ROOTFS_SIZE: &str = "160M";
+
+/// `/data/seq32`: a 32 MiB file of [`data_byte`]s, for the tests of file
+/// mappings and read-ahead (and the checksum the host compares).
+pub const DATA_FILE: &str = "data/seq32";
+pub const DATA_SIZE: usize = 32 << 20;
+
+/// Byte `i` of the data file: no two neighbouring pages alike.
+pub fn data_byte(i: usize) -> u8 {
+    (i as u32).wrapping_mul(2_654_435_761).rotate_right(13) as u8 ^ (i >> 12) as u8
+}
+
+/// FNV-1a, 64 bits: the checksum `user/cksum.c` computes.
+pub fn fnv1a(bytes: impl Iterator<Item = u8>) -> u64 {
+    bytes.fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3))
+}
 
 /// Makes the root filesystem image: `rootfs/` plus `user/*.c` built into
 /// `/bin`, by `mke2fs -t ext2 -b 4096 -d`.
@@ -156,6 +171,9 @@ pub fn build_rootfs(images: &Images) -> Result<()> {
         fs::remove_dir_all(&staging).with_context(|| format!("cannot clear {}", staging.display()))?;
     }
     copy_tree(&root.join("rootfs"), &staging)?;
+    let data = staging.join(DATA_FILE);
+    fs::create_dir_all(data.parent().unwrap_or(&staging))?;
+    fs::write(&data, (0..DATA_SIZE).map(data_byte).collect::<Vec<u8>>())?;
     let bin = staging.join("bin");
     fs::create_dir_all(&bin)?;
     let user = root.join("user");

@@ -60,10 +60,32 @@ pub struct Vnode {
     unlinked: core::sync::atomic::AtomicBool,
 }
 
-/// The pager of a vnode's object: reads pages from the file.
+/// Block requests the vnode pagers have issued. (A)
+pub static PAGER_READS: AtomicU64 = AtomicU64::new(0);
+/// Read-ahead on (the benchmark turns it off to compare). (A)
+pub static READ_AHEAD: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(true);
+
+/// Pages read ahead at first, and at most once access is sequential.
+const AHEAD_INIT: u64 = 7;
+const AHEAD_MAX: u64 = 31;
+/// Pages read behind a fault that is not sequential.
+const BEHIND: u64 = 3;
+
+/// The pager of a vnode's object: reads pages from the file, with
+/// read-behind and read-ahead in clusters.
+///
+/// The read-ahead window follows FreeBSD's vm_fault: it starts at
+/// [`AHEAD_INIT`] pages, doubles while faults come in sequence (each one
+/// just past the last cluster read), up to [`AHEAD_MAX`], and falls back
+/// when the access jumps; a random access also reads [`BEHIND`] pages
+/// behind. A cluster is read with one block request per run of blocks
+/// that are contiguous on disk.
 struct VnodePager {
     ino: Ino,
     size: Arc<AtomicU64>,
+    /// The page after the last cluster read, and the current window. (A)
+    next_sequential: AtomicU64,
+    window: AtomicU64,
 }
 
 impl vm::object::Pager for VnodePager {
@@ -76,32 +98,108 @@ impl vm::object::Pager for VnodePager {
         true
     }
 
-    fn get_page(&self, _object: &VmObject, page: &'static Page) -> PagerResult {
-        let off = page.pindex() * PAGE;
-        if off >= self.size.load(Ordering::Acquire) {
+    fn cluster(&self, pindex: u64) -> (u64, u64) {
+        let pages = self.size.load(Ordering::Acquire).div_ceil(PAGE);
+        if !READ_AHEAD.load(Ordering::Relaxed) || pindex >= pages {
+            return (0, 0);
+        }
+        let sequential = pindex == self.next_sequential.load(Ordering::Relaxed);
+        let window = if sequential {
+            (self.window.load(Ordering::Relaxed) * 2 + 1).min(AHEAD_MAX)
+        } else {
+            AHEAD_INIT
+        };
+        self.window.store(window, Ordering::Relaxed);
+        let ahead = window.min(pages - 1 - pindex);
+        self.next_sequential.store(pindex + ahead + 1, Ordering::Relaxed);
+        let behind = if sequential { 0 } else { BEHIND.min(pindex) };
+        (behind, ahead)
+    }
+
+    fn get_pages(&self, _object: &VmObject, pages: &[&'static Page], req: usize) -> PagerResult {
+        let Some(m) = root() else { return PagerResult::Error };
+        // Rule 8: never wait for the filesystem with busy pages.
+        let Some(mut fs) = m.fs.try_lock() else { return PagerResult::Again };
+        let bs = fs.block_size() as u64;
+        let per_page = PAGE / bs;
+        let size = self.size.load(Ordering::Acquire);
+        let pm = vm::global();
+        let mut i = 0;
+        while i < pages.len() {
+            let pindex = pages[i].pindex();
+            let run = match fs.bmap_run(self.ino, pindex * per_page, (pages.len() - i) as usize * per_page as usize) {
+                Ok(r) => r,
+                Err(e) => {
+                    log::warn!("vnode pager: inode {} page {pindex}: {e:?}", self.ino);
+                    break;
+                }
+            };
+            // Whole pages of contiguous blocks go in one request; a hole, or
+            // a page whose blocks are not contiguous, is read page by page.
+            let n = match run {
+                Some((_, blocks)) => blocks as u64 / per_page,
+                None => 0,
+            };
+            if let (Some((block, _)), true) = (run, n > 0) {
+                let mut buf = alloc::vec::Vec::new();
+                if buf.try_reserve_exact((n * PAGE) as usize).is_err() {
+                    break;
+                }
+                buf.resize((n * PAGE) as usize, 0);
+                PAGER_READS.fetch_add(1, Ordering::Relaxed);
+                if let Err(e) = fs.device().read(block as u64 * bs / 512, &mut buf) {
+                    log::warn!("vnode pager: inode {} pages {pindex}+{n}: {e:?}", self.ino);
+                    break;
+                }
+                for (k, chunk) in buf.chunks(PAGE as usize).enumerate() {
+                    fill_page(pages[i + k], chunk, size);
+                }
+                i += n as usize;
+            } else {
+                PAGER_READS.fetch_add(1, Ordering::Relaxed);
+                let Some(dst) = pm.page_addr(pages[i]) else { break };
+                // SAFETY: the page is exclusively busy for this read.
+                let buf = unsafe { core::slice::from_raw_parts_mut(dst, PAGE as usize) };
+                match fs.read(self.ino, pindex * PAGE, buf) {
+                    Ok(got) => {
+                        buf[got..].fill(0);
+                        pages[i].set_all_valid();
+                    }
+                    Err(e) => {
+                        log::warn!("vnode pager: inode {} page {pindex}: {e:?}", self.ino);
+                        break;
+                    }
+                }
+                i += 1;
+            }
+        }
+        // An error stops the cluster: what was not read stays invalid and
+        // is freed by the caller (rule 6).
+        if pages[req].all_valid() { PagerResult::Ok } else { PagerResult::Error }
+    }
+
+    fn get_page(&self, object: &VmObject, page: &'static Page) -> PagerResult {
+        // Past the end of the file: SIGBUS for the faulting program.
+        if page.pindex() * PAGE >= self.size.load(Ordering::Acquire) {
             return PagerResult::Bad;
         }
-        let Some(m) = root() else { return PagerResult::Error };
-        // Rule 8: never wait for the filesystem with a busy page.
-        let Some(mut fs) = m.fs.try_lock() else { return PagerResult::Again };
-        let Some(dst) = vm::global().page_addr(page) else { return PagerResult::Error };
-        // SAFETY: the page is exclusively busy for this read; its direct-map
-        // address covers PAGE bytes.
-        let buf = unsafe { core::slice::from_raw_parts_mut(dst, PAGE as usize) };
-        match fs.read(self.ino, off, buf) {
-            Ok(n) => {
-                // The part of the last page past the end of the file reads zero.
-                buf[n..].fill(0);
-                page.set_all_valid();
-                PagerResult::Ok
-            }
-            Err(e) => {
-                log::warn!("vnode pager: inode {} page {}: {e:?}", self.ino, page.pindex());
-                PagerResult::Error
-            }
-        }
+        self.get_pages(object, &[page], 0)
     }
 }
+
+/// Copies one page's worth of file data into `page` (zero past the end of
+/// the file) and marks it valid.
+fn fill_page(page: &'static Page, data: &[u8], size: u64) {
+    let Some(dst) = vm::global().page_addr(page) else { return };
+    let off = page.pindex() * PAGE;
+    let keep = size.saturating_sub(off).min(PAGE) as usize;
+    // SAFETY: the page is exclusively busy for this read; PAGE bytes.
+    let buf = unsafe { core::slice::from_raw_parts_mut(dst, PAGE as usize) };
+    buf[..keep].copy_from_slice(&data[..keep]);
+    buf[keep..].fill(0);
+    page.set_all_valid();
+}
+
 
 static ROOT: Once<Mount> = Once::new();
 
@@ -194,7 +292,12 @@ impl Mount {
         let pages = size.div_ceil(PAGE).max(1);
         let object = VmObject::try_new(ObjectKind::Vnode, pages, vm::kernel_env()).map_err(|_| FsError::NoSpace)?;
         let size = Arc::new(AtomicU64::new(size));
-        object.lock().set_pager(Arc::new(VnodePager { ino, size: size.clone() }));
+        object.lock().set_pager(Arc::new(VnodePager {
+            ino,
+            size: size.clone(),
+            next_sequential: AtomicU64::new(u64::MAX),
+            window: AtomicU64::new(AHEAD_INIT),
+        }));
         let v = Arc::new(Vnode { ino, size, object, unlinked: core::sync::atomic::AtomicBool::new(false) });
         vnodes.insert(ino, v.clone());
         Ok(v)
@@ -493,4 +596,50 @@ mod tests {
         m.unlink(dir, name).unwrap();
         m.drop_unused();
     }
+
+    /// Reads one byte of every page of `/data/seq32` through a mapping and
+    /// returns the block requests the pager issued and the bytes' sum.
+    fn read_mapped(path: &[u8]) -> (u64, u64) {
+        let m = root().expect("no root filesystem");
+        let (ino, size) = {
+            let mut fs = m.fs.lock();
+            let ino = fs.lookup(path).unwrap();
+            (ino, fs.stat(ino).unwrap().size)
+        };
+        let v = m.vnode(ino, size).unwrap();
+        assert_eq!(v.object.lock().resident(), 0, "the file's pages are not cached yet");
+        let space = crate::vmspace::AddressSpace::new().unwrap();
+        v.object.reference();
+        let a = space.map.lock().map(None, size, Prot::READ, Prot::READ, Inherit::Share, Some((v.object.clone(), 0)), false).unwrap();
+        let before = PAGER_READS.load(Ordering::Relaxed);
+        let mut sum = 0u64;
+        {
+            let _on = space.activate();
+            for i in 0..size / PAGE {
+                // SAFETY: mapped shared read-only in the active space.
+                sum += unsafe { ((a + i * PAGE) as *const u8).read_volatile() } as u64;
+            }
+        }
+        let requests = PAGER_READS.load(Ordering::Relaxed) - before;
+        drop(space);
+        drop(v);
+        m.drop_unused();
+        (requests, sum)
+    }
+
+    /// Read-ahead: a cold sequential read of a 32 MiB file through a
+    /// mapping takes at least 8 times fewer block requests than one page
+    /// per fault, and reads the same bytes.
+    #[ktest(timeout = 120)]
+    fn read_ahead_cuts_block_requests() {
+        let (clustered, sum) = read_mapped(b"/data/seq32");
+        READ_AHEAD.store(false, Ordering::Relaxed);
+        let (single, sum2) = read_mapped(b"/data/seq32");
+        READ_AHEAD.store(true, Ordering::Relaxed);
+        assert_eq!(sum, sum2, "the same bytes either way");
+        assert_eq!(single, (32 << 20) / PAGE, "one request per page without read-ahead");
+        assert!(single >= 8 * clustered, "read-ahead: {clustered} requests against {single}");
+        crate::kprintln!("read-ahead: {clustered} block requests for 8192 pages (without: {single})");
+    }
+
 }

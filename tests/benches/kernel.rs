@@ -40,7 +40,8 @@ fn median(mut v: Vec<Duration>) -> Duration {
 
 /// Time from starting QEMU to the kernel's first log line.
 fn boot_to_main(images: &Images, firmware: Firmware) -> anyhow::Result<Duration> {
-    let mut q = Qemu::spawn(images, &BootOptions::new(firmware, "mode=list log=warn"))?;
+    // The default log level: the line is an info line.
+    let mut q = Qemu::spawn(images, &BootOptions::new(firmware, "mode=list"))?;
     q.wait_for(BOOT_TIMEOUT, |l| l.contains("kernel main reached").then_some(()))?;
     Ok(q.started.elapsed())
 }

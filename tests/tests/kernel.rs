@@ -98,6 +98,8 @@ fn main() {
     let i = images.clone();
     trials.push(Trial::test("run::a_host_program_and_its_status", move || run_program(&i)).with_kind("host"));
     let i = images.clone();
+    trials.push(Trial::test("fs::mapped_file_checksum_matches_the_host", move || mapped_checksum(&i)).with_kind("host"));
+    let i = images.clone();
     let writer = kernel_tests.iter().find(|t| t.name == "kernel::vfs::writes_through_a_mapping_reach_the_disk").map(|t| t.index);
     trials.push(
         Trial::test("fs::kernel_writes_reach_the_image", move || kernel_writes_reach_the_image(&i, writer))
@@ -199,6 +201,39 @@ fn cpu_max(images: &Images, tests: &[tests::TestInfo], selection: &[usize]) -> R
         .collect();
     if !failed.is_empty() {
         return Err(format!("under -cpu max:\n{}", failed.join("\n")).into());
+    }
+    Ok(())
+}
+
+/// `user/cksum.c`, run with `./run-qemu.sh run`, maps the 32 MiB data file
+/// of the root image and checksums it through the mapping (the vnode
+/// pager, with read-ahead); the host's checksum of the same bytes matches.
+fn mapped_checksum(images: &Images) -> Result<(), Failed> {
+    let dir = std::env::temp_dir().join(format!("bsdvm-cksum-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let prog = dir.join("cksum");
+    let src = tests::workspace_root().join("user/cksum.c");
+    let cc = Command::new("musl-gcc").args(["-static", "-O2", "-o"]).arg(&prog).arg(&src).status()?;
+    if !cc.success() {
+        return Err("musl-gcc failed on user/cksum.c".into());
+    }
+    let out = Command::new(tests::workspace_root().join("run-qemu.sh"))
+        .arg("run")
+        .arg(&prog)
+        .arg(format!("/{}", boot::DATA_FILE))
+        .env("KERNEL_ELF", &images.kernel)
+        .stdin(Stdio::null())
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let want = format!(
+        "{} {:016x} /{}",
+        boot::DATA_SIZE,
+        boot::fnv1a((0..boot::DATA_SIZE).map(boot::data_byte)),
+        boot::DATA_FILE
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    if !out.status.success() || !stdout.lines().any(|l| l == want) {
+        return Err(format!("expected {want:?}; exit {:?}, output:\n{stdout}", out.status.code()).into());
     }
     Ok(())
 }

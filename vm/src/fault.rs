@@ -31,6 +31,7 @@
 //! into EFAULT, a signal, or (for the kernel itself) a panic with a report.
 
 use alloc::sync::Arc;
+use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use spin::Mutex;
@@ -83,6 +84,8 @@ pub struct FaultStats {
     pub moved: bool,
     pub paged_in: bool,
     pub prefaulted: u32,
+    /// Pages read ahead or behind with the faulting one.
+    pub read_ahead: u32,
 }
 
 /// Time spent in each step of faults while a clock is installed
@@ -354,10 +357,56 @@ impl FaultState<'_> {
                         self.first_m = Some(m);
                     }
                     if let Some(pager) = pager.filter(|p| p.has_page(pindex)) {
+                        // Read-behind and read-ahead: the neighbours the pager
+                        // can read in the same I/O, up to the first resident
+                        // page either way; each is optional (no page, no
+                        // read-ahead).
+                        let (behind, ahead) = pager.cluster(pindex);
+                        let mut cluster: Vec<&'static Page> = Vec::new();
+                        let mut req = 0;
+                        if behind + ahead > 0 && cluster.try_reserve((behind + ahead + 1) as usize).is_ok() {
+                            for i in 1..=behind.min(pindex) {
+                                match l.lookup(pindex - i) {
+                                    Some(_) => break,
+                                    None => match l.alloc_page(pindex - i, AllocFlags::empty()) {
+                                        Ok(p) => cluster.push(p),
+                                        Err(_) => break,
+                                    },
+                                }
+                            }
+                            cluster.reverse();
+                            req = cluster.len();
+                            cluster.push(m);
+                            for i in 1..=ahead {
+                                match l.lookup(pindex + i) {
+                                    Some(_) => break,
+                                    None => match l.alloc_page(pindex + i, AllocFlags::empty()) {
+                                        Ok(p) => cluster.push(p),
+                                        Err(_) => break,
+                                    },
+                                }
+                            }
+                        }
                         object.pip_add();
                         drop(l);
-                        let r = pager.get_page(object, m);
+                        let r = if cluster.len() > 1 { pager.get_pages(object, &cluster, req) } else { pager.get_page(object, m) };
                         object.pip_wakeup();
+                        // The neighbours: valid ones are unbusied and queued,
+                        // invalid ones freed (rule 6), whatever the result.
+                        if cluster.len() > 1 {
+                            let env = *object.env();
+                            for (i, &p) in cluster.iter().enumerate() {
+                                if i == req {
+                                    continue;
+                                }
+                                if p.valid() != 0 {
+                                    env.pm.readahead_finish(p);
+                                    self.stats.read_ahead += 1;
+                                } else {
+                                    object.lock().free_invalid(p);
+                                }
+                            }
+                        }
                         match r {
                             PagerResult::Ok => {
                                 assert!(m.all_valid(), "pager said OK but page {:#x} is not valid", m.phys());

@@ -91,6 +91,23 @@ pub trait Pager: Send + Sync {
     /// On `Ok` every block of the page is valid; otherwise the caller frees
     /// it (rule 6).
     fn get_page(&self, object: &VmObject, page: &'static Page) -> PagerResult;
+
+    /// How many pages before and after `pindex` are worth reading in the
+    /// same I/O as it (FreeBSD's `vop_getpages` read-behind and read-ahead):
+    /// pages the pager holds, next to each other in its store. A pager that
+    /// cannot cluster says (0, 0).
+    fn cluster(&self, _pindex: u64) -> (u64, u64) {
+        (0, 0)
+    }
+
+    /// Reads `pages` (consecutive indices, each exclusively busy, invalid and
+    /// in `object`) in one I/O where it can. The result is for
+    /// `pages[req]`, the page a fault waits for: on `Ok` it is valid. The
+    /// others are read ahead (or behind): each is valid or left invalid, and
+    /// the caller finishes them either way (rule 6).
+    fn get_pages(&self, object: &VmObject, pages: &[&'static Page], req: usize) -> PagerResult {
+        self.get_page(object, pages[req])
+    }
 }
 
 /// What objects need from the rest of the VM: the page allocator, the zone of
