@@ -642,4 +642,89 @@ mod tests {
         crate::kprintln!("read-ahead: {clustered} block requests for 8192 pages (without: {single})");
     }
 
+
+    /// The vnode of `/data/seq32`.
+    fn data_vnode() -> Arc<Vnode> {
+        let m = root().expect("no root filesystem");
+        let (ino, size) = {
+            let mut fs = m.fs.lock();
+            let ino = fs.lookup(b"/data/seq32").unwrap();
+            (ino, fs.stat(ino).unwrap().size)
+        };
+        m.vnode(ino, size).unwrap()
+    }
+
+    /// Maps the file of `v` shared read-only in a new address space;
+    /// returns the space and the mapping's address.
+    fn map_file(v: &Vnode) -> (Arc<crate::vmspace::AddressSpace>, u64) {
+        let space = crate::vmspace::AddressSpace::new().unwrap();
+        let size = v.size.load(Ordering::Acquire);
+        v.object.reference();
+        let a = space.map.lock().map(None, size, Prot::READ, Prot::READ, Inherit::Share, Some((v.object.clone(), 0)), false).unwrap();
+        (space, a)
+    }
+
+    /// Rule 6: when the disk fails every read, a fault gets an I/O error,
+    /// and the page and every read-ahead page allocated for it are freed:
+    /// none is left resident, invalid, unbusied or on no queue.
+    #[ktest(timeout = 60)]
+    fn read_errors_free_every_read_ahead_page() {
+        use vm::failpoint::{Action, BLK_READ};
+        let v = data_vnode();
+        let (space, a) = map_file(&v);
+        BLK_READ.set(Action::Always);
+        for i in [0u64, 1, 100, 2047] {
+            assert_eq!(vm::fault::fault(&space.map, a + i * PAGE, Prot::READ, false), Err(vm::fault::FaultError::Io));
+            assert_eq!(v.object.lock().resident(), 0, "a page of a failed read stayed in the object");
+        }
+        BLK_READ.set(Action::Off);
+        // The disk works again: the same faults succeed.
+        assert!(vm::fault::fault(&space.map, a + 100 * PAGE, Prot::READ, false).is_ok());
+        assert!(v.object.lock().resident() > 1, "read-ahead came with it");
+        let v2 = vm::invariants::check(vm::global());
+        assert!(v2.is_empty(), "{v2:?}");
+        drop(space);
+        drop(v);
+        root().unwrap().drop_unused();
+    }
+
+    /// With reads failing 5 % of the time, 1,000 rounds of map, read and
+    /// unmap: every failure is reported as an I/O error, the rest read the
+    /// file's bytes, and no page is leaked (the runner counts them after).
+    #[ktest(timeout = 300)]
+    fn a_thousand_rounds_with_failing_reads() {
+        use vm::failpoint::{Action, BLK_READ};
+        let v = data_vnode();
+        BLK_READ.set(Action::Probability { ppm: 50_000, seed: 7 });
+        let (mut ok, mut failed) = (0u32, 0u32);
+        for round in 0..1000u64 {
+            let (space, a) = map_file(&v);
+            let page = (round * 37) % 8192;
+            match vm::fault::fault(&space.map, a + page * PAGE, Prot::READ, false) {
+                Ok(_) => {
+                    let _on = space.activate();
+                    // SAFETY: mapped read-only in the active space, and the
+                    // fault above made the page resident and mapped.
+                    let b = unsafe { ((a + page * PAGE + 5) as *const u8).read_volatile() };
+                    let i = (page * PAGE + 5) as u32;
+                    let want = i.wrapping_mul(2_654_435_761).rotate_right(13) as u8 ^ (i >> 12) as u8;
+                    assert_eq!(b, want, "round {round}: the file's byte");
+                    ok += 1;
+                }
+                Err(vm::fault::FaultError::Io) => failed += 1,
+                Err(e) => panic!("round {round}: {e:?}"),
+            }
+            drop(space);
+            // Cold again for the next round.
+            v.invalidate(0, u64::MAX);
+            assert_eq!(v.object.lock().resident(), 0);
+        }
+        BLK_READ.set(Action::Off);
+        drop(v);
+        root().unwrap().drop_unused();
+        assert_eq!(ok + failed, 1000);
+        assert!(failed > 10 && ok > 800, "{failed} failures, {ok} reads");
+        crate::kprintln!("failing reads: {failed} of 1000 rounds failed with an I/O error, {ok} read the file");
+    }
+
 }
