@@ -174,6 +174,8 @@ pub fn build_rootfs(images: &Images) -> Result<()> {
     let data = staging.join(DATA_FILE);
     fs::create_dir_all(data.parent().unwrap_or(&staging))?;
     fs::write(&data, (0..DATA_SIZE).map(data_byte).collect::<Vec<u8>>())?;
+    // The benchmark's 64 MiB file: the same bytes, twice as many.
+    fs::write(staging.join("data/seq64"), (0..2 * DATA_SIZE).map(data_byte).collect::<Vec<u8>>())?;
     let bin = staging.join("bin");
     fs::create_dir_all(&bin)?;
     let user = root.join("user");

@@ -32,6 +32,61 @@ pub fn run() {
     page_allocator();
     faults();
     zeroing();
+    file_reads();
+}
+
+/// A cold sequential read of `/data/seq64` (64 MiB) through a mapping, one
+/// byte per page: block requests with read-ahead and without, and MiB/s.
+fn file_reads() {
+    use core::sync::atomic::Ordering;
+
+    use vm::map::Inherit;
+    use vm::pmap::Prot;
+
+    const PAGE: u64 = 4096;
+    let Some(m) = crate::vfs::root() else {
+        kprintln!("skip: file.* (no root filesystem)");
+        return;
+    };
+    let Ok((ino, size)) = ({
+        let mut fs = m.fs.lock();
+        fs.lookup(b"/data/seq64").and_then(|ino| Ok((ino, fs.stat(ino)?.size)))
+    }) else {
+        kprintln!("skip: file.* (no /data/seq64)");
+        return;
+    };
+    let read = |ahead: bool| -> Option<(u64, u64)> {
+        crate::vfs::READ_AHEAD.store(ahead, Ordering::Relaxed);
+        let v = m.vnode(ino, size).ok()?;
+        let space = crate::vmspace::AddressSpace::new().ok()?;
+        v.object.reference();
+        let a = space.map.lock().map(None, size, Prot::READ, Prot::READ, Inherit::Share, Some((v.object.clone(), 0)), false).ok()?;
+        let r0 = crate::vfs::PAGER_READS.load(Ordering::Relaxed);
+        let t0 = time::rdtsc();
+        {
+            let _on = space.activate();
+            for i in 0..size / PAGE {
+                // SAFETY: mapped shared read-only in the active space.
+                unsafe { ((a + i * PAGE) as *const u8).read_volatile() };
+            }
+        }
+        let us = time::tsc_to_us(time::rdtsc() - t0).max(1);
+        let requests = crate::vfs::PAGER_READS.load(Ordering::Relaxed) - r0;
+        drop(space);
+        drop(v);
+        m.drop_unused();
+        Some((requests, us))
+    };
+    let with = read(true);
+    let without = read(false);
+    crate::vfs::READ_AHEAD.store(true, Ordering::Relaxed);
+    if let (Some((requests, us)), Some((single, single_us))) = (with, without) {
+        kprintln!("bench: file.seq_read_requests {requests} requests");
+        kprintln!("bench: file.seq_read_requests_no_readahead {single} requests");
+        kprintln!("bench: file.seq_read_requests_ratio {:.1} x", single as f64 / requests.max(1) as f64);
+        kprintln!("bench: file.seq_read {:.1} MiB/s", (size >> 20) as f64 * 1e6 / us as f64);
+        kprintln!("bench: file.seq_read_no_readahead {:.1} MiB/s", (size >> 20) as f64 * 1e6 / single_us as f64);
+    }
 }
 
 /// What single operations of the fault path cost here: each loop of `N` less

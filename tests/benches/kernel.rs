@@ -72,6 +72,8 @@ fn run() -> anyhow::Result<()> {
     let mut opts = BootOptions::new(Firmware::Bios, "mode=bench log=warn");
     opts.memory = BENCH_MEMORY;
     opts.prealloc = BENCH_PREALLOC;
+    // The root filesystem, for the file benchmarks.
+    opts.disks = vec![tests::rootfs_disk(&images)];
     let mut q = Qemu::spawn(&images, &opts)?;
     let mut tick_start: Option<(u64, f64, Instant)> = None;
     let deadline = Instant::now() + Duration::from_secs(600);
