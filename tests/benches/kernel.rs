@@ -28,8 +28,8 @@ const BENCH_MEMORY: &str = "512M";
 /// Whether the benchmark boots have QEMU allocate guest memory up front.
 const BENCH_PREALLOC: bool = true;
 /// vmbench's figures: (name, unit).
-const USER_FIGURES: [(&str, &str); 3] =
-    [("anon_zero_fill", "ns/fault"), ("cow", "ns/fault"), ("munmap", "ns/page")];
+const USER_FIGURES: [(&str, &str); 4] =
+    [("anon_zero_fill", "ns/fault"), ("cow", "ns/fault"), ("munmap", "ns/page"), ("file_fault", "ns/page")];
 /// How long one vmbench run (boot included) may take.
 const USER_TIMEOUT: Duration = Duration::from_secs(900);
 
@@ -217,7 +217,7 @@ fn user_vs_linux() -> anyhow::Result<()> {
             println!("skip: user.* on our kernel: ./run-qemu.sh has no `run <elf>` command yet");
             Ok(None)
         }
-        Some(0) => anyhow::bail!("vmbench on our kernel printed {} of its 3 figures", run.figures.len()),
+        Some(0) => anyhow::bail!("vmbench on our kernel printed {} of its {} figures", run.figures.len(), USER_FIGURES.len()),
         s => anyhow::bail!("vmbench on our kernel failed (`./run-qemu.sh run` exit status {s:?})"),
     });
     if let Ok(Some(figures)) = &ours {
@@ -241,8 +241,9 @@ fn user_vs_linux() -> anyhow::Result<()> {
     );
     anyhow::ensure!(
         linux.figures.len() == USER_FIGURES.len(),
-        "vmbench on Linux printed {} of its 3 figures",
-        linux.figures.len()
+        "vmbench on Linux printed {} of its {} figures",
+        linux.figures.len(),
+        USER_FIGURES.len()
     );
     for (name, value) in &linux.figures {
         let unit = USER_FIGURES.iter().find(|f| f.0 == name).map_or("", |f| f.1);
