@@ -2,7 +2,8 @@
  * file (msync, read, and after unmap and remap); a private mapping's writes
  * stay private; write() is seen through a mapping; the partial last page
  * reads zeros past the end of the file; an access past the last page, or
- * past a truncation, is SIGBUS; and mmap's errors for files. Works in the
+ * past a truncation (of a locked mapping too), is SIGBUS; and mmap's errors
+ * for files. Works in the
  * directory given as its argument (default /tmp). Prints "mapfile: ok" and
  * exits 0. Passes unmodified on Linux. */
 #include <fcntl.h>
@@ -90,6 +91,20 @@ int main(int argc, char **argv)
 	CHECK(big[P + 9] == byte_at(P + 9) && big[P + 10] == 0);
 	CHECK(killed_by_sigbus(big + 2 * P));
 	CHECK(munmap(big, 8 * P) == 0);
+
+	/* A locked mapping truncated: the pages past the new end leave it
+	 * (SIGBUS there), the rest stay, and nothing is left behind once it
+	 * is unlocked and unmapped. */
+	char *locked = mmap(0, 4 * P, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	CHECK(locked != MAP_FAILED);
+	CHECK(ftruncate(fd, 4 * P) == 0);
+	memset(locked, 'L', 4 * P);
+	CHECK(mlock(locked, 4 * P) == 0);
+	CHECK(ftruncate(fd, P) == 0);
+	CHECK(killed_by_sigbus(locked + 2 * P));
+	CHECK(locked[P - 1] == 'L');
+	CHECK(munlock(locked, 4 * P) == 0);
+	CHECK(munmap(locked, 4 * P) == 0);
 
 	/* mmap's errors for files. */
 	int ro = open(file, O_RDONLY);

@@ -461,6 +461,17 @@ impl Pmap for X86Pmap {
         if any { TlbFlush::range(start, end.min(USER_END), flush_range) } else { TlbFlush::none() }
     }
 
+    fn wired_at(&self, va: u64) -> bool {
+        let _pv = g().lock.lock();
+        match self.walk(va & !(PAGE_SIZE as u64 - 1), false) {
+            Ok(Some(e)) => {
+                let v = e.load(Ordering::Acquire);
+                v & P != 0 && v & SW_WIRED != 0
+            }
+            _ => false,
+        }
+    }
+
     fn extract(&self, va: u64) -> Option<(u64, Prot)> {
         let _pv = g().lock.lock();
         let e = self.walk(va & !(PAGE_SIZE as u64 - 1), false).ok()??;
@@ -541,6 +552,12 @@ impl PageMappings for X86Mappings {
         let mut m = false;
         self.each_pte(page, |_, _, e| m |= e.load(Ordering::Acquire) & D != 0);
         m
+    }
+
+    fn wired_mappings(&self, page: &'static Page) -> u32 {
+        let mut n = 0;
+        self.each_pte(page, |_, _, e| n += (e.load(Ordering::Acquire) & SW_WIRED != 0) as u32);
+        n
     }
 
     fn clear_modify(&self, page: &'static Page) {

@@ -534,13 +534,21 @@ impl FaultState<'_> {
         // copy-on-write fault there (the entry was forked after it was
         // wired) maps a new page in place of a wired one: the wiring moves
         // to the new page, or the old one would stay wired for good.
+        // Rule: a mapping is wired exactly when it holds one of its page's
+        // wirings (remove_range counts on it).
         let env = *lk.object_env();
-        let replaced = if lk.wired && !self.wire {
-            map.pmap().extract(self.va).and_then(|(pa, _)| env.pm.page_of(pa)).filter(|old| !core::ptr::eq(*old, m))
+        let (old_page, old_wired) = if lk.wired && !self.wire {
+            match map.pmap().extract(self.va).and_then(|(pa, _)| env.pm.page_of(pa)) {
+                Some(old) => (Some(old), map.pmap().wired_at(self.va)),
+                None => (None, false),
+            }
         } else {
-            None
+            (None, false)
         };
-        let wire = self.wire || replaced.is_some_and(|old| old.wired());
+        let same = old_page.is_some_and(|old| core::ptr::eq(old, m));
+        let replaced = old_page.filter(|_| !same && old_wired);
+        let wire = self.wire || replaced.is_some();
+        let mapping_wired = wire || (same && old_wired);
         if wire {
             m.wire();
         }
@@ -549,7 +557,7 @@ impl FaultState<'_> {
         if self.access.contains(Prot::WRITE) {
             m.set_all_dirty();
         }
-        match map.pmap().enter_accessed(self.va, m, prot, self.access & prot, self.wire || lk.wired) {
+        match map.pmap().enter_accessed(self.va, m, prot, self.access & prot, mapping_wired) {
             Ok(flush) => flush.flush(),
             Err(PmapError::NoMemory) => {
                 if wire {
@@ -558,7 +566,7 @@ impl FaultState<'_> {
                 return Next::RestartAfterMemoryWait;
             }
         }
-        if let Some(old) = replaced.filter(|old| old.wired() && wire) {
+        if let Some(old) = replaced {
             env.pm.unwire(old, crate::page::Queue::Active);
         }
         m.reference();

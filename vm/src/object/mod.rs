@@ -314,7 +314,15 @@ impl VmObject {
                 continue;
             }
             next = page.pindex().saturating_add(1);
+            // A wired mapping's wiring goes with the mapping (the map entry
+            // would look for the page through it at unwire, and find
+            // nothing): the page keeps only the wirings of other holders,
+            // and the last of those frees it (rule 5).
+            let wired_mappings = self.env.mappings.wired_mappings(page);
             pmap_remove_all(&self.env, page);
+            for _ in 0..wired_mappings {
+                page.unwire_noq();
+            }
             let may_free = l.remove(page);
             drop(l);
             if may_free {

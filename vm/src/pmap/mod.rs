@@ -140,6 +140,8 @@ pub trait Pmap: Send + Sync {
     fn extract(&self, va: u64) -> Option<(u64, Prot)>;
     /// Clears the wired mark of `va`'s mapping (the caller drops the wiring).
     fn unwire(&self, va: u64);
+    /// True if `va`'s mapping is wired (holds one of its page's wirings).
+    fn wired_at(&self, va: u64) -> bool;
     /// Number of wired mappings (for tests and statistics).
     fn wired_count(&self) -> usize;
 }
@@ -158,6 +160,9 @@ pub trait PageMappings: Sync {
     fn clear_modify(&self, page: &'static Page);
     /// Counts and clears the referenced (accessed) bits of `page`'s mappings.
     fn ts_referenced(&self, page: &'static Page) -> u32;
+    /// How many of `page`'s mappings are wired (each holds one of the
+    /// page's wirings, for its map entry).
+    fn wired_mappings(&self, page: &'static Page) -> u32;
 }
 
 /// For objects whose pages are never mapped (tests of objects alone).
@@ -166,6 +171,9 @@ pub struct NoMappings;
 impl PageMappings for NoMappings {
     fn remove_all(&self, page: &'static Page) {
         assert!(page.mapping_count() == 0, "page {:#x} is mapped but its machine says nothing is", page.phys());
+    }
+    fn wired_mappings(&self, _: &'static Page) -> u32 {
+        0
     }
     fn write_protect_all(&self, _: &'static Page) {}
     fn is_modified(&self, _: &'static Page) -> bool {

@@ -201,6 +201,10 @@ impl Pmap for SoftPmap {
         Some((pte.page.phys() + (va & (PAGE_SIZE as u64 - 1)), pte.prot))
     }
 
+    fn wired_at(&self, va: u64) -> bool {
+        self.ptes.lock().get(&(va & !(PAGE_SIZE as u64 - 1))).is_some_and(|p| p.wired)
+    }
+
     fn unwire(&self, va: u64) {
         if let Some(pte) = self.ptes.lock().get_mut(&va) {
             pte.wired = false;
@@ -230,6 +234,12 @@ impl PageMappings for SoftMachine {
         let mut m = false;
         self.each_pte(page, |p| m |= p.modified);
         m
+    }
+
+    fn wired_mappings(&self, page: &'static Page) -> u32 {
+        let mut n = 0;
+        self.each_pte(page, |p| n += p.wired as u32);
+        n
     }
 
     fn clear_modify(&self, page: &'static Page) {
