@@ -68,19 +68,33 @@ pub enum FailPlan {
     Sector(u64),
     /// Fail every request.
     Always,
+    /// Fail each request with probability `ppm` parts per million, from a
+    /// seeded generator (a failing run replays exactly).
+    Probability { ppm: u32, seed: u64 },
+}
+
+/// Which requests a [`RamDisk`]'s [`FailPlan`] applies to.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FailOn {
+    #[default]
+    Both,
+    Reads,
+    Writes,
 }
 
 /// A block device in memory, with injectable errors.
 pub struct RamDisk {
     data: Vec<u8>,
     pub fail: FailPlan,
+    /// The requests `fail` applies to (the others always succeed).
+    pub fail_on: FailOn,
     requests: u64,
 }
 
 impl RamDisk {
     /// A zero-filled disk of `sectors` sectors.
     pub fn new(sectors: u64) -> Self {
-        RamDisk { data: vec![0; sectors as usize * SECTOR_SIZE], fail: FailPlan::Never, requests: 0 }
+        RamDisk { data: vec![0; sectors as usize * SECTOR_SIZE], fail: FailPlan::Never, fail_on: FailOn::Both, requests: 0 }
     }
 
     /// A disk holding `bytes` (a filesystem image, say); a partial last sector
@@ -88,7 +102,7 @@ impl RamDisk {
     pub fn from_bytes(mut bytes: Vec<u8>) -> Self {
         let padded = bytes.len().div_ceil(SECTOR_SIZE) * SECTOR_SIZE;
         bytes.resize(padded, 0);
-        RamDisk { data: bytes, fail: FailPlan::Never, requests: 0 }
+        RamDisk { data: bytes, fail: FailPlan::Never, fail_on: FailOn::Both, requests: 0 }
     }
 
     /// The disk's contents, to write an image back to a file.
@@ -106,10 +120,16 @@ impl RamDisk {
         self.requests
     }
 
-    fn start(&mut self, sector: u64, len: usize) -> Result<core::ops::Range<usize>, BlockError> {
+    fn start(&mut self, sector: u64, len: usize, writing: bool) -> Result<core::ops::Range<usize>, BlockError> {
         let count = check_request(self.capacity(), sector, len)?;
         self.requests += 1;
-        let fails = match self.fail {
+        let applies = match self.fail_on {
+            FailOn::Both => true,
+            FailOn::Reads => !writing,
+            FailOn::Writes => writing,
+        };
+        let plan = if applies { self.fail } else { FailPlan::Never };
+        let fails = match plan {
             FailPlan::Never => false,
             FailPlan::Nth(k) => {
                 if k == 0 {
@@ -122,6 +142,15 @@ impl RamDisk {
             }
             FailPlan::Sector(s) => (sector..sector + count).contains(&s),
             FailPlan::Always => true,
+            FailPlan::Probability { ppm, seed } => {
+                // xorshift64*: the state moves on with every request.
+                let mut x = seed | 1;
+                x ^= x >> 12;
+                x ^= x << 25;
+                x ^= x >> 27;
+                self.fail = FailPlan::Probability { ppm, seed: x };
+                (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 32) % 1_000_000 < ppm as u64
+            }
         };
         if fails {
             return Err(BlockError::Io);
@@ -137,13 +166,13 @@ impl BlockDevice for RamDisk {
     }
 
     fn read(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), BlockError> {
-        let range = self.start(sector, buf.len())?;
+        let range = self.start(sector, buf.len(), false)?;
         buf.copy_from_slice(&self.data[range]);
         Ok(())
     }
 
     fn write(&mut self, sector: u64, buf: &[u8]) -> Result<(), BlockError> {
-        let range = self.start(sector, buf.len())?;
+        let range = self.start(sector, buf.len(), true)?;
         self.data[range].copy_from_slice(buf);
         Ok(())
     }
@@ -152,6 +181,31 @@ impl BlockDevice for RamDisk {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A probability plan fails about that share of requests, replayably;
+    /// `fail_on` limits a plan to reads or writes.
+    #[test]
+    fn fail_plans_by_probability_and_direction() {
+        let run = |seed| {
+            let mut d = RamDisk::new(8);
+            d.fail = FailPlan::Probability { ppm: 100_000, seed };
+            let mut buf = [0u8; SECTOR_SIZE];
+            (0..10_000).map(|_| d.read(0, &mut buf).is_err()).collect::<Vec<bool>>()
+        };
+        let a = run(7);
+        let failed = a.iter().filter(|f| **f).count();
+        assert!((800..1200).contains(&failed), "{failed} of 10000 failed at 10 %");
+        assert_eq!(a, run(7), "the same seed fails the same requests");
+        let mut d = RamDisk::new(8);
+        d.fail = FailPlan::Always;
+        d.fail_on = FailOn::Writes;
+        let mut buf = [0u8; SECTOR_SIZE];
+        assert!(d.read(0, &mut buf).is_ok());
+        assert_eq!(d.write(0, &buf), Err(BlockError::Io));
+        d.fail_on = FailOn::Reads;
+        assert!(d.write(0, &buf).is_ok());
+        assert_eq!(d.read(0, &mut buf), Err(BlockError::Io));
+    }
 
     #[test]
     fn reads_back_what_was_written() {
