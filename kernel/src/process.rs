@@ -939,6 +939,22 @@ mod tests {
         assert!(requests >= 1 && requests < pages, "{pages} pages in {requests} block requests");
     }
 
+    /// Rule 6 from a program's side: with every disk read failing, read()
+    /// of a file gets EIO and a mapped page that cannot be read is SIGBUS;
+    /// with the disk working again the same program reads fine. (The
+    /// program is built in, so it loads without the disk.)
+    #[ktest(timeout = 60)]
+    fn disk_errors_reach_programs_as_eio_and_sigbus() {
+        use vm::failpoint::{Action, BLK_READ};
+        // The file's inode and directory blocks in the filesystem's cache.
+        crate::vfs::root().unwrap().fs.lock().lookup(b"/data/seq32").unwrap();
+        BLK_READ.set(Action::Always);
+        let failing = run_bin("ioerr", &["/data/seq32", "1000000"]);
+        BLK_READ.set(Action::Off);
+        assert_eq!(failing, Status::Exited(3), "EIO from read (1) and SIGBUS from the mapping (2)");
+        assert_eq!(run_bin("ioerr", &["/data/seq32", "1000000"]), Status::Exited(0));
+    }
+
     /// init runs a program as its child and exits with its status, the
     /// shell's way for a killed one.
     #[ktest(timeout = 60)]
