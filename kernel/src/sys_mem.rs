@@ -253,21 +253,12 @@ pub fn madvise(addr: u64, len: u64, advice: u64) -> i64 {
         | MADV_DOFORK | MADV_HUGEPAGE | MADV_NOHUGEPAGE => {}
         _ => return -EINVAL,
     }
-    let (start, end) = match range(addr, len) {
-        Ok(r) => r,
-        Err(e) => return -e,
-    };
-    if start == end {
-        return 0;
-    }
-    let space = match current_space() {
-        Ok(s) => s,
+    let (space, start, end) = match mapped_range(addr, len) {
+        Ok(Some(r)) => r,
+        Ok(None) => return 0,
         Err(e) => return -e,
     };
     let mut map = space.map.lock();
-    if !map.fully_mapped(start, end) {
-        return -ENOMEM;
-    }
     match advice {
         MADV_DONTNEED => {
             if map.entries().any(|e| e.start < end && e.end > start && e.wired_count > 0) {
@@ -316,17 +307,11 @@ fn resident(space: &AddressSpace, va: u64) -> bool {
 
 /// `mincore(addr, len, vec)`: one byte per page, 1 if resident.
 pub fn mincore(addr: u64, len: u64, vec: u64) -> i64 {
-    let (start, end) = match range(addr, len) {
-        Ok(r) => r,
+    let (space, start, end) = match mapped_range(addr, len) {
+        Ok(Some(r)) => r,
+        Ok(None) => return 0,
         Err(e) => return -e,
     };
-    let space = match current_space() {
-        Ok(s) => s,
-        Err(e) => return -e,
-    };
-    if !space.map.lock().fully_mapped(start, end) {
-        return -ENOMEM;
-    }
     let mut out = [0u8; 256];
     let mut va = start;
     let mut at = vec;
@@ -378,11 +363,11 @@ fn unlock_range(space: &AddressSpace, start: u64, end: u64) {
     }
 }
 
-/// The page-rounded range of `mlock` / `munlock` (the address is rounded
-/// down, as Linux does), which must be mapped; None for an empty one.
-fn lock_args(addr: u64, len: u64) -> Result<Option<(Arc<AddressSpace>, u64, u64)>, i64> {
-    let addr_down = addr & !(PAGE - 1);
-    let (start, end) = range(addr_down, len.saturating_add(addr - addr_down))?;
+/// The current address space and the range of a call on mapped memory:
+/// `addr` page-aligned (EINVAL if not) and the whole range mapped (ENOMEM
+/// if not); None for an empty range.
+fn mapped_range(addr: u64, len: u64) -> Result<Option<(Arc<AddressSpace>, u64, u64)>, i64> {
+    let (start, end) = range(addr, len)?;
     if start == end {
         return Ok(None);
     }
@@ -391,6 +376,13 @@ fn lock_args(addr: u64, len: u64) -> Result<Option<(Arc<AddressSpace>, u64, u64)
         return Err(ENOMEM);
     }
     Ok(Some((space, start, end)))
+}
+
+/// The range of `mlock` / `munlock`: the address is rounded down, as Linux
+/// does.
+fn lock_args(addr: u64, len: u64) -> Result<Option<(Arc<AddressSpace>, u64, u64)>, i64> {
+    let addr_down = addr & !(PAGE - 1);
+    mapped_range(addr_down, len.saturating_add(addr - addr_down))
 }
 
 /// `mlock(addr, len)`: faults every page in and wires it.
@@ -464,20 +456,11 @@ pub fn msync(addr: u64, len: u64, flags: u64) -> i64 {
     if flags & !(MS_ASYNC | MS_INVALIDATE | MS_SYNC) != 0 || flags & (MS_ASYNC | MS_SYNC) == (MS_ASYNC | MS_SYNC) {
         return -EINVAL;
     }
-    let (start, end) = match range(addr, len) {
-        Ok(r) => r,
+    let (space, start, end) = match mapped_range(addr, len) {
+        Ok(Some(r)) => r,
+        Ok(None) => return 0,
         Err(e) => return -e,
     };
-    if start == end {
-        return 0;
-    }
-    let space = match current_space() {
-        Ok(s) => s,
-        Err(e) => return -e,
-    };
-    if !space.map.lock().fully_mapped(start, end) {
-        return -ENOMEM;
-    }
     if flags & MS_INVALIDATE != 0 && space.map.lock().entries().any(|e| e.start < end && e.end > start && e.wired_count > 0)
     {
         return -EBUSY;
