@@ -52,6 +52,9 @@ const D: u64 = 1 << 6;
 const PS: u64 = 1 << 7;
 const SW_WIRED: u64 = 1 << 9;
 const SW_MANAGED: u64 = 1 << 10;
+/// In a non-present entry: the wiring of a page that left its object while
+/// this wired mapping held it (`orphan_wired`); the address bits name it.
+const SW_ORPHAN: u64 = 1 << 11;
 const NX: u64 = 1 << 63;
 const ADDR: u64 = 0x000F_FFFF_FFFF_F000;
 
@@ -273,7 +276,8 @@ fn walk_range(
             }
         }
     }
-    table(t).iter().all(|e| e.load(Ordering::Relaxed) & P == 0)
+    // Empty: no mapping, and no orphaned wiring either.
+    table(t).iter().all(|e| e.load(Ordering::Relaxed) == 0)
 }
 
 fn pv_alloc(gl: &Globals, pmap: &X86Pmap, va: u64) -> Result<*mut Pv, PmapError> {
@@ -461,6 +465,17 @@ impl Pmap for X86Pmap {
         if any { TlbFlush::range(start, end.min(USER_END), flush_range) } else { TlbFlush::none() }
     }
 
+    fn take_orphan(&self, va: u64) -> Option<u64> {
+        let _pv = g().lock.lock();
+        let e = self.walk(va & !(PAGE_SIZE as u64 - 1), false).ok()??;
+        let v = e.load(Ordering::Acquire);
+        if v & P != 0 || v & SW_ORPHAN == 0 {
+            return None;
+        }
+        e.store(0, Ordering::Release);
+        Some(v & ADDR)
+    }
+
     fn wired_at(&self, va: u64) -> bool {
         let _pv = g().lock.lock();
         match self.walk(va & !(PAGE_SIZE as u64 - 1), false) {
@@ -554,11 +569,24 @@ impl PageMappings for X86Mappings {
         m
     }
 
-    fn wired_mappings(&self, page: &'static Page) -> u32 {
-        let mut n = 0;
-        self.each_pte(page, |_, _, e| n += (e.load(Ordering::Acquire) & SW_WIRED != 0) as u32);
-        n
+    fn orphan_wired(&self, page: &'static Page) {
+        let list = pv_list(&g().lock.lock(), page);
+        for (pmap, va) in list {
+            // SAFETY: as in each_pte.
+            let pmap = unsafe { &*pmap };
+            // Cleared in place (the page table stays: it holds the mark).
+            let mut pv = g().lock.lock();
+            if let Ok(Some(e)) = pmap.walk(va, false) {
+                let old = pmap.clear_leaf(&mut pv, e, va);
+                if old & P != 0 && old & SW_WIRED != 0 {
+                    e.store(page.phys() | SW_ORPHAN, Ordering::Release);
+                }
+            }
+            drop(pv);
+            TlbFlush::range(va, va + PAGE_SIZE as u64, flush_range).flush();
+        }
     }
+
 
     fn clear_modify(&self, page: &'static Page) {
         let mut flushes = Vec::new();

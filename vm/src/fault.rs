@@ -545,6 +545,13 @@ impl FaultState<'_> {
         } else {
             (None, false)
         };
+        // A page at this address left its object while wired here (an
+        // orphan mark): the entry's wiring of it ends as a new page comes.
+        if lk.wired && old_page.is_none() {
+            if let Some(page) = map.pmap().take_orphan(self.va).and_then(|pa| env.pm.page_of(pa)) {
+                env.pm.unwire(page, crate::page::Queue::Active);
+            }
+        }
         let same = old_page.is_some_and(|old| core::ptr::eq(old, m));
         let replaced = old_page.filter(|_| !same && old_wired);
         let wire = self.wire || replaced.is_some();

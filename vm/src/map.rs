@@ -441,6 +441,12 @@ impl VmMap {
                         pm.unwire(page, Queue::Active);
                     }
                 }
+            } else if let Some(pa) = self.pmap.take_orphan(va) {
+                // A wired page that left its object (truncation) while
+                // mapped here: this wiring was the entry's.
+                if let Some(page) = pm.page_of(pa) {
+                    pm.unwire(page, Queue::Active);
+                }
             }
             va += PAGE;
         }

@@ -461,3 +461,33 @@ fn discard_gives_zeros_or_the_file_back() {
     }
     t.done();
 }
+
+/// Truncation under a locked mapping: the wired page leaves the object and
+/// every mapping at once (the address faults again), and is freed only when
+/// the entry is unwired (rule 5).
+#[test]
+fn a_truncated_wired_page_is_freed_at_unwire() {
+    let t = setup();
+    {
+        let (map, pmap) = t.map();
+        let file = VmObject::new(ObjectKind::Vnode, 2, t.env);
+        make_resident(&file, 0, 0x41);
+        make_resident(&file, 1, 0x42);
+        file.reference();
+        let a = map.lock().map(None, 2 * P, Prot::READ, Prot::READ, Inherit::Share, Some((file.clone(), 0)), false).unwrap();
+        wire(&map, a, a + 2 * P).unwrap();
+        let page = t.env.pm.page_of(pmap.extract(a + P).unwrap().0).unwrap();
+        let free_before = t.env.pm.free_count();
+        file.remove_range(1, 2);
+        assert!(page.object().is_none() && page.wired(), "out of the object, still wired");
+        assert!(pmap.extract(a + P).is_none(), "and out of every mapping");
+        assert_eq!(t.env.pm.free_count(), free_before, "not freed yet");
+        map.lock().unwire(a, a + 2 * P).unwrap();
+        assert!(!page.wired());
+        assert_eq!(t.env.pm.free_count(), free_before + 1, "freed at unwire");
+        t.clean();
+        file.deallocate();
+        drop(map);
+    }
+    t.done();
+}

@@ -314,15 +314,11 @@ impl VmObject {
                 continue;
             }
             next = page.pindex().saturating_add(1);
-            // A wired mapping's wiring goes with the mapping (the map entry
-            // would look for the page through it at unwire, and find
-            // nothing): the page keeps only the wirings of other holders,
-            // and the last of those frees it (rule 5).
-            let wired_mappings = self.env.mappings.wired_mappings(page);
-            pmap_remove_all(&self.env, page);
-            for _ in 0..wired_mappings {
-                page.unwire_noq();
-            }
+            // Every mapping goes; a wired one leaves a mark holding its
+            // wiring, which the map entry drops at unwire: a wired page
+            // leaves the object now and is freed at its last unwire (rule 5).
+            self.env.mappings.orphan_wired(page);
+            assert!(page.mapping_count() == 0, "page {:#x}: still mapped after orphan_wired", page.phys());
             let may_free = l.remove(page);
             drop(l);
             if may_free {

@@ -142,6 +142,9 @@ pub trait Pmap: Send + Sync {
     fn unwire(&self, va: u64);
     /// True if `va`'s mapping is wired (holds one of its page's wirings).
     fn wired_at(&self, va: u64) -> bool;
+    /// Takes the wiring left at `va` by [`PageMappings::orphan_wired`]: the
+    /// physical address of the page whose wiring the caller now drops.
+    fn take_orphan(&self, va: u64) -> Option<u64>;
     /// Number of wired mappings (for tests and statistics).
     fn wired_count(&self) -> usize;
 }
@@ -160,9 +163,12 @@ pub trait PageMappings: Sync {
     fn clear_modify(&self, page: &'static Page);
     /// Counts and clears the referenced (accessed) bits of `page`'s mappings.
     fn ts_referenced(&self, page: &'static Page) -> u32;
-    /// How many of `page`'s mappings are wired (each holds one of the
-    /// page's wirings, for its map entry).
-    fn wired_mappings(&self, page: &'static Page) -> u32;
+    /// Removes every mapping of `page` (which is leaving its object), but a
+    /// wired one leaves a mark at its address that keeps its wiring: the
+    /// map entry's unwire finds it there ([`Pmap::take_orphan`]) and drops
+    /// the wiring then, which frees the page (rule 5). The address faults
+    /// like an unmapped one meanwhile.
+    fn orphan_wired(&self, page: &'static Page);
 }
 
 /// For objects whose pages are never mapped (tests of objects alone).
@@ -172,8 +178,8 @@ impl PageMappings for NoMappings {
     fn remove_all(&self, page: &'static Page) {
         assert!(page.mapping_count() == 0, "page {:#x} is mapped but its machine says nothing is", page.phys());
     }
-    fn wired_mappings(&self, _: &'static Page) -> u32 {
-        0
+    fn orphan_wired(&self, page: &'static Page) {
+        self.remove_all(page);
     }
     fn write_protect_all(&self, _: &'static Page) {}
     fn is_modified(&self, _: &'static Page) -> bool {

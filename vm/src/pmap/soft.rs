@@ -39,6 +39,8 @@ pub struct SoftPmap {
     id: usize,
     machine: &'static SoftMachine,
     ptes: Mutex<BTreeMap<u64, Pte>>,
+    /// Wirings left by orphan_wired, by address.
+    orphans: Mutex<BTreeMap<u64, &'static Page>>,
 }
 
 /// Why the MMU refused an access in [`SoftPmap::touch`].
@@ -61,7 +63,7 @@ impl SoftMachine {
     /// A new, empty address space on this machine.
     pub fn new_pmap(&'static self) -> Arc<SoftPmap> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let p = Arc::new(SoftPmap { id, machine: self, ptes: Mutex::new(BTreeMap::new()) });
+        let p = Arc::new(SoftPmap { id, machine: self, ptes: Mutex::new(BTreeMap::new()), orphans: Mutex::new(BTreeMap::new()) });
         self.spaces.lock().insert(id, p.clone());
         p
     }
@@ -201,6 +203,10 @@ impl Pmap for SoftPmap {
         Some((pte.page.phys() + (va & (PAGE_SIZE as u64 - 1)), pte.prot))
     }
 
+    fn take_orphan(&self, va: u64) -> Option<u64> {
+        self.orphans.lock().remove(&(va & !(PAGE_SIZE as u64 - 1))).map(|p| p.phys())
+    }
+
     fn wired_at(&self, va: u64) -> bool {
         self.ptes.lock().get(&(va & !(PAGE_SIZE as u64 - 1))).is_some_and(|p| p.wired)
     }
@@ -236,10 +242,16 @@ impl PageMappings for SoftMachine {
         m
     }
 
-    fn wired_mappings(&self, page: &'static Page) -> u32 {
-        let mut n = 0;
-        self.each_pte(page, |p| n += p.wired as u32);
-        n
+    fn orphan_wired(&self, page: &'static Page) {
+        for (id, va) in self.mappings_of(page) {
+            let space = self.space(id);
+            let wired = space.ptes.lock().get(&va).is_some_and(|p| p.wired);
+            space.remove(va, va + PAGE_SIZE as u64).skip_not_loaded();
+            if wired {
+                space.orphans.lock().insert(va, page);
+            }
+        }
+        assert!(page.mapping_count() == 0);
     }
 
     fn clear_modify(&self, page: &'static Page) {
