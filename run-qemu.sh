@@ -29,10 +29,10 @@ options:
   --uefi     boot the UEFI image with OVMF instead of the BIOS image
   --disk FILE
              attach FILE, a raw disk image, as a virtio-blk disk (repeatable;
-             the kernel finds them in this order, serials disk0, disk1, ...);
+             the kernel finds them after the root filesystem, serials disk0,
+             disk1, ...);
              a FILE that does not exist is created, 16 MiB of zeroes. Writes
-             go to the file. (BIOS boots only for now: UEFI firmware puts the
-             disk's registers where the kernel does not map them.)
+             go to the file. The root filesystem comes first (serial rootfs).
 
 environment:
   GDB_PORT   port of QEMU's gdb stub for --gdb (default 1234)

@@ -56,6 +56,58 @@ pub fn mmio_reachable(pa: u64, size: u64) -> bool {
     translate(phys_to_virt(pa)) == Some(pa) && translate(phys_to_virt(last)) == Some(last)
 }
 
+/// Maps device registers at `[pa, pa + size)` where the direct map would
+/// have them (at `phys_to_virt(pa)`), uncached, when the bootloader did not
+/// map them: 64-bit BARs that UEFI firmware puts above the memory. Page
+/// tables come from the page allocator (unmanaged, kept for good). Called
+/// at boot, before any address space copies the kernel half. Returns
+/// whether the registers are reachable now.
+pub fn map_mmio(pa: u64, size: u64) -> bool {
+    use x86_64::structures::paging::mapper::MapToError;
+    use x86_64::structures::paging::{
+        FrameAllocator, Mapper, OffsetPageTable, Page, PageTable, PageTableFlags as F, PhysFrame, Size4KiB,
+    };
+
+    if mmio_reachable(pa, size) {
+        return true;
+    }
+    struct Frames;
+    // SAFETY: each frame is a fresh, zeroed page from the allocator, used
+    // only as the page table it is given for.
+    unsafe impl FrameAllocator<Size4KiB> for Frames {
+        fn allocate_frame(&mut self) -> Option<PhysFrame> {
+            let p = vm::global().alloc(AllocFlags::UNMANAGED | AllocFlags::ZERO)?;
+            Some(PhysFrame::containing_address(x86_64::PhysAddr::new(p.phys())))
+        }
+    }
+    let offset = phys_to_virt(0);
+    let (l4, _) = x86_64::registers::control::Cr3::read();
+    // SAFETY: the active top-level table, through the direct map; nothing
+    // else changes the kernel half of it at boot.
+    let mut mapper = unsafe {
+        let table = &mut *((offset + l4.start_address().as_u64()) as *mut PageTable);
+        OffsetPageTable::new(table, x86_64::VirtAddr::new(offset))
+    };
+    let mut pa_page = pa & !(PAGE_SIZE - 1);
+    while pa_page < pa + size.max(1) {
+        let page = Page::<Size4KiB>::containing_address(x86_64::VirtAddr::new(phys_to_virt(pa_page)));
+        let frame = PhysFrame::containing_address(x86_64::PhysAddr::new(pa_page));
+        let flags = F::PRESENT | F::WRITABLE | F::NO_CACHE | F::WRITE_THROUGH | F::NO_EXECUTE;
+        // SAFETY: device registers, mapped where nothing else is (they were
+        // unreachable), uncached.
+        match unsafe { mapper.map_to(page, frame, flags, &mut Frames) } {
+            Ok(flush) => flush.flush(),
+            Err(MapToError::PageAlreadyMapped(_)) => {}
+            Err(e) => {
+                log::warn!("cannot map device registers at {pa_page:#x}: {e:?}");
+                return false;
+            }
+        }
+        pa_page += PAGE_SIZE;
+    }
+    mmio_reachable(pa, size)
+}
+
 // SAFETY: dma_alloc returns zeroed, page-aligned memory that nothing else
 // uses until dma_dealloc (a fresh allocation from the page allocator, mapped
 // by the direct map); mmio_phys_to_virt returns the direct-map address of

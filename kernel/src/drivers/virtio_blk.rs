@@ -55,7 +55,7 @@ use virtio_drivers::transport::pci::bus::{Command, DeviceFunction, PciRoot};
 use virtio_drivers::transport::pci::{PciTransport, virtio_device_type};
 use x86_64::instructions::interrupts;
 
-use super::dma::{KernelHal, is_contiguous, mmio_reachable};
+use super::dma::{KernelHal, is_contiguous, map_mmio};
 use super::pci::{self, PortCam};
 use crate::arch::ioapic::{self, Trigger};
 use crate::{sched, time};
@@ -498,9 +498,15 @@ pub fn probe(ioapic: bool, vector: u8) {
         let (_, command) = root.get_status_command(df);
         root.set_command(df, (command | Command::MEMORY_SPACE | Command::BUS_MASTER) - Command::INTERRUPT_DISABLE);
         let bars = root.bars(df).unwrap_or_default();
-        let beyond = bars.iter().flatten().filter_map(|b| b.memory_address_size()).find(|&(a, n)| a != 0 && !mmio_reachable(a, n));
+        // UEFI firmware puts 64-bit BARs above the memory, where the direct
+        // map does not reach: map them there.
+        let beyond = bars
+            .iter()
+            .flatten()
+            .filter_map(|b| b.memory_address_size())
+            .find(|&(a, n)| a != 0 && !map_mmio(a, n));
         if let Some((a, _)) = beyond {
-            log::warn!("virtio-blk at {df}: skipped: registers at {a:#x}, beyond the direct map (UEFI firmware puts 64-bit BARs there)");
+            log::warn!("virtio-blk at {df}: skipped: cannot map its registers at {a:#x}");
             continue;
         }
         let transport = match PciTransport::new::<KernelHal, _>(&mut root, df) {
