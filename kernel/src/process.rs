@@ -504,11 +504,8 @@ pub fn wait_child(pid: i64, nohang: bool) -> Result<Option<(u64, Status)>, WaitE
 unsafe extern "C" fn resume_user(tf: *const crate::arch::trap::TrapFrame) -> ! {
     core::arch::naked_asm!(
         "mov rsp, rdi",
-        "pop r15", "pop r14", "pop r13", "pop r12", "pop r11", "pop r10", "pop r9",
-        "pop r8", "pop rbp", "pop rdi", "pop rsi", "pop rdx", "pop rcx", "pop rbx",
-        "pop rax",
-        "add rsp, 16",
-        "iretq",
+        "jmp {ret}",
+        ret = sym crate::arch::trap::trap_return,
     )
 }
 

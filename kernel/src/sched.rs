@@ -378,7 +378,25 @@ pub fn sleep_if(chan: usize, cond: impl FnOnce() -> bool) -> bool {
     })
 }
 
+/// Ends the sleep of thread `id`: the one place a sleep ends, so that its
+/// deadline ends with it.
+fn end_sleep(id: ThreadId, t: &mut Thread, ready: &mut VecDeque<ThreadId>) {
+    t.state = State::Ready;
+    t.wake_at = 0;
+    ready.push_back(id);
+}
+
 impl Sched {
+    /// Makes every thread sleeping on `chan` ready.
+    fn wake_chan(&mut self, chan: usize) {
+        let Sched { threads, ready, .. } = self;
+        for (id, t) in threads.iter_mut() {
+            if t.state == State::Sleeping(chan) {
+                end_sleep(*id, t, ready);
+            }
+        }
+    }
+
     /// Makes every thread whose timed sleep has ended ready.
     fn expire_timeouts(&mut self, now: u64) {
         let mut next = u64::MAX;
@@ -386,9 +404,7 @@ impl Sched {
         for (id, t) in threads.iter_mut() {
             if let State::Sleeping(_) = t.state {
                 if t.wake_at != 0 && t.wake_at <= now {
-                    t.state = State::Ready;
-                    t.wake_at = 0;
-                    ready.push_back(*id);
+                    end_sleep(*id, t, ready);
                 } else if t.wake_at != 0 {
                     next = next.min(t.wake_at);
                 }
@@ -427,9 +443,7 @@ pub fn wake_thread(id: ThreadId) {
         let Some(s) = g.as_mut() else { return };
         if let Some(t) = s.threads.get_mut(&id) {
             if let State::Sleeping(_) = t.state {
-                t.state = State::Ready;
-                t.wake_at = 0;
-                s.ready.push_back(id);
+                end_sleep(id, t, &mut s.ready);
             }
         }
     });
@@ -440,14 +454,7 @@ pub fn wakeup(chan: usize) {
     interrupts::without_interrupts(|| {
         let mut g = SCHED.lock();
         let Some(s) = g.as_mut() else { return };
-        let Sched { threads, ready, .. } = s;
-        for (id, t) in threads.iter_mut() {
-            if t.state == State::Sleeping(chan) {
-                t.state = State::Ready;
-                t.wake_at = 0;
-                ready.push_back(*id);
-            }
-        }
+        s.wake_chan(chan);
     });
 }
 
@@ -459,15 +466,7 @@ pub fn exit() -> ! {
     let cur = s.current;
     assert!(cur != 0, "the main thread cannot exit");
     s.threads.get_mut(&cur).unwrap().state = State::Dead;
-    let chan = thread_chan(cur);
-    let Sched { threads, ready, .. } = s;
-    for (id, t) in threads.iter_mut() {
-        if t.state == State::Sleeping(chan) {
-            t.state = State::Ready;
-            t.wake_at = 0;
-            ready.push_back(*id);
-        }
-    }
+    s.wake_chan(thread_chan(cur));
     schedule(g);
     unreachable!("a dead thread was scheduled again");
 }

@@ -119,7 +119,7 @@ pub fn openat(dirfd: i64, path: u64, flags: u64, mode: u64) -> i64 {
             (ino, is_dir, st.size)
         };
         let f = OpenFile::open(ino.0, ino.1, ino.2, readable, writable, flags & O_APPEND != 0).map_err(|e| -fs_err(e))?;
-        if let (Some(v), true) = (&f.vnode, writable && flags & O_TRUNC != 0) {
+        if let (Some(v), true) = (f.vnode(), writable && flags & O_TRUNC != 0) {
             truncate(v, 0)?;
         }
         current()?.add_file(f, flags & O_CLOEXEC != 0, 0).map(|fd| fd as i64).ok_or(EMFILE)
@@ -222,43 +222,36 @@ fn file_write_through(ino: Ino, off: u64, buf: u64, count: u64) -> Result<u64, i
 
 /// `read(fd, buf, count)`.
 pub fn read(fd: u64, buf: u64, count: u64) -> i64 {
-    let r = (|| -> Result<i64, i64> {
-        let f = file(fd)?;
-        if !f.readable {
-            return Err(EBADF);
-        }
-        match f.kind {
-            FileKind::Console => Ok(crate::sys_proc::console_read(buf, count)),
-            FileKind::Dir(_) => Err(EISDIR),
-            FileKind::File(_) => {
-                let v = f.vnode.as_ref().ok_or(EBADF)?;
-                let mut off = f.offset.lock();
-                let n = file_read(v, *off, buf, count)?;
-                *off += n;
-                Ok(n as i64)
-            }
-        }
-    })();
-    r.unwrap_or_else(|e| -e)
+    read_write(fd, buf, count, false)
 }
 
 /// `write(fd, buf, count)`.
 pub fn write(fd: u64, buf: u64, count: u64) -> i64 {
+    read_write(fd, buf, count, true)
+}
+
+/// `read` or `write` at the file's offset, which moves past what was done
+/// (a write with O_APPEND starts at the end).
+fn read_write(fd: u64, buf: u64, count: u64, writing: bool) -> i64 {
     let r = (|| -> Result<i64, i64> {
         let f = file(fd)?;
-        if !f.writable {
+        if !(if writing { f.writable } else { f.readable }) {
             return Err(EBADF);
         }
-        match f.kind {
-            FileKind::Console => Ok(crate::sys_proc::console_write(buf, count)),
+        match &f.kind {
+            FileKind::Console if writing => Ok(crate::sys_proc::console_write(buf, count)),
+            FileKind::Console => Ok(crate::sys_proc::console_read(buf, count)),
             FileKind::Dir(_) => Err(EISDIR),
-            FileKind::File(_) => {
-                let v = f.vnode.as_ref().ok_or(EBADF)?;
+            FileKind::File(v) => {
                 let mut off = f.offset.lock();
-                if f.append {
-                    *off = v.size.load(core::sync::atomic::Ordering::Acquire);
-                }
-                let n = file_write(v, *off, buf, count)?;
+                let n = if writing {
+                    if f.append {
+                        *off = v.size.load(core::sync::atomic::Ordering::Acquire);
+                    }
+                    file_write(v, *off, buf, count)?
+                } else {
+                    file_read(v, *off, buf, count)?
+                };
                 *off += n;
                 Ok(n as i64)
             }
@@ -274,11 +267,10 @@ pub fn pread_pwrite(fd: u64, buf: u64, count: u64, offset: u64, writing: bool) -
         if (offset as i64) < 0 {
             return Err(EINVAL);
         }
-        match f.kind {
+        match &f.kind {
             FileKind::Console => Err(ESPIPE),
             FileKind::Dir(_) => Err(EISDIR),
-            FileKind::File(_) => {
-                let v = f.vnode.as_ref().ok_or(EBADF)?;
+            FileKind::File(v) => {
                 if writing {
                     if !f.writable {
                         return Err(EBADF);
@@ -303,15 +295,16 @@ pub fn lseek(fd: u64, offset: i64, whence: u64) -> i64 {
     const SEEK_END: u64 = 2;
     let r = (|| -> Result<i64, i64> {
         let f = file(fd)?;
-        let ino = match f.kind {
+        let ino = match &f.kind {
             FileKind::Console => return Err(ESPIPE),
-            FileKind::File(i) | FileKind::Dir(i) => i,
+            FileKind::File(v) => v.ino,
+            FileKind::Dir(i) => *i,
         };
         let mut off = f.offset.lock();
         let base = match whence {
             SEEK_SET => 0,
             SEEK_CUR => *off as i64,
-            SEEK_END => match &f.vnode {
+            SEEK_END => match f.vnode() {
                 Some(v) => v.size.load(core::sync::atomic::Ordering::Acquire) as i64,
                 None => mount()?.fs.lock().stat(ino).map_err(|e| -fs_err(e))?.size as i64,
             },
@@ -406,9 +399,9 @@ pub fn ftruncate(fd: u64, len: i64) -> i64 {
         if len < 0 {
             return Err(EINVAL);
         }
-        match f.kind {
-            FileKind::File(_) if f.writable => {
-                truncate(f.vnode.as_ref().ok_or(EBADF)?, len as u64)?;
+        match &f.kind {
+            FileKind::File(v) if f.writable => {
+                truncate(v, len as u64)?;
                 Ok(0)
             }
             FileKind::Dir(_) => Err(EISDIR),
@@ -453,7 +446,7 @@ pub fn unlinkat(dirfd: i64, path: u64, flags: u64) -> i64 {
 pub fn fsync(fd: u64) -> i64 {
     let r = (|| -> Result<i64, i64> {
         let f = file(fd)?;
-        if let Some(v) = &f.vnode {
+        if let Some(v) = f.vnode() {
             v.flush(0, u64::MAX).map_err(|e| -fs_err(e))?;
         }
         match f.ino() {
@@ -469,7 +462,7 @@ pub fn fsync(fd: u64) -> i64 {
 pub fn getdents64(fd: u64, dirp: u64, count: u64) -> i64 {
     let r = (|| -> Result<i64, i64> {
         let f = file(fd)?;
-        let FileKind::Dir(ino) = f.kind else { return Err(ENOTDIR) };
+        let &FileKind::Dir(ino) = &f.kind else { return Err(ENOTDIR) };
         let m = mount()?;
         let mut off = f.offset.lock();
         let mut out: Vec<u8> = Vec::new();

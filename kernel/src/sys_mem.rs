@@ -94,7 +94,7 @@ pub fn mmap(addr: u64, len: u64, prot_bits: u64, flags: u64, fd: u64, off: u64) 
     // A file mapping: the vnode's object, shared, or private (copy on write).
     let file = if flags & MAP_ANONYMOUS == 0 {
         let Some(f) = process::current().and_then(|p| p.file(fd)) else { return -EBADF };
-        let Some(v) = f.vnode.clone() else { return -ENODEV };
+        let Some(v) = f.vnode().cloned() else { return -ENODEV };
         if !f.readable || (kind == MAP_SHARED && prot.contains(Prot::WRITE) && !f.writable) {
             return -EACCES;
         }

@@ -224,11 +224,11 @@ pub fn root() -> Option<&'static Mount> {
     ROOT.get()
 }
 
-/// What an open file is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What an open file is: a regular file is its vnode.
+#[derive(Clone)]
 pub enum FileKind {
     Console,
-    File(Ino),
+    File(Arc<Vnode>),
     Dir(Ino),
 }
 
@@ -236,8 +236,6 @@ pub enum FileKind {
 /// every descriptor that refers to it).
 pub struct OpenFile {
     pub kind: FileKind,
-    /// A regular file's vnode.
-    pub vnode: Option<Arc<Vnode>>,
     pub readable: bool,
     pub writable: bool,
     pub append: bool,
@@ -249,7 +247,6 @@ impl OpenFile {
     pub fn console() -> Arc<OpenFile> {
         Arc::new(OpenFile {
             kind: FileKind::Console,
-            vnode: None,
             readable: true,
             writable: true,
             append: false,
@@ -261,15 +258,23 @@ impl OpenFile {
     /// bytes, or a directory).
     pub fn open(ino: Ino, dir: bool, size: u64, readable: bool, writable: bool, append: bool) -> Result<Arc<OpenFile>, FsError> {
         let m = root().ok_or(FsError::NotFound)?;
-        let vnode = if dir { None } else { Some(m.vnode(ino, size)?) };
-        let kind = if dir { FileKind::Dir(ino) } else { FileKind::File(ino) };
-        Ok(Arc::new(OpenFile { kind, vnode, readable, writable, append, offset: SleepLock::new(0) }))
+        let kind = if dir { FileKind::Dir(ino) } else { FileKind::File(m.vnode(ino, size)?) };
+        Ok(Arc::new(OpenFile { kind, readable, writable, append, offset: SleepLock::new(0) }))
     }
 
     pub fn ino(&self) -> Option<Ino> {
-        match self.kind {
-            FileKind::File(i) | FileKind::Dir(i) => Some(i),
+        match &self.kind {
+            FileKind::File(v) => Some(v.ino),
+            FileKind::Dir(i) => Some(*i),
             FileKind::Console => None,
+        }
+    }
+
+    /// A regular file's vnode.
+    pub fn vnode(&self) -> Option<&Arc<Vnode>> {
+        match &self.kind {
+            FileKind::File(v) => Some(v),
+            _ => None,
         }
     }
 }
@@ -278,7 +283,8 @@ impl Drop for OpenFile {
     /// The last close of a file nobody maps drops its vnode (an unlinked
     /// one's inode is freed then).
     fn drop(&mut self) {
-        if self.vnode.take().is_some() {
+        if let FileKind::File(v) = core::mem::replace(&mut self.kind, FileKind::Console) {
+            drop(v);
             if let Some(m) = root() {
                 m.drop_unused();
             }

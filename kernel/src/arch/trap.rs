@@ -215,12 +215,24 @@ unsafe extern "C" fn trap_common() {
         "mov rdi, rsp",
         "cld",
         "call {dispatch}",
+        "jmp {ret}",
+        dispatch = sym trap_dispatch,
+        ret = sym trap_return,
+    )
+}
+
+/// Restores the registers of the `TrapFrame` at RSP and returns from the
+/// trap with `iretq`: the end of `trap_common`, and how a new process
+/// thread first enters user mode with a frame it was given
+/// (`process::resume_user`).
+#[unsafe(naked)]
+pub unsafe extern "C" fn trap_return() -> ! {
+    naked_asm!(
         "pop r15", "pop r14", "pop r13", "pop r12", "pop r11", "pop r10", "pop r9",
         "pop r8", "pop rbp", "pop rdi", "pop rsi", "pop rdx", "pop rcx", "pop rbx",
         "pop rax",
         "add rsp, 16",
         "iretq",
-        dispatch = sym trap_dispatch,
     )
 }
 
