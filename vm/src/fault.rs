@@ -158,6 +158,11 @@ enum Next {
     Restart,
     /// Release everything, wait for memory, start again.
     RestartAfterMemoryWait,
+    /// Release everything, wait a moment for the pager's resource (its
+    /// vnode lock, rule 8), start again. Waiting only after the release
+    /// matters: a thread that holds the lock may be waiting for our busy
+    /// pages, and must find them gone when it runs.
+    RestartAfterPagerWait,
     /// Stop with an error (after releasing everything).
     Fail(FaultError),
 }
@@ -210,6 +215,11 @@ pub fn fault(map: &Mutex<VmMap>, va: u64, access: Prot, wire: bool) -> Result<Fa
                 if memory_waits > MEMORY_RETRIES {
                     return Err(FaultError::NoMemory);
                 }
+                vm_wait();
+                fs.stats.restarts += 1;
+            }
+            Next::RestartAfterPagerWait => {
+                fs.release();
                 vm_wait();
                 fs.stats.restarts += 1;
             }
@@ -425,10 +435,7 @@ impl FaultState<'_> {
                                 return match r {
                                     PagerResult::Error => Next::Fail(FaultError::Io),
                                     PagerResult::Bad => Next::Fail(FaultError::Bad),
-                                    _ => {
-                                        vm_wait();
-                                        Next::Restart
-                                    }
+                                    _ => Next::RestartAfterPagerWait,
                                 };
                             }
                         }

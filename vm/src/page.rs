@@ -582,7 +582,13 @@ impl Page {
     /// are known to be zero.
     #[inline]
     pub(crate) fn make_free(&self, zero: bool) {
-        self.busy.store(BUSY_UNBUSIED, Ordering::Release);
+        // Like FreeBSD's vm_page_busy_free: whoever sleeps on the busy page
+        // is woken (to look the index up again), or it would sleep on a
+        // free page for ever.
+        let old = self.busy.swap(BUSY_UNBUSIED, Ordering::Release);
+        if old & BUSY_WAITERS != 0 {
+            busy_wakeup(self);
+        }
         self.clear_owner_note();
         self.valid.store(0, Ordering::Relaxed);
         self.dirty.store(0, Ordering::Relaxed);
@@ -693,6 +699,28 @@ mod tests {
         assert_eq!(p.sbusy_count(), 1);
         p.sunbusy();
         assert!(!p.busied());
+    }
+
+    /// Freeing a busy page that has sleepers wakes them (they would sleep
+    /// on a free page for ever otherwise); without sleepers, no wakeup.
+    #[test]
+    fn freeing_a_busy_page_wakes_its_sleepers() {
+        use alloc::vec::Vec;
+        use spin::Mutex;
+        static WOKEN: Mutex<Vec<u64>> = Mutex::new(Vec::new());
+        // (No other host test installs the wakeup hook.)
+        set_busy_wakeup(|p| WOKEN.lock().push(p.phys()));
+        let p = Page::new(0x7777_000, 0);
+        assert!(p.try_xbusy());
+        assert!(p.set_busy_waiters());
+        p.make_free(false);
+        assert!(!p.busied());
+        let q = Page::new(0x7778_000, 0);
+        assert!(q.try_xbusy());
+        q.make_free(false);
+        let woken = WOKEN.lock();
+        assert!(woken.contains(&0x7777_000), "the sleeper on the freed page was not woken");
+        assert!(!woken.contains(&0x7778_000), "a wakeup with nobody asleep");
     }
 
     #[test]
