@@ -303,8 +303,22 @@ impl VmObject {
     /// every mapping of each page is removed; unwired pages are freed; wired
     /// pages only leave the object, and their last unwire frees them (rule 5).
     pub fn remove_range(&self, start: u64, end: u64) {
+        self.remove_pages(start, end, false);
+    }
+
+    /// Invalidation of cached data (FreeBSD's `OBJPR_CLEANONLY`): frees the
+    /// clean, unwired pages with index in `[start, end)` after removing
+    /// their mappings; dirty pages (including those written through a
+    /// mapping since they were last cleaned) and wired pages stay. Returns
+    /// how many pages were freed.
+    pub fn remove_clean(&self, start: u64, end: u64) -> usize {
+        self.remove_pages(start, end, true)
+    }
+
+    fn remove_pages(&self, start: u64, end: u64, clean_only: bool) -> usize {
         let pm = self.env.pm;
         let mut next = start;
+        let mut freed = 0;
         loop {
             let mut l = self.lock();
             let Some(page) = l.st.pages.lookup_ge(next).filter(|p| p.pindex() < end) else { break };
@@ -314,19 +328,40 @@ impl VmObject {
                 continue;
             }
             next = page.pindex().saturating_add(1);
-            // Every mapping goes; a wired one leaves a mark holding its
-            // wiring, which the map entry drops at unwire: a wired page
-            // leaves the object now and is freed at its last unwire (rule 5).
-            self.env.mappings.orphan_wired(page);
-            assert!(page.mapping_count() == 0, "page {:#x}: still mapped after orphan_wired", page.phys());
+            if clean_only {
+                if page.wired() {
+                    page.xunbusy();
+                    continue;
+                }
+                // Write-protecting harvests the mappings' modified bits
+                // into the page's dirty bits; a page found dirty keeps
+                // its mappings and its place.
+                drop(l);
+                self.env.mappings.write_protect_all(page);
+                if page.dirty() != 0 {
+                    page.xunbusy();
+                    continue;
+                }
+                self.env.mappings.remove_all(page);
+                l = self.lock();
+            } else {
+                // Every mapping goes; a wired one leaves a mark holding its
+                // wiring, which the map entry drops at unwire: a wired page
+                // leaves the object now and is freed at its last unwire
+                // (rule 5).
+                self.env.mappings.orphan_wired(page);
+            }
+            assert!(page.mapping_count() == 0, "page {:#x}: still mapped after its mappings were removed", page.phys());
             let may_free = l.remove(page);
             drop(l);
             if may_free {
                 pm.free(page);
+                freed += 1;
             } else {
                 page.xunbusy();
             }
         }
+        freed
     }
 }
 
