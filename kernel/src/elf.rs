@@ -108,8 +108,8 @@ impl vm::object::Pager for ImagePager {
         "image"
     }
 
-    fn has_page(&self, pindex: u64) -> bool {
-        pindex.checked_mul(PAGE).is_some_and(|off| off < self.image.bytes().len() as u64)
+    fn has_page(&self, pindex: u64) -> Option<(u64, u64)> {
+        pindex.checked_mul(PAGE).is_some_and(|off| off < self.image.bytes().len() as u64).then_some((0, 0))
     }
 
     fn get_page(&self, _object: &VmObject, page: &'static Page) -> PagerResult {

@@ -99,15 +99,12 @@ impl vm::object::Pager for VnodePager {
         "vnode"
     }
 
-    fn has_page(&self, _pindex: u64) -> bool {
-        // Past the end, get_page answers BAD (SIGBUS), never zero fill.
-        true
-    }
-
-    fn cluster(&self, pindex: u64) -> (u64, u64) {
+    /// Every index is held: past the end, get_page answers BAD (SIGBUS),
+    /// never zero fill. Before and after: the read-ahead window.
+    fn has_page(&self, pindex: u64) -> Option<(u64, u64)> {
         let pages = self.size.load(Ordering::Acquire).div_ceil(PAGE);
         if !READ_AHEAD.load(Ordering::Relaxed) || pindex >= pages {
-            return (0, 0);
+            return Some((0, 0));
         }
         let sequential = pindex == self.next_sequential.load(Ordering::Relaxed);
         let window = if sequential {
@@ -119,7 +116,7 @@ impl vm::object::Pager for VnodePager {
         let ahead = window.min(pages - 1 - pindex);
         self.next_sequential.store(pindex + ahead + 1, Ordering::Relaxed);
         let behind = if sequential { 0 } else { BEHIND.min(pindex) };
-        (behind, ahead)
+        Some((behind, ahead))
     }
 
     fn get_pages(&self, _object: &VmObject, pages: &[&'static Page], req: usize) -> PagerResult {

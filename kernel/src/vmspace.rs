@@ -285,8 +285,8 @@ mod tests {
         fn name(&self) -> &'static str {
             "blocking"
         }
-        fn has_page(&self, _: u64) -> bool {
-            true
+        fn has_page(&self, _: u64) -> Option<(u64, u64)> {
+            Some((0, 0))
         }
         fn get_page(&self, _: &VmObject, page: &'static vm::page::Page) -> vm::object::PagerResult {
             self.reads.fetch_add(1, Ordering::SeqCst);

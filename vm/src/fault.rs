@@ -366,12 +366,14 @@ impl FaultState<'_> {
                     if is_first {
                         self.first_m = Some(m);
                     }
-                    if let Some(pager) = pager.filter(|p| p.has_page(pindex)) {
+                    if let Some((pager, (behind, ahead))) = pager.and_then(|p| {
+                        let held = p.has_page(pindex)?;
+                        Some((p, held))
+                    }) {
                         // Read-behind and read-ahead: the neighbours the pager
                         // can read in the same I/O, up to the first resident
                         // page either way; each is optional (no page, no
                         // read-ahead).
-                        let (behind, ahead) = pager.cluster(pindex);
                         let mut cluster: Vec<&'static Page> = Vec::new();
                         let mut req = 0;
                         if behind + ahead > 0 && cluster.try_reserve((behind + ahead + 1) as usize).is_ok() {

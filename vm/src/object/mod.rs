@@ -83,22 +83,18 @@ pub enum PagerResult {
 /// fault path calls it for pages not resident.
 pub trait Pager: Send + Sync {
     fn name(&self) -> &'static str;
-    /// True if the pager holds page `pindex`; if not, the fault goes on down
-    /// the shadow chain (or zero-fills).
-    fn has_page(&self, pindex: u64) -> bool;
+    /// Whether the pager holds page `pindex` (FreeBSD's `vm_pager_has_page`):
+    /// `None` if not, and the fault goes on down the shadow chain (or
+    /// zero-fills); if so, how many pages before and after it are worth
+    /// reading in the same I/O (read-behind and read-ahead): pages the
+    /// pager holds, next to each other in its store. A pager that cannot
+    /// cluster says `Some((0, 0))`.
+    fn has_page(&self, pindex: u64) -> Option<(u64, u64)>;
     /// Reads page `page.pindex()` of `object` into `page`, which is
     /// exclusively busy, invalid and in `object`. Called with no lock held.
     /// On `Ok` every block of the page is valid; otherwise the caller frees
     /// it (rule 6).
     fn get_page(&self, object: &VmObject, page: &'static Page) -> PagerResult;
-
-    /// How many pages before and after `pindex` are worth reading in the
-    /// same I/O as it (FreeBSD's `vop_getpages` read-behind and read-ahead):
-    /// pages the pager holds, next to each other in its store. A pager that
-    /// cannot cluster says (0, 0).
-    fn cluster(&self, _pindex: u64) -> (u64, u64) {
-        (0, 0)
-    }
 
     /// Reads `pages` (consecutive indices, each exclusively busy, invalid and
     /// in `object`) in one I/O where it can. The result is for
