@@ -7,7 +7,7 @@ ROOT=$(pwd)
 
 usage() {
     cat <<'USAGE'
-usage: ./run-qemu.sh [--uefi] [command]
+usage: ./run-qemu.sh [--uefi] [--swap SIZE] [--disk FILE]... [command]
 
 commands:
   (none)     build and boot the kernel in QEMU (headless, serial console on
@@ -32,7 +32,12 @@ options:
              the kernel finds them after the root filesystem, serials disk0,
              disk1, ...);
              a FILE that does not exist is created, 16 MiB of zeroes. Writes
-             go to the file. The root filesystem comes first (serial rootfs).
+             go to the file. The root filesystem comes first (serial rootfs),
+             then the swap disk (serial swap).
+  --swap SIZE
+             size of the swap disk: bytes, or a number with K, M or G
+             (default 256M, or SWAP_SIZE); 0 for none. The swap disk is a
+             sparse image made fresh for each boot and removed afterwards.
 
 environment:
   GDB_PORT   port of QEMU's gdb stub for --gdb (default 1234)
@@ -41,6 +46,8 @@ environment:
              for run: mode=run log=warn)
   KERNEL_PROFILE  debug (default) or release: the kernel build boot and run use
   KERNEL_ELF  boot and run use this kernel (with its images) instead of building
+  SWAP_SIZE  size of the swap disk as for --swap (also read by the test boots
+             of `test`)
 USAGE
 }
 
@@ -53,6 +60,7 @@ firmware=bios
 program=
 program_args=()
 disks=()
+swap_size=${SWAP_SIZE:-256M}
 while [ $# -gt 0 ]; do
     case "$1" in
         -h|--help) usage; exit 0 ;;
@@ -60,6 +68,10 @@ while [ $# -gt 0 ]; do
         --disk)
             [ $# -ge 2 ] || { echo "run-qemu.sh: --disk needs a file" >&2; usage >&2; exit 2; }
             disks+=("$2")
+            shift ;;
+        --swap)
+            [ $# -ge 2 ] || { echo "run-qemu.sh: --swap needs a size" >&2; usage >&2; exit 2; }
+            swap_size=$2
             shift ;;
         --gdb) cmd=gdb ;;
         test|bench) cmd=$1 ;;
@@ -74,6 +86,20 @@ while [ $# -gt 0 ]; do
     esac
     shift
 done
+[[ $swap_size =~ ^[0-9]+[KMG]?$ ]] || { echo "run-qemu.sh: bad swap size '$swap_size' (bytes, or a number with K, M or G)" >&2; exit 2; }
+[[ $swap_size =~ ^0+[KMG]?$ ]] && swap_size=0
+# The test harness reads the size from the environment.
+export SWAP_SIZE=$swap_size
+
+# Files made for one run (the swap image, run's arguments and input),
+# removed when the script exits.
+scratch=
+scratch_dir() {
+    if [ -z "$scratch" ]; then
+        scratch=$(mktemp -d)
+        trap 'rm -rf "$scratch"' EXIT
+    fi
+}
 
 # ---- installing what is missing ------------------------------------------------
 apt_updated=0
@@ -178,6 +204,14 @@ qemu_args() {
     # writes stay in a snapshot.
     QEMU+=(-drive "file=$KERNEL_ELF-fs.img,if=none,format=raw,id=rootfs,snapshot=on"
         -device "virtio-blk-pci,drive=rootfs,disable-legacy=on,serial=rootfs")
+    # The swap disk: a sparse image made fresh for this boot (nothing paged
+    # out by an earlier run is there to mislead), written directly.
+    if [ "$swap_size" != 0 ]; then
+        scratch_dir
+        truncate -s "$swap_size" "$scratch/swap.img" || die "cannot create a $swap_size swap image in $scratch"
+        QEMU+=(-drive "file=$scratch/swap.img,if=none,format=raw,id=swap"
+            -device "virtio-blk-pci,drive=swap,disable-legacy=on,serial=swap")
+    fi
     local i=0 disk
     for disk in "${disks[@]}"; do
         if [ ! -e "$disk" ]; then
@@ -218,8 +252,8 @@ case $cmd in
         use_or_build_kernel
         KERNEL_CMDLINE=${KERNEL_CMDLINE:-mode=run log=warn}
         qemu_args
-        tmp=$(mktemp -d)
-        trap 'rm -rf "$tmp"' EXIT
+        scratch_dir
+        tmp=$scratch
         # argv, NUL-separated: the program's name, then its arguments.
         printf '%s\0' "$(basename "$program")" "${program_args[@]}" >"$tmp/args"
         prog_path=$(realpath "$program")

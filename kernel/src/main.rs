@@ -8,7 +8,7 @@
 //!    and the page allocator (`vm::global()`);
 //! 4. symbol table, command line;
 //! 5. local APIC timer, the I/O APIC and the devices on PCI, then
-//!    interrupts on.
+//!    interrupts on; then the root filesystem and the swap disk.
 
 #![no_std]
 #![no_main]
@@ -39,6 +39,7 @@ mod qemu;
 mod sched;
 mod serial;
 mod sleeplock;
+mod swap;
 mod sys_file;
 mod sys_mem;
 mod sys_proc;
@@ -143,6 +144,7 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     drivers::init(phys_offset);
     x86_64::instructions::interrupts::enable();
     mount_root();
+    swap::init();
 
     // Debug builds check the page invariants once the boot is complete.
     if cfg!(debug_assertions) {

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -80,6 +81,9 @@ pub struct BootOptions {
     pub cpu: Option<&'static str>,
     /// Disk images attached as virtio-blk devices, in this order.
     pub disks: Vec<Disk>,
+    /// A swap disk of this many bytes, made fresh for the run (see
+    /// [`SwapImage`]) and attached after `disks`; None for no swap disk.
+    pub swap: Option<u64>,
 }
 
 impl BootOptions {
@@ -92,6 +96,7 @@ impl BootOptions {
             prealloc: false,
             cpu: None,
             disks: Vec::new(),
+            swap: None,
         }
     }
 }
@@ -111,6 +116,66 @@ pub struct Disk {
 /// serial `rootfs`, writes kept in a snapshot.
 pub fn rootfs_disk(images: &Images) -> Disk {
     Disk { path: images.fs.clone(), serial: "rootfs".into(), snapshot: true }
+}
+
+/// Serial number of the swap disk (the kernel's `swap::SWAP_SERIAL`).
+pub const SWAP_SERIAL: &str = "swap";
+/// Size of the swap disk when `SWAP_SIZE` does not say (as run-qemu.sh).
+pub const DEFAULT_SWAP_SIZE: u64 = 256 << 20;
+
+/// The swap disk's size in bytes for test boots: `$SWAP_SIZE` if set (as
+/// run-qemu.sh takes it: bytes, or a number with K, M or G), else
+/// [`DEFAULT_SWAP_SIZE`]. None for `SWAP_SIZE=0`: no swap disk.
+pub fn swap_size() -> Result<Option<u64>> {
+    let bytes = match std::env::var("SWAP_SIZE") {
+        Ok(s) => parse_size(&s).with_context(|| format!("SWAP_SIZE={s:?}: expected bytes, or a number with K, M or G"))?,
+        Err(_) => DEFAULT_SWAP_SIZE,
+    };
+    Ok((bytes > 0).then_some(bytes))
+}
+
+/// `123`, `64K`, `256M`, `2G` (binary multiples), as `truncate -s` reads them.
+pub fn parse_size(s: &str) -> Option<u64> {
+    let (digits, shift) = match s.as_bytes().last()? {
+        b'K' => (&s[..s.len() - 1], 10),
+        b'M' => (&s[..s.len() - 1], 20),
+        b'G' => (&s[..s.len() - 1], 30),
+        _ => (s, 0),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse::<u64>().ok()?.checked_mul(1 << shift)
+}
+
+/// A swap image for one QEMU: a sparse file of zeroes in the temporary
+/// directory, removed when dropped. Each QEMU gets its own, since a raw
+/// image written without a snapshot can be open in one QEMU only, and
+/// every run starts with swap that holds nothing of an earlier one.
+pub struct SwapImage {
+    pub path: PathBuf,
+}
+
+impl SwapImage {
+    pub fn create(bytes: u64) -> Result<SwapImage> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("bsdvm-swap-{}-{n}.img", std::process::id()));
+        let file = std::fs::File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+        // Setting the length writes nothing: the file stays sparse.
+        file.set_len(bytes).with_context(|| format!("cannot size {} to {bytes} bytes", path.display()))?;
+        Ok(SwapImage { path })
+    }
+
+    fn disk(&self) -> Disk {
+        Disk { path: self.path.clone(), serial: SWAP_SERIAL.into(), snapshot: false }
+    }
+}
+
+impl Drop for SwapImage {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 /// Serial number of the pattern disk attached to every in-kernel test boot.
@@ -212,11 +277,17 @@ pub struct Qemu {
     pub started: Instant,
     /// Everything the console printed so far.
     pub transcript: String,
+    /// The swap image, removed once QEMU is gone (fields drop after
+    /// `Drop::drop` has killed it).
+    _swap: Option<SwapImage>,
 }
 
 impl Qemu {
     pub fn spawn(images: &Images, opts: &BootOptions) -> Result<Qemu> {
-        let mut cmd = qemu_command(images, opts)?;
+        let swap = opts.swap.map(SwapImage::create).transpose()?;
+        let mut opts = opts.clone();
+        opts.disks.extend(swap.as_ref().map(SwapImage::disk));
+        let mut cmd = qemu_command(images, &opts)?;
         let started = Instant::now();
         let mut child = cmd
             .spawn()
@@ -228,7 +299,7 @@ impl Qemu {
         let tx2 = tx.clone();
         thread::spawn(move || forward_lines(stderr, "qemu: ", tx2));
         thread::spawn(move || forward_lines(stdout, "", tx));
-        Ok(Qemu { child, lines: rx, started, transcript: String::new() })
+        Ok(Qemu { child, lines: rx, started, transcript: String::new(), _swap: swap })
     }
 
     /// The next console line, QEMU's exit, or a timeout at `deadline`.
@@ -380,11 +451,13 @@ pub fn run_tests_on(
     let mut stats = RunStats::default();
     let mut remaining: Vec<usize> = selection.to_vec();
     let disk = test_disk()?;
+    let swap = swap_size()?;
     while !remaining.is_empty() {
         let run = remaining.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(",");
         let mut opts = BootOptions::new(firmware, format!("mode=test run={run}"));
         opts.cpu = cpu;
         opts.disks = vec![rootfs_disk(images), disk.clone()];
+        opts.swap = swap;
         let mut q = Qemu::spawn(images, &opts)?;
         stats.boots += 1;
         let mut current: Option<(usize, String)> = None;
@@ -480,6 +553,31 @@ mod tests {
         let args: Vec<String> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
         assert!(args.contains(&"file=/tmp/a,,b.img,if=none,format=raw,id=disk0,snapshot=on".to_string()), "{args:?}");
         assert!(args.contains(&"virtio-blk-pci,drive=disk0,disable-legacy=on,serial=s1".to_string()), "{args:?}");
+    }
+
+    #[test]
+    fn swap_images_are_sparse_and_go_away() {
+        use std::os::unix::fs::MetadataExt;
+        let img = SwapImage::create(DEFAULT_SWAP_SIZE).unwrap();
+        let path = img.path.clone();
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.len(), DEFAULT_SWAP_SIZE);
+        assert!(meta.blocks() * 512 < 1 << 20, "{} bytes allocated: not sparse", meta.blocks() * 512);
+        assert_ne!(SwapImage::create(4096).unwrap().path, path, "each QEMU gets its own");
+        drop(img);
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn sizes_parse_as_truncate_reads_them() {
+        assert_eq!(parse_size("256M"), Some(256 << 20));
+        assert_eq!(parse_size("1G"), Some(1 << 30));
+        assert_eq!(parse_size("64K"), Some(64 << 10));
+        assert_eq!(parse_size("4096"), Some(4096));
+        assert_eq!(parse_size("0"), Some(0));
+        for bad in ["", "M", "12MB", "-1", "1.5G", "99999999999999999999G"] {
+            assert_eq!(parse_size(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -92,6 +92,7 @@ fn main() {
         "kernel::time::ticks_advance",
         "kernel::drivers::virtio_blk::reads_match_the_pattern",
         "kernel::process::file_calls",
+        "kernel::swap::runs_are_written_and_read_back",
     ]
     .iter()
     .map(|n| kernel_tests.iter().find(|t| t.name == *n).map(|t| t.index))
@@ -148,7 +149,7 @@ fn bios_boot(images: &Images, count: usize) -> Result<(), Failed> {
 
 /// The UEFI image boots to the same test runner and passes tests that need
 /// interrupts, the timer and the heap, and the virtio disks (whose registers
-/// OVMF puts above the direct map) with the root filesystem on them.
+/// OVMF puts above the direct map) with the root filesystem and swap on them.
 fn uefi_boot(images: &Images, count: usize, selection: &[Option<usize>]) -> Result<(), Failed> {
     let listed = list_tests(images, Firmware::Uefi)?;
     if listed.len() != count {
