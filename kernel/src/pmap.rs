@@ -229,6 +229,42 @@ impl X86Pmap {
         old
     }
 
+    /// `remove`, with the pmap lock held by the caller.
+    fn remove_locked(&self, pv: &mut PvState, start: u64, end: u64) -> TlbFlush {
+        let mut any = false;
+        self.for_each_leaf(start, end, true, |va, e| {
+            self.clear_leaf(pv, e, va);
+            any = true;
+        });
+        if any { TlbFlush::range(start, end.min(USER_END), flush_range) } else { TlbFlush::none() }
+    }
+
+    /// `protect`, with the pmap lock held by the caller.
+    fn protect_locked(&self, _pv: &PvState, start: u64, end: u64, prot: Prot) -> TlbFlush {
+        let gl = g();
+        let mut any = false;
+        self.for_each_leaf(start, end, false, |_, e| {
+            let old = e.load(Ordering::Acquire);
+            let mut new = old;
+            if !prot.contains(Prot::WRITE) {
+                new &= !RW;
+            }
+            if !prot.contains(Prot::EXEC) && gl.nx {
+                new |= NX;
+            }
+            if new != old {
+                let was = e.swap(new & !D, Ordering::AcqRel);
+                if was & D != 0 && was & SW_MANAGED != 0 {
+                    if let Some(p) = gl.pm.page_of(was & ADDR) {
+                        p.set_all_dirty();
+                    }
+                }
+                any = true;
+            }
+        });
+        if any { TlbFlush::range(start, end.min(USER_END), flush_range) } else { TlbFlush::none() }
+    }
+
     /// Calls `f` for every present leaf in `[start, end)`, descending only
     /// into present tables. With `free_empty`, page tables left with no
     /// entries are freed on the way back up (rule 11).
@@ -430,39 +466,12 @@ impl Pmap for X86Pmap {
 
     fn remove(&self, start: u64, end: u64) -> TlbFlush {
         let mut pv = g().lock.lock();
-        let mut any = false;
-        self.for_each_leaf(start, end, true, |va, e| {
-            self.clear_leaf(&mut pv, e, va);
-            any = true;
-        });
-        drop(pv);
-        if any { TlbFlush::range(start, end.min(USER_END), flush_range) } else { TlbFlush::none() }
+        self.remove_locked(&mut pv, start, end)
     }
 
     fn protect(&self, start: u64, end: u64, prot: Prot) -> TlbFlush {
-        let gl = g();
-        let _pv = gl.lock.lock();
-        let mut any = false;
-        self.for_each_leaf(start, end, false, |_, e| {
-            let old = e.load(Ordering::Acquire);
-            let mut new = old;
-            if !prot.contains(Prot::WRITE) {
-                new &= !RW;
-            }
-            if !prot.contains(Prot::EXEC) && gl.nx {
-                new |= NX;
-            }
-            if new != old {
-                let was = e.swap(new & !D, Ordering::AcqRel);
-                if was & D != 0 && was & SW_MANAGED != 0 {
-                    if let Some(p) = gl.pm.page_of(was & ADDR) {
-                        p.set_all_dirty();
-                    }
-                }
-                any = true;
-            }
-        });
-        if any { TlbFlush::range(start, end.min(USER_END), flush_range) } else { TlbFlush::none() }
+        let pv = g().lock.lock();
+        self.protect_locked(&pv, start, end, prot)
     }
 
     fn take_orphan(&self, va: u64) -> Option<u64> {
@@ -545,21 +554,27 @@ impl X86Mappings {
 }
 
 impl PageMappings for X86Mappings {
+    // The PV walks below keep the pmap lock from the list to the last use
+    // of each pmap: a pmap found in a PV list is alive only while the lock
+    // is held (an address space being torn down on another thread takes
+    // the lock to remove its mappings, then frees the pmap). A list copied
+    // out and used after the lock was dropped would reach freed pmaps.
+
     fn remove_all(&self, page: &'static Page) {
-        let list = pv_list(&g().lock.lock(), page);
-        for (pmap, va) in list {
+        let mut pv = g().lock.lock();
+        for (pmap, va) in pv_list(&pv, page) {
             // SAFETY: as in each_pte.
             let pmap = unsafe { &*pmap };
-            pmap.remove(va, va + PAGE_SIZE as u64).flush();
+            pmap.remove_locked(&mut pv, va, va + PAGE_SIZE as u64).flush();
         }
     }
 
     fn write_protect_all(&self, page: &'static Page) {
-        let list = pv_list(&g().lock.lock(), page);
-        for (pmap, va) in list {
+        let pv = g().lock.lock();
+        for (pmap, va) in pv_list(&pv, page) {
             // SAFETY: as in each_pte.
             let pmap = unsafe { &*pmap };
-            pmap.protect(va, va + PAGE_SIZE as u64, Prot::READ | Prot::EXEC).flush();
+            pmap.protect_locked(&pv, va, va + PAGE_SIZE as u64, Prot::READ | Prot::EXEC).flush();
         }
     }
 
@@ -570,19 +585,17 @@ impl PageMappings for X86Mappings {
     }
 
     fn orphan_wired(&self, page: &'static Page) {
-        let list = pv_list(&g().lock.lock(), page);
-        for (pmap, va) in list {
+        let mut pv = g().lock.lock();
+        for (pmap, va) in pv_list(&pv, page) {
             // SAFETY: as in each_pte.
             let pmap = unsafe { &*pmap };
             // Cleared in place (the page table stays: it holds the mark).
-            let mut pv = g().lock.lock();
             if let Ok(Some(e)) = pmap.walk(va, false) {
                 let old = pmap.clear_leaf(&mut pv, e, va);
                 if old & P != 0 && old & SW_WIRED != 0 {
                     e.store(page.phys() | SW_ORPHAN, Ordering::Release);
                 }
             }
-            drop(pv);
             TlbFlush::range(va, va + PAGE_SIZE as u64, flush_range).flush();
         }
     }
