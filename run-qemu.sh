@@ -36,12 +36,13 @@ options:
              then the swap disk (serial swap).
   --swap SIZE
              size of the swap disk: bytes, or a number with K, M or G
-             (default 256M, or SWAP_SIZE); 0 for none. The swap disk is a
+             (default 512M, or SWAP_SIZE); 0 for none. The swap disk is a
              sparse image made fresh for each boot and removed afterwards.
 
 environment:
   GDB_PORT   port of QEMU's gdb stub for --gdb (default 1234)
   QEMU_ARGS  extra arguments for QEMU (boot, run and --gdb)
+  MEMORY     guest memory, QEMU's -m (default 128M)
   KERNEL_CMDLINE  kernel command line for boot and --gdb (default mode=demo;
              for run: mode=run log=warn)
   KERNEL_PROFILE  debug (default) or release: the kernel build boot and run use
@@ -60,7 +61,7 @@ firmware=bios
 program=
 program_args=()
 disks=()
-swap_size=${SWAP_SIZE:-256M}
+swap_size=${SWAP_SIZE:-512M}
 while [ $# -gt 0 ]; do
     case "$1" in
         -h|--help) usage; exit 0 ;;
@@ -197,7 +198,7 @@ qemu_args() {
         -drive "format=raw,snapshot=on,file=$image"
         -serial stdio -display none -monitor none -no-reboot
         -device isa-debug-exit,iobase=0xf4,iosize=0x04
-        -m 128M
+        -m "${MEMORY:-128M}"
         -fw_cfg "name=opt/kernel/cmdline,string=${cmdline//,/,,}")
     [ "$firmware" = uefi ] && QEMU+=(-bios "$(ovmf_path)")
     # The root filesystem (made by boot from rootfs/ and user/); a run's

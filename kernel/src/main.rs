@@ -11,6 +11,7 @@
 //!    interrupts on; then the root filesystem and the swap disk.
 
 #![no_std]
+#![feature(allocator_api)]
 #![no_main]
 #![deny(unsafe_op_in_unsafe_fn)]
 
@@ -32,6 +33,7 @@ mod heap;
 mod ksyms;
 mod ktest_runner;
 mod memory;
+mod pageout;
 mod pmap;
 mod process;
 mod programs;
@@ -40,6 +42,7 @@ mod sched;
 mod serial;
 mod sleeplock;
 mod swap;
+mod swap_pager;
 mod sys_file;
 mod sys_mem;
 mod sys_proc;
@@ -104,8 +107,8 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     }
     // A thread waiting for a busy page sleeps on the page; the one that
     // unbusies it wakes it (sched::sleep_if checks the busy word under the
-    // scheduler lock, so the wakeup cannot be missed). Waits for memory give
-    // the CPU to other threads, then pause briefly.
+    // scheduler lock, so the wakeup cannot be missed). Waits for memory are
+    // the pageout daemon's business (pageout::init).
     vm::page::set_busy_wait(|page| {
         let chan = page as *const vm::page::Page as usize;
         if !sched::sleep_if(chan, || page.set_busy_waiters()) {
@@ -113,10 +116,12 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
         }
     });
     vm::page::set_busy_wakeup(|page| sched::wakeup(page as *const vm::page::Page as usize));
-    vm::set_vm_wait(|| {
-        sched::yield_now();
-        time::wait_a_moment();
-    });
+    vm::set_sleep(
+        |chan, cond| {
+            sched::sleep_if(chan, cond);
+        },
+        sched::wakeup,
+    );
     if let Err(e) = pmap::init() {
         panic!("cannot set up the pmap: {e:?}");
     }
@@ -145,6 +150,7 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     x86_64::instructions::interrupts::enable();
     mount_root();
     swap::init();
+    pageout::init();
 
     // Debug builds check the page invariants once the boot is complete.
     if cfg!(debug_assertions) {

@@ -158,6 +158,9 @@ pub struct X86Pmap {
     pml4: u64,
     /// Wired mappings. (pmap lock)
     wired: AtomicUsize,
+    /// Mappings of managed pages: the resident set, for the OOM killer's
+    /// choice. (pmap lock; a plain load and store under it)
+    resident: AtomicUsize,
 }
 
 impl X86Pmap {
@@ -170,7 +173,7 @@ impl X86Pmap {
         for i in 256..512 {
             table(pml4)[i].store(kernel[i].load(Ordering::Relaxed), Ordering::Relaxed);
         }
-        Ok(Arc::new(X86Pmap { pml4, wired: AtomicUsize::new(0) }))
+        Ok(Arc::new(X86Pmap { pml4, wired: AtomicUsize::new(0), resident: AtomicUsize::new(0) }))
     }
 
     /// Physical address of the top-level table (for CR3).
@@ -225,6 +228,7 @@ impl X86Pmap {
             }
             pv_remove(pv, page, self, va);
             page.remove_mapping();
+            self.resident.store(self.resident.load(Ordering::Relaxed) - 1, Ordering::Relaxed);
         }
         old
     }
@@ -419,6 +423,7 @@ impl X86Pmap {
         if let Some(entry) = entry {
             pv_insert(gl, pv, page, entry);
             page.add_mapping();
+            self.resident.store(self.resident.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
         }
         if wired {
             self.wired.fetch_add(1, Ordering::Relaxed);
@@ -525,6 +530,10 @@ impl Pmap for X86Pmap {
 
     fn wired_count(&self) -> usize {
         self.wired.load(Ordering::Relaxed)
+    }
+
+    fn resident_count(&self) -> usize {
+        self.resident.load(Ordering::Relaxed)
     }
 }
 

@@ -171,6 +171,12 @@ pub fn all() -> Vec<Arc<Process>> {
 }
 
 impl Process {
+    /// Pages mapped in the process's address space: its resident set.
+    pub fn resident_pages(&self) -> u64 {
+        let space = self.space.lock().clone();
+        space.map_or(0, |s| s.map.lock().pmap().resident_count() as u64)
+    }
+
     fn new(parent: Option<&Arc<Process>>, name: &str) -> Process {
         let console = crate::vfs::OpenFile::console();
         let p = Process {
@@ -536,6 +542,10 @@ fn enter_user(rip: u64, rsp: u64) -> ! {
 /// its children to init, records the status, wakes whoever waits (its
 /// parent, a kernel waiter) and ends the thread.
 pub fn exit_current(status: Status) -> ! {
+    // Tearing the address space down may wait (for pages being paged out,
+    // for paging in progress): with interrupts on, whatever the way here
+    // (a trap handler comes with them off).
+    x86_64::instructions::interrupts::enable();
     let me = without_interrupts(|| PROCESSES.lock().remove(&sched::current()));
     sched::set_address_space(0, 0);
     if let Some(p) = me {
@@ -782,7 +792,7 @@ pub fn builtin(name: &str) -> Option<&'static [u8]> {
     })
 }
 
-mod tests {
+pub(crate) mod tests {
     use ktest::ktest;
 
     use super::*;
@@ -820,7 +830,7 @@ mod tests {
     /// Runs `/bin/<name>` (argv[0] is its path, for programs that
     /// re-execute themselves) with `args`, waits for it and for every
     /// process it left behind, and returns its status.
-    fn run_bin(name: &str, args: &[&str]) -> Status {
+    pub(crate) fn run_bin(name: &str, args: &[&str]) -> Status {
         let path = alloc::format!("/bin/{name}");
         let mut argv: Vec<&str> = alloc::vec![&path];
         argv.extend_from_slice(args);

@@ -123,6 +123,13 @@ impl SwapSpace {
         without_interrupts(|| self.map.lock().alloc(count, max))
     }
 
+    /// Marks the free blocks of `block..block + count` used (the rest are
+    /// used already); returns how many it took. Tests shrink the swap
+    /// space with it, and give the blocks back with [`SwapSpace::free`].
+    pub fn fill(&self, block: u64, count: u64) -> u64 {
+        without_interrupts(|| self.map.lock().fill(block, count))
+    }
+
     /// Frees blocks `block..block + count`. Panics if one is free already
     /// (swap freed twice: a kernel bug).
     pub fn free(&self, block: u64, count: u64) {
@@ -133,6 +140,9 @@ impl SwapSpace {
     /// `block`, in one disk request; sleeps until it is done.
     pub fn read_pages(&self, block: u64, buf: &mut [u8]) -> Result<(), SwapError> {
         let sector = self.sector_of(block, buf.len())?;
+        if vm::failpoint::SWAP_READ.should_fail() {
+            return Err(SwapError::Io(BlockError::Io));
+        }
         self.disk.read_sectors(sector, buf).map_err(SwapError::Io)
     }
 
@@ -140,6 +150,9 @@ impl SwapSpace {
     /// disk request; sleeps until it is done.
     pub fn write_pages(&self, block: u64, buf: &[u8]) -> Result<(), SwapError> {
         let sector = self.sector_of(block, buf.len())?;
+        if vm::failpoint::SWAP_WRITE.should_fail() {
+            return Err(SwapError::Io(BlockError::Io));
+        }
         self.disk.write_sectors(sector, buf).map_err(SwapError::Io)
     }
 

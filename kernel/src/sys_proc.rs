@@ -172,9 +172,7 @@ pub fn console_read(buf: u64, count: u64) -> i64 {
         }
         // Poll again at the next tick: the console's receive interrupt is
         // not wired up.
-        x86_64::instructions::interrupts::enable();
         crate::sched::sleep_until(sleep_chan(), crate::time::ticks() + 1, || true);
-        x86_64::instructions::interrupts::disable();
     }
 }
 
@@ -235,10 +233,9 @@ pub fn wait4(pid: i64, wstatus: u64, options: u64, rusage: u64) -> i64 {
         // Process groups do not exist yet: pid 0 and below -1 name none.
         return if pid == 0 || pid < -1 { -ECHILD } else { -EINVAL };
     }
-    // Waiting may sleep: let interrupts in (the entry cleared IF).
-    x86_64::instructions::interrupts::enable();
+    // (System calls run with interrupts on: the copies below may fault
+    // and page in from disk.)
     let r = process::wait_child(pid, options & WNOHANG != 0);
-    x86_64::instructions::interrupts::disable();
     match r {
         Err(process::WaitError::NoChild) => -ECHILD,
         Err(process::WaitError::Interrupted) => -EINTR,
@@ -486,8 +483,6 @@ pub fn time(t: u64) -> i64 {
 /// Sleeps until `clock` reads `deadline` ns. A signal ends it early: then
 /// the time left is returned as the error.
 fn sleep_until_ns(clock: u64, deadline: u64) -> Result<(), u64> {
-    // Sleeping lets interrupts in (the entry cleared IF).
-    x86_64::instructions::interrupts::enable();
     let r = loop {
         let now = clock_ns(clock).unwrap_or(deadline);
         if now >= deadline {
@@ -499,7 +494,6 @@ fn sleep_until_ns(clock: u64, deadline: u64) -> Result<(), u64> {
         let ms = (deadline - now).div_ceil(1_000_000);
         crate::sched::sleep_until(sleep_chan(), crate::time::ticks() + ms, || true);
     };
-    x86_64::instructions::interrupts::disable();
     r
 }
 

@@ -184,6 +184,21 @@ impl vm::object::Pager for VnodePager {
         if pages[req].all_valid() { PagerResult::Ok } else { PagerResult::Error }
     }
 
+    /// The pageout path's write-back of dirty file pages. Like a fault, it
+    /// holds busy pages, so it only tries the filesystem lock (rule 8):
+    /// when the lock is held, nothing is written and the pages wait.
+    fn put_pages(&self, _object: &VmObject, pages: &[&'static Page]) -> usize {
+        let Some(m) = root() else { return 0 };
+        let Some(mut fs) = m.fs.try_lock() else { return 0 };
+        match write_run(&mut fs, self.ino, self.size.load(Ordering::Acquire), pages) {
+            Ok(()) => pages.len(),
+            Err(e) => {
+                log::warn!("vnode pager: writing inode {} pages {}+{}: {e:?}", self.ino, pages[0].pindex(), pages.len());
+                0
+            }
+        }
+    }
+
     fn get_page(&self, object: &VmObject, page: &'static Page) -> PagerResult {
         // Past the end of the file: SIGBUS for the faulting program.
         if page.pindex() * PAGE >= self.size.load(Ordering::Acquire) {
@@ -191,6 +206,28 @@ impl vm::object::Pager for VnodePager {
         }
         self.get_pages(object, &[page], 0)
     }
+}
+
+/// Writes `run` (consecutive pages of file `ino`, exclusively busy) to the
+/// file with one filesystem write; the part past the file's `size` is not
+/// written.
+fn write_run(fs: &mut Ext2<Disk>, ino: Ino, size: u64, run: &[&'static Page]) -> Result<(), FsError> {
+    let off = run[0].pindex() * PAGE;
+    let len = size.saturating_sub(off).min(run.len() as u64 * PAGE) as usize;
+    if len == 0 {
+        return Ok(());
+    }
+    let pm = vm::global();
+    let mut buf: Vec<u8> = Vec::new();
+    buf.try_reserve_exact(len).map_err(|_| FsError::NoSpace)?;
+    for p in run {
+        let src = pm.page_addr(p).ok_or(FsError::Corrupt("page not addressable"))?;
+        let n = (len - buf.len()).min(PAGE as usize);
+        // SAFETY: the page is exclusively busy; n <= PAGE.
+        buf.extend_from_slice(unsafe { core::slice::from_raw_parts(src, n) });
+    }
+    PAGER_WRITES.fetch_add(1, Ordering::Relaxed);
+    fs.write(ino, off, &buf).map(|_| ())
 }
 
 /// Copies one page's worth of file data into `page` (zero past the end of
@@ -436,25 +473,7 @@ impl Vnode {
                 run.push(p);
                 next += 1;
             }
-            let off = page.pindex() * PAGE;
-            let size = self.size.load(Ordering::Acquire);
-            let len = size.saturating_sub(off).min(run.len() as u64 * PAGE) as usize;
-            // (A closure: whatever happens, the pages are unbusied below.)
-            let written = (|| -> Result<(), FsError> {
-                if len == 0 {
-                    return Ok(());
-                }
-                let mut buf: Vec<u8> = Vec::new();
-                buf.try_reserve_exact(len).map_err(|_| FsError::NoSpace)?;
-                for p in &run {
-                    let src = env.pm.page_addr(p).ok_or(FsError::Corrupt("page not addressable"))?;
-                    let n = (len - buf.len()).min(PAGE as usize);
-                    // SAFETY: the page is exclusively busy; n <= PAGE.
-                    buf.extend_from_slice(unsafe { core::slice::from_raw_parts(src, n) });
-                }
-                PAGER_WRITES.fetch_add(1, Ordering::Relaxed);
-                fs.write(self.ino, off, &buf).map(|_| ())
-            })();
+            let written = write_run(fs, self.ino, self.size.load(Ordering::Acquire), &run);
             match written {
                 Ok(()) => {
                     for p in &run {

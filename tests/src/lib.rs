@@ -121,7 +121,7 @@ pub fn rootfs_disk(images: &Images) -> Disk {
 /// Serial number of the swap disk (the kernel's `swap::SWAP_SERIAL`).
 pub const SWAP_SERIAL: &str = "swap";
 /// Size of the swap disk when `SWAP_SIZE` does not say (as run-qemu.sh).
-pub const DEFAULT_SWAP_SIZE: u64 = 256 << 20;
+pub const DEFAULT_SWAP_SIZE: u64 = 512 << 20;
 
 /// The swap disk's size in bytes for test boots: `$SWAP_SIZE` if set (as
 /// run-qemu.sh takes it: bytes, or a number with K, M or G), else

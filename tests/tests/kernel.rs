@@ -107,6 +107,8 @@ fn main() {
     let i = images.clone();
     trials.push(Trial::test("fs::mapped_file_checksum_matches_the_host", move || mapped_checksum(&i)).with_kind("host"));
     let i = images.clone();
+    trials.push(Trial::test("swap::mapped_file_larger_than_ram_read_twice", move || mapped_file_larger_than_ram(&i)).with_kind("host"));
+    let i = images.clone();
     let writer = kernel_tests.iter().find(|t| t.name == "kernel::vfs::writes_through_a_mapping_reach_the_disk").map(|t| t.index);
     trials.push(
         Trial::test("fs::kernel_writes_reach_the_image", move || kernel_writes_reach_the_image(&i, writer))
@@ -221,7 +223,21 @@ fn cpu_max(images: &Images, tests: &[tests::TestInfo], selection: &[usize]) -> R
 /// of the root image and checksums it through the mapping (the vnode
 /// pager, with read-ahead); the host's checksum of the same bytes matches.
 fn mapped_checksum(images: &Images) -> Result<(), Failed> {
-    let dir = std::env::temp_dir().join(format!("bsdvm-cksum-{}", std::process::id()));
+    checksum_run(images, "128M", "data/seq32", boot::DATA_SIZE, 1)
+}
+
+/// The 64 MiB data file, larger than the 64 MiB guest's memory, is mapped
+/// and checksummed twice: the second pass reads again what the pageout
+/// daemon dropped during the first, and both match the host's checksum.
+fn mapped_file_larger_than_ram(images: &Images) -> Result<(), Failed> {
+    checksum_run(images, "64M", "data/seq64", 2 * boot::DATA_SIZE, 2)
+}
+
+/// Runs `cksum` on `/<file>` (`size` bytes of the data pattern) `times`
+/// times in one program, in a guest of `memory`; every line must carry the
+/// host's checksum.
+fn checksum_run(images: &Images, memory: &str, file: &str, size: usize, times: usize) -> Result<(), Failed> {
+    let dir = std::env::temp_dir().join(format!("bsdvm-cksum-{}-{memory}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let prog = dir.join("cksum");
     let src = tests::workspace_root().join("user/cksum.c");
@@ -229,23 +245,20 @@ fn mapped_checksum(images: &Images) -> Result<(), Failed> {
     if !cc.success() {
         return Err("musl-gcc failed on user/cksum.c".into());
     }
+    let path = format!("/{file}");
     let out = Command::new(tests::workspace_root().join("run-qemu.sh"))
         .arg("run")
         .arg(&prog)
-        .arg(format!("/{}", boot::DATA_FILE))
+        .args(std::iter::repeat_n(&path, times))
         .env("KERNEL_ELF", &images.kernel)
+        .env("MEMORY", memory)
         .stdin(Stdio::null())
         .output()?;
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let want = format!(
-        "{} {:016x} /{}",
-        boot::DATA_SIZE,
-        boot::fnv1a((0..boot::DATA_SIZE).map(boot::data_byte)),
-        boot::DATA_FILE
-    );
+    let want = format!("{size} {:016x} {path}", boot::fnv1a((0..size).map(boot::data_byte)));
     let _ = std::fs::remove_dir_all(&dir);
-    if !out.status.success() || !stdout.lines().any(|l| l == want) {
-        return Err(format!("expected {want:?}; exit {:?}, output:\n{stdout}", out.status.code()).into());
+    if !out.status.success() || stdout.lines().filter(|l| *l == want).count() != times {
+        return Err(format!("expected {times} x {want:?} ({memory}); exit {:?}, output:\n{stdout}", out.status.code()).into());
     }
     Ok(())
 }

@@ -172,8 +172,13 @@ pub static PAGER_IO: FailPoint = FailPoint::new("pager.io");
 pub static BLK_READ: FailPoint = FailPoint::new("blk.read");
 pub static BLK_WRITE: FailPoint = FailPoint::new("blk.write");
 
+/// Swap-device reads and writes (the swap pager's page-ins and page-outs):
+/// the transfer fails with an I/O error, the other disks unaffected.
+pub static SWAP_READ: FailPoint = FailPoint::new("swap.read");
+pub static SWAP_WRITE: FailPoint = FailPoint::new("swap.write");
+
 /// Every kernel fail point, for the command line and the debugger.
-pub static ALL: [&FailPoint; 5] = [&RADIX_NODE_ALLOC, &PAGE_ALLOC, &PAGER_IO, &BLK_READ, &BLK_WRITE];
+pub static ALL: [&FailPoint; 7] = [&RADIX_NODE_ALLOC, &PAGE_ALLOC, &PAGER_IO, &BLK_READ, &BLK_WRITE, &SWAP_READ, &SWAP_WRITE];
 
 /// Sets the kernel fail point `name` from its text form.
 pub fn set_by_name(name: &str, action: &str) -> Result<(), ParseError> {

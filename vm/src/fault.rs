@@ -37,7 +37,7 @@ use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use spin::Mutex;
 
 use crate::map::{Lookup, MapError, VmMap};
-use crate::object::{ObjectError, VmObject};
+use crate::object::{ObjectError, ObjectKind, VmObject};
 use crate::page::{Page, PageFlags, busy_wait};
 use crate::phys::AllocFlags;
 use crate::pmap::{PmapError, Prot};
@@ -212,15 +212,16 @@ pub fn fault(map: &Mutex<VmMap>, va: u64, access: Prot, wire: bool) -> Result<Fa
             Next::RestartAfterMemoryWait => {
                 fs.release();
                 memory_waits += 1;
-                if memory_waits > MEMORY_RETRIES {
+                if memory_waits > MEMORY_RETRIES || !vm_wait() {
                     return Err(FaultError::NoMemory);
                 }
-                vm_wait();
                 fs.stats.restarts += 1;
             }
             Next::RestartAfterPagerWait => {
                 fs.release();
-                vm_wait();
+                if !vm_wait() {
+                    return Err(FaultError::NoMemory);
+                }
                 fs.stats.restarts += 1;
             }
             Next::Fail(e) => {
@@ -468,6 +469,10 @@ impl FaultState<'_> {
             timed_fill(|| unsafe { zero_page(p) });
         }
         m.set_all_valid();
+        // Anonymous memory exists nowhere else: the page must be written
+        // out before it can be freed (and a clean swap-backed page must
+        // have a slot, rule 14).
+        m.set_all_dirty();
         self.stats.zero_filled = true;
         self.m = Some(m);
         Next::Continue
@@ -499,9 +504,15 @@ impl FaultState<'_> {
             // Move: out of the backing object (no allocation), into the
             // placeholder's slot (no allocation): nothing can fail.
             let mut b = object.lock();
+            let from = m.pindex();
             let may_free = b.remove(m);
             debug_assert!(may_free);
+            let pager = b.pager();
             drop(b);
+            // The page's paged-out copy below is nobody's now (rule 14).
+            if let Some(pager) = pager {
+                pager.forget(from, from + 1);
+            }
             let old = lk.object.lock().replace(m, first_m);
             env.pm.free(old);
             m.set_all_dirty();
@@ -572,6 +583,12 @@ impl FaultState<'_> {
         // can be entered already modified.
         if self.access.contains(Prot::WRITE) {
             m.set_all_dirty();
+            // Rule 14: a swap object's page, dirtied, gives up its slot.
+            if lk.object.kind() == ObjectKind::Swap {
+                if let Some(pager) = lk.object.lock().pager() {
+                    pager.forget(m.pindex(), m.pindex() + 1);
+                }
+            }
         }
         match map.pmap().enter_accessed(self.va, m, prot, self.access & prot, mapping_wired) {
             Ok(flush) => flush.flush(),

@@ -47,6 +47,12 @@ pub enum Violation {
     BadBusyWord { page: u64, word: u32 },
     /// A free-list head whose order does not match its list.
     BadOrder { page: u64, list: usize, order: Option<u8> },
+    /// Rule 16: marked to be freed after its page-out write, but not busy
+    /// (only a write under way may carry the mark).
+    FreeAfterWriteIdle { page: u64 },
+    /// Rule 14: a clean page of a swap object whose pager holds no copy of
+    /// it (freeing it would lose its data).
+    CleanWithoutSlot { page: u64, pindex: u64 },
 }
 
 /// Checks everything; an empty list means all is well.
@@ -167,7 +173,37 @@ pub fn check(pm: &PhysMem) -> Vec<Violation> {
             if p.is_managed() && p.object().is_some() && !p.busied() && !p.wired() && p.queue() == Queue::None {
                 out.push(Violation::Limbo { page: phys });
             }
+            if flags.contains(PageFlags::FREE_AFTER_WRITE) && !p.busied() {
+                out.push(Violation::FreeAfterWriteIdle { page: phys });
+            }
+
         }
+    }
+    out
+}
+
+/// Rule 14 over one object's resident pages: in a swap object, a clean
+/// page must have a copy in the pager (freeing it would otherwise lose its
+/// data). Busy pages are in transition and skipped. (The page-array walk
+/// of [`check`] cannot do this: it cannot tell a live object from a page's
+/// handle alone; the pageout path asserts it at every free.)
+pub fn check_object(object: &crate::object::VmObject) -> Vec<Violation> {
+    let mut out = Vec::new();
+    if object.kind() != crate::object::ObjectKind::Swap {
+        return out;
+    }
+    let Some(pager) = object.lock().pager() else { return out };
+    let mut next = 0;
+    loop {
+        let Some(p) = object.lock().lookup_ge(next) else { break };
+        next = p.pindex() + 1;
+        if !p.try_xbusy() {
+            continue;
+        }
+        if p.dirty() == 0 && p.all_valid() && pager.has_page(p.pindex()).is_none() {
+            out.push(Violation::CleanWithoutSlot { page: p.phys(), pindex: p.pindex() });
+        }
+        p.xunbusy();
     }
     out
 }

@@ -44,6 +44,7 @@ pub mod invariants;
 pub mod map;
 pub mod object;
 pub mod page;
+pub mod pageout;
 pub mod phys;
 pub mod pmap;
 pub mod queue;
@@ -114,20 +115,53 @@ pub fn drain_caches() {
     }
 }
 
+/// How the VM sleeps on a channel (an address) while a condition holds,
+/// and wakes its sleepers: installed by the kernel (`tsleep`/`wakeup`);
+/// the host tests spin.
+static SLEEP: spin::Once<(fn(usize, &dyn Fn() -> bool), fn(usize))> = spin::Once::new();
+
+/// Installs the kernel's sleep and wakeup (once, at boot).
+pub fn set_sleep(sleep: fn(usize, &dyn Fn() -> bool), wakeup: fn(usize)) {
+    SLEEP.call_once(|| (sleep, wakeup));
+}
+
+/// Sleeps on `chan` if `cond` holds (checked so that a wakeup between
+/// the check and the sleep is not lost); returns when woken or at once.
+/// Callers loop on their own condition.
+pub fn sleep_on(chan: usize, cond: &dyn Fn() -> bool) {
+    match SLEEP.get() {
+        Some((sleep, _)) => sleep(chan, cond),
+        None => core::hint::spin_loop(),
+    }
+}
+
+/// Wakes every sleeper on `chan`.
+pub fn wakeup(chan: usize) {
+    if let Some((_, wake)) = SLEEP.get() {
+        wake(chan);
+    }
+}
+
 /// How the VM waits for memory or for a pager to retry: installed by the
-/// kernel (a sleep until pages are freed; for now, until the next interrupt).
-static VM_WAIT: spin::Once<fn()> = spin::Once::new();
+/// kernel (wake the pageout daemon, sleep until pages are freed or a few
+/// milliseconds pass). Returns false when the waiter should give up (its
+/// process is being killed).
+static VM_WAIT: spin::Once<fn() -> bool> = spin::Once::new();
 
 /// Installs the kernel's wait for [`vm_wait`] (once, at boot).
-pub fn set_vm_wait(f: fn()) {
+pub fn set_vm_wait(f: fn() -> bool) {
     VM_WAIT.call_once(|| f);
 }
 
 /// Waits briefly for memory to be freed (FreeBSD's `vm_wait`), or for a
 /// pager's resource to come free: milliseconds, not seconds (rule 8).
-pub fn vm_wait() {
+/// Returns false if the caller should stop waiting and fail.
+pub fn vm_wait() -> bool {
     match VM_WAIT.get() {
         Some(f) => f(),
-        None => core::hint::spin_loop(),
+        None => {
+            core::hint::spin_loop();
+            true
+        }
     }
 }

@@ -32,7 +32,7 @@ impl Queues {
 }
 
 impl PhysMem {
-    fn queue_insert_tail(&self, q: &mut Queues, idx: PageIndex, which: Queue) {
+    pub(crate) fn queue_insert_tail(&self, q: &mut Queues, idx: PageIndex, which: Queue) {
         let list = &mut q.lists[which as usize];
         let page = self.page(idx);
         page.next.store(NIL, Ordering::Relaxed);
@@ -47,7 +47,7 @@ impl PhysMem {
         page.queue.store(which as u8, Ordering::Release);
     }
 
-    fn queue_remove(&self, q: &mut Queues, idx: PageIndex) {
+    pub(crate) fn queue_remove(&self, q: &mut Queues, idx: PageIndex) {
         let page = self.page(idx);
         let which = page.queue();
         if which == Queue::None {

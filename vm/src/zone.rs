@@ -231,7 +231,7 @@ pub struct KernelPages;
 impl PageSource for KernelPages {
     fn alloc_page(&self) -> Option<NonNull<u8>> {
         let pm = crate::try_global()?;
-        let page = pm.alloc(crate::phys::AllocFlags::UNMANAGED)?;
+        let page = pm.alloc(crate::phys::AllocFlags::UNMANAGED | crate::phys::AllocFlags::SYSTEM)?;
         NonNull::new(pm.page_addr(page)?)
     }
 

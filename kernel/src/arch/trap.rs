@@ -355,8 +355,15 @@ extern "C" fn trap_dispatch(tf: &mut TrapFrame) {
             match crate::vmspace::page_fault(tf, cr2) {
                 Ok(()) => {}
                 Err(Some(vm::fault::FaultError::NoMemory)) if tf.cs & 3 == 3 => {
-                    // No page could be had through every retry, and nothing
-                    // pages out yet: the process that needs one goes.
+                    // No page could be had through every retry (or the
+                    // pageout daemon chose this process to kill, and the
+                    // fault stopped waiting): the process goes.
+                    if crate::process::signal_pending() {
+                        // Killed while it waited (the daemon's choice, said
+                        // already): the pending signal ends it.
+                        crate::process::check_signals();
+                    }
+                    crate::pageout::report_shortage();
                     crate::process::kill_current(crate::process::SIGKILL, "out of memory", cr2, tf.rip)
                 }
                 Err(e) if tf.cs & 3 == 3 => {

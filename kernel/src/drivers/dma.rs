@@ -76,7 +76,7 @@ pub fn map_mmio(pa: u64, size: u64) -> bool {
     // only as the page table it is given for.
     unsafe impl FrameAllocator<Size4KiB> for Frames {
         fn allocate_frame(&mut self) -> Option<PhysFrame> {
-            let p = vm::global().alloc(AllocFlags::UNMANAGED | AllocFlags::ZERO)?;
+            let p = vm::global().alloc(AllocFlags::UNMANAGED | AllocFlags::SYSTEM | AllocFlags::ZERO)?;
             Some(PhysFrame::containing_address(x86_64::PhysAddr::new(p.phys())))
         }
     }
@@ -115,7 +115,7 @@ pub fn map_mmio(pa: u64, size: u64) -> bool {
 // physical address of exactly the buffer given.
 unsafe impl Hal for KernelHal {
     fn dma_alloc(pages: usize, _direction: BufferDirection) -> (PhysAddr, NonNull<u8>) {
-        let flags = AllocFlags::ZERO | AllocFlags::UNMANAGED;
+        let flags = AllocFlags::ZERO | AllocFlags::UNMANAGED | AllocFlags::SYSTEM;
         let Some(first) = vm::global().alloc_contig(pages, PAGE_SIZE, 0, 0, u64::MAX, flags) else {
             log::warn!("dma: no {pages} contiguous pages for a DMA buffer");
             // virtio-drivers turns a zero address into Error::DmaError.

@@ -44,8 +44,10 @@ use crate::phys::{AllocFlags, PhysMem};
 use crate::radix::{Entry, InsertError, Radix, VacantEntry};
 use crate::zone::NodeZone;
 
-/// What kind of memory an object holds. (C)
+/// What kind of memory an object holds. (A) fixed, except that an
+/// anonymous object becomes a swap object at its first page-out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
 pub enum ObjectKind {
     /// Zero-fill memory; may later be paged to swap.
     Anonymous,
@@ -55,6 +57,17 @@ pub enum ObjectKind {
     Swap,
     /// Device or physical memory mapped as is.
     Physical,
+}
+
+impl ObjectKind {
+    fn from_u8(v: u8) -> ObjectKind {
+        match v {
+            0 => ObjectKind::Anonymous,
+            1 => ObjectKind::Vnode,
+            2 => ObjectKind::Swap,
+            _ => ObjectKind::Physical,
+        }
+    }
 }
 
 bitflags! {
@@ -104,6 +117,20 @@ pub trait Pager: Send + Sync {
     fn get_pages(&self, object: &VmObject, pages: &[&'static Page], req: usize) -> PagerResult {
         self.get_page(object, pages[req])
     }
+
+    /// Writes `pages` (consecutive indices of `object`, each exclusively
+    /// busy, write-protected in every mapping, dirty) to the pager's store,
+    /// in one I/O where it can (FreeBSD's `putpages`). Returns how many
+    /// from the start were written; the caller marks those clean and keeps
+    /// the rest dirty. Called with no lock held.
+    fn put_pages(&self, _object: &VmObject, _pages: &[&'static Page]) -> usize {
+        0
+    }
+
+    /// Whatever the pager holds for pages `[start, end)` is stale: they were
+    /// dirtied, or left the object (FreeBSD's `swap_pager_freespace`). A
+    /// pager whose store is the truth (a file) ignores it.
+    fn forget(&self, _start: u64, _end: u64) {}
 }
 
 /// What objects need from the rest of the VM: the page allocator, the zone of
@@ -155,7 +182,8 @@ pub struct ObjectState {
 
 /// A VM object.
 pub struct VmObject {
-    kind: ObjectKind,
+    /// An [`ObjectKind`]. (A)
+    kind: core::sync::atomic::AtomicU8,
     env: VmEnv,
     /// References from maps and shadows (not Rust borrows). (A)
     ref_count: AtomicU32,
@@ -174,7 +202,7 @@ impl VmObject {
     /// A new object with one reference, or `NoMemory` if the heap is short.
     pub fn try_new(kind: ObjectKind, size: u64, env: VmEnv) -> Result<Arc<VmObject>, ObjectError> {
         Arc::try_new(VmObject {
-            kind,
+            kind: core::sync::atomic::AtomicU8::new(kind as u8),
             env,
             ref_count: AtomicU32::new(1),
             paging_in_progress: AtomicU32::new(0),
@@ -217,7 +245,18 @@ impl VmObject {
     }
 
     pub fn kind(&self) -> ObjectKind {
-        self.kind
+        ObjectKind::from_u8(self.kind.load(Ordering::Acquire))
+    }
+
+    /// The object whose [`VmObject::handle`] is `handle`.
+    ///
+    /// # Safety
+    /// The object must be alive for `'a`: the caller holds the busy lock of
+    /// a page whose object is `handle` (termination waits for every busy
+    /// page, so the object outlives the busy hold).
+    pub unsafe fn from_handle<'a>(handle: usize) -> &'a VmObject {
+        // SAFETY: per the contract, `handle` is the address of a live object.
+        unsafe { &*(handle as *const VmObject) }
     }
 
     /// The VM services the object uses.
@@ -265,16 +304,24 @@ impl VmObject {
         self.paging_in_progress.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// Ends a pager operation.
+    /// Ends a pager operation; the last one wakes [`VmObject::pip_wait`].
     pub fn pip_wakeup(&self) {
         let old = self.paging_in_progress.fetch_sub(1, Ordering::AcqRel);
         assert!(old > 0, "paging_in_progress underflow");
+        if old == 1 {
+            crate::wakeup(self.pip_chan());
+        }
     }
 
-    /// Waits until no pager operation is under way (object lock not held).
+    fn pip_chan(&self) -> usize {
+        &self.paging_in_progress as *const AtomicU32 as usize
+    }
+
+    /// Waits (sleeping) until no pager operation is under way (object lock
+    /// not held): a page-out or page-in may take a disk request's time.
     pub fn pip_wait(&self) {
         while self.paging_in_progress.load(Ordering::Acquire) != 0 {
-            core::hint::spin_loop();
+            crate::sleep_on(self.pip_chan(), &|| self.paging_in_progress.load(Ordering::Acquire) != 0);
         }
     }
 
@@ -300,6 +347,10 @@ impl VmObject {
     /// pages only leave the object, and their last unwire frees them (rule 5).
     pub fn remove_range(&self, start: u64, end: u64) {
         self.remove_pages(start, end, false);
+        // Paged-out copies go too (a swap object's slots; rule 14).
+        if let Some(pager) = self.lock().pager() {
+            pager.forget(start, end);
+        }
     }
 
     /// Invalidation of cached data (FreeBSD's `OBJPR_CLEANONLY`): frees the
@@ -394,6 +445,19 @@ impl Locked<'_> {
 
     pub fn set_pager(&mut self, pager: Arc<dyn Pager>) {
         self.st.pager = Some(pager);
+    }
+
+    /// An anonymous object's first page-out: it becomes a swap object with
+    /// `pager` (FreeBSD's default-to-swap conversion). Returns the pager
+    /// the object has now (another thread's, if it converted first).
+    pub fn make_swap_backed(&mut self, pager: Arc<dyn Pager>) -> Arc<dyn Pager> {
+        if let Some(p) = &self.st.pager {
+            return p.clone();
+        }
+        assert_eq!(self.obj.kind(), ObjectKind::Anonymous, "only anonymous objects turn into swap objects");
+        self.obj.kind.store(ObjectKind::Swap as u8, Ordering::Release);
+        self.st.pager = Some(pager.clone());
+        pager
     }
 
     pub fn pager(&self) -> Option<Arc<dyn Pager>> {
@@ -623,7 +687,7 @@ pub fn lookup_chain(obj: &Arc<VmObject>, mut pindex: u64) -> Option<(Arc<VmObjec
 /// consistent state, and a later call finishes the job.
 pub fn collapse(shadow: &Arc<VmObject>) -> Result<(), ObjectError> {
     let (backing, offset) = shadow.lock().backing().ok_or(ObjectError::NotCollapsible)?;
-    if backing.kind != ObjectKind::Anonymous
+    if backing.kind() != ObjectKind::Anonymous
         || backing.ref_count() != 1
         || backing.paging_in_progress.load(Ordering::Acquire) != 0
     {
@@ -640,7 +704,10 @@ pub fn collapse(shadow: &Arc<VmObject>) -> Result<(), ObjectError> {
                 return Err(ObjectError::Busy);
             }
             let visible = p.pindex() >= offset && p.pindex() - offset < size;
-            if visible && s.lookup(p.pindex() - offset).is_none() {
+            // A page the shadow has paged out (a swap slot) shadows this one
+            // as a resident page would.
+            let held = |to: u64| s.lookup(to).is_some() || s.st.pager.as_ref().is_some_and(|pg| pg.has_page(to).is_some());
+            if visible && !held(p.pindex() - offset) {
                 let to = p.pindex() - offset;
                 if let Err(e) = b.rename(p, &mut s, to) {
                     p.xunbusy();

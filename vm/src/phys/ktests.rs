@@ -7,17 +7,23 @@ use ktest::ktest;
 use super::*;
 use crate::invariants;
 
-/// Every free page can be allocated, and freeing them all restores the
-/// exact per-order free-block counts.
+/// Every free page can be allocated: managed pages down to the reserve,
+/// unmanaged ones (the kernel's own) the rest; freeing them all restores
+/// the exact per-order free-block counts.
 #[ktest(timeout = 120)]
 fn all_free_memory_round_trip() {
     let pm = crate::global();
     pm.drain_cache();
     let before = pm.free_blocks();
     let total = pm.free_count();
+    let reserve = pm.levels.reserve.load(Ordering::Relaxed);
     let mut pages: Vec<&'static Page> = Vec::new();
     pages.try_reserve_exact(total as usize).expect("heap too small for the page list");
     while let Some(p) = pm.alloc(AllocFlags::NOBUSY) {
+        pages.push(p);
+    }
+    assert_eq!(pages.len() as u64, total - reserve, "managed pages stop at the reserve");
+    while let Some(p) = pm.alloc(AllocFlags::UNMANAGED | AllocFlags::SYSTEM) {
         pages.push(p);
     }
     assert_eq!(pages.len() as u64, total, "could not allocate every free page");

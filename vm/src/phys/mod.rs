@@ -85,6 +85,10 @@ bitflags! {
         /// The page belongs to no object and never will: page-table pages,
         /// kernel memory (rule 11). Implies NOBUSY.
         const UNMANAGED = 1 << 3;
+        /// The kernel's own memory that freeing memory depends on (trie and
+        /// PV nodes, I/O buffers): may take the last free pages, below
+        /// [`Levels::reserve`] (FreeBSD's `VM_ALLOC_SYSTEM`).
+        const SYSTEM = 1 << 4;
     }
 }
 
@@ -121,6 +125,28 @@ pub struct Stats {
     pub failures: AtomicU64,
 }
 
+/// The free-page levels the pageout daemon works to (FreeBSD's
+/// `v_free_reserved` and `v_free_target`), in pages. Both start at 0: no
+/// reserve, no daemon (the host models of the allocator).
+#[derive(Default, Debug)]
+pub struct Levels {
+    /// Only `SYSTEM` allocations take pages below this: the rest is for the
+    /// kernel's own memory that the pageout path needs to free memory (trie
+    /// and PV nodes, DMA buffers). (A)
+    pub reserve: AtomicU64,
+    /// Below this the pageout daemon is woken. (A)
+    pub target: AtomicU64,
+}
+
+/// Wakes the pageout daemon: installed by the kernel (once, at boot).
+static PAGEOUT_WAKEUP: spin::Once<fn()> = spin::Once::new();
+
+/// Installs the pageout daemon's wakeup, called when an allocation finds
+/// free pages below [`Levels::target`].
+pub fn set_pageout_wakeup(f: fn()) {
+    PAGEOUT_WAKEUP.call_once(|| f);
+}
+
 /// The page array and the allocator over it.
 pub struct PhysMem {
     pub(crate) pages: &'static [Page],
@@ -133,6 +159,7 @@ pub struct PhysMem {
     pub(crate) cache: Mutex<Cache>,
     pub(crate) queues: Mutex<Queues>,
     pub stats: Stats,
+    pub levels: Levels,
 }
 
 impl PhysMem {
@@ -189,6 +216,7 @@ impl PhysMem {
             cache: Mutex::new(Cache { pages: [NIL; CACHE_SIZE], len: 0 }),
             queues: Mutex::new(Queues::new()),
             stats: Stats::default(),
+            levels: Levels::default(),
         })
     }
 
@@ -385,17 +413,25 @@ impl PhysMem {
     /// Allocates one page: exclusively busy unless `NOBUSY`/`UNMANAGED` (rule 1).
     /// `None` when memory is exhausted; nothing panics on shortage.
     #[track_caller]
+    ///
+    /// Only a `SYSTEM` allocation takes from the last [`Levels::reserve`]
+    /// free pages (user pages and page tables wait for the pageout daemon);
+    /// an allocation that leaves fewer than [`Levels::target`] wakes the
+    /// pageout daemon.
     pub fn alloc(&self, flags: AllocFlags) -> Option<&'static Page> {
+        let mut low = false;
         let idx = {
             let mut cache = self.cache.lock();
             if cache.len == 0 {
                 let mut fl = self.free.lock();
-                while cache.len < CACHE_BATCH {
+                let keep = if flags.contains(AllocFlags::SYSTEM) { 0 } else { self.levels.reserve.load(Ordering::Relaxed) };
+                while cache.len < CACHE_BATCH && fl.pages > keep {
                     let Some(i) = self.alloc_block_locked(&mut fl, 0) else { break };
                     let n = cache.len;
                     cache.pages[n] = i;
                     cache.len += 1;
                 }
+                low = fl.pages < self.levels.target.load(Ordering::Relaxed);
             }
             if cache.len == 0 {
                 None
@@ -404,6 +440,11 @@ impl PhysMem {
                 Some(cache.pages[cache.len])
             }
         };
+        if low {
+            if let Some(wake) = PAGEOUT_WAKEUP.get() {
+                wake();
+            }
+        }
         match idx {
             Some(i) => {
                 let p = self.page(i);

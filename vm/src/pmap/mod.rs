@@ -147,6 +147,10 @@ pub trait Pmap: Send + Sync {
     fn take_orphan(&self, va: u64) -> Option<u64>;
     /// Number of wired mappings (for tests and statistics).
     fn wired_count(&self) -> usize;
+    /// Mappings of managed pages (the resident set).
+    fn resident_count(&self) -> usize {
+        0
+    }
 }
 
 /// Every mapping of a page, across address spaces (PV entries).

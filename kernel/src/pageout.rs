@@ -1,0 +1,262 @@
+//! The pageout daemon and the laundry thread (FreeBSD's `vm_pageout` and
+//! its laundry worker), over the page protocol of `vm::pageout`.
+//!
+//! Two free-page levels drive them (set by [`init`] from the memory size):
+//!
+//! - below the *target*, an allocation wakes the daemon, which frees clean
+//!   inactive pages, refills the inactive queue from the active one, and
+//!   hands dirty pages to the laundry thread;
+//! - below the *reserve*, pages for objects are not handed out at all (the
+//!   rest is for the kernel's page tables, trie nodes and I/O buffers, which
+//!   the pageout path itself needs): a fault waits in [`vm_wait`] for the
+//!   daemon instead of failing.
+//!
+//! The laundry thread writes dirty pages out in clusters: anonymous memory
+//! to swap through the swap pager, file pages to their file through the
+//! vnode pager. The daemon never waits for those writes (they are the
+//! laundry thread's), so it keeps freeing clean pages meanwhile.
+//!
+//! When memory stays short and nothing can be freed or written (no swap,
+//! or swap full), the daemon kills the process with the largest resident
+//! set, with a message saying so; the kernel and the other processes run on.
+
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use vm::page::Queue;
+use vm::pageout::{self, PassStats};
+
+use crate::{sched, time};
+
+/// Someone needs pages: set by allocations below the target. (A)
+static NEEDED: AtomicBool = AtomicBool::new(false);
+/// Sleep channels: the daemon, the laundry thread, and waiters for free pages.
+static DAEMON_CHAN: u8 = 0;
+static LAUNDRY_CHAN: u8 = 0;
+static FREE_CHAN: u8 = 0;
+static NAP_CHAN: u8 = 0;
+
+fn chan(c: &'static u8) -> usize {
+    c as *const u8 as usize
+}
+
+/// What the daemon and the laundry have done, for the benchmark, the tests
+/// and the debugger. (A)
+pub struct Counters {
+    pub passes: AtomicU64,
+    pub freed: AtomicU64,
+    pub reactivated: AtomicU64,
+    pub deactivated: AtomicU64,
+    pub laundered: AtomicU64,
+    pub written: AtomicU64,
+    pub writes: AtomicU64,
+    pub write_failed: AtomicU64,
+    pub oom_kills: AtomicU64,
+}
+
+pub static COUNTERS: Counters = Counters {
+    passes: AtomicU64::new(0),
+    freed: AtomicU64::new(0),
+    reactivated: AtomicU64::new(0),
+    deactivated: AtomicU64::new(0),
+    laundered: AtomicU64::new(0),
+    written: AtomicU64::new(0),
+    writes: AtomicU64::new(0),
+    write_failed: AtomicU64::new(0),
+    oom_kills: AtomicU64::new(0),
+};
+
+fn count(st: &PassStats) {
+    let c = &COUNTERS;
+    c.freed.fetch_add(st.freed, Ordering::Relaxed);
+    c.reactivated.fetch_add(st.reactivated, Ordering::Relaxed);
+    c.deactivated.fetch_add(st.deactivated, Ordering::Relaxed);
+    c.laundered.fetch_add(st.to_laundry, Ordering::Relaxed);
+    c.written.fetch_add(st.written, Ordering::Relaxed);
+    c.writes.fetch_add(st.writes, Ordering::Relaxed);
+    c.write_failed.fetch_add(st.write_failed, Ordering::Relaxed);
+}
+
+/// How long the daemon sleeps when nobody asks for pages, in ticks.
+const IDLE_TICKS: u64 = 100;
+/// How long memory may stay below the reserve with nothing freed or
+/// written before the out-of-memory kill, in ticks: with swap full (or
+/// none), and whatever the swap (everything wired, every write failing).
+const OOM_TICKS: u64 = time::HZ / 2;
+const STUCK_TICKS: u64 = 10 * time::HZ;
+/// Swap with fewer free blocks than this counts as full.
+const SWAP_LOW: u64 = 4 * vm::pageout::CLUSTER as u64;
+
+/// Sets the free-page levels, installs the allocator's wakeup and the
+/// fault path's wait, and starts the two threads.
+pub fn init() {
+    let pm = vm::global();
+    let pages = pm.free_count();
+    let reserve = (pages / 128).max(64);
+    pm.levels.reserve.store(reserve, Ordering::Relaxed);
+    pm.levels.target.store(reserve * 4, Ordering::Relaxed);
+    vm::phys::set_pageout_wakeup(|| NEEDED.store(true, Ordering::Release));
+    vm::set_vm_wait(vm_wait);
+    if sched::spawn_detached("pagedaemon", daemon).is_none() || sched::spawn_detached("laundry", laundry).is_none() {
+        panic!("cannot start the pageout threads");
+    }
+    log::info!(
+        "pageout: {} pages free; reserve {reserve}, target {}; swap {}",
+        pages,
+        reserve * 4,
+        crate::swap::swap().map_or(0, |s| s.pages())
+    );
+}
+
+fn levels() -> (u64, u64, u64) {
+    let pm = vm::global();
+    (pm.free_count(), pm.levels.reserve.load(Ordering::Relaxed), pm.levels.target.load(Ordering::Relaxed))
+}
+
+/// The fault path's wait for memory (and for a pager to come free): wakes
+/// the daemon and sleeps until pages are freed, at most a tenth of a
+/// second; without a shortage, just a moment. False when the waiting
+/// process is being killed.
+fn vm_wait() -> bool {
+    if crate::process::signal_pending() {
+        return false;
+    }
+    let (free, reserve, target) = levels();
+    if free >= target {
+        // Not a shortage (a fail point, or a pager's lock): a moment.
+        sched::yield_now();
+        time::wait_a_moment();
+    } else {
+        // Until free pages are comfortably above the reserve again (each
+        // daemon pass wakes us to look), a tenth of a second at most.
+        let enough = reserve + (target - reserve) / 4;
+        let deadline = time::ticks() + IDLE_TICKS;
+        while levels().0 < enough && time::ticks() < deadline && !crate::process::signal_pending() {
+            NEEDED.store(true, Ordering::Release);
+            sched::wakeup(chan(&DAEMON_CHAN));
+            // (The condition runs under the scheduler's lock with
+            // interrupts off: it may take no other lock. A wakeup missed
+            // before the sleep costs one daemon pass, which wakes us too.)
+            sched::sleep_until(chan(&FREE_CHAN), deadline, || true);
+        }
+    }
+    !crate::process::signal_pending()
+}
+
+/// The pageout daemon's loop.
+fn daemon() {
+    let pm = vm::global();
+    let mappings = vm::kernel_env().mappings;
+    // When the daemon last saw progress (pages freed or written, or enough
+    // memory free).
+    let mut progress_at = time::ticks();
+    loop {
+        let (free, _, target) = levels();
+        if free >= target && !NEEDED.load(Ordering::Acquire) {
+            sched::sleep_until(chan(&DAEMON_CHAN), time::ticks() + IDLE_TICKS, || !NEEDED.load(Ordering::Acquire));
+        }
+        NEEDED.store(false, Ordering::Release);
+        let (free, reserve, target) = levels();
+        if free >= target {
+            sched::wakeup(chan(&FREE_CHAN));
+            continue;
+        }
+        COUNTERS.passes.fetch_add(1, Ordering::Relaxed);
+        let shortage = target - free + vm::pageout::CLUSTER as u64;
+        // Keep the inactive queue long enough to choose from: age the
+        // active queue into it.
+        let inactive = pm.queue_count(Queue::Inactive);
+        if inactive < 2 * shortage {
+            count(&pageout::scan_active(pm, mappings, 2 * shortage));
+        }
+        let st = pageout::scan_inactive(pm, mappings, shortage);
+        count(&st);
+        if pm.queue_count(Queue::Laundry) > 0 {
+            sched::wakeup(chan(&LAUNDRY_CHAN));
+        }
+        sched::wakeup(chan(&FREE_CHAN));
+        let (free, ..) = levels();
+        // Progress: memory above the reserve again, or pages written out
+        // (freeing pages that are taken again at once is not).
+        let written = COUNTERS.written.load(Ordering::Relaxed);
+        let progress = free > reserve || written != LAST_WRITTEN.swap(written, Ordering::Relaxed);
+        let now = time::ticks();
+        if progress {
+            progress_at = now;
+        } else {
+            let swap_full = crate::swap::swap().is_none_or(|s| s.avail() < SWAP_LOW);
+            let waited = now - progress_at;
+            if (swap_full && waited >= OOM_TICKS) || waited >= STUCK_TICKS {
+                oom_kill();
+                progress_at = now;
+            }
+        }
+        // Let the laundry and the waiters run before the next pass; after a
+        // pass that freed nothing, a nap that new requests do not cut short.
+        if progress {
+            sched::sleep_until(chan(&DAEMON_CHAN), now + 1, || !NEEDED.load(Ordering::Acquire));
+        } else {
+            sched::sleep_until(chan(&NAP_CHAN), now + 2, || true);
+        }
+    }
+}
+
+/// Pages written by the time of the daemon's last pass. (A)
+static LAST_WRITTEN: AtomicU64 = AtomicU64::new(0);
+
+/// The laundry thread's loop: writes dirty pages out while memory is short.
+fn laundry() {
+    let pm = vm::global();
+    let mappings = vm::kernel_env().mappings;
+    loop {
+        // Woken by the daemon when there is laundry; the condition may take
+        // no lock (see vm_wait), so it is checked below instead.
+        sched::sleep_until(chan(&LAUNDRY_CHAN), time::ticks() + IDLE_TICKS, || true);
+        loop {
+            let (free, _, target) = levels();
+            if free >= target || pm.queue_count(Queue::Laundry) == 0 {
+                break;
+            }
+            let want = (target - free).max(vm::pageout::CLUSTER as u64);
+            let st = pageout::launder(pm, mappings, want, &crate::swap_pager::new_pager);
+            count(&st);
+            sched::wakeup(chan(&FREE_CHAN));
+            if st.written == 0 {
+                break;
+            }
+        }
+    }
+}
+
+/// Logs the memory situation when a fault gives up for want of memory.
+pub fn report_shortage() {
+    let (free, reserve, target) = levels();
+    let (used, size) = crate::heap::usage();
+    log::warn!(
+        "pageout: a fault ran out of memory: {free} pages free (reserve {reserve}, target {target}); heap {used} bytes used, {size} free; swap {} blocks free",
+        crate::swap::swap().map_or(0, |s| s.avail())
+    );
+}
+
+/// Out of memory with nothing to free: kills the process with the largest
+/// resident set.
+fn oom_kill() {
+    // The largest; init (pid 1, when it is init) last of all.
+    let is_init = |p: &crate::process::Process| p.pid == 1 && p.name.lock().as_str() == "init";
+    let victim = crate::process::all().into_iter().max_by_key(|p| (!is_init(p), p.resident_pages()));
+    let Some(p) = victim else {
+        log::warn!("pageout: out of memory, and no process to kill");
+        return;
+    };
+    let (free, reserve, _) = levels();
+    crate::kprintln!(
+        "pid {} ({}): killed: out of memory ({} resident pages; {free} free, reserve {reserve}; swap {})",
+        p.pid,
+        p.name.lock().as_str(),
+        p.resident_pages(),
+        crate::swap::swap().map_or_else(|| alloc::string::String::from("none"), |s| alloc::format!("{} of {} pages free", s.avail(), s.pages()))
+    );
+    COUNTERS.oom_kills.fetch_add(1, Ordering::Relaxed);
+    crate::process::send_signal(&p, crate::process::SIGKILL);
+}
+
+mod tests;
