@@ -139,6 +139,11 @@ static PROCESSES: Mutex<BTreeMap<ThreadId, Arc<Process>>> = Mutex::new(BTreeMap:
 static NEXT_PID: AtomicU64 = AtomicU64::new(1);
 /// Processes with a signal pending (a quick test on the way out). (A)
 static PENDING_ANY: AtomicU32 = AtomicU32::new(0);
+/// Processes that have left `PROCESSES` in `exit_current` and are still
+/// freeing what they hold. Counted under the `PROCESSES` lock as they
+/// leave it, so that a process is always either listed or counted until
+/// its status is set. (A)
+static EXITING: AtomicU32 = AtomicU32::new(0);
 /// Init, the parent of orphans.
 static INIT: Mutex<Weak<Process>> = Mutex::new(Weak::new());
 
@@ -168,6 +173,12 @@ pub fn by_pid(pid: u64) -> Option<Arc<Process>> {
 /// Every live process.
 pub fn all() -> Vec<Arc<Process>> {
     without_interrupts(|| PROCESSES.lock().values().cloned().collect())
+}
+
+/// True if no process is running, nor still ending: one that has left the
+/// list of live processes may still be freeing its memory.
+pub fn none_left() -> bool {
+    without_interrupts(|| PROCESSES.lock().is_empty() && EXITING.load(Ordering::SeqCst) == 0)
 }
 
 impl Process {
@@ -551,7 +562,14 @@ fn enter_user(rip: u64, rsp: u64) -> ! {
 /// its children to init, records the status, wakes whoever waits (its
 /// parent, a kernel waiter) and ends the thread.
 pub fn exit_current(status: Status) -> ! {
-    let me = without_interrupts(|| PROCESSES.lock().remove(&sched::current()));
+    let me = without_interrupts(|| {
+        let mut processes = PROCESSES.lock();
+        let me = processes.remove(&sched::current());
+        if me.is_some() {
+            EXITING.fetch_add(1, Ordering::SeqCst);
+        }
+        me
+    });
     sched::set_address_space(0, 0);
     if let Some(p) = me {
         let space = without_interrupts(|| p.space.lock().take());
@@ -572,6 +590,7 @@ pub fn exit_current(status: Status) -> ! {
             sched::wakeup(init.chan());
         }
         p.status.store(1 << 16 | status.wstatus(), Ordering::SeqCst);
+        EXITING.fetch_sub(1, Ordering::SeqCst);
         sched::wakeup(p.chan());
         if let Some(parent) = p.parent.lock().upgrade() {
             sched::wakeup(parent.chan());
@@ -901,8 +920,10 @@ mod tests {
         argv.extend_from_slice(args);
         let p = spawn_elf(name, crate::programs::bin(name), &argv).unwrap();
         let status = p.wait();
-        // No init in tests: what the program left running is killed.
-        while !all().is_empty() {
+        // No init in tests: what the program left running is killed, and
+        // waited for until it has freed its memory (the runner counts the
+        // free pages next).
+        while !none_left() {
             for q in all() {
                 send_signal(&q, SIGKILL);
             }
