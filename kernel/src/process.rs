@@ -922,8 +922,15 @@ mod tests {
         let status = p.wait();
         // No init in tests: what the program left running is killed, and
         // waited for until it has freed its memory (the runner counts the
-        // free pages next).
+        // free pages next). One still ending after 10 s is stuck: the
+        // threads are listed and the test fails.
+        let since = crate::time::ticks();
         while !none_left() {
+            if crate::time::ticks() - since > 10 * crate::time::HZ {
+                crate::sched::write_threads(&mut crate::serial::panic_writer());
+                let exiting = EXITING.load(Ordering::SeqCst);
+                panic!("processes still ending 10 s after the program: {} listed, {exiting} exiting", all().len());
+            }
             for q in all() {
                 send_signal(&q, SIGKILL);
             }
