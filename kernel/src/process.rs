@@ -139,6 +139,11 @@ static PROCESSES: Mutex<BTreeMap<ThreadId, Arc<Process>>> = Mutex::new(BTreeMap:
 static NEXT_PID: AtomicU64 = AtomicU64::new(1);
 /// Processes with a signal pending (a quick test on the way out). (A)
 static PENDING_ANY: AtomicU32 = AtomicU32::new(0);
+/// Processes that have left `PROCESSES` in `exit_current` and are still
+/// freeing what they hold. Counted under the `PROCESSES` lock as they
+/// leave it, so that a process is always either listed or counted until
+/// its status is set. (A)
+static EXITING: AtomicU32 = AtomicU32::new(0);
 /// Init, the parent of orphans.
 static INIT: Mutex<Weak<Process>> = Mutex::new(Weak::new());
 
@@ -168,6 +173,12 @@ pub fn by_pid(pid: u64) -> Option<Arc<Process>> {
 /// Every live process.
 pub fn all() -> Vec<Arc<Process>> {
     without_interrupts(|| PROCESSES.lock().values().cloned().collect())
+}
+
+/// True if no process is running, nor still ending: one that has left the
+/// list of live processes may still be freeing its memory.
+pub fn none_left() -> bool {
+    without_interrupts(|| PROCESSES.lock().is_empty() && EXITING.load(Ordering::SeqCst) == 0)
 }
 
 impl Process {
@@ -504,13 +515,28 @@ pub fn wait_child(pid: i64, nohang: bool) -> Result<Option<(u64, Status)>, WaitE
 
 /// Returns to user mode with the registers of `tf`.
 ///
+/// `tf` may be anywhere (fork's is in the new thread's entry closure, on
+/// the kernel heap), so it is first copied onto the running kernel stack,
+/// with interrupts off, and restored from there. RSP must never point at
+/// the frame itself while a trap can be taken: the CPU would push its
+/// frame, and the handler its calls, over whatever lies below `tf`.
+/// `iretq` turns interrupts back on with the user's RFLAGS.
+///
 /// # Safety
-/// `tf` is a user-mode frame (user CS and SS, canonical user RIP and RSP).
+/// `tf` is a user-mode frame (user CS and SS, canonical user RIP and RSP),
+/// not within the stack below the caller's RSP.
 #[unsafe(naked)]
 unsafe extern "C" fn resume_user(tf: *const crate::arch::trap::TrapFrame) -> ! {
     core::arch::naked_asm!(
-        "mov rsp, rdi",
+        "cli",
+        "sub rsp, {size}",
+        "mov rsi, rdi",
+        "mov rdi, rsp",
+        "mov ecx, {words}",
+        "rep movsq",
         "jmp {ret}",
+        size = const core::mem::size_of::<crate::arch::trap::TrapFrame>(),
+        words = const core::mem::size_of::<crate::arch::trap::TrapFrame>() / 8,
         ret = sym crate::arch::trap::trap_return,
     )
 }
@@ -546,7 +572,14 @@ pub fn exit_current(status: Status) -> ! {
     // for paging in progress): with interrupts on, whatever the way here
     // (a trap handler comes with them off).
     x86_64::instructions::interrupts::enable();
-    let me = without_interrupts(|| PROCESSES.lock().remove(&sched::current()));
+    let me = without_interrupts(|| {
+        let mut processes = PROCESSES.lock();
+        let me = processes.remove(&sched::current());
+        if me.is_some() {
+            EXITING.fetch_add(1, Ordering::SeqCst);
+        }
+        me
+    });
     sched::set_address_space(0, 0);
     if let Some(p) = me {
         let space = without_interrupts(|| p.space.lock().take());
@@ -567,6 +600,7 @@ pub fn exit_current(status: Status) -> ! {
             sched::wakeup(init.chan());
         }
         p.status.store(1 << 16 | status.wstatus(), Ordering::SeqCst);
+        EXITING.fetch_sub(1, Ordering::SeqCst);
         sched::wakeup(p.chan());
         if let Some(parent) = p.parent.lock().upgrade() {
             sched::wakeup(parent.chan());
@@ -827,6 +861,66 @@ pub(crate) mod tests {
         assert_eq!(run("rowrite"), Status::Signaled(SIGSEGV));
     }
 
+    /// A forked child enters user mode with `resume_user` from a frame that
+    /// is not on its kernel stack (fork's is in the thread's entry closure,
+    /// on the heap). A trap taken on the way (the timer's, in the fuzz
+    /// test) must be pushed on the thread's own stack: when `resume_user`
+    /// pointed RSP at the frame itself, the CPU pushed the interrupt frame,
+    /// and the handler its calls, over whatever heap objects lay below it
+    /// (vm_objects, map entries), which later faults found corrupted. A
+    /// hardware breakpoint on `trap_return` makes the trap come at the
+    /// worst instruction every time; the frame sits at the top of a buffer
+    /// of a known pattern.
+    #[ktest]
+    fn a_frame_off_the_stack_is_not_used_as_one() {
+        use crate::arch::gdt::{USER_CODE_SELECTOR, USER_DATA_SELECTOR};
+        use crate::arch::trap::{BREAK_ONCE_FRAME, TrapFrame, break_once_at, trap_return};
+
+        const PATTERN: u64 = 0x5EED_F00D_5EED_F00D;
+        const WORDS: usize = 2048;
+        let frame_words = core::mem::size_of::<TrapFrame>() / 8;
+        let mut buf: Vec<u64> = alloc::vec![PATTERN; WORDS];
+        let frame = TrapFrame {
+            rip: CODE_BASE,
+            cs: USER_CODE_SELECTOR as u64,
+            rflags: 0x202,
+            rsp: STACK_TOP,
+            ss: USER_DATA_SELECTOR as u64,
+            ..TrapFrame::default()
+        };
+        let at = buf[WORDS - frame_words..].as_mut_ptr() as *mut TrapFrame;
+        // SAFETY: the last words of `buf`: room for a frame, 8-aligned.
+        unsafe { at.write(frame) };
+        let (at, lo, hi) = (at as usize, buf.as_ptr() as u64, buf.as_ptr() as u64 + WORDS as u64 * 8);
+
+        let program = builtin("hello").unwrap();
+        let space = new_space().unwrap();
+        space.map.lock().map(Some(CODE_BASE), PAGE, Prot::ALL, Prot::ALL, Inherit::Copy, None, false).unwrap();
+        let proc = Arc::new(Process::new(None, "resume"));
+        *proc.space.lock() = Some(space);
+        let p = proc.clone();
+        start_thread("resume", &proc, move || {
+            become_process(p);
+            if crate::syscall::copy_to_user(CODE_BASE, program).is_err() {
+                exit_current(Status::Signaled(SIGSEGV));
+            }
+            // With interrupts off, no other trap returns through
+            // trap_return before this one does.
+            x86_64::instructions::interrupts::disable();
+            break_once_at(trap_return as *const () as u64);
+            // SAFETY: a user-mode frame: user selectors, the program's
+            // entry and the top of its stack.
+            unsafe { resume_user(at as *const TrapFrame) }
+        })
+        .unwrap();
+        assert_eq!(proc.wait(), Status::Exited(21), "the program ran from the frame");
+        let trap = BREAK_ONCE_FRAME.swap(0, Ordering::SeqCst);
+        assert!(trap != 0, "the breakpoint on trap_return was hit");
+        assert!(!(lo..hi).contains(&trap), "a trap frame was pushed at {trap:#x}, below the user frame at {at:#x}");
+        let spoilt = buf[..WORDS - frame_words].iter().filter(|&&w| w != PATTERN).count();
+        assert_eq!(spoilt, 0, "{spoilt} words below the user frame were overwritten");
+    }
+
     /// Runs `/bin/<name>` (argv[0] is its path, for programs that
     /// re-execute themselves) with `args`, waits for it and for every
     /// process it left behind, and returns its status.
@@ -836,8 +930,17 @@ pub(crate) mod tests {
         argv.extend_from_slice(args);
         let p = spawn_elf(name, crate::programs::bin(name), &argv).unwrap();
         let status = p.wait();
-        // No init in tests: what the program left running is killed.
-        while !all().is_empty() {
+        // No init in tests: what the program left running is killed, and
+        // waited for until it has freed its memory (the runner counts the
+        // free pages next). One still ending after 10 s is stuck: the
+        // threads are listed and the test fails.
+        let since = crate::time::ticks();
+        while !none_left() {
+            if crate::time::ticks() - since > 10 * crate::time::HZ {
+                crate::sched::write_threads(&mut crate::serial::panic_writer());
+                let exiting = EXITING.load(Ordering::SeqCst);
+                panic!("processes still ending 10 s after the program: {} listed, {exiting} exiting", all().len());
+            }
             for q in all() {
                 send_signal(&q, SIGKILL);
             }

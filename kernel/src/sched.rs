@@ -25,6 +25,7 @@ use alloc::collections::{BTreeMap, VecDeque};
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::arch::naked_asm;
+use core::fmt::Write;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use spin::Mutex;
@@ -458,6 +459,30 @@ pub fn wakeup(chan: usize) {
     });
 }
 
+/// Writes every thread but the current one: its id, name and state, and a
+/// backtrace from where it switched away. For reports of a kernel that
+/// seems stuck.
+pub fn write_threads(w: &mut dyn Write) {
+    interrupts::without_interrupts(|| {
+        let g = SCHED.lock();
+        let Some(s) = g.as_ref() else { return };
+        for (id, t) in s.threads.iter().filter(|(id, _)| **id != s.current) {
+            let _ = writeln!(w, "thread {id} {:?}: {:?}", t.name, t.state);
+            if t.state == State::Dead {
+                continue;
+            }
+            // switch_stack left rflags, r15, r14, r13, r12, rbx, rbp and
+            // its return address at the saved RSP (spawn builds the same
+            // frame for a thread that has not run yet).
+            // SAFETY: the thread is not running (one CPU, interrupts off,
+            // the scheduler lock held), so its saved RSP points at that
+            // frame on its stack, which lives as long as its record.
+            let (rbp, ret) = unsafe { (*((t.rsp + 48) as *const u64), *((t.rsp + 56) as *const u64)) };
+            crate::backtrace::write_from(w, ret, rbp);
+        }
+    })
+}
+
 /// Ends the current thread.
 pub fn exit() -> ! {
     interrupts::disable();
@@ -552,6 +577,30 @@ mod tests {
         yield_now();
         stop.store(true, Ordering::SeqCst);
         join(spinner);
+    }
+
+    /// The thread list names a sleeping thread, its state, and where it
+    /// sleeps.
+    #[ktest]
+    fn threads_are_listed_with_backtraces() {
+        static GO: AtomicBool = AtomicBool::new(false);
+        GO.store(false, Ordering::SeqCst);
+        let chan = &GO as *const _ as usize;
+        let sleeper = spawn("sleeper", move || {
+            while !GO.load(Ordering::SeqCst) {
+                sleep_if(chan, || !GO.load(Ordering::SeqCst));
+            }
+        })
+        .unwrap();
+        yield_now();
+        let mut out = String::new();
+        write_threads(&mut out);
+        GO.store(true, Ordering::SeqCst);
+        wakeup(chan);
+        join(sleeper);
+        let line = alloc::format!("thread {sleeper} \"sleeper\": Sleeping({chan})");
+        assert!(out.contains(&line), "no {line:?} in:\n{out}");
+        assert!(out.contains("kernel::sched::schedule"), "no backtrace from the switch in:\n{out}");
     }
 
     /// Sleep and wakeup: a ping-pong of 50 rounds on one channel.

@@ -61,6 +61,7 @@ pub struct TrapFrame {
 // trap_common depends on this size to keep the stack 16-byte aligned at the call.
 const _: () = assert!(core::mem::size_of::<TrapFrame>() == 22 * 8);
 
+pub const VEC_DEBUG: u8 = 1;
 pub const VEC_BREAKPOINT: u8 = 3;
 pub const VEC_DOUBLE_FAULT: u8 = 8;
 pub const VEC_PAGE_FAULT: u8 = 14;
@@ -71,6 +72,46 @@ pub const VEC_SPURIOUS: u8 = 255;
 
 /// Number of breakpoint (#BP) exceptions taken and returned from.
 pub static BREAKPOINTS: AtomicU64 = AtomicU64::new(0);
+
+/// Where the trap frame of the #DB raised by [`break_once_at`] was pushed
+/// (0: not raised since it was armed). (A)
+pub static BREAK_ONCE_FRAME: AtomicU64 = AtomicU64::new(0);
+
+/// Arms a one-shot hardware breakpoint (DR0) on the execution of `addr` in
+/// kernel mode: the #DB it raises records where its trap frame went (in
+/// [`BREAK_ONCE_FRAME`]), disarms it, and execution goes on at `addr`. For
+/// tests that need a trap at one exact instruction, which the timer cannot
+/// be made to hit. The breakpoint is the CPU's, not a thread's: arm it with
+/// interrupts off, just before the code that is to hit it.
+pub fn break_once_at(addr: u64) {
+    BREAK_ONCE_FRAME.store(0, Ordering::SeqCst);
+    // SAFETY: DR0 and DR7 are writable at CPL 0. DR7 = L0 with R/W0 = LEN0
+    // = 0 makes DR0 an instruction breakpoint, local to this context; the
+    // #DB handler (`one_shot_breakpoint`) clears DR7 again.
+    unsafe {
+        core::arch::asm!("mov dr0, {}", in(reg) addr, options(nostack));
+        core::arch::asm!("mov dr7, {}", in(reg) 1u64, options(nostack));
+    }
+}
+
+/// The #DB of [`break_once_at`], if `tf` is one (DR6.B0 in kernel mode):
+/// disarms the breakpoint, records the frame and returns true.
+fn one_shot_breakpoint(tf: &TrapFrame) -> bool {
+    let dr6: u64;
+    // SAFETY: reading DR6 at CPL 0 has no side effect.
+    unsafe { core::arch::asm!("mov {}, dr6", out(reg) dr6, options(nostack)) };
+    if tf.cs & 3 != 0 || dr6 & 1 == 0 {
+        return false;
+    }
+    // SAFETY: clearing DR7 disables every breakpoint; DR6's status bits
+    // are cleared for the next #DB (its reserved bits read as 1).
+    unsafe {
+        core::arch::asm!("mov dr7, {}", in(reg) 0u64, options(nostack));
+        core::arch::asm!("mov dr6, {}", in(reg) 0xFFFF_0FF0u64, options(nostack));
+    }
+    BREAK_ONCE_FRAME.store(tf as *const TrapFrame as u64, Ordering::SeqCst);
+    true
+}
 
 /// Names of the architectural exceptions, by vector.
 pub fn exception_name(vector: u8) -> (&'static str, &'static str) {
@@ -316,6 +357,7 @@ extern "C" fn trap_dispatch(tf: &mut TrapFrame) {
     super::cpu::clac();
     let vector = tf.vector as u8;
     match vector {
+        VEC_DEBUG if one_shot_breakpoint(tf) => {}
         VEC_BREAKPOINT => {
             BREAKPOINTS.fetch_add(1, Ordering::Relaxed);
             log::debug!("breakpoint at {:#x}", tf.rip.wrapping_sub(1));
@@ -490,6 +532,29 @@ mod tests {
         // SAFETY: as above.
         unsafe { core::arch::asm!("int3") };
         assert_eq!(BREAKPOINTS.load(Ordering::Relaxed), before + 2);
+    }
+
+    /// A one-shot hardware breakpoint traps once, at its instruction, with
+    /// the frame on the running stack; execution goes on.
+    #[ktest]
+    fn one_shot_breakpoint_traps_once() {
+        use super::{BREAK_ONCE_FRAME, break_once_at};
+
+        #[inline(never)]
+        fn target(x: u64) -> u64 {
+            core::hint::black_box(x) + 1
+        }
+        let f: fn(u64) -> u64 = target;
+        let here = core::hint::black_box(0u64);
+        let here = &here as *const u64 as u64;
+        break_once_at(f as usize as u64);
+        assert_eq!(f(1), 2);
+        let frame = BREAK_ONCE_FRAME.load(Ordering::SeqCst);
+        assert!(frame != 0, "the breakpoint trapped");
+        assert!(frame < here && here - frame < 8192, "frame {frame:#x} not just below this one ({here:#x})");
+        BREAK_ONCE_FRAME.store(0, Ordering::SeqCst);
+        assert_eq!(f(2), 3);
+        assert_eq!(BREAK_ONCE_FRAME.load(Ordering::SeqCst), 0, "it traps only once");
     }
 
     /// A read of an unmapped kernel address is reported as a page fault with
