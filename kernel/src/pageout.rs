@@ -128,7 +128,7 @@ fn vm_wait() -> bool {
     } else {
         // Until free pages are comfortably above the reserve again (each
         // daemon pass wakes us to look), a tenth of a second at most.
-        let enough = reserve + (target - reserve) / 4;
+        let enough = comfortable(reserve, target);
         let deadline = time::ticks() + IDLE_TICKS;
         while levels().0 < enough && time::ticks() < deadline && !crate::process::signal_pending() {
             NEEDED.store(true, Ordering::Release);
@@ -140,6 +140,12 @@ fn vm_wait() -> bool {
         }
     }
     !crate::process::signal_pending()
+}
+
+/// Free pages comfortably above the reserve: what a waiting fault waits
+/// for, and what counts as the daemon getting somewhere.
+fn comfortable(reserve: u64, target: u64) -> u64 {
+    reserve + (target - reserve) / 4
 }
 
 /// The pageout daemon's loop.
@@ -175,10 +181,11 @@ fn daemon() {
         }
         sched::wakeup(chan(&FREE_CHAN));
         let (free, ..) = levels();
-        // Progress: memory above the reserve again, or pages written out
-        // (freeing pages that are taken again at once is not).
+        // Progress: memory comfortably above the reserve again, or pages
+        // written out. Freeing clean pages that are faulted back at once (a
+        // program's text, thrashing) is not.
         let written = COUNTERS.written.load(Ordering::Relaxed);
-        let progress = free > reserve || written != LAST_WRITTEN.swap(written, Ordering::Relaxed);
+        let progress = free >= comfortable(reserve, target) || written != LAST_WRITTEN.swap(written, Ordering::Relaxed);
         let now = time::ticks();
         if progress {
             progress_at = now;

@@ -291,11 +291,18 @@ impl VmObject {
 
     /// Drops a reference; the last one terminates the object (frees its pages
     /// and drops its reference to its backing object).
+    ///
+    /// A loop, not a recursion, down the shadow chain (as FreeBSD's
+    /// `vm_object_deallocate`): a chain hundreds of objects long (a process
+    /// that forked that many times) must not overflow a kernel stack.
     pub fn deallocate(self: Arc<Self>) {
-        let old = self.ref_count.fetch_sub(1, Ordering::AcqRel);
-        assert!(old > 0, "object reference count underflow");
-        if old == 1 {
-            self.terminate();
+        let mut next = Some(self);
+        while let Some(object) = next.take() {
+            let old = object.ref_count.fetch_sub(1, Ordering::AcqRel);
+            assert!(old > 0, "object reference count underflow");
+            if old == 1 {
+                next = object.terminate();
+            }
         }
     }
 
@@ -326,7 +333,8 @@ impl VmObject {
     }
 
     /// Frees every page and the trie, and releases the backing object.
-    fn terminate(&self) {
+    /// Returns the backing object, whose reference the caller drops next.
+    fn terminate(&self) -> Option<Arc<VmObject>> {
         self.lock().st.flags |= ObjectFlags::DEAD;
         self.pip_wait();
         self.remove_range(0, u64::MAX);
@@ -335,10 +343,10 @@ impl VmObject {
             l.st.pages.reclaim_all_nodes();
             l.st.backing.take()
         };
-        if let Some(b) = backing {
+        if let Some(b) = &backing {
             b.lock().st.shadow_count -= 1;
-            b.deallocate();
         }
+        backing
     }
 
     /// Truncation: takes every page with index in `[start, end)` out of the

@@ -199,6 +199,24 @@ fn shadow_chain_lookup_follows_offsets() {
     assert_eq!(t.env.zone.in_use(), 0);
 }
 
+/// A shadow chain as long as a process that forked a hundred thousand
+/// times is torn down from its top without recursing (a kernel stack is
+/// 64 KiB; this host thread's, the default 2 MiB, would overflow too).
+#[test]
+fn a_long_shadow_chain_is_torn_down_iteratively() {
+    let t = test_env();
+    let start = t.env.pm.free_count();
+    let mut top = VmObject::new(ObjectKind::Anonymous, 4, t.env);
+    make_resident(&top, 1, 0x11);
+    for _ in 0..100_000 {
+        top = VmObject::shadow(top, 0, 4);
+    }
+    make_resident(&top, 2, 0x22);
+    top.deallocate();
+    assert_eq!(t.env.pm.free_count(), start);
+    assert_eq!(t.env.zone.in_use(), 0);
+}
+
 #[test]
 fn collapse_moves_visible_pages_and_frees_the_rest() {
     let t = test_env();
