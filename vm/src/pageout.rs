@@ -334,3 +334,6 @@ fn complete_write(pm: &PhysMem, mappings: &dyn PageMappings, object: &VmObject, 
         page.xunbusy();
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -13,13 +13,13 @@ use crate::page::{PageFlags, Queue};
 use crate::phys::tests::{mib, phys_with_memory};
 use crate::zone::tests::HOST_PAGES;
 
-struct TestEnv {
-    env: VmEnv,
+pub(crate) struct TestEnv {
+    pub(crate) env: VmEnv,
     node_fail: &'static FailPoint,
     page_fail: &'static FailPoint,
 }
 
-fn test_env() -> TestEnv {
+pub(crate) fn test_env() -> TestEnv {
     let pm: &'static PhysMem = Box::leak(Box::new(phys_with_memory(&[mib(1, 3)])));
     let node_fail: &'static FailPoint = Box::leak(Box::new(FailPoint::new("radix.node_alloc")));
     let page_fail: &'static FailPoint = Box::leak(Box::new(FailPoint::new("page.alloc")));
