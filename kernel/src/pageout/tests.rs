@@ -131,7 +131,18 @@ fn out_of_memory_and_swap_kills_the_largest() {
     while sw.avail() > keep / 8 && hog.status().is_none() {
         crate::sched::sleep_until(&NAP as *const u8 as usize, crate::time::ticks() + 10, || true);
     }
-    let small = spawn_elf("swapper", crate::programs::bin("swapper"), &["/bin/swapper", "8", "one"]).unwrap();
+    // (Starting it needs pages too: while none can be had it is refused,
+    // as fork would be with EAGAIN, and tried again.)
+    let since = crate::time::ticks();
+    let small = loop {
+        match spawn_elf("swapper", crate::programs::bin("swapper"), &["/bin/swapper", "8", "one"]) {
+            Ok(p) => break p,
+            Err(e) => {
+                assert!(crate::time::ticks() - since < 30 * crate::time::HZ, "the small program could not start for 30 s: {e:?}");
+                crate::sched::sleep_until(&NAP as *const u8 as usize, crate::time::ticks() + 10, || true);
+            }
+        }
+    };
     let (small_st, hog_st) = (small.wait(), hog.wait());
     sw.free(0, sw.pages() - keep);
     crate::kprintln!("out of memory and swap: {} kill(s) by the pageout daemon", COUNTERS.oom_kills.load(Ordering::Relaxed) - kills);
