@@ -4,7 +4,7 @@
  * swap counters of /proc/vmstat (pswpout, pswpin: pages written to and read
  * from swap) read around each phase.
  *
- *   swapbench MIB [NAME]
+ *   swapbench MIB [clustered|unclustered]
  *
  * Phases: "write" stores a pattern over every word of the region (zero-fill
  * faults; once memory is full, every page the pageout daemon evicts is a
@@ -21,6 +21,10 @@
  *
  * The rates are over the whole phase, the program's own work (computing and
  * checking the pattern) included, identical on both kernels.
+ *
+ * "unclustered" writes 0 to /proc/sys/vm/page-cluster when there is one
+ * (Linux: swap-ins of one page, no read-ahead); on our kernel the boot's
+ * command line says it instead (swap.read_ahead=off).
  *
  * As PID 1 on Linux (tests/linux/run-linux.sh --swap, Debian's kernel with
  * virtio as modules), it first mounts proc and devtmpfs, loads the modules
@@ -110,10 +114,15 @@ static void linux_swap_on(void)
 int main(int argc, char **argv)
 {
 	uint64_t mib = argc > 1 ? strtoull(argv[1], 0, 0) : 384;
-	const char *name = argc > 2 ? argv[2] : "swap";
+	int unclustered = argc > 2 && !strcmp(argv[2], "unclustered");
 	int init = getpid() == 1 && !on_bsdvm();
 	if (init)
 		linux_swap_on();
+	int fd = unclustered ? open("/proc/sys/vm/page-cluster", O_WRONLY) : -1;
+	if (fd >= 0) {
+		CHECK(write(fd, "0\n", 2) == 2);
+		close(fd);
+	}
 	uint64_t words = (mib << 20) / 8;
 	uint64_t *m = mmap(0, mib << 20, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	CHECK(m != MAP_FAILED);
@@ -133,12 +142,12 @@ int main(int argc, char **argv)
 
 	uint64_t out = out1 - out0, in = in2 - in1;
 	uint64_t wms = t1 - t0 ? t1 - t0 : 1, rms = t2 - t1 ? t2 - t1 : 1;
-	printf("bench: %s.pageout %llu pages/s\n", name, (unsigned long long)(out * 1000 / wms));
-	printf("bench: %s.pagein %llu pages/s\n", name, (unsigned long long)(in * 1000 / rms));
-	printf("bench: %s.pages_out %llu pages\n", name, (unsigned long long)out);
-	printf("bench: %s.pages_in %llu pages\n", name, (unsigned long long)in);
-	printf("bench: %s.write_ms %llu ms\n", name, (unsigned long long)wms);
-	printf("bench: %s.read_ms %llu ms\n", name, (unsigned long long)rms);
+	printf("bench: swap.pageout %llu pages/s\n", (unsigned long long)(out * 1000 / wms));
+	printf("bench: swap.pagein %llu pages/s\n", (unsigned long long)(in * 1000 / rms));
+	printf("bench: swap.pages_out %llu pages\n", (unsigned long long)out);
+	printf("bench: swap.pages_in %llu pages\n", (unsigned long long)in);
+	printf("bench: swap.write_ms %llu ms\n", (unsigned long long)wms);
+	printf("bench: swap.read_ms %llu ms\n", (unsigned long long)rms);
 	fflush(stdout);
 	if (init) {
 		sync();

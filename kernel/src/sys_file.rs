@@ -585,3 +585,21 @@ pub fn getcwd(buf: u64, size: u64) -> i64 {
 }
 
 const ERANGE: i64 = 34;
+
+/// `/proc/vmstat` has the swap pager's counters as Linux's has them, one
+/// "name value" line each.
+#[ktest::ktest]
+fn proc_vmstat_has_the_swap_counters() {
+    use core::sync::atomic::Ordering::Relaxed;
+
+    use crate::swap_pager::{PAGES_IN, PAGES_OUT};
+    let (pin, pout) = (PAGES_IN.load(Relaxed), PAGES_OUT.load(Relaxed));
+    let text = kernel_file(b"/proc/vmstat").expect("no /proc/vmstat");
+    let text = core::str::from_utf8(&text).unwrap();
+    let value = |key: &str| {
+        let line = text.lines().find(|l| l.split(' ').next() == Some(key)).expect(key);
+        line[key.len() + 1..].parse::<u64>().unwrap()
+    };
+    assert!(value("pswpin") >= pin && value("pswpout") >= pout, "{text}");
+    assert!(kernel_file(b"/proc/vmstat2").is_none());
+}
