@@ -21,7 +21,8 @@
 # Debian 12), fetched with `apt-get download` and unpacked under
 # target/linux/ once; LINUX_KERNEL=<bzImage> uses another one instead.
 # Installs qemu-system-x86 if it is missing. Environment: LINUX_TIMEOUT
-# (seconds, default 900), LINUX_APPEND (extra kernel command line).
+# (seconds, default 900), LINUX_APPEND (extra kernel command line; words
+# after a `--` there are /init's arguments).
 #
 # Transparent huge pages are turned off (transparent_hugepage=never): Debian's
 # kernel has them on by default (THP_ALWAYS) for guests of 512 MiB and more,
