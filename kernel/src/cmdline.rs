@@ -12,6 +12,7 @@
 //! | `mode` | `demo`, `test`, `list`, `bench`, `run` (the program in fw_cfg `opt/run/program`) | `demo` |
 //! | `run` | comma-separated test indices, for `mode=test` | every test |
 //! | `log` | `error`, `warn`, `info`, `debug`, `trace` | `info` |
+//! | `swap.read_ahead` | `on`, `off`: the swap pager's read-ahead (`swap_pager::READ_AHEAD`) | `on` |
 //! | `fail.<name>` | a fail-point action: `off`, `always`, `nth:N`, `P%`, `P%@SEED` (see `vm::failpoint`) | `off` |
 
 use alloc::string::String;
@@ -95,6 +96,10 @@ pub fn parse(raw: &str) -> Cmdline {
             "log" => match value.parse() {
                 Ok(level) => c.log = level,
                 Err(_) => log::warn!("cmdline: unknown log level {value:?}"),
+            },
+            "swap.read_ahead" => match value {
+                "on" | "off" => crate::swap_pager::READ_AHEAD.store(value == "on", core::sync::atomic::Ordering::Relaxed),
+                _ => log::warn!("cmdline: swap.read_ahead={value:?}: on or off"),
             },
             _ if key.starts_with("fail.") => {
                 let name = &key["fail.".len()..];

@@ -84,6 +84,32 @@ fn split(path: &[u8]) -> (&[u8], &[u8]) {
     }
 }
 
+/// The files the kernel writes itself, read-only, at the paths Linux's
+/// procfs has them, for programs that run on both (`user/swapbench.c`):
+/// `/proc/vmstat` with the swap counters, `pswpin` and `pswpout` (pages
+/// read from and written to swap since boot). The bytes are made at open;
+/// such a file has no inode (fstat reports a character device), and is
+/// read with read or pread only.
+fn kernel_file(path: &[u8]) -> Option<Vec<u8>> {
+    use core::sync::atomic::Ordering::Relaxed;
+
+    use crate::swap_pager::{PAGES_IN, PAGES_OUT};
+    match path {
+        b"/proc/vmstat" => {
+            Some(alloc::format!("pswpin {}\npswpout {}\n", PAGES_IN.load(Relaxed), PAGES_OUT.load(Relaxed)).into_bytes())
+        }
+        _ => None,
+    }
+}
+
+/// Reads from `text` at `off` into the user's `buf`; the count read.
+fn text_read(text: &[u8], off: u64, buf: u64, count: u64) -> Result<u64, i64> {
+    let from = text.len().min(off as usize);
+    let n = (text.len() - from).min(count as usize);
+    copy_to_user(buf, &text[from..from + n])?;
+    Ok(n as u64)
+}
+
 /// `openat(dirfd, path, flags, mode)`.
 pub fn openat(dirfd: i64, path: u64, flags: u64, mode: u64) -> i64 {
     let r = (|| -> Result<i64, i64> {
@@ -91,10 +117,16 @@ pub fn openat(dirfd: i64, path: u64, flags: u64, mode: u64) -> i64 {
         if path.is_empty() {
             return Err(ENOENT_);
         }
-        let m = mount()?;
-        let start = start_dir(dirfd, &path)?;
         let acc = flags & O_ACCMODE;
         let (readable, writable) = (acc != O_WRONLY, acc == O_WRONLY || acc == O_RDWR);
+        if let Some(bytes) = kernel_file(&path) {
+            if writable {
+                return Err(EACCES);
+            }
+            return current()?.add_file(OpenFile::text(bytes.into()), flags & O_CLOEXEC != 0, 0).map(|fd| fd as i64).ok_or(EMFILE);
+        }
+        let m = mount()?;
+        let start = start_dir(dirfd, &path)?;
         let ino = {
             let mut fs = m.fs.lock();
             let found = fs.lookup_at(start, &path);
@@ -242,6 +274,12 @@ fn read_write(fd: u64, buf: u64, count: u64, writing: bool) -> i64 {
             FileKind::Console if writing => Ok(crate::sys_proc::console_write(buf, count)),
             FileKind::Console => Ok(crate::sys_proc::console_read(buf, count)),
             FileKind::Dir(_) => Err(EISDIR),
+            FileKind::Text(t) => {
+                let mut off = f.offset.lock();
+                let n = text_read(t, *off, buf, count)?;
+                *off += n;
+                Ok(n as i64)
+            }
             FileKind::File(v) => {
                 let mut off = f.offset.lock();
                 let n = if writing {
@@ -270,6 +308,8 @@ pub fn pread_pwrite(fd: u64, buf: u64, count: u64, offset: u64, writing: bool) -
         match &f.kind {
             FileKind::Console => Err(ESPIPE),
             FileKind::Dir(_) => Err(EISDIR),
+            FileKind::Text(_) if writing => Err(EBADF),
+            FileKind::Text(t) => Ok(text_read(t, offset, buf, count)? as i64),
             FileKind::File(v) => {
                 if writing {
                     if !f.writable {
@@ -296,7 +336,7 @@ pub fn lseek(fd: u64, offset: i64, whence: u64) -> i64 {
     let r = (|| -> Result<i64, i64> {
         let f = file(fd)?;
         let ino = match &f.kind {
-            FileKind::Console => return Err(ESPIPE),
+            FileKind::Console | FileKind::Text(_) => return Err(ESPIPE),
             FileKind::File(v) => v.ino,
             FileKind::Dir(i) => *i,
         };
@@ -545,3 +585,21 @@ pub fn getcwd(buf: u64, size: u64) -> i64 {
 }
 
 const ERANGE: i64 = 34;
+
+/// `/proc/vmstat` has the swap pager's counters as Linux's has them, one
+/// "name value" line each.
+#[ktest::ktest]
+fn proc_vmstat_has_the_swap_counters() {
+    use core::sync::atomic::Ordering::Relaxed;
+
+    use crate::swap_pager::{PAGES_IN, PAGES_OUT};
+    let (pin, pout) = (PAGES_IN.load(Relaxed), PAGES_OUT.load(Relaxed));
+    let text = kernel_file(b"/proc/vmstat").expect("no /proc/vmstat");
+    let text = core::str::from_utf8(&text).unwrap();
+    let value = |key: &str| {
+        let line = text.lines().find(|l| l.split(' ').next() == Some(key)).expect(key);
+        line[key.len() + 1..].parse::<u64>().unwrap()
+    };
+    assert!(value("pswpin") >= pin && value("pswpout") >= pout, "{text}");
+    assert!(kernel_file(b"/proc/vmstat2").is_none());
+}

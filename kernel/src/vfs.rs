@@ -269,6 +269,9 @@ pub enum FileKind {
     Console,
     File(Arc<Vnode>),
     Dir(Ino),
+    /// A read-only file the kernel wrote when it was opened (`/proc/vmstat`,
+    /// see `sys_file::kernel_file`): its bytes.
+    Text(Arc<[u8]>),
 }
 
 /// An open file: what it is, how it was opened, and its offset (shared by
@@ -293,6 +296,17 @@ impl OpenFile {
         })
     }
 
+    /// A read-only file of `bytes`.
+    pub fn text(bytes: Arc<[u8]>) -> Arc<OpenFile> {
+        Arc::new(OpenFile {
+            kind: FileKind::Text(bytes),
+            readable: true,
+            writable: false,
+            append: false,
+            offset: SleepLock::new(0),
+        })
+    }
+
     /// Opens inode `ino` of the root filesystem (a regular file of `size`
     /// bytes, or a directory).
     pub fn open(ino: Ino, dir: bool, size: u64, readable: bool, writable: bool, append: bool) -> Result<Arc<OpenFile>, FsError> {
@@ -305,7 +319,7 @@ impl OpenFile {
         match &self.kind {
             FileKind::File(v) => Some(v.ino),
             FileKind::Dir(i) => Some(*i),
-            FileKind::Console => None,
+            FileKind::Console | FileKind::Text(_) => None,
         }
     }
 

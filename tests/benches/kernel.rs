@@ -12,6 +12,21 @@
 //! 64 MiB, as a program sees them) runs unmodified on our kernel
 //! (`./run-qemu.sh run <elf>`) and on Debian's Linux (`tests/linux/run-linux.sh`)
 //! in the same QEMU set-up as the kernel's benchmarks, side by side.
+//!
+//! Then swap: `user/swapbench.c` writes a pattern over three times RAM of
+//! anonymous memory and reads it back twice (swapper's workload), on both
+//! kernels with [`SWAP_MEMORY`] of RAM and a fresh [`SWAP_DISK`] swap disk
+//! (ours as `run-qemu.sh` attaches it; on Linux a swap area made by mkswap,
+//! `run-linux.sh --swap`), and reads the swap counters of `/proc/vmstat`
+//! (pswpout, pswpin; ours has that file too) around each phase.
+//! `swap.pageout` is the pages written to swap during the write phase over
+//! its time, `swap.pagein` the pages read from swap during the two read
+//! passes over their time (each phase's own computing included, the same on
+//! both). It runs once more on each kernel without swap read-ahead (ours:
+//! `swap.read_ahead=off`; Linux: `vm.page-cluster` 0), giving
+//! `swap.pagein_unclustered` and the clustered/unclustered ratio.
+//! `cargo bench --bench kernel -- swap` (with `KERNEL_ELF` set to a release
+//! kernel, as `run-qemu.sh bench` sets it) runs only this part.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -54,6 +69,9 @@ fn boot_to_first_test(images: &Images) -> anyhow::Result<Duration> {
 }
 
 fn run() -> anyhow::Result<()> {
+    if std::env::args().skip(1).any(|a| a == "swap") {
+        return swap_vs_linux();
+    }
     let images = images()?;
 
     for (name, fw) in [("bios", Firmware::Bios), ("uefi", Firmware::Uefi)] {
@@ -101,21 +119,29 @@ fn run() -> anyhow::Result<()> {
     }
     drop(q);
 
-    user_vs_linux()
+    // Swap goes on after a vmbench failure; both are reported.
+    let user = user_vs_linux();
+    let swap = swap_vs_linux();
+    user.and(swap)
 }
 
 /// What a vmbench run printed: its `bench: user.<name>` figures.
 type Figures = Vec<(String, u64)>;
 
-/// `bench: user.<name> <n> <unit>` anywhere in `line` (a console line may
-/// carry a prefix).
-fn parse_user_figure(line: &str) -> Option<(String, u64)> {
-    let rest = &line[line.find("bench: user.")? + "bench: user.".len()..];
+/// `<prefix><name> <n> <unit>` anywhere in `line` (a console line may
+/// carry a prefix of its own), for a (name, unit) of `known`.
+fn parse_figure(line: &str, prefix: &str, known: &[(&str, &str)]) -> Option<(String, u64)> {
+    let rest = &line[line.find(prefix)? + prefix.len()..];
     let mut w = rest.split_whitespace();
     let name = w.next()?;
     let value = w.next()?.parse().ok()?;
     let unit = w.next()?;
-    USER_FIGURES.iter().any(|&(n, u)| n == name && u == unit).then(|| (name.to_string(), value))
+    known.iter().any(|&(n, u)| n == name && u == unit).then(|| (name.to_string(), value))
+}
+
+/// A vmbench figure: `bench: user.<name> <n> <unit>`.
+fn parse_user_figure(line: &str) -> Option<(String, u64)> {
+    parse_figure(line, "bench: user.", &USER_FIGURES)
 }
 
 /// How a command that runs vmbench ended.
@@ -126,8 +152,8 @@ struct UserRun {
 }
 
 /// Runs `cmd`, echoing its output to stderr behind `tag`, and collects the
-/// vmbench figures it prints. Kills it after [`USER_TIMEOUT`].
-fn run_user(mut cmd: Command, tag: &str) -> anyhow::Result<UserRun> {
+/// figures `parse` finds in its lines. Kills it after [`USER_TIMEOUT`].
+fn run_user(mut cmd: Command, tag: &str, parse: fn(&str) -> Option<(String, u64)>) -> anyhow::Result<UserRun> {
     use anyhow::Context;
     let what = format!("{cmd:?}");
     let mut child = cmd
@@ -157,7 +183,7 @@ fn run_user(mut cmd: Command, tag: &str) -> anyhow::Result<UserRun> {
             let line = String::from_utf8_lossy(&line);
             let line = line.trim_end_matches('\r');
             eprintln!("{tag_out}| {line}");
-            figures.extend(parse_user_figure(line));
+            figures.extend(parse(line));
         }
         figures
     });
@@ -178,20 +204,20 @@ fn run_user(mut cmd: Command, tag: &str) -> anyhow::Result<UserRun> {
     Ok(UserRun { status: status.code(), figures, stderr })
 }
 
-/// Builds `user/vmbench.c` with musl-gcc into the target directory.
-fn build_vmbench(root: &Path) -> anyhow::Result<PathBuf> {
+/// Builds `user/<name>.c` with musl-gcc into the target directory.
+fn build_user(root: &Path, name: &str) -> anyhow::Result<PathBuf> {
     use anyhow::Context;
     let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
     let dir = target.join("user");
     std::fs::create_dir_all(&dir)?;
-    let elf = dir.join("vmbench");
+    let elf = dir.join(name);
     let status = Command::new("musl-gcc")
         .args(["-static", "-O2", "-o"])
         .arg(&elf)
-        .arg(root.join("user/vmbench.c"))
+        .arg(root.join(format!("user/{name}.c")))
         .status()
         .context("cannot run musl-gcc (install the Debian package musl-tools; run-qemu.sh does)")?;
-    anyhow::ensure!(status.success(), "musl-gcc failed on user/vmbench.c");
+    anyhow::ensure!(status.success(), "musl-gcc failed on user/{name}.c");
     Ok(elf)
 }
 
@@ -199,7 +225,7 @@ fn build_vmbench(root: &Path) -> anyhow::Result<PathBuf> {
 /// benchmark boots) and on Linux, then the ratios of the two.
 fn user_vs_linux() -> anyhow::Result<()> {
     let root = workspace_root();
-    let elf = build_vmbench(&root)?;
+    let elf = build_user(&root, "vmbench")?;
 
     // Our kernel. `run-qemu.sh run <elf>` boots it with the program handed in
     // as a child of init and exits with the program's status; QEMU_ARGS come
@@ -211,7 +237,7 @@ fn user_vs_linux() -> anyhow::Result<()> {
     let mut cmd = Command::new(root.join("run-qemu.sh"));
     cmd.arg("run").arg(&elf).env("QEMU_ARGS", &qemu_args).current_dir(&root);
     // A failure here is reported after the Linux run, which goes on regardless.
-    let ours = run_user(cmd, "ours").and_then(|run| match run.status {
+    let ours = run_user(cmd, "ours", parse_user_figure).and_then(|run| match run.status {
         Some(0) if run.figures.len() == USER_FIGURES.len() => Ok(Some(run.figures)),
         Some(2) if run.stderr.contains("unknown option or command") => {
             println!("skip: user.* on our kernel: ./run-qemu.sh has no `run <elf>` command yet");
@@ -233,7 +259,7 @@ fn user_vs_linux() -> anyhow::Result<()> {
     if BENCH_PREALLOC {
         cmd.arg("--prealloc");
     }
-    let linux = run_user(cmd, "linux")?;
+    let linux = run_user(cmd, "linux", parse_user_figure)?;
     anyhow::ensure!(
         linux.status == Some(0),
         "vmbench on Linux failed (tests/linux/run-linux.sh exit status {:?})",
@@ -260,6 +286,108 @@ fn user_vs_linux() -> anyhow::Result<()> {
         }
     }
     ours.map(|_| ())
+}
+
+/// Guest memory of the swap runs: as the pageout tests boot.
+const SWAP_MEMORY: &str = "128M";
+/// The swap workload, three times [`SWAP_MEMORY`].
+const SWAP_MIB: &str = "384";
+/// Size of the swap disk on both kernels (run-qemu.sh's default).
+const SWAP_DISK: &str = "512M";
+/// swapbench's figures: (name, unit).
+const SWAP_FIGURES: [(&str, &str); 6] = [
+    ("pageout", "pages/s"),
+    ("pagein", "pages/s"),
+    ("pages_out", "pages"),
+    ("pages_in", "pages"),
+    ("write_ms", "ms"),
+    ("read_ms", "ms"),
+];
+
+/// A swapbench figure: `bench: swap.<name> <n> <unit>`.
+fn parse_swap_figure(line: &str) -> Option<(String, u64)> {
+    parse_figure(line, "bench: swap.", &SWAP_FIGURES)
+}
+
+/// One swapbench run, all of its figures or an error.
+fn swap_run(cmd: Command, what: &str) -> anyhow::Result<Figures> {
+    let run = run_user(cmd, what, parse_swap_figure)?;
+    anyhow::ensure!(run.status == Some(0), "swapbench ({what}) failed (exit status {:?})", run.status);
+    anyhow::ensure!(
+        run.figures.len() == SWAP_FIGURES.len(),
+        "swapbench ({what}) printed {} of its {} figures",
+        run.figures.len(),
+        SWAP_FIGURES.len()
+    );
+    Ok(run.figures)
+}
+
+fn figure(f: &Figures, name: &str) -> u64 {
+    f.iter().find(|(n, _)| n == name).map_or(0, |f| f.1)
+}
+
+fn unit(name: &str) -> &'static str {
+    SWAP_FIGURES.iter().find(|f| f.0 == name).map_or("", |f| f.1)
+}
+
+/// swapbench on our kernel and on Linux, with and without swap read-ahead;
+/// the figures, the clustered/unclustered ratios and ours over Linux's.
+fn swap_vs_linux() -> anyhow::Result<()> {
+    let root = workspace_root();
+    let elf = build_user(&root, "swapbench")?;
+    let ours = |read_ahead: &str| {
+        let mut cmd = Command::new(root.join("run-qemu.sh"));
+        cmd.args(["--swap", SWAP_DISK, "run"])
+            .arg(&elf)
+            .args([SWAP_MIB])
+            .env("MEMORY", SWAP_MEMORY)
+            .env("KERNEL_CMDLINE", format!("mode=run log=warn swap.read_ahead={read_ahead}"))
+            .env_remove("QEMU_ARGS")
+            .current_dir(&root);
+        swap_run(cmd, &format!("ours, read-ahead {read_ahead}"))
+    };
+    // Linux hands the words after `--` to /init as its arguments.
+    let linux = |mode: &str| {
+        let mut cmd = Command::new(root.join("tests/linux/run-linux.sh"));
+        cmd.arg(&elf)
+            .args(["-m", SWAP_MEMORY, "--swap", SWAP_DISK])
+            .env("LINUX_APPEND", format!("-- {SWAP_MIB} {mode}"));
+        swap_run(cmd, &format!("linux, {mode}"))
+    };
+    let runs = [ours("on"), ours("off"), linux("clustered"), linux("unclustered")];
+    let print = |prefix: &str, clustered: &Figures, unclustered: &Figures| {
+        for (name, value) in clustered {
+            println!("bench: {prefix}swap.{name} {value} {}", unit(name));
+        }
+        for name in ["pagein", "pages_in", "read_ms"] {
+            println!("bench: {prefix}swap.{name}_unclustered {} {}", figure(unclustered, name), unit(name));
+        }
+        let single = figure(unclustered, "pagein");
+        if single > 0 {
+            println!("bench: {prefix}swap.pagein_clustered_vs_unclustered {:.2} x", figure(clustered, "pagein") as f64 / single as f64);
+        }
+    };
+    if let [Ok(on), Ok(off), ..] = &runs {
+        print("", on, off);
+    }
+    if let [_, _, Ok(on), Ok(off)] = &runs {
+        print("linux.", on, off);
+    }
+    if let [Ok(ours), Ok(ours_off), Ok(linux), Ok(linux_off)] = &runs {
+        for (name, o, l) in [
+            ("pageout", ours, linux),
+            ("pagein", ours, linux),
+            ("pagein_unclustered", ours_off, linux_off),
+        ] {
+            let key = name.trim_end_matches("_unclustered");
+            let (o, l) = (figure(o, key), figure(l, key));
+            if l > 0 {
+                println!("bench: swap.{name}_vs_linux {:.2} x", o as f64 / l as f64);
+            }
+        }
+    }
+    let [a, b, c, d] = runs;
+    a.and(b).and(c).and(d).map(|_| ())
 }
 
 fn main() {

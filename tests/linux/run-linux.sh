@@ -5,17 +5,24 @@
 # if it exits instead, Linux panics and QEMU stops all the same (panic=-1
 # with -no-reboot), and this script then fails.
 #
-# usage: tests/linux/run-linux.sh <static-elf> [-m MEM] [-cpu MODEL] [--prealloc]
+# usage: tests/linux/run-linux.sh <static-elf> [-m MEM] [-cpu MODEL] [--prealloc] [--swap SIZE]
 #
 #   -m MEM       guest memory, QEMU's -m (default 128M, as our kernel's boots)
 #   -cpu MODEL   QEMU's -cpu (default: none given, QEMU's default model)
 #   --prealloc   QEMU's -mem-prealloc: guest RAM allocated before the boot
+#   --swap SIZE  a swap disk: a fresh sparse image of SIZE (truncate's sizes)
+#                made a swap area by mkswap, attached as a virtio-blk disk
+#                (serial swap, Linux's /dev/vda) as run-qemu.sh attaches ours;
+#                the virtio modules go into the initramfs as /modules/*.ko,
+#                for /init to load (Debian builds virtio as modules) and
+#                then swapon(2) /dev/vda itself
 #
 # The kernel is the one Debian's linux-image-amd64 depends on (Linux 6.1 on
 # Debian 12), fetched with `apt-get download` and unpacked under
 # target/linux/ once; LINUX_KERNEL=<bzImage> uses another one instead.
 # Installs qemu-system-x86 if it is missing. Environment: LINUX_TIMEOUT
-# (seconds, default 900), LINUX_APPEND (extra kernel command line).
+# (seconds, default 900), LINUX_APPEND (extra kernel command line; words
+# after a `--` there are /init's arguments).
 #
 # Transparent huge pages are turned off (transparent_hugepage=never): Debian's
 # kernel has them on by default (THP_ALWAYS) for guests of 512 MiB and more,
@@ -27,16 +34,17 @@ CACHE="$ROOT/target/linux"
 
 die() { echo "run-linux.sh: error: $*" >&2; exit 1; }
 note() { echo "run-linux.sh: $*" >&2; }
-usage() { sed -n '8,13s/^# \{0,1\}//p' "$0"; }
+usage() { sed -n '8,19s/^# \{0,1\}//p' "$0"; }
 
 # ---- arguments -----------------------------------------------------------------
-elf="" mem=128M cpu="" prealloc=0
+elf="" mem=128M cpu="" prealloc=0 swap=""
 while [ $# -gt 0 ]; do
     case "$1" in
         -h|--help) usage; exit 0 ;;
         -m) [ $# -ge 2 ] || die "-m needs a value"; mem=$2; shift 2 ;;
         -cpu) [ $# -ge 2 ] || die "-cpu needs a value"; cpu=$2; shift 2 ;;
         --prealloc) prealloc=1; shift ;;
+        --swap) [ $# -ge 2 ] || die "--swap needs a size"; swap=$2; shift 2 ;;
         -*) usage >&2; die "unknown option: $1" ;;
         *) [ -z "$elf" ] || die "one program only (got $elf and $1)"; elf=$1; shift ;;
     esac
@@ -89,6 +97,7 @@ ensure_kernel() {
     if [ -n "${LINUX_KERNEL:-}" ]; then
         [ -f "$LINUX_KERNEL" ] || die "LINUX_KERNEL=$LINUX_KERNEL: no such file"
         KERNEL=$LINUX_KERNEL
+        MODULES=
         return 0
     fi
     if ! command -v apt-cache >/dev/null || ! command -v apt-get >/dev/null || ! command -v dpkg-deb >/dev/null; then
@@ -101,7 +110,7 @@ ensure_kernel() {
     fi
     [ -n "$pkg" ] || die "apt does not know linux-image-amd64 (no Debian package lists?); set LINUX_KERNEL=<bzImage>"
     local dir="$CACHE/$pkg"
-    if ! compgen -G "$dir/boot/vmlinuz-*" >/dev/null; then
+    if ! compgen -G "$dir/boot/vmlinuz-*" >/dev/null || ! compgen -G "$dir/lib/modules/*/kernel/drivers/block/virtio_blk.ko" >/dev/null; then
         mkdir -p "$CACHE/download"
         rm -f "$CACHE/download/"*.deb
         note "downloading the Debian package $pkg"
@@ -111,8 +120,9 @@ ensure_kernel() {
         deb=$(compgen -G "$CACHE/download/*.deb" | head -n 1)
         rm -rf "$dir.tmp"
         mkdir -p "$dir.tmp"
-        # The kernel image and its config only: no modules (the initramfs is /init alone).
+        # The kernel image, its config, and the virtio modules (for --swap).
         dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$dir.tmp" --wildcards './boot/vmlinuz-*' './boot/config-*' \
+            './lib/modules/*/kernel/drivers/virtio/*.ko' './lib/modules/*/kernel/drivers/block/virtio_blk.ko' \
             || die "unpacking $deb failed"
         rm -rf "$dir"
         mv "$dir.tmp" "$dir"
@@ -120,7 +130,12 @@ ensure_kernel() {
     fi
     KERNEL=$(compgen -G "$dir/boot/vmlinuz-*" | head -n 1) || true
     [ -n "$KERNEL" ] || die "no boot/vmlinuz-* in $pkg"
+    MODULES=$(compgen -G "$dir/lib/modules/*/kernel/drivers" | head -n 1) || true
 }
+
+# The modules a virtio-blk disk needs, in the order they load.
+VIRTIO_MODULES=(virtio/virtio_ring virtio/virtio virtio/virtio_pci_legacy_dev virtio/virtio_pci_modern_dev
+    virtio/virtio_pci block/virtio_blk)
 
 # ---- the initramfs -------------------------------------------------------------
 # A newc cpio archive written by hand (no cpio needed): /dev, /dev/console
@@ -146,6 +161,14 @@ make_initramfs() { # elf out
         cpio_entry dev 040755 0 0
         cpio_entry dev/console 020600 5 1
         cpio_entry init 0100755 0 0 "$1"
+        if [ -n "$swap" ]; then
+            local i=0 m
+            cpio_entry modules 040755 0 0
+            for m in "${VIRTIO_MODULES[@]}"; do
+                cpio_entry "modules/$i-$(basename "$m").ko" 0100644 0 0 "$MODULES/$m.ko"
+                i=$((i + 1))
+            done
+        fi
         cpio_entry 'TRAILER!!!' 0 0 0
     } >"$2"
 }
@@ -157,6 +180,7 @@ command -v timeout >/dev/null || die "timeout (coreutils) not found"
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
+[ -z "$swap" ] || [ -n "$MODULES" ] || die "--swap needs Debian's kernel (its virtio modules), not LINUX_KERNEL"
 make_initramfs "$elf" "$work/initramfs.cpio"
 
 QEMU=(qemu-system-x86_64 -accel tcg
@@ -166,6 +190,13 @@ QEMU=(qemu-system-x86_64 -accel tcg
     -m "$mem")
 [ -n "$cpu" ] && QEMU+=(-cpu "$cpu")
 [ $prealloc = 1 ] && QEMU+=(-mem-prealloc)
+if [ -n "$swap" ]; then
+    command -v mkswap >/dev/null || die "--swap: mkswap (util-linux) not found"
+    truncate -s "$swap" "$work/swap.img" || die "cannot create a $swap swap image"
+    mkswap -q "$work/swap.img" >/dev/null || die "mkswap failed on the swap image"
+    QEMU+=(-drive "file=$work/swap.img,if=none,format=raw,id=swap"
+        -device "virtio-blk-pci,drive=swap,disable-legacy=on,serial=swap")
+fi
 note "kernel $(basename "$KERNEL") ($(basename "$(dirname "$(dirname "$KERNEL")")"))"
 note "${QEMU[*]@Q}"
 
