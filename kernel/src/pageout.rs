@@ -155,6 +155,8 @@ fn daemon() {
     // When the daemon last saw progress (pages freed or written, or enough
     // memory free).
     let mut progress_at = time::ticks();
+    // Pages written by the time of the last pass.
+    let mut last_written = 0;
     loop {
         let (free, _, target) = levels();
         if free >= target && !NEEDED.load(Ordering::Acquire) {
@@ -185,7 +187,8 @@ fn daemon() {
         // written out. Freeing clean pages that are faulted back at once (a
         // program's text, thrashing) is not.
         let written = COUNTERS.written.load(Ordering::Relaxed);
-        let progress = free >= comfortable(reserve, target) || written != LAST_WRITTEN.swap(written, Ordering::Relaxed);
+        let progress = free >= comfortable(reserve, target) || written != last_written;
+        last_written = written;
         let now = time::ticks();
         if progress {
             progress_at = now;
@@ -207,8 +210,6 @@ fn daemon() {
     }
 }
 
-/// Pages written by the time of the daemon's last pass. (A)
-static LAST_WRITTEN: AtomicU64 = AtomicU64::new(0);
 
 /// The laundry thread's loop: writes dirty pages out while memory is short.
 fn laundry() {
