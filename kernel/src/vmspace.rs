@@ -51,8 +51,11 @@ pub static FAULT_TSC: AtomicU64 = AtomicU64::new(0);
 
 impl AddressSpace {
     /// A new, empty address space.
+    ///
+    /// Like every address-space creation (spawn, exec, fork), it waits for
+    /// the pageout daemon while memory is short; see [`new_pmap`].
     pub fn new() -> Result<Arc<AddressSpace>, PmapError> {
-        let pmap = X86Pmap::new()?;
+        let pmap = new_pmap()?;
         let map = VmMap::new(0x1000, USER_END, pmap.clone(), vm::kernel_env());
         Ok(Arc::new(AddressSpace { map: Mutex::new(map), pmap }))
     }
@@ -69,6 +72,25 @@ impl AddressSpace {
     }
 }
 
+/// How long creating an address space waits for memory before it gives up
+/// (fork then fails with EAGAIN). The OOM killer acts well within it.
+pub const CREATE_WAIT_SECS: u64 = 30;
+
+/// A new pmap, waiting for the pageout daemon while memory is short, as
+/// FreeBSD's `pmap_pinit` allocates its top table with `VM_ALLOC_WAITOK`.
+/// Nothing is held across the wait. Fails if the thread's process is being
+/// killed, or after [`CREATE_WAIT_SECS`] without memory. (`X86Pmap::new`
+/// alone is the caller that asked not to wait.)
+fn new_pmap() -> Result<Arc<X86Pmap>, PmapError> {
+    let deadline = crate::time::ticks() + CREATE_WAIT_SECS * crate::time::HZ;
+    loop {
+        match X86Pmap::new() {
+            Err(PmapError::NoMemory) if crate::time::ticks() < deadline && vm::vm_wait() => {}
+            r => return r,
+        }
+    }
+}
+
 /// Called by the scheduler at each switch: the address space whose page
 /// faults the VM handles (0: none).
 pub fn set_current(space: usize) {
@@ -79,7 +101,7 @@ impl AddressSpace {
     /// The child's address space for a fork: shared entries shared, copied
     /// entries copy-on-write in both.
     pub fn fork(&self) -> Result<Arc<AddressSpace>, PmapError> {
-        let pmap = X86Pmap::new()?;
+        let pmap = new_pmap()?;
         let map = self.map.lock().fork(pmap.clone());
         Ok(Arc::new(AddressSpace { map: Mutex::new(map), pmap }))
     }

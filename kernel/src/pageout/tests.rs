@@ -131,22 +131,65 @@ fn out_of_memory_and_swap_kills_the_largest() {
     while sw.avail() > keep / 8 && hog.status().is_none() {
         crate::sched::sleep_until(&NAP as *const u8 as usize, crate::time::ticks() + 10, || true);
     }
-    // (Starting it needs pages too: while none can be had it is refused,
-    // as fork would be with EAGAIN, and tried again.)
-    let since = crate::time::ticks();
-    let small = loop {
-        match spawn_elf("swapper", crate::programs::bin("swapper"), &["/bin/swapper", "8", "one"]) {
-            Ok(p) => break p,
-            Err(e) => {
-                assert!(crate::time::ticks() - since < 30 * crate::time::HZ, "the small program could not start for 30 s: {e:?}");
-                crate::sched::sleep_until(&NAP as *const u8 as usize, crate::time::ticks() + 10, || true);
-            }
-        }
-    };
+    // Starting it needs pages too: it waits for them (the kill frees them)
+    // instead of failing.
+    let small = spawn_elf("swapper", crate::programs::bin("swapper"), &["/bin/swapper", "8", "one"])
+        .expect("starting a process waits for memory; it does not fail");
     let (small_st, hog_st) = (small.wait(), hog.wait());
     sw.free(0, sw.pages() - keep);
     crate::kprintln!("out of memory and swap: {} kill(s) by the pageout daemon", COUNTERS.oom_kills.load(Ordering::Relaxed) - kills);
     assert_eq!(hog_st, Status::Signaled(SIGKILL), "the largest process is the one killed");
     assert_eq!(small_st, Status::Exited(0), "the small program ran to its end");
     assert_eq!(sw.avail(), sw.pages());
+}
+
+/// Takes every page a normal allocation may have, leaving the reserve.
+fn take_all_pages() -> alloc::vec::Vec<&'static vm::page::Page> {
+    let pm = vm::global();
+    let mut held = alloc::vec::Vec::with_capacity(pm.pages().len());
+    while let Some(p) = pm.alloc(vm::phys::AllocFlags::UNMANAGED) {
+        held.push(p);
+    }
+    held
+}
+
+/// Gives `held` back after `ms` milliseconds, from another thread (as the
+/// pageout daemon would free pages). Returns the thread, to join.
+fn give_back_later(held: alloc::vec::Vec<&'static vm::page::Page>, ms: u64) -> crate::sched::ThreadId {
+    static NAP: u8 = 0;
+    crate::sched::spawn("give-back", move || {
+        crate::sched::sleep_until(&NAP as *const u8 as usize, crate::time::ticks() + ms * crate::time::HZ / 1000, || true);
+        for p in held {
+            vm::global().free(p);
+        }
+    })
+    .expect("a thread for the test")
+}
+
+/// Creating a process while no page can be had waits for memory, as a
+/// fault does, instead of failing: a spawn (whose program then forks
+/// twenty times), and a fork of an address space. The allocation that does
+/// not wait (`X86Pmap::new`) is refused meanwhile, which shows the shortage
+/// is real.
+#[ktest(timeout = 120)]
+fn process_creation_waits_for_memory() {
+    use crate::vmspace::AddressSpace;
+
+    let held = take_all_pages();
+    assert!(crate::pmap::X86Pmap::new().is_err(), "a page could still be had after taking all of them");
+    let n = held.len();
+    let t = give_back_later(held, 300);
+    let st = run_bin("fork", &[]);
+    crate::sched::join(t);
+    assert_eq!(st, Status::Exited(0), "the program started while memory was short ran");
+
+    let space = AddressSpace::new().unwrap();
+    let held = take_all_pages();
+    assert!(crate::pmap::X86Pmap::new().is_err());
+    let t = give_back_later(held, 300);
+    let child = space.fork().expect("fork waits for memory");
+    crate::sched::join(t);
+    crate::kprintln!("process creation under shortage: waited for {n} held pages to come back");
+    drop(child);
+    drop(space);
 }
