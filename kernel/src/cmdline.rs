@@ -9,7 +9,7 @@
 //!
 //! | key | values | default |
 //! | --- | --- | --- |
-//! | `mode` | `demo`, `test`, `list`, `bench`, `run` (the program in fw_cfg `opt/run/program`) | `demo` |
+//! | `mode` | `demo`, `test`, `list`, `bench`, `run` (the program in fw_cfg `opt/run/program`), `vmstate` (a VM state to look at with gdb: `vmstate.rs`) | `demo` |
 //! | `run` | comma-separated test indices, for `mode=test` | every test |
 //! | `log` | `error`, `warn`, `info`, `debug`, `trace` | `info` |
 //! | `swap.read_ahead` | `on`, `off`: the swap pager's read-ahead (`swap_pager::READ_AHEAD`) | `on` |
@@ -35,6 +35,9 @@ pub enum Mode {
     /// Run the program the host handed in (`./run-qemu.sh run`) under init,
     /// and exit with its status.
     Run,
+    /// Set up a known VM state, print the kernel's view of it and stop at
+    /// a marker for a debugger (`vmstate.rs`).
+    VmState,
 }
 
 #[derive(Debug)]
@@ -83,6 +86,7 @@ pub fn parse(raw: &str) -> Cmdline {
                 "list" => c.mode = Mode::List,
                 "bench" => c.mode = Mode::Bench,
                 "run" => c.mode = Mode::Run,
+                "vmstate" => c.mode = Mode::VmState,
                 _ => log::warn!("cmdline: unknown mode {value:?}, using demo"),
             },
             "run" => {

@@ -50,6 +50,7 @@ mod syscall;
 mod time;
 mod vfs;
 mod vmspace;
+mod vmstate;
 
 use core::fmt::Write;
 use core::panic::PanicInfo;
@@ -164,6 +165,7 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
         Mode::Test => ktest_runner::run(cmdline.run.as_deref()),
         Mode::Bench => bench::run(),
         Mode::Run => demo::run_program(),
+        Mode::VmState => vmstate::run(),
     }
     // Power off as from an unmount: every dirty page and block on the disk.
     vfs::sync_all();

@@ -58,6 +58,23 @@ const SW_ORPHAN: u64 = 1 << 11;
 const NX: u64 = 1 << 63;
 const ADDR: u64 = 0x000F_FFFF_FFFF_F000;
 
+/// The entry bits, the kernel's software bits among them, for debuggers
+/// that walk the tables (`vm::DebugConstant`).
+#[used]
+pub static DEBUG_CONSTANTS: [vm::DebugConstant; 11] = [
+    ("P", P),
+    ("RW", RW),
+    ("US", US),
+    ("A", A),
+    ("D", D),
+    ("PS", PS),
+    ("SW_WIRED", SW_WIRED),
+    ("SW_MANAGED", SW_MANAGED),
+    ("SW_ORPHAN", SW_ORPHAN),
+    ("NX", NX),
+    ("ADDR", ADDR),
+];
+
 /// Most pages flushed one by one; beyond this the whole TLB is flushed.
 pub const INVLPG_MAX: u64 = 32;
 /// The lower (user) half of every address space.
@@ -179,6 +196,24 @@ impl X86Pmap {
     /// Physical address of the top-level table (for CR3).
     pub fn root(&self) -> u64 {
         self.pml4
+    }
+
+    /// The entries the MMU reads to translate `va`, top level first: PML4,
+    /// PDPT, PD, PT entry, as far as the walk goes (it stops at the first
+    /// entry that is not present). For reports and the debugger's tests.
+    pub fn walk_entries(&self, va: u64) -> Vec<u64> {
+        let _pv = g().lock.lock();
+        let mut out = Vec::new();
+        let mut t = self.pml4;
+        for level in (0..4).rev() {
+            let v = table(t)[index(va, level)].load(Ordering::Acquire);
+            out.push(v);
+            if v & P == 0 || (level > 0 && v & PS != 0) {
+                break;
+            }
+            t = v & ADDR;
+        }
+        out
     }
 
     /// The leaf entry of `va`, allocating tables on the way if `create`.
@@ -559,6 +594,16 @@ impl X86Mappings {
                 f(pmap, va, e);
             }
         }
+    }
+}
+
+impl X86Mappings {
+    /// Every mapping of `page` as its PV list holds them: the pmap's
+    /// address and the virtual address, most recent first. For reports and
+    /// the debugger's tests.
+    pub fn mappings_of(&self, page: &'static Page) -> Vec<(usize, u64)> {
+        let pv = g().lock.lock();
+        pv_list(&pv, page).into_iter().map(|(pmap, va)| (pmap as usize, va)).collect()
     }
 }
 

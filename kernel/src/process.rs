@@ -318,6 +318,26 @@ pub fn spawn(name: &str, program: &'static [u8]) -> Result<Arc<Process>, SpawnEr
     Ok(proc)
 }
 
+/// Starts a process that runs no program: its thread runs `f` in the
+/// kernel, in the process's own address space (its stack mapped, nothing
+/// else), with kernel access to user pages allowed, and the process exits
+/// with status 0 when `f` returns. For the kernel's own scenarios that set
+/// up a process's memory and look at it (`vmstate`).
+pub fn spawn_kernel(name: &str, f: impl FnOnce(&Arc<Process>) + Send + 'static) -> Result<Arc<Process>, SpawnError> {
+    let proc = Arc::new(Process::new(None, name));
+    *proc.space.lock() = Some(new_space()?);
+    let p = proc.clone();
+    start_thread(name, &proc, move || {
+        become_process(p.clone());
+        crate::arch::cpu::stac();
+        f(&p);
+        crate::arch::cpu::clac();
+        drop(p);
+        exit_current(Status::Exited(0))
+    })?;
+    Ok(proc)
+}
+
 /// What a new program image needs: its bytes, arguments and environment.
 pub struct Exec {
     pub image: crate::bytes::Image,

@@ -42,6 +42,11 @@ pub const CHUNK: u64 = 32;
 /// No block.
 const NONE: u32 = u32::MAX;
 
+/// The "no block" mark of the metadata, for debuggers that check rule 14
+/// (`vm::DebugConstant`); the chunk size is in the debug information.
+#[used]
+pub static DEBUG_CONSTANTS: [vm::DebugConstant; 1] = [("NONE", NONE as u64)];
+
 /// Most pages read behind and ahead of a faulting page, when their blocks
 /// are contiguous with its.
 const BEHIND: u64 = 7;

@@ -34,6 +34,19 @@ const MODE_OFF: u8 = 0;
 const MODE_ALWAYS: u8 = 1;
 const MODE_NTH: u8 = 2;
 const MODE_PROB: u8 = 3;
+/// Mixed into a probability's seed to make the generator's state.
+const SEED_MIX: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// The modes and the seed mix, for debuggers that set fail points in a
+/// stopped kernel ([`crate::DebugConstant`]).
+#[used]
+pub static DEBUG_CONSTANTS: [crate::DebugConstant; 5] = [
+    ("MODE_OFF", MODE_OFF as u64),
+    ("MODE_ALWAYS", MODE_ALWAYS as u64),
+    ("MODE_NTH", MODE_NTH as u64),
+    ("MODE_PROB", MODE_PROB as u64),
+    ("SEED_MIX", SEED_MIX),
+];
 
 /// One fail point. All fields are atomics: (A).
 #[derive(Debug)]
@@ -79,7 +92,7 @@ impl FailPoint {
             Action::Nth(n) => (MODE_NTH, n.max(1)),
             Action::Probability { ppm, seed } => {
                 // xorshift needs a non-zero state.
-                self.rng.store(seed ^ 0x9E37_79B9_7F4A_7C15 | 1, Ordering::Relaxed);
+                self.rng.store(seed ^ SEED_MIX | 1, Ordering::Relaxed);
                 (MODE_PROB, ppm.min(1_000_000) as u64)
             }
         };

@@ -56,6 +56,18 @@ pub const PAGE_SIZE: usize = 4096;
 /// log2 of [`PAGE_SIZE`].
 pub const PAGE_SHIFT: u32 = 12;
 
+/// A named constant for debuggers. Rust constants leave nothing in the
+/// debug information, so each module whose records a debugger decodes (the
+/// bits of a word, the end of a list) lists what it needs in a
+/// `DEBUG_CONSTANTS` static, which the gdb commands (`tools/gdb/`) read by
+/// name. The values are the code's own, so they cannot drift from it.
+/// `#[used]` keeps the statics in the kernel although no code reads them.
+pub type DebugConstant = (&'static str, u64);
+
+/// The page size, for debuggers.
+#[used]
+pub static DEBUG_CONSTANTS: [DebugConstant; 2] = [("PAGE_SIZE", PAGE_SIZE as u64), ("PAGE_SHIFT", PAGE_SHIFT as u64)];
+
 /// The kernel's allocator, once the kernel has built it ([`phys::PhysMem`]).
 static GLOBAL: spin::Once<phys::PhysMem> = spin::Once::new();
 
@@ -162,6 +174,26 @@ pub fn vm_wait() -> bool {
         None => {
             core::hint::spin_loop();
             true
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DebugConstant;
+
+    /// A debugger's table names every flag of `F` as `ty::NAME`, with its
+    /// bits: a flag added later cannot be missed.
+    pub(crate) fn assert_names_every_flag<F: bitflags::Flags>(ty: &str, table: &[DebugConstant])
+    where
+        F::Bits: Into<u64>,
+    {
+        for f in F::FLAGS {
+            let name = alloc::format!("{ty}::{}", f.name());
+            assert!(
+                table.contains(&(name.as_str(), f.value().bits().into())),
+                "{name} is missing from the debugger's constants"
+            );
         }
     }
 }

@@ -131,6 +131,23 @@ const BUSY_WAITERS: u32 = 1 << 1;
 const BUSY_SHARER: u32 = 1 << 2;
 const BUSY_UNBUSIED: u32 = 0;
 
+/// The busy-word layout, the list and order sentinels and the flag bits,
+/// for debuggers ([`crate::DebugConstant`]).
+#[used]
+pub static DEBUG_CONSTANTS: [crate::DebugConstant; 11] = [
+    ("BUSY_EXCLUSIVE", BUSY_EXCLUSIVE as u64),
+    ("BUSY_WAITERS", BUSY_WAITERS as u64),
+    ("BUSY_SHARER", BUSY_SHARER as u64),
+    ("NIL", NIL as u64),
+    ("NOT_FREE_HEAD", NOT_FREE_HEAD as u64),
+    ("PageFlags::ZERO", PageFlags::ZERO.bits() as u64),
+    ("PageFlags::REFERENCED", PageFlags::REFERENCED.bits() as u64),
+    ("PageFlags::UNMANAGED", PageFlags::UNMANAGED.bits() as u64),
+    ("PageFlags::RESERVED", PageFlags::RESERVED.bits() as u64),
+    ("PageFlags::FREE_AFTER_WRITE", PageFlags::FREE_AFTER_WRITE.bits() as u64),
+    ("PageFlags::FREE", PageFlags::FREE.bits() as u64),
+];
+
 /// The metadata record of one physical page.
 ///
 /// Size: 64 bytes at most (checked below): 1.6 % of the memory it describes.
@@ -669,6 +686,11 @@ mod tests {
 
     fn page() -> Page {
         Page::new(0x1000, 0)
+    }
+
+    #[test]
+    fn debug_constants_name_every_flag() {
+        crate::tests::assert_names_every_flag::<PageFlags>("PageFlags", &DEBUG_CONSTANTS);
     }
 
     #[test]

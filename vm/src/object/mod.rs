@@ -79,6 +79,10 @@ bitflags! {
     }
 }
 
+/// The object flags, for debuggers ([`crate::DebugConstant`]).
+#[used]
+pub static DEBUG_CONSTANTS: [crate::DebugConstant; 1] = [("ObjectFlags::DEAD", ObjectFlags::DEAD.bits() as u64)];
+
 /// What a pager says about a read (rule 9).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PagerResult {
@@ -306,6 +310,11 @@ impl VmObject {
         }
     }
 
+    /// Pager operations under way (FreeBSD's `paging_in_progress`).
+    pub fn paging_in_progress(&self) -> u32 {
+        self.paging_in_progress.load(Ordering::Acquire)
+    }
+
     /// Marks a pager operation under way.
     pub fn pip_add(&self) {
         self.paging_in_progress.fetch_add(1, Ordering::AcqRel);
@@ -433,6 +442,11 @@ impl Locked<'_> {
 
     pub fn resident(&self) -> usize {
         self.st.pages.len()
+    }
+
+    /// Size in pages.
+    pub fn size(&self) -> u64 {
+        self.st.size
     }
 
     pub fn generation(&self) -> u64 {

@@ -307,3 +307,8 @@ fn truncation_waits_for_busy_pages_and_spares_wired_ones() {
     assert_eq!(pm.free_count(), start);
     clean(&t);
 }
+
+#[test]
+fn debug_constants_name_every_flag() {
+    crate::tests::assert_names_every_flag::<ObjectFlags>("ObjectFlags", &DEBUG_CONSTANTS);
+}

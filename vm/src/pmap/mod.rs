@@ -35,6 +35,14 @@ bitflags! {
     }
 }
 
+/// The protection bits, for debuggers ([`crate::DebugConstant`]).
+#[used]
+pub static DEBUG_CONSTANTS: [crate::DebugConstant; 3] = [
+    ("Prot::READ", Prot::READ.bits() as u64),
+    ("Prot::WRITE", Prot::WRITE.bits() as u64),
+    ("Prot::EXEC", Prot::EXEC.bits() as u64),
+];
+
 impl Prot {
     pub const RW: Prot = Prot::READ.union(Prot::WRITE);
     pub const ALL: Prot = Prot::READ.union(Prot::WRITE).union(Prot::EXEC);
@@ -197,3 +205,13 @@ impl PageMappings for NoMappings {
 
 /// The machine-wide mappings view of a [`NoMappings`] machine.
 pub static NO_MAPPINGS: NoMappings = NoMappings;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_constants_name_every_protection() {
+        crate::tests::assert_names_every_flag::<Prot>("Prot", &DEBUG_CONSTANTS);
+    }
+}

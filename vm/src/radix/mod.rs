@@ -108,6 +108,11 @@ unsafe impl Leaf for &'static crate::page::Page {
 
 const LEAF: usize = 1;
 
+/// The leaf tag of a child slot, for debuggers that walk a trie
+/// ([`crate::DebugConstant`]); the node width is in the debug information.
+#[used]
+pub static DEBUG_CONSTANTS: [crate::DebugConstant; 1] = [("LEAF", LEAF as u64)];
+
 /// One interior node. (O) every field, through the owning trie.
 #[repr(C)]
 pub struct Node<const W: usize> {
