@@ -61,7 +61,7 @@ const ADDR: u64 = 0x000F_FFFF_FFFF_F000;
 /// The entry bits, the kernel's software bits among them, for debuggers
 /// that walk the tables (`vm::DebugConstant`).
 #[used]
-pub static DEBUG_CONSTANTS: [vm::DebugConstant; 11] = [
+pub static DEBUG_CONSTANTS: [vm::DebugConstant; 12] = [
     ("P", P),
     ("RW", RW),
     ("US", US),
@@ -73,6 +73,7 @@ pub static DEBUG_CONSTANTS: [vm::DebugConstant; 11] = [
     ("SW_ORPHAN", SW_ORPHAN),
     ("NX", NX),
     ("ADDR", ADDR),
+    ("USER_END", USER_END),
 ];
 
 /// Most pages flushed one by one; beyond this the whole TLB is flushed.

@@ -131,10 +131,11 @@ const BUSY_WAITERS: u32 = 1 << 1;
 const BUSY_SHARER: u32 = 1 << 2;
 const BUSY_UNBUSIED: u32 = 0;
 
-/// The busy-word layout, the list and order sentinels and the flag bits,
-/// for debuggers ([`crate::DebugConstant`]).
+/// The valid bits of a whole page, the busy-word layout, the list and
+/// order sentinels and the flag bits, for debuggers ([`crate::DebugConstant`]).
 #[used]
-pub static DEBUG_CONSTANTS: [crate::DebugConstant; 11] = [
+pub static DEBUG_CONSTANTS: [crate::DebugConstant; 12] = [
+    ("ALL_BLOCKS", ALL_BLOCKS as u64),
     ("BUSY_EXCLUSIVE", BUSY_EXCLUSIVE as u64),
     ("BUSY_WAITERS", BUSY_WAITERS as u64),
     ("BUSY_SHARER", BUSY_SHARER as u64),
@@ -190,6 +191,12 @@ const _: () = assert!(core::mem::size_of::<Page>() <= 64);
 
 /// Where the exclusive busy lock of a page was taken (debug builds).
 pub type BusyOwner = Option<&'static core::panic::Location<'static>>;
+
+/// A `Location` by value, for debuggers: the precompiled `core` carries no
+/// description of the type, and this static brings its layout into the
+/// debug information, so that a debugger can decode a page's busy owner.
+#[used]
+pub static DEBUG_LOCATION: core::panic::Location<'static> = *core::panic::Location::caller();
 
 impl Page {
     /// A record for the frame at `phys` in segment `segment`: reserved (not

@@ -1,0 +1,1 @@
+"""The `vm` gdb commands (tools/gdb/vm.py loads them)."""

@@ -1,0 +1,181 @@
+"""`vm check`: the invariant checker's rules (vm/src/invariants.rs: `check`
+over the page array and its lists, `check_object` for rule 14) evaluated
+from gdb on a stopped kernel, one violation per line, named as the
+checker's `Violation` variants are.
+
+Kept in step with invariants.rs by hand: each block below says which part
+of `check` it is.
+"""
+
+import gdb
+
+from . import rust
+from .objects import resident, state_of
+from .phys import cache, queues
+
+
+def violation(name, **fields):
+    """`Name { field: value, ... }`: addresses in hex, counts in decimal."""
+    def show(key, value):
+        if isinstance(value, str):
+            return value
+        return f"{value:#x}" if key == "page" or key == "word" else str(value)
+    inner = ", ".join(f"{key}: {show(key, value)}" for key, value in fields.items())
+    return f"{name} {{ {inner} }}"
+
+
+def check(k):
+    """Every violation, as text lines (empty: all is well)."""
+    c = k.page_consts
+    nil, not_head = c["NIL"], c["NOT_FREE_HEAD"]
+    records = k.all_pages()
+    n = len(records)
+    out = []
+    # Which list each page is on: 0 none, 1 free block, 2 cache, 3.. queue.
+    on = bytearray(n)
+
+    def mark(idx, tag):
+        if on[idx] != 0:
+            out.append(violation("OnTwoLists", page=records[idx].phys))
+        on[idx] = tag
+
+    # The cache, then the free lists.
+    cached, _ = cache(k)
+    for idx in cached:
+        mark(idx, 2)
+    fl, _ = rust.mutex(k.pm["free"])
+    lo, hi = fl["heads"].type.range()
+    listed_pages = 0
+    for order in range(lo, hi + 1):
+        blocks, prev, idx = 0, nil, int(fl["heads"][order])
+        while idx != nil and blocks <= n:
+            head = records[idx]
+            if head.order != order:
+                got = "None" if head.order == not_head else f"Some({head.order})"
+                out.append(violation("BadOrder", page=head.phys, list=order, order=got))
+            if head.prev != prev:
+                out.append(violation("BadLink", page=head.phys))
+            for i in range(1 << order):
+                if idx + i >= n:
+                    break
+                mark(idx + i, 1)
+            blocks += 1
+            prev, idx = idx, head.next
+        listed_pages += blocks << order
+        recorded = int(fl["blocks"][order])
+        if blocks != recorded:
+            out.append(violation("FreeBlockCount", order=order, listed=blocks, recorded=recorded))
+    if listed_pages != int(fl["pages"]):
+        out.append(violation("FreePageTotal", listed=listed_pages, recorded=int(fl["pages"])))
+
+    # The paging queues.
+    queue_names = {v: name for name, v in rust.enumerators("vm::page::Queue").items()}
+    for name, (head, tail, recorded) in queues(k).items():
+        which = rust.enumerators("vm::page::Queue")[name]
+        count, prev, idx = 0, nil, head
+        while idx != nil and count <= n:
+            p = records[idx]
+            mark(idx, 3 + which)
+            if p.queue != which:
+                out.append(violation("WrongQueueField", page=p.phys, list=name, field=queue_names.get(p.queue, "None")))
+            if p.prev != prev:
+                out.append(violation("BadLink", page=p.phys))
+            count += 1
+            prev, idx = idx, p.next
+        if prev != tail:
+            out.append(violation("BadLink", page=0 if prev == nil else records[prev].phys))
+        if count != recorded:
+            out.append(violation("QueueCount", queue=name, listed=count, recorded=recorded))
+
+    # Every page.
+    free, free_after_write = c["PageFlags::FREE"], c["PageFlags::FREE_AFTER_WRITE"]
+    unmanaged = c["PageFlags::UNMANAGED"]
+    for i, p in enumerate(records):
+        xbusy = p.busy & c["BUSY_EXCLUSIVE"]
+        busied = p.busy & ~c["BUSY_WAITERS"] != 0
+        queued = p.queue in queue_names and queue_names[p.queue] != "None"
+        if xbusy and p.busy // c["BUSY_SHARER"] > 0:
+            out.append(violation("BadBusyWord", page=p.phys, word=p.busy))
+        listed_free = on[i] in (1, 2)
+        if p.flags & free:
+            if not listed_free:
+                out.append(violation("FreeFlagNotOnList", page=p.phys))
+            what = None
+            if p.object:
+                what = "owned by an object"
+            elif p.wire_count:
+                what = "wired"
+            elif queued or on[i] >= 3:
+                what = "queued"
+            elif p.mappings:
+                what = "mapped"
+            elif busied:
+                what = "busy"
+            if what:
+                out.append(violation("FreeButInUse", page=p.phys, what=f'"{what}"'))
+        else:
+            if listed_free:
+                out.append(violation("OnFreeListNotFree", page=p.phys))
+            if not p.flags & unmanaged and p.object and not busied and not p.wire_count and not queued:
+                out.append(violation("Limbo", page=p.phys))
+            if p.flags & free_after_write and not busied:
+                out.append(violation("FreeAfterWriteIdle", page=p.phys))
+
+    out.extend(check_swap_objects(k, records))
+    return out, n
+
+
+def check_swap_objects(k, records):
+    """Rule 14 (`check_object`) for every swap object that owns a page: a
+    clean, fully valid, unbusied page must have a block in its swap pager."""
+    c = k.page_consts
+    out = []
+    for handle in sorted({p.object for p in records if p.object}):
+        try:
+            o = k.vm_object(handle)
+        except gdb.GdbError:
+            continue
+        if rust.enumerator("vm::object::ObjectKind", rust.scalar(o["kind"])) != "Swap":
+            continue
+        st, _ = state_of(o)
+        pager = k.pager(st)
+        if pager is None or pager[1] != "kernel::swap_pager::SwapPager":
+            continue
+        blocks = swap_blocks(pager[0])
+        for pindex, index, _ in resident(k, st)[0]:
+            if index is None:
+                continue
+            p = records[index]
+            if p.busy & ~c["BUSY_WAITERS"]:
+                continue
+            if p.dirty == 0 and p.valid == c["ALL_BLOCKS"] and not blocks(pindex):
+                out.append(violation("CleanWithoutSlot", page=p.phys, pindex=pindex))
+    return out
+
+
+def swap_blocks(pager):
+    """has_page of the SwapPager at `pager`: whether a page index has a block."""
+    sp = rust.at(pager, "kernel::swap_pager::SwapPager")
+    meta, _ = rust.mutex(sp["meta"])
+    none = rust.constants("kernel::swap_pager")["NONE"]
+    chunks = {}
+    for key, value in rust.btree_map(meta):
+        lo, hi = value.type.range()
+        chunks[int(key)] = [int(value[i]) for i in range(lo, hi + 1)]
+    per_chunk = None if not chunks else len(next(iter(chunks.values())))
+
+    def has(pindex):
+        if per_chunk is None:
+            return False
+        chunk = chunks.get(pindex // per_chunk)
+        return chunk is not None and chunk[pindex % per_chunk] != none
+    return has
+
+
+def check_lines(k, argv):
+    if argv:
+        raise gdb.GdbError("usage: vm check")
+    found, n = check(k)
+    out = [f"vm check: {n} pages: {len(found)} violation{'s' if len(found) != 1 else ''}"]
+    out += [f"  {v}" for v in found]
+    return out
