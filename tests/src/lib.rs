@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 pub use boot::{Images, KERNEL_BASE};
 
+pub mod gdbvm;
+
 /// QEMU's exit status when the kernel reports success (`qemu::ExitCode::Success`).
 pub const EXIT_SUCCESS: i32 = 33;
 

@@ -127,6 +127,16 @@ fn main() {
     );
     let i = images.clone();
     trials.push(Trial::test("gdb::breakpoint_in_kernel_main", move || gdb_session(&i)).with_kind("host"));
+    let i = images.clone();
+    trials.push(
+        Trial::test("gdb::vm_commands_match_the_kernel_bios", move || gdb_vm_commands(&i, Firmware::Bios))
+            .with_kind("host"),
+    );
+    let i = images.clone();
+    trials.push(
+        Trial::test("gdb::vm_commands_match_the_kernel_uefi", move || gdb_vm_commands(&i, Firmware::Uefi))
+            .with_kind("host"),
+    );
 
     libtest_mimic::run(&args, trials).exit();
 }
@@ -423,6 +433,73 @@ fn gdb_session(images: &Images) -> Result<(), Failed> {
         )
         .into())
     }
+}
+
+/// The `vm` gdb commands (tools/gdb/) against the kernel's own view of the
+/// same state: `mode=vmstate` prints its view and stops at
+/// `kernel::vmstate::stop_here`; gdb runs every command of
+/// `tests::gdbvm::commands` there, sets the `page.alloc` fail point, and
+/// lets the kernel go on, which then finds the fail point set. Both outputs
+/// are parsed and compared field by field (`tests::gdbvm::compare`).
+fn gdb_vm_commands(images: &Images, firmware: Firmware) -> Result<(), Failed> {
+    use tests::gdbvm::{self, MARK};
+
+    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let mut opts = BootOptions::new(firmware, "mode=vmstate");
+    opts.gdb_port = Some(port);
+    opts.disks = vec![tests::rootfs_disk(images)];
+    opts.swap = Some(64 << 20);
+    let mut q = Qemu::spawn(images, &opts)?;
+    std::thread::sleep(Duration::from_millis(500));
+    let mut args = gdb_base_args(images, port);
+    let script = tests::workspace_root().join("tools/gdb/vm.py");
+    for cmd in [format!("source {}", script.display()), "hbreak kernel::vmstate::stop_here".into(), "continue".into()] {
+        args.extend(["-ex".into(), cmd]);
+    }
+    for (cmd, _) in gdbvm::commands() {
+        args.extend(["-ex".into(), format!("echo {MARK}{cmd}\\n"), "-ex".into(), cmd]);
+    }
+    // On to the end: the kernel reports what the fail point did.
+    args.extend(["-ex".into(), format!("echo {MARK}end\\n"), "-ex".into(), "continue".into()]);
+    // stdout and stderr in one file, in the order gdb wrote them (the
+    // errors are part of what is checked).
+    let log = std::env::temp_dir().join(format!("bsdvm-gdb-vm-{}-{firmware:?}.txt", std::process::id()));
+    let file = std::fs::File::create(&log)?;
+    let child = Command::new("gdb")
+        .arg("-batch")
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(file.try_clone()?)
+        .stderr(file)
+        .spawn()
+        .map_err(|e| format!("cannot run gdb (install the Debian package gdb): {e}"))?;
+    let waited = wait_with_timeout(child, Duration::from_secs(180));
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let _ = std::fs::remove_file(&log);
+    waited.map_err(|e| format!("{}\ngdb's output:\n{text}", e.message().unwrap_or_default()))?;
+    let status = q.wait_exit(BOOT_TIMEOUT)?;
+    let report = |why: String| -> Failed { format!("{why}\n--- gdb:\n{text}\n--- console:\n{}", q.transcript).into() };
+    if !text.contains("Breakpoint 1, kernel::vmstate::stop_here") {
+        return Err(report("gdb never stopped at kernel::vmstate::stop_here".into()));
+    }
+    if text.contains("Traceback") || text.contains("Python Exception") {
+        return Err(report("a gdb command failed in Python".into()));
+    }
+    let kernel = gdbvm::kernel_view(&q.transcript).map_err(report)?;
+    let mut wrong = gdbvm::compare(&kernel, &gdbvm::sections(&text));
+    if kernel.after_stop.as_deref() != Some("ok,failed") {
+        wrong.push(format!(
+            "page.alloc set to nth:2 from gdb: the kernel's two allocations after the stop went {:?}, not ok,failed",
+            kernel.after_stop
+        ));
+    }
+    if status != EXIT_SUCCESS {
+        wrong.push(format!("the kernel exited with {status} after the stop"));
+    }
+    if !wrong.is_empty() {
+        return Err(report(format!("gdb and the kernel disagree:\n  {}", wrong.join("\n  "))));
+    }
+    Ok(())
 }
 
 fn wait_with_timeout(mut child: std::process::Child, limit: Duration) -> Result<std::process::Output, Failed> {
