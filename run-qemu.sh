@@ -23,6 +23,7 @@ commands:
   bench      host benchmarks and the kernel's benchmarks (release build);
              prints `bench: <name> <value> <unit>` lines
   --gdb      boot with QEMU halted, waiting for gdb; prints the command to attach
+             (with the vm commands of tools/gdb/ loaded: help vm)
   -h, --help this text
 
 options:
@@ -302,11 +303,14 @@ case $cmd in
 QEMU is halted, waiting for gdb on port $port. In another terminal, attach with:
 
   gdb -ex 'source $sysroot/lib/rustlib/etc/gdb_load_rust_pretty_printers.py' \\
+      -ex 'source $ROOT/tools/gdb/vm.py' \\
       -ex 'symbol-file -o 0xffffffff80000000 $KERNEL_ELF' \\
       -ex 'target remote localhost:$port'
 
 then for example:  hbreak kernel::kernel_main   continue   bt
 (hardware breakpoints work before the kernel is loaded; once it runs, break works too)
+and the VM state, once stopped:  vm page va ADDR   vm object ADDR   vm map   vm pte ADDR
+                                 vm phys   vm check   vm failpoint   (help vm)
 
 
 EOF

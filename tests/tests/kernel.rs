@@ -378,13 +378,16 @@ int main(int argc, char **argv) {
     Ok(())
 }
 
-/// The gdb command run-qemu.sh prints: load symbols at the kernel's base and
-/// attach. Returns the arguments that come before any of the caller's own.
+/// The gdb command run-qemu.sh prints: load the vm commands (tools/gdb/) and
+/// the symbols at the kernel's base, and attach. Returns the arguments that
+/// come before any of the caller's own.
 pub fn gdb_base_args(images: &Images, port: u16) -> Vec<String> {
     vec![
         "-nx".into(),
         "-ex".into(),
         "set pagination off".into(),
+        "-ex".into(),
+        format!("source {}", tests::workspace_root().join("tools/gdb/vm.py").display()),
         "-ex".into(),
         format!("symbol-file -o {KERNEL_BASE:#x} {}", images.kernel.display()),
         "-ex".into(),
@@ -452,9 +455,8 @@ fn gdb_vm_commands(images: &Images, firmware: Firmware) -> Result<(), Failed> {
     let mut q = Qemu::spawn(images, &opts)?;
     std::thread::sleep(Duration::from_millis(500));
     let mut args = gdb_base_args(images, port);
-    let script = tests::workspace_root().join("tools/gdb/vm.py");
-    for cmd in [format!("source {}", script.display()), "hbreak kernel::vmstate::stop_here".into(), "continue".into()] {
-        args.extend(["-ex".into(), cmd]);
+    for cmd in ["hbreak kernel::vmstate::stop_here", "continue"] {
+        args.extend(["-ex".into(), cmd.into()]);
     }
     for (cmd, _) in gdbvm::commands() {
         args.extend(["-ex".into(), format!("echo {MARK}{cmd}\\n"), "-ex".into(), cmd]);
