@@ -12,13 +12,17 @@
 //!  WIRED_VA   an anonymous page, written, then wired (as mlock does)
 //!  LIMBO_VA   an anonymous object with one page left in limbo: in the object,
 //!             invalid, unbusied, unwired, on no queue (the bug of rule 4)
+//!  SWAP_VA    two anonymous pages, written, paged out to swap by the laundry's
+//!             own code and read back in (a swap pager read); then the second
+//!             one's swap slot is dropped while it stays clean (the bug of rule
+//!             14). Skipped when there is no swap disk.
 //! ```
 //!
 //! It then prints the kernel's view of that state as `vmstate: <what>
 //! key=value ...` lines: the page records with their PV entries, the objects
 //! with their shadow chains and resident pages, the map, the page-table walk
 //! of each address, the free counts, swap, and what the invariant checker
-//! finds (the limbo page). It records where things are in [`SHOWN`] and
+//! finds (the limbo page, the clean page without a slot). It records where things are in [`SHOWN`] and
 //! calls [`stop_here`] with interrupts off, so a debugger stopped there sees
 //! exactly the state printed. The host test `gdb::vm_commands_match_the_kernel`
 //! (tests/tests/kernel.rs) runs the gdb commands of `tools/gdb/` there and
@@ -26,8 +30,9 @@
 //!
 //! After the stop, two pages are allocated through the `page.alloc` fail
 //! point and the outcome is printed (a debugger may have set the fail point
-//! meanwhile), the limbo page is freed (rule 5), the process ends, and the
-//! invariants must hold again.
+//! meanwhile), the limbo page is freed (rule 5), the page without a slot is
+//! dirtied (so that it needs none), the process ends, and the invariants
+//! must hold again.
 
 use alloc::format;
 use alloc::string::String;
@@ -53,6 +58,8 @@ pub const FILE_VA: u64 = 0x4000_0000;
 pub const WIRED_VA: u64 = 0x4010_0000;
 /// The object with the page in limbo (the page itself is not mapped).
 pub const LIMBO_VA: u64 = 0x4020_0000;
+/// The two pages paged out and in (with swap).
+pub const SWAP_VA: u64 = 0x4030_0000;
 /// The mapped file (made by `boot`, in the root filesystem).
 const FILE: &[u8] = b"/data/seq32";
 
@@ -71,6 +78,8 @@ pub struct Shown {
     pub wired_object: AtomicU64,
     /// The object holding the limbo page.
     pub limbo_object: AtomicU64,
+    /// The swap object of SWAP_VA (0 without swap).
+    pub swap_object: AtomicU64,
     /// The file's page 0, behind the copy.
     pub original_pfn: AtomicU64,
     /// The page in limbo.
@@ -83,6 +92,7 @@ pub static SHOWN: Shown = Shown {
     vnode: AtomicU64::new(0),
     wired_object: AtomicU64::new(0),
     limbo_object: AtomicU64::new(0),
+    swap_object: AtomicU64::new(0),
     original_pfn: AtomicU64::new(0),
     limbo_pfn: AtomicU64::new(0),
 };
@@ -127,6 +137,7 @@ fn scenario(me: &Arc<Process>) {
     // The new object's reference goes to its mapping.
     let limbo_object = VmObject::new(ObjectKind::Anonymous, 1, vm::kernel_env());
     map(LIMBO_VA, 1, Some((limbo_object.clone(), 0)), false).expect("vmstate: cannot map the limbo object");
+    map(SWAP_VA, 2, None, false).expect("vmstate: cannot map the pages for swap");
 
     // SAFETY: the addresses are mapped read-write in this process's address
     // space, which is loaded, and spawn_kernel allows kernel access to user
@@ -136,14 +147,17 @@ fn scenario(me: &Arc<Process>) {
         let b = (FILE_VA as *const u8).read_volatile();
         (FILE_VA as *mut u8).write_volatile(!b);
         (WIRED_VA as *mut u64).write_volatile(0x5747_e000);
+        (SWAP_VA as *mut u64).write_volatile(0x5a5a_0000);
+        ((SWAP_VA + PAGE) as *mut u64).write_volatile(0x5a5a_0001);
     }
     vm::fault::wire(&space.map, WIRED_VA, WIRED_VA + PAGE).expect("vmstate: cannot wire the page");
     let limbo = limbo_object.lock().alloc_page(0, AllocFlags::empty()).expect("vmstate: no page for limbo");
     // Allocated exclusively busy and invalid; unbusied on no queue, it is
     // in limbo.
     limbo.xunbusy();
+    let no_slot = without_slot(&space);
 
-    let shown = Scene::new(me, &space, &vnode.object, &limbo_object, limbo);
+    let shown = Scene::new(me, &space, &vnode.object, &limbo_object, limbo, no_slot.as_ref());
     for line in shown.lines() {
         kprintln!("vmstate: {line}");
     }
@@ -168,6 +182,54 @@ fn scenario(me: &Arc<Process>) {
     vm::failpoint::PAGE_ALLOC.set(vm::failpoint::Action::Off);
     limbo.xbusy();
     limbo_object.lock().free_invalid(limbo);
+    if let Some((_, page)) = no_slot {
+        // Dirty, it needs no slot (rule 14 holds again).
+        page.xbusy();
+        page.set_all_dirty();
+        page.xunbusy();
+    }
+}
+
+/// Pages SWAP_VA's two pages out to swap and back in, then drops the
+/// second one's slot while it stays clean: rule 14 broken on purpose.
+/// Returns the swap object and that page; None without a swap disk.
+fn without_slot(space: &AddressSpace) -> Option<(Arc<VmObject>, &'static Page)> {
+    crate::swap::swap()?;
+    let pm = vm::global();
+    let mappings = vm::kernel_env().mappings;
+    let resident = |va: u64| space.pmap.extract(va).and_then(|(pa, _)| pm.page_of(pa));
+    let object = space.map.lock().entry(SWAP_VA).and_then(|e| e.object.clone())?;
+    let on_swap = || object.lock().pager().is_some_and(|p| p.has_page(0).is_some() && p.has_page(1).is_some());
+    // Pages just written are referenced: a laundry pass only notes that
+    // (and reactivates them); a later one writes them out.
+    for _ in 0..4 {
+        if on_swap() {
+            break;
+        }
+        for va in [SWAP_VA, SWAP_VA + PAGE] {
+            if let Some(p) = resident(va) {
+                pm.launder(p);
+            }
+        }
+        vm::pageout::launder(pm, mappings, 2, &crate::swap_pager::new_pager);
+    }
+    assert!(object.kind() == ObjectKind::Swap && on_swap(), "vmstate: the pages at SWAP_VA were not paged out");
+    // Their data is on swap now: whatever the laundry left resident goes
+    // (it is clean), and a read brings both back through the swap pager.
+    object.remove_clean(0, 2);
+    assert!(object.lock().resident() == 0, "vmstate: pages paged out are still resident");
+    let pages_in = crate::swap_pager::PAGES_IN.load(Ordering::Relaxed);
+    // SAFETY: both pages are mapped read-write in the loaded address space.
+    unsafe {
+        (SWAP_VA as *const u64).read_volatile();
+        ((SWAP_VA + PAGE) as *const u64).read_volatile();
+    }
+    let read = crate::swap_pager::PAGES_IN.load(Ordering::Relaxed) - pages_in;
+    assert!(read == 2, "vmstate: {read} pages read back from swap, not 2");
+    let page = resident(SWAP_VA + PAGE)?;
+    assert!(page.dirty() == 0, "vmstate: the page read back from swap is dirty");
+    object.lock().pager()?.forget(1, 2);
+    Some((object, page))
 }
 
 /// What the scenario set up, found the way the kernel finds it.
@@ -185,6 +247,7 @@ impl<'a> Scene<'a> {
         vnode: &Arc<VmObject>,
         limbo_object: &Arc<VmObject>,
         limbo: &'static Page,
+        no_slot: Option<&(Arc<VmObject>, &'static Page)>,
     ) -> Scene<'a> {
         let pm = vm::global();
         let mapped = |va: u64| {
@@ -206,7 +269,7 @@ impl<'a> Scene<'a> {
         SHOWN.limbo_object.store(limbo_object.handle() as u64, Ordering::Relaxed);
         SHOWN.original_pfn.store(pfn(original), Ordering::Relaxed);
         SHOWN.limbo_pfn.store(pfn(limbo), Ordering::Relaxed);
-        Scene {
+        let mut scene = Scene {
             me,
             space,
             pages: alloc::vec![
@@ -222,7 +285,14 @@ impl<'a> Scene<'a> {
                 ("wired", wired_object),
                 ("limbo", limbo_object.clone()),
             ],
+        };
+        if let Some((object, page)) = no_slot {
+            SHOWN.swap_object.store(object.handle() as u64, Ordering::Relaxed);
+            scene.pages.push(("swapped", Some(SWAP_VA), mapped(SWAP_VA)));
+            scene.pages.push(("no_slot", Some(SWAP_VA + PAGE), page));
+            scene.objects.push(("swap", object.clone()));
         }
+        scene
     }
 
     /// Every line of the report, without the `vmstate: ` prefix.
@@ -256,11 +326,14 @@ impl<'a> Scene<'a> {
                 e.needs_copy as u8
             ));
         }
-        for va in [FILE_VA, FILE_VA + PAGE, WIRED_VA, LIMBO_VA] {
+        for va in [FILE_VA, FILE_VA + PAGE, WIRED_VA, LIMBO_VA, SWAP_VA] {
             out.push(self.pte_line(va, pmap));
         }
         out.extend(phys_lines());
-        let v = vm::invariants::check(vm::global());
+        let mut v = vm::invariants::check(vm::global());
+        for (_, object) in &self.objects {
+            v.extend(vm::invariants::check_object(object));
+        }
         out.extend(v.iter().map(|v| format!("violation {v:x?}")));
         out.push(format!("violations count={}", v.len()));
         out

@@ -1,6 +1,9 @@
 //! The invariant checker: one walk over every page and list that returns what
 //! is wrong, as values. Tests call it after every step; debug builds call it
-//! at chosen points; the gdb commands call it on a stopped kernel.
+//! at chosen points. The gdb command `vm check` evaluates the same rules on
+//! a stopped kernel (tools/gdb/vmgdb/check.py, kept in step with this file
+//! by hand; the host tests `gdb::vm_commands_match_the_kernel_*` compare the
+//! two on a kernel with broken pages).
 //!
 //! What it checks (the rules are in `shared/design/VM-RULES.md`):
 //! - no page in limbo: a managed page in an object is valid, busy, wired or
