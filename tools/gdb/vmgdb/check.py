@@ -42,6 +42,9 @@ def check(k):
     # The cache, then the free lists.
     cached, _ = cache(k)
     for idx in cached:
+        if idx >= n:
+            out.append(f"the order-0 cache holds index {idx}, past the page array")
+            continue
         mark(idx, 2)
     fl, _ = rust.mutex(k.pm["free"])
     lo, hi = fl["heads"].type.range()
@@ -49,6 +52,9 @@ def check(k):
     for order in range(lo, hi + 1):
         blocks, prev, idx = 0, nil, int(fl["heads"][order])
         while idx != nil and blocks <= n:
+            if idx >= n:
+                out.append(f"free list {order} runs off the page array (index {idx})")
+                break
             head = records[idx]
             if head.order != order:
                 got = "None" if head.order == not_head else f"Some({head.order})"
@@ -74,6 +80,10 @@ def check(k):
         which = rust.enumerators("vm::page::Queue")[name]
         count, prev, idx = 0, nil, head
         while idx != nil and count <= n:
+            if idx >= n:
+                out.append(f"queue {name} runs off the page array (index {idx})")
+                prev = nil
+                break
             p = records[idx]
             mark(idx, 3 + which)
             if p.queue != which:

@@ -3,7 +3,7 @@
 import gdb
 
 from . import check, failpoint, maps, objects, pages, phys
-from .kernel import Kernel
+from .kernel import Kernel, attached
 
 
 class Vm(gdb.Command):
@@ -33,17 +33,19 @@ kernel::vmstate::SHOWN.pid. Without a PID, the address space being run."""
 class Sub(gdb.Command):
     """A `vm` subcommand: builds a fresh view of the kernel, prints lines."""
 
-    def __init__(self, name, lines, doc):
+    def __init__(self, name, lines, doc, needs_allocator=True):
         self.__doc__ = doc
         super().__init__(f"vm {name}", gdb.COMMAND_DATA, gdb.COMPLETE_EXPRESSION)
         self.lines = lines
+        self.needs_allocator = needs_allocator
 
     def invoke(self, arg, from_tty):
         argv = gdb.string_to_argv(arg)
+        attached()
         try:
-            out = self.lines(Kernel(), argv)
+            out = self.lines(Kernel() if self.needs_allocator else None, argv)
         except gdb.MemoryError as e:
-            raise gdb.GdbError(f"cannot read kernel memory: {e}")
+            raise gdb.GdbError(f"cannot read kernel memory ({e}): is the kernel loaded yet? (hbreak kernel::kernel_main)")
         gdb.write("\n".join(out) + "\n")
 
 
@@ -56,4 +58,6 @@ def register():
     Sub("pte", maps.pte_lines, f"Show the page-table walk of an address.\nUsage: {maps.PTE_USAGE}")
     Sub("phys", phys.phys_lines, "Show free pages per order and segment, the queues and swap.\nUsage: vm phys")
     Sub("check", check.check_lines, "Evaluate the invariant checker's rules over every page.\nUsage: vm check")
-    Sub("failpoint", failpoint.failpoint_lines, f"List or set fail points.\nUsage: {failpoint.USAGE}")
+    # Fail points are statics: they can be set before the allocator exists
+    # (at kernel_main, for a failure during boot).
+    Sub("failpoint", failpoint.failpoint_lines, f"List or set fail points.\nUsage: {failpoint.USAGE}", False)

@@ -56,7 +56,7 @@ def store(field, value):
     rust.write(int(field.address), (value & ((1 << (8 * field.type.sizeof)) - 1)).to_bytes(field.type.sizeof, "little"))
 
 
-def failpoint_lines(k, argv):
+def failpoint_lines(_kernel, argv):
     if not argv:
         return ["fail points:"] + [f"  {name:<18} {describe(fp)}" for name, fp in failpoints()]
     if len(argv) != 2:

@@ -59,11 +59,19 @@ class PageLayout:
         self.struct = struct.Struct(fmt)
 
 
+def attached():
+    """Fails unless gdb is attached to a kernel (not just reading the ELF)."""
+    if not gdb.selected_inferior().pid:
+        raise gdb.GdbError("no kernel to look at: attach first (target remote ...)")
+
+
 class Kernel:
     def __init__(self):
-        if not gdb.selected_inferior().pid:
-            raise gdb.GdbError("no kernel to look at: attach first (target remote ...)")
-        self.pm = rust.once(rust.symbol("vm::GLOBAL"), "vm::phys::PhysMem")
+        attached()
+        try:
+            self.pm = rust.once(rust.symbol("vm::GLOBAL"), "vm::phys::PhysMem")
+        except gdb.MemoryError:
+            raise gdb.GdbError("the kernel is not in memory yet: stop it once it runs (hbreak kernel::kernel_main)")
         if self.pm is None:
             raise gdb.GdbError("the page allocator is not set up yet: stop the kernel after memory::init_page_allocator")
         self.phys_offset = rust.scalar(rust.symbol("kernel::memory::PHYS_OFFSET"))

@@ -16,7 +16,7 @@ def free_lists(k, records):
     orders, listed = [], 0
     for order in range(lo, hi + 1):
         idx, blocks = int(fl["heads"][order]), 0
-        while idx != c["NIL"] and blocks <= len(records):
+        while idx != c["NIL"] and idx < len(records) and blocks <= len(records):
             per_segment[records[idx].segment] += 1 << order
             blocks += 1
             idx = records[idx].next
