@@ -134,8 +134,9 @@ fn scenario(me: &Arc<Process>) {
     vnode.object.reference();
     map(FILE_VA, 2, Some((vnode.object.clone(), 0)), true).expect("vmstate: cannot map the file");
     map(WIRED_VA, 1, None, false).expect("vmstate: cannot map the wired page");
-    // The new object's reference goes to its mapping.
-    let limbo_object = VmObject::new(ObjectKind::Anonymous, 1, vm::kernel_env());
+    // The new object's reference goes to its mapping. Index 0 is for the
+    // page in limbo, 1 and 2 for the allocations after the stop.
+    let limbo_object = VmObject::new(ObjectKind::Anonymous, 3, vm::kernel_env());
     map(LIMBO_VA, 1, Some((limbo_object.clone(), 0)), false).expect("vmstate: cannot map the limbo object");
     map(SWAP_VA, 2, None, false).expect("vmstate: cannot map the pages for swap");
 

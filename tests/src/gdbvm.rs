@@ -271,11 +271,7 @@ fn page(d: &mut Diff<'_>, k: &Fields, text: &str) {
     let set = |s: &str| s.split('|').filter(|f| *f != "-").map(String::from).collect::<BTreeSet<_>>();
     d.eq("flags", set(&k["flags"]), g.get("flags").map(|s| set(s)).unwrap_or_default());
     d.num("mappings", k.get("mappings"), g.get("mappings").map(String::as_str));
-    let kernel_pv: BTreeSet<(u64, u64)> = k["pv"]
-        .split(',')
-        .filter_map(|e| e.split_once('@'))
-        .filter_map(|(m, va)| Some((num(m)?, num(va)?)))
-        .collect();
+    let kernel_pv: BTreeSet<(u64, u64)> = pairs(&k["pv"], '@').into_iter().collect();
     let gdb_pv: BTreeSet<(u64, u64)> = text
         .lines()
         .filter(|l| l.starts_with("    "))
@@ -313,34 +309,28 @@ fn object(d: &mut Diff<'_>, k: &Fields, text: &str) {
         }
         (k, g) => d.fail(format!("pager: kernel {k:?}, gdb {g:?}")),
     }
-    let chain: Vec<(u64, u64)> = k["chain"]
-        .split(',')
-        .filter_map(|e| e.split_once('@'))
-        .filter_map(|(o, off)| Some((num(o)?, num(off)?)))
-        .collect();
-    let gdb_chain: Vec<(u64, u64)> = text
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("backing"))
+    // `backing   0xA at offset O ...`
+    d.eq("shadow chain", pairs(&k["chain"], '@'), rows(text, "backing", 0, 3));
+    // `pindex I  pfn 0xF ...`
+    let resident: Vec<(u64, u64)> = rows(text, "pindex", 0, 2).into_iter().map(|(i, pfn)| (i, pfn << 12)).collect();
+    d.eq("resident pages", pairs(&k["resident"], ':'), resident);
+}
+
+/// A kernel list `a@b,c@d` (or with `:`) as numbers.
+fn pairs(list: &str, sep: char) -> Vec<(u64, u64)> {
+    list.split(',').filter_map(|e| e.split_once(sep)).filter_map(|(a, b)| Some((num(a)?, num(b)?))).collect()
+}
+
+/// The numbers in words `a` and `b` after `word` on each line of `text`
+/// that starts with it (indentation aside).
+fn rows(text: &str, word: &str, a: usize, b: usize) -> Vec<(u64, u64)> {
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix(word))
         .filter_map(|l| {
             let w: Vec<&str> = l.split_whitespace().collect();
-            Some((num(w.first()?)?, num(w.get(3)?)?))
+            Some((num(w.get(a)?)?, num(w.get(b)?)?))
         })
-        .collect();
-    d.eq("shadow chain", chain, gdb_chain);
-    let resident: Vec<(u64, u64)> = k["resident"]
-        .split(',')
-        .filter_map(|e| e.split_once(':'))
-        .filter_map(|(i, pa)| Some((num(i)?, num(pa)?)))
-        .collect();
-    let gdb_resident: Vec<(u64, u64)> = text
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("pindex "))
-        .filter_map(|l| {
-            let w: Vec<&str> = l.split_whitespace().collect();
-            Some((num(w.first()?)?, num(w.get(2)?)? << 12))
-        })
-        .collect();
-    d.eq("resident pages", resident, gdb_resident);
+        .collect()
 }
 
 /// `vm map` against the `process` and `entry` lines.
