@@ -135,12 +135,6 @@ class Kernel:
             for i, values in enumerate(self.layout.struct.iter_unpack(data))
         ]
 
-    def segment_of(self, index):
-        for i, (start, end, first) in enumerate(self.segments):
-            if first <= index < first + ((end - start) >> self.page_shift):
-                return i
-        return None
-
     # ---- processes and address spaces --------------------------------------
 
     def processes(self):
