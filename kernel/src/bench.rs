@@ -177,8 +177,8 @@ pub fn page_allocator() {
 /// again with the fault steps timed, for the per-step split (the timing
 /// itself costs a few clock reads per fault, so the headline figures come
 /// from the untimed runs); a zero-fill run over pages the host has in its
-/// caches; then the parts a fault is made of, measured alone: trap entry and
-/// exit, page allocation, zeroing, mapping.
+/// caches; then the parts a fault is made of, measured alone: the null
+/// fault (the floor), trap entry and exit, page allocation, zeroing, mapping.
 pub fn faults() {
     use core::sync::atomic::Ordering;
     use vm::map::Inherit;
@@ -292,6 +292,53 @@ pub fn faults() {
         kprintln!("bench: kernel.zero_fill_hot {:.0} ns/fault", per_fault(tsc, n));
     }
 
+    // The floor: the same walk over pages whose entries are there but not
+    // present, the handler only setting the present bit (trap entry and
+    // exit, QEMU's failed and repeated page walk); then the walk again over
+    // the present pages (a TLB miss each).
+    let pm = vm::global();
+    if let (Some(p), Some((space, a))) = (pm.alloc(vm::phys::AllocFlags::NOBUSY), anon_space(SIZE)) {
+        p.xbusy();
+        p.set_all_valid();
+        p.set_all_dirty();
+        p.xunbusy();
+        let mut entered = true;
+        for i in 0..SIZE / PAGE {
+            // Entered accessed and modified, as the fault path enters them.
+            match space.pmap.enter_accessed(a + i * PAGE, p, Prot::RW, Prot::RW, false) {
+                Ok(f) => f.skip_not_loaded(),
+                Err(_) => entered = false,
+            }
+        }
+        if entered {
+            space.pmap.hide(a, a + SIZE);
+            crate::vmspace::NULL_FAULT_PMAP.store(alloc::sync::Arc::as_ptr(&space.pmap) as *mut _, Ordering::SeqCst);
+            let touch = || {
+                let _on = space.activate();
+                let t0 = time::rdtsc();
+                for i in 0..SIZE / PAGE {
+                    // SAFETY: mapped read-write (hidden or not) in the active space.
+                    unsafe { ((a + i * PAGE) as *mut u8).write_volatile(i as u8) };
+                }
+                time::rdtsc() - t0
+            };
+            let null = touch();
+            crate::vmspace::NULL_FAULT_PMAP.store(core::ptr::null_mut(), Ordering::SeqCst);
+            kprintln!("bench: kernel.fault_part.null_fault {:.0} ns/fault", per_fault(null, SIZE / PAGE));
+            let mapped = touch();
+            kprintln!("bench: kernel.fault_part.touch_mapped {:.0} ns/page", per_fault(mapped, SIZE / PAGE));
+            for i in 0..SIZE / PAGE {
+                space.pmap.unhide(a + i * PAGE);
+            }
+        }
+        space.pmap.remove(a, a + SIZE).skip_not_loaded();
+        drop(space);
+        p.xbusy();
+        p.invalidate();
+        p.xunbusy();
+        pm.free(p);
+    }
+
     // The parts, alone.
     const N: u64 = 20_000;
     {
@@ -320,7 +367,6 @@ pub fn faults() {
         unsafe { core::arch::asm!("int3") };
     }
     kprintln!("bench: kernel.fault_part.trap_entry_exit {:.0} ns", per_fault(time::rdtsc() - t0, N));
-    let pm = vm::global();
     let t0 = time::rdtsc();
     for _ in 0..N {
         if let Some(p) = pm.alloc(vm::phys::AllocFlags::empty()) {

@@ -205,6 +205,37 @@ impl X86Pmap {
         Ok(Some(&table(t)[index(va, 0)]))
     }
 
+    /// Benchmark support (`bench::faults`, the null fault): clears the
+    /// present bit of every leaf in `[start, end)`, keeping the rest of each
+    /// entry, so that touching the page faults. The space must not be
+    /// loaded (no TLB flush is done) and must be given back with [`unhide`]
+    /// on each page before its mappings are removed.
+    ///
+    /// [`unhide`]: X86Pmap::unhide
+    pub fn hide(&self, start: u64, end: u64) {
+        let _pv = g().lock.lock();
+        self.for_each_leaf(start, end, false, |_, e| {
+            e.fetch_and(!P, Ordering::AcqRel);
+        });
+    }
+
+    /// Sets the present bit again on the hidden leaf of `va`: the least a
+    /// page-fault handler can do to resolve a fault. Returns false if `va`
+    /// has no hidden leaf.
+    pub fn unhide(&self, va: u64) -> bool {
+        match self.walk(va & !(PAGE_SIZE as u64 - 1), false) {
+            Ok(Some(e)) => {
+                let v = e.load(Ordering::Acquire);
+                if v & P == 0 && v & ADDR != 0 {
+                    e.store(v | P, Ordering::Release);
+                    return true;
+                }
+                false
+            }
+            _ => false,
+        }
+    }
+
     /// Clears one leaf entry and its PV entry; harvests the dirty and
     /// accessed bits into the page. Returns the old entry.
     fn clear_leaf(&self, pv: &mut PvState, e: &AtomicU64, va: u64) -> u64 {
