@@ -215,6 +215,40 @@ mod tests {
         assert!(space.pmap.extract(a).is_none());
     }
 
+    /// Zero-fill faults take pages zeroed at idle time from the zero pool
+    /// and do not zero them again; the memory still reads zero.
+    #[ktest]
+    fn zero_fill_from_the_zero_pool() {
+        let pm = vm::global();
+        // Free pages with junk in them, for the pool to zero.
+        let junk: Vec<_> = (0..64).filter_map(|_| pm.alloc(vm::phys::AllocFlags::NOBUSY)).collect();
+        for &p in &junk {
+            // SAFETY: our page, through the direct map.
+            unsafe { core::ptr::write_bytes(pm.page_addr(p).unwrap(), 0xA5, PAGE as usize) };
+        }
+        for p in junk {
+            pm.free(p);
+        }
+        pm.drain_cache();
+        x86_64::instructions::interrupts::without_interrupts(|| while pm.zero_idle() && pm.zeroed_count() < 4096 {});
+        let pooled = pm.zeroed_count();
+        assert!(pooled >= 64, "idle zeroing filled the pool ({pooled} pages)");
+        let space = AddressSpace::new().unwrap();
+        let a = anon(&space, 64, Prot::RW);
+        {
+            let _on = space.activate();
+            for i in 0..64 {
+                let p = (a + i * PAGE) as *const u64;
+                // SAFETY: mapped read-write in the active space.
+                let words = unsafe { core::slice::from_raw_parts(p, PAGE as usize / 8) };
+                assert!(words.iter().all(|&w| w == 0), "page {i} of a zero fill reads zero");
+            }
+        }
+        assert!(pm.zeroed_count() <= pooled - 64, "the faults took their pages from the pool");
+        let v = vm::invariants::check(pm);
+        assert!(v.is_empty(), "invariants broken: {v:?}");
+    }
+
     /// Copy-on-write through the hardware: a private mapping of an object
     /// reads the object until it writes, then only its copy changes.
     #[ktest]

@@ -20,8 +20,20 @@
 //! lists [`CACHE_BATCH`] pages at a time, so most allocate/free pairs never
 //! touch the lists. (This will become the per-CPU cache.)
 //!
-//! Locks, in order: the cache lock, then the free-list lock (F); the page-queue
-//! lock (Q) is taken alone (see [`crate::queue`]).
+//! Pages can be zeroed ahead of need, at idle time (FreeBSD's historical
+//! `vm_page_zero_idle` and `PG_ZERO` pages): [`PhysMem::zero_idle`] takes a
+//! free page, zeroes it and keeps it in the *zero pool*, a stack of free pages
+//! known to be zero. An allocation that will zero its page anyway (a zero-fill
+//! fault, a page table: [`AllocFlags::PREFER_ZERO`], [`AllocFlags::ZERO`])
+//! takes from the pool first and skips the zeroing; every other allocation
+//! takes from the pool only when nothing else is left. The pool holds at most
+//! half the free pages ([`ZERO_POOL_SHARE`]), and is given back to the free
+//! lists when a multi-page allocation cannot be met and by
+//! [`PhysMem::drain_cache`].
+//!
+//! Locks, in order: the cache lock, then the free-list lock (F), then the
+//! zero-pool lock (Z); the page-queue lock (Q) is taken alone (see
+//! [`crate::queue`]).
 //!
 //! Rejected: a bitmap allocator (linear scans for large blocks, no cheap
 //! contiguous runs) and one list with sorting (no O(1) coalescing).
@@ -46,6 +58,10 @@ pub const MAX_SEGMENTS: usize = 16;
 pub const CACHE_SIZE: usize = 64;
 /// Pages moved between the cache and the free lists at a time.
 pub const CACHE_BATCH: usize = 32;
+/// The zero pool grows, at idle time, to at most 1/`ZERO_POOL_SHARE` of the
+/// free pages (FreeBSD's idle zeroing stopped at 4/5; half leaves the rest
+/// to merge into large blocks).
+pub const ZERO_POOL_SHARE: u64 = 2;
 
 /// A range of physical addresses, `[start, end)`, page aligned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,6 +101,10 @@ bitflags! {
         /// The page belongs to no object and never will: page-table pages,
         /// kernel memory (rule 11). Implies NOBUSY.
         const UNMANAGED = 1 << 3;
+        /// A page from the zero pool if it has one (FreeBSD's
+        /// `VM_ALLOC_ZERO`): the caller zeroes the page unless it comes
+        /// with [`PageFlags::ZERO`].
+        const PREFER_ZERO = 1 << 4;
     }
 }
 
@@ -113,6 +133,13 @@ pub(crate) struct Cache {
     pub(crate) len: usize,
 }
 
+/// The zero pool: free pages known to be zero, a stack threaded through the
+/// records' `next` fields. (Z)
+pub(crate) struct ZeroPool {
+    pub(crate) head: PageIndex,
+    pub(crate) len: u64,
+}
+
 /// Allocation statistics. (A)
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -131,6 +158,7 @@ pub struct PhysMem {
     direct_map: Option<usize>,
     pub(crate) free: Mutex<FreeLists>,
     pub(crate) cache: Mutex<Cache>,
+    pub(crate) zeroed: Mutex<ZeroPool>,
     pub(crate) queues: Mutex<Queues>,
     pub stats: Stats,
 }
@@ -187,6 +215,7 @@ impl PhysMem {
             direct_map,
             free: Mutex::new(FreeLists { heads: [NIL; NUM_ORDERS], blocks: [0; NUM_ORDERS], pages: 0 }),
             cache: Mutex::new(Cache { pages: [NIL; CACHE_SIZE], len: 0 }),
+            zeroed: Mutex::new(ZeroPool { head: NIL, len: 0 }),
             queues: Mutex::new(Queues::new()),
             stats: Stats::default(),
         })
@@ -383,10 +412,13 @@ impl PhysMem {
     }
 
     /// Allocates one page: exclusively busy unless `NOBUSY`/`UNMANAGED` (rule 1).
-    /// `None` when memory is exhausted; nothing panics on shortage.
+    /// `None` when memory is exhausted; nothing panics on shortage. A page
+    /// that will be zeroed (`ZERO`, `PREFER_ZERO`) comes from the zero pool
+    /// if it has one; any other, only when nothing else is free.
     #[track_caller]
     pub fn alloc(&self, flags: AllocFlags) -> Option<&'static Page> {
-        let idx = {
+        let zeroed = if flags.intersects(AllocFlags::ZERO | AllocFlags::PREFER_ZERO) { self.zeroed_pop() } else { None };
+        let idx = zeroed.or_else(|| {
             let mut cache = self.cache.lock();
             if cache.len == 0 {
                 let mut fl = self.free.lock();
@@ -403,8 +435,8 @@ impl PhysMem {
                 cache.len -= 1;
                 Some(cache.pages[cache.len])
             }
-        };
-        match idx {
+        });
+        match idx.or_else(|| self.zeroed_pop()) {
             Some(i) => {
                 let p = self.page(i);
                 self.prepare_one(p, flags);
@@ -427,7 +459,13 @@ impl PhysMem {
         if order > MAX_ORDER {
             return None;
         }
-        let idx = self.alloc_block_locked(&mut self.free.lock(), order);
+        let idx = {
+            let mut fl = self.free.lock();
+            self.alloc_block_locked(&mut fl, order).or_else(|| {
+                // The zero pool's pages may be what is missing from a block.
+                self.drain_zeroed_locked(&mut fl).then(|| self.alloc_block_locked(&mut fl, order)).flatten()
+            })
+        };
         match idx {
             Some(i) => Some(self.prepare(i, 1 << order, flags)),
             None => {
@@ -465,25 +503,32 @@ impl PhysMem {
         }
         let order = order as u8;
         let mut fl = self.free.lock();
-        for k in order..=MAX_ORDER {
-            let mut idx = fl.heads[k as usize];
-            while idx != NIL {
-                let next = self.page(idx).next.load(Ordering::Relaxed);
-                let start = self.page(idx).phys();
-                let block_end = start + ((PAGE_SIZE as u64) << k);
-                // First sub-block of `order` inside this block and [low, high).
-                let sub = (PAGE_SIZE as u64) << order;
-                let first = low.max(start).next_multiple_of(sub);
-                if first + size <= block_end.min(high) {
-                    self.list_remove(&mut fl, idx, k);
-                    // Give back what lies before and after the run.
-                    let run = idx + ((first - start) >> PAGE_SHIFT) as PageIndex;
-                    self.free_span_locked(&mut fl, idx, run);
-                    self.free_span_locked(&mut fl, run + npages as PageIndex, idx + (1u32 << k));
-                    drop(fl);
-                    return Some(self.prepare(run, npages, flags));
+        // A second search if the first fails, with the zero pool's pages
+        // back on the lists.
+        for attempt in 0..2 {
+            if attempt == 1 && !self.drain_zeroed_locked(&mut fl) {
+                break;
+            }
+            for k in order..=MAX_ORDER {
+                let mut idx = fl.heads[k as usize];
+                while idx != NIL {
+                    let next = self.page(idx).next.load(Ordering::Relaxed);
+                    let start = self.page(idx).phys();
+                    let block_end = start + ((PAGE_SIZE as u64) << k);
+                    // First sub-block of `order` inside this block and [low, high).
+                    let sub = (PAGE_SIZE as u64) << order;
+                    let first = low.max(start).next_multiple_of(sub);
+                    if first + size <= block_end.min(high) {
+                        self.list_remove(&mut fl, idx, k);
+                        // Give back what lies before and after the run.
+                        let run = idx + ((first - start) >> PAGE_SHIFT) as PageIndex;
+                        self.free_span_locked(&mut fl, idx, run);
+                        self.free_span_locked(&mut fl, run + npages as PageIndex, idx + (1u32 << k));
+                        drop(fl);
+                        return Some(self.prepare(run, npages, flags));
+                    }
+                    idx = next;
                 }
-                idx = next;
             }
         }
         self.stats.failures.fetch_add(1, Ordering::Relaxed);
@@ -502,6 +547,88 @@ impl PhysMem {
             self.free_block_locked(fl, i, order);
             i += 1 << order;
         }
+    }
+
+    // ---- the zero pool (Z) ------------------------------------------------------
+
+    /// Takes a page from the zero pool.
+    fn zeroed_pop(&self) -> Option<PageIndex> {
+        let mut z = self.zeroed.lock();
+        if z.head == NIL {
+            return None;
+        }
+        let idx = z.head;
+        let p = self.page(idx);
+        z.head = p.next.load(Ordering::Relaxed);
+        p.next.store(NIL, Ordering::Relaxed);
+        z.len -= 1;
+        Some(idx)
+    }
+
+    /// Moves every page of the zero pool to the free lists (they keep their
+    /// zero flag there). Returns whether there were any.
+    fn drain_zeroed_locked(&self, fl: &mut FreeLists) -> bool {
+        self.empty_zero_pool(fl, true)
+    }
+
+    /// Empties the zero pool onto the free lists, the pages' zero flags kept
+    /// or cleared. Returns whether there were any.
+    fn empty_zero_pool(&self, fl: &mut FreeLists, keep_zero: bool) -> bool {
+        let mut z = self.zeroed.lock();
+        let any = z.len > 0;
+        while z.head != NIL {
+            let idx = z.head;
+            let p = self.page(idx);
+            z.head = p.next.load(Ordering::Relaxed);
+            p.next.store(NIL, Ordering::Relaxed);
+            if !keep_zero {
+                p.clear_flags(PageFlags::ZERO);
+            }
+            z.len -= 1;
+            self.free_block_locked(fl, idx, 0);
+        }
+        any
+    }
+
+    /// Gives the zero pool back to the free lists as ordinary free pages
+    /// (zero flags cleared): memory as a system that had no idle time finds
+    /// it. For the benchmarks' cold figures.
+    pub fn forget_zeroed(&self) {
+        self.empty_zero_pool(&mut self.free.lock(), false);
+    }
+
+    /// Pages in the zero pool.
+    pub fn zeroed_count(&self) -> u64 {
+        self.zeroed.lock().len
+    }
+
+    /// Idle-time work (FreeBSD's `vm_page_zero_idle`): zeroes one free page
+    /// into the zero pool, unless the pool already holds its share of the
+    /// free pages or page contents are not reachable. Returns whether it did;
+    /// the caller calls again while it has nothing better to do.
+    ///
+    /// While it is zeroed the page is allocated, unmanaged, to nobody: the
+    /// free count is one short until it is in the pool. The kernel calls
+    /// this from its idle loop, where no other thread runs until it
+    /// returns, so no one sees that.
+    pub fn zero_idle(&self) -> bool {
+        if self.direct_map.is_none() || self.zeroed_count() >= self.free_count() / ZERO_POOL_SHARE {
+            return false;
+        }
+        // From the lists, not the cache: the cache's pages are the ones
+        // freed last, likeliest to be in the caches and wanted again.
+        let Some(idx) = self.alloc_block_locked(&mut self.free.lock(), 0) else { return false };
+        let p = self.page(idx);
+        p.take_from_free(PageFlags::UNMANAGED);
+        if !p.flags().contains(PageFlags::ZERO) {
+            self.fill(p, 1, 0);
+        }
+        p.make_free(true);
+        let mut z = self.zeroed.lock();
+        p.next.store(z.head, Ordering::Relaxed);
+        z.head = idx;
+        z.len += 1;
+        true
     }
 
     // ---- freeing ------------------------------------------------------------
@@ -566,8 +693,8 @@ impl PhysMem {
         self.free_span_locked(&mut self.free.lock(), idx, idx + npages as PageIndex);
     }
 
-    /// Moves every cached page back to the free lists (so per-order counts
-    /// are exact, e.g. before comparing them).
+    /// Moves every cached page and the zero pool back to the free lists (so
+    /// per-order counts are exact, e.g. before comparing them).
     pub fn drain_cache(&self) {
         let mut cache = self.cache.lock();
         let mut fl = self.free.lock();
@@ -576,12 +703,13 @@ impl PhysMem {
             let i = cache.pages[cache.len];
             self.free_block_locked(&mut fl, i, 0);
         }
+        self.drain_zeroed_locked(&mut fl);
     }
 
-    /// Free pages, on the lists and in the cache.
+    /// Free pages, on the lists, in the cache and in the zero pool.
     pub fn free_count(&self) -> u64 {
         let cached = self.cache.lock().len as u64;
-        cached + self.free.lock().pages
+        cached + self.free.lock().pages + self.zeroed_count()
     }
 
     /// Free blocks on each order's list (the cache not included).
