@@ -439,6 +439,9 @@ impl PhysMem {
         match idx.or_else(|| self.zeroed_pop()) {
             Some(i) => {
                 let p = self.page(i);
+                if cfg!(debug_assertions) {
+                    self.check_zero_flag(p);
+                }
                 self.prepare_one(p, flags);
                 self.stats.allocs.fetch_add(1, Ordering::Relaxed);
                 Some(p)
@@ -595,6 +598,19 @@ impl PhysMem {
     /// it. For the benchmarks' cold figures.
     pub fn forget_zeroed(&self) {
         self.empty_zero_pool(&mut self.free.lock(), false);
+    }
+
+    /// Debug builds: a free page flagged zero (from the pool, or one given
+    /// back from it) must be all zeroes; anything else means that someone
+    /// wrote to a free page, which the zeroing at fault time used to hide.
+    fn check_zero_flag(&self, p: &Page) {
+        let Some(a) = self.page_addr(p).filter(|_| p.flags().contains(PageFlags::ZERO)) else { return };
+        // SAFETY: the page is free or just taken (nobody else's); the direct
+        // map covers it; pages are 8-aligned.
+        let words = unsafe { core::slice::from_raw_parts(a as *const u64, PAGE_SIZE / 8) };
+        if let Some(i) = words.iter().position(|&w| w != 0) {
+            panic!("page {:#x} is flagged zero but word {i} is {:#x}: a write to a free page", p.phys(), words[i]);
+        }
     }
 
     /// Pages in the zero pool.

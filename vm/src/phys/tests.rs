@@ -259,3 +259,19 @@ fn zero_pool_gives_way_to_large_blocks() {
     assert_eq!(pm.free_blocks(), before, "the blocks merge back");
     clean(&pm);
 }
+
+/// Debug builds check that a page from the zero pool is all zeroes: a write
+/// to a free page after it was zeroed is caught when the page is taken.
+#[test]
+#[cfg(debug_assertions)]
+#[should_panic(expected = "flagged zero")]
+fn a_write_to_a_pooled_page_is_caught() {
+    let pm = phys_with_memory(&[mib(1, 2)]);
+    assert!(pm.zero_idle());
+    let idx = pm.zeroed.lock().head;
+    let p = pm.page(idx);
+    // SAFETY: the host model maps the page; it is free (the write is the bug
+    // this test plants).
+    unsafe { (pm.page_addr(p).unwrap() as *mut u64).add(17).write(0xBAD) };
+    pm.alloc(AllocFlags::PREFER_ZERO);
+}
