@@ -177,8 +177,16 @@ pub fn page_allocator() {
 /// again with the fault steps timed, for the per-step split (the timing
 /// itself costs a few clock reads per fault, so the headline figures come
 /// from the untimed runs); a zero-fill run over pages the host has in its
-/// caches; then the parts a fault is made of, measured alone: trap entry and
-/// exit, page allocation, zeroing, mapping.
+/// caches; then the parts a fault is made of, measured alone: the null
+/// fault (the floor), trap entry and exit, page allocation, zeroing, mapping.
+///
+/// Zero fill, steady state: `kernel.zero_fill` (and its timed split) comes
+/// after idle time in which the idle loop has zeroed free pages ahead of
+/// need (`PhysMem::zero_idle`, FreeBSD's idle zeroing): the benchmark sleeps
+/// until the zero pool holds a page for every fault, so these faults find
+/// their pages zeroed and do not zero them. `kernel.zero_fill_cold` is the
+/// same run with the pool emptied and its pages no longer known zero (a
+/// system that has had no idle time): every fault zeroes its page.
 pub fn faults() {
     use core::sync::atomic::Ordering;
     use vm::map::Inherit;
@@ -232,8 +240,27 @@ pub fn faults() {
         Some((space, a))
     };
 
+    let pm = vm::global();
+    // Sleeps (idle time: the idle loop zeroes free pages) until the zero
+    // pool holds a page for every fault of a run and its page tables, or
+    // stops growing.
+    let idle_zeroing = || {
+        let want = SIZE / PAGE + SIZE / PAGE / 512 + 8;
+        let mut last = u64::MAX;
+        for _ in 0..500 {
+            let n = pm.zeroed_count();
+            if n >= want || n == last {
+                break;
+            }
+            last = n;
+            crate::sched::sleep_until(&last as *const u64 as usize, time::ticks() + 10, || true);
+        }
+    };
+
     // Untimed: the headline figures.
     let Some((parent, a)) = anon_space(SIZE) else { return };
+    idle_zeroing();
+    kprintln!("bench: kernel.zero_pool_pages {} pages", pm.zeroed_count());
     write_all("zero_fill", &parent, a, SIZE, 0, false);
     let Ok(child) = parent.fork() else { return };
     write_all("cow", &child, a, SIZE, 0xFF, false);
@@ -258,8 +285,15 @@ pub fn faults() {
     }
     drop(parent);
 
+    // Zero fill with no page zeroed ahead.
+    if let Some((space, a)) = anon_space(SIZE) {
+        pm.forget_zeroed();
+        write_all("zero_fill_cold", &space, a, SIZE, 0, false);
+    }
+
     // Timed: the split.
     let Some((parent, a)) = anon_space(SIZE) else { return };
+    idle_zeroing();
     write_all("zero_fill", &parent, a, SIZE, 0, true);
     let Ok(child) = parent.fork() else { return };
     write_all("cow", &child, a, SIZE, 0xFF, true);
@@ -272,6 +306,8 @@ pub fn faults() {
     const HOT: u64 = 2 << 20;
     const ROUNDS: u64 = 16;
     if let Some((space, a)) = anon_space(HOT) {
+        // Not from the zero pool, which would hand out other pages.
+        pm.forget_zeroed();
         let mut tsc = 0;
         let mut n = 0;
         for round in 0..ROUNDS {
@@ -290,6 +326,52 @@ pub fn faults() {
             map.map(Some(a), HOT, Prot::RW, Prot::ALL, Inherit::Copy, None, false).unwrap();
         }
         kprintln!("bench: kernel.zero_fill_hot {:.0} ns/fault", per_fault(tsc, n));
+    }
+
+    // The floor: the same walk over pages whose entries are there but not
+    // present, the handler only setting the present bit (trap entry and
+    // exit, QEMU's failed and repeated page walk); then the walk again over
+    // the present pages (a TLB miss each).
+    if let (Some(p), Some((space, a))) = (pm.alloc(vm::phys::AllocFlags::NOBUSY), anon_space(SIZE)) {
+        p.xbusy();
+        p.set_all_valid();
+        p.set_all_dirty();
+        p.xunbusy();
+        let mut entered = true;
+        for i in 0..SIZE / PAGE {
+            // Entered accessed and modified, as the fault path enters them.
+            match space.pmap.enter_accessed(a + i * PAGE, p, Prot::RW, Prot::RW, false) {
+                Ok(f) => f.skip_not_loaded(),
+                Err(_) => entered = false,
+            }
+        }
+        if entered {
+            space.pmap.hide(a, a + SIZE);
+            crate::vmspace::NULL_FAULT_PMAP.store(alloc::sync::Arc::as_ptr(&space.pmap) as *mut _, Ordering::SeqCst);
+            let touch = || {
+                let _on = space.activate();
+                let t0 = time::rdtsc();
+                for i in 0..SIZE / PAGE {
+                    // SAFETY: mapped read-write (hidden or not) in the active space.
+                    unsafe { ((a + i * PAGE) as *mut u8).write_volatile(i as u8) };
+                }
+                time::rdtsc() - t0
+            };
+            let null = touch();
+            crate::vmspace::NULL_FAULT_PMAP.store(core::ptr::null_mut(), Ordering::SeqCst);
+            kprintln!("bench: kernel.fault_part.null_fault {:.0} ns/fault", per_fault(null, SIZE / PAGE));
+            let mapped = touch();
+            kprintln!("bench: kernel.fault_part.touch_mapped {:.0} ns/page", per_fault(mapped, SIZE / PAGE));
+            for i in 0..SIZE / PAGE {
+                space.pmap.unhide(a + i * PAGE);
+            }
+        }
+        space.pmap.remove(a, a + SIZE).skip_not_loaded();
+        drop(space);
+        p.xbusy();
+        p.invalidate();
+        p.xunbusy();
+        pm.free(p);
     }
 
     // The parts, alone.
@@ -320,7 +402,6 @@ pub fn faults() {
         unsafe { core::arch::asm!("int3") };
     }
     kprintln!("bench: kernel.fault_part.trap_entry_exit {:.0} ns", per_fault(time::rdtsc() - t0, N));
-    let pm = vm::global();
     let t0 = time::rdtsc();
     for _ in 0..N {
         if let Some(p) = pm.alloc(vm::phys::AllocFlags::empty()) {

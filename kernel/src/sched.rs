@@ -264,12 +264,24 @@ fn schedule(mut guard: spin::MutexGuard<'_, Option<Sched>>) {
             return;
         }
         drop(guard);
+        let ready = |g: &spin::MutexGuard<'_, Option<Sched>>| {
+            g.as_ref().is_some_and(|s| !s.ready.is_empty() || s.threads[&s.current].state == State::Ready)
+        };
         loop {
-            interrupts::enable_and_hlt();
+            // Idle: zero a free page ahead of need (`PhysMem::zero_idle`),
+            // or else wait for an interrupt. The zeroing runs with
+            // interrupts on, as halting does: an interrupt may make threads
+            // ready, but none runs until this loop looks, so the page in
+            // transit is seen by no thread.
+            interrupts::enable();
+            let zeroed = vm::try_global().is_some_and(|pm| pm.zero_idle());
             interrupts::disable();
+            if !zeroed && !ready(&SCHED.lock()) {
+                interrupts::enable_and_hlt();
+                interrupts::disable();
+            }
             let g = SCHED.lock();
-            let ready = g.as_ref().is_some_and(|s| !s.ready.is_empty() || s.threads[&s.current].state == State::Ready);
-            if ready {
+            if ready(&g) {
                 return schedule(g);
             }
         }

@@ -338,7 +338,11 @@ impl FaultState<'_> {
             // with a pager (to read into): looked up and allocated with one
             // walk of the trie.
             let found = if is_first || pager.is_some() {
-                match l.lookup_or_alloc(pindex, AllocFlags::empty()) {
+                // A page of a first object with no pager and nothing below
+                // it can only be zero-filled: one from the zero pool, if
+                // there is one, is zero already.
+                let flags = if is_first && pager.is_none() && !l.has_backing() { AllocFlags::PREFER_ZERO } else { AllocFlags::empty() };
+                match l.lookup_or_alloc(pindex, flags) {
                     Ok(found) => Some(found),
                     Err(ObjectError::NoMemory) => return Next::RestartAfterMemoryWait,
                     Err(_) => return Next::Restart,
