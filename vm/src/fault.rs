@@ -704,7 +704,7 @@ macro_rules! words_64 {
 ///
 /// # Safety
 /// `p` points to a writable, 8-aligned page.
-unsafe fn zero_page(p: *mut u8) {
+pub unsafe fn zero_page(p: *mut u8) {
     for round in 0..PAGE_SIZE / 8 / WORDS_PER_ROUND {
         let q = (p as *mut u64).wrapping_add(round * WORDS_PER_ROUND);
         // SAFETY: word `i` of this round is within the page (caller's
@@ -718,7 +718,7 @@ unsafe fn zero_page(p: *mut u8) {
 ///
 /// # Safety
 /// `src` and `dst` point to distinct 8-aligned pages; `dst` is writable.
-unsafe fn copy_page(src: *const u8, dst: *mut u8) {
+pub unsafe fn copy_page(src: *const u8, dst: *mut u8) {
     for round in 0..PAGE_SIZE / 8 / WORDS_PER_ROUND {
         let (s, d) = ((src as *const u64).wrapping_add(round * WORDS_PER_ROUND), (dst as *mut u64).wrapping_add(round * WORDS_PER_ROUND));
         // SAFETY: word `i` of this round is within both pages (caller's
