@@ -285,6 +285,10 @@ pub fn faults() {
     }
     drop(parent);
 
+    if crate::profile::WANTED.load(Ordering::Relaxed) {
+        profile_faults(&anon_space, &idle_zeroing);
+    }
+
     // Zero fill with no page zeroed ahead.
     if let Some((space, a)) = anon_space(SIZE) {
         pm.forget_zeroed();
@@ -434,6 +438,43 @@ pub fn faults() {
         p.xunbusy();
         pm.free(p);
     }
+}
+
+/// Where zero-fill and copy-on-write faults spend their time: each workload
+/// of [`faults`] run [`PROFILE_ROUNDS`] times over under the sampling
+/// profiler (only the faulting loops are sampled).
+fn profile_faults(
+    anon_space: &dyn Fn(u64) -> Option<(alloc::sync::Arc<crate::vmspace::AddressSpace>, u64)>,
+    idle_zeroing: &dyn Fn(),
+) {
+    use crate::profile;
+    const SIZE: u64 = 64 << 20;
+    const PAGE: u64 = 4096;
+    const PROFILE_ROUNDS: u64 = 16;
+    let touch = |space: &alloc::sync::Arc<crate::vmspace::AddressSpace>, a: u64, sampled: bool| {
+        let _on = space.activate();
+        profile::set(sampled);
+        for i in 0..SIZE / PAGE {
+            // SAFETY: mapped read-write (perhaps copy-on-write) in the active space.
+            unsafe { ((a + i * PAGE) as *mut u8).write_volatile(i as u8) };
+        }
+        profile::set(false);
+    };
+    profile::reset();
+    for _ in 0..PROFILE_ROUNDS {
+        let Some((space, a)) = anon_space(SIZE) else { return };
+        idle_zeroing();
+        touch(&space, a, true);
+    }
+    profile::report("zero_fill", 30);
+    profile::reset();
+    for _ in 0..PROFILE_ROUNDS {
+        let Some((parent, a)) = anon_space(SIZE) else { return };
+        touch(&parent, a, false);
+        let Ok(child) = parent.fork() else { return };
+        touch(&child, a, true);
+    }
+    profile::report("cow", 30);
 }
 
 /// # Safety
