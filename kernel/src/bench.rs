@@ -177,8 +177,16 @@ pub fn page_allocator() {
 /// again with the fault steps timed, for the per-step split (the timing
 /// itself costs a few clock reads per fault, so the headline figures come
 /// from the untimed runs); a zero-fill run over pages the host has in its
-/// caches; then the parts a fault is made of, measured alone: trap entry and
-/// exit, page allocation, zeroing, mapping.
+/// caches; then the parts a fault is made of, measured alone: the null
+/// fault (the floor), trap entry and exit, page allocation, zeroing, mapping.
+///
+/// Zero fill, steady state: `kernel.zero_fill` (and its timed split) comes
+/// after idle time in which the idle loop has zeroed free pages ahead of
+/// need (`PhysMem::zero_idle`, FreeBSD's idle zeroing): the benchmark sleeps
+/// until the zero pool holds a page for every fault, so these faults find
+/// their pages zeroed and do not zero them. `kernel.zero_fill_cold` is the
+/// same run with the pool emptied and its pages no longer known zero (a
+/// system that has had no idle time): every fault zeroes its page.
 pub fn faults() {
     use core::sync::atomic::Ordering;
     use vm::map::Inherit;
@@ -232,8 +240,27 @@ pub fn faults() {
         Some((space, a))
     };
 
+    let pm = vm::global();
+    // Sleeps (idle time: the idle loop zeroes free pages) until the zero
+    // pool holds a page for every fault of a run and its page tables, or
+    // stops growing.
+    let idle_zeroing = || {
+        let want = SIZE / PAGE + SIZE / PAGE / 512 + 8;
+        let mut last = u64::MAX;
+        for _ in 0..500 {
+            let n = pm.zeroed_count();
+            if n >= want || n == last {
+                break;
+            }
+            last = n;
+            crate::sched::sleep_until(&last as *const u64 as usize, time::ticks() + 10, || true);
+        }
+    };
+
     // Untimed: the headline figures.
     let Some((parent, a)) = anon_space(SIZE) else { return };
+    idle_zeroing();
+    kprintln!("bench: kernel.zero_pool_pages {} pages", pm.zeroed_count());
     write_all("zero_fill", &parent, a, SIZE, 0, false);
     let Ok(child) = parent.fork() else { return };
     write_all("cow", &child, a, SIZE, 0xFF, false);
@@ -258,8 +285,19 @@ pub fn faults() {
     }
     drop(parent);
 
+    if crate::profile::WANTED.load(Ordering::Relaxed) {
+        profile_faults(&anon_space, &idle_zeroing);
+    }
+
+    // Zero fill with no page zeroed ahead.
+    if let Some((space, a)) = anon_space(SIZE) {
+        pm.forget_zeroed();
+        write_all("zero_fill_cold", &space, a, SIZE, 0, false);
+    }
+
     // Timed: the split.
     let Some((parent, a)) = anon_space(SIZE) else { return };
+    idle_zeroing();
     write_all("zero_fill", &parent, a, SIZE, 0, true);
     let Ok(child) = parent.fork() else { return };
     write_all("cow", &child, a, SIZE, 0xFF, true);
@@ -272,6 +310,8 @@ pub fn faults() {
     const HOT: u64 = 2 << 20;
     const ROUNDS: u64 = 16;
     if let Some((space, a)) = anon_space(HOT) {
+        // Not from the zero pool, which would hand out other pages.
+        pm.forget_zeroed();
         let mut tsc = 0;
         let mut n = 0;
         for round in 0..ROUNDS {
@@ -290,6 +330,52 @@ pub fn faults() {
             map.map(Some(a), HOT, Prot::RW, Prot::ALL, Inherit::Copy, None, false).unwrap();
         }
         kprintln!("bench: kernel.zero_fill_hot {:.0} ns/fault", per_fault(tsc, n));
+    }
+
+    // The floor: the same walk over pages whose entries are there but not
+    // present, the handler only setting the present bit (trap entry and
+    // exit, QEMU's failed and repeated page walk); then the walk again over
+    // the present pages (a TLB miss each).
+    if let (Some(p), Some((space, a))) = (pm.alloc(vm::phys::AllocFlags::NOBUSY), anon_space(SIZE)) {
+        p.xbusy();
+        p.set_all_valid();
+        p.set_all_dirty();
+        p.xunbusy();
+        let mut entered = true;
+        for i in 0..SIZE / PAGE {
+            // Entered accessed and modified, as the fault path enters them.
+            match space.pmap.enter_accessed(a + i * PAGE, p, Prot::RW, Prot::RW, false) {
+                Ok(f) => f.skip_not_loaded(),
+                Err(_) => entered = false,
+            }
+        }
+        if entered {
+            space.pmap.hide(a, a + SIZE);
+            crate::vmspace::NULL_FAULT_PMAP.store(alloc::sync::Arc::as_ptr(&space.pmap) as *mut _, Ordering::SeqCst);
+            let touch = || {
+                let _on = space.activate();
+                let t0 = time::rdtsc();
+                for i in 0..SIZE / PAGE {
+                    // SAFETY: mapped read-write (hidden or not) in the active space.
+                    unsafe { ((a + i * PAGE) as *mut u8).write_volatile(i as u8) };
+                }
+                time::rdtsc() - t0
+            };
+            let null = touch();
+            crate::vmspace::NULL_FAULT_PMAP.store(core::ptr::null_mut(), Ordering::SeqCst);
+            kprintln!("bench: kernel.fault_part.null_fault {:.0} ns/fault", per_fault(null, SIZE / PAGE));
+            let mapped = touch();
+            kprintln!("bench: kernel.fault_part.touch_mapped {:.0} ns/page", per_fault(mapped, SIZE / PAGE));
+            for i in 0..SIZE / PAGE {
+                space.pmap.unhide(a + i * PAGE);
+            }
+        }
+        space.pmap.remove(a, a + SIZE).skip_not_loaded();
+        drop(space);
+        p.xbusy();
+        p.invalidate();
+        p.xunbusy();
+        pm.free(p);
     }
 
     // The parts, alone.
@@ -320,7 +406,6 @@ pub fn faults() {
         unsafe { core::arch::asm!("int3") };
     }
     kprintln!("bench: kernel.fault_part.trap_entry_exit {:.0} ns", per_fault(time::rdtsc() - t0, N));
-    let pm = vm::global();
     let t0 = time::rdtsc();
     for _ in 0..N {
         if let Some(p) = pm.alloc(vm::phys::AllocFlags::empty()) {
@@ -353,6 +438,43 @@ pub fn faults() {
         p.xunbusy();
         pm.free(p);
     }
+}
+
+/// Where zero-fill and copy-on-write faults spend their time: each workload
+/// of [`faults`] run [`PROFILE_ROUNDS`] times over under the sampling
+/// profiler (only the faulting loops are sampled).
+fn profile_faults(
+    anon_space: &dyn Fn(u64) -> Option<(alloc::sync::Arc<crate::vmspace::AddressSpace>, u64)>,
+    idle_zeroing: &dyn Fn(),
+) {
+    use crate::profile;
+    const SIZE: u64 = 64 << 20;
+    const PAGE: u64 = 4096;
+    const PROFILE_ROUNDS: u64 = 16;
+    let touch = |space: &alloc::sync::Arc<crate::vmspace::AddressSpace>, a: u64, sampled: bool| {
+        let _on = space.activate();
+        profile::set(sampled);
+        for i in 0..SIZE / PAGE {
+            // SAFETY: mapped read-write (perhaps copy-on-write) in the active space.
+            unsafe { ((a + i * PAGE) as *mut u8).write_volatile(i as u8) };
+        }
+        profile::set(false);
+    };
+    profile::reset();
+    for _ in 0..PROFILE_ROUNDS {
+        let Some((space, a)) = anon_space(SIZE) else { return };
+        idle_zeroing();
+        touch(&space, a, true);
+    }
+    profile::report("zero_fill", 30);
+    profile::reset();
+    for _ in 0..PROFILE_ROUNDS {
+        let Some((parent, a)) = anon_space(SIZE) else { return };
+        touch(&parent, a, false);
+        let Ok(child) = parent.fork() else { return };
+        touch(&child, a, true);
+    }
+    profile::report("cow", 30);
 }
 
 /// # Safety
@@ -434,7 +556,7 @@ unsafe fn copy_sse(s: *const u8, d: *mut u8) {
     }
 }
 
-/// Zeroing a page several ways, and copying one two ways (under TCG the
+/// Zeroing a page several ways, and copying one three ways (under TCG the
 /// choice matters several times over for a hot page; in a fault, where the
 /// page is cold, the host's memory system takes most of the time:
 /// `kernel.*.step.fill`).
@@ -486,6 +608,18 @@ pub fn zeroing() {
             unsafe { copy_sse(va, vb) };
         }
         kprintln!("bench: kernel.copy.sse {:.0} ns/page", ns(time::rdtsc() - t0));
+        let t0 = time::rdtsc();
+        for _ in 0..N {
+            // SAFETY: our two distinct pages.
+            unsafe { vm::fault::copy_page(va, vb) };
+        }
+        kprintln!("bench: kernel.copy.fault_path {:.0} ns/page", ns(time::rdtsc() - t0));
+        let t0 = time::rdtsc();
+        for _ in 0..N {
+            // SAFETY: our page.
+            unsafe { vm::fault::zero_page(vb) };
+        }
+        kprintln!("bench: kernel.zero.fault_path {:.0} ns/page", ns(time::rdtsc() - t0));
         pm.free(q);
     }
     pm.free(p);
@@ -504,7 +638,23 @@ pub fn zeroing() {
     }
     let n = pages.len().max(1) as u64;
     kprintln!("bench: kernel.zero.rep_stosq_cold {:.0} ns/page", time::tsc_to_us(time::rdtsc() - t0) as f64 * 1000.0 / n as f64);
-    for p in pages {
+    // Copying cold pages, as a copy-on-write fault does (the floor under
+    // its `step.fill`): each of 2048 other pages into one more.
+    let mut more = alloc::vec::Vec::new();
+    while more.len() < 4096 {
+        match pm.alloc(vm::phys::AllocFlags::NOBUSY) {
+            Some(p) => more.push(p),
+            None => break,
+        }
+    }
+    let half = more.len() / 2;
+    let t0 = time::rdtsc();
+    for i in 0..half {
+        // SAFETY: two distinct pages of ours.
+        unsafe { vm::fault::copy_page(pm.page_addr(more[i]).unwrap(), pm.page_addr(more[half + i]).unwrap()) };
+    }
+    kprintln!("bench: kernel.copy.fault_path_cold {:.0} ns/page", time::tsc_to_us(time::rdtsc() - t0) as f64 * 1000.0 / half.max(1) as f64);
+    for p in pages.into_iter().chain(more) {
         pm.free(p);
     }
 }

@@ -12,6 +12,7 @@
 //! | `mode` | `demo`, `test`, `list`, `bench`, `run` (the program in fw_cfg `opt/run/program`), `vmstate` (a VM state to look at with gdb: `vmstate.rs`) | `demo` |
 //! | `run` | comma-separated test indices, for `mode=test` | every test |
 //! | `log` | `error`, `warn`, `info`, `debug`, `trace` | `info` |
+//! | `profile` | `on`, `off`: with `mode=bench`, sample where the faults spend their time (`profile`) | `off` |
 //! | `swap.read_ahead` | `on`, `off`: the swap pager's read-ahead (`swap_pager::READ_AHEAD`) | `on` |
 //! | `fail.<name>` | a fail-point action: `off`, `always`, `nth:N`, `P%`, `P%@SEED` (see `vm::failpoint`) | `off` |
 
@@ -100,6 +101,10 @@ pub fn parse(raw: &str) -> Cmdline {
             "log" => match value.parse() {
                 Ok(level) => c.log = level,
                 Err(_) => log::warn!("cmdline: unknown log level {value:?}"),
+            },
+            "profile" => match value {
+                "on" | "off" => crate::profile::WANTED.store(value == "on", core::sync::atomic::Ordering::Relaxed),
+                _ => log::warn!("cmdline: profile={value:?}: on or off"),
             },
             "swap.read_ahead" => match value {
                 "on" | "off" => crate::swap_pager::READ_AHEAD.store(value == "on", core::sync::atomic::Ordering::Relaxed),

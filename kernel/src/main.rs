@@ -36,6 +36,7 @@ mod memory;
 mod pageout;
 mod pmap;
 mod process;
+mod profile;
 mod programs;
 mod qemu;
 mod sched;

@@ -179,6 +179,14 @@ pub struct X86Pmap {
     /// Mappings of managed pages: the resident set, for the OOM killer's
     /// choice. (pmap lock; a plain load and store under it)
     resident: AtomicUsize,
+    /// The leaf table `walk` reached last: the 2 MiB it maps (`va >> 21`,
+    /// plus one; 0: none) and its physical address, so that the next walk
+    /// in the same 2 MiB (a sequential run of faults) goes straight there
+    /// (FreeBSD's amd64 pmap reaches the leaf table through its recursive
+    /// mapping in one step; this is the same for the common case).
+    /// Cleared whenever page tables are freed. (pmap lock)
+    leaf_hint: AtomicU64,
+    leaf_hint_table: AtomicU64,
 }
 
 impl X86Pmap {
@@ -191,7 +199,13 @@ impl X86Pmap {
         for i in 256..512 {
             table(pml4)[i].store(kernel[i].load(Ordering::Relaxed), Ordering::Relaxed);
         }
-        Ok(Arc::new(X86Pmap { pml4, wired: AtomicUsize::new(0), resident: AtomicUsize::new(0) }))
+        Ok(Arc::new(X86Pmap {
+            pml4,
+            wired: AtomicUsize::new(0),
+            resident: AtomicUsize::new(0),
+            leaf_hint: AtomicU64::new(0),
+            leaf_hint_table: AtomicU64::new(0),
+        }))
     }
 
     /// Physical address of the top-level table (for CR3).
@@ -218,12 +232,17 @@ impl X86Pmap {
     }
 
     /// The leaf entry of `va`, allocating tables on the way if `create`.
+    /// Under the pmap lock (it reads and sets the leaf hint).
     fn walk(&self, va: u64, create: bool) -> Result<Option<&'static AtomicU64>, PmapError> {
         assert!(va < USER_END, "pmap: {va:#x} is not in the user half");
         let offset = crate::memory::phys_to_virt(0);
         // A table's entries, through the direct map (as `table`).
         // SAFETY: as in `table`.
         let table = |phys: u64| unsafe { &*((offset + phys) as *const [AtomicU64; 512]) };
+        let key = (va >> 21) + 1;
+        if self.leaf_hint.load(Ordering::Relaxed) == key {
+            return Ok(Some(&table(self.leaf_hint_table.load(Ordering::Relaxed))[index(va, 0)]));
+        }
         let mut t = self.pml4;
         for level in (1..4).rev() {
             let e = &table(t)[index(va, level)];
@@ -241,7 +260,41 @@ impl X86Pmap {
                 t = v & ADDR;
             }
         }
+        self.leaf_hint.store(key, Ordering::Relaxed);
+        self.leaf_hint_table.store(t, Ordering::Relaxed);
         Ok(Some(&table(t)[index(va, 0)]))
+    }
+
+    /// Benchmark support (`bench::faults`, the null fault): clears the
+    /// present bit of every leaf in `[start, end)`, keeping the rest of each
+    /// entry, so that touching the page faults. The space must not be
+    /// loaded (no TLB flush is done) and must be given back with [`unhide`]
+    /// on each page before its mappings are removed.
+    ///
+    /// [`unhide`]: X86Pmap::unhide
+    pub fn hide(&self, start: u64, end: u64) {
+        let _pv = g().lock.lock();
+        self.for_each_leaf(start, end, false, |_, e| {
+            e.fetch_and(!P, Ordering::AcqRel);
+        });
+    }
+
+    /// Sets the present bit again on the hidden leaf of `va`: the least a
+    /// page-fault handler can do to resolve a fault. Returns false if `va`
+    /// has no hidden leaf.
+    pub fn unhide(&self, va: u64) -> bool {
+        let _pv = g().lock.lock();
+        match self.walk(va & !(PAGE_SIZE as u64 - 1), false) {
+            Ok(Some(e)) => {
+                let v = e.load(Ordering::Acquire);
+                if v & P == 0 && v & ADDR != 0 {
+                    e.store(v | P, Ordering::Release);
+                    return true;
+                }
+                false
+            }
+            _ => false,
+        }
     }
 
     /// Clears one leaf entry and its PV entry; harvests the dirty and
@@ -312,6 +365,10 @@ impl X86Pmap {
         let end = end.min(USER_END);
         if start < end {
             walk_range(self.pml4, 3, 0, start, end, free_empty, &mut f);
+        }
+        if free_empty {
+            // The hinted leaf table may be among the freed ones.
+            self.leaf_hint.store(0, Ordering::Relaxed);
         }
     }
 }

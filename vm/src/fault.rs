@@ -338,7 +338,11 @@ impl FaultState<'_> {
             // with a pager (to read into): looked up and allocated with one
             // walk of the trie.
             let found = if is_first || pager.is_some() {
-                match l.lookup_or_alloc(pindex, AllocFlags::empty()) {
+                // A page of a first object with no pager and nothing below
+                // it can only be zero-filled: one from the zero pool, if
+                // there is one, is zero already.
+                let flags = if is_first && pager.is_none() && !l.has_backing() { AllocFlags::PREFER_ZERO } else { AllocFlags::empty() };
+                match l.lookup_or_alloc(pindex, flags) {
                     Ok(found) => Some(found),
                     Err(ObjectError::NoMemory) => return Next::RestartAfterMemoryWait,
                     Err(_) => return Next::Restart,
@@ -700,7 +704,7 @@ macro_rules! words_64 {
 ///
 /// # Safety
 /// `p` points to a writable, 8-aligned page.
-unsafe fn zero_page(p: *mut u8) {
+pub unsafe fn zero_page(p: *mut u8) {
     for round in 0..PAGE_SIZE / 8 / WORDS_PER_ROUND {
         let q = (p as *mut u64).wrapping_add(round * WORDS_PER_ROUND);
         // SAFETY: word `i` of this round is within the page (caller's
@@ -714,7 +718,7 @@ unsafe fn zero_page(p: *mut u8) {
 ///
 /// # Safety
 /// `src` and `dst` point to distinct 8-aligned pages; `dst` is writable.
-unsafe fn copy_page(src: *const u8, dst: *mut u8) {
+pub unsafe fn copy_page(src: *const u8, dst: *mut u8) {
     for round in 0..PAGE_SIZE / 8 / WORDS_PER_ROUND {
         let (s, d) = ((src as *const u64).wrapping_add(round * WORDS_PER_ROUND), (dst as *mut u64).wrapping_add(round * WORDS_PER_ROUND));
         // SAFETY: word `i` of this round is within both pages (caller's

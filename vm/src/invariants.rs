@@ -33,10 +33,14 @@ pub enum Violation {
     Limbo { page: u64 },
     /// A free page that is still owned, wired, queued, mapped or busy.
     FreeButInUse { page: u64, what: &'static str },
-    /// Marked free but on no free list nor in the cache.
+    /// Marked free but on no free list, nor in the cache or the zero pool.
     FreeFlagNotOnList { page: u64 },
-    /// On a free list or in the cache but not marked free.
+    /// On a free list, in the cache or in the zero pool but not marked free.
     OnFreeListNotFree { page: u64 },
+    /// In the zero pool without the zero flag.
+    ZeroPoolNotZero { page: u64 },
+    /// The zero pool's recorded length is not its list's.
+    ZeroPoolCount { listed: u64, recorded: u64 },
     /// Found on two lists, or twice on one.
     OnTwoLists { page: u64 },
     /// A list whose links do not match (`prev` of the next is not this).
@@ -62,7 +66,9 @@ pub enum Violation {
 pub fn check(pm: &PhysMem) -> Vec<Violation> {
     let mut out = Vec::new();
     let n = pm.pages.len();
-    // Which list each page is on: 0 none, 1 free block, 2 cache, 3.. queue.
+    // Which list each page is on: 0 none, 1 free block, 2 cache, 3.. queue,
+    // ZERO_POOL the zero pool.
+    const ZERO_POOL: u8 = u8::MAX;
     let mut on = vec![0u8; n];
     let mut mark = |idx: PageIndex, tag: u8, out: &mut Vec<Violation>| {
         let slot = &mut on[idx as usize];
@@ -110,6 +116,20 @@ pub fn check(pm: &PhysMem) -> Vec<Violation> {
         if listed_pages != fl.pages {
             out.push(Violation::FreePageTotal { listed: listed_pages, recorded: fl.pages });
         }
+        let z = pm.zeroed.lock();
+        let mut listed = 0;
+        let mut idx = z.head;
+        while idx != NIL && listed <= n as u64 {
+            mark(idx, ZERO_POOL, &mut out);
+            if !pm.page(idx).flags().contains(PageFlags::ZERO) {
+                out.push(Violation::ZeroPoolNotZero { page: pm.page(idx).phys() });
+            }
+            listed += 1;
+            idx = pm.page(idx).next.load(Ordering::Relaxed);
+        }
+        if listed != z.len {
+            out.push(Violation::ZeroPoolCount { listed, recorded: z.len });
+        }
     }
 
     {
@@ -148,7 +168,7 @@ pub fn check(pm: &PhysMem) -> Vec<Violation> {
         if p.xbusied() && p.sbusy_count() > 0 {
             out.push(Violation::BadBusyWord { page: phys, word });
         }
-        let listed_free = on[i] == 1 || on[i] == 2;
+        let listed_free = on[i] == 1 || on[i] == 2 || on[i] == ZERO_POOL;
         if flags.contains(PageFlags::FREE) {
             if !listed_free {
                 out.push(Violation::FreeFlagNotOnList { page: phys });
@@ -157,7 +177,7 @@ pub fn check(pm: &PhysMem) -> Vec<Violation> {
                 Some("owned by an object")
             } else if p.wired() {
                 Some("wired")
-            } else if p.queue() != Queue::None || on[i] >= 3 {
+            } else if p.queue() != Queue::None || (on[i] >= 3 && on[i] != ZERO_POOL) {
                 Some("queued")
             } else if p.mapping_count() != 0 {
                 Some("mapped")

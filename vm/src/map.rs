@@ -468,6 +468,13 @@ impl VmMap {
                 e.offset = 0;
             }
             let o = e.object.as_ref().unwrap();
+            // A backing object that only this one still uses (the last
+            // child forked from it has gone) is merged into it first, as
+            // FreeBSD's vm_map_copy_entry does: otherwise every fork and
+            // exit would leave the chain one object deeper. It may decline
+            // (shared, busy pages, short of memory): that is only a longer
+            // chain.
+            let _ = crate::object::collapse(o);
             o.reference();
             let mut c = e.clone();
             c.wired_count = 0;

@@ -363,6 +363,7 @@ extern "C" fn trap_dispatch(tf: &mut TrapFrame) {
             log::debug!("breakpoint at {:#x}", tf.rip.wrapping_sub(1));
         }
         VEC_TIMER => {
+            crate::profile::sample(tf.rip);
             crate::time::tick();
             super::apic::eoi();
             crate::sched::preempt();

@@ -177,6 +177,50 @@ fn fork_shares_until_written() {
     t.done();
 }
 
+/// Depth of the shadow chain under the entry at `va`.
+fn chain_depth(map: &Mutex<VmMap>, va: u64) -> usize {
+    let mut o = map.lock().entry(va).and_then(|e| e.object.clone());
+    let mut depth = 0;
+    while let Some(obj) = o {
+        depth += 1;
+        o = obj.lock().backing().map(|(b, _)| b);
+    }
+    depth
+}
+
+/// Fork, write on both sides, let the child go, over and over (a shell's
+/// life): each fork first collapses the entry's object with a backing
+/// object nobody else uses any more (FreeBSD's `vm_map_copy_entry`), so
+/// the parent's chain stays two objects deep instead of growing by one a
+/// round, and the parent's data survives every round.
+#[test]
+fn fork_and_exit_rounds_keep_the_shadow_chain_short() {
+    let t = setup();
+    {
+        let (parent, ppmap) = t.map();
+        let a = parent.lock().map(None, 4 * P, Prot::RW, Prot::ALL, Inherit::Copy, None, false).unwrap();
+        for i in 0..4 {
+            t.write(&parent, &ppmap, a + i * P, i as u8 + 1).unwrap();
+        }
+        for round in 0..20u8 {
+            let cpmap = t.machine.new_pmap();
+            let child = Mutex::new(parent.lock().fork(cpmap.clone()));
+            t.write(&child, &cpmap, a, 100 + round).unwrap();
+            assert_eq!(t.read(&child, &cpmap, a + 2 * P).unwrap(), 3);
+            t.write(&parent, &ppmap, a + P, round).unwrap();
+            drop(child);
+            let depth = chain_depth(&parent, a);
+            assert!(depth <= 2, "round {round}: the parent's chain is {depth} objects deep");
+            t.clean();
+        }
+        for (i, want) in [1, 19, 3, 4].into_iter().enumerate() {
+            assert_eq!(t.read(&parent, &ppmap, a + i as u64 * P).unwrap(), want, "page {i}");
+        }
+        drop(parent);
+    }
+    t.done();
+}
+
 #[test]
 fn protection_is_enforced_and_can_be_raised_to_the_maximum() {
     let t = setup();

@@ -461,6 +461,11 @@ impl Locked<'_> {
         self.st.shadow_count
     }
 
+    /// Whether the object shadows another (without a reference to it).
+    pub fn has_backing(&self) -> bool {
+        self.st.backing.is_some()
+    }
+
     pub fn backing(&self) -> Option<(Arc<VmObject>, u64)> {
         self.st.backing.as_ref().map(|b| (b.clone(), self.st.backing_offset))
     }

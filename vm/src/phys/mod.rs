@@ -20,8 +20,20 @@
 //! lists [`CACHE_BATCH`] pages at a time, so most allocate/free pairs never
 //! touch the lists. (This will become the per-CPU cache.)
 //!
-//! Locks, in order: the cache lock, then the free-list lock (F); the page-queue
-//! lock (Q) is taken alone (see [`crate::queue`]).
+//! Pages can be zeroed ahead of need, at idle time (FreeBSD's historical
+//! `vm_page_zero_idle` and `PG_ZERO` pages): [`PhysMem::zero_idle`] takes a
+//! free page, zeroes it and keeps it in the *zero pool*, a stack of free pages
+//! known to be zero. An allocation that will zero its page anyway (a zero-fill
+//! fault, a page table: [`AllocFlags::PREFER_ZERO`], [`AllocFlags::ZERO`])
+//! takes from the pool first and skips the zeroing; every other allocation
+//! takes from the pool only when nothing else is left. The pool holds at most
+//! half the free pages ([`ZERO_POOL_SHARE`]), and is given back to the free
+//! lists when a multi-page allocation cannot be met and by
+//! [`PhysMem::drain_cache`].
+//!
+//! Locks, in order: the cache lock, then the free-list lock (F), then the
+//! zero-pool lock (Z); the page-queue lock (Q) is taken alone (see
+//! [`crate::queue`]).
 //!
 //! Rejected: a bitmap allocator (linear scans for large blocks, no cheap
 //! contiguous runs) and one list with sorting (no O(1) coalescing).
@@ -46,6 +58,10 @@ pub const MAX_SEGMENTS: usize = 16;
 pub const CACHE_SIZE: usize = 64;
 /// Pages moved between the cache and the free lists at a time.
 pub const CACHE_BATCH: usize = 32;
+/// The zero pool grows, at idle time, to at most 1/`ZERO_POOL_SHARE` of the
+/// free pages (FreeBSD's idle zeroing stopped at 4/5; half leaves the rest
+/// to merge into large blocks).
+pub const ZERO_POOL_SHARE: u64 = 2;
 
 /// A range of physical addresses, `[start, end)`, page aligned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,6 +105,10 @@ bitflags! {
         /// PV nodes, I/O buffers): may take the last free pages, below
         /// [`Levels::reserve`] (FreeBSD's `VM_ALLOC_SYSTEM`).
         const SYSTEM = 1 << 4;
+        /// A page from the zero pool if it has one (FreeBSD's
+        /// `VM_ALLOC_ZERO`): the caller zeroes the page unless it comes
+        /// with [`PageFlags::ZERO`].
+        const PREFER_ZERO = 1 << 5;
     }
 }
 
@@ -115,6 +135,13 @@ pub(crate) struct FreeLists {
 pub(crate) struct Cache {
     pub(crate) pages: [PageIndex; CACHE_SIZE],
     pub(crate) len: usize,
+}
+
+/// The zero pool: free pages known to be zero, a stack threaded through the
+/// records' `next` fields. (Z)
+pub(crate) struct ZeroPool {
+    pub(crate) head: PageIndex,
+    pub(crate) len: u64,
 }
 
 /// Allocation statistics. (A)
@@ -157,6 +184,10 @@ pub struct PhysMem {
     direct_map: Option<usize>,
     pub(crate) free: Mutex<FreeLists>,
     pub(crate) cache: Mutex<Cache>,
+    pub(crate) zeroed: Mutex<ZeroPool>,
+    /// `FreeLists::pages`, for a reader that may not take the free-list
+    /// lock. (written under F)
+    listed: AtomicU64,
     pub(crate) queues: Mutex<Queues>,
     pub stats: Stats,
     pub levels: Levels,
@@ -214,6 +245,8 @@ impl PhysMem {
             direct_map,
             free: Mutex::new(FreeLists { heads: [NIL; NUM_ORDERS], blocks: [0; NUM_ORDERS], pages: 0 }),
             cache: Mutex::new(Cache { pages: [NIL; CACHE_SIZE], len: 0 }),
+            zeroed: Mutex::new(ZeroPool { head: NIL, len: 0 }),
+            listed: AtomicU64::new(0),
             queues: Mutex::new(Queues::new()),
             stats: Stats::default(),
             levels: Levels::default(),
@@ -300,6 +333,7 @@ impl PhysMem {
         fl.heads[order as usize] = idx;
         fl.blocks[order as usize] += 1;
         fl.pages += 1 << order;
+        self.listed.store(fl.pages, Ordering::Relaxed);
     }
 
     fn list_remove(&self, fl: &mut FreeLists, idx: PageIndex, order: u8) {
@@ -319,6 +353,7 @@ impl PhysMem {
         page.order.store(NOT_FREE_HEAD, Ordering::Relaxed);
         fl.blocks[order as usize] -= 1;
         fl.pages -= 1 << order;
+        self.listed.store(fl.pages, Ordering::Relaxed);
     }
 
     /// Index of the buddy of the order-`order` block at `idx`, if it lies in
@@ -411,27 +446,32 @@ impl PhysMem {
     }
 
     /// Allocates one page: exclusively busy unless `NOBUSY`/`UNMANAGED` (rule 1).
-    /// `None` when memory is exhausted; nothing panics on shortage.
-    #[track_caller]
+    /// `None` when memory is exhausted; nothing panics on shortage. A page
+    /// that will be zeroed (`ZERO`, `PREFER_ZERO`) comes from the zero pool
+    /// if it has one; any other, only when nothing else is free.
     ///
     /// Only a `SYSTEM` allocation takes from the last [`Levels::reserve`]
     /// free pages (user pages and page tables wait for the pageout daemon);
     /// an allocation that leaves fewer than [`Levels::target`] wakes the
-    /// pageout daemon.
+    /// pageout daemon. (The zero pool's pages count as free; the cache's
+    /// few do not.)
+    #[track_caller]
     pub fn alloc(&self, flags: AllocFlags) -> Option<&'static Page> {
+        let keep = if flags.contains(AllocFlags::SYSTEM) { 0 } else { self.levels.reserve.load(Ordering::Relaxed) };
         let mut low = false;
-        let idx = {
+        let zeroed = if flags.intersects(AllocFlags::ZERO | AllocFlags::PREFER_ZERO) { self.zeroed_pop(keep, &mut low) } else { None };
+        let idx = zeroed.or_else(|| {
             let mut cache = self.cache.lock();
             if cache.len == 0 {
                 let mut fl = self.free.lock();
-                let keep = if flags.contains(AllocFlags::SYSTEM) { 0 } else { self.levels.reserve.load(Ordering::Relaxed) };
-                while cache.len < CACHE_BATCH && fl.pages > keep {
+                let pooled = self.zeroed.lock().len;
+                while cache.len < CACHE_BATCH && fl.pages + pooled > keep {
                     let Some(i) = self.alloc_block_locked(&mut fl, 0) else { break };
                     let n = cache.len;
                     cache.pages[n] = i;
                     cache.len += 1;
                 }
-                low = fl.pages < self.levels.target.load(Ordering::Relaxed);
+                low = fl.pages + pooled < self.levels.target.load(Ordering::Relaxed);
             }
             if cache.len == 0 {
                 None
@@ -439,7 +479,8 @@ impl PhysMem {
                 cache.len -= 1;
                 Some(cache.pages[cache.len])
             }
-        };
+        });
+        let idx = idx.or_else(|| self.zeroed_pop(keep, &mut low));
         if low {
             if let Some(wake) = PAGEOUT_WAKEUP.get() {
                 wake();
@@ -448,6 +489,9 @@ impl PhysMem {
         match idx {
             Some(i) => {
                 let p = self.page(i);
+                if cfg!(debug_assertions) {
+                    self.check_zero_flag(p);
+                }
                 self.prepare_one(p, flags);
                 self.stats.allocs.fetch_add(1, Ordering::Relaxed);
                 Some(p)
@@ -468,7 +512,13 @@ impl PhysMem {
         if order > MAX_ORDER {
             return None;
         }
-        let idx = self.alloc_block_locked(&mut self.free.lock(), order);
+        let idx = {
+            let mut fl = self.free.lock();
+            self.alloc_block_locked(&mut fl, order).or_else(|| {
+                // The zero pool's pages may be what is missing from a block.
+                self.drain_zeroed_locked(&mut fl).then(|| self.alloc_block_locked(&mut fl, order)).flatten()
+            })
+        };
         match idx {
             Some(i) => Some(self.prepare(i, 1 << order, flags)),
             None => {
@@ -506,25 +556,32 @@ impl PhysMem {
         }
         let order = order as u8;
         let mut fl = self.free.lock();
-        for k in order..=MAX_ORDER {
-            let mut idx = fl.heads[k as usize];
-            while idx != NIL {
-                let next = self.page(idx).next.load(Ordering::Relaxed);
-                let start = self.page(idx).phys();
-                let block_end = start + ((PAGE_SIZE as u64) << k);
-                // First sub-block of `order` inside this block and [low, high).
-                let sub = (PAGE_SIZE as u64) << order;
-                let first = low.max(start).next_multiple_of(sub);
-                if first + size <= block_end.min(high) {
-                    self.list_remove(&mut fl, idx, k);
-                    // Give back what lies before and after the run.
-                    let run = idx + ((first - start) >> PAGE_SHIFT) as PageIndex;
-                    self.free_span_locked(&mut fl, idx, run);
-                    self.free_span_locked(&mut fl, run + npages as PageIndex, idx + (1u32 << k));
-                    drop(fl);
-                    return Some(self.prepare(run, npages, flags));
+        // A second search if the first fails, with the zero pool's pages
+        // back on the lists.
+        for attempt in 0..2 {
+            if attempt == 1 && !self.drain_zeroed_locked(&mut fl) {
+                break;
+            }
+            for k in order..=MAX_ORDER {
+                let mut idx = fl.heads[k as usize];
+                while idx != NIL {
+                    let next = self.page(idx).next.load(Ordering::Relaxed);
+                    let start = self.page(idx).phys();
+                    let block_end = start + ((PAGE_SIZE as u64) << k);
+                    // First sub-block of `order` inside this block and [low, high).
+                    let sub = (PAGE_SIZE as u64) << order;
+                    let first = low.max(start).next_multiple_of(sub);
+                    if first + size <= block_end.min(high) {
+                        self.list_remove(&mut fl, idx, k);
+                        // Give back what lies before and after the run.
+                        let run = idx + ((first - start) >> PAGE_SHIFT) as PageIndex;
+                        self.free_span_locked(&mut fl, idx, run);
+                        self.free_span_locked(&mut fl, run + npages as PageIndex, idx + (1u32 << k));
+                        drop(fl);
+                        return Some(self.prepare(run, npages, flags));
+                    }
+                    idx = next;
                 }
-                idx = next;
             }
         }
         self.stats.failures.fetch_add(1, Ordering::Relaxed);
@@ -543,6 +600,107 @@ impl PhysMem {
             self.free_block_locked(fl, i, order);
             i += 1 << order;
         }
+    }
+
+    // ---- the zero pool (Z) ------------------------------------------------------
+
+    /// Takes a page from the zero pool, unless that would leave `keep` free
+    /// pages or fewer (the pool and the lists, as [`PhysMem::alloc`] counts
+    /// them). Sets `low` if it leaves fewer than [`Levels::target`].
+    fn zeroed_pop(&self, keep: u64, low: &mut bool) -> Option<PageIndex> {
+        let mut z = self.zeroed.lock();
+        // The lists' count without their lock (the order is F, then Z): a
+        // moment stale at most, as any count of free pages is.
+        let free = z.len + self.listed.load(Ordering::Relaxed);
+        if z.head == NIL || free <= keep {
+            return None;
+        }
+        *low = free - 1 < self.levels.target.load(Ordering::Relaxed);
+        let idx = z.head;
+        let p = self.page(idx);
+        z.head = p.next.load(Ordering::Relaxed);
+        p.next.store(NIL, Ordering::Relaxed);
+        z.len -= 1;
+        Some(idx)
+    }
+
+    /// Moves every page of the zero pool to the free lists (they keep their
+    /// zero flag there). Returns whether there were any.
+    fn drain_zeroed_locked(&self, fl: &mut FreeLists) -> bool {
+        self.empty_zero_pool(fl, true)
+    }
+
+    /// Empties the zero pool onto the free lists, the pages' zero flags kept
+    /// or cleared. Returns whether there were any.
+    fn empty_zero_pool(&self, fl: &mut FreeLists, keep_zero: bool) -> bool {
+        let mut z = self.zeroed.lock();
+        let any = z.len > 0;
+        while z.head != NIL {
+            let idx = z.head;
+            let p = self.page(idx);
+            z.head = p.next.load(Ordering::Relaxed);
+            p.next.store(NIL, Ordering::Relaxed);
+            if !keep_zero {
+                p.clear_flags(PageFlags::ZERO);
+            }
+            z.len -= 1;
+            self.free_block_locked(fl, idx, 0);
+        }
+        any
+    }
+
+    /// Gives the zero pool back to the free lists as ordinary free pages
+    /// (zero flags cleared): memory as a system that had no idle time finds
+    /// it. For the benchmarks' cold figures.
+    pub fn forget_zeroed(&self) {
+        self.empty_zero_pool(&mut self.free.lock(), false);
+    }
+
+    /// Debug builds: a free page flagged zero (from the pool, or one given
+    /// back from it) must be all zeroes; anything else means that someone
+    /// wrote to a free page, which the zeroing at fault time used to hide.
+    fn check_zero_flag(&self, p: &Page) {
+        let Some(a) = self.page_addr(p).filter(|_| p.flags().contains(PageFlags::ZERO)) else { return };
+        // SAFETY: the page is free or just taken (nobody else's); the direct
+        // map covers it; pages are 8-aligned.
+        let words = unsafe { core::slice::from_raw_parts(a as *const u64, PAGE_SIZE / 8) };
+        if let Some(i) = words.iter().position(|&w| w != 0) {
+            panic!("page {:#x} is flagged zero but word {i} is {:#x}: a write to a free page", p.phys(), words[i]);
+        }
+    }
+
+    /// Pages in the zero pool.
+    pub fn zeroed_count(&self) -> u64 {
+        self.zeroed.lock().len
+    }
+
+    /// Idle-time work (FreeBSD's `vm_page_zero_idle`): zeroes one free page
+    /// into the zero pool, unless the pool already holds its share of the
+    /// free pages or page contents are not reachable. Returns whether it did;
+    /// the caller calls again while it has nothing better to do.
+    ///
+    /// While it is zeroed the page is allocated, unmanaged, to nobody: the
+    /// free count is one short until it is in the pool. The kernel calls
+    /// this from its idle loop, where no other thread runs until it
+    /// returns, so no one sees that.
+    pub fn zero_idle(&self) -> bool {
+        if self.direct_map.is_none() || self.zeroed_count() >= self.free_count() / ZERO_POOL_SHARE {
+            return false;
+        }
+        // From the lists, not the cache: the cache's pages are the ones
+        // freed last, likeliest to be in the caches and wanted again.
+        let Some(idx) = self.alloc_block_locked(&mut self.free.lock(), 0) else { return false };
+        let p = self.page(idx);
+        p.take_from_free(PageFlags::UNMANAGED);
+        if !p.flags().contains(PageFlags::ZERO) {
+            self.fill(p, 1, 0);
+        }
+        p.make_free(true);
+        let mut z = self.zeroed.lock();
+        p.next.store(z.head, Ordering::Relaxed);
+        z.head = idx;
+        z.len += 1;
+        true
     }
 
     // ---- freeing ------------------------------------------------------------
@@ -607,8 +765,8 @@ impl PhysMem {
         self.free_span_locked(&mut self.free.lock(), idx, idx + npages as PageIndex);
     }
 
-    /// Moves every cached page back to the free lists (so per-order counts
-    /// are exact, e.g. before comparing them).
+    /// Moves every cached page and the zero pool back to the free lists (so
+    /// per-order counts are exact, e.g. before comparing them).
     pub fn drain_cache(&self) {
         let mut cache = self.cache.lock();
         let mut fl = self.free.lock();
@@ -617,12 +775,13 @@ impl PhysMem {
             let i = cache.pages[cache.len];
             self.free_block_locked(&mut fl, i, 0);
         }
+        self.drain_zeroed_locked(&mut fl);
     }
 
-    /// Free pages, on the lists and in the cache.
+    /// Free pages, on the lists, in the cache and in the zero pool.
     pub fn free_count(&self) -> u64 {
         let cached = self.cache.lock().len as u64;
-        cached + self.free.lock().pages
+        cached + self.free.lock().pages + self.zeroed_count()
     }
 
     /// Free blocks on each order's list (the cache not included).
