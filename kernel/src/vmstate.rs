@@ -415,18 +415,19 @@ fn object_line(name: &str, o: &Arc<VmObject>) -> String {
     format!("{line} chain={}", or_dash(chain.join(",")))
 }
 
-/// The allocator: free pages, the order-0 cache, blocks per order, the
-/// queues, each segment's free pages, and swap.
+/// The allocator: free pages, the order-0 cache, the zero pool, blocks per
+/// order, the queues, each segment's free pages, and swap.
 fn phys_lines() -> Vec<String> {
     use vm::page::{PageFlags, Queue};
     let pm = vm::global();
     let blocks = pm.free_blocks();
     let listed: u64 = blocks.iter().enumerate().map(|(o, b)| b << o).sum();
     let free = pm.free_count();
+    let pooled = pm.zeroed_count();
     let blocks: Vec<String> = blocks.iter().map(|b| format!("{b}")).collect();
     let mut out = alloc::vec![format!(
-        "phys free={free} cache={} blocks={} active={} inactive={} laundry={}",
-        free - listed,
+        "phys free={free} cache={} zero_pool={pooled} blocks={} active={} inactive={} laundry={}",
+        free - listed - pooled,
         blocks.join(","),
         pm.queue_count(Queue::Active),
         pm.queue_count(Queue::Inactive),

@@ -11,7 +11,7 @@ import gdb
 
 from . import rust
 from .objects import resident, state_of
-from .phys import cache, queues
+from .phys import cache, queues, zero_pool
 
 
 def violation(name, **fields):
@@ -31,7 +31,9 @@ def check(k):
     records = k.all_pages()
     n = len(records)
     out = []
-    # Which list each page is on: 0 none, 1 free block, 2 cache, 3.. queue.
+    # Which list each page is on: 0 none, 1 free block, 2 cache, 3.. queue,
+    # ZERO_POOL the zero pool.
+    ZERO_POOL = 255
     on = bytearray(n)
 
     def mark(idx, tag):
@@ -73,6 +75,13 @@ def check(k):
             out.append(violation("FreeBlockCount", order=order, listed=blocks, recorded=recorded))
     if listed_pages != int(fl["pages"]):
         out.append(violation("FreePageTotal", listed=listed_pages, recorded=int(fl["pages"])))
+    pooled, pool_len = zero_pool(k, records)
+    for idx in pooled:
+        mark(idx, ZERO_POOL)
+        if not records[idx].flags & c["PageFlags::ZERO"]:
+            out.append(violation("ZeroPoolNotZero", page=records[idx].phys))
+    if len(pooled) != pool_len:
+        out.append(violation("ZeroPoolCount", listed=len(pooled), recorded=pool_len))
 
     # The paging queues.
     queue_names = {v: name for name, v in rust.enumerators("vm::page::Queue").items()}
@@ -106,7 +115,7 @@ def check(k):
         queued = p.queue in queue_names and queue_names[p.queue] != "None"
         if xbusy and p.busy // c["BUSY_SHARER"] > 0:
             out.append(violation("BadBusyWord", page=p.phys, word=p.busy))
-        listed_free = on[i] in (1, 2)
+        listed_free = on[i] in (1, 2, ZERO_POOL)
         if p.flags & free:
             if not listed_free:
                 out.append(violation("FreeFlagNotOnList", page=p.phys))
@@ -115,7 +124,7 @@ def check(k):
                 what = "owned by an object"
             elif p.wire_count:
                 what = "wired"
-            elif queued or on[i] >= 3:
+            elif queued or 3 <= on[i] < ZERO_POOL:
                 what = "queued"
             elif p.mappings:
                 what = "mapped"

@@ -1,5 +1,5 @@
 """`vm phys`: the page allocator (free pages per order and per segment, the
-order-0 cache), the paging queues and swap."""
+order-0 cache, the zero pool), the paging queues and swap."""
 
 import gdb
 
@@ -32,6 +32,16 @@ def cache(k):
     return [int(cache["pages"][i]) for i in range(int(cache["len"]))], hi - lo + 1
 
 
+def zero_pool(k, records):
+    """The zero pool: (page-array indices on it, recorded length)."""
+    pool, _ = rust.mutex(k.pm["zeroed"])
+    out, idx = [], int(pool["head"])
+    while idx != k.page_consts["NIL"] and idx < len(records) and len(out) <= len(records):
+        out.append(idx)
+        idx = records[idx].next
+    return out, int(pool["len"])
+
+
 def queues(k):
     """{queue name: (head, tail, recorded count)} of the paging queues."""
     q, _ = rust.mutex(k.pm["queues"])
@@ -58,16 +68,19 @@ def phys_lines(k, argv):
     records = k.all_pages()
     orders, per_segment, listed, recorded = free_lists(k, records)
     cached, capacity = cache(k)
-    for i in cached:
-        per_segment[records[i].segment] += 1
+    pooled, pool_len = zero_pool(k, records)
+    for i in cached + pooled:
+        if i < len(records):
+            per_segment[records[i].segment] += 1
     nseg = len(k.segments)
     out = [
         f"vm phys: {k.npages} pages in {nseg} segment{'s' if nseg != 1 else ''}, page array at {k.pages_base:#x}, "
         f"direct map at {k.phys_offset:#x}"
     ]
     note = "" if listed == recorded else f" (the lists record {recorded})"
-    out.append(f"free      {listed + len(cached)} pages: {listed} on the free lists{note}, "
-               f"{len(cached)} in the order-0 cache (of {capacity})")
+    pool_note = "" if len(pooled) == pool_len else f" (the pool records {pool_len})"
+    out.append(f"free      {listed + len(cached) + len(pooled)} pages: {listed} on the free lists{note}, "
+               f"{len(cached)} in the order-0 cache (of {capacity}), {len(pooled)} in the zero pool{pool_note}")
     levels = k.pm["levels"]
     out.append(f"levels    reserve {rust.scalar(levels['reserve'])}, target {rust.scalar(levels['target'])}")
     for order, blocks, rec in orders:
