@@ -137,6 +137,8 @@ fn main() {
         Trial::test("gdb::vm_commands_match_the_kernel_uefi", move || gdb_vm_commands(&i, Firmware::Uefi))
             .with_kind("host"),
     );
+    let i = images.clone();
+    trials.push(Trial::test("gdb::vm_steps_counts_a_copy_on_write_fault", move || gdb_vm_steps(&i)).with_kind("host"));
 
     libtest_mimic::run(&args, trials).exit();
 }
@@ -500,6 +502,104 @@ fn gdb_vm_commands(images: &Images, firmware: Firmware) -> Result<(), Failed> {
     }
     if !wrong.is_empty() {
         return Err(report(format!("gdb and the kernel disagree:\n  {}", wrong.join("\n  "))));
+    }
+    Ok(())
+}
+
+/// `vm steps` (tools/gdb/vmgdb/steps.py) over a real fault: `mode=vmstate`
+/// writes to its private file page at 0x40000000, a copy-on-write fault;
+/// gdb stops in `page_fault` there and steps it to its return. The count
+/// must add up (the instructions by function to the total), name the
+/// fault's steps and the copy among the calls, and end back in the trap
+/// handler; a limit stops it; bad arguments are refused.
+fn gdb_vm_steps(images: &Images) -> Result<(), Failed> {
+    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let mut opts = BootOptions::new(Firmware::Bios, "mode=vmstate");
+    opts.gdb_port = Some(port);
+    opts.disks = vec![tests::rootfs_disk(images)];
+    opts.swap = Some(64 << 20);
+    let mut q = Qemu::spawn(images, &opts)?;
+    std::thread::sleep(Duration::from_millis(500));
+    let mut args = gdb_base_args(images, port);
+    for cmd in [
+        "hbreak kernel::vmspace::page_fault if cr2 == 0x40000000 && (tf.error & 2) != 0",
+        "continue",
+        "vm steps",
+        "vm steps 3",
+        "vm steps 1 2",
+        "delete",
+        "continue",
+    ] {
+        args.extend(["-ex".into(), cmd.into()]);
+    }
+    let out = Command::new("gdb")
+        .arg("-batch")
+        .args(&args)
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run gdb (install the Debian package gdb): {e}"))?;
+    let out = wait_with_timeout(out, Duration::from_secs(180))?;
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let status = q.wait_exit(BOOT_TIMEOUT)?;
+    let fail = |why: &str| -> Result<(), Failed> { Err(format!("{why}\n--- gdb:\n{text}").into()) };
+    // The first report, up to the second.
+    let Some(first) = text.split("steps from ").nth(1) else { return fail("no `vm steps` report") };
+    let head = first.lines().next().unwrap_or_default();
+    let number = |after: &str| {
+        let word = head.split(after).nth(1).and_then(|r| r.split_whitespace().next());
+        word.and_then(|w| w.parse::<u64>().ok())
+    };
+    let (Some(n), Some(calls)) = (number(": "), number("instructions, ")) else { return fail("unreadable report") };
+    if !head.starts_with("kernel::vmspace::page_fault:")
+        || !head.contains("returned to")
+        || !head.contains("<kernel::arch::trap::trap_dispatch>")
+    {
+        return fail("the report does not run from page_fault back into trap_dispatch");
+    }
+    let section = |name: &str| -> Vec<(u64, String)> {
+        first
+            .split(name)
+            .nth(1)
+            .unwrap_or_default()
+            .lines()
+            .skip(1)
+            .map_while(|l| {
+                let l = l.trim();
+                let (c, f) = l.split_once("  ")?;
+                Some((c.trim().parse().ok()?, f.trim().to_string()))
+            })
+            .collect()
+    };
+    let (called, by_fn) = (section("  calls:"), section("  instructions by function:"));
+    if by_fn.iter().map(|(c, _)| c).sum::<u64>() != n {
+        return fail("the instructions by function do not add up to the total");
+    }
+    if called.iter().map(|(c, _)| c).sum::<u64>() != calls {
+        return fail("the calls listed do not add up to the count");
+    }
+    let expected = ["vm::fault::fault", "<vm::fault::FaultState>::cow", "<vm::fault::FaultState>::enter", "vm::fault::copy_page"];
+    for f in expected {
+        if !called.iter().any(|(_, g)| g == f) {
+            return fail(&format!("{f} is not among the calls"));
+        }
+    }
+    // A copy-on-write fault copies 4 KiB: well over a thousand instructions.
+    if n < 1000 {
+        return fail(&format!("only {n} instructions for a copy-on-write fault"));
+    }
+    if !text.contains(": 3 instructions, ") || !text.contains("stopped after 3 at") {
+        return fail("`vm steps 3` did not stop after three instructions");
+    }
+    if !text.contains("usage: vm steps [LIMIT]") {
+        return fail("`vm steps 1 2` was not refused with the usage");
+    }
+    if text.contains("Traceback") || text.contains("Python Exception") {
+        return fail("a gdb command failed in Python");
+    }
+    if status != EXIT_SUCCESS {
+        return fail(&format!("the kernel exited with {status}"));
     }
     Ok(())
 }

@@ -12,6 +12,6 @@ import vmgdb.commands  # noqa: E402
 
 # Sourcing again (after editing the commands) takes the new code: modules
 # reloaded in the order they import each other.
-for name in ("rust", "kernel", "pages", "objects", "maps", "phys", "check", "failpoint", "commands"):
+for name in ("rust", "kernel", "pages", "objects", "maps", "phys", "check", "failpoint", "steps", "commands"):
     importlib.reload(sys.modules[f"vmgdb.{name}"])
 vmgdb.commands.register()

@@ -2,7 +2,7 @@
 
 import gdb
 
-from . import check, failpoint, maps, objects, pages, phys
+from . import check, failpoint, maps, objects, pages, phys, steps
 from .kernel import Kernel, attached
 
 
@@ -22,6 +22,8 @@ vm phys                 free pages per order and per segment, the order-0
 vm check                the invariant checker's rules, over every page
 vm failpoint [NAME ACTION]
                         list the fail points, or set one
+vm steps [LIMIT]        single-step to the current function's return: the
+                        instructions, the calls, instructions by function
 
 Arguments are gdb expressions: 0x40000000, $cr2, a variable, or
 kernel::vmstate::SHOWN.pid. Without a PID, the address space being run."""
@@ -61,3 +63,4 @@ def register():
     # Fail points are statics: they can be set before the allocator exists
     # (at kernel_main, for a failure during boot).
     Sub("failpoint", failpoint.failpoint_lines, f"List or set fail points.\nUsage: {failpoint.USAGE}", False)
+    Sub("steps", steps.steps_lines, f"Single-step to the current function's return, counting what runs.\nUsage: {steps.USAGE}", False)
