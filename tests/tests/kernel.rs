@@ -400,28 +400,10 @@ pub fn gdb_base_args(images: &Images, port: u16) -> Vec<String> {
 /// gdb attaches to a halted QEMU, stops at `kernel_main` with a hardware
 /// breakpoint, and shows Rust names in `bt` and `info symbol`.
 fn gdb_session(images: &Images) -> Result<(), Failed> {
-    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let mut opts = BootOptions::new(Firmware::Bios, "mode=demo");
-    opts.gdb_port = Some(port);
-    let mut q = Qemu::spawn(images, &opts)?;
-    // Give QEMU a moment to open its gdb port.
-    std::thread::sleep(Duration::from_millis(500));
-    let mut args = gdb_base_args(images, port);
-    for cmd in ["hbreak kernel::kernel_main", "continue", "bt", "info symbol $pc", "kill"] {
-        args.push("-ex".into());
-        args.push(cmd.into());
-    }
-    let child = Command::new("gdb")
-        .arg("-batch")
-        .args(&args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run gdb (install the Debian package gdb): {e}"))?;
-    let out = wait_with_timeout(child, Duration::from_secs(120))?;
+    let cmds = ["hbreak kernel::kernel_main", "continue", "bt", "info symbol $pc", "kill"].map(String::from);
+    let opts = BootOptions::new(Firmware::Bios, "mode=demo");
+    let (mut q, text) = gdb_batch(images, opts, &cmds, Duration::from_secs(120))?;
     q.kill();
-    let text = format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     let hit = text.lines().any(|l| l.contains("Breakpoint 1,") && l.contains("kernel::kernel_main"));
     let bt = text.lines().any(|l| l.starts_with("#0") && l.contains("kernel::kernel_main"));
     let caller = text.lines().any(|l| l.starts_with("#1") && l.contains("kernel::"));
@@ -449,38 +431,13 @@ fn gdb_session(images: &Images) -> Result<(), Failed> {
 fn gdb_vm_commands(images: &Images, firmware: Firmware) -> Result<(), Failed> {
     use tests::gdbvm::{self, MARK};
 
-    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let mut opts = BootOptions::new(firmware, "mode=vmstate");
-    opts.gdb_port = Some(port);
-    opts.disks = vec![tests::rootfs_disk(images)];
-    opts.swap = Some(64 << 20);
-    let mut q = Qemu::spawn(images, &opts)?;
-    std::thread::sleep(Duration::from_millis(500));
-    let mut args = gdb_base_args(images, port);
-    for cmd in ["hbreak kernel::vmstate::stop_here", "continue"] {
-        args.extend(["-ex".into(), cmd.into()]);
-    }
+    let mut cmds: Vec<String> = vec!["hbreak kernel::vmstate::stop_here".into(), "continue".into()];
     for (cmd, _) in gdbvm::commands() {
-        args.extend(["-ex".into(), format!("echo {MARK}{cmd}\\n"), "-ex".into(), cmd]);
+        cmds.extend([format!("echo {MARK}{cmd}\\n"), cmd]);
     }
     // On to the end: the kernel reports what the fail point did.
-    args.extend(["-ex".into(), format!("echo {MARK}end\\n"), "-ex".into(), "continue".into()]);
-    // stdout and stderr in one file, in the order gdb wrote them (the
-    // errors are part of what is checked).
-    let log = std::env::temp_dir().join(format!("bsdvm-gdb-vm-{}-{firmware:?}.txt", std::process::id()));
-    let file = std::fs::File::create(&log)?;
-    let child = Command::new("gdb")
-        .arg("-batch")
-        .args(&args)
-        .stdin(Stdio::null())
-        .stdout(file.try_clone()?)
-        .stderr(file)
-        .spawn()
-        .map_err(|e| format!("cannot run gdb (install the Debian package gdb): {e}"))?;
-    let waited = wait_with_timeout(child, Duration::from_secs(180));
-    let text = std::fs::read_to_string(&log).unwrap_or_default();
-    let _ = std::fs::remove_file(&log);
-    waited.map_err(|e| format!("{}\ngdb's output:\n{text}", e.message().unwrap_or_default()))?;
+    cmds.extend([format!("echo {MARK}end\\n"), "continue".into()]);
+    let (mut q, text) = gdb_batch(images, vmstate_boot(images, firmware), &cmds, Duration::from_secs(180))?;
     let status = q.wait_exit(BOOT_TIMEOUT)?;
     let report = |why: String| -> Failed { format!("{why}\n--- gdb:\n{text}\n--- console:\n{}", q.transcript).into() };
     if !text.contains("Breakpoint 1, kernel::vmstate::stop_here") {
@@ -513,15 +470,7 @@ fn gdb_vm_commands(images: &Images, firmware: Firmware) -> Result<(), Failed> {
 /// fault's steps and the copy among the calls, and end back in the trap
 /// handler; a limit stops it; bad arguments are refused.
 fn gdb_vm_steps(images: &Images) -> Result<(), Failed> {
-    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let mut opts = BootOptions::new(Firmware::Bios, "mode=vmstate");
-    opts.gdb_port = Some(port);
-    opts.disks = vec![tests::rootfs_disk(images)];
-    opts.swap = Some(64 << 20);
-    let mut q = Qemu::spawn(images, &opts)?;
-    std::thread::sleep(Duration::from_millis(500));
-    let mut args = gdb_base_args(images, port);
-    for cmd in [
+    let cmds = [
         "hbreak kernel::vmspace::page_fault if cr2 == 0x40000000 && (tf.error & 2) != 0",
         "continue",
         "vm steps",
@@ -529,19 +478,9 @@ fn gdb_vm_steps(images: &Images) -> Result<(), Failed> {
         "vm steps 1 2",
         "delete",
         "continue",
-    ] {
-        args.extend(["-ex".into(), cmd.into()]);
-    }
-    let out = Command::new("gdb")
-        .arg("-batch")
-        .args(&args)
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot run gdb (install the Debian package gdb): {e}"))?;
-    let out = wait_with_timeout(out, Duration::from_secs(180))?;
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    ]
+    .map(String::from);
+    let (mut q, text) = gdb_batch(images, vmstate_boot(images, Firmware::Bios), &cmds, Duration::from_secs(180))?;
     let status = q.wait_exit(BOOT_TIMEOUT)?;
     let fail = |why: &str| -> Result<(), Failed> { Err(format!("{why}\n--- gdb:\n{text}").into()) };
     // The first report, up to the second.
@@ -602,6 +541,46 @@ fn gdb_vm_steps(images: &Images) -> Result<(), Failed> {
         return fail(&format!("the kernel exited with {status}"));
     }
     Ok(())
+}
+
+/// The boot of `mode=vmstate`: the root filesystem (the file it maps) and
+/// a swap disk (the pages it pages out).
+fn vmstate_boot(images: &Images, firmware: Firmware) -> BootOptions {
+    let mut opts = BootOptions::new(firmware, "mode=vmstate");
+    opts.disks = vec![tests::rootfs_disk(images)];
+    opts.swap = Some(64 << 20);
+    opts
+}
+
+/// Boots `opts` halted with the gdb stub and runs `gdb -batch` on it: the
+/// attach command run-qemu.sh prints, then `cmds`. Returns QEMU (running on
+/// or ended, as the commands left it) and gdb's output, stdout and stderr
+/// in the order gdb wrote them (errors are part of what tests check).
+fn gdb_batch(images: &Images, mut opts: BootOptions, cmds: &[String], limit: Duration) -> Result<(Qemu, String), Failed> {
+    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    opts.gdb_port = Some(port);
+    let q = Qemu::spawn(images, &opts)?;
+    // Give QEMU a moment to open its gdb port.
+    std::thread::sleep(Duration::from_millis(500));
+    let mut args = gdb_base_args(images, port);
+    for cmd in cmds {
+        args.extend(["-ex".into(), cmd.clone()]);
+    }
+    let log = std::env::temp_dir().join(format!("bsdvm-gdb-{}-{port}.txt", std::process::id()));
+    let file = std::fs::File::create(&log)?;
+    let child = Command::new("gdb")
+        .arg("-batch")
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(file.try_clone()?)
+        .stderr(file)
+        .spawn()
+        .map_err(|e| format!("cannot run gdb (install the Debian package gdb): {e}"))?;
+    let waited = wait_with_timeout(child, limit);
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let _ = std::fs::remove_file(&log);
+    waited.map_err(|e| format!("{}\ngdb's output:\n{text}", e.message().unwrap_or_default()))?;
+    Ok((q, text))
 }
 
 fn wait_with_timeout(mut child: std::process::Child, limit: Duration) -> Result<std::process::Output, Failed> {
