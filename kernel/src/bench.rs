@@ -123,6 +123,26 @@ pub fn primitives() {
     report("read_cr2", time_loop!(x86_64::registers::control::Cr2::read_raw()));
     let va = x86_64::VirtAddr::new(&a as *const AtomicU64 as u64);
     report("invlpg", time_loop!(x86_64::instructions::tlb::flush(va)));
+    // Under emulation a call and its return cost more than many plain
+    // instructions: what the fault path's inlining is measured against.
+    report("call_ret", time_loop!(core::hint::black_box(far_call(core::hint::black_box(3)))));
+    report("straight_x10", time_loop!({
+        let mut x = core::hint::black_box(3u64);
+        for k in 0..10 {
+            x = x.wrapping_mul(7) ^ k;
+        }
+        core::hint::black_box(x)
+    }));
+    x86_64::instructions::interrupts::disable();
+    // SAFETY: interrupts go on for one instruction and off again.
+    report("sti_cli", time_loop!(unsafe { core::arch::asm!("sti", "nop", "cli") }));
+    x86_64::instructions::interrupts::enable();
+}
+
+/// A call that is not inlined, for `kernel.cost.call_ret`.
+#[inline(never)]
+fn far_call(x: u64) -> u64 {
+    x.wrapping_mul(7) ^ 1
 }
 
 /// Page-allocator micro-benchmarks over the real page array: the same

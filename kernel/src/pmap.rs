@@ -232,17 +232,21 @@ impl X86Pmap {
     }
 
     /// The leaf entry of `va`, allocating tables on the way if `create`.
-    /// Under the pmap lock (it reads and sets the leaf hint).
+    /// Under the pmap lock (it reads and sets the leaf hint). The hint's
+    /// hit is inlined into the callers; the walk itself is not.
+    #[inline(always)]
     fn walk(&self, va: u64, create: bool) -> Result<Option<&'static AtomicU64>, PmapError> {
         assert!(va < USER_END, "pmap: {va:#x} is not in the user half");
-        let offset = crate::memory::phys_to_virt(0);
-        // A table's entries, through the direct map (as `table`).
-        // SAFETY: as in `table`.
-        let table = |phys: u64| unsafe { &*((offset + phys) as *const [AtomicU64; 512]) };
-        let key = (va >> 21) + 1;
-        if self.leaf_hint.load(Ordering::Relaxed) == key {
+        if self.leaf_hint.load(Ordering::Relaxed) == (va >> 21) + 1 {
             return Ok(Some(&table(self.leaf_hint_table.load(Ordering::Relaxed))[index(va, 0)]));
         }
+        self.walk_tables(va, create)
+    }
+
+    /// [`X86Pmap::walk`] past the hint: down the four levels.
+    #[inline(never)]
+    fn walk_tables(&self, va: u64, create: bool) -> Result<Option<&'static AtomicU64>, PmapError> {
+        let key = (va >> 21) + 1;
         let mut t = self.pml4;
         for level in (1..4).rev() {
             let e = &table(t)[index(va, level)];
@@ -413,6 +417,7 @@ fn walk_range(
     table(t).iter().all(|e| e.load(Ordering::Relaxed) == 0)
 }
 
+#[inline(always)]
 fn pv_alloc(gl: &Globals, pmap: &X86Pmap, va: u64) -> Result<*mut Pv, PmapError> {
     let mem = gl.pv_zone.alloc().ok_or(PmapError::NoMemory)?;
     let pv = mem.as_ptr() as *mut Pv;
@@ -463,6 +468,7 @@ fn pv_list(pv: &PvState, page: &Page) -> Vec<(*const X86Pmap, u64)> {
 
 impl X86Pmap {
     /// `enter`, with `bits` (accessed, modified) set in the new entry.
+    #[inline(always)]
     fn enter_with(&self, va: u64, page: &'static Page, prot: Prot, wired: bool, bits: u64) -> Result<TlbFlush, PmapError> {
         assert!(page.valid() != 0, "page {:#x}: an invalid page is never mapped (rule 2)", page.phys());
         let gl = g();

@@ -183,6 +183,10 @@ struct FaultState<'a> {
     // below the first object (`None`: the first object).
     m: Option<&'static Page>,
     m_object: Option<Arc<VmObject>>,
+    // Whether `m_object` is the first object's own backing object with no
+    // other shadow: read by `find_page` under that object's lock, for the
+    // copy step's choice between a copy and a move.
+    m_object_sole_shadow: bool,
     stats: FaultStats,
 }
 
@@ -198,6 +202,7 @@ pub fn fault(map: &Mutex<VmMap>, va: u64, access: Prot, wire: bool) -> Result<Fa
         first_m: None,
         m: None,
         m_object: None,
+        m_object_sole_shadow: false,
         stats: FaultStats::default(),
     };
     let mut memory_waits = 0;
@@ -242,42 +247,38 @@ macro_rules! step {
 }
 
 impl FaultState<'_> {
-    /// One attempt: every step in order.
+    /// One attempt: every step in order; with a step clock installed, each
+    /// step's time is added to [`STEP_TIMES`] (an attempt that restarts is
+    /// counted up to the step that restarted).
+    ///
+    /// The steps are inlined here, one call site each: under emulation a
+    /// call and its return each cost a lookup of translated code, and a
+    /// fault that made one per step spent more on them than on the steps'
+    /// own work (`kernel.cost.call_ret` against `kernel.cost.straight_x10`).
     fn run(&mut self) -> Next {
-        match step_clock() {
-            None => self.steps(),
-            Some(clock) => self.timed_steps(clock),
-        }
-    }
-
-    fn steps(&mut self) -> Next {
-        step!(self.lookup());
-        step!(self.find_page());
-        step!(self.cow());
-        step!(self.enter());
-        self.finish();
-        Next::Continue
-    }
-
-    /// [`FaultState::steps`], timing each step into [`STEP_TIMES`] (an
-    /// attempt that restarts is counted up to the step that restarted).
-    fn timed_steps(&mut self, clock: fn() -> u64) -> Next {
+        let clock = step_clock();
         let t = &STEP_TIMES;
-        let mut since = clock();
-        let verdict = self.lookup();
-        lap(clock, &mut since, &t.lookup);
-        step!(verdict);
-        let verdict = self.find_page();
-        lap(clock, &mut since, &t.find_page);
-        step!(verdict);
-        let verdict = self.cow();
-        lap(clock, &mut since, &t.cow);
-        step!(verdict);
-        let verdict = self.enter();
-        lap(clock, &mut since, &t.enter);
-        step!(verdict);
+        let mut since = clock.map_or(0, |c| c());
+        macro_rules! timed {
+            ($verdict:expr, $acc:expr) => {{
+                let verdict = $verdict;
+                if let Some(c) = clock {
+                    lap(c, &mut since, $acc);
+                }
+                step!(verdict);
+            }};
+        }
+        timed!(self.lookup(), &t.lookup);
+        timed!(self.find_page(), &t.find_page);
+        // Only a page from below the first object has a copy step.
+        if self.m_object.is_some() {
+            timed!(self.cow(), &t.cow);
+        }
+        timed!(self.enter(), &t.enter);
         self.finish();
-        lap(clock, &mut since, &t.finish);
+        if let Some(c) = clock {
+            lap(c, &mut since, &t.finish);
+        }
         Next::Continue
     }
 
@@ -302,9 +303,11 @@ impl FaultState<'_> {
             }
         }
         self.m_object = None;
+        self.m_object_sole_shadow = false;
     }
 
     /// Step 1: the map entry, the first object and the index.
+    #[inline(always)]
     fn lookup(&mut self) -> Next {
         match self.map.lock().lookup(self.va, self.access) {
             Ok(l) => {
@@ -318,6 +321,7 @@ impl FaultState<'_> {
 
     /// Step 2: walk the chain for the page; page in from a pager or zero-fill
     /// at the end. Leaves `m` exclusively busy and valid, in `m_object`.
+    #[inline(always)]
     fn find_page(&mut self) -> Next {
         debug_assert!(self.m.is_none() && self.first_m.is_none() && self.m_object.is_none());
         let lk = self.lookup.as_ref().unwrap();
@@ -325,6 +329,7 @@ impl FaultState<'_> {
         // object is only borrowed from the lookup.
         let mut below: Option<Arc<VmObject>> = None;
         let mut pindex = lk.pindex;
+        let mut depth = 0;
         loop {
             let object = below.as_ref().unwrap_or(&lk.object);
             let is_first = below.is_none();
@@ -358,6 +363,7 @@ impl FaultState<'_> {
                         return Next::Restart;
                     }
                     if m.all_valid() {
+                        self.m_object_sole_shadow = depth == 1 && l.shadow_count() == 1;
                         drop(l);
                         self.m = Some(m);
                         self.m_object = below;
@@ -460,6 +466,7 @@ impl FaultState<'_> {
                 Some((b, off)) => {
                     pindex += off;
                     below = Some(b);
+                    depth += 1;
                 }
                 None => break,
             }
@@ -485,6 +492,7 @@ impl FaultState<'_> {
     /// Step 3: a page from below the first object, and a write: give the
     /// first object its own copy. When the backing object is used by this
     /// chain alone, the page is moved instead, with `replace` (rule 7).
+    #[inline(always)]
     fn cow(&mut self) -> Next {
         let Some(object) = self.m_object.as_ref() else {
             return Next::Continue;
@@ -502,8 +510,7 @@ impl FaultState<'_> {
         }
         // Is the backing object ours alone (its one reference is the first
         // object's, nothing else shadows it, and the page is not wired)?
-        let direct = lk.object.lock().backing().is_some_and(|(b, _)| Arc::ptr_eq(&b, object));
-        let sole = direct && object.ref_count() == 1 && object.lock().shadow_count() == 1 && !m.wired();
+        let sole = self.m_object_sole_shadow && object.ref_count() == 1 && !m.wired();
         if sole && m.mapping_count() == 0 {
             // Move: out of the backing object (no allocation), into the
             // placeholder's slot (no allocation): nothing can fail.
@@ -542,6 +549,7 @@ impl FaultState<'_> {
     /// Step 4: map the page. Rechecks the map first (the lock was dropped),
     /// and restarts if it changed. `enter` may fail for want of a page table
     /// (rule 12): release, wait, retry.
+    #[inline(always)]
     fn enter(&mut self) -> Next {
         let lk = self.lookup.as_ref().unwrap();
         let m = self.m.unwrap();
@@ -617,6 +625,7 @@ impl FaultState<'_> {
     }
 
     /// Step 5: the page goes on a queue unless wired, and is unbusied.
+    #[inline(always)]
     fn finish(&mut self) {
         let m = self.m.take().unwrap();
         if !m.wired() {

@@ -47,6 +47,7 @@ impl PhysMem {
         page.queue.store(which as u8, Ordering::Release);
     }
 
+    #[inline(always)]
     pub(crate) fn queue_remove(&self, q: &mut Queues, idx: PageIndex) {
         let page = self.page(idx);
         let which = page.queue();
@@ -72,6 +73,7 @@ impl PhysMem {
     }
 
     /// Moves `page` to the tail of `which` (or off every queue for `None`).
+    #[inline(always)]
     pub fn enqueue(&self, page: &Page, which: Queue) {
         assert!(page.is_managed(), "page {:#x}: unmanaged pages are never queued", page.phys());
         assert!(!page.flags().contains(PageFlags::FREE), "page {:#x}: queueing a free page", page.phys());
@@ -84,6 +86,7 @@ impl PhysMem {
     }
 
     /// Puts the page on the active queue (recently used).
+    #[inline]
     pub fn activate(&self, page: &Page) {
         self.enqueue(page, Queue::Active);
     }

@@ -126,27 +126,36 @@ impl NodeZone {
         slab
     }
 
+    /// Gives the empty partial list a slab: the spare, or a new page.
+    #[inline(never)]
+    fn refill(&self, inner: &mut Inner) -> Option<()> {
+        let slab = if !inner.spare.is_null() {
+            core::mem::replace(&mut inner.spare, ptr::null_mut())
+        } else {
+            let page = self.source.alloc_page()?;
+            self.slabs.fetch_add(1, Ordering::Relaxed);
+            self.new_slab(page)
+        };
+        // SAFETY: `slab` is an empty slab page of this zone, on no list.
+        unsafe {
+            (*slab).next = ptr::null_mut();
+            (*slab).prev = ptr::null_mut();
+        }
+        inner.partial = slab;
+        Some(())
+    }
+
     /// Allocates one item (uninitialised), or `None` when the fail point
     /// fires or no page can be had.
+    /// (Inlined: a page fault takes one for its PV entry.)
+    #[inline]
     pub fn alloc(&self) -> Option<NonNull<u8>> {
         if self.fail.should_fail() {
             return None;
         }
         let mut inner = self.inner.lock();
         if inner.partial.is_null() {
-            let slab = if !inner.spare.is_null() {
-                core::mem::replace(&mut inner.spare, ptr::null_mut())
-            } else {
-                let page = self.source.alloc_page()?;
-                self.slabs.fetch_add(1, Ordering::Relaxed);
-                self.new_slab(page)
-            };
-            // SAFETY: `slab` is an empty slab page of this zone, on no list.
-            unsafe {
-                (*slab).next = ptr::null_mut();
-                (*slab).prev = ptr::null_mut();
-            }
-            inner.partial = slab;
+            self.refill(&mut inner)?;
         }
         let slab = inner.partial;
         // SAFETY: slabs on the partial list are live slab pages of this zone

@@ -355,6 +355,19 @@ extern "C" fn trap_dispatch(tf: &mut TrapFrame) {
     // Whatever the interrupted code allowed, the handler gets no access to
     // user pages (iretq restores the interrupted RFLAGS.AC).
     super::cpu::clac();
+    // Page faults first, apart from the match of the other vectors (which
+    // compiles to a jump table: under emulation an indirect jump is a lookup
+    // of translated code, on the path of every fault).
+    if tf.vector as u8 == VEC_PAGE_FAULT {
+        page_fault(tf);
+    } else {
+        dispatch_other(tf);
+    }
+}
+
+/// Every trap but a page fault.
+#[inline(never)]
+fn dispatch_other(tf: &mut TrapFrame) {
     let vector = tf.vector as u8;
     match vector {
         VEC_DEBUG if one_shot_breakpoint(tf) => {}
@@ -376,70 +389,6 @@ extern "C" fn trap_dispatch(tf: &mut TrapFrame) {
             super::apic::eoi();
         }
         VEC_SPURIOUS => {}
-        VEC_PAGE_FAULT => {
-            let cr2 = Cr2::read_raw();
-            // The kernel touched a present user page without RFLAGS.AC:
-            // SMAP stopped it. Only a probe may do that and recover.
-            const AC: u64 = 1 << 18;
-            let user_page = cr2 < crate::pmap::USER_END && tf.error & 1 != 0;
-            if tf.cs & 3 == 0 && user_page && super::cpu::smap_on() && tf.rflags & AC == 0 {
-                if crate::syscall::recover_user_copy(tf) {
-                    return;
-                }
-                {
-                    let mut w = crate::serial::panic_writer();
-                    let _ = core::fmt::Write::write_fmt(
-                        &mut w,
-                        format_args!("\nSMAP: the kernel touched user address {cr2:#x} outside a user copy\n"),
-                    );
-                }
-                fatal_exception(tf)
-            }
-            match crate::vmspace::page_fault(tf, cr2) {
-                Ok(()) => {}
-                Err(Some(vm::fault::FaultError::NoMemory)) if tf.cs & 3 == 3 => {
-                    // No page could be had through every retry (or the
-                    // pageout daemon chose this process to kill, and the
-                    // fault stopped waiting): the process goes.
-                    if crate::process::signal_pending() {
-                        // Killed while it waited (the daemon's choice, said
-                        // already): the pending signal ends it.
-                        crate::process::check_signals();
-                    }
-                    crate::pageout::report_shortage();
-                    crate::process::kill_current(crate::process::SIGKILL, "out of memory", cr2, tf.rip)
-                }
-                Err(e) if tf.cs & 3 == 3 => {
-                    let access = if tf.error & 2 != 0 {
-                        "write"
-                    } else if tf.error & 16 != 0 {
-                        "execute"
-                    } else {
-                        "read"
-                    };
-                    let what = match e {
-                        Some(vm::fault::FaultError::Protection) => alloc::format!("{access} not allowed (protection)"),
-                        Some(vm::fault::FaultError::Io) => alloc::format!("{access}: I/O error"),
-                        Some(vm::fault::FaultError::Bad) => alloc::format!("{access} beyond the end of the object"),
-                        _ => alloc::format!("{access} of an unmapped address"),
-                    };
-                    let signal = match e {
-                        Some(vm::fault::FaultError::Io | vm::fault::FaultError::Bad) => crate::process::SIGBUS,
-                        _ => crate::process::SIGSEGV,
-                    };
-                    crate::process::kill_current(signal, &what, cr2, tf.rip)
-                }
-                Err(_) if crate::syscall::recover_user_copy(tf) => {}
-                Err(Some(e)) => {
-                    {
-                        let mut w = crate::serial::panic_writer();
-                        let _ = core::fmt::Write::write_fmt(&mut w, format_args!("\nthe VM could not resolve the page fault at {cr2:#x}: {e:?}\n"));
-                    }
-                    fatal_exception(tf)
-                }
-                Err(None) => fatal_exception(tf),
-            }
-        }
         _ if tf.cs & 3 == 3 => {
             use crate::process::{SIGFPE, SIGILL, SIGSEGV, kill_current};
             let (_, name) = exception_name(vector);
@@ -451,6 +400,74 @@ extern "C" fn trap_dispatch(tf: &mut TrapFrame) {
             kill_current(signal, name, tf.rip, tf.rip)
         }
         _ => fatal_exception(tf),
+    }
+}
+
+/// A page fault: the VM's to resolve, a user copy's to recover, or a
+/// process's (or the kernel's) end.
+#[inline(always)]
+fn page_fault(tf: &mut TrapFrame) {
+    let cr2 = Cr2::read_raw();
+    // The kernel touched a present user page without RFLAGS.AC:
+    // SMAP stopped it. Only a probe may do that and recover.
+    const AC: u64 = 1 << 18;
+    let user_page = cr2 < crate::pmap::USER_END && tf.error & 1 != 0;
+    if tf.cs & 3 == 0 && user_page && super::cpu::smap_on() && tf.rflags & AC == 0 {
+        if crate::syscall::recover_user_copy(tf) {
+            return;
+        }
+        {
+            let mut w = crate::serial::panic_writer();
+            let _ = core::fmt::Write::write_fmt(
+                &mut w,
+                format_args!("\nSMAP: the kernel touched user address {cr2:#x} outside a user copy\n"),
+            );
+        }
+        fatal_exception(tf)
+    }
+    match crate::vmspace::page_fault(tf, cr2) {
+        Ok(()) => {}
+        Err(Some(vm::fault::FaultError::NoMemory)) if tf.cs & 3 == 3 => {
+            // No page could be had through every retry (or the
+            // pageout daemon chose this process to kill, and the
+            // fault stopped waiting): the process goes.
+            if crate::process::signal_pending() {
+                // Killed while it waited (the daemon's choice, said
+                // already): the pending signal ends it.
+                crate::process::check_signals();
+            }
+            crate::pageout::report_shortage();
+            crate::process::kill_current(crate::process::SIGKILL, "out of memory", cr2, tf.rip)
+        }
+        Err(e) if tf.cs & 3 == 3 => {
+            let access = if tf.error & 2 != 0 {
+                "write"
+            } else if tf.error & 16 != 0 {
+                "execute"
+            } else {
+                "read"
+            };
+            let what = match e {
+                Some(vm::fault::FaultError::Protection) => alloc::format!("{access} not allowed (protection)"),
+                Some(vm::fault::FaultError::Io) => alloc::format!("{access}: I/O error"),
+                Some(vm::fault::FaultError::Bad) => alloc::format!("{access} beyond the end of the object"),
+                _ => alloc::format!("{access} of an unmapped address"),
+            };
+            let signal = match e {
+                Some(vm::fault::FaultError::Io | vm::fault::FaultError::Bad) => crate::process::SIGBUS,
+                _ => crate::process::SIGSEGV,
+            };
+            crate::process::kill_current(signal, &what, cr2, tf.rip)
+        }
+        Err(_) if crate::syscall::recover_user_copy(tf) => {}
+        Err(Some(e)) => {
+            {
+                let mut w = crate::serial::panic_writer();
+                let _ = core::fmt::Write::write_fmt(&mut w, format_args!("\nthe VM could not resolve the page fault at {cr2:#x}: {e:?}\n"));
+            }
+            fatal_exception(tf)
+        }
+        Err(None) => fatal_exception(tf),
     }
 }
 

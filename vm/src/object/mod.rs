@@ -621,6 +621,7 @@ impl Locked<'_> {
     /// and inserted there as by [`Locked::alloc_page`] (and `true`), with one
     /// walk of the trie for both. Errors as `alloc_page`'s, with nothing
     /// changed.
+    #[inline(always)]
     pub fn lookup_or_alloc(&mut self, pindex: u64, flags: AllocFlags) -> Result<(&'static Page, bool), ObjectError> {
         let obj = self.obj;
         let st = &mut *self.st;
@@ -635,7 +636,7 @@ impl Locked<'_> {
         if env.page_alloc.should_fail() {
             return Err(ObjectError::NoMemory);
         }
-        let page = env.pm.alloc(flags - AllocFlags::NOBUSY - AllocFlags::UNMANAGED).ok_or(ObjectError::NoMemory)?;
+        let page = env.pm.alloc_inline(flags - AllocFlags::NOBUSY - AllocFlags::UNMANAGED).ok_or(ObjectError::NoMemory)?;
         match insert_at(obj, &mut st.generation, place, page, pindex) {
             Ok(()) => Ok((page, true)),
             Err(e) => {
@@ -660,6 +661,7 @@ impl Locked<'_> {
 
 /// Inserts `page` (exclusively busy, in no object) into `obj` at `place`,
 /// the vacant entry for `pindex` in its trie; `generation` is the object's.
+#[inline(always)]
 fn insert_at(
     obj: &VmObject,
     generation: &mut u64,

@@ -457,21 +457,23 @@ impl PhysMem {
     /// few do not.)
     #[track_caller]
     pub fn alloc(&self, flags: AllocFlags) -> Option<&'static Page> {
+        self.alloc_inline(flags)
+    }
+
+    /// [`PhysMem::alloc`], inlined into the caller: for the page-fault
+    /// path's allocation, where the call and return of an ordinary call are
+    /// (under emulation) a good part of the cost of taking a page. The
+    /// refill of the cache from the free lists stays out of line.
+    #[track_caller]
+    #[inline(always)]
+    pub fn alloc_inline(&self, flags: AllocFlags) -> Option<&'static Page> {
         let keep = if flags.contains(AllocFlags::SYSTEM) { 0 } else { self.levels.reserve.load(Ordering::Relaxed) };
         let mut low = false;
         let zeroed = if flags.intersects(AllocFlags::ZERO | AllocFlags::PREFER_ZERO) { self.zeroed_pop(keep, &mut low) } else { None };
         let idx = zeroed.or_else(|| {
             let mut cache = self.cache.lock();
             if cache.len == 0 {
-                let mut fl = self.free.lock();
-                let pooled = self.zeroed.lock().len;
-                while cache.len < CACHE_BATCH && fl.pages + pooled > keep {
-                    let Some(i) = self.alloc_block_locked(&mut fl, 0) else { break };
-                    let n = cache.len;
-                    cache.pages[n] = i;
-                    cache.len += 1;
-                }
-                low = fl.pages + pooled < self.levels.target.load(Ordering::Relaxed);
+                low = self.refill_cache(&mut cache, keep);
             }
             if cache.len == 0 {
                 None
@@ -482,9 +484,7 @@ impl PhysMem {
         });
         let idx = idx.or_else(|| self.zeroed_pop(keep, &mut low));
         if low {
-            if let Some(wake) = PAGEOUT_WAKEUP.get() {
-                wake();
-            }
+            self.wake_pageout();
         }
         match idx {
             Some(i) => {
@@ -500,6 +500,29 @@ impl PhysMem {
                 self.stats.failures.fetch_add(1, Ordering::Relaxed);
                 None
             }
+        }
+    }
+
+    /// Fills the empty order-0 cache from the free lists, leaving `keep`
+    /// pages free (the zero pool's count among them). Returns whether free
+    /// memory is now below the pageout target.
+    #[inline(never)]
+    fn refill_cache(&self, cache: &mut Cache, keep: u64) -> bool {
+        let mut fl = self.free.lock();
+        let pooled = self.zeroed.lock().len;
+        while cache.len < CACHE_BATCH && fl.pages + pooled > keep {
+            let Some(i) = self.alloc_block_locked(&mut fl, 0) else { break };
+            let n = cache.len;
+            cache.pages[n] = i;
+            cache.len += 1;
+        }
+        fl.pages + pooled < self.levels.target.load(Ordering::Relaxed)
+    }
+
+    #[inline(never)]
+    fn wake_pageout(&self) {
+        if let Some(wake) = PAGEOUT_WAKEUP.get() {
+            wake();
         }
     }
 
@@ -607,6 +630,7 @@ impl PhysMem {
     /// Takes a page from the zero pool, unless that would leave `keep` free
     /// pages or fewer (the pool and the lists, as [`PhysMem::alloc`] counts
     /// them). Sets `low` if it leaves fewer than [`Levels::target`].
+    #[inline]
     fn zeroed_pop(&self, keep: u64, low: &mut bool) -> Option<PageIndex> {
         let mut z = self.zeroed.lock();
         // The lists' count without their lock (the order is F, then Z): a

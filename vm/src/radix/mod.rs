@@ -168,6 +168,7 @@ pub struct VacantEntry<'a, L: Leaf, const W: usize> {
 impl<L: Leaf, const W: usize> VacantEntry<'_, L, W> {
     /// Inserts `value`, whose key must be the entry's. At most one node is
     /// allocated; on failure the trie is unchanged.
+    #[inline(always)]
     pub fn insert(self, value: L) -> Result<(), InsertError<L>> {
         let key = self.key;
         assert!(value.key() == key, "radix: inserting key {:#x} at the entry for {key:#x}", value.key());
