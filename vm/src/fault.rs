@@ -284,6 +284,9 @@ impl FaultState<'_> {
 
     /// Releases every page the fault holds: an invalid placeholder is freed
     /// (rule 5), any other page is unbusied and left on a queue (rule 4).
+    /// Only a fault that restarts or fails has anything to release.
+    #[cold]
+    #[inline(never)]
     fn release(&mut self) {
         let first_m = self.first_m.take();
         let m = self.m.take();
@@ -377,81 +380,17 @@ impl FaultState<'_> {
                     if is_first {
                         self.first_m = Some(m);
                     }
-                    if let Some((pager, (behind, ahead))) = pager.and_then(|p| {
+                    if let Some((pager, held)) = pager.and_then(|p| {
                         let held = p.has_page(pindex)?;
                         Some((p, held))
                     }) {
-                        // Read-behind and read-ahead: the neighbours the pager
-                        // can read in the same I/O, up to the first resident
-                        // page either way; each is optional (no page, no
-                        // read-ahead).
-                        let mut cluster: Vec<&'static Page> = Vec::new();
-                        let mut req = 0;
-                        if behind + ahead > 0 && cluster.try_reserve((behind + ahead + 1) as usize).is_ok() {
-                            for i in 1..=behind.min(pindex) {
-                                match l.lookup(pindex - i) {
-                                    Some(_) => break,
-                                    None => match l.alloc_page(pindex - i, AllocFlags::empty()) {
-                                        Ok(p) => cluster.push(p),
-                                        Err(_) => break,
-                                    },
-                                }
-                            }
-                            cluster.reverse();
-                            req = cluster.len();
-                            cluster.push(m);
-                            for i in 1..=ahead {
-                                match l.lookup(pindex + i) {
-                                    Some(_) => break,
-                                    None => match l.alloc_page(pindex + i, AllocFlags::empty()) {
-                                        Ok(p) => cluster.push(p),
-                                        Err(_) => break,
-                                    },
-                                }
-                            }
+                        let (verdict, sole_shadow) = page_in(l, object, m, pindex, is_first, depth, pager, held, &mut self.stats);
+                        if let Next::Continue = verdict {
+                            self.m = Some(m);
+                            self.m_object = below;
+                            self.m_object_sole_shadow = sole_shadow;
                         }
-                        object.pip_add();
-                        drop(l);
-                        let r = if cluster.len() > 1 { pager.get_pages(object, &cluster, req) } else { pager.get_page(object, m) };
-                        object.pip_wakeup();
-                        // The neighbours: valid ones are unbusied and queued,
-                        // invalid ones freed (rule 6), whatever the result.
-                        if cluster.len() > 1 {
-                            let env = *object.env();
-                            for (i, &p) in cluster.iter().enumerate() {
-                                if i == req {
-                                    continue;
-                                }
-                                if p.valid() != 0 {
-                                    env.pm.readahead_finish(p);
-                                    self.stats.read_ahead += 1;
-                                } else {
-                                    object.lock().free_invalid(p);
-                                }
-                            }
-                        }
-                        match r {
-                            PagerResult::Ok => {
-                                assert!(m.all_valid(), "pager said OK but page {:#x} is not valid", m.phys());
-                                self.stats.paged_in = true;
-                                self.m = Some(m);
-                                self.m_object = below;
-                                return Next::Continue;
-                            }
-                            // The page is invalid: freed by rule 5 (via
-                            // release, or here for a page below the first
-                            // object).
-                            PagerResult::Error | PagerResult::Bad | PagerResult::Again => {
-                                if !is_first {
-                                    object.lock().free_invalid(m);
-                                }
-                                return match r {
-                                    PagerResult::Error => Next::Fail(FaultError::Io),
-                                    PagerResult::Bad => Next::Fail(FaultError::Bad),
-                                    _ => Next::RestartAfterPagerWait,
-                                };
-                            }
-                        }
+                        return verdict;
                     }
                     if !is_first {
                         // A pager object without the page: continue down.
@@ -638,9 +577,104 @@ impl FaultState<'_> {
     }
 }
 
+/// Step 2's read from a pager: `m`, just allocated at `pindex` in `object`
+/// (locked: `l`), is read in by `pager` together with up to `behind` and
+/// `ahead` neighbours. `object` is `depth` objects below the first one.
+/// Returns the verdict and, when the page is in, whether `object` is the
+/// first object's own backing object with no other shadow (as `find_page`
+/// notes for a resident page).
+///
+/// Out of line and cold: paging in is slow by nature, and its code is kept
+/// off the path of the faults that find or make a page.
+#[cold]
+#[inline(never)]
+#[allow(clippy::too_many_arguments)]
+fn page_in(
+    mut l: crate::object::Locked<'_>,
+    object: &Arc<VmObject>,
+    m: &'static Page,
+    pindex: u64,
+    is_first: bool,
+    depth: u32,
+    pager: Arc<dyn crate::object::Pager>,
+    (behind, ahead): (u64, u64),
+    stats: &mut FaultStats,
+) -> (Next, bool) {
+    // Read-behind and read-ahead: the neighbours the pager can read in the
+    // same I/O, up to the first resident page either way; each is optional
+    // (no page, no read-ahead).
+    let mut cluster: Vec<&'static Page> = Vec::new();
+    let mut req = 0;
+    if behind + ahead > 0 && cluster.try_reserve((behind + ahead + 1) as usize).is_ok() {
+        for i in 1..=behind.min(pindex) {
+            match l.lookup(pindex - i) {
+                Some(_) => break,
+                None => match l.alloc_page(pindex - i, AllocFlags::empty()) {
+                    Ok(p) => cluster.push(p),
+                    Err(_) => break,
+                },
+            }
+        }
+        cluster.reverse();
+        req = cluster.len();
+        cluster.push(m);
+        for i in 1..=ahead {
+            match l.lookup(pindex + i) {
+                Some(_) => break,
+                None => match l.alloc_page(pindex + i, AllocFlags::empty()) {
+                    Ok(p) => cluster.push(p),
+                    Err(_) => break,
+                },
+            }
+        }
+    }
+    let sole_shadow = depth == 1 && l.shadow_count() == 1;
+    object.pip_add();
+    drop(l);
+    let r = if cluster.len() > 1 { pager.get_pages(object, &cluster, req) } else { pager.get_page(object, m) };
+    object.pip_wakeup();
+    // The neighbours: valid ones are unbusied and queued, invalid ones freed
+    // (rule 6), whatever the result.
+    if cluster.len() > 1 {
+        let env = *object.env();
+        for (i, &p) in cluster.iter().enumerate() {
+            if i == req {
+                continue;
+            }
+            if p.valid() != 0 {
+                env.pm.readahead_finish(p);
+                stats.read_ahead += 1;
+            } else {
+                object.lock().free_invalid(p);
+            }
+        }
+    }
+    match r {
+        PagerResult::Ok => {
+            assert!(m.all_valid(), "pager said OK but page {:#x} is not valid", m.phys());
+            stats.paged_in = true;
+            (Next::Continue, sole_shadow)
+        }
+        // The page is invalid: freed by rule 5 (via release, or here for a
+        // page below the first object).
+        PagerResult::Error | PagerResult::Bad | PagerResult::Again => {
+            if !is_first {
+                object.lock().free_invalid(m);
+            }
+            let verdict = match r {
+                PagerResult::Error => Next::Fail(FaultError::Io),
+                PagerResult::Bad => Next::Fail(FaultError::Bad),
+                _ => Next::RestartAfterPagerWait,
+            };
+            (verdict, false)
+        }
+    }
+}
+
 /// Maps resident, valid, idle neighbours of the faulting page in the first
 /// object, so that a sequential walk does not fault on every page. Returns
 /// how many it mapped.
+#[inline(never)]
 fn prefault(lk: &Lookup, va_fault: u64, map: &VmMap, prot: Prot) -> u32 {
     let page = PAGE_SIZE as u64;
     let lo = va_fault.saturating_sub(PREFAULT * page).max(lk.entry_start);
