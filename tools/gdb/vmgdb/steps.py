@@ -30,14 +30,23 @@ def step_to_return(arch, limit, per_fn, calls):
     """Steps until a `ret` at the starting depth has run, or `limit`
     instructions; counts into `per_fn` and `calls`. Returns (instructions,
     deepest call depth, whether it returned)."""
-    depth = deepest = n = 0
+    depth = deepest = n = stalls = 0
     while n < limit:
         pc = int(gdb.parse_and_eval("$pc"))
         asm = arch.disassemble(pc)[0]["asm"].split()
         op = asm[0] if asm else ""
+        gdb.execute("stepi", to_string=True)
+        # QEMU may report a step done before the instruction ran (with an
+        # interrupt pending, say): the pc has not moved. Step it again; only
+        # a repeated string instruction (one iteration a step) stays put.
+        if int(gdb.parse_and_eval("$pc")) == pc and not op.startswith("rep"):
+            stalls += 1
+            if stalls > 1000:
+                raise gdb.GdbError(f"the step at {pc:#x} does not move")
+            continue
+        stalls = 0
         per_fn[symbol_at(pc)] += 1
         n += 1
-        gdb.execute("stepi", to_string=True)
         if op.startswith("call"):
             depth += 1
             deepest = max(deepest, depth)
