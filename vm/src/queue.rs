@@ -32,6 +32,7 @@ impl Queues {
 }
 
 impl PhysMem {
+    #[inline(always)]
     pub(crate) fn queue_insert_tail(&self, q: &mut Queues, idx: PageIndex, which: Queue) {
         let list = &mut q.lists[which as usize];
         let page = self.page(idx);

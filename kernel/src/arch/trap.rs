@@ -413,21 +413,41 @@ fn page_fault(tf: &mut TrapFrame) {
     const AC: u64 = 1 << 18;
     let user_page = cr2 < crate::pmap::USER_END && tf.error & 1 != 0;
     if tf.cs & 3 == 0 && user_page && super::cpu::smap_on() && tf.rflags & AC == 0 {
-        if crate::syscall::recover_user_copy(tf) {
-            return;
-        }
-        {
-            let mut w = crate::serial::panic_writer();
-            let _ = core::fmt::Write::write_fmt(
-                &mut w,
-                format_args!("\nSMAP: the kernel touched user address {cr2:#x} outside a user copy\n"),
-            );
-        }
-        fatal_exception(tf)
+        smap_violation(tf, cr2);
+        return;
     }
-    match crate::vmspace::page_fault(tf, cr2) {
-        Ok(()) => {}
-        Err(Some(vm::fault::FaultError::NoMemory)) if tf.cs & 3 == 3 => {
+    if let Err(e) = crate::vmspace::page_fault(tf, cr2) {
+        page_fault_unresolved(tf, cr2, e);
+    }
+}
+
+/// The kernel touched a user page outside a user copy, and SMAP stopped it:
+/// a probe recovers; anything else is a kernel bug.
+#[cold]
+#[inline(never)]
+fn smap_violation(tf: &mut TrapFrame, cr2: u64) {
+    if crate::syscall::recover_user_copy(tf) {
+        return;
+    }
+    {
+        let mut w = crate::serial::panic_writer();
+        let _ = core::fmt::Write::write_fmt(
+            &mut w,
+            format_args!("\nSMAP: the kernel touched user address {cr2:#x} outside a user copy\n"),
+        );
+    }
+    fatal_exception(tf)
+}
+
+/// A page fault the VM could not resolve (`None`: not the VM's at all): a
+/// user process is killed with the reason, a user copy returns EFAULT, the
+/// kernel itself stops with a report. Out of line: the dispatcher's own
+/// code stays short on the path of every fault.
+#[cold]
+#[inline(never)]
+fn page_fault_unresolved(tf: &mut TrapFrame, cr2: u64, e: Option<vm::fault::FaultError>) {
+    match e {
+        Some(vm::fault::FaultError::NoMemory) if tf.cs & 3 == 3 => {
             // No page could be had through every retry (or the
             // pageout daemon chose this process to kill, and the
             // fault stopped waiting): the process goes.
@@ -439,7 +459,7 @@ fn page_fault(tf: &mut TrapFrame) {
             crate::pageout::report_shortage();
             crate::process::kill_current(crate::process::SIGKILL, "out of memory", cr2, tf.rip)
         }
-        Err(e) if tf.cs & 3 == 3 => {
+        e if tf.cs & 3 == 3 => {
             let access = if tf.error & 2 != 0 {
                 "write"
             } else if tf.error & 16 != 0 {
@@ -459,15 +479,15 @@ fn page_fault(tf: &mut TrapFrame) {
             };
             crate::process::kill_current(signal, &what, cr2, tf.rip)
         }
-        Err(_) if crate::syscall::recover_user_copy(tf) => {}
-        Err(Some(e)) => {
+        _ if crate::syscall::recover_user_copy(tf) => {}
+        Some(e) => {
             {
                 let mut w = crate::serial::panic_writer();
                 let _ = core::fmt::Write::write_fmt(&mut w, format_args!("\nthe VM could not resolve the page fault at {cr2:#x}: {e:?}\n"));
             }
             fatal_exception(tf)
         }
-        Err(None) => fatal_exception(tf),
+        None => fatal_exception(tf),
     }
 }
 

@@ -270,7 +270,7 @@ impl PhysMem {
     }
 
     /// The index of a record of this array.
-    #[inline]
+    #[inline(always)]
     pub fn index_of(&self, page: &Page) -> PageIndex {
         let base = self.pages.as_ptr() as usize;
         let at = page as *const Page as usize;
