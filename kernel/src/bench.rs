@@ -277,9 +277,13 @@ pub fn faults() {
         }
     };
 
-    // Untimed: the headline figures, each the median of `MEDIAN_OF` rounds. A
-    // round is 16384 faults, some 30-60 ms: short enough for the host's
-    // other work to move one round by several per cent.
+    // Untimed: the headline figures, each the median of `MEDIAN_OF` rounds
+    // (a round: 16384 faults of each kind, some 30-60 ms). One round alone
+    // is at the mercy of the host: a round in which the scheduler switched
+    // threads a few times ran ~60% slower, and the first round after boot
+    // runs ~20% slower than the ones after it, every step of the fault
+    // alike (not the host's caches, QEMU's TLB size or other threads, which
+    // were each ruled out). The first round's own figures are printed too.
     const MEDIAN_OF: usize = 3;
     let median = |mut v: alloc::vec::Vec<f64>| {
         v.sort_by(f64::total_cmp);
@@ -319,6 +323,8 @@ pub fn faults() {
         }
         drop(parent);
     }
+    kprintln!("bench: kernel.zero_fill.first_round {:.0} ns/fault", zero[0]);
+    kprintln!("bench: kernel.cow.first_round {:.0} ns/fault", cow[0]);
     kprintln!("bench: kernel.zero_fill {:.0} ns/fault", median(zero));
     kprintln!("bench: kernel.cow {:.0} ns/fault", median(cow));
     if !soft.is_empty() {
