@@ -519,6 +519,7 @@ impl PhysMem {
         fl.pages + pooled < self.levels.target.load(Ordering::Relaxed)
     }
 
+    /// Wakes the pageout daemon: free memory fell below its target.
     #[inline(never)]
     fn wake_pageout(&self) {
         if let Some(wake) = PAGEOUT_WAKEUP.get() {
