@@ -337,6 +337,9 @@ impl FaultState<'_> {
             let object = below.as_ref().unwrap_or(&lk.object);
             let is_first = below.is_none();
             let mut l = object.lock();
+            // For the copy step: is this the first object's own backing
+            // object, with no other shadow? (Read under the lock, here.)
+            let sole_shadow = depth == 1 && l.shadow_count() == 1;
             if l.flags().contains(crate::object::ObjectFlags::DEAD) {
                 return Next::Fail(FaultError::NoEntry);
             }
@@ -366,7 +369,7 @@ impl FaultState<'_> {
                         return Next::Restart;
                     }
                     if m.all_valid() {
-                        self.m_object_sole_shadow = depth == 1 && l.shadow_count() == 1;
+                        self.m_object_sole_shadow = sole_shadow;
                         drop(l);
                         self.m = Some(m);
                         self.m_object = below;
@@ -384,7 +387,7 @@ impl FaultState<'_> {
                         let held = p.has_page(pindex)?;
                         Some((p, held))
                     }) {
-                        let (verdict, sole_shadow) = page_in(l, object, m, pindex, is_first, depth, pager, held, &mut self.stats);
+                        let verdict = page_in(l, object, m, pindex, is_first, pager, held, &mut self.stats);
                         if let Next::Continue = verdict {
                             self.m = Some(m);
                             self.m_object = below;
@@ -579,10 +582,7 @@ impl FaultState<'_> {
 
 /// Step 2's read from a pager: `m`, just allocated at `pindex` in `object`
 /// (locked: `l`), is read in by `pager` together with up to `behind` and
-/// `ahead` neighbours. `object` is `depth` objects below the first one.
-/// Returns the verdict and, when the page is in, whether `object` is the
-/// first object's own backing object with no other shadow (as `find_page`
-/// notes for a resident page).
+/// `ahead` neighbours.
 ///
 /// Out of line and cold: paging in is slow by nature, and its code is kept
 /// off the path of the faults that find or make a page.
@@ -595,40 +595,24 @@ fn page_in(
     m: &'static Page,
     pindex: u64,
     is_first: bool,
-    depth: u32,
     pager: Arc<dyn crate::object::Pager>,
     (behind, ahead): (u64, u64),
     stats: &mut FaultStats,
-) -> (Next, bool) {
+) -> Next {
     // Read-behind and read-ahead: the neighbours the pager can read in the
     // same I/O, up to the first resident page either way; each is optional
     // (no page, no read-ahead).
     let mut cluster: Vec<&'static Page> = Vec::new();
     let mut req = 0;
     if behind + ahead > 0 && cluster.try_reserve((behind + ahead + 1) as usize).is_ok() {
-        for i in 1..=behind.min(pindex) {
-            match l.lookup(pindex - i) {
-                Some(_) => break,
-                None => match l.alloc_page(pindex - i, AllocFlags::empty()) {
-                    Ok(p) => cluster.push(p),
-                    Err(_) => break,
-                },
-            }
-        }
+        // A page for index `i` if none is resident there (and one can be had).
+        let mut vacant = |i: u64| if l.lookup(i).is_some() { None } else { l.alloc_page(i, AllocFlags::empty()).ok() };
+        cluster.extend((1..=behind.min(pindex)).map_while(|i| vacant(pindex - i)));
         cluster.reverse();
         req = cluster.len();
         cluster.push(m);
-        for i in 1..=ahead {
-            match l.lookup(pindex + i) {
-                Some(_) => break,
-                None => match l.alloc_page(pindex + i, AllocFlags::empty()) {
-                    Ok(p) => cluster.push(p),
-                    Err(_) => break,
-                },
-            }
-        }
+        cluster.extend((1..=ahead).map_while(|i| vacant(pindex + i)));
     }
-    let sole_shadow = depth == 1 && l.shadow_count() == 1;
     object.pip_add();
     drop(l);
     let r = if cluster.len() > 1 { pager.get_pages(object, &cluster, req) } else { pager.get_page(object, m) };
@@ -653,7 +637,7 @@ fn page_in(
         PagerResult::Ok => {
             assert!(m.all_valid(), "pager said OK but page {:#x} is not valid", m.phys());
             stats.paged_in = true;
-            (Next::Continue, sole_shadow)
+            Next::Continue
         }
         // The page is invalid: freed by rule 5 (via release, or here for a
         // page below the first object).
@@ -661,12 +645,11 @@ fn page_in(
             if !is_first {
                 object.lock().free_invalid(m);
             }
-            let verdict = match r {
+            match r {
                 PagerResult::Error => Next::Fail(FaultError::Io),
                 PagerResult::Bad => Next::Fail(FaultError::Bad),
                 _ => Next::RestartAfterPagerWait,
-            };
-            (verdict, false)
+            }
         }
     }
 }
