@@ -9,15 +9,73 @@
 //! fault path uses the fallible APIs (`try_reserve`, `Box::try_new`) and treats
 //! a failure as memory shortage, never as a bug.
 
-use linked_list_allocator::LockedHeap;
+use core::alloc::{GlobalAlloc, Layout};
+use core::ptr::{self, NonNull};
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use linked_list_allocator::Heap;
 
 use crate::memory::{self, EARLY_FRAMES, PAGE_SIZE, PhysRange};
+use crate::sync::IrqMutex;
 
 /// Size of the kernel heap.
 pub const HEAP_SIZE: u64 = 8 << 20;
 
+/// The kernel's allocator. Its lock is interrupt-safe: the heap is reached
+/// from code that runs with interrupts off (the process table, the console
+/// of an interrupt handler), so a holder must never be interrupted or
+/// preempted with it.
+struct KernelHeap {
+    heap: IrqMutex<Heap>,
+}
+
 #[global_allocator]
-static ALLOCATOR: LockedHeap = LockedHeap::empty();
+static ALLOCATOR: KernelHeap = KernelHeap { heap: IrqMutex::new(Heap::empty()) };
+
+/// Debug builds refuse the heap to code under the scheduler lock: the
+/// scheduler runs with interrupts off and must never wait for memory or
+/// for the heap's lock (it frees and allocates only outside its lock).
+#[track_caller]
+fn check_context() {
+    if cfg!(debug_assertions) {
+        if let Some(site) = crate::sched::lock_holder() {
+            panic!("heap used with the scheduler lock held (taken at {site}); the allocation is in the backtrace");
+        }
+    }
+}
+
+/// Debug builds: when set, every allocation calls [`held_point`] with the
+/// heap's lock held, for tests that need a trap at that moment. (A)
+static HELD_POINT: AtomicBool = AtomicBool::new(false);
+
+/// Called with the heap's lock held while [`HELD_POINT`] is set: a place to
+/// put a breakpoint (`break_once_preempting`).
+#[inline(never)]
+fn held_point() {
+    core::hint::black_box(());
+}
+
+// SAFETY: allocation and deallocation are serialised by the lock, and
+// `Heap` returns blocks that fit the layout.
+unsafe impl GlobalAlloc for KernelHeap {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        check_context();
+        let mut heap = self.heap.lock();
+        if cfg!(debug_assertions) && HELD_POINT.load(Ordering::Relaxed) {
+            held_point();
+        }
+        heap.allocate_first_fit(layout).map_or(ptr::null_mut(), NonNull::as_ptr)
+    }
+
+    unsafe fn dealloc(&self, p: *mut u8, layout: Layout) {
+        check_context();
+        if let Some(p) = NonNull::new(p) {
+            // SAFETY: `p` came from `alloc` with `layout` (the caller's
+            // contract).
+            unsafe { self.heap.lock().deallocate(p, layout) }
+        }
+    }
+}
 
 /// Error from [`init`].
 #[derive(Debug)]
@@ -36,17 +94,15 @@ pub fn init() -> Result<PhysRange, HeapError> {
     // SAFETY: the frames were just taken from the early allocator, which never
     // hands them out again; the direct map makes them writable at `start`;
     // `init` runs once, before any allocation.
-    unsafe { ALLOCATOR.lock().init(start as *mut u8, range.len() as usize) };
+    unsafe { ALLOCATOR.heap.lock().init(start as *mut u8, range.len() as usize) };
     log::info!("heap: {} KiB at phys {:#x} (virt {:#x})", range.len() / 1024, range.start, start);
     Ok(range)
 }
 
 /// Heap usage: (used bytes, free bytes).
 pub fn usage() -> (usize, usize) {
-    x86_64::instructions::interrupts::without_interrupts(|| {
-        let heap = ALLOCATOR.lock();
-        (heap.used(), heap.free())
-    })
+    let heap = ALLOCATOR.heap.lock();
+    (heap.used(), heap.free())
 }
 
 mod tests {
@@ -102,6 +158,50 @@ mod tests {
         assert_eq!(b.iter().sum::<u64>(), 700);
         let v: Vec<u32> = (0..10_000).collect();
         assert_eq!(v[9_999], 9_999);
+    }
+
+    /// The hang of a thread preempted inside the heap, replayed: a thread
+    /// that allocates with interrupts off (as the scheduler's reaper did,
+    /// inside the switch) is made ready, and this thread is preempted, by a
+    /// breakpoint that acts as the timer, at the instant it holds the heap's
+    /// lock. With a lock that left interrupts on, the preemption happened
+    /// and the other thread spun on the lock for ever. The heap's lock
+    /// turns interrupts off, so no timer can come there and the breakpoint
+    /// does not preempt.
+    #[ktest]
+    fn no_thread_is_preempted_holding_the_heap() {
+        use core::sync::atomic::{AtomicBool, Ordering};
+
+        use crate::arch::trap::{BREAK_ONCE_FRAME, BREAK_ONCE_RFLAGS, BREAK_ONCE_THREAD, break_once_preempting};
+
+        static DONE: AtomicBool = AtomicBool::new(false);
+        DONE.store(false, Ordering::SeqCst);
+        let other = crate::sched::spawn("irqoff-alloc", || {
+            let b = x86_64::instructions::interrupts::without_interrupts(|| Box::new([7u8; 48]));
+            core::hint::black_box(&b);
+            DONE.store(true, Ordering::SeqCst);
+        })
+        .unwrap();
+        let me = crate::sched::current();
+        let mut hit = false;
+        for _ in 0..100 {
+            super::HELD_POINT.store(true, Ordering::SeqCst);
+            break_once_preempting(super::held_point as *const () as u64);
+            let b = Box::new(1u64);
+            super::HELD_POINT.store(false, Ordering::SeqCst);
+            core::hint::black_box(&b);
+            drop(b);
+            // Another thread may have taken the breakpoint (it is the CPU's):
+            // try again until this one did.
+            if BREAK_ONCE_FRAME.load(Ordering::SeqCst) != 0 && BREAK_ONCE_THREAD.load(Ordering::SeqCst) == me {
+                hit = true;
+                break;
+            }
+        }
+        assert!(hit, "the breakpoint in the heap was never taken by this thread");
+        assert_eq!(BREAK_ONCE_RFLAGS.load(Ordering::SeqCst) & (1 << 9), 0, "the heap's lock was held with interrupts on");
+        crate::sched::join(other);
+        assert!(DONE.load(Ordering::SeqCst));
     }
 
     /// A request larger than the heap fails cleanly instead of corrupting it.

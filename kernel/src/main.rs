@@ -44,6 +44,7 @@ mod serial;
 mod sleeplock;
 mod swap;
 mod swap_pager;
+mod sync;
 mod sys_file;
 mod sys_mem;
 mod sys_proc;
@@ -150,6 +151,8 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     time::init_wall_clock();
     drivers::init(phys_offset);
     x86_64::instructions::interrupts::enable();
+    sync::start_checks();
+    arch::watchdog::start();
     mount_root();
     swap::init();
     pageout::init();

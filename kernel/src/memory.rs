@@ -11,7 +11,8 @@
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use bootloader_api::info::{MemoryRegion, MemoryRegionKind};
-use spin::{Mutex, Once};
+use spin::Once;
+use vm::sync::Mutex;
 
 pub const PAGE_SIZE: u64 = 4096;
 

@@ -32,7 +32,8 @@ use alloc::vec::Vec;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use spin::{Mutex, Once};
+use spin::Once;
+use vm::sync::Mutex;
 use vm::PAGE_SIZE;
 use vm::failpoint::FailPoint;
 use vm::page::Page;

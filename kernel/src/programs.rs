@@ -6,7 +6,7 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use spin::Mutex;
+use crate::sync::IrqMutex;
 
 /// Embedded bytes aligned for the ELF parser, which reads headers in place.
 #[repr(C, align(8))]
@@ -16,16 +16,14 @@ struct Aligned<B: ?Sized>(B);
 static EMBEDDED: &[(&str, &[u8])] = include!(concat!(env!("OUT_DIR"), "/programs.rs"));
 
 /// Programs added at run time (the one handed in by the host).
-static ADDED: Mutex<Vec<(String, &'static [u8])>> = Mutex::new(Vec::new());
+static ADDED: IrqMutex<Vec<(String, &'static [u8])>> = IrqMutex::new(Vec::new());
 
 /// The program at `path`, if there is one.
 pub fn lookup(path: &str) -> Option<&'static [u8]> {
     if let Some((_, b)) = EMBEDDED.iter().find(|(p, _)| *p == path) {
         return Some(b);
     }
-    x86_64::instructions::interrupts::without_interrupts(|| {
-        ADDED.lock().iter().find(|(p, _)| p == path).map(|(_, b)| *b)
-    })
+    ADDED.lock().iter().find(|(p, _)| p == path).map(|(_, b)| *b)
 }
 
 /// The embedded program `/bin/<name>`; panics if there is none (the build
@@ -40,5 +38,5 @@ pub fn bin(name: &str) -> &'static [u8] {
 
 /// Makes `bytes` available as `path`.
 pub fn add(path: String, bytes: &'static [u8]) {
-    x86_64::instructions::interrupts::without_interrupts(|| ADDED.lock().push((path, bytes)));
+    ADDED.lock().push((path, bytes));
 }

@@ -9,27 +9,41 @@
 //! A new thread's stack is built to "return" from `switch_stack` into
 //! [`thread_start`].
 //!
-//! Locking: one scheduler lock, always taken with interrupts disabled. It is
-//! released before the stack switch; interrupts stay off across the switch so
-//! nothing can run between the two. Sleeping is atomic with respect to
+//! Locking: one scheduler lock (S), an [`IrqOffMutex`]: always taken with
+//! interrupts already off, since the timer interrupt takes it too. It is
+//! released before the stack switch; interrupts stay off across the switch
+//! so nothing can run between the two. Sleeping is atomic with respect to
 //! wakeup: [`sleep_if`] evaluates its condition under the scheduler lock, and
 //! [`wakeup`] takes the same lock, so a wakeup cannot fall between the check
 //! and the sleep. (With more CPUs the lock hand-off across the switch will
 //! need the usual care; the VM never relies on interrupts being off.)
 //!
-//! Stacks are 32 KiB from the kernel heap, with a canary word at the bottom
-//! checked at every switch; proper guard pages come with kernel-space mappings.
+//! **No allocation under the scheduler lock.** Everything `schedule` reaches
+//! runs with interrupts off, so it must not wait for a lock whose holder
+//! may be preempted, and the heap's lock is one a thread may hold anywhere.
+//! Thread records are therefore allocated before the lock is taken and
+//! freed after it is dropped: the threads form intrusive lists (every thread;
+//! the ready queue) through their own records, so linking and unlinking
+//! never allocate. A dead thread is unlinked and freed by [`reap`], which
+//! runs with interrupts on (at the next spawn, join, yield or sleep of some
+//! other thread), never inside the switch. Debug builds check it: the heap
+//! panics when it is entered with the scheduler lock held
+//! ([`lock_holder`]).
+//!
+//! Stacks are 32 KiB, with a canary word at the bottom checked at every
+//! switch.
 
 use alloc::boxed::Box;
-use alloc::collections::{BTreeMap, VecDeque};
 use alloc::string::String;
-use alloc::vec::Vec;
 use core::arch::naked_asm;
 use core::fmt::Write;
+use core::panic::Location;
+use core::ptr;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use spin::Mutex;
 use x86_64::instructions::interrupts;
+
+use crate::sync::{IrqOffGuard, IrqOffMutex};
 
 /// Bytes of each kernel thread's stack.
 pub const STACK_SIZE: usize = 32 * 1024;
@@ -48,7 +62,13 @@ pub enum State {
     Dead,
 }
 
+/// One thread. Every field is the scheduler lock's (S), except where said;
+/// the record is allocated before it is linked and freed after it is
+/// unlinked, both outside the lock.
 struct Thread {
+    /// (C)
+    id: ThreadId,
+    /// (C)
     name: String,
     state: State,
     /// The address space the thread runs in: its PML4 (0: the kernel's) and
@@ -60,14 +80,20 @@ struct Thread {
     fs_base: u64,
     /// The thread's x87/SSE state while it is switched out (user programs
     /// use SSE; the kernel is built without it). None for the boot thread.
+    /// (C: the box; its contents are the thread's own while it runs.)
     fpu: Option<Box<FpuArea>>,
     /// Tick at which a timed sleep ends (0: none).
     wake_at: u64,
     /// Saved stack pointer while not running.
     rsp: u64,
-    /// The stack (None for the boot thread, which runs on the boot stack).
+    /// The stack (None for the boot thread, which runs on the boot stack). (C)
     stack: Option<Box<[u64]>>,
     entry: Option<Entry>,
+    /// The next thread of the list of all threads.
+    next: *mut Thread,
+    /// The next thread of the ready queue, and whether the thread is on it.
+    ready_next: *mut Thread,
+    queued: bool,
 }
 
 /// A thread's entry: its closure, boxed, and the functions that run it and
@@ -85,7 +111,8 @@ struct Entry {
 unsafe impl Send for Entry {}
 
 impl Entry {
-    fn new<F: FnOnce() + Send + 'static>(f: F) -> Entry {
+    /// Boxes `f`; `None` when memory is short.
+    fn new<F: FnOnce() + Send + 'static>(f: F) -> Option<Entry> {
         /// # Safety
         /// `p` is the entry's own `Box<F>`, used once.
         unsafe fn run<F: FnOnce()>(p: *mut ()) {
@@ -100,7 +127,8 @@ impl Entry {
             // SAFETY: as for `run`.
             core::mem::drop(unsafe { Box::from_raw(p as *mut F) })
         }
-        Entry { data: Box::into_raw(Box::new(f)) as *mut (), run: run::<F>, drop: drop::<F> }
+        let data = Box::into_raw(Box::try_new(f).ok()?) as *mut ();
+        Some(Entry { data, run: run::<F>, drop: drop::<F> })
     }
 
     fn run(self) {
@@ -118,10 +146,19 @@ impl Drop for Entry {
     }
 }
 
+/// The scheduler's state (S). The lists link thread records through their
+/// own fields; a record is on the list of all threads from [`Sched::link`]
+/// to [`reap`], and is only followed under the lock.
 struct Sched {
-    threads: BTreeMap<ThreadId, Thread>,
-    ready: VecDeque<ThreadId>,
-    current: ThreadId,
+    /// Every thread, newest first.
+    all: *mut Thread,
+    /// The ready queue, first to run at the head.
+    ready_head: *mut Thread,
+    ready_tail: *mut Thread,
+    current: *mut Thread,
+    /// Threads on `all`, and of those the dead.
+    count: usize,
+    dead: usize,
     next_id: ThreadId,
     /// Tick at which the current thread's slice ends.
     slice_end: u64,
@@ -129,9 +166,167 @@ struct Sched {
     next_timeout: u64,
 }
 
-static SCHED: Mutex<Option<Sched>> = Mutex::new(None);
+// SAFETY: the raw pointers name thread records owned by the scheduler and
+// only followed with its lock held.
+unsafe impl Send for Sched {}
+
+/// An iterator over the list of all threads.
+struct Threads(*mut Thread);
+
+impl Iterator for Threads {
+    type Item = *mut Thread;
+    fn next(&mut self) -> Option<*mut Thread> {
+        let t = self.0;
+        if t.is_null() {
+            return None;
+        }
+        // SAFETY: a record on the list of all threads is live while the
+        // lock is held, and the iterator is only used under it.
+        self.0 = unsafe { (*t).next };
+        Some(t)
+    }
+}
+
+impl Sched {
+    fn threads(&self) -> Threads {
+        Threads(self.all)
+    }
+
+    /// The running thread's record.
+    fn cur(&mut self) -> &mut Thread {
+        // SAFETY: `current` is on the list of all threads (a running thread
+        // is never reaped), and `&mut self` means the lock is held.
+        unsafe { &mut *self.current }
+    }
+
+    /// The record of thread `id`, if it is on the list.
+    fn find(&mut self, id: ThreadId) -> Option<&mut Thread> {
+        // SAFETY: as for `threads`; `&mut self` means the lock is held.
+        self.threads().find(|&t| unsafe { (*t).id } == id).map(|t| unsafe { &mut *t })
+    }
+
+    /// Puts `t` on the list of all threads, ready to run.
+    fn link(&mut self, t: *mut Thread) {
+        // SAFETY: `t` is a fresh record, owned by the scheduler from here on.
+        unsafe { (*t).next = self.all };
+        self.all = t;
+        self.count += 1;
+        self.make_ready(t);
+    }
+
+    /// Queues `t` to run, unless it is queued already.
+    fn make_ready(&mut self, t: *mut Thread) {
+        // SAFETY: `t` is on the list of all threads; the lock is held.
+        let r = unsafe { &mut *t };
+        r.state = State::Ready;
+        if r.queued {
+            return;
+        }
+        r.queued = true;
+        r.ready_next = ptr::null_mut();
+        if self.ready_tail.is_null() {
+            self.ready_head = t;
+        } else {
+            // SAFETY: the tail is a queued record, live on the list.
+            unsafe { (*self.ready_tail).ready_next = t };
+        }
+        self.ready_tail = t;
+    }
+
+    /// Takes the first thread of the ready queue that is still ready.
+    fn pop_ready(&mut self) -> Option<*mut Thread> {
+        while !self.ready_head.is_null() {
+            let t = self.ready_head;
+            // SAFETY: a queued record is live on the list.
+            let r = unsafe { &mut *t };
+            self.ready_head = r.ready_next;
+            if self.ready_head.is_null() {
+                self.ready_tail = ptr::null_mut();
+            }
+            r.queued = false;
+            if r.state == State::Ready {
+                return Some(t);
+            }
+        }
+        None
+    }
+
+    fn has_ready(&self) -> bool {
+        !self.ready_head.is_null()
+    }
+
+    /// Ends the sleep of `t`: the one place a sleep ends, so that its
+    /// deadline ends with it.
+    fn end_sleep(&mut self, t: *mut Thread) {
+        // SAFETY: `t` is on the list; the lock is held.
+        unsafe { (*t).wake_at = 0 };
+        self.make_ready(t);
+    }
+
+    /// Makes every thread sleeping on `chan` ready.
+    fn wake_chan(&mut self, chan: usize) {
+        for t in self.threads() {
+            // SAFETY: listed records are live under the lock.
+            if unsafe { (*t).state } == State::Sleeping(chan) {
+                self.end_sleep(t);
+            }
+        }
+    }
+
+    /// Makes every thread whose timed sleep has ended ready.
+    fn expire_timeouts(&mut self, now: u64) {
+        let mut next = u64::MAX;
+        for t in self.threads() {
+            // SAFETY: listed records are live under the lock.
+            let (state, wake_at) = unsafe { ((*t).state, (*t).wake_at) };
+            if let State::Sleeping(_) = state {
+                if wake_at != 0 && wake_at <= now {
+                    self.end_sleep(t);
+                } else if wake_at != 0 {
+                    next = next.min(wake_at);
+                }
+            }
+        }
+        self.next_timeout = next;
+    }
+
+    /// Unlinks the dead threads other than the current one and returns them
+    /// as a chain through `next`, for the caller to free once the lock is
+    /// dropped.
+    fn unlink_dead(&mut self) -> *mut Thread {
+        let mut chain = ptr::null_mut();
+        let mut link: *mut *mut Thread = &mut self.all;
+        // SAFETY: `link` points at the list head or at the `next` field of
+        // a listed record; the lock is held throughout. A dead thread is
+        // never queued (it was running when it died, and nothing readies
+        // it), so the ready queue does not name an unlinked record.
+        unsafe {
+            while !(*link).is_null() {
+                let t = *link;
+                if (*t).state == State::Dead && t != self.current {
+                    *link = (*t).next;
+                    (*t).next = chain;
+                    chain = t;
+                    self.count -= 1;
+                    self.dead -= 1;
+                } else {
+                    link = &mut (*t).next;
+                }
+            }
+        }
+        chain
+    }
+}
+
+static SCHED: IrqOffMutex<Option<Sched>> = IrqOffMutex::new(None);
 /// The kernel's own PML4, loaded for threads with no address space. (C)
 static KERNEL_CR3: AtomicU64 = AtomicU64::new(0);
+
+/// Where the scheduler lock was taken, if it is held: the heap refuses to
+/// run under it. (One CPU: a holder is the code now running.)
+pub fn lock_holder() -> Option<&'static Location<'static>> {
+    SCHED.holder()
+}
 
 /// Loads the address space `cr3` (0: the kernel's) on the CPU.
 fn load_cr3(cr3: u64) {
@@ -151,8 +346,7 @@ pub fn set_address_space(cr3: u64, space: usize) {
     interrupts::without_interrupts(|| {
         let mut g = SCHED.lock();
         if let Some(s) = g.as_mut() {
-            let cur = s.current;
-            let t = s.threads.get_mut(&cur).unwrap();
+            let t = s.cur();
             t.cr3 = cr3;
             t.space = space;
         }
@@ -194,24 +388,44 @@ fn init_fpu() {
     FPU_INITIAL.call_once(|| area);
 }
 
+/// A fresh thread record, not yet linked.
+fn new_record(id: ThreadId, name: String, stack: Option<Box<[u64]>>, fpu: Option<Box<FpuArea>>, entry: Option<Entry>) -> Thread {
+    Thread {
+        id,
+        name,
+        state: State::Ready,
+        cr3: 0,
+        space: 0,
+        fs_base: 0,
+        fpu,
+        wake_at: 0,
+        rsp: 0,
+        stack,
+        entry,
+        next: ptr::null_mut(),
+        ready_next: ptr::null_mut(),
+        queued: false,
+    }
+}
+
 /// Makes the running (boot) context thread 0, "main".
 pub fn init() {
     init_fpu();
+    let main = Box::into_raw(Box::new(new_record(0, "main".into(), None, None, None)));
     interrupts::without_interrupts(|| {
-        let mut threads = BTreeMap::new();
-        threads.insert(0, Thread {
-                name: "main".into(),
-                state: State::Running,
-                cr3: 0,
-                space: 0,
-                fs_base: 0,
-                fpu: None,
-                wake_at: 0,
-                rsp: 0,
-                stack: None,
-                entry: None,
-            });
-        *SCHED.lock() = Some(Sched { threads, ready: VecDeque::new(), current: 0, next_id: 1, slice_end: 0, next_timeout: u64::MAX });
+        // SAFETY: the record was just made and is not shared yet.
+        unsafe { (*main).state = State::Running };
+        *SCHED.lock() = Some(Sched {
+            all: main,
+            ready_head: ptr::null_mut(),
+            ready_tail: ptr::null_mut(),
+            current: main,
+            count: 1,
+            dead: 0,
+            next_id: 1,
+            slice_end: 0,
+            next_timeout: u64::MAX,
+        });
         KERNEL_CR3.store(x86_64::registers::control::Cr3::read_raw().0.start_address().as_u64(), Ordering::Relaxed);
     });
 }
@@ -231,12 +445,10 @@ unsafe extern "C" fn switch_stack(save: *mut u64, next: u64) {
 
 /// Where a new thread starts: runs its entry with interrupts on, then exits.
 extern "C" fn thread_start() -> ! {
-    let entry = interrupts::without_interrupts(|| {
-        let mut s = SCHED.lock();
-        let s = s.as_mut().unwrap();
-        let cur = s.current;
-        s.threads.get_mut(&cur).and_then(|t| t.entry.take())
-    });
+    // The switch that started the thread, counted here as the others are
+    // on their way back into `schedule`.
+    SWITCHES.fetch_add(1, Ordering::Relaxed);
+    let entry = interrupts::without_interrupts(|| SCHED.lock().as_mut().and_then(|s| s.cur().entry.take()));
     interrupts::enable();
     if let Some(f) = entry {
         f.run();
@@ -258,10 +470,11 @@ pub fn spawn_detached(name: &str, f: impl FnOnce() + Send + 'static) -> Option<T
 }
 
 /// Starts a thread; `space` is its (cr3, address space), or None for the
-/// creator's.
+/// creator's. Everything is allocated before the scheduler lock is taken.
 fn spawn_in(name: &str, space: Option<(u64, usize)>, f: impl FnOnce() + Send + 'static) -> Option<ThreadId> {
+    reap();
     let words = STACK_SIZE / 8;
-    let mut stack: Vec<u64> = Vec::new();
+    let mut stack: alloc::vec::Vec<u64> = alloc::vec::Vec::new();
     stack.try_reserve_exact(words).ok()?;
     stack.resize(words, 0);
     let mut stack = stack.into_boxed_slice();
@@ -272,48 +485,58 @@ fn spawn_in(name: &str, space: Option<(u64, usize)>, f: impl FnOnce() + Send + '
     let base = top - frame.len();
     stack[base..top].copy_from_slice(&frame);
     let rsp = &stack[base] as *const u64 as u64;
-    let entry = Entry::new(f);
-    let fpu = Box::new(FPU_INITIAL.get().copied().unwrap_or(FpuArea([0; 512])));
-    interrupts::without_interrupts(|| {
-        let mut s = SCHED.lock();
-        let s = s.as_mut()?;
+    let entry = Entry::new(f)?;
+    let fpu = Box::try_new(FPU_INITIAL.get().copied().unwrap_or(FpuArea([0; 512]))).ok()?;
+    let mut owned = String::new();
+    owned.try_reserve_exact(name.len()).ok()?;
+    owned.push_str(name);
+    let mut record = new_record(0, owned, Some(stack), Some(fpu), Some(entry));
+    record.rsp = rsp;
+    let t = Box::into_raw(Box::try_new(record).ok()?);
+    let linked = interrupts::without_interrupts(|| {
+        let mut g = SCHED.lock();
+        let s = g.as_mut()?;
         let id = s.next_id;
         s.next_id += 1;
-        let (cr3, space) = space.unwrap_or((s.threads[&s.current].cr3, s.threads[&s.current].space));
-        s.threads.insert(
-            id,
-            Thread { name: name.into(), state: State::Ready, cr3, space, fs_base: 0, fpu: Some(fpu), wake_at: 0, rsp, stack: Some(stack), entry: Some(entry) },
-        );
-        s.ready.push_back(id);
+        let (cr3, sp) = match space {
+            Some(sp) => sp,
+            None => (s.cur().cr3, s.cur().space),
+        };
+        // SAFETY: `t` is the record just made, not yet shared.
+        unsafe {
+            (*t).id = id;
+            (*t).cr3 = cr3;
+            (*t).space = sp;
+        }
+        s.link(t);
         Some(id)
-    })
+    });
+    if linked.is_none() {
+        // SAFETY: never linked, so still ours alone.
+        drop(unsafe { Box::from_raw(t) });
+    }
+    linked
 }
 
 /// Switches to the next ready thread, if any; the caller has already set
 /// its own state (Ready and queued, Sleeping, or Dead). Interrupts must be
-/// off; they stay off across the switch.
-fn schedule(mut guard: spin::MutexGuard<'_, Option<Sched>>) {
+/// off; they stay off across the switch. Allocates and frees nothing.
+#[inline(never)]
+fn schedule(mut guard: IrqOffGuard<'_, Option<Sched>>) {
     debug_assert!(!interrupts::are_enabled());
     let s = guard.as_mut().unwrap();
     let cur = s.current;
-    let next = loop {
-        match s.ready.pop_front() {
-            Some(id) if s.threads.get(&id).is_some_and(|t| t.state == State::Ready) => break Some(id),
-            Some(_) => continue,
-            None => break None,
-        }
-    };
-    let Some(next) = next else {
+    let Some(next) = s.pop_ready() else {
         // Nothing else can run. A thread that is still runnable continues;
         // one that sleeps waits here for an interrupt to wake something.
-        let state = s.threads[&cur].state;
-        if state == State::Ready {
-            s.threads.get_mut(&cur).unwrap().state = State::Running;
+        if s.cur().state == State::Ready {
+            s.cur().state = State::Running;
             return;
         }
         drop(guard);
-        let ready = |g: &spin::MutexGuard<'_, Option<Sched>>| {
-            g.as_ref().is_some_and(|s| !s.ready.is_empty() || s.threads[&s.current].state == State::Ready)
+        let ready = |g: &IrqOffGuard<'_, Option<Sched>>| {
+            // SAFETY: the lock is held through `g`; `current` is listed.
+            g.as_ref().is_some_and(|s| s.has_ready() || unsafe { (*s.current).state } == State::Ready)
         };
         loop {
             // Idle: zero a free page ahead of need (`PhysMem::zero_idle`),
@@ -335,17 +558,21 @@ fn schedule(mut guard: spin::MutexGuard<'_, Option<Sched>>) {
         }
     };
     if next == cur {
-        s.threads.get_mut(&cur).unwrap().state = State::Running;
+        s.cur().state = State::Running;
         return;
     }
     let now = crate::time::ticks();
     s.slice_end = now + TIME_SLICE_TICKS;
-    s.current = next;
-    if let Some(area) = s.threads.get_mut(&cur).unwrap().fpu.as_mut() {
+    if let Some(area) = s.cur().fpu.as_mut() {
         // SAFETY: a 512-byte, 16-byte aligned area owned by the thread.
         unsafe { core::arch::x86_64::_fxsave64(area.0.as_mut_ptr()) };
     }
-    let next_t = s.threads.get_mut(&next).unwrap();
+    if let Some(st) = &s.cur().stack {
+        assert!(st[0] == CANARY, "kernel thread {:?} overflowed its stack", s.cur().name);
+    }
+    let save = &mut s.cur().rsp as *mut u64;
+    s.current = next;
+    let next_t = s.cur();
     next_t.state = State::Running;
     if let Some(area) = next_t.fpu.as_ref() {
         // SAFETY: the area holds a state saved by fxsave (or the initial one).
@@ -362,42 +589,60 @@ fn schedule(mut guard: spin::MutexGuard<'_, Option<Sched>>) {
         crate::arch::gdt::set_kernel_stack(top);
         crate::syscall::set_kernel_stack(top);
     }
-    let save = &mut s.threads.get_mut(&cur).unwrap().rsp as *mut u64;
-    if let Some(st) = &s.threads[&cur].stack {
-        assert!(st[0] == CANARY, "kernel thread {:?} overflowed its stack", s.threads[&cur].name);
-    }
-    SWITCHES.fetch_add(1, Ordering::Relaxed);
     drop(guard);
     // SAFETY: `save` points into the current thread's record, which stays
-    // in the map while the thread exists (a Dead one is reaped only by
-    // another thread, after this switch); `next_rsp` was saved by
-    // switch_stack or built by spawn. Interrupts are off until the resumed
-    // context restores its own RFLAGS.
+    // on the list while the thread runs or is switched out (a Dead one is
+    // reaped only by another thread, after this switch); `next_rsp` was
+    // saved by switch_stack or built by spawn. Interrupts are off until the
+    // resumed context restores its own RFLAGS.
     unsafe { switch_stack(save, next_rsp) };
-    reap();
+    // Counted on the way back in (which also keeps the call above from
+    // becoming a jump, so a switched-out thread's saved return address is
+    // in this function, where `write_threads` shows it).
+    SWITCHES.fetch_add(1, Ordering::Relaxed);
 }
 
-/// Frees the stacks of dead threads other than the current one.
-fn reap() {
-    let dead: Vec<Thread> = {
+/// Frees the records and stacks of dead threads other than the current
+/// one. Runs with interrupts on and no spin lock held, so that the heap
+/// is never entered from inside the switch.
+pub fn reap() {
+    if !interrupts::are_enabled() || REAP_HOLD.load(Ordering::SeqCst) != 0 {
+        return;
+    }
+    let mut chain = interrupts::without_interrupts(|| {
         let mut g = SCHED.lock();
-        let Some(s) = g.as_mut() else { return };
-        let cur = s.current;
-        let ids: Vec<ThreadId> =
-            s.threads.iter().filter(|(id, t)| **id != cur && t.state == State::Dead).map(|(id, _)| *id).collect();
-        ids.into_iter().filter_map(|id| s.threads.remove(&id)).collect()
-    };
-    drop(dead);
+        match g.as_mut() {
+            Some(s) if s.dead > 0 => s.unlink_dead(),
+            _ => ptr::null_mut(),
+        }
+    });
+    while !chain.is_null() {
+        // SAFETY: `unlink_dead` took these records off every list; they
+        // are ours alone now.
+        let t = unsafe { Box::from_raw(chain) };
+        chain = t.next;
+        drop(t);
+    }
+}
+
+/// Readers of thread records outside the scheduler lock (`write_threads`);
+/// [`reap`] waits for them to be done. (A)
+static REAP_HOLD: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+
+/// Runs `f` with interrupts off and the scheduler lock held, then reaps if
+/// interrupts were on at entry: the common frame of the calls below.
+fn with_sched<R>(f: impl FnOnce(IrqOffGuard<'_, Option<Sched>>) -> R) -> R {
+    let r = interrupts::without_interrupts(|| f(SCHED.lock()));
+    reap();
+    r
 }
 
 /// Gives the CPU to the next ready thread.
 pub fn yield_now() {
-    interrupts::without_interrupts(|| {
-        let mut g = SCHED.lock();
+    with_sched(|mut g| {
         let Some(s) = g.as_mut() else { return };
         let cur = s.current;
-        s.threads.get_mut(&cur).unwrap().state = State::Ready;
-        s.ready.push_back(cur);
+        s.make_ready(cur);
         schedule(g);
     });
 }
@@ -405,6 +650,16 @@ pub fn yield_now() {
 /// Called from the timer interrupt (after EOI): preempts the current thread
 /// when its time slice is over and another is ready.
 pub fn preempt() {
+    preempt_if(false)
+}
+
+/// As [`preempt`] when the time slice is over: from a trap at a point
+/// where a timer interrupt could have come (interrupts on).
+pub fn preempt_now() {
+    preempt_if(true)
+}
+
+fn preempt_if(slice_over: bool) {
     let mut g = SCHED.lock();
     let Some(s) = g.as_mut() else { return };
     let now = crate::time::ticks();
@@ -413,12 +668,11 @@ pub fn preempt() {
     }
     // A thread idling in `schedule` (sleeping, interrupts let in) picks up
     // what became ready itself.
-    if s.ready.is_empty() || now < s.slice_end || s.threads[&s.current].state != State::Running {
+    if !s.has_ready() || (now < s.slice_end && !slice_over) || s.cur().state != State::Running {
         return;
     }
     let cur = s.current;
-    s.threads.get_mut(&cur).unwrap().state = State::Ready;
-    s.ready.push_back(cur);
+    s.make_ready(cur);
     schedule(g);
 }
 
@@ -426,67 +680,27 @@ pub fn preempt() {
 /// scheduler lock (so a [`wakeup`] cannot slip in between). Returns whether
 /// it slept. Without a scheduler, does nothing and returns false.
 pub fn sleep_if(chan: usize, cond: impl FnOnce() -> bool) -> bool {
-    interrupts::without_interrupts(|| {
-        let mut g = SCHED.lock();
+    with_sched(|mut g| {
         let Some(s) = g.as_mut() else { return false };
         if !cond() {
             return false;
         }
-        let cur = s.current;
-        s.threads.get_mut(&cur).unwrap().state = State::Sleeping(chan);
+        s.cur().state = State::Sleeping(chan);
         schedule(g);
         true
     })
-}
-
-/// Ends the sleep of thread `id`: the one place a sleep ends, so that its
-/// deadline ends with it.
-fn end_sleep(id: ThreadId, t: &mut Thread, ready: &mut VecDeque<ThreadId>) {
-    t.state = State::Ready;
-    t.wake_at = 0;
-    ready.push_back(id);
-}
-
-impl Sched {
-    /// Makes every thread sleeping on `chan` ready.
-    fn wake_chan(&mut self, chan: usize) {
-        let Sched { threads, ready, .. } = self;
-        for (id, t) in threads.iter_mut() {
-            if t.state == State::Sleeping(chan) {
-                end_sleep(*id, t, ready);
-            }
-        }
-    }
-
-    /// Makes every thread whose timed sleep has ended ready.
-    fn expire_timeouts(&mut self, now: u64) {
-        let mut next = u64::MAX;
-        let Sched { threads, ready, .. } = self;
-        for (id, t) in threads.iter_mut() {
-            if let State::Sleeping(_) = t.state {
-                if t.wake_at != 0 && t.wake_at <= now {
-                    end_sleep(*id, t, ready);
-                } else if t.wake_at != 0 {
-                    next = next.min(t.wake_at);
-                }
-            }
-        }
-        self.next_timeout = next;
-    }
 }
 
 /// Like [`sleep_if`], but the sleep also ends at timer tick `deadline` (a
 /// wakeup on `chan`, or [`wake_thread`], ends it earlier). Returns whether it
 /// slept.
 pub fn sleep_until(chan: usize, deadline: u64, cond: impl FnOnce() -> bool) -> bool {
-    interrupts::without_interrupts(|| {
-        let mut g = SCHED.lock();
+    with_sched(|mut g| {
         let Some(s) = g.as_mut() else { return false };
         if !cond() || crate::time::ticks() >= deadline {
             return false;
         }
-        let cur = s.current;
-        let t = s.threads.get_mut(&cur).unwrap();
+        let t = s.cur();
         t.state = State::Sleeping(chan);
         t.wake_at = deadline;
         s.next_timeout = s.next_timeout.min(deadline);
@@ -502,9 +716,10 @@ pub fn wake_thread(id: ThreadId) {
     interrupts::without_interrupts(|| {
         let mut g = SCHED.lock();
         let Some(s) = g.as_mut() else { return };
-        if let Some(t) = s.threads.get_mut(&id) {
+        if let Some(t) = s.find(id) {
             if let State::Sleeping(_) = t.state {
-                end_sleep(id, t, &mut s.ready);
+                let t = t as *mut Thread;
+                s.end_sleep(t);
             }
         }
     });
@@ -521,37 +736,71 @@ pub fn wakeup(chan: usize) {
 
 /// Writes every thread but the current one: its id, name and state, and a
 /// backtrace from where it switched away. For reports of a kernel that
-/// seems stuck.
+/// seems stuck. The list is read under the scheduler lock, and written
+/// (the writer may allocate) after it is dropped, with reaping held off so
+/// that every listed record stays.
 pub fn write_threads(w: &mut dyn Write) {
-    interrupts::without_interrupts(|| {
+    const MAX: usize = 64;
+    let mut shown = [(ptr::null::<Thread>(), State::Dead, 0u64); MAX];
+    REAP_HOLD.fetch_add(1, Ordering::SeqCst);
+    let (n, more) = interrupts::without_interrupts(|| {
         let g = SCHED.lock();
-        let Some(s) = g.as_ref() else { return };
-        for (id, t) in s.threads.iter().filter(|(id, _)| **id != s.current) {
-            let _ = writeln!(w, "thread {id} {:?}: {:?}", t.name, t.state);
-            if t.state == State::Dead {
+        let Some(s) = g.as_ref() else { return (0, 0) };
+        let mut n = 0;
+        let mut more = 0;
+        for t in s.threads().filter(|&t| t != s.current) {
+            if n == MAX {
+                more += 1;
                 continue;
             }
-            // switch_stack left rflags, r15, r14, r13, r12, rbx, rbp and
-            // its return address at the saved RSP (spawn builds the same
-            // frame for a thread that has not run yet).
-            // SAFETY: the thread is not running (one CPU, interrupts off,
-            // the scheduler lock held), so its saved RSP points at that
-            // frame on its stack, which lives as long as its record.
-            let (rbp, ret) = unsafe { (*((t.rsp + 48) as *const u64), *((t.rsp + 56) as *const u64)) };
-            crate::backtrace::write_from(w, ret, rbp);
+            // SAFETY: listed records are live under the lock.
+            let r = unsafe { &*t };
+            shown[n] = (t as *const Thread, r.state, r.rsp);
+            n += 1;
         }
-    })
+        (n, more)
+    });
+    for &(t, state, rsp) in &shown[..n] {
+        // SAFETY: the record stays: records are freed only by `reap`,
+        // which is held off.
+        let t = unsafe { &*t };
+        let _ = writeln!(w, "thread {} {:?}: {:?}", t.id, t.name, state);
+        if state == State::Dead {
+            continue;
+        }
+        // switch_stack left rflags, r15, r14, r13, r12, rbx, rbp and its
+        // return address at the saved RSP (spawn builds the same frame for
+        // a thread that has not run yet).
+        // SAFETY: the thread was switched out when listed, so its saved RSP
+        // pointed at that frame on its stack, which lives as long as its
+        // record. (Had it run since, the words read are stale, not freed.)
+        let (rbp, ret) = unsafe { (*((rsp + 48) as *const u64), *((rsp + 56) as *const u64)) };
+        crate::backtrace::write_from(w, ret, rbp);
+    }
+    if more > 0 {
+        let _ = writeln!(w, "... and {more} more threads");
+    }
+    REAP_HOLD.fetch_sub(1, Ordering::SeqCst);
 }
 
-/// Ends the current thread.
+/// Threads that exist (dead ones not yet reaped included), and of those
+/// the dead.
+pub fn counts() -> (usize, usize) {
+    interrupts::without_interrupts(|| SCHED.lock().as_ref().map_or((0, 0), |s| (s.count, s.dead)))
+}
+
+/// Ends the current thread. Its record and stack are freed by a later
+/// [`reap`] in another thread.
 pub fn exit() -> ! {
     interrupts::disable();
     let mut g = SCHED.lock();
     let s = g.as_mut().expect("exit without a scheduler");
-    let cur = s.current;
-    assert!(cur != 0, "the main thread cannot exit");
-    s.threads.get_mut(&cur).unwrap().state = State::Dead;
-    s.wake_chan(thread_chan(cur));
+    let cur = s.cur();
+    let id = cur.id;
+    assert!(id != 0, "the main thread cannot exit");
+    cur.state = State::Dead;
+    s.dead += 1;
+    s.wake_chan(thread_chan(id));
     schedule(g);
     unreachable!("a dead thread was scheduled again");
 }
@@ -563,15 +812,14 @@ fn thread_chan(id: ThreadId) -> usize {
 
 /// The current thread's id.
 pub fn current() -> ThreadId {
-    interrupts::without_interrupts(|| SCHED.lock().as_ref().map_or(0, |s| s.current))
+    interrupts::without_interrupts(|| SCHED.lock().as_mut().map_or(0, |s| s.cur().id))
 }
 
 /// Sets the current thread's FS base (kept across switches).
 pub fn set_fs_base(base: u64) {
     interrupts::without_interrupts(|| {
         if let Some(s) = SCHED.lock().as_mut() {
-            let cur = s.current;
-            s.threads.get_mut(&cur).unwrap().fs_base = base;
+            s.cur().fs_base = base;
         }
         x86_64::registers::model_specific::FsBase::write(x86_64::VirtAddr::new_truncate(base));
     });
@@ -579,21 +827,28 @@ pub fn set_fs_base(base: u64) {
 
 /// Waits for thread `id` to end.
 pub fn join(id: ThreadId) {
-    interrupts::without_interrupts(|| loop {
-        let mut g = SCHED.lock();
-        let Some(s) = g.as_mut() else { return };
-        match s.threads.get(&id).map(|t| t.state) {
-            None | Some(State::Dead) => return,
-            _ => {}
+    loop {
+        let done = interrupts::without_interrupts(|| {
+            let mut g = SCHED.lock();
+            let Some(s) = g.as_mut() else { return true };
+            match s.find(id).map(|t| t.state) {
+                None | Some(State::Dead) => return true,
+                _ => {}
+            }
+            s.cur().state = State::Sleeping(thread_chan(id));
+            schedule(g);
+            false
+        });
+        if done {
+            break;
         }
-        let cur = s.current;
-        s.threads.get_mut(&cur).unwrap().state = State::Sleeping(thread_chan(id));
-        schedule(g);
-    })
+    }
+    reap();
 }
 
 mod tests {
     use alloc::sync::Arc;
+    use alloc::vec::Vec;
 
     /// A thread whose entry never returns (as a process's) leaves nothing
     /// of it on the heap once it has exited and been reaped.
@@ -691,6 +946,29 @@ mod tests {
         let line = alloc::format!("thread {sleeper} \"sleeper\": Sleeping({chan})");
         assert!(out.contains(&line), "no {line:?} in:\n{out}");
         assert!(out.contains("kernel::sched::schedule"), "no backtrace from the switch in:\n{out}");
+    }
+
+    /// The scheduler never allocates under its lock; debug builds make the
+    /// heap refuse it.
+    #[ktest(should_panic = "heap used with the scheduler lock held (taken at kernel/src/sched.rs")]
+    fn the_heap_refuses_the_scheduler() {
+        interrupts::without_interrupts(|| {
+            let g = SCHED.lock();
+            let b = Box::new(5u32);
+            core::hint::black_box((&g, &b));
+        });
+    }
+
+    /// Dead threads are unlinked and freed outside the switch, by the
+    /// threads that go on: after a join none is left.
+    #[ktest]
+    fn dead_threads_are_reaped_after_the_switch() {
+        let ids: Vec<ThreadId> = (0..8).map(|_| spawn("short", || ()).unwrap()).collect();
+        for id in ids {
+            join(id);
+        }
+        let (_, dead) = counts();
+        assert_eq!(dead, 0, "{dead} dead threads left after their joins");
     }
 
     /// Sleep and wakeup: a ping-pong of 50 rounds on one channel.

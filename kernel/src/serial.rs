@@ -18,18 +18,18 @@
 
 use core::fmt;
 
-use spin::Mutex;
+use crate::sync::{IrqGuard, IrqMutex};
 use uart_16550::backend::PioBackend;
 use uart_16550::{BaudRate, Config, Uart16550};
 use x86_64::instructions::interrupts;
 
 const COM1: u16 = 0x3F8;
 
-static PORT: Mutex<Option<Uart16550<PioBackend>>> = Mutex::new(None);
+static PORT: IrqMutex<Option<Uart16550<PioBackend>>> = IrqMutex::new(None);
 
 /// Bytes received before the port was set up (setting it up clears the
 /// receive FIFO, which may already hold input the host sent early).
-static EARLY_INPUT: Mutex<([u8; 64], usize, usize)> = Mutex::new(([0; 64], 0, 0));
+static EARLY_INPUT: IrqMutex<([u8; 64], usize, usize)> = IrqMutex::new(([0; 64], 0, 0));
 
 /// Initialises COM1 at 115200 baud, 8-N-1. Output before this is lost.
 pub fn init() {
@@ -68,7 +68,7 @@ fn send(uart: &mut Uart16550<PioBackend>, s: &str) {
 
 /// A writer that holds the console for as long as it lives: lines written
 /// through one `Console` are never interleaved with other output.
-pub struct Console<'a>(spin::MutexGuard<'a, Option<Uart16550<PioBackend>>>);
+pub struct Console<'a>(IrqGuard<'a, Option<Uart16550<PioBackend>>>);
 
 impl fmt::Write for Console<'_> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
@@ -81,7 +81,7 @@ impl fmt::Write for Console<'_> {
 
 /// Runs `f` with the console locked and interrupts disabled.
 pub fn with_console<R>(f: impl FnOnce(&mut Console<'_>) -> R) -> R {
-    interrupts::without_interrupts(|| f(&mut Console(PORT.lock())))
+    f(&mut Console(PORT.lock()))
 }
 
 /// The console for the panic and fatal-exception paths: takes the port even if
@@ -89,12 +89,10 @@ pub fn with_console<R>(f: impl FnOnce(&mut Console<'_>) -> R) -> R {
 /// again).
 pub fn panic_writer() -> Console<'static> {
     interrupts::disable();
-    if PORT.is_locked() {
-        // SAFETY: interrupts are off and there is one CPU, so the holder is
-        // the context that panicked or faulted, which never resumes. The
-        // worst outcome is a torn line in the output.
-        unsafe { PORT.force_unlock() };
-    }
+    // SAFETY: interrupts are off and there is one CPU, so a holder is the
+    // context that panicked or faulted, which never resumes. The worst
+    // outcome is a torn line in the output.
+    unsafe { PORT.force_unlock() };
     Console(PORT.lock())
 }
 

@@ -22,7 +22,9 @@
 
 use pager::blist::{Blist, BlistError};
 use pager::block::{BlockError, SECTOR_SIZE};
-use spin::{Mutex, Once};
+use spin::Once;
+
+use crate::sync::IrqMutex;
 use x86_64::instructions::interrupts::without_interrupts;
 
 use crate::drivers::virtio_blk::{self, Disk};
@@ -65,7 +67,7 @@ pub struct SwapSpace {
     /// Its size in pages (blocks); a partial page at the end is not used. (C)
     pages: u64,
     /// Which blocks are free. (S)
-    map: Mutex<Blist>,
+    map: IrqMutex<Blist>,
 }
 
 /// The swap space, if there is a swap disk. (C) set once by [`init`].
@@ -98,7 +100,7 @@ impl SwapSpace {
     pub fn new(disk: Disk) -> Result<SwapSpace, SwapError> {
         let pages = disk.capacity / SECTORS_PER_PAGE;
         let map = Blist::new(pages)?;
-        Ok(SwapSpace { disk, pages, map: Mutex::new(map) })
+        Ok(SwapSpace { disk, pages, map: IrqMutex::new(map) })
     }
 
     /// Size in pages.

@@ -32,7 +32,8 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use pager::block::BlockDevice;
 use pager::ext2::{Ext2, FsError, Ino};
-use spin::{Mutex, Once};
+use spin::Once;
+use vm::sync::Mutex;
 use vm::object::{ObjectKind, PagerResult, VmObject};
 use vm::page::Page;
 

@@ -9,7 +9,7 @@
 use alloc::sync::Arc;
 use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
-use spin::Mutex;
+use vm::sync::Mutex;
 use vm::fault::{FaultError, fault};
 use vm::map::VmMap;
 use vm::pmap::{PmapError, Prot};
@@ -252,7 +252,7 @@ mod tests {
             pm.free(p);
         }
         pm.drain_cache();
-        x86_64::instructions::interrupts::without_interrupts(|| while pm.zero_idle() && pm.zeroed_count() < 4096 {});
+        while pm.zero_idle() && pm.zeroed_count() < 4096 {}
         let pooled = pm.zeroed_count();
         assert!(pooled >= 64, "idle zeroing filled the pool ({pooled} pages)");
         let space = AddressSpace::new().unwrap();

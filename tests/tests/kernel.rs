@@ -126,6 +126,8 @@ fn main() {
             .with_kind("host"),
     );
     let i = images.clone();
+    trials.push(Trial::test("soak::three_workers_of_16_mib_in_64_mib_for_60_s", move || soak(&i, 3, 60, 16)).with_kind("host"));
+    let i = images.clone();
     trials.push(Trial::test("gdb::breakpoint_in_kernel_main", move || gdb_session(&i)).with_kind("host"));
     let i = images.clone();
     trials.push(
@@ -243,6 +245,43 @@ fn mapped_checksum(images: &Images) -> Result<(), Failed> {
 /// daemon dropped during the first, and both match the host's checksum.
 fn mapped_file_larger_than_ram(images: &Images) -> Result<(), Failed> {
     checksum_run(images, "64M", "data/seq64", 2 * boot::DATA_SIZE, 2)
+}
+
+/// `user/soak.c` in a 64 MiB guest with swap: `workers` processes of `mib`
+/// MiB each map, fill, check, fork checkers and unmap for `secs` seconds.
+/// Every word must read back as written, and the kernel must not hang (the
+/// run is given three times its length, then killed).
+fn soak(images: &Images, workers: u32, secs: u32, mib: u32) -> Result<(), Failed> {
+    let dir = std::env::temp_dir().join(format!("bsdvm-soak-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let prog = dir.join("soak");
+    let src = tests::workspace_root().join("user/soak.c");
+    let cc = Command::new("musl-gcc").args(["-static", "-O2", "-o"]).arg(&prog).arg(&src).status()?;
+    if !cc.success() {
+        return Err("musl-gcc failed on user/soak.c".into());
+    }
+    let child = Command::new(tests::workspace_root().join("run-qemu.sh"))
+        .arg("run")
+        .arg(&prog)
+        .args([workers.to_string(), secs.to_string(), mib.to_string()])
+        .env("KERNEL_ELF", &images.kernel)
+        .env("MEMORY", "64M")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let out = wait_with_timeout(child, Duration::from_secs(3 * secs as u64 + 60));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = out?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let summary = stdout.lines().rev().find(|l| l.starts_with("soak: ") && l.contains(" words checked, "));
+    match summary {
+        Some(line) if out.status.success() && line.contains(" 0 wrong,") => {
+            eprintln!("{line}");
+            Ok(())
+        }
+        _ => Err(format!("soak failed (exit {:?}):\n{stdout}{}", out.status.code(), String::from_utf8_lossy(&out.stderr)).into()),
+    }
 }
 
 /// Runs `cksum` on `/<file>` (`size` bytes of the data pattern) `times`
@@ -586,6 +625,7 @@ fn gdb_batch(images: &Images, mut opts: BootOptions, cmds: &[String], limit: Dur
 }
 
 fn wait_with_timeout(mut child: std::process::Child, limit: Duration) -> Result<std::process::Output, Failed> {
+    let program = "the command";
     let start = std::time::Instant::now();
     loop {
         if child.try_wait()?.is_some() {
@@ -595,7 +635,8 @@ fn wait_with_timeout(mut child: std::process::Child, limit: Duration) -> Result<
             let _ = child.kill();
             let out = child.wait_with_output()?;
             return Err(format!(
-                "gdb did not finish within {limit:?}:\n{}{}",
+                "{:?} did not finish within {limit:?}:\n{}{}",
+                program,
                 String::from_utf8_lossy(&out.stdout),
                 String::from_utf8_lossy(&out.stderr)
             )

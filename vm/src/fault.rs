@@ -34,7 +34,7 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use spin::Mutex;
+use crate::sync::Mutex;
 
 use crate::map::{Lookup, MapError, VmMap};
 use crate::object::{ObjectError, ObjectKind, VmObject};

@@ -15,6 +15,7 @@
 //! | [`object`] | `vm_object`: pages of a file or of anonymous memory; shadow chains |
 //! | [`radix`] | `vm_radix`: the per-object trie of resident pages |
 //! | [`zone`] | a UMA-like zone of fixed-size items (trie nodes) |
+//! | [`sync`] | the spin lock, only ever taken with interrupts on (checked) |
 //! | [`failpoint`] | `fail(9)`: named places that can be told to fail |
 //! | [`invariants`] | what must always hold, checked |
 //!
@@ -29,6 +30,10 @@
 //!
 //! The queue lock and the allocator locks are leaves: nothing is taken while
 //! holding them, except the free-list lock under the cache lock.
+//!
+//! Every lock here is a [`sync::Mutex`], only ever taken with interrupts on
+//! (so a preempted holder is waited for by spinners that are preempted in
+//! their turn), never in an interrupt handler.
 
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -49,6 +54,7 @@ pub mod phys;
 pub mod pmap;
 pub mod queue;
 pub mod radix;
+pub mod sync;
 pub mod zone;
 
 /// Bytes in a page.

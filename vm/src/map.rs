@@ -10,7 +10,7 @@
 //! Anonymous entries get their object at the first fault. Entries are split
 //! ("clipped") at the ends of a range before the range is changed.
 //!
-//! Locking: the map is used under its owner's lock (`spin::Mutex<VmMap>` in the
+//! Locking: the map is used under its owner's lock (`vm::sync::Mutex<VmMap>` in the
 //! fault path); it is first in the lock order (map ⇒ object ⇒ page busy).
 //! `timestamp` counts changes, so a fault that dropped the lock can tell
 //! whether its lookup still holds.

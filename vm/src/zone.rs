@@ -15,7 +15,7 @@
 use core::ptr::{self, NonNull};
 use core::sync::atomic::{AtomicUsize, Ordering};
 
-use spin::Mutex;
+use crate::sync::Mutex;
 
 use crate::PAGE_SIZE;
 use crate::failpoint::FailPoint;

@@ -17,7 +17,7 @@
 //! direct map, which the bootloader extends to 4 GiB for this reason.
 //! [`init`] checks that something answers there and masks every pin.
 
-use spin::Mutex;
+use crate::sync::IrqMutex;
 use x86_64::instructions::interrupts;
 
 /// Physical address of the I/O APIC's registers.
@@ -52,7 +52,7 @@ struct IoApic {
     pins: u32,
 }
 
-static IOAPIC: Mutex<Option<IoApic>> = Mutex::new(None);
+static IOAPIC: IrqMutex<Option<IoApic>> = IrqMutex::new(None);
 
 impl IoApic {
     fn read(&self, reg: u32) -> u32 {
@@ -124,6 +124,20 @@ pub fn init(phys_offset: u64) -> Result<u32, IoApicError> {
 fn boot_cpu_apic_id() -> u64 {
     let r = core::arch::x86_64::__cpuid(1);
     (r.ebx >> 24) as u64
+}
+
+/// Routes input `pin`, an edge-triggered active-high ISA line, to the boot
+/// CPU as a non-maskable interrupt, and unmasks it (the watchdog's tick).
+pub fn route_nmi(pin: u32) -> Result<(), IoApicError> {
+    const DELIVERY_NMI: u64 = 0b100 << 8;
+    let g = IOAPIC.lock();
+    let chip = g.as_ref().ok_or(IoApicError::Absent)?;
+    if pin >= chip.pins {
+        return Err(IoApicError::NoSuchPin { pin, pins: chip.pins });
+    }
+    // The vector is ignored for NMI delivery; 2 names it all the same.
+    chip.set_entry(pin, (boot_cpu_apic_id() << 56) | DELIVERY_NMI | 2);
+    Ok(())
 }
 
 /// Routes input `pin` to `vector` on the boot CPU, with the given trigger

@@ -6,6 +6,7 @@ pub mod gdt;
 pub mod ioapic;
 pub mod paging;
 pub mod trap;
+pub mod watchdog;
 
 /// Disables interrupts and halts forever.
 pub fn halt_forever() -> ! {

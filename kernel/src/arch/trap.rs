@@ -20,7 +20,7 @@
 //! frame layout for traps, interrupts and system calls alike.
 
 use core::arch::naked_asm;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use spin::Once;
 use x86_64::instructions::tables::lidt;
@@ -62,6 +62,7 @@ pub struct TrapFrame {
 const _: () = assert!(core::mem::size_of::<TrapFrame>() == 22 * 8);
 
 pub const VEC_DEBUG: u8 = 1;
+pub const VEC_NMI: u8 = 2;
 pub const VEC_BREAKPOINT: u8 = 3;
 pub const VEC_DOUBLE_FAULT: u8 = 8;
 pub const VEC_PAGE_FAULT: u8 = 14;
@@ -84,6 +85,26 @@ pub static BREAK_ONCE_FRAME: AtomicU64 = AtomicU64::new(0);
 /// be made to hit. The breakpoint is the CPU's, not a thread's: arm it with
 /// interrupts off, just before the code that is to hit it.
 pub fn break_once_at(addr: u64) {
+    BREAK_ONCE_PREEMPT.store(false, Ordering::SeqCst);
+    arm_break_once(addr);
+}
+
+/// Whether the #DB of [`break_once_preempting`] is to preempt. (A)
+static BREAK_ONCE_PREEMPT: AtomicBool = AtomicBool::new(false);
+/// The thread that hit the breakpoint, and the RFLAGS it had there. (A)
+pub static BREAK_ONCE_THREAD: AtomicU64 = AtomicU64::new(0);
+pub static BREAK_ONCE_RFLAGS: AtomicU64 = AtomicU64::new(0);
+
+/// As [`break_once_at`], and the #DB then does what a timer interrupt at
+/// `addr` whose time slice is over would do: preempt the thread, if a timer
+/// interrupt could come there (interrupts on) and the scheduler allows it.
+/// For tests of what a preemption at one exact instruction does.
+pub fn break_once_preempting(addr: u64) {
+    BREAK_ONCE_PREEMPT.store(true, Ordering::SeqCst);
+    arm_break_once(addr);
+}
+
+fn arm_break_once(addr: u64) {
     BREAK_ONCE_FRAME.store(0, Ordering::SeqCst);
     // SAFETY: DR0 and DR7 are writable at CPL 0. DR7 = L0 with R/W0 = LEN0
     // = 0 makes DR0 an instruction breakpoint, local to this context; the
@@ -110,6 +131,12 @@ fn one_shot_breakpoint(tf: &TrapFrame) -> bool {
         core::arch::asm!("mov dr6, {}", in(reg) 0xFFFF_0FF0u64, options(nostack));
     }
     BREAK_ONCE_FRAME.store(tf as *const TrapFrame as u64, Ordering::SeqCst);
+    BREAK_ONCE_THREAD.store(crate::sched::current(), Ordering::SeqCst);
+    BREAK_ONCE_RFLAGS.store(tf.rflags, Ordering::SeqCst);
+    const IF: u64 = 1 << 9;
+    if BREAK_ONCE_PREEMPT.swap(false, Ordering::SeqCst) && tf.rflags & IF != 0 {
+        crate::sched::preempt_now();
+    }
     true
 }
 
@@ -371,22 +398,29 @@ fn dispatch_other(tf: &mut TrapFrame) {
     let vector = tf.vector as u8;
     match vector {
         VEC_DEBUG if one_shot_breakpoint(tf) => {}
+        VEC_NMI if super::watchdog::nmi(tf) => {}
         VEC_BREAKPOINT => {
             BREAKPOINTS.fetch_add(1, Ordering::Relaxed);
             log::debug!("breakpoint at {:#x}", tf.rip.wrapping_sub(1));
         }
         VEC_TIMER => {
+            crate::sync::interrupt_enter();
             crate::profile::sample(tf.rip);
             crate::time::tick();
             super::apic::eoi();
+            crate::sync::interrupt_exit();
+            // The handler's end, as the interrupted thread's: it may be
+            // switched out here.
             crate::sched::preempt();
             if tf.cs & 3 == 3 {
                 crate::process::check_signals();
             }
         }
         VEC_DEVICE => {
+            crate::sync::interrupt_enter();
             crate::drivers::interrupt();
             super::apic::eoi();
+            crate::sync::interrupt_exit();
         }
         VEC_SPURIOUS => {}
         _ if tf.cs & 3 == 3 => {

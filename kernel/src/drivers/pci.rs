@@ -12,7 +12,7 @@
 //! pair holds [`CONFIG_LOCK`] with interrupts off. Only bus 0 is scanned: the
 //! machines the kernel runs on put every device there (no PCI bridges).
 
-use spin::Mutex;
+use crate::sync::IrqMutex;
 use virtio_drivers::transport::pci::bus::{ConfigurationAccess, DeviceFunction};
 use x86_64::instructions::interrupts;
 use x86_64::instructions::port::Port;
@@ -24,7 +24,7 @@ const CONFIG_DATA: u16 = 0xCFC;
 pub const REG_INTERRUPT: u8 = 0x3C;
 
 /// Serialises the address-then-data port pairs. (I) taken with interrupts off.
-static CONFIG_LOCK: Mutex<()> = Mutex::new(());
+static CONFIG_LOCK: IrqMutex<()> = IrqMutex::new(());
 
 /// Configuration space through I/O ports. Stateless: every access takes
 /// the global lock, so copies are harmless.

@@ -48,7 +48,9 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use pager::block::{BlockDevice, BlockError, SECTOR_SIZE, check_request};
-use spin::{Mutex, Once};
+use spin::Once;
+
+use crate::sync::IrqMutex;
 use virtio_drivers::device::blk::{BlkReq, BlkResp, VirtIOBlk};
 use virtio_drivers::transport::DeviceType;
 use virtio_drivers::transport::pci::bus::{Command, DeviceFunction, PciRoot};
@@ -153,7 +155,7 @@ pub struct DiskInner {
     /// The I/O APIC pin its interrupt comes in on, or NO_IRQ. (A) set once,
     /// after the disk is published.
     irq: AtomicU32,
-    dev: Mutex<Device>,
+    dev: IrqMutex<Device>,
     /// Per slot: the request is done (set by the completer, cleared by the
     /// owner when it starts the next request). (A)
     done: [AtomicBool; SLOTS],
@@ -539,7 +541,7 @@ pub fn probe(ioapic: bool, vector: u8) {
             capacity,
             readonly,
             irq: AtomicU32::new(NO_IRQ),
-            dev: Mutex::new(Device { blk, slots: core::array::from_fn(|_| Slot::new()) }),
+            dev: IrqMutex::new(Device { blk, slots: core::array::from_fn(|_| Slot::new()) }),
             done: core::array::from_fn(|_| AtomicBool::new(false)),
             progress: AtomicU64::new(0),
             stats: Stats::default(),

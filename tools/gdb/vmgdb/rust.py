@@ -192,9 +192,15 @@ def btree_map(m):
 
 
 def mutex(v):
-    """spin::Mutex<T>: (the T, whether the lock is held)."""
-    inner = v["inner"]
-    return inner["data"]["value"], scalar(inner["lock"]) != 0
+    """A spin lock: spin::Mutex<T>, vm::sync::Mutex<T> (which wraps one) or
+    kernel::sync::IrqMutex<T>: (the T, whether the lock is held)."""
+    while True:
+        names = [f.name for f in v.type.strip_typedefs().fields()]
+        if "raw" in names:
+            return v["data"]["value"], scalar(v["raw"]["locked"]) != 0
+        if "data" in names and "lock" in names:
+            return v["data"]["value"], scalar(v["lock"]) != 0
+        v = v["inner"]
 
 
 def once(v, type_name):

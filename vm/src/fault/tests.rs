@@ -8,7 +8,7 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
 
-use spin::Mutex;
+use crate::sync::Mutex;
 
 use super::*;
 use crate::failpoint::{Action, FailPoint};

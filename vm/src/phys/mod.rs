@@ -43,7 +43,7 @@ use core::mem::MaybeUninit;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use bitflags::bitflags;
-use spin::Mutex;
+use crate::sync::Mutex;
 
 use crate::page::{NIL, NOT_FREE_HEAD, Page, PageFlags, PageIndex, Queue};
 use crate::queue::Queues;

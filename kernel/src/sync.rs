@@ -1,0 +1,348 @@
+//! The kernel's spin locks and the rule that keeps them from hanging it.
+//!
+//! **The rule.** A spin lock hangs one CPU for ever when its holder cannot
+//! run again until the spinner stops: a holder preempted by the scheduler
+//! or interrupted by the handler that now spins, while the spinner has
+//! interrupts off. So a spin lock that is ever taken where interrupts are
+//! off (an interrupt handler, the scheduler, anything `schedule` reaches,
+//! the heap, device completion, the console) is always taken with
+//! interrupts off, and every other spin lock is only ever taken with them
+//! on. Three types carry the rule, so that it is in the type and not in
+//! each caller:
+//!
+//! | type | interrupts while held | for |
+//! | --- | --- | --- |
+//! | `vm::sync::Mutex` | on (checked) | the VM's locks, maps, file and process data |
+//! | [`IrqMutex`] | off: turned off by the lock, restored at unlock | anything an interrupt handler, the scheduler or the heap reaches |
+//! | [`IrqOffMutex`] | off already (checked) | the scheduler's lock, held into `schedule`, which keeps them off across the switch |
+//!
+//! Debug builds check each kind once interrupts run ([`start_checks`]),
+//! with the places from `#[track_caller]`: a plain lock taken with
+//! interrupts off, or in an interrupt handler ([`in_interrupt`]), panics;
+//! an [`IrqOffMutex`] taken with interrupts on panics; the heap entered with
+//! the scheduler lock held panics (`heap`).
+//!
+//! **What a stuck CPU says.** While a lock of the two kinds here spins, the
+//! lock's address and its holder's site are in [`SPINNING`], so the watchdog
+//! (`arch::watchdog`) can name them when a CPU has been stuck with interrupts
+//! off for a second.
+
+use core::cell::UnsafeCell;
+use core::ops::{Deref, DerefMut};
+use core::panic::Location;
+use core::ptr;
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicUsize, Ordering};
+
+use x86_64::instructions::interrupts;
+
+/// Interrupt handlers running on this CPU (nested ones counted). (A; the
+/// CPU's own.) One CPU for now.
+static IN_INTERRUPT: AtomicU32 = AtomicU32::new(0);
+
+/// Whether the CPU is in an interrupt handler (not an exception: a page
+/// fault runs for its thread and may sleep).
+pub fn in_interrupt() -> bool {
+    IN_INTERRUPT.load(Ordering::Relaxed) != 0
+}
+
+/// Brackets a device or timer interrupt handler's own work; the
+/// preemption at its end and signal delivery to user mode run outside it,
+/// as the interrupted thread's.
+pub fn interrupt_enter() {
+    IN_INTERRUPT.fetch_add(1, Ordering::Relaxed);
+}
+
+/// See [`interrupt_enter`].
+pub fn interrupt_exit() {
+    IN_INTERRUPT.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Turns on the checks of debug builds that need a running kernel: called
+/// once interrupts run.
+pub fn start_checks() {
+    vm::sync::set_irq_probe(|| Some(interrupts::are_enabled() && !in_interrupt()));
+    CHECKS.store(true, Ordering::Relaxed);
+}
+
+/// Whether [`start_checks`] has run. Relaxed: a flag read for diagnostics.
+static CHECKS: AtomicBool = AtomicBool::new(false);
+
+/// The lock this CPU spins on, and its holder's site, while it spins. (A)
+/// One CPU for now: per-CPU data comes with the second.
+pub struct Spinning {
+    pub lock: AtomicUsize,
+    pub holder: AtomicPtr<Location<'static>>,
+}
+
+pub static SPINNING: Spinning = Spinning { lock: AtomicUsize::new(0), holder: AtomicPtr::new(ptr::null_mut()) };
+
+fn site_ptr(site: &'static Location<'static>) -> *mut Location<'static> {
+    site as *const Location<'static> as *mut Location<'static>
+}
+
+/// The spin lock under the two interrupt-safe types: a flag and the site of
+/// its holder.
+struct RawSpin {
+    locked: AtomicBool,
+    /// Where the holder took the lock (null when free). Written by the
+    /// holder only; read for reports.
+    holder: AtomicPtr<Location<'static>>,
+}
+
+impl RawSpin {
+    const fn new() -> RawSpin {
+        RawSpin { locked: AtomicBool::new(false), holder: AtomicPtr::new(ptr::null_mut()) }
+    }
+
+    fn try_acquire(&self, site: &'static Location<'static>) -> bool {
+        // Acquire pairs with the Release store in `release`: the previous
+        // holder's writes to the data are seen.
+        let got = self.locked.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_ok();
+        if got {
+            self.holder.store(site_ptr(site), Ordering::Relaxed);
+        }
+        got
+    }
+
+    fn acquire(&self, site: &'static Location<'static>) {
+        if self.try_acquire(site) {
+            return;
+        }
+        SPINNING.lock.store(self as *const RawSpin as usize, Ordering::Relaxed);
+        SPINNING.holder.store(self.holder.load(Ordering::Relaxed), Ordering::Relaxed);
+        loop {
+            while self.locked.load(Ordering::Relaxed) {
+                core::hint::spin_loop();
+            }
+            if self.try_acquire(site) {
+                break;
+            }
+        }
+        SPINNING.lock.store(0, Ordering::Relaxed);
+    }
+
+    fn release(&self) {
+        self.holder.store(ptr::null_mut(), Ordering::Relaxed);
+        // Release pairs with the Acquire in `try_acquire`.
+        self.locked.store(false, Ordering::Release);
+    }
+
+    fn holder(&self) -> Option<&'static Location<'static>> {
+        let p = self.holder.load(Ordering::Relaxed);
+        // SAFETY: only `&'static Location`s are stored.
+        (!p.is_null()).then(|| unsafe { &*p })
+    }
+}
+
+/// A spin lock that turns interrupts off while it is held and restores
+/// them at unlock: for data an interrupt handler, the scheduler or the heap
+/// may reach.
+pub struct IrqMutex<T: ?Sized> {
+    raw: RawSpin,
+    data: UnsafeCell<T>,
+}
+
+// SAFETY: the lock gives one holder at a time access to `data`.
+unsafe impl<T: ?Sized + Send> Sync for IrqMutex<T> {}
+// SAFETY: as above; the data moves with the lock.
+unsafe impl<T: ?Sized + Send> Send for IrqMutex<T> {}
+
+/// What [`IrqMutex::lock`] returns: unlocks, then restores the interrupt
+/// flag, when dropped.
+pub struct IrqGuard<'a, T: ?Sized> {
+    lock: &'a IrqMutex<T>,
+    enable: bool,
+}
+
+impl<T> IrqMutex<T> {
+    pub const fn new(value: T) -> IrqMutex<T> {
+        IrqMutex { raw: RawSpin::new(), data: UnsafeCell::new(value) }
+    }
+}
+
+impl<T: ?Sized> IrqMutex<T> {
+    /// Turns interrupts off, then takes the lock.
+    #[track_caller]
+    pub fn lock(&self) -> IrqGuard<'_, T> {
+        let enable = interrupts::are_enabled();
+        interrupts::disable();
+        self.raw.acquire(Location::caller());
+        IrqGuard { lock: self, enable }
+    }
+
+    /// Takes the lock if it is free (interrupts off while held).
+    #[track_caller]
+    pub fn try_lock(&self) -> Option<IrqGuard<'_, T>> {
+        let enable = interrupts::are_enabled();
+        interrupts::disable();
+        if self.raw.try_acquire(Location::caller()) {
+            Some(IrqGuard { lock: self, enable })
+        } else {
+            if enable {
+                interrupts::enable();
+            }
+            None
+        }
+    }
+
+    /// Where the holder took the lock, if it is held.
+    pub fn holder(&self) -> Option<&'static Location<'static>> {
+        self.raw.holder()
+    }
+
+    /// Lets the lock go whoever holds it.
+    ///
+    /// # Safety
+    /// The holder never touches the data again: for the panic path, whose
+    /// holder is the context that failed and never resumes.
+    pub unsafe fn force_unlock(&self) {
+        self.raw.release();
+    }
+}
+
+impl<T: ?Sized> Deref for IrqGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: the guard holds the lock.
+        unsafe { &*self.lock.data.get() }
+    }
+}
+
+impl<T: ?Sized> DerefMut for IrqGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: the guard holds the lock, and `&mut self` is unique.
+        unsafe { &mut *self.lock.data.get() }
+    }
+}
+
+impl<T: ?Sized> Drop for IrqGuard<'_, T> {
+    fn drop(&mut self) {
+        self.lock.raw.release();
+        if self.enable {
+            interrupts::enable();
+        }
+    }
+}
+
+/// A spin lock taken only where interrupts are already off, and left with
+/// them off: the scheduler's, whose holder switches threads with it (the
+/// lock is dropped just before the switch, interrupts stay off across it).
+/// Taking it with interrupts on panics in debug builds once checks run.
+pub struct IrqOffMutex<T: ?Sized> {
+    raw: RawSpin,
+    data: UnsafeCell<T>,
+}
+
+// SAFETY: the lock gives one holder at a time access to `data`.
+unsafe impl<T: ?Sized + Send> Sync for IrqOffMutex<T> {}
+// SAFETY: as above.
+unsafe impl<T: ?Sized + Send> Send for IrqOffMutex<T> {}
+
+/// What [`IrqOffMutex::lock`] returns; unlocks when dropped, and leaves the
+/// interrupt flag alone.
+pub struct IrqOffGuard<'a, T: ?Sized> {
+    lock: &'a IrqOffMutex<T>,
+}
+
+impl<T> IrqOffMutex<T> {
+    pub const fn new(value: T) -> IrqOffMutex<T> {
+        IrqOffMutex { raw: RawSpin::new(), data: UnsafeCell::new(value) }
+    }
+}
+
+impl<T: ?Sized> IrqOffMutex<T> {
+    /// Takes the lock; interrupts must be off.
+    #[track_caller]
+    pub fn lock(&self) -> IrqOffGuard<'_, T> {
+        let site = Location::caller();
+        if cfg!(debug_assertions) && CHECKS.load(Ordering::Relaxed) && interrupts::are_enabled() {
+            match self.raw.holder() {
+                Some(last) => panic!("lock taken with interrupts on at {site} (held from {last}); it must be taken with them off"),
+                None => panic!("lock taken with interrupts on at {site}; it must be taken with them off"),
+            }
+        }
+        self.raw.acquire(site);
+        IrqOffGuard { lock: self }
+    }
+
+    /// Where the holder took the lock, if it is held.
+    pub fn holder(&self) -> Option<&'static Location<'static>> {
+        self.raw.holder()
+    }
+}
+
+impl<T: ?Sized> Deref for IrqOffGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: the guard holds the lock.
+        unsafe { &*self.lock.data.get() }
+    }
+}
+
+impl<T: ?Sized> DerefMut for IrqOffGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: the guard holds the lock, and `&mut self` is unique.
+        unsafe { &mut *self.lock.data.get() }
+    }
+}
+
+impl<T: ?Sized> Drop for IrqOffGuard<'_, T> {
+    fn drop(&mut self) {
+        self.lock.raw.release();
+    }
+}
+
+mod tests {
+    use ktest::ktest;
+
+    use super::*;
+
+    /// An IrqMutex turns interrupts off while held and restores them, and
+    /// restores "off" as off.
+    #[ktest]
+    fn irq_mutex_restores_the_interrupt_flag() {
+        let m = IrqMutex::new(5u32);
+        assert!(interrupts::are_enabled());
+        {
+            let mut g = m.lock();
+            assert!(!interrupts::are_enabled(), "held with interrupts on");
+            *g += 1;
+            assert!(m.try_lock().is_none());
+            assert!(m.holder().is_some_and(|l| l.file().ends_with("sync.rs")));
+        }
+        assert!(interrupts::are_enabled(), "not restored");
+        interrupts::without_interrupts(|| {
+            drop(m.lock());
+            assert!(!interrupts::are_enabled(), "turned on by an unlock inside a section with them off");
+        });
+        assert_eq!(*m.lock(), 6);
+        assert!(m.holder().is_none());
+    }
+
+    /// The scheduler's kind of lock refuses to be taken with interrupts on.
+    #[ktest(should_panic = "must be taken with them off")]
+    fn irq_off_mutex_taken_with_interrupts_on_panics() {
+        let m = IrqOffMutex::new(());
+        interrupts::without_interrupts(|| drop(m.lock()));
+        drop(m.lock());
+    }
+
+    /// A plain lock taken with interrupts off is caught, with the place:
+    /// a holder preempted with it would hang this CPU.
+    #[ktest(should_panic = "taken with interrupts off at kernel/src/sync.rs")]
+    fn a_plain_lock_taken_with_interrupts_off_panics() {
+        let m = vm::sync::Mutex::new(());
+        drop(m.lock());
+        interrupts::without_interrupts(|| drop(m.lock()));
+    }
+
+    /// A plain lock taken in an interrupt handler is caught, with the place.
+    #[ktest(should_panic = "taken with interrupts off at kernel/src/sync.rs")]
+    fn a_plain_lock_in_an_interrupt_handler_panics() {
+        let m = vm::sync::Mutex::new(());
+        drop(m.lock());
+        interrupt_enter();
+        drop(m.lock());
+        interrupt_exit();
+    }
+}

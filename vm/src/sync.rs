@@ -1,0 +1,108 @@
+//! The spin lock of the VM (and of the kernel's plain locks), with the rule
+//! that keeps it from hanging the kernel checked in debug builds.
+//!
+//! On one CPU a spin lock is only safe if no holder can be stopped by the
+//! code that then wants the lock. A thread that holds a lock with
+//! interrupts on can be preempted, or interrupted; if the code that runs
+//! next takes the same lock with interrupts off (an interrupt handler, the
+//! scheduler, code inside an interrupt-safe lock), it spins for ever: with
+//! interrupts off nothing can give the CPU back to the holder. Code that
+//! spins with interrupts on is preempted in its turn, and the holder goes
+//! on. So the rule for this lock, the plain kind, is: **it is only ever
+//! taken with interrupts on.** Data that code with interrupts off must
+//! reach is behind the kernel's interrupt-safe `IrqMutex` instead, which
+//! turns interrupts off while held so that no holder can be stopped.
+//!
+//! Debug builds check the rule at every `lock`, once the kernel installs
+//! its probe ([`set_irq_probe`]): before, during bring-up, everything runs
+//! with interrupts off legitimately, and on the host there are none. The
+//! panic names the place. The guard is spin's own; release builds are
+//! spin's lock and nothing else.
+
+use core::panic::Location;
+
+pub use spin::MutexGuard;
+
+/// Tells whether the CPU may take a plain lock now (interrupts on, not in an
+/// interrupt handler), or `None` while the check is off. Installed by the
+/// kernel.
+static IRQ_PROBE: spin::Once<fn() -> Option<bool>> = spin::Once::new();
+
+/// Installs the kernel's probe (once, when interrupts start running). From
+/// then on debug builds check every [`Mutex`].
+pub fn set_irq_probe(probe: fn() -> Option<bool>) {
+    IRQ_PROBE.call_once(|| probe);
+}
+
+/// A spin lock only ever taken with interrupts on (see the module docs).
+pub struct Mutex<T: ?Sized> {
+    inner: spin::Mutex<T>,
+}
+
+impl<T> Mutex<T> {
+    pub const fn new(value: T) -> Mutex<T> {
+        Mutex { inner: spin::Mutex::new(value) }
+    }
+
+    pub fn into_inner(self) -> T {
+        self.inner.into_inner()
+    }
+}
+
+impl<T: ?Sized> Mutex<T> {
+    /// Takes the lock, spinning while another holds it.
+    #[inline(always)]
+    #[track_caller]
+    pub fn lock(&self) -> MutexGuard<'_, T> {
+        self.check(Location::caller());
+        self.inner.lock()
+    }
+
+    /// Takes the lock if it is free.
+    #[inline(always)]
+    #[track_caller]
+    pub fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
+        self.check(Location::caller());
+        self.inner.try_lock()
+    }
+
+    pub fn get_mut(&mut self) -> &mut T {
+        self.inner.get_mut()
+    }
+
+    pub fn is_locked(&self) -> bool {
+        self.inner.is_locked()
+    }
+
+    #[inline(always)]
+    fn check(&self, _site: &'static Location<'static>) {
+        #[cfg(debug_assertions)]
+        if let Some(probe) = IRQ_PROBE.get() {
+            if probe() == Some(false) {
+                taken_with_interrupts_off(self as *const Self as *const () as usize, _site);
+            }
+        }
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn taken_with_interrupts_off(lock: usize, site: &'static Location<'static>) -> ! {
+    panic!(
+        "spin lock {lock:#x} taken with interrupts off at {site}: a thread preempted while it holds \
+         the lock would keep this CPU spinning for ever (use an interrupt-safe lock)"
+    )
+}
+
+impl<T: Default> Default for Mutex<T> {
+    fn default() -> Mutex<T> {
+        Mutex::new(T::default())
+    }
+}
+
+impl<T: ?Sized + core::fmt::Debug> core::fmt::Debug for Mutex<T> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        self.inner.fmt(f)
+    }
+}
+
