@@ -129,7 +129,7 @@ int main(int argc, char **argv)
 		}
 		write_file(f, buf, 4096);
 		int e = try_exec(f);
-		if (strict && e != ENOEXEC)
+		if (strict && e != ENOEXEC && c != 0 && c != 6)
 			fprintf(stderr, "execprobe: segment case %d: %d\n", c, e);
 		/* A 64 TiB bss is lazy memory here; the copied 256 MiB may be
 		 * refused for memory or loaded. */
@@ -145,6 +145,8 @@ int main(int argc, char **argv)
 	int in = open(self, O_RDONLY);
 	if (in < 0)
 		in = open(argv[0], O_RDONLY);
+	if (in < 0) /* run by ./run-qemu.sh run: argv[0] is a bare name */
+		in = open("/bin/execprobe", O_RDONLY);
 	CHECK(in >= 0);
 	static unsigned char prog[4 << 20];
 	ssize_t n = 0, r;
