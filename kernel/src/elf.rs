@@ -63,6 +63,7 @@ fn segments<'a>(elf: &'a ElfFile<'a>) -> impl Iterator<Item = ProgramHeader<'a>>
 /// Checks that the program whose first bytes are `image` (of `len` bytes in
 /// all) is a static x86_64 executable whose segments fit below the stack.
 pub fn check(image: &[u8], len: u64) -> Result<(), ElfError> {
+    check_header(image)?;
     let elf = ElfFile::new(image).map_err(|_| ElfError::NotElf)?;
     let h = &elf.header.pt2;
     if !matches!(h.type_().as_type(), ElfType::Executable) || !matches!(h.machine().as_machine(), Machine::X86_64) {
@@ -72,12 +73,49 @@ pub fn check(image: &[u8], len: u64) -> Result<(), ElfError> {
         return Err(ElfError::Unsupported);
     }
     let limit = crate::process::STACK_TOP - crate::process::STACK_LIMIT;
-    for seg in segments(&elf) {
+    for (i, seg) in segments(&elf).enumerate() {
         let end = seg.virtual_addr().checked_add(seg.mem_size()).ok_or(ElfError::BadSegment)?;
         let file_end = seg.offset().checked_add(seg.file_size()).ok_or(ElfError::BadSegment)?;
         if end > limit || seg.virtual_addr() < 0x1000 || seg.file_size() > seg.mem_size() || file_end > len {
             return Err(ElfError::BadSegment);
         }
+        // Segments may share a page, not bytes.
+        let overlaps = segments(&elf).take(i).any(|o| {
+            let o_end = o.virtual_addr().saturating_add(o.mem_size());
+            seg.virtual_addr() < o_end && o.virtual_addr() < end
+        });
+        if overlaps {
+            return Err(ElfError::BadSegment);
+        }
+    }
+    Ok(())
+}
+
+/// The size of an ELF64 program header, the only one accepted.
+const PHENT: u64 = 56;
+/// Most program headers (Linux's bound: 64 KiB of them).
+const PHNUM_MAX: u64 = 65536 / PHENT;
+
+fn le(image: &[u8], off: usize, n: usize) -> u64 {
+    image[off..off + n].iter().rev().fold(0, |v, &b| v << 8 | b as u64)
+}
+
+/// Checks the fields of the ELF header the parser trusts, before it reads
+/// anything through them: its size, class and byte order, the size of a
+/// program header, and that the program headers lie, aligned, inside the
+/// bytes in memory (`image`). The parser indexes with these unchecked.
+fn check_header(image: &[u8]) -> Result<(), ElfError> {
+    if image.len() < 64 || image[..4] != *b"\x7fELF" || image[4] != 2 || image[5] != 1 {
+        return Err(ElfError::NotElf);
+    }
+    let (phoff, phent, phnum) = (le(image, 32, 8), le(image, 54, 2), le(image, 56, 2));
+    if phent != PHENT || phnum == 0 || phnum > PHNUM_MAX || phoff % 8 != 0 {
+        return Err(ElfError::Unsupported);
+    }
+    // phnum * PHENT is at most 64 KiB: no overflow there.
+    let ph_end = phoff.checked_add(phnum * PHENT).ok_or(ElfError::Unsupported)?;
+    if phoff < 64 || ph_end > image.len() as u64 {
+        return Err(ElfError::Unsupported);
     }
     Ok(())
 }
@@ -219,6 +257,9 @@ fn map_segments(space: &AddressSpace, elf: &ElfFile<'_>, program: &crate::bytes:
     result
 }
 
+/// Most pages an image loaded by copying may have (each is a record here).
+const COPY_PAGES_MAX: u64 = 16384;
+
 /// Loads the segments by copying into anonymous memory: for images whose
 /// segments share pages. Shared pages get the union of the protections.
 fn copy_segments(space: &AddressSpace, elf: &ElfFile<'_>, program: &crate::bytes::Image) -> Result<(), ElfError> {
@@ -227,6 +268,9 @@ fn copy_segments(space: &AddressSpace, elf: &ElfFile<'_>, program: &crate::bytes
         let prot = seg_prot(&seg);
         let (va, memsz) = (seg.virtual_addr(), seg.mem_size());
         let mut p = va & !(PAGE - 1);
+        if (va + memsz - p).div_ceil(PAGE) + pages.len() as u64 > COPY_PAGES_MAX {
+            return Err(ElfError::NoMemory);
+        }
         while p < va + memsz {
             match pages.iter_mut().find(|(q, _)| *q == p) {
                 Some((_, pr)) => *pr |= prot,

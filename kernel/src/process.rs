@@ -990,6 +990,14 @@ pub(crate) mod tests {
         assert_eq!(run_bin("fork", &[]), Status::Exited(0));
     }
 
+    /// Malformed ELF files execve'd from /tmp fail with ENOEXEC and the
+    /// caller goes on; a path with byte 0xff runs that file:
+    /// user/execprobe.c (passes on Linux).
+    #[ktest(timeout = 60)]
+    fn exec_of_malformed_elf_files() {
+        assert_eq!(run_bin("execprobe", &[]), Status::Exited(0));
+    }
+
     /// uname, the clocks, nanosleep, kill of running, sleeping and ignoring
     /// children, sigaction and sigprocmask, abort, execve with arguments and
     /// environment and its errors: user/calls.c (passes on Linux).

@@ -199,21 +199,23 @@ pub fn execve(tf: &mut TrapFrame, path: u64, argv: u64, envp: u64) -> i64 {
         Ok(v) => v,
         Err(e) => return -e,
     };
-    let path = String::from_utf8_lossy(&path).into_owned();
     if path.is_empty() {
         return -ENOENT;
     }
-    // The filesystem first; then the programs built into the kernel.
-    let image = match crate::vfs::program(path.as_bytes()) {
+    // The path is bytes to the end: a name that is not UTF-8 is looked up
+    // as it is (only the built-in programs, all named in ASCII, need text).
+    let image = match crate::vfs::program(&path) {
         Ok(image) => image,
-        Err(e) => match crate::programs::lookup(&path) {
+        Err(e) => match core::str::from_utf8(&path).ok().and_then(crate::programs::lookup) {
             Some(b) => crate::bytes::Image::Static(b),
             None if e == pager::ext2::FsError::NotFound || crate::vfs::root().is_none() => return -ENOENT,
             None if e == pager::ext2::FsError::NoSpace => return -ENOMEM,
             None => return -(e.errno() as i64),
         },
     };
-    let name = path.rsplit('/').next().unwrap_or(&path);
+    let base = path.rsplit(|&b| b == b'/').next().unwrap_or(&path);
+    let name = String::from_utf8_lossy(base);
+    let name = &*name;
     match process::exec(tf, name, process::Exec { image, argv, envp }) {
         Ok(()) => 0,
         Err(process::SpawnError::NoMemory) => -ENOMEM,
