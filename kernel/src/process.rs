@@ -190,7 +190,14 @@ impl Process {
 
     fn new(parent: Option<&Arc<Process>>, name: &str) -> Process {
         let console = crate::vfs::OpenFile::console();
-        let p = Process {
+        // Descriptors 0, 1 and 2: the console, one open file as on a terminal.
+        let files = alloc::vec![Some((console.clone(), false)), Some((console.clone(), false)), Some((console, false))];
+        Self::with_files(parent, name, files)
+    }
+
+    /// A process with the descriptor table `files`.
+    fn with_files(parent: Option<&Arc<Process>>, name: &str, files: Vec<Option<(Arc<crate::vfs::OpenFile>, bool)>>) -> Process {
+        Process {
             pid: NEXT_PID.fetch_add(1, Ordering::Relaxed),
             ppid: AtomicU64::new(parent.map_or(0, |p| p.pid)),
             parent: Mutex::new(parent.map_or_else(Weak::new, Arc::downgrade)),
@@ -205,11 +212,8 @@ impl Process {
             pending: AtomicU64::new(0),
             blocked: AtomicU64::new(0),
             actions: Mutex::new([SigAction::default(); NSIG as usize]),
-            files: Mutex::new(Vec::new()),
-        };
-        // Descriptors 0, 1 and 2: the console, one open file as on a terminal.
-        *p.files.lock() = alloc::vec![Some((console.clone(), false)), Some((console.clone(), false)), Some((console, false))];
-        p
+            files: Mutex::new(files),
+        }
     }
 
     /// The open file of descriptor `fd`.
@@ -467,14 +471,30 @@ pub fn exec(tf: &mut crate::arch::trap::TrapFrame, name: &str, exec: Exec) -> Re
 /// Returns the child's pid to the parent.
 pub fn fork(tf: &crate::arch::trap::TrapFrame) -> Result<u64, SpawnError> {
     let parent = current().ok_or(SpawnError::NoMemory)?;
+    // The scheduler's bookkeeping for the new thread, and the map's entry
+    // tree, allocate without a way to fail: refuse the fork while the heap
+    // has less than a kernel stack and a margin to spare.
+    if crate::heap::usage().1 < FORK_HEAP_RESERVE {
+        return Err(SpawnError::NoMemory);
+    }
+    // Everything that can fail is done before the child can run, and what
+    // was made so far is dropped on the way out: the child process (and
+    // with it its address space, whose map drop releases its references).
+    let mut files = Vec::new();
+    {
+        let theirs = parent.files.lock();
+        files.try_reserve_exact(theirs.len()).map_err(|_| SpawnError::NoMemory)?;
+        files.extend(theirs.iter().cloned());
+    }
+    parent.children.lock().try_reserve(1).map_err(|_| SpawnError::NoMemory)?;
     let space = parent.space().ok_or(SpawnError::NoMemory)?.fork().map_err(|_| SpawnError::NoMemory)?;
-    let child = Arc::new(Process::new(Some(&parent), &parent.name.lock()));
+    let name = parent.name.lock().clone();
+    let child = Arc::try_new(Process::with_files(Some(&parent), &name, files)).map_err(|_| SpawnError::NoMemory)?;
     *child.space.lock() = Some(space);
     *child.brk.lock() = *parent.brk.lock();
     child.stack_low.store(parent.stack_low.load(Ordering::SeqCst), Ordering::SeqCst);
     child.blocked.store(parent.blocked.load(Ordering::SeqCst), Ordering::SeqCst);
     *child.actions.lock() = *parent.actions.lock();
-    *child.files.lock() = parent.files.lock().clone();
     let mut frame = tf.clone();
     frame.rax = 0;
     let fs = x86_64::registers::model_specific::FsBase::read().as_u64();
@@ -487,9 +507,15 @@ pub fn fork(tf: &crate::arch::trap::TrapFrame) -> Result<u64, SpawnError> {
         unsafe { resume_user(&frame) }
     })?;
     let pid = child.pid;
+    // Room was reserved above.
     parent.children.lock().push(child);
     Ok(pid)
 }
+
+/// Heap a fork leaves free at least: a kernel stack and a margin for the
+/// allocations that cannot fail (the scheduler's thread record, entry-tree
+/// nodes).
+const FORK_HEAP_RESERVE: usize = crate::sched::STACK_SIZE + 128 * 1024;
 
 /// Why `wait4` returned without a child.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -1121,6 +1147,48 @@ pub(crate) mod tests {
             crate::vmspace::FAULT_KINDS.paged_in.load(Ordering::Relaxed) > before,
             "the image's pages come in through its pager"
         );
+    }
+
+    /// A fork whose object allocation fails returns an error and leaves
+    /// nothing behind: the partial child (its page tables, the references
+    /// its entries took) is freed, so free pages and the heap are where
+    /// they were. Before, `VmMap::fork` panicked on a short heap. The heap
+    /// is compared from the second attempt on: the first leaves 32 bytes
+    /// in use for good (a one-time cost, not a per-fork leak; the pages
+    /// are back from the first).
+    #[ktest]
+    fn fork_that_cannot_allocate_leaves_nothing() {
+        use vm::failpoint::{Action, OBJECT_ALLOC};
+        let p = spawn_kernel("forkfail", |_| {
+            let Some(space) = current().and_then(|me| me.space()) else { panic!("no address space") };
+            const AT: u64 = 0x1000_0000;
+            space.map.lock().map(Some(AT), 4 * PAGE, Prot::RW, Prot::RW, Inherit::Copy, None, false).unwrap();
+            // The first entry has its object (touched); the stack's has none,
+            // so the fork must allocate one for it.
+            crate::syscall::copy_to_user(AT, &[1u8; 64]).unwrap();
+            let count = || {
+                crate::pmap::drain();
+                vm::drain_caches();
+                (vm::global().free_count(), crate::heap::usage().0)
+            };
+            let tf = crate::arch::trap::TrapFrame::default();
+            let first = count();
+            OBJECT_ALLOC.set(Action::Always);
+            assert_eq!(fork(&tf), Err(SpawnError::NoMemory));
+            OBJECT_ALLOC.set(Action::Off);
+            let before = count();
+            assert_eq!(before.0, first.0, "free pages after a failed fork");
+            for _ in 0..3 {
+                OBJECT_ALLOC.set(Action::Always);
+                let r = fork(&tf);
+                OBJECT_ALLOC.set(Action::Off);
+                assert_eq!(r, Err(SpawnError::NoMemory));
+            }
+            assert_eq!(count(), before, "(free pages, heap bytes used) after three more failed forks");
+            drop(space);
+        })
+        .unwrap();
+        assert_eq!(p.wait(), Status::Exited(0));
     }
 
     /// User stack pages fault in on demand and keep their data.

@@ -107,8 +107,8 @@ impl AddressSpace {
     /// entries copy-on-write in both.
     pub fn fork(&self) -> Result<Arc<AddressSpace>, PmapError> {
         let pmap = new_pmap()?;
-        let map = self.map.lock().fork(pmap.clone());
-        Ok(Arc::new(AddressSpace { map: Mutex::new(map), pmap }))
+        let map = self.map.lock().fork(pmap.clone()).map_err(|_| PmapError::NoMemory)?;
+        Arc::try_new(AddressSpace { map: Mutex::new(map), pmap }).map_err(|_| PmapError::NoMemory)
     }
 }
 

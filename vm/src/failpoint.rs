@@ -177,6 +177,9 @@ pub fn parse_action(text: &str) -> Result<Action, ParseError> {
 pub static RADIX_NODE_ALLOC: FailPoint = FailPoint::new("radix.node_alloc");
 /// Page allocation for objects (`object::VmObject::alloc_page`).
 pub static PAGE_ALLOC: FailPoint = FailPoint::new("page.alloc");
+/// Allocation of a VM object (`object::VmObject::try_new`): fork's
+/// objects for entries that had none, shadows, vnode objects.
+pub static OBJECT_ALLOC: FailPoint = FailPoint::new("object.alloc");
 /// Pager I/O: a read or write of backing store fails with an I/O error.
 pub static PAGER_IO: FailPoint = FailPoint::new("pager.io");
 
@@ -191,7 +194,7 @@ pub static SWAP_READ: FailPoint = FailPoint::new("swap.read");
 pub static SWAP_WRITE: FailPoint = FailPoint::new("swap.write");
 
 /// Every kernel fail point, for the command line and the debugger.
-pub static ALL: [&FailPoint; 7] = [&RADIX_NODE_ALLOC, &PAGE_ALLOC, &PAGER_IO, &BLK_READ, &BLK_WRITE, &SWAP_READ, &SWAP_WRITE];
+pub static ALL: [&FailPoint; 8] = [&RADIX_NODE_ALLOC, &PAGE_ALLOC, &OBJECT_ALLOC, &PAGER_IO, &BLK_READ, &BLK_WRITE, &SWAP_READ, &SWAP_WRITE];
 
 /// Sets the kernel fail point `name` from its text form.
 pub fn set_by_name(name: &str, action: &str) -> Result<(), ParseError> {

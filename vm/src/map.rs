@@ -455,8 +455,11 @@ impl VmMap {
     /// The map a fork gives the child, over `pmap`: shared entries map the
     /// same object; copied entries become copy-on-write in both (and the
     /// parent's writable mappings are write-protected); `None` entries are
-    /// left out. Wirings are not inherited.
-    pub fn fork(&mut self, pmap: Arc<dyn Pmap>) -> VmMap {
+    /// left out. Wirings are not inherited. `NoMemory` if an object could
+    /// not be allocated: the partial child is dropped (its references go
+    /// with it); the parent keeps any object it was given for an entry that
+    /// had none, which changes nothing it sees.
+    pub fn fork(&mut self, pmap: Arc<dyn Pmap>) -> Result<VmMap, MapError> {
         let env = self.env;
         let mut child = VmMap::new(self.min, self.max, pmap, env);
         for e in self.entries.values_mut() {
@@ -464,10 +467,11 @@ impl VmMap {
                 continue;
             }
             if e.object.is_none() {
-                e.object = Some(VmObject::new(ObjectKind::Anonymous, e.pages(), env));
+                let o = VmObject::try_new(ObjectKind::Anonymous, e.pages(), env).map_err(|_| MapError::NoMemory)?;
+                e.object = Some(o);
                 e.offset = 0;
             }
-            let o = e.object.as_ref().unwrap();
+            let Some(o) = e.object.as_ref() else { continue };
             // A backing object that only this one still uses (the last
             // child forked from it has gone) is merged into it first, as
             // FreeBSD's vm_map_copy_entry does: otherwise every fork and
@@ -488,7 +492,7 @@ impl VmMap {
             child.entries.insert(c.start, c);
         }
         self.timestamp += 1;
-        child
+        Ok(child)
     }
 }
 

@@ -163,7 +163,7 @@ fn fork_shares_until_written() {
         t.write(&parent, &ppmap, a, 1).unwrap();
         t.write(&parent, &ppmap, a + P, 2).unwrap();
         let cpmap = t.machine.new_pmap();
-        let child = Mutex::new(parent.lock().fork(cpmap.clone()));
+        let child = Mutex::new(parent.lock().fork(cpmap.clone()).unwrap());
         assert_eq!(t.read(&child, &cpmap, a).unwrap(), 1);
         t.write(&parent, &ppmap, a, 10).unwrap();
         assert_eq!(t.read(&child, &cpmap, a).unwrap(), 1, "the child keeps the old data");
@@ -204,7 +204,7 @@ fn fork_and_exit_rounds_keep_the_shadow_chain_short() {
         }
         for round in 0..20u8 {
             let cpmap = t.machine.new_pmap();
-            let child = Mutex::new(parent.lock().fork(cpmap.clone()));
+            let child = Mutex::new(parent.lock().fork(cpmap.clone()).unwrap());
             t.write(&child, &cpmap, a, 100 + round).unwrap();
             assert_eq!(t.read(&child, &cpmap, a + 2 * P).unwrap(), 3);
             t.write(&parent, &ppmap, a + P, round).unwrap();
@@ -412,7 +412,7 @@ fn faults_under_random_allocation_failure() {
                 t.write(&map, &pmap, a + i * P, i as u8).unwrap();
             }
             let cpmap = t.machine.new_pmap();
-            let child = Mutex::new(map.lock().fork(cpmap.clone()));
+            let child = Mutex::new(map.lock().fork(cpmap.clone()).unwrap());
             t.node_fail.set(Action::Probability { ppm: 200_000, seed });
             t.page_fail.set(Action::Probability { ppm: 200_000, seed: seed + 100 });
             let (mut ok, mut short) = (0, 0);
@@ -452,7 +452,7 @@ fn a_wired_range_written_after_fork_moves_its_wiring() {
         let old = t.env.pm.page_of(ppmap.extract(a).unwrap().0).unwrap();
         assert_eq!(old.wire_count(), 1);
         let cpmap = t.machine.new_pmap();
-        let child = Mutex::new(parent.lock().fork(cpmap.clone()));
+        let child = Mutex::new(parent.lock().fork(cpmap.clone()).unwrap());
         t.write(&parent, &ppmap, a, 2).unwrap();
         let new = t.env.pm.page_of(ppmap.extract(a).unwrap().0).unwrap();
         assert!(!core::ptr::eq(old, new), "the write copied the page");
@@ -482,7 +482,7 @@ fn discard_gives_zeros_or_the_file_back() {
         assert_eq!(t.read(&map, &pmap, a + P).unwrap(), 8, "outside the range nothing changes");
 
         let cpmap = t.machine.new_pmap();
-        let child = Mutex::new(map.lock().fork(cpmap.clone()));
+        let child = Mutex::new(map.lock().fork(cpmap.clone()).unwrap());
         t.write(&child, &cpmap, a + P, 9).unwrap();
         child.lock().discard(a + P, a + 2 * P).unwrap();
         assert_eq!(t.read(&child, &cpmap, a + P).unwrap(), 0, "zeros, not the parent's data");

@@ -205,6 +205,9 @@ impl VmObject {
 
     /// A new object with one reference, or `NoMemory` if the heap is short.
     pub fn try_new(kind: ObjectKind, size: u64, env: VmEnv) -> Result<Arc<VmObject>, ObjectError> {
+        if crate::failpoint::OBJECT_ALLOC.should_fail() {
+            return Err(ObjectError::NoMemory);
+        }
         Arc::try_new(VmObject {
             kind: core::sync::atomic::AtomicU8::new(kind as u8),
             env,
