@@ -471,10 +471,10 @@ pub fn exec(tf: &mut crate::arch::trap::TrapFrame, name: &str, exec: Exec) -> Re
 /// Returns the child's pid to the parent.
 pub fn fork(tf: &crate::arch::trap::TrapFrame) -> Result<u64, SpawnError> {
     let parent = current().ok_or(SpawnError::NoMemory)?;
-    // The scheduler's bookkeeping for the new thread, and the map's entry
-    // tree, allocate without a way to fail: refuse the fork while the heap
-    // has less than a kernel stack and a margin to spare.
-    if crate::heap::usage().1 < FORK_HEAP_RESERVE {
+    // The map's entry tree allocates without a way to fail: refuse the
+    // fork while the heap, grown as far as free pages allow, would have
+    // less than a kernel stack and a margin to spare.
+    if crate::heap::available() < FORK_HEAP_RESERVE {
         return Err(SpawnError::NoMemory);
     }
     // Everything that can fail is done before the child can run, and what
@@ -513,8 +513,7 @@ pub fn fork(tf: &crate::arch::trap::TrapFrame) -> Result<u64, SpawnError> {
 }
 
 /// Heap a fork leaves free at least: a kernel stack and a margin for the
-/// allocations that cannot fail (the scheduler's thread record, entry-tree
-/// nodes).
+/// allocations that cannot fail (entry-tree nodes).
 const FORK_HEAP_RESERVE: usize = crate::sched::STACK_SIZE + 128 * 1024;
 
 /// Why `wait4` returned without a child.
