@@ -77,6 +77,7 @@ pub fn run() {
         if vm::invariants::check(pm).is_empty() { "hold" } else { "BROKEN" }
     );
     print_counters();
+    crate::heap::print_stats();
     kprintln!("demo: done");
 }
 

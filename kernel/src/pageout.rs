@@ -51,6 +51,8 @@ pub struct Counters {
     pub writes: AtomicU64,
     pub write_failed: AtomicU64,
     pub oom_kills: AtomicU64,
+    /// Pages the kernel heap gave back at the daemon's request.
+    pub heap_reclaimed: AtomicU64,
 }
 
 pub static COUNTERS: Counters = Counters {
@@ -63,6 +65,7 @@ pub static COUNTERS: Counters = Counters {
     writes: AtomicU64::new(0),
     write_failed: AtomicU64::new(0),
     oom_kills: AtomicU64::new(0),
+    heap_reclaimed: AtomicU64::new(0),
 };
 
 fn count(st: &PassStats) {
@@ -169,6 +172,15 @@ fn daemon() {
             continue;
         }
         COUNTERS.passes.fetch_add(1, Ordering::Relaxed);
+        // The kernel heap's empty slabs first (FreeBSD's uma_reclaim in
+        // vm_pageout_lowmem): free pages that cost nothing to give back.
+        let reclaimed = crate::heap::reclaim() as u64;
+        COUNTERS.heap_reclaimed.fetch_add(reclaimed, Ordering::Relaxed);
+        let free = free + reclaimed;
+        if free >= target {
+            sched::wakeup(chan(&FREE_CHAN));
+            continue;
+        }
         let shortage = target - free + vm::pageout::CLUSTER as u64;
         // Keep the inactive queue long enough to choose from: age the
         // active queue into it.

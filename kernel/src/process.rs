@@ -1165,11 +1165,7 @@ pub(crate) mod tests {
             // The first entry has its object (touched); the stack's has none,
             // so the fork must allocate one for it.
             crate::syscall::copy_to_user(AT, &[1u8; 64]).unwrap();
-            let count = || {
-                crate::pmap::drain();
-                vm::drain_caches();
-                (vm::global().free_count(), crate::heap::usage().0)
-            };
+            let count = || (crate::ktest_runner::free_pages(), crate::heap::usage().0);
             let tf = crate::arch::trap::TrapFrame::default();
             let first = count();
             OBJECT_ALLOC.set(Action::Always);
