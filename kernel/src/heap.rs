@@ -7,7 +7,7 @@
 //! | --- | --- |
 //! | up to [`MAX_SMALL`] bytes | the smallest size class that holds it (16, 32, 48, 64, 96, ... 2048 bytes: powers of two and the halves between them), one [`vm::zone::Keg`] each, in slabs of one to four pages |
 //! | larger | a run of whole pages of its own (`alloc_contig`), given back when freed |
-//! | anything, before the page allocator exists, or when the page allocator may not be called (interrupts off) and no slab has room, or memory is short | the boot arena ([`HEAP_SIZE`], `linked_list_allocator`), carved from the early frames at boot and kept for good |
+//! | anything, before the page allocator exists, or when the page allocator may not be called (interrupts off) and no slab has room, or pages are short | the boot arena ([`HEAP_SIZE`], `linked_list_allocator`), carved from the early frames at boot and kept for good |
 //!
 //! Every page comes from the page allocator unmanaged ("no object") and is
 //! reached through the direct map, so the heap needs no page tables. An
@@ -42,7 +42,9 @@
 //! (`try_reserve`, `Box::try_new`) and treats a failure as memory shortage,
 //! never as a bug. Slab and page allocations are ordinary ones (not
 //! `SYSTEM`): they leave the pageout daemon's reserve alone, and when they
-//! fail the boot arena is the heap's own reserve.
+//! fail the boot arena is the heap's own reserve. That matters: freeing
+//! memory allocates (the swap pager's transfer buffers, trie nodes of the
+//! swap metadata), at the moment pages are shortest.
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::{self, NonNull};
@@ -60,10 +62,6 @@ use crate::sync::IrqMutex;
 pub const HEAP_SIZE: u64 = 8 << 20;
 /// The largest request served from a size class; larger ones get pages.
 pub const MAX_SMALL: usize = 2048;
-/// The largest request the boot arena serves once the page allocator is
-/// up and may be called: it is the reserve for small requests made with
-/// interrupts off or when pages are short, not a home for large blocks.
-pub const BOOT_RESERVE_MAX: usize = 64 << 10;
 /// Empty slabs a class keeps when they empty (until [`reclaim`]).
 pub const KEEP_EMPTY: usize = 1;
 
@@ -352,11 +350,6 @@ unsafe impl GlobalAlloc for KernelHeap {
             if let Some(p) = p {
                 return p.as_ptr();
             }
-        }
-        if pages_ok && layout.size() > BOOT_RESERVE_MAX {
-            // Pages are short (or the request is past the largest run):
-            // the boot arena is kept for small requests.
-            return ptr::null_mut();
         }
         let mut g = self.inner.lock();
         let p = g.boot_alloc(layout);

@@ -30,6 +30,7 @@ mod elf;
 mod errno;
 mod fw_cfg;
 mod heap;
+mod kmem;
 mod ksyms;
 mod ktest_runner;
 mod memory;
@@ -127,6 +128,9 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     );
     if let Err(e) = pmap::init() {
         panic!("cannot set up the pmap: {e:?}");
+    }
+    if let Err(e) = kmem::init() {
+        panic!("cannot set up the kernel's virtual memory: {e:?}");
     }
 
     let ramdisk = boot_info.ramdisk_addr.into_option().map(|addr| {

@@ -280,8 +280,12 @@ fn new_space() -> Result<Arc<AddressSpace>, SpawnError> {
 /// Interrupts are off across the two steps, so on one CPU the new thread
 /// cannot run in between. (With more CPUs, threads will be created stopped.)
 fn start_thread(name: &str, p: &Arc<Process>, f: impl FnOnce() + Send + 'static) -> Result<(), SpawnError> {
+    // Made with interrupts on (its stack comes from the page allocator),
+    // started with them off, so that it cannot run before it is in the
+    // process table.
+    let thread = sched::prepare_detached(name, f).ok_or(SpawnError::NoMemory)?;
     without_interrupts(|| {
-        let tid = sched::spawn_detached(name, f).ok_or(SpawnError::NoMemory)?;
+        let tid = thread.start().ok_or(SpawnError::NoMemory)?;
         p.tid.store(tid, Ordering::SeqCst);
         PROCESSES.lock().insert(tid, p.clone());
         Ok(())

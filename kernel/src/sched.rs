@@ -86,8 +86,9 @@ struct Thread {
     wake_at: u64,
     /// Saved stack pointer while not running.
     rsp: u64,
-    /// The stack (None for the boot thread, which runs on the boot stack). (C)
-    stack: Option<Box<[u64]>>,
+    /// The stack, in kernel virtual memory above a guard page (None for
+    /// the boot thread, which runs on the boot stack). (C)
+    stack: Option<crate::kmem::KStack>,
     entry: Option<Entry>,
     /// The next thread of the list of all threads.
     next: *mut Thread,
@@ -389,7 +390,7 @@ fn init_fpu() {
 }
 
 /// A fresh thread record, not yet linked.
-fn new_record(id: ThreadId, name: String, stack: Option<Box<[u64]>>, fpu: Option<Box<FpuArea>>, entry: Option<Entry>) -> Thread {
+fn new_record(id: ThreadId, name: String, stack: Option<crate::kmem::KStack>, fpu: Option<Box<FpuArea>>, entry: Option<Entry>) -> Thread {
     Thread {
         id,
         name,
@@ -470,21 +471,42 @@ pub fn spawn_detached(name: &str, f: impl FnOnce() + Send + 'static) -> Option<T
 }
 
 /// Starts a thread; `space` is its (cr3, address space), or None for the
-/// creator's. Everything is allocated before the scheduler lock is taken.
+/// creator's.
 fn spawn_in(name: &str, space: Option<(u64, usize)>, f: impl FnOnce() + Send + 'static) -> Option<ThreadId> {
+    prepare(name, space, f)?.start()
+}
+
+/// A thread made but not started: its record, stack and entry, allocated
+/// (with interrupts on: the stack's pages come from the page allocator)
+/// before anything needs the scheduler lock. Dropped unstarted, it frees
+/// them.
+pub struct NewThread {
+    t: *mut Thread,
+    /// (cr3, address space), or None for the starter's.
+    space: Option<(u64, usize)>,
+}
+
+/// Makes a thread that will run `f` in the kernel's address space (see
+/// [`spawn_detached`]), to be started by [`NewThread::start`] — which
+/// allocates nothing, so a caller may start it with interrupts off (to
+/// publish its id atomically with its start). `None` when memory is short.
+pub fn prepare_detached(name: &str, f: impl FnOnce() + Send + 'static) -> Option<NewThread> {
+    prepare(name, Some((0, 0)), f)
+}
+
+fn prepare(name: &str, space: Option<(u64, usize)>, f: impl FnOnce() + Send + 'static) -> Option<NewThread> {
     reap();
-    let words = STACK_SIZE / 8;
-    let mut stack: alloc::vec::Vec<u64> = alloc::vec::Vec::new();
-    stack.try_reserve_exact(words).ok()?;
-    stack.resize(words, 0);
-    let mut stack = stack.into_boxed_slice();
-    stack[0] = CANARY;
-    // The frame switch_stack pops: rflags, r15, r14, r13, r12, rbx, rbp, ret.
-    let top = words - 2; // keep the entry 16-byte aligned after `ret`
+    let stack = crate::kmem::KStack::new(STACK_SIZE).ok()?;
+    // The frame switch_stack pops: rflags, r15, r14, r13, r12, rbx, rbp, ret,
+    // two words below the top (the entry 16-byte aligned after `ret`).
     let frame = [0x2u64, 0, 0, 0, 0, 0, 0, thread_start as *const () as u64];
-    let base = top - frame.len();
-    stack[base..top].copy_from_slice(&frame);
-    let rsp = &stack[base] as *const u64 as u64;
+    let rsp = stack.top() - 16 - 8 * frame.len() as u64;
+    // SAFETY: the stack's pages are mapped, writable and this thread's
+    // alone; the canary is its lowest word, the frame lies below its top.
+    unsafe {
+        (stack.bottom() as *mut u64).write(CANARY);
+        core::ptr::copy_nonoverlapping(frame.as_ptr(), rsp as *mut u64, frame.len());
+    }
     let entry = Entry::new(f)?;
     let fpu = Box::try_new(FPU_INITIAL.get().copied().unwrap_or(FpuArea([0; 512]))).ok()?;
     let mut owned = String::new();
@@ -493,29 +515,46 @@ fn spawn_in(name: &str, space: Option<(u64, usize)>, f: impl FnOnce() + Send + '
     let mut record = new_record(0, owned, Some(stack), Some(fpu), Some(entry));
     record.rsp = rsp;
     let t = Box::into_raw(Box::try_new(record).ok()?);
-    let linked = interrupts::without_interrupts(|| {
-        let mut g = SCHED.lock();
-        let s = g.as_mut()?;
-        let id = s.next_id;
-        s.next_id += 1;
-        let (cr3, sp) = match space {
-            Some(sp) => sp,
-            None => (s.cur().cr3, s.cur().space),
-        };
-        // SAFETY: `t` is the record just made, not yet shared.
-        unsafe {
-            (*t).id = id;
-            (*t).cr3 = cr3;
-            (*t).space = sp;
+    Some(NewThread { t, space })
+}
+
+impl NewThread {
+    /// Makes the thread ready to run; its id, or `None` before the
+    /// scheduler exists (the thread is then freed). Allocates nothing.
+    pub fn start(self) -> Option<ThreadId> {
+        let this = core::mem::ManuallyDrop::new(self);
+        let (t, space) = (this.t, this.space);
+        let linked = interrupts::without_interrupts(|| {
+            let mut g = SCHED.lock();
+            let s = g.as_mut()?;
+            let id = s.next_id;
+            s.next_id += 1;
+            let (cr3, sp) = match space {
+                Some(sp) => sp,
+                None => (s.cur().cr3, s.cur().space),
+            };
+            // SAFETY: `t` is the record made by `prepare`, not yet shared.
+            unsafe {
+                (*t).id = id;
+                (*t).cr3 = cr3;
+                (*t).space = sp;
+            }
+            s.link(t);
+            Some(id)
+        });
+        if linked.is_none() {
+            // SAFETY: never linked, so still ours alone.
+            drop(unsafe { Box::from_raw(t) });
         }
-        s.link(t);
-        Some(id)
-    });
-    if linked.is_none() {
-        // SAFETY: never linked, so still ours alone.
-        drop(unsafe { Box::from_raw(t) });
+        linked
     }
-    linked
+}
+
+impl Drop for NewThread {
+    fn drop(&mut self) {
+        // SAFETY: never started, so the record is still ours alone.
+        drop(unsafe { Box::from_raw(self.t) });
+    }
 }
 
 /// Switches to the next ready thread, if any; the caller has already set
@@ -568,7 +607,9 @@ fn schedule(mut guard: IrqOffGuard<'_, Option<Sched>>) {
         unsafe { core::arch::x86_64::_fxsave64(area.0.as_mut_ptr()) };
     }
     if let Some(st) = &s.cur().stack {
-        assert!(st[0] == CANARY, "kernel thread {:?} overflowed its stack", s.cur().name);
+        // SAFETY: the stack's lowest word, mapped while the thread lives.
+        let canary = unsafe { (st.bottom() as *const u64).read() };
+        assert!(canary == CANARY, "kernel thread {:?} overflowed its stack", s.cur().name);
     }
     let save = &mut s.cur().rsp as *mut u64;
     s.current = next;
@@ -585,7 +626,7 @@ fn schedule(mut guard: IrqOffGuard<'_, Option<Sched>>) {
     crate::vmspace::set_current(next_t.space);
     x86_64::registers::model_specific::FsBase::write(x86_64::VirtAddr::new_truncate(next_t.fs_base));
     if let Some(st) = &next_t.stack {
-        let top = st.as_ptr() as u64 + (st.len() * 8) as u64;
+        let top = st.top();
         crate::arch::gdt::set_kernel_stack(top);
         crate::syscall::set_kernel_stack(top);
     }
@@ -849,6 +890,25 @@ pub fn join(id: ThreadId) {
 mod tests {
     use alloc::sync::Arc;
     use alloc::vec::Vec;
+
+    /// A kernel thread that recurses without end runs into the guard page
+    /// below its stack: the fault is reported as a kernel stack overflow,
+    /// on the page fault's own stack, before anything below the stack is
+    /// touched. (With stacks in the heap, it wrote over the heap block
+    /// below and was seen, if at all, by the canary at the next switch.)
+    #[ktest(should_panic = "kernel stack overflow")]
+    fn a_thread_that_overflows_its_stack_hits_the_guard_page() {
+        #[inline(never)]
+        fn recurse(n: u64) -> u64 {
+            let frame = core::hint::black_box([n; 64]);
+            if n == 0 { 0 } else { recurse(n - 1).wrapping_add(frame[n as usize % 64]) }
+        }
+        let t = spawn("overflow", || {
+            core::hint::black_box(recurse(1 << 20));
+        })
+        .unwrap();
+        join(t);
+    }
 
     /// A thread whose entry never returns (as a process's) leaves nothing
     /// of it on the heap once it has exited and been reaped.

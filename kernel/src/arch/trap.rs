@@ -534,6 +534,11 @@ fn fatal_exception(tf: &TrapFrame) -> ! {
         let mut w = crate::serial::panic_writer();
         report(&mut w, tf, cr2);
     }
+    if vector == VEC_PAGE_FAULT && tf.cs & 3 == 0 && crate::kmem::is_stack_guard(cr2) {
+        // A kernel bug of its own kind: said as such (the panic runs on the
+        // page-fault IST stack, the thread's own being used up).
+        panic!("kernel stack overflow: a kernel thread ran off its stack into the guard page at {cr2:#x} (rip {:#x})", tf.rip);
+    }
     crate::ktest_runner::exception_taken(vector, cr2)
 }
 
@@ -553,9 +558,12 @@ pub fn report(w: &mut dyn core::fmt::Write, tf: &TrapFrame, cr2: u64) {
             if e & 8 != 0 { ", reserved bit set" } else { "" },
             if e & 32 != 0 { ", protection key" } else { "" },
         );
-        // A not-present kernel access just below the stack pointer is a run
-        // off the end of the stack into its guard page.
-        if e & 5 == 0 && cr2 < tf.rsp.wrapping_add(64) && tf.rsp.wrapping_sub(cr2) < 8192 {
+        // A kernel access to the unmapped page below a kernel thread's
+        // stack, or just below the stack pointer, is a run off the end of
+        // the stack into its guard page.
+        if e & 5 == 0 && crate::kmem::is_stack_guard(cr2) {
+            let _ = writeln!(w, "  kernel stack overflow: the access is in the guard page below a kernel thread's stack");
+        } else if e & 5 == 0 && cr2 < tf.rsp.wrapping_add(64) && tf.rsp.wrapping_sub(cr2) < 8192 {
             let _ = writeln!(w, "  (the access is just below RSP: kernel stack overflow into the guard page)");
         }
     }
