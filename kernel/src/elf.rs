@@ -26,6 +26,7 @@ use xmas_elf::ElfFile;
 use xmas_elf::header::{Machine, Type as ElfType};
 use xmas_elf::program::{ProgramHeader, Type};
 
+use crate::kmem::KBuf;
 use crate::syscall::copy_to_user;
 use crate::vmspace::AddressSpace;
 
@@ -313,46 +314,103 @@ const AT_EGID: u64 = 14;
 const AT_SECURE: u64 = 23;
 const AT_RANDOM: u64 = 25;
 
-/// Most bytes of argument and environment strings (Linux's ARG_MAX).
-pub const ARG_MAX: usize = 128 * 1024;
+/// Most bytes the argument block may take: its strings with their NULs
+/// and a pointer for each, a quarter of the stack limit (Linux's limit
+/// for an 8 MiB stack; beyond it, E2BIG).
+pub const ARG_MAX: usize = (crate::process::STACK_LIMIT / 4) as usize;
+/// Most bytes of one string, its NUL included (Linux's MAX_ARG_STRLEN).
+pub const ARG_STRLEN_MAX: usize = 32 * 4096;
 
-/// Writes the argument and environment strings and the auxiliary vector
-/// below `top` in the current address space and returns the initial stack
-/// pointer (pointing at argc, 16-byte aligned):
-///
-/// ```text
-///   top ► [argument and environment strings] [16 random bytes]
-///         ... padding ...
-///   rsp ► argc, argv[0..n], NULL, envp[0..m], NULL, auxv pairs, AT_NULL
-/// ```
-pub fn initial_stack(top: u64, argv: &[&[u8]], envp: &[&[u8]], loaded: &Loaded, random: [u8; 16]) -> Result<u64, ElfError> {
-    let total: usize = argv.iter().chain(envp).map(|a| a.len() + 1).sum();
-    if total > ARG_MAX {
-        return Err(ElfError::TooBig);
+/// The argument and environment strings of an exec, copied in before the
+/// old image goes: NUL-terminated, the arguments first, one after another
+/// in kernel virtual memory (a [`KBuf`] of up to [`ARG_MAX`] bytes, mapped
+/// as it fills), not in a heap block.
+pub struct ArgBlock {
+    strings: KBuf,
+    argc: usize,
+    envc: usize,
+}
+
+impl ArgBlock {
+    /// An empty block (a reservation of address space, no pages yet).
+    pub fn new() -> Result<ArgBlock, ElfError> {
+        let strings = KBuf::with_capacity(ARG_MAX).map_err(|_| ElfError::NoMemory)?;
+        Ok(ArgBlock { strings, argc: 0, envc: 0 })
     }
-    let mut sp = top;
-    let mut put = |s: &[u8]| -> Result<u64, ElfError> {
-        sp -= s.len() as u64 + 1;
-        copy_to_user(sp, s).map_err(|_| ElfError::Fault)?;
-        copy_to_user(sp + s.len() as u64, &[0]).map_err(|_| ElfError::Fault)?;
-        Ok(sp)
-    };
-    let mut arg_ptrs: Vec<u64> = Vec::new();
-    let mut env_ptrs: Vec<u64> = Vec::new();
-    arg_ptrs.try_reserve(argv.len()).map_err(|_| ElfError::NoMemory)?;
-    env_ptrs.try_reserve(envp.len()).map_err(|_| ElfError::NoMemory)?;
-    for e in envp.iter().rev() {
-        env_ptrs.push(put(e)?);
+
+    /// A block of `argv` and `envp`.
+    pub fn from_strs(argv: &[&[u8]], envp: &[&[u8]]) -> Result<ArgBlock, ElfError> {
+        let mut b = ArgBlock::new()?;
+        for a in argv {
+            b.push_arg(a)?;
+        }
+        for e in envp {
+            b.push_env(e)?;
+        }
+        Ok(b)
     }
-    for a in argv.iter().rev() {
-        arg_ptrs.push(put(a)?);
+
+    fn push(&mut self, s: &[u8]) -> Result<(), ElfError> {
+        if s.len() >= ARG_STRLEN_MAX {
+            return Err(ElfError::TooBig);
+        }
+        let strings = self.strings.len() + s.len() + 1;
+        let pointers = 8 * (self.argc + self.envc + 1);
+        if strings + pointers > ARG_MAX {
+            return Err(ElfError::TooBig);
+        }
+        self.strings.extend_from_slice(s).map_err(|_| ElfError::NoMemory)?;
+        self.strings.extend_from_slice(&[0]).map_err(|_| ElfError::NoMemory)?;
+        Ok(())
     }
-    arg_ptrs.reverse();
-    env_ptrs.reverse();
-    sp -= 16;
-    let random_at = sp;
-    copy_to_user(sp, &random).map_err(|_| ElfError::Fault)?;
-    let aux = [
+
+    /// Appends an argument (before any environment string).
+    pub fn push_arg(&mut self, s: &[u8]) -> Result<(), ElfError> {
+        debug_assert_eq!(self.envc, 0, "an argument after the environment");
+        self.push(s)?;
+        self.argc += 1;
+        Ok(())
+    }
+
+    /// Appends an environment string.
+    pub fn push_env(&mut self, s: &[u8]) -> Result<(), ElfError> {
+        self.push(s)?;
+        self.envc += 1;
+        Ok(())
+    }
+
+    /// The strings, each with its NUL.
+    pub fn strings(&self) -> &[u8] {
+        self.strings.as_slice()
+    }
+
+    /// The words of the vector part of the initial stack: argc, the argv
+    /// and envp pointers with their ends, the auxiliary vector.
+    fn words(&self) -> usize {
+        3 + self.argc + self.envc + 2 * AUX_ENTRIES
+    }
+
+    /// Bytes [`initial_stack`] writes below the top: the strings, the
+    /// AT_RANDOM bytes, the vector, and the alignment between.
+    pub fn stack_bytes(&self) -> u64 {
+        (self.strings.len() as u64).next_multiple_of(16) + 16 + 8 * self.words() as u64 + 16
+    }
+}
+
+/// Entries of the auxiliary vector, AT_NULL included.
+const AUX_ENTRIES: usize = 12;
+
+/// Builds the System V initial process stack (strings, AT_RANDOM bytes,
+/// argc, argv, envp, auxv) below `top` in the current address space, which
+/// must have [`ArgBlock::stack_bytes`] mapped below `top`, and returns the
+/// initial stack pointer (16-byte aligned, pointing at argc).
+pub fn initial_stack(top: u64, args: &ArgBlock, loaded: &Loaded, random: [u8; 16]) -> Result<u64, ElfError> {
+    let strings = args.strings();
+    let strings_at = (top - strings.len() as u64) & !15;
+    copy_to_user(strings_at, strings).map_err(|_| ElfError::Fault)?;
+    let random_at = strings_at - 16;
+    copy_to_user(random_at, &random).map_err(|_| ElfError::Fault)?;
+    let aux: [(u64, u64); AUX_ENTRIES] = [
         (AT_PHDR, loaded.phdr),
         (AT_PHENT, loaded.phent),
         (AT_PHNUM, loaded.phnum),
@@ -366,19 +424,55 @@ pub fn initial_stack(top: u64, argv: &[&[u8]], envp: &[&[u8]], loaded: &Loaded, 
         (AT_RANDOM, random_at),
         (AT_NULL, 0),
     ];
-    let mut words: Vec<u64> = Vec::new();
-    words.try_reserve(3 + argv.len() + envp.len() + 2 * aux.len()).map_err(|_| ElfError::NoMemory)?;
-    words.push(argv.len() as u64);
-    words.extend_from_slice(&arg_ptrs);
-    words.push(0); // end of argv
-    words.extend_from_slice(&env_ptrs);
-    words.push(0); // end of envp
-    for (k, v) in aux {
-        words.push(k);
-        words.push(v);
+    let sp = (random_at - 8 * args.words() as u64) & !15;
+    // The vector, written in chunks from a buffer on the kernel stack (no
+    // heap block however many strings there are): argc, a pointer to each
+    // string with a 0 after the arguments and after the environment, then
+    // the auxiliary vector.
+    let mut out = VectorWriter { at: sp, buf: [0; 64], n: 0 };
+    out.push(args.argc as u64)?;
+    let mut at = strings_at;
+    for (i, s) in strings.split_inclusive(|&b| b == 0).enumerate() {
+        if i == args.argc {
+            out.push(0)?;
+        }
+        out.push(at)?;
+        at += s.len() as u64;
     }
-    sp = (sp - words.len() as u64 * 8) & !15;
-    let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
-    copy_to_user(sp, &bytes).map_err(|_| ElfError::Fault)?;
+    if args.envc == 0 {
+        out.push(0)?;
+    }
+    out.push(0)?;
+    for (k, v) in aux {
+        out.push(k)?;
+        out.push(v)?;
+    }
+    out.flush()?;
     Ok(sp)
+}
+
+/// Words copied out to user memory in chunks.
+struct VectorWriter {
+    at: u64,
+    buf: [u64; 64],
+    n: usize,
+}
+
+impl VectorWriter {
+    fn push(&mut self, w: u64) -> Result<(), ElfError> {
+        self.buf[self.n] = w;
+        self.n += 1;
+        if self.n == self.buf.len() { self.flush() } else { Ok(()) }
+    }
+
+    fn flush(&mut self) -> Result<(), ElfError> {
+        let mut bytes = [0u8; 64 * 8];
+        for (i, w) in self.buf[..self.n].iter().enumerate() {
+            bytes[8 * i..8 * i + 8].copy_from_slice(&w.to_le_bytes());
+        }
+        copy_to_user(self.at, &bytes[..8 * self.n]).map_err(|_| ElfError::Fault)?;
+        self.at += 8 * self.n as u64;
+        self.n = 0;
+        Ok(())
+    }
 }

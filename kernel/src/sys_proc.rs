@@ -49,24 +49,25 @@ pub fn copy_string(addr: u64, max: usize) -> Result<Vec<u8>, i64> {
     }
 }
 
-/// A NULL-terminated array of string pointers (argv, envp); E2BIG when the
-/// strings pass `budget` bytes together.
-fn copy_string_array(addr: u64, budget: &mut usize) -> Result<Vec<Vec<u8>>, i64> {
-    let mut v = Vec::new();
+/// Appends the strings of a NULL-terminated array of string pointers
+/// (argv, envp) to `block`: EFAULT for a bad pointer, E2BIG past Linux's
+/// limits (a string of 128 KiB, the block's [`crate::elf::ARG_MAX`]),
+/// ENOMEM when memory is short.
+fn copy_string_array(addr: u64, block: &mut crate::elf::ArgBlock, env: bool) -> Result<(), i64> {
+    use crate::elf::ElfError;
     if addr == 0 {
-        return Ok(v);
+        return Ok(());
     }
     for i in 0.. {
         let p = read_u64(addr.checked_add(i * 8).ok_or(EFAULT)?)?;
         if p == 0 {
             break;
         }
-        let s = copy_string(p, *budget).map_err(|e| if e == ENAMETOOLONG { E2BIG } else { e })?;
-        *budget = budget.checked_sub(s.len() + 1).ok_or(E2BIG)?;
-        v.try_reserve(1).map_err(|_| ENOMEM)?;
-        v.push(s);
+        let s = copy_string(p, crate::elf::ARG_STRLEN_MAX).map_err(|e| if e == ENAMETOOLONG { E2BIG } else { e })?;
+        let pushed = if env { block.push_env(&s) } else { block.push_arg(&s) };
+        pushed.map_err(|e| if e == ElfError::TooBig { E2BIG } else { ENOMEM })?;
     }
-    Ok(v)
+    Ok(())
 }
 
 // ---- the console -------------------------------------------------------------
@@ -190,15 +191,13 @@ pub fn execve(tf: &mut TrapFrame, path: u64, argv: u64, envp: u64) -> i64 {
         Ok(p) => p,
         Err(e) => return -e,
     };
-    let mut budget = crate::elf::ARG_MAX;
-    let argv = match copy_string_array(argv, &mut budget) {
-        Ok(v) => v,
-        Err(e) => return -e,
+    let mut args = match crate::elf::ArgBlock::new() {
+        Ok(b) => b,
+        Err(_) => return -ENOMEM,
     };
-    let envp = match copy_string_array(envp, &mut budget) {
-        Ok(v) => v,
-        Err(e) => return -e,
-    };
+    if let Err(e) = copy_string_array(argv, &mut args, false).and_then(|()| copy_string_array(envp, &mut args, true)) {
+        return -e;
+    }
     if path.is_empty() {
         return -ENOENT;
     }
@@ -216,7 +215,7 @@ pub fn execve(tf: &mut TrapFrame, path: u64, argv: u64, envp: u64) -> i64 {
     let base = path.rsplit(|&b| b == b'/').next().unwrap_or(&path);
     let name = String::from_utf8_lossy(base);
     let name = &*name;
-    match process::exec(tf, name, process::Exec { image, argv, envp }) {
+    match process::exec(tf, name, process::Exec { image, args }) {
         Ok(()) => 0,
         Err(process::SpawnError::NoMemory) => -ENOMEM,
         Err(process::SpawnError::Load(crate::elf::ElfError::NoMemory)) => -ENOMEM,
