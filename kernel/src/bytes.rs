@@ -6,29 +6,53 @@
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 
-/// Bytes in an 8-byte aligned buffer.
+use crate::kmem::KBuf;
+
+/// Bytes in an 8-byte aligned buffer: a heap block when small, pages in
+/// kernel virtual memory ([`KBuf`]) past [`HEAP_BYTES_MAX`], so that a
+/// large file (a program handed in by the host) needs neither a heap block
+/// nor physically contiguous memory.
 pub struct AlignedBytes {
-    words: Vec<u64>,
+    store: Store,
     len: usize,
 }
 
+enum Store {
+    Heap(Vec<u64>),
+    Pages(KBuf),
+}
+
+/// The largest buffer kept in the heap.
+pub const HEAP_BYTES_MAX: usize = 64 << 10;
+
 impl AlignedBytes {
-    /// `len` zero bytes; None if the heap cannot hold them.
+    /// `len` zero bytes; None if memory cannot hold them.
     pub fn zeroed(len: usize) -> Option<AlignedBytes> {
-        let mut words: Vec<u64> = Vec::new();
-        words.try_reserve_exact(len.div_ceil(8)).ok()?;
-        words.resize(len.div_ceil(8), 0);
-        Some(AlignedBytes { words, len })
+        let store = if len > HEAP_BYTES_MAX {
+            Store::Pages(KBuf::zeroed(len).ok()?)
+        } else {
+            let mut words: Vec<u64> = Vec::new();
+            words.try_reserve_exact(len.div_ceil(8)).ok()?;
+            words.resize(len.div_ceil(8), 0);
+            Store::Heap(words)
+        };
+        Some(AlignedBytes { store, len })
     }
 
     pub fn as_slice(&self) -> &[u8] {
-        // SAFETY: `words` holds at least `len` initialised bytes.
-        unsafe { core::slice::from_raw_parts(self.words.as_ptr() as *const u8, self.len) }
+        match &self.store {
+            // SAFETY: `words` holds at least `len` initialised bytes.
+            Store::Heap(words) => unsafe { core::slice::from_raw_parts(words.as_ptr() as *const u8, self.len) },
+            Store::Pages(b) => &b.as_slice()[..self.len],
+        }
     }
 
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
-        // SAFETY: as in as_slice, exclusively.
-        unsafe { core::slice::from_raw_parts_mut(self.words.as_mut_ptr() as *mut u8, self.len) }
+        match &mut self.store {
+            // SAFETY: as in as_slice, exclusively.
+            Store::Heap(words) => unsafe { core::slice::from_raw_parts_mut(words.as_mut_ptr() as *mut u8, self.len) },
+            Store::Pages(b) => &mut b.as_mut_slice()[..self.len],
+        }
     }
 
     /// Drops bytes past `len`.
@@ -39,9 +63,14 @@ impl AlignedBytes {
     /// Keeps the bytes for the rest of the kernel's life.
     pub fn leak(self) -> &'static [u8] {
         let len = self.len;
-        let words: &'static mut [u64] = self.words.leak();
-        // SAFETY: as in as_slice; the buffer is never freed.
-        unsafe { core::slice::from_raw_parts(words.as_ptr() as *const u8, len) }
+        match self.store {
+            Store::Heap(words) => {
+                let words: &'static mut [u64] = words.leak();
+                // SAFETY: as in as_slice; the buffer is never freed.
+                unsafe { core::slice::from_raw_parts(words.as_ptr() as *const u8, len) }
+            }
+            Store::Pages(b) => &b.leak()[..len],
+        }
     }
 }
 

@@ -112,7 +112,9 @@ pub fn print_counters() {
 pub fn run_program() {
     use alloc::string::{String, ToString};
 
-    let program = match crate::fw_cfg::read_file("opt/run/program", 64 << 20) {
+    // As large as memory allows: the program is read into pages of kernel
+    // virtual memory, not the heap.
+    let program = match crate::fw_cfg::read_file("opt/run/program", 1 << 30) {
         Ok(p) => p.leak(),
         Err(e) => {
             kprintln!("run: no program handed in ({e:?})");

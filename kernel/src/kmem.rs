@@ -396,15 +396,6 @@ impl KBuf {
         self.len
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Bytes of address space reserved.
-    pub fn capacity(&self) -> usize {
-        self.cap as usize
-    }
-
     pub fn as_slice(&self) -> &[u8] {
         // SAFETY: `[base, base + mapped)` is mapped, writable, ours alone;
         // len <= mapped; the region's pages are 4096-byte aligned.

@@ -105,6 +105,8 @@ fn main() {
     let i = images.clone();
     trials.push(Trial::test("run::a_host_program_and_its_status", move || run_program(&i)).with_kind("host"));
     let i = images.clone();
+    trials.push(Trial::test("run::a_64_mib_program", move || run_large_program(&i)).with_kind("host"));
+    let i = images.clone();
     trials.push(Trial::test("fs::mapped_file_checksum_matches_the_host", move || mapped_checksum(&i)).with_kind("host"));
     let i = images.clone();
     trials.push(Trial::test("swap::mapped_file_larger_than_ram_read_twice", move || mapped_file_larger_than_ram(&i)).with_kind("host"));
@@ -358,6 +360,53 @@ fn kernel_writes_reach_the_image(images: &Images, test: Option<usize>) -> Result
 /// `./run-qemu.sh run <program> [args]`: a static musl program built here
 /// runs under init with its arguments, its output reaches stdout, and the
 /// script exits with its status (128 + the signal when it was killed).
+/// `./run-qemu.sh run` of a static program of more than 64 MiB (a 64 MiB
+/// array in .data) in the default 128 MiB guest: the kernel reads it into
+/// pages of kernel virtual memory (not one heap block, which failed with
+/// NoMemory from 6.4 MB on), and the program reads every page of its array
+/// and writes its last byte.
+fn run_large_program(images: &Images) -> Result<(), Failed> {
+    let dir = std::env::temp_dir().join(format!("bsdvm-big-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let src = dir.join("big.c");
+    std::fs::write(
+        &src,
+        r#"#include <stdio.h>
+static char big[64 << 20] = {1, 2, 3};
+int main(void) {
+    unsigned long sum = 0;
+    for (unsigned long i = 0; i < sizeof big; i += 4096) sum += big[i];
+    big[sizeof big - 1] = 7;
+    printf("big: %lu bytes, sum %lu, last %d\n", (unsigned long)sizeof big, sum + big[1] + big[2], big[sizeof big - 1]);
+    return 0;
+}
+"#,
+    )?;
+    let prog = dir.join("big");
+    let cc = Command::new("musl-gcc").args(["-static", "-O2", "-o"]).arg(&prog).arg(&src).status()?;
+    if !cc.success() {
+        return Err("musl-gcc failed".into());
+    }
+    let size = std::fs::metadata(&prog)?.len();
+    let out = Command::new(tests::workspace_root().join("run-qemu.sh"))
+        .arg("run")
+        .arg(&prog)
+        .env("KERNEL_ELF", &images.kernel)
+        .stdin(Stdio::null())
+        .output()?;
+    let _ = std::fs::remove_dir_all(&dir);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if size < 64 << 20 || !out.status.success() || !stdout.contains("big: 67108864 bytes, sum 6, last 7\n") {
+        return Err(format!(
+            "a {size}-byte program: exit {:?}, output:\n{stdout}{}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .into());
+    }
+    Ok(())
+}
+
 fn run_program(images: &Images) -> Result<(), Failed> {
     let dir = std::env::temp_dir().join(format!("bsdvm-run-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
