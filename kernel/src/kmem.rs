@@ -25,8 +25,10 @@
 //!   a KBuf:     | pages mapped up to `mapped` | reserved, unmapped |
 //! ```
 //!
-//! Pages are unmanaged ("no object"), ordinary allocations: they leave the
-//! pageout daemon's reserve alone.
+//! Pages are unmanaged ("no object"), ordinary allocations that leave the
+//! pageout daemon's reserve alone, except a stack's, which may take from it
+//! when nothing else is free (see [`KStack::new`]), and the page tables
+//! under the region, which may too.
 //!
 //! Locking: one plain lock ([`vm::sync::Mutex`], taken with interrupts on
 //! only) over the free extents and the page tables of the region; under it
@@ -172,7 +174,11 @@ impl Region {
             if !create {
                 return Ok(None);
             }
-            let page = vm::global().alloc(AllocFlags::UNMANAGED | AllocFlags::ZERO).ok_or(KmemError::NoMemory)?;
+            // A table is one page for up to 2 MiB of mappings: it may come
+            // from the reserve.
+            let pm = vm::global();
+            let flags = AllocFlags::UNMANAGED | AllocFlags::ZERO;
+            let page = pm.alloc(flags).or_else(|| pm.alloc(flags | AllocFlags::SYSTEM)).ok_or(KmemError::NoMemory)?;
             TABLES.fetch_add(1, Ordering::Relaxed);
             e.store(page.phys() | P | RW, Ordering::Relaxed);
             t = page.phys();
@@ -180,10 +186,16 @@ impl Region {
         Ok(Some(&table(t)[index(va, 0)]))
     }
 
-    /// Maps a fresh page at `va` (not mapped).
-    fn map_new(&mut self, va: u64) -> Result<(), KmemError> {
+    /// Maps a fresh page at `va` (not mapped); with `reserve`, one of the
+    /// pageout daemon's reserve if no other can be had.
+    fn map_new(&mut self, va: u64, reserve: bool) -> Result<(), KmemError> {
         let e = self.leaf(va, true)?.expect("created");
-        let page = vm::global().alloc(AllocFlags::UNMANAGED | AllocFlags::ZERO).ok_or(KmemError::NoMemory)?;
+        let pm = vm::global();
+        let flags = AllocFlags::UNMANAGED | AllocFlags::ZERO;
+        let page = pm
+            .alloc(flags)
+            .or_else(|| if reserve { pm.alloc(flags | AllocFlags::SYSTEM) } else { None })
+            .ok_or(KmemError::NoMemory)?;
         debug_assert_eq!(e.load(Ordering::Relaxed) & P, 0, "kmem: {va:#x} mapped twice");
         e.store(page.phys() | P | RW | NX, Ordering::Relaxed);
         PAGES.fetch_add(1, Ordering::Relaxed);
@@ -243,13 +255,14 @@ impl Region {
 }
 
 /// Takes an address range of `len` bytes (a page multiple), mapping pages
-/// over `[start + skip, start + skip + map)` of it. Returns its start.
-fn take(len: u64, skip: u64, map: u64) -> Result<u64, KmemError> {
+/// over `[start + skip, start + skip + map)` of it (from the reserve if need
+/// be, with `reserve`). Returns its start.
+fn take(len: u64, skip: u64, map: u64, reserve: bool) -> Result<u64, KmemError> {
     let mut r = REGION.lock();
     let start = r.alloc_va(len).ok_or(KmemError::NoSpace)?;
     let mut va = start + skip;
     while va < start + skip + map {
-        if let Err(e) = r.map_new(va) {
+        if let Err(e) = r.map_new(va, reserve) {
             r.unmap(start, va);
             r.free_va(start, len);
             return Err(e);
@@ -277,9 +290,12 @@ pub struct KStack {
 
 impl KStack {
     /// A stack of `size` bytes (rounded up to pages) above a guard page.
+    /// Its pages may come from the pageout daemon's reserve when no other
+    /// can be had: a thread is how memory gets freed (a helper that gives
+    /// pages back, a process that exits), and a stack is a few pages.
     pub fn new(size: usize) -> Result<KStack, KmemError> {
         let size = (size as u64).next_multiple_of(PAGE);
-        let base = take(size + PAGE, PAGE, size)?;
+        let base = take(size + PAGE, PAGE, size, true)?;
         Ok(KStack { base, size })
     }
 
@@ -353,7 +369,7 @@ impl KBuf {
     /// A buffer of `cap` bytes of address space with nothing mapped.
     pub fn with_capacity(cap: usize) -> Result<KBuf, KmemError> {
         let cap = (cap.max(1) as u64).next_multiple_of(PAGE);
-        let base = take(cap, 0, 0)?;
+        let base = take(cap, 0, 0, false)?;
         Ok(KBuf { base, cap, mapped: 0, len: 0 })
     }
 
@@ -376,7 +392,7 @@ impl KBuf {
         if need > self.mapped {
             let mut r = REGION.lock();
             while self.mapped < need {
-                r.map_new(self.base + self.mapped)?;
+                r.map_new(self.base + self.mapped, false)?;
                 self.mapped += PAGE;
             }
         }

@@ -4,7 +4,19 @@
 //! An anonymous object gets one at its first page-out (the pageout daemon
 //! asks [`new_pager`]) and becomes a swap object. The pager keeps the
 //! object's swap metadata: for each paged-out page index, the swap block
-//! holding its data, in chunks of [`CHUNK`] indices (FreeBSD's `swblk`).
+//! holding its data, in blocks of [`CHUNK`] slots for an aligned run of
+//! [`CHUNK`] indices ([`SwBlk`], FreeBSD's `swblk`), the leaves of a radix
+//! trie keyed by run (FreeBSD's per-object `swp_blks` pctrie). A sparse
+//! object costs a `SwBlk` (136 bytes, in the heap) and a share of a trie
+//! node per run that holds a paged-out page, a dense one about 4.5 bytes
+//! per page.
+//!
+//! The metadata is allocated with failure in mind: before a run of pages
+//! is written, a slot is made for each (a `SwBlk`, a trie node); a page
+//! whose slot cannot be had is not paged out now (it stays dirty and
+//! resident, as after a failed write, and the pageout daemon goes on with
+//! others). Nothing else allocates: lookups and `forget` (which frees
+//! blocks and empty `SwBlk`s) cannot fail.
 //!
 //! - `put_pages` takes a run of dirty, busy pages, allocates a run of
 //!   contiguous blocks (the blist's cursor keeps consecutive page-outs
@@ -21,23 +33,26 @@
 //!   dirtied swap-backed page gives up its slot) or left the object
 //!   (truncation, `madvise(DONTNEED)`, the object's end).
 //!
-//! Locking: (M) the metadata lock, a spin lock taken with interrupts off
-//! and never held across I/O; the swap space has its own (see swap.rs).
+//! Locking: (M) the metadata lock, a plain spin lock (taken with
+//! interrupts on, as the trie's node zone needs) and never held across
+//! I/O; under it only the heap, the node zone and the swap space's own
+//! lock (see swap.rs).
 
-use alloc::collections::BTreeMap;
-use alloc::sync::Arc;
+use alloc::boxed::Box;
 use alloc::vec::Vec;
+use alloc::sync::Arc;
+use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use spin::Mutex;
 use vm::object::{Pager, PagerResult, VmObject};
 use vm::page::Page;
-use x86_64::instructions::interrupts::without_interrupts;
+use vm::radix::{Entry, InsertError, Leaf, Radix};
+use vm::sync::Mutex;
 
 use crate::swap::{SwapSpace, swap};
 
 const PAGE: usize = 4096;
-/// Page indices per metadata chunk.
+/// Page indices per metadata block.
 pub const CHUNK: u64 = 32;
 /// No block.
 const NONE: u32 = u32::MAX;
@@ -62,39 +77,129 @@ pub static WRITES: AtomicU64 = AtomicU64::new(0);
 pub static READS: AtomicU64 = AtomicU64::new(0);
 /// Page-outs that found no swap block free. (A)
 pub static FULL: AtomicU64 = AtomicU64::new(0);
+/// Page-outs put off because no metadata could be allocated. (A)
+pub static NO_META: AtomicU64 = AtomicU64::new(0);
+/// Metadata blocks in use, all objects together. (A)
+pub static SWBLKS: AtomicU64 = AtomicU64::new(0);
+
+/// The swap blocks of the aligned run of [`CHUNK`] page indices from
+/// `chunk * CHUNK` (FreeBSD's `struct swblk`). (M, through its trie.)
+#[repr(C)]
+pub struct SwBlk {
+    /// The run's number: its first page index / CHUNK. (C)
+    chunk: u64,
+    /// The block of each index of the run, or [`NONE`].
+    blocks: [u32; CHUNK as usize],
+}
+
+/// A `SwBlk` in the trie: owned by it, freed when removed.
+#[derive(Clone, Copy)]
+struct SwBlkRef(NonNull<SwBlk>);
+
+// SAFETY: a SwBlkRef is only followed under the metadata lock of the pager
+// whose trie holds it.
+unsafe impl Send for SwBlkRef {}
+// SAFETY: as for Send.
+unsafe impl Sync for SwBlkRef {}
+
+// SAFETY: a Box<SwBlk> is non-null and 8-aligned (low bit clear); `chunk`
+// is set when the block is made and never changes.
+unsafe impl Leaf for SwBlkRef {
+    fn to_raw(self) -> usize {
+        self.0.as_ptr() as usize
+    }
+    unsafe fn from_raw(raw: usize) -> Self {
+        // SAFETY: `raw` came from `to_raw`, a non-null pointer.
+        SwBlkRef(unsafe { NonNull::new_unchecked(raw as *mut SwBlk) })
+    }
+    fn key(self) -> u64 {
+        // SAFETY: a live SwBlk of a trie (the trie asks only of its leaves).
+        unsafe { (*self.0.as_ptr()).chunk }
+    }
+}
+
+impl SwBlkRef {
+    /// The block's slots.
+    ///
+    /// # Safety
+    /// The block is in the trie behind the metadata lock, which the caller
+    /// holds (the `&mut` of the trie it came from stands for it).
+    unsafe fn slots<'a>(self) -> &'a mut [u32; CHUNK as usize] {
+        // SAFETY: the caller's contract; nothing else reaches the block.
+        unsafe { &mut (*self.0.as_ptr()).blocks }
+    }
+}
+
+/// An object's swap metadata. (M)
+type Meta = Radix<SwBlkRef>;
 
 /// One object's swap pager.
 pub struct SwapPager {
-    /// Chunk number (index / CHUNK) → the block of each index in it. (M)
-    meta: Mutex<BTreeMap<u64, [u32; CHUNK as usize]>>,
+    meta: Mutex<Meta>,
 }
 
 /// A swap pager for an anonymous object's first page-out, or `None` when
 /// there is no swap space.
 pub fn new_pager() -> Option<Arc<dyn Pager>> {
     swap()?;
-    let p: Arc<dyn Pager> = Arc::try_new(SwapPager { meta: Mutex::new(BTreeMap::new()) }).ok()?;
+    let p: Arc<dyn Pager> = Arc::try_new(SwapPager { meta: Mutex::new(Radix::new(vm::node_zone())) }).ok()?;
     Some(p)
 }
 
 impl SwapPager {
-    fn with_meta<R>(&self, f: impl FnOnce(&mut BTreeMap<u64, [u32; CHUNK as usize]>) -> R) -> R {
-        without_interrupts(|| f(&mut self.meta.lock()))
+    fn with_meta<R>(&self, f: impl FnOnce(&mut Meta) -> R) -> R {
+        f(&mut self.meta.lock())
     }
 
     /// The block of `pindex`.
-    fn block(meta: &BTreeMap<u64, [u32; CHUNK as usize]>, pindex: u64) -> Option<u64> {
-        let b = meta.get(&(pindex / CHUNK))?[(pindex % CHUNK) as usize];
+    fn block(meta: &Meta, pindex: u64) -> Option<u64> {
+        let blk = meta.lookup(pindex / CHUNK)?;
+        // SAFETY: a block of the trie; the lock is held (`meta`).
+        let b = unsafe { blk.slots() }[(pindex % CHUNK) as usize];
         (b != NONE).then_some(b as u64)
     }
 
-    /// Records `block` for `pindex`; returns the block it had.
-    fn set(meta: &mut BTreeMap<u64, [u32; CHUNK as usize]>, pindex: u64, block: u64) -> Option<u64> {
-        let chunk = meta.entry(pindex / CHUNK).or_insert([NONE; CHUNK as usize]);
-        let old = core::mem::replace(&mut chunk[(pindex % CHUNK) as usize], block as u32);
+    /// Makes sure `pindex` has a slot: its run's `SwBlk` exists. Fails when
+    /// the block or a trie node cannot be allocated (nothing changes).
+    fn reserve(meta: &mut Meta, pindex: u64) -> Result<(), ()> {
+        let chunk = pindex / CHUNK;
+        let Entry::Vacant(v) = meta.entry(chunk) else { return Ok(()) };
+        let blk = Box::try_new(SwBlk { chunk, blocks: [NONE; CHUNK as usize] }).map_err(|_| ())?;
+        let blk = SwBlkRef(NonNull::from(Box::leak(blk)));
+        match v.insert(blk) {
+            Ok(()) => {
+                SWBLKS.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(InsertError::NoMemory | InsertError::Exists(_)) => {
+                // SAFETY: made above and never inserted: ours alone.
+                drop(unsafe { Box::from_raw(blk.0.as_ptr()) });
+                Err(())
+            }
+        }
+    }
+
+    /// Records `block` for `pindex`, whose slot [`SwapPager::reserve`]
+    /// made; returns the block it had.
+    fn set(meta: &mut Meta, pindex: u64, block: u64) -> Option<u64> {
+        let blk = meta.lookup(pindex / CHUNK).expect("swap metadata: a slot not reserved");
+        // SAFETY: a block of the trie; the lock is held.
+        let slot = &mut unsafe { blk.slots() }[(pindex % CHUNK) as usize];
+        let old = core::mem::replace(slot, block as u32);
         (old != NONE).then_some(old as u64)
     }
 
+    /// Frees the `SwBlk` of `chunk` if it holds no block.
+    fn prune(meta: &mut Meta, chunk: u64) {
+        let Some(blk) = meta.lookup(chunk) else { return };
+        // SAFETY: a block of the trie; the lock is held.
+        if unsafe { blk.slots() }.iter().all(|&b| b == NONE) {
+            meta.remove(chunk);
+            SWBLKS.fetch_sub(1, Ordering::Relaxed);
+            // SAFETY: out of the trie now: ours alone.
+            drop(unsafe { Box::from_raw(blk.0.as_ptr()) });
+        }
+    }
 }
 
 /// The bytes of `page`.
@@ -134,15 +239,15 @@ impl Pager for SwapPager {
 
     fn get_pages(&self, _object: &VmObject, pages: &[&'static Page], req: usize) -> PagerResult {
         let Some(sw) = swap() else { return PagerResult::Error };
-        let blocks: Vec<Option<u64>> = self.with_meta(|m| pages.iter().map(|p| Self::block(m, p.pindex())).collect());
+        let block_of = |i: usize| self.with_meta(|m| Self::block(m, pages[i].pindex()));
         let mut i = 0;
         while i < pages.len() {
-            let Some(first) = blocks[i] else {
+            let Some(first) = block_of(i) else {
                 i += 1;
                 continue;
             };
             let mut n = 1;
-            while i + n < pages.len() && blocks[i + n] == Some(first + n as u64) {
+            while i + n < pages.len() && block_of(i + n) == Some(first + n as u64) {
                 n += 1;
             }
             if read_run(sw, first, &pages[i..i + n]).is_err() {
@@ -158,9 +263,15 @@ impl Pager for SwapPager {
 
     fn put_pages(&self, _object: &VmObject, pages: &[&'static Page]) -> usize {
         let Some(sw) = swap() else { return 0 };
+        // A slot for each page first: the run ends at the first page that
+        // cannot have one (it stays dirty, in memory).
+        let slotted = self.with_meta(|m| pages.iter().take_while(|p| Self::reserve(m, p.pindex()).is_ok()).count());
+        if slotted < pages.len() {
+            NO_META.fetch_add(1, Ordering::Relaxed);
+        }
         let mut done = 0;
-        while done < pages.len() {
-            let want = (pages.len() - done) as u64;
+        while done < slotted {
+            let want = (slotted - done) as u64;
             let Some((first, got)) = sw.alloc(1, want) else {
                 FULL.fetch_add(1, Ordering::Relaxed);
                 break;
@@ -170,50 +281,68 @@ impl Pager for SwapPager {
                 sw.free(first, got);
                 break;
             }
-            let old: Vec<u64> = self.with_meta(|m| {
-                run.iter().enumerate().filter_map(|(k, p)| Self::set(m, p.pindex(), first + k as u64)).collect()
+            self.with_meta(|m| {
+                for (k, p) in run.iter().enumerate() {
+                    if let Some(old) = Self::set(m, p.pindex(), first + k as u64) {
+                        sw.free(old, 1);
+                    }
+                }
             });
-            for b in old {
-                sw.free(b, 1);
-            }
             done += got as usize;
+        }
+        if done < slotted {
+            // Slots made for pages that were not written go again.
+            self.with_meta(|m| {
+                for p in &pages[done..slotted] {
+                    Self::prune(m, p.pindex() / CHUNK);
+                }
+            });
         }
         done
     }
 
     fn forget(&self, start: u64, end: u64) {
         let Some(sw) = swap() else { return };
-        let freed: Vec<u64> = self.with_meta(|m| {
-            let mut freed = Vec::new();
-            let mut empty = Vec::new();
-            for (&c, chunk) in m.range_mut(start / CHUNK..=(end.saturating_sub(1)) / CHUNK) {
-                for (k, b) in chunk.iter_mut().enumerate() {
+        if start >= end {
+            return;
+        }
+        // One block of the metadata at a time, its swap blocks freed as it
+        // is cleared: no allocation, so this cannot fail.
+        let mut chunk = start / CHUNK;
+        let last = (end - 1) / CHUNK;
+        while chunk <= last {
+            let next = self.with_meta(|m| {
+                let blk = m.lookup_ge(chunk)?;
+                let c = blk.key();
+                if c > last {
+                    return None;
+                }
+                // SAFETY: a block of the trie; the lock is held.
+                let slots = unsafe { blk.slots() };
+                for (k, b) in slots.iter_mut().enumerate() {
                     let pindex = c * CHUNK + k as u64;
                     if *b != NONE && start <= pindex && pindex < end {
-                        freed.push(*b as u64);
+                        sw.free(*b as u64, 1);
                         *b = NONE;
                     }
                 }
-                if chunk.iter().all(|&b| b == NONE) {
-                    empty.push(c);
-                }
+                Self::prune(m, c);
+                Some(c)
+            });
+            match next.and_then(|c| c.checked_add(1)) {
+                Some(c) => chunk = c,
+                None => break,
             }
-            for c in empty {
-                m.remove(&c);
-            }
-            freed
-        });
-        for b in freed {
-            sw.free(b, 1);
         }
     }
 }
 
 impl Drop for SwapPager {
     /// The object is gone: its blocks are free (terminate has usually
-    /// forgotten them all already).
+    /// forgotten them all already), and with them every `SwBlk`.
     fn drop(&mut self) {
         self.forget(0, u64::MAX);
+        debug_assert!(self.meta.lock().is_empty(), "swap metadata left after forget");
     }
 }
 
@@ -250,4 +379,97 @@ fn write_run(sw: &SwapSpace, first: u64, pages: &[&'static Page]) -> Result<(), 
     }
     PAGES_OUT.fetch_add(pages.len() as u64, Ordering::Relaxed);
     Ok(())
+}
+
+mod tests {
+    use alloc::vec::Vec;
+    use core::sync::atomic::Ordering;
+
+    use ktest::ktest;
+    use vm::failpoint::{Action, RADIX_NODE_ALLOC};
+    use vm::object::{ObjectKind, Pager, PagerResult, VmObject};
+    use vm::phys::AllocFlags;
+    use vm::radix::Radix;
+    use vm::sync::Mutex;
+
+    use super::{CHUNK, NO_META, SWBLKS, SwapPager};
+
+    /// Sparse page-outs (one page in every run of 32, as a program touching
+    /// one page in 32 of a large region makes) cost one `SwBlk` and a share
+    /// of a trie node per page; a page whose metadata cannot be allocated
+    /// (the trie's node allocation failing) is not written (put_pages stops
+    /// before it: it stays dirty), and is written later when memory is
+    /// back; every page reads back as written; `forget` frees every swap
+    /// block and every `SwBlk` without allocating. (The metadata was a
+    /// BTreeMap with infallible inserts, and `forget` collected what it
+    /// freed into vectors: with the heap short, both panicked.)
+    #[ktest(timeout = 60)]
+    fn sparse_page_outs_with_metadata_that_cannot_be_had() {
+        const N: u64 = 64;
+        let pm = vm::global();
+        let sw = super::swap().expect("the test boots have a swap disk");
+        let avail0 = sw.avail();
+        let swblks0 = SWBLKS.load(Ordering::Relaxed);
+        let pager = SwapPager { meta: Mutex::new(Radix::new(vm::node_zone())) };
+        let obj = VmObject::new(ObjectKind::Anonymous, N * CHUNK, vm::kernel_env());
+        let fill = |p: &'static vm::page::Page, i: u64| {
+            // SAFETY: an allocated page, exclusively busy; the direct map covers it.
+            let words = unsafe { core::slice::from_raw_parts_mut(pm.page_addr(p).unwrap() as *mut u64, 512) };
+            words.fill(0x5EED_0000 + i);
+        };
+        let pages: Vec<&'static vm::page::Page> = (0..N)
+            .map(|i| {
+                let p = obj.lock().alloc_page(i * CHUNK + i % (CHUNK - 1), AllocFlags::empty()).unwrap();
+                fill(p, i);
+                p.set_all_valid();
+                p.set_all_dirty();
+                p
+            })
+            .collect();
+        // The first run's SwBlk sits in the trie's root: no node needed.
+        // The second needs one, and none can be had.
+        RADIX_NODE_ALLOC.set(Action::Always);
+        assert_eq!(pager.put_pages(&obj, &pages[0..1]), 1);
+        let no_meta = NO_META.load(Ordering::Relaxed);
+        assert_eq!(pager.put_pages(&obj, &pages[1..2]), 0, "a page was written with no slot to record it");
+        assert_eq!(NO_META.load(Ordering::Relaxed), no_meta + 1);
+        assert_eq!(sw.avail(), avail0 - 1, "a block was taken for the page put off");
+        RADIX_NODE_ALLOC.set(Action::Off);
+        for p in &pages[1..] {
+            assert_eq!(pager.put_pages(&obj, &[p]), 1);
+        }
+        assert_eq!(sw.avail(), avail0 - N);
+        {
+            let meta = pager.meta.lock();
+            assert_eq!(meta.len() as u64, N, "one SwBlk per run");
+            let bytes = meta.memory() + meta.len() * core::mem::size_of::<super::SwBlk>();
+            assert!(bytes as u64 <= N * 200, "{bytes} bytes of metadata for {N} pages");
+        }
+        assert_eq!(SWBLKS.load(Ordering::Relaxed), swblks0 + N);
+        for (i, p) in pages.iter().enumerate() {
+            assert_eq!(pager.has_page(p.pindex()).map(|_| ()), Some(()), "page {i} has no block");
+            assert!(pager.has_page(p.pindex() + 1).is_none());
+        }
+        // Read back into pages of another object at the same indices.
+        let other = VmObject::new(ObjectKind::Anonymous, N * CHUNK, vm::kernel_env());
+        for (i, p) in pages.iter().enumerate() {
+            let q = other.lock().alloc_page(p.pindex(), AllocFlags::empty()).unwrap();
+            assert_eq!(pager.get_pages(&other, &[q], 0), PagerResult::Ok);
+            // SAFETY: valid now, exclusively busy; the direct map covers it.
+            let words = unsafe { core::slice::from_raw_parts(pm.page_addr(q).unwrap() as *const u64, 512) };
+            assert!(words.iter().all(|&w| w == 0x5EED_0000 + i as u64), "page {i} read back wrong");
+            pm.deactivate(q);
+            q.xunbusy();
+        }
+        pager.forget(0, u64::MAX);
+        assert_eq!(sw.avail(), avail0, "swap blocks left allocated");
+        assert!(pager.meta.lock().is_empty());
+        assert_eq!(SWBLKS.load(Ordering::Relaxed), swblks0);
+        for p in pages {
+            pm.deactivate(p);
+            p.xunbusy();
+        }
+        obj.deallocate();
+        other.deallocate();
+    }
 }

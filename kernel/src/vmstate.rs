@@ -159,11 +159,16 @@ fn scenario(me: &Arc<Process>) {
     let no_slot = without_slot(&space);
 
     let shown = Scene::new(me, &space, &vnode.object, &limbo_object, limbo, no_slot.as_ref());
-    for line in shown.lines() {
+    let lines = shown.lines();
+    for line in &lines {
         kprintln!("vmstate: {line}");
     }
+    // The allocator's figures last, with nothing allocated or freed by
+    // this thread between them and the stop.
+    print_phys();
     kprintln!("vmstate: stopping at kernel::vmstate::stop_here");
     without_interrupts(stop_here);
+    drop(lines);
 
     // A debugger may have set the fail point at the stop: two allocations
     // through it say what it does now.
@@ -330,7 +335,6 @@ impl<'a> Scene<'a> {
         for va in [FILE_VA, FILE_VA + PAGE, WIRED_VA, LIMBO_VA, SWAP_VA] {
             out.push(self.pte_line(va, pmap));
         }
-        out.extend(phys_lines());
         let mut v = vm::invariants::check(vm::global());
         for (_, object) in &self.objects {
             v.extend(vm::invariants::check_object(object));
@@ -415,40 +419,50 @@ fn object_line(name: &str, o: &Arc<VmObject>) -> String {
     format!("{line} chain={}", or_dash(chain.join(",")))
 }
 
-/// The allocator: free pages, the order-0 cache, the zero pool, blocks per
-/// order, the queues, each segment's free pages, and swap.
-fn phys_lines() -> Vec<String> {
+/// Prints the allocator's figures: free pages, the order-0 cache, the zero
+/// pool, blocks per order, the queues, each segment's free pages, and swap.
+/// Straight to the console, with no heap allocation: the heap takes its
+/// pages from this allocator, so a string made between the count and the
+/// stop could change what the debugger then reads.
+fn print_phys() {
     use vm::page::{PageFlags, Queue};
     let pm = vm::global();
     let blocks = pm.free_blocks();
     let listed: u64 = blocks.iter().enumerate().map(|(o, b)| b << o).sum();
     let free = pm.free_count();
     let pooled = pm.zeroed_count();
-    let blocks: Vec<String> = blocks.iter().map(|b| format!("{b}")).collect();
-    let mut out = alloc::vec![format!(
-        "phys free={free} cache={} zero_pool={pooled} blocks={} active={} inactive={} laundry={}",
+    struct Blocks<'a>(&'a [u64]);
+    impl core::fmt::Display for Blocks<'_> {
+        fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+            for (i, b) in self.0.iter().enumerate() {
+                write!(f, "{}{b}", if i > 0 { "," } else { "" })?;
+            }
+            Ok(())
+        }
+    }
+    kprintln!(
+        "vmstate: phys free={free} cache={} zero_pool={pooled} blocks={} active={} inactive={} laundry={}",
         free - listed - pooled,
-        blocks.join(","),
+        Blocks(&blocks),
         pm.queue_count(Queue::Active),
         pm.queue_count(Queue::Inactive),
         pm.queue_count(Queue::Laundry)
-    )];
+    );
     for (i, s) in pm.segments().iter().enumerate() {
         let first = s.first as usize;
         let records = &pm.pages()[first..first + s.range.pages() as usize];
-        out.push(format!(
-            "segment index={i} start={:#x} end={:#x} pages={} free={}",
+        kprintln!(
+            "vmstate: segment index={i} start={:#x} end={:#x} pages={} free={}",
             s.range.start,
             s.range.end,
             s.range.pages(),
             records.iter().filter(|p| p.flags().contains(PageFlags::FREE)).count()
-        ));
+        );
     }
-    out.push(match crate::swap::swap() {
-        Some(s) => format!("swap pages={} avail={}", s.pages(), s.avail()),
-        None => "swap pages=0 avail=0".into(),
-    });
-    out
+    match crate::swap::swap() {
+        Some(s) => kprintln!("vmstate: swap pages={} avail={}", s.pages(), s.avail()),
+        None => kprintln!("vmstate: swap pages=0 avail=0"),
+    }
 }
 
 /// `rwx` with dashes for what is missing.

@@ -173,14 +173,20 @@ def check_swap_objects(k, records):
 
 
 def swap_blocks(pager):
-    """has_page of the SwapPager at `pager`: whether a page index has a block."""
+    """has_page of the SwapPager at `pager`: whether a page index has a block.
+    The metadata is a radix trie whose leaves are SwBlk records (a run's
+    number and a slot per page of the run)."""
+    from .objects import Trie
     sp = rust.at(pager, "kernel::swap_pager::SwapPager")
-    meta, _ = rust.mutex(sp["meta"])
+    trie, _ = rust.mutex(sp["meta"])
     none = rust.constants("kernel::swap_pager")["NONE"]
     chunks = {}
-    for key, value in rust.btree_map(meta):
-        lo, hi = value.type.range()
-        chunks[int(key)] = [int(value[i]) for i in range(lo, hi + 1)]
+    leaves, _ = Trie(trie.type).leaves(rust.scalar(trie["root"]))
+    for address in leaves:
+        blk = rust.at(address, "kernel::swap_pager::SwBlk")
+        slots = blk["blocks"]
+        lo, hi = slots.type.range()
+        chunks[int(blk["chunk"])] = [int(slots[i]) for i in range(lo, hi + 1)]
     per_chunk = None if not chunks else len(next(iter(chunks.values())))
 
     def has(pindex):
