@@ -33,6 +33,47 @@ pub fn run() {
     faults();
     zeroing();
     file_reads();
+    heap();
+}
+
+/// The kernel heap: an allocation and free of a small object (a slab's
+/// free list) and of a page run, ns each; a burst of 16,384 objects of
+/// 256 bytes: the pages it takes and the pages `reclaim` gives back; and
+/// the heap's figures at the end of the benchmarks.
+fn heap() {
+    use alloc::boxed::Box;
+    use alloc::vec::Vec;
+    const N: u64 = 100_000;
+    let time = |f: &dyn Fn()| {
+        let t0 = time::rdtsc();
+        for _ in 0..N {
+            f();
+        }
+        time::tsc_to_us(time::rdtsc() - t0) as f64 * 1000.0 / N as f64
+    };
+    let small = time(&|| drop(core::hint::black_box(Box::new([0u64; 8]))));
+    kprintln!("bench: heap.alloc_free_64 {small:.1} ns");
+    let run = time(&|| drop(core::hint::black_box(Vec::<u8>::with_capacity(16 << 10))));
+    kprintln!("bench: heap.alloc_free_16k_run {run:.1} ns");
+    let pm = vm::global();
+    crate::heap::reclaim();
+    let free0 = pm.free_count();
+    let mut burst: Vec<Box<[u64; 32]>> = Vec::with_capacity(16384);
+    let t0 = time::rdtsc();
+    for i in 0..16384u64 {
+        burst.push(Box::new([i; 32]));
+    }
+    let us = time::tsc_to_us(time::rdtsc() - t0);
+    let low = pm.free_count();
+    drop(burst);
+    crate::heap::reclaim();
+    kprintln!("bench: heap.burst_256x16384 {:.1} ns", us as f64 * 1000.0 / 16384.0);
+    kprintln!("bench: heap.burst_pages_taken {} pages", free0.saturating_sub(low));
+    kprintln!("bench: heap.burst_pages_given_back {} pages", pm.free_count().saturating_sub(low));
+    let s = crate::heap::stats();
+    kprintln!("bench: heap.bytes_in_use {} bytes", s.bytes_in_use());
+    kprintln!("bench: heap.pages_held {} pages", s.pages());
+    kprintln!("bench: heap.boot_arena_used {} bytes", s.boot_used);
 }
 
 /// A cold sequential read of `/data/seq64` (64 MiB) through a mapping, one

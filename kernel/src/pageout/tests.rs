@@ -193,3 +193,42 @@ fn process_creation_waits_for_memory() {
     drop(child);
     drop(space);
 }
+
+/// Under memory pressure the pageout daemon gives the kernel heap's empty
+/// slabs back before it scans the queues (FreeBSD's `uma_reclaim` in
+/// `vm_pageout_lowmem`): a size class that keeps an empty slab after a
+/// burst of frees loses it once free memory falls below the target.
+#[ktest(timeout = 60)]
+fn the_daemon_reclaims_empty_heap_slabs() {
+    use alloc::boxed::Box;
+    use alloc::vec::Vec;
+
+    let class = |s: &crate::heap::HeapStats| *s.classes.iter().find(|c| c.size == 2048).expect("a 2048-byte class");
+    // Seventy objects of 2048 bytes fill ten slabs; freed, the class keeps
+    // one of them empty.
+    let boxes: Vec<Box<[u8; 2048]>> = (0..70).map(|i| Box::new([i as u8; 2048])).collect();
+    drop(core::hint::black_box(boxes));
+    let before = class(&crate::heap::stats());
+    assert!(before.empty >= 1, "the class kept no empty slab: {before:?}");
+    let reclaimed = COUNTERS.heap_reclaimed.load(Ordering::Relaxed);
+    // Below the target (every ordinary page taken): the daemon runs.
+    let pm = vm::global();
+    let mut held = Vec::with_capacity(pm.pages().len());
+    while let Some(p) = pm.alloc(vm::phys::AllocFlags::UNMANAGED) {
+        held.push(p);
+    }
+    static NAP: u8 = 0;
+    let deadline = crate::time::ticks() + 5 * crate::time::HZ;
+    while class(&crate::heap::stats()).empty > 0 && crate::time::ticks() < deadline {
+        crate::sched::sleep_until(&NAP as *const u8 as usize, crate::time::ticks() + 10, || true);
+    }
+    for p in held {
+        pm.free(p);
+    }
+    let after = class(&crate::heap::stats());
+    assert_eq!(after.empty, 0, "the empty slab is still there: {after:?}");
+    assert!(
+        COUNTERS.heap_reclaimed.load(Ordering::Relaxed) >= reclaimed + before.empty as u64 * before.slab_pages as u64,
+        "the daemon did not count the pages it reclaimed"
+    );
+}
