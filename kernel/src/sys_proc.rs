@@ -219,6 +219,7 @@ pub fn execve(tf: &mut TrapFrame, path: u64, argv: u64, envp: u64) -> i64 {
     match process::exec(tf, name, process::Exec { image, argv, envp }) {
         Ok(()) => 0,
         Err(process::SpawnError::NoMemory) => -ENOMEM,
+        Err(process::SpawnError::TooMany) => -EAGAIN,
         Err(process::SpawnError::Load(crate::elf::ElfError::NoMemory)) => -ENOMEM,
         Err(process::SpawnError::Load(crate::elf::ElfError::TooBig)) => -E2BIG,
         Err(process::SpawnError::Load(crate::elf::ElfError::Fault)) => -EFAULT,
