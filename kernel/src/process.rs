@@ -172,10 +172,19 @@ impl Drop for Slot {
 /// (`kernel.threads-max`), so that kernel stacks take at most an eighth of
 /// memory. A fork bomb then gets EAGAIN while the machine still has memory
 /// for everything else (at 128 MiB, 512 processes; Linux allows about 530).
+/// A test may lower it ([`PROCESS_LIMIT`]).
 pub fn max_processes() -> usize {
-    let memory = vm::global().pages().len() * PAGE as usize;
-    (memory / (8 * sched::STACK_SIZE)).max(20)
+    match PROCESS_LIMIT.load(Ordering::Relaxed) {
+        0 => {
+            let memory = vm::global().pages().len() * PAGE as usize;
+            (memory / (8 * sched::STACK_SIZE)).max(20)
+        }
+        n => n,
+    }
 }
+
+/// The process limit when not 0, else the one memory gives. (A)
+static PROCESS_LIMIT: AtomicUsize = AtomicUsize::new(0);
 
 /// Processes in existence (ended ones not yet waited for included).
 pub fn process_count() -> usize {
@@ -1158,12 +1167,30 @@ pub(crate) mod tests {
     /// A fork bomb (a process forking paused children until fork fails)
     /// gets EAGAIN at the process limit, not a hang or a panic, and once
     /// its children are gone fork works again: user/bombs.c.
+    /// The limit is the one that stops it: lowered to 40 processes, the
+    /// count peaks at 40 exactly.
     #[ktest(timeout = 240)]
     fn fork_bomb_ends_in_eagain() {
         assert!(max_processes() >= 20);
         let before = process_count();
         assert_eq!(run_bin("bombs", &["fork"]), Status::Exited(0));
         assert_eq!(process_count(), before, "every process's place is given back");
+
+        const LIMIT: usize = 40;
+        PROCESS_LIMIT.store(LIMIT, Ordering::Relaxed);
+        let p = spawn_elf("bombs", crate::programs::bin("bombs"), &["/bin/bombs", "fork"]).unwrap();
+        let mut peak = 0;
+        while p.status().is_none() {
+            peak = peak.max(process_count());
+            sched::yield_now();
+        }
+        PROCESS_LIMIT.store(0, Ordering::Relaxed);
+        let status = p.wait();
+        drop(p);
+        end_the_rest();
+        assert_eq!(status, Status::Exited(0));
+        assert_eq!(peak, LIMIT, "the most processes at once");
+        assert_eq!(process_count(), before);
     }
 
     /// The file system calls on the root filesystem (the virtio disk):

@@ -500,6 +500,15 @@ fn sleep_until_ns(clock: u64, deadline: u64) -> Result<(), u64> {
     r
 }
 
+/// `pause()`: sleeps until a signal comes; always EINTR (every signal not
+/// ignored ends the process on the way out).
+pub fn pause() -> i64 {
+    match sleep_until_ns(CLOCK_MONOTONIC, u64::MAX) {
+        Ok(()) => 0,
+        Err(_) => -EINTR,
+    }
+}
+
 /// `nanosleep(req, rem)`.
 pub fn nanosleep(req: u64, rem: u64) -> i64 {
     let ns = match get_timespec(req) {
