@@ -367,12 +367,22 @@ fn start_thread(name: &str, p: &Arc<Process>, f: impl FnOnce() + Send + 'static)
     // started with them off, so that it cannot run before it is in the
     // process table.
     let thread = sched::prepare_detached(name, f).ok_or(SpawnError::NoMemory)?;
-    without_interrupts(|| {
-        let tid = thread.start().ok_or(SpawnError::NoMemory)?;
+    let mut unstarted = None;
+    let r = without_interrupts(|| {
+        let tid = match thread.start() {
+            Ok(tid) => tid,
+            Err(t) => {
+                unstarted = Some(t);
+                return Err(SpawnError::NoMemory);
+            }
+        };
         p.tid.store(tid, Ordering::SeqCst);
         PROCESSES.lock().insert(tid, p.clone());
         Ok(())
-    })
+    });
+    // Not started (no scheduler yet): freed here, with interrupts on.
+    drop(unstarted);
+    r
 }
 
 /// Loads `p`'s address space for the current thread: the first thing every

@@ -473,7 +473,7 @@ pub fn spawn_detached(name: &str, f: impl FnOnce() + Send + 'static) -> Option<T
 /// Starts a thread; `space` is its (cr3, address space), or None for the
 /// creator's.
 fn spawn_in(name: &str, space: Option<(u64, usize)>, f: impl FnOnce() + Send + 'static) -> Option<ThreadId> {
-    prepare(name, space, f)?.start()
+    prepare(name, space, f)?.start().ok()
 }
 
 /// A thread made but not started: its record, stack and entry, allocated
@@ -519,11 +519,12 @@ fn prepare(name: &str, space: Option<(u64, usize)>, f: impl FnOnce() + Send + 's
 }
 
 impl NewThread {
-    /// Makes the thread ready to run; its id, or `None` before the
-    /// scheduler exists (the thread is then freed). Allocates nothing.
-    pub fn start(self) -> Option<ThreadId> {
-        let this = core::mem::ManuallyDrop::new(self);
-        let (t, space) = (this.t, this.space);
+    /// Makes the thread ready to run and returns its id; before the
+    /// scheduler exists, gives the thread back (for the caller to drop
+    /// with interrupts on: its stack goes back to the page allocator).
+    /// Allocates and frees nothing.
+    pub fn start(self) -> Result<ThreadId, NewThread> {
+        let (t, space) = (self.t, self.space);
         let linked = interrupts::without_interrupts(|| {
             let mut g = SCHED.lock();
             let s = g.as_mut()?;
@@ -542,11 +543,14 @@ impl NewThread {
             s.link(t);
             Some(id)
         });
-        if linked.is_none() {
-            // SAFETY: never linked, so still ours alone.
-            drop(unsafe { Box::from_raw(t) });
+        match linked {
+            Some(id) => {
+                // Linked: the record is the scheduler's now.
+                core::mem::forget(self);
+                Ok(id)
+            }
+            None => Err(self),
         }
-        linked
     }
 }
 
