@@ -58,8 +58,11 @@ use x86_64::instructions::interrupts;
 use crate::memory::{self, EARLY_FRAMES, PAGE_SIZE, PhysRange};
 use crate::sync::IrqMutex;
 
-/// Size of the boot arena.
-pub const HEAP_SIZE: u64 = 8 << 20;
+/// Size of the boot arena: what the kernel allocates before the page
+/// allocator exists (a few hundred KiB) and the heap's reserve for
+/// requests made with interrupts off or while pages are short (the swap
+/// pager's transfer buffers are the largest, 160 KiB).
+pub const HEAP_SIZE: u64 = 2 << 20;
 /// The largest request served from a size class; larger ones get pages.
 pub const MAX_SMALL: usize = 2048;
 /// Empty slabs a class keeps when they empty (until [`reclaim`]).
@@ -780,7 +783,9 @@ mod tests {
     #[ktest]
     fn oversized_allocation_fails_cleanly() {
         let mut v: Vec<u8> = Vec::new();
-        assert!(v.try_reserve_exact((super::HEAP_SIZE * 2) as usize).is_err());
+        // Larger than the largest page run and than the boot arena.
+        let past = (4096usize << vm::phys::MAX_ORDER) + super::HEAP_SIZE as usize;
+        assert!(v.try_reserve_exact(2 * past).is_err());
         let mut w: Vec<u8> = Vec::new();
         assert!(w.try_reserve_exact(1024).is_ok());
     }
