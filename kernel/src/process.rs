@@ -17,8 +17,16 @@
 //! default (SIGCHLD, SIGCONT, SIGURG, SIGWINCH), are dropped.
 //!
 //! The user stack starts at [`STACK_INITIAL`] bytes below [`STACK_TOP`] and
-//! grows on fault, down to [`STACK_LIMIT`]; a fault beyond that is a
-//! SIGSEGV.
+//! grows on fault, down to the process's `RLIMIT_STACK`; a fault beyond that
+//! is a SIGSEGV.
+//!
+//! Resource limits (`getrlimit`, `setrlimit`, `prlimit64`) are Linux's, with
+//! its defaults, inherited by a fork and kept across an exec. Enforced:
+//! `RLIMIT_AS` (mmap, brk, stack growth: ENOMEM), `RLIMIT_NOFILE` (open,
+//! dup: EMFILE), `RLIMIT_NPROC` (fork: EAGAIN), `RLIMIT_MEMLOCK` (mlock,
+//! mlockall: ENOMEM, EPERM when 0) and `RLIMIT_STACK`. Everything runs as
+//! root, but unlike Linux's root the limits hold for it too: they are what
+//! keeps one program from taking the kernel's heap.
 
 use alloc::collections::BTreeMap;
 use alloc::string::String;
@@ -39,8 +47,50 @@ pub const CODE_BASE: u64 = 0x40_0000;
 pub const STACK_TOP: u64 = 0x7FFF_FFFF_0000;
 /// The stack mapped at start; it grows on fault down to the limit.
 pub const STACK_INITIAL: u64 = 128 * 1024;
-/// The stack's size limit (Linux's default RLIMIT_STACK).
+/// The stack's default size limit (Linux's default RLIMIT_STACK), and the
+/// room below [`STACK_TOP`] that program images leave for the stack.
 pub const STACK_LIMIT: u64 = 8 << 20;
+
+/// Resource numbers (`RLIMIT_*`), indices into [`Process::limits`].
+pub const RLIMIT_STACK: usize = 3;
+pub const RLIMIT_NPROC: usize = 6;
+pub const RLIMIT_NOFILE: usize = 7;
+pub const RLIMIT_MEMLOCK: usize = 8;
+pub const RLIMIT_AS: usize = 9;
+pub const RLIMIT_SIGPENDING: usize = 11;
+pub const RLIMIT_MSGQUEUE: usize = 12;
+pub const RLIM_NLIMITS: usize = 16;
+pub const RLIM_INFINITY: u64 = u64::MAX;
+/// The most descriptors `RLIMIT_NOFILE` may allow (Linux's `fs.nr_open`).
+pub const NR_OPEN: u64 = 1 << 20;
+
+/// One resource limit: the soft limit, enforced, and the hard one, the
+/// most the soft may be raised to (`cur <= max`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rlimit {
+    pub cur: u64,
+    pub max: u64,
+}
+
+/// Linux's limits for init (`INIT_RLIMITS`, and `fork_init`'s process
+/// count, which follows memory: half the threads whose kernel stacks would
+/// take an eighth of it).
+pub fn default_limits() -> [Rlimit; RLIM_NLIMITS] {
+    let inf = Rlimit { cur: RLIM_INFINITY, max: RLIM_INFINITY };
+    let mut l = [inf; RLIM_NLIMITS];
+    let pages = vm::try_global().map_or(0, |pm| pm.pages().len() as u64);
+    let threads = (pages / (8 * (sched::STACK_SIZE as u64 / PAGE))).max(20);
+    l[RLIMIT_STACK] = Rlimit { cur: STACK_LIMIT, max: RLIM_INFINITY };
+    l[4 /* RLIMIT_CORE */] = Rlimit { cur: 0, max: RLIM_INFINITY };
+    l[RLIMIT_NPROC] = Rlimit { cur: threads / 2, max: threads / 2 };
+    l[RLIMIT_NOFILE] = Rlimit { cur: 1024, max: 4096 };
+    l[RLIMIT_MEMLOCK] = Rlimit { cur: 8 << 20, max: 8 << 20 };
+    l[RLIMIT_SIGPENDING] = Rlimit { cur: threads / 2, max: threads / 2 };
+    l[RLIMIT_MSGQUEUE] = Rlimit { cur: 819_200, max: 819_200 };
+    l[13 /* RLIMIT_NICE */] = Rlimit { cur: 0, max: 0 };
+    l[14 /* RLIMIT_RTPRIO */] = Rlimit { cur: 0, max: 0 };
+    l
+}
 /// How much the stack grows at least, at a time.
 const STACK_GROW: u64 = 64 * 1024;
 const PAGE: u64 = 4096;
@@ -132,6 +182,8 @@ pub struct Process {
     pub actions: Mutex<[SigAction; NSIG as usize]>,
     /// Open files by descriptor, with the close-on-exec flag.
     pub files: Mutex<Vec<Option<(Arc<crate::vfs::OpenFile>, bool)>>>,
+    /// Resource limits by `RLIMIT_*` number.
+    pub limits: Mutex<[Rlimit; RLIM_NLIMITS]>,
 }
 
 /// Live processes by the id of their thread.
@@ -151,6 +203,8 @@ static INIT: Mutex<Weak<Process>> = Mutex::new(Weak::new());
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SpawnError {
     NoMemory,
+    /// A resource limit (RLIMIT_NPROC) forbids it.
+    Limit,
     /// The program could not be loaded.
     Load(crate::elf::ElfError),
 }
@@ -213,7 +267,16 @@ impl Process {
             blocked: AtomicU64::new(0),
             actions: Mutex::new([SigAction::default(); NSIG as usize]),
             files: Mutex::new(files),
+            limits: Mutex::new(match parent {
+                Some(p) => *p.limits.lock(),
+                None => default_limits(),
+            }),
         }
+    }
+
+    /// The soft limit of resource `r` (an `RLIMIT_*`).
+    pub fn limit(&self, r: usize) -> u64 {
+        self.limits.lock()[r].cur
     }
 
     /// The open file of descriptor `fd`.
@@ -222,13 +285,16 @@ impl Process {
         files.get(usize::try_from(fd).ok()?)?.as_ref().map(|(f, _)| f.clone())
     }
 
-    /// Puts `f` at the lowest free descriptor at or above `min`; None if the
-    /// table is full.
+    /// Puts `f` at the lowest free descriptor at or above `min`; None if
+    /// every descriptor below `RLIMIT_NOFILE` is taken, or the table cannot
+    /// grow (EMFILE either way).
     pub fn add_file(&self, f: Arc<crate::vfs::OpenFile>, cloexec: bool, min: usize) -> Option<u64> {
-        const MAX_FILES: usize = 1024;
+        let max = self.limit(RLIMIT_NOFILE).min(NR_OPEN) as usize;
         let mut files = self.files.lock();
-        let slot = (min..MAX_FILES).find(|&i| files.get(i).is_none_or(|s| s.is_none()))?;
+        let slot = (min..max).find(|&i| files.get(i).is_none_or(|s| s.is_none()))?;
         if slot >= files.len() {
+            let more = slot + 1 - files.len();
+            files.try_reserve(more).ok()?;
             files.resize(slot + 1, None);
         }
         files[slot] = Some((f, cloexec));
@@ -471,6 +537,11 @@ pub fn exec(tf: &mut crate::arch::trap::TrapFrame, name: &str, exec: Exec) -> Re
 /// Returns the child's pid to the parent.
 pub fn fork(tf: &crate::arch::trap::TrapFrame) -> Result<u64, SpawnError> {
     let parent = current().ok_or(SpawnError::NoMemory)?;
+    // RLIMIT_NPROC: every process counts (there is one user, root).
+    let live = without_interrupts(|| PROCESSES.lock().len()) as u64;
+    if live >= parent.limit(RLIMIT_NPROC) {
+        return Err(SpawnError::Limit);
+    }
     // The map's entry tree allocates without a way to fail: refuse the
     // fork while the heap, grown as far as free pages allow, would have
     // less than a kernel stack and a margin to spare.
@@ -692,6 +763,13 @@ fn disposition(p: &Process, sig: u8) -> Disposition {
     }
 }
 
+/// True if `p` is init. A program's signals to init are dropped unless init
+/// has a handler for them (Linux's SIGNAL_UNKILLABLE): init ends only by
+/// itself. With no handler delivery yet, that is all of them.
+pub fn is_init(p: &Arc<Process>) -> bool {
+    INIT.lock().upgrade().is_some_and(|i| Arc::ptr_eq(&i, p))
+}
+
 /// Sends signal `sig` (1..=64) to `p`.
 pub fn send_signal(p: &Arc<Process>, sig: u8) {
     if sig == 0 || sig > NSIG || p.status().is_some() || disposition(p, sig) == Disposition::Ignore {
@@ -768,11 +846,12 @@ pub fn is_zombie_child(pid: u64) -> bool {
 pub fn grow_stack(addr: u64) -> bool {
     let Some(p) = current() else { return false };
     let Some(space) = p.space() else { return false };
-    let floor = STACK_TOP - STACK_LIMIT;
+    let limit = p.limit(RLIMIT_STACK);
+    let floor = STACK_TOP.saturating_sub(limit).max(0x1_0000);
     let low = p.stack_low.load(Ordering::SeqCst);
     if addr >= low || addr < floor {
-        if addr < floor && addr >= floor - STACK_GROW {
-            crate::kprintln!("pid {}: stack overflow: {addr:#x} is beyond the {} MiB stack limit", p.pid, STACK_LIMIT >> 20);
+        if addr < floor && addr >= floor.saturating_sub(STACK_GROW) {
+            crate::kprintln!("pid {}: stack overflow: {addr:#x} is beyond the {} KiB stack limit", p.pid, limit >> 10);
         }
         return false;
     }
@@ -787,6 +866,14 @@ pub fn grow_stack(addr: u64) -> bool {
     }
     if new_low > want {
         return false;
+    }
+    // RLIMIT_AS: grow by what the fault needs if the usual step is too much.
+    let room = p.limit(RLIMIT_AS).saturating_sub(map.size());
+    if low - new_low > room {
+        new_low = want;
+        if low - new_low > room {
+            return false;
+        }
     }
     if map.map(Some(new_low), low - new_low, Prot::RW, Prot::RW, Inherit::Copy, None, false).is_err() {
         return false;
@@ -1188,6 +1275,18 @@ pub(crate) mod tests {
         })
         .unwrap();
         assert_eq!(p.wait(), Status::Exited(0));
+    }
+
+    /// Arguments that hung or panicked the kernel, answered as Linux does:
+    /// MAP_FIXED_NOREPLACE over 1 TiB at once, the map-entry limit (mmap,
+    /// mprotect and munmap splits past it are ENOMEM), file offsets whose
+    /// end overflows (EOVERFLOW), the last page below TASK_SIZE (ENOMEM),
+    /// wrapping lengths to every memory call, and a file grown by
+    /// ftruncate over bytes written past its end through a mapping, which
+    /// read as zeros: user/mapprobe.c.
+    #[ktest(timeout = 120)]
+    fn memory_call_probes() {
+        assert_eq!(run_bin("mapprobe", &["/tmp"]), Status::Exited(0));
     }
 
     /// User stack pages fault in on demand and keep their data.
