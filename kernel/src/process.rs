@@ -1289,6 +1289,22 @@ pub(crate) mod tests {
         assert_eq!(run_bin("mapprobe", &["/tmp"]), Status::Exited(0));
     }
 
+    /// Resource limits: Linux's defaults, setting them, inheritance by
+    /// fork and across exec, and RLIMIT_NOFILE, RLIMIT_AS, RLIMIT_STACK,
+    /// RLIMIT_MEMLOCK and RLIMIT_NPROC enforced: user/limits.c.
+    #[ktest(timeout = 60)]
+    fn resource_limits() {
+        assert_eq!(run_bin("limits", &[]), Status::Exited(0));
+    }
+
+    /// A program's kill(SIGKILL) of init is ignored: init, with no handler,
+    /// goes on and ends with its child's status.
+    #[ktest(timeout = 60)]
+    fn init_ignores_kill() {
+        let init = start_init(&["init", "/bin/limits", "initkill"]).unwrap();
+        assert_eq!(init.wait(), Status::Exited(0));
+    }
+
     /// User stack pages fault in on demand and keep their data.
     #[ktest]
     fn user_stack_faults_in() {
