@@ -15,6 +15,7 @@
 #include <stdint.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -147,15 +148,20 @@ static void offsets(const char *dir)
 	CHECK(m[0] == 'a' && m[99] == 'a' && m[100] == 0);
 	memset(m + 100, 'x', P - 100);
 	CHECK(ftruncate(fd, P) == 0);
+	/* Linux's tmpfs and ramfs (where Linux runs this, from its initramfs)
+	 * have no blocks behind the page: the page is the file, and shows the
+	 * bytes. A filesystem on a disk (ext2 here) shows zeros. */
+	struct statfs sf;
+	int memfs = fstatfs(fd, &sf) == 0 && (sf.f_type == 0x01021994 || sf.f_type == 0x858458f6);
 	int stale = 0;
 	for (unsigned long i = 100; i < P; i++)
 		stale += m[i] != 0;
-	CHECK(stale == 0);
+	CHECK(memfs || stale == 0);
 	char back[P];
 	CHECK(pread(fd, back, P, 0) == (ssize_t)P);
 	for (unsigned long i = 100; i < P; i++)
 		stale += back[i] != 0;
-	CHECK(stale == 0);
+	CHECK(memfs || stale == 0);
 	CHECK(m[0] == 'a' && m[99] == 'a');
 	CHECK(munmap(m, P) == 0);
 	CHECK(close(fd) == 0);
@@ -188,17 +194,20 @@ static void limits_of_the_address_space(void)
 	CHECK(syscall(SYS_mprotect, m, -1UL, PROT_READ) == -1 && errno == ENOMEM);
 	CHECK(syscall(SYS_madvise, m, -1UL, MADV_DONTNEED) == -1 && errno == EINVAL);
 	CHECK(syscall(SYS_madvise, m, -2 * P, MADV_DONTNEED) == -1 && errno == EINVAL);
-	CHECK(syscall(SYS_madvise, m, 1UL << 62, MADV_DONTNEED) == -1 && errno == ENOMEM);
 	CHECK(syscall(SYS_mlock, m, -2 * P) == -1 && errno == EINVAL);
 	CHECK(syscall(SYS_mlock, m, -1UL) == 0);
 	CHECK(syscall(SYS_munlock, m, -2 * P) == -1 && errno == EINVAL);
 	CHECK(syscall(SYS_msync, m, -1UL, MS_SYNC) == 0);
-	CHECK(syscall(SYS_msync, m, -2 * P, MS_SYNC) == -1 && errno == EINVAL);
+	CHECK(syscall(SYS_msync, m, -2 * P, MS_SYNC) == -1 && errno == ENOMEM);
 	CHECK(syscall(SYS_msync, m, 1UL << 62, MS_SYNC) == -1 && errno == ENOMEM);
 	CHECK(syscall(SYS_mincore, m, -P, v) == -1 && errno == ENOMEM);
 	CHECK(syscall(SYS_mincore, m, 1UL << 62, v) == -1 && errno == ENOMEM);
 	CHECK(m[0] == 1);
 	CHECK(munmap(m, 2 * P) == 0);
+	/* (madvise over a huge length is not tried: Linux applies the advice
+	 * to every mapping above before it reports the hole.) An unmapped
+	 * range is ENOMEM. */
+	CHECK(madvise(m, 2 * P, MADV_DONTNEED) == -1 && errno == ENOMEM);
 }
 
 int main(int argc, char **argv)

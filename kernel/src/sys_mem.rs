@@ -236,36 +236,39 @@ pub fn mprotect(addr: u64, len: u64, prot_bits: u64) -> i64 {
     }
 }
 
-/// What a call on mapped memory does with a length whose page rounding
-/// wraps past the top of the address space (to 0, as Linux's PAGE_ALIGN).
+/// What a call on mapped memory answers for a length whose page rounding
+/// wraps (to 0, as Linux's PAGE_ALIGN) and for an end that wraps around:
+/// each call has its own, as on Linux.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Wrap {
-    /// An empty range (msync, mlock: Linux goes on with length 0).
-    Empty,
-    /// EINVAL (madvise).
-    Invalid,
-    /// ENOMEM (mincore: not a valid user range).
-    NoMem,
+struct Wrap {
+    /// None: the rounded length is 0, an empty range (mlock, msync).
+    length: Option<i64>,
+    end: i64,
 }
 
+/// madvise: EINVAL for either.
+const WRAP_MADVISE: Wrap = Wrap { length: Some(EINVAL), end: EINVAL };
+/// mlock and munlock: an empty range, or EINVAL.
+const WRAP_MLOCK: Wrap = Wrap { length: None, end: EINVAL };
+/// msync: an empty range, or ENOMEM.
+const WRAP_MSYNC: Wrap = Wrap { length: None, end: ENOMEM };
+/// mincore: not a user range, ENOMEM.
+const WRAP_MINCORE: Wrap = Wrap { length: Some(ENOMEM), end: ENOMEM };
+
 /// The page-aligned range `[addr, addr + len)` of a call on mapped memory,
-/// with Linux's errors: `addr` unaligned is EINVAL; a length that wraps as
-/// `wrap` says; an end that wraps around is EINVAL (ENOMEM for `NoMem`); an
-/// end past [`TASK_SIZE`] is ENOMEM (nothing is mapped there). `len` 0
-/// gives an empty range.
+/// with Linux's errors: `addr` unaligned is EINVAL; wrapping as `wrap`
+/// says; an end past [`TASK_SIZE`] is ENOMEM (nothing is mapped there).
+/// `len` 0 gives an empty range.
 fn range(addr: u64, len: u64, wrap: Wrap) -> Result<(u64, u64), i64> {
     if addr % PAGE != 0 {
         return Err(EINVAL);
     }
-    let len = match page_up(len) {
-        Some(l) => l,
-        None => match wrap {
-            Wrap::Empty => 0,
-            Wrap::Invalid => return Err(EINVAL),
-            Wrap::NoMem => return Err(ENOMEM),
-        },
+    let len = match (page_up(len), wrap.length) {
+        (Some(l), _) => l,
+        (None, None) => 0,
+        (None, Some(e)) => return Err(e),
     };
-    let end = addr.checked_add(len).ok_or(if wrap == Wrap::NoMem { ENOMEM } else { EINVAL })?;
+    let end = addr.checked_add(len).ok_or(wrap.end)?;
     if end > TASK_SIZE && end != addr {
         return Err(ENOMEM);
     }
@@ -296,7 +299,7 @@ pub fn madvise(addr: u64, len: u64, advice: u64) -> i64 {
         | MADV_DOFORK | MADV_HUGEPAGE | MADV_NOHUGEPAGE => {}
         _ => return -EINVAL,
     }
-    let (space, start, end) = match mapped_range(addr, len, Wrap::Invalid) {
+    let (space, start, end) = match mapped_range(addr, len, WRAP_MADVISE) {
         Ok(Some(r)) => r,
         Ok(None) => return 0,
         Err(e) => return -e,
@@ -351,7 +354,7 @@ fn resident(space: &AddressSpace, va: u64) -> bool {
 
 /// `mincore(addr, len, vec)`: one byte per page, 1 if resident.
 pub fn mincore(addr: u64, len: u64, vec: u64) -> i64 {
-    let (space, start, end) = match mapped_range(addr, len, Wrap::NoMem) {
+    let (space, start, end) = match mapped_range(addr, len, WRAP_MINCORE) {
         Ok(Some(r)) => r,
         Ok(None) => return 0,
         Err(e) => return -e,
@@ -431,7 +434,7 @@ fn mapped_range(addr: u64, len: u64, wrap: Wrap) -> Result<Option<(Arc<AddressSp
 fn lock_args(addr: u64, len: u64) -> Result<Option<(Arc<AddressSpace>, u64, u64)>, i64> {
     let addr_down = addr & !(PAGE - 1);
     match (addr - addr_down).checked_add(len) {
-        Some(len) => mapped_range(addr_down, len, Wrap::Empty),
+        Some(len) => mapped_range(addr_down, len, WRAP_MLOCK),
         // The length and the offset wrap: 0 after rounding, as Linux's.
         None => Ok(None),
     }
@@ -536,7 +539,7 @@ pub fn msync(addr: u64, len: u64, flags: u64) -> i64 {
     if flags & !(MS_ASYNC | MS_INVALIDATE | MS_SYNC) != 0 || flags & (MS_ASYNC | MS_SYNC) == (MS_ASYNC | MS_SYNC) {
         return -EINVAL;
     }
-    let (space, start, end) = match mapped_range(addr, len, Wrap::Empty) {
+    let (space, start, end) = match mapped_range(addr, len, WRAP_MSYNC) {
         Ok(Some(r)) => r,
         Ok(None) => return 0,
         Err(e) => return -e,
