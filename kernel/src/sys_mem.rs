@@ -342,17 +342,18 @@ pub fn madvise(addr: u64, len: u64, advice: u64) -> i64 {
     }
 }
 
-/// True if the page at `va` is resident in the object chain behind it.
-fn resident(space: &AddressSpace, va: u64) -> bool {
-    let map = space.map.lock();
+/// True if the page at `va` is resident in the object chain behind it
+/// (the map lock held: map lock, then object locks, is the lock order).
+fn resident(map: &vm::map::VmMap, va: u64) -> bool {
     let Some(e) = map.entry(va) else { return false };
-    let Some(obj) = e.object.clone() else { return false };
+    let Some(obj) = &e.object else { return false };
     let pindex = e.offset + (va - e.start) / PAGE;
-    drop(map);
-    vm::object::lookup_chain(&obj, pindex).is_some_and(|(_, page, _)| page.all_valid())
+    vm::object::lookup_chain(obj, pindex).is_some_and(|(_, page, _)| page.all_valid())
 }
 
-/// `mincore(addr, len, vec)`: one byte per page, 1 if resident.
+/// `mincore(addr, len, vec)`: one byte per page, 1 if resident. The answer
+/// is as long as the range, so the work is too; a signal (every one that is
+/// delivered ends the process) stops it between chunks.
 pub fn mincore(addr: u64, len: u64, vec: u64) -> i64 {
     let (space, start, end) = match mapped_range(addr, len, WRAP_MINCORE) {
         Ok(Some(r)) => r,
@@ -363,9 +364,15 @@ pub fn mincore(addr: u64, len: u64, vec: u64) -> i64 {
     let mut va = start;
     let mut at = vec;
     while va < end {
+        if process::signal_pending() {
+            return -EINTR;
+        }
         let n = (((end - va) / PAGE) as usize).min(out.len());
-        for (i, b) in out[..n].iter_mut().enumerate() {
-            *b = resident(&space, va + i as u64 * PAGE) as u8;
+        {
+            let map = space.map.lock();
+            for (i, b) in out[..n].iter_mut().enumerate() {
+                *b = resident(&map, va + i as u64 * PAGE) as u8;
+            }
         }
         if let Err(e) = crate::syscall::copy_to_user(at, &out[..n]) {
             return -e;

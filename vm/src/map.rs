@@ -45,9 +45,14 @@ const PAGE: u64 = PAGE_SIZE as u64;
 /// `vm.max_map_count`).
 pub const DEFAULT_MAX_ENTRIES: usize = 65_530;
 
-/// Heap bytes asked for per entry the tree may take: a B-tree leaf (11
-/// entries of ~100 bytes) and a share of the internal nodes, rounded up.
-const ENTRY_HEAP_BYTES: usize = 2048;
+/// Heap room asked for before entries go into the tree: per operation, a
+/// split of every level of the B-tree (a leaf of 11 keys and entries is
+/// ~700 bytes, an internal node ~800; four levels hold millions), and per
+/// entry, its share of half-full leaves and of the nodes above them.
+const TREE_SPLIT_BYTES: usize = 4096;
+const ENTRY_HEAP_BYTES: usize = 256;
+// The figures above assume entries of at most 64 bytes.
+const _: () = assert!(core::mem::size_of::<MapEntry>() <= 64);
 
 /// What a fork does with an entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -232,7 +237,7 @@ impl VmMap {
         }
         if (self.entries.len() + more).saturating_sub(fewer) > self.max_entries
             || self.entry_alloc.should_fail()
-            || !crate::heap_room(more * ENTRY_HEAP_BYTES)
+            || !crate::heap_room(TREE_SPLIT_BYTES + more * ENTRY_HEAP_BYTES)
         {
             return Err(MapError::TooManyEntries);
         }
@@ -605,11 +610,15 @@ impl VmMap {
         Ok(())
     }
 
-    /// Drops the wiring each page of `e` holds for the entry.
+    /// Drops the wiring each page of `e` holds for the entry. Goes by the
+    /// pages the pmap has (mappings and orphaned wirings), not by
+    /// addresses: a wiring that failed part way through a huge entry leaves
+    /// few pages to visit.
     fn unwire_pages(&self, e: &MapEntry) {
         let pm = self.env.pm;
-        let mut va = e.start;
-        while va < e.end {
+        let mut next = e.start;
+        while let Some(va) = self.pmap.next_used(next, e.end) {
+            next = va + PAGE;
             if let Some((pa, _)) = self.pmap.extract(va) {
                 self.pmap.unwire(va);
                 if let Some(page) = pm.page_of(pa) {
@@ -624,7 +633,6 @@ impl VmMap {
                     pm.unwire(page, Queue::Active);
                 }
             }
-            va += PAGE;
         }
     }
 
