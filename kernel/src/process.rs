@@ -867,8 +867,12 @@ pub fn grow_stack(addr: u64) -> bool {
     if new_low > want {
         return false;
     }
-    // RLIMIT_AS: grow by what the fault needs if the usual step is too much.
-    let room = p.limit(RLIMIT_AS).saturating_sub(map.size());
+    // RLIMIT_AS (and RLIMIT_MEMLOCK when new memory is locked): grow by
+    // what the fault needs if the usual step is too much.
+    let mut room = p.limit(RLIMIT_AS).saturating_sub(map.size());
+    if p.lock_future.load(Ordering::SeqCst) {
+        room = room.min(p.limit(RLIMIT_MEMLOCK).saturating_sub(map.wired_size()));
+    }
     if low - new_low > room {
         new_low = want;
         if low - new_low > room {
@@ -1303,6 +1307,53 @@ pub(crate) mod tests {
     fn init_ignores_kill() {
         let init = start_init(&["init", "/bin/limits", "initkill"]).unwrap();
         assert_eq!(init.wait(), Status::Exited(0));
+    }
+
+    /// Map entries that cannot be allocated (the heap short, here the
+    /// `map.entry_alloc` fail point) make mmap, and mprotect and munmap
+    /// that would split an entry, fail with ENOMEM; what needs no new entry
+    /// still works.
+    #[ktest]
+    fn map_entry_allocation_failure_is_enomem() {
+        use crate::errno::ENOMEM;
+        use crate::sys_mem::{mmap, mprotect, munmap};
+        use vm::failpoint::{Action, MAP_ENTRY_ALLOC};
+        const RW: u64 = 3;
+        const PRIVATE_ANON: u64 = 0x22;
+        let p = spawn_kernel("entryfail", |_| {
+            let a = mmap(0, 4 * PAGE, RW, PRIVATE_ANON, u64::MAX, 0);
+            assert!(a > 0, "mmap: {a}");
+            let a = a as u64;
+            MAP_ENTRY_ALLOC.set(Action::Always);
+            let results = [
+                mmap(0, PAGE, RW, PRIVATE_ANON, u64::MAX, 0),
+                mprotect(a + PAGE, PAGE, 1),
+                munmap(a + PAGE, PAGE),
+                mprotect(a, 4 * PAGE, 1),
+                munmap(a, 4 * PAGE),
+            ];
+            MAP_ENTRY_ALLOC.set(Action::Off);
+            assert_eq!(results, [-ENOMEM, -ENOMEM, -ENOMEM, 0, 0]);
+        })
+        .unwrap();
+        assert_eq!(p.wait(), Status::Exited(0));
+    }
+
+    /// RLIMIT_AS stops the stack's growth: a fault past it is not resolved
+    /// (SIGSEGV), one within it grows the stack.
+    #[ktest]
+    fn stack_growth_stops_at_the_address_space_limit() {
+        let p = spawn_kernel("aslimit", |me| {
+            let Some(space) = me.space() else { panic!("no address space") };
+            let size = space.map.lock().size();
+            me.limits.lock()[RLIMIT_AS].cur = size + 16 * PAGE;
+            let low = me.stack_low.load(Ordering::SeqCst);
+            assert!(!grow_stack(low - 64 * PAGE), "64 pages down: past RLIMIT_AS");
+            assert!(grow_stack(low - 8 * PAGE), "8 pages down: within it");
+            assert!(space.map.lock().size() <= size + 16 * PAGE);
+        })
+        .unwrap();
+        assert_eq!(p.wait(), Status::Exited(0));
     }
 
     /// User stack pages fault in on demand and keep their data.
