@@ -12,8 +12,8 @@
 //!
 //! Limits: a map holds at most [`VmMap::max_entries`] entries (Linux's
 //! `vm.max_map_count`, [`DEFAULT_MAX_ENTRIES`] by default); a map, protect,
-//! unmap or wire that would need more (its clipping included) fails with
-//! `NoMemory` and changes nothing. Each entry the tree takes may need a node
+//! unmap, wire or discard that would need more (its clipping included)
+//! fails with `TooManyEntries` and changes nothing. Each entry the tree takes may need a node
 //! from the kernel heap, whose allocation cannot report failure: the map asks
 //! the heap for room first ([`crate::set_heap_room`]) and fails the same way.
 //!
@@ -391,9 +391,10 @@ impl VmMap {
     }
 
     /// Keys of the entries within `[start, end)` after clipping at both
-    /// ends; `fewer` of them go away afterwards (an unmap), which the limit
-    /// counts. Fails, changing nothing, if the clips would pass the limit
-    /// or the heap has no room, or the list of keys cannot be allocated.
+    /// ends; with `removing` (an unmap) they go away afterwards, which the
+    /// limit counts. Fails, changing nothing, if the clips would pass the
+    /// limit or the heap has no room, or the list of keys cannot be
+    /// allocated.
     fn clipped(&mut self, start: u64, end: u64, removing: bool) -> Result<Vec<u64>, MapError> {
         let splits = self.splits(start, end);
         let n = self.overlapping(start, end).count();
