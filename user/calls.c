@@ -1,6 +1,6 @@
 /* The process, time and signal system calls: uname, clock_gettime,
- * gettimeofday, nanosleep, sched_yield, getrlimit, kill (of a running, a
- * sleeping and an ignoring child), rt_sigaction, rt_sigprocmask, raise and
+ * gettimeofday, nanosleep, pause, sched_yield, getrlimit, kill (of a running,
+ * a sleeping, a paused and an ignoring child), rt_sigaction, rt_sigprocmask, raise and
  * abort, execve (arguments and environment, and its errors). Prints "calls:
  * ok" and exits 0 when every check holds. Passes unmodified on Linux.
  *
@@ -91,6 +91,18 @@ int main(int argc, char **argv)
 	st = status_of(c);
 	CHECK(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
 	CHECK(ns(CLOCK_MONOTONIC) - a < 5000000000u); /* the sleep ended early */
+
+	/* pause: sleeps until a signal, which ends it. */
+	c = fork();
+	if (c == 0) {
+		pause();
+		_exit(4);
+	}
+	nanosleep(&req, NULL);
+	CHECK(waitpid(c, &st, WNOHANG) == 0); /* still paused */
+	CHECK(kill(c, SIGTERM) == 0);
+	st = status_of(c);
+	CHECK(WIFSIGNALED(st) && WTERMSIG(st) == SIGTERM);
 
 	c = fork();
 	if (c == 0) {

@@ -123,7 +123,11 @@ int main(int argc, char **argv)
 	CHECK(calls != MAP_FAILED);
 	while (total < target) {
 		*calls = 0;
-		pid_t c = fork();
+		/* With allocations failing on purpose, fork may fail for a while
+		 * (EAGAIN, ENOMEM), as it may on Linux under memory pressure. */
+		pid_t c;
+		for (int tries = 0; (c = fork()) < 0 && (errno == EAGAIN || errno == ENOMEM) && tries < 1000; tries++)
+			nanosleep(&(struct timespec){ 0, 1000000 }, NULL);
 		CHECK(c >= 0);
 		if (c == 0)
 			_exit(worker(seed + workers));

@@ -56,10 +56,7 @@ pub fn run() {
         time::uptime_us() / 1000
     );
     kprintln!();
-    let pm = vm::global();
-    crate::pmap::drain();
-    vm::drain_caches();
-    let free0 = pm.free_count();
+    let before = Before::now();
     kprintln!("init: starting /bin/init /bin/demo");
     match crate::process::start_init(&["init", "/bin/demo"]) {
         Ok(init) => {
@@ -68,16 +65,41 @@ pub fn run() {
         }
         Err(e) => kprintln!("init: cannot start: {e:?}"),
     }
-    crate::pmap::drain();
-    vm::drain_caches();
-    kprintln!(
-        "vm: every process gone: {} pages free, {} before init; page invariants: {}",
-        pm.free_count(),
-        free0,
-        if vm::invariants::check(pm).is_empty() { "hold" } else { "BROKEN" }
-    );
+    kprintln!("{}", before.every_process_gone());
     print_counters();
     kprintln!("demo: done");
+}
+
+/// Free pages and heap use before init starts, for the line that compares
+/// them with what is left when every process is gone.
+struct Before {
+    free: u64,
+    heap: usize,
+}
+
+impl Before {
+    fn now() -> Before {
+        crate::pmap::drain();
+        vm::drain_caches();
+        Before { free: vm::global().free_count(), heap: heap::usage().0 }
+    }
+
+    /// "vm: every process gone: ...; page invariants: hold" (or BROKEN):
+    /// what the host's checks read once init has ended. Files read stay
+    /// cached in their vnodes' objects, so the counts need not be back.
+    fn every_process_gone(&self) -> alloc::string::String {
+        let pm = vm::global();
+        crate::pmap::drain();
+        vm::drain_caches();
+        alloc::format!(
+            "vm: every process gone: {} pages free, {} before init; heap {} bytes in use, {} before; page invariants: {}",
+            pm.free_count(),
+            self.free,
+            heap::usage().0,
+            self.heap,
+            if vm::invariants::check(pm).is_empty() { "hold" } else { "BROKEN" }
+        )
+    }
 }
 
 /// The VM counters: faults by kind, pages by state.
@@ -135,6 +157,7 @@ pub fn run_program() {
     crate::programs::add(path.clone(), program);
     let mut init_argv: Vec<&str> = alloc::vec!["init", &path];
     init_argv.extend(argv.iter().skip(1).map(|s| s.as_str()));
+    let before = Before::now();
     let code = match crate::process::start_init(&init_argv) {
         Ok(init) => init.wait().shell_code(),
         Err(e) => {
@@ -143,5 +166,6 @@ pub fn run_program() {
         }
     };
     log::info!("run: {path} ended with status {code}");
+    log::info!("{}", before.every_process_gone());
     crate::qemu::report_status(code);
 }

@@ -35,7 +35,6 @@ use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use spin::Once;
 use vm::sync::Mutex;
 use vm::PAGE_SIZE;
-use vm::failpoint::FailPoint;
 use vm::page::Page;
 use vm::phys::{AllocFlags, PhysMem};
 use vm::pmap::{PageMappings, Pmap, PmapError, Prot, TlbFlush};
@@ -108,8 +107,6 @@ struct Globals {
 }
 
 static GLOBALS: Once<Globals> = Once::new();
-/// PV allocation never fails on purpose; the zone can still run out of pages.
-static PV_ALLOC: FailPoint = FailPoint::new("pmap.pv_alloc");
 
 /// The machine's mappings view (PV lists), for `vm::set_mappings`.
 pub struct X86Mappings;
@@ -129,7 +126,7 @@ pub fn init() -> Result<(), PmapError> {
     GLOBALS.call_once(|| Globals {
         pm,
         lock: Mutex::new(PvState { heads }),
-        pv_zone: NodeZone::new(core::mem::size_of::<Pv>(), &KernelPages, &PV_ALLOC),
+        pv_zone: NodeZone::new(core::mem::size_of::<Pv>(), &KernelPages, &vm::failpoint::PV_ALLOC),
         nx,
         kernel_pml4: Cr3::read_raw().0.start_address().as_u64(),
     });

@@ -219,7 +219,7 @@ pub fn execve(tf: &mut TrapFrame, path: u64, argv: u64, envp: u64) -> i64 {
     match process::exec(tf, name, process::Exec { image, argv, envp }) {
         Ok(()) => 0,
         Err(process::SpawnError::NoMemory) => -ENOMEM,
-        Err(process::SpawnError::Limit) => -EAGAIN,
+        Err(process::SpawnError::TooMany) => -EAGAIN,
         Err(process::SpawnError::Load(crate::elf::ElfError::NoMemory)) => -ENOMEM,
         Err(process::SpawnError::Load(crate::elf::ElfError::TooBig)) => -E2BIG,
         Err(process::SpawnError::Load(crate::elf::ElfError::Fault)) => -EFAULT,
@@ -502,6 +502,15 @@ fn sleep_until_ns(clock: u64, deadline: u64) -> Result<(), u64> {
         crate::sched::sleep_until(sleep_chan(), crate::time::ticks() + ms, || true);
     };
     r
+}
+
+/// `pause()`: sleeps until a signal comes; always EINTR (every signal not
+/// ignored ends the process on the way out).
+pub fn pause() -> i64 {
+    match sleep_until_ns(CLOCK_MONOTONIC, u64::MAX) {
+        Ok(()) => 0,
+        Err(_) => -EINTR,
+    }
 }
 
 /// `nanosleep(req, rem)`.

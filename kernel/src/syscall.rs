@@ -253,6 +253,7 @@ pub const SYS_SCHED_YIELD: u64 = 24;
 pub const SYS_MSYNC: u64 = 26;
 pub const SYS_MINCORE: u64 = 27;
 pub const SYS_MADVISE: u64 = 28;
+pub const SYS_PAUSE: u64 = 34;
 pub const SYS_NANOSLEEP: u64 = 35;
 pub const SYS_GETPID: u64 = 39;
 pub const SYS_CLONE: u64 = 56;
@@ -357,6 +358,7 @@ extern "C" fn syscall_dispatch(tf: &mut TrapFrame) {
         SYS_CLOCK_GETRES => sys::clock_getres(a0, a1),
         SYS_GETTIMEOFDAY => sys::gettimeofday(a0, a1),
         SYS_TIME => sys::time(a0),
+        SYS_PAUSE => sys::pause(),
         SYS_NANOSLEEP => sys::nanosleep(a0, a1),
         SYS_CLOCK_NANOSLEEP => sys::clock_nanosleep(a0, a1, a2, a3),
         SYS_SCHED_YIELD => sys::sched_yield(),

@@ -19,6 +19,7 @@ use anyhow::{Context, Result, bail};
 pub use boot::{Images, KERNEL_BASE};
 
 pub mod gdbvm;
+pub mod userprog;
 
 /// QEMU's exit status when the kernel reports success (`qemu::ExitCode::Success`).
 pub const EXIT_SUCCESS: i32 = 33;

@@ -249,38 +249,24 @@ fn mapped_file_larger_than_ram(images: &Images) -> Result<(), Failed> {
 
 /// `user/soak.c` in a 64 MiB guest with swap: `workers` processes of `mib`
 /// MiB each map, fill, check, fork checkers and unmap for `secs` seconds.
-/// Every word must read back as written, and the kernel must not hang (the
-/// run is given three times its length, then killed).
+/// Every word must read back as written, the kernel must not hang (the run
+/// is given three times its length, then killed), and once every process is
+/// gone the page invariants must hold.
 fn soak(images: &Images, workers: u32, secs: u32, mib: u32) -> Result<(), Failed> {
-    let dir = std::env::temp_dir().join(format!("bsdvm-soak-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let prog = dir.join("soak");
-    let src = tests::workspace_root().join("user/soak.c");
-    let cc = Command::new("musl-gcc").args(["-static", "-O2", "-o"]).arg(&prog).arg(&src).status()?;
-    if !cc.success() {
-        return Err("musl-gcc failed on user/soak.c".into());
-    }
-    let child = Command::new(tests::workspace_root().join("run-qemu.sh"))
-        .arg("run")
-        .arg(&prog)
-        .args([workers.to_string(), secs.to_string(), mib.to_string()])
-        .env("KERNEL_ELF", &images.kernel)
-        .env("MEMORY", "64M")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    let out = wait_with_timeout(child, Duration::from_secs(3 * secs as u64 + 60));
-    let _ = std::fs::remove_dir_all(&dir);
-    let out = out?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let summary = stdout.lines().rev().find(|l| l.starts_with("soak: ") && l.contains(" words checked, "));
-    match summary {
-        Some(line) if out.status.success() && line.contains(" 0 wrong,") => {
+    let run = tests::userprog::Run {
+        name: "soak",
+        args: vec![workers.to_string(), secs.to_string(), mib.to_string()],
+        memory: "64M",
+        cmdline: "",
+        timeout: Duration::from_secs(3 * secs as u64 + 60),
+    };
+    let out = tests::userprog::run(images, &run)?;
+    match out.last_line("soak: ").filter(|l| l.contains(" words checked, ")) {
+        Some(line) if out.status == Some(0) && line.contains(" 0 wrong,") && out.invariants_hold() => {
             eprintln!("{line}");
             Ok(())
         }
-        _ => Err(format!("soak failed (exit {:?}):\n{stdout}{}", out.status.code(), String::from_utf8_lossy(&out.stderr)).into()),
+        _ => Err(format!("soak failed (exit {:?}):\n{}{}", out.status, out.stdout, out.stderr).into()),
     }
 }
 
@@ -512,8 +498,8 @@ fn gdb_vm_steps(images: &Images) -> Result<(), Failed> {
     let cmds = [
         "hbreak kernel::vmspace::page_fault if cr2 == 0x40000000 && (tf.error & 2) != 0",
         "continue",
-        "vm steps",
         "vm steps 3",
+        "vm steps",
         "vm steps 1 2",
         "delete",
         "continue",
@@ -522,8 +508,8 @@ fn gdb_vm_steps(images: &Images) -> Result<(), Failed> {
     let (mut q, text) = gdb_batch(images, vmstate_boot(images, Firmware::Bios), &cmds, Duration::from_secs(180))?;
     let status = q.wait_exit(BOOT_TIMEOUT)?;
     let fail = |why: &str| -> Result<(), Failed> { Err(format!("{why}\n--- gdb:\n{text}").into()) };
-    // The first report, up to the second.
-    let Some(first) = text.split("steps from ").nth(1) else { return fail("no `vm steps` report") };
+    // The whole run's report (after the three steps'), up to the next.
+    let Some(first) = text.split("steps from ").nth(2) else { return fail("no `vm steps` report") };
     let head = first.lines().next().unwrap_or_default();
     let number = |after: &str| {
         let word = head.split(after).nth(1).and_then(|r| r.split_whitespace().next());
@@ -569,7 +555,8 @@ fn gdb_vm_steps(images: &Images) -> Result<(), Failed> {
     if n < 1000 {
         return fail(&format!("only {n} instructions for a copy-on-write fault"));
     }
-    if !text.contains(": 3 instructions, ") || !text.contains("stopped after 3 at") {
+    let three = text.split("steps from ").nth(1).and_then(|r| r.lines().next()).unwrap_or_default();
+    if !three.starts_with("kernel::vmspace::page_fault: 3 instructions, ") || !three.contains("stopped after 3 at") {
         return fail("`vm steps 3` did not stop after three instructions");
     }
     if !text.contains("usage: vm steps [LIMIT]") {

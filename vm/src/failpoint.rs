@@ -196,8 +196,24 @@ pub static BLK_WRITE: FailPoint = FailPoint::new("blk.write");
 pub static SWAP_READ: FailPoint = FailPoint::new("swap.read");
 pub static SWAP_WRITE: FailPoint = FailPoint::new("swap.write");
 
+/// PV-entry allocation of the machine's pmap (one per mapping of a managed
+/// page): `pmap_enter` fails with a shortage and the fault waits and retries
+/// (rule 12).
+pub static PV_ALLOC: FailPoint = FailPoint::new("pmap.pv_alloc");
+
 /// Every kernel fail point, for the command line and the debugger.
-pub static ALL: [&FailPoint; 9] = [&RADIX_NODE_ALLOC, &PAGE_ALLOC, &OBJECT_ALLOC, &MAP_ENTRY_ALLOC, &PAGER_IO, &BLK_READ, &BLK_WRITE, &SWAP_READ, &SWAP_WRITE];
+pub static ALL: [&FailPoint; 10] = [
+    &RADIX_NODE_ALLOC,
+    &PAGE_ALLOC,
+    &OBJECT_ALLOC,
+    &MAP_ENTRY_ALLOC,
+    &PAGER_IO,
+    &BLK_READ,
+    &BLK_WRITE,
+    &SWAP_READ,
+    &SWAP_WRITE,
+    &PV_ALLOC,
+];
 
 /// Sets the kernel fail point `name` from its text form.
 pub fn set_by_name(name: &str, action: &str) -> Result<(), ParseError> {
