@@ -1483,6 +1483,15 @@ pub(crate) mod tests {
         assert_eq!(p.wait(), Status::Exited(0));
     }
 
+    /// A map-entry bomb (one-page mappings until mmap fails) ends in
+    /// ENOMEM at the map-entry limit, and an open-file bomb in EMFILE at
+    /// RLIMIT_NOFILE, soft then hard, in four processes at once; afterwards
+    /// both work again: user/bombs.c.
+    #[ktest(timeout = 240)]
+    fn map_and_file_bombs_end_in_errors() {
+        assert_eq!(run_bin("bombs", &["maps", "files"]), Status::Exited(0));
+    }
+
     /// User stack pages fault in on demand and keep their data.
     #[ktest]
     fn user_stack_faults_in() {
