@@ -17,11 +17,13 @@
 //! from the kernel heap, whose allocation cannot report failure: the map asks
 //! the heap for room first ([`crate::set_heap_room`]) and fails the same way.
 //!
-//! Free space: `find_space_from` keeps a hint, a range known to be mapped
-//! throughout (FreeBSD's map hint, Linux's old `free_area_cache`): a search
-//! that starts in it starts at its end, so the usual run of `mmap`s without
-//! an address visits a few entries, not all of them. Only an unmap can free
-//! part of the range, and it shortens the hint.
+//! Free space: `find_space_from` keeps a hint, a range and the longest free
+//! run within it (Linux's old `free_area_cache` and `cached_hole_size`): a
+//! search that starts in the range for more than that starts at its end, so
+//! the usual run of `mmap`s without an address visits a few entries, not all
+//! of them, and so does a run of requests too long for the holes left
+//! below. Only an unmap can free more of the range, and it ends the range
+//! where it starts.
 //!
 //! Locking: the map is used under its owner's lock (`vm::sync::Mutex<VmMap>` in the
 //! fault path); it is first in the lock order (map ⇒ object ⇒ page busy).
@@ -145,8 +147,9 @@ pub struct VmMap {
     max_entries: usize,
     /// Bytes mapped: the sum of the entries' lengths (RLIMIT_AS).
     size: u64,
-    /// `[lo, hi)`: every page in it is mapped (see the module docs).
-    hint: Cell<(u64, u64)>,
+    /// `(lo, hi, hole)`: no free run in `[lo, hi)` is longer than `hole`
+    /// bytes (see the module docs).
+    hint: Cell<(u64, u64, u64)>,
     /// Entries looked at by free-space searches, in all (a statistic).
     search_visits: Cell<u64>,
     /// Fails the entry allocations it is told to (tests).
@@ -169,7 +172,7 @@ impl VmMap {
             timestamp: 0,
             max_entries: DEFAULT_MAX_ENTRIES,
             size: 0,
-            hint: Cell::new((min, min)),
+            hint: Cell::new((min, min, 0)),
             search_visits: Cell::new(0),
             entry_alloc: &crate::failpoint::MAP_ENTRY_ALLOC,
         }
@@ -273,47 +276,50 @@ impl VmMap {
     }
 
     /// The lowest free range of `len` bytes aligned to `align` at or above
-    /// `from`. Starts at the end of the hint when `from` is within it, looks
-    /// only at the entries from there up, and extends the hint over the
-    /// entries it finds back to back.
+    /// `from`. Starts at the end of the hint when `from` is within it and
+    /// the hint has no free run as long as `len`; looks only at the entries
+    /// from there up; and extends the hint over every entry it passes, with
+    /// the free runs between them that were too short.
     pub fn find_space_from(&self, from: u64, len: u64, align: u64) -> Option<u64> {
         let align = align.max(PAGE);
         let from = from.max(self.min);
-        let (lo, hi) = self.hint.get();
-        // `[cov_lo, cov_hi)` is mapped throughout.
-        let (cov_lo, mut cov_hi) = if lo <= from && from <= hi { (lo, hi) } else { (from, from) };
+        let (lo, hi, hole) = self.hint.get();
+        // Every free run in `[cov_lo, cov_hi)` is at most `cov_hole` bytes.
+        let (cov_lo, mut cov_hi, mut cov_hole) =
+            if lo <= from && from <= hi && len > hole { (lo, hi, hole) } else { (from, from, 0) };
         let mut visits = 0;
         if let Some(e) = self.entry(cov_hi) {
             visits += 1;
             cov_hi = e.end;
         }
-        let mut cur = cov_hi.checked_next_multiple_of(align)?;
-        let mut back_to_back = true;
         let mut found = None;
         for e in self.entries.range(cov_hi..).map(|(_, e)| e) {
             visits += 1;
-            if back_to_back && e.start == cov_hi {
-                cov_hi = e.end;
-            } else {
-                back_to_back = false;
-            }
+            let cur = cov_hi.checked_next_multiple_of(align)?;
             if cur.checked_add(len).is_some_and(|end| end <= e.start) {
                 found = Some(cur);
                 break;
             }
-            cur = cur.max(e.end.checked_next_multiple_of(align)?);
+            // Too short (or misaligned): passed over, and remembered.
+            cov_hole = cov_hole.max(e.start - cov_hi);
+            cov_hi = e.end;
         }
-        self.hint.set((cov_lo, cov_hi));
+        self.hint.set((cov_lo, cov_hi, cov_hole));
         self.search_visits.set(self.search_visits.get() + visits);
-        found.or_else(|| cur.checked_add(len).is_some_and(|end| end <= self.max).then_some(cur))
+        found.or_else(|| {
+            let cur = cov_hi.checked_next_multiple_of(align)?;
+            cur.checked_add(len).is_some_and(|end| end <= self.max).then_some(cur)
+        })
     }
 
-    /// An unmap of `[start, end)`: the hint ends where the range starts, if
-    /// they overlap.
+    /// After an unmap of `[start, end)`: if it freed part of the hint's
+    /// range, the range ends where the free run that now holds `start`
+    /// begins (a short hole just below `start` is part of a longer one now).
     fn shorten_hint(&self, start: u64, end: u64) {
-        let (lo, hi) = self.hint.get();
+        let (lo, hi, hole) = self.hint.get();
         if start < hi && end > lo {
-            self.hint.set((lo, start.max(lo)));
+            let run = self.entries.range(..start).next_back().map_or(self.min, |(_, e)| e.end);
+            self.hint.set((lo, run.min(start).max(lo), hole));
         }
     }
 
@@ -430,12 +436,12 @@ impl VmMap {
     /// pages go back to the queues), and releases the objects.
     pub fn unmap(&mut self, start: u64, end: u64) -> Result<(), MapError> {
         self.check_range(start, end)?;
-        self.shorten_hint(start, end);
         for k in self.clipped(start, end, true)? {
             let e = self.entries.remove(&k).unwrap();
             self.size -= e.end - e.start;
             self.release(e);
         }
+        self.shorten_hint(start, end);
         self.timestamp += 1;
         Ok(())
     }

@@ -148,6 +148,19 @@ fn searches_without_an_address_visit_few_entries() {
     }
     let visits = map.search_visits() - before;
     assert!(visits <= 200 + N, "{visits} entries visited for 100 searches after the hole was filled");
+
+    // A one-page hole low down, then requests for two pages, too long for
+    // it: the first passes over it, the rest start above.
+    map.unmap(BASE + 10 * PAGE, BASE + 11 * PAGE).unwrap();
+    let before = map.search_visits();
+    for _ in 0..100 {
+        let at = map.find_space_from(BASE, 2 * PAGE, PAGE).unwrap();
+        assert!(at > BASE + N * PAGE);
+        map.map(Some(at), 2 * PAGE, Prot::RW, Prot::ALL, Inherit::Copy, None, false).unwrap();
+    }
+    let visits = map.search_visits() - before;
+    assert!(visits <= 200 + N, "{visits} entries visited for 100 searches over a short hole");
+    assert_eq!(map.find_space_from(BASE, PAGE, PAGE), Some(BASE + 10 * PAGE), "the hole is still found");
 }
 
 /// The lowest fit at or above `from`, the slow way: every entry, in order.
