@@ -201,8 +201,9 @@ impl vm::object::Pager for VnodePager {
     }
 
     fn get_page(&self, object: &VmObject, page: &'static Page) -> PagerResult {
-        // Past the end of the file: SIGBUS for the faulting program.
-        if page.pindex() * PAGE >= self.size.load(Ordering::Acquire) {
+        // Past the end of the file: SIGBUS for the faulting program. (An
+        // index whose offset does not fit in 64 bits is past it too.)
+        if page.pindex().checked_mul(PAGE).is_none_or(|off| off >= self.size.load(Ordering::Acquire)) {
             return PagerResult::Bad;
         }
         self.get_pages(object, &[page], 0)
@@ -878,6 +879,25 @@ mod tests {
         let dir = m.fs.lock().lookup(b"/tmp").unwrap();
         m.unlink(dir, name).unwrap();
         m.drop_unused();
+    }
+
+    /// A page index whose byte offset does not fit in 64 bits (2^52 and
+    /// up; mmap refuses such ranges, but an object may be mapped at any
+    /// index) is past the end of the file: the fault is Bad (SIGBUS), not
+    /// an overflow in the pager.
+    #[ktest]
+    fn a_page_index_past_every_offset_is_bad() {
+        use vm::fault::{FaultError, fault};
+        let v = data_vnode();
+        let space = crate::vmspace::AddressSpace::new().unwrap();
+        v.object.reference();
+        let at = Some((v.object.clone(), (1u64 << 52) - 1));
+        let a = space.map.lock().map(None, 2 * PAGE, Prot::READ, Prot::READ, Inherit::Copy, at, true).unwrap();
+        assert_eq!(fault(&space.map, a, Prot::READ, false), Err(FaultError::Bad), "index 2^52 - 1");
+        assert_eq!(fault(&space.map, a + PAGE, Prot::READ, false), Err(FaultError::Bad), "index 2^52");
+        drop(space);
+        drop(v);
+        root().unwrap().drop_unused();
     }
 
     /// Rule 6: when the disk fails every read, a fault gets an I/O error,
