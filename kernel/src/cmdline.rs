@@ -13,6 +13,7 @@
 //! | `run` | comma-separated test indices, for `mode=test` | every test |
 //! | `log` | `error`, `warn`, `info`, `debug`, `trace` | `info` |
 //! | `profile` | `on`, `off`: with `mode=bench`, sample where the faults spend their time (`profile`) | `off` |
+//! | `run.report` | `on`, `off`: with `mode=run`, end with the line that compares free pages and heap use with the start and says whether the page invariants hold (`demo::run_program`) | `off` |
 //! | `swap.read_ahead` | `on`, `off`: the swap pager's read-ahead (`swap_pager::READ_AHEAD`) | `on` |
 //! | `fail.<name>` | a fail-point action: `off`, `always`, `nth:N`, `P%`, `P%@SEED` (see `vm::failpoint`) | `off` |
 
@@ -105,6 +106,10 @@ pub fn parse(raw: &str) -> Cmdline {
             "profile" => match value {
                 "on" | "off" => crate::profile::WANTED.store(value == "on", core::sync::atomic::Ordering::Relaxed),
                 _ => log::warn!("cmdline: profile={value:?}: on or off"),
+            },
+            "run.report" => match value {
+                "on" | "off" => crate::demo::RUN_REPORT.store(value == "on", core::sync::atomic::Ordering::Relaxed),
+                _ => log::warn!("cmdline: run.report={value:?}: on or off"),
             },
             "swap.read_ahead" => match value {
                 "on" | "off" => crate::swap_pager::READ_AHEAD.store(value == "on", core::sync::atomic::Ordering::Relaxed),

@@ -128,6 +128,10 @@ pub fn print_counters() {
     );
 }
 
+/// `run.report=on`: `mode=run` ends with the line of [`Before::every_process_gone`]
+/// (set before the program starts). (A)
+pub static RUN_REPORT: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
 /// `mode=run`: runs the program handed in by the host under init, and
 /// reports its exit status (the shell's way: 128 + signal when killed).
 pub fn run_program() {
@@ -166,6 +170,8 @@ pub fn run_program() {
         }
     };
     log::info!("run: {path} ended with status {code}");
-    log::info!("{}", before.every_process_gone());
+    if RUN_REPORT.load(core::sync::atomic::Ordering::Relaxed) {
+        kprintln!("{}", before.every_process_gone());
+    }
     crate::qemu::report_status(code);
 }

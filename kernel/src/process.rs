@@ -1284,6 +1284,31 @@ pub(crate) mod tests {
         assert_eq!(process_count(), before);
     }
 
+    /// Four processes opening files until they cannot: each gets EMFILE
+    /// at its descriptor limit, or ENFILE once the system's table is full;
+    /// lowered to 1,500, the count of open files peaks there exactly, and
+    /// every file is closed at the end: user/bombs.c.
+    #[ktest(timeout = 240)]
+    fn file_bomb_ends_in_emfile_or_enfile() {
+        use crate::vfs::{FILE_LIMIT, open_files};
+        let before = open_files();
+        let limit = before + 1500;
+        FILE_LIMIT.store(limit, Ordering::Relaxed);
+        let p = spawn_elf("bombs", crate::programs::bin("bombs"), &["/bin/bombs", "files"]).unwrap();
+        let mut peak = 0;
+        while p.status().is_none() {
+            peak = peak.max(open_files());
+            sched::yield_now();
+        }
+        FILE_LIMIT.store(0, Ordering::Relaxed);
+        let status = p.wait();
+        drop(p);
+        end_the_rest();
+        assert_eq!(status, Status::Exited(0));
+        assert_eq!(peak, limit, "the most open files at once");
+        assert_eq!(open_files(), before, "every file closed");
+    }
+
     /// The file system calls on the root filesystem (the virtio disk):
     /// user/files.c in /tmp.
     #[ktest(timeout = 60)]

@@ -123,7 +123,8 @@ pub fn openat(dirfd: i64, path: u64, flags: u64, mode: u64) -> i64 {
             if writable {
                 return Err(EACCES);
             }
-            return current()?.add_file(OpenFile::text(bytes.into()), flags & O_CLOEXEC != 0, 0).map(|fd| fd as i64).ok_or(EMFILE);
+            let f = OpenFile::text(bytes.into()).map_err(|e| -fs_err(e))?;
+            return current()?.add_file(f, flags & O_CLOEXEC != 0, 0).map(|fd| fd as i64).ok_or(EMFILE);
         }
         let m = mount()?;
         let start = start_dir(dirfd, &path)?;

@@ -28,7 +28,7 @@ use alloc::collections::BTreeMap;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use pager::block::BlockDevice;
 use pager::ext2::{Ext2, FsError, Ino};
@@ -287,8 +287,38 @@ pub struct OpenFile {
     pub offset: SleepLock<u64>,
 }
 
+/// Open files in the system: every [`OpenFile`] counts from when it is made
+/// until it is dropped. (A; Relaxed: a count that guards no other data.)
+static OPEN_FILES: AtomicUsize = AtomicUsize::new(0);
+
+/// The most open files there may be, as Linux's `fs.file-max`: a tenth of
+/// memory in KiB, at least 8192 (13,107 at 128 MiB). Whatever each
+/// process's RLIMIT_NOFILE, descriptors then take a bounded part of the
+/// kernel heap (Linux lets root past it; here nothing runs as anyone else).
+/// A test may lower it ([`FILE_LIMIT`]).
+pub fn max_open_files() -> usize {
+    match FILE_LIMIT.load(Ordering::Relaxed) {
+        0 => {
+            let kib = vm::global().pages().len() * (PAGE as usize / 1024);
+            (kib / 10).max(8192)
+        }
+        n => n,
+    }
+}
+
+/// The open-file limit when not 0, else the one memory gives. (A)
+pub static FILE_LIMIT: AtomicUsize = AtomicUsize::new(0);
+
+/// Open files in the system.
+pub fn open_files() -> usize {
+    OPEN_FILES.load(Ordering::Relaxed)
+}
+
 impl OpenFile {
+    /// The console: made by the kernel for the processes it starts, so
+    /// not held to the limit.
     pub fn console() -> Arc<OpenFile> {
+        OPEN_FILES.fetch_add(1, Ordering::Relaxed);
         Arc::new(OpenFile {
             kind: FileKind::Console,
             readable: true,
@@ -298,15 +328,19 @@ impl OpenFile {
         })
     }
 
+    /// A new open file, or TooManyOpen past [`max_open_files`], or NoMemory.
+    fn new(kind: FileKind, readable: bool, writable: bool, append: bool) -> Result<Arc<OpenFile>, FsError> {
+        if OPEN_FILES.fetch_add(1, Ordering::Relaxed) >= max_open_files() {
+            OPEN_FILES.fetch_sub(1, Ordering::Relaxed);
+            return Err(FsError::TooManyOpen);
+        }
+        // On failure the value is dropped, and with it its count.
+        Arc::try_new(OpenFile { kind, readable, writable, append, offset: SleepLock::new(0) }).map_err(|_| FsError::NoMemory)
+    }
+
     /// A read-only file of `bytes`.
-    pub fn text(bytes: Arc<[u8]>) -> Arc<OpenFile> {
-        Arc::new(OpenFile {
-            kind: FileKind::Text(bytes),
-            readable: true,
-            writable: false,
-            append: false,
-            offset: SleepLock::new(0),
-        })
+    pub fn text(bytes: Arc<[u8]>) -> Result<Arc<OpenFile>, FsError> {
+        OpenFile::new(FileKind::Text(bytes), true, false, false)
     }
 
     /// Opens inode `ino` of the root filesystem (a regular file of `size`
@@ -314,7 +348,7 @@ impl OpenFile {
     pub fn open(ino: Ino, dir: bool, size: u64, readable: bool, writable: bool, append: bool) -> Result<Arc<OpenFile>, FsError> {
         let m = root().ok_or(FsError::NotFound)?;
         let kind = if dir { FileKind::Dir(ino) } else { FileKind::File(m.vnode(ino, size)?) };
-        Ok(Arc::new(OpenFile { kind, readable, writable, append, offset: SleepLock::new(0) }))
+        OpenFile::new(kind, readable, writable, append)
     }
 
     pub fn ino(&self) -> Option<Ino> {
@@ -338,6 +372,7 @@ impl Drop for OpenFile {
     /// The last close of a file nobody maps drops its vnode (an unlinked
     /// one's inode is freed then).
     fn drop(&mut self) {
+        OPEN_FILES.fetch_sub(1, Ordering::Relaxed);
         if let FileKind::File(v) = core::mem::replace(&mut self.kind, FileKind::Console) {
             drop(v);
             if let Some(m) = root() {
@@ -355,15 +390,18 @@ impl Mount {
             return Ok(v.clone());
         }
         let pages = size.div_ceil(PAGE).max(1);
-        let object = VmObject::try_new(ObjectKind::Vnode, pages, vm::kernel_env()).map_err(|_| FsError::NoSpace)?;
-        let size = Arc::new(AtomicU64::new(size));
-        object.lock().set_pager(Arc::new(VnodePager {
+        let object = VmObject::try_new(ObjectKind::Vnode, pages, vm::kernel_env()).map_err(|_| FsError::NoMemory)?;
+        let size = Arc::try_new(AtomicU64::new(size)).map_err(|_| FsError::NoMemory)?;
+        let pager = Arc::try_new(VnodePager {
             ino,
             size: size.clone(),
             next_sequential: AtomicU64::new(u64::MAX),
             window: AtomicU64::new(AHEAD_INIT),
-        }));
-        let v = Arc::new(Vnode { ino, size, object, unlinked: core::sync::atomic::AtomicBool::new(false) });
+        })
+        .map_err(|_| FsError::NoMemory)?;
+        object.lock().set_pager(pager);
+        let v = Arc::try_new(Vnode { ino, size, object, unlinked: core::sync::atomic::AtomicBool::new(false) })
+            .map_err(|_| FsError::NoMemory)?;
         vnodes.insert(ino, v.clone());
         Ok(v)
     }

@@ -21,7 +21,8 @@ pub struct Run<'a> {
     pub args: Vec<String>,
     /// Guest memory (`MEMORY`).
     pub memory: &'a str,
-    /// Extra kernel command line (after `mode=run log=info`): fail points, say.
+    /// Extra kernel command line (after `mode=run log=warn run.report=on`):
+    /// fail points, say.
     pub cmdline: &'a str,
     /// Killed (and an error) past this.
     pub timeout: Duration,
@@ -78,8 +79,8 @@ pub fn run(images: &Images, r: &Run<'_>) -> Result<Outcome> {
         .args(&r.args)
         .env("KERNEL_ELF", &images.kernel)
         .env("MEMORY", r.memory)
-        // Info lines: the kernel's closing report is one.
-        .env("KERNEL_CMDLINE", format!("mode=run log=info {}", r.cmdline).trim_end())
+        // The kernel's closing line, and only its warnings besides.
+        .env("KERNEL_CMDLINE", format!("mode=run log=warn run.report=on {}", r.cmdline).trim_end())
         .process_group(0)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -85,6 +85,7 @@ impl<T: ?Sized> Mutex<T> {
     }
 }
 
+#[cfg(debug_assertions)]
 #[cold]
 #[inline(never)]
 fn taken_with_interrupts_off(lock: usize, site: &'static Location<'static>) -> ! {

@@ -95,6 +95,10 @@ pub enum FsError {
     ReadOnly,
     /// Not a file type this call handles (e.g. creating a device node).
     InvalidArgument,
+    /// Kernel memory ran short (a vnode, an open file).
+    NoMemory,
+    /// The system's table of open files is full.
+    TooManyOpen,
 }
 
 impl FsError {
@@ -104,9 +108,11 @@ impl FsError {
             FsError::NotFound => 2,                          // ENOENT
             FsError::Io(_) => 5,                             // EIO
             FsError::Exists => 17,                           // EEXIST
+            FsError::NoMemory => 12,                         // ENOMEM
             FsError::NotDir => 20,                           // ENOTDIR
             FsError::IsDir => 21,                            // EISDIR
             FsError::InvalidArgument | FsError::InvalidName => 22, // EINVAL
+            FsError::TooManyOpen => 23,                      // ENFILE
             FsError::FileTooBig => 27,                       // EFBIG
             FsError::NoSpace => 28,                          // ENOSPC
             FsError::ReadOnly => 30,                         // EROFS
