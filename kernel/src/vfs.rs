@@ -314,6 +314,22 @@ pub fn open_files() -> usize {
     OPEN_FILES.load(Ordering::Relaxed)
 }
 
+/// The most files open at once since [`reset_open_files_peak`] (a count
+/// taken where files are opened: a program that reaches the limit and
+/// closes everything within one time slice is never seen at it from
+/// outside). (A, Relaxed as the count.)
+static OPEN_FILES_PEAK: AtomicUsize = AtomicUsize::new(0);
+
+/// The most files open at once since the last reset.
+pub fn open_files_peak() -> usize {
+    OPEN_FILES_PEAK.load(Ordering::Relaxed)
+}
+
+/// Starts the peak again from the files open now.
+pub fn reset_open_files_peak() {
+    OPEN_FILES_PEAK.store(open_files(), Ordering::Relaxed);
+}
+
 impl OpenFile {
     /// The console: made by the kernel for the processes it starts, so
     /// not held to the limit.
@@ -330,10 +346,12 @@ impl OpenFile {
 
     /// A new open file, or TooManyOpen past [`max_open_files`], or NoMemory.
     fn new(kind: FileKind, readable: bool, writable: bool, append: bool) -> Result<Arc<OpenFile>, FsError> {
-        if OPEN_FILES.fetch_add(1, Ordering::Relaxed) >= max_open_files() {
+        let before = OPEN_FILES.fetch_add(1, Ordering::Relaxed);
+        if before >= max_open_files() {
             OPEN_FILES.fetch_sub(1, Ordering::Relaxed);
             return Err(FsError::TooManyOpen);
         }
+        OPEN_FILES_PEAK.fetch_max(before + 1, Ordering::Relaxed);
         // On failure the value is dropped, and with it its count.
         Arc::try_new(OpenFile { kind, readable, writable, append, offset: SleepLock::new(0) }).map_err(|_| FsError::NoMemory)
     }
