@@ -20,3 +20,4 @@ pub const EINVAL: i64 = 22;
 pub const ENOTTY: i64 = 25;
 pub const ENAMETOOLONG: i64 = 36;
 pub const ENOSYS: i64 = 38;
+pub const EOVERFLOW: i64 = 75;

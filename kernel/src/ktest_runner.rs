@@ -73,6 +73,8 @@ pub fn run(selection: Option<&[usize]>) -> ! {
     let all: Vec<usize> = (0..tests.len()).collect();
     let selection = selection.unwrap_or(&all);
     log::info!("ktest: running {} of {} tests", selection.len(), tests.len());
+    free_pages();
+    let heap_before = crate::heap::usage().0;
     let mut failed = 0;
     for &i in selection {
         let Some(&t) = tests.get(i) else {
@@ -107,6 +109,10 @@ pub fn run(selection: Option<&[usize]>) -> ! {
             }
         }
     }
+    free_pages();
+    // Caches (the filesystem's blocks, the log's once-only table) make the
+    // two differ; a test for leaks compares a second round with a first.
+    kprintln!("ktest: heap {heap_before} bytes in use before the tests, {} after", crate::heap::usage().0);
     kprintln!("ktest: done {} run, {failed} failed", selection.len());
     crate::vfs::sync_all();
     qemu::exit(if failed == 0 { ExitCode::Success } else { ExitCode::Failure })

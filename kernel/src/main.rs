@@ -126,6 +126,10 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
         },
         sched::wakeup,
     );
+    // The VM's allocations that cannot fail by themselves (map-entry tree
+    // nodes) are refused unless the heap, grown as far as free pages allow,
+    // keeps a margin beyond them for the allocations that must not fail.
+    vm::set_heap_room(|bytes| heap::available() >= bytes.saturating_add(64 * 1024));
     if let Err(e) = pmap::init() {
         panic!("cannot set up the pmap: {e:?}");
     }

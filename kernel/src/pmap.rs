@@ -415,6 +415,30 @@ fn walk_range(
     table(t).iter().all(|e| e.load(Ordering::Relaxed) == 0)
 }
 
+/// The lowest page address in `[start, end)` whose leaf entry is not empty
+/// (a mapping, or an orphaned wiring), descending only into present tables:
+/// the cost follows the tables in use, not the length of the range.
+fn first_used(t: u64, level: u32, base: u64, start: u64, end: u64) -> Option<u64> {
+    let span = 1u64 << (12 + 9 * level);
+    let first = if start > base { ((start - base) / span) as usize } else { 0 };
+    let last = (((end - 1).saturating_sub(base)) / span).min(511) as usize;
+    let last = if level == 3 { last.min(255) } else { last };
+    for i in first..=last {
+        let v = table(t)[i].load(Ordering::Acquire);
+        let va = base + i as u64 * span;
+        if level == 0 {
+            if v != 0 {
+                return Some(va);
+            }
+        } else if v & P != 0 {
+            if let Some(found) = first_used(v & ADDR, level - 1, va, start.max(va), end.min(va + span)) {
+                return Some(found);
+            }
+        }
+    }
+    None
+}
+
 #[inline(always)]
 fn pv_alloc(gl: &Globals, pmap: &X86Pmap, va: u64) -> Result<*mut Pv, PmapError> {
     let mem = gl.pv_zone.alloc().ok_or(PmapError::NoMemory)?;
@@ -585,6 +609,15 @@ impl Pmap for X86Pmap {
         }
         e.store(0, Ordering::Release);
         Some(v & ADDR)
+    }
+
+    fn next_used(&self, start: u64, end: u64) -> Option<u64> {
+        let _pv = g().lock.lock();
+        let end = end.min(USER_END);
+        if start >= end {
+            return None;
+        }
+        first_used(self.pml4, 3, 0, start, end)
     }
 
     fn wired_at(&self, va: u64) -> bool {

@@ -17,8 +17,16 @@
 //! default (SIGCHLD, SIGCONT, SIGURG, SIGWINCH), are dropped.
 //!
 //! The user stack starts at [`STACK_INITIAL`] bytes below [`STACK_TOP`] and
-//! grows on fault, down to [`STACK_LIMIT`]; a fault beyond that is a
-//! SIGSEGV.
+//! grows on fault, down to the process's `RLIMIT_STACK`; a fault beyond that
+//! is a SIGSEGV.
+//!
+//! Resource limits (`getrlimit`, `setrlimit`, `prlimit64`) are Linux's, with
+//! its defaults, inherited by a fork and kept across an exec. Enforced:
+//! `RLIMIT_AS` (mmap, brk, stack growth: ENOMEM), `RLIMIT_NOFILE` (open,
+//! dup: EMFILE), `RLIMIT_NPROC` (fork: EAGAIN), `RLIMIT_MEMLOCK` (mlock,
+//! mlockall: ENOMEM, EPERM when 0) and `RLIMIT_STACK`. Everything runs as
+//! root, but unlike Linux's root the limits hold for it too: they are what
+//! keeps one program from taking the kernel's heap.
 
 use alloc::collections::BTreeMap;
 use alloc::string::String;
@@ -39,8 +47,51 @@ pub const CODE_BASE: u64 = 0x40_0000;
 pub const STACK_TOP: u64 = 0x7FFF_FFFF_0000;
 /// The stack mapped at start; it grows on fault down to the limit.
 pub const STACK_INITIAL: u64 = 128 * 1024;
-/// The stack's size limit (Linux's default RLIMIT_STACK).
+/// The stack's default size limit (Linux's default RLIMIT_STACK), and the
+/// room below [`STACK_TOP`] that program images leave for the stack.
 pub const STACK_LIMIT: u64 = 8 << 20;
+
+/// Resource numbers (`RLIMIT_*`), indices into [`Process::limits`].
+pub const RLIMIT_STACK: usize = 3;
+pub const RLIMIT_NPROC: usize = 6;
+pub const RLIMIT_NOFILE: usize = 7;
+pub const RLIMIT_MEMLOCK: usize = 8;
+pub const RLIMIT_AS: usize = 9;
+pub const RLIMIT_SIGPENDING: usize = 11;
+pub const RLIMIT_MSGQUEUE: usize = 12;
+pub const RLIM_NLIMITS: usize = 16;
+pub const RLIM_INFINITY: u64 = u64::MAX;
+/// The most descriptors `RLIMIT_NOFILE` may allow (Linux's `fs.nr_open`).
+pub const NR_OPEN: u64 = 1 << 20;
+
+/// One resource limit: the soft limit, enforced, and the hard one, the
+/// most the soft may be raised to (`cur <= max`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rlimit {
+    pub cur: u64,
+    pub max: u64,
+}
+
+/// Linux's limits for init (`INIT_RLIMITS`, and `fork_init`'s process
+/// count, which follows memory: half the threads whose kernel stacks would
+/// take an eighth of it).
+pub fn default_limits() -> [Rlimit; RLIM_NLIMITS] {
+    let inf = Rlimit { cur: RLIM_INFINITY, max: RLIM_INFINITY };
+    let mut l = [inf; RLIM_NLIMITS];
+    // Linux's count of threads: what `max_processes` allows.
+    let memory = vm::try_global().map_or(0, |pm| pm.pages().len() as u64 * PAGE);
+    let threads = (memory / (8 * sched::STACK_SIZE as u64)).max(20);
+    l[RLIMIT_STACK] = Rlimit { cur: STACK_LIMIT, max: RLIM_INFINITY };
+    l[4 /* RLIMIT_CORE */] = Rlimit { cur: 0, max: RLIM_INFINITY };
+    l[RLIMIT_NPROC] = Rlimit { cur: threads / 2, max: threads / 2 };
+    l[RLIMIT_NOFILE] = Rlimit { cur: 1024, max: 4096 };
+    l[RLIMIT_MEMLOCK] = Rlimit { cur: 8 << 20, max: 8 << 20 };
+    l[RLIMIT_SIGPENDING] = Rlimit { cur: threads / 2, max: threads / 2 };
+    l[RLIMIT_MSGQUEUE] = Rlimit { cur: 819_200, max: 819_200 };
+    l[13 /* RLIMIT_NICE */] = Rlimit { cur: 0, max: 0 };
+    l[14 /* RLIMIT_RTPRIO */] = Rlimit { cur: 0, max: 0 };
+    l
+}
 /// How much the stack grows at least, at a time.
 const STACK_GROW: u64 = 64 * 1024;
 const PAGE: u64 = 4096;
@@ -132,6 +183,8 @@ pub struct Process {
     pub actions: Mutex<[SigAction; NSIG as usize]>,
     /// Open files by descriptor, with the close-on-exec flag.
     pub files: Mutex<Vec<Option<(Arc<crate::vfs::OpenFile>, bool)>>>,
+    /// Resource limits by `RLIMIT_*` number.
+    pub limits: Mutex<[Rlimit; RLIM_NLIMITS]>,
     /// Its place in the count of processes. (C)
     _slot: Slot,
 }
@@ -208,7 +261,8 @@ static INIT: Mutex<Weak<Process>> = Mutex::new(Weak::new());
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SpawnError {
     NoMemory,
-    /// As many processes as memory allows exist already ([`max_processes`]).
+    /// As many processes as memory allows exist already ([`max_processes`]),
+    /// or as many as the parent's RLIMIT_NPROC allows.
     TooMany,
     /// The program could not be loaded.
     Load(crate::elf::ElfError),
@@ -282,8 +336,17 @@ impl Process {
             blocked: AtomicU64::new(0),
             actions: Mutex::new([SigAction::default(); NSIG as usize]),
             files: Mutex::new(files),
+            limits: Mutex::new(match parent {
+                Some(p) => *p.limits.lock(),
+                None => default_limits(),
+            }),
             _slot: slot,
         }
+    }
+
+    /// The soft limit of resource `r` (an `RLIMIT_*`).
+    pub fn limit(&self, r: usize) -> u64 {
+        self.limits.lock()[r].cur
     }
 
     /// The open file of descriptor `fd`.
@@ -292,13 +355,16 @@ impl Process {
         files.get(usize::try_from(fd).ok()?)?.as_ref().map(|(f, _)| f.clone())
     }
 
-    /// Puts `f` at the lowest free descriptor at or above `min`; None if the
-    /// table is full.
+    /// Puts `f` at the lowest free descriptor at or above `min`; None if
+    /// every descriptor below `RLIMIT_NOFILE` is taken, or the table cannot
+    /// grow (EMFILE either way).
     pub fn add_file(&self, f: Arc<crate::vfs::OpenFile>, cloexec: bool, min: usize) -> Option<u64> {
-        const MAX_FILES: usize = 1024;
+        let max = self.limit(RLIMIT_NOFILE).min(NR_OPEN) as usize;
         let mut files = self.files.lock();
-        let slot = (min..MAX_FILES).find(|&i| files.get(i).is_none_or(|s| s.is_none()))?;
+        let slot = (min..max).find(|&i| files.get(i).is_none_or(|s| s.is_none()))?;
         if slot >= files.len() {
+            let more = slot + 1 - files.len();
+            files.try_reserve(more).ok()?;
             files.resize(slot + 1, None);
         }
         files[slot] = Some((f, cloexec));
@@ -566,6 +632,11 @@ pub fn exec(tf: &mut crate::arch::trap::TrapFrame, name: &str, exec: Exec) -> Re
 /// Returns the child's pid to the parent.
 pub fn fork(tf: &crate::arch::trap::TrapFrame) -> Result<u64, SpawnError> {
     let parent = current().ok_or(SpawnError::NoMemory)?;
+    // RLIMIT_NPROC: every process counts, ended ones not yet waited for
+    // too (there is one user, root), as Linux counts a user's.
+    if process_count() as u64 >= parent.limit(RLIMIT_NPROC) {
+        return Err(SpawnError::TooMany);
+    }
     let slot = Slot::take(max_processes()).ok_or(SpawnError::TooMany)?;
     // The map's entry tree allocates without a way to fail: refuse the
     // fork while the heap, grown as far as free pages allow, would have
@@ -788,6 +859,13 @@ fn disposition(p: &Process, sig: u8) -> Disposition {
     }
 }
 
+/// True if `p` is init. A program's signals to init are dropped unless init
+/// has a handler for them (Linux's SIGNAL_UNKILLABLE): init ends only by
+/// itself. With no handler delivery yet, that is all of them.
+pub fn is_init(p: &Arc<Process>) -> bool {
+    INIT.lock().upgrade().is_some_and(|i| Arc::ptr_eq(&i, p))
+}
+
 /// Sends signal `sig` (1..=64) to `p`.
 pub fn send_signal(p: &Arc<Process>, sig: u8) {
     if sig == 0 || sig > NSIG || p.status().is_some() || disposition(p, sig) == Disposition::Ignore {
@@ -866,11 +944,12 @@ pub fn is_zombie_child(pid: u64) -> bool {
 pub fn grow_stack(addr: u64) -> bool {
     let Some(p) = current() else { return false };
     let Some(space) = p.space() else { return false };
-    let floor = STACK_TOP - STACK_LIMIT;
+    let limit = p.limit(RLIMIT_STACK);
+    let floor = STACK_TOP.saturating_sub(limit).max(0x1_0000);
     let low = p.stack_low.load(Ordering::SeqCst);
     if addr >= low || addr < floor {
-        if addr < floor && addr >= floor - STACK_GROW {
-            crate::kprintln!("pid {}: stack overflow: {addr:#x} is beyond the {} MiB stack limit", p.pid, STACK_LIMIT >> 20);
+        if addr < floor && addr >= floor.saturating_sub(STACK_GROW) {
+            crate::kprintln!("pid {}: stack overflow: {addr:#x} is beyond the {} KiB stack limit", p.pid, limit >> 10);
         }
         return false;
     }
@@ -885,6 +964,18 @@ pub fn grow_stack(addr: u64) -> bool {
     }
     if new_low > want {
         return false;
+    }
+    // RLIMIT_AS (and RLIMIT_MEMLOCK when new memory is locked): grow by
+    // what the fault needs if the usual step is too much.
+    let mut room = p.limit(RLIMIT_AS).saturating_sub(map.size());
+    if p.lock_future.load(Ordering::SeqCst) {
+        room = room.min(p.limit(RLIMIT_MEMLOCK).saturating_sub(map.wired_size()));
+    }
+    if low - new_low > room {
+        new_low = want;
+        if low - new_low > room {
+            return false;
+        }
     }
     if map.map(Some(new_low), low - new_low, Prot::RW, Prot::RW, Inherit::Copy, None, false).is_err() {
         return false;
@@ -1237,18 +1328,15 @@ pub(crate) mod tests {
     /// every file is closed at the end: user/bombs.c.
     #[ktest(timeout = 240)]
     fn file_bomb_ends_in_emfile_or_enfile() {
-        use crate::vfs::{FILE_LIMIT, open_files};
+        use crate::vfs::{FILE_LIMIT, open_files, open_files_peak, reset_open_files_peak};
         let before = open_files();
         let limit = before + 1500;
         FILE_LIMIT.store(limit, Ordering::Relaxed);
+        reset_open_files_peak();
         let p = spawn_elf("bombs", crate::programs::bin("bombs"), &["/bin/bombs", "files"]).unwrap();
-        let mut peak = 0;
-        while p.status().is_none() {
-            peak = peak.max(open_files());
-            sched::yield_now();
-        }
-        FILE_LIMIT.store(0, Ordering::Relaxed);
         let status = p.wait();
+        let peak = open_files_peak();
+        FILE_LIMIT.store(0, Ordering::Relaxed);
         drop(p);
         end_the_rest();
         assert_eq!(status, Status::Exited(0));
@@ -1374,6 +1462,89 @@ pub(crate) mod tests {
         })
         .unwrap();
         assert_eq!(p.wait(), Status::Exited(0));
+    }
+
+    /// Arguments that hung or panicked the kernel, answered as Linux does:
+    /// MAP_FIXED_NOREPLACE over 1 TiB at once, the map-entry limit (mmap,
+    /// mprotect and munmap splits past it are ENOMEM), file offsets whose
+    /// end overflows (EOVERFLOW), the last page below TASK_SIZE (ENOMEM),
+    /// wrapping lengths to every memory call, and a file grown by
+    /// ftruncate over bytes written past its end through a mapping, which
+    /// read as zeros: user/mapprobe.c.
+    #[ktest(timeout = 120)]
+    fn memory_call_probes() {
+        assert_eq!(run_bin("mapprobe", &["/tmp"]), Status::Exited(0));
+    }
+
+    /// Resource limits: Linux's defaults, setting them, inheritance by
+    /// fork and across exec, and RLIMIT_NOFILE, RLIMIT_AS, RLIMIT_STACK,
+    /// RLIMIT_MEMLOCK and RLIMIT_NPROC enforced: user/limits.c.
+    #[ktest(timeout = 60)]
+    fn resource_limits() {
+        assert_eq!(run_bin("limits", &[]), Status::Exited(0));
+    }
+
+    /// A program's kill(SIGKILL) of init is ignored: init, with no handler,
+    /// goes on and ends with its child's status.
+    #[ktest(timeout = 60)]
+    fn init_ignores_kill() {
+        let init = start_init(&["init", "/bin/limits", "initkill"]).unwrap();
+        assert_eq!(init.wait(), Status::Exited(0));
+    }
+
+    /// Map entries that cannot be allocated (the heap short, here the
+    /// `map.entry_alloc` fail point) make mmap, and mprotect and munmap
+    /// that would split an entry, fail with ENOMEM; what needs no new entry
+    /// still works.
+    #[ktest]
+    fn map_entry_allocation_failure_is_enomem() {
+        use crate::errno::ENOMEM;
+        use crate::sys_mem::{mmap, mprotect, munmap};
+        use vm::failpoint::{Action, MAP_ENTRY_ALLOC};
+        const RW: u64 = 3;
+        const PRIVATE_ANON: u64 = 0x22;
+        let p = spawn_kernel("entryfail", |_| {
+            let a = mmap(0, 4 * PAGE, RW, PRIVATE_ANON, u64::MAX, 0);
+            assert!(a > 0, "mmap: {a}");
+            let a = a as u64;
+            MAP_ENTRY_ALLOC.set(Action::Always);
+            let results = [
+                mmap(0, PAGE, RW, PRIVATE_ANON, u64::MAX, 0),
+                mprotect(a + PAGE, PAGE, 1),
+                munmap(a + PAGE, PAGE),
+                mprotect(a, 4 * PAGE, 1),
+                munmap(a, 4 * PAGE),
+            ];
+            MAP_ENTRY_ALLOC.set(Action::Off);
+            assert_eq!(results, [-ENOMEM, -ENOMEM, -ENOMEM, 0, 0]);
+        })
+        .unwrap();
+        assert_eq!(p.wait(), Status::Exited(0));
+    }
+
+    /// RLIMIT_AS stops the stack's growth: a fault past it is not resolved
+    /// (SIGSEGV), one within it grows the stack.
+    #[ktest]
+    fn stack_growth_stops_at_the_address_space_limit() {
+        let p = spawn_kernel("aslimit", |me| {
+            let Some(space) = me.space() else { panic!("no address space") };
+            let size = space.map.lock().size();
+            me.limits.lock()[RLIMIT_AS].cur = size + 16 * PAGE;
+            let low = me.stack_low.load(Ordering::SeqCst);
+            assert!(!grow_stack(low - 64 * PAGE), "64 pages down: past RLIMIT_AS");
+            assert!(grow_stack(low - 8 * PAGE), "8 pages down: within it");
+            assert!(space.map.lock().size() <= size + 16 * PAGE);
+        })
+        .unwrap();
+        assert_eq!(p.wait(), Status::Exited(0));
+    }
+
+    /// A map-entry bomb (one-page mappings of alternating protection until
+    /// mmap fails) ends in ENOMEM at the map-entry limit, 65,530, not in a
+    /// kernel panic on a heap run dry; afterwards mmap works: user/bombs.c.
+    #[ktest(timeout = 240)]
+    fn map_bomb_ends_in_enomem() {
+        assert_eq!(run_bin("bombs", &["maps"]), Status::Exited(0));
     }
 
     /// User stack pages fault in on demand and keep their data.

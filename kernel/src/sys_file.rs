@@ -178,13 +178,19 @@ pub fn close(fd: u64) -> i64 {
 }
 
 /// Truncates (or extends) the file of `v` to `len` bytes: its dirty pages
-/// are written back first, and the pages past the new end (with the one it
-/// falls in) leave its object and every mapping.
+/// are written back first, and the pages from the one the old or the new
+/// end falls in, whichever is lower, leave its object and every mapping.
+/// When the file grows, the page of the old end goes too: bytes written
+/// through a mapping past that end were never the file's (the write-back
+/// stopped at the end), and they must not appear as its data now; the page
+/// is read again from the file, zeros past the old end (FreeBSD zeroes that
+/// part of the page in `vnode_pager_setsize`).
 fn truncate(v: &vfs::Vnode, len: u64) -> Result<(), i64> {
     v.flush(0, u64::MAX).map_err(|e| -fs_err(e))?;
+    let old = v.size.load(core::sync::atomic::Ordering::Acquire);
     mount()?.fs.lock().truncate(v.ino, len).map_err(|e| -fs_err(e))?;
     v.set_size(len);
-    v.invalidate(len & !4095, u64::MAX);
+    v.invalidate(old.min(len) & !4095, u64::MAX);
     Ok(())
 }
 
@@ -558,10 +564,14 @@ pub fn dup(old: u64, new: Option<u64>, flags: u64) -> i64 {
             None => p.add_file(f, false, 0).map(|fd| fd as i64).ok_or(EMFILE),
             Some(n) if n == old => Ok(n as i64),
             Some(n) => {
-                let n = usize::try_from(n).ok().filter(|n| *n < 1024).ok_or(EBADF)?;
+                // A descriptor at or past RLIMIT_NOFILE is EBADF (Linux).
+                let max = p.limit(crate::process::RLIMIT_NOFILE).min(crate::process::NR_OPEN);
+                let n = usize::try_from(n).ok().filter(|n| (*n as u64) < max).ok_or(EBADF)?;
                 let replaced = {
                     let mut files = p.files.lock();
                     if n >= files.len() {
+                        let more = n + 1 - files.len();
+                        files.try_reserve(more).map_err(|_| EMFILE)?;
                         files.resize(n + 1, None);
                     }
                     files[n].replace((f, cloexec))

@@ -8,9 +8,8 @@ use core::sync::atomic::Ordering;
 use vm::map::{Inherit, MapError};
 use vm::pmap::Prot;
 
-use crate::pmap::USER_END;
-use crate::process;
-use crate::vmspace::AddressSpace;
+use crate::process::{self, RLIMIT_AS, RLIMIT_MEMLOCK};
+use crate::vmspace::{AddressSpace, TASK_SIZE};
 use crate::errno::*;
 
 const PAGE: u64 = 4096;
@@ -60,12 +59,18 @@ pub fn brk(addr: u64) -> i64 {
     let Some(space) = p.space() else { return -ENOMEM };
     let mut b = p.brk.lock();
     let (start, cur) = *b;
-    if addr < start || addr >= USER_END {
+    if addr < start || addr >= TASK_SIZE {
         return cur as i64;
     }
     let (old_top, new_top) = (page_up(cur).unwrap_or(cur), page_up(addr).unwrap_or(addr));
     let mut map = space.map.lock();
     if new_top > old_top {
+        if map.size().saturating_add(new_top - old_top) > p.limit(RLIMIT_AS)
+            || (p.lock_future.load(Ordering::SeqCst)
+                && map.wired_size().saturating_add(new_top - old_top) > p.limit(RLIMIT_MEMLOCK))
+        {
+            return cur as i64;
+        }
         if map.map(Some(old_top), new_top - old_top, Prot::RW, Prot::ALL, Inherit::Copy, None, false).is_err() {
             return cur as i64;
         }
@@ -81,7 +86,11 @@ pub fn brk(addr: u64) -> i64 {
     addr as i64
 }
 
-/// `mmap(addr, len, prot, flags, fd, off)`, anonymous mappings.
+/// `mmap(addr, len, prot, flags, fd, off)`: anonymous memory or a file's
+/// pages. Errors as Linux's: EINVAL for bad flags, lengths and alignment;
+/// ENOMEM for a range past [`TASK_SIZE`], no free space, the map's entry
+/// limit or RLIMIT_AS; EOVERFLOW for a file range whose end passes the
+/// largest file offset; EEXIST for `MAP_FIXED_NOREPLACE` over a mapping.
 pub fn mmap(addr: u64, len: u64, prot_bits: u64, flags: u64, fd: u64, off: u64) -> i64 {
     let Some(prot) = prot(prot_bits) else { return -EINVAL };
     let kind = flags & (MAP_SHARED | MAP_PRIVATE);
@@ -91,10 +100,18 @@ pub fn mmap(addr: u64, len: u64, prot_bits: u64, flags: u64, fd: u64, off: u64) 
     if off % PAGE != 0 {
         return -EINVAL;
     }
+    let Some(len) = page_up(len).filter(|l| *l <= TASK_SIZE) else { return -ENOMEM };
     // A file mapping: the vnode's object, shared, or private (copy on write).
     let file = if flags & MAP_ANONYMOUS == 0 {
         let Some(f) = process::current().and_then(|p| p.file(fd)) else { return -EBADF };
         let Some(v) = f.vnode().cloned() else { return -ENODEV };
+        // The range must end within the largest file offset (Linux's
+        // file_mmap_ok with MAX_LFS_FILESIZE): page indices then fit the
+        // pager's byte offsets.
+        const MAX_FILE: u64 = i64::MAX as u64;
+        if off / PAGE > (MAX_FILE - len) / PAGE {
+            return -EOVERFLOW;
+        }
         if !f.readable || (kind == MAP_SHARED && prot.contains(Prot::WRITE) && !f.writable) {
             return -EACCES;
         }
@@ -105,36 +122,38 @@ pub fn mmap(addr: u64, len: u64, prot_bits: u64, flags: u64, fd: u64, off: u64) 
     } else {
         None
     };
-    let Some(len) = page_up(len).filter(|l| *l < USER_END) else { return -ENOMEM };
     let fixed = flags & (MAP_FIXED | MAP_FIXED_NOREPLACE) != 0;
-    if fixed && (addr % PAGE != 0 || addr.checked_add(len).is_none_or(|e| e > USER_END) || addr == 0) {
+    let noreplace = flags & MAP_FIXED_NOREPLACE != 0;
+    if fixed && (addr % PAGE != 0 || addr == 0) {
         return -EINVAL;
+    }
+    if fixed && addr > TASK_SIZE - len {
+        return -ENOMEM;
     }
     let Some(p) = process::current() else { return -ENOMEM };
     let Some(space) = p.space() else { return -ENOMEM };
     let inherit = if kind == MAP_SHARED { Inherit::Share } else { Inherit::Copy };
+    let locked = p.lock_future.load(Ordering::SeqCst);
     let start = {
         let mut map = space.map.lock();
+        // RLIMIT_AS counts what the call adds; MAP_FIXED replaces what it
+        // covers. mlockall(MCL_FUTURE) makes RLIMIT_MEMLOCK count too.
+        let replaced = if fixed && !noreplace { map.mapped_in(addr, addr + len) } else { 0 };
+        if (map.size() - replaced).saturating_add(len) > p.limit(RLIMIT_AS) {
+            return -ENOMEM;
+        }
+        if locked && map.wired_size().saturating_add(len) > p.limit(RLIMIT_MEMLOCK) {
+            return -EAGAIN;
+        }
         let at = if fixed {
-            if flags & MAP_FIXED_NOREPLACE != 0 {
-                let mut cur = addr;
-                let mut overlap = false;
-                while cur < addr + len {
-                    if let Some(e) = map.entry(cur) {
-                        overlap = true;
-                        cur = e.end;
-                    } else {
-                        cur += PAGE;
-                    }
-                    if overlap {
-                        break;
-                    }
+            // MAP_FIXED_NOREPLACE: `map` refuses an overlap (a range query
+            // over the entries), as EEXIST below.
+            if !noreplace {
+                match map.unmap(addr, addr + len) {
+                    Ok(()) => {}
+                    Err(MapError::TooManyEntries) => return -ENOMEM,
+                    Err(_) => return -EINVAL,
                 }
-                if overlap {
-                    return -EEXIST;
-                }
-            } else if map.unmap(addr, addr + len).is_err() {
-                return -EINVAL;
             }
             addr
         } else {
@@ -161,7 +180,7 @@ pub fn mmap(addr: u64, len: u64, prot_bits: u64, flags: u64, fd: u64, off: u64) 
             Err(_) => return -ENOMEM,
         }
     };
-    if p.lock_future.load(Ordering::SeqCst) {
+    if locked {
         // mlockall(MCL_FUTURE): locked from the start, or not mapped at all.
         if let Err(e) = vm::fault::wire(&space.map, start, start + len) {
             let _ = space.map.lock().unmap(start, start + len);
@@ -169,7 +188,7 @@ pub fn mmap(addr: u64, len: u64, prot_bits: u64, flags: u64, fd: u64, off: u64) 
         }
     } else if flags & MAP_POPULATE != 0 && prot.contains(Prot::READ) {
         let mut va = start;
-        while va < start + len {
+        while va < start + len && !process::signal_pending() {
             let access = if prot.contains(Prot::WRITE) { Prot::WRITE } else { Prot::READ };
             if vm::fault::fault(&space.map, va, access, false).is_err() {
                 break;
@@ -185,10 +204,12 @@ pub fn munmap(addr: u64, len: u64) -> i64 {
     if addr % PAGE != 0 || len == 0 {
         return -EINVAL;
     }
-    let Some(end) = page_up(len).and_then(|l| addr.checked_add(l)).filter(|e| *e <= USER_END) else { return -EINVAL };
+    let Some(end) = page_up(len).and_then(|l| addr.checked_add(l)).filter(|e| *e <= TASK_SIZE) else { return -EINVAL };
     let Some(space) = process::current().and_then(|p| p.space()) else { return -EINVAL };
     match space.map.lock().unmap(addr, end) {
         Ok(()) => 0,
+        // A hole in the middle of an entry needs one more (Linux: ENOMEM).
+        Err(MapError::TooManyEntries) => -ENOMEM,
         Err(_) => -EINVAL,
     }
 }
@@ -202,7 +223,7 @@ pub fn mprotect(addr: u64, len: u64, prot_bits: u64) -> i64 {
     if len == 0 {
         return 0;
     }
-    let Some(end) = page_up(len).and_then(|l| addr.checked_add(l)).filter(|e| *e <= USER_END) else { return -ENOMEM };
+    let Some(end) = page_up(len).and_then(|l| addr.checked_add(l)).filter(|e| *e <= TASK_SIZE) else { return -ENOMEM };
     let Some(space) = process::current().and_then(|p| p.space()) else { return -EINVAL };
     let mut map = space.map.lock();
     if !map.fully_mapped(addr, end) {
@@ -215,15 +236,40 @@ pub fn mprotect(addr: u64, len: u64, prot_bits: u64) -> i64 {
     }
 }
 
-/// The page-aligned range `[addr, addr + len)` of a call that wants `addr`
-/// aligned (EINVAL if not) and the range inside the user half (ENOMEM if
-/// not). `len` 0 gives an empty range.
-fn range(addr: u64, len: u64) -> Result<(u64, u64), i64> {
+/// What a call on mapped memory answers for a length whose page rounding
+/// wraps (to 0, as Linux's PAGE_ALIGN) and for an end that wraps around:
+/// each call has its own, as on Linux.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Wrap {
+    /// None: the rounded length is 0, an empty range (mlock, msync).
+    length: Option<i64>,
+    end: i64,
+}
+
+/// madvise: EINVAL for either.
+const WRAP_MADVISE: Wrap = Wrap { length: Some(EINVAL), end: EINVAL };
+/// mlock and munlock: an empty range, or EINVAL.
+const WRAP_MLOCK: Wrap = Wrap { length: None, end: EINVAL };
+/// msync: an empty range, or ENOMEM.
+const WRAP_MSYNC: Wrap = Wrap { length: None, end: ENOMEM };
+/// mincore: not a user range, ENOMEM.
+const WRAP_MINCORE: Wrap = Wrap { length: Some(ENOMEM), end: ENOMEM };
+
+/// The page-aligned range `[addr, addr + len)` of a call on mapped memory,
+/// with Linux's errors: `addr` unaligned is EINVAL; wrapping as `wrap`
+/// says; an end past [`TASK_SIZE`] is ENOMEM (nothing is mapped there).
+/// `len` 0 gives an empty range.
+fn range(addr: u64, len: u64, wrap: Wrap) -> Result<(u64, u64), i64> {
     if addr % PAGE != 0 {
         return Err(EINVAL);
     }
-    let end = page_up(len).and_then(|l| addr.checked_add(l)).ok_or(ENOMEM)?;
-    if end > USER_END {
+    let len = match (page_up(len), wrap.length) {
+        (Some(l), _) => l,
+        (None, None) => 0,
+        (None, Some(e)) => return Err(e),
+    };
+    let end = addr.checked_add(len).ok_or(wrap.end)?;
+    if end > TASK_SIZE && end != addr {
         return Err(ENOMEM);
     }
     Ok((addr, end))
@@ -253,7 +299,7 @@ pub fn madvise(addr: u64, len: u64, advice: u64) -> i64 {
         | MADV_DOFORK | MADV_HUGEPAGE | MADV_NOHUGEPAGE => {}
         _ => return -EINVAL,
     }
-    let (space, start, end) = match mapped_range(addr, len) {
+    let (space, start, end) = match mapped_range(addr, len, WRAP_MADVISE) {
         Ok(Some(r)) => r,
         Ok(None) => return 0,
         Err(e) => return -e,
@@ -261,11 +307,12 @@ pub fn madvise(addr: u64, len: u64, advice: u64) -> i64 {
     let mut map = space.map.lock();
     match advice {
         MADV_DONTNEED => {
-            if map.entries().any(|e| e.start < end && e.end > start && e.wired_count > 0) {
+            if map.overlapping(start, end).any(|e| e.wired_count > 0) {
                 return -EINVAL;
             }
             match map.discard(start, end) {
                 Ok(()) => 0,
+                Err(MapError::TooManyEntries) => -ENOMEM,
                 Err(_) => -EAGAIN,
             }
         }
@@ -273,7 +320,7 @@ pub fn madvise(addr: u64, len: u64, advice: u64) -> i64 {
             // Map what the first objects hold resident; no memory is
             // allocated on advice (the pagers will read ahead here).
             let mut addrs = alloc::vec::Vec::new();
-            for e in map.entries().filter(|e| e.start < end && e.end > start && e.prot.contains(Prot::READ)) {
+            for e in map.overlapping(start, end).filter(|e| e.prot.contains(Prot::READ)) {
                 let Some(obj) = &e.object else { continue };
                 let (s, t) = (e.start.max(start), e.end.min(end));
                 let first = e.offset + (s - e.start) / PAGE;
@@ -295,19 +342,20 @@ pub fn madvise(addr: u64, len: u64, advice: u64) -> i64 {
     }
 }
 
-/// True if the page at `va` is resident in the object chain behind it.
-fn resident(space: &AddressSpace, va: u64) -> bool {
-    let map = space.map.lock();
+/// True if the page at `va` is resident in the object chain behind it
+/// (the map lock held: map lock, then object locks, is the lock order).
+fn resident(map: &vm::map::VmMap, va: u64) -> bool {
     let Some(e) = map.entry(va) else { return false };
-    let Some(obj) = e.object.clone() else { return false };
+    let Some(obj) = &e.object else { return false };
     let pindex = e.offset + (va - e.start) / PAGE;
-    drop(map);
-    vm::object::lookup_chain(&obj, pindex).is_some_and(|(_, page, _)| page.all_valid())
+    vm::object::lookup_chain(obj, pindex).is_some_and(|(_, page, _)| page.all_valid())
 }
 
-/// `mincore(addr, len, vec)`: one byte per page, 1 if resident.
+/// `mincore(addr, len, vec)`: one byte per page, 1 if resident. The answer
+/// is as long as the range, so the work is too; a signal (every one that is
+/// delivered ends the process) stops it between chunks.
 pub fn mincore(addr: u64, len: u64, vec: u64) -> i64 {
-    let (space, start, end) = match mapped_range(addr, len) {
+    let (space, start, end) = match mapped_range(addr, len, WRAP_MINCORE) {
         Ok(Some(r)) => r,
         Ok(None) => return 0,
         Err(e) => return -e,
@@ -316,9 +364,15 @@ pub fn mincore(addr: u64, len: u64, vec: u64) -> i64 {
     let mut va = start;
     let mut at = vec;
     while va < end {
+        if process::signal_pending() {
+            return -EINTR;
+        }
         let n = (((end - va) / PAGE) as usize).min(out.len());
-        for (i, b) in out[..n].iter_mut().enumerate() {
-            *b = resident(&space, va + i as u64 * PAGE) as u8;
+        {
+            let map = space.map.lock();
+            for (i, b) in out[..n].iter_mut().enumerate() {
+                *b = resident(&map, va + i as u64 * PAGE) as u8;
+            }
         }
         if let Err(e) = crate::syscall::copy_to_user(at, &out[..n]) {
             return -e;
@@ -331,13 +385,16 @@ pub fn mincore(addr: u64, len: u64, vec: u64) -> i64 {
 
 /// Wires every page of `[start, end)` not wired yet (mlock does not nest).
 fn lock_range(space: &AddressSpace, start: u64, end: u64) -> i64 {
-    let todo: alloc::vec::Vec<(u64, u64)> = space
-        .map
-        .lock()
-        .entries()
-        .filter(|e| e.start < end && e.end > start && e.wired_count == 0)
-        .map(|e| (e.start.max(start), e.end.min(end)))
-        .collect();
+    let mut todo = alloc::vec::Vec::new();
+    {
+        let map = space.map.lock();
+        for e in map.overlapping(start, end).filter(|e| e.wired_count == 0) {
+            if todo.try_reserve(1).is_err() {
+                return -ENOMEM;
+            }
+            todo.push((e.start.max(start), e.end.min(end)));
+        }
+    }
     for (s, e) in todo {
         match vm::fault::wire(&space.map, s, e) {
             Ok(()) => {}
@@ -351,23 +408,24 @@ fn lock_range(space: &AddressSpace, start: u64, end: u64) -> i64 {
 
 /// Unwires every wired entry part of `[start, end)`.
 fn unlock_range(space: &AddressSpace, start: u64, end: u64) {
-    let wired: alloc::vec::Vec<(u64, u64)> = space
-        .map
-        .lock()
-        .entries()
-        .filter(|e| e.start < end && e.end > start && e.wired_count > 0)
-        .map(|e| (e.start.max(start), e.end.min(end)))
-        .collect();
-    for (s, e) in wired {
-        let _ = space.map.lock().unwire(s, e);
+    // One entry at a time, by range queries: nothing to allocate.
+    let mut cur = start;
+    while cur < end {
+        let mut map = space.map.lock();
+        let Some((s, e)) = map.overlapping(cur, end).find(|e| e.wired_count > 0).map(|e| (e.start.max(cur), e.end.min(end)))
+        else {
+            break;
+        };
+        let _ = map.unwire(s, e);
+        cur = e;
     }
 }
 
 /// The current address space and the range of a call on mapped memory:
 /// `addr` page-aligned (EINVAL if not) and the whole range mapped (ENOMEM
 /// if not); None for an empty range.
-fn mapped_range(addr: u64, len: u64) -> Result<Option<(Arc<AddressSpace>, u64, u64)>, i64> {
-    let (start, end) = range(addr, len)?;
+fn mapped_range(addr: u64, len: u64, wrap: Wrap) -> Result<Option<(Arc<AddressSpace>, u64, u64)>, i64> {
+    let (start, end) = range(addr, len, wrap)?;
     if start == end {
         return Ok(None);
     }
@@ -382,13 +440,37 @@ fn mapped_range(addr: u64, len: u64) -> Result<Option<(Arc<AddressSpace>, u64, u
 /// does.
 fn lock_args(addr: u64, len: u64) -> Result<Option<(Arc<AddressSpace>, u64, u64)>, i64> {
     let addr_down = addr & !(PAGE - 1);
-    mapped_range(addr_down, len.saturating_add(addr - addr_down))
+    match (addr - addr_down).checked_add(len) {
+        Some(len) => mapped_range(addr_down, len, WRAP_MLOCK),
+        // The length and the offset wrap: 0 after rounding, as Linux's.
+        None => Ok(None),
+    }
+}
+
+/// RLIMIT_MEMLOCK for wiring `[start, end)` in `space` as well as what is
+/// wired already: EPERM when the limit is 0, ENOMEM past it (Linux's
+/// errors for an unprivileged caller).
+fn memlock_check(space: &AddressSpace, start: u64, end: u64) -> Result<(), i64> {
+    let limit = process::current().map_or(0, |p| p.limit(RLIMIT_MEMLOCK));
+    if limit == 0 {
+        return Err(EPERM);
+    }
+    let map = space.map.lock();
+    let already: u64 =
+        map.overlapping(start, end).filter(|e| e.wired_count > 0).map(|e| e.end.min(end) - e.start.max(start)).sum();
+    if map.wired_size() + (end - start - already) > limit {
+        return Err(ENOMEM);
+    }
+    Ok(())
 }
 
 /// `mlock(addr, len)`: faults every page in and wires it.
 pub fn mlock(addr: u64, len: u64) -> i64 {
     match lock_args(addr, len) {
-        Ok(Some((space, start, end))) => lock_range(&space, start, end),
+        Ok(Some((space, start, end))) => match memlock_check(&space, start, end) {
+            Ok(()) => lock_range(&space, start, end),
+            Err(e) => -e,
+        },
         Ok(None) => 0,
         Err(e) => -e,
     }
@@ -420,6 +502,14 @@ pub fn mlockall(flags: u64) -> i64 {
         Ok(s) => s,
         Err(e) => return -e,
     };
+    let limit = p.limit(RLIMIT_MEMLOCK);
+    if limit == 0 {
+        return -EPERM;
+    }
+    // Linux compares all that is mapped with the limit.
+    if flags & MCL_CURRENT != 0 && space.map.lock().size() > limit {
+        return -ENOMEM;
+    }
     if flags & MCL_FUTURE != 0 {
         p.lock_future.store(true, Ordering::SeqCst);
     }
@@ -442,7 +532,7 @@ pub fn munlockall() -> i64 {
     let Some(p) = process::current() else { return -EINVAL };
     p.lock_future.store(false, Ordering::SeqCst);
     if let Some(space) = p.space() {
-        unlock_range(&space, 0, USER_END);
+        unlock_range(&space, 0, TASK_SIZE);
     }
     0
 }
@@ -456,32 +546,36 @@ pub fn msync(addr: u64, len: u64, flags: u64) -> i64 {
     if flags & !(MS_ASYNC | MS_INVALIDATE | MS_SYNC) != 0 || flags & (MS_ASYNC | MS_SYNC) == (MS_ASYNC | MS_SYNC) {
         return -EINVAL;
     }
-    let (space, start, end) = match mapped_range(addr, len) {
+    let (space, start, end) = match mapped_range(addr, len, WRAP_MSYNC) {
         Ok(Some(r)) => r,
         Ok(None) => return 0,
         Err(e) => return -e,
     };
-    if flags & MS_INVALIDATE != 0 && space.map.lock().entries().any(|e| e.start < end && e.end > start && e.wired_count > 0)
-    {
+    if flags & MS_INVALIDATE != 0 && space.map.lock().overlapping(start, end).any(|e| e.wired_count > 0) {
         return -EBUSY;
     }
     // Shared file mappings: their dirty pages go back to the file (MS_ASYNC
     // too: the write is not deferred).
-    let shared: alloc::vec::Vec<(Arc<vm::object::VmObject>, u64, u64)> = space
-        .map
-        .lock()
-        .entries()
-        .filter(|e| e.start < end && e.end > start && !e.cow && e.inherit == Inherit::Share)
-        .filter_map(|e| {
-            let o = e.object.clone()?;
-            let first = e.offset + (e.start.max(start) - e.start) / PAGE;
+    // One entry at a time (range queries, nothing allocated); the map lock
+    // is dropped for the writes.
+    let mut cur = start;
+    while cur < end {
+        let next = {
+            let map = space.map.lock();
+            let Some(e) = map.overlapping(cur, end).find(|e| !e.cow && e.inherit == Inherit::Share && e.object.is_some())
+            else {
+                break;
+            };
+            let first = e.offset + (e.start.max(cur) - e.start) / PAGE;
             let last = e.offset + (e.end.min(end) - e.start) / PAGE;
-            Some((o, first, last))
-        })
-        .collect();
-    for (object, first, last) in shared {
+            (e.object.clone(), first, last, e.end.min(end))
+        };
+        let (Some(object), first, last, e_end) = next else { break };
+        cur = e_end;
         if let Some(v) = crate::vfs::vnode_of(&object) {
-            if v.flush(first * PAGE, last * PAGE).is_err() {
+            // mmap keeps a file range's end within i64::MAX; saturate all
+            // the same, for objects mapped some other way.
+            if v.flush(first.saturating_mul(PAGE), last.saturating_mul(PAGE)).is_err() {
                 return -EIO;
             }
         }

@@ -269,7 +269,7 @@ pub fn kill(pid: i64, sig: u64) -> i64 {
     let me = process::current_pid();
     let targets: Vec<_> = match pid {
         0 => process::by_pid(me).into_iter().collect(),
-        -1 => process::all().into_iter().filter(|p| p.pid != me && p.pid != 1).collect(),
+        -1 => process::all().into_iter().filter(|p| p.pid != me && p.pid != 1 && !process::is_init(p)).collect(),
         p if p > 0 => match process::by_pid(p as u64) {
             Some(t) => alloc::vec![t],
             None if process::is_zombie_child(p as u64) => return 0,
@@ -282,6 +282,10 @@ pub fn kill(pid: i64, sig: u64) -> i64 {
         return -ESRCH;
     }
     for t in &targets {
+        // Init ignores what it has no handler for, SIGKILL included.
+        if process::is_init(t) {
+            continue;
+        }
         process::send_signal(t, sig);
     }
     0
@@ -560,33 +564,69 @@ pub fn sched_yield() -> i64 {
     0
 }
 
-/// `getrlimit(resource, rlim)` / `prlimit64(0, resource, NULL, old)`: the
-/// stack limit is real; the rest are unlimited.
+/// `getrlimit(resource, rlim)`.
 pub fn getrlimit(resource: u64, rlim: u64) -> i64 {
-    const RLIMIT_STACK: u64 = 3;
-    const RLIM_NLIMITS: u64 = 16;
-    if resource >= RLIM_NLIMITS {
-        return -EINVAL;
-    }
-    let v = if resource == RLIMIT_STACK { process::STACK_LIMIT } else { u64::MAX };
-    let mut b = [0u8; 16];
-    b[..8].copy_from_slice(&v.to_le_bytes());
-    b[8..].copy_from_slice(&v.to_le_bytes());
-    ret(copy_to_user(rlim, &b).map(|_| 0))
+    prlimit64(0, resource, 0, rlim)
 }
 
-/// `prlimit64(pid, resource, new, old)`: reading only; setting is EPERM.
+/// `setrlimit(resource, rlim)`.
+pub fn setrlimit(resource: u64, rlim: u64) -> i64 {
+    prlimit64(0, resource, rlim, 0)
+}
+
+/// `prlimit64(pid, resource, new, old)`: reads the limit into `old` and
+/// sets it from `new` (either may be NULL), for the caller (pid 0) or any
+/// process. A soft limit above the hard one is EINVAL; a hard limit may be
+/// raised, as root may; `RLIMIT_NOFILE` stops at `NR_OPEN` (EPERM).
 pub fn prlimit64(pid: u64, resource: u64, new: u64, old: u64) -> i64 {
-    if pid != 0 && pid != process::current_pid() {
-        return -ESRCH;
+    use process::{NR_OPEN, RLIM_NLIMITS, RLIMIT_NOFILE, Rlimit};
+    if resource >= RLIM_NLIMITS as u64 {
+        return -EINVAL;
     }
-    if new != 0 {
-        return -EPERM;
+    let r = resource as usize;
+    let new = if new != 0 {
+        let mut b = [0u8; 16];
+        if let Err(e) = copy_from_user(&mut b, new) {
+            return -e;
+        }
+        let l = Rlimit {
+            cur: u64::from_le_bytes(b[..8].try_into().unwrap()),
+            max: u64::from_le_bytes(b[8..].try_into().unwrap()),
+        };
+        if l.cur > l.max {
+            return -EINVAL;
+        }
+        if r == RLIMIT_NOFILE && l.max > NR_OPEN {
+            return -EPERM;
+        }
+        Some(l)
+    } else {
+        None
+    };
+    let target = match pid {
+        0 => process::current(),
+        p if p > i32::MAX as u64 => return -ESRCH,
+        p => process::by_pid(p),
+    };
+    let Some(target) = target else { return -ESRCH };
+    let was = {
+        let mut limits = target.limits.lock();
+        let was = limits[r];
+        if let Some(l) = new {
+            limits[r] = l;
+        }
+        was
+    };
+    if old != 0 {
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&was.cur.to_le_bytes());
+        b[8..].copy_from_slice(&was.max.to_le_bytes());
+        // As Linux: a bad `old` is EFAULT, the new limit set all the same.
+        if let Err(e) = copy_to_user(old, &b) {
+            return -e;
+        }
     }
-    if old == 0 {
-        return if resource < 16 { 0 } else { -EINVAL };
-    }
-    getrlimit(resource, old)
+    0
 }
 
 /// The process's exit status for messages and the host.

@@ -285,6 +285,7 @@ pub const SYS_CLOCK_GETRES: u64 = 229;
 pub const SYS_CLOCK_NANOSLEEP: u64 = 230;
 pub const SYS_EXIT_GROUP: u64 = 231;
 pub const SYS_TGKILL: u64 = 234;
+pub const SYS_SETRLIMIT: u64 = 160;
 pub const SYS_PRLIMIT64: u64 = 302;
 
 const ARCH_SET_FS: u64 = 0x1002;
@@ -362,6 +363,7 @@ extern "C" fn syscall_dispatch(tf: &mut TrapFrame) {
         SYS_CLOCK_NANOSLEEP => sys::clock_nanosleep(a0, a1, a2, a3),
         SYS_SCHED_YIELD => sys::sched_yield(),
         SYS_GETRLIMIT => sys::getrlimit(a0, a1),
+        SYS_SETRLIMIT => sys::setrlimit(a0, a1),
         SYS_PRLIMIT64 => sys::prlimit64(a0, a1, a2, a3),
         // fork, and clone as musl's fork issues it (SIGCHLD, no new stack).
         SYS_FORK => sys_fork(tf),

@@ -201,8 +201,9 @@ impl vm::object::Pager for VnodePager {
     }
 
     fn get_page(&self, object: &VmObject, page: &'static Page) -> PagerResult {
-        // Past the end of the file: SIGBUS for the faulting program.
-        if page.pindex() * PAGE >= self.size.load(Ordering::Acquire) {
+        // Past the end of the file: SIGBUS for the faulting program. (An
+        // index whose offset does not fit in 64 bits is past it too.)
+        if page.pindex().checked_mul(PAGE).is_none_or(|off| off >= self.size.load(Ordering::Acquire)) {
             return PagerResult::Bad;
         }
         self.get_pages(object, &[page], 0)
@@ -313,6 +314,22 @@ pub fn open_files() -> usize {
     OPEN_FILES.load(Ordering::Relaxed)
 }
 
+/// The most files open at once since [`reset_open_files_peak`] (a count
+/// taken where files are opened: a program that reaches the limit and
+/// closes everything within one time slice is never seen at it from
+/// outside). (A, Relaxed as the count.)
+static OPEN_FILES_PEAK: AtomicUsize = AtomicUsize::new(0);
+
+/// The most files open at once since the last reset.
+pub fn open_files_peak() -> usize {
+    OPEN_FILES_PEAK.load(Ordering::Relaxed)
+}
+
+/// Starts the peak again from the files open now.
+pub fn reset_open_files_peak() {
+    OPEN_FILES_PEAK.store(open_files(), Ordering::Relaxed);
+}
+
 impl OpenFile {
     /// The console: made by the kernel for the processes it starts, so
     /// not held to the limit.
@@ -329,10 +346,12 @@ impl OpenFile {
 
     /// A new open file, or TooManyOpen past [`max_open_files`], or NoMemory.
     fn new(kind: FileKind, readable: bool, writable: bool, append: bool) -> Result<Arc<OpenFile>, FsError> {
-        if OPEN_FILES.fetch_add(1, Ordering::Relaxed) >= max_open_files() {
+        let before = OPEN_FILES.fetch_add(1, Ordering::Relaxed);
+        if before >= max_open_files() {
             OPEN_FILES.fetch_sub(1, Ordering::Relaxed);
             return Err(FsError::TooManyOpen);
         }
+        OPEN_FILES_PEAK.fetch_max(before + 1, Ordering::Relaxed);
         // On failure the value is dropped, and with it its count.
         Arc::try_new(OpenFile { kind, readable, writable, append, offset: SleepLock::new(0) }).map_err(|_| FsError::NoMemory)
     }
@@ -916,6 +935,25 @@ mod tests {
         let dir = m.fs.lock().lookup(b"/tmp").unwrap();
         m.unlink(dir, name).unwrap();
         m.drop_unused();
+    }
+
+    /// A page index whose byte offset does not fit in 64 bits (2^52 and
+    /// up; mmap refuses such ranges, but an object may be mapped at any
+    /// index) is past the end of the file: the fault is Bad (SIGBUS), not
+    /// an overflow in the pager.
+    #[ktest]
+    fn a_page_index_past_every_offset_is_bad() {
+        use vm::fault::{FaultError, fault};
+        let v = data_vnode();
+        let space = crate::vmspace::AddressSpace::new().unwrap();
+        v.object.reference();
+        let at = Some((v.object.clone(), (1u64 << 52) - 1));
+        let a = space.map.lock().map(None, 2 * PAGE, Prot::READ, Prot::READ, Inherit::Copy, at, true).unwrap();
+        assert_eq!(fault(&space.map, a, Prot::READ, false), Err(FaultError::Bad), "index 2^52 - 1");
+        assert_eq!(fault(&space.map, a + PAGE, Prot::READ, false), Err(FaultError::Bad), "index 2^52");
+        drop(space);
+        drop(v);
+        root().unwrap().drop_unused();
     }
 
     /// Rule 6: when the disk fails every read, a fault gets an I/O error,

@@ -54,6 +54,11 @@ pub static NULL_FAULT_PMAP: AtomicPtr<X86Pmap> = AtomicPtr::new(core::ptr::null_
 /// fault steps are timed (`vm::fault::set_step_clock`). (A)
 pub static FAULT_TSC: AtomicU64 = AtomicU64::new(0);
 
+/// The end of what a program may map (Linux's `TASK_SIZE` on x86_64): the
+/// user half less its last page, so that no instruction can end at the
+/// first non-canonical address (a `sysret` to it would fault in the kernel).
+pub const TASK_SIZE: u64 = USER_END - 4096;
+
 impl AddressSpace {
     /// A new, empty address space.
     ///
@@ -61,7 +66,7 @@ impl AddressSpace {
     /// the pageout daemon while memory is short; see [`new_pmap`].
     pub fn new() -> Result<Arc<AddressSpace>, PmapError> {
         let pmap = new_pmap()?;
-        let map = VmMap::new(0x1000, USER_END, pmap.clone(), vm::kernel_env());
+        let map = VmMap::new(0x1000, TASK_SIZE, pmap.clone(), vm::kernel_env());
         Ok(Arc::new(AddressSpace { map: Mutex::new(map), pmap }))
     }
 

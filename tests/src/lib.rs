@@ -492,6 +492,8 @@ pub fn run_tests_on(
                         }
                         current = None;
                         deadline = Instant::now() + BOOT_TIMEOUT;
+                    } else if line.starts_with("ktest: heap ") {
+                        eprintln!("{line}");
                     } else if line.starts_with("ktest: done") {
                         let _ = q.wait_exit(Duration::from_secs(10));
                         break;

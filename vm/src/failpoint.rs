@@ -180,6 +180,9 @@ pub static PAGE_ALLOC: FailPoint = FailPoint::new("page.alloc");
 /// Allocation of a VM object (`object::VmObject::try_new`): fork's
 /// objects for entries that had none, shadows, vnode objects.
 pub static OBJECT_ALLOC: FailPoint = FailPoint::new("object.alloc");
+/// A map entry's allocation (`map::VmMap`): the map, clip or fork that
+/// needs one fails with `TooManyEntries`, as on a short heap.
+pub static MAP_ENTRY_ALLOC: FailPoint = FailPoint::new("map.entry_alloc");
 /// Pager I/O: a read or write of backing store fails with an I/O error.
 pub static PAGER_IO: FailPoint = FailPoint::new("pager.io");
 
@@ -199,8 +202,18 @@ pub static SWAP_WRITE: FailPoint = FailPoint::new("swap.write");
 pub static PV_ALLOC: FailPoint = FailPoint::new("pmap.pv_alloc");
 
 /// Every kernel fail point, for the command line and the debugger.
-pub static ALL: [&FailPoint; 9] =
-    [&RADIX_NODE_ALLOC, &PAGE_ALLOC, &OBJECT_ALLOC, &PAGER_IO, &BLK_READ, &BLK_WRITE, &SWAP_READ, &SWAP_WRITE, &PV_ALLOC];
+pub static ALL: [&FailPoint; 10] = [
+    &RADIX_NODE_ALLOC,
+    &PAGE_ALLOC,
+    &OBJECT_ALLOC,
+    &MAP_ENTRY_ALLOC,
+    &PAGER_IO,
+    &BLK_READ,
+    &BLK_WRITE,
+    &SWAP_READ,
+    &SWAP_WRITE,
+    &PV_ALLOC,
+];
 
 /// Sets the kernel fail point `name` from its text form.
 pub fn set_by_name(name: &str, action: &str) -> Result<(), ParseError> {

@@ -133,6 +133,22 @@ pub fn drain_caches() {
     }
 }
 
+/// Whether the kernel heap can hand out so many more bytes: installed by
+/// the kernel (its heap grows from the page allocator); the host's heap
+/// always can. Asked before allocations that cannot fail by themselves
+/// (the nodes of a map's entry tree), which are refused instead.
+static HEAP_ROOM: spin::Once<fn(usize) -> bool> = spin::Once::new();
+
+/// Installs the kernel heap's [`heap_room`] (once, at boot).
+pub fn set_heap_room(f: fn(usize) -> bool) {
+    HEAP_ROOM.call_once(|| f);
+}
+
+/// True if the heap can hand out `bytes` more (see [`set_heap_room`]).
+pub fn heap_room(bytes: usize) -> bool {
+    HEAP_ROOM.get().is_none_or(|f| f(bytes))
+}
+
 /// How the VM sleeps on a channel (an address) while a condition holds,
 /// and wakes its sleepers: installed by the kernel (`tsleep`/`wakeup`);
 /// the host tests spin.

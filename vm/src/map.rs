@@ -10,6 +10,21 @@
 //! Anonymous entries get their object at the first fault. Entries are split
 //! ("clipped") at the ends of a range before the range is changed.
 //!
+//! Limits: a map holds at most [`VmMap::max_entries`] entries (Linux's
+//! `vm.max_map_count`, [`DEFAULT_MAX_ENTRIES`] by default); a map, protect,
+//! unmap, wire or discard that would need more (its clipping included)
+//! fails with `TooManyEntries` and changes nothing. Each entry the tree takes may need a node
+//! from the kernel heap, whose allocation cannot report failure: the map asks
+//! the heap for room first ([`crate::set_heap_room`]) and fails the same way.
+//!
+//! Free space: `find_space_from` keeps a hint, a range and the longest free
+//! run within it (Linux's old `free_area_cache` and `cached_hole_size`): a
+//! search that starts in the range for more than that starts at its end, so
+//! the usual run of `mmap`s without an address visits a few entries, not all
+//! of them, and so does a run of requests too long for the holes left
+//! below. Only an unmap can free more of the range, and it ends the range
+//! where it starts.
+//!
 //! Locking: the map is used under its owner's lock (`vm::sync::Mutex<VmMap>` in the
 //! fault path); it is first in the lock order (map ⇒ object ⇒ page busy).
 //! `timestamp` counts changes, so a fault that dropped the lock can tell
@@ -18,13 +33,28 @@
 use alloc::collections::BTreeMap;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
+use core::cell::Cell;
 
 use crate::PAGE_SIZE;
+use crate::failpoint::FailPoint;
 use crate::object::{ObjectKind, VmEnv, VmObject};
 use crate::page::Queue;
 use crate::pmap::{Pmap, Prot};
 
 const PAGE: u64 = PAGE_SIZE as u64;
+
+/// Entries a map may hold unless told otherwise (Linux's default
+/// `vm.max_map_count`).
+pub const DEFAULT_MAX_ENTRIES: usize = 65_530;
+
+/// Heap room asked for before entries go into the tree: per operation, a
+/// split of every level of the B-tree (a leaf of 11 keys and entries is
+/// ~700 bytes, an internal node ~800; four levels hold millions), and per
+/// entry, its share of half-full leaves and of the nodes above them.
+const TREE_SPLIT_BYTES: usize = 4096;
+const ENTRY_HEAP_BYTES: usize = 256;
+// The figures above assume entries of at most 64 bytes.
+const _: () = assert!(core::mem::size_of::<MapEntry>() <= 64);
 
 /// What a fork does with an entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,6 +99,9 @@ impl MapEntry {
 pub enum MapError {
     /// No free range of that size.
     NoSpace,
+    /// The map would pass its limit of entries, or the heap could not hold
+    /// another: nothing changed. (Linux's ENOMEM for both.)
+    TooManyEntries,
     /// Unaligned, empty, or outside the map.
     InvalidRange,
     /// A fixed mapping overlaps an existing one.
@@ -99,7 +132,9 @@ pub struct Lookup {
     pub timestamp: u64,
 }
 
-/// An address map.
+/// An address map. Every field is under the owner's lock (the map is used
+/// through `&mut` or its `Mutex`); the `Cell`s are changed by searches that
+/// hold only `&self` under that same lock.
 pub struct VmMap {
     entries: BTreeMap<u64, MapEntry>,
     min: u64,
@@ -108,6 +143,17 @@ pub struct VmMap {
     env: VmEnv,
     /// Bumped by every change to the entries.
     pub timestamp: u64,
+    /// The most entries the map may hold.
+    max_entries: usize,
+    /// Bytes mapped: the sum of the entries' lengths (RLIMIT_AS).
+    size: u64,
+    /// `(lo, hi, hole)`: no free run in `[lo, hi)` is longer than `hole`
+    /// bytes (see the module docs).
+    hint: Cell<(u64, u64, u64)>,
+    /// Entries looked at by free-space searches, in all (a statistic).
+    search_visits: Cell<u64>,
+    /// Fails the entry allocations it is told to (tests).
+    entry_alloc: &'static FailPoint,
 }
 
 fn aligned(x: u64) -> bool {
@@ -117,7 +163,94 @@ fn aligned(x: u64) -> bool {
 impl VmMap {
     /// An empty map of `[min, max)` over `pmap`.
     pub fn new(min: u64, max: u64, pmap: Arc<dyn Pmap>, env: VmEnv) -> VmMap {
-        VmMap { entries: BTreeMap::new(), min, max, pmap, env, timestamp: 0 }
+        VmMap {
+            entries: BTreeMap::new(),
+            min,
+            max,
+            pmap,
+            env,
+            timestamp: 0,
+            max_entries: DEFAULT_MAX_ENTRIES,
+            size: 0,
+            hint: Cell::new((min, min, 0)),
+            search_visits: Cell::new(0),
+            entry_alloc: &crate::failpoint::MAP_ENTRY_ALLOC,
+        }
+    }
+
+    /// The number of entries.
+    pub fn entry_count(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// The most entries the map may hold.
+    pub fn max_entries(&self) -> usize {
+        self.max_entries
+    }
+
+    /// Sets the most entries the map may hold (existing ones stay).
+    pub fn set_max_entries(&mut self, n: usize) {
+        self.max_entries = n;
+    }
+
+    /// Makes entry allocations consult `fp` instead of the kernel's
+    /// `map.entry_alloc` fail point (host tests, which run in parallel).
+    pub fn set_entry_fail_point(&mut self, fp: &'static FailPoint) {
+        self.entry_alloc = fp;
+    }
+
+    /// Bytes mapped, in all entries.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Bytes mapped within `[start, end)`.
+    pub fn mapped_in(&self, start: u64, end: u64) -> u64 {
+        self.overlapping(start, end).map(|e| e.end.min(end) - e.start.max(start)).sum()
+    }
+
+    /// Bytes in wired entries.
+    pub fn wired_size(&self) -> u64 {
+        self.entries.values().filter(|e| e.wired_count > 0).map(|e| e.end - e.start).sum()
+    }
+
+    /// Entries looked at by free-space searches so far.
+    pub fn search_visits(&self) -> u64 {
+        self.search_visits.get()
+    }
+
+    /// The entries that overlap `[start, end)`, in order: found with a range
+    /// query, so the cost follows the entries, not the length of the range.
+    pub fn overlapping(&self, start: u64, end: u64) -> impl Iterator<Item = &MapEntry> {
+        let first = self.entry(start).map_or(start, |e| e.start);
+        self.entries.range(first..end.max(first)).map(|(_, e)| e)
+    }
+
+    /// True if no entry overlaps `[start, end)`.
+    pub fn is_free(&self, start: u64, end: u64) -> bool {
+        self.overlapping(start, end).next().is_none()
+    }
+
+    /// Whether `more` entries may be added: within the limit (counting the
+    /// result, `more` less `fewer` going away), and room on the heap for the
+    /// tree to take `more` (it cannot report an allocation failure itself).
+    fn room_for(&self, more: usize, fewer: usize) -> Result<(), MapError> {
+        if more == 0 {
+            return Ok(());
+        }
+        if (self.entries.len() + more).saturating_sub(fewer) > self.max_entries
+            || self.entry_alloc.should_fail()
+            || !crate::heap_room(TREE_SPLIT_BYTES + more * ENTRY_HEAP_BYTES)
+        {
+            return Err(MapError::TooManyEntries);
+        }
+        Ok(())
+    }
+
+    /// Clips needed to make entries start at `start` and at `end`: 0, 1 or 2.
+    fn splits(&self, start: u64, end: u64) -> usize {
+        let inside = |a: u64| self.entry(a).is_some_and(|e| e.start != a);
+        inside(start) as usize + inside(end) as usize
     }
 
     pub fn pmap(&self) -> &Arc<dyn Pmap> {
@@ -142,18 +275,52 @@ impl VmMap {
         self.find_space_from(self.min, len, align)
     }
 
-    /// The lowest free range of `len` bytes aligned to `align` at or above `from`.
+    /// The lowest free range of `len` bytes aligned to `align` at or above
+    /// `from`. Starts at the end of the hint when `from` is within it and
+    /// the hint has no free run as long as `len`; looks only at the entries
+    /// from there up; and extends the hint over every entry it passes, with
+    /// the free runs between them that were too short.
     pub fn find_space_from(&self, from: u64, len: u64, align: u64) -> Option<u64> {
         let align = align.max(PAGE);
-        let start = from.max(self.min).next_multiple_of(align);
-        let mut cur = start;
-        for e in self.entries.values().filter(|e| e.end > start) {
-            if cur.checked_add(len)? <= e.start {
-                return Some(cur);
-            }
-            cur = cur.max(e.end.next_multiple_of(align));
+        let from = from.max(self.min);
+        let (lo, hi, hole) = self.hint.get();
+        // Every free run in `[cov_lo, cov_hi)` is at most `cov_hole` bytes.
+        let (cov_lo, mut cov_hi, mut cov_hole) =
+            if lo <= from && from <= hi && len > hole { (lo, hi, hole) } else { (from, from, 0) };
+        let mut visits = 0;
+        if let Some(e) = self.entry(cov_hi) {
+            visits += 1;
+            cov_hi = e.end;
         }
-        (cur.checked_add(len)? <= self.max).then_some(cur)
+        let mut found = None;
+        for e in self.entries.range(cov_hi..).map(|(_, e)| e) {
+            visits += 1;
+            let cur = cov_hi.checked_next_multiple_of(align)?;
+            if cur.checked_add(len).is_some_and(|end| end <= e.start) {
+                found = Some(cur);
+                break;
+            }
+            // Too short (or misaligned): passed over, and remembered.
+            cov_hole = cov_hole.max(e.start - cov_hi);
+            cov_hi = e.end;
+        }
+        self.hint.set((cov_lo, cov_hi, cov_hole));
+        self.search_visits.set(self.search_visits.get() + visits);
+        found.or_else(|| {
+            let cur = cov_hi.checked_next_multiple_of(align)?;
+            cur.checked_add(len).is_some_and(|end| end <= self.max).then_some(cur)
+        })
+    }
+
+    /// After an unmap of `[start, end)`: if it freed part of the hint's
+    /// range, the range ends where the free run that now holds `start`
+    /// begins (a short hole just below `start` is part of a longer one now).
+    fn shorten_hint(&self, start: u64, end: u64) {
+        let (lo, hi, hole) = self.hint.get();
+        if start < hi && end > lo {
+            let run = self.entries.range(..start).next_back().map_or(self.min, |(_, e)| e.end);
+            self.hint.set((lo, run.min(start).max(lo), hole));
+        }
     }
 
     /// Maps `len` bytes at `at` (or anywhere free) to `object` from page
@@ -185,10 +352,12 @@ impl VmMap {
             }
             None => self.find_space(len, PAGE).ok_or(MapError::NoSpace)?,
         };
+        self.room_for(1, 0)?;
         let (object, offset) = match object {
             Some((o, off)) => (Some(o), off),
             None => (None, 0),
         };
+        self.size += len;
         self.entries.insert(
             start,
             MapEntry {
@@ -209,6 +378,7 @@ impl VmMap {
     }
 
     /// Splits the entry containing `at` so that an entry starts at `at`.
+    /// The caller has made room ([`Self::room_for`]).
     fn clip(&mut self, at: u64) {
         let Some(e) = self.entry(at) else { return };
         if e.start == at {
@@ -226,11 +396,21 @@ impl VmMap {
         self.entries.insert(at, tail);
     }
 
-    /// Keys of the entries within `[start, end)` after clipping at both ends.
-    fn clipped(&mut self, start: u64, end: u64) -> Vec<u64> {
+    /// Keys of the entries within `[start, end)` after clipping at both
+    /// ends; with `removing` (an unmap) they go away afterwards, which the
+    /// limit counts. Fails, changing nothing, if the clips would pass the
+    /// limit or the heap has no room, or the list of keys cannot be
+    /// allocated.
+    fn clipped(&mut self, start: u64, end: u64, removing: bool) -> Result<Vec<u64>, MapError> {
+        let splits = self.splits(start, end);
+        let n = self.overlapping(start, end).count();
+        self.room_for(splits, if removing { n } else { 0 })?;
+        let mut keys = Vec::new();
+        keys.try_reserve_exact(n).map_err(|_| MapError::NoMemory)?;
         self.clip(start);
         self.clip(end);
-        self.entries.range(start..end).map(|(k, _)| *k).collect()
+        keys.extend(self.entries.range(start..end).map(|(k, _)| *k));
+        Ok(keys)
     }
 
     fn check_range(&self, start: u64, end: u64) -> Result<(), MapError> {
@@ -256,18 +436,26 @@ impl VmMap {
     /// pages go back to the queues), and releases the objects.
     pub fn unmap(&mut self, start: u64, end: u64) -> Result<(), MapError> {
         self.check_range(start, end)?;
-        for k in self.clipped(start, end) {
+        for k in self.clipped(start, end, true)? {
             let e = self.entries.remove(&k).unwrap();
-            if e.wired_count > 0 {
-                self.unwire_pages(&e);
-            }
-            self.pmap.remove(e.start, e.end).flush();
-            if let Some(o) = e.object {
-                o.deallocate();
-            }
+            self.size -= e.end - e.start;
+            self.release(e);
         }
+        self.shorten_hint(start, end);
         self.timestamp += 1;
         Ok(())
+    }
+
+    /// What goes with an entry that has left the map: its wirings (the pages
+    /// go back to the queues), its mappings, its object reference.
+    fn release(&self, e: MapEntry) {
+        if e.wired_count > 0 {
+            self.unwire_pages(&e);
+        }
+        self.pmap.remove(e.start, e.end).flush();
+        if let Some(o) = e.object {
+            o.deallocate();
+        }
     }
 
     /// Throws away the contents of `[start, end)`, as `MADV_DONTNEED` does:
@@ -280,7 +468,7 @@ impl VmMap {
         if !self.fully_mapped(start, end) {
             return Err(MapError::NoEntry);
         }
-        for k in self.clipped(start, end) {
+        for k in self.clipped(start, end, false)? {
             let e = self.entries.get_mut(&k).unwrap();
             let (s, t) = (e.start, e.end);
             self.pmap.remove(s, t).flush();
@@ -332,7 +520,7 @@ impl VmMap {
             }
             cur = e.end;
         }
-        for k in self.clipped(start, end) {
+        for k in self.clipped(start, end, false)? {
             let e = self.entries.get_mut(&k).unwrap();
             e.prot = prot;
             let (s, t) = (e.start, e.end);
@@ -396,7 +584,7 @@ impl VmMap {
             return Err(MapError::NoEntry);
         }
         let mut newly = Vec::new();
-        for k in self.clipped(start, end) {
+        for k in self.clipped(start, end, false)? {
             let e = self.entries.get_mut(&k).unwrap();
             e.wired_count += 1;
             if e.wired_count == 1 {
@@ -414,7 +602,7 @@ impl VmMap {
         if !self.fully_mapped(start, end) {
             return Err(MapError::NoEntry);
         }
-        for k in self.clipped(start, end) {
+        for k in self.clipped(start, end, false)? {
             let e = self.entries.get_mut(&k).unwrap();
             if e.wired_count == 0 {
                 continue;
@@ -429,11 +617,15 @@ impl VmMap {
         Ok(())
     }
 
-    /// Drops the wiring each page of `e` holds for the entry.
+    /// Drops the wiring each page of `e` holds for the entry. Goes by the
+    /// pages the pmap has (mappings and orphaned wirings), not by
+    /// addresses: a wiring that failed part way through a huge entry leaves
+    /// few pages to visit.
     fn unwire_pages(&self, e: &MapEntry) {
         let pm = self.env.pm;
-        let mut va = e.start;
-        while va < e.end {
+        let mut next = e.start;
+        while let Some(va) = self.pmap.next_used(next, e.end) {
+            next = va + PAGE;
             if let Some((pa, _)) = self.pmap.extract(va) {
                 self.pmap.unwire(va);
                 if let Some(page) = pm.page_of(pa) {
@@ -448,7 +640,6 @@ impl VmMap {
                     pm.unwire(page, Queue::Active);
                 }
             }
-            va += PAGE;
         }
     }
 
@@ -462,6 +653,9 @@ impl VmMap {
     pub fn fork(&mut self, pmap: Arc<dyn Pmap>) -> Result<VmMap, MapError> {
         let env = self.env;
         let mut child = VmMap::new(self.min, self.max, pmap, env);
+        child.max_entries = self.max_entries;
+        child.entry_alloc = self.entry_alloc;
+        child.room_for(self.entries.len(), 0)?;
         for e in self.entries.values_mut() {
             if e.inherit == Inherit::None {
                 continue;
@@ -489,6 +683,7 @@ impl VmMap {
                 c.needs_copy = true;
                 self.pmap.protect(e.start, e.end, e.prot - Prot::WRITE).flush();
             }
+            child.size += c.end - c.start;
             child.entries.insert(c.start, c);
         }
         self.timestamp += 1;
@@ -497,10 +692,14 @@ impl VmMap {
 }
 
 impl Drop for VmMap {
+    /// Releases every entry, one at a time: nothing is allocated here.
     fn drop(&mut self) {
-        let all: Vec<(u64, u64)> = self.entries.values().map(|e| (e.start, e.end)).collect();
-        for (s, e) in all {
-            let _ = self.unmap(s, e);
+        while let Some((_, e)) = self.entries.pop_first() {
+            self.size -= e.end - e.start;
+            self.release(e);
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -535,3 +535,27 @@ fn a_truncated_wired_page_is_freed_at_unwire() {
     }
     t.done();
 }
+
+/// A wiring of a 1 TiB entry runs out of memory a few hundred pages in and
+/// is undone: the unwiring visits the pages the pmap has, not the 2^28
+/// addresses of the entry (which took tens of seconds, under the map
+/// lock). Every page is unwired and freed with the entry.
+#[test]
+fn a_failed_wiring_of_a_huge_entry_is_undone_by_its_pages() {
+    let t = setup();
+    {
+        let (map, pmap) = t.map();
+        const TIB: u64 = 1 << 40;
+        let a = map.lock().map(None, TIB, Prot::RW, Prot::ALL, Inherit::Copy, None, false).unwrap();
+        let started = std::time::Instant::now();
+        assert_eq!(wire(&map, a, a + TIB), Err(FaultError::NoMemory));
+        let took = started.elapsed();
+        assert!(took < std::time::Duration::from_secs(5), "the failed wiring took {took:?}");
+        assert_eq!(pmap.wired_count(), 0, "every mapping unwired");
+        assert!(map.lock().entries().all(|e| e.wired_count == 0));
+        t.clean();
+        map.lock().unmap(a, a + TIB).unwrap();
+        drop(map);
+    }
+    t.done();
+}

@@ -153,6 +153,10 @@ pub trait Pmap: Send + Sync {
     /// Takes the wiring left at `va` by [`PageMappings::orphan_wired`]: the
     /// physical address of the page whose wiring the caller now drops.
     fn take_orphan(&self, va: u64) -> Option<u64>;
+    /// The lowest page address in `[start, end)` with a mapping or a wiring
+    /// left by [`PageMappings::orphan_wired`]: walks that must visit every
+    /// such page of a range go by these, whatever the range's length.
+    fn next_used(&self, start: u64, end: u64) -> Option<u64>;
     /// Number of wired mappings (for tests and statistics).
     fn wired_count(&self) -> usize;
     /// Mappings of managed pages (the resident set).

@@ -207,6 +207,15 @@ impl Pmap for SoftPmap {
         self.orphans.lock().remove(&(va & !(PAGE_SIZE as u64 - 1))).map(|p| p.phys())
     }
 
+    fn next_used(&self, start: u64, end: u64) -> Option<u64> {
+        let mapped = self.ptes.lock().range(start..end).next().map(|(va, _)| *va);
+        let orphan = self.orphans.lock().range(start..end).next().map(|(va, _)| *va);
+        match (mapped, orphan) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     fn wired_at(&self, va: u64) -> bool {
         self.ptes.lock().get(&(va & !(PAGE_SIZE as u64 - 1))).is_some_and(|p| p.wired)
     }
