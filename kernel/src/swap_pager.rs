@@ -21,7 +21,9 @@
 //! - `put_pages` takes a run of dirty, busy pages, allocates a run of
 //!   contiguous blocks (the blist's cursor keeps consecutive page-outs
 //!   consecutive), copies the pages into one buffer and writes it with one
-//!   request. A page's old block, if it had one, is freed when the new one
+//!   request; when the heap has no buffer to give (memory is short, which is
+//!   when page-outs matter most), it writes a page at a time from the pages
+//!   themselves, and reads go the same way. A page's old block, if it had one, is freed when the new one
 //!   is recorded. If the write fails the new blocks are freed and the pages
 //!   keep their old state: dirty, resident, nothing lost.
 //! - `has_page` answers with the contiguous blocks before and after the
@@ -79,6 +81,8 @@ pub static READS: AtomicU64 = AtomicU64::new(0);
 pub static FULL: AtomicU64 = AtomicU64::new(0);
 /// Page-outs put off because no metadata could be allocated. (A)
 pub static NO_META: AtomicU64 = AtomicU64::new(0);
+/// Runs transferred a page at a time for want of a buffer. (A)
+pub static UNBUFFERED: AtomicU64 = AtomicU64::new(0);
 /// Metadata blocks in use, all objects together. (A)
 pub static SWBLKS: AtomicU64 = AtomicU64::new(0);
 
@@ -346,36 +350,56 @@ impl Drop for SwapPager {
     }
 }
 
-/// Reads blocks `first..` into `pages` (one request) and marks them valid.
-fn read_run(sw: &SwapSpace, first: u64, pages: &[&'static Page]) -> Result<(), ()> {
+/// A buffer of `len` bytes for one request, if the heap has one: under
+/// memory pressure (when page-outs matter most) it may not, and the
+/// transfer then goes a page at a time from the pages themselves.
+fn run_buffer(len: usize) -> Option<Vec<u8>> {
     let mut buf: Vec<u8> = Vec::new();
-    buf.try_reserve_exact(pages.len() * PAGE).map_err(|_| ())?;
-    buf.resize(pages.len() * PAGE, 0);
-    READS.fetch_add(1, Ordering::Relaxed);
-    if let Err(e) = sw.read_pages(first, &mut buf) {
-        log::warn!("swap: reading {} pages at block {first}: {e:?}", pages.len());
-        return Err(());
+    buf.try_reserve_exact(len).ok()?;
+    Some(buf)
+}
+
+/// Reads blocks `first..` into `pages` (one request, or one a page when no
+/// buffer can be had) and marks them valid.
+fn read_run(sw: &SwapSpace, first: u64, pages: &[&'static Page]) -> Result<(), ()> {
+    let fail = |e| log::warn!("swap: reading {} pages at block {first}: {e:?}", pages.len());
+    if let Some(mut buf) = run_buffer(pages.len() * PAGE) {
+        buf.resize(pages.len() * PAGE, 0);
+        READS.fetch_add(1, Ordering::Relaxed);
+        sw.read_pages(first, &mut buf).map_err(fail)?;
+        for (p, data) in pages.iter().zip(buf.chunks(PAGE)) {
+            page_bytes(p).ok_or(())?.copy_from_slice(data);
+        }
+    } else {
+        UNBUFFERED.fetch_add(1, Ordering::Relaxed);
+        for (k, p) in pages.iter().enumerate() {
+            READS.fetch_add(1, Ordering::Relaxed);
+            sw.read_pages(first + k as u64, page_bytes(p).ok_or(())?).map_err(fail)?;
+        }
     }
-    for (p, data) in pages.iter().zip(buf.chunks(PAGE)) {
-        let dst = page_bytes(p).ok_or(())?;
-        dst.copy_from_slice(data);
+    for p in pages {
         p.set_all_valid();
     }
     PAGES_IN.fetch_add(pages.len() as u64, Ordering::Relaxed);
     Ok(())
 }
 
-/// Writes `pages` to blocks `first..` with one request.
+/// Writes `pages` to blocks `first..` (one request, or one a page when no
+/// buffer can be had).
 fn write_run(sw: &SwapSpace, first: u64, pages: &[&'static Page]) -> Result<(), ()> {
-    let mut buf: Vec<u8> = Vec::new();
-    buf.try_reserve_exact(pages.len() * PAGE).map_err(|_| ())?;
-    for p in pages {
-        buf.extend_from_slice(page_bytes(p).ok_or(())?);
-    }
-    WRITES.fetch_add(1, Ordering::Relaxed);
-    if let Err(e) = sw.write_pages(first, &buf) {
-        log::warn!("swap: writing {} pages at block {first}: {e:?}", pages.len());
-        return Err(());
+    let fail = |e| log::warn!("swap: writing {} pages at block {first}: {e:?}", pages.len());
+    if let Some(mut buf) = run_buffer(pages.len() * PAGE) {
+        for p in pages {
+            buf.extend_from_slice(page_bytes(p).ok_or(())?);
+        }
+        WRITES.fetch_add(1, Ordering::Relaxed);
+        sw.write_pages(first, &buf).map_err(fail)?;
+    } else {
+        UNBUFFERED.fetch_add(1, Ordering::Relaxed);
+        for (k, p) in pages.iter().enumerate() {
+            WRITES.fetch_add(1, Ordering::Relaxed);
+            sw.write_pages(first + k as u64, page_bytes(p).ok_or(())?).map_err(fail)?;
+        }
     }
     PAGES_OUT.fetch_add(pages.len() as u64, Ordering::Relaxed);
     Ok(())
