@@ -359,9 +359,24 @@ impl ArgBlock {
         if strings + pointers > ARG_MAX {
             return Err(ElfError::TooBig);
         }
-        self.strings.extend_from_slice(s).map_err(|_| ElfError::NoMemory)?;
-        self.strings.extend_from_slice(&[0]).map_err(|_| ElfError::NoMemory)?;
-        Ok(())
+        self.extend(s)?;
+        self.extend(&[0])
+    }
+
+    /// Appends `bytes`, waiting for memory while pages are short, as making
+    /// the address space does ([`crate::vmspace::CREATE_WAIT_SECS`]): an
+    /// exec or a spawn under memory pressure waits for the pageout daemon
+    /// (or the OOM kill) rather than failing. Nothing is held across the
+    /// wait. A failed extension leaves the block as it was.
+    fn extend(&mut self, bytes: &[u8]) -> Result<(), ElfError> {
+        let deadline = crate::time::ticks() + crate::vmspace::CREATE_WAIT_SECS * crate::time::HZ;
+        loop {
+            match self.strings.extend_from_slice(bytes) {
+                Ok(()) => return Ok(()),
+                Err(crate::kmem::KmemError::NoMemory) if crate::time::ticks() < deadline && vm::vm_wait() => {}
+                Err(_) => return Err(ElfError::NoMemory),
+            }
+        }
     }
 
     /// Appends an argument (before any environment string).

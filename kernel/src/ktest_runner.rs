@@ -83,6 +83,7 @@ pub fn run(selection: Option<&[usize]>) -> ! {
             continue;
         };
         kprintln!("ktest: start {i} {} timeout={}", Name(t), t.timeout_secs);
+        let threads_before = settled_threads(usize::MAX);
         let free_before = free_pages();
         EXPECTED_CR2.store(u64::MAX, Ordering::Relaxed);
         STARTED_TSC.store(time::rdtsc(), Ordering::Relaxed);
@@ -92,7 +93,7 @@ pub fn run(selection: Option<&[usize]>) -> ! {
         CURRENT.store(NONE, Ordering::SeqCst);
         let us = elapsed_us();
         match t.expect {
-            Expect::Return => match after_test_check(free_before) {
+            Expect::Return => match after_test_check(free_before, threads_before) {
                 Ok(()) => kprintln!("ktest: ok {i} {} {us}us", Name(t)),
                 Err(why) => {
                     failed += 1;
@@ -135,14 +136,32 @@ pub fn free_pages() -> u64 {
     vm::try_global().map_or(0, |pm| pm.free_count() + crate::heap::stats().pages() as u64)
 }
 
+/// Lets the threads that have ended be reaped (their stacks are pages of
+/// their own) until at most `target` exist, for a second at most; returns
+/// how many exist then. A process's thread ends and is reaped a little
+/// after `wait` has returned its status: counting free pages before that
+/// would count its stack as leaked.
+fn settled_threads(target: usize) -> usize {
+    let until = time::ticks() + time::HZ;
+    loop {
+        crate::sched::reap();
+        let (count, dead) = crate::sched::counts();
+        if (count <= target && dead == 0) || time::ticks() > until {
+            return count;
+        }
+        crate::sched::yield_now();
+    }
+}
+
 /// Checks the kernel is still in a state the next test can run in: interrupts
 /// on, every page the test allocated given back, and the page invariants
 /// (`vm::invariants`) intact.
-fn after_test_check(free_before: u64) -> Result<(), alloc::string::String> {
+fn after_test_check(free_before: u64, threads_before: usize) -> Result<(), alloc::string::String> {
     use alloc::format;
     if !x86_64::instructions::interrupts::are_enabled() {
         return Err("left interrupts disabled".into());
     }
+    settled_threads(threads_before);
     let free_after = free_pages();
     if free_after != free_before {
         return Err(format!("free pages {free_before} before the test, {free_after} after: pages leaked or freed twice"));

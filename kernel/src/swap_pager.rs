@@ -20,10 +20,13 @@
 //!
 //! - `put_pages` takes a run of dirty, busy pages, allocates a run of
 //!   contiguous blocks (the blist's cursor keeps consecutive page-outs
-//!   consecutive), copies the pages into one buffer and writes it with one
-//!   request; when the heap has no buffer to give (memory is short, which is
-//!   when page-outs matter most), it writes a page at a time from the pages
-//!   themselves, and reads go the same way. A page's old block, if it had one, is freed when the new one
+//!   consecutive), copies the pages into one buffer (a physically contiguous
+//!   run of pages, which the disk reads where it is) and writes it with one
+//!   request; when no such run can be had (memory is short, which is when
+//!   page-outs matter most), it writes a page at a time from the pages
+//!   themselves, and reads go the same way. The heap is no place for these
+//!   buffers: its large blocks are not physically contiguous, and the disk
+//!   would copy them through a bounce buffer, allocated again. A page's old block, if it had one, is freed when the new one
 //!   is recorded. If the write fails the new blocks are freed and the pages
 //!   keep their old state: dirty, resident, nothing lost.
 //! - `has_page` answers with the contiguous blocks before and after the
@@ -41,13 +44,13 @@
 //! lock (see swap.rs).
 
 use alloc::boxed::Box;
-use alloc::vec::Vec;
 use alloc::sync::Arc;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use vm::object::{Pager, PagerResult, VmObject};
 use vm::page::Page;
+use vm::phys::AllocFlags;
 use vm::radix::{Entry, InsertError, Leaf, Radix};
 use vm::sync::Mutex;
 
@@ -350,28 +353,60 @@ impl Drop for SwapPager {
     }
 }
 
-/// A buffer of `len` bytes for one request, if the heap has one: under
-/// memory pressure (when page-outs matter most) it may not, and the
-/// transfer then goes a page at a time from the pages themselves.
-fn run_buffer(len: usize) -> Option<Vec<u8>> {
-    let mut buf: Vec<u8> = Vec::new();
-    buf.try_reserve_exact(len).ok()?;
-    Some(buf)
+/// A physically contiguous run of pages for one request (the disk reads
+/// and writes it where it is: no bounce buffer, which would need memory
+/// again), freed when dropped. Page-outs take it with `SYSTEM`: the pageout
+/// daemon frees memory, so it may use the reserve (FreeBSD's pagedaemon
+/// allocates so too).
+struct RunBuffer {
+    first: &'static Page,
+    order: u8,
+    bytes: &'static mut [u8],
+}
+
+impl RunBuffer {
+    /// A buffer for `pages` pages, or None when memory is short (when
+    /// page-outs matter most): the transfer then goes a page at a time
+    /// from the pages themselves.
+    fn new(pages: usize, flags: AllocFlags) -> Option<RunBuffer> {
+        let order = pages.next_power_of_two().trailing_zeros() as u8;
+        if order > vm::phys::MAX_ORDER {
+            return None;
+        }
+        let pm = vm::global();
+        let first = pm.alloc_order(order, AllocFlags::UNMANAGED | flags)?;
+        let Some(start) = pm.page_addr(first) else {
+            pm.free_contig(first, 1 << order);
+            return None;
+        };
+        // SAFETY: the run was just allocated for this buffer alone and the
+        // direct map covers it; it is freed only when the buffer drops.
+        let bytes = unsafe { core::slice::from_raw_parts_mut(start, pages * PAGE) };
+        Some(RunBuffer { first, order, bytes })
+    }
+}
+
+impl Drop for RunBuffer {
+    fn drop(&mut self) {
+        vm::global().free_contig(self.first, 1 << self.order);
+    }
 }
 
 /// Reads blocks `first..` into `pages` (one request, or one a page when no
 /// buffer can be had) and marks them valid.
 fn read_run(sw: &SwapSpace, first: u64, pages: &[&'static Page]) -> Result<(), ()> {
     let fail = |e| log::warn!("swap: reading {} pages at block {first}: {e:?}", pages.len());
-    if let Some(mut buf) = run_buffer(pages.len() * PAGE) {
-        buf.resize(pages.len() * PAGE, 0);
+    let run = if pages.len() > 1 { RunBuffer::new(pages.len(), AllocFlags::empty()) } else { None };
+    if let Some(buf) = run {
         READS.fetch_add(1, Ordering::Relaxed);
-        sw.read_pages(first, &mut buf).map_err(fail)?;
-        for (p, data) in pages.iter().zip(buf.chunks(PAGE)) {
+        sw.read_pages(first, buf.bytes).map_err(fail)?;
+        for (p, data) in pages.iter().zip(buf.bytes.chunks(PAGE)) {
             page_bytes(p).ok_or(())?.copy_from_slice(data);
         }
     } else {
-        UNBUFFERED.fetch_add(1, Ordering::Relaxed);
+        if pages.len() > 1 {
+            UNBUFFERED.fetch_add(1, Ordering::Relaxed);
+        }
         for (k, p) in pages.iter().enumerate() {
             READS.fetch_add(1, Ordering::Relaxed);
             sw.read_pages(first + k as u64, page_bytes(p).ok_or(())?).map_err(fail)?;
@@ -388,14 +423,17 @@ fn read_run(sw: &SwapSpace, first: u64, pages: &[&'static Page]) -> Result<(), (
 /// buffer can be had).
 fn write_run(sw: &SwapSpace, first: u64, pages: &[&'static Page]) -> Result<(), ()> {
     let fail = |e| log::warn!("swap: writing {} pages at block {first}: {e:?}", pages.len());
-    if let Some(mut buf) = run_buffer(pages.len() * PAGE) {
-        for p in pages {
-            buf.extend_from_slice(page_bytes(p).ok_or(())?);
+    let run = if pages.len() > 1 { RunBuffer::new(pages.len(), AllocFlags::SYSTEM) } else { None };
+    if let Some(buf) = run {
+        for (p, dst) in pages.iter().zip(buf.bytes.chunks_mut(PAGE)) {
+            dst.copy_from_slice(page_bytes(p).ok_or(())?);
         }
         WRITES.fetch_add(1, Ordering::Relaxed);
-        sw.write_pages(first, &buf).map_err(fail)?;
+        sw.write_pages(first, buf.bytes).map_err(fail)?;
     } else {
-        UNBUFFERED.fetch_add(1, Ordering::Relaxed);
+        if pages.len() > 1 {
+            UNBUFFERED.fetch_add(1, Ordering::Relaxed);
+        }
         for (k, p) in pages.iter().enumerate() {
             WRITES.fetch_add(1, Ordering::Relaxed);
             sw.write_pages(first + k as u64, page_bytes(p).ok_or(())?).map_err(fail)?;
