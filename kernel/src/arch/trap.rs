@@ -431,7 +431,7 @@ fn dispatch_other(tf: &mut TrapFrame) {
                 6 => SIGILL,
                 _ => SIGSEGV,
             };
-            kill_current(signal, name, tf.rip, tf.rip)
+            kill_current(signal, format_args!("{name}"), tf.rip, tf.rip)
         }
         _ => fatal_exception(tf),
     }
@@ -491,7 +491,7 @@ fn page_fault_unresolved(tf: &mut TrapFrame, cr2: u64, e: Option<vm::fault::Faul
                 crate::process::check_signals();
             }
             crate::pageout::report_shortage();
-            crate::process::kill_current(crate::process::SIGKILL, "out of memory", cr2, tf.rip)
+            crate::process::kill_current(crate::process::SIGKILL, format_args!("out of memory"), cr2, tf.rip)
         }
         e if tf.cs & 3 == 3 => {
             let access = if tf.error & 2 != 0 {
@@ -501,17 +501,19 @@ fn page_fault_unresolved(tf: &mut TrapFrame, cr2: u64, e: Option<vm::fault::Faul
             } else {
                 "read"
             };
+            // Static text only: kill_current never returns, so an owned
+            // message alive in this frame would never be freed.
             let what = match e {
-                Some(vm::fault::FaultError::Protection) => alloc::format!("{access} not allowed (protection)"),
-                Some(vm::fault::FaultError::Io) => alloc::format!("{access}: I/O error"),
-                Some(vm::fault::FaultError::Bad) => alloc::format!("{access} beyond the end of the object"),
-                _ => alloc::format!("{access} of an unmapped address"),
+                Some(vm::fault::FaultError::Protection) => " not allowed (protection)",
+                Some(vm::fault::FaultError::Io) => ": I/O error",
+                Some(vm::fault::FaultError::Bad) => " beyond the end of the object",
+                _ => " of an unmapped address",
             };
             let signal = match e {
                 Some(vm::fault::FaultError::Io | vm::fault::FaultError::Bad) => crate::process::SIGBUS,
                 _ => crate::process::SIGSEGV,
             };
-            crate::process::kill_current(signal, &what, cr2, tf.rip)
+            crate::process::kill_current(signal, format_args!("{access}{what}"), cr2, tf.rip)
         }
         _ if crate::syscall::recover_user_copy(tf) => {}
         Some(e) => {
