@@ -237,6 +237,13 @@ fn held_point() {
 
 /// Gives `pages` pages from `addr` (a slab or a page run) back to the page
 /// allocator. Interrupts on, the heap's lock not held.
+/// How the heap takes pages: as an ordinary allocation, which leaves the
+/// reserve alone, except in the pageout threads, which may use it
+/// ([`crate::pageout::in_daemon`]).
+fn page_flags() -> AllocFlags {
+    if crate::pageout::in_daemon() { AllocFlags::UNMANAGED | AllocFlags::SYSTEM } else { AllocFlags::UNMANAGED }
+}
+
 fn release_pages(addr: *mut u8, pages: usize) {
     let pm = vm::global();
     let first = pm.page_of_addr(addr).expect("heap pages outside the direct map");
@@ -250,7 +257,7 @@ impl KernelHeap {
     fn grow_class(&self, c: usize) -> Option<NonNull<u8>> {
         let pages = CLASSES[c].1;
         let pm = vm::global();
-        let first = pm.alloc_order(pages.trailing_zeros() as u8, AllocFlags::UNMANAGED)?;
+        let first = pm.alloc_order(pages.trailing_zeros() as u8, page_flags())?;
         let Some(mem) = pm.page_addr(first).and_then(NonNull::new) else {
             pm.free_contig(first, pages);
             return None;
@@ -274,9 +281,9 @@ impl KernelHeap {
         let align = (layout.align() as u64).max(PAGE_SIZE);
         let pm = vm::global();
         let first = if pages == 1 && align == PAGE_SIZE {
-            pm.alloc(AllocFlags::UNMANAGED)?
+            pm.alloc(page_flags())?
         } else {
-            pm.alloc_contig(pages, align, 0, 0, u64::MAX, AllocFlags::UNMANAGED)?
+            pm.alloc_contig(pages, align, 0, 0, u64::MAX, page_flags())?
         };
         let Some(p) = pm.page_addr(first).and_then(NonNull::new) else {
             pm.free_contig(first, pages);

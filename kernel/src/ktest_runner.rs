@@ -141,7 +141,7 @@ pub fn free_pages() -> u64 {
 /// how many exist then. A process's thread ends and is reaped a little
 /// after `wait` has returned its status: counting free pages before that
 /// would count its stack as leaked.
-fn settled_threads(target: usize) -> usize {
+pub fn settled_threads(target: usize) -> usize {
     let until = time::ticks() + time::HZ;
     loop {
         crate::sched::reap();

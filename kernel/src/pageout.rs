@@ -35,6 +35,20 @@ static LAUNDRY_CHAN: u8 = 0;
 static FREE_CHAN: u8 = 0;
 static NAP_CHAN: u8 = 0;
 
+/// The daemon's and the laundry thread's ids (0 before they start). (A;
+/// Relaxed: set once at boot, before any page-out.)
+static DAEMON_THREADS: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+
+/// Whether the current thread is the pageout daemon or the laundry thread.
+/// Their allocations may take the reserve (as FreeBSD's pagedaemon's do):
+/// they free memory, and what they need to do it (a swap block record, a
+/// transfer buffer, a slab of the heap for either) must not wait for
+/// memory to be freed by themselves.
+pub fn in_daemon() -> bool {
+    let me = sched::current();
+    me != 0 && DAEMON_THREADS.iter().any(|t| t.load(Ordering::Relaxed) == me)
+}
+
 fn chan(c: &'static u8) -> usize {
     c as *const u8 as usize
 }
@@ -99,8 +113,12 @@ pub fn init() {
     pm.levels.target.store(reserve * 4, Ordering::Relaxed);
     vm::phys::set_pageout_wakeup(|| NEEDED.store(true, Ordering::Release));
     vm::set_vm_wait(vm_wait);
-    if sched::spawn_detached("pagedaemon", daemon).is_none() || sched::spawn_detached("laundry", laundry).is_none() {
-        panic!("cannot start the pageout threads");
+    match (sched::spawn_detached("pagedaemon", daemon), sched::spawn_detached("laundry", laundry)) {
+        (Some(d), Some(l)) => {
+            DAEMON_THREADS[0].store(d, Ordering::Relaxed);
+            DAEMON_THREADS[1].store(l, Ordering::Relaxed);
+        }
+        _ => panic!("cannot start the pageout threads"),
     }
     log::info!(
         "pageout: {} pages free; reserve {reserve}, target {}; swap {}",
@@ -208,6 +226,12 @@ fn daemon() {
             let swap_full = crate::swap::swap().is_none_or(|s| s.avail() < SWAP_LOW);
             let waited = now - progress_at;
             if (swap_full && waited >= OOM_TICKS) || waited >= STUCK_TICKS {
+                if !swap_full {
+                    // Nothing written for that long with swap to spare: the
+                    // laundry is stuck somewhere. Where, is worth a report.
+                    crate::kprintln!("pageout: nothing written for {} ms with swap free; the threads:", waited * 1000 / time::HZ);
+                    sched::write_threads(&mut crate::serial::panic_writer());
+                }
                 oom_kill();
                 progress_at = now;
             }

@@ -284,18 +284,23 @@ impl Pager for SwapPager {
                 break;
             };
             let run = &pages[done..done + got as usize];
-            if write_run(sw, first, run).is_err() {
-                sw.free(first, got);
-                break;
+            // The pages written, from the first: all or none of a run in one
+            // request; a prefix when it went a page at a time.
+            let written = write_run(sw, first, run);
+            if written < run.len() {
+                sw.free(first + written as u64, got - written as u64);
             }
             self.with_meta(|m| {
-                for (k, p) in run.iter().enumerate() {
+                for (k, p) in run[..written].iter().enumerate() {
                     if let Some(old) = Self::set(m, p.pindex(), first + k as u64) {
                         sw.free(old, 1);
                     }
                 }
             });
-            done += got as usize;
+            done += written;
+            if written < run.len() {
+                break;
+            }
         }
         if done < slotted {
             // Slots made for pages that were not written go again.
@@ -420,27 +425,33 @@ fn read_run(sw: &SwapSpace, first: u64, pages: &[&'static Page]) -> Result<(), (
 }
 
 /// Writes `pages` to blocks `first..` (one request, or one a page when no
-/// buffer can be had).
-fn write_run(sw: &SwapSpace, first: u64, pages: &[&'static Page]) -> Result<(), ()> {
+/// buffer can be had); returns how many were written, from the first: all
+/// or none in one request, the pages up to the first failure one a page.
+fn write_run(sw: &SwapSpace, first: u64, pages: &[&'static Page]) -> usize {
     let fail = |e| log::warn!("swap: writing {} pages at block {first}: {e:?}", pages.len());
     let run = if pages.len() > 1 { RunBuffer::new(pages.len(), AllocFlags::SYSTEM) } else { None };
-    if let Some(buf) = run {
+    let written = if let Some(buf) = run {
+        let mut copied = true;
         for (p, dst) in pages.iter().zip(buf.bytes.chunks_mut(PAGE)) {
-            dst.copy_from_slice(page_bytes(p).ok_or(())?);
+            match page_bytes(p) {
+                Some(src) => dst.copy_from_slice(src),
+                None => copied = false,
+            }
         }
         WRITES.fetch_add(1, Ordering::Relaxed);
-        sw.write_pages(first, buf.bytes).map_err(fail)?;
+        if copied && sw.write_pages(first, buf.bytes).map_err(fail).is_ok() { pages.len() } else { 0 }
     } else {
         if pages.len() > 1 {
             UNBUFFERED.fetch_add(1, Ordering::Relaxed);
         }
-        for (k, p) in pages.iter().enumerate() {
+        let one = |k: usize, p: &'static Page| {
             WRITES.fetch_add(1, Ordering::Relaxed);
-            sw.write_pages(first + k as u64, page_bytes(p).ok_or(())?).map_err(fail)?;
-        }
-    }
-    PAGES_OUT.fetch_add(pages.len() as u64, Ordering::Relaxed);
-    Ok(())
+            page_bytes(p).is_some_and(|src| sw.write_pages(first + k as u64, src).map_err(fail).is_ok())
+        };
+        pages.iter().enumerate().take_while(|&(k, p)| one(k, p)).count()
+    };
+    PAGES_OUT.fetch_add(written as u64, Ordering::Relaxed);
+    written
 }
 
 mod tests {
