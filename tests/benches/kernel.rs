@@ -488,8 +488,10 @@ fn soak() -> anyhow::Result<()> {
             }
             Ok(out) => {
                 // "fuzz: N calls by W workers (...)"
-                let tally = out.stdout.lines().rev().find(|l| l.starts_with("fuzz: ") && l.contains(" calls by "));
-                let made = tally.and_then(|l| l.split(' ').nth(1)?.parse::<u64>().ok());
+                // A kernel line may have run into the program's: the tally
+                // is looked for anywhere in a line.
+                let tally = out.stdout.lines().rev().find_map(|l| l.split("fuzz: ").nth(1).filter(|t| t.contains(" calls by ")));
+                let made = tally.and_then(|t| t.split(' ').next()?.parse::<u64>().ok());
                 calls += made.unwrap_or(0);
                 if out.status != Some(0) || out.last_line("fuzz: ok").is_none() || !out.invariants_hold() {
                     failed += 1;
