@@ -22,7 +22,7 @@ commands:
              non-zero exit status on any failure
   bench      host benchmarks and the kernel's benchmarks (release build);
              prints `bench: <name> <value> <unit>` lines
-  bench soak the long hostile runs instead (release build, about 20 minutes):
+  bench soak the long hostile runs instead (release build, about 15 minutes):
              the soak, 4 workers x 24 MiB in 64 MiB with swap for 10 minutes
              (SOAK_SECONDS), then SOAK_SHORT_RUNS (default 0) runs of the test
              suite's 60 s soak, then 10^6 fuzzed system calls (FUZZ_CALLS)
