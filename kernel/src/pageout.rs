@@ -169,13 +169,74 @@ fn comfortable(reserve: u64, target: u64) -> u64 {
     reserve + (target - reserve) / 4
 }
 
+/// How long a shortage has gone without progress: the daemon's out-of-memory
+/// clock. It runs only while memory is short. A shortage starts the clock
+/// afresh, however long the daemon slept before it; were the clock kept
+/// from the last progress of the previous shortage, the first pass after a
+/// quiet spell (before the laundry thread has even been woken) would find
+/// the limit long passed and kill a process with swap to spare.
+struct Watch {
+    /// Whether a shortage is being timed.
+    short: bool,
+    /// When the current shortage last saw progress, or began.
+    progress_at: u64,
+}
+
+/// What the daemon does after a pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Verdict {
+    /// Keep going.
+    Wait,
+    /// Out of memory and swap (or no swap): kill.
+    Kill,
+    /// Nothing written for this many ticks with swap free: report, kill.
+    Stuck(u64),
+}
+
+impl Watch {
+    fn new() -> Watch {
+        Watch { short: false, progress_at: 0 }
+    }
+
+    /// Memory is not short: no shortage is being timed.
+    fn no_shortage(&mut self) {
+        self.short = false;
+    }
+
+    /// A pass begins at `now`, memory being short: the clock starts if the
+    /// shortage is new.
+    fn begin(&mut self, now: u64) {
+        if !self.short {
+            self.short = true;
+            self.progress_at = now;
+        }
+    }
+
+    /// The verdict on a pass at `now` during a shortage.
+    fn pass(&mut self, now: u64, progress: bool, swap_full: bool) -> Verdict {
+        if progress {
+            self.progress_at = now;
+            return Verdict::Wait;
+        }
+        let waited = now.saturating_sub(self.progress_at);
+        let verdict = if swap_full && waited >= OOM_TICKS {
+            Verdict::Kill
+        } else if waited >= STUCK_TICKS {
+            if swap_full { Verdict::Kill } else { Verdict::Stuck(waited) }
+        } else {
+            return Verdict::Wait;
+        };
+        // The victim's pages take a moment to come free: time afresh.
+        self.progress_at = now;
+        verdict
+    }
+}
+
 /// The pageout daemon's loop.
 fn daemon() {
     let pm = vm::global();
     let mappings = vm::kernel_env().mappings;
-    // When the daemon last saw progress (pages freed or written, or enough
-    // memory free).
-    let mut progress_at = time::ticks();
+    let mut watch = Watch::new();
     // Pages written by the time of the last pass.
     let mut last_written = 0;
     loop {
@@ -186,16 +247,19 @@ fn daemon() {
         NEEDED.store(false, Ordering::Release);
         let (free, reserve, target) = levels();
         if free >= target {
+            watch.no_shortage();
             sched::wakeup(chan(&FREE_CHAN));
             continue;
         }
         COUNTERS.passes.fetch_add(1, Ordering::Relaxed);
+        watch.begin(time::ticks());
         // The kernel heap's empty slabs first (FreeBSD's uma_reclaim in
         // vm_pageout_lowmem): free pages that cost nothing to give back.
         let reclaimed = crate::heap::reclaim() as u64;
         COUNTERS.heap_reclaimed.fetch_add(reclaimed, Ordering::Relaxed);
         let free = free + reclaimed;
         if free >= target {
+            watch.no_shortage();
             sched::wakeup(chan(&FREE_CHAN));
             continue;
         }
@@ -220,20 +284,16 @@ fn daemon() {
         let progress = free >= comfortable(reserve, target) || written != last_written;
         last_written = written;
         let now = time::ticks();
-        if progress {
-            progress_at = now;
-        } else {
-            let swap_full = crate::swap::swap().is_none_or(|s| s.avail() < SWAP_LOW);
-            let waited = now - progress_at;
-            if (swap_full && waited >= OOM_TICKS) || waited >= STUCK_TICKS {
-                if !swap_full {
-                    // Nothing written for that long with swap to spare: the
-                    // laundry is stuck somewhere. Where, is worth a report.
-                    crate::kprintln!("pageout: nothing written for {} ms with swap free; the threads:", waited * 1000 / time::HZ);
-                    sched::write_threads(&mut crate::serial::panic_writer());
-                }
+        let swap_full = crate::swap::swap().is_none_or(|s| s.avail() < SWAP_LOW);
+        match watch.pass(now, progress, swap_full) {
+            Verdict::Wait => {}
+            Verdict::Kill => oom_kill(),
+            Verdict::Stuck(waited) => {
+                // Nothing written for that long with swap to spare: the
+                // laundry is stuck somewhere. Where, is worth a report.
+                crate::kprintln!("pageout: nothing written for {} ms with swap free; the threads:", waited * 1000 / time::HZ);
+                sched::write_threads(&mut crate::serial::panic_writer());
                 oom_kill();
-                progress_at = now;
             }
         }
         // Let the laundry and the waiters run before the next pass; after a

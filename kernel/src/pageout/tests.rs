@@ -232,3 +232,38 @@ fn the_daemon_reclaims_empty_heap_slabs() {
         "the daemon did not count the pages it reclaimed"
     );
 }
+
+/// The out-of-memory clock runs only during a shortage: a shortage that
+/// comes after a quiet spell starts it afresh. (It once kept the time of
+/// the last progress of an earlier shortage, and the first pass after 30 s
+/// of plenty killed a process with all of swap free, before the laundry
+/// thread had been woken.)
+#[ktest]
+fn the_oom_clock_starts_with_each_shortage() {
+    use super::{OOM_TICKS, STUCK_TICKS, Verdict, Watch};
+    let mut w = Watch::new();
+    // A shortage, eased without the daemon's help.
+    w.begin(1_000);
+    assert_eq!(w.pass(1_010, false, false), Verdict::Wait);
+    w.no_shortage();
+    // Thirty seconds later, another: its first passes wait.
+    let t = 31_000;
+    w.begin(t);
+    assert_eq!(w.pass(t + 5, false, false), Verdict::Wait, "a new shortage inherited an old clock");
+    w.begin(t + 10);
+    assert_eq!(w.pass(t + STUCK_TICKS - 1, false, false), Verdict::Wait);
+    // Ten seconds without progress with swap free: stuck, reported.
+    assert_eq!(w.pass(t + STUCK_TICKS, false, false), Verdict::Stuck(STUCK_TICKS));
+    // Timed afresh after a kill.
+    assert_eq!(w.pass(t + STUCK_TICKS + 1, false, false), Verdict::Wait);
+    w.no_shortage();
+
+    // Swap full: half a second without progress, and progress resets it.
+    let t = 60_000;
+    w.begin(t);
+    assert_eq!(w.pass(t + OOM_TICKS - 1, false, true), Verdict::Wait);
+    assert_eq!(w.pass(t + OOM_TICKS, true, true), Verdict::Wait);
+    assert_eq!(w.pass(t + 2 * OOM_TICKS - 1, false, true), Verdict::Wait);
+    assert_eq!(w.pass(t + 2 * OOM_TICKS, false, true), Verdict::Kill);
+    assert_eq!(w.pass(t + 2 * OOM_TICKS + 1, false, true), Verdict::Wait);
+}
