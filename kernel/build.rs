@@ -28,9 +28,8 @@ fn main() {
             .status()
             .unwrap_or_else(|e| panic!("cannot run musl-gcc ({e}): install the Debian package musl-tools (./run-qemu.sh does)"));
         assert!(status.success(), "musl-gcc failed on {}", src.display());
-        table.push_str(&format!(
-            "    (\"/bin/{name}\", &Aligned(*include_bytes!(concat!(env!(\"OUT_DIR\"), \"/{name}\"))).0),\n"
-        ));
+        table
+            .push_str(&format!("    (\"/bin/{name}\", &Aligned(*include_bytes!(concat!(env!(\"OUT_DIR\"), \"/{name}\"))).0),\n"));
     }
     table.push_str("]\n");
     std::fs::write(out.join("programs.rs"), table).expect("writing programs.rs");

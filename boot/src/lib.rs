@@ -107,9 +107,8 @@ pub fn strip_debug(kernel: &Path, out: &Path) -> Result<()> {
     let tools = llvm_tools::LlvmTools::new().map_err(|e| {
         anyhow::anyhow!("llvm-tools-preview is not installed ({e:?}); run `rustup component add llvm-tools-preview`")
     })?;
-    let objcopy = tools
-        .tool(&llvm_tools::exe("llvm-objcopy"))
-        .context("llvm-objcopy not found in the llvm-tools-preview component")?;
+    let objcopy =
+        tools.tool(&llvm_tools::exe("llvm-objcopy")).context("llvm-objcopy not found in the llvm-tools-preview component")?;
     let status = Command::new(&objcopy)
         .arg("--strip-debug")
         .arg(kernel)
@@ -126,8 +125,7 @@ pub fn strip_debug(kernel: &Path, out: &Path) -> Result<()> {
 pub fn build_images(kernel: &Path) -> Result<Images> {
     let images = Images::for_kernel(kernel);
     let elf = fs::read(kernel).with_context(|| format!("cannot read kernel {}", kernel.display()))?;
-    fs::write(&images.symbols, symbol_table(&elf)?)
-        .with_context(|| format!("cannot write {}", images.symbols.display()))?;
+    fs::write(&images.symbols, symbol_table(&elf)?).with_context(|| format!("cannot write {}", images.symbols.display()))?;
 
     let mut config = BootConfig::default();
     config.log_level = bootloader_boot_config::LevelFilter::Warn;
@@ -181,8 +179,7 @@ pub fn build_rootfs(images: &Images) -> Result<()> {
     let user = root.join("user");
     for entry in fs::read_dir(&user).with_context(|| format!("cannot read {}", user.display()))? {
         let path = entry?.path();
-        let Some(name) = path.file_stem().and_then(|n| n.to_str()).filter(|_| path.extension().is_some_and(|e| e == "c"))
-        else {
+        let Some(name) = path.file_stem().and_then(|n| n.to_str()).filter(|_| path.extension().is_some_and(|e| e == "c")) else {
             continue;
         };
         let status = Command::new("musl-gcc")

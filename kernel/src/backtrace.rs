@@ -32,7 +32,7 @@ fn on_ist_stack(addr: u64) -> bool {
 pub fn walk(pc: u64, mut rbp: u64, mut f: impl FnMut(usize, u64)) {
     f(0, pc);
     for n in 1..MAX_FRAMES {
-        if rbp == 0 || rbp % 8 != 0 || !is_mapped(rbp, 16) {
+        if rbp == 0 || !rbp.is_multiple_of(8) || !is_mapped(rbp, 16) {
             return;
         }
         // SAFETY: [rbp, rbp+16) is mapped (checked above) and aligned; reading

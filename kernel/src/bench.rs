@@ -101,7 +101,8 @@ fn file_reads() {
         let v = m.vnode(ino, size).ok()?;
         let space = crate::vmspace::AddressSpace::new().ok()?;
         v.object.reference();
-        let a = space.map.lock().map(None, size, Prot::READ, Prot::READ, Inherit::Share, Some((v.object.clone(), 0)), false).ok()?;
+        let a =
+            space.map.lock().map(None, size, Prot::READ, Prot::READ, Inherit::Share, Some((v.object.clone(), 0)), false).ok()?;
         let r0 = crate::vfs::PAGER_READS.load(Ordering::Relaxed);
         let t0 = time::rdtsc();
         {
@@ -167,13 +168,16 @@ pub fn primitives() {
     // Under emulation a call and its return cost more than many plain
     // instructions: what the fault path's inlining is measured against.
     report("call_ret", time_loop!(core::hint::black_box(far_call(core::hint::black_box(3)))));
-    report("straight_x10", time_loop!({
-        let mut x = core::hint::black_box(3u64);
-        for k in 0..10 {
-            x = x.wrapping_mul(7) ^ k;
-        }
-        core::hint::black_box(x)
-    }));
+    report(
+        "straight_x10",
+        time_loop!({
+            let mut x = core::hint::black_box(3u64);
+            for k in 0..10 {
+                x = x.wrapping_mul(7) ^ k;
+            }
+            core::hint::black_box(x)
+        }),
+    );
     x86_64::instructions::interrupts::disable();
     // SAFETY: interrupts go on for one instruction and off again.
     report("sti_cli", time_loop!(unsafe { core::arch::asm!("sti", "nop", "cli") }));
@@ -216,7 +220,7 @@ pub fn page_allocator() {
     for _ in 0..MIXED {
         rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         let r = rng >> 33;
-        if live.len() < 1024 && (live.is_empty() || r % 3 != 0) {
+        if live.len() < 1024 && (live.is_empty() || !r.is_multiple_of(3)) {
             let order = (r / 3 % 5) as u8;
             if let Some(p) = pm.alloc_order(order, AllocFlags::UNMANAGED) {
                 live.push((p, 1 << order));
@@ -664,7 +668,9 @@ pub fn zeroing() {
     let t0 = time::rdtsc();
     for _ in 0..N {
         // SAFETY: writes 4096 bytes at `va` (our page).
-        unsafe { core::arch::asm!("rep stosb", inout("rcx") 4096usize => _, inout("rdi") va => _, in("al") 0u8, options(nostack)) };
+        unsafe {
+            core::arch::asm!("rep stosb", inout("rcx") 4096usize => _, inout("rdi") va => _, in("al") 0u8, options(nostack))
+        };
     }
     kprintln!("bench: kernel.zero.rep_stosb {:.0} ns/page", ns(time::rdtsc() - t0));
     let t0 = time::rdtsc();
@@ -742,7 +748,10 @@ pub fn zeroing() {
         // SAFETY: two distinct pages of ours.
         unsafe { vm::fault::copy_page(pm.page_addr(more[i]).unwrap(), pm.page_addr(more[half + i]).unwrap()) };
     }
-    kprintln!("bench: kernel.copy.fault_path_cold {:.0} ns/page", time::tsc_to_us(time::rdtsc() - t0) as f64 * 1000.0 / half.max(1) as f64);
+    kprintln!(
+        "bench: kernel.copy.fault_path_cold {:.0} ns/page",
+        time::tsc_to_us(time::rdtsc() - t0) as f64 * 1000.0 / half.max(1) as f64
+    );
     for p in pages.into_iter().chain(more) {
         pm.free(p);
     }

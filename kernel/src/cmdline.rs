@@ -62,7 +62,7 @@ pub fn early_log_level() -> log::LevelFilter {
     line.split_whitespace()
         .filter_map(|w| w.strip_prefix("log="))
         .filter_map(|v| v.trim_end_matches('\0').parse().ok())
-        .last()
+        .next_back()
         .unwrap_or(log::LevelFilter::Info)
 }
 
@@ -92,8 +92,7 @@ pub fn parse(raw: &str) -> Cmdline {
                 _ => log::warn!("cmdline: unknown mode {value:?}, using demo"),
             },
             "run" => {
-                let indices: Option<Vec<usize>> =
-                    value.split(',').filter(|s| !s.is_empty()).map(|s| s.parse().ok()).collect();
+                let indices: Option<Vec<usize>> = value.split(',').filter(|s| !s.is_empty()).map(|s| s.parse().ok()).collect();
                 match indices {
                     Some(v) => c.run = Some(v),
                     None => log::warn!("cmdline: bad test list {value:?}, running all"),
@@ -132,8 +131,6 @@ pub fn parse(raw: &str) -> Cmdline {
 pub fn init() -> &'static Cmdline {
     CMDLINE.call_once(|| parse(&read_fw_cfg().unwrap_or_default()))
 }
-
-
 
 #[ktest::ktest]
 fn parses_every_option() {

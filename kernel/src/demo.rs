@@ -33,12 +33,7 @@ pub fn run() {
     let v: Vec<u64> = (0..100_000).collect();
     let b = Box::new(v.iter().sum::<u64>());
     let (used1, _) = heap::usage();
-    kprintln!(
-        "heap: {} KiB free; a 100000-element Vec took {} KiB, sum {}",
-        free0 / 1024,
-        (used1 - used0) / 1024,
-        b
-    );
+    kprintln!("heap: {} KiB free; a 100000-element Vec took {} KiB, sum {}", free0 / 1024, (used1 - used0) / 1024, b);
     drop(v);
     drop(b);
 

@@ -248,7 +248,11 @@ fn map_segments(space: &AddressSpace, elf: &ElfFile<'_>, program: &crate::bytes:
             }
             let bss = file_hi.max(lo);
             if hi > bss {
-                space.map.lock().map(Some(bss), hi - bss, prot, Prot::ALL, Inherit::Copy, None, false).map_err(|_| ElfError::NoMemory)?;
+                space
+                    .map
+                    .lock()
+                    .map(Some(bss), hi - bss, prot, Prot::ALL, Inherit::Copy, None, false)
+                    .map_err(|_| ElfError::NoMemory)?;
             }
         }
         Ok(())

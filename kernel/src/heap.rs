@@ -212,10 +212,10 @@ fn in_boot_arena(p: *mut u8) -> bool {
 /// for the heap's lock (it frees and allocates only outside its lock).
 #[track_caller]
 fn check_context() {
-    if cfg!(debug_assertions) {
-        if let Some(site) = crate::sched::lock_holder() {
-            panic!("heap used with the scheduler lock held (taken at {site}); the allocation is in the backtrace");
-        }
+    if cfg!(debug_assertions)
+        && let Some(site) = crate::sched::lock_holder()
+    {
+        panic!("heap used with the scheduler lock held (taken at {site}); the allocation is in the backtrace");
     }
 }
 
@@ -419,10 +419,7 @@ pub enum HeapError {
 
 /// Takes the boot arena's frames and hands them to the allocator.
 pub fn init() -> Result<PhysRange, HeapError> {
-    let range = EARLY_FRAMES
-        .lock()
-        .alloc_contiguous(HEAP_SIZE / PAGE_SIZE)
-        .ok_or(HeapError::NoMemory)?;
+    let range = EARLY_FRAMES.lock().alloc_contiguous(HEAP_SIZE / PAGE_SIZE).ok_or(HeapError::NoMemory)?;
     let start = memory::phys_to_virt(range.start);
     let len = range.len() as usize;
     let mut g = ALLOCATOR.inner.lock();
@@ -515,7 +512,11 @@ impl HeapStats {
     /// Bytes free in slabs and the boot arena: what the heap can hand out
     /// without taking pages.
     pub fn bytes_free(&self) -> usize {
-        let items: usize = self.classes.iter().map(|c| (c.slabs * c.slab_pages * PAGE - c.slabs * vm::zone::SLAB_HEADER) / c.size * c.size - c.in_use * c.size).sum();
+        let items: usize = self
+            .classes
+            .iter()
+            .map(|c| (c.slabs * c.slab_pages * PAGE - c.slabs * vm::zone::SLAB_HEADER) / c.size * c.size - c.in_use * c.size)
+            .sum();
         items + (self.boot_size - self.boot_used)
     }
 }
@@ -613,7 +614,7 @@ mod tests {
                 2 => 1 << (seed as usize % 14),
                 _ => 4096 * (1 + seed as usize % 8),
             };
-            let align = 1usize << (seed as usize >> 8) % 13;
+            let align = 1usize << ((seed as usize >> 8) % 13);
             let layout = Layout::from_size_align(size, align).unwrap();
             // SAFETY: layout has non-zero size.
             let p = unsafe { alloc::alloc::alloc(layout) };
@@ -736,7 +737,12 @@ mod tests {
         super::reclaim();
         let free0 = pm.free_count();
         let s0 = super::stats();
-        let layouts = [Layout::from_size_align(2049, 8).unwrap(), Layout::from_size_align(40 << 10, 16).unwrap(), Layout::from_size_align(8192, 8192).unwrap(), Layout::from_size_align(1 << 20, 4096).unwrap()];
+        let layouts = [
+            Layout::from_size_align(2049, 8).unwrap(),
+            Layout::from_size_align(40 << 10, 16).unwrap(),
+            Layout::from_size_align(8192, 8192).unwrap(),
+            Layout::from_size_align(1 << 20, 4096).unwrap(),
+        ];
         let mut blocks = Vec::new();
         for (i, &l) in layouts.iter().enumerate() {
             // SAFETY: non-zero size.

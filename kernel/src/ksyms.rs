@@ -71,11 +71,7 @@ pub fn init(ramdisk: Option<&'static [u8]>, image_offset: u64) {
 impl Table {
     fn entry(&self, i: usize) -> (u64, u32, u32) {
         let off = 24 + i * ENTRY_SIZE;
-        (
-            u64_at(self.data, off).unwrap_or(0),
-            u32_at(self.data, off + 8).unwrap_or(0),
-            u32_at(self.data, off + 12).unwrap_or(0),
-        )
+        (u64_at(self.data, off).unwrap_or(0), u32_at(self.data, off + 8).unwrap_or(0), u32_at(self.data, off + 12).unwrap_or(0))
     }
 
     fn name(&self, name_off: u32) -> &'static str {

@@ -202,11 +202,7 @@ pub fn exception_taken(vector: u8, cr2: u64) -> ! {
             qemu::exit(ExitCode::Success)
         }
         Expect::Fault(v) if v == vector => {
-            let _ = writeln!(
-                w,
-                "ktest: FAILED {i} {} {us}us exception {vector} at {cr2:#x}, expected at {want_cr2:#x}",
-                Name(t)
-            );
+            let _ = writeln!(w, "ktest: FAILED {i} {} {us}us exception {vector} at {cr2:#x}, expected at {want_cr2:#x}", Name(t));
         }
         _ => {
             let (mnemonic, name) = crate::arch::trap::exception_name(vector);

@@ -77,13 +77,7 @@ pub fn summary() -> MapSummary {
 /// Logs the memory map, one line per region and a total.
 pub fn log_map() {
     for r in regions() {
-        log::debug!(
-            "  {:#012x}..{:#012x} {:>8} KiB {:?}",
-            r.start,
-            r.end,
-            (r.end - r.start) / 1024,
-            r.kind
-        );
+        log::debug!("  {:#012x}..{:#012x} {:>8} KiB {:?}", r.start, r.end, (r.end - r.start) / 1024, r.kind);
     }
     let s = summary();
     log::info!(
@@ -183,10 +177,7 @@ pub fn init_page_allocator() -> Result<&'static vm::phys::PhysMem, vm::phys::Phy
     // covers `needed` records of uninitialised memory, which PhysMem::new
     // initialises before reading.
     let storage = unsafe {
-        core::slice::from_raw_parts_mut(
-            phys_to_virt(storage_range.start) as *mut core::mem::MaybeUninit<vm::page::Page>,
-            needed,
-        )
+        core::slice::from_raw_parts_mut(phys_to_virt(storage_range.start) as *mut core::mem::MaybeUninit<vm::page::Page>, needed)
     };
     let pm = PhysMem::new(&segs, storage, Some(PHYS_OFFSET.load(Ordering::Relaxed) as usize))?;
     let mut taken: alloc::vec::Vec<PhysRange> = EARLY_FRAMES.lock().taken().to_vec();

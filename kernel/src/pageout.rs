@@ -306,7 +306,6 @@ fn daemon() {
     }
 }
 
-
 /// The laundry thread's loop: writes dirty pages out while memory is short.
 fn laundry() {
     let pm = vm::global();
@@ -357,7 +356,8 @@ fn oom_kill() {
         p.pid,
         p.name.lock().as_str(),
         p.resident_pages(),
-        crate::swap::swap().map_or_else(|| alloc::string::String::from("none"), |s| alloc::format!("{} of {} pages free", s.avail(), s.pages()))
+        crate::swap::swap()
+            .map_or_else(|| alloc::string::String::from("none"), |s| alloc::format!("{} of {} pages free", s.avail(), s.pages()))
     );
     COUNTERS.oom_kills.fetch_add(1, Ordering::Relaxed);
     crate::process::send_signal(&p, crate::process::SIGKILL);

@@ -33,11 +33,11 @@ use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use spin::Once;
-use vm::sync::Mutex;
 use vm::PAGE_SIZE;
 use vm::page::Page;
 use vm::phys::{AllocFlags, PhysMem};
 use vm::pmap::{PageMappings, Pmap, PmapError, Prot, TlbFlush};
+use vm::sync::Mutex;
 use vm::zone::{KernelPages, NodeZone};
 use x86_64::registers::control::Cr3;
 use x86_64::registers::model_specific::{Efer, EferFlags};
@@ -194,8 +194,8 @@ impl X86Pmap {
         let top = gl.pm.alloc(AllocFlags::UNMANAGED | AllocFlags::ZERO).ok_or(PmapError::NoMemory)?;
         let pml4 = top.phys();
         let kernel = table(gl.kernel_pml4);
-        for i in 256..512 {
-            table(pml4)[i].store(kernel[i].load(Ordering::Relaxed), Ordering::Relaxed);
+        for (new, old) in table(pml4)[256..].iter().zip(&kernel[256..]) {
+            new.store(old.load(Ordering::Relaxed), Ordering::Relaxed);
         }
         Ok(Arc::new(X86Pmap {
             pml4,
@@ -349,10 +349,11 @@ impl X86Pmap {
             }
             if new != old {
                 let was = e.swap(new & !D, Ordering::AcqRel);
-                if was & D != 0 && was & SW_MANAGED != 0 {
-                    if let Some(p) = gl.pm.page_of(was & ADDR) {
-                        p.set_all_dirty();
-                    }
+                if was & D != 0
+                    && was & SW_MANAGED != 0
+                    && let Some(p) = gl.pm.page_of(was & ADDR)
+                {
+                    p.set_all_dirty();
                 }
                 any = true;
             }
@@ -430,10 +431,10 @@ fn first_used(t: u64, level: u32, base: u64, start: u64, end: u64) -> Option<u64
             if v != 0 {
                 return Some(va);
             }
-        } else if v & P != 0 {
-            if let Some(found) = first_used(v & ADDR, level - 1, va, start.max(va), end.min(va + span)) {
-                return Some(found);
-            }
+        } else if v & P != 0
+            && let Some(found) = first_used(v & ADDR, level - 1, va, start.max(va), end.min(va + span))
+        {
+            return Some(found);
         }
     }
     None
@@ -748,7 +749,6 @@ impl PageMappings for X86Mappings {
             TlbFlush::range(va, va + PAGE_SIZE as u64, flush_range).flush();
         }
     }
-
 
     fn clear_modify(&self, page: &'static Page) {
         let mut flushes = Vec::new();

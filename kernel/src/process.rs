@@ -153,6 +153,9 @@ pub struct SigAction {
     pub mask: u64,
 }
 
+/// A process's open files by descriptor, each with its close-on-exec flag.
+pub type FileTable = Vec<Option<(Arc<crate::vfs::OpenFile>, bool)>>;
+
 pub struct Process {
     pub pid: u64,
     /// The parent's pid (0: started by the kernel); init's once the parent
@@ -182,7 +185,7 @@ pub struct Process {
     /// Signal actions, index n - 1 for signal n.
     pub actions: Mutex<[SigAction; NSIG as usize]>,
     /// Open files by descriptor, with the close-on-exec flag.
-    pub files: Mutex<Vec<Option<(Arc<crate::vfs::OpenFile>, bool)>>>,
+    pub files: Mutex<FileTable>,
     /// Resource limits by `RLIMIT_*` number.
     pub limits: Mutex<[Rlimit; RLIM_NLIMITS]>,
     /// Its place in the count of processes. (C)
@@ -309,17 +312,12 @@ impl Process {
     }
 
     /// A process with the descriptor table `files`.
-    fn with_files(parent: Option<&Arc<Process>>, name: &str, files: Vec<Option<(Arc<crate::vfs::OpenFile>, bool)>>) -> Process {
+    fn with_files(parent: Option<&Arc<Process>>, name: &str, files: FileTable) -> Process {
         // Processes the kernel starts are not held to the limit.
         Self::in_slot(parent, name, files, Slot::always())
     }
 
-    fn in_slot(
-        parent: Option<&Arc<Process>>,
-        name: &str,
-        files: Vec<Option<(Arc<crate::vfs::OpenFile>, bool)>>,
-        slot: Slot,
-    ) -> Process {
+    fn in_slot(parent: Option<&Arc<Process>>, name: &str, files: FileTable, slot: Slot) -> Process {
         Process {
             pid: NEXT_PID.fetch_add(1, Ordering::Relaxed),
             ppid: AtomicU64::new(parent.map_or(0, |p| p.pid)),
@@ -420,7 +418,7 @@ fn new_space_with_stack(stack: u64) -> Result<Arc<AddressSpace>, SpawnError> {
 /// argument block needs it (with the same room to spare below it).
 fn initial_stack_size(exec: &Exec) -> u64 {
     let need = exec.args.stack_bytes().next_multiple_of(PAGE);
-    need.saturating_add(STACK_INITIAL / 2).max(STACK_INITIAL).min(STACK_LIMIT)
+    need.saturating_add(STACK_INITIAL / 2).clamp(STACK_INITIAL, STACK_LIMIT)
 }
 
 /// Starts the thread of process `p`, running `f`, and records it as `p`'s
@@ -941,10 +939,11 @@ pub fn check_signals() {
 pub fn discard_ignored(p: &Process) {
     for sig in 1..=NSIG {
         let bit = 1u64 << (sig - 1);
-        if p.pending.load(Ordering::SeqCst) & bit != 0 && disposition(p, sig) == Disposition::Ignore {
-            if p.pending.fetch_and(!bit, Ordering::SeqCst) == bit {
-                PENDING_ANY.fetch_sub(1, Ordering::SeqCst);
-            }
+        if p.pending.load(Ordering::SeqCst) & bit != 0
+            && disposition(p, sig) == Disposition::Ignore
+            && p.pending.fetch_and(!bit, Ordering::SeqCst) == bit
+        {
+            PENDING_ANY.fetch_sub(1, Ordering::SeqCst);
         }
     }
 }
@@ -1011,34 +1010,77 @@ pub fn grow_stack(addr: u64) -> bool {
 core::arch::global_asm!(
     ".section .rodata.user_programs, \"a\"",
     // write(1, "hello from user mode\n", 21); exit(rax): exits with the count.
-    ".global user_hello_start", "user_hello_start:",
-    "mov eax, 1", "mov edi, 1", "lea rsi, [rip + 1f]", "mov edx, 21", "syscall",
-    "mov edi, eax", "mov eax, 231", "syscall", "ud2",
+    ".global user_hello_start",
+    "user_hello_start:",
+    "mov eax, 1",
+    "mov edi, 1",
+    "lea rsi, [rip + 1f]",
+    "mov edx, 21",
+    "syscall",
+    "mov edi, eax",
+    "mov eax, 231",
+    "syscall",
+    "ud2",
     "1: .ascii \"hello from user mode\\n\"",
-    ".global user_hello_end", "user_hello_end:",
+    ".global user_hello_end",
+    "user_hello_end:",
     // write(1, 0xdead0000, 8): a bad pointer; exit(-rax), i.e. 14 for EFAULT.
-    ".global user_efault_start", "user_efault_start:",
-    "mov eax, 1", "mov edi, 1", "mov rsi, 0xdead0000", "mov edx, 8", "syscall",
-    "neg eax", "mov edi, eax", "mov eax, 231", "syscall", "ud2",
-    ".global user_efault_end", "user_efault_end:",
+    ".global user_efault_start",
+    "user_efault_start:",
+    "mov eax, 1",
+    "mov edi, 1",
+    "mov rsi, 0xdead0000",
+    "mov edx, 8",
+    "syscall",
+    "neg eax",
+    "mov edi, eax",
+    "mov eax, 231",
+    "syscall",
+    "ud2",
+    ".global user_efault_end",
+    "user_efault_end:",
     // A store to an unmapped address: killed by SIGSEGV.
-    ".global user_segv_start", "user_segv_start:",
-    "mov rax, 0x10", "mov qword ptr [rax], 1", "ud2",
-    ".global user_segv_end", "user_segv_end:",
+    ".global user_segv_start",
+    "user_segv_start:",
+    "mov rax, 0x10",
+    "mov qword ptr [rax], 1",
+    "ud2",
+    ".global user_segv_end",
+    "user_segv_end:",
     // A store into its own (read-only) code: killed by SIGSEGV.
-    ".global user_rowrite_start", "user_rowrite_start:",
-    "lea rax, [rip]", "mov byte ptr [rax], 0x90", "ud2",
-    ".global user_rowrite_end", "user_rowrite_end:",
+    ".global user_rowrite_start",
+    "user_rowrite_start:",
+    "lea rax, [rip]",
+    "mov byte ptr [rax], 0x90",
+    "ud2",
+    ".global user_rowrite_end",
+    "user_rowrite_end:",
     // Touch 16 stack pages, write a pattern and read it back; exit(0) if it
     // held, exit(1) if not.
-    ".global user_stack_start", "user_stack_start:",
-    "mov rcx, 16", "mov rbx, rsp",
-    "2: sub rbx, 4096", "mov [rbx], rcx", "dec rcx", "jnz 2b",
-    "mov rcx, 16", "mov rbx, rsp",
-    "3: sub rbx, 4096", "cmp [rbx], rcx", "jne 4f", "dec rcx", "jnz 3b",
-    "xor edi, edi", "mov eax, 231", "syscall",
-    "4: mov edi, 1", "mov eax, 231", "syscall", "ud2",
-    ".global user_stack_end", "user_stack_end:",
+    ".global user_stack_start",
+    "user_stack_start:",
+    "mov rcx, 16",
+    "mov rbx, rsp",
+    "2: sub rbx, 4096",
+    "mov [rbx], rcx",
+    "dec rcx",
+    "jnz 2b",
+    "mov rcx, 16",
+    "mov rbx, rsp",
+    "3: sub rbx, 4096",
+    "cmp [rbx], rcx",
+    "jne 4f",
+    "dec rcx",
+    "jnz 3b",
+    "xor edi, edi",
+    "mov eax, 231",
+    "syscall",
+    "4: mov edi, 1",
+    "mov eax, 231",
+    "syscall",
+    "ud2",
+    ".global user_stack_end",
+    "user_stack_end:",
     ".text",
 );
 
@@ -1421,10 +1463,14 @@ pub(crate) mod tests {
         assert!(grew.is_empty(), "(heap bytes in use, free pages) before and after a second run: {grew:?}");
     }
 
+    /// A program and its (heap bytes, free pages) after the first run and
+    /// after the second.
+    type Growth<'a> = (&'a str, (usize, u64), (usize, u64));
+
     /// Runs each program twice (each must exit with 0); returns those after
     /// whose second run the heap bytes in use or the free pages differ, with
     /// both (the first run fills what is cached for good).
-    fn grown_by_a_second_run<'a>(programs: &[(&'a str, &[&str])]) -> Vec<(&'a str, (usize, u64), (usize, u64))> {
+    fn grown_by_a_second_run<'a>(programs: &[(&'a str, &[&str])]) -> Vec<Growth<'a>> {
         // As the runner counts after each test: ended threads reaped, the
         // caches drained, the heap's pages counted as free.
         let threads = crate::ktest_runner::settled_threads(usize::MAX);

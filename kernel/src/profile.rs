@@ -64,7 +64,7 @@ pub fn report(run: &str, top: usize) {
     if unknown > 0 {
         rows.push((unknown, "(no symbol)"));
     }
-    rows.sort_by(|a, b| b.0.cmp(&a.0));
+    rows.sort_by_key(|r| core::cmp::Reverse(r.0));
     kprintln!("profile: {run} {n} samples");
     for (c, name) in rows.into_iter().take(top) {
         kprintln!("profile: {run} {:5.1}% {c:5} {name}", c as f64 * 100.0 / n.max(1) as f64);
@@ -76,7 +76,7 @@ pub fn report(run: &str, top: usize) {
         *by_addr.entry(s.load(Ordering::Relaxed)).or_default() += 1;
     }
     let mut rows: Vec<(u32, u64)> = by_addr.into_iter().map(|(a, c)| (c, a)).collect();
-    rows.sort_by(|a, b| b.0.cmp(&a.0));
+    rows.sort_by_key(|r| core::cmp::Reverse(r.0));
     for (c, addr) in rows.into_iter().take(top / 3) {
         let mut line = alloc::string::String::new();
         crate::ksyms::write_symbol(&mut line, addr);

@@ -34,7 +34,7 @@ const COM2: u16 = 0x2F8;
 pub fn report_status(code: u8) {
     use core::fmt::Write;
     let mut line = heapless_line();
-    let _ = write!(line, "status {code}\n");
+    let _ = writeln!(line, "status {code}");
     for &b in line.as_bytes() {
         // SAFETY: COM2's line status and transmit registers; waiting for the
         // transmitter to be empty, then writing one byte.

@@ -390,7 +390,13 @@ fn init_fpu() {
 }
 
 /// A fresh thread record, not yet linked.
-fn new_record(id: ThreadId, name: String, stack: Option<crate::kmem::KStack>, fpu: Option<Box<FpuArea>>, entry: Option<Entry>) -> Thread {
+fn new_record(
+    id: ThreadId,
+    name: String,
+    stack: Option<crate::kmem::KStack>,
+    fpu: Option<Box<FpuArea>>,
+    entry: Option<Entry>,
+) -> Thread {
     Thread {
         id,
         name,
@@ -436,10 +442,22 @@ pub fn init() {
 #[unsafe(naked)]
 unsafe extern "C" fn switch_stack(save: *mut u64, next: u64) {
     naked_asm!(
-        "push rbp", "push rbx", "push r12", "push r13", "push r14", "push r15", "pushfq",
+        "push rbp",
+        "push rbx",
+        "push r12",
+        "push r13",
+        "push r14",
+        "push r15",
+        "pushfq",
         "mov [rdi], rsp",
         "mov rsp, rsi",
-        "popfq", "pop r15", "pop r14", "pop r13", "pop r12", "pop rbx", "pop rbp",
+        "popfq",
+        "pop r15",
+        "pop r14",
+        "pop r13",
+        "pop r12",
+        "pop rbx",
+        "pop rbp",
         "ret",
     )
 }
@@ -761,11 +779,11 @@ pub fn wake_thread(id: ThreadId) {
     interrupts::without_interrupts(|| {
         let mut g = SCHED.lock();
         let Some(s) = g.as_mut() else { return };
-        if let Some(t) = s.find(id) {
-            if let State::Sleeping(_) = t.state {
-                let t = t as *mut Thread;
-                s.end_sleep(t);
-            }
+        if let Some(t) = s.find(id)
+            && let State::Sleeping(_) = t.state
+        {
+            let t = t as *mut Thread;
+            s.end_sleep(t);
         }
     });
 }

@@ -184,4 +184,3 @@ pub fn try_read_byte() -> Option<u8> {
         }
     })
 }
-

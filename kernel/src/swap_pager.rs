@@ -210,10 +210,17 @@ impl SwapPager {
 }
 
 /// The bytes of `page`.
-fn page_bytes(page: &'static Page) -> Option<&'static mut [u8]> {
+///
+/// # Safety
+///
+/// The caller holds `page` exclusively busy for the transfer, and drops
+/// the slice before it unbusies the page: nobody else reads or writes the
+/// contents meanwhile.
+#[allow(clippy::mut_from_ref)]
+unsafe fn page_bytes(page: &'static Page) -> Option<&'static mut [u8]> {
     let p = vm::global().page_addr(page)?;
-    // SAFETY: the caller holds the page exclusively busy for the transfer;
-    // the direct map covers it.
+    // SAFETY: the direct map covers every managed page; exclusive use is the
+    // caller's (above).
     Some(unsafe { core::slice::from_raw_parts_mut(p, PAGE) })
 }
 
@@ -406,7 +413,8 @@ fn read_run(sw: &SwapSpace, first: u64, pages: &[&'static Page]) -> Result<(), (
         READS.fetch_add(1, Ordering::Relaxed);
         sw.read_pages(first, buf.bytes).map_err(fail)?;
         for (p, data) in pages.iter().zip(buf.bytes.chunks(PAGE)) {
-            page_bytes(p).ok_or(())?.copy_from_slice(data);
+            // SAFETY: the pages of a page-in are exclusively busy.
+            unsafe { page_bytes(p) }.ok_or(())?.copy_from_slice(data);
         }
     } else {
         if pages.len() > 1 {
@@ -414,7 +422,8 @@ fn read_run(sw: &SwapSpace, first: u64, pages: &[&'static Page]) -> Result<(), (
         }
         for (k, p) in pages.iter().enumerate() {
             READS.fetch_add(1, Ordering::Relaxed);
-            sw.read_pages(first + k as u64, page_bytes(p).ok_or(())?).map_err(fail)?;
+            // SAFETY: as above.
+            sw.read_pages(first + k as u64, unsafe { page_bytes(p) }.ok_or(())?).map_err(fail)?;
         }
     }
     for p in pages {
@@ -433,7 +442,8 @@ fn write_run(sw: &SwapSpace, first: u64, pages: &[&'static Page]) -> usize {
     let written = if let Some(buf) = run {
         let mut copied = true;
         for (p, dst) in pages.iter().zip(buf.bytes.chunks_mut(PAGE)) {
-            match page_bytes(p) {
+            // SAFETY: the pages of a page-out are exclusively busy.
+            match unsafe { page_bytes(p) } {
                 Some(src) => dst.copy_from_slice(src),
                 None => copied = false,
             }
@@ -446,7 +456,8 @@ fn write_run(sw: &SwapSpace, first: u64, pages: &[&'static Page]) -> usize {
         }
         let one = |k: usize, p: &'static Page| {
             WRITES.fetch_add(1, Ordering::Relaxed);
-            page_bytes(p).is_some_and(|src| sw.write_pages(first + k as u64, src).map_err(fail).is_ok())
+            // SAFETY: as above.
+            unsafe { page_bytes(p) }.is_some_and(|src| sw.write_pages(first + k as u64, src).map_err(fail).is_ok())
         };
         pages.iter().enumerate().take_while(|&(k, p)| one(k, p)).count()
     };

@@ -257,7 +257,9 @@ impl<T: ?Sized> IrqOffMutex<T> {
         let site = Location::caller();
         if cfg!(debug_assertions) && CHECKS.load(Ordering::Relaxed) && interrupts::are_enabled() {
             match self.raw.holder() {
-                Some(last) => panic!("lock taken with interrupts on at {site} (held from {last}); it must be taken with them off"),
+                Some(last) => {
+                    panic!("lock taken with interrupts on at {site} (held from {last}); it must be taken with them off")
+                }
                 None => panic!("lock taken with interrupts on at {site}; it must be taken with them off"),
             }
         }

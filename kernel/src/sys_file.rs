@@ -413,7 +413,7 @@ pub fn newfstatat(dirfd: i64, path: u64, buf: u64, flags: u64) -> i64 {
         let path = copy_string(path, 4095)?;
         if path.is_empty() {
             if flags & AT_EMPTY_PATH != 0 {
-                return fstat(dirfd as u64, buf).try_into().map_err(|_| EINVAL);
+                return Ok(fstat(dirfd as u64, buf));
             }
             return Err(ENOENT_);
         }

@@ -8,12 +8,11 @@ use core::sync::atomic::Ordering;
 use vm::map::{Inherit, MapError};
 use vm::pmap::Prot;
 
+use crate::errno::*;
 use crate::process::{self, RLIMIT_AS, RLIMIT_MEMLOCK};
 use crate::vmspace::{AddressSpace, TASK_SIZE};
-use crate::errno::*;
 
 const PAGE: u64 = 4096;
-
 
 const PROT_READ: u64 = 1;
 const PROT_WRITE: u64 = 2;
@@ -97,7 +96,7 @@ pub fn mmap(addr: u64, len: u64, prot_bits: u64, flags: u64, fd: u64, off: u64) 
     if len == 0 || kind == 0 || kind == (MAP_SHARED | MAP_PRIVATE) || flags & !MAP_KNOWN != 0 {
         return -EINVAL;
     }
-    if off % PAGE != 0 {
+    if !off.is_multiple_of(PAGE) {
         return -EINVAL;
     }
     let Some(len) = page_up(len).filter(|l| *l <= TASK_SIZE) else { return -ENOMEM };
@@ -124,7 +123,7 @@ pub fn mmap(addr: u64, len: u64, prot_bits: u64, flags: u64, fd: u64, off: u64) 
     };
     let fixed = flags & (MAP_FIXED | MAP_FIXED_NOREPLACE) != 0;
     let noreplace = flags & MAP_FIXED_NOREPLACE != 0;
-    if fixed && (addr % PAGE != 0 || addr == 0) {
+    if fixed && (!addr.is_multiple_of(PAGE) || addr == 0) {
         return -EINVAL;
     }
     if fixed && addr > TASK_SIZE - len {
@@ -157,7 +156,7 @@ pub fn mmap(addr: u64, len: u64, prot_bits: u64, flags: u64, fd: u64, off: u64) 
             }
             addr
         } else {
-            let hint = if addr % PAGE == 0 && addr >= 0x1_0000 { addr } else { MMAP_BASE };
+            let hint = if addr.is_multiple_of(PAGE) && addr >= 0x1_0000 { addr } else { MMAP_BASE };
             match map.find_space_from(hint, len, PAGE).or_else(|| map.find_space_from(0x1_0000, len, PAGE)) {
                 Some(a) => a,
                 None => return -ENOMEM,
@@ -201,7 +200,7 @@ pub fn mmap(addr: u64, len: u64, prot_bits: u64, flags: u64, fd: u64, off: u64) 
 
 /// `munmap(addr, len)`.
 pub fn munmap(addr: u64, len: u64) -> i64 {
-    if addr % PAGE != 0 || len == 0 {
+    if !addr.is_multiple_of(PAGE) || len == 0 {
         return -EINVAL;
     }
     let Some(end) = page_up(len).and_then(|l| addr.checked_add(l)).filter(|e| *e <= TASK_SIZE) else { return -EINVAL };
@@ -217,7 +216,7 @@ pub fn munmap(addr: u64, len: u64) -> i64 {
 /// `mprotect(addr, len, prot)`.
 pub fn mprotect(addr: u64, len: u64, prot_bits: u64) -> i64 {
     let Some(prot) = prot(prot_bits) else { return -EINVAL };
-    if addr % PAGE != 0 {
+    if !addr.is_multiple_of(PAGE) {
         return -EINVAL;
     }
     if len == 0 {
@@ -260,7 +259,7 @@ const WRAP_MINCORE: Wrap = Wrap { length: Some(ENOMEM), end: ENOMEM };
 /// says; an end past [`TASK_SIZE`] is ENOMEM (nothing is mapped there).
 /// `len` 0 gives an empty range.
 fn range(addr: u64, len: u64, wrap: Wrap) -> Result<(u64, u64), i64> {
-    if addr % PAGE != 0 {
+    if !addr.is_multiple_of(PAGE) {
         return Err(EINVAL);
     }
     let len = match (page_up(len), wrap.length) {
@@ -295,8 +294,8 @@ pub fn madvise(addr: u64, len: u64, advice: u64) -> i64 {
     const MADV_HUGEPAGE: u64 = 14;
     const MADV_NOHUGEPAGE: u64 = 15;
     match advice {
-        MADV_NORMAL | MADV_RANDOM | MADV_SEQUENTIAL | MADV_WILLNEED | MADV_DONTNEED | MADV_FREE | MADV_DONTFORK
-        | MADV_DOFORK | MADV_HUGEPAGE | MADV_NOHUGEPAGE => {}
+        MADV_NORMAL | MADV_RANDOM | MADV_SEQUENTIAL | MADV_WILLNEED | MADV_DONTNEED | MADV_FREE | MADV_DONTFORK | MADV_DOFORK
+        | MADV_HUGEPAGE | MADV_NOHUGEPAGE => {}
         _ => return -EINVAL,
     }
     let (space, start, end) = match mapped_range(addr, len, WRAP_MADVISE) {
@@ -562,8 +561,7 @@ pub fn msync(addr: u64, len: u64, flags: u64) -> i64 {
     while cur < end {
         let next = {
             let map = space.map.lock();
-            let Some(e) = map.overlapping(cur, end).find(|e| !e.cow && e.inherit == Inherit::Share && e.object.is_some())
-            else {
+            let Some(e) = map.overlapping(cur, end).find(|e| !e.cow && e.inherit == Inherit::Share && e.object.is_some()) else {
                 break;
             };
             let first = e.offset + (e.start.max(cur) - e.start) / PAGE;

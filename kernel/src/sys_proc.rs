@@ -8,10 +8,9 @@ use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
 
 use crate::arch::trap::TrapFrame;
+use crate::errno::*;
 use crate::process::{self, SigAction, Status};
 use crate::syscall::{copy_from_user, copy_to_user};
-use crate::errno::*;
-
 
 const NS: u64 = 1_000_000_000;
 
@@ -243,10 +242,10 @@ pub fn wait4(pid: i64, wstatus: u64, options: u64, rusage: u64) -> i64 {
         Err(process::WaitError::Interrupted) => -EINTR,
         Ok(None) => 0,
         Ok(Some((cpid, status))) => {
-            if wstatus != 0 {
-                if let Err(e) = copy_to_user(wstatus, &status.wstatus().to_le_bytes()) {
-                    return -e;
-                }
+            if wstatus != 0
+                && let Err(e) = copy_to_user(wstatus, &status.wstatus().to_le_bytes())
+            {
+                return -e;
             }
             if rusage != 0 {
                 // struct rusage: 144 bytes; no accounting yet.
@@ -364,10 +363,10 @@ pub fn rt_sigprocmask(how: u64, set: u64, oldset: u64, setsize: u64) -> i64 {
     } else {
         None
     };
-    if oldset != 0 {
-        if let Err(e) = copy_to_user(oldset, &old.to_le_bytes()) {
-            return -e;
-        }
+    if oldset != 0
+        && let Err(e) = copy_to_user(oldset, &old.to_le_bytes())
+    {
+        return -e;
     }
     if let Some(v) = new {
         // SIGKILL and SIGSTOP cannot be blocked.
@@ -413,9 +412,7 @@ const CLOCK_BOOTTIME: u64 = 7;
 fn clock_ns(clock: u64) -> Option<u64> {
     match clock {
         CLOCK_REALTIME | CLOCK_REALTIME_COARSE => Some(crate::time::realtime_ns()),
-        CLOCK_MONOTONIC | CLOCK_MONOTONIC_RAW | CLOCK_MONOTONIC_COARSE | CLOCK_BOOTTIME => {
-            Some(crate::time::monotonic_ns())
-        }
+        CLOCK_MONOTONIC | CLOCK_MONOTONIC_RAW | CLOCK_MONOTONIC_COARSE | CLOCK_BOOTTIME => Some(crate::time::monotonic_ns()),
         CLOCK_PROCESS_CPUTIME_ID | CLOCK_THREAD_CPUTIME_ID => Some(crate::time::monotonic_ns()),
         _ => None,
     }
@@ -467,10 +464,10 @@ pub fn gettimeofday(tv: u64, tz: u64) -> i64 {
             return -e;
         }
     }
-    if tz != 0 {
-        if let Err(e) = copy_to_user(tz, &[0u8; 8]) {
-            return -e;
-        }
+    if tz != 0
+        && let Err(e) = copy_to_user(tz, &[0u8; 8])
+    {
+        return -e;
     }
     0
 }
@@ -478,10 +475,10 @@ pub fn gettimeofday(tv: u64, tz: u64) -> i64 {
 /// `time(t)`.
 pub fn time(t: u64) -> i64 {
     let s = crate::time::realtime_ns() / NS;
-    if t != 0 {
-        if let Err(e) = copy_to_user(t, &s.to_le_bytes()) {
-            return -e;
-        }
+    if t != 0
+        && let Err(e) = copy_to_user(t, &s.to_le_bytes())
+    {
+        return -e;
     }
     s as i64
 }
@@ -489,7 +486,7 @@ pub fn time(t: u64) -> i64 {
 /// Sleeps until `clock` reads `deadline` ns. A signal ends it early: then
 /// the time left is returned as the error.
 fn sleep_until_ns(clock: u64, deadline: u64) -> Result<(), u64> {
-    let r = loop {
+    loop {
         let now = clock_ns(clock).unwrap_or(deadline);
         if now >= deadline {
             break Ok(());
@@ -499,8 +496,7 @@ fn sleep_until_ns(clock: u64, deadline: u64) -> Result<(), u64> {
         }
         let ms = (deadline - now).div_ceil(1_000_000);
         crate::sched::sleep_until(sleep_chan(), crate::time::ticks() + ms, || true);
-    };
-    r
+    }
 }
 
 /// `pause()`: sleeps until a signal comes; always EINTR (every signal not
@@ -589,10 +585,8 @@ pub fn prlimit64(pid: u64, resource: u64, new: u64, old: u64) -> i64 {
         if let Err(e) = copy_from_user(&mut b, new) {
             return -e;
         }
-        let l = Rlimit {
-            cur: u64::from_le_bytes(b[..8].try_into().unwrap()),
-            max: u64::from_le_bytes(b[8..].try_into().unwrap()),
-        };
+        let l =
+            Rlimit { cur: u64::from_le_bytes(b[..8].try_into().unwrap()), max: u64::from_le_bytes(b[8..].try_into().unwrap()) };
         if l.cur > l.max {
             return -EINVAL;
         }

@@ -23,8 +23,8 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use x86_64::registers::model_specific::{Efer, EferFlags, Msr};
 
 use crate::arch::trap::TrapFrame;
-use crate::pmap::USER_END;
 use crate::errno::{EFAULT, EINVAL, ENOSYS, ENOTTY, EPERM, ESRCH};
+use crate::pmap::USER_END;
 
 /// The kernel stack top of the running thread, for the entry. (interrupts off)
 pub(crate) static KERNEL_STACK: AtomicU64 = AtomicU64::new(0);

@@ -33,9 +33,9 @@ use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use pager::block::BlockDevice;
 use pager::ext2::{Ext2, FsError, Ino};
 use spin::Once;
-use vm::sync::Mutex;
 use vm::object::{ObjectKind, PagerResult, VmObject};
 use vm::page::Page;
+use vm::sync::Mutex;
 
 use crate::sleeplock::SleepLock;
 
@@ -108,11 +108,7 @@ impl vm::object::Pager for VnodePager {
             return Some((0, 0));
         }
         let sequential = pindex == self.next_sequential.load(Ordering::Relaxed);
-        let window = if sequential {
-            (self.window.load(Ordering::Relaxed) * 2 + 1).min(AHEAD_MAX)
-        } else {
-            AHEAD_INIT
-        };
+        let window = if sequential { (self.window.load(Ordering::Relaxed) * 2 + 1).min(AHEAD_MAX) } else { AHEAD_INIT };
         self.window.store(window, Ordering::Relaxed);
         let ahead = window.min(pages - 1 - pindex);
         self.next_sequential.store(pindex + ahead + 1, Ordering::Relaxed);
@@ -134,7 +130,7 @@ impl vm::object::Pager for VnodePager {
         let mut i = 0;
         while i < pages.len() {
             let pindex = pages[i].pindex();
-            let run = match fs.bmap_run(self.ino, pindex * per_page, (pages.len() - i) as usize * per_page as usize) {
+            let run = match fs.bmap_run(self.ino, pindex * per_page, (pages.len() - i) * per_page as usize) {
                 Ok(r) => r,
                 Err(e) => {
                     log::warn!("vnode pager: inode {} page {pindex}: {e:?}", self.ino);
@@ -245,7 +241,6 @@ fn fill_page(page: &'static Page, data: &[u8], size: u64) {
     page.set_all_valid();
 }
 
-
 static ROOT: Once<Mount> = Once::new();
 
 /// Mounts `disk` as the root filesystem.
@@ -253,10 +248,7 @@ pub fn mount_root(disk: Disk) -> Result<(), FsError> {
     let mut fs = Ext2::mount(disk)?;
     fs.set_clock(|| (crate::time::realtime_ns() / 1_000_000_000) as u32);
     log::info!("vfs: root filesystem mounted: ext2, {}-byte blocks", fs.block_size());
-    ROOT.call_once(|| Mount {
-        fs: SleepLock::new(fs),
-        vnodes: Mutex::new(BTreeMap::new()),
-    });
+    ROOT.call_once(|| Mount { fs: SleepLock::new(fs), vnodes: Mutex::new(BTreeMap::new()) });
     Ok(())
 }
 
@@ -335,13 +327,7 @@ impl OpenFile {
     /// not held to the limit.
     pub fn console() -> Arc<OpenFile> {
         OPEN_FILES.fetch_add(1, Ordering::Relaxed);
-        Arc::new(OpenFile {
-            kind: FileKind::Console,
-            readable: true,
-            writable: true,
-            append: false,
-            offset: SleepLock::new(0),
-        })
+        Arc::new(OpenFile { kind: FileKind::Console, readable: true, writable: true, append: false, offset: SleepLock::new(0) })
     }
 
     /// A new open file, or TooManyOpen past [`max_open_files`], or NoMemory.
@@ -429,27 +415,20 @@ impl Mount {
     pub fn drop_unused(&self) {
         let unused: Vec<Arc<Vnode>> = {
             let mut vnodes = self.vnodes.lock();
-            let ids: Vec<Ino> = vnodes
-                .iter()
-                .filter(|(_, v)| Arc::strong_count(v) == 1 && v.object.ref_count() == 1)
-                .map(|(i, _)| *i)
-                .collect();
+            let ids: Vec<Ino> =
+                vnodes.iter().filter(|(_, v)| Arc::strong_count(v) == 1 && v.object.ref_count() == 1).map(|(i, _)| *i).collect();
             ids.into_iter().filter_map(|i| vnodes.remove(&i)).collect()
         };
         for v in unused {
             let unlinked = v.unlinked.load(Ordering::Acquire);
-            if !unlinked {
-                if let Err(e) = v.flush(0, u64::MAX) {
-                    log::warn!("vfs: writing back inode {}: {e:?}", v.ino);
-                }
+            if !unlinked && let Err(e) = v.flush(0, u64::MAX) {
+                log::warn!("vfs: writing back inode {}: {e:?}", v.ino);
             }
             let ino = v.ino;
             let Ok(v) = Arc::try_unwrap(v) else { continue };
             v.object.deallocate();
-            if unlinked {
-                if let Err(e) = self.fs.lock().release(ino) {
-                    log::warn!("vfs: freeing unlinked inode {ino}: {e:?}");
-                }
+            if unlinked && let Err(e) = self.fs.lock().release(ino) {
+                log::warn!("vfs: freeing unlinked inode {ino}: {e:?}");
             }
         }
     }
@@ -583,10 +562,10 @@ pub fn sync_all() {
     let Some(m) = root() else { return };
     let vnodes: Vec<Arc<Vnode>> = m.vnodes.lock().values().cloned().collect();
     for v in vnodes {
-        if !v.unlinked.load(Ordering::Acquire) {
-            if let Err(e) = v.flush(0, u64::MAX) {
-                log::warn!("vfs: writing back inode {}: {e:?}", v.ino);
-            }
+        if !v.unlinked.load(Ordering::Acquire)
+            && let Err(e) = v.flush(0, u64::MAX)
+        {
+            log::warn!("vfs: writing back inode {}: {e:?}", v.ino);
         }
     }
     m.drop_unused();
@@ -854,7 +833,8 @@ mod tests {
         assert_eq!(v.object.lock().resident(), 0, "the file's pages are not cached yet");
         let space = crate::vmspace::AddressSpace::new().unwrap();
         v.object.reference();
-        let a = space.map.lock().map(None, size, Prot::READ, Prot::READ, Inherit::Share, Some((v.object.clone(), 0)), false).unwrap();
+        let a =
+            space.map.lock().map(None, size, Prot::READ, Prot::READ, Inherit::Share, Some((v.object.clone(), 0)), false).unwrap();
         let before = PAGER_READS.load(Ordering::Relaxed);
         let mut sum = 0u64;
         {
@@ -885,7 +865,6 @@ mod tests {
         assert!(single >= 8 * clustered, "read-ahead: {clustered} requests against {single}");
         crate::kprintln!("read-ahead: {clustered} block requests for 8192 pages (without: {single})");
     }
-
 
     /// The vnode of `/data/seq32`.
     fn data_vnode() -> Arc<Vnode> {
@@ -1018,5 +997,4 @@ mod tests {
         assert!(failed > 10 && ok > 800, "{failed} failures, {ok} reads");
         crate::kprintln!("failing reads: {failed} of 1000 rounds failed with an I/O error, {ok} read the file");
     }
-
 }

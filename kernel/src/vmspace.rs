@@ -9,10 +9,10 @@
 use alloc::sync::Arc;
 use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
-use vm::sync::Mutex;
 use vm::fault::{FaultError, fault};
 use vm::map::VmMap;
 use vm::pmap::{PmapError, Prot};
+use vm::sync::Mutex;
 
 use crate::arch::trap::TrapFrame;
 use crate::pmap::{USER_END, X86Pmap};
@@ -290,8 +290,10 @@ mod tests {
         let space = AddressSpace::new().unwrap();
         let obj = VmObject::new(ObjectKind::Anonymous, 4, vm::kernel_env());
         obj.reference(); // the shared mapping's reference
-        let shared = space.map.lock().map(None, 4 * PAGE, Prot::RW, Prot::ALL, Inherit::Share, Some((obj.clone(), 0)), false).unwrap();
-        let private = space.map.lock().map(None, 4 * PAGE, Prot::RW, Prot::ALL, Inherit::Copy, Some((obj.clone(), 0)), true).unwrap();
+        let shared =
+            space.map.lock().map(None, 4 * PAGE, Prot::RW, Prot::ALL, Inherit::Share, Some((obj.clone(), 0)), false).unwrap();
+        let private =
+            space.map.lock().map(None, 4 * PAGE, Prot::RW, Prot::ALL, Inherit::Copy, Some((obj.clone(), 0)), true).unwrap();
         {
             let _on = space.activate();
             // SAFETY: both ranges are mapped read-write in the active space.

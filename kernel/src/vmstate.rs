@@ -127,9 +127,8 @@ fn scenario(me: &Arc<Process>) {
         (ino, fs.stat(ino).expect("vmstate: cannot stat /data/seq32").size)
     };
     let vnode = m.vnode(ino, size).expect("vmstate: no vnode for /data/seq32");
-    let map = |at, pages, object, cow| {
-        space.map.lock().map(Some(at), pages * PAGE, Prot::RW, Prot::ALL, Inherit::Copy, object, cow)
-    };
+    let map =
+        |at, pages, object, cow| space.map.lock().map(Some(at), pages * PAGE, Prot::RW, Prot::ALL, Inherit::Copy, object, cow);
     // The mapping's reference, as mmap takes it.
     vnode.object.reference();
     map(FILE_VA, 2, Some((vnode.object.clone(), 0)), true).expect("vmstate: cannot map the file");

@@ -78,15 +78,10 @@ impl Test {
 /// The tests sorted by full name: the order the runner uses, so indices are
 /// stable from one boot to the next whatever order the linker chose.
 pub fn sorted(out: &mut [&'static Test]) {
-    out.sort_unstable_by(|a, b| {
-        (short_module(a.module), a.name).cmp(&(short_module(b.module), b.name))
-    });
+    out.sort_unstable_by(|a, b| (short_module(a.module), a.name).cmp(&(short_module(b.module), b.name)));
 }
 
 /// `module_path!()` without a trailing `::tests` or `::ktests`.
 fn short_module(module: &str) -> &str {
-    module
-        .strip_suffix("::tests")
-        .or_else(|| module.strip_suffix("::ktests"))
-        .unwrap_or(module)
+    module.strip_suffix("::tests").or_else(|| module.strip_suffix("::ktests")).unwrap_or(module)
 }

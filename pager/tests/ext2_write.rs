@@ -5,8 +5,8 @@
 mod common;
 
 use common::*;
-use pager::ext2::{Ext2, FsError, ROOT_INO};
 use pager::block::RamDisk;
+use pager::ext2::{Ext2, FsError, ROOT_INO};
 
 /// Writes `data` at `off` through the filesystem and in the model.
 fn write(fs: &mut Ext2<RamDisk>, model: &mut Model, path: &str, off: usize, data: &[u8]) {

@@ -263,11 +263,7 @@ fn user_vs_linux() -> anyhow::Result<()> {
         cmd.arg("--prealloc");
     }
     let linux = run_user(cmd, "linux", parse_user_figure)?;
-    anyhow::ensure!(
-        linux.status == Some(0),
-        "vmbench on Linux failed (tests/linux/run-linux.sh exit status {:?})",
-        linux.status
-    );
+    anyhow::ensure!(linux.status == Some(0), "vmbench on Linux failed (tests/linux/run-linux.sh exit status {:?})", linux.status);
     anyhow::ensure!(
         linux.figures.len() == USER_FIGURES.len(),
         "vmbench on Linux printed {} of its {} figures",
@@ -281,10 +277,10 @@ fn user_vs_linux() -> anyhow::Result<()> {
 
     if let Ok(Some(ours)) = &ours {
         for (name, value) in ours {
-            if let Some((_, l)) = linux.figures.iter().find(|(n, _)| n == name) {
-                if *l > 0 {
-                    println!("bench: user.{name}_vs_linux {:.2} x", *value as f64 / *l as f64);
-                }
+            if let Some((_, l)) = linux.figures.iter().find(|(n, _)| n == name)
+                && *l > 0
+            {
+                println!("bench: user.{name}_vs_linux {:.2} x", *value as f64 / *l as f64);
             }
         }
     }
@@ -352,9 +348,7 @@ fn swap_vs_linux() -> anyhow::Result<()> {
     // Linux hands the words after `--` to /init as its arguments.
     let linux = |mode: &str| {
         let mut cmd = Command::new(root.join("tests/linux/run-linux.sh"));
-        cmd.arg(&elf)
-            .args(["-m", SWAP_MEMORY, "--swap", SWAP_DISK])
-            .env("LINUX_APPEND", format!("-- {SWAP_MIB} {mode}"));
+        cmd.arg(&elf).args(["-m", SWAP_MEMORY, "--swap", SWAP_DISK]).env("LINUX_APPEND", format!("-- {SWAP_MIB} {mode}"));
         swap_run(cmd, &format!("linux, {mode}"))
     };
     let runs = [ours("on"), ours("off"), linux("clustered"), linux("unclustered")];
@@ -367,7 +361,10 @@ fn swap_vs_linux() -> anyhow::Result<()> {
         }
         let single = figure(unclustered, "pagein");
         if single > 0 {
-            println!("bench: {prefix}swap.pagein_clustered_vs_unclustered {:.2} x", figure(clustered, "pagein") as f64 / single as f64);
+            println!(
+                "bench: {prefix}swap.pagein_clustered_vs_unclustered {:.2} x",
+                figure(clustered, "pagein") as f64 / single as f64
+            );
         }
     };
     if let [Ok(on), Ok(off), ..] = &runs {
@@ -377,11 +374,7 @@ fn swap_vs_linux() -> anyhow::Result<()> {
         print("linux.", on, off);
     }
     if let [Ok(ours), Ok(ours_off), Ok(linux), Ok(linux_off)] = &runs {
-        for (name, o, l) in [
-            ("pageout", ours, linux),
-            ("pagein", ours, linux),
-            ("pagein_unclustered", ours_off, linux_off),
-        ] {
+        for (name, o, l) in [("pageout", ours, linux), ("pagein", ours, linux), ("pagein_unclustered", ours_off, linux_off)] {
             let key = name.trim_end_matches("_unclustered");
             let (o, l) = (figure(o, key), figure(l, key));
             if l > 0 {

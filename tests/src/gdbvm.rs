@@ -341,8 +341,7 @@ fn map(d: &mut Diff<'_>, k: &KernelView, text: &str) {
     d.num("pid", k.process.get("pid"), after("pid"));
     d.num("pmap", k.process.get("pmap"), after("pmap"));
     d.num("pml4", k.process.get("pml4"), after("at"));
-    let rows: Vec<Vec<&str>> =
-        text.lines().filter(|l| l.starts_with("  0x")).map(|l| l.split_whitespace().collect()).collect();
+    let rows: Vec<Vec<&str>> = text.lines().filter(|l| l.starts_with("  0x")).map(|l| l.split_whitespace().collect()).collect();
     d.eq("entries", k.entries.len(), rows.len());
     for (e, row) in k.entries.iter().zip(&rows) {
         let cols = ["start", "end", "prot", "max", "inherit", "wired", "object", "offset", "cow", "needs_copy"];
@@ -380,17 +379,11 @@ fn phys(d: &mut Diff<'_>, k: &KernelView, text: &str) {
     d.num("cache", k.phys.get("cache"), word_before(ins.first()));
     d.num("zero pool", k.phys.get("zero_pool"), word_before(ins.last()));
     let blocks: Vec<Option<u64>> = k.phys["blocks"].split(',').map(num).collect();
-    let gdb_blocks: Vec<Option<u64>> = text
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("order "))
-        .map(|l| l.split_whitespace().nth(2).and_then(num))
-        .collect();
+    let gdb_blocks: Vec<Option<u64>> =
+        text.lines().filter_map(|l| l.trim().strip_prefix("order ")).map(|l| l.split_whitespace().nth(2).and_then(num)).collect();
     d.eq("blocks per order", blocks, gdb_blocks);
-    let segments: Vec<Vec<Option<u64>>> = k
-        .segments
-        .iter()
-        .map(|s| ["start", "end", "pages", "free"].iter().map(|f| num(&s[*f])).collect())
-        .collect();
+    let segments: Vec<Vec<Option<u64>>> =
+        k.segments.iter().map(|s| ["start", "end", "pages", "free"].iter().map(|f| num(&s[*f])).collect()).collect();
     let gdb_segments: Vec<Vec<Option<u64>>> = text
         .lines()
         .filter_map(|l| l.strip_prefix("segment "))

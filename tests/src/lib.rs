@@ -243,10 +243,7 @@ pub fn qemu_command(images: &Images, opts: &BootOptions) -> Result<Command> {
         let snapshot = if d.snapshot { ",snapshot=on" } else { "" };
         let path = d.path.display().to_string().replace(',', ",,");
         cmd.arg("-drive").arg(format!("file={path},if=none,format=raw,id=disk{i}{snapshot}"));
-        cmd.arg("-device").arg(format!(
-            "virtio-blk-pci,drive=disk{i},disable-legacy=on,serial={}",
-            d.serial.replace(',', ",,")
-        ));
+        cmd.arg("-device").arg(format!("virtio-blk-pci,drive=disk{i},disable-legacy=on,serial={}", d.serial.replace(',', ",,")));
     }
     if let Some(port) = opts.gdb_port {
         cmd.arg("-S").arg("-gdb").arg(format!("tcp:127.0.0.1:{port}"));
@@ -292,9 +289,7 @@ impl Qemu {
         opts.disks.extend(swap.as_ref().map(SwapImage::disk));
         let mut cmd = qemu_command(images, &opts)?;
         let started = Instant::now();
-        let mut child = cmd
-            .spawn()
-            .context("cannot start qemu-system-x86_64 (install the Debian package qemu-system-x86)")?;
+        let mut child = cmd.spawn().context("cannot start qemu-system-x86_64 (install the Debian package qemu-system-x86)")?;
         let stdout = child.stdout.take().context("no stdout")?;
         let stderr = child.stderr.take().context("no stderr")?;
         let (tx, rx) = channel();
@@ -484,10 +479,7 @@ pub fn run_tests_on(
                     } else if let Some(rest) = line.strip_prefix("ktest: FAILED ") {
                         if let Some((i, us, reason)) = parse_result_line(rest) {
                             let output = current.take().map(|c| c.1).unwrap_or_default();
-                            results.insert(
-                                i,
-                                Outcome { passed: false, duration_us: us, message: format!("{reason}\n{output}") },
-                            );
+                            results.insert(i, Outcome { passed: false, duration_us: us, message: format!("{reason}\n{output}") });
                             reported_this_boot += 1;
                         }
                         current = None;
@@ -523,10 +515,7 @@ pub fn run_tests_on(
         }
         remaining.retain(|i| !results.contains_key(i));
         if reported_this_boot == 0 && !remaining.is_empty() {
-            bail!(
-                "the kernel ran none of tests {run} (did it reach the test runner?); console:\n{}",
-                q.transcript
-            );
+            bail!("the kernel ran none of tests {run} (did it reach the test runner?); console:\n{}", q.transcript);
         }
     }
     stats.total = started.elapsed();

@@ -15,16 +15,16 @@ use std::time::Duration;
 
 use libtest_mimic::{Arguments, Failed, Trial};
 use tests::{
-    BOOT_TIMEOUT, BootOptions, EXIT_SUCCESS, Firmware, Images, KERNEL_BASE, Outcome, Qemu, images,
-    list_tests, run_tests, run_tests_on,
+    BOOT_TIMEOUT, BootOptions, EXIT_SUCCESS, Firmware, Images, KERNEL_BASE, Outcome, Qemu, images, list_tests, run_tests,
+    run_tests_on,
 };
 
 fn selected(args: &Arguments, name: &str) -> bool {
     let matches = |pat: &str| if args.exact { name == pat } else { name.contains(pat) };
-    if let Some(f) = &args.filter {
-        if !matches(f) {
-            return false;
-        }
+    if let Some(f) = &args.filter
+        && !matches(f)
+    {
+        return false;
     }
     !args.skip.iter().any(|s| matches(s))
 }
@@ -47,8 +47,7 @@ fn main() {
         }
     };
 
-    let chosen: Vec<usize> =
-        kernel_tests.iter().filter(|t| selected(&args, &t.name)).map(|t| t.index).collect();
+    let chosen: Vec<usize> = kernel_tests.iter().filter(|t| selected(&args, &t.name)).map(|t| t.index).collect();
     let mut results: BTreeMap<usize, Outcome> = BTreeMap::new();
     if !args.list && !chosen.is_empty() {
         match run_tests(&images, Firmware::Bios, &kernel_tests, &chosen) {
@@ -84,9 +83,7 @@ fn main() {
 
     let count = kernel_tests.len();
     let i = images.clone();
-    trials.push(
-        Trial::test("boot::bios_reaches_test_runner", move || bios_boot(&i, count)).with_kind("host"),
-    );
+    trials.push(Trial::test("boot::bios_reaches_test_runner", move || bios_boot(&i, count)).with_kind("host"));
     let i = images.clone();
     let on_uefi: Vec<Option<usize>> = [
         "kernel::time::ticks_advance",
@@ -97,9 +94,7 @@ fn main() {
     .iter()
     .map(|n| kernel_tests.iter().find(|t| t.name == *n).map(|t| t.index))
     .collect();
-    trials.push(
-        Trial::test("boot::uefi_reaches_test_runner", move || uefi_boot(&i, count, &on_uefi)).with_kind("host"),
-    );
+    trials.push(Trial::test("boot::uefi_reaches_test_runner", move || uefi_boot(&i, count, &on_uefi)).with_kind("host"));
     let i = images.clone();
     trials.push(Trial::test("boot::demo_exits_cleanly", move || demo(&i)).with_kind("host"));
     let i = images.clone();
@@ -109,12 +104,13 @@ fn main() {
     let i = images.clone();
     trials.push(Trial::test("fs::mapped_file_checksum_matches_the_host", move || mapped_checksum(&i)).with_kind("host"));
     let i = images.clone();
-    trials.push(Trial::test("swap::mapped_file_larger_than_ram_read_twice", move || mapped_file_larger_than_ram(&i)).with_kind("host"));
+    trials.push(
+        Trial::test("swap::mapped_file_larger_than_ram_read_twice", move || mapped_file_larger_than_ram(&i)).with_kind("host"),
+    );
     let i = images.clone();
     let writer = kernel_tests.iter().find(|t| t.name == "kernel::vfs::writes_through_a_mapping_reach_the_disk").map(|t| t.index);
     trials.push(
-        Trial::test("fs::kernel_writes_reach_the_image", move || kernel_writes_reach_the_image(&i, writer))
-            .with_kind("host"),
+        Trial::test("fs::kernel_writes_reach_the_image", move || kernel_writes_reach_the_image(&i, writer)).with_kind("host"),
     );
     let i = images.clone();
     let on_max: Vec<usize> = kernel_tests
@@ -123,23 +119,18 @@ fn main() {
         .map(|t| t.index)
         .collect();
     let listed = kernel_tests.clone();
-    trials.push(
-        Trial::test("boot::user_programs_with_smep_and_smap", move || cpu_max(&i, &listed, &on_max))
-            .with_kind("host"),
-    );
+    trials.push(Trial::test("boot::user_programs_with_smep_and_smap", move || cpu_max(&i, &listed, &on_max)).with_kind("host"));
     let i = images.clone();
     trials.push(Trial::test("soak::three_workers_of_16_mib_in_64_mib_for_60_s", move || soak(&i, 3, 60, 16)).with_kind("host"));
     let i = images.clone();
     trials.push(Trial::test("gdb::breakpoint_in_kernel_main", move || gdb_session(&i)).with_kind("host"));
     let i = images.clone();
     trials.push(
-        Trial::test("gdb::vm_commands_match_the_kernel_bios", move || gdb_vm_commands(&i, Firmware::Bios))
-            .with_kind("host"),
+        Trial::test("gdb::vm_commands_match_the_kernel_bios", move || gdb_vm_commands(&i, Firmware::Bios)).with_kind("host"),
     );
     let i = images.clone();
     trials.push(
-        Trial::test("gdb::vm_commands_match_the_kernel_uefi", move || gdb_vm_commands(&i, Firmware::Uefi))
-            .with_kind("host"),
+        Trial::test("gdb::vm_commands_match_the_kernel_uefi", move || gdb_vm_commands(&i, Firmware::Uefi)).with_kind("host"),
     );
     let i = images.clone();
     trials.push(Trial::test("gdb::vm_steps_counts_a_copy_on_write_fault", move || gdb_vm_steps(&i)).with_kind("host"));
@@ -483,9 +474,7 @@ fn gdb_session(images: &Images) -> Result<(), Failed> {
     let caller = text.lines().any(|l| l.starts_with("#1") && l.contains("kernel::"));
     // `info symbol` prints the demangled linkage name; with v0 mangling it
     // carries the crate's disambiguator: `kernel[6bce42699ea06ffd]::kernel_main`.
-    let sym = text.lines().any(|l| {
-        l.starts_with("kernel") && l.contains("::kernel_main + ") && l.contains("in section .text")
-    });
+    let sym = text.lines().any(|l| l.starts_with("kernel") && l.contains("::kernel_main + ") && l.contains("in section .text"));
     if hit && bt && caller && sym {
         Ok(())
     } else {

@@ -100,7 +100,7 @@ fn mixed<F: Frames>(a: &mut F, iters: u64) -> f64 {
         let mut rng = Lcg(42);
         let mut live: Vec<(F::Block, u8)> = Vec::with_capacity(4096);
         for _ in 0..n {
-            if live.len() < 4096 && (live.is_empty() || rng.next() % 3 != 0) {
+            if live.len() < 4096 && (live.is_empty() || !rng.next().is_multiple_of(3)) {
                 let order = (rng.next() % 5) as u8;
                 if let Some(b) = a.alloc(order) {
                     live.push((b, order));

@@ -93,8 +93,16 @@ fn bench<const W: usize>(label: &str, keys: &[u64], items: &[ItemRef]) {
     // Each lookup reads the page it finds (the caller always does), on both sides.
     let (t, b) = time2(
         n,
-        || probe.iter().for_each(|&k| { black_box(trie.lookup(k).map(|v| v.key())); }),
-        || probe.iter().for_each(|&k| { black_box(btree.get(&k).map(|v| v.key())); }),
+        || {
+            probe.iter().for_each(|&k| {
+                black_box(trie.lookup(k).map(|v| v.key()));
+            })
+        },
+        || {
+            probe.iter().for_each(|&k| {
+                black_box(btree.get(&k).map(|v| v.key()));
+            })
+        },
     );
     println!("bench: radix{W}.{label}.lookup {t:.1} ns/op");
     println!("bench: btree.{label}.lookup {b:.1} ns/op");
@@ -102,8 +110,16 @@ fn bench<const W: usize>(label: &str, keys: &[u64], items: &[ItemRef]) {
 
     let (t, b) = time2(
         n,
-        || probe.iter().for_each(|&k| { black_box(trie.lookup_ge(k.wrapping_add(1)).map(|v| v.key())); }),
-        || probe.iter().for_each(|&k| { black_box(btree.range(k.wrapping_add(1)..).next().map(|(_, v)| v.key())); }),
+        || {
+            probe.iter().for_each(|&k| {
+                black_box(trie.lookup_ge(k.wrapping_add(1)).map(|v| v.key()));
+            })
+        },
+        || {
+            probe.iter().for_each(|&k| {
+                black_box(btree.range(k.wrapping_add(1)..).next().map(|(_, v)| v.key()));
+            })
+        },
     );
     println!("bench: radix{W}.{label}.lookup_ge {t:.1} ns/op");
     println!("bench: radix{W}.{label}.lookup_ge_vs_btree {:.2} ratio", b / t);

@@ -27,7 +27,10 @@ pub enum Action {
     /// Fail the n-th call from now (1 = the next one), once.
     Nth(u64),
     /// Fail with this probability in parts per million, seeded.
-    Probability { ppm: u32, seed: u64 },
+    Probability {
+        ppm: u32,
+        seed: u64,
+    },
 }
 
 const MODE_OFF: u8 = 0;

@@ -352,7 +352,8 @@ impl FaultState<'_> {
                 // A page of a first object with no pager and nothing below
                 // it can only be zero-filled: one from the zero pool, if
                 // there is one, is zero already.
-                let flags = if is_first && pager.is_none() && !l.has_backing() { AllocFlags::PREFER_ZERO } else { AllocFlags::empty() };
+                let flags =
+                    if is_first && pager.is_none() && !l.has_backing() { AllocFlags::PREFER_ZERO } else { AllocFlags::empty() };
                 match l.lookup_or_alloc(pindex, flags) {
                     Ok(found) => Some(found),
                     Err(ObjectError::NoMemory) => return Next::RestartAfterMemoryWait,
@@ -521,10 +522,11 @@ impl FaultState<'_> {
         };
         // A page at this address left its object while wired here (an
         // orphan mark): the entry's wiring of it ends as a new page comes.
-        if lk.wired && old_page.is_none() {
-            if let Some(page) = map.pmap().take_orphan(self.va).and_then(|pa| env.pm.page_of(pa)) {
-                env.pm.unwire(page, crate::page::Queue::Active);
-            }
+        if lk.wired
+            && old_page.is_none()
+            && let Some(page) = map.pmap().take_orphan(self.va).and_then(|pa| env.pm.page_of(pa))
+        {
+            env.pm.unwire(page, crate::page::Queue::Active);
         }
         let same = old_page.is_some_and(|old| core::ptr::eq(old, m));
         let replaced = old_page.filter(|_| !same && old_wired);
@@ -538,10 +540,10 @@ impl FaultState<'_> {
         if self.access.contains(Prot::WRITE) {
             m.set_all_dirty();
             // Rule 14: a swap object's page, dirtied, gives up its slot.
-            if lk.object.kind() == ObjectKind::Swap {
-                if let Some(pager) = lk.object.lock().pager() {
-                    pager.forget(m.pindex(), m.pindex() + 1);
-                }
+            if lk.object.kind() == ObjectKind::Swap
+                && let Some(pager) = lk.object.lock().pager()
+            {
+                pager.forget(m.pindex(), m.pindex() + 1);
             }
         }
         match map.pmap().enter_accessed(self.va, m, prot, self.access & prot, mapping_wired) {
@@ -746,7 +748,8 @@ pub unsafe fn zero_page(p: *mut u8) {
 /// `src` and `dst` point to distinct 8-aligned pages; `dst` is writable.
 pub unsafe fn copy_page(src: *const u8, dst: *mut u8) {
     for round in 0..PAGE_SIZE / 8 / WORDS_PER_ROUND {
-        let (s, d) = ((src as *const u64).wrapping_add(round * WORDS_PER_ROUND), (dst as *mut u64).wrapping_add(round * WORDS_PER_ROUND));
+        let (s, d) =
+            ((src as *const u64).wrapping_add(round * WORDS_PER_ROUND), (dst as *mut u64).wrapping_add(round * WORDS_PER_ROUND));
         // SAFETY: word `i` of this round is within both pages (caller's
         // contract), 8-aligned.
         let copy = |i: usize| unsafe { d.add(i).write_volatile(s.add(i).read_volatile()) };

@@ -30,36 +30,81 @@ use crate::phys::{NUM_ORDERS, PhysMem};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Violation {
     /// Rule 4: in an object, invalid or not, but unbusied, unwired and on no queue.
-    Limbo { page: u64 },
+    Limbo {
+        page: u64,
+    },
     /// A free page that is still owned, wired, queued, mapped or busy.
-    FreeButInUse { page: u64, what: &'static str },
+    FreeButInUse {
+        page: u64,
+        what: &'static str,
+    },
     /// Marked free but on no free list, nor in the cache or the zero pool.
-    FreeFlagNotOnList { page: u64 },
+    FreeFlagNotOnList {
+        page: u64,
+    },
     /// On a free list, in the cache or in the zero pool but not marked free.
-    OnFreeListNotFree { page: u64 },
+    OnFreeListNotFree {
+        page: u64,
+    },
     /// In the zero pool without the zero flag.
-    ZeroPoolNotZero { page: u64 },
+    ZeroPoolNotZero {
+        page: u64,
+    },
     /// The zero pool's recorded length is not its list's.
-    ZeroPoolCount { listed: u64, recorded: u64 },
+    ZeroPoolCount {
+        listed: u64,
+        recorded: u64,
+    },
     /// Found on two lists, or twice on one.
-    OnTwoLists { page: u64 },
+    OnTwoLists {
+        page: u64,
+    },
     /// A list whose links do not match (`prev` of the next is not this).
-    BadLink { page: u64 },
+    BadLink {
+        page: u64,
+    },
     /// A page on queue list `list` whose `queue` field says otherwise.
-    WrongQueueField { page: u64, list: Queue, field: Queue },
-    FreeBlockCount { order: usize, listed: u64, recorded: u64 },
-    FreePageTotal { listed: u64, recorded: u64 },
-    QueueCount { queue: Queue, listed: u64, recorded: u64 },
+    WrongQueueField {
+        page: u64,
+        list: Queue,
+        field: Queue,
+    },
+    FreeBlockCount {
+        order: usize,
+        listed: u64,
+        recorded: u64,
+    },
+    FreePageTotal {
+        listed: u64,
+        recorded: u64,
+    },
+    QueueCount {
+        queue: Queue,
+        listed: u64,
+        recorded: u64,
+    },
     /// Exclusive and shared at once.
-    BadBusyWord { page: u64, word: u32 },
+    BadBusyWord {
+        page: u64,
+        word: u32,
+    },
     /// A free-list head whose order does not match its list.
-    BadOrder { page: u64, list: usize, order: Option<u8> },
+    BadOrder {
+        page: u64,
+        list: usize,
+        order: Option<u8>,
+    },
     /// Rule 16: marked to be freed after its page-out write, but not busy
     /// (only a write under way may carry the mark).
-    FreeAfterWriteIdle { page: u64 },
+    FreeAfterWriteIdle {
+        page: u64,
+    },
     /// Rule 14: a clean page of a swap object whose pager holds no copy of
     /// it (freeing it would lose its data).
-    CleanWithoutSlot { page: u64, pindex: u64 },
+    CleanWithoutSlot {
+        page: u64,
+        pindex: u64,
+    },
 }
 
 /// Checks everything; an empty list means all is well.
@@ -199,7 +244,6 @@ pub fn check(pm: &PhysMem) -> Vec<Violation> {
             if flags.contains(PageFlags::FREE_AFTER_WRITE) && !p.busied() {
                 out.push(Violation::FreeAfterWriteIdle { page: phys });
             }
-
         }
     }
     out

@@ -96,11 +96,7 @@ pub fn try_global() -> Option<&'static phys::PhysMem> {
 pub fn node_zone() -> &'static zone::NodeZone {
     static ZONE: spin::Once<zone::NodeZone> = spin::Once::new();
     ZONE.call_once(|| {
-        zone::NodeZone::new(
-            radix::Radix::<&'static page::Page>::NODE_SIZE,
-            &zone::KernelPages,
-            &failpoint::RADIX_NODE_ALLOC,
-        )
+        zone::NodeZone::new(radix::Radix::<&'static page::Page>::NODE_SIZE, &zone::KernelPages, &failpoint::RADIX_NODE_ALLOC)
     })
 }
 
@@ -152,7 +148,10 @@ pub fn heap_room(bytes: usize) -> bool {
 /// How the VM sleeps on a channel (an address) while a condition holds,
 /// and wakes its sleepers: installed by the kernel (`tsleep`/`wakeup`);
 /// the host tests spin.
-static SLEEP: spin::Once<(fn(usize, &dyn Fn() -> bool), fn(usize))> = spin::Once::new();
+static SLEEP: spin::Once<(SleepFn, fn(usize))> = spin::Once::new();
+
+/// Sleeps on a channel while a condition holds.
+type SleepFn = fn(usize, &dyn Fn() -> bool);
 
 /// Installs the kernel's sleep and wakeup (once, at boot).
 pub fn set_sleep(sleep: fn(usize, &dyn Fn() -> bool), wakeup: fn(usize)) {
@@ -212,10 +211,7 @@ mod tests {
     {
         for f in F::FLAGS {
             let name = alloc::format!("{ty}::{}", f.name());
-            assert!(
-                table.contains(&(name.as_str(), f.value().bits().into())),
-                "{name} is missing from the debugger's constants"
-            );
+            assert!(table.contains(&(name.as_str(), f.value().bits().into())), "{name} is missing from the debugger's constants");
         }
     }
 }

@@ -157,7 +157,7 @@ pub struct VmMap {
 }
 
 fn aligned(x: u64) -> bool {
-    x % PAGE == 0
+    x.is_multiple_of(PAGE)
 }
 
 impl VmMap {
@@ -628,10 +628,11 @@ impl VmMap {
             next = va + PAGE;
             if let Some((pa, _)) = self.pmap.extract(va) {
                 self.pmap.unwire(va);
-                if let Some(page) = pm.page_of(pa) {
-                    if page.is_managed() && page.wired() {
-                        pm.unwire(page, Queue::Active);
-                    }
+                if let Some(page) = pm.page_of(pa)
+                    && page.is_managed()
+                    && page.wired()
+                {
+                    pm.unwire(page, Queue::Active);
                 }
             } else if let Some(pa) = self.pmap.take_orphan(va) {
                 // A wired page that left its object (truncation) while

@@ -59,7 +59,6 @@
 
 use core::sync::atomic::{AtomicU8, AtomicU16, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
-
 use bitflags::bitflags;
 
 use crate::PAGE_SIZE;
@@ -367,10 +366,7 @@ impl Page {
     pub fn try_xbusy(&self) -> bool {
         // Acquire pairs with the Release in xunbusy/sunbusy: the previous
         // holder's writes to the page are visible to the new one.
-        let ok = self
-            .busy
-            .compare_exchange(BUSY_UNBUSIED, BUSY_EXCLUSIVE, Ordering::Acquire, Ordering::Relaxed)
-            .is_ok();
+        let ok = self.busy.compare_exchange(BUSY_UNBUSIED, BUSY_EXCLUSIVE, Ordering::Acquire, Ordering::Relaxed).is_ok();
         if ok {
             self.note_owner();
         }
@@ -381,9 +377,7 @@ impl Page {
     #[inline]
     pub fn try_sbusy(&self) -> bool {
         self.busy
-            .try_update(Ordering::Acquire, Ordering::Relaxed, |cur| {
-                (cur & BUSY_EXCLUSIVE == 0).then_some(cur + BUSY_SHARER)
-            })
+            .try_update(Ordering::Acquire, Ordering::Relaxed, |cur| (cur & BUSY_EXCLUSIVE == 0).then_some(cur + BUSY_SHARER))
             .is_ok()
     }
 
@@ -739,17 +733,17 @@ mod tests {
         static WOKEN: Mutex<Vec<u64>> = Mutex::new(Vec::new());
         // (No other host test installs the wakeup hook.)
         set_busy_wakeup(|p| WOKEN.lock().push(p.phys()));
-        let p = Page::new(0x7777_000, 0);
+        let p = Page::new(0x777_7000, 0);
         assert!(p.try_xbusy());
         assert!(p.set_busy_waiters());
         p.make_free(false);
         assert!(!p.busied());
-        let q = Page::new(0x7778_000, 0);
+        let q = Page::new(0x777_8000, 0);
         assert!(q.try_xbusy());
         q.make_free(false);
         let woken = WOKEN.lock();
-        assert!(woken.contains(&0x7777_000), "the sleeper on the freed page was not woken");
-        assert!(!woken.contains(&0x7778_000), "a wakeup with nobody asleep");
+        assert!(woken.contains(&0x777_7000), "the sleeper on the freed page was not woken");
+        assert!(!woken.contains(&0x777_8000), "a wakeup with nobody asleep");
     }
 
     #[test]

@@ -136,10 +136,7 @@ mod tests {
         pm.deactivate(pages[1]);
         pm.launder(pages[2]);
         pm.deactivate(pages[4]);
-        assert_eq!(
-            (pm.queue_count(Queue::Active), pm.queue_count(Queue::Inactive), pm.queue_count(Queue::Laundry)),
-            (2, 2, 1)
-        );
+        assert_eq!((pm.queue_count(Queue::Active), pm.queue_count(Queue::Inactive), pm.queue_count(Queue::Laundry)), (2, 2, 1));
         assert_eq!(pages[2].queue(), Queue::Laundry);
         assert!(invariants::check(&pm).is_empty());
         for p in &pages {

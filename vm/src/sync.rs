@@ -77,10 +77,10 @@ impl<T: ?Sized> Mutex<T> {
     #[inline(always)]
     fn check(&self, _site: &'static Location<'static>) {
         #[cfg(debug_assertions)]
-        if let Some(probe) = IRQ_PROBE.get() {
-            if probe() == Some(false) {
-                taken_with_interrupts_off(self as *const Self as *const () as usize, _site);
-            }
+        if let Some(probe) = IRQ_PROBE.get()
+            && probe() == Some(false)
+        {
+            taken_with_interrupts_off(self as *const Self as *const () as usize, _site);
         }
     }
 }
@@ -106,4 +106,3 @@ impl<T: ?Sized + core::fmt::Debug> core::fmt::Debug for Mutex<T> {
         self.inner.fmt(f)
     }
 }
-

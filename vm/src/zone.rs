@@ -457,7 +457,9 @@ pub(crate) mod tests {
     /// empty at once) included.
     #[test]
     fn kegs_of_many_shapes() {
-        for &(item, slab) in &[(16, PAGE_SIZE), (48, PAGE_SIZE), (512, PAGE_SIZE), (1536, 4 * PAGE_SIZE), (2048, 4 * PAGE_SIZE), (3000, PAGE_SIZE)] {
+        for &(item, slab) in
+            &[(16, PAGE_SIZE), (48, PAGE_SIZE), (512, PAGE_SIZE), (1536, 4 * PAGE_SIZE), (2048, 4 * PAGE_SIZE), (3000, PAGE_SIZE)]
+        {
             let mut k = Keg::new(item, slab);
             let per = k.items_per_slab();
             assert_eq!(per, (slab - SLAB_HEADER) / k.item_size());

@@ -23,10 +23,10 @@ use core::arch::naked_asm;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use spin::Once;
+use x86_64::VirtAddr;
 use x86_64::instructions::tables::lidt;
 use x86_64::registers::control::{Cr2, Cr3};
 use x86_64::structures::DescriptorTablePointer;
-use x86_64::VirtAddr;
 
 use super::gdt;
 
@@ -296,8 +296,20 @@ unsafe extern "C" fn trap_common() {
 #[unsafe(naked)]
 pub unsafe extern "C" fn trap_return() -> ! {
     naked_asm!(
-        "pop r15", "pop r14", "pop r13", "pop r12", "pop r11", "pop r10", "pop r9",
-        "pop r8", "pop rbp", "pop rdi", "pop rsi", "pop rdx", "pop rcx", "pop rbx",
+        "pop r15",
+        "pop r14",
+        "pop r13",
+        "pop r12",
+        "pop r11",
+        "pop r10",
+        "pop r9",
+        "pop r8",
+        "pop rbp",
+        "pop rdi",
+        "pop rsi",
+        "pop rdx",
+        "pop rcx",
+        "pop rbx",
         "pop rax",
         "add rsp, 16",
         "iretq",
@@ -320,15 +332,7 @@ struct Gate {
 const _: () = assert!(core::mem::size_of::<Gate>() == 16);
 
 impl Gate {
-    const MISSING: Gate = Gate {
-        offset_low: 0,
-        selector: 0,
-        ist: 0,
-        attributes: 0,
-        offset_mid: 0,
-        offset_high: 0,
-        reserved: 0,
-    };
+    const MISSING: Gate = Gate { offset_low: 0, selector: 0, ist: 0, attributes: 0, offset_mid: 0, offset_high: 0, reserved: 0 };
 
     /// A present 64-bit interrupt gate (interrupts stay disabled in the handler).
     fn interrupt(handler: u64, selector: u16, ist: u16, dpl: u8) -> Gate {
@@ -368,10 +372,8 @@ pub fn init() {
         }
         Idt(gates)
     });
-    let ptr = DescriptorTablePointer {
-        limit: (core::mem::size_of::<Idt>() - 1) as u16,
-        base: VirtAddr::new(idt as *const Idt as u64),
-    };
+    let ptr =
+        DescriptorTablePointer { limit: (core::mem::size_of::<Idt>() - 1) as u16, base: VirtAddr::new(idt as *const Idt as u64) };
     // SAFETY: the table lives in a static, and every present gate points at an
     // entry stub above that leaves a TrapFrame and calls trap_dispatch.
     unsafe { lidt(&ptr) };
@@ -519,7 +521,10 @@ fn page_fault_unresolved(tf: &mut TrapFrame, cr2: u64, e: Option<vm::fault::Faul
         Some(e) => {
             {
                 let mut w = crate::serial::panic_writer();
-                let _ = core::fmt::Write::write_fmt(&mut w, format_args!("\nthe VM could not resolve the page fault at {cr2:#x}: {e:?}\n"));
+                let _ = core::fmt::Write::write_fmt(
+                    &mut w,
+                    format_args!("\nthe VM could not resolve the page fault at {cr2:#x}: {e:?}\n"),
+                );
             }
             fatal_exception(tf)
         }
@@ -555,7 +560,13 @@ pub fn report(w: &mut dyn core::fmt::Write, tf: &TrapFrame, cr2: u64) {
             w,
             "  CR2={cr2:#018x} ({} {} {}{}{})",
             if e & 1 != 0 { "protection violation" } else { "not present" },
-            if e & 2 != 0 { "write" } else if e & 16 != 0 { "instruction fetch" } else { "read" },
+            if e & 2 != 0 {
+                "write"
+            } else if e & 16 != 0 {
+                "instruction fetch"
+            } else {
+                "read"
+            },
             if e & 4 != 0 { "user" } else { "kernel" },
             if e & 8 != 0 { ", reserved bit set" } else { "" },
             if e & 32 != 0 { ", protection key" } else { "" },
@@ -582,10 +593,21 @@ pub fn report(w: &mut dyn core::fmt::Write, tf: &TrapFrame, cr2: u64) {
         Cr3::read_raw().0.start_address().as_u64()
     );
     let regs = [
-        ("RAX", tf.rax), ("RBX", tf.rbx), ("RCX", tf.rcx), ("RDX", tf.rdx),
-        ("RSI", tf.rsi), ("RDI", tf.rdi), ("RBP", tf.rbp), ("R8 ", tf.r8),
-        ("R9 ", tf.r9), ("R10", tf.r10), ("R11", tf.r11), ("R12", tf.r12),
-        ("R13", tf.r13), ("R14", tf.r14), ("R15", tf.r15),
+        ("RAX", tf.rax),
+        ("RBX", tf.rbx),
+        ("RCX", tf.rcx),
+        ("RDX", tf.rdx),
+        ("RSI", tf.rsi),
+        ("RDI", tf.rdi),
+        ("RBP", tf.rbp),
+        ("R8 ", tf.r8),
+        ("R9 ", tf.r9),
+        ("R10", tf.r10),
+        ("R11", tf.r11),
+        ("R12", tf.r12),
+        ("R13", tf.r13),
+        ("R14", tf.r14),
+        ("R15", tf.r15),
     ];
     for row in regs.chunks(4) {
         let _ = write!(w, " ");

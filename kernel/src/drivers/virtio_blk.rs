@@ -381,11 +381,8 @@ impl DiskInner {
     fn transfer(&self, write: bool, sector: u64, buf: *mut u8, len: usize) -> Result<(), BlockError> {
         let count = check_request(self.capacity, sector, len)?;
         let fp = if write { &vm::failpoint::BLK_WRITE } else { &vm::failpoint::BLK_READ };
-        let (ops, sectors) = if write {
-            (&self.stats.writes, &self.stats.sectors_written)
-        } else {
-            (&self.stats.reads, &self.stats.sectors_read)
-        };
+        let (ops, sectors) =
+            if write { (&self.stats.writes, &self.stats.sectors_written) } else { (&self.stats.reads, &self.stats.sectors_read) };
         ops.fetch_add(1, Ordering::Relaxed);
         if fp.should_fail() {
             self.stats.errors.fetch_add(1, Ordering::Relaxed);
@@ -502,11 +499,7 @@ pub fn probe(ioapic: bool, vector: u8) {
         let bars = root.bars(df).unwrap_or_default();
         // UEFI firmware puts 64-bit BARs above the memory, where the direct
         // map does not reach: map them there.
-        let beyond = bars
-            .iter()
-            .flatten()
-            .filter_map(|b| b.memory_address_size())
-            .find(|&(a, n)| a != 0 && !map_mmio(a, n));
+        let beyond = bars.iter().flatten().filter_map(|b| b.memory_address_size()).find(|&(a, n)| a != 0 && !map_mmio(a, n));
         if let Some((a, _)) = beyond {
             log::warn!("virtio-blk at {df}: skipped: cannot map its registers at {a:#x}");
             continue;

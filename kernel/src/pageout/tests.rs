@@ -31,7 +31,7 @@ fn swap() -> &'static crate::swap::SwapSpace {
 #[ktest(timeout = 600)]
 fn programs_three_times_larger_than_ram() {
     let mib = 3 * ram_mib();
-    assert!(swap().pages() * 4096 >> 20 >= mib, "swap ({} pages) smaller than {mib} MiB", swap().pages());
+    assert!((swap().pages() * 4096) >> 20 >= mib, "swap ({} pages) smaller than {mib} MiB", swap().pages());
     let (out0, in0) = (PAGES_OUT.load(Ordering::Relaxed), PAGES_IN.load(Ordering::Relaxed));
     let arg = alloc::format!("{mib}");
     for mode in ["one", "two", "fork"] {
@@ -126,7 +126,9 @@ fn out_of_memory_and_swap_kills_the_largest() {
     let keep = 32 << 8;
     assert_eq!(sw.fill(0, sw.pages() - keep), sw.pages() - keep);
     let kills = COUNTERS.oom_kills.load(Ordering::Relaxed);
-    let hog = spawn_elf("swapper", crate::programs::bin("swapper"), &["/bin/swapper", &alloc::format!("{}", 8 * ram_mib()), "one"]).unwrap();
+    let hog =
+        spawn_elf("swapper", crate::programs::bin("swapper"), &["/bin/swapper", &alloc::format!("{}", 8 * ram_mib()), "one"])
+            .unwrap();
     // Once the hog has filled memory and swap, a small program needs pages.
     while sw.avail() > keep / 8 && hog.status().is_none() {
         crate::sched::sleep_until(&NAP as *const u8 as usize, crate::time::ticks() + 10, || true);
@@ -137,7 +139,10 @@ fn out_of_memory_and_swap_kills_the_largest() {
         .expect("starting a process waits for memory; it does not fail");
     let (small_st, hog_st) = (small.wait(), hog.wait());
     sw.free(0, sw.pages() - keep);
-    crate::kprintln!("out of memory and swap: {} kill(s) by the pageout daemon", COUNTERS.oom_kills.load(Ordering::Relaxed) - kills);
+    crate::kprintln!(
+        "out of memory and swap: {} kill(s) by the pageout daemon",
+        COUNTERS.oom_kills.load(Ordering::Relaxed) - kills
+    );
     assert_eq!(hog_st, Status::Signaled(SIGKILL), "the largest process is the one killed");
     assert_eq!(small_st, Status::Exited(0), "the small program ran to its end");
     assert_eq!(sw.avail(), sw.pages());

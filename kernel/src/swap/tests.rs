@@ -17,9 +17,7 @@ use crate::memory::PAGE_SIZE;
 const PAGE: usize = PAGE_SIZE as usize;
 
 fn space() -> &'static SwapSpace {
-    swap().unwrap_or_else(|| {
-        panic!("no swap space: the test harness attaches a disk with serial \"swap\" (is SWAP_SIZE 0?)")
-    })
+    swap().unwrap_or_else(|| panic!("no swap space: the test harness attaches a disk with serial \"swap\" (is SWAP_SIZE 0?)"))
 }
 
 /// Byte `i` of swap block `block` as the tests write it, `salt` telling
@@ -87,10 +85,7 @@ fn transfers_are_checked() {
     sp.read_pages(last, &mut back).unwrap();
     assert!(back == data);
     let mut two = vec![0u8; 2 * PAGE];
-    assert_eq!(
-        sp.read_pages(last, &mut two),
-        Err(SwapError::OutOfRange { block: last, count: 2, pages: sp.pages() })
-    );
+    assert_eq!(sp.read_pages(last, &mut two), Err(SwapError::OutOfRange { block: last, count: 2, pages: sp.pages() }));
     assert!(matches!(sp.write_pages(u64::MAX, &data), Err(SwapError::OutOfRange { .. })));
     assert_eq!(sp.write_pages(0, &data[..512]), Err(SwapError::BadLength(512)));
 }

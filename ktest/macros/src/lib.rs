@@ -8,10 +8,7 @@
 
 use proc_macro::TokenStream;
 use quote::{format_ident, quote};
-use syn::{
-    Expr, ExprLit, ItemFn, Lit, MetaNameValue, Token, parse::Parser, parse_macro_input,
-    punctuated::Punctuated,
-};
+use syn::{Expr, ExprLit, ItemFn, Lit, MetaNameValue, Token, parse::Parser, parse_macro_input, punctuated::Punctuated};
 
 #[proc_macro_attribute]
 pub fn ktest(args: TokenStream, item: TokenStream) -> TokenStream {
@@ -29,9 +26,7 @@ pub fn ktest(args: TokenStream, item: TokenStream) -> TokenStream {
         let lit = match &arg.value {
             Expr::Lit(ExprLit { lit, .. }) => lit,
             other => {
-                return syn::Error::new_spanned(other, "expected a literal")
-                    .to_compile_error()
-                    .into();
+                return syn::Error::new_spanned(other, "expected a literal").to_compile_error().into();
             }
         };
         match (key.as_str(), lit) {
@@ -50,9 +45,7 @@ pub fn ktest(args: TokenStream, item: TokenStream) -> TokenStream {
     }
 
     if !func.sig.inputs.is_empty() || func.sig.asyncness.is_some() {
-        return syn::Error::new_spanned(&func.sig, "a ktest takes no arguments and is not async")
-            .to_compile_error()
-            .into();
+        return syn::Error::new_spanned(&func.sig, "a ktest takes no arguments and is not async").to_compile_error().into();
     }
 
     let name = &func.sig.ident;

@@ -180,8 +180,7 @@ impl<D: BlockDevice> Ext2<D> {
             if e == 0 {
                 continue;
             }
-            let freed = entry_base + span > first
-                && (depth == 1 || self.free_tree(inode, e, depth - 1, entry_base, first)?);
+            let freed = entry_base + span > first && (depth == 1 || self.free_tree(inode, e, depth - 1, entry_base, first)?);
             if !freed {
                 left += 1;
                 continue;

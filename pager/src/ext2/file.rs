@@ -11,10 +11,10 @@
 
 use alloc::vec;
 
+use super::cache::{read_blocks, write_blocks};
 use super::disk::{Inode, S_IFMT, S_IFREG};
 use super::{Ext2, FsError, Ino, dir};
 use crate::block::BlockDevice;
-use super::cache::{read_blocks, write_blocks};
 
 /// ext2's directory-entry file type of a regular file.
 const FT_REG: u8 = 1;

@@ -105,20 +105,20 @@ impl FsError {
     /// The Linux errno (positive) a system call returns for this error.
     pub fn errno(self) -> i32 {
         match self {
-            FsError::NotFound => 2,                          // ENOENT
-            FsError::Io(_) => 5,                             // EIO
-            FsError::Exists => 17,                           // EEXIST
-            FsError::NoMemory => 12,                         // ENOMEM
-            FsError::NotDir => 20,                           // ENOTDIR
-            FsError::IsDir => 21,                            // EISDIR
+            FsError::NotFound => 2,                                // ENOENT
+            FsError::Io(_) => 5,                                   // EIO
+            FsError::Exists => 17,                                 // EEXIST
+            FsError::NoMemory => 12,                               // ENOMEM
+            FsError::NotDir => 20,                                 // ENOTDIR
+            FsError::IsDir => 21,                                  // EISDIR
             FsError::InvalidArgument | FsError::InvalidName => 22, // EINVAL
-            FsError::TooManyOpen => 23,                      // ENFILE
-            FsError::FileTooBig => 27,                       // EFBIG
-            FsError::NoSpace => 28,                          // ENOSPC
-            FsError::ReadOnly => 30,                         // EROFS
-            FsError::NameTooLong => 36,                      // ENAMETOOLONG
-            FsError::Unsupported(_) => 95,                   // EOPNOTSUPP
-            FsError::Corrupt(_) => 117,                      // EUCLEAN
+            FsError::TooManyOpen => 23,                            // ENFILE
+            FsError::FileTooBig => 27,                             // EFBIG
+            FsError::NoSpace => 28,                                // ENOSPC
+            FsError::ReadOnly => 30,                               // EROFS
+            FsError::NameTooLong => 36,                            // ENAMETOOLONG
+            FsError::Unsupported(_) => 95,                         // EOPNOTSUPP
+            FsError::Corrupt(_) => 117,                            // EUCLEAN
         }
     }
 }
@@ -194,7 +194,8 @@ impl<D: BlockDevice> Ext2<D> {
     fn check_groups(&self) -> Result<(), FsError> {
         let itable_blocks = self.inode_table_blocks();
         for g in &self.groups {
-            let inside = |b: u32, n: u32| b >= self.sb.first_data_block && u64::from(b) + u64::from(n) <= u64::from(self.sb.blocks_count);
+            let inside =
+                |b: u32, n: u32| b >= self.sb.first_data_block && u64::from(b) + u64::from(n) <= u64::from(self.sb.blocks_count);
             if !inside(g.block_bitmap, 1) || !inside(g.inode_bitmap, 1) || !inside(g.inode_table, itable_blocks) {
                 return Err(FsError::Corrupt("group descriptor points outside the filesystem"));
             }

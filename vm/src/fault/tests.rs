@@ -249,8 +249,7 @@ fn wiring_keeps_pages_and_unwire_returns_them() {
         let b = map.lock().map(None, 4 * P, Prot::RW, Prot::ALL, Inherit::Copy, None, false).unwrap();
         wire(&map, a, a + 8 * P).unwrap();
         assert_eq!(pmap.wired_count(), 8);
-        let pages: Vec<&'static Page> =
-            (0..8).map(|i| t.env.pm.page_of(pmap.extract(a + i * P).unwrap().0).unwrap()).collect();
+        let pages: Vec<&'static Page> = (0..8).map(|i| t.env.pm.page_of(pmap.extract(a + i * P).unwrap().0).unwrap()).collect();
         assert!(pages.iter().all(|p| p.wire_count() == 1));
         // Pressure on other pages, and even remove_all on a wired one: the
         // wiring lives in the map and the page, so the page stays.

@@ -34,13 +34,13 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU32, Ordering};
 
-use bitflags::bitflags;
 use crate::sync::{Mutex, MutexGuard};
+use bitflags::bitflags;
 
 use crate::failpoint::FailPoint;
 use crate::page::{Page, busy_wait};
-use crate::pmap::PageMappings;
 use crate::phys::{AllocFlags, PhysMem};
+use crate::pmap::PageMappings;
 use crate::radix::{Entry, InsertError, Radix, VacantEntry};
 use crate::zone::NodeZone;
 

@@ -47,7 +47,6 @@ pub(crate) fn make_resident(obj: &Arc<VmObject>, pindex: u64, fill: u8) -> &'sta
     p
 }
 
-
 fn byte(t: &TestEnv, p: &Page) -> u8 {
     // SAFETY: the page is allocated; the host model maps it.
     unsafe { *t.env.pm.page_addr(p).unwrap() }

@@ -42,8 +42,8 @@ use alloc::vec::Vec;
 use core::mem::MaybeUninit;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use bitflags::bitflags;
 use crate::sync::Mutex;
+use bitflags::bitflags;
 
 use crate::page::{NIL, NOT_FREE_HEAD, Page, PageFlags, PageIndex, Queue};
 use crate::queue::Queues;
@@ -119,7 +119,10 @@ pub enum PhysError {
     /// Segment not page aligned, empty, or overlapping another.
     BadSegment(PhysRange),
     /// The record storage is smaller than [`PhysMem::records_needed`].
-    StorageTooSmall { needed: usize, got: usize },
+    StorageTooSmall {
+        needed: usize,
+        got: usize,
+    },
 }
 
 /// The free lists. (F)
@@ -236,8 +239,7 @@ impl PhysMem {
         // SAFETY: the first `needed` elements were each initialised by the
         // loop above (one per page of every segment, `next` == `needed`), and
         // MaybeUninit<Page> has the layout of Page.
-        let pages: &'static [Page] =
-            unsafe { core::slice::from_raw_parts(storage.as_ptr() as *const Page, needed) };
+        let pages: &'static [Page] = unsafe { core::slice::from_raw_parts(storage.as_ptr() as *const Page, needed) };
         Ok(PhysMem {
             pages,
             segments: segs,
@@ -469,7 +471,8 @@ impl PhysMem {
     pub fn alloc_inline(&self, flags: AllocFlags) -> Option<&'static Page> {
         let keep = if flags.contains(AllocFlags::SYSTEM) { 0 } else { self.levels.reserve.load(Ordering::Relaxed) };
         let mut low = false;
-        let zeroed = if flags.intersects(AllocFlags::ZERO | AllocFlags::PREFER_ZERO) { self.zeroed_pop(keep, &mut low) } else { None };
+        let zeroed =
+            if flags.intersects(AllocFlags::ZERO | AllocFlags::PREFER_ZERO) { self.zeroed_pop(keep, &mut low) } else { None };
         let idx = zeroed.or_else(|| {
             let mut cache = self.cache.lock();
             if cache.len == 0 {
@@ -739,8 +742,19 @@ impl PhysMem {
         assert!(!f.contains(PageFlags::RESERVED), "page {:#x}: freeing reserved (kernel) memory", page.phys());
         assert!(!page.wired(), "page {:#x}: freeing a wired page (wire count {})", page.phys(), page.wire_count());
         assert!(page.mapping_count() == 0, "page {:#x}: freeing a mapped page ({} mappings)", page.phys(), page.mapping_count());
-        assert!(page.object().is_none(), "page {:#x}: freeing a page still in object {:#x} at index {}", page.phys(), page.object().unwrap_or(0), page.pindex());
-        assert!(page.sbusy_count() == 0, "page {:#x}: freeing a page shared-busied by {} others", page.phys(), page.sbusy_count());
+        assert!(
+            page.object().is_none(),
+            "page {:#x}: freeing a page still in object {:#x} at index {}",
+            page.phys(),
+            page.object().unwrap_or(0),
+            page.pindex()
+        );
+        assert!(
+            page.sbusy_count() == 0,
+            "page {:#x}: freeing a page shared-busied by {} others",
+            page.phys(),
+            page.sbusy_count()
+        );
         if page.queue() != Queue::None {
             self.dequeue(page);
         }

@@ -69,7 +69,10 @@ impl Held {
 }
 
 fn run(ops: Vec<Op>) {
-    let pm = phys_with_memory(&[PhysRange { start: 1 << 20, end: 2 << 20 }, PhysRange { start: 3 << 20, end: (3 << 20) + (512 << 10) }]);
+    let pm = phys_with_memory(&[
+        PhysRange { start: 1 << 20, end: 2 << 20 },
+        PhysRange { start: 3 << 20, end: (3 << 20) + (512 << 10) },
+    ]);
     let total = pm.free_count();
     let mut held: Vec<Held> = Vec::new();
     let mut next_pindex = 0u64;
@@ -95,13 +98,29 @@ fn run(ops: Vec<Op>) {
                         let b = unsafe { core::slice::from_raw_parts(pm.page_addr(p).unwrap(), PAGE_SIZE) };
                         assert!(b.iter().all(|&x| x == 0));
                     }
-                    held.push(Held { page: p, pages: 1, wired: wired as u32, xbusy: busy, sbusy: 0, owned: false, queue: Queue::None });
+                    held.push(Held {
+                        page: p,
+                        pages: 1,
+                        wired: wired as u32,
+                        xbusy: busy,
+                        sbusy: 0,
+                        owned: false,
+                        queue: Queue::None,
+                    });
                 }
             }
             Op::AllocOrder(o) => {
                 if let Some(p) = pm.alloc_order(o, AllocFlags::UNMANAGED) {
                     assert_eq!(p.phys() % ((PAGE_SIZE as u64) << o), 0, "blocks are naturally aligned");
-                    held.push(Held { page: p, pages: 1 << o, wired: 0, xbusy: false, sbusy: 0, owned: false, queue: Queue::None });
+                    held.push(Held {
+                        page: p,
+                        pages: 1 << o,
+                        wired: 0,
+                        xbusy: false,
+                        sbusy: 0,
+                        owned: false,
+                        queue: Queue::None,
+                    });
                 }
             }
             Op::Free(i) => {

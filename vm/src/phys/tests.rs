@@ -86,7 +86,10 @@ fn contiguous_runs_respect_alignment_boundary_and_range() {
     assert!(p2.phys() >= 6 << 20 && p2.phys() + 5 * 4096 <= 7 << 20);
     assert_eq!(p2.phys() / (32 << 10), (p2.phys() + 5 * 4096 - 1) / (32 << 10), "crosses the boundary");
     assert!(pm.alloc_contig(2000, PAGE_SIZE as u64, 0, 0, u64::MAX, AllocFlags::NOBUSY).is_none());
-    assert!(pm.alloc_contig(8, PAGE_SIZE as u64, 16 << 10, 0, u64::MAX, AllocFlags::NOBUSY).is_none(), "larger than the boundary");
+    assert!(
+        pm.alloc_contig(8, PAGE_SIZE as u64, 16 << 10, 0, u64::MAX, AllocFlags::NOBUSY).is_none(),
+        "larger than the boundary"
+    );
     clean(&pm);
     pm.free_contig(p, 3);
     pm.free_contig(p2, 5);
@@ -254,7 +257,10 @@ fn zero_pool_gives_way_to_large_blocks() {
     while pm.zero_idle() {}
     pm.forget_zeroed();
     assert_eq!(pm.zeroed_count(), 0);
-    assert!(pm.pages.iter().all(|p| !p.flags().contains(PageFlags::FREE) || !p.flags().contains(PageFlags::ZERO)), "forgotten pages are not known zero");
+    assert!(
+        pm.pages.iter().all(|p| !p.flags().contains(PageFlags::FREE) || !p.flags().contains(PageFlags::ZERO)),
+        "forgotten pages are not known zero"
+    );
     pm.drain_cache();
     assert_eq!(pm.free_blocks(), before, "the blocks merge back");
     clean(&pm);

@@ -153,12 +153,12 @@ impl Pmap for SoftPmap {
         if old.is_none() && self.machine.fail_enter.load(Ordering::Relaxed) {
             return Err(PmapError::NoMemory);
         }
-        if let Some(o) = old {
-            if !core::ptr::eq(o.page, page) {
-                drop(ptes);
-                self.pv_remove(o.page, va);
-                ptes = self.ptes.lock();
-            }
+        if let Some(o) = old
+            && !core::ptr::eq(o.page, page)
+        {
+            drop(ptes);
+            self.pv_remove(o.page, va);
+            ptes = self.ptes.lock();
         }
         let same = old.is_some_and(|o| core::ptr::eq(o.page, page));
         ptes.insert(va, Pte { page, prot, wired, referenced: false, modified: same && old.is_some_and(|o| o.modified) });

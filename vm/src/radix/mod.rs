@@ -620,12 +620,18 @@ impl<L: Leaf, const W: usize> Radix<L, W> {
         Ok(())
     }
 
-    fn check_slot(&self, v: usize, parent: Option<(&Node<W>, usize)>, nodes: &mut usize, leaves: &mut usize) -> Result<(), TrieError> {
+    fn check_slot(
+        &self,
+        v: usize,
+        parent: Option<(&Node<W>, usize)>,
+        nodes: &mut usize,
+        leaves: &mut usize,
+    ) -> Result<(), TrieError> {
         let key = if Self::is_leaf(v) { Self::leaf(v).key() } else { Self::node(v).owner };
-        if let Some((p, slot)) = parent {
-            if !Self::covers(p, key) || Self::digit(key, p.clev) != slot {
-                return Err(TrieError::ChildOutsideParent { owner: p.owner, clev: p.clev, slot });
-            }
+        if let Some((p, slot)) = parent
+            && (!Self::covers(p, key) || Self::digit(key, p.clev) != slot)
+        {
+            return Err(TrieError::ChildOutsideParent { owner: p.owner, clev: p.clev, slot });
         }
         if Self::is_leaf(v) {
             *leaves += 1;
@@ -633,10 +639,10 @@ impl<L: Leaf, const W: usize> Radix<L, W> {
         }
         let n = Self::node(v);
         *nodes += 1;
-        if let Some((p, _)) = parent {
-            if n.clev >= p.clev {
-                return Err(TrieError::LevelNotDecreasing { owner: n.owner, clev: n.clev });
-            }
+        if let Some((p, _)) = parent
+            && n.clev >= p.clev
+        {
+            return Err(TrieError::LevelNotDecreasing { owner: n.owner, clev: n.clev });
         }
         if n.owner != Self::prefix(n.owner, n.clev) {
             return Err(TrieError::ChildOutsideParent { owner: n.owner, clev: n.clev, slot: usize::MAX });

@@ -42,7 +42,7 @@ struct Items(HashMap<(u64, bool), &'static Item>);
 
 impl Items {
     fn get(&mut self, key: u64, alt: bool) -> &'static Item {
-        *self.0.entry((key, alt)).or_insert_with(|| Box::leak(Box::new(Item { key })))
+        self.0.entry((key, alt)).or_insert_with(|| Box::leak(Box::new(Item { key })))
     }
 }
 
@@ -69,7 +69,7 @@ enum Op {
 fn key(kind: u8) -> BoxedStrategy<u64> {
     match kind {
         0 => (0u64..300).boxed(),
-        1 => any::<u64>().prop_map(|k| k % 50 * 0x0001_0000_0001 ^ (k >> 40)).boxed(),
+        1 => any::<u64>().prop_map(|k| (k % 50 * 0x0001_0000_0001) ^ (k >> 40)).boxed(),
         _ => (0u64..200).prop_map(|k| u64::MAX - k * 7).boxed(),
     }
 }

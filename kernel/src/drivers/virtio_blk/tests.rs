@@ -39,8 +39,10 @@ fn mismatch(first: u64, buf: &[u8]) -> Option<(u64, usize, u8)> {
 
 fn test_disk() -> Disk {
     by_serial(TEST_DISK).unwrap_or_else(|| {
-        panic!("no disk with serial {TEST_DISK:?} (the test harness attaches one); disks: {:?}",
-            super::disks().iter().map(|d| d.serial.clone()).collect::<Vec<_>>())
+        panic!(
+            "no disk with serial {TEST_DISK:?} (the test harness attaches one); disks: {:?}",
+            super::disks().iter().map(|d| d.serial.clone()).collect::<Vec<_>>()
+        )
     })
 }
 
@@ -61,9 +63,7 @@ impl DmaBuf {
 
     fn bytes(&mut self) -> &mut [u8] {
         // SAFETY: the run is ours until drop, and the direct map covers it.
-        unsafe {
-            core::slice::from_raw_parts_mut(phys_to_virt(self.first.phys()) as *mut u8, self.pages * PAGE_SIZE as usize)
-        }
+        unsafe { core::slice::from_raw_parts_mut(phys_to_virt(self.first.phys()) as *mut u8, self.pages * PAGE_SIZE as usize) }
     }
 }
 
@@ -170,7 +170,7 @@ fn completions_come_by_interrupt() {
     let polled = d.stats.polled_completions.load(Ordering::Relaxed) - polled;
     let interrupts = d.stats.interrupts.load(Ordering::Relaxed) - interrupts;
     assert!(irq == N && polled == 0, "{irq} requests completed by interrupt, {polled} by polling");
-    assert!(interrupts >= 1 && interrupts <= N, "{interrupts} interrupts for {N} requests");
+    assert!((1..=N).contains(&interrupts), "{interrupts} interrupts for {N} requests");
 }
 
 /// The fail points fail one request with an I/O error, and the next one
@@ -264,7 +264,7 @@ fn whole_disk_read_rate() {
     let us = time::tsc_to_us(time::rdtsc() - t0).max(1);
     log::info!(
         "virtio-blk: read {} MiB in {} ms, {} KiB/s, in {} KiB requests",
-        TEST_SECTORS * SECTOR_SIZE as u64 >> 20,
+        (TEST_SECTORS * SECTOR_SIZE as u64) >> 20,
         us / 1000,
         TEST_SECTORS * SECTOR_SIZE as u64 * 1_000_000 / us / 1024,
         CHUNK * SECTOR_SIZE as u64 / 1024
