@@ -20,40 +20,13 @@ extern crate alloc;
 extern crate pager;
 
 mod arch;
-mod backtrace;
-mod bench;
-mod bytes;
-mod cmdline;
-mod demo;
-mod drivers;
-mod elf;
-mod errno;
-mod fw_cfg;
-mod heap;
-mod kmem;
-mod ksyms;
-mod ktest_runner;
-mod memory;
-mod pageout;
-mod pmap;
-mod process;
-mod profile;
-mod programs;
-mod qemu;
-mod sched;
-mod serial;
-mod sleeplock;
-mod swap;
-mod swap_pager;
-mod sync;
-mod sys_file;
-mod sys_mem;
-mod sys_proc;
+mod dev;
+mod devtools;
+mod fs;
+mod kern;
+mod mm;
+mod proc;
 mod syscall;
-mod time;
-mod vfs;
-mod vmspace;
-mod vmstate;
 
 use core::fmt::Write;
 use core::panic::PanicInfo;
@@ -62,8 +35,8 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use bootloader_api::config::{BootloaderConfig, Mapping};
 use bootloader_api::{BootInfo, entry_point};
 
-use crate::cmdline::Mode;
-use crate::qemu::ExitCode;
+use crate::dev::qemu::ExitCode;
+use crate::kern::cmdline::Mode;
 
 /// Where the bootloader loads the (position-independent) kernel image. Fixed
 /// so that gdb can load the symbols at a known offset: `symbol-file -o` this.
@@ -85,9 +58,9 @@ pub static BOOTLOADER_CONFIG: BootloaderConfig = {
 entry_point!(kernel_main, config = &BOOTLOADER_CONFIG);
 
 fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
-    time::init_boot_tsc();
-    serial::init();
-    serial::init_logger(cmdline::early_log_level());
+    kern::time::init_boot_tsc();
+    kern::serial::init();
+    kern::serial::init_logger(kern::cmdline::early_log_level());
     // The host measures boot time to this line: keep it first.
     log::info!("kernel main reached");
 
@@ -99,41 +72,41 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     let Some(phys_offset) = boot_info.physical_memory_offset.into_option() else {
         panic!("the bootloader did not map physical memory; check BOOTLOADER_CONFIG");
     };
-    memory::init(phys_offset, &boot_info.memory_regions);
-    if let Err(e) = heap::init() {
+    kern::memory::init(phys_offset, &boot_info.memory_regions);
+    if let Err(e) = kern::heap::init() {
         panic!("cannot set up the kernel heap: {e:?}");
     }
-    match memory::init_page_allocator() {
+    match kern::memory::init_page_allocator() {
         Ok(pm) => {
-            memory::reclaim_boot_memory(pm);
+            kern::memory::reclaim_boot_memory(pm);
         }
         Err(e) => panic!("cannot build the page array: {e:?}"),
     }
     // A thread waiting for a busy page sleeps on the page; the one that
-    // unbusies it wakes it (sched::sleep_if checks the busy word under the
+    // unbusies it wakes it (kern::sched::sleep_if checks the busy word under the
     // scheduler lock, so the wakeup cannot be missed). Waits for memory are
-    // the pageout daemon's business (pageout::init).
+    // the pageout daemon's business (mm::pageout::init).
     vm::page::set_busy_wait(|page| {
         let chan = page as *const vm::page::Page as usize;
-        if !sched::sleep_if(chan, || page.set_busy_waiters()) {
+        if !kern::sched::sleep_if(chan, || page.set_busy_waiters()) {
             core::hint::spin_loop();
         }
     });
-    vm::page::set_busy_wakeup(|page| sched::wakeup(page as *const vm::page::Page as usize));
+    vm::page::set_busy_wakeup(|page| kern::sched::wakeup(page as *const vm::page::Page as usize));
     vm::set_sleep(
         |chan, cond| {
-            sched::sleep_if(chan, cond);
+            kern::sched::sleep_if(chan, cond);
         },
-        sched::wakeup,
+        kern::sched::wakeup,
     );
     // The VM's allocations that cannot fail by themselves (map-entry tree
     // nodes) are refused unless the heap, grown as far as free pages allow,
     // keeps a margin beyond them for the allocations that must not fail.
-    vm::set_heap_room(|bytes| heap::available() >= bytes.saturating_add(64 * 1024));
-    if let Err(e) = pmap::init() {
+    vm::set_heap_room(|bytes| kern::heap::available() >= bytes.saturating_add(64 * 1024));
+    if let Err(e) = arch::pmap::init() {
         panic!("cannot set up the pmap: {e:?}");
     }
-    if let Err(e) = kmem::init() {
+    if let Err(e) = kern::kmem::init() {
         panic!("cannot set up the kernel's virtual memory: {e:?}");
     }
 
@@ -142,9 +115,9 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
         // `ramdisk_len` bytes and never unmaps or reuses it.
         unsafe { core::slice::from_raw_parts(addr as *const u8, boot_info.ramdisk_len as usize) }
     });
-    ksyms::init(ramdisk, boot_info.kernel_image_offset);
+    kern::ksyms::init(ramdisk, boot_info.kernel_image_offset);
 
-    let cmdline = cmdline::init();
+    let cmdline = kern::cmdline::init();
     log::set_max_level(cmdline.log);
     log::info!(
         "booted: kernel at {:#x}, direct map at {:#x}, command line {:?}",
@@ -152,18 +125,18 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
         phys_offset,
         cmdline.raw
     );
-    memory::log_map();
+    kern::memory::log_map();
 
-    sched::init();
+    kern::sched::init();
     arch::apic::init(phys_offset);
-    time::init_wall_clock();
-    drivers::init(phys_offset);
+    kern::time::init_wall_clock();
+    dev::init(phys_offset);
     x86_64::instructions::interrupts::enable();
-    sync::start_checks();
+    kern::sync::start_checks();
     arch::watchdog::start();
     mount_root();
-    swap::init();
-    pageout::init();
+    mm::swap::init();
+    mm::pageout::init();
 
     // Debug builds check the page invariants once the boot is complete.
     if cfg!(debug_assertions) {
@@ -172,26 +145,26 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     }
 
     match cmdline.mode {
-        Mode::Demo => demo::run(),
-        Mode::List => ktest_runner::list(),
-        Mode::Test => ktest_runner::run(cmdline.run.as_deref()),
-        Mode::Bench => bench::run(),
-        Mode::Run => demo::run_program(),
-        Mode::VmState => vmstate::run(),
+        Mode::Demo => devtools::demo::run(),
+        Mode::List => devtools::ktest_runner::list(),
+        Mode::Test => devtools::ktest_runner::run(cmdline.run.as_deref()),
+        Mode::Bench => devtools::bench::run(),
+        Mode::Run => devtools::demo::run_program(),
+        Mode::VmState => devtools::vmstate::run(),
     }
     // Power off as from an unmount: every dirty page and block on the disk.
-    vfs::sync_all();
-    qemu::exit(ExitCode::Success)
+    fs::sync_all();
+    dev::qemu::exit(ExitCode::Success)
 }
 
 /// Mounts the root filesystem from the virtio disk with serial `rootfs`
 /// (run-qemu.sh and the test boots attach `kernel-fs.img` so), if there is one.
 fn mount_root() {
-    let Some(disk) = drivers::virtio_blk::by_serial("rootfs") else {
+    let Some(disk) = dev::virtio_blk::by_serial("rootfs") else {
         log::info!("vfs: no disk with serial \"rootfs\": no root filesystem");
         return;
     };
-    if let Err(e) = vfs::mount_root(alloc::boxed::Box::new(disk)) {
+    if let Err(e) = fs::mount_root(alloc::boxed::Box::new(disk)) {
         log::warn!("vfs: cannot mount the root filesystem: {e:?}");
     }
 }
@@ -223,10 +196,10 @@ impl MessageBuf {
 #[panic_handler]
 fn panic(info: &PanicInfo<'_>) -> ! {
     static PANICKING: AtomicBool = AtomicBool::new(false);
-    let mut w = serial::panic_writer();
+    let mut w = kern::serial::panic_writer();
     if PANICKING.swap(true, Ordering::SeqCst) {
         let _ = writeln!(w, "\nnested panic: {}", info.message());
-        qemu::exit(ExitCode::Failure);
+        dev::qemu::exit(ExitCode::Failure);
     }
     let mut msg = MessageBuf { buf: [0; 256], len: 0 };
     let _ = write!(msg, "{}", info.message());
@@ -246,9 +219,9 @@ fn panic(info: &PanicInfo<'_>) -> ! {
         "  RSP={rsp:#018x} RBP={rbp:#018x} CR2={:#018x} CR3={:#x} uptime {} us",
         x86_64::registers::control::Cr2::read_raw(),
         x86_64::registers::control::Cr3::read_raw().0.start_address().as_u64(),
-        time::uptime_us()
+        kern::time::uptime_us()
     );
-    backtrace::write_here(&mut w);
+    kern::backtrace::write_here(&mut w);
     drop(w);
-    ktest_runner::panicked(msg.as_str())
+    devtools::ktest_runner::panicked(msg.as_str())
 }

@@ -4,7 +4,7 @@
 //! read, a copy-on-write fault, a wired page, a page in limbo, pages paged
 //! out to swap and back, one of them clean without its slot), prints the
 //! kernel's view of it as `vmstate: <what> key=value ...` lines and stops at
-//! `kernel::vmstate::stop_here`. The host test runs [`commands`] there in
+//! `kernel::devtools::vmstate::stop_here`. The host test runs [`commands`] there in
 //! one `gdb -batch`, each after an `echo` of [`MARK`], then parses both sides
 //! and [`compare`]s them field by field: the same pages with the same bits,
 //! the same objects, entries, page-table entries and counts, the same
@@ -47,10 +47,10 @@ const PAGE: u64 = 4096;
 
 /// The commands run at the stop, and what each is compared with. Arguments
 /// the host cannot know before the kernel runs (object addresses, frame
-/// numbers, the pid) come from `kernel::vmstate::SHOWN`, as gdb
+/// numbers, the pid) come from `kernel::devtools::vmstate::SHOWN`, as gdb
 /// expressions.
 pub fn commands() -> Vec<(String, Expect)> {
-    let shown = |f: &str| format!("kernel::vmstate::SHOWN.{f}");
+    let shown = |f: &str| format!("kernel::devtools::vmstate::SHOWN.{f}");
     vec![
         (format!("vm page va {FILE_VA:#x}"), Expect::Page("cow")),
         (format!("vm page va {:#x} {}", FILE_VA + PAGE, shown("pid")), Expect::Page("file")),

@@ -576,9 +576,9 @@ mod tests {
 
     #[test]
     fn protocol_lines_parse() {
-        let t = parse_test_line("3 kernel::heap::many_sizes timeout=30").unwrap();
-        assert_eq!(t, TestInfo { index: 3, name: "kernel::heap::many_sizes".into(), timeout: Duration::from_secs(30) });
-        assert_eq!(parse_result_line("3 kernel::heap::x 1234us"), Some((3, 1234, String::new())));
+        let t = parse_test_line("3 kernel::kern::heap::many_sizes timeout=30").unwrap();
+        assert_eq!(t, TestInfo { index: 3, name: "kernel::kern::heap::many_sizes".into(), timeout: Duration::from_secs(30) });
+        assert_eq!(parse_result_line("3 kernel::kern::heap::x 1234us"), Some((3, 1234, String::new())));
         assert_eq!(
             parse_result_line("7 a::b 5us exception 14 #PF page fault"),
             Some((7, 5, "exception 14 #PF page fault".into()))

@@ -86,10 +86,10 @@ fn main() {
     trials.push(Trial::test("boot::bios_reaches_test_runner", move || bios_boot(&i, count)).with_kind("host"));
     let i = images.clone();
     let on_uefi: Vec<Option<usize>> = [
-        "kernel::time::ticks_advance",
-        "kernel::drivers::virtio_blk::reads_match_the_pattern",
-        "kernel::process::file_calls",
-        "kernel::swap::runs_are_written_and_read_back",
+        "kernel::kern::time::ticks_advance",
+        "kernel::dev::virtio_blk::reads_match_the_pattern",
+        "kernel::proc::file_calls",
+        "kernel::mm::swap::runs_are_written_and_read_back",
     ]
     .iter()
     .map(|n| kernel_tests.iter().find(|t| t.name == *n).map(|t| t.index))
@@ -108,14 +108,14 @@ fn main() {
         Trial::test("swap::mapped_file_larger_than_ram_read_twice", move || mapped_file_larger_than_ram(&i)).with_kind("host"),
     );
     let i = images.clone();
-    let writer = kernel_tests.iter().find(|t| t.name == "kernel::vfs::writes_through_a_mapping_reach_the_disk").map(|t| t.index);
+    let writer = kernel_tests.iter().find(|t| t.name == "kernel::fs::writes_through_a_mapping_reach_the_disk").map(|t| t.index);
     trials.push(
         Trial::test("fs::kernel_writes_reach_the_image", move || kernel_writes_reach_the_image(&i, writer)).with_kind("host"),
     );
     let i = images.clone();
     let on_max: Vec<usize> = kernel_tests
         .iter()
-        .filter(|t| t.name.starts_with("kernel::process::") || t.name.starts_with("kernel::arch::cpu::"))
+        .filter(|t| t.name.starts_with("kernel::proc::") || t.name.starts_with("kernel::arch::cpu::"))
         .map(|t| t.index)
         .collect();
     let listed = kernel_tests.clone();
@@ -298,7 +298,7 @@ fn checksum_run(images: &Images, memory: &str, file: &str, size: usize, times: u
 /// clean (`e2fsck -fn`) and the file's bytes as the kernel left them
 /// (`debugfs`).
 fn kernel_writes_reach_the_image(images: &Images, test: Option<usize>) -> Result<(), Failed> {
-    let test = test.ok_or("kernel::vfs::writes_through_a_mapping_reach_the_disk is missing")?;
+    let test = test.ok_or("kernel::fs::writes_through_a_mapping_reach_the_disk is missing")?;
     let dir = std::env::temp_dir().join(format!("bsdvm-fs-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let image = dir.join("fs.img");
@@ -487,14 +487,14 @@ fn gdb_session(images: &Images) -> Result<(), Failed> {
 
 /// The `vm` gdb commands (tools/gdb/) against the kernel's own view of the
 /// same state: `mode=vmstate` prints its view and stops at
-/// `kernel::vmstate::stop_here`; gdb runs every command of
+/// `kernel::devtools::vmstate::stop_here`; gdb runs every command of
 /// `tests::gdbvm::commands` there, sets the `page.alloc` fail point, and
 /// lets the kernel go on, which then finds the fail point set. Both outputs
 /// are parsed and compared field by field (`tests::gdbvm::compare`).
 fn gdb_vm_commands(images: &Images, firmware: Firmware) -> Result<(), Failed> {
     use tests::gdbvm::{self, MARK};
 
-    let mut cmds: Vec<String> = vec!["hbreak kernel::vmstate::stop_here".into(), "continue".into()];
+    let mut cmds: Vec<String> = vec!["hbreak kernel::devtools::vmstate::stop_here".into(), "continue".into()];
     for (cmd, _) in gdbvm::commands() {
         cmds.extend([format!("echo {MARK}{cmd}\\n"), cmd]);
     }
@@ -503,8 +503,8 @@ fn gdb_vm_commands(images: &Images, firmware: Firmware) -> Result<(), Failed> {
     let (mut q, text) = gdb_batch(images, vmstate_boot(images, firmware), &cmds, Duration::from_secs(180))?;
     let status = q.wait_exit(BOOT_TIMEOUT)?;
     let report = |why: String| -> Failed { format!("{why}\n--- gdb:\n{text}\n--- console:\n{}", q.transcript).into() };
-    if !text.contains("Breakpoint 1, kernel::vmstate::stop_here") {
-        return Err(report("gdb never stopped at kernel::vmstate::stop_here".into()));
+    if !text.contains("Breakpoint 1, kernel::devtools::vmstate::stop_here") {
+        return Err(report("gdb never stopped at kernel::devtools::vmstate::stop_here".into()));
     }
     if text.contains("Traceback") || text.contains("Python Exception") {
         return Err(report("a gdb command failed in Python".into()));
@@ -534,7 +534,7 @@ fn gdb_vm_commands(images: &Images, firmware: Firmware) -> Result<(), Failed> {
 /// handler; a limit stops it; bad arguments are refused.
 fn gdb_vm_steps(images: &Images) -> Result<(), Failed> {
     let cmds = [
-        "hbreak kernel::vmspace::page_fault if cr2 == 0x40000000 && (tf.error & 2) != 0",
+        "hbreak kernel::mm::vmspace::page_fault if cr2 == 0x40000000 && (tf.error & 2) != 0",
         "continue",
         "vm steps 3",
         "vm steps",
@@ -554,7 +554,7 @@ fn gdb_vm_steps(images: &Images) -> Result<(), Failed> {
         word.and_then(|w| w.parse::<u64>().ok())
     };
     let (Some(n), Some(calls)) = (number(": "), number("instructions, ")) else { return fail("unreadable report") };
-    if !head.starts_with("kernel::vmspace::page_fault:")
+    if !head.starts_with("kernel::mm::vmspace::page_fault:")
         || !head.contains("returned to")
         || !head.contains("<kernel::arch::trap::trap_dispatch>")
     {
@@ -583,7 +583,8 @@ fn gdb_vm_steps(images: &Images) -> Result<(), Failed> {
     }
     // The fault's steps are inlined into `fault`; the pmap is called
     // through its trait object, and the copy is a call of its own.
-    let expected = ["vm::fault::fault", "<kernel::pmap::X86Pmap as vm::pmap::Pmap>::enter_accessed", "vm::fault::copy_page"];
+    let expected =
+        ["vm::fault::fault", "<kernel::arch::pmap::X86Pmap as vm::pmap::Pmap>::enter_accessed", "vm::fault::copy_page"];
     for f in expected {
         if !called.iter().any(|(_, g)| g == f) {
             return fail(&format!("{f} is not among the calls"));
@@ -594,7 +595,7 @@ fn gdb_vm_steps(images: &Images) -> Result<(), Failed> {
         return fail(&format!("only {n} instructions for a copy-on-write fault"));
     }
     let three = text.split("steps from ").nth(1).and_then(|r| r.lines().next()).unwrap_or_default();
-    if !three.starts_with("kernel::vmspace::page_fault: 3 instructions, ") || !three.contains("stopped after 3 at") {
+    if !three.starts_with("kernel::mm::vmspace::page_fault: 3 instructions, ") || !three.contains("stopped after 3 at") {
         return fail("`vm steps 3` did not stop after three instructions");
     }
     if !text.contains("usage: vm steps [LIMIT]") {

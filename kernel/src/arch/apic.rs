@@ -2,7 +2,7 @@
 //!
 //! The legacy 8259 PICs are remapped out of the exception range and masked; all
 //! interrupts come through the local APIC. The APIC timer runs periodically at
-//! [`crate::time::HZ`]. Its input clock is unknown, so it is measured once at
+//! [`crate::kern::time::HZ`]. Its input clock is unknown, so it is measured once at
 //! boot against PIT channel 2 (a fixed 1.193182 MHz), which also gives the TSC
 //! rate used for timestamps.
 //!
@@ -17,7 +17,7 @@ use x86_64::instructions::port::Port;
 use x86_64::registers::model_specific::Msr;
 
 use super::trap::{VEC_SPURIOUS, VEC_TIMER};
-use crate::time;
+use crate::kern::time;
 
 const IA32_APIC_BASE: u32 = 0x1B;
 const APIC_BASE_ENABLE: u64 = 1 << 11;

@@ -92,7 +92,7 @@ mod tests {
         use vm::map::Inherit;
         use vm::pmap::Prot;
 
-        let space = crate::vmspace::AddressSpace::new().unwrap();
+        let space = crate::mm::vmspace::AddressSpace::new().unwrap();
         let a = space.map.lock().map(None, 4096, Prot::RW, Prot::RW, Inherit::Copy, None, false).unwrap();
         let on = space.activate();
         // The activation allows direct access (AC set): the page faults in.

@@ -17,7 +17,7 @@
 //! direct map, which the bootloader extends to 4 GiB for this reason.
 //! [`init`] checks that something answers there and masks every pin.
 
-use crate::sync::IrqMutex;
+use crate::kern::sync::IrqMutex;
 use x86_64::instructions::interrupts;
 
 /// Physical address of the I/O APIC's registers.

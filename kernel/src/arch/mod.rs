@@ -5,6 +5,7 @@ pub mod cpu;
 pub mod gdt;
 pub mod ioapic;
 pub mod paging;
+pub mod pmap;
 pub mod trap;
 pub mod watchdog;
 

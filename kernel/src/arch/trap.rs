@@ -67,7 +67,7 @@ pub const VEC_BREAKPOINT: u8 = 3;
 pub const VEC_DOUBLE_FAULT: u8 = 8;
 pub const VEC_PAGE_FAULT: u8 = 14;
 pub const VEC_TIMER: u8 = 32;
-/// Device interrupts routed through the I/O APIC (`crate::drivers`).
+/// Device interrupts routed through the I/O APIC (`crate::dev`).
 pub const VEC_DEVICE: u8 = 48;
 pub const VEC_SPURIOUS: u8 = 255;
 
@@ -131,11 +131,11 @@ fn one_shot_breakpoint(tf: &TrapFrame) -> bool {
         core::arch::asm!("mov dr6, {}", in(reg) 0xFFFF_0FF0u64, options(nostack));
     }
     BREAK_ONCE_FRAME.store(tf as *const TrapFrame as u64, Ordering::SeqCst);
-    BREAK_ONCE_THREAD.store(crate::sched::current(), Ordering::SeqCst);
+    BREAK_ONCE_THREAD.store(crate::kern::sched::current(), Ordering::SeqCst);
     BREAK_ONCE_RFLAGS.store(tf.rflags, Ordering::SeqCst);
     const IF: u64 = 1 << 9;
     if BREAK_ONCE_PREEMPT.swap(false, Ordering::SeqCst) && tf.rflags & IF != 0 {
-        crate::sched::preempt_now();
+        crate::kern::sched::preempt_now();
     }
     true
 }
@@ -406,27 +406,27 @@ fn dispatch_other(tf: &mut TrapFrame) {
             log::debug!("breakpoint at {:#x}", tf.rip.wrapping_sub(1));
         }
         VEC_TIMER => {
-            crate::sync::interrupt_enter();
-            crate::profile::sample(tf.rip);
-            crate::time::tick();
+            crate::kern::sync::interrupt_enter();
+            crate::devtools::profile::sample(tf.rip);
+            crate::kern::time::tick();
             super::apic::eoi();
-            crate::sync::interrupt_exit();
+            crate::kern::sync::interrupt_exit();
             // The handler's end, as the interrupted thread's: it may be
             // switched out here.
-            crate::sched::preempt();
+            crate::kern::sched::preempt();
             if tf.cs & 3 == 3 {
-                crate::process::check_signals();
+                crate::proc::check_signals();
             }
         }
         VEC_DEVICE => {
-            crate::sync::interrupt_enter();
-            crate::drivers::interrupt();
+            crate::kern::sync::interrupt_enter();
+            crate::dev::interrupt();
             super::apic::eoi();
-            crate::sync::interrupt_exit();
+            crate::kern::sync::interrupt_exit();
         }
         VEC_SPURIOUS => {}
         _ if tf.cs & 3 == 3 => {
-            use crate::process::{SIGFPE, SIGILL, SIGSEGV, kill_current};
+            use crate::proc::{SIGFPE, SIGILL, SIGSEGV, kill_current};
             let (_, name) = exception_name(vector);
             let signal = match vector {
                 0 | 16 | 19 => SIGFPE,
@@ -447,12 +447,12 @@ fn page_fault(tf: &mut TrapFrame) {
     // The kernel touched a present user page without RFLAGS.AC:
     // SMAP stopped it. Only a probe may do that and recover.
     const AC: u64 = 1 << 18;
-    let user_page = cr2 < crate::pmap::USER_END && tf.error & 1 != 0;
+    let user_page = cr2 < crate::arch::pmap::USER_END && tf.error & 1 != 0;
     if tf.cs & 3 == 0 && user_page && super::cpu::smap_on() && tf.rflags & AC == 0 {
         smap_violation(tf, cr2);
         return;
     }
-    if let Err(e) = crate::vmspace::page_fault(tf, cr2) {
+    if let Err(e) = crate::mm::vmspace::page_fault(tf, cr2) {
         page_fault_unresolved(tf, cr2, e);
     }
 }
@@ -466,7 +466,7 @@ fn smap_violation(tf: &mut TrapFrame, cr2: u64) {
         return;
     }
     {
-        let mut w = crate::serial::panic_writer();
+        let mut w = crate::kern::serial::panic_writer();
         let _ = core::fmt::Write::write_fmt(
             &mut w,
             format_args!("\nSMAP: the kernel touched user address {cr2:#x} outside a user copy\n"),
@@ -487,13 +487,13 @@ fn page_fault_unresolved(tf: &mut TrapFrame, cr2: u64, e: Option<vm::fault::Faul
             // No page could be had through every retry (or the
             // pageout daemon chose this process to kill, and the
             // fault stopped waiting): the process goes.
-            if crate::process::signal_pending() {
+            if crate::proc::signal_pending() {
                 // Killed while it waited (the daemon's choice, said
                 // already): the pending signal ends it.
-                crate::process::check_signals();
+                crate::proc::check_signals();
             }
-            crate::pageout::report_shortage();
-            crate::process::kill_current(crate::process::SIGKILL, format_args!("out of memory"), cr2, tf.rip)
+            crate::mm::pageout::report_shortage();
+            crate::proc::kill_current(crate::proc::SIGKILL, format_args!("out of memory"), cr2, tf.rip)
         }
         e if tf.cs & 3 == 3 => {
             let access = if tf.error & 2 != 0 {
@@ -512,15 +512,15 @@ fn page_fault_unresolved(tf: &mut TrapFrame, cr2: u64, e: Option<vm::fault::Faul
                 _ => " of an unmapped address",
             };
             let signal = match e {
-                Some(vm::fault::FaultError::Io | vm::fault::FaultError::Bad) => crate::process::SIGBUS,
-                _ => crate::process::SIGSEGV,
+                Some(vm::fault::FaultError::Io | vm::fault::FaultError::Bad) => crate::proc::SIGBUS,
+                _ => crate::proc::SIGSEGV,
             };
-            crate::process::kill_current(signal, format_args!("{access}{what}"), cr2, tf.rip)
+            crate::proc::kill_current(signal, format_args!("{access}{what}"), cr2, tf.rip)
         }
         _ if crate::syscall::recover_user_copy(tf) => {}
         Some(e) => {
             {
-                let mut w = crate::serial::panic_writer();
+                let mut w = crate::kern::serial::panic_writer();
                 let _ = core::fmt::Write::write_fmt(
                     &mut w,
                     format_args!("\nthe VM could not resolve the page fault at {cr2:#x}: {e:?}\n"),
@@ -538,15 +538,15 @@ fn fatal_exception(tf: &TrapFrame) -> ! {
     let cr2 = Cr2::read_raw();
     let vector = tf.vector as u8;
     {
-        let mut w = crate::serial::panic_writer();
+        let mut w = crate::kern::serial::panic_writer();
         report(&mut w, tf, cr2);
     }
-    if vector == VEC_PAGE_FAULT && tf.cs & 3 == 0 && crate::kmem::is_stack_guard(cr2) {
+    if vector == VEC_PAGE_FAULT && tf.cs & 3 == 0 && crate::kern::kmem::is_stack_guard(cr2) {
         // A kernel bug of its own kind: said as such (the panic runs on the
         // page-fault IST stack, the thread's own being used up).
         panic!("kernel stack overflow: a kernel thread ran off its stack into the guard page at {cr2:#x} (rip {:#x})", tf.rip);
     }
-    crate::ktest_runner::exception_taken(vector, cr2)
+    crate::devtools::ktest_runner::exception_taken(vector, cr2)
 }
 
 /// Prints the exception report: what, where, every register, and a backtrace.
@@ -574,14 +574,14 @@ pub fn report(w: &mut dyn core::fmt::Write, tf: &TrapFrame, cr2: u64) {
         // A kernel access to the unmapped page below a kernel thread's
         // stack, or just below the stack pointer, is a run off the end of
         // the stack into its guard page.
-        if e & 5 == 0 && crate::kmem::is_stack_guard(cr2) {
+        if e & 5 == 0 && crate::kern::kmem::is_stack_guard(cr2) {
             let _ = writeln!(w, "  kernel stack overflow: the access is in the guard page below a kernel thread's stack");
         } else if e & 5 == 0 && cr2 < tf.rsp.wrapping_add(64) && tf.rsp.wrapping_sub(cr2) < 8192 {
             let _ = writeln!(w, "  (the access is just below RSP: kernel stack overflow into the guard page)");
         }
     }
     let _ = write!(w, "  RIP={:#018x}", tf.rip);
-    crate::ksyms::write_symbol(w, tf.rip);
+    crate::kern::ksyms::write_symbol(w, tf.rip);
     let _ = writeln!(w);
     let _ = writeln!(
         w,
@@ -616,7 +616,7 @@ pub fn report(w: &mut dyn core::fmt::Write, tf: &TrapFrame, cr2: u64) {
         }
         let _ = writeln!(w);
     }
-    crate::backtrace::write_from(w, tf.rip, tf.rbp);
+    crate::kern::backtrace::write_from(w, tf.rip, tf.rbp);
 }
 
 mod tests {
@@ -667,7 +667,7 @@ mod tests {
     fn unmapped_read_is_reported() {
         let addr: u64 = 0xffff_dead_beef_0000;
         assert!(crate::arch::paging::translate(addr).is_none(), "test address is mapped");
-        crate::ktest_runner::expect_fault_address(addr);
+        crate::devtools::ktest_runner::expect_fault_address(addr);
         // SAFETY: none: this read is meant to fault, and the fault ends the test.
         let v = unsafe { core::ptr::read_volatile(addr as *const u64) };
         panic!("read of unmapped address returned {v:#x}");

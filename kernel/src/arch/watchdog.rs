@@ -44,7 +44,7 @@ pub static NMIS: AtomicU64 = AtomicU64::new(0);
 
 /// Starts the watchdog: once the timer ticks and the I/O APIC is up.
 pub fn start() {
-    LAST_TICKS.store(crate::time::ticks(), Ordering::Relaxed);
+    LAST_TICKS.store(crate::kern::time::ticks(), Ordering::Relaxed);
     let divisor = (PIT_HZ / NMI_HZ) as u16;
     // SAFETY: the PIT's command and channel-0 ports; mode 2 (rate
     // generator), low byte then high byte. Nothing else uses channel 0 once
@@ -70,7 +70,7 @@ pub fn nmi(tf: &TrapFrame) -> bool {
         return false;
     }
     NMIS.fetch_add(1, Ordering::Relaxed);
-    let now = crate::time::ticks();
+    let now = crate::kern::time::ticks();
     if LAST_TICKS.swap(now, Ordering::Relaxed) != now {
         UNCHANGED.store(0, Ordering::Relaxed);
         return true;
@@ -86,9 +86,9 @@ pub fn nmi(tf: &TrapFrame) -> bool {
 fn report(tf: &TrapFrame) -> ! {
     use core::fmt::Write;
 
-    use crate::sync::SPINNING;
+    use crate::kern::sync::SPINNING;
 
-    let mut w = crate::serial::panic_writer();
+    let mut w = crate::kern::serial::panic_writer();
     let _ = writeln!(
         w,
         "\nwatchdog: CPU 0 stuck with interrupts off for {} ms at rip {:#x} (rflags {:#x})",
@@ -107,7 +107,7 @@ fn report(tf: &TrapFrame) -> ! {
         };
     }
     let _ = writeln!(w, "watchdog: where it is:");
-    crate::backtrace::write_from(&mut w, tf.rip, tf.rbp);
+    crate::kern::backtrace::write_from(&mut w, tf.rip, tf.rbp);
     drop(w);
     panic!("watchdog: a CPU was stuck with interrupts off");
 }
@@ -121,10 +121,10 @@ mod tests {
     #[ktest]
     fn nmis_come_with_interrupts_off() {
         let before = NMIS.load(Ordering::Relaxed);
-        let start = crate::time::rdtsc();
-        let tsc_ms = crate::time::tsc_hz() / 1000;
+        let start = crate::kern::time::rdtsc();
+        let tsc_ms = crate::kern::time::tsc_hz() / 1000;
         x86_64::instructions::interrupts::without_interrupts(|| {
-            while NMIS.load(Ordering::Relaxed) < before + 3 && crate::time::rdtsc() - start < 500 * tsc_ms {
+            while NMIS.load(Ordering::Relaxed) < before + 3 && crate::kern::time::rdtsc() - start < 500 * tsc_ms {
                 core::hint::spin_loop();
             }
         });
@@ -135,7 +135,7 @@ mod tests {
     /// holds is reported, with the lock's holder, instead of hanging.
     #[ktest(should_panic = "watchdog: a CPU was stuck", timeout = 20)]
     fn a_spin_with_interrupts_off_is_reported() {
-        let m = crate::sync::IrqMutex::new(());
+        let m = crate::kern::sync::IrqMutex::new(());
         let _held = m.lock();
         let _again = m.lock();
     }

@@ -158,7 +158,7 @@ def check_swap_objects(k, records):
             continue
         st, _ = state_of(o)
         pager = k.pager(st)
-        if pager is None or pager[1] != "kernel::swap_pager::SwapPager":
+        if pager is None or pager[1] != "kernel::mm::swap_pager::SwapPager":
             continue
         blocks = swap_blocks(pager[0])
         for pindex, index, _ in resident(k, st)[0]:
@@ -177,13 +177,13 @@ def swap_blocks(pager):
     The metadata is a radix trie whose leaves are SwBlk records (a run's
     number and a slot per page of the run)."""
     from .objects import Trie
-    sp = rust.at(pager, "kernel::swap_pager::SwapPager")
+    sp = rust.at(pager, "kernel::mm::swap_pager::SwapPager")
     trie, _ = rust.mutex(sp["meta"])
-    none = rust.constants("kernel::swap_pager")["NONE"]
+    none = rust.constants("kernel::mm::swap_pager")["NONE"]
     chunks = {}
     leaves, _ = Trie(trie.type).leaves(rust.scalar(trie["root"]))
     for address in leaves:
-        blk = rust.at(address, "kernel::swap_pager::SwBlk")
+        blk = rust.at(address, "kernel::mm::swap_pager::SwBlk")
         slots = blk["blocks"]
         lo, hi = slots.type.range()
         chunks[int(blk["chunk"])] = [int(slots[i]) for i in range(lo, hi + 1)]

@@ -26,7 +26,7 @@ vm steps [LIMIT]        single-step to the current function's return: the
                         instructions, the calls, instructions by function
 
 Arguments are gdb expressions: 0x40000000, $cr2, a variable, or
-kernel::vmstate::SHOWN.pid. Without a PID, the address space being run."""
+kernel::devtools::vmstate::SHOWN.pid. Without a PID, the address space being run."""
 
     def __init__(self):
         super().__init__("vm", gdb.COMMAND_DATA, gdb.COMPLETE_NONE, True)

@@ -4,13 +4,13 @@ Where each thing is found (statics the kernel keeps for itself):
 
 - the page allocator: `vm::GLOBAL` (a spin::Once<PhysMem>): the page array,
   its segments, the free lists, the order-0 cache and the paging queues;
-- the direct map: `kernel::memory::PHYS_OFFSET`, the virtual address of
+- the direct map: `kernel::kern::memory::PHYS_OFFSET`, the virtual address of
   physical address 0 (the bootloader chooses it; BIOS and UEFI boots may
   differ): every physical read goes through it;
-- PV lists: `kernel::pmap::GLOBALS`, one list head per page-array index;
-- processes: `kernel::process::PROCESSES`; the address space being run:
-  `kernel::vmspace::CURRENT`;
-- swap: `kernel::swap::SWAP`; fail points: `vm::failpoint::ALL`;
+- PV lists: `kernel::arch::pmap::GLOBALS`, one list head per page-array index;
+- processes: `kernel::proc::PROCESSES`; the address space being run:
+  `kernel::mm::vmspace::CURRENT`;
+- swap: `kernel::mm::swap::SWAP`; fail points: `vm::failpoint::ALL`;
 - bits and sentinels: the modules' `DEBUG_CONSTANTS` (vm::DebugConstant).
 
 Build a new `Kernel` for each command: the kernel moves on between stops.
@@ -74,10 +74,10 @@ class Kernel:
             raise gdb.GdbError("the kernel is not in memory yet: stop it once it runs (hbreak kernel::kernel_main)")
         if self.pm is None:
             raise gdb.GdbError("the page allocator is not set up yet: stop the kernel after memory::init_page_allocator")
-        self.phys_offset = rust.scalar(rust.symbol("kernel::memory::PHYS_OFFSET"))
+        self.phys_offset = rust.scalar(rust.symbol("kernel::kern::memory::PHYS_OFFSET"))
         direct = rust.option(self.pm["direct_map"])
         if direct is None or int(direct) != self.phys_offset:
-            raise gdb.GdbError("the page allocator's direct map and kernel::memory::PHYS_OFFSET disagree")
+            raise gdb.GdbError("the page allocator's direct map and kernel::kern::memory::PHYS_OFFSET disagree")
         self.layout = PageLayout()
         pages = self.pm["pages"]
         self.pages_base = int(pages["data_ptr"])
@@ -87,7 +87,7 @@ class Kernel:
             s = self.pm["segments"][i]
             self.segments.append((int(s["range"]["start"]), int(s["range"]["end"]), int(s["first"])))
         self.page_consts = rust.constants("vm::page")
-        self.pte_consts = rust.constants("kernel::pmap")
+        self.pte_consts = rust.constants("kernel::arch::pmap")
         self.page_shift = rust.constants("vm")["PAGE_SHIFT"]
         self.page_bytes = 1 << self.page_shift
         self._processes = None
@@ -140,7 +140,7 @@ class Kernel:
     def processes(self):
         """[(pid, name, AddressSpace value or None)], in thread-id order."""
         if self._processes is None:
-            table, _ = rust.mutex(rust.symbol("kernel::process::PROCESSES"))
+            table, _ = rust.mutex(rust.symbol("kernel::proc::PROCESSES"))
             out = []
             for _, proc_arc in rust.btree_map(table):
                 p = rust.arc(proc_arc)
@@ -155,11 +155,11 @@ class Kernel:
         """(label, AddressSpace value) of process `pid`, or of the address
         space being run when `pid` is None."""
         if pid is None:
-            current = rust.scalar(rust.symbol("kernel::vmspace::CURRENT"))
+            current = rust.scalar(rust.symbol("kernel::mm::vmspace::CURRENT"))
             if current == 0:
                 names = ", ".join(f"{p} ({n})" for p, n, s in self.processes() if s is not None) or "none"
                 raise gdb.GdbError(f"no address space is being run here: give a pid (processes: {names})")
-            space = rust.at(current, "kernel::vmspace::AddressSpace")
+            space = rust.at(current, "kernel::mm::vmspace::AddressSpace")
             for p, n, s in self.processes():
                 if s is not None and int(s.address) == current:
                     return f"pid {p} ({n})", space
@@ -188,7 +188,7 @@ class Kernel:
 
     def pv_entries(self, index):
         """[(pmap address, va)] of the page at `index`, most recent first."""
-        gl = rust.once(rust.symbol("kernel::pmap::GLOBALS"), "kernel::pmap::Globals")
+        gl = rust.once(rust.symbol("kernel::arch::pmap::GLOBALS"), "kernel::arch::pmap::Globals")
         if gl is None:
             return []
         state, _ = rust.mutex(gl["lock"])
@@ -199,13 +199,13 @@ class Kernel:
         data = rust.pointer(heads["buf"]["inner"]["ptr"]).cast(head_t.pointer())
         out, pv = [], int((data + index).dereference())
         while pv and len(out) <= 4096:
-            entry = rust.at(pv, "kernel::pmap::Pv")
+            entry = rust.at(pv, "kernel::arch::pmap::Pv")
             out.append((int(entry["pmap"]), int(entry["va"])))
             pv = int(entry["next"])
         return out
 
     def kernel_pml4(self):
-        gl = rust.once(rust.symbol("kernel::pmap::GLOBALS"), "kernel::pmap::Globals")
+        gl = rust.once(rust.symbol("kernel::arch::pmap::GLOBALS"), "kernel::arch::pmap::Globals")
         if gl is None:
             raise gdb.GdbError("the pmap is not set up yet")
         return int(gl["kernel_pml4"])
@@ -291,7 +291,7 @@ class Kernel:
 
 def parse_int(text):
     """A command argument: any gdb expression (a number, a register, a
-    variable, `kernel::vmstate::SHOWN.pid`) as an integer."""
+    variable, `kernel::devtools::vmstate::SHOWN.pid`) as an integer."""
     try:
         v = gdb.parse_and_eval(text)
     except gdb.error as e:

@@ -55,7 +55,7 @@ def queues(k):
 
 def swap(k):
     """(pages, free pages) of the swap space, or None without one."""
-    sp = rust.once(rust.symbol("kernel::swap::SWAP"), "kernel::swap::SwapSpace")
+    sp = rust.once(rust.symbol("kernel::mm::swap::SWAP"), "kernel::mm::swap::SwapSpace")
     if sp is None:
         return None
     blist, _ = rust.mutex(sp["map"])

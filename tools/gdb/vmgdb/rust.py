@@ -193,7 +193,7 @@ def btree_map(m):
 
 def mutex(v):
     """A spin lock: spin::Mutex<T>, vm::sync::Mutex<T> (which wraps one) or
-    kernel::sync::IrqMutex<T>: (the T, whether the lock is held)."""
+    kernel::kern::sync::IrqMutex<T>: (the T, whether the lock is held)."""
     while True:
         names = [f.name for f in v.type.strip_typedefs().fields()]
         if "raw" in names:

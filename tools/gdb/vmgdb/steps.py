@@ -3,7 +3,7 @@ returns, and says what ran: instructions in all, calls by their target, and
 instructions by function. Under emulation a page fault's time follows what
 it executes more than anything a profiler samples (kernel/src/profile.rs);
 this is how a fault's instruction count is read, e.g. with a breakpoint in
-`kernel::vmspace::page_fault`."""
+`kernel::mm::vmspace::page_fault`."""
 
 import collections
 import re

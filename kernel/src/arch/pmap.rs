@@ -1,0 +1,779 @@
+//! The x86_64 pmap: `vm::pmap::Pmap` over 4-level page tables, and
+//! `vm::pmap::PageMappings` over PV entries.
+//!
+//! ```text
+//!  leaf entry (4 KiB page)
+//!  63  62..52   51..12          11 10  9   8  7   6  5  4   3   2   1  0
+//!  NX  ignored  physical frame   -  M   W  G  PAT D  A  PCD PWT U  RW P
+//!                                   \   \_ software: wired mapping
+//!                                    \_ software: managed page (has a PV entry)
+//! ```
+//!
+//! Every address space has its own top-level table (PML4). Its upper half
+//! (entries 256..511) is copied from the kernel's at creation, so the kernel
+//! is mapped the same in all of them; the lower half belongs to the space.
+//! Page-table pages are unmanaged pages from the allocator (rule 11), zeroed
+//! when taken and freed when a removal leaves them empty.
+//!
+//! PV entries (one per mapping of a managed page) come from a zone; each page
+//! has a list head in a side array indexed by its page-array index. They are
+//! what `remove_all`, `is_modified`, `clear_modify` and `ts_referenced` walk.
+//!
+//! One lock (the pmap lock) covers every page table and every PV list. It is
+//! a leaf in the lock order: taken under the map, object and page busy locks;
+//! under it only the page allocator's locks are taken.
+//!
+//! TLB: a change to a live translation returns a `TlbFlush`; flushing it does
+//! `invlpg` for up to [`INVLPG_MAX`] pages and reloads CR3 beyond that. (One
+//! CPU: no shootdowns yet.)
+
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use spin::Once;
+use vm::PAGE_SIZE;
+use vm::page::Page;
+use vm::phys::{AllocFlags, PhysMem};
+use vm::pmap::{PageMappings, Pmap, PmapError, Prot, TlbFlush};
+use vm::sync::Mutex;
+use vm::zone::{KernelPages, NodeZone};
+use x86_64::registers::control::Cr3;
+use x86_64::registers::model_specific::{Efer, EferFlags};
+
+use crate::kern::memory::phys_to_virt;
+
+const P: u64 = 1 << 0;
+const RW: u64 = 1 << 1;
+const US: u64 = 1 << 2;
+const A: u64 = 1 << 5;
+const D: u64 = 1 << 6;
+const PS: u64 = 1 << 7;
+const SW_WIRED: u64 = 1 << 9;
+const SW_MANAGED: u64 = 1 << 10;
+/// In a non-present entry: the wiring of a page that left its object while
+/// this wired mapping held it (`orphan_wired`); the address bits name it.
+const SW_ORPHAN: u64 = 1 << 11;
+const NX: u64 = 1 << 63;
+const ADDR: u64 = 0x000F_FFFF_FFFF_F000;
+
+/// The entry bits, the kernel's software bits among them, for debuggers
+/// that walk the tables (`vm::DebugConstant`).
+#[used]
+pub static DEBUG_CONSTANTS: [vm::DebugConstant; 12] = [
+    ("P", P),
+    ("RW", RW),
+    ("US", US),
+    ("A", A),
+    ("D", D),
+    ("PS", PS),
+    ("SW_WIRED", SW_WIRED),
+    ("SW_MANAGED", SW_MANAGED),
+    ("SW_ORPHAN", SW_ORPHAN),
+    ("NX", NX),
+    ("ADDR", ADDR),
+    ("USER_END", USER_END),
+];
+
+/// Most pages flushed one by one; beyond this the whole TLB is flushed.
+pub const INVLPG_MAX: u64 = 32;
+/// The lower (user) half of every address space.
+pub const USER_END: u64 = 0x0000_8000_0000_0000;
+
+/// A PV entry: one mapping of a managed page.
+struct Pv {
+    next: *mut Pv,
+    pmap: *const X86Pmap,
+    va: u64,
+}
+
+/// Everything the pmap lock protects beyond the tables themselves.
+struct PvState {
+    /// PV list head per page-array index (0: none).
+    heads: Vec<usize>,
+}
+
+// SAFETY: the raw pointers in PV lists are only followed under the pmap lock.
+unsafe impl Send for PvState {}
+
+struct Globals {
+    pm: &'static PhysMem,
+    lock: Mutex<PvState>,
+    pv_zone: NodeZone,
+    nx: bool,
+    /// The kernel's PML4 (the bootloader's), whose upper half every space copies.
+    kernel_pml4: u64,
+}
+
+static GLOBALS: Once<Globals> = Once::new();
+
+/// The machine's mappings view (PV lists), for `vm::set_mappings`.
+pub struct X86Mappings;
+pub static MAPPINGS: X86Mappings = X86Mappings;
+
+fn g() -> &'static Globals {
+    GLOBALS.get().expect("pmap used before pmap::init")
+}
+
+/// Sets up PV lists for every page and installs the mappings view.
+pub fn init() -> Result<(), PmapError> {
+    let pm = vm::global();
+    let mut heads = Vec::new();
+    heads.try_reserve_exact(pm.pages().len()).map_err(|_| PmapError::NoMemory)?;
+    heads.resize(pm.pages().len(), 0);
+    let nx = Efer::read().contains(EferFlags::NO_EXECUTE_ENABLE);
+    GLOBALS.call_once(|| Globals {
+        pm,
+        lock: Mutex::new(PvState { heads }),
+        pv_zone: NodeZone::new(core::mem::size_of::<Pv>(), &KernelPages, &vm::failpoint::PV_ALLOC),
+        nx,
+        kernel_pml4: Cr3::read_raw().0.start_address().as_u64(),
+    });
+    vm::set_mappings(&MAPPINGS);
+    log::info!("pmap: {} PV list heads, NX {}", pm.pages().len(), if nx { "on" } else { "off" });
+    Ok(())
+}
+
+/// Gives back the PV zone's spare slab (before comparing free-page counts).
+pub fn drain() {
+    if let Some(gl) = GLOBALS.get() {
+        gl.pv_zone.drain();
+    }
+}
+
+/// A page table's entries, through the direct map.
+fn table(phys: u64) -> &'static [AtomicU64; 512] {
+    // SAFETY: `phys` is a page-table page (a PML4 of ours or a table found in
+    // a present entry); the direct map covers it; its entries are 8-byte
+    // aligned u64s, read and written only as atomics here (and by the MMU).
+    unsafe { &*(phys_to_virt(phys) as *const [AtomicU64; 512]) }
+}
+
+fn index(va: u64, level: u32) -> usize {
+    ((va >> (12 + 9 * level)) & 0x1FF) as usize
+}
+
+fn flush_range(start: u64, end: u64) {
+    if (end - start) / PAGE_SIZE as u64 > INVLPG_MAX {
+        let (frame, flags) = Cr3::read();
+        // SAFETY: reloading the current CR3 only flushes non-global TLB entries.
+        unsafe { Cr3::write(frame, flags) };
+    } else {
+        let mut va = start;
+        while va < end {
+            x86_64::instructions::tlb::flush(x86_64::VirtAddr::new(va));
+            va += PAGE_SIZE as u64;
+        }
+    }
+}
+
+/// One address space's tables.
+pub struct X86Pmap {
+    /// Physical address of the PML4. (C)
+    pml4: u64,
+    /// Wired mappings. (pmap lock)
+    wired: AtomicUsize,
+    /// Mappings of managed pages: the resident set, for the OOM killer's
+    /// choice. (pmap lock; a plain load and store under it)
+    resident: AtomicUsize,
+    /// The leaf table `walk` reached last: the 2 MiB it maps (`va >> 21`,
+    /// plus one; 0: none) and its physical address, so that the next walk
+    /// in the same 2 MiB (a sequential run of faults) goes straight there
+    /// (FreeBSD's amd64 pmap reaches the leaf table through its recursive
+    /// mapping in one step; this is the same for the common case).
+    /// Cleared whenever page tables are freed. (pmap lock)
+    leaf_hint: AtomicU64,
+    leaf_hint_table: AtomicU64,
+}
+
+impl X86Pmap {
+    /// A new address space: empty lower half, the kernel's upper half.
+    pub fn new() -> Result<Arc<X86Pmap>, PmapError> {
+        let gl = g();
+        let top = gl.pm.alloc(AllocFlags::UNMANAGED | AllocFlags::ZERO).ok_or(PmapError::NoMemory)?;
+        let pml4 = top.phys();
+        let kernel = table(gl.kernel_pml4);
+        for (new, old) in table(pml4)[256..].iter().zip(&kernel[256..]) {
+            new.store(old.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+        Ok(Arc::new(X86Pmap {
+            pml4,
+            wired: AtomicUsize::new(0),
+            resident: AtomicUsize::new(0),
+            leaf_hint: AtomicU64::new(0),
+            leaf_hint_table: AtomicU64::new(0),
+        }))
+    }
+
+    /// Physical address of the top-level table (for CR3).
+    pub fn root(&self) -> u64 {
+        self.pml4
+    }
+
+    /// The entries the MMU reads to translate `va`, top level first: PML4,
+    /// PDPT, PD, PT entry, as far as the walk goes (it stops at the first
+    /// entry that is not present). For reports and the debugger's tests.
+    pub fn walk_entries(&self, va: u64) -> Vec<u64> {
+        let _pv = g().lock.lock();
+        let mut out = Vec::new();
+        let mut t = self.pml4;
+        for level in (0..4).rev() {
+            let v = table(t)[index(va, level)].load(Ordering::Acquire);
+            out.push(v);
+            if v & P == 0 || (level > 0 && v & PS != 0) {
+                break;
+            }
+            t = v & ADDR;
+        }
+        out
+    }
+
+    /// The leaf entry of `va`, allocating tables on the way if `create`.
+    /// Under the pmap lock (it reads and sets the leaf hint). The hint's
+    /// hit is inlined into the callers; the walk itself is not.
+    #[inline(always)]
+    fn walk(&self, va: u64, create: bool) -> Result<Option<&'static AtomicU64>, PmapError> {
+        assert!(va < USER_END, "pmap: {va:#x} is not in the user half");
+        if self.leaf_hint.load(Ordering::Relaxed) == (va >> 21) + 1 {
+            return Ok(Some(&table(self.leaf_hint_table.load(Ordering::Relaxed))[index(va, 0)]));
+        }
+        self.walk_tables(va, create)
+    }
+
+    /// [`X86Pmap::walk`] past the hint: down the four levels.
+    #[inline(never)]
+    fn walk_tables(&self, va: u64, create: bool) -> Result<Option<&'static AtomicU64>, PmapError> {
+        let key = (va >> 21) + 1;
+        let mut t = self.pml4;
+        for level in (1..4).rev() {
+            let e = &table(t)[index(va, level)];
+            let v = e.load(Ordering::Acquire);
+            if v & P == 0 {
+                if !create {
+                    return Ok(None);
+                }
+                let page = g().pm.alloc(AllocFlags::UNMANAGED | AllocFlags::ZERO).ok_or(PmapError::NoMemory)?;
+                // Intermediate entries allow everything; the leaf decides.
+                e.store(page.phys() | P | RW | US, Ordering::Release);
+                t = page.phys();
+            } else {
+                assert!(v & PS == 0, "pmap: huge page in a user address space");
+                t = v & ADDR;
+            }
+        }
+        self.leaf_hint.store(key, Ordering::Relaxed);
+        self.leaf_hint_table.store(t, Ordering::Relaxed);
+        Ok(Some(&table(t)[index(va, 0)]))
+    }
+
+    /// Benchmark support (`bench::faults`, the null fault): clears the
+    /// present bit of every leaf in `[start, end)`, keeping the rest of each
+    /// entry, so that touching the page faults. The space must not be
+    /// loaded (no TLB flush is done) and must be given back with [`unhide`]
+    /// on each page before its mappings are removed.
+    ///
+    /// [`unhide`]: X86Pmap::unhide
+    pub fn hide(&self, start: u64, end: u64) {
+        let _pv = g().lock.lock();
+        self.for_each_leaf(start, end, false, |_, e| {
+            e.fetch_and(!P, Ordering::AcqRel);
+        });
+    }
+
+    /// Sets the present bit again on the hidden leaf of `va`: the least a
+    /// page-fault handler can do to resolve a fault. Returns false if `va`
+    /// has no hidden leaf.
+    pub fn unhide(&self, va: u64) -> bool {
+        let _pv = g().lock.lock();
+        match self.walk(va & !(PAGE_SIZE as u64 - 1), false) {
+            Ok(Some(e)) => {
+                let v = e.load(Ordering::Acquire);
+                if v & P == 0 && v & ADDR != 0 {
+                    e.store(v | P, Ordering::Release);
+                    return true;
+                }
+                false
+            }
+            _ => false,
+        }
+    }
+
+    /// Clears one leaf entry and its PV entry; harvests the dirty and
+    /// accessed bits into the page. Returns the old entry.
+    fn clear_leaf(&self, pv: &mut PvState, e: &AtomicU64, va: u64) -> u64 {
+        let old = e.swap(0, Ordering::AcqRel);
+        if old & P == 0 {
+            return old;
+        }
+        if old & SW_WIRED != 0 {
+            self.wired.fetch_sub(1, Ordering::Relaxed);
+        }
+        if old & SW_MANAGED != 0 {
+            let page = g().pm.page_of(old & ADDR).expect("managed mapping of an unknown frame");
+            if old & D != 0 {
+                page.set_all_dirty();
+            }
+            if old & A != 0 {
+                page.reference();
+            }
+            pv_remove(pv, page, self, va);
+            page.remove_mapping();
+            self.resident.store(self.resident.load(Ordering::Relaxed) - 1, Ordering::Relaxed);
+        }
+        old
+    }
+
+    /// `remove`, with the pmap lock held by the caller.
+    fn remove_locked(&self, pv: &mut PvState, start: u64, end: u64) -> TlbFlush {
+        let mut any = false;
+        self.for_each_leaf(start, end, true, |va, e| {
+            self.clear_leaf(pv, e, va);
+            any = true;
+        });
+        if any { TlbFlush::range(start, end.min(USER_END), flush_range) } else { TlbFlush::none() }
+    }
+
+    /// `protect`, with the pmap lock held by the caller.
+    fn protect_locked(&self, _pv: &PvState, start: u64, end: u64, prot: Prot) -> TlbFlush {
+        let gl = g();
+        let mut any = false;
+        self.for_each_leaf(start, end, false, |_, e| {
+            let old = e.load(Ordering::Acquire);
+            let mut new = old;
+            if !prot.contains(Prot::WRITE) {
+                new &= !RW;
+            }
+            if !prot.contains(Prot::EXEC) && gl.nx {
+                new |= NX;
+            }
+            if new != old {
+                let was = e.swap(new & !D, Ordering::AcqRel);
+                if was & D != 0
+                    && was & SW_MANAGED != 0
+                    && let Some(p) = gl.pm.page_of(was & ADDR)
+                {
+                    p.set_all_dirty();
+                }
+                any = true;
+            }
+        });
+        if any { TlbFlush::range(start, end.min(USER_END), flush_range) } else { TlbFlush::none() }
+    }
+
+    /// Calls `f` for every present leaf in `[start, end)`, descending only
+    /// into present tables. With `free_empty`, page tables left with no
+    /// entries are freed on the way back up (rule 11).
+    fn for_each_leaf(&self, start: u64, end: u64, free_empty: bool, mut f: impl FnMut(u64, &'static AtomicU64)) {
+        let end = end.min(USER_END);
+        if start < end {
+            walk_range(self.pml4, 3, 0, start, end, free_empty, &mut f);
+        }
+        if free_empty {
+            // The hinted leaf table may be among the freed ones.
+            self.leaf_hint.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The range walk of [`X86Pmap::for_each_leaf`] over the table `t` at `level`
+/// that maps addresses from `base`. Returns true if `t` is now empty.
+fn walk_range(
+    t: u64,
+    level: u32,
+    base: u64,
+    start: u64,
+    end: u64,
+    free_empty: bool,
+    f: &mut impl FnMut(u64, &'static AtomicU64),
+) -> bool {
+    let span = 1u64 << (12 + 9 * level);
+    let first = if start > base { ((start - base) / span) as usize } else { 0 };
+    let last = (((end - 1).saturating_sub(base)) / span).min(511) as usize;
+    // The upper half of a PML4 is the kernel's: never walked here.
+    let last = if level == 3 { last.min(255) } else { last };
+    for i in first..=last {
+        let e = &table(t)[i];
+        let v = e.load(Ordering::Acquire);
+        if v & P == 0 {
+            continue;
+        }
+        let va = base + i as u64 * span;
+        if level == 0 {
+            f(va, e);
+        } else {
+            let child = v & ADDR;
+            let lo = start.max(va);
+            let hi = end.min(va + span);
+            if walk_range(child, level - 1, va, lo, hi, free_empty, f) && free_empty {
+                e.store(0, Ordering::Release);
+                let pm = g().pm;
+                pm.free(pm.page_of(child).expect("page table not in the page array"));
+            }
+        }
+    }
+    // Empty: no mapping, and no orphaned wiring either.
+    table(t).iter().all(|e| e.load(Ordering::Relaxed) == 0)
+}
+
+/// The lowest page address in `[start, end)` whose leaf entry is not empty
+/// (a mapping, or an orphaned wiring), descending only into present tables:
+/// the cost follows the tables in use, not the length of the range.
+fn first_used(t: u64, level: u32, base: u64, start: u64, end: u64) -> Option<u64> {
+    let span = 1u64 << (12 + 9 * level);
+    let first = if start > base { ((start - base) / span) as usize } else { 0 };
+    let last = (((end - 1).saturating_sub(base)) / span).min(511) as usize;
+    let last = if level == 3 { last.min(255) } else { last };
+    for i in first..=last {
+        let v = table(t)[i].load(Ordering::Acquire);
+        let va = base + i as u64 * span;
+        if level == 0 {
+            if v != 0 {
+                return Some(va);
+            }
+        } else if v & P != 0
+            && let Some(found) = first_used(v & ADDR, level - 1, va, start.max(va), end.min(va + span))
+        {
+            return Some(found);
+        }
+    }
+    None
+}
+
+#[inline(always)]
+fn pv_alloc(gl: &Globals, pmap: &X86Pmap, va: u64) -> Result<*mut Pv, PmapError> {
+    let mem = gl.pv_zone.alloc().ok_or(PmapError::NoMemory)?;
+    let pv = mem.as_ptr() as *mut Pv;
+    // SAFETY: a fresh zone item of at least size_of::<Pv>() bytes, 16-aligned.
+    unsafe { pv.write(Pv { next: core::ptr::null_mut(), pmap, va }) };
+    Ok(pv)
+}
+
+fn pv_insert(gl: &Globals, pv: &mut PvState, page: &Page, entry: *mut Pv) {
+    let i = gl.pm.index_of(page) as usize;
+    // SAFETY: `entry` is a live PV item we own; the pmap lock is held.
+    unsafe { (*entry).next = pv.heads[i] as *mut Pv };
+    pv.heads[i] = entry as usize;
+}
+
+fn pv_remove(pv: &mut PvState, page: &Page, pmap: &X86Pmap, va: u64) {
+    let i = g().pm.index_of(page) as usize;
+    let mut link: *mut usize = &mut pv.heads[i];
+    // SAFETY: the list links are live PV items, followed under the pmap lock;
+    // the found item is unlinked before it is freed.
+    unsafe {
+        while *link != 0 {
+            let cur = *link as *mut Pv;
+            if core::ptr::eq((*cur).pmap, pmap) && (*cur).va == va {
+                *link = (*cur).next as usize;
+                g().pv_zone.free(NonNull::new_unchecked(cur as *mut u8));
+                return;
+            }
+            link = &mut (*cur).next as *mut *mut Pv as *mut usize;
+        }
+    }
+    panic!("pmap: no PV entry for page {:#x} at {va:#x}", page.phys());
+}
+
+/// Every (pmap, va) mapping `page`.
+fn pv_list(pv: &PvState, page: &Page) -> Vec<(*const X86Pmap, u64)> {
+    let mut out = Vec::new();
+    let mut cur = pv.heads[g().pm.index_of(page) as usize] as *const Pv;
+    while !cur.is_null() {
+        // SAFETY: live PV items, read under the pmap lock.
+        unsafe {
+            out.push(((*cur).pmap, (*cur).va));
+            cur = (*cur).next;
+        }
+    }
+    out
+}
+
+impl X86Pmap {
+    /// `enter`, with `bits` (accessed, modified) set in the new entry.
+    #[inline(always)]
+    fn enter_with(&self, va: u64, page: &'static Page, prot: Prot, wired: bool, bits: u64) -> Result<TlbFlush, PmapError> {
+        assert!(page.valid() != 0, "page {:#x}: an invalid page is never mapped (rule 2)", page.phys());
+        let gl = g();
+        let mut pv = gl.lock.lock();
+        let e = self.walk(va, true)?.expect("walk with create returns an entry");
+        self.set_leaf(gl, &mut pv, e, va, page, prot, wired, bits)
+    }
+
+    /// The rest of `enter` once the leaf entry `e` of `va` is found, under
+    /// the pmap lock (`pv`).
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn set_leaf(
+        &self,
+        gl: &Globals,
+        pv: &mut PvState,
+        e: &AtomicU64,
+        va: u64,
+        page: &'static Page,
+        prot: Prot,
+        wired: bool,
+        bits: u64,
+    ) -> Result<TlbFlush, PmapError> {
+        let managed = page.is_managed();
+        let mut new = page.phys() | P | US | bits;
+        if prot.contains(Prot::WRITE) {
+            new |= RW;
+        }
+        if !prot.contains(Prot::EXEC) && gl.nx {
+            new |= NX;
+        }
+        if wired {
+            new |= SW_WIRED;
+        }
+        if managed {
+            new |= SW_MANAGED;
+        }
+        let old = e.load(Ordering::Acquire);
+        let same_page = old & P != 0 && old & ADDR == page.phys();
+        let entry = if managed && !same_page { Some(pv_alloc(gl, self, va)?) } else { None };
+        if old & P != 0 && !same_page {
+            self.clear_leaf(pv, e, va);
+        }
+        if same_page {
+            // Keep the hardware's dirty and accessed bits of the old entry.
+            new |= old & (D | A);
+            if old & SW_WIRED != 0 {
+                self.wired.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        if let Some(entry) = entry {
+            pv_insert(gl, pv, page, entry);
+            page.add_mapping();
+            self.resident.store(self.resident.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        }
+        if wired {
+            self.wired.fetch_add(1, Ordering::Relaxed);
+        }
+        e.store(new, Ordering::Release);
+        Ok(if old & P != 0 { TlbFlush::range(va, va + PAGE_SIZE as u64, flush_range) } else { TlbFlush::none() })
+    }
+}
+
+impl Pmap for X86Pmap {
+    fn enter(&self, va: u64, page: &'static Page, prot: Prot, wired: bool) -> Result<TlbFlush, PmapError> {
+        self.enter_with(va, page, prot, wired, 0)
+    }
+
+    /// One lock and one walk, where `extract` then `enter` took two.
+    fn enter_quick(&self, va: u64, page: &'static Page, prot: Prot) -> Result<bool, PmapError> {
+        assert!(page.valid() != 0, "page {:#x}: an invalid page is never mapped (rule 2)", page.phys());
+        let gl = g();
+        let mut pv = gl.lock.lock();
+        let e = self.walk(va, true)?.expect("walk with create returns an entry");
+        if e.load(Ordering::Acquire) & P != 0 {
+            return Ok(false);
+        }
+        let flush = self.set_leaf(gl, &mut pv, e, va, page, prot, false, 0)?;
+        debug_assert!(flush.is_empty(), "nothing was mapped, yet a flush is owed");
+        flush.skip_not_loaded();
+        Ok(true)
+    }
+
+    /// The new entry is marked accessed, and modified for a write (whose
+    /// page the caller has dirtied): the CPU would otherwise set the bits
+    /// itself when the access is retried, with a locked update of the entry
+    /// (under emulation, a write to guest memory in the middle of its page
+    /// walk).
+    fn enter_accessed(&self, va: u64, page: &'static Page, prot: Prot, access: Prot, wired: bool) -> Result<TlbFlush, PmapError> {
+        debug_assert!(prot.contains(access), "access {access:?} beyond the mapping's {prot:?}");
+        let bits = if access.contains(Prot::WRITE) {
+            debug_assert!(page.dirty() == vm::page::ALL_BLOCKS, "page {:#x}: entered modified but not dirty", page.phys());
+            A | D
+        } else {
+            A
+        };
+        self.enter_with(va, page, prot, wired, bits)
+    }
+
+    fn remove(&self, start: u64, end: u64) -> TlbFlush {
+        let mut pv = g().lock.lock();
+        self.remove_locked(&mut pv, start, end)
+    }
+
+    fn protect(&self, start: u64, end: u64, prot: Prot) -> TlbFlush {
+        let pv = g().lock.lock();
+        self.protect_locked(&pv, start, end, prot)
+    }
+
+    fn take_orphan(&self, va: u64) -> Option<u64> {
+        let _pv = g().lock.lock();
+        let e = self.walk(va & !(PAGE_SIZE as u64 - 1), false).ok()??;
+        let v = e.load(Ordering::Acquire);
+        if v & P != 0 || v & SW_ORPHAN == 0 {
+            return None;
+        }
+        e.store(0, Ordering::Release);
+        Some(v & ADDR)
+    }
+
+    fn next_used(&self, start: u64, end: u64) -> Option<u64> {
+        let _pv = g().lock.lock();
+        let end = end.min(USER_END);
+        if start >= end {
+            return None;
+        }
+        first_used(self.pml4, 3, 0, start, end)
+    }
+
+    fn wired_at(&self, va: u64) -> bool {
+        let _pv = g().lock.lock();
+        match self.walk(va & !(PAGE_SIZE as u64 - 1), false) {
+            Ok(Some(e)) => {
+                let v = e.load(Ordering::Acquire);
+                v & P != 0 && v & SW_WIRED != 0
+            }
+            _ => false,
+        }
+    }
+
+    fn extract(&self, va: u64) -> Option<(u64, Prot)> {
+        let _pv = g().lock.lock();
+        let e = self.walk(va & !(PAGE_SIZE as u64 - 1), false).ok()??;
+        let v = e.load(Ordering::Acquire);
+        if v & P == 0 {
+            return None;
+        }
+        let mut prot = Prot::READ;
+        if v & RW != 0 {
+            prot |= Prot::WRITE;
+        }
+        if v & NX == 0 {
+            prot |= Prot::EXEC;
+        }
+        Some(((v & ADDR) | (va & (PAGE_SIZE as u64 - 1)), prot))
+    }
+
+    fn unwire(&self, va: u64) {
+        let _pv = g().lock.lock();
+        if let Ok(Some(e)) = self.walk(va, false) {
+            let old = e.fetch_and(!SW_WIRED, Ordering::AcqRel);
+            if old & SW_WIRED != 0 {
+                self.wired.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn wired_count(&self) -> usize {
+        self.wired.load(Ordering::Relaxed)
+    }
+
+    fn resident_count(&self) -> usize {
+        self.resident.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for X86Pmap {
+    fn drop(&mut self) {
+        assert!(Cr3::read_raw().0.start_address().as_u64() != self.pml4, "dropping the loaded address space");
+        // Removing everything also frees every page table below the PML4
+        // (tables left empty by a failed enter included).
+        self.remove(0, USER_END).skip_not_loaded();
+        let pm = g().pm;
+        pm.free(pm.page_of(self.pml4).expect("PML4 not in the page array"));
+    }
+}
+
+impl X86Mappings {
+    fn each_pte(&self, page: &'static Page, mut f: impl FnMut(&X86Pmap, u64, &AtomicU64)) {
+        let pv = g().lock.lock();
+        for (pmap, va) in pv_list(&pv, page) {
+            // SAFETY: a PV entry's pmap is alive: a pmap removes all its
+            // mappings (and so its PV entries) before it is freed.
+            let pmap = unsafe { &*pmap };
+            if let Ok(Some(e)) = pmap.walk(va, false) {
+                f(pmap, va, e);
+            }
+        }
+    }
+}
+
+impl X86Mappings {
+    /// Every mapping of `page` as its PV list holds them: the pmap's
+    /// address and the virtual address, most recent first. For reports and
+    /// the debugger's tests.
+    pub fn mappings_of(&self, page: &'static Page) -> Vec<(usize, u64)> {
+        let pv = g().lock.lock();
+        pv_list(&pv, page).into_iter().map(|(pmap, va)| (pmap as usize, va)).collect()
+    }
+}
+
+impl PageMappings for X86Mappings {
+    // The PV walks below keep the pmap lock from the list to the last use
+    // of each pmap: a pmap found in a PV list is alive only while the lock
+    // is held (an address space being torn down on another thread takes
+    // the lock to remove its mappings, then frees the pmap). A list copied
+    // out and used after the lock was dropped would reach freed pmaps.
+
+    fn remove_all(&self, page: &'static Page) {
+        let mut pv = g().lock.lock();
+        for (pmap, va) in pv_list(&pv, page) {
+            // SAFETY: as in each_pte.
+            let pmap = unsafe { &*pmap };
+            pmap.remove_locked(&mut pv, va, va + PAGE_SIZE as u64).flush();
+        }
+    }
+
+    fn write_protect_all(&self, page: &'static Page) {
+        let pv = g().lock.lock();
+        for (pmap, va) in pv_list(&pv, page) {
+            // SAFETY: as in each_pte.
+            let pmap = unsafe { &*pmap };
+            pmap.protect_locked(&pv, va, va + PAGE_SIZE as u64, Prot::READ | Prot::EXEC).flush();
+        }
+    }
+
+    fn is_modified(&self, page: &'static Page) -> bool {
+        let mut m = false;
+        self.each_pte(page, |_, _, e| m |= e.load(Ordering::Acquire) & D != 0);
+        m
+    }
+
+    fn orphan_wired(&self, page: &'static Page) {
+        let mut pv = g().lock.lock();
+        for (pmap, va) in pv_list(&pv, page) {
+            // SAFETY: as in each_pte.
+            let pmap = unsafe { &*pmap };
+            // Cleared in place (the page table stays: it holds the mark).
+            if let Ok(Some(e)) = pmap.walk(va, false) {
+                let old = pmap.clear_leaf(&mut pv, e, va);
+                if old & P != 0 && old & SW_WIRED != 0 {
+                    e.store(page.phys() | SW_ORPHAN, Ordering::Release);
+                }
+            }
+            TlbFlush::range(va, va + PAGE_SIZE as u64, flush_range).flush();
+        }
+    }
+
+    fn clear_modify(&self, page: &'static Page) {
+        let mut flushes = Vec::new();
+        self.each_pte(page, |_, va, e| {
+            if e.fetch_and(!D, Ordering::AcqRel) & D != 0 {
+                flushes.push(va);
+            }
+        });
+        for va in flushes {
+            flush_range(va, va + PAGE_SIZE as u64);
+        }
+    }
+
+    fn ts_referenced(&self, page: &'static Page) -> u32 {
+        let mut n = 0;
+        let mut flushes = Vec::new();
+        self.each_pte(page, |_, va, e| {
+            if e.fetch_and(!A, Ordering::AcqRel) & A != 0 {
+                n += 1;
+                flushes.push(va);
+            }
+        });
+        for va in flushes {
+            flush_range(va, va + PAGE_SIZE as u64);
+        }
+        n
+    }
+}

@@ -1,0 +1,805 @@
+//! The kernel heap: `malloc(9)` over slabs, as FreeBSD's is over UMA.
+//!
+//! The heap backs `alloc` (Box, Vec, ...) for kernel data structures that
+//! are not pages. Where a request goes:
+//!
+//! | request | from |
+//! | --- | --- |
+//! | up to [`MAX_SMALL`] bytes | the smallest size class that holds it (16, 32, 48, 64, 96, ... 2048 bytes: powers of two and the halves between them), one [`vm::zone::Keg`] each, in slabs of one to four pages |
+//! | larger | a run of whole pages of its own (`alloc_contig`), given back when freed |
+//! | anything, before the page allocator exists, or when the page allocator may not be called (interrupts off) and no slab has room, or pages are short | the boot arena ([`HEAP_SIZE`], `linked_list_allocator`), carved from the early frames at boot and kept for good |
+//!
+//! Every page comes from the page allocator unmanaged ("no object") and is
+//! reached through the direct map, so the heap needs no page tables. An
+//! item's class is computed again from the `Layout` that `dealloc` is given
+//! (the same for a block's allocation and its free), and its slab from its
+//! address (slabs are aligned to their size, their header at their end:
+//! `vm::zone`); a block in the boot arena is known by its address.
+//!
+//! Classes whose size is a power of two hand out items aligned to their
+//! size, the others (48, 96, ...) to the largest power of two dividing it: a
+//! request goes to the first class at least as large and as aligned.
+//!
+//! **Reclaim.** A slab that empties stays on its class's empty list; each
+//! class keeps [`KEEP_EMPTY`] of them and gives the others back to the page
+//! allocator as they empty. [`reclaim`] (called by the pageout daemon when
+//! free memory is short, as FreeBSD's `uma_reclaim`) gives every empty slab
+//! back.
+//!
+//! **Locking.** One interrupt-safe lock (an `IrqMutex`, H) over the kegs,
+//! the boot arena and the counters: the heap is reached from code that runs
+//! with interrupts off (the process table, an interrupt handler's console),
+//! so a holder must never be interrupted or preempted with it. The page
+//! allocator's locks are plain, only ever taken with interrupts on, so the
+//! heap takes and gives back pages only after it has let its own lock go,
+//! and only when its caller had interrupts on and is not an interrupt
+//! handler. With interrupts off a request the slabs cannot serve goes to the
+//! boot arena, an emptied slab waits on its empty list, and a freed page run
+//! waits on the deferred list for the next call with interrupts on.
+//!
+//! Allocation failure is reported by `alloc` in the usual way; code on a
+//! path a program or memory pressure can reach uses the fallible APIs
+//! (`try_reserve`, `Box::try_new`) and treats a failure as memory shortage,
+//! never as a bug. Slab and page allocations are ordinary ones (not
+//! `SYSTEM`): they leave the pageout daemon's reserve alone, and when they
+//! fail the boot arena is the heap's own reserve. That matters: freeing
+//! memory allocates (the swap pager's transfer buffers, trie nodes of the
+//! swap metadata), at the moment pages are shortest.
+
+use core::alloc::{GlobalAlloc, Layout};
+use core::ptr::{self, NonNull};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use linked_list_allocator::Heap;
+use vm::phys::AllocFlags;
+use vm::zone::Keg;
+use x86_64::instructions::interrupts;
+
+use crate::kern::memory::{self, EARLY_FRAMES, PAGE_SIZE, PhysRange};
+use crate::kern::sync::IrqMutex;
+
+/// Size of the boot arena: what the kernel allocates before the page
+/// allocator exists (a few hundred KiB) and the heap's reserve for
+/// requests made with interrupts off or while pages are short (the swap
+/// pager's transfer buffers are the largest, 160 KiB).
+pub const HEAP_SIZE: u64 = 2 << 20;
+/// The largest request served from a size class; larger ones get pages.
+pub const MAX_SMALL: usize = 2048;
+/// Empty slabs a class keeps when they empty (until [`reclaim`]).
+pub const KEEP_EMPTY: usize = 1;
+
+const PAGE: usize = PAGE_SIZE as usize;
+
+/// The size classes: (item size, pages per slab). Slabs of the larger
+/// classes span several pages so that a slab holds at least 7 items.
+const CLASSES: [(usize, usize); NCLASSES] = [
+    (16, 1),
+    (32, 1),
+    (48, 1),
+    (64, 1),
+    (96, 1),
+    (128, 1),
+    (192, 1),
+    (256, 1),
+    (384, 1),
+    (512, 1),
+    (768, 2),
+    (1024, 2),
+    (1536, 4),
+    (2048, 4),
+];
+pub const NCLASSES: usize = 14;
+
+/// The smallest class holding each size, by `size.div_ceil(16)`.
+const CLASS_BY_SIZE: [u8; MAX_SMALL / 16 + 1] = {
+    let mut t = [0u8; MAX_SMALL / 16 + 1];
+    let mut i = 0;
+    let mut c = 0;
+    while i < t.len() {
+        while CLASSES[c].0 < i * 16 {
+            c += 1;
+        }
+        t[i] = c as u8;
+        i += 1;
+    }
+    t
+};
+
+/// The alignment a class's items have: the largest power of two dividing
+/// its size.
+const fn class_align(c: usize) -> usize {
+    1 << CLASSES[c].0.trailing_zeros()
+}
+
+/// The class serving `layout`, or `None` for a page run.
+fn class_of(layout: Layout) -> Option<usize> {
+    let size = layout.size().max(layout.align());
+    if size > MAX_SMALL {
+        return None;
+    }
+    let mut c = CLASS_BY_SIZE[size.div_ceil(16)] as usize;
+    // A power-of-two class at least as large as `size` satisfies any
+    // alignment up to it, so this stops within the table.
+    while class_align(c) < layout.align() {
+        c += 1;
+    }
+    Some(c)
+}
+
+/// Pages of a page-run request.
+fn run_pages(layout: Layout) -> usize {
+    layout.size().div_ceil(PAGE).max(1)
+}
+
+/// A page run freed with interrupts off, waiting in its own first bytes for
+/// the page allocator. (H)
+struct Deferred {
+    next: *mut Deferred,
+    pages: usize,
+}
+
+/// Everything behind the heap's lock. (H, every field.)
+struct Inner {
+    kegs: [Keg; NCLASSES],
+    /// Items allocated per class, since boot.
+    allocs: [u64; NCLASSES],
+    boot: Heap,
+    /// Page runs handed out: how many, their requested bytes, their pages
+    /// (the deferred ones' included until they are freed).
+    large_blocks: usize,
+    large_bytes: usize,
+    large_pages: usize,
+    deferred: *mut Deferred,
+    /// Allocations served by the boot arena once the page allocator was up.
+    fallbacks: u64,
+    /// Pages given back by [`reclaim`] and by classes over their keep, since
+    /// boot.
+    released: u64,
+}
+
+// SAFETY: the raw pointers (in the kegs and the deferred list) name memory
+// the heap owns; they are only followed with the lock held.
+unsafe impl Send for Inner {}
+
+impl Inner {
+    fn boot_alloc(&mut self, layout: Layout) -> *mut u8 {
+        self.boot.allocate_first_fit(layout).map_or(ptr::null_mut(), |p| p.as_ptr())
+    }
+}
+
+/// The kernel's allocator.
+struct KernelHeap {
+    inner: IrqMutex<Inner>,
+}
+
+#[global_allocator]
+static ALLOCATOR: KernelHeap = KernelHeap {
+    inner: IrqMutex::new(Inner {
+        kegs: {
+            let mut k = [const { Keg::new(16, PAGE) }; NCLASSES];
+            let mut c = 0;
+            while c < NCLASSES {
+                k[c] = Keg::new(CLASSES[c].0, CLASSES[c].1 * PAGE);
+                c += 1;
+            }
+            k
+        },
+        allocs: [0; NCLASSES],
+        boot: Heap::empty(),
+        large_blocks: 0,
+        large_bytes: 0,
+        large_pages: 0,
+        deferred: ptr::null_mut(),
+        fallbacks: 0,
+        released: 0,
+    }),
+};
+
+/// The boot arena's range, set once by [`init`]: a block is the arena's
+/// when its address is in it. (Written once before any allocation.)
+static BOOT_START: AtomicUsize = AtomicUsize::new(0);
+static BOOT_END: AtomicUsize = AtomicUsize::new(0);
+/// Whether page runs wait on the deferred list. (A; a hint, checked again
+/// under the lock.)
+static DEFERRED: AtomicBool = AtomicBool::new(false);
+
+fn in_boot_arena(p: *mut u8) -> bool {
+    (BOOT_START.load(Ordering::Relaxed)..BOOT_END.load(Ordering::Relaxed)).contains(&(p as usize))
+}
+
+/// Debug builds refuse the heap to code under the scheduler lock: the
+/// scheduler runs with interrupts off and must never wait for memory or
+/// for the heap's lock (it frees and allocates only outside its lock).
+#[track_caller]
+fn check_context() {
+    if cfg!(debug_assertions)
+        && let Some(site) = crate::kern::sched::lock_holder()
+    {
+        panic!("heap used with the scheduler lock held (taken at {site}); the allocation is in the backtrace");
+    }
+}
+
+/// Whether the heap may call the page allocator now (see the module docs).
+fn may_use_pages() -> bool {
+    interrupts::are_enabled() && !crate::kern::sync::in_interrupt() && vm::try_global().is_some()
+}
+
+/// Debug builds: when set, every allocation calls [`held_point`] with the
+/// heap's lock held, for tests that need a trap at that moment. (A)
+static HELD_POINT: AtomicBool = AtomicBool::new(false);
+
+/// Called with the heap's lock held while [`HELD_POINT`] is set: a place to
+/// put a breakpoint (`break_once_preempting`).
+#[inline(never)]
+fn held_point() {
+    core::hint::black_box(());
+}
+
+/// Gives `pages` pages from `addr` (a slab or a page run) back to the page
+/// allocator. Interrupts on, the heap's lock not held.
+/// How the heap takes pages: as an ordinary allocation, which leaves the
+/// reserve alone, except in the pageout threads, which may use it
+/// ([`crate::mm::pageout::in_daemon`]).
+fn page_flags() -> AllocFlags {
+    if crate::mm::pageout::in_daemon() { AllocFlags::UNMANAGED | AllocFlags::SYSTEM } else { AllocFlags::UNMANAGED }
+}
+
+fn release_pages(addr: *mut u8, pages: usize) {
+    let pm = vm::global();
+    let first = pm.page_of_addr(addr).expect("heap pages outside the direct map");
+    pm.free_contig(first, pages);
+}
+
+impl KernelHeap {
+    /// Gives class `c` a new slab from the page allocator and allocates from
+    /// it. Interrupts on, the heap's lock not held.
+    #[cold]
+    fn grow_class(&self, c: usize) -> Option<NonNull<u8>> {
+        let pages = CLASSES[c].1;
+        let pm = vm::global();
+        let first = pm.alloc_order(pages.trailing_zeros() as u8, page_flags())?;
+        let Some(mem) = pm.page_addr(first).and_then(NonNull::new) else {
+            pm.free_contig(first, pages);
+            return None;
+        };
+        let mut g = self.inner.lock();
+        // SAFETY: a naturally aligned block of `pages` pages just allocated
+        // for the heap alone, writable through the direct map: the keg's
+        // until it gives it back.
+        unsafe { g.kegs[c].add_slab(mem) };
+        let item = g.kegs[c].alloc();
+        if item.is_some() {
+            g.allocs[c] += 1;
+        }
+        item
+    }
+
+    /// A run of whole pages for `layout`. Interrupts on, the heap's lock not
+    /// held.
+    fn alloc_pages(&self, layout: Layout) -> Option<NonNull<u8>> {
+        let pages = run_pages(layout);
+        let align = (layout.align() as u64).max(PAGE_SIZE);
+        let pm = vm::global();
+        let first = if pages == 1 && align == PAGE_SIZE {
+            pm.alloc(page_flags())?
+        } else {
+            pm.alloc_contig(pages, align, 0, 0, u64::MAX, page_flags())?
+        };
+        let Some(p) = pm.page_addr(first).and_then(NonNull::new) else {
+            pm.free_contig(first, pages);
+            return None;
+        };
+        let mut g = self.inner.lock();
+        g.large_blocks += 1;
+        g.large_bytes += layout.size();
+        g.large_pages += pages;
+        Some(p)
+    }
+
+    /// Frees the page runs that were freed with interrupts off.
+    /// Interrupts on, the heap's lock not held.
+    fn flush_deferred(&self) {
+        let mut list = {
+            let mut g = self.inner.lock();
+            DEFERRED.store(false, Ordering::Relaxed);
+            core::mem::replace(&mut g.deferred, ptr::null_mut())
+        };
+        while !list.is_null() {
+            // SAFETY: each entry was written into the first bytes of a page
+            // run of the heap's, freed by its owner, and taken off the list
+            // above: nobody else reaches it.
+            let Deferred { next, pages } = unsafe { list.read() };
+            release_pages(list as *mut u8, pages);
+            self.inner.lock().large_pages -= pages;
+            list = next;
+        }
+    }
+
+    /// Gives back the empty slabs of class `c` beyond `keep`; returns the
+    /// pages given back. Interrupts on, the heap's lock not held.
+    fn trim_class(&self, c: usize, keep: usize) -> usize {
+        let mut pages = 0;
+        loop {
+            let Some(slab) = self.inner.lock().kegs[c].take_empty(keep) else { break };
+            release_pages(slab.as_ptr(), CLASSES[c].1);
+            pages += CLASSES[c].1;
+        }
+        if pages > 0 {
+            self.inner.lock().released += pages as u64;
+        }
+        pages
+    }
+}
+
+// SAFETY: every block is handed out once, from the class, page run or
+// arena its layout (or, for the arena, its address) names, and goes back to
+// the same place; the lock serialises the bookkeeping.
+unsafe impl GlobalAlloc for KernelHeap {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        check_context();
+        let pages_ok = may_use_pages();
+        if pages_ok && DEFERRED.load(Ordering::Relaxed) {
+            self.flush_deferred();
+        }
+        let class = class_of(layout);
+        if let Some(c) = class {
+            let mut g = self.inner.lock();
+            if cfg!(debug_assertions) && HELD_POINT.load(Ordering::Relaxed) {
+                held_point();
+            }
+            if let Some(p) = g.kegs[c].alloc() {
+                g.allocs[c] += 1;
+                return p.as_ptr();
+            }
+        }
+        if pages_ok {
+            let p = match class {
+                Some(c) => self.grow_class(c),
+                None => self.alloc_pages(layout),
+            };
+            if let Some(p) = p {
+                return p.as_ptr();
+            }
+        }
+        let mut g = self.inner.lock();
+        let p = g.boot_alloc(layout);
+        if !p.is_null() && vm::try_global().is_some() {
+            g.fallbacks += 1;
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, p: *mut u8, layout: Layout) {
+        check_context();
+        let Some(nn) = NonNull::new(p) else { return };
+        if in_boot_arena(p) {
+            // SAFETY: `p` came from `alloc` with `layout` (the caller's
+            // contract), and so, by its address, from the boot arena.
+            unsafe { self.inner.lock().boot.deallocate(nn, layout) };
+            return;
+        }
+        let pages_ok = may_use_pages();
+        match class_of(layout) {
+            Some(c) => {
+                // SAFETY: `p` came from `alloc` with `layout`, outside the
+                // boot arena, so from class `c`'s keg.
+                let emptied = unsafe { self.inner.lock().kegs[c].free(nn) };
+                if emptied && pages_ok {
+                    self.trim_class(c, KEEP_EMPTY);
+                }
+            }
+            None => {
+                let pages = run_pages(layout);
+                let mut g = self.inner.lock();
+                g.large_blocks -= 1;
+                g.large_bytes -= layout.size();
+                if pages_ok {
+                    g.large_pages -= pages;
+                    drop(g);
+                    release_pages(p, pages);
+                } else {
+                    let d = p as *mut Deferred;
+                    // SAFETY: the run is at least a page, page-aligned, and
+                    // the heap's again now that its owner freed it.
+                    unsafe { d.write(Deferred { next: g.deferred, pages }) };
+                    g.deferred = d;
+                    DEFERRED.store(true, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}
+
+/// Error from [`init`].
+#[derive(Debug)]
+pub enum HeapError {
+    /// No usable region holds `HEAP_SIZE` contiguous bytes.
+    NoMemory,
+}
+
+/// Takes the boot arena's frames and hands them to the allocator.
+pub fn init() -> Result<PhysRange, HeapError> {
+    let range = EARLY_FRAMES.lock().alloc_contiguous(HEAP_SIZE / PAGE_SIZE).ok_or(HeapError::NoMemory)?;
+    let start = memory::phys_to_virt(range.start);
+    let len = range.len() as usize;
+    let mut g = ALLOCATOR.inner.lock();
+    // SAFETY: the frames were just taken from the early allocator, which never
+    // hands them out again; the direct map makes them writable at `start`;
+    // `init` runs once, before any allocation.
+    g.boot = unsafe { Heap::new(start as *mut u8, len) };
+    BOOT_START.store(start as usize, Ordering::Relaxed);
+    BOOT_END.store(start as usize + len, Ordering::Relaxed);
+    drop(g);
+    log::info!("heap: boot arena {} KiB at phys {:#x} (virt {:#x})", range.len() / 1024, range.start, start);
+    Ok(range)
+}
+
+/// Gives every empty slab and every deferred page run back to the page
+/// allocator (FreeBSD's `uma_reclaim`): the pageout daemon calls it when
+/// free memory is short, and leak checks before they count free pages.
+/// Returns the pages given back; 0 where the page allocator may not be
+/// called (interrupts off).
+pub fn reclaim() -> usize {
+    if !may_use_pages() {
+        return 0;
+    }
+    let before = ALLOCATOR.inner.lock().large_pages;
+    ALLOCATOR.flush_deferred();
+    let after = ALLOCATOR.inner.lock().large_pages;
+    let mut pages = before - after;
+    for c in 0..NCLASSES {
+        pages += ALLOCATOR.trim_class(c, 0);
+    }
+    pages
+}
+
+/// One size class's figures.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClassStats {
+    /// Item size in bytes.
+    pub size: usize,
+    /// Pages per slab.
+    pub slab_pages: usize,
+    /// Items handed out and not freed.
+    pub in_use: usize,
+    /// Slabs held, the empty ones included.
+    pub slabs: usize,
+    /// Slabs with no item in use.
+    pub empty: usize,
+    /// Items allocated since boot.
+    pub allocs: u64,
+}
+
+/// The heap's figures at one moment ([`stats`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HeapStats {
+    pub classes: [ClassStats; NCLASSES],
+    /// Page runs handed out, their requested bytes, and the pages the heap
+    /// holds for them.
+    pub large_blocks: usize,
+    pub large_bytes: usize,
+    pub large_pages: usize,
+    /// The boot arena: bytes in use, and its size.
+    pub boot_used: usize,
+    pub boot_size: usize,
+    /// Allocations the boot arena served once the page allocator was up
+    /// (interrupts off with no slab room, or pages short).
+    pub fallbacks: u64,
+    /// Pages given back to the page allocator since boot (emptied slabs
+    /// beyond the keep, and by [`reclaim`]).
+    pub released: u64,
+}
+
+impl HeapStats {
+    /// Bytes handed out and not freed: items at their class's size, page
+    /// runs at their requested size, the boot arena's blocks.
+    pub fn bytes_in_use(&self) -> usize {
+        let items: usize = self.classes.iter().map(|c| c.in_use * c.size).sum();
+        items + self.large_bytes + self.boot_used
+    }
+
+    /// Pages the heap holds from the page allocator (slabs and page runs;
+    /// the boot arena is not the page allocator's).
+    pub fn pages(&self) -> usize {
+        self.slab_pages() + self.large_pages
+    }
+
+    /// Pages held in slabs.
+    pub fn slab_pages(&self) -> usize {
+        self.classes.iter().map(|c| c.slabs * c.slab_pages).sum()
+    }
+
+    /// Bytes free in slabs and the boot arena: what the heap can hand out
+    /// without taking pages.
+    pub fn bytes_free(&self) -> usize {
+        let items: usize = self
+            .classes
+            .iter()
+            .map(|c| (c.slabs * c.slab_pages * PAGE - c.slabs * vm::zone::SLAB_HEADER) / c.size * c.size - c.in_use * c.size)
+            .sum();
+        items + (self.boot_size - self.boot_used)
+    }
+}
+
+/// The heap's figures now.
+pub fn stats() -> HeapStats {
+    let g = ALLOCATOR.inner.lock();
+    let mut s = HeapStats {
+        large_blocks: g.large_blocks,
+        large_bytes: g.large_bytes,
+        large_pages: g.large_pages,
+        boot_used: g.boot.used(),
+        boot_size: g.boot.size(),
+        fallbacks: g.fallbacks,
+        released: g.released,
+        ..HeapStats::default()
+    };
+    for (c, k) in g.kegs.iter().enumerate() {
+        s.classes[c] = ClassStats {
+            size: k.item_size(),
+            slab_pages: CLASSES[c].1,
+            in_use: k.in_use(),
+            slabs: k.slabs(),
+            empty: k.empty_slabs(),
+            allocs: g.allocs[c],
+        };
+    }
+    s
+}
+
+/// Prints the heap's figures: the totals on one line, then a line per class
+/// in use.
+pub fn print_stats() {
+    let s = stats();
+    crate::kprintln!(
+        "heap: {} KiB in use, {} pages held ({} in slabs, {} in {} page runs), boot arena {}/{} KiB, {} fallbacks, {} pages released",
+        s.bytes_in_use() / 1024,
+        s.pages(),
+        s.slab_pages(),
+        s.large_pages,
+        s.large_blocks,
+        s.boot_used / 1024,
+        s.boot_size / 1024,
+        s.fallbacks,
+        s.released
+    );
+    for c in s.classes.iter().filter(|c| c.slabs > 0 || c.allocs > 0) {
+        crate::kprintln!(
+            "heap: class {:>4}: {:>6} in use, {:>4} slabs ({} empty) of {} pages, {} allocations",
+            c.size,
+            c.in_use,
+            c.slabs,
+            c.empty,
+            c.slab_pages,
+            c.allocs
+        );
+    }
+}
+
+/// Heap usage: (bytes in use, bytes free without taking pages).
+pub fn usage() -> (usize, usize) {
+    let s = stats();
+    (s.bytes_in_use(), s.bytes_free())
+}
+
+/// Bytes the heap could still hand out, roughly: what it has free and what
+/// free pages it could take.
+pub fn available() -> usize {
+    let pages = vm::try_global().map_or(0, |pm| pm.free_count() as usize);
+    usage().1.saturating_add(pages.saturating_mul(PAGE))
+}
+
+mod tests {
+    use alloc::boxed::Box;
+    use alloc::vec::Vec;
+    use core::alloc::Layout;
+
+    use ktest::ktest;
+
+    use super::usage;
+
+    /// Allocates blocks of many sizes and alignments, fills each with a
+    /// pattern, checks every pattern, frees them all, and checks that the heap
+    /// is back where it started.
+    #[ktest]
+    fn many_sizes_and_free() {
+        let (used_before, _) = usage();
+        let mut blocks: Vec<(*mut u8, Layout)> = Vec::with_capacity(512);
+        let mut seed = 0x1234_5678u32;
+        for i in 0..400 {
+            seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            let size = match i % 4 {
+                0 => 1 + (seed as usize % 16),
+                1 => 16 + (seed as usize % 512),
+                2 => 1 << (seed as usize % 14),
+                _ => 4096 * (1 + seed as usize % 8),
+            };
+            let align = 1usize << ((seed as usize >> 8) % 13);
+            let layout = Layout::from_size_align(size, align).unwrap();
+            // SAFETY: layout has non-zero size.
+            let p = unsafe { alloc::alloc::alloc(layout) };
+            assert!(!p.is_null(), "allocation of {size} bytes (align {align}) failed");
+            assert_eq!(p as usize % align, 0, "misaligned allocation");
+            // SAFETY: p points to `size` writable bytes just allocated.
+            unsafe { core::ptr::write_bytes(p, i as u8, size) };
+            blocks.push((p, layout));
+        }
+        for (i, &(p, layout)) in blocks.iter().enumerate() {
+            // SAFETY: p is live with layout.size() initialised bytes.
+            let bytes = unsafe { core::slice::from_raw_parts(p, layout.size()) };
+            assert!(bytes.iter().all(|&b| b == i as u8), "block {i} was overwritten");
+        }
+        for (p, layout) in blocks.drain(..).rev() {
+            // SAFETY: p was allocated above with this layout and not freed.
+            unsafe { alloc::alloc::dealloc(p, layout) };
+        }
+        drop(blocks);
+        let (used_after, _) = usage();
+        assert_eq!(used_before, used_after, "heap usage did not return to its start");
+
+        // Box and Vec go through the same allocator.
+        let b = Box::new([7u64; 100]);
+        assert_eq!(b.iter().sum::<u64>(), 700);
+        let v: Vec<u32> = (0..10_000).collect();
+        assert_eq!(v[9_999], 9_999);
+    }
+
+    /// The hang of a thread preempted inside the heap, replayed: a thread
+    /// that allocates with interrupts off (as the scheduler's reaper did,
+    /// inside the switch) is made ready, and this thread is preempted, by a
+    /// breakpoint that acts as the timer, at the instant it holds the heap's
+    /// lock. With a lock that left interrupts on, the preemption happened
+    /// and the other thread spun on the lock for ever. The heap's lock
+    /// turns interrupts off, so no timer can come there and the breakpoint
+    /// does not preempt.
+    #[ktest]
+    fn no_thread_is_preempted_holding_the_heap() {
+        use core::sync::atomic::{AtomicBool, Ordering};
+
+        use crate::arch::trap::{BREAK_ONCE_FRAME, BREAK_ONCE_RFLAGS, BREAK_ONCE_THREAD, break_once_preempting};
+
+        static DONE: AtomicBool = AtomicBool::new(false);
+        DONE.store(false, Ordering::SeqCst);
+        let other = crate::kern::sched::spawn("irqoff-alloc", || {
+            let b = x86_64::instructions::interrupts::without_interrupts(|| Box::new([7u8; 48]));
+            core::hint::black_box(&b);
+            DONE.store(true, Ordering::SeqCst);
+        })
+        .unwrap();
+        let me = crate::kern::sched::current();
+        let mut hit = false;
+        for _ in 0..100 {
+            super::HELD_POINT.store(true, Ordering::SeqCst);
+            break_once_preempting(super::held_point as *const () as u64);
+            let b = Box::new(1u64);
+            super::HELD_POINT.store(false, Ordering::SeqCst);
+            core::hint::black_box(&b);
+            drop(b);
+            // Another thread may have taken the breakpoint (it is the CPU's):
+            // try again until this one did.
+            if BREAK_ONCE_FRAME.load(Ordering::SeqCst) != 0 && BREAK_ONCE_THREAD.load(Ordering::SeqCst) == me {
+                hit = true;
+                break;
+            }
+        }
+        assert!(hit, "the breakpoint in the heap was never taken by this thread");
+        assert_eq!(BREAK_ONCE_RFLAGS.load(Ordering::SeqCst) & (1 << 9), 0, "the heap's lock was held with interrupts on");
+        crate::kern::sched::join(other);
+        assert!(DONE.load(Ordering::SeqCst));
+    }
+
+    /// A burst of small allocations grows the heap by slabs taken from the
+    /// page allocator (per-class figures and the free-page count show it);
+    /// freeing them leaves the class's empty slabs cached (up to its keep),
+    /// and `reclaim` gives them back: the free-page count returns exactly.
+    #[ktest]
+    fn a_burst_grows_the_heap_by_pages_and_reclaim_returns_them() {
+        const N: usize = 6000;
+        let pm = vm::global();
+        let c = super::class_of(Layout::new::<[u64; 32]>()).unwrap();
+        assert_eq!(super::CLASSES[c].0, 256);
+        let per_slab = (super::PAGE - vm::zone::SLAB_HEADER) / 256;
+        super::reclaim();
+        let s0 = super::stats();
+        let free0 = pm.free_count();
+        let mut boxes: Vec<Box<[u64; 32]>> = Vec::new();
+        boxes.try_reserve_exact(N).unwrap();
+        for i in 0..N {
+            boxes.push(Box::try_new([i as u64; 32]).expect("the heap did not grow"));
+        }
+        let s1 = super::stats();
+        let grown = s1.classes[c].slabs - s0.classes[c].slabs;
+        assert_eq!(s1.classes[c].in_use, s0.classes[c].in_use + N);
+        assert!(grown >= (N - s0.classes[c].slabs * per_slab) / per_slab, "{grown} slabs for {N} items of 256 bytes");
+        assert!(pm.free_count() + grown as u64 <= free0, "the slabs did not come from the page allocator");
+        assert_eq!(s1.fallbacks, s0.fallbacks, "an allocation went to the boot arena");
+        for (i, b) in boxes.iter().enumerate() {
+            assert!(b.iter().all(|&w| w == i as u64), "item {i} was overwritten");
+        }
+        drop(boxes);
+        let s2 = super::stats();
+        assert_eq!(s2.classes[c].in_use, s0.classes[c].in_use);
+        assert!(s2.classes[c].empty <= super::KEEP_EMPTY, "{} empty slabs kept", s2.classes[c].empty);
+        assert!(s2.released > s0.released, "no emptied slab was given back");
+        super::reclaim();
+        let s3 = super::stats();
+        assert_eq!(s3.classes[c].empty, 0);
+        assert_eq!(s3.classes[c].slabs, s0.classes[c].slabs);
+        assert_eq!(pm.free_count(), free0, "free pages after the burst and reclaim");
+        assert_eq!(s3.bytes_in_use(), s0.bytes_in_use());
+    }
+
+    /// Requests above the largest class get page runs of their own (none
+    /// from the boot arena), aligned as asked, given back when freed.
+    #[ktest]
+    fn large_requests_get_page_runs() {
+        let pm = vm::global();
+        super::reclaim();
+        let free0 = pm.free_count();
+        let s0 = super::stats();
+        let layouts = [
+            Layout::from_size_align(2049, 8).unwrap(),
+            Layout::from_size_align(40 << 10, 16).unwrap(),
+            Layout::from_size_align(8192, 8192).unwrap(),
+            Layout::from_size_align(1 << 20, 4096).unwrap(),
+        ];
+        let mut blocks = Vec::new();
+        for (i, &l) in layouts.iter().enumerate() {
+            // SAFETY: non-zero size.
+            let p = unsafe { alloc::alloc::alloc(l) };
+            assert!(!p.is_null());
+            assert!(!super::in_boot_arena(p), "{l:?} came from the boot arena");
+            assert_eq!(p as usize % l.align().max(4096), 0);
+            // SAFETY: `l.size()` writable bytes just allocated.
+            unsafe { core::ptr::write_bytes(p, i as u8 + 1, l.size()) };
+            blocks.push((p, l));
+        }
+        let pages: usize = layouts.iter().map(|l| l.size().div_ceil(4096)).sum();
+        let s1 = super::stats();
+        assert_eq!(s1.large_pages, s0.large_pages + pages);
+        assert_eq!(s1.large_blocks, s0.large_blocks + layouts.len());
+        for (i, &(p, l)) in blocks.iter().enumerate() {
+            // SAFETY: live, initialised above.
+            let b = unsafe { core::slice::from_raw_parts(p, l.size()) };
+            assert!(b.iter().all(|&x| x == i as u8 + 1));
+            // SAFETY: allocated above with `l`, freed once.
+            unsafe { alloc::alloc::dealloc(p, l) };
+        }
+        assert_eq!(super::stats().large_pages, s0.large_pages);
+        assert_eq!(pm.free_count(), free0);
+    }
+
+    /// With interrupts off the heap never calls the page allocator (whose
+    /// locks are only taken with interrupts on): a request no slab can
+    /// serve goes to the boot arena, and a page run freed then waits on the
+    /// deferred list until the next allocation with interrupts on.
+    #[ktest]
+    fn with_interrupts_off_the_heap_leaves_the_page_allocator_alone() {
+        use x86_64::instructions::interrupts::without_interrupts;
+        let s0 = super::stats();
+        let v: Vec<u8> = without_interrupts(|| Vec::with_capacity(32 << 10));
+        assert!(super::in_boot_arena(v.as_ptr() as *mut u8), "a page run was taken with interrupts off");
+        assert_eq!(super::stats().fallbacks, s0.fallbacks + 1);
+        drop(v);
+        let w: Vec<u8> = Vec::with_capacity(32 << 10);
+        assert!(!super::in_boot_arena(w.as_ptr() as *mut u8));
+        let held = super::stats().large_pages;
+        assert_eq!(held, s0.large_pages + 8);
+        without_interrupts(|| drop(w));
+        assert_eq!(super::stats().large_pages, held, "a page run was freed with interrupts off");
+        let b = core::hint::black_box(Box::new(1u64));
+        assert_eq!(super::stats().large_pages, held - 8, "the deferred run was not freed by the next allocation");
+        drop(b);
+    }
+
+    /// A request larger than the heap fails cleanly instead of corrupting it.
+    #[ktest]
+    fn oversized_allocation_fails_cleanly() {
+        let mut v: Vec<u8> = Vec::new();
+        // Larger than the largest page run and than the boot arena.
+        let past = (4096usize << vm::phys::MAX_ORDER) + super::HEAP_SIZE as usize;
+        assert!(v.try_reserve_exact(2 * past).is_err());
+        let mut w: Vec<u8> = Vec::new();
+        assert!(w.try_reserve_exact(1024).is_ok());
+    }
+}

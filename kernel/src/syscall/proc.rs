@@ -1,0 +1,634 @@
+//! The process, signal, time and console system calls: `read`, `write`,
+//! `writev`, `execve`, `wait4`, `kill`, `rt_sigaction`, `rt_sigprocmask`,
+//! `uname`, `clock_gettime`, `nanosleep` and the rest, with Linux's
+//! structures, flags and errors.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::sync::atomic::Ordering;
+
+use crate::arch::trap::TrapFrame;
+use crate::proc::{self, SigAction, Status};
+use crate::syscall::errno::*;
+use crate::syscall::{copy_from_user, copy_to_user};
+
+const NS: u64 = 1_000_000_000;
+
+fn ret(r: Result<i64, i64>) -> i64 {
+    r.unwrap_or_else(|e| -e)
+}
+
+fn read_u64(addr: u64) -> Result<u64, i64> {
+    let mut b = [0u8; 8];
+    copy_from_user(&mut b, addr)?;
+    Ok(u64::from_le_bytes(b))
+}
+
+/// Copies a NUL-terminated string of at most `max` bytes (without the NUL)
+/// from user memory: EFAULT for a bad pointer, ENAMETOOLONG past `max`.
+pub fn copy_string(addr: u64, max: usize) -> Result<Vec<u8>, i64> {
+    let mut out = Vec::new();
+    let mut at = addr;
+    loop {
+        // Never read past the page the string may end in.
+        let chunk = (4096 - (at % 4096) as usize).min(256);
+        let mut buf = [0u8; 256];
+        copy_from_user(&mut buf[..chunk], at)?;
+        if let Some(n) = buf[..chunk].iter().position(|&b| b == 0) {
+            out.try_reserve(n).map_err(|_| ENOMEM)?;
+            out.extend_from_slice(&buf[..n]);
+            return Ok(out);
+        }
+        out.try_reserve(chunk).map_err(|_| ENOMEM)?;
+        out.extend_from_slice(&buf[..chunk]);
+        if out.len() > max {
+            return Err(ENAMETOOLONG);
+        }
+        at += chunk as u64;
+    }
+}
+
+/// Appends the strings of a NULL-terminated array of string pointers
+/// (argv, envp) to `block`: EFAULT for a bad pointer, E2BIG past Linux's
+/// limits (a string of 128 KiB, the block's [`crate::proc::elf::ARG_MAX`]),
+/// ENOMEM when memory is short.
+fn copy_string_array(addr: u64, block: &mut crate::proc::elf::ArgBlock, env: bool) -> Result<(), i64> {
+    use crate::proc::elf::ElfError;
+    if addr == 0 {
+        return Ok(());
+    }
+    for i in 0.. {
+        let p = read_u64(addr.checked_add(i * 8).ok_or(EFAULT)?)?;
+        if p == 0 {
+            break;
+        }
+        let s = copy_string(p, crate::proc::elf::ARG_STRLEN_MAX).map_err(|e| if e == ENAMETOOLONG { E2BIG } else { e })?;
+        let pushed = if env { block.push_env(&s) } else { block.push_arg(&s) };
+        pushed.map_err(|e| if e == ElfError::TooBig { E2BIG } else { ENOMEM })?;
+    }
+    Ok(())
+}
+
+// ---- the console -------------------------------------------------------------
+
+/// `write` on the console.
+pub fn console_write(buf: u64, count: u64) -> i64 {
+    let mut done = 0u64;
+    let mut chunk = [0u8; 256];
+    while done < count {
+        let n = (count - done).min(chunk.len() as u64) as usize;
+        if let Err(e) = copy_from_user(&mut chunk[..n], buf.wrapping_add(done)) {
+            return if done > 0 { done as i64 } else { -e };
+        }
+        crate::kern::serial::write_raw(&chunk[..n]);
+        done += n as u64;
+    }
+    done as i64
+}
+
+/// `writev(fd, iov, iovcnt)`: each `struct iovec { base, len }` in turn.
+pub fn writev(fd: u64, iov: u64, count: u64) -> i64 {
+    if count > 1024 {
+        return -EINVAL;
+    }
+    let mut total = 0i64;
+    for i in 0..count {
+        let mut raw = [0u8; 16];
+        if let Err(e) = copy_from_user(&mut raw, iov.wrapping_add(i * 16)) {
+            return if total > 0 { total } else { -e };
+        }
+        let base = u64::from_le_bytes(raw[..8].try_into().unwrap_or_default());
+        let len = u64::from_le_bytes(raw[8..].try_into().unwrap_or_default());
+        if len > i64::MAX as u64 {
+            return if total > 0 { total } else { -EINVAL };
+        }
+        let r = crate::syscall::file::write(fd, base, len);
+        if r < 0 {
+            return if total > 0 { total } else { r };
+        }
+        total += r;
+        if (r as u64) < len {
+            break;
+        }
+    }
+    total
+}
+
+/// The console's input when the host handed it in whole (`./run-qemu.sh
+/// run` with stdin from a pipe or a file), and how far it has been read:
+/// every process shares the position, as they would share an open file.
+static HANDED_INPUT: spin::Mutex<Option<(&'static [u8], usize)>> = spin::Mutex::new(None);
+
+/// Makes `input` the console's input, read to its end and then end of file.
+pub fn set_console_input(input: &'static [u8]) {
+    x86_64::instructions::interrupts::without_interrupts(|| *HANDED_INPUT.lock() = Some((input, 0)));
+}
+
+/// `read` from the console: waits for a byte, then returns what has
+/// arrived, up to a newline, like a terminal. Ctrl-D at the start of a read
+/// is the end of input (0). Input handed in whole is read like a file.
+pub fn console_read(buf: u64, count: u64) -> i64 {
+    let handed = x86_64::instructions::interrupts::without_interrupts(|| {
+        let mut h = HANDED_INPUT.lock();
+        let (input, pos) = h.as_mut()?;
+        let n = (input.len() - *pos).min(count.min(64 * 1024) as usize);
+        let chunk = &input[*pos..*pos + n];
+        *pos += n;
+        Some(chunk)
+    });
+    if let Some(chunk) = handed {
+        return match copy_to_user(buf, chunk) {
+            Ok(()) => chunk.len() as i64,
+            Err(e) => -e,
+        };
+    }
+    if count == 0 {
+        return 0;
+    }
+    // Check the buffer before waiting for input.
+    let mut probe = [0u8; 1];
+    if let Err(e) = copy_from_user(&mut probe, buf) {
+        return -e;
+    }
+    let want = count.min(4096) as usize;
+    let mut got: Vec<u8> = Vec::new();
+    loop {
+        while got.len() < want && got.last() != Some(&b'\n') {
+            match crate::kern::serial::try_read_byte() {
+                Some(4) if got.is_empty() => return 0,
+                Some(4) | None => break,
+                Some(b'\r') => got.push(b'\n'),
+                Some(b) => got.push(b),
+            }
+        }
+        if !got.is_empty() {
+            return match copy_to_user(buf, &got) {
+                Ok(()) => got.len() as i64,
+                Err(e) => -e,
+            };
+        }
+        if proc::signal_pending() {
+            return -EINTR;
+        }
+        // Poll again at the next tick: the console's receive interrupt is
+        // not wired up.
+        crate::kern::sched::sleep_until(sleep_chan(), crate::kern::time::ticks() + 1, || true);
+    }
+}
+
+/// The channel timed sleeps sleep on (nothing wakes it: only the timeout).
+fn sleep_chan() -> usize {
+    static CHAN: u8 = 0;
+    &CHAN as *const u8 as usize
+}
+
+// ---- processes ---------------------------------------------------------------
+
+/// `execve(path, argv, envp)`: the program at `path` (see `programs`).
+pub fn execve(tf: &mut TrapFrame, path: u64, argv: u64, envp: u64) -> i64 {
+    let path = match copy_string(path, 4095) {
+        Ok(p) => p,
+        Err(e) => return -e,
+    };
+    let mut args = match crate::proc::elf::ArgBlock::new() {
+        Ok(b) => b,
+        Err(_) => return -ENOMEM,
+    };
+    if let Err(e) = copy_string_array(argv, &mut args, false).and_then(|()| copy_string_array(envp, &mut args, true)) {
+        return -e;
+    }
+    if path.is_empty() {
+        return -ENOENT;
+    }
+    // The path is bytes to the end: a name that is not UTF-8 is looked up
+    // as it is (only the built-in programs, all named in ASCII, need text).
+    let image = match crate::fs::program(&path) {
+        Ok(image) => image,
+        Err(e) => match core::str::from_utf8(&path).ok().and_then(crate::proc::programs::lookup) {
+            Some(b) => crate::proc::image::Image::Static(b),
+            None if e == pager::ext2::FsError::NotFound || crate::fs::root().is_none() => return -ENOENT,
+            None if e == pager::ext2::FsError::NoSpace => return -ENOMEM,
+            None => return -(e.errno() as i64),
+        },
+    };
+    let base = path.rsplit(|&b| b == b'/').next().unwrap_or(&path);
+    let name = String::from_utf8_lossy(base);
+    let name = &*name;
+    match proc::exec(tf, name, proc::Exec { image, args }) {
+        Ok(()) => 0,
+        Err(proc::SpawnError::NoMemory) => -ENOMEM,
+        Err(proc::SpawnError::TooMany) => -EAGAIN,
+        Err(proc::SpawnError::Load(crate::proc::elf::ElfError::NoMemory)) => -ENOMEM,
+        Err(proc::SpawnError::Load(crate::proc::elf::ElfError::TooBig)) => -E2BIG,
+        Err(proc::SpawnError::Load(crate::proc::elf::ElfError::Fault)) => -EFAULT,
+        Err(proc::SpawnError::Load(_)) => -ENOEXEC,
+    }
+}
+
+/// `wait4(pid, wstatus, options, rusage)`: pid -1 or a child's; WNOHANG.
+pub fn wait4(pid: i64, wstatus: u64, options: u64, rusage: u64) -> i64 {
+    const WNOHANG: u64 = 1;
+    const WUNTRACED: u64 = 2;
+    const WCONTINUED: u64 = 8;
+    if pid < -1 || pid == 0 || options & !(WNOHANG | WUNTRACED | WCONTINUED) != 0 {
+        // Process groups do not exist yet: pid 0 and below -1 name none.
+        return if pid == 0 || pid < -1 { -ECHILD } else { -EINVAL };
+    }
+    // (System calls run with interrupts on: the copies below may fault
+    // and page in from disk.)
+    let r = proc::wait_child(pid, options & WNOHANG != 0);
+    match r {
+        Err(proc::WaitError::NoChild) => -ECHILD,
+        Err(proc::WaitError::Interrupted) => -EINTR,
+        Ok(None) => 0,
+        Ok(Some((cpid, status))) => {
+            if wstatus != 0
+                && let Err(e) = copy_to_user(wstatus, &status.wstatus().to_le_bytes())
+            {
+                return -e;
+            }
+            if rusage != 0 {
+                // struct rusage: 144 bytes; no accounting yet.
+                if let Err(e) = copy_to_user(rusage, &[0u8; 144]) {
+                    return -e;
+                }
+            }
+            cpid as i64
+        }
+    }
+}
+
+/// `kill(pid, sig)`: a process by pid (0: the caller's own group, which is
+/// the caller alone; -1: every process but init and the caller).
+pub fn kill(pid: i64, sig: u64) -> i64 {
+    if sig > proc::NSIG as u64 {
+        return -EINVAL;
+    }
+    let sig = sig as u8;
+    let me = proc::current_pid();
+    let targets: Vec<_> = match pid {
+        0 => proc::by_pid(me).into_iter().collect(),
+        -1 => proc::all().into_iter().filter(|p| p.pid != me && p.pid != 1 && !proc::is_init(p)).collect(),
+        p if p > 0 => match proc::by_pid(p as u64) {
+            Some(t) => alloc::vec![t],
+            None if proc::is_zombie_child(p as u64) => return 0,
+            None => return -ESRCH,
+        },
+        p if p.unsigned_abs() == me => proc::by_pid(me).into_iter().collect(),
+        _ => return -ESRCH,
+    };
+    if targets.is_empty() {
+        return -ESRCH;
+    }
+    for t in &targets {
+        // Init ignores what it has no handler for, SIGKILL included.
+        if proc::is_init(t) {
+            continue;
+        }
+        proc::send_signal(t, sig);
+    }
+    0
+}
+
+/// `tkill(tid, sig)` / `tgkill(tgid, tid, sig)`: one thread per process, so
+/// the thread's process (musl's `raise` and `abort` use these).
+pub fn tkill(tid: u64, sig: u64) -> i64 {
+    if tid == 0 || tid > i64::MAX as u64 {
+        return -EINVAL;
+    }
+    if tid != crate::kern::sched::current() {
+        return -ESRCH;
+    }
+    kill(0, sig)
+}
+
+/// `rt_sigaction(sig, act, oldact, sigsetsize)`.
+pub fn rt_sigaction(sig: u64, act: u64, oldact: u64, setsize: u64) -> i64 {
+    if setsize != 8 || sig == 0 || sig > proc::NSIG as u64 {
+        return -EINVAL;
+    }
+    let sig = sig as u8;
+    let Some(p) = proc::current() else { return -EINVAL };
+    let new = if act != 0 {
+        if sig == proc::SIGKILL || sig == proc::SIGSTOP {
+            return -EINVAL;
+        }
+        let mut b = [0u8; 32];
+        if let Err(e) = copy_from_user(&mut b, act) {
+            return -e;
+        }
+        let w = |i: usize| u64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap_or_default());
+        Some(SigAction { handler: w(0), flags: w(1), restorer: w(2), mask: w(3) })
+    } else {
+        None
+    };
+    let old = p.actions.lock()[sig as usize - 1];
+    if oldact != 0 {
+        let mut b = [0u8; 32];
+        for (i, v) in [old.handler, old.flags, old.restorer, old.mask].into_iter().enumerate() {
+            b[i * 8..i * 8 + 8].copy_from_slice(&v.to_le_bytes());
+        }
+        if let Err(e) = copy_to_user(oldact, &b) {
+            return -e;
+        }
+    }
+    if let Some(a) = new {
+        p.actions.lock()[sig as usize - 1] = a;
+        proc::discard_ignored(&p);
+    }
+    0
+}
+
+/// `rt_sigprocmask(how, set, oldset, sigsetsize)`.
+pub fn rt_sigprocmask(how: u64, set: u64, oldset: u64, setsize: u64) -> i64 {
+    const SIG_BLOCK: u64 = 0;
+    const SIG_UNBLOCK: u64 = 1;
+    const SIG_SETMASK: u64 = 2;
+    if setsize != 8 {
+        return -EINVAL;
+    }
+    let Some(p) = proc::current() else { return -EINVAL };
+    let old = p.blocked.load(Ordering::SeqCst);
+    let new = if set != 0 {
+        let v = match read_u64(set) {
+            Ok(v) => v,
+            Err(e) => return -e,
+        };
+        Some(match how {
+            SIG_BLOCK => old | v,
+            SIG_UNBLOCK => old & !v,
+            SIG_SETMASK => v,
+            _ => return -EINVAL,
+        })
+    } else {
+        None
+    };
+    if oldset != 0
+        && let Err(e) = copy_to_user(oldset, &old.to_le_bytes())
+    {
+        return -e;
+    }
+    if let Some(v) = new {
+        // SIGKILL and SIGSTOP cannot be blocked.
+        let unblockable = 1u64 << (proc::SIGKILL - 1) | 1u64 << (proc::SIGSTOP - 1);
+        p.blocked.store(v & !unblockable, Ordering::SeqCst);
+    }
+    0
+}
+
+/// `rt_sigpending(set, sigsetsize)`: signals pending and blocked.
+pub fn rt_sigpending(set: u64, setsize: u64) -> i64 {
+    if setsize != 8 {
+        return -EINVAL;
+    }
+    let Some(p) = proc::current() else { return -EINVAL };
+    let v = p.pending_signals() & p.blocked.load(Ordering::SeqCst);
+    ret(copy_to_user(set, &v.to_le_bytes()).map(|_| 0))
+}
+
+// ---- identity and time ---------------------------------------------------------
+
+/// `uname(buf)`: `struct utsname`, six fields of 65 bytes.
+pub fn uname(buf: u64) -> i64 {
+    let fields: [&str; 6] = ["Linux", "bsdvm", "6.1.0-bsdvm", "#1 SMP bsdvm", "x86_64", "(none)"];
+    let mut b = [0u8; 6 * 65];
+    for (i, f) in fields.iter().enumerate() {
+        b[i * 65..i * 65 + f.len()].copy_from_slice(f.as_bytes());
+    }
+    ret(copy_to_user(buf, &b).map(|_| 0))
+}
+
+const CLOCK_REALTIME: u64 = 0;
+const CLOCK_MONOTONIC: u64 = 1;
+const CLOCK_PROCESS_CPUTIME_ID: u64 = 2;
+const CLOCK_THREAD_CPUTIME_ID: u64 = 3;
+const CLOCK_MONOTONIC_RAW: u64 = 4;
+const CLOCK_REALTIME_COARSE: u64 = 5;
+const CLOCK_MONOTONIC_COARSE: u64 = 6;
+const CLOCK_BOOTTIME: u64 = 7;
+
+/// The time of `clock` in nanoseconds, or None for a clock that does not
+/// exist. The CPU-time clocks read the monotonic clock (no accounting yet).
+fn clock_ns(clock: u64) -> Option<u64> {
+    match clock {
+        CLOCK_REALTIME | CLOCK_REALTIME_COARSE => Some(crate::kern::time::realtime_ns()),
+        CLOCK_MONOTONIC | CLOCK_MONOTONIC_RAW | CLOCK_MONOTONIC_COARSE | CLOCK_BOOTTIME => {
+            Some(crate::kern::time::monotonic_ns())
+        }
+        CLOCK_PROCESS_CPUTIME_ID | CLOCK_THREAD_CPUTIME_ID => Some(crate::kern::time::monotonic_ns()),
+        _ => None,
+    }
+}
+
+fn put_timespec(addr: u64, ns: u64) -> Result<(), i64> {
+    let mut b = [0u8; 16];
+    b[..8].copy_from_slice(&(ns / NS).to_le_bytes());
+    b[8..].copy_from_slice(&(ns % NS).to_le_bytes());
+    copy_to_user(addr, &b)
+}
+
+fn get_timespec(addr: u64) -> Result<u64, i64> {
+    let mut b = [0u8; 16];
+    copy_from_user(&mut b, addr)?;
+    let sec = i64::from_le_bytes(b[..8].try_into().unwrap_or_default());
+    let nsec = i64::from_le_bytes(b[8..].try_into().unwrap_or_default());
+    if sec < 0 || !(0..NS as i64).contains(&nsec) {
+        return Err(EINVAL);
+    }
+    Ok((sec as u64).saturating_mul(NS).saturating_add(nsec as u64))
+}
+
+/// `clock_gettime(clock, tp)`.
+pub fn clock_gettime(clock: u64, tp: u64) -> i64 {
+    let Some(ns) = clock_ns(clock) else { return -EINVAL };
+    ret(put_timespec(tp, ns).map(|_| 0))
+}
+
+/// `clock_getres(clock, res)`: 1 ns (the TSC).
+pub fn clock_getres(clock: u64, res: u64) -> i64 {
+    if clock_ns(clock).is_none() {
+        return -EINVAL;
+    }
+    if res == 0 {
+        return 0;
+    }
+    ret(put_timespec(res, 1).map(|_| 0))
+}
+
+/// `gettimeofday(tv, tz)`.
+pub fn gettimeofday(tv: u64, tz: u64) -> i64 {
+    let ns = crate::kern::time::realtime_ns();
+    if tv != 0 {
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&(ns / NS).to_le_bytes());
+        b[8..].copy_from_slice(&(ns % NS / 1000).to_le_bytes());
+        if let Err(e) = copy_to_user(tv, &b) {
+            return -e;
+        }
+    }
+    if tz != 0
+        && let Err(e) = copy_to_user(tz, &[0u8; 8])
+    {
+        return -e;
+    }
+    0
+}
+
+/// `time(t)`.
+pub fn time(t: u64) -> i64 {
+    let s = crate::kern::time::realtime_ns() / NS;
+    if t != 0
+        && let Err(e) = copy_to_user(t, &s.to_le_bytes())
+    {
+        return -e;
+    }
+    s as i64
+}
+
+/// Sleeps until `clock` reads `deadline` ns. A signal ends it early: then
+/// the time left is returned as the error.
+fn sleep_until_ns(clock: u64, deadline: u64) -> Result<(), u64> {
+    loop {
+        let now = clock_ns(clock).unwrap_or(deadline);
+        if now >= deadline {
+            break Ok(());
+        }
+        if proc::signal_pending() {
+            break Err(deadline - now);
+        }
+        let ms = (deadline - now).div_ceil(1_000_000);
+        crate::kern::sched::sleep_until(sleep_chan(), crate::kern::time::ticks() + ms, || true);
+    }
+}
+
+/// `pause()`: sleeps until a signal comes; always EINTR (every signal not
+/// ignored ends the process on the way out).
+pub fn pause() -> i64 {
+    match sleep_until_ns(CLOCK_MONOTONIC, u64::MAX) {
+        Ok(()) => 0,
+        Err(_) => -EINTR,
+    }
+}
+
+/// `nanosleep(req, rem)`.
+pub fn nanosleep(req: u64, rem: u64) -> i64 {
+    let ns = match get_timespec(req) {
+        Ok(ns) => ns,
+        Err(e) => return -e,
+    };
+    let start = crate::kern::time::monotonic_ns();
+    match sleep_until_ns(CLOCK_MONOTONIC, start.saturating_add(ns)) {
+        Ok(()) => 0,
+        Err(left) => {
+            if rem != 0 {
+                let _ = put_timespec(rem, left);
+            }
+            -EINTR
+        }
+    }
+}
+
+/// `clock_nanosleep(clock, flags, req, rem)`: relative, or TIMER_ABSTIME.
+pub fn clock_nanosleep(clock: u64, flags: u64, req: u64, rem: u64) -> i64 {
+    const TIMER_ABSTIME: u64 = 1;
+    match clock {
+        CLOCK_REALTIME | CLOCK_MONOTONIC | CLOCK_BOOTTIME => {}
+        CLOCK_PROCESS_CPUTIME_ID | CLOCK_THREAD_CPUTIME_ID => return -EINVAL,
+        _ => return -EINVAL,
+    }
+    if flags & !TIMER_ABSTIME != 0 {
+        return -EINVAL;
+    }
+    let ns = match get_timespec(req) {
+        Ok(ns) => ns,
+        Err(e) => return -e,
+    };
+    let now = clock_ns(clock).unwrap_or(0);
+    let deadline = if flags & TIMER_ABSTIME != 0 { ns } else { now.saturating_add(ns) };
+    match sleep_until_ns(clock, deadline) {
+        Ok(()) => 0,
+        Err(left) => {
+            if rem != 0 && flags & TIMER_ABSTIME == 0 {
+                let _ = put_timespec(rem, left);
+            }
+            -EINTR
+        }
+    }
+}
+
+/// `sched_yield()`.
+pub fn sched_yield() -> i64 {
+    crate::kern::sched::yield_now();
+    0
+}
+
+/// `getrlimit(resource, rlim)`.
+pub fn getrlimit(resource: u64, rlim: u64) -> i64 {
+    prlimit64(0, resource, 0, rlim)
+}
+
+/// `setrlimit(resource, rlim)`.
+pub fn setrlimit(resource: u64, rlim: u64) -> i64 {
+    prlimit64(0, resource, rlim, 0)
+}
+
+/// `prlimit64(pid, resource, new, old)`: reads the limit into `old` and
+/// sets it from `new` (either may be NULL), for the caller (pid 0) or any
+/// process. A soft limit above the hard one is EINVAL; a hard limit may be
+/// raised, as root may; `RLIMIT_NOFILE` stops at `NR_OPEN` (EPERM).
+pub fn prlimit64(pid: u64, resource: u64, new: u64, old: u64) -> i64 {
+    use proc::{NR_OPEN, RLIM_NLIMITS, RLIMIT_NOFILE, Rlimit};
+    if resource >= RLIM_NLIMITS as u64 {
+        return -EINVAL;
+    }
+    let r = resource as usize;
+    let new = if new != 0 {
+        let mut b = [0u8; 16];
+        if let Err(e) = copy_from_user(&mut b, new) {
+            return -e;
+        }
+        let l =
+            Rlimit { cur: u64::from_le_bytes(b[..8].try_into().unwrap()), max: u64::from_le_bytes(b[8..].try_into().unwrap()) };
+        if l.cur > l.max {
+            return -EINVAL;
+        }
+        if r == RLIMIT_NOFILE && l.max > NR_OPEN {
+            return -EPERM;
+        }
+        Some(l)
+    } else {
+        None
+    };
+    let target = match pid {
+        0 => proc::current(),
+        p if p > i32::MAX as u64 => return -ESRCH,
+        p => proc::by_pid(p),
+    };
+    let Some(target) = target else { return -ESRCH };
+    let was = {
+        let mut limits = target.limits.lock();
+        let was = limits[r];
+        if let Some(l) = new {
+            limits[r] = l;
+        }
+        was
+    };
+    if old != 0 {
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&was.cur.to_le_bytes());
+        b[8..].copy_from_slice(&was.max.to_le_bytes());
+        // As Linux: a bad `old` is EFAULT, the new limit set all the same.
+        if let Err(e) = copy_to_user(old, &b) {
+            return -e;
+        }
+    }
+    0
+}
+
+/// The process's exit status for messages and the host.
+pub fn status_line(s: Status) -> String {
+    match s {
+        Status::Exited(c) => alloc::format!("exited with status {c}"),
+        Status::Signaled(sig) => alloc::format!("killed by signal {sig}"),
+    }
+}
