@@ -65,7 +65,7 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     log::info!("kernel main reached");
 
     arch::gdt::init();
-    arch::trap::init();
+    arch::idt::init();
     arch::cpu::init();
     syscall::init();
 
@@ -136,7 +136,10 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     arch::watchdog::start();
     mount_root();
     mm::swap::init();
-    mm::pageout::init();
+    // What the VM's threads and faults need of processes, which are above
+    // them (so passed down, not imported).
+    mm::pageout::init(mm::pageout::ProcessOps { signal_pending: proc::signal_pending, kill_largest: proc::kill_largest });
+    mm::vmspace::set_stack_growth(proc::grow_stack);
 
     // Debug builds check the page invariants once the boot is complete.
     if cfg!(debug_assertions) {

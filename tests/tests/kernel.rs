@@ -554,9 +554,7 @@ fn gdb_vm_steps(images: &Images) -> Result<(), Failed> {
         word.and_then(|w| w.parse::<u64>().ok())
     };
     let (Some(n), Some(calls)) = (number(": "), number("instructions, ")) else { return fail("unreadable report") };
-    if !head.starts_with("kernel::mm::vmspace::page_fault:")
-        || !head.contains("returned to")
-        || !head.contains("<kernel::arch::trap::trap_dispatch>")
+    if !head.starts_with("kernel::mm::vmspace::page_fault:") || !head.contains("returned to") || !head.contains("<trap_dispatch>")
     {
         return fail("the report does not run from page_fault back into trap_dispatch");
     }

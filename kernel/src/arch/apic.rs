@@ -16,7 +16,7 @@ use volatile::VolatilePtr;
 use x86_64::instructions::port::Port;
 use x86_64::registers::model_specific::Msr;
 
-use super::trap::{VEC_SPURIOUS, VEC_TIMER};
+use super::trapframe::{VEC_SPURIOUS, VEC_TIMER};
 use crate::kern::time;
 
 const IA32_APIC_BASE: u32 = 0x1B;

@@ -19,6 +19,7 @@
 //! there; only guard-page hits are reported on this IST stack.
 
 use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use spin::Once;
 use x86_64::VirtAddr;
@@ -72,11 +73,19 @@ static GDT: Once<(GlobalDescriptorTable, Selectors)> = Once::new();
 pub const USER_DATA_SELECTOR: u16 = 0x18 | 3;
 pub const USER_CODE_SELECTOR: u16 = 0x20 | 3;
 
+/// The kernel stack top of the running thread, for the entries that switch
+/// stacks themselves: `syscall` (which switches no stack) and a page fault
+/// from user mode (which the CPU delivers on its IST stack). (interrupts
+/// off: written at a switch, read by the entries.)
+pub(crate) static KERNEL_STACK: AtomicU64 = AtomicU64::new(0);
+
 /// Sets the stack the CPU switches to on an interrupt or exception from user
-/// mode (TSS.RSP0). Call with interrupts off.
+/// mode (TSS.RSP0), and the one the system-call and page-fault entries
+/// switch to. Call with interrupts off (the scheduler, at a switch).
 pub fn set_kernel_stack(top: u64) {
     // SAFETY: see TssCell; a plain store to a field the CPU only reads.
     unsafe { (*TSS.0.get()).privilege_stack_table[0] = VirtAddr::new(top) };
+    KERNEL_STACK.store(top, Ordering::Relaxed);
 }
 
 /// Builds and loads the GDT and TSS. Called once, early in boot.

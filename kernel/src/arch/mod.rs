@@ -1,12 +1,16 @@
 //! Everything specific to x86_64: segments, traps, the local APIC, page tables.
 
 pub mod apic;
+pub mod breakpoint;
 pub mod cpu;
+pub mod direct_map;
 pub mod gdt;
+pub mod idt;
 pub mod ioapic;
 pub mod paging;
 pub mod pmap;
-pub mod trap;
+mod trap;
+pub mod trapframe;
 pub mod watchdog;
 
 /// Disables interrupts and halts forever.

@@ -14,7 +14,7 @@ use core::sync::atomic::Ordering;
 
 use x86_64::registers::control::Cr3;
 
-use crate::kern::memory::PHYS_OFFSET;
+use crate::arch::direct_map::PHYS_OFFSET;
 
 const PRESENT: u64 = 1;
 const HUGE: u64 = 1 << 7;

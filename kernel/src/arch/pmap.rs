@@ -42,7 +42,7 @@ use vm::zone::{KernelPages, NodeZone};
 use x86_64::registers::control::Cr3;
 use x86_64::registers::model_specific::{Efer, EferFlags};
 
-use crate::kern::memory::phys_to_virt;
+use crate::arch::direct_map::phys_to_virt;
 
 const P: u64 = 1 << 0;
 const RW: u64 = 1 << 1;

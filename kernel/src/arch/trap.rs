@@ -1,385 +1,22 @@
-//! Traps: the IDT, the assembly entry stubs and the dispatcher.
+//! The trap dispatcher: what each trap and interrupt does, once the entry
+//! stubs (`arch::idt`) have left a [`TrapFrame`]: page faults to the VM
+//! (or a user copy's recovery, or a report), the timer to the scheduler,
+//! device interrupts to the drivers, exceptions from user mode to a signal,
+//! and the rest to a panic report with every register and a backtrace.
 //!
-//! Every vector the kernel handles enters through a small stub that makes the
-//! stack look the same whatever the CPU pushed: it pushes a zero where the CPU
-//! pushes no error code, then the vector number, and jumps to `trap_common`,
-//! which saves the general registers and calls [`trap_dispatch`] with a pointer
-//! to the resulting [`TrapFrame`]. Returning from `trap_dispatch` restores the
-//! (possibly edited) frame and `iretq`s.
-//!
-//! ```text
-//!   high  ss, rsp, rflags, cs, rip     pushed by the CPU
-//!         error code                   by the CPU, or 0 by the stub
-//!         vector                       by the stub
-//!         rax rbx rcx rdx rsi rdi rbp
-//!   low   r8 .. r15                    by trap_common   <- &TrapFrame
-//! ```
-//!
-//! The x86-interrupt calling convention was rejected: it hides the general
-//! registers, which the fault report must print, and user mode will need one
-//! frame layout for traps, interrupts and system calls alike.
+//! Nothing imports this file (FreeBSD's `amd64/trap.c` has the same place):
+//! the entry calls [`trap_dispatch`] by its link name.
 
-use core::arch::naked_asm;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::Ordering;
 
-use spin::Once;
-use x86_64::VirtAddr;
-use x86_64::instructions::tables::lidt;
 use x86_64::registers::control::{Cr2, Cr3};
-use x86_64::structures::DescriptorTablePointer;
 
-use super::gdt;
+use super::breakpoint::{BREAKPOINTS, one_shot_breakpoint};
+use super::trapframe::*;
 
-/// The register state of an interrupted context, as the entry stubs leave it.
-#[repr(C)]
-#[derive(Clone, Debug, Default)]
-pub struct TrapFrame {
-    pub r15: u64,
-    pub r14: u64,
-    pub r13: u64,
-    pub r12: u64,
-    pub r11: u64,
-    pub r10: u64,
-    pub r9: u64,
-    pub r8: u64,
-    pub rbp: u64,
-    pub rdi: u64,
-    pub rsi: u64,
-    pub rdx: u64,
-    pub rcx: u64,
-    pub rbx: u64,
-    pub rax: u64,
-    pub vector: u64,
-    pub error: u64,
-    pub rip: u64,
-    pub cs: u64,
-    pub rflags: u64,
-    pub rsp: u64,
-    pub ss: u64,
-}
-
-// trap_common depends on this size to keep the stack 16-byte aligned at the call.
-const _: () = assert!(core::mem::size_of::<TrapFrame>() == 22 * 8);
-
-pub const VEC_DEBUG: u8 = 1;
-pub const VEC_NMI: u8 = 2;
-pub const VEC_BREAKPOINT: u8 = 3;
-pub const VEC_DOUBLE_FAULT: u8 = 8;
-pub const VEC_PAGE_FAULT: u8 = 14;
-pub const VEC_TIMER: u8 = 32;
-/// Device interrupts routed through the I/O APIC (`crate::dev`).
-pub const VEC_DEVICE: u8 = 48;
-pub const VEC_SPURIOUS: u8 = 255;
-
-/// Number of breakpoint (#BP) exceptions taken and returned from.
-pub static BREAKPOINTS: AtomicU64 = AtomicU64::new(0);
-
-/// Where the trap frame of the #DB raised by [`break_once_at`] was pushed
-/// (0: not raised since it was armed). (A)
-pub static BREAK_ONCE_FRAME: AtomicU64 = AtomicU64::new(0);
-
-/// Arms a one-shot hardware breakpoint (DR0) on the execution of `addr` in
-/// kernel mode: the #DB it raises records where its trap frame went (in
-/// [`BREAK_ONCE_FRAME`]), disarms it, and execution goes on at `addr`. For
-/// tests that need a trap at one exact instruction, which the timer cannot
-/// be made to hit. The breakpoint is the CPU's, not a thread's: arm it with
-/// interrupts off, just before the code that is to hit it.
-pub fn break_once_at(addr: u64) {
-    BREAK_ONCE_PREEMPT.store(false, Ordering::SeqCst);
-    arm_break_once(addr);
-}
-
-/// Whether the #DB of [`break_once_preempting`] is to preempt. (A)
-static BREAK_ONCE_PREEMPT: AtomicBool = AtomicBool::new(false);
-/// The thread that hit the breakpoint, and the RFLAGS it had there. (A)
-pub static BREAK_ONCE_THREAD: AtomicU64 = AtomicU64::new(0);
-pub static BREAK_ONCE_RFLAGS: AtomicU64 = AtomicU64::new(0);
-
-/// As [`break_once_at`], and the #DB then does what a timer interrupt at
-/// `addr` whose time slice is over would do: preempt the thread, if a timer
-/// interrupt could come there (interrupts on) and the scheduler allows it.
-/// For tests of what a preemption at one exact instruction does.
-pub fn break_once_preempting(addr: u64) {
-    BREAK_ONCE_PREEMPT.store(true, Ordering::SeqCst);
-    arm_break_once(addr);
-}
-
-fn arm_break_once(addr: u64) {
-    BREAK_ONCE_FRAME.store(0, Ordering::SeqCst);
-    // SAFETY: DR0 and DR7 are writable at CPL 0. DR7 = L0 with R/W0 = LEN0
-    // = 0 makes DR0 an instruction breakpoint, local to this context; the
-    // #DB handler (`one_shot_breakpoint`) clears DR7 again.
-    unsafe {
-        core::arch::asm!("mov dr0, {}", in(reg) addr, options(nostack));
-        core::arch::asm!("mov dr7, {}", in(reg) 1u64, options(nostack));
-    }
-}
-
-/// The #DB of [`break_once_at`], if `tf` is one (DR6.B0 in kernel mode):
-/// disarms the breakpoint, records the frame and returns true.
-fn one_shot_breakpoint(tf: &TrapFrame) -> bool {
-    let dr6: u64;
-    // SAFETY: reading DR6 at CPL 0 has no side effect.
-    unsafe { core::arch::asm!("mov {}, dr6", out(reg) dr6, options(nostack)) };
-    if tf.cs & 3 != 0 || dr6 & 1 == 0 {
-        return false;
-    }
-    // SAFETY: clearing DR7 disables every breakpoint; DR6's status bits
-    // are cleared for the next #DB (its reserved bits read as 1).
-    unsafe {
-        core::arch::asm!("mov dr7, {}", in(reg) 0u64, options(nostack));
-        core::arch::asm!("mov dr6, {}", in(reg) 0xFFFF_0FF0u64, options(nostack));
-    }
-    BREAK_ONCE_FRAME.store(tf as *const TrapFrame as u64, Ordering::SeqCst);
-    BREAK_ONCE_THREAD.store(crate::kern::sched::current(), Ordering::SeqCst);
-    BREAK_ONCE_RFLAGS.store(tf.rflags, Ordering::SeqCst);
-    const IF: u64 = 1 << 9;
-    if BREAK_ONCE_PREEMPT.swap(false, Ordering::SeqCst) && tf.rflags & IF != 0 {
-        crate::kern::sched::preempt_now();
-    }
-    true
-}
-
-/// Names of the architectural exceptions, by vector.
-pub fn exception_name(vector: u8) -> (&'static str, &'static str) {
-    match vector {
-        0 => ("#DE", "divide error"),
-        1 => ("#DB", "debug"),
-        2 => ("NMI", "non-maskable interrupt"),
-        3 => ("#BP", "breakpoint"),
-        4 => ("#OF", "overflow"),
-        5 => ("#BR", "bound range exceeded"),
-        6 => ("#UD", "invalid opcode"),
-        7 => ("#NM", "device not available"),
-        8 => ("#DF", "double fault"),
-        9 => ("", "coprocessor segment overrun"),
-        10 => ("#TS", "invalid TSS"),
-        11 => ("#NP", "segment not present"),
-        12 => ("#SS", "stack-segment fault"),
-        13 => ("#GP", "general protection fault"),
-        14 => ("#PF", "page fault"),
-        16 => ("#MF", "x87 floating-point error"),
-        17 => ("#AC", "alignment check"),
-        18 => ("#MC", "machine check"),
-        19 => ("#XM", "SIMD floating-point exception"),
-        20 => ("#VE", "virtualization exception"),
-        21 => ("#CP", "control protection exception"),
-        28 => ("#HV", "hypervisor injection exception"),
-        29 => ("#VC", "VMM communication exception"),
-        30 => ("#SX", "security exception"),
-        32..=255 => ("", "interrupt"),
-        _ => ("", "reserved exception"),
-    }
-}
-
-macro_rules! stub {
-    // The CPU pushed an error code: only the vector is missing.
-    (err $name:ident $vec:literal) => {
-        #[unsafe(naked)]
-        unsafe extern "C" fn $name() {
-            naked_asm!("push {v}", "jmp {common}", v = const $vec, common = sym trap_common)
-        }
-    };
-    // The page fault: see `pf_entry`.
-    (pf $name:ident $vec:literal) => {
-        #[unsafe(naked)]
-        unsafe extern "C" fn $name() {
-            naked_asm!("jmp {entry}", entry = sym pf_entry)
-        }
-    };
-    // No error code: push a zero in its place.
-    (noerr $name:ident $vec:literal) => {
-        #[unsafe(naked)]
-        unsafe extern "C" fn $name() {
-            naked_asm!("push 0", "push {v}", "jmp {common}", v = const $vec, common = sym trap_common)
-        }
-    };
-}
-
-macro_rules! stubs {
-    ($($kind:ident $vec:literal $name:ident),* $(,)?) => {
-        $( stub!($kind $name $vec); )*
-        /// Entry stub of each handled vector.
-        static STUBS: &[(u8, unsafe extern "C" fn())] = &[$(($vec, $name)),*];
-    };
-}
-
-// Error codes: #DF 8, #TS 10, #NP 11, #SS 12, #GP 13, #PF 14, #AC 17, #CP 21,
-// #VC 29, #SX 30 (Intel SDM vol. 3, table 6-1).
-stubs! {
-    noerr 0 vec0, noerr 1 vec1, noerr 2 vec2, noerr 3 vec3, noerr 4 vec4, noerr 5 vec5,
-    noerr 6 vec6, noerr 7 vec7, err 8 vec8, noerr 9 vec9, err 10 vec10, err 11 vec11,
-    err 12 vec12, err 13 vec13, pf 14 vec14, noerr 15 vec15, noerr 16 vec16,
-    err 17 vec17, noerr 18 vec18, noerr 19 vec19, noerr 20 vec20, err 21 vec21,
-    noerr 22 vec22, noerr 23 vec23, noerr 24 vec24, noerr 25 vec25, noerr 26 vec26,
-    noerr 27 vec27, noerr 28 vec28, err 29 vec29, err 30 vec30, noerr 31 vec31,
-    noerr 32 vec32, noerr 48 vec48, noerr 255 vec255,
-}
-
-/// The page-fault entry. The CPU delivers #PF on its own IST stack, so that
-/// a kernel stack overflow (a fault on the guard page, with no stack left to
-/// push a frame on) is still reported. Every other fault moves its frame to
-/// the interrupted stack and is handled there, where the handler may sleep
-/// (waiting for a busy page or for I/O) like any thread.
-///
-/// A fault counts as a stack overflow when CR2 lies from 8 KiB below the
-/// interrupted RSP to 64 bytes above it: an access just below the stack
-/// pointer, as pushes and new frames make.
-#[unsafe(naked)]
-unsafe extern "C" fn pf_entry() {
-    naked_asm!(
-        // IST stack: [rsp] error, rip, cs, rflags, rsp (+32), ss.
-        "push rax",
-        "push rcx",
-        // From user mode: handle it on the thread's kernel stack.
-        "test qword ptr [rsp + 32], 3",
-        "jz 3f",
-        "mov rcx, [rip + {kstack}]",
-        "jmp 4f",
-        "3:",
-        "mov rax, cr2",
-        "mov rcx, [rsp + 48]",      // the interrupted RSP
-        "sub rcx, rax",
-        "add rcx, 64",
-        "cmp rcx, 8192 + 64",
-        "jb 2f",                    // looks like an overflow: stay on the IST
-        // New frame base on the interrupted stack, 16-byte aligned as the
-        // CPU would have made it.
-        "mov rcx, [rsp + 48]",
-        "4:",
-        "and rcx, -16",
-        "sub rcx, 48",
-        "mov rax, [rsp + 16]", "mov [rcx], rax",        // error code
-        "mov rax, [rsp + 24]", "mov [rcx + 8], rax",    // rip
-        "mov rax, [rsp + 32]", "mov [rcx + 16], rax",   // cs
-        "mov rax, [rsp + 40]", "mov [rcx + 24], rax",   // rflags
-        "mov rax, [rsp + 48]", "mov [rcx + 32], rax",   // rsp
-        "mov rax, [rsp + 56]", "mov [rcx + 40], rax",   // ss
-        "mov rax, [rsp]", "mov [rcx - 16], rax",        // saved rcx, popped first
-        "mov rax, [rsp + 8]", "mov [rcx - 8], rax",     // saved rax
-        "lea rsp, [rcx - 16]",
-        "2:",
-        "pop rcx",
-        "pop rax",
-        "push 14",
-        "jmp {common}",
-        common = sym trap_common,
-        kstack = sym crate::syscall::KERNEL_STACK,
-    )
-}
-
-/// Saves the general registers, calls [`trap_dispatch`], restores, returns.
-///
-/// On entry the stack holds the hardware frame, an error code and the vector
-/// (56 bytes above a 16-byte aligned boundary: the CPU aligns RSP before it
-/// pushes in long mode). Fifteen pushes make 176 bytes, so RSP is aligned again
-/// at the `call`, as the System V ABI requires.
-#[unsafe(naked)]
-unsafe extern "C" fn trap_common() {
-    naked_asm!(
-        "push rax", "push rbx", "push rcx", "push rdx", "push rsi", "push rdi", "push rbp",
-        "push r8", "push r9", "push r10", "push r11", "push r12", "push r13", "push r14",
-        "push r15",
-        "mov rdi, rsp",
-        "cld",
-        "call {dispatch}",
-        "jmp {ret}",
-        dispatch = sym trap_dispatch,
-        ret = sym trap_return,
-    )
-}
-
-/// Restores the registers of the `TrapFrame` at RSP and returns from the
-/// trap with `iretq`: the end of `trap_common`, and how a new process
-/// thread first enters user mode with a frame it was given
-/// (`process::resume_user`).
-#[unsafe(naked)]
-pub unsafe extern "C" fn trap_return() -> ! {
-    naked_asm!(
-        "pop r15",
-        "pop r14",
-        "pop r13",
-        "pop r12",
-        "pop r11",
-        "pop r10",
-        "pop r9",
-        "pop r8",
-        "pop rbp",
-        "pop rdi",
-        "pop rsi",
-        "pop rdx",
-        "pop rcx",
-        "pop rbx",
-        "pop rax",
-        "add rsp, 16",
-        "iretq",
-    )
-}
-
-/// One interrupt-gate descriptor of the IDT.
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct Gate {
-    offset_low: u16,
-    selector: u16,
-    ist: u8,
-    attributes: u8,
-    offset_mid: u16,
-    offset_high: u32,
-    reserved: u32,
-}
-
-const _: () = assert!(core::mem::size_of::<Gate>() == 16);
-
-impl Gate {
-    const MISSING: Gate = Gate { offset_low: 0, selector: 0, ist: 0, attributes: 0, offset_mid: 0, offset_high: 0, reserved: 0 };
-
-    /// A present 64-bit interrupt gate (interrupts stay disabled in the handler).
-    fn interrupt(handler: u64, selector: u16, ist: u16, dpl: u8) -> Gate {
-        Gate {
-            offset_low: handler as u16,
-            selector,
-            ist: ist as u8,
-            attributes: 0x80 | (dpl << 5) | 0xE,
-            offset_mid: (handler >> 16) as u16,
-            offset_high: (handler >> 32) as u32,
-            reserved: 0,
-        }
-    }
-}
-
-#[repr(C, align(16))]
-struct Idt([Gate; 256]);
-
-static IDT: Once<Idt> = Once::new();
-
-/// Builds and loads the IDT. Needs the GDT (for the code selector and the IST).
-pub fn init() {
-    let idt = IDT.call_once(|| {
-        let cs = gdt::kernel_code_selector();
-        let mut gates = [Gate::MISSING; 256];
-        for &(vector, stub) in STUBS {
-            let ist = match vector {
-                VEC_DOUBLE_FAULT => gdt::IST_DOUBLE_FAULT,
-                2 => gdt::IST_NMI,
-                VEC_PAGE_FAULT => gdt::IST_PAGE_FAULT,
-                18 => gdt::IST_MACHINE_CHECK,
-                _ => 0,
-            };
-            // int3 may be used from user mode once there is one.
-            let dpl = if vector == VEC_BREAKPOINT { 3 } else { 0 };
-            gates[vector as usize] = Gate::interrupt(stub as usize as u64, cs, ist, dpl);
-        }
-        Idt(gates)
-    });
-    let ptr =
-        DescriptorTablePointer { limit: (core::mem::size_of::<Idt>() - 1) as u16, base: VirtAddr::new(idt as *const Idt as u64) };
-    // SAFETY: the table lives in a static, and every present gate points at an
-    // entry stub above that leaves a TrapFrame and calls trap_dispatch.
-    unsafe { lidt(&ptr) };
-}
-
-/// Called by `trap_common` for every trap and interrupt, interrupts disabled.
+/// Called by `trap_common` (`arch::idt`) for every trap and interrupt,
+/// interrupts disabled.
+#[unsafe(no_mangle)]
 extern "C" fn trap_dispatch(tf: &mut TrapFrame) {
     // Whatever the interrupted code allowed, the handler gets no access to
     // user pages (iretq restores the interrupted RFLAGS.AC).
@@ -462,7 +99,7 @@ fn page_fault(tf: &mut TrapFrame) {
 #[cold]
 #[inline(never)]
 fn smap_violation(tf: &mut TrapFrame, cr2: u64) {
-    if crate::syscall::recover_user_copy(tf) {
+    if crate::syscall::uaccess::recover_user_copy(tf) {
         return;
     }
     {
@@ -517,7 +154,7 @@ fn page_fault_unresolved(tf: &mut TrapFrame, cr2: u64, e: Option<vm::fault::Faul
             };
             crate::proc::kill_current(signal, format_args!("{access}{what}"), cr2, tf.rip)
         }
-        _ if crate::syscall::recover_user_copy(tf) => {}
+        _ if crate::syscall::uaccess::recover_user_copy(tf) => {}
         Some(e) => {
             {
                 let mut w = crate::kern::serial::panic_writer();
@@ -642,7 +279,7 @@ mod tests {
     /// the frame on the running stack; execution goes on.
     #[ktest]
     fn one_shot_breakpoint_traps_once() {
-        use super::{BREAK_ONCE_FRAME, break_once_at};
+        use crate::arch::breakpoint::{BREAK_ONCE_FRAME, break_once_at};
 
         #[inline(never)]
         fn target(x: u64) -> u64 {

@@ -19,7 +19,7 @@ use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use x86_64::instructions::port::Port;
 
-use super::trap::TrapFrame;
+use super::trapframe::TrapFrame;
 
 /// NMIs per second.
 pub const NMI_HZ: u32 = 20;

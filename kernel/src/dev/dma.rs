@@ -25,8 +25,9 @@ use core::ptr::NonNull;
 use virtio_drivers::{BufferDirection, Hal, PhysAddr};
 use vm::phys::AllocFlags;
 
+use crate::arch::direct_map::phys_to_virt;
 use crate::arch::paging::translate;
-use crate::kern::memory::{PAGE_SIZE, phys_to_virt};
+use crate::kern::memory::PAGE_SIZE;
 
 /// The `Hal` of every virtio device of the kernel.
 pub struct KernelHal;

@@ -3,7 +3,7 @@
 //!
 //! At boot, [`init`] finds the I/O APIC, then the devices on PCI. Device
 //! interrupts come in through the I/O APIC on one vector,
-//! [`crate::arch::trap::VEC_DEVICE`], whose handler calls [`interrupt`]:
+//! [`crate::arch::trapframe::VEC_DEVICE`], whose handler calls [`interrupt`]:
 //! every driver checks its own devices' interrupt status there, so lines
 //! may be shared. With no I/O APIC the drivers poll.
 
@@ -17,7 +17,7 @@ pub mod virtio_blk;
 /// page allocator and the local APIC are up, with interrupts still off.
 pub fn init(phys_offset: u64) {
     let ioapic = crate::arch::ioapic::init(phys_offset).is_ok();
-    virtio_blk::probe(ioapic, crate::arch::trap::VEC_DEVICE);
+    virtio_blk::probe(ioapic, crate::arch::trapframe::VEC_DEVICE);
 }
 
 /// The device-interrupt handler (interrupts off; the caller sends the EOI).

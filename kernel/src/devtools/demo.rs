@@ -156,7 +156,7 @@ pub fn run_program() {
     }
     let name = argv[0].rsplit('/').next().unwrap_or("program").to_string();
     if let Ok(input) = crate::dev::fw_cfg::read_file("opt/run/stdin", 64 << 20) {
-        crate::syscall::proc::set_console_input(input.leak());
+        crate::fs::console::set_input(input.leak());
     }
     let path = alloc::format!("/run/{name}");
     crate::proc::programs::add(path.clone(), program);

@@ -206,7 +206,7 @@ pub fn exception_taken(vector: u8, cr2: u64) -> ! {
             let _ = writeln!(w, "ktest: FAILED {i} {} {us}us exception {vector} at {cr2:#x}, expected at {want_cr2:#x}", Name(t));
         }
         _ => {
-            let (mnemonic, name) = crate::arch::trap::exception_name(vector);
+            let (mnemonic, name) = crate::arch::trapframe::exception_name(vector);
             let _ = writeln!(w, "ktest: FAILED {i} {} {us}us exception {vector} {mnemonic} {name}", Name(t));
         }
     }

@@ -23,6 +23,8 @@
 //! Unlinking a file that is still open keeps its inode until the last close
 //! (ext2's `unlink_keep` then `release`), as Unix does.
 
+pub mod console;
+
 use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
 use alloc::sync::Arc;
@@ -580,30 +582,6 @@ pub fn drop_unused() {
     if let Some(m) = root() {
         m.drop_unused();
     }
-}
-
-/// The program at `path` for `execve`: its vnode (the loader maps its
-/// pages from the vnode's object, so text is paged in on demand) and its
-/// first bytes, which hold the ELF headers.
-pub fn program(path: &[u8]) -> Result<crate::proc::image::Image, FsError> {
-    /// Enough for the ELF header and the program headers of any sane binary.
-    const HEAD: u64 = 16 * 1024;
-    let m = root().ok_or(FsError::NotFound)?;
-    let (ino, st) = {
-        let mut fs = m.fs.lock();
-        let ino = fs.lookup(path)?;
-        (ino, fs.stat(ino)?)
-    };
-    if st.mode & 0o170000 != 0o100000 {
-        return Err(FsError::IsDir);
-    }
-    let vnode = m.vnode(ino, st.size)?;
-    // The head through the vnode's own coherence rule: mapped writes first.
-    vnode.flush(0, HEAD)?;
-    let mut head = crate::proc::image::AlignedBytes::zeroed(st.size.min(HEAD) as usize).ok_or(FsError::NoSpace)?;
-    let n = m.fs.lock().read(ino, 0, head.as_mut_slice())?;
-    head.truncate(n);
-    Ok(crate::proc::image::Image::File { vnode, head: Arc::new(head), len: st.size })
 }
 
 mod tests {

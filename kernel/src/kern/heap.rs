@@ -48,14 +48,14 @@
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::{self, NonNull};
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use linked_list_allocator::Heap;
 use vm::phys::AllocFlags;
 use vm::zone::Keg;
 use x86_64::instructions::interrupts;
 
-use crate::kern::memory::{self, EARLY_FRAMES, PAGE_SIZE, PhysRange};
+use crate::kern::memory::{EARLY_FRAMES, PAGE_SIZE, PhysRange};
 use crate::kern::sync::IrqMutex;
 
 /// Size of the boot arena: what the kernel allocates before the page
@@ -238,10 +238,25 @@ fn held_point() {
 /// Gives `pages` pages from `addr` (a slab or a page run) back to the page
 /// allocator. Interrupts on, the heap's lock not held.
 /// How the heap takes pages: as an ordinary allocation, which leaves the
-/// reserve alone, except in the pageout threads, which may use it
-/// ([`crate::mm::pageout::in_daemon`]).
+/// reserve alone, except in the threads given the reserve
+/// ([`let_use_reserve`]: the pageout threads).
 fn page_flags() -> AllocFlags {
-    if crate::mm::pageout::in_daemon() { AllocFlags::UNMANAGED | AllocFlags::SYSTEM } else { AllocFlags::UNMANAGED }
+    let me = crate::kern::sched::current();
+    let reserved = me != 0 && RESERVE_THREADS.iter().any(|t| t.load(Ordering::Relaxed) == me);
+    if reserved { AllocFlags::UNMANAGED | AllocFlags::SYSTEM } else { AllocFlags::UNMANAGED }
+}
+
+/// The threads whose heap pages may come from the page reserve (0: free
+/// slot). (A; Relaxed: filled once at boot, before any allocation of
+/// theirs.)
+static RESERVE_THREADS: [AtomicU64; 4] = [const { AtomicU64::new(0) }; 4];
+
+/// Lets `thread`'s heap allocations take pages from the reserve, as
+/// FreeBSD's pagedaemon does: the pageout daemon and the laundry thread,
+/// which free memory and must not wait for memory to do it. False when
+/// every slot is taken.
+pub fn let_use_reserve(thread: crate::kern::sched::ThreadId) -> bool {
+    RESERVE_THREADS.iter().any(|t| t.compare_exchange(0, thread, Ordering::Relaxed, Ordering::Relaxed).is_ok())
 }
 
 fn release_pages(addr: *mut u8, pages: usize) {
@@ -420,7 +435,7 @@ pub enum HeapError {
 /// Takes the boot arena's frames and hands them to the allocator.
 pub fn init() -> Result<PhysRange, HeapError> {
     let range = EARLY_FRAMES.lock().alloc_contiguous(HEAP_SIZE / PAGE_SIZE).ok_or(HeapError::NoMemory)?;
-    let start = memory::phys_to_virt(range.start);
+    let start = crate::arch::direct_map::phys_to_virt(range.start);
     let len = range.len() as usize;
     let mut g = ALLOCATOR.inner.lock();
     // SAFETY: the frames were just taken from the early allocator, which never
@@ -656,7 +671,7 @@ mod tests {
     fn no_thread_is_preempted_holding_the_heap() {
         use core::sync::atomic::{AtomicBool, Ordering};
 
-        use crate::arch::trap::{BREAK_ONCE_FRAME, BREAK_ONCE_RFLAGS, BREAK_ONCE_THREAD, break_once_preempting};
+        use crate::arch::breakpoint::{BREAK_ONCE_FRAME, BREAK_ONCE_RFLAGS, BREAK_ONCE_THREAD, break_once_preempting};
 
         static DONE: AtomicBool = AtomicBool::new(false);
         DONE.store(false, Ordering::SeqCst);

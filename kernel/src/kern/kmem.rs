@@ -42,7 +42,7 @@ use vm::phys::AllocFlags;
 use vm::sync::Mutex;
 use x86_64::registers::control::Cr3;
 
-use crate::kern::memory::phys_to_virt;
+use crate::arch::direct_map::phys_to_virt;
 
 const PAGE: u64 = 4096;
 const P: u64 = 1 << 0;

@@ -1,23 +1,21 @@
 //! Physical memory at boot: the bootloader's memory map, the direct map, and
 //! the frames taken before the VM's page allocator exists.
 //!
-//! The bootloader maps all physical memory (and at least the first 4 GiB, for
-//! device registers) at [`PHYS_OFFSET`]; the kernel reaches any frame's
-//! contents at `PHYS_OFFSET + physical address`. Until the physical allocator
+//! The bootloader maps all physical memory at [`PHYS_OFFSET`] (the direct
+//! map, `arch::direct_map`), which is set here. Until the physical allocator
 //! of `vm` takes over, frames come from [`EarlyFrames`], a bump allocator over
 //! the usable regions whose allocations are never returned: the kernel heap
 //! is the first of them.
 
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::Ordering;
 
 use bootloader_api::info::{MemoryRegion, MemoryRegionKind};
 use spin::Once;
 use vm::sync::Mutex;
 
-pub const PAGE_SIZE: u64 = 4096;
+use crate::arch::direct_map::{PHYS_OFFSET, phys_to_virt};
 
-/// Virtual address of physical address 0 in the direct map. (C) set once at boot.
-pub static PHYS_OFFSET: AtomicU64 = AtomicU64::new(0);
+pub const PAGE_SIZE: u64 = 4096;
 
 /// The bootloader's memory map. (C) set once at boot.
 static REGIONS: Once<&'static [MemoryRegion]> = Once::new();
@@ -33,11 +31,6 @@ impl PhysRange {
     pub fn len(&self) -> u64 {
         self.end - self.start
     }
-}
-
-/// Kernel virtual address of a physical address, through the direct map.
-pub fn phys_to_virt(phys: u64) -> u64 {
-    PHYS_OFFSET.load(Ordering::Relaxed) + phys
 }
 
 /// The bootloader's memory map.

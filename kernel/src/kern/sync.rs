@@ -331,7 +331,7 @@ mod tests {
 
     /// A plain lock taken with interrupts off is caught, with the place:
     /// a holder preempted with it would hang this CPU.
-    #[ktest(should_panic = "taken with interrupts off at kernel/src/sync.rs")]
+    #[ktest(should_panic = "taken with interrupts off at kernel/src/kern/sync.rs")]
     fn a_plain_lock_taken_with_interrupts_off_panics() {
         let m = vm::sync::Mutex::new(());
         drop(m.lock());
@@ -339,7 +339,7 @@ mod tests {
     }
 
     /// A plain lock taken in an interrupt handler is caught, with the place.
-    #[ktest(should_panic = "taken with interrupts off at kernel/src/sync.rs")]
+    #[ktest(should_panic = "taken with interrupts off at kernel/src/kern/sync.rs")]
     fn a_plain_lock_in_an_interrupt_handler_panics() {
         let m = vm::sync::Mutex::new(());
         drop(m.lock());

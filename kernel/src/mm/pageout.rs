@@ -35,20 +35,6 @@ static LAUNDRY_CHAN: u8 = 0;
 static FREE_CHAN: u8 = 0;
 static NAP_CHAN: u8 = 0;
 
-/// The daemon's and the laundry thread's ids (0 before they start). (A;
-/// Relaxed: set once at boot, before any page-out.)
-static DAEMON_THREADS: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
-
-/// Whether the current thread is the pageout daemon or the laundry thread.
-/// Their allocations may take the reserve (as FreeBSD's pagedaemon's do):
-/// they free memory, and what they need to do it (a swap block record, a
-/// transfer buffer, a slab of the heap for either) must not wait for
-/// memory to be freed by themselves.
-pub fn in_daemon() -> bool {
-    let me = sched::current();
-    me != 0 && DAEMON_THREADS.iter().any(|t| t.load(Ordering::Relaxed) == me)
-}
-
 fn chan(c: &'static u8) -> usize {
     c as *const u8 as usize
 }
@@ -103,9 +89,27 @@ const STUCK_TICKS: u64 = 10 * time::HZ;
 /// Swap with fewer free blocks than this counts as full.
 const SWAP_LOW: u64 = 4 * vm::pageout::CLUSTER as u64;
 
+/// What the pageout threads need of processes, which are above them:
+/// given by [`init`].
+pub struct ProcessOps {
+    /// Whether the current thread's process has a signal to act on (a
+    /// wait for memory then ends, so that a killed process can go).
+    pub signal_pending: fn() -> bool,
+    /// Kills the process with the largest resident set, saying why (the
+    /// memory situation, given); false when there is none to kill.
+    pub kill_largest: fn(core::fmt::Arguments) -> bool,
+}
+
+static OPS: spin::Once<ProcessOps> = spin::Once::new();
+
+fn ops() -> &'static ProcessOps {
+    OPS.get().expect("pageout used before init")
+}
+
 /// Sets the free-page levels, installs the allocator's wakeup and the
 /// fault path's wait, and starts the two threads.
-pub fn init() {
+pub fn init(ops: ProcessOps) {
+    OPS.call_once(|| ops);
     let pm = vm::global();
     let pages = pm.free_count();
     let reserve = (pages / 128).max(64);
@@ -114,10 +118,11 @@ pub fn init() {
     vm::phys::set_pageout_wakeup(|| NEEDED.store(true, Ordering::Release));
     vm::set_vm_wait(vm_wait);
     match (sched::spawn_detached("pagedaemon", daemon), sched::spawn_detached("laundry", laundry)) {
-        (Some(d), Some(l)) => {
-            DAEMON_THREADS[0].store(d, Ordering::Relaxed);
-            DAEMON_THREADS[1].store(l, Ordering::Relaxed);
-        }
+        // Their heap allocations may take the reserve (as FreeBSD's
+        // pagedaemon's do): they free memory, and what they need to do it
+        // (a swap block record, a slab of the heap for one) must not wait
+        // for memory to be freed by themselves.
+        (Some(d), Some(l)) => assert!(crate::kern::heap::let_use_reserve(d) && crate::kern::heap::let_use_reserve(l)),
         _ => panic!("cannot start the pageout threads"),
     }
     log::info!(
@@ -138,7 +143,7 @@ fn levels() -> (u64, u64, u64) {
 /// second; without a shortage, just a moment. False when the waiting
 /// process is being killed.
 fn vm_wait() -> bool {
-    if crate::proc::signal_pending() {
+    if (ops().signal_pending)() {
         return false;
     }
     let (free, reserve, target) = levels();
@@ -151,7 +156,7 @@ fn vm_wait() -> bool {
         // daemon pass wakes us to look), a tenth of a second at most.
         let enough = comfortable(reserve, target);
         let deadline = time::ticks() + IDLE_TICKS;
-        while levels().0 < enough && time::ticks() < deadline && !crate::proc::signal_pending() {
+        while levels().0 < enough && time::ticks() < deadline && !(ops().signal_pending)() {
             NEEDED.store(true, Ordering::Release);
             sched::wakeup(chan(&DAEMON_CHAN));
             // (The condition runs under the scheduler's lock with
@@ -160,7 +165,7 @@ fn vm_wait() -> bool {
             sched::sleep_until(chan(&FREE_CHAN), deadline, || true);
         }
     }
-    !crate::proc::signal_pending()
+    !(ops().signal_pending)()
 }
 
 /// Free pages comfortably above the reserve: what a waiting fault waits
@@ -343,24 +348,14 @@ pub fn report_shortage() {
 /// Out of memory with nothing to free: kills the process with the largest
 /// resident set.
 fn oom_kill() {
-    // The largest; init (pid 1, when it is init) last of all.
-    let is_init = |p: &crate::proc::Process| p.pid == 1 && p.name.lock().as_str() == "init";
-    let victim = crate::proc::all().into_iter().max_by_key(|p| (!is_init(p), p.resident_pages()));
-    let Some(p) = victim else {
-        log::warn!("pageout: out of memory, and no process to kill");
-        return;
-    };
     let (free, reserve, _) = levels();
-    crate::kprintln!(
-        "pid {} ({}): killed: out of memory ({} resident pages; {free} free, reserve {reserve}; swap {})",
-        p.pid,
-        p.name.lock().as_str(),
-        p.resident_pages(),
-        crate::mm::swap::swap()
-            .map_or_else(|| alloc::string::String::from("none"), |s| alloc::format!("{} of {} pages free", s.avail(), s.pages()))
-    );
-    COUNTERS.oom_kills.fetch_add(1, Ordering::Relaxed);
-    crate::proc::send_signal(&p, crate::proc::SIGKILL);
+    let (avail, pages) = crate::mm::swap::swap().map_or((0, 0), |s| (s.avail(), s.pages()));
+    let why = format_args!("{free} free, reserve {reserve}; swap {avail} of {pages} pages free");
+    if (ops().kill_largest)(why) {
+        COUNTERS.oom_kills.fetch_add(1, Ordering::Relaxed);
+    } else {
+        log::warn!("pageout: out of memory, and no process to kill");
+    }
 }
 
 mod tests;

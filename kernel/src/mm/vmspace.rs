@@ -15,7 +15,7 @@ use vm::pmap::{PmapError, Prot};
 use vm::sync::Mutex;
 
 use crate::arch::pmap::{USER_END, X86Pmap};
-use crate::arch::trap::TrapFrame;
+use crate::arch::trapframe::TrapFrame;
 
 /// An address space.
 pub struct AddressSpace {
@@ -23,8 +23,16 @@ pub struct AddressSpace {
     pub pmap: Arc<X86Pmap>,
 }
 
-/// The active address space (null: none). (A)
-static CURRENT: AtomicPtr<AddressSpace> = AtomicPtr::new(core::ptr::null_mut());
+/// Grows the current process's stack to cover an address (processes are
+/// above address spaces: given by [`set_stack_growth`]).
+static STACK_GROWTH: spin::Once<fn(u64) -> bool> = spin::Once::new();
+
+/// Sets what a fault below a process's stack calls to grow it: `grow`
+/// returns whether it did (the fault is then retried).
+pub fn set_stack_growth(grow: fn(u64) -> bool) {
+    STACK_GROWTH.call_once(|| grow);
+}
+
 /// Page faults resolved by the VM. (A)
 pub static FAULTS: AtomicU64 = AtomicU64::new(0);
 /// The faults resolved, by what they took. (A)
@@ -101,12 +109,6 @@ fn new_pmap() -> Result<Arc<X86Pmap>, PmapError> {
     }
 }
 
-/// Called by the scheduler at each switch: the address space whose page
-/// faults the VM handles (0: none).
-pub fn set_current(space: usize) {
-    CURRENT.store(space as *mut AddressSpace, Ordering::SeqCst);
-}
-
 impl AddressSpace {
     /// The child's address space for a fork: shared entries shared, copied
     /// entries copy-on-write in both.
@@ -149,11 +151,11 @@ pub fn page_fault(tf: &TrapFrame, cr2: u64) -> Result<(), Option<FaultError>> {
     if !null.is_null() && unsafe { &*null }.unhide(cr2) {
         return Ok(());
     }
-    let space = CURRENT.load(Ordering::SeqCst);
+    let space = crate::kern::sched::current_space() as *const AddressSpace;
     if space.is_null() {
         return Err(None);
     }
-    // SAFETY: CURRENT is set only while an `Active` guard holds a reference
+    // SAFETY: the thread's space is set only while an `Active` guard holds a reference
     // to the address space.
     let space = unsafe { &*space };
     let access = if tf.error & 2 != 0 {
@@ -175,7 +177,7 @@ pub fn page_fault(tf: &TrapFrame, cr2: u64) -> Result<(), Option<FaultError>> {
     let t0 = clock.map_or(0, |c| c());
     let mut r = fault(&space.map, cr2, access, false);
     // Below a process's stack: grow it (within its limit) and try again.
-    if r == Err(FaultError::NoEntry) && crate::proc::grow_stack(cr2) {
+    if r == Err(FaultError::NoEntry) && STACK_GROWTH.get().is_some_and(|grow| grow(cr2)) {
         r = fault(&space.map, cr2, access, false);
     }
     if let Some(c) = clock {

@@ -28,7 +28,7 @@ use xmas_elf::program::{ProgramHeader, Type};
 
 use crate::kern::kmem::KBuf;
 use crate::mm::vmspace::AddressSpace;
-use crate::syscall::copy_to_user;
+use crate::syscall::uaccess::copy_to_user;
 
 const PAGE: u64 = 4096;
 

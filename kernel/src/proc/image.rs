@@ -6,6 +6,8 @@
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 
+use pager::ext2::FsError;
+
 use crate::kern::kmem::KBuf;
 
 /// Bytes in an 8-byte aligned buffer: a heap block when small, pages in
@@ -114,4 +116,28 @@ impl Image {
             }
         }
     }
+}
+
+/// The program at `path` for `execve`: its vnode (the loader maps its
+/// pages from the vnode's object, so text is paged in on demand) and its
+/// first bytes, which hold the ELF headers.
+pub fn program(path: &[u8]) -> Result<Image, FsError> {
+    /// Enough for the ELF header and the program headers of any sane binary.
+    const HEAD: u64 = 16 * 1024;
+    let m = crate::fs::root().ok_or(FsError::NotFound)?;
+    let (ino, st) = {
+        let mut fs = m.fs.lock();
+        let ino = fs.lookup(path)?;
+        (ino, fs.stat(ino)?)
+    };
+    if st.mode & 0o170000 != 0o100000 {
+        return Err(FsError::IsDir);
+    }
+    let vnode = m.vnode(ino, st.size)?;
+    // The head through the vnode's own coherence rule: mapped writes first.
+    vnode.flush(0, HEAD)?;
+    let mut head = AlignedBytes::zeroed(st.size.min(HEAD) as usize).ok_or(FsError::NoSpace)?;
+    let n = m.fs.lock().read(ino, 0, head.as_mut_slice())?;
+    head.truncate(n);
+    Ok(Image::File { vnode, head: Arc::new(head), len: st.size })
 }

@@ -14,8 +14,7 @@ use pager::ext2::{FsError, Ino, ROOT_INO};
 use crate::fs::{self, FileKind, OpenFile};
 use crate::proc;
 use crate::syscall::errno::*;
-use crate::syscall::proc::copy_string;
-use crate::syscall::{copy_from_user, copy_to_user};
+use crate::syscall::uaccess::{copy_from_user, copy_string, copy_to_user};
 
 const O_ACCMODE: u64 = 3;
 const O_WRONLY: u64 = 1;
@@ -278,8 +277,8 @@ fn read_write(fd: u64, buf: u64, count: u64, writing: bool) -> i64 {
             return Err(EBADF);
         }
         match &f.kind {
-            FileKind::Console if writing => Ok(crate::syscall::proc::console_write(buf, count)),
-            FileKind::Console => Ok(crate::syscall::proc::console_read(buf, count)),
+            FileKind::Console if writing => Ok(crate::fs::console::write(buf, count)),
+            FileKind::Console => Ok(crate::fs::console::read(buf, count)),
             FileKind::Dir(_) => Err(EISDIR),
             FileKind::Text(t) => {
                 let mut off = f.offset.lock();
@@ -613,4 +612,32 @@ fn proc_vmstat_has_the_swap_counters() {
     };
     assert!(value("pswpin") >= pin && value("pswpout") >= pout, "{text}");
     assert!(kernel_file(b"/proc/vmstat2").is_none());
+}
+
+/// `writev(fd, iov, iovcnt)`: each `struct iovec { base, len }` in turn.
+pub fn writev(fd: u64, iov: u64, count: u64) -> i64 {
+    if count > 1024 {
+        return -EINVAL;
+    }
+    let mut total = 0i64;
+    for i in 0..count {
+        let mut raw = [0u8; 16];
+        if let Err(e) = copy_from_user(&mut raw, iov.wrapping_add(i * 16)) {
+            return if total > 0 { total } else { -e };
+        }
+        let base = u64::from_le_bytes(raw[..8].try_into().unwrap_or_default());
+        let len = u64::from_le_bytes(raw[8..].try_into().unwrap_or_default());
+        if len > i64::MAX as u64 {
+            return if total > 0 { total } else { -EINVAL };
+        }
+        let r = write(fd, base, len);
+        if r < 0 {
+            return if total > 0 { total } else { r };
+        }
+        total += r;
+        if (r as u64) < len {
+            break;
+        }
+    }
+    total
 }

@@ -373,7 +373,7 @@ pub fn mincore(addr: u64, len: u64, vec: u64) -> i64 {
                 *b = resident(&map, va + i as u64 * PAGE) as u8;
             }
         }
-        if let Err(e) = crate::syscall::copy_to_user(at, &out[..n]) {
+        if let Err(e) = crate::syscall::uaccess::copy_to_user(at, &out[..n]) {
             return -e;
         }
         va += n as u64 * PAGE;

@@ -21,6 +21,7 @@ pub mod errno;
 pub mod file;
 pub mod mem;
 pub mod proc;
+pub mod uaccess;
 
 use core::arch::naked_asm;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -28,11 +29,9 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use x86_64::registers::model_specific::{Efer, EferFlags, Msr};
 
 use crate::arch::pmap::USER_END;
-use crate::arch::trap::TrapFrame;
-use crate::syscall::errno::{EFAULT, EINVAL, ENOSYS, ENOTTY, EPERM, ESRCH};
+use crate::arch::trapframe::TrapFrame;
+use crate::syscall::errno::{EINVAL, ENOSYS, ENOTTY, EPERM, ESRCH};
 
-/// The kernel stack top of the running thread, for the entry. (interrupts off)
-pub(crate) static KERNEL_STACK: AtomicU64 = AtomicU64::new(0);
 /// The user's RSP, saved by the entry before it switches stacks.
 static USER_RSP: AtomicU64 = AtomicU64::new(0);
 
@@ -41,11 +40,6 @@ const MSR_LSTAR: u32 = 0xC000_0082;
 const MSR_FMASK: u32 = 0xC000_0084;
 
 const SIGCHLD: u64 = 17;
-
-/// Sets the kernel stack the next `syscall` enters on (scheduler, at switch).
-pub fn set_kernel_stack(top: u64) {
-    KERNEL_STACK.store(top, Ordering::Relaxed);
-}
 
 /// Enables `syscall`/`sysret` and points them at the entry.
 pub fn init() {
@@ -98,128 +92,11 @@ unsafe extern "C" fn syscall_entry() {
         "2:",
         "iretq",
         user_rsp = sym USER_RSP,
-        kstack = sym KERNEL_STACK,
+        kstack = sym crate::arch::gdt::KERNEL_STACK,
         uds = const crate::arch::gdt::USER_DATA_SELECTOR as u64,
         ucs = const crate::arch::gdt::USER_CODE_SELECTOR as u64,
         dispatch = sym syscall_dispatch,
     )
-}
-
-/// Copies `len` bytes from `src` to `dst`; a fault the VM cannot resolve
-/// resumes at `copy_user_fault`. Returns 0, or 1 after a fault. With SMAP the
-/// copy runs with RFLAGS.AC set (`stac` ... `clac`), the only kernel code
-/// that may touch user pages.
-#[unsafe(naked)]
-unsafe extern "C" fn copy_user_raw(dst: *mut u8, src: *const u8, len: usize) -> u64 {
-    naked_asm!(
-        "cmp byte ptr [rip + {smap}], 0",
-        "je 2f",
-        "stac",
-        "2:",
-        ".global copy_user_start",
-        "copy_user_start:",
-        "mov rcx, rdx",
-        "rep movsb",
-        ".global copy_user_end",
-        "copy_user_end:",
-        "xor eax, eax",
-        "jmp 3f",
-        ".global copy_user_fault",
-        "copy_user_fault:",
-        "mov eax, 1",
-        "3:",
-        "cmp byte ptr [rip + {smap}], 0",
-        "je 4f",
-        "clac",
-        "4:",
-        "ret",
-        smap = sym crate::arch::cpu::SMAP_ON,
-    )
-}
-
-/// Reads the byte at `addr` as plain kernel code would, without setting
-/// RFLAGS.AC: with SMAP on, a user page faults and the read returns 1; with
-/// it off, the read succeeds (0). For testing the protection.
-#[unsafe(naked)]
-unsafe extern "C" fn probe_read_raw(addr: *const u8) -> u64 {
-    naked_asm!(
-        ".global probe_read_start",
-        "probe_read_start:",
-        "mov al, byte ptr [rdi]",
-        ".global probe_read_end",
-        "probe_read_end:",
-        "xor eax, eax",
-        "ret",
-        ".global probe_read_fault",
-        "probe_read_fault:",
-        "mov eax, 1",
-        "ret",
-    )
-}
-
-unsafe extern "C" {
-    static copy_user_start: u8;
-    static copy_user_end: u8;
-    static copy_user_fault: u8;
-    static probe_read_start: u8;
-    static probe_read_end: u8;
-    static probe_read_fault: u8;
-}
-
-/// If `tf` faulted inside the user-copy routine (or the probe), makes it
-/// resume at the routine's recovery point and returns true (page-fault
-/// handler).
-pub fn recover_user_copy(tf: &mut TrapFrame) -> bool {
-    // Only the addresses of the labels are taken.
-    let routines = [
-        (&raw const copy_user_start as u64, &raw const copy_user_end as u64, &raw const copy_user_fault as u64),
-        (&raw const probe_read_start as u64, &raw const probe_read_end as u64, &raw const probe_read_fault as u64),
-    ];
-    for (start, end, fault) in routines {
-        if tf.cs & 3 == 0 && (start..end).contains(&tf.rip) {
-            tf.rip = fault;
-            return true;
-        }
-    }
-    false
-}
-
-/// True if a plain kernel read of user address `addr` faults (SMAP).
-pub fn kernel_read_faults(addr: u64) -> bool {
-    // SAFETY: a fault in the probe resumes at its recovery point; a read
-    // that succeeds has no effect.
-    unsafe { probe_read_raw(addr as *const u8) != 0 }
-}
-
-fn user_range_ok(addr: u64, len: usize) -> bool {
-    addr.checked_add(len as u64).is_some_and(|end| end <= USER_END)
-}
-
-/// Copies from user memory at `src` into `dst`: `Err(EFAULT)` for a bad
-/// pointer.
-pub fn copy_from_user(dst: &mut [u8], src: u64) -> Result<(), i64> {
-    if !user_range_ok(src, dst.len()) {
-        return Err(EFAULT);
-    }
-    // SAFETY: `dst` is a valid kernel buffer; `src..src+len` is in the user
-    // half, and a fault there resumes at the recovery point (checked by the
-    // page-fault handler) instead of touching anything else.
-    match unsafe { copy_user_raw(dst.as_mut_ptr(), src as *const u8, dst.len()) } {
-        0 => Ok(()),
-        _ => Err(EFAULT),
-    }
-}
-
-/// Copies `src` to user memory at `dst`: `Err(EFAULT)` for a bad pointer.
-pub fn copy_to_user(dst: u64, src: &[u8]) -> Result<(), i64> {
-    if !user_range_ok(dst, src.len()) {
-        return Err(EFAULT);
-    }
-    // SAFETY: as in copy_from_user, the other way round.
-    match unsafe { copy_user_raw(dst as *mut u8, src.as_ptr(), src.len()) } {
-        0 => Ok(()),
-        _ => Err(EFAULT),
-    }
 }
 
 pub const SYS_READ: u64 = 0;
@@ -310,7 +187,7 @@ extern "C" fn syscall_dispatch(tf: &mut TrapFrame) {
     let r: i64 = match nr {
         SYS_READ => file::read(a0, a1, a2),
         SYS_WRITE => file::write(a0, a1, a2),
-        SYS_WRITEV => sys::writev(a0, a1, a2),
+        SYS_WRITEV => file::writev(a0, a1, a2),
         SYS_OPEN => file::openat(AT_FDCWD, a0, a1, a2),
         SYS_OPENAT => file::openat(a0 as i32 as i64, a1, a2, a3),
         SYS_CLOSE => file::close(a0),
@@ -417,7 +294,7 @@ fn sys_arch_prctl(code: u64, addr: u64) -> i64 {
         }
         ARCH_GET_FS => {
             let v = x86_64::registers::model_specific::FsBase::read().as_u64();
-            match copy_to_user(addr, &v.to_le_bytes()) {
+            match uaccess::copy_to_user(addr, &v.to_le_bytes()) {
                 Ok(()) => 0,
                 Err(e) => -e,
             }

@@ -7,10 +7,10 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
 
-use crate::arch::trap::TrapFrame;
+use crate::arch::trapframe::TrapFrame;
 use crate::proc::{self, SigAction, Status};
 use crate::syscall::errno::*;
-use crate::syscall::{copy_from_user, copy_to_user};
+use crate::syscall::uaccess::{copy_from_user, copy_string, copy_to_user};
 
 const NS: u64 = 1_000_000_000;
 
@@ -22,30 +22,6 @@ fn read_u64(addr: u64) -> Result<u64, i64> {
     let mut b = [0u8; 8];
     copy_from_user(&mut b, addr)?;
     Ok(u64::from_le_bytes(b))
-}
-
-/// Copies a NUL-terminated string of at most `max` bytes (without the NUL)
-/// from user memory: EFAULT for a bad pointer, ENAMETOOLONG past `max`.
-pub fn copy_string(addr: u64, max: usize) -> Result<Vec<u8>, i64> {
-    let mut out = Vec::new();
-    let mut at = addr;
-    loop {
-        // Never read past the page the string may end in.
-        let chunk = (4096 - (at % 4096) as usize).min(256);
-        let mut buf = [0u8; 256];
-        copy_from_user(&mut buf[..chunk], at)?;
-        if let Some(n) = buf[..chunk].iter().position(|&b| b == 0) {
-            out.try_reserve(n).map_err(|_| ENOMEM)?;
-            out.extend_from_slice(&buf[..n]);
-            return Ok(out);
-        }
-        out.try_reserve(chunk).map_err(|_| ENOMEM)?;
-        out.extend_from_slice(&buf[..chunk]);
-        if out.len() > max {
-            return Err(ENAMETOOLONG);
-        }
-        at += chunk as u64;
-    }
 }
 
 /// Appends the strings of a NULL-terminated array of string pointers
@@ -67,113 +43,6 @@ fn copy_string_array(addr: u64, block: &mut crate::proc::elf::ArgBlock, env: boo
         pushed.map_err(|e| if e == ElfError::TooBig { E2BIG } else { ENOMEM })?;
     }
     Ok(())
-}
-
-// ---- the console -------------------------------------------------------------
-
-/// `write` on the console.
-pub fn console_write(buf: u64, count: u64) -> i64 {
-    let mut done = 0u64;
-    let mut chunk = [0u8; 256];
-    while done < count {
-        let n = (count - done).min(chunk.len() as u64) as usize;
-        if let Err(e) = copy_from_user(&mut chunk[..n], buf.wrapping_add(done)) {
-            return if done > 0 { done as i64 } else { -e };
-        }
-        crate::kern::serial::write_raw(&chunk[..n]);
-        done += n as u64;
-    }
-    done as i64
-}
-
-/// `writev(fd, iov, iovcnt)`: each `struct iovec { base, len }` in turn.
-pub fn writev(fd: u64, iov: u64, count: u64) -> i64 {
-    if count > 1024 {
-        return -EINVAL;
-    }
-    let mut total = 0i64;
-    for i in 0..count {
-        let mut raw = [0u8; 16];
-        if let Err(e) = copy_from_user(&mut raw, iov.wrapping_add(i * 16)) {
-            return if total > 0 { total } else { -e };
-        }
-        let base = u64::from_le_bytes(raw[..8].try_into().unwrap_or_default());
-        let len = u64::from_le_bytes(raw[8..].try_into().unwrap_or_default());
-        if len > i64::MAX as u64 {
-            return if total > 0 { total } else { -EINVAL };
-        }
-        let r = crate::syscall::file::write(fd, base, len);
-        if r < 0 {
-            return if total > 0 { total } else { r };
-        }
-        total += r;
-        if (r as u64) < len {
-            break;
-        }
-    }
-    total
-}
-
-/// The console's input when the host handed it in whole (`./run-qemu.sh
-/// run` with stdin from a pipe or a file), and how far it has been read:
-/// every process shares the position, as they would share an open file.
-static HANDED_INPUT: spin::Mutex<Option<(&'static [u8], usize)>> = spin::Mutex::new(None);
-
-/// Makes `input` the console's input, read to its end and then end of file.
-pub fn set_console_input(input: &'static [u8]) {
-    x86_64::instructions::interrupts::without_interrupts(|| *HANDED_INPUT.lock() = Some((input, 0)));
-}
-
-/// `read` from the console: waits for a byte, then returns what has
-/// arrived, up to a newline, like a terminal. Ctrl-D at the start of a read
-/// is the end of input (0). Input handed in whole is read like a file.
-pub fn console_read(buf: u64, count: u64) -> i64 {
-    let handed = x86_64::instructions::interrupts::without_interrupts(|| {
-        let mut h = HANDED_INPUT.lock();
-        let (input, pos) = h.as_mut()?;
-        let n = (input.len() - *pos).min(count.min(64 * 1024) as usize);
-        let chunk = &input[*pos..*pos + n];
-        *pos += n;
-        Some(chunk)
-    });
-    if let Some(chunk) = handed {
-        return match copy_to_user(buf, chunk) {
-            Ok(()) => chunk.len() as i64,
-            Err(e) => -e,
-        };
-    }
-    if count == 0 {
-        return 0;
-    }
-    // Check the buffer before waiting for input.
-    let mut probe = [0u8; 1];
-    if let Err(e) = copy_from_user(&mut probe, buf) {
-        return -e;
-    }
-    let want = count.min(4096) as usize;
-    let mut got: Vec<u8> = Vec::new();
-    loop {
-        while got.len() < want && got.last() != Some(&b'\n') {
-            match crate::kern::serial::try_read_byte() {
-                Some(4) if got.is_empty() => return 0,
-                Some(4) | None => break,
-                Some(b'\r') => got.push(b'\n'),
-                Some(b) => got.push(b),
-            }
-        }
-        if !got.is_empty() {
-            return match copy_to_user(buf, &got) {
-                Ok(()) => got.len() as i64,
-                Err(e) => -e,
-            };
-        }
-        if proc::signal_pending() {
-            return -EINTR;
-        }
-        // Poll again at the next tick: the console's receive interrupt is
-        // not wired up.
-        crate::kern::sched::sleep_until(sleep_chan(), crate::kern::time::ticks() + 1, || true);
-    }
 }
 
 /// The channel timed sleeps sleep on (nothing wakes it: only the timeout).
@@ -202,7 +71,7 @@ pub fn execve(tf: &mut TrapFrame, path: u64, argv: u64, envp: u64) -> i64 {
     }
     // The path is bytes to the end: a name that is not UTF-8 is looked up
     // as it is (only the built-in programs, all named in ASCII, need text).
-    let image = match crate::fs::program(&path) {
+    let image = match crate::proc::image::program(&path) {
         Ok(image) => image,
         Err(e) => match core::str::from_utf8(&path).ok().and_then(crate::proc::programs::lookup) {
             Some(b) => crate::proc::image::Image::Static(b),

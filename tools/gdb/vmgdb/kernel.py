@@ -4,12 +4,12 @@ Where each thing is found (statics the kernel keeps for itself):
 
 - the page allocator: `vm::GLOBAL` (a spin::Once<PhysMem>): the page array,
   its segments, the free lists, the order-0 cache and the paging queues;
-- the direct map: `kernel::kern::memory::PHYS_OFFSET`, the virtual address of
+- the direct map: `kernel::arch::direct_map::PHYS_OFFSET`, the virtual address of
   physical address 0 (the bootloader chooses it; BIOS and UEFI boots may
   differ): every physical read goes through it;
 - PV lists: `kernel::arch::pmap::GLOBALS`, one list head per page-array index;
 - processes: `kernel::proc::PROCESSES`; the address space being run:
-  `kernel::mm::vmspace::CURRENT`;
+  `kernel::kern::sched::CURRENT_SPACE`;
 - swap: `kernel::mm::swap::SWAP`; fail points: `vm::failpoint::ALL`;
 - bits and sentinels: the modules' `DEBUG_CONSTANTS` (vm::DebugConstant).
 
@@ -74,10 +74,10 @@ class Kernel:
             raise gdb.GdbError("the kernel is not in memory yet: stop it once it runs (hbreak kernel::kernel_main)")
         if self.pm is None:
             raise gdb.GdbError("the page allocator is not set up yet: stop the kernel after memory::init_page_allocator")
-        self.phys_offset = rust.scalar(rust.symbol("kernel::kern::memory::PHYS_OFFSET"))
+        self.phys_offset = rust.scalar(rust.symbol("kernel::arch::direct_map::PHYS_OFFSET"))
         direct = rust.option(self.pm["direct_map"])
         if direct is None or int(direct) != self.phys_offset:
-            raise gdb.GdbError("the page allocator's direct map and kernel::kern::memory::PHYS_OFFSET disagree")
+            raise gdb.GdbError("the page allocator's direct map and kernel::arch::direct_map::PHYS_OFFSET disagree")
         self.layout = PageLayout()
         pages = self.pm["pages"]
         self.pages_base = int(pages["data_ptr"])
@@ -155,7 +155,7 @@ class Kernel:
         """(label, AddressSpace value) of process `pid`, or of the address
         space being run when `pid` is None."""
         if pid is None:
-            current = rust.scalar(rust.symbol("kernel::mm::vmspace::CURRENT"))
+            current = rust.scalar(rust.symbol("kernel::kern::sched::CURRENT_SPACE"))
             if current == 0:
                 names = ", ".join(f"{p} ({n})" for p, n, s in self.processes() if s is not None) or "none"
                 raise gdb.GdbError(f"no address space is being run here: give a pid (processes: {names})")

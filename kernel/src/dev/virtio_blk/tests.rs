@@ -14,7 +14,8 @@ use vm::failpoint::{Action, BLK_READ, BLK_WRITE};
 use vm::phys::AllocFlags;
 
 use super::{Disk, FORCE_BOUNCE, by_serial};
-use crate::kern::memory::{PAGE_SIZE, phys_to_virt};
+use crate::arch::direct_map::phys_to_virt;
+use crate::kern::memory::PAGE_SIZE;
 use crate::kern::{sched, time};
 
 /// Serial number of the pattern disk of test boots.
