@@ -5,7 +5,11 @@ Builds the graph of `crate::` (and `super::`) paths between the files of
 kernel/src, one node per file (a module's `tests.rs` is a node of its own),
 and prints each strongly connected component of more than one file with
 the edges that close it. Exit status 1 if there is one. `mod` declarations
-are not edges: a parent declaring its children is not an import.
+are not edges: a parent declaring its children is not an import. Nor is a
+file's use of its parent module's items (`super::`, or `crate::` paths to
+an ancestor): the parent is the room its files share, and it may gather
+their public items (`pub use`). Between siblings and across subsystems,
+every edge counts.
 
     tools/layout/cycles.py [kernel/src]
 """

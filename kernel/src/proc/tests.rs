@@ -3,7 +3,7 @@ use ktest::ktest;
 use super::*;
 
 fn run(name: &str) -> Status {
-    let p = spawn(name, builtin(name).unwrap()).unwrap();
+    let p = spawn(name, crate::proc::programs::builtin(name).unwrap()).unwrap();
     p.wait()
 }
 
@@ -86,7 +86,7 @@ fn a_frame_off_the_stack_is_not_used_as_one() {
     unsafe { at.write(frame) };
     let (at, lo, hi) = (at as usize, buf.as_ptr() as u64, buf.as_ptr() as u64 + WORDS as u64 * 8);
 
-    let program = builtin("hello").unwrap();
+    let program = crate::proc::programs::builtin("hello").unwrap();
     let space = new_space().unwrap();
     space.map.lock().map(Some(CODE_BASE), PAGE, Prot::ALL, Prot::ALL, Inherit::Copy, None, false).unwrap();
     let proc = Arc::new(Process::new(None, "resume"));

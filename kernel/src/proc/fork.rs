@@ -1,0 +1,68 @@
+//! `fork`: a child with a copy-on-write copy of the parent's address space
+//! and its open files.
+
+use crate::kern::sched;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::sync::atomic::Ordering;
+
+use super::exec::{become_process, start_thread};
+use super::exit::resume_user;
+use super::limits::{RLIMIT_NPROC, Slot, max_processes, process_count};
+use super::{Process, SpawnError, current};
+
+/// `fork`: a child with a copy-on-write copy of the address space, which
+/// returns to user mode where the parent made the call, with 0 in RAX.
+/// Returns the child's pid to the parent.
+pub fn fork(tf: &crate::arch::trapframe::TrapFrame) -> Result<u64, SpawnError> {
+    let parent = current().ok_or(SpawnError::NoMemory)?;
+    // RLIMIT_NPROC: every process counts, ended ones not yet waited for
+    // too (there is one user, root), as Linux counts a user's.
+    if process_count() as u64 >= parent.limit(RLIMIT_NPROC) {
+        return Err(SpawnError::TooMany);
+    }
+    let slot = Slot::take(max_processes()).ok_or(SpawnError::TooMany)?;
+    // The map's entry tree allocates without a way to fail: refuse the
+    // fork while the heap, grown as far as free pages allow, would have
+    // less than a kernel stack and a margin to spare.
+    if crate::kern::heap::available() < FORK_HEAP_RESERVE {
+        return Err(SpawnError::NoMemory);
+    }
+    // Everything that can fail is done before the child can run, and what
+    // was made so far is dropped on the way out: the child process (and
+    // with it its address space, whose map drop releases its references).
+    let mut files = Vec::new();
+    {
+        let theirs = parent.files.lock();
+        files.try_reserve_exact(theirs.len()).map_err(|_| SpawnError::NoMemory)?;
+        files.extend(theirs.iter().cloned());
+    }
+    parent.children.lock().try_reserve(1).map_err(|_| SpawnError::NoMemory)?;
+    let space = parent.space().ok_or(SpawnError::NoMemory)?.fork().map_err(|_| SpawnError::NoMemory)?;
+    let name = parent.name.lock().clone();
+    let child = Arc::try_new(Process::in_slot(Some(&parent), &name, files, slot)).map_err(|_| SpawnError::NoMemory)?;
+    *child.space.lock() = Some(space);
+    *child.brk.lock() = *parent.brk.lock();
+    child.stack_low.store(parent.stack_low.load(Ordering::SeqCst), Ordering::SeqCst);
+    child.blocked.store(parent.blocked.load(Ordering::SeqCst), Ordering::SeqCst);
+    *child.actions.lock() = *parent.actions.lock();
+    let mut frame = tf.clone();
+    frame.rax = 0;
+    let fs = x86_64::registers::model_specific::FsBase::read().as_u64();
+    let c = child.clone();
+    start_thread("user", &child, move || {
+        become_process(c);
+        sched::set_fs_base(fs);
+        // SAFETY: `frame` is a user-mode frame (the parent's system call),
+        // kept in this closure's frame, which is never returned to.
+        unsafe { resume_user(&frame) }
+    })?;
+    let pid = child.pid;
+    // Room was reserved above.
+    parent.children.lock().push(child);
+    Ok(pid)
+}
+
+/// Heap a fork leaves free at least: a kernel stack and a margin for the
+/// allocations that cannot fail (entry-tree nodes).
+pub(super) const FORK_HEAP_RESERVE: usize = crate::kern::sched::STACK_SIZE + 128 * 1024;
