@@ -69,22 +69,28 @@ pub enum Inherit {
 
 /// One mapped range.
 #[derive(Clone)]
+///
+/// Every field is the map lock's (M): entries live inside their `VmMap`.
 pub struct MapEntry {
+    /// The range `[start, end)`, page aligned. (M)
     pub start: u64,
     pub end: u64,
+    /// Protection now, and the most it may be raised to. (M)
     pub prot: Prot,
     pub max_prot: Prot,
+    /// What a fork does with the range. (M)
     pub inherit: Inherit,
-    /// Times the range is wired (mlock); its pages hold one wiring while > 0.
+    /// Times the range is wired (mlock); its pages hold one wiring while > 0. (M)
     pub wired_count: u32,
-    /// The backing object; `None` for anonymous memory not yet touched.
+    /// The backing object; `None` for anonymous memory not yet touched. (M;
+    /// the object's own state is its lock's, (O))
     pub object: Option<Arc<VmObject>>,
-    /// Page index in `object` of `start`.
+    /// Page index in `object` of `start`. (M)
     pub offset: u64,
     /// Private mapping: writes go to a shadow object, never to `object`'s
-    /// backing store.
+    /// backing store. (M)
     pub cow: bool,
-    /// Private mapping whose shadow has not been made yet.
+    /// Private mapping whose shadow has not been made yet. (M)
     pub needs_copy: bool,
 }
 
@@ -135,24 +141,33 @@ pub struct Lookup {
 /// An address map. Every field is under the owner's lock (the map is used
 /// through `&mut` or its `Mutex`); the `Cell`s are changed by searches that
 /// hold only `&self` under that same lock.
+///
+/// The whole map is behind its owner's map lock (M): a `VmMap` is reached
+/// only through the `Mutex` of its address space, and every field is (M)
+/// unless said otherwise.
 pub struct VmMap {
+    /// The entries by start address. (M)
     entries: BTreeMap<u64, MapEntry>,
+    /// The range the map covers. (C)
     min: u64,
     max: u64,
+    /// The machine's mappings of this map. (C; the pmap locks itself)
     pmap: Arc<dyn Pmap>,
+    /// The page allocator and the rest of the VM's environment. (C)
     env: VmEnv,
-    /// Bumped by every change to the entries.
+    /// Bumped by every change to the entries. (M)
     pub timestamp: u64,
-    /// The most entries the map may hold.
+    /// The most entries the map may hold. (M)
     max_entries: usize,
-    /// Bytes mapped: the sum of the entries' lengths (RLIMIT_AS).
+    /// Bytes mapped: the sum of the entries' lengths (RLIMIT_AS). (M)
     size: u64,
     /// `(lo, hi, hole)`: no free run in `[lo, hi)` is longer than `hole`
-    /// bytes (see the module docs).
+    /// bytes (see the module docs). (M; a `Cell` so that searches, which
+    /// take `&self`, can narrow it)
     hint: Cell<(u64, u64, u64)>,
-    /// Entries looked at by free-space searches, in all (a statistic).
+    /// Entries looked at by free-space searches, in all (a statistic). (M)
     search_visits: Cell<u64>,
-    /// Fails the entry allocations it is told to (tests).
+    /// Fails the entry allocations it is told to (tests). (C)
     entry_alloc: &'static FailPoint,
 }
 

@@ -295,7 +295,7 @@ impl NodeZone {
             fail,
             item_size: keg.item_size(),
             per_slab: keg.items_per_slab(),
-            keg: Mutex::new(keg),
+            keg: Mutex::ranked(keg, &crate::witness::order::KEG),
             in_use: AtomicUsize::new(0),
             slabs: AtomicUsize::new(0),
         }

@@ -39,7 +39,7 @@ use core::arch::naked_asm;
 use core::fmt::Write;
 use core::panic::Location;
 use core::ptr;
-use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
 use x86_64::instructions::interrupts;
 
@@ -95,6 +95,10 @@ struct Thread {
     /// The next thread of the ready queue, and whether the thread is on it.
     ready_next: *mut Thread,
     queued: bool,
+    /// The ranked locks the thread holds (debug builds check the lock order
+    /// against it: `vm::witness`). The thread's own, touched with
+    /// interrupts off; interrupt handlers use the interrupted thread's.
+    held: vm::witness::Held,
 }
 
 /// A thread's entry: its closure, boxed, and the functions that run it and
@@ -319,7 +323,29 @@ impl Sched {
     }
 }
 
-static SCHED: IrqOffMutex<Option<Sched>> = IrqOffMutex::new(None);
+static SCHED: IrqOffMutex<Option<Sched>> = IrqOffMutex::ranked(None, &vm::witness::order::SCHED);
+
+/// The running thread's held locks (null before threads run). Written at a
+/// switch with interrupts off, after the scheduler lock is let go (so that
+/// its release is the old thread's); read with interrupts off. (A; the
+/// CPU's own.)
+static CURRENT_HELD: AtomicPtr<vm::witness::Held> = AtomicPtr::new(ptr::null_mut());
+
+/// Turns on the lock-order check (debug builds): each thread's held locks
+/// are kept in its record from now on.
+pub fn start_lock_order_checks() {
+    vm::witness::set_held(|f| {
+        interrupts::without_interrupts(|| {
+            let held = CURRENT_HELD.load(Ordering::Relaxed);
+            if !held.is_null() {
+                // SAFETY: the running thread's record, alive while it runs;
+                // interrupts are off, so nothing else touches its stack of
+                // held locks meanwhile.
+                f(unsafe { &mut *held });
+            }
+        })
+    });
+}
 /// The kernel's own PML4, loaded for threads with no address space. (C)
 static KERNEL_CR3: AtomicU64 = AtomicU64::new(0);
 
@@ -467,7 +493,9 @@ fn schedule(mut guard: IrqOffGuard<'_, Option<Sched>>) {
         let top = st.top();
         crate::arch::gdt::set_kernel_stack(top);
     }
+    let next_held = &mut next_t.held as *mut vm::witness::Held;
     drop(guard);
+    CURRENT_HELD.store(next_held, Ordering::Relaxed);
     // SAFETY: `save` points into the current thread's record, which stays
     // on the list while the thread runs or is switched out (a Dead one is
     // reaped only by another thread, after this switch); `next_rsp` was

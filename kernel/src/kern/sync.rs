@@ -33,6 +33,7 @@ use core::panic::Location;
 use core::ptr;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 
+use vm::witness::{self, LockClass};
 use x86_64::instructions::interrupts;
 
 /// Interrupt handlers running on this CPU (nested ones counted). (A; the
@@ -138,6 +139,8 @@ impl RawSpin {
 /// them at unlock: for data an interrupt handler, the scheduler or the heap
 /// may reach.
 pub struct IrqMutex<T: ?Sized> {
+    /// Its place in the lock order (None: not checked).
+    class: Option<&'static LockClass>,
     raw: RawSpin,
     data: UnsafeCell<T>,
 }
@@ -156,7 +159,12 @@ pub struct IrqGuard<'a, T: ?Sized> {
 
 impl<T> IrqMutex<T> {
     pub const fn new(value: T) -> IrqMutex<T> {
-        IrqMutex { raw: RawSpin::new(), data: UnsafeCell::new(value) }
+        IrqMutex { class: None, raw: RawSpin::new(), data: UnsafeCell::new(value) }
+    }
+
+    /// A lock of `class` in the lock order (`vm::witness::order`).
+    pub const fn ranked(value: T, class: &'static LockClass) -> IrqMutex<T> {
+        IrqMutex { class: Some(class), raw: RawSpin::new(), data: UnsafeCell::new(value) }
     }
 }
 
@@ -164,10 +172,17 @@ impl<T: ?Sized> IrqMutex<T> {
     /// Turns interrupts off, then takes the lock.
     #[track_caller]
     pub fn lock(&self) -> IrqGuard<'_, T> {
+        let site = Location::caller();
         let enable = interrupts::are_enabled();
         interrupts::disable();
-        self.raw.acquire(Location::caller());
+        witness::will_take(self.class, self.addr(), site);
+        self.raw.acquire(site);
+        witness::took(self.class, self.addr(), site);
         IrqGuard { lock: self, enable }
+    }
+
+    fn addr(&self) -> usize {
+        self as *const Self as *const () as usize
     }
 
     /// Takes the lock if it is free (interrupts off while held).
@@ -176,6 +191,7 @@ impl<T: ?Sized> IrqMutex<T> {
         let enable = interrupts::are_enabled();
         interrupts::disable();
         if self.raw.try_acquire(Location::caller()) {
+            witness::took(self.class, self.addr(), Location::caller());
             Some(IrqGuard { lock: self, enable })
         } else {
             if enable {
@@ -217,6 +233,7 @@ impl<T: ?Sized> DerefMut for IrqGuard<'_, T> {
 
 impl<T: ?Sized> Drop for IrqGuard<'_, T> {
     fn drop(&mut self) {
+        witness::released(self.lock.class, self.lock.addr());
         self.lock.raw.release();
         if self.enable {
             interrupts::enable();
@@ -229,6 +246,8 @@ impl<T: ?Sized> Drop for IrqGuard<'_, T> {
 /// lock is dropped just before the switch, interrupts stay off across it).
 /// Taking it with interrupts on panics in debug builds once checks run.
 pub struct IrqOffMutex<T: ?Sized> {
+    /// Its place in the lock order (None: not checked).
+    class: Option<&'static LockClass>,
     raw: RawSpin,
     data: UnsafeCell<T>,
 }
@@ -246,7 +265,12 @@ pub struct IrqOffGuard<'a, T: ?Sized> {
 
 impl<T> IrqOffMutex<T> {
     pub const fn new(value: T) -> IrqOffMutex<T> {
-        IrqOffMutex { raw: RawSpin::new(), data: UnsafeCell::new(value) }
+        IrqOffMutex { class: None, raw: RawSpin::new(), data: UnsafeCell::new(value) }
+    }
+
+    /// A lock of `class` in the lock order (`vm::witness::order`).
+    pub const fn ranked(value: T, class: &'static LockClass) -> IrqOffMutex<T> {
+        IrqOffMutex { class: Some(class), raw: RawSpin::new(), data: UnsafeCell::new(value) }
     }
 }
 
@@ -263,8 +287,14 @@ impl<T: ?Sized> IrqOffMutex<T> {
                 None => panic!("lock taken with interrupts on at {site}; it must be taken with them off"),
             }
         }
+        witness::will_take(self.class, self.addr(), site);
         self.raw.acquire(site);
+        witness::took(self.class, self.addr(), site);
         IrqOffGuard { lock: self }
+    }
+
+    fn addr(&self) -> usize {
+        self as *const Self as *const () as usize
     }
 
     /// Where the holder took the lock, if it is held.
@@ -290,6 +320,7 @@ impl<T: ?Sized> DerefMut for IrqOffGuard<'_, T> {
 
 impl<T: ?Sized> Drop for IrqOffGuard<'_, T> {
     fn drop(&mut self) {
+        witness::released(self.lock.class, self.lock.addr());
         self.lock.raw.release();
     }
 }
@@ -319,6 +350,37 @@ mod tests {
         });
         assert_eq!(*m.lock(), 6);
         assert!(m.holder().is_none());
+    }
+
+    /// Debug builds catch a lock taken against the lock order, naming both
+    /// locks and both sites (`vm::witness`).
+    #[ktest(should_panic = "lock order reversal: vm map (rank 100) taken at kernel/src/kern/sync.rs")]
+    fn a_lock_order_reversal_is_caught() {
+        static FREE: vm::sync::Mutex<()> = vm::sync::Mutex::ranked((), &vm::witness::order::FREE_LISTS);
+        static MAP: vm::sync::Mutex<()> = vm::sync::Mutex::ranked((), &vm::witness::order::MAP);
+        // The right way round passes.
+        {
+            let _m = MAP.lock();
+            let _f = FREE.lock();
+        }
+        let _f = FREE.lock();
+        let _m = MAP.lock();
+    }
+
+    /// The same, between the kernel's interrupt-safe kind and the VM's.
+    #[ktest(should_panic = "lock order reversal: page queues (rank 500) taken at kernel/src/kern/sync.rs")]
+    fn a_reversal_across_lock_kinds_is_caught() {
+        static DEV: IrqMutex<()> = IrqMutex::ranked((), &vm::witness::order::DEVICE);
+        static QUEUES: vm::sync::Mutex<()> = vm::sync::Mutex::ranked((), &vm::witness::order::PAGE_QUEUES);
+        let _q = QUEUES.lock();
+        drop(DEV.lock());
+        drop(_q);
+        // An interrupt-safe lock held, then a plain one: the plain kind's
+        // own rule would stop it with interrupts off; the order check
+        // comes first here, so take it on the way in.
+        let d = DEV.lock();
+        vm::witness::will_take(Some(&vm::witness::order::PAGE_QUEUES), 1, core::panic::Location::caller());
+        drop(d);
     }
 
     /// The scheduler's kind of lock refuses to be taken with interrupts on.

@@ -213,16 +213,19 @@ impl VmObject {
             env,
             ref_count: AtomicU32::new(1),
             paging_in_progress: AtomicU32::new(0),
-            state: Mutex::new(ObjectState {
-                size,
-                pages: Radix::new(env.zone),
-                backing: None,
-                backing_offset: 0,
-                shadow_count: 0,
-                generation: 0,
-                flags: ObjectFlags::empty(),
-                pager: None,
-            }),
+            state: Mutex::ranked(
+                ObjectState {
+                    size,
+                    pages: Radix::new(env.zone),
+                    backing: None,
+                    backing_offset: 0,
+                    shadow_count: 0,
+                    generation: 0,
+                    flags: ObjectFlags::empty(),
+                    pager: None,
+                },
+                &crate::witness::order::OBJECT,
+            ),
         })
         .map_err(|_| ObjectError::NoMemory)
     }

@@ -43,6 +43,7 @@ use core::mem::MaybeUninit;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::sync::Mutex;
+use crate::witness::order;
 use bitflags::bitflags;
 
 use crate::page::{NIL, NOT_FREE_HEAD, Page, PageFlags, PageIndex, Queue};
@@ -245,11 +246,11 @@ impl PhysMem {
             segments: segs,
             nsegments: sorted.len(),
             direct_map,
-            free: Mutex::new(FreeLists { heads: [NIL; NUM_ORDERS], blocks: [0; NUM_ORDERS], pages: 0 }),
-            cache: Mutex::new(Cache { pages: [NIL; CACHE_SIZE], len: 0 }),
-            zeroed: Mutex::new(ZeroPool { head: NIL, len: 0 }),
+            free: Mutex::ranked(FreeLists { heads: [NIL; NUM_ORDERS], blocks: [0; NUM_ORDERS], pages: 0 }, &order::FREE_LISTS),
+            cache: Mutex::ranked(Cache { pages: [NIL; CACHE_SIZE], len: 0 }, &order::PAGE_CACHE),
+            zeroed: Mutex::ranked(ZeroPool { head: NIL, len: 0 }, &order::ZERO_POOL),
             listed: AtomicU64::new(0),
-            queues: Mutex::new(Queues::new()),
+            queues: Mutex::ranked(Queues::new(), &order::PAGE_QUEUES),
             stats: Stats::default(),
             levels: Levels::default(),
         })

@@ -8,6 +8,8 @@ use crate::invariants;
 /// A host allocator over `segments`, with real backing memory so that
 /// zeroing and junk-filling run as in the kernel.
 pub(crate) fn phys_with_memory(segments: &[PhysRange]) -> PhysMem {
+    // Every host test that builds an allocator checks the lock order too.
+    crate::witness::tests::check_host_threads();
     let n = PhysMem::records_needed(segments);
     let storage = Box::leak(Box::new_uninit_slice(n));
     let top = segments.iter().map(|s| s.end).max().unwrap_or(0) as usize;
