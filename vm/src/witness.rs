@@ -169,6 +169,23 @@ pub fn set_held(hook: HeldHook) {
     HELD.call_once(|| hook);
 }
 
+/// Before a sleep at `site`: a thread that sleeps holding a spin lock keeps
+/// every other taker spinning until it wakes (and its waker may need the
+/// lock). Debug builds panic, naming the lock and where it was taken.
+#[inline(always)]
+pub fn may_sleep(site: &'static Location<'static>) {
+    #[cfg(debug_assertions)]
+    if let Some(hook) = hook() {
+        hook(&mut |h| {
+            if let Some(e) = h.entries[..h.len].iter().flatten().next() {
+                panic!("sleep at {site} with {} (a spin lock) held, taken at {}", e.class.name, e.site);
+            }
+        });
+    }
+    #[cfg(not(debug_assertions))]
+    let _ = site;
+}
+
 /// How many ranked locks the current thread holds, where that is known
 /// (debug builds, once the kernel's hook is in).
 pub fn held_count() -> Option<usize> {

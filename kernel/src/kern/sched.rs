@@ -585,7 +585,9 @@ fn preempt_if(slice_over: bool) {
 /// Sleeps on `chan` if `cond()` is true, with `cond` evaluated under the
 /// scheduler lock (so a [`wakeup`] cannot slip in between). Returns whether
 /// it slept. Without a scheduler, does nothing and returns false.
+#[track_caller]
 pub fn sleep_if(chan: usize, cond: impl FnOnce() -> bool) -> bool {
+    vm::witness::may_sleep(core::panic::Location::caller());
     with_sched(|mut g| {
         let Some(s) = g.as_mut() else { return false };
         if !cond() {
@@ -600,7 +602,9 @@ pub fn sleep_if(chan: usize, cond: impl FnOnce() -> bool) -> bool {
 /// Like [`sleep_if`], but the sleep also ends at timer tick `deadline` (a
 /// wakeup on `chan`, or [`wake_thread`], ends it earlier). Returns whether it
 /// slept.
+#[track_caller]
 pub fn sleep_until(chan: usize, deadline: u64, cond: impl FnOnce() -> bool) -> bool {
+    vm::witness::may_sleep(core::panic::Location::caller());
     with_sched(|mut g| {
         let Some(s) = g.as_mut() else { return false };
         if !cond() || crate::kern::time::ticks() >= deadline {

@@ -383,6 +383,18 @@ mod tests {
         drop(d);
     }
 
+    /// Debug builds catch a sleep with a spin lock held (its other takers
+    /// would spin until the sleeper wakes), naming the lock.
+    #[ktest(should_panic = "with vm object (a spin lock) held, taken at kernel/src/kern/sync.rs")]
+    fn a_sleep_with_a_spin_lock_held_is_caught() {
+        static OBJECT: vm::sync::Mutex<()> = vm::sync::Mutex::ranked((), &vm::witness::order::OBJECT);
+        let chan = &OBJECT as *const _ as usize;
+        // Without it, the sleep is fine.
+        crate::kern::sched::sleep_until(chan, crate::kern::time::ticks() + 1, || true);
+        let _g = OBJECT.lock();
+        crate::kern::sched::sleep_until(chan, crate::kern::time::ticks() + 1, || true);
+    }
+
     /// The scheduler's kind of lock refuses to be taken with interrupts on.
     #[ktest(should_panic = "must be taken with them off")]
     fn irq_off_mutex_taken_with_interrupts_on_panics() {
