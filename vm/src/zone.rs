@@ -1,7 +1,7 @@
 //! Zones of fixed-size items carved from slabs of whole pages (a minimal
 //! slab allocator, as UMA's kegs and zones are in FreeBSD): the radix-trie
 //! nodes and PV entries, and the kernel heap's size classes (`malloc(9)`
-//! over UMA, `kernel/src/heap.rs`).
+//! over UMA, `kernel/src/kern/heap.rs`).
 //!
 //! Two layers, as in UMA:
 //!

@@ -72,7 +72,7 @@ struct Thread {
     name: String,
     state: State,
     /// The address space the thread runs in: its PML4 (0: the kernel's) and
-    /// the `vmspace::AddressSpace` it belongs to (0: none). Loaded at every
+    /// the `mm::vmspace::AddressSpace` it belongs to (0: none). Loaded at every
     /// switch to the thread; a new thread inherits its creator's.
     cr3: u64,
     space: usize,
