@@ -314,4 +314,20 @@ mod tests {
         q.unwire_noq();
         assert!(check(&pm).is_empty());
     }
+
+    /// Rule 16: the free-after-write mark lives only as long as the write,
+    /// which holds the page busy; an idle page carrying it is reported.
+    #[test]
+    fn a_free_after_write_mark_on_an_idle_page_is_detected() {
+        let pm = phys_with_memory(&[mib(1, 2)]);
+        let p = pm.alloc(AllocFlags::empty()).unwrap();
+        p.set_owner(0x7000, 0);
+        p.set_flags(PageFlags::FREE_AFTER_WRITE);
+        assert!(check(&pm).is_empty(), "a write under way may carry the mark");
+        pm.deactivate(p);
+        p.xunbusy();
+        assert_eq!(check(&pm), vec![Violation::FreeAfterWriteIdle { page: p.phys() }]);
+        p.clear_flags(PageFlags::FREE_AFTER_WRITE);
+        assert!(check(&pm).is_empty());
+    }
 }

@@ -284,7 +284,10 @@ fn truncation_waits_for_busy_pages_and_spares_wired_ones() {
     let obj = VmObject::new(ObjectKind::Vnode, 64, t.env);
     let pages: Vec<&'static Page> = (0..8).map(|i| make_resident(&obj, i * 4, i as u8)).collect();
     let wired = pages[2];
+    // Wired as a wiring fault does it, under the busy lock (rule 3).
+    wired.xbusy();
     wired.wire();
+    wired.xunbusy();
     let busy = pages[5];
     assert!(busy.try_sbusy());
     // Another thread holds the busy page for a while (I/O in flight).
