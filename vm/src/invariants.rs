@@ -5,7 +5,7 @@
 //! by hand; the host tests `gdb::vm_commands_match_the_kernel_*` compare the
 //! two on a kernel with broken pages).
 //!
-//! What it checks (the rules are in `shared/design/VM-RULES.md`):
+//! What it checks (the rules are in `vm/RULES.md`):
 //! - no page in limbo: a managed page in an object is valid, busy, wired or
 //!   queued (rule 4);
 //! - a free page is not owned, wired, queued, mapped or busy;

@@ -91,6 +91,21 @@ fn double_insertion_is_caught() {
     let _ = l.insert(p, 5);
 }
 
+/// Rule 15 on the other way in: a page moved (as a collapse or a
+/// copy-on-write move does) onto an index that holds a page is caught
+/// before anything changes in either object.
+#[test]
+#[should_panic(expected = "rename: double insertion at index 3")]
+fn a_rename_onto_a_resident_index_is_caught() {
+    let t = test_env();
+    let from = VmObject::new(ObjectKind::Anonymous, 10, t.env);
+    let to = VmObject::new(ObjectKind::Anonymous, 10, t.env);
+    to.lock().alloc_page(3, AllocFlags::empty()).unwrap();
+    let mut src = from.lock();
+    let p = src.alloc_page(7, AllocFlags::empty()).unwrap();
+    let _ = src.rename(p, &mut to.lock(), 3);
+}
+
 #[test]
 fn failed_allocations_change_nothing() {
     let t = test_env();

@@ -127,7 +127,7 @@ fn failed_writes_keep_pages_dirty_and_resident() {
     assert_eq!((st.written, st.freed, st.write_failed), (0, 0, 8), "{st:?}");
     for p in &pages {
         assert!(p.dirty() != 0 && p.object().is_some(), "page {}: data lost", p.pindex());
-        assert!(!p.flags().contains(PageFlags::FREE_AFTER_WRITE), "the mark stays after a failed write (rule 16)");
+        assert!(!p.flags().contains(PageFlags::FREE_AFTER_WRITE), "a failed write left the free-after-write mark (rule 16)");
         assert_eq!(p.queue(), Queue::Active);
         assert!(!p.busied());
     }
