@@ -5,7 +5,7 @@
 //! by hand; the host tests `gdb::vm_commands_match_the_kernel_*` compare the
 //! two on a kernel with broken pages).
 //!
-//! What it checks (the rules are in `shared/design/VM-RULES.md`):
+//! What it checks (the rules are in `vm/RULES.md`):
 //! - no page in limbo: a managed page in an object is valid, busy, wired or
 //!   queued (rule 4);
 //! - a free page is not owned, wired, queued, mapped or busy;
@@ -312,6 +312,22 @@ mod tests {
         q.wire();
         assert!(check(&pm).contains(&Violation::FreeButInUse { page: q.phys(), what: "wired" }));
         q.unwire_noq();
+        assert!(check(&pm).is_empty());
+    }
+
+    /// Rule 16: the free-after-write mark lives only as long as the write,
+    /// which holds the page busy; an idle page carrying it is reported.
+    #[test]
+    fn a_free_after_write_mark_on_an_idle_page_is_detected() {
+        let pm = phys_with_memory(&[mib(1, 2)]);
+        let p = pm.alloc(AllocFlags::empty()).unwrap();
+        p.set_owner(0x7000, 0);
+        p.set_flags(PageFlags::FREE_AFTER_WRITE);
+        assert!(check(&pm).is_empty(), "a write under way may carry the mark");
+        pm.deactivate(p);
+        p.xunbusy();
+        assert_eq!(check(&pm), vec![Violation::FreeAfterWriteIdle { page: p.phys() }]);
+        p.clear_flags(PageFlags::FREE_AFTER_WRITE);
         assert!(check(&pm).is_empty());
     }
 }

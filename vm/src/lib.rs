@@ -20,6 +20,12 @@
 //! | [`failpoint`] | `fail(9)`: named places that can be told to fail |
 //! | [`invariants`] | what must always hold, checked |
 //!
+//! ## The page protocol
+//!
+//! The rules every user of a [`page::Page`] keeps are in `vm/RULES.md`,
+//! numbered; "rule N" in the code means rule N there, and each rule names
+//! the assertions, invariant checks and tests that enforce it.
+//!
 //! ## Lock legend
 //!
 //! One legend for the whole tree (`vm`, `pager` and the kernel): each field

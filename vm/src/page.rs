@@ -236,12 +236,28 @@ impl Page {
 
     #[inline]
     pub(crate) fn set_flags(&self, f: PageFlags) {
+        self.check_zero_flag_change(f);
         self.flags.fetch_or(f.bits(), Ordering::AcqRel);
     }
 
     #[inline]
     pub(crate) fn clear_flags(&self, f: PageFlags) {
+        self.check_zero_flag_change(f);
         self.flags.fetch_and(!f.bits(), Ordering::AcqRel);
+    }
+
+    /// Rule 13: the zero flag describes the contents of a page nobody uses
+    /// yet. It changes only on a free page or one being handed out (in no
+    /// object, nothing valid); on a page in use it would be stale at once.
+    #[inline]
+    fn check_zero_flag_change(&self, f: PageFlags) {
+        debug_assert!(
+            !f.contains(PageFlags::ZERO)
+                || self.flags().contains(PageFlags::FREE)
+                || (self.object().is_none() && self.valid() == 0),
+            "page {:#x}: zero flag changed on a page in use (rule 13)",
+            self.phys
+        );
     }
 
     #[inline]
@@ -276,6 +292,7 @@ impl Page {
     #[inline]
     pub fn set_owner(&self, object: usize, pindex: u64) {
         assert!(object != 0, "object handle 0 means no object");
+        assert!(self.is_managed(), "page {:#x}: an unmanaged page cannot join an object (rule 11)", self.phys);
         assert!(self.xbusied(), "page {:#x}: owner set without the exclusive busy lock", self.phys);
         assert!(self.object().is_none(), "page {:#x}: already in object {:#x}", self.phys, self.object.load(Ordering::Relaxed));
         self.pindex.store(pindex, Ordering::Release);
@@ -474,10 +491,17 @@ impl Page {
         self.wire_count() > 0
     }
 
-    /// Adds a wiring. The caller holds the page busy or its object locked
-    /// (or owns an unmanaged page).
+    /// Adds a wiring. A managed page of an object is wired only by a holder
+    /// of its busy lock, so that whoever holds it exclusively (and has
+    /// removed its mappings) sees the count only fall (rule 3). A page in no
+    /// object is the caller's own (just allocated, or unmanaged).
     #[inline]
     pub fn wire(&self) {
+        debug_assert!(
+            !self.is_managed() || self.object().is_none() || self.busied(),
+            "page {:#x}: wired without its busy lock (rule 3)",
+            self.phys
+        );
         let old = self.wire_count.fetch_add(1, Ordering::AcqRel);
         assert!(old != u32::MAX, "page {:#x}: wire count overflow", self.phys);
     }
@@ -689,6 +713,14 @@ mod tests {
         Page::new(0x1000, 0)
     }
 
+    /// A record as the allocator hands out a managed page: neither reserved
+    /// nor unmanaged.
+    fn managed_page() -> Page {
+        let p = page();
+        p.clear_flags(PageFlags::RESERVED | PageFlags::UNMANAGED);
+        p
+    }
+
     #[test]
     fn debug_constants_name_every_flag() {
         crate::tests::assert_names_every_flag::<PageFlags>("PageFlags", &DEBUG_CONSTANTS);
@@ -810,7 +842,7 @@ mod tests {
 
     #[test]
     fn owner_needs_xbusy_and_remove_reports_wiring() {
-        let p = page();
+        let p = managed_page();
         p.xbusy();
         p.set_owner(0xABC, 7);
         assert_eq!((p.object(), p.pindex()), (Some(0xABC), 7));
@@ -819,5 +851,53 @@ mod tests {
         assert!(p.object().is_none());
         assert!(p.unwire_noq());
         p.xunbusy();
+    }
+
+    /// Rule 3: a page of an object gains a wiring only from a busy holder,
+    /// so an exclusive holder that has unmapped it only races with unwiring.
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "wired without its busy lock (rule 3)")]
+    fn wiring_a_page_of_an_object_needs_its_busy_lock() {
+        let p = managed_page();
+        p.xbusy();
+        p.set_owner(0xABC, 1);
+        p.wire();
+        p.xunbusy();
+        assert!(p.unwire_noq(), "the busy holder's wiring was counted");
+        // Nobody holds the busy lock now: a wiring is a protocol violation.
+        p.wire();
+    }
+
+    /// Rule 11: the pages the machine layer takes for itself (page tables,
+    /// heap, DMA buffers) are unmanaged and never join an object.
+    #[test]
+    #[should_panic(expected = "an unmanaged page cannot join an object (rule 11)")]
+    fn an_unmanaged_page_never_joins_an_object() {
+        let p = page();
+        p.xbusy();
+        p.set_owner(0xABC, 1);
+    }
+
+    /// Rule 13: the zero flag changes on free or just-allocated pages only;
+    /// once the page holds data of an object the flag is frozen.
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "zero flag changed on a page in use (rule 13)")]
+    fn the_zero_flag_is_fixed_while_the_page_is_in_use() {
+        let p = managed_page();
+        p.set_flags(PageFlags::ZERO);
+        p.clear_flags(PageFlags::ZERO);
+        p.xbusy();
+        p.set_all_valid();
+        p.set_flags(PageFlags::ZERO);
+    }
+
+    /// Rule 2 at the page: a mapping of an invalid page is refused.
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "an invalid page is never mapped (rule 2)")]
+    fn an_invalid_page_gets_no_mapping() {
+        managed_page().add_mapping();
     }
 }

@@ -17,7 +17,7 @@
 //! object (front to back along the chain), both before any page busy lock is
 //! waited on — waiting for a busy page always drops the object lock first.
 //!
-//! ## Page operations (with the rules of `VM-RULES.md`)
+//! ## Page operations (with the rules of `vm/RULES.md`)
 //!
 //! - `insert`: the page is exclusively busy and in no object; a second page
 //!   at the same index is a bug caught here (rule 15); a trie node that cannot

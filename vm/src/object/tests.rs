@@ -91,6 +91,21 @@ fn double_insertion_is_caught() {
     let _ = l.insert(p, 5);
 }
 
+/// Rule 15 on the other way in: a page moved (as a collapse or a
+/// copy-on-write move does) onto an index that holds a page is caught
+/// before anything changes in either object.
+#[test]
+#[should_panic(expected = "rename: double insertion at index 3")]
+fn a_rename_onto_a_resident_index_is_caught() {
+    let t = test_env();
+    let from = VmObject::new(ObjectKind::Anonymous, 10, t.env);
+    let to = VmObject::new(ObjectKind::Anonymous, 10, t.env);
+    to.lock().alloc_page(3, AllocFlags::empty()).unwrap();
+    let mut src = from.lock();
+    let p = src.alloc_page(7, AllocFlags::empty()).unwrap();
+    let _ = src.rename(p, &mut to.lock(), 3);
+}
+
 #[test]
 fn failed_allocations_change_nothing() {
     let t = test_env();
@@ -284,7 +299,10 @@ fn truncation_waits_for_busy_pages_and_spares_wired_ones() {
     let obj = VmObject::new(ObjectKind::Vnode, 64, t.env);
     let pages: Vec<&'static Page> = (0..8).map(|i| make_resident(&obj, i * 4, i as u8)).collect();
     let wired = pages[2];
+    // Wired as a wiring fault does it, under the busy lock (rule 3).
+    wired.xbusy();
     wired.wire();
+    wired.xunbusy();
     let busy = pages[5];
     assert!(busy.try_sbusy());
     // Another thread holds the busy page for a while (I/O in flight).

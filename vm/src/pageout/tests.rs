@@ -10,7 +10,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use super::*;
-use crate::invariants;
+use crate::invariants::{self, Violation};
 use crate::object::tests::{make_resident, test_env};
 use crate::object::{PagerResult, VmObject};
 
@@ -127,7 +127,7 @@ fn failed_writes_keep_pages_dirty_and_resident() {
     assert_eq!((st.written, st.freed, st.write_failed), (0, 0, 8), "{st:?}");
     for p in &pages {
         assert!(p.dirty() != 0 && p.object().is_some(), "page {}: data lost", p.pindex());
-        assert!(!p.flags().contains(PageFlags::FREE_AFTER_WRITE), "the mark stays after a failed write (rule 16)");
+        assert!(!p.flags().contains(PageFlags::FREE_AFTER_WRITE), "a failed write left the free-after-write mark (rule 16)");
         assert_eq!(p.queue(), Queue::Active);
         assert!(!p.busied());
     }
@@ -166,4 +166,52 @@ fn an_anonymous_object_becomes_a_swap_object_at_its_first_page_out() {
     assert_clean(pm);
     obj.deallocate();
     assert_eq!(pm.free_count(), start);
+}
+
+/// A swap object whose page `3` is resident and clean while its pager no
+/// longer holds a copy of it: rule 14 broken on purpose.
+fn swap_object_with_a_clean_page_without_slot(t: &crate::object::tests::TestEnv) -> (Arc<VmObject>, &'static Page) {
+    let pm = t.env.pm;
+    let obj = VmObject::new(crate::object::ObjectKind::Anonymous, 8, t.env);
+    to_laundry(pm, &resident(&obj, 8));
+    let pager = Arc::new(RecordingPager::default());
+    let p2 = pager.clone();
+    let make = move || -> Option<Arc<dyn Pager>> { Some(p2.clone()) };
+    assert_eq!(launder(pm, t.env.mappings, 100, &make).freed, 8);
+    assert_eq!(obj.kind(), crate::object::ObjectKind::Swap);
+    // Read back clean: its copy in the pager is what makes it freeable.
+    let page = make_resident(&obj, 3, 3);
+    assert!(invariants::check_object(&obj).is_empty(), "a clean page with its slot is fine");
+    pager.held.lock().unwrap().retain(|&i| i != 3);
+    (obj, page)
+}
+
+/// Rule 14, as the invariant checker sees it: a clean swap-object page whose
+/// slot is gone is reported, and dirtying it (so that it needs no slot)
+/// makes the object sound again.
+#[test]
+fn a_clean_swap_page_without_a_slot_is_reported() {
+    let t = test_env();
+    let pm = t.env.pm;
+    let start = pm.free_count();
+    let (obj, page) = swap_object_with_a_clean_page_without_slot(&t);
+    assert_eq!(invariants::check_object(&obj), [Violation::CleanWithoutSlot { page: page.phys(), pindex: 3 }]);
+    page.xbusy();
+    page.set_all_dirty();
+    page.xunbusy();
+    assert!(invariants::check_object(&obj).is_empty());
+    assert_clean(pm);
+    obj.deallocate();
+    assert_eq!(pm.free_count(), start);
+}
+
+/// Rule 14, as the pageout daemon enforces it: it refuses to free a clean
+/// swap-object page that has no copy in the pager, since its data would be
+/// lost.
+#[test]
+#[should_panic(expected = "with no swap slot (rule 14)")]
+fn the_daemon_never_frees_a_clean_swap_page_without_a_slot() {
+    let t = test_env();
+    let (_obj, _page) = swap_object_with_a_clean_page_without_slot(&t);
+    scan_inactive(t.env.pm, t.env.mappings, 100);
 }

@@ -134,7 +134,9 @@ fn run(ops: Vec<Op>) {
             }
             Op::Wire(i) => {
                 let Some(i) = pick(i) else { continue };
-                if held[i].single() && held[i].page.is_managed() {
+                let h = &held[i];
+                // Rule 3: a page of an object is wired by a busy holder.
+                if h.single() && h.page.is_managed() && (!h.owned || h.xbusy || h.sbusy > 0) {
                     held[i].page.wire();
                     held[i].wired += 1;
                 }

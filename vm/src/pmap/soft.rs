@@ -276,3 +276,28 @@ impl PageMappings for SoftMachine {
         n
     }
 }
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+
+    use alloc::boxed::Box;
+
+    use super::*;
+
+    /// Rule 2: the pmap refuses to enter a page none of whose blocks is
+    /// valid (the hardware pmap asserts the same).
+    #[test]
+    #[should_panic(expected = "an invalid page is never mapped (rule 2)")]
+    fn an_invalid_page_is_never_entered() {
+        let machine: &'static SoftMachine = Box::leak(Box::new(SoftMachine::new()));
+        let pmap = machine.new_pmap();
+        let page: &'static Page = Box::leak(Box::new(Page::new(0x1000, 0)));
+        assert!(page.try_xbusy());
+        page.set_valid_range(0, 512);
+        assert!(pmap.enter(0x4000, page, Prot::READ, false).is_ok(), "a page with a valid block is mapped");
+        pmap.remove(0, u64::MAX).skip_not_loaded();
+        page.invalidate();
+        let _ = pmap.enter(0x5000, page, Prot::READ, false);
+    }
+}
