@@ -647,6 +647,9 @@ fn default_wait(page: &Page) {
     extern crate std;
     use std::cell::Cell;
     use std::time::{Duration, Instant};
+    if let Some(hook) = wait_hook::NEXT.with(|h| h.take()) {
+        return hook(page);
+    }
     std::thread_local! {
         static WAITING: Cell<Option<(u64, Instant)>> = const { Cell::new(None) };
     }
@@ -664,6 +667,29 @@ fn default_wait(page: &Page) {
         }
     });
     std::thread::yield_now();
+}
+
+#[cfg(test)]
+mod wait_hook {
+    extern crate std;
+    use alloc::boxed::Box;
+    use core::cell::Cell;
+
+    use super::Page;
+
+    /// A wait's stand-in: called with the page instead of the next wait.
+    pub(super) type Hook = Box<dyn FnOnce(&Page)>;
+
+    std::thread_local! {
+        pub(super) static NEXT: Cell<Option<Hook>> = const { Cell::new(None) };
+    }
+}
+
+/// Host tests: the calling thread's next busy wait calls `hook` with the
+/// page instead (to look at what the waiter holds while it waits).
+#[cfg(test)]
+pub(crate) fn on_next_busy_wait(hook: wait_hook::Hook) {
+    wait_hook::NEXT.with(|h| h.set(Some(hook)));
 }
 
 /// How waiters of a busy page are woken: installed with the sleeping wait.
