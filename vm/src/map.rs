@@ -477,18 +477,8 @@ impl VmMap {
             }
             let Some(obj) = e.object.take() else { continue };
             // The bottom of the chain and the entry's offset in it.
-            let mut bottom = obj.clone();
-            let mut offset = e.offset;
-            loop {
-                let next = bottom.lock().backing();
-                match next {
-                    Some((b, off)) => {
-                        offset += off;
-                        bottom = b;
-                    }
-                    None => break,
-                }
-            }
+            let (bottom, below) = crate::object::chain(&obj).last().expect("a chain holds its first object");
+            let offset = e.offset + below;
             if matches!(bottom.kind(), crate::object::ObjectKind::Anonymous | crate::object::ObjectKind::Swap) {
                 e.offset = 0;
                 e.needs_copy = false;

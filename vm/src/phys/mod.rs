@@ -830,37 +830,20 @@ impl PhysMem {
 
     // ---- the page life cycle (rules 4, 5, 6) ------------------------------------
 
-    /// Frees an invalid page found or allocated for I/O that failed (rule 5):
-    /// remove it from its object, then free it unless it is wired — then the
-    /// thread that drops the last wiring frees it, seeing it in no object.
-    /// The caller holds the exclusive busy lock (and, once objects exist, the
-    /// object lock).
-    pub fn free_invalid(&self, page: &'static Page) {
-        assert!(page.xbusied(), "page {:#x}: free_invalid needs the exclusive busy lock", page.phys());
-        assert!(page.valid() == 0, "page {:#x}: free_invalid of a page with valid blocks {:#x}", page.phys(), page.valid());
-        if page.clear_owner() {
-            self.free(page);
-        } else {
-            page.xunbusy();
-        }
-    }
-
-    /// Finishes a read-ahead/behind page after its I/O (rule 6): a valid page
-    /// is unbusied and queued; an invalid one (the read failed) is freed by
-    /// rule 5, never left in limbo.
+    /// Finishes a read-ahead/behind page whose read succeeded (rule 6): it
+    /// is unbusied and queued (inactive unless it was referenced). One whose
+    /// read failed is invalid, and is freed from its object instead (rule 5:
+    /// `object::Locked::free_invalid`).
     pub fn readahead_finish(&self, page: &'static Page) {
-        if page.valid() != 0 {
-            if !page.wired() && page.is_managed() {
-                if page.flags().contains(PageFlags::REFERENCED) {
-                    self.activate(page);
-                } else {
-                    self.deactivate(page);
-                }
+        assert!(page.valid() != 0, "page {:#x}: read-ahead finished but nothing in it is valid", page.phys());
+        if !page.wired() && page.is_managed() {
+            if page.flags().contains(PageFlags::REFERENCED) {
+                self.activate(page);
+            } else {
+                self.deactivate(page);
             }
-            page.xunbusy();
-        } else {
-            self.free_invalid(page);
         }
+        page.xunbusy();
     }
 
     /// Puts an unbusied managed page of an object back on a queue if it is on
