@@ -51,7 +51,7 @@ use crate::kprintln;
 use crate::mm::vmspace::AddressSpace;
 use crate::proc::{self, Process, Status};
 
-const PAGE: u64 = 4096;
+const PAGE: u64 = vm::PAGE_SIZE as u64;
 /// The private file mapping (two pages).
 pub const FILE_VA: u64 = 0x4000_0000;
 /// The wired anonymous page.
