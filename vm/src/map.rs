@@ -492,18 +492,8 @@ impl VmMap {
             }
             let Some(obj) = e.object.take() else { continue };
             // The bottom of the chain and the entry's offset in it.
-            let mut bottom = obj.clone();
-            let mut offset = e.offset;
-            loop {
-                let next = bottom.lock().backing();
-                match next {
-                    Some((b, off)) => {
-                        offset += off;
-                        bottom = b;
-                    }
-                    None => break,
-                }
-            }
+            let (bottom, below) = crate::object::chain(&obj).last().expect("a chain holds its first object");
+            let offset = e.offset + below;
             if matches!(bottom.kind(), crate::object::ObjectKind::Anonymous | crate::object::ObjectKind::Swap) {
                 e.offset = 0;
                 e.needs_copy = false;
@@ -550,7 +540,6 @@ impl VmMap {
     /// untouched entry, and the shadow of a private entry on its first write.
     pub fn lookup(&mut self, va: u64, access: Prot) -> Result<Lookup, MapError> {
         let env = self.env;
-        let timestamp = self.timestamp;
         let e = self.entries.range_mut(..=va).next_back().map(|(_, e)| e).filter(|e| va < e.end).ok_or(MapError::NoEntry)?;
         if !e.prot.contains(access) {
             return Err(MapError::Protection);
@@ -561,6 +550,7 @@ impl VmMap {
             e.offset = 0;
         }
         let mut prot = e.prot;
+        let mut shadowed = false;
         if e.needs_copy {
             if access.contains(Prot::WRITE) {
                 let backing = e.object.take().unwrap();
@@ -573,12 +563,13 @@ impl VmMap {
                 }
                 e.offset = 0;
                 e.needs_copy = false;
+                shadowed = true;
             } else {
                 // Read through to the shared object; a write faults again.
                 prot.remove(Prot::WRITE);
             }
         }
-        Ok(Lookup {
+        let lookup = Lookup {
             object: e.object.clone().unwrap(),
             pindex: e.offset + (va - e.start) / PAGE,
             prot,
@@ -586,8 +577,16 @@ impl VmMap {
             wired: e.wired_count > 0,
             entry_start: e.start,
             entry_end: e.end,
-            timestamp,
-        })
+            timestamp: 0,
+        };
+        // The entry has a new object: a fault that looked it up before
+        // (and may be about to map a page of the object now shadowed, over
+        // the page a fault of the new object maps) sees the change when it
+        // rechecks, and looks again (FreeBSD's `vm_fault_relookup`).
+        if shadowed {
+            self.timestamp += 1;
+        }
+        Ok(Lookup { timestamp: self.timestamp, ..lookup })
     }
 
     /// Marks `[start, end)` wired in the map (the fault path then faults the

@@ -44,7 +44,7 @@ use x86_64::registers::control::Cr3;
 
 use crate::arch::direct_map::phys_to_virt;
 
-const PAGE: u64 = 4096;
+const PAGE: u64 = vm::PAGE_SIZE as u64;
 const P: u64 = 1 << 0;
 const RW: u64 = 1 << 1;
 const NX: u64 = 1 << 63;
