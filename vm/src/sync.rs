@@ -102,6 +102,14 @@ impl<T: ?Sized> Mutex<T> {
         self.inner.is_locked()
     }
 
+    /// Whether the current thread holds this (ranked) lock, where the
+    /// lock-order check knows it: `None` for an unranked lock, in release
+    /// builds, or before the check runs.
+    pub fn held_by_me(&self) -> Option<bool> {
+        self.class?;
+        witness::holds(self.addr())
+    }
+
     #[inline(always)]
     fn check(&self, _site: &'static Location<'static>) {
         #[cfg(debug_assertions)]

@@ -186,6 +186,19 @@ pub fn may_sleep(site: &'static Location<'static>) {
     let _ = site;
 }
 
+/// Whether the current thread holds the ranked lock at `lock`, where that
+/// is known (debug builds, once the kernel's hook is in).
+pub fn holds(lock: usize) -> Option<bool> {
+    #[cfg(debug_assertions)]
+    if let Some(hook) = hook() {
+        let mut held = None;
+        hook(&mut |h| held = Some(h.entries[..h.len].iter().flatten().any(|e| e.lock == lock)));
+        return held;
+    }
+    let _ = lock;
+    None
+}
+
 /// How many ranked locks the current thread holds, where that is known
 /// (debug builds, once the kernel's hook is in).
 pub fn held_count() -> Option<usize> {

@@ -281,9 +281,17 @@ impl VmObject {
         Locked { obj: self, st: self.state.lock() }
     }
 
-    /// True if the object lock is held (for assertions and tests).
+    /// True if the object lock is held, by anyone (for tests).
     pub fn is_locked(&self) -> bool {
         self.state.is_locked()
+    }
+
+    /// Whether the current thread holds the object lock, where that is
+    /// known (debug builds with the lock-order check running); `None`
+    /// elsewhere. (Whether *someone* holds it says nothing of the caller: a
+    /// preempted pageout daemon may hold it meanwhile.)
+    pub fn locked_by_me(&self) -> Option<bool> {
+        self.state.held_by_me()
     }
 
     pub fn ref_count(&self) -> u32 {
