@@ -1,6 +1,6 @@
 //! Builds every C program in `user/` with `musl-gcc -static` into OUT_DIR and
 //! writes `programs.rs` there: the table of embedded programs, by path
-//! (`/bin/<name>`), that `kernel/src/programs.rs` includes.
+//! (`/bin/<name>`), that `kernel/src/proc/programs.rs` includes.
 
 use std::path::PathBuf;
 use std::process::Command;

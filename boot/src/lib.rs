@@ -8,7 +8,7 @@
 //!   calls, and a 3 MiB debug build took seconds to load under emulation.
 //!   gdb reads the unstripped ELF;
 //! - `kernel.ksym`: the kernel's symbol table, demangled, in the format
-//!   `kernel/src/ksyms.rs` reads; it is loaded as the bootloader's ramdisk so
+//!   `kernel/src/kern/ksyms.rs` reads; it is loaded as the bootloader's ramdisk so
 //!   that panics and fault reports name functions;
 //! - `kernel-bios.img`: an MBR disk image that boots with SeaBIOS (QEMU's default);
 //! - `kernel-uefi.img`: a GPT disk image that boots with OVMF;
@@ -64,7 +64,7 @@ pub const KERNEL_BASE: u64 = 0xffff_ffff_8000_0000;
 
 const KSYM_MAGIC: &[u8; 8] = b"KSYM0001";
 
-/// Encodes the function symbols of `elf` as a KSYM table (see `kernel/src/ksyms.rs`).
+/// Encodes the function symbols of `elf` as a KSYM table (see `kernel/src/kern/ksyms.rs`).
 pub fn symbol_table(elf: &[u8]) -> Result<Vec<u8>> {
     let file = object::File::parse(elf).context("kernel is not a valid ELF file")?;
     let mut syms: Vec<(u64, u32, String)> = file

@@ -133,6 +133,7 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     dev::init(phys_offset);
     x86_64::instructions::interrupts::enable();
     kern::sync::start_checks();
+    kern::sched::start_lock_order_checks();
     arch::watchdog::start();
     mount_root();
     mm::swap::init();
@@ -199,6 +200,8 @@ impl MessageBuf {
 #[panic_handler]
 fn panic(info: &PanicInfo<'_>) -> ! {
     static PANICKING: AtomicBool = AtomicBool::new(false);
+    // The report takes whatever locks it must, in whatever order.
+    vm::witness::stop();
     let mut w = kern::serial::panic_writer();
     if PANICKING.swap(true, Ordering::SeqCst) {
         let _ = writeln!(w, "\nnested panic: {}", info.message());

@@ -3,7 +3,7 @@
 //! A test is an ordinary function marked `#[ktest]` next to the code it tests, in
 //! any of the kernel's crates (`kernel`, `vm`, `pager`). The attribute places a
 //! [`Test`] record in the link-time table [`TESTS`]; the kernel's test runner
-//! (`kernel/src/ktest_runner.rs`) walks that table when it is booted in test mode.
+//! (`kernel/src/devtools/ktest_runner.rs`) walks that table when it is booted in test mode.
 //! Nothing registers at run time, so a test that is compiled is a test that runs.
 //!
 //! ```

@@ -1,6 +1,6 @@
 //! The gdb commands of `tools/gdb/` checked against the kernel's own view.
 //!
-//! `mode=vmstate` (kernel/src/vmstate.rs) sets up a known VM state (a pager
+//! `mode=vmstate` (kernel/src/devtools/vmstate.rs) sets up a known VM state (a pager
 //! read, a copy-on-write fault, a wired page, a page in limbo, pages paged
 //! out to swap and back, one of them clean without its slot), prints the
 //! kernel's view of it as `vmstate: <what> key=value ...` lines and stops at

@@ -1,6 +1,6 @@
 //! Host side of the in-kernel tests: finds the images, boots QEMU, reads the
 //! kernel's serial console and turns the `ktest:` protocol lines (see
-//! `kernel/src/ktest_runner.rs`) into results.
+//! `kernel/src/devtools/ktest_runner.rs`) into results.
 //!
 //! QEMU is restarted whenever a test ends the run (a panic, an exception, a
 //! hang past its timeout), with the tests not yet reported, so every test gets

@@ -46,7 +46,7 @@ impl Outcome {
     }
 
     /// The kernel's closing line held: every process gone and the page
-    /// invariants clean (`kernel/src/demo.rs`).
+    /// invariants clean (`kernel/src/devtools/demo.rs`).
     pub fn invariants_hold(&self) -> bool {
         self.stdout.lines().any(|l| l.contains("vm: every process gone") && l.ends_with("page invariants: hold"))
     }

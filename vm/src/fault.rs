@@ -6,33 +6,41 @@
 //! ```text
 //!   fault(va, access)
 //!     lookup ─── no entry / protection ──────────────────────────► error
-//!       │ first object, index, protection
+//!       │ first object, index, protection, map timestamp
 //!       ▼
-//!     for object in chain (first object → backing → ...):
-//!       page resident? ── busy ──► release all, wait, restart
+//!     find_page, an object at a time (first object → backing → ...):
+//!       object: page resident? ── busy ──► release all, sleep, restart
 //!         │ valid ─────────────────────────────────┐
 //!       object has a pager? ── get_pages: OK ──────┤
 //!         │   ERROR ► error · AGAIN ► restart · BAD ► error
-//!       next object                                  │
-//!     end of chain: zero-fill the first object's page│
+//!       next: the backing object                     │
+//!     zerofill, at the end: the first object's page  │
 //!                                                    ▼
-//!     page below the first object and a write? ─► copy (or move, with
-//!                                                    `replace`, rule 7)
-//!     enter in the pmap ── no memory ─► release all, wait, restart (rule 12)
-//!     prefault neighbours, unbusy, queue
+//!     cow: page below the first object and a write? ─► copy (or move,
+//!                                                    with `replace`, rule 7)
+//!     enter: map changed since the lookup? ─► release all, restart
+//!            in the pmap ── no memory ─► release all, wait, restart (rule 12)
+//!            prefault neighbours
+//!     finish: queue, unbusy
 //! ```
 //!
+//! The steps are `FaultState`'s methods of those names, run in that order
+//! by `FaultState::run`; the object being searched and the index there
+//! are `FaultState`'s (`object`, `pindex`), as in FreeBSD's
+//! `vm_fault_object` / `vm_fault_next` / `vm_fault_zerofill`. Timing the
+//! steps for the benchmarks ([`set_step_clock`]) runs a second copy of
+//! them; the production one has no clock in it ([`steps`]).
+//!
 //! Preconditions and outcomes of each step are asserted where they hold:
-//! "page found: exclusively busy, object unlocked". Locks are never held
-//! across a wait: every wait first releases everything (`release`) and the
-//! fault restarts from the lookup.
+//! "page found: exclusively busy, object unlocked" (`assert_found`, debug
+//! builds). Locks are never held across a wait: every wait first releases
+//! everything (`release`), busy placeholder pages included, and the fault
+//! restarts from the lookup.
 //!
 //! Errors are statuses ([`FaultError`]), never panics: the caller turns them
 //! into EFAULT, a signal, or (for the kernel itself) a panic with a report.
 
 use alloc::sync::Arc;
-use alloc::vec::Vec;
-use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crate::sync::Mutex;
 
@@ -42,6 +50,15 @@ use crate::page::{Page, PageFlags, busy_wait};
 use crate::phys::AllocFlags;
 use crate::pmap::{PmapError, Prot};
 use crate::{PAGE_SIZE, vm_wait};
+
+mod pagein;
+mod prefault;
+pub mod steps;
+
+use pagein::page_in;
+use prefault::prefault;
+pub use steps::{STEP_TIMES, Step, StepTimes, set_step_clock, step_clock};
+use steps::{Timed, Unwatched, Watch};
 
 /// How often a fault retries after running out of memory before it gives up
 /// with [`FaultError::NoMemory`].
@@ -88,121 +105,95 @@ pub struct FaultStats {
     pub read_ahead: u32,
 }
 
-/// Time spent in each step of faults while a clock is installed
-/// ([`set_step_clock`]): for the kernel's benchmark split. (A)
-pub struct StepTimes {
-    pub lookup: AtomicU64,
-    pub find_page: AtomicU64,
-    pub cow: AtomicU64,
-    pub enter: AtomicU64,
-    pub finish: AtomicU64,
-    /// Of `find_page` and `cow`: zeroing and copying page contents.
-    pub fill: AtomicU64,
-}
-
-pub static STEP_TIMES: StepTimes = StepTimes {
-    lookup: AtomicU64::new(0),
-    find_page: AtomicU64::new(0),
-    cow: AtomicU64::new(0),
-    enter: AtomicU64::new(0),
-    finish: AtomicU64::new(0),
-    fill: AtomicU64::new(0),
-};
-
-/// The clock that times the steps, as a `fn() -> u64` address; 0 when step
-/// timing is off, which it is unless a benchmark asks for it: reading a clock
-/// between steps is not free (under emulation `rdtsc` is a helper call) and
-/// would be paid by every fault. (A)
-static STEP_CLOCK: AtomicUsize = AtomicUsize::new(0);
-
-/// Starts timing the fault steps into [`STEP_TIMES`] with `clock` (e.g. the
-/// TSC), or stops with `None`.
-pub fn set_step_clock(clock: Option<fn() -> u64>) {
-    STEP_CLOCK.store(clock.map_or(0, |c| c as usize), Ordering::Relaxed);
-}
-
-/// The step clock, if step timing is on.
-pub fn step_clock() -> Option<fn() -> u64> {
-    match STEP_CLOCK.load(Ordering::Relaxed) {
-        0 => None,
-        // SAFETY: non-zero values are `fn() -> u64` pointers stored by
-        // `set_step_clock`.
-        c => Some(unsafe { core::mem::transmute::<usize, fn() -> u64>(c) }),
-    }
-}
-
-/// Runs `f`, adding its time to [`StepTimes::fill`] if steps are timed.
-fn timed_fill(f: impl FnOnce()) {
-    match step_clock() {
-        None => f(),
-        Some(clock) => {
-            let t0 = clock();
-            f();
-            STEP_TIMES.fill.fetch_add(clock().wrapping_sub(t0), Ordering::Relaxed);
-        }
-    }
-}
-
-/// Adds the time since `*since` to `acc` and restarts the lap.
-fn lap(clock: fn() -> u64, since: &mut u64, acc: &AtomicU64) {
-    let now = clock();
-    acc.fetch_add(now.wrapping_sub(*since), Ordering::Relaxed);
-    *since = now;
-}
-
 /// A step's verdict.
 enum Next {
     /// Go on to the next step.
     Continue,
     /// Release everything and start again from the lookup.
     Restart,
+    /// Release everything, sleep until the page is no longer busy, start
+    /// again (FreeBSD's `vm_fault_busy_sleep`). Sleeping only after the
+    /// release matters: the page's holder may be waiting for a page this
+    /// fault holds (the first object's placeholder, say, as a collapse or
+    /// a range removal in that object would), and must find it gone. The
+    /// page may be freed meanwhile; pages are never unmapped from the page
+    /// array, and freeing one wakes its sleepers.
+    RestartAfterBusySleep(&'static Page),
     /// Release everything, wait for memory, start again.
     RestartAfterMemoryWait,
     /// Release everything, wait a moment for the pager's resource (its
     /// vnode lock, rule 8), start again. Waiting only after the release
-    /// matters: a thread that holds the lock may be waiting for our busy
-    /// pages, and must find them gone when it runs.
+    /// matters for the same reason as above: a thread that holds the lock
+    /// may be waiting for our busy pages.
     RestartAfterPagerWait,
     /// Stop with an error (after releasing everything).
     Fail(FaultError),
 }
 
+/// What the look at one object of the chain found (`object`).
+enum Here {
+    /// The search is over, with this verdict (`Continue`: the page is in
+    /// `m`).
+    Done(Next),
+    /// Not here: go on to the backing object, if any (as read under the
+    /// object's lock), at the index plus its offset.
+    Below(Option<(Arc<VmObject>, u64)>),
+}
+
 /// The state of one fault.
-struct FaultState<'a> {
+struct FaultState<'a, W: Watch> {
     // The fault's parameters.
     map: &'a Mutex<VmMap>,
     va: u64,
     access: Prot,
     wire: bool,
-    // What the map lookup said.
+    watch: W,
+    // What the map lookup said: the first object and its index among them.
     lookup: Option<Lookup>,
-    // The first object and its placeholder page (exclusively busy, invalid),
+    // The first object's placeholder page (exclusively busy, invalid),
     // allocated when the first object has no page at the index.
     first_m: Option<&'static Page>,
-    // The page found or made (exclusively busy), and its object if that is
-    // below the first object (`None`: the first object).
+    // The object being searched, and the index there: `None` is the first
+    // object (only borrowed from the lookup). Once the page is found, the
+    // object it is in.
+    object: Option<Arc<VmObject>>,
+    pindex: u64,
+    // How far below the first object `object` is.
+    depth: u32,
+    // Whether `object` is the first object's own backing object with no
+    // other shadow: read under that object's lock when the page is found
+    // there, for the copy step's choice between a copy and a move.
+    sole_shadow: bool,
+    // The page found or made (exclusively busy), in `object`.
     m: Option<&'static Page>,
-    m_object: Option<Arc<VmObject>>,
-    // Whether `m_object` is the first object's own backing object with no
-    // other shadow: read by `find_page` under that object's lock, for the
-    // copy step's choice between a copy and a move.
-    m_object_sole_shadow: bool,
     stats: FaultStats,
 }
 
 /// Handles a fault at `va` for `access` in `map`. With `wire`, the page is
 /// also wired (for `mlock`; the map entry must be wired).
 pub fn fault(map: &Mutex<VmMap>, va: u64, access: Prot, wire: bool) -> Result<FaultStats, FaultError> {
+    match step_clock() {
+        None => fault_watched(map, va, access, wire, Unwatched),
+        Some(clock) => fault_watched(map, va, access, wire, Timed::new(clock)),
+    }
+}
+
+/// [`fault`], its steps watched by `watch`.
+#[inline(always)]
+fn fault_watched<W: Watch>(map: &Mutex<VmMap>, va: u64, access: Prot, wire: bool, watch: W) -> Result<FaultStats, FaultError> {
     let mut fs = FaultState {
         map,
         va: va & !(PAGE_SIZE as u64 - 1),
         access,
         wire,
+        watch,
         lookup: None,
         first_m: None,
+        object: None,
+        pindex: 0,
+        depth: 0,
+        sole_shadow: false,
         m: None,
-        m_object: None,
-        m_object_sole_shadow: false,
         stats: FaultStats::default(),
     };
     let mut memory_waits = 0;
@@ -210,9 +201,10 @@ pub fn fault(map: &Mutex<VmMap>, va: u64, access: Prot, wire: bool) -> Result<Fa
         let verdict = fs.run();
         match verdict {
             Next::Continue => return Ok(fs.stats),
-            Next::Restart => {
+            Next::Restart => fs.release(),
+            Next::RestartAfterBusySleep(m) => {
                 fs.release();
-                fs.stats.restarts += 1;
+                busy_wait(m);
             }
             Next::RestartAfterMemoryWait => {
                 fs.release();
@@ -220,71 +212,92 @@ pub fn fault(map: &Mutex<VmMap>, va: u64, access: Prot, wire: bool) -> Result<Fa
                 if memory_waits > MEMORY_RETRIES || !vm_wait() {
                     return Err(FaultError::NoMemory);
                 }
-                fs.stats.restarts += 1;
             }
             Next::RestartAfterPagerWait => {
                 fs.release();
                 if !vm_wait() {
                     return Err(FaultError::NoMemory);
                 }
-                fs.stats.restarts += 1;
             }
             Next::Fail(e) => {
                 fs.release();
                 return Err(e);
             }
         }
+        fs.stats.restarts += 1;
     }
 }
 
-macro_rules! step {
-    ($e:expr) => {
-        match $e {
-            Next::Continue => {}
-            other => return other,
-        }
-    };
+/// Host tests: a fault watched by `watch` (to stop it between two steps).
+#[cfg(test)]
+pub(crate) fn fault_with<W: Watch>(
+    map: &Mutex<VmMap>,
+    va: u64,
+    access: Prot,
+    wire: bool,
+    watch: W,
+) -> Result<FaultStats, FaultError> {
+    fault_watched(map, va, access, wire, watch)
 }
 
-impl FaultState<'_> {
-    /// One attempt: every step in order; with a step clock installed, each
-    /// step's time is added to [`STEP_TIMES`] (an attempt that restarts is
-    /// counted up to the step that restarted).
+impl<W: Watch> FaultState<'_, W> {
+    /// One attempt: the steps in order, each told to the watcher.
     ///
     /// The steps are inlined here, one call site each: under emulation a
     /// call and its return each cost a lookup of translated code, and a
     /// fault that made one per step spent more on them than on the steps'
     /// own work (`kernel.cost.call_ret` against `kernel.cost.straight_x10`).
+    #[inline(always)]
     fn run(&mut self) -> Next {
-        let clock = step_clock();
-        let t = &STEP_TIMES;
-        let mut since = clock.map_or(0, |c| c());
-        macro_rules! timed {
-            ($verdict:expr, $acc:expr) => {{
+        macro_rules! step {
+            ($step:ident, $verdict:expr) => {{
                 let verdict = $verdict;
-                if let Some(c) = clock {
-                    lap(c, &mut since, $acc);
+                self.watch.after(Step::$step);
+                match verdict {
+                    Next::Continue => {}
+                    other => return other,
                 }
-                step!(verdict);
             }};
         }
-        timed!(self.lookup(), &t.lookup);
-        timed!(self.find_page(), &t.find_page);
+        self.watch.start();
+        step!(Lookup, self.lookup());
+        step!(FindPage, self.find_page());
+        self.assert_found();
         // Only a page from below the first object has a copy step.
-        if self.m_object.is_some() {
-            timed!(self.cow(), &t.cow);
+        if self.object.is_some() {
+            step!(Cow, self.cow());
         }
-        timed!(self.enter(), &t.enter);
+        step!(Enter, self.enter());
         self.finish();
-        if let Some(c) = clock {
-            lap(c, &mut since, &t.finish);
-        }
+        self.watch.after(Step::Finish);
         Next::Continue
+    }
+
+    /// What the module's docs promise after `find_page`: the page found is
+    /// exclusively busy and valid, and no object is left locked. (Debug
+    /// builds.)
+    #[inline(always)]
+    fn assert_found(&self) {
+        #[cfg(debug_assertions)]
+        {
+            let lk = self.lookup.as_ref().unwrap();
+            let m = self.m.expect("page found");
+            assert!(m.xbusied(), "fault at {:#x}: page {:#x} found but not exclusively busy", self.va, m.phys());
+            assert!(m.all_valid(), "fault at {:#x}: page {:#x} found but not valid", self.va, m.phys());
+            assert!(!lk.object.is_locked(), "fault at {:#x}: first object left locked", self.va);
+            if let Some(object) = &self.object {
+                assert!(!object.is_locked(), "fault at {:#x}: page {:#x}'s object left locked", self.va, m.phys());
+            }
+            if let Some(f) = self.first_m {
+                assert!(f.xbusied(), "fault at {:#x}: placeholder {:#x} not exclusively busy", self.va, f.phys());
+            }
+        }
     }
 
     /// Releases every page the fault holds: an invalid placeholder is freed
     /// (rule 5), any other page is unbusied and left on a queue (rule 4).
-    /// Only a fault that restarts or fails has anything to release.
+    /// Only a fault that restarts or fails has anything to release. After
+    /// it the fault holds nothing: no lock, no busy page.
     #[cold]
     #[inline(never)]
     fn release(&mut self) {
@@ -305,8 +318,9 @@ impl FaultState<'_> {
                 }
             }
         }
-        self.m_object = None;
-        self.m_object_sole_shadow = false;
+        self.object = None;
+        self.depth = 0;
+        self.sole_shadow = false;
     }
 
     /// Step 1: the map entry, the first object and the index.
@@ -314,6 +328,7 @@ impl FaultState<'_> {
     fn lookup(&mut self) -> Next {
         match self.map.lock().lookup(self.va, self.access) {
             Ok(l) => {
+                self.pindex = l.pindex;
                 self.lookup = Some(l);
                 Next::Continue
             }
@@ -322,105 +337,117 @@ impl FaultState<'_> {
         }
     }
 
-    /// Step 2: walk the chain for the page; page in from a pager or zero-fill
-    /// at the end. Leaves `m` exclusively busy and valid, in `m_object`.
+    /// Step 2: walk the chain for the page, an object at a time (`object`,
+    /// `next`); page in from a pager on the way, or zero-fill at the end
+    /// (`zerofill`). Leaves `m` exclusively busy and valid, in `object`.
     #[inline(always)]
     fn find_page(&mut self) -> Next {
-        debug_assert!(self.m.is_none() && self.first_m.is_none() && self.m_object.is_none());
-        let lk = self.lookup.as_ref().unwrap();
-        // The object searched, when it is below the first one: the first
-        // object is only borrowed from the lookup.
-        let mut below: Option<Arc<VmObject>> = None;
-        let mut pindex = lk.pindex;
-        let mut depth = 0;
+        debug_assert!(self.m.is_none() && self.first_m.is_none() && self.object.is_none() && self.depth == 0);
         loop {
-            let object = below.as_ref().unwrap_or(&lk.object);
-            let is_first = below.is_none();
-            let mut l = object.lock();
-            // For the copy step: is this the first object's own backing
-            // object, with no other shadow? (Read under the lock, here.)
-            let sole_shadow = depth == 1 && l.shadow_count() == 1;
-            if l.flags().contains(crate::object::ObjectFlags::DEAD) {
-                return Next::Fail(FaultError::NoEntry);
-            }
-            let pager = l.pager();
-            // The first object gets a page at the index if it has none (a
-            // placeholder for a copy or a zero fill), and so does an object
-            // with a pager (to read into): looked up and allocated with one
-            // walk of the trie.
-            let found = if is_first || pager.is_some() {
-                // A page of a first object with no pager and nothing below
-                // it can only be zero-filled: one from the zero pool, if
-                // there is one, is zero already.
-                let flags =
-                    if is_first && pager.is_none() && !l.has_backing() { AllocFlags::PREFER_ZERO } else { AllocFlags::empty() };
-                match l.lookup_or_alloc(pindex, flags) {
-                    Ok(found) => Some(found),
-                    Err(ObjectError::NoMemory) => return Next::RestartAfterMemoryWait,
-                    Err(_) => return Next::Restart,
-                }
-            } else {
-                l.lookup(pindex).map(|m| (m, false))
-            };
-            match found {
-                Some((m, false)) => {
-                    if !m.try_xbusy() {
-                        drop(l);
-                        busy_wait(m);
-                        return Next::Restart;
-                    }
-                    if m.all_valid() {
-                        self.m_object_sole_shadow = sole_shadow;
-                        drop(l);
-                        self.m = Some(m);
-                        self.m_object = below;
-                        return Next::Continue;
-                    }
-                    // An invalid page left by a failed read: start it over.
-                    l.free_invalid(m);
-                    return Next::Restart;
-                }
-                Some((m, true)) => {
-                    if is_first {
-                        self.first_m = Some(m);
-                    }
-                    if let Some((pager, held)) = pager.and_then(|p| {
-                        let held = p.has_page(pindex)?;
-                        Some((p, held))
-                    }) {
-                        let verdict = page_in(l, object, m, pindex, is_first, pager, held, &mut self.stats);
-                        if let Next::Continue = verdict {
-                            self.m = Some(m);
-                            self.m_object = below;
-                            self.m_object_sole_shadow = sole_shadow;
-                        }
-                        return verdict;
-                    }
-                    if !is_first {
-                        // A pager object without the page: continue down.
-                        l.free_invalid(m);
-                    }
-                }
-                None => {}
-            }
-            let next = l.backing();
-            drop(l);
-            match next {
-                Some((b, off)) => {
-                    pindex += off;
-                    below = Some(b);
-                    depth += 1;
-                }
-                None => break,
+            match self.object_step() {
+                Here::Done(verdict) => return verdict,
+                Here::Below(None) => return self.zerofill(),
+                Here::Below(Some(backing)) => self.next(backing),
             }
         }
-        // End of the chain: zero-fill the placeholder in the first object.
+    }
+
+    /// Step 2, one object (`vm_fault_object`): the page at `pindex` in
+    /// `object`, if it is resident and valid or its pager has it.
+    #[inline(always)]
+    fn object_step(&mut self) -> Here {
+        let lk = self.lookup.as_ref().unwrap();
+        let object = self.object.as_ref().unwrap_or(&lk.object);
+        let is_first = self.object.is_none();
+        let pindex = self.pindex;
+        let mut l = object.lock();
+        if l.flags().contains(crate::object::ObjectFlags::DEAD) {
+            return Here::Done(Next::Fail(FaultError::NoEntry));
+        }
+        // For the copy step: is this the first object's own backing
+        // object, with no other shadow? (Read under the lock, here.)
+        let sole_shadow = self.depth == 1 && l.shadow_count() == 1;
+        let pager = l.pager();
+        // The first object gets a page at the index if it has none (a
+        // placeholder for a copy or a zero fill), and so does an object
+        // with a pager (to read into): looked up and allocated with one
+        // walk of the trie.
+        let found = if is_first || pager.is_some() {
+            // A page of a first object with no pager and nothing below it
+            // can only be zero-filled: one from the zero pool, if there is
+            // one, is zero already.
+            let flags =
+                if is_first && pager.is_none() && !l.has_backing() { AllocFlags::PREFER_ZERO } else { AllocFlags::empty() };
+            match l.lookup_or_alloc(pindex, flags) {
+                Ok(found) => Some(found),
+                Err(ObjectError::NoMemory) => return Here::Done(Next::RestartAfterMemoryWait),
+                Err(_) => return Here::Done(Next::Restart),
+            }
+        } else {
+            l.lookup(pindex).map(|m| (m, false))
+        };
+        match found {
+            Some((m, false)) => {
+                if !m.try_xbusy() {
+                    return Here::Done(Next::RestartAfterBusySleep(m));
+                }
+                if m.all_valid() {
+                    drop(l);
+                    self.sole_shadow = sole_shadow;
+                    self.m = Some(m);
+                    return Here::Done(Next::Continue);
+                }
+                // An invalid page left by a failed read: start it over.
+                l.free_invalid(m);
+                return Here::Done(Next::Restart);
+            }
+            Some((m, true)) => {
+                if is_first {
+                    self.first_m = Some(m);
+                }
+                if let Some((pager, held)) = pager.and_then(|p| {
+                    let held = p.has_page(pindex)?;
+                    Some((p, held))
+                }) {
+                    let verdict = page_in(l, object, m, pindex, is_first, pager, held, &mut self.stats);
+                    if let Next::Continue = verdict {
+                        self.m = Some(m);
+                        self.sole_shadow = sole_shadow;
+                    }
+                    return Here::Done(verdict);
+                }
+                if !is_first {
+                    // A pager object without the page: continue down.
+                    l.free_invalid(m);
+                }
+            }
+            None => {}
+        }
+        Here::Below(l.backing())
+    }
+
+    /// Step 2, to the backing object (`vm_fault_next`): it becomes the
+    /// object searched, at the index plus its offset.
+    #[inline(always)]
+    fn next(&mut self, (backing, offset): (Arc<VmObject>, u64)) {
+        self.pindex += offset;
+        self.object = Some(backing);
+        self.depth += 1;
+    }
+
+    /// Step 2, the end of the chain (`vm_fault_zerofill`): no object has
+    /// the page; the first object's placeholder is zero-filled.
+    #[inline(always)]
+    fn zerofill(&mut self) -> Next {
+        // Back at the first object, where the page goes.
+        self.object = None;
+        let lk = self.lookup.as_ref().unwrap();
         let m = self.first_m.expect("the first object always gets a placeholder");
         if !m.flags().contains(PageFlags::ZERO) {
             let p = lk.object.env().pm.page_addr(m).expect("page contents not accessible");
             // SAFETY: the page is ours (exclusively busy, just allocated) and
             // the direct map covers it.
-            timed_fill(|| unsafe { zero_page(p) });
+            self.watch.fill(|| unsafe { zero_page(p) });
         }
         m.set_all_valid();
         // Anonymous memory exists nowhere else: the page must be written
@@ -437,7 +464,7 @@ impl FaultState<'_> {
     /// chain alone, the page is moved instead, with `replace` (rule 7).
     #[inline(always)]
     fn cow(&mut self) -> Next {
-        let Some(object) = self.m_object.as_ref() else {
+        let Some(object) = self.object.as_ref() else {
             return Next::Continue;
         };
         let lk = self.lookup.as_ref().unwrap();
@@ -453,7 +480,7 @@ impl FaultState<'_> {
         }
         // Is the backing object ours alone (its one reference is the first
         // object's, nothing else shadows it, and the page is not wired)?
-        let sole = self.m_object_sole_shadow && object.ref_count() == 1 && !m.wired();
+        let sole = self.sole_shadow && object.ref_count() == 1 && !m.wired();
         if sole && m.mapping_count() == 0 {
             // Move: out of the backing object (no allocation), into the
             // placeholder's slot (no allocation): nothing can fail.
@@ -476,7 +503,7 @@ impl FaultState<'_> {
             let (src, dst) = (env.pm.page_addr(m).unwrap(), env.pm.page_addr(first_m).unwrap());
             // SAFETY: both pages are exclusively busy here, valid (m) or ours
             // (first_m), distinct, and reachable through the direct map.
-            timed_fill(|| unsafe { copy_page(src, dst) });
+            self.watch.fill(|| unsafe { copy_page(src, dst) });
             first_m.set_all_valid();
             m.xunbusy();
             env.pm.requeue(m);
@@ -484,24 +511,26 @@ impl FaultState<'_> {
             self.stats.copied = true;
             self.m = Some(first_m);
         }
+        // The page is the first object's now.
         self.first_m = None;
-        self.m_object = None;
+        self.object = None;
         Next::Continue
     }
 
     /// Step 4: map the page. Rechecks the map first (the lock was dropped),
-    /// and restarts if it changed. `enter` may fail for want of a page table
-    /// (rule 12): release, wait, retry.
+    /// and restarts if it changed (`vm_fault_relookup`). `enter` may fail
+    /// for want of a page table (rule 12): release, wait, retry.
     #[inline(always)]
     fn enter(&mut self) -> Next {
         let lk = self.lookup.as_ref().unwrap();
         let m = self.m.unwrap();
+        debug_assert!(m.xbusied(), "fault at {:#x}: page {:#x} entered but not exclusively busy", self.va, m.phys());
         let map = self.map.lock();
         if map.timestamp != lk.timestamp {
             return Next::Restart;
         }
         let mut prot = lk.prot;
-        if self.m_object.is_some() {
+        if self.object.is_some() {
             // A page below the first object is only ever mapped read-only.
             prot.remove(Prot::WRITE);
         }
@@ -577,119 +606,11 @@ impl FaultState<'_> {
         }
         m.xunbusy();
         self.first_m = None;
-        self.m_object = None;
+        self.object = None;
+        self.depth = 0;
+        self.sole_shadow = false;
         self.lookup = None;
     }
-}
-
-/// Step 2's read from a pager: `m`, just allocated at `pindex` in `object`
-/// (locked: `l`), is read in by `pager` together with up to `behind` and
-/// `ahead` neighbours.
-///
-/// Out of line and cold: paging in is slow by nature, and its code is kept
-/// off the path of the faults that find or make a page.
-#[cold]
-#[inline(never)]
-#[allow(clippy::too_many_arguments)]
-fn page_in(
-    mut l: crate::object::Locked<'_>,
-    object: &Arc<VmObject>,
-    m: &'static Page,
-    pindex: u64,
-    is_first: bool,
-    pager: Arc<dyn crate::object::Pager>,
-    (behind, ahead): (u64, u64),
-    stats: &mut FaultStats,
-) -> Next {
-    // Read-behind and read-ahead: the neighbours the pager can read in the
-    // same I/O, up to the first resident page either way; each is optional
-    // (no page, no read-ahead).
-    let mut cluster: Vec<&'static Page> = Vec::new();
-    let mut req = 0;
-    if behind + ahead > 0 && cluster.try_reserve((behind + ahead + 1) as usize).is_ok() {
-        // A page for index `i` if none is resident there (and one can be had).
-        let mut vacant = |i: u64| if l.lookup(i).is_some() { None } else { l.alloc_page(i, AllocFlags::empty()).ok() };
-        cluster.extend((1..=behind.min(pindex)).map_while(|i| vacant(pindex - i)));
-        cluster.reverse();
-        req = cluster.len();
-        cluster.push(m);
-        cluster.extend((1..=ahead).map_while(|i| vacant(pindex + i)));
-    }
-    object.pip_add();
-    drop(l);
-    let r = if cluster.len() > 1 { pager.get_pages(object, &cluster, req) } else { pager.get_page(object, m) };
-    object.pip_wakeup();
-    // The neighbours: valid ones are unbusied and queued, invalid ones freed
-    // (rule 6), whatever the result.
-    if cluster.len() > 1 {
-        let env = *object.env();
-        for (i, &p) in cluster.iter().enumerate() {
-            if i == req {
-                continue;
-            }
-            if p.valid() != 0 {
-                env.pm.readahead_finish(p);
-                stats.read_ahead += 1;
-            } else {
-                object.lock().free_invalid(p);
-            }
-        }
-    }
-    match r {
-        PagerResult::Ok => {
-            assert!(m.all_valid(), "pager said OK but page {:#x} is not valid", m.phys());
-            stats.paged_in = true;
-            Next::Continue
-        }
-        // The page is invalid: freed by rule 5 (via release, or here for a
-        // page below the first object).
-        PagerResult::Error | PagerResult::Bad | PagerResult::Again => {
-            if !is_first {
-                object.lock().free_invalid(m);
-            }
-            match r {
-                PagerResult::Error => Next::Fail(FaultError::Io),
-                PagerResult::Bad => Next::Fail(FaultError::Bad),
-                _ => Next::RestartAfterPagerWait,
-            }
-        }
-    }
-}
-
-/// Maps resident, valid, idle neighbours of the faulting page in the first
-/// object, so that a sequential walk does not fault on every page. Returns
-/// how many it mapped.
-#[inline(never)]
-fn prefault(lk: &Lookup, va_fault: u64, map: &VmMap, prot: Prot) -> u32 {
-    let page = PAGE_SIZE as u64;
-    let lo = va_fault.saturating_sub(PREFAULT * page).max(lk.entry_start);
-    let hi = (va_fault + (PREFAULT + 1) * page).min(lk.entry_end);
-    // Private mappings get neighbours read-only: a write must still fault
-    // to keep the dirty bits exact.
-    let prot = if lk.cow { prot - Prot::WRITE } else { prot };
-    // Page index of the entry's start, and the window's indices.
-    let base = lk.pindex - (va_fault - lk.entry_start) / page;
-    let (first, last) = (base + (lo - lk.entry_start) / page, base + (hi - lk.entry_start) / page);
-    let fault_pindex = lk.pindex;
-    let mut n = 0;
-    // Only resident pages are candidates: one walk of the trie over the
-    // window, none of the page tables unless there is something to map.
-    lk.object.lock().for_each_in(first, last, |p| {
-        if p.pindex() == fault_pindex || !p.all_valid() {
-            return;
-        }
-        let va = lk.entry_start + (p.pindex() - base) * page;
-        if !p.try_sbusy() {
-            return;
-        }
-        // Only where nothing is mapped yet: one pmap call for the check and
-        // the mapping.
-        if map.pmap().enter_quick(va, p, prot) == Ok(true) {
-            n += 1;
-        }
-        p.sunbusy();
-    });
-    n
 }
 
 /// 8-byte words a zeroing or copying loop handles per round: the rounds'

@@ -16,6 +16,7 @@
 //! | [`radix`] | `vm_radix`: the per-object trie of resident pages |
 //! | [`zone`] | a UMA-like zone of fixed-size items (trie nodes) |
 //! | [`sync`] | the spin lock, only ever taken with interrupts on (checked) |
+//! | [`witness`] | the lock order, checked in debug builds (`WITNESS`) |
 //! | [`failpoint`] | `fail(9)`: named places that can be told to fail |
 //! | [`invariants`] | what must always hold, checked |
 //!
@@ -25,21 +26,50 @@
 //! numbered; "rule N" in the code means rule N there, and each rule names
 //! the assertions, invariant checks and tests that enforce it.
 //!
+//! ## Lock legend
+//!
+//! One legend for the whole tree (`vm`, `pager` and the kernel): each field
+//! of a shared structure says, in parentheses, what protects it.
+//!
+//! | tag | protected by |
+//! | --- | --- |
+//! | (A) | nothing but atomic operations (each says what its ordering pairs with) |
+//! | (C) | nothing: constant once built (at boot, or when the structure is made) |
+//! | (T) | nothing: the running thread's own |
+//! | (B) | the page's busy lock (its holder) |
+//! | (M) | the map lock (`VmMap`, in its address space) |
+//! | (O) | the object lock (`VmObject`'s state) |
+//! | (P) | the pmap's PV-list lock |
+//! | (Q) | the page-queue lock |
+//! | (F) | the page allocator's locks (free lists, cache, zero pool) |
+//! | (Z) | a zone's keg lock |
+//! | (W) | a swap pager's metadata lock |
+//! | (K) | the swap space's block-map lock |
+//! | (V) | the vnode table's lock; (L) a sleep lock (a filesystem, a file offset) |
+//! | (H) | the kernel heap's lock |
+//! | (D) | a device's lock (interrupt-safe: PCI, I/O APIC, virtio-blk) |
+//! | (S) | the scheduler lock |
+//! | (R) | the process table's lock, or a process's own field locks |
+//!
 //! ## Lock order
 //!
-//! Written once, here; take locks only in this order:
+//! Written once, in [`witness::order`], lowest rank first; a thread holding
+//! a lock takes only locks of the same or a higher rank. Debug builds check
+//! it at every ranked lock (kernel and host tests alike) and panic on a
+//! reversal, naming both locks and where each was taken. In short:
 //!
 //! ```text
-//! map lock ⇒ object lock ⇒ page busy ⇒ page-queue lock
-//!                                      ⇒ allocator cache lock ⇒ free-list lock
+//! map ⇒ object ⇒ swap metadata ⇒ PV lists ⇒ page queues ⇒ kmem ⇒ heap
+//!     ⇒ zone keg ⇒ page cache ⇒ free lists ⇒ zero pool ⇒ swap space
+//!     ⇒ device ⇒ console ⇒ scheduler
 //! ```
 //!
-//! The queue lock and the allocator locks are leaves: nothing is taken while
-//! holding them, except the free-list lock under the cache lock.
-//!
-//! Every lock here is a [`sync::Mutex`], only ever taken with interrupts on
-//! (so a preempted holder is waited for by spinners that are preempted in
-//! their turn), never in an interrupt handler.
+//! The page busy lock is not a spin lock: it is taken (by try, or by
+//! sleeping with nothing else held) under the object lock, and held across
+//! I/O with no spin lock held. Every lock of this crate is a
+//! [`sync::Mutex`], only ever taken with interrupts on (so a preempted
+//! holder is waited for by spinners that are preempted in their turn),
+//! never in an interrupt handler.
 
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -61,6 +91,7 @@ pub mod pmap;
 pub mod queue;
 pub mod radix;
 pub mod sync;
+pub mod witness;
 pub mod zone;
 
 /// Bytes in a page.

@@ -69,22 +69,28 @@ pub enum Inherit {
 
 /// One mapped range.
 #[derive(Clone)]
+///
+/// Every field is the map lock's (M): entries live inside their `VmMap`.
 pub struct MapEntry {
+    /// The range `[start, end)`, page aligned. (M)
     pub start: u64,
     pub end: u64,
+    /// Protection now, and the most it may be raised to. (M)
     pub prot: Prot,
     pub max_prot: Prot,
+    /// What a fork does with the range. (M)
     pub inherit: Inherit,
-    /// Times the range is wired (mlock); its pages hold one wiring while > 0.
+    /// Times the range is wired (mlock); its pages hold one wiring while > 0. (M)
     pub wired_count: u32,
-    /// The backing object; `None` for anonymous memory not yet touched.
+    /// The backing object; `None` for anonymous memory not yet touched. (M;
+    /// the object's own state is its lock's, (O))
     pub object: Option<Arc<VmObject>>,
-    /// Page index in `object` of `start`.
+    /// Page index in `object` of `start`. (M)
     pub offset: u64,
     /// Private mapping: writes go to a shadow object, never to `object`'s
-    /// backing store.
+    /// backing store. (M)
     pub cow: bool,
-    /// Private mapping whose shadow has not been made yet.
+    /// Private mapping whose shadow has not been made yet. (M)
     pub needs_copy: bool,
 }
 
@@ -135,24 +141,33 @@ pub struct Lookup {
 /// An address map. Every field is under the owner's lock (the map is used
 /// through `&mut` or its `Mutex`); the `Cell`s are changed by searches that
 /// hold only `&self` under that same lock.
+///
+/// The whole map is behind its owner's map lock (M): a `VmMap` is reached
+/// only through the `Mutex` of its address space, and every field is (M)
+/// unless said otherwise.
 pub struct VmMap {
+    /// The entries by start address. (M)
     entries: BTreeMap<u64, MapEntry>,
+    /// The range the map covers. (C)
     min: u64,
     max: u64,
+    /// The machine's mappings of this map. (C; the pmap locks itself)
     pmap: Arc<dyn Pmap>,
+    /// The page allocator and the rest of the VM's environment. (C)
     env: VmEnv,
-    /// Bumped by every change to the entries.
+    /// Bumped by every change to the entries. (M)
     pub timestamp: u64,
-    /// The most entries the map may hold.
+    /// The most entries the map may hold. (M)
     max_entries: usize,
-    /// Bytes mapped: the sum of the entries' lengths (RLIMIT_AS).
+    /// Bytes mapped: the sum of the entries' lengths (RLIMIT_AS). (M)
     size: u64,
     /// `(lo, hi, hole)`: no free run in `[lo, hi)` is longer than `hole`
-    /// bytes (see the module docs).
+    /// bytes (see the module docs). (M; a `Cell` so that searches, which
+    /// take `&self`, can narrow it)
     hint: Cell<(u64, u64, u64)>,
-    /// Entries looked at by free-space searches, in all (a statistic).
+    /// Entries looked at by free-space searches, in all (a statistic). (M)
     search_visits: Cell<u64>,
-    /// Fails the entry allocations it is told to (tests).
+    /// Fails the entry allocations it is told to (tests). (C)
     entry_alloc: &'static FailPoint,
 }
 
@@ -477,18 +492,8 @@ impl VmMap {
             }
             let Some(obj) = e.object.take() else { continue };
             // The bottom of the chain and the entry's offset in it.
-            let mut bottom = obj.clone();
-            let mut offset = e.offset;
-            loop {
-                let next = bottom.lock().backing();
-                match next {
-                    Some((b, off)) => {
-                        offset += off;
-                        bottom = b;
-                    }
-                    None => break,
-                }
-            }
+            let (bottom, below) = crate::object::chain(&obj).last().expect("a chain holds its first object");
+            let offset = e.offset + below;
             if matches!(bottom.kind(), crate::object::ObjectKind::Anonymous | crate::object::ObjectKind::Swap) {
                 e.offset = 0;
                 e.needs_copy = false;
@@ -535,7 +540,6 @@ impl VmMap {
     /// untouched entry, and the shadow of a private entry on its first write.
     pub fn lookup(&mut self, va: u64, access: Prot) -> Result<Lookup, MapError> {
         let env = self.env;
-        let timestamp = self.timestamp;
         let e = self.entries.range_mut(..=va).next_back().map(|(_, e)| e).filter(|e| va < e.end).ok_or(MapError::NoEntry)?;
         if !e.prot.contains(access) {
             return Err(MapError::Protection);
@@ -546,6 +550,7 @@ impl VmMap {
             e.offset = 0;
         }
         let mut prot = e.prot;
+        let mut shadowed = false;
         if e.needs_copy {
             if access.contains(Prot::WRITE) {
                 let backing = e.object.take().unwrap();
@@ -558,12 +563,13 @@ impl VmMap {
                 }
                 e.offset = 0;
                 e.needs_copy = false;
+                shadowed = true;
             } else {
                 // Read through to the shared object; a write faults again.
                 prot.remove(Prot::WRITE);
             }
         }
-        Ok(Lookup {
+        let lookup = Lookup {
             object: e.object.clone().unwrap(),
             pindex: e.offset + (va - e.start) / PAGE,
             prot,
@@ -571,8 +577,16 @@ impl VmMap {
             wired: e.wired_count > 0,
             entry_start: e.start,
             entry_end: e.end,
-            timestamp,
-        })
+            timestamp: 0,
+        };
+        // The entry has a new object: a fault that looked it up before
+        // (and may be about to map a page of the object now shadowed, over
+        // the page a fault of the new object maps) sees the change when it
+        // rechecks, and looks again (FreeBSD's `vm_fault_relookup`).
+        if shadowed {
+            self.timestamp += 1;
+        }
+        Ok(Lookup { timestamp: self.timestamp, ..lookup })
     }
 
     /// Marks `[start, end)` wired in the map (the fault path then faults the

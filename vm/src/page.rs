@@ -63,6 +63,13 @@ use bitflags::bitflags;
 
 use crate::PAGE_SIZE;
 
+mod busy;
+
+use busy::busy_wakeup;
+#[cfg(test)]
+pub(crate) use busy::on_next_busy_wait;
+pub use busy::{busy_wait, set_busy_wait, set_busy_wakeup};
+
 /// Index of a page in the page array.
 pub type PageIndex = u32;
 
@@ -327,158 +334,6 @@ impl Page {
         assert!(old > 0, "page {:#x}: mapping count underflow", self.phys);
     }
 
-    // ---- busy ---------------------------------------------------------------
-
-    /// Raw busy word, for the invariant checker and debuggers.
-    #[inline]
-    pub fn busy_word(&self) -> u32 {
-        self.busy.load(Ordering::Acquire)
-    }
-
-    #[inline]
-    pub fn busied(&self) -> bool {
-        self.busy_word() & !BUSY_WAITERS != BUSY_UNBUSIED
-    }
-
-    #[inline]
-    pub fn xbusied(&self) -> bool {
-        self.busy_word() & BUSY_EXCLUSIVE != 0
-    }
-
-    /// Number of shared holders.
-    #[inline]
-    pub fn sbusy_count(&self) -> u32 {
-        self.busy_word() / BUSY_SHARER
-    }
-
-    /// Where the exclusive holder took the lock (debug builds; else `None`).
-    pub fn busy_owner(&self) -> BusyOwner {
-        #[cfg(debug_assertions)]
-        {
-            let p = self.busy_owner.load(Ordering::Acquire) as *const core::panic::Location<'static>;
-            // SAFETY: the field holds 0 or a pointer made from a
-            // `&'static Location` in `note_owner`.
-            unsafe { p.as_ref() }
-        }
-        #[cfg(not(debug_assertions))]
-        None
-    }
-
-    #[track_caller]
-    #[inline]
-    fn note_owner(&self) {
-        #[cfg(debug_assertions)]
-        self.busy_owner.store(core::panic::Location::caller() as *const _ as usize, Ordering::Release);
-    }
-
-    #[inline]
-    fn clear_owner_note(&self) {
-        #[cfg(debug_assertions)]
-        self.busy_owner.store(0, Ordering::Release);
-    }
-
-    /// Takes the exclusive busy lock if the page is unbusied.
-    #[track_caller]
-    #[inline]
-    pub fn try_xbusy(&self) -> bool {
-        // Acquire pairs with the Release in xunbusy/sunbusy: the previous
-        // holder's writes to the page are visible to the new one.
-        let ok = self.busy.compare_exchange(BUSY_UNBUSIED, BUSY_EXCLUSIVE, Ordering::Acquire, Ordering::Relaxed).is_ok();
-        if ok {
-            self.note_owner();
-        }
-        ok
-    }
-
-    /// Takes a shared busy lock unless the page is exclusively busy.
-    #[inline]
-    pub fn try_sbusy(&self) -> bool {
-        self.busy
-            .try_update(Ordering::Acquire, Ordering::Relaxed, |cur| (cur & BUSY_EXCLUSIVE == 0).then_some(cur + BUSY_SHARER))
-            .is_ok()
-    }
-
-    /// Takes the exclusive busy lock, waiting while another holds it.
-    #[track_caller]
-    pub fn xbusy(&self) {
-        while !self.try_xbusy() {
-            busy_wait(self);
-        }
-    }
-
-    /// Takes a shared busy lock, waiting while the page is exclusively busy.
-    pub fn sbusy(&self) {
-        while !self.try_sbusy() {
-            busy_wait(self);
-        }
-    }
-
-    /// Releases the exclusive busy lock.
-    #[inline]
-    pub fn xunbusy(&self) {
-        assert!(self.xbusied(), "page {:#x}: xunbusy of a page not exclusively busy", self.phys);
-        self.clear_owner_note();
-        // Release pairs with the Acquire of the next try_xbusy/try_sbusy.
-        let old = self.busy.swap(BUSY_UNBUSIED, Ordering::Release);
-        if old & BUSY_WAITERS != 0 {
-            busy_wakeup(self);
-        }
-    }
-
-    /// Releases one shared busy lock.
-    #[inline]
-    pub fn sunbusy(&self) {
-        let update = self.busy.try_update(Ordering::Release, Ordering::Relaxed, |cur| {
-            if cur & BUSY_EXCLUSIVE != 0 || cur < BUSY_SHARER {
-                return None;
-            }
-            // The last sharer also clears the waiters bit: it wakes them.
-            let new = cur - BUSY_SHARER;
-            Some(if new < BUSY_SHARER { BUSY_UNBUSIED } else { new })
-        });
-        match update {
-            Ok(old) if old < 2 * BUSY_SHARER && old & BUSY_WAITERS != 0 => busy_wakeup(self),
-            Ok(_) => {}
-            Err(word) => panic!("page {:#x}: sunbusy of a page not shared-busy (busy word {word:#x})", self.phys),
-        }
-    }
-
-    /// Turns the exclusive lock into a shared one without letting a writer in.
-    pub fn xbusy_downgrade(&self) {
-        assert!(self.xbusied(), "page {:#x}: downgrade of a page not exclusively busy", self.phys);
-        self.clear_owner_note();
-        let old = self.busy.swap(BUSY_SHARER, Ordering::Release);
-        if old & BUSY_WAITERS != 0 {
-            busy_wakeup(self);
-        }
-    }
-
-    /// Turns the caller's shared lock into the exclusive one if it is the
-    /// only sharer.
-    #[track_caller]
-    pub fn try_upgrade(&self) -> bool {
-        let ok = self
-            .busy
-            .try_update(Ordering::Acquire, Ordering::Relaxed, |cur| {
-                (cur & !BUSY_WAITERS == BUSY_SHARER).then_some(BUSY_EXCLUSIVE | (cur & BUSY_WAITERS))
-            })
-            .is_ok();
-        if ok {
-            self.note_owner();
-        }
-        ok
-    }
-
-    /// Notes that someone waits for the busy lock (the wakeup side of
-    /// sleep/wakeup uses it; spinning waiters need not set it).
-    pub fn set_busy_waiters(&self) -> bool {
-        self.busy
-            .try_update(Ordering::Relaxed, Ordering::Relaxed, |cur| {
-                (cur & !BUSY_WAITERS != BUSY_UNBUSIED).then_some(cur | BUSY_WAITERS)
-            })
-            .is_ok()
-    }
-
     // ---- wiring ---------------------------------------------------------
 
     #[inline]
@@ -636,72 +491,6 @@ impl Page {
         self.dirty.store(0, Ordering::Relaxed);
         let f = if zero { PageFlags::FREE | PageFlags::ZERO } else { PageFlags::FREE };
         self.flags.store(f.bits(), Ordering::Release);
-    }
-}
-
-/// How a waiter for a busy page waits: one function, so that the scheduler
-/// replaces spinning with sleep/wakeup in one place. The kernel installs a
-/// sleep on the page that sets the waiters bit first ([`Page::set_busy_waiters`]),
-/// and the matching wakeup ([`set_busy_wakeup`]).
-static BUSY_WAIT: spin::Once<fn(&Page)> = spin::Once::new();
-
-/// Installs the function busy waiters call between attempts (once, at boot).
-pub fn set_busy_wait(f: fn(&Page)) {
-    BUSY_WAIT.call_once(|| f);
-}
-
-/// Waits a little for `page`'s busy state to change.
-pub fn busy_wait(page: &Page) {
-    match BUSY_WAIT.get() {
-        Some(f) => f(page),
-        None => default_wait(page),
-    }
-}
-
-#[cfg(not(test))]
-fn default_wait(_page: &Page) {
-    core::hint::spin_loop();
-}
-
-/// Host tests: yield to the other test threads, and fail loudly rather than
-/// hang when a page stays busy for long (a test that panicked while holding
-/// it, and is now unwinding through code that waits for it).
-#[cfg(test)]
-fn default_wait(page: &Page) {
-    extern crate std;
-    use std::cell::Cell;
-    use std::time::{Duration, Instant};
-    std::thread_local! {
-        static WAITING: Cell<Option<(u64, Instant)>> = const { Cell::new(None) };
-    }
-    WAITING.with(|w| {
-        let now = Instant::now();
-        match w.get() {
-            Some((phys, since)) if phys == page.phys() => {
-                if now.duration_since(since) > Duration::from_secs(20) {
-                    w.set(None);
-                    std::eprintln!("page {:#x} stayed busy for 20 s; giving up the wait", page.phys());
-                    std::process::abort();
-                }
-            }
-            _ => w.set(Some((page.phys(), now))),
-        }
-    });
-    std::thread::yield_now();
-}
-
-/// How waiters of a busy page are woken: installed with the sleeping wait.
-static BUSY_WAKEUP: spin::Once<fn(&Page)> = spin::Once::new();
-
-/// Installs the wakeup that matches a sleeping [`set_busy_wait`] (once).
-pub fn set_busy_wakeup(f: fn(&Page)) {
-    BUSY_WAKEUP.call_once(|| f);
-}
-
-/// Wakes the waiters of `page` (the busy word's waiters bit was set).
-fn busy_wakeup(page: &Page) {
-    if let Some(f) = BUSY_WAKEUP.get() {
-        f(page);
     }
 }
 

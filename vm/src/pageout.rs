@@ -17,7 +17,7 @@
 //! - [`scan_inactive`] frees clean, unreferenced inactive pages after
 //!   removing their mappings; referenced ones go back to active, dirty ones
 //!   to the laundry.
-//! - [`launder`] writes laundry pages out through their object's pager, in
+//! - [`scan_laundry`] writes laundry pages out through their object's pager, in
 //!   clusters of neighbours, and completes each write: written pages are
 //!   clean and, still marked [`PageFlags::FREE_AFTER_WRITE`], freed (rule
 //!   16); pages whose write failed keep their data and dirty bits, lose the
@@ -213,14 +213,36 @@ fn dirty_after_protect(mappings: &dyn PageMappings, page: &'static Page) -> bool
     page.dirty() != 0
 }
 
-/// Adds to `run` (which holds `page`) the dirty, idle neighbours of `page`
-/// in `object`, behind and ahead, up to [`CLUSTER`] pages: each busy and
-/// write-protected. Returns the index of `page` in the run.
-fn cluster(mappings: &dyn PageMappings, object: &VmObject, page: &'static Page, run: &mut Vec<&'static Page>) -> usize {
+/// Grows `run`, which holds `page` (exclusively busy, in `object`, dirty
+/// and write-protected), into a run of consecutive dirty pages of `object`
+/// for one write: its neighbours ahead, then behind, within the page
+/// indices `bounds`, up to `max` pages and never past `run`'s capacity (no
+/// allocation). A neighbour joins if it is resident, `eligible` (looked at
+/// under the object's lock), idle (it is busied here), and still dirty once
+/// write-protected in every mapping; the first that does not ends the run
+/// on that side. Returns how many joined behind `page`: its index in the
+/// run.
+///
+/// The laundry's clustering ([`scan_laundry`]) and a pager's write-back of
+/// a range (the vnode pager's flush) build their runs with it.
+pub fn dirty_run(
+    mappings: &dyn PageMappings,
+    object: &VmObject,
+    page: &'static Page,
+    run: &mut Vec<&'static Page>,
+    bounds: core::ops::Range<u64>,
+    max: usize,
+    eligible: impl Fn(&Page) -> bool,
+) -> usize {
+    debug_assert!(run.last().is_some_and(|&p| core::ptr::eq(p, page)), "the run starts with its page");
+    let max = max.min(run.capacity());
     let take = |pindex: u64| -> Option<&'static Page> {
+        if !bounds.contains(&pindex) {
+            return None;
+        }
         let l = object.lock();
         let q = l.lookup(pindex)?;
-        if q.wired() || !matches!(q.queue(), Queue::Inactive | Queue::Laundry) || !q.try_xbusy() {
+        if !eligible(q) || !q.try_xbusy() {
             return None;
         }
         drop(l);
@@ -233,7 +255,7 @@ fn cluster(mappings: &dyn PageMappings, object: &VmObject, page: &'static Page, 
     };
     let p = page.pindex();
     let mut i = 1;
-    while run.len() < CLUSTER {
+    while run.len() < max {
         match p.checked_add(i).and_then(take) {
             Some(q) => run.push(q),
             None => break,
@@ -241,7 +263,7 @@ fn cluster(mappings: &dyn PageMappings, object: &VmObject, page: &'static Page, 
         i += 1;
     }
     let mut behind = 0;
-    while run.len() < CLUSTER && (behind as u64) < p {
+    while run.len() < max && (behind as u64) < p {
         match take(p - 1 - behind as u64) {
             Some(q) => {
                 run.insert(0, q);
@@ -256,7 +278,7 @@ fn cluster(mappings: &dyn PageMappings, object: &VmObject, page: &'static Page, 
 /// Writes out up to `want` pages of the laundry queue. `swap_pager` makes
 /// the pager of an anonymous object at its first page-out (`None`: no
 /// swap space; the page waits in the laundry).
-pub fn launder(
+pub fn scan_laundry(
     pm: &PhysMem,
     mappings: &dyn PageMappings,
     want: u64,
@@ -293,7 +315,10 @@ pub fn launder(
             break;
         }
         run.push(page);
-        cluster(mappings, object, page, &mut run);
+        // Neighbours waiting to be written too: idle, unwired, on the
+        // inactive or laundry queue.
+        let candidate = |q: &Page| !q.wired() && matches!(q.queue(), Queue::Inactive | Queue::Laundry);
+        dirty_run(mappings, object, page, &mut run, 0..u64::MAX, CLUSTER, candidate);
         // Rule 16: marked to be freed when the write completes.
         for q in &run {
             q.set_flags(PageFlags::FREE_AFTER_WRITE);

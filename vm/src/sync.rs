@@ -16,12 +16,14 @@
 //! Debug builds check the rule at every `lock`, once the kernel installs
 //! its probe ([`set_irq_probe`]): before, during bring-up, everything runs
 //! with interrupts off legitimately, and on the host there are none. The
-//! panic names the place. The guard is spin's own; release builds are
-//! spin's lock and nothing else.
+//! panic names the place. A lock may also have a class in the lock order
+//! ([`Mutex::ranked`], [`crate::witness`]), checked in debug builds too.
+//! Release builds are spin's lock and nothing else.
 
+use core::ops::{Deref, DerefMut};
 use core::panic::Location;
 
-pub use spin::MutexGuard;
+use crate::witness::{self, LockClass};
 
 /// Tells whether the CPU may take a plain lock now (interrupts on, not in an
 /// interrupt handler), or `None` while the check is off. Installed by the
@@ -36,12 +38,27 @@ pub fn set_irq_probe(probe: fn() -> Option<bool>) {
 
 /// A spin lock only ever taken with interrupts on (see the module docs).
 pub struct Mutex<T: ?Sized> {
+    /// Its place in the lock order (None: not checked).
+    class: Option<&'static LockClass>,
     inner: spin::Mutex<T>,
+}
+
+/// What [`Mutex::lock`] returns: unlocks when dropped.
+pub struct MutexGuard<'a, T: ?Sized> {
+    class: Option<&'static LockClass>,
+    /// The lock's address, as the witness knows it.
+    lock: usize,
+    inner: spin::MutexGuard<'a, T>,
 }
 
 impl<T> Mutex<T> {
     pub const fn new(value: T) -> Mutex<T> {
-        Mutex { inner: spin::Mutex::new(value) }
+        Mutex { class: None, inner: spin::Mutex::new(value) }
+    }
+
+    /// A lock of `class` in the lock order ([`crate::witness::order`]).
+    pub const fn ranked(value: T, class: &'static LockClass) -> Mutex<T> {
+        Mutex { class: Some(class), inner: spin::Mutex::new(value) }
     }
 
     pub fn into_inner(self) -> T {
@@ -54,16 +71,27 @@ impl<T: ?Sized> Mutex<T> {
     #[inline(always)]
     #[track_caller]
     pub fn lock(&self) -> MutexGuard<'_, T> {
-        self.check(Location::caller());
-        self.inner.lock()
+        let site = Location::caller();
+        self.check(site);
+        witness::will_take(self.class, self.addr(), site);
+        let inner = self.inner.lock();
+        witness::took(self.class, self.addr(), site);
+        MutexGuard { class: self.class, lock: self.addr(), inner }
     }
 
     /// Takes the lock if it is free.
     #[inline(always)]
     #[track_caller]
     pub fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
-        self.check(Location::caller());
-        self.inner.try_lock()
+        let site = Location::caller();
+        self.check(site);
+        let inner = self.inner.try_lock()?;
+        witness::took(self.class, self.addr(), site);
+        Some(MutexGuard { class: self.class, lock: self.addr(), inner })
+    }
+
+    fn addr(&self) -> usize {
+        self as *const Self as *const () as usize
     }
 
     pub fn get_mut(&mut self) -> &mut T {
@@ -93,6 +121,26 @@ fn taken_with_interrupts_off(lock: usize, site: &'static Location<'static>) -> !
         "spin lock {lock:#x} taken with interrupts off at {site}: a thread preempted while it holds \
          the lock would keep this CPU spinning for ever (use an interrupt-safe lock)"
     )
+}
+
+impl<T: ?Sized> Drop for MutexGuard<'_, T> {
+    fn drop(&mut self) {
+        // (The spin lock itself is let go just after, as `inner` drops.)
+        witness::released(self.class, self.lock);
+    }
+}
+
+impl<T: ?Sized> Deref for MutexGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.inner
+    }
+}
+
+impl<T: ?Sized> DerefMut for MutexGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.inner
+    }
 }
 
 impl<T: Default> Default for Mutex<T> {

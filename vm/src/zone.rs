@@ -1,7 +1,7 @@
 //! Zones of fixed-size items carved from slabs of whole pages (a minimal
 //! slab allocator, as UMA's kegs and zones are in FreeBSD): the radix-trie
 //! nodes and PV entries, and the kernel heap's size classes (`malloc(9)`
-//! over UMA, `kernel/src/heap.rs`).
+//! over UMA, `kernel/src/kern/heap.rs`).
 //!
 //! Two layers, as in UMA:
 //!
@@ -295,7 +295,7 @@ impl NodeZone {
             fail,
             item_size: keg.item_size(),
             per_slab: keg.items_per_slab(),
-            keg: Mutex::new(keg),
+            keg: Mutex::ranked(keg, &crate::witness::order::KEG),
             in_use: AtomicUsize::new(0),
             slabs: AtomicUsize::new(0),
         }

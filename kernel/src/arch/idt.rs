@@ -151,7 +151,7 @@ unsafe extern "C" fn trap_common() {
 /// Restores the registers of the `TrapFrame` at RSP and returns from the
 /// trap with `iretq`: the end of `trap_common`, and how a new process
 /// thread first enters user mode with a frame it was given
-/// (`process::resume_user`).
+/// (`proc::exit::resume_user`).
 #[unsafe(naked)]
 pub unsafe extern "C" fn trap_return() -> ! {
     naked_asm!(

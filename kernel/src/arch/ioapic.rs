@@ -46,7 +46,7 @@ pub enum Trigger {
 }
 
 /// The I/O APIC once found: the virtual address of its registers and its
-/// number of pins. (I) the lock, taken with interrupts off.
+/// number of pins. (D) the lock, taken with interrupts off.
 struct IoApic {
     base: u64,
     pins: u32,

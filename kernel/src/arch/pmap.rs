@@ -83,14 +83,16 @@ pub const USER_END: u64 = 0x0000_8000_0000_0000;
 
 /// A PV entry: one mapping of a managed page.
 struct Pv {
+    /// The next mapping of the same page. (P)
     next: *mut Pv,
+    /// Where the page is mapped. (P)
     pmap: *const X86Pmap,
     va: u64,
 }
 
 /// Everything the pmap lock protects beyond the tables themselves.
 struct PvState {
-    /// PV list head per page-array index (0: none).
+    /// PV list head per page-array index (0: none). (P)
     heads: Vec<usize>,
 }
 
@@ -98,11 +100,16 @@ struct PvState {
 unsafe impl Send for PvState {}
 
 struct Globals {
+    /// The page allocator. (C)
     pm: &'static PhysMem,
+    /// The PV-list lock (P) and what it protects.
     lock: Mutex<PvState>,
+    /// PV entries come from here. (Z: the zone locks itself)
     pv_zone: NodeZone,
+    /// Whether the CPU has no-execute. (C)
     nx: bool,
-    /// The kernel's PML4 (the bootloader's), whose upper half every space copies.
+    /// The kernel's PML4 (the bootloader's), whose upper half every space
+    /// copies. (C)
     kernel_pml4: u64,
 }
 
@@ -125,7 +132,7 @@ pub fn init() -> Result<(), PmapError> {
     let nx = Efer::read().contains(EferFlags::NO_EXECUTE_ENABLE);
     GLOBALS.call_once(|| Globals {
         pm,
-        lock: Mutex::new(PvState { heads }),
+        lock: Mutex::ranked(PvState { heads }, &vm::witness::order::PV),
         pv_zone: NodeZone::new(core::mem::size_of::<Pv>(), &KernelPages, &vm::failpoint::PV_ALLOC),
         nx,
         kernel_pml4: Cr3::read_raw().0.start_address().as_u64(),
@@ -172,17 +179,17 @@ fn flush_range(start: u64, end: u64) {
 pub struct X86Pmap {
     /// Physical address of the PML4. (C)
     pml4: u64,
-    /// Wired mappings. (pmap lock)
+    /// Wired mappings. (P)
     wired: AtomicUsize,
     /// Mappings of managed pages: the resident set, for the OOM killer's
-    /// choice. (pmap lock; a plain load and store under it)
+    /// choice. (P; a plain load and store under it)
     resident: AtomicUsize,
     /// The leaf table `walk` reached last: the 2 MiB it maps (`va >> 21`,
     /// plus one; 0: none) and its physical address, so that the next walk
     /// in the same 2 MiB (a sequential run of faults) goes straight there
     /// (FreeBSD's amd64 pmap reaches the leaf table through its recursive
     /// mapping in one step; this is the same for the common case).
-    /// Cleared whenever page tables are freed. (pmap lock)
+    /// Cleared whenever page tables are freed. (P)
     leaf_hint: AtomicU64,
     leaf_hint_table: AtomicU64,
 }

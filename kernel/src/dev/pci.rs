@@ -23,7 +23,7 @@ const CONFIG_DATA: u16 = 0xCFC;
 /// Offset of the interrupt line (low byte) and pin (next byte) register.
 pub const REG_INTERRUPT: u8 = 0x3C;
 
-/// Serialises the address-then-data port pairs. (I) taken with interrupts off.
+/// Serialises the address-then-data port pairs. (D) taken with interrupts off.
 static CONFIG_LOCK: IrqMutex<()> = IrqMutex::new(());
 
 /// Configuration space through I/O ports. Stateless: every access takes

@@ -111,7 +111,7 @@ impl Slot {
     }
 }
 
-/// The device and its requests. (I) the disk's device lock, interrupts off.
+/// The device and its requests. (D) the disk's device lock, interrupts off.
 struct Device {
     blk: VirtIOBlk<KernelHal, PciTransport>,
     slots: [Slot; SLOTS],
@@ -534,7 +534,7 @@ pub fn probe(ioapic: bool, vector: u8) {
             capacity,
             readonly,
             irq: AtomicU32::new(NO_IRQ),
-            dev: IrqMutex::new(Device { blk, slots: core::array::from_fn(|_| Slot::new()) }),
+            dev: IrqMutex::ranked(Device { blk, slots: core::array::from_fn(|_| Slot::new()) }, &vm::witness::order::DEVICE),
             done: core::array::from_fn(|_| AtomicBool::new(false)),
             progress: AtomicU64::new(0),
             stats: Stats::default(),

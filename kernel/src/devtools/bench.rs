@@ -85,7 +85,7 @@ fn file_reads() {
     use vm::map::Inherit;
     use vm::pmap::Prot;
 
-    const PAGE: u64 = 4096;
+    const PAGE: u64 = vm::PAGE_SIZE as u64;
     let Some(m) = crate::fs::root() else {
         kprintln!("skip: file.* (no root filesystem)");
         return;
@@ -261,7 +261,7 @@ pub fn faults() {
     use crate::mm::vmspace::{AddressSpace, FAULT_TSC, FAULTS};
 
     const SIZE: u64 = 64 << 20;
-    const PAGE: u64 = 4096;
+    const PAGE: u64 = vm::PAGE_SIZE as u64;
     let per_fault = |tsc: u64, faults: u64| time::tsc_to_us(tsc) as f64 * 1000.0 / faults.max(1) as f64;
 
     let steps = || {
@@ -543,7 +543,7 @@ fn profile_faults(
 ) {
     use crate::devtools::profile;
     const SIZE: u64 = 64 << 20;
-    const PAGE: u64 = 4096;
+    const PAGE: u64 = vm::PAGE_SIZE as u64;
     const PROFILE_ROUNDS: u64 = 16;
     let touch = |space: &alloc::sync::Arc<crate::mm::vmspace::AddressSpace>, a: u64, sampled: bool| {
         let _on = space.activate();

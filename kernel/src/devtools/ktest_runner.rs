@@ -155,12 +155,17 @@ pub fn settled_threads(target: usize) -> usize {
 }
 
 /// Checks the kernel is still in a state the next test can run in: interrupts
-/// on, every page the test allocated given back, and the page invariants
-/// (`vm::invariants`) intact.
+/// on, no ranked lock still held (debug builds), every page the test
+/// allocated given back, and the page invariants (`vm::invariants`) intact.
 fn after_test_check(free_before: u64, threads_before: usize) -> Result<(), alloc::string::String> {
     use alloc::format;
     if !x86_64::instructions::interrupts::are_enabled() {
         return Err("left interrupts disabled".into());
+    }
+    if let Some(n) = vm::witness::held_count()
+        && n != 0
+    {
+        return Err(format!("{n} ranked lock(s) still held after the test (or their release not seen)"));
     }
     settled_threads(threads_before);
     let free_after = free_pages();

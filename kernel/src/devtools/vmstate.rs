@@ -51,7 +51,7 @@ use crate::kprintln;
 use crate::mm::vmspace::AddressSpace;
 use crate::proc::{self, Process, Status};
 
-const PAGE: u64 = 4096;
+const PAGE: u64 = vm::PAGE_SIZE as u64;
 /// The private file mapping (two pages).
 pub const FILE_VA: u64 = 0x4000_0000;
 /// The wired anonymous page.
@@ -216,7 +216,7 @@ fn without_slot(space: &AddressSpace) -> Option<(Arc<VmObject>, &'static Page)> 
                 pm.launder(p);
             }
         }
-        vm::pageout::launder(pm, mappings, 2, &crate::mm::swap_pager::new_pager);
+        vm::pageout::scan_laundry(pm, mappings, 2, &crate::mm::swap_pager::new_pager);
     }
     assert!(object.kind() == ObjectKind::Swap && on_swap(), "vmstate: the pages at SWAP_VA were not paged out");
     // Their data is on swap now: whatever the laundry left resident goes
@@ -397,8 +397,6 @@ fn object_line(name: &str, o: &Arc<VmObject>) -> String {
     let pager = l.pager().map_or("-".into(), |p| format!("{}@{:#x}", p.name(), Arc::as_ptr(&p) as *const () as usize));
     let mut resident = Vec::new();
     l.for_each_in(0, u64::MAX, |p| resident.push(format!("{}:{:#x}", p.pindex(), p.phys())));
-    let mut chain = Vec::new();
-    let mut next = l.backing();
     let line = format!(
         "object name={name} addr={:#x} kind={:?} size={} refs={} shadows={} pip={} flags={:?} pager={pager} resident={}",
         o.handle(),
@@ -411,9 +409,12 @@ fn object_line(name: &str, o: &Arc<VmObject>) -> String {
         or_dash(resident.join(","))
     );
     drop(l);
-    while let Some((b, off)) = next {
-        chain.push(format!("{:#x}@{off}", b.handle()));
-        next = b.lock().backing();
+    // Each link's own offset: the difference of the offsets from `o`.
+    let mut above = 0;
+    let mut chain = Vec::new();
+    for (b, offset) in vm::object::chain(o).skip(1) {
+        chain.push(format!("{:#x}@{}", b.handle(), offset - above));
+        above = offset;
     }
     format!("{line} chain={}", or_dash(chain.join(",")))
 }

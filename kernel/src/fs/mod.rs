@@ -266,7 +266,7 @@ pub enum FileKind {
     File(Arc<Vnode>),
     Dir(Ino),
     /// A read-only file the kernel wrote when it was opened (`/proc/vmstat`,
-    /// see `sys_file::kernel_file`): its bytes.
+    /// see `syscall::file::kernel_file`): its bytes.
     Text(Arc<[u8]>),
 }
 

@@ -174,25 +174,28 @@ struct KernelHeap {
 
 #[global_allocator]
 static ALLOCATOR: KernelHeap = KernelHeap {
-    inner: IrqMutex::new(Inner {
-        kegs: {
-            let mut k = [const { Keg::new(16, PAGE) }; NCLASSES];
-            let mut c = 0;
-            while c < NCLASSES {
-                k[c] = Keg::new(CLASSES[c].0, CLASSES[c].1 * PAGE);
-                c += 1;
-            }
-            k
+    inner: IrqMutex::ranked(
+        Inner {
+            kegs: {
+                let mut k = [const { Keg::new(16, PAGE) }; NCLASSES];
+                let mut c = 0;
+                while c < NCLASSES {
+                    k[c] = Keg::new(CLASSES[c].0, CLASSES[c].1 * PAGE);
+                    c += 1;
+                }
+                k
+            },
+            allocs: [0; NCLASSES],
+            boot: Heap::empty(),
+            large_blocks: 0,
+            large_bytes: 0,
+            large_pages: 0,
+            deferred: ptr::null_mut(),
+            fallbacks: 0,
+            released: 0,
         },
-        allocs: [0; NCLASSES],
-        boot: Heap::empty(),
-        large_blocks: 0,
-        large_bytes: 0,
-        large_pages: 0,
-        deferred: ptr::null_mut(),
-        fallbacks: 0,
-        released: 0,
-    }),
+        &vm::witness::order::HEAP,
+    ),
 };
 
 /// The boot arena's range, set once by [`init`]: a block is the arena's

@@ -44,7 +44,7 @@ use x86_64::registers::control::Cr3;
 
 use crate::arch::direct_map::phys_to_virt;
 
-const PAGE: u64 = 4096;
+const PAGE: u64 = vm::PAGE_SIZE as u64;
 const P: u64 = 1 << 0;
 const RW: u64 = 1 << 1;
 const NX: u64 = 1 << 63;
@@ -75,7 +75,8 @@ struct Region {
 
 /// The region's first address. (C, set once by [`init`].)
 static BASE: Once<u64> = Once::new();
-static REGION: Mutex<Region> = Mutex::new(Region { pdpt: 0, free: [(0, 0); MAX_EXTENTS], nfree: 0 });
+static REGION: Mutex<Region> =
+    Mutex::ranked(Region { pdpt: 0, free: [(0, 0); MAX_EXTENTS], nfree: 0 }, &vm::witness::order::KMEM);
 
 /// Pages mapped in the region (stacks and buffers), and page-table pages
 /// under it. (A)

@@ -15,7 +15,7 @@ use vm::sync::Mutex;
 
 use crate::arch::direct_map::{PHYS_OFFSET, phys_to_virt};
 
-pub const PAGE_SIZE: u64 = 4096;
+pub const PAGE_SIZE: u64 = vm::PAGE_SIZE as u64;
 
 /// The bootloader's memory map. (C) set once at boot.
 static REGIONS: Once<&'static [MemoryRegion]> = Once::new();

@@ -39,7 +39,7 @@ use core::arch::naked_asm;
 use core::fmt::Write;
 use core::panic::Location;
 use core::ptr;
-use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
 use x86_64::instructions::interrupts;
 
@@ -72,7 +72,7 @@ struct Thread {
     name: String,
     state: State,
     /// The address space the thread runs in: its PML4 (0: the kernel's) and
-    /// the `vmspace::AddressSpace` it belongs to (0: none). Loaded at every
+    /// the `mm::vmspace::AddressSpace` it belongs to (0: none). Loaded at every
     /// switch to the thread; a new thread inherits its creator's.
     cr3: u64,
     space: usize,
@@ -95,6 +95,10 @@ struct Thread {
     /// The next thread of the ready queue, and whether the thread is on it.
     ready_next: *mut Thread,
     queued: bool,
+    /// The ranked locks the thread holds (debug builds check the lock order
+    /// against it: `vm::witness`). The thread's own, touched with
+    /// interrupts off; interrupt handlers use the interrupted thread's.
+    held: vm::witness::Held,
 }
 
 /// A thread's entry: its closure, boxed, and the functions that run it and
@@ -319,7 +323,29 @@ impl Sched {
     }
 }
 
-static SCHED: IrqOffMutex<Option<Sched>> = IrqOffMutex::new(None);
+static SCHED: IrqOffMutex<Option<Sched>> = IrqOffMutex::ranked(None, &vm::witness::order::SCHED);
+
+/// The running thread's held locks (null before threads run). Written at a
+/// switch with interrupts off, after the scheduler lock is let go (so that
+/// its release is the old thread's); read with interrupts off. (A; the
+/// CPU's own.)
+static CURRENT_HELD: AtomicPtr<vm::witness::Held> = AtomicPtr::new(ptr::null_mut());
+
+/// Turns on the lock-order check (debug builds): each thread's held locks
+/// are kept in its record from now on.
+pub fn start_lock_order_checks() {
+    vm::witness::set_held(|f| {
+        interrupts::without_interrupts(|| {
+            let held = CURRENT_HELD.load(Ordering::Relaxed);
+            if !held.is_null() {
+                // SAFETY: the running thread's record, alive while it runs;
+                // interrupts are off, so nothing else touches its stack of
+                // held locks meanwhile.
+                f(unsafe { &mut *held });
+            }
+        })
+    });
+}
 /// The kernel's own PML4, loaded for threads with no address space. (C)
 static KERNEL_CR3: AtomicU64 = AtomicU64::new(0);
 
@@ -467,7 +493,9 @@ fn schedule(mut guard: IrqOffGuard<'_, Option<Sched>>) {
         let top = st.top();
         crate::arch::gdt::set_kernel_stack(top);
     }
+    let next_held = &mut next_t.held as *mut vm::witness::Held;
     drop(guard);
+    CURRENT_HELD.store(next_held, Ordering::Relaxed);
     // SAFETY: `save` points into the current thread's record, which stays
     // on the list while the thread runs or is switched out (a Dead one is
     // reaped only by another thread, after this switch); `next_rsp` was
@@ -557,7 +585,9 @@ fn preempt_if(slice_over: bool) {
 /// Sleeps on `chan` if `cond()` is true, with `cond` evaluated under the
 /// scheduler lock (so a [`wakeup`] cannot slip in between). Returns whether
 /// it slept. Without a scheduler, does nothing and returns false.
+#[track_caller]
 pub fn sleep_if(chan: usize, cond: impl FnOnce() -> bool) -> bool {
+    vm::witness::may_sleep(core::panic::Location::caller());
     with_sched(|mut g| {
         let Some(s) = g.as_mut() else { return false };
         if !cond() {
@@ -572,7 +602,9 @@ pub fn sleep_if(chan: usize, cond: impl FnOnce() -> bool) -> bool {
 /// Like [`sleep_if`], but the sleep also ends at timer tick `deadline` (a
 /// wakeup on `chan`, or [`wake_thread`], ends it earlier). Returns whether it
 /// slept.
+#[track_caller]
 pub fn sleep_until(chan: usize, deadline: u64, cond: impl FnOnce() -> bool) -> bool {
+    vm::witness::may_sleep(core::panic::Location::caller());
     with_sched(|mut g| {
         let Some(s) = g.as_mut() else { return false };
         if !cond() || crate::kern::time::ticks() >= deadline {

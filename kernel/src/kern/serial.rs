@@ -25,7 +25,7 @@ use x86_64::instructions::interrupts;
 
 const COM1: u16 = 0x3F8;
 
-static PORT: IrqMutex<Option<Uart16550<PioBackend>>> = IrqMutex::new(None);
+static PORT: IrqMutex<Option<Uart16550<PioBackend>>> = IrqMutex::ranked(None, &vm::witness::order::CONSOLE);
 
 /// Bytes received before the port was set up (setting it up clears the
 /// receive FIFO, which may already hold input the host sent early).

@@ -33,6 +33,7 @@ use core::panic::Location;
 use core::ptr;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 
+use vm::witness::{self, LockClass};
 use x86_64::instructions::interrupts;
 
 /// Interrupt handlers running on this CPU (nested ones counted). (A; the
@@ -138,6 +139,8 @@ impl RawSpin {
 /// them at unlock: for data an interrupt handler, the scheduler or the heap
 /// may reach.
 pub struct IrqMutex<T: ?Sized> {
+    /// Its place in the lock order (None: not checked).
+    class: Option<&'static LockClass>,
     raw: RawSpin,
     data: UnsafeCell<T>,
 }
@@ -156,7 +159,12 @@ pub struct IrqGuard<'a, T: ?Sized> {
 
 impl<T> IrqMutex<T> {
     pub const fn new(value: T) -> IrqMutex<T> {
-        IrqMutex { raw: RawSpin::new(), data: UnsafeCell::new(value) }
+        IrqMutex { class: None, raw: RawSpin::new(), data: UnsafeCell::new(value) }
+    }
+
+    /// A lock of `class` in the lock order (`vm::witness::order`).
+    pub const fn ranked(value: T, class: &'static LockClass) -> IrqMutex<T> {
+        IrqMutex { class: Some(class), raw: RawSpin::new(), data: UnsafeCell::new(value) }
     }
 }
 
@@ -164,10 +172,17 @@ impl<T: ?Sized> IrqMutex<T> {
     /// Turns interrupts off, then takes the lock.
     #[track_caller]
     pub fn lock(&self) -> IrqGuard<'_, T> {
+        let site = Location::caller();
         let enable = interrupts::are_enabled();
         interrupts::disable();
-        self.raw.acquire(Location::caller());
+        witness::will_take(self.class, self.addr(), site);
+        self.raw.acquire(site);
+        witness::took(self.class, self.addr(), site);
         IrqGuard { lock: self, enable }
+    }
+
+    fn addr(&self) -> usize {
+        self as *const Self as *const () as usize
     }
 
     /// Takes the lock if it is free (interrupts off while held).
@@ -176,6 +191,7 @@ impl<T: ?Sized> IrqMutex<T> {
         let enable = interrupts::are_enabled();
         interrupts::disable();
         if self.raw.try_acquire(Location::caller()) {
+            witness::took(self.class, self.addr(), Location::caller());
             Some(IrqGuard { lock: self, enable })
         } else {
             if enable {
@@ -217,6 +233,7 @@ impl<T: ?Sized> DerefMut for IrqGuard<'_, T> {
 
 impl<T: ?Sized> Drop for IrqGuard<'_, T> {
     fn drop(&mut self) {
+        witness::released(self.lock.class, self.lock.addr());
         self.lock.raw.release();
         if self.enable {
             interrupts::enable();
@@ -229,6 +246,8 @@ impl<T: ?Sized> Drop for IrqGuard<'_, T> {
 /// lock is dropped just before the switch, interrupts stay off across it).
 /// Taking it with interrupts on panics in debug builds once checks run.
 pub struct IrqOffMutex<T: ?Sized> {
+    /// Its place in the lock order (None: not checked).
+    class: Option<&'static LockClass>,
     raw: RawSpin,
     data: UnsafeCell<T>,
 }
@@ -246,7 +265,12 @@ pub struct IrqOffGuard<'a, T: ?Sized> {
 
 impl<T> IrqOffMutex<T> {
     pub const fn new(value: T) -> IrqOffMutex<T> {
-        IrqOffMutex { raw: RawSpin::new(), data: UnsafeCell::new(value) }
+        IrqOffMutex { class: None, raw: RawSpin::new(), data: UnsafeCell::new(value) }
+    }
+
+    /// A lock of `class` in the lock order (`vm::witness::order`).
+    pub const fn ranked(value: T, class: &'static LockClass) -> IrqOffMutex<T> {
+        IrqOffMutex { class: Some(class), raw: RawSpin::new(), data: UnsafeCell::new(value) }
     }
 }
 
@@ -263,8 +287,14 @@ impl<T: ?Sized> IrqOffMutex<T> {
                 None => panic!("lock taken with interrupts on at {site}; it must be taken with them off"),
             }
         }
+        witness::will_take(self.class, self.addr(), site);
         self.raw.acquire(site);
+        witness::took(self.class, self.addr(), site);
         IrqOffGuard { lock: self }
+    }
+
+    fn addr(&self) -> usize {
+        self as *const Self as *const () as usize
     }
 
     /// Where the holder took the lock, if it is held.
@@ -290,61 +320,9 @@ impl<T: ?Sized> DerefMut for IrqOffGuard<'_, T> {
 
 impl<T: ?Sized> Drop for IrqOffGuard<'_, T> {
     fn drop(&mut self) {
+        witness::released(self.lock.class, self.lock.addr());
         self.lock.raw.release();
     }
 }
 
-mod tests {
-    use ktest::ktest;
-
-    use super::*;
-
-    /// An IrqMutex turns interrupts off while held and restores them, and
-    /// restores "off" as off.
-    #[ktest]
-    fn irq_mutex_restores_the_interrupt_flag() {
-        let m = IrqMutex::new(5u32);
-        assert!(interrupts::are_enabled());
-        {
-            let mut g = m.lock();
-            assert!(!interrupts::are_enabled(), "held with interrupts on");
-            *g += 1;
-            assert!(m.try_lock().is_none());
-            assert!(m.holder().is_some_and(|l| l.file().ends_with("sync.rs")));
-        }
-        assert!(interrupts::are_enabled(), "not restored");
-        interrupts::without_interrupts(|| {
-            drop(m.lock());
-            assert!(!interrupts::are_enabled(), "turned on by an unlock inside a section with them off");
-        });
-        assert_eq!(*m.lock(), 6);
-        assert!(m.holder().is_none());
-    }
-
-    /// The scheduler's kind of lock refuses to be taken with interrupts on.
-    #[ktest(should_panic = "must be taken with them off")]
-    fn irq_off_mutex_taken_with_interrupts_on_panics() {
-        let m = IrqOffMutex::new(());
-        interrupts::without_interrupts(|| drop(m.lock()));
-        drop(m.lock());
-    }
-
-    /// A plain lock taken with interrupts off is caught, with the place:
-    /// a holder preempted with it would hang this CPU.
-    #[ktest(should_panic = "taken with interrupts off at kernel/src/kern/sync.rs")]
-    fn a_plain_lock_taken_with_interrupts_off_panics() {
-        let m = vm::sync::Mutex::new(());
-        drop(m.lock());
-        interrupts::without_interrupts(|| drop(m.lock()));
-    }
-
-    /// A plain lock taken in an interrupt handler is caught, with the place.
-    #[ktest(should_panic = "taken with interrupts off at kernel/src/kern/sync.rs")]
-    fn a_plain_lock_in_an_interrupt_handler_panics() {
-        let m = vm::sync::Mutex::new(());
-        drop(m.lock());
-        interrupt_enter();
-        drop(m.lock());
-        interrupt_exit();
-    }
-}
+mod tests;

@@ -14,7 +14,7 @@
 //! a dirtied swap-backed page gives up its slot). The blist's cursor makes
 //! consecutive page-outs land in consecutive blocks.
 //!
-//! Locking: (C) set at [`init`], constant after; (S) the swap-space lock,
+//! Locking: (C) set at [`init`], constant after; (K) the swap-space lock,
 //! a spin lock taken with interrupts off (so its holder is not preempted)
 //! for blist operations only: never held across I/O, never taken in an
 //! interrupt handler. The I/O helpers take no lock: the caller owns the
@@ -66,7 +66,7 @@ pub struct SwapSpace {
     disk: Disk,
     /// Its size in pages (blocks); a partial page at the end is not used. (C)
     pages: u64,
-    /// Which blocks are free. (S)
+    /// Which blocks are free. (K)
     map: IrqMutex<Blist>,
 }
 
@@ -100,7 +100,7 @@ impl SwapSpace {
     pub fn new(disk: Disk) -> Result<SwapSpace, SwapError> {
         let pages = disk.capacity / SECTORS_PER_PAGE;
         let map = Blist::new(pages)?;
-        Ok(SwapSpace { disk, pages, map: IrqMutex::new(map) })
+        Ok(SwapSpace { disk, pages, map: IrqMutex::ranked(map, &vm::witness::order::SWAP_SPACE) })
     }
 
     /// Size in pages.

@@ -38,7 +38,7 @@
 //!   dirtied swap-backed page gives up its slot) or left the object
 //!   (truncation, `madvise(DONTNEED)`, the object's end).
 //!
-//! Locking: (M) the metadata lock, a plain spin lock (taken with
+//! Locking: (W) the metadata lock, a plain spin lock (taken with
 //! interrupts on, as the trie's node zone needs) and never held across
 //! I/O; under it only the heap, the node zone and the swap space's own
 //! lock (see swap.rs).
@@ -137,7 +137,7 @@ impl SwBlkRef {
     }
 }
 
-/// An object's swap metadata. (M)
+/// An object's swap metadata. (W)
 type Meta = Radix<SwBlkRef>;
 
 /// One object's swap pager.
@@ -149,7 +149,8 @@ pub struct SwapPager {
 /// there is no swap space.
 pub fn new_pager() -> Option<Arc<dyn Pager>> {
     swap()?;
-    let p: Arc<dyn Pager> = Arc::try_new(SwapPager { meta: Mutex::new(Radix::new(vm::node_zone())) }).ok()?;
+    let p: Arc<dyn Pager> =
+        Arc::try_new(SwapPager { meta: Mutex::ranked(Radix::new(vm::node_zone()), &vm::witness::order::SWAP_META) }).ok()?;
     Some(p)
 }
 
@@ -494,7 +495,7 @@ mod tests {
         let sw = super::swap().expect("the test boots have a swap disk");
         let avail0 = sw.avail();
         let swblks0 = SWBLKS.load(Ordering::Relaxed);
-        let pager = SwapPager { meta: Mutex::new(Radix::new(vm::node_zone())) };
+        let pager = SwapPager { meta: Mutex::ranked(Radix::new(vm::node_zone()), &vm::witness::order::SWAP_META) };
         let obj = VmObject::new(ObjectKind::Anonymous, N * CHUNK, vm::kernel_env());
         let fill = |p: &'static vm::page::Page, i: u64| {
             // SAFETY: an allocated page, exclusively busy; the direct map covers it.

@@ -65,7 +65,7 @@ pub static FAULT_TSC: AtomicU64 = AtomicU64::new(0);
 /// The end of what a program may map (Linux's `TASK_SIZE` on x86_64): the
 /// user half less its last page, so that no instruction can end at the
 /// first non-canonical address (a `sysret` to it would fault in the kernel).
-pub const TASK_SIZE: u64 = USER_END - 4096;
+pub const TASK_SIZE: u64 = USER_END - vm::PAGE_SIZE as u64;
 
 impl AddressSpace {
     /// A new, empty address space.
@@ -75,7 +75,7 @@ impl AddressSpace {
     pub fn new() -> Result<Arc<AddressSpace>, PmapError> {
         let pmap = new_pmap()?;
         let map = VmMap::new(0x1000, TASK_SIZE, pmap.clone(), vm::kernel_env());
-        Ok(Arc::new(AddressSpace { map: Mutex::new(map), pmap }))
+        Ok(Arc::new(AddressSpace { map: Mutex::ranked(map, &vm::witness::order::MAP), pmap }))
     }
 
     /// Makes this the current thread's address space until the guard is
@@ -115,7 +115,7 @@ impl AddressSpace {
     pub fn fork(&self) -> Result<Arc<AddressSpace>, PmapError> {
         let pmap = new_pmap()?;
         let map = self.map.lock().fork(pmap.clone()).map_err(|_| PmapError::NoMemory)?;
-        Arc::try_new(AddressSpace { map: Mutex::new(map), pmap }).map_err(|_| PmapError::NoMemory)
+        Arc::try_new(AddressSpace { map: Mutex::ranked(map, &vm::witness::order::MAP), pmap }).map_err(|_| PmapError::NoMemory)
     }
 }
 
@@ -216,7 +216,7 @@ mod tests {
     use super::*;
 
     const BASE: u64 = 0x1000_0000;
-    const PAGE: u64 = 4096;
+    const PAGE: u64 = vm::PAGE_SIZE as u64;
 
     fn anon(space: &AddressSpace, pages: u64, prot: Prot) -> u64 {
         space.map.lock().map(Some(BASE), pages * PAGE, prot, Prot::ALL, Inherit::Copy, None, false).unwrap()

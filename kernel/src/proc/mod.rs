@@ -93,43 +93,49 @@ impl Status {
 /// A process's open files by descriptor, each with its close-on-exec flag.
 pub type FileTable = Vec<Option<(Arc<crate::fs::OpenFile>, bool)>>;
 
+///
+/// Fields behind a `Mutex` are that mutex's, (R): each its own, small
+/// lock, held for a copy or an update and never across a sleep.
 pub struct Process {
+    /// (C)
     pub pid: u64,
     /// The parent's pid (0: started by the kernel); init's once the parent
-    /// has gone.
+    /// has gone. (A)
     pub ppid: AtomicU64,
+    /// (R)
     parent: Mutex<Weak<Process>>,
-    /// The process's thread.
+    /// The process's thread. (A)
     tid: AtomicU64,
-    /// The program's name (for messages).
+    /// The program's name (for messages). (R)
     pub name: Mutex<String>,
-    /// The address space; None once the process has ended.
+    /// The address space; None once the process has ended. (R; the map
+    /// inside is the map lock's, (M))
     space: Mutex<Option<Arc<AddressSpace>>>,
     /// 0 while running; then `1 << 16 | wstatus`. (A)
     status: AtomicU32,
-    /// The heap of `brk`: where it starts (above the image) and its end.
+    /// The heap of `brk`: where it starts (above the image) and its end. (R)
     pub brk: Mutex<(u64, u64)>,
     /// The lowest address of the stack mapped so far. (A)
     pub stack_low: AtomicU64,
-    /// `mlockall(MCL_FUTURE)`: new mappings are locked too.
+    /// `mlockall(MCL_FUTURE)`: new mappings are locked too. (A)
     pub lock_future: AtomicBool,
-    /// Children not yet waited for.
+    /// Children not yet waited for. (R)
     children: Mutex<Vec<Arc<Process>>>,
     /// Signals sent and not yet acted on, bit n for signal n. (A)
     pending: AtomicU64,
     /// The signal mask (`rt_sigprocmask`), same layout. (A)
     pub blocked: AtomicU64,
-    /// Signal actions, index n - 1 for signal n.
+    /// Signal actions, index n - 1 for signal n. (R)
     pub actions: Mutex<[SigAction; NSIG as usize]>,
-    /// Open files by descriptor, with the close-on-exec flag.
+    /// Open files by descriptor, with the close-on-exec flag. (R)
     pub files: Mutex<FileTable>,
-    /// Resource limits by `RLIMIT_*` number.
+    /// Resource limits by `RLIMIT_*` number. (R)
     pub limits: Mutex<[Rlimit; RLIM_NLIMITS]>,
     /// Its place in the count of processes. (C)
     _slot: Slot,
 }
 
-/// Live processes by the id of their thread.
+/// Live processes by the id of their thread. (R: the table's lock)
 static PROCESSES: Mutex<BTreeMap<ThreadId, Arc<Process>>> = Mutex::new(BTreeMap::new());
 static NEXT_PID: AtomicU64 = AtomicU64::new(1);
 /// Processes with a signal pending (a quick test on the way out). (A)

@@ -12,7 +12,7 @@ use crate::mm::vmspace::{AddressSpace, TASK_SIZE};
 use crate::proc::{self, RLIMIT_AS, RLIMIT_MEMLOCK};
 use crate::syscall::errno::*;
 
-const PAGE: u64 = 4096;
+const PAGE: u64 = vm::PAGE_SIZE as u64;
 
 const PROT_READ: u64 = 1;
 const PROT_WRITE: u64 = 2;

@@ -103,7 +103,6 @@ def object_lines(k, argv):
     out.append(f"  shadows   {int(st['shadow_count'])}")
     out.append(f"  pip       {rust.scalar(o['paging_in_progress'])}")
     out.append(f"  flags     {'|'.join(flags) or '-'}")
-    out.append(f"  generation {int(st['generation'])}")
     out.append(f"  lock      {'held' if locked else 'free'}")
     pager = k.pager(st)
     out.append(f"  pager     {pager[0]:#x} {pager[1]}" if pager else "  pager     none")

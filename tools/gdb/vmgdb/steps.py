@@ -1,7 +1,7 @@
 """`vm steps`: single-steps the stopped kernel until the current function
 returns, and says what ran: instructions in all, calls by their target, and
 instructions by function. Under emulation a page fault's time follows what
-it executes more than anything a profiler samples (kernel/src/profile.rs);
+it executes more than anything a profiler samples (kernel/src/devtools/profile.rs);
 this is how a fault's instruction count is read, e.g. with a breakpoint in
 `kernel::mm::vmspace::page_fault`."""
 

@@ -558,3 +558,101 @@ fn a_failed_wiring_of_a_huge_entry_is_undone_by_its_pages() {
     }
     t.done();
 }
+
+/// Runs `at` once, when the fault has ended `step`: a fault stopped between
+/// two steps, for another thread to change the map meanwhile.
+struct StopAfter<F: FnOnce()> {
+    step: Step,
+    at: Option<F>,
+}
+
+impl<F: FnOnce()> Watch for StopAfter<F> {
+    fn after(&mut self, step: Step) {
+        if step == self.step
+            && let Some(at) = self.at.take()
+        {
+            at();
+        }
+    }
+}
+
+/// A read of a private file mapping looks the map up (the file's object,
+/// read-only), and stops. A write to the same page shadows the entry's
+/// object, copies the page and maps the copy. When the read goes on, the
+/// map has changed under it: it must look again and not map the file's
+/// page over the copy, or the write would seem undone.
+#[test]
+fn a_fault_that_raced_with_a_shadowing_lookup_looks_again() {
+    let t = setup();
+    {
+        let (map, pmap) = t.map();
+        let file = VmObject::new(ObjectKind::Vnode, 1, t.env);
+        make_resident(&file, 0, 0x40);
+        file.reference();
+        let a = map.lock().map(None, P, Prot::RW, Prot::ALL, Inherit::Copy, Some((file.clone(), 0)), true).unwrap();
+        let (looked_up, wait_lookup) = std::sync::mpsc::channel::<()>();
+        let (go, wait_go) = std::sync::mpsc::channel::<()>();
+        std::thread::scope(|s| {
+            let map = &map;
+            let reader = s.spawn(move || {
+                let stop = StopAfter {
+                    step: Step::Lookup,
+                    at: Some(move || {
+                        looked_up.send(()).unwrap();
+                        wait_go.recv().unwrap();
+                    }),
+                };
+                fault_with(map, a, Prot::READ, false, stop)
+            });
+            wait_lookup.recv().unwrap();
+            t.write(map, &pmap, a, 0x99).unwrap();
+            go.send(()).unwrap();
+            let stats = reader.join().unwrap().unwrap();
+            assert_eq!(stats.restarts, 1, "the read looked the map up again");
+        });
+        assert_eq!(t.read(&map, &pmap, a).unwrap(), 0x99, "the write is not undone by the read that raced with it");
+        t.clean();
+        file.deallocate();
+        drop(map);
+    }
+    t.done();
+}
+
+/// A write fault finds the file's page busy below the entry's new shadow
+/// object. It sleeps on the page only after letting go of everything, the
+/// shadow's placeholder page included: the page's holder may be waiting
+/// for that placeholder.
+#[test]
+fn a_busy_page_is_slept_on_with_nothing_held() {
+    let t = setup();
+    {
+        let (map, pmap) = t.map();
+        let file = VmObject::new(ObjectKind::Vnode, 1, t.env);
+        make_resident(&file, 0, 0x40);
+        file.reference();
+        let a = map.lock().map(None, P, Prot::RW, Prot::ALL, Inherit::Copy, Some((file.clone(), 0)), true).unwrap();
+        let page = file.lock().lookup(0).unwrap();
+        assert!(page.try_xbusy());
+        // What the fault holds while it sleeps: busy pages, the file's lock.
+        type Held = Option<(Vec<u64>, bool)>;
+        let seen: Arc<spin::Mutex<Held>> = Arc::new(spin::Mutex::new(None));
+        let pm = t.env.pm;
+        let (seen2, file2) = (seen.clone(), file.clone());
+        crate::page::on_next_busy_wait(Box::new(move |waited: &Page| {
+            let held = pm.pages().iter().filter(|p| p.busied() && !core::ptr::eq(*p, waited)).map(|p| p.phys()).collect();
+            *seen2.lock() = Some((held, file2.is_locked()));
+            if core::ptr::eq(waited, page) {
+                waited.xunbusy();
+            }
+        }));
+        t.write(&map, &pmap, a, 0x99).unwrap();
+        let (held, locked) = seen.lock().take().expect("the fault slept on the busy page");
+        assert!(held.is_empty(), "pages {held:x?} still busy while the fault slept");
+        assert!(!locked, "the file's object was locked while the fault slept");
+        assert_eq!(t.read(&map, &pmap, a).unwrap(), 0x99);
+        t.clean();
+        file.deallocate();
+        drop(map);
+    }
+    t.done();
+}

@@ -178,8 +178,6 @@ pub struct ObjectState {
     backing_offset: u64,
     /// Objects shadowing this one.
     shadow_count: u32,
-    /// Bumped whenever the set of resident pages changes.
-    generation: u64,
     flags: ObjectFlags,
     pager: Option<Arc<dyn Pager>>,
 }
@@ -213,16 +211,18 @@ impl VmObject {
             env,
             ref_count: AtomicU32::new(1),
             paging_in_progress: AtomicU32::new(0),
-            state: Mutex::new(ObjectState {
-                size,
-                pages: Radix::new(env.zone),
-                backing: None,
-                backing_offset: 0,
-                shadow_count: 0,
-                generation: 0,
-                flags: ObjectFlags::empty(),
-                pager: None,
-            }),
+            state: Mutex::ranked(
+                ObjectState {
+                    size,
+                    pages: Radix::new(env.zone),
+                    backing: None,
+                    backing_offset: 0,
+                    shadow_count: 0,
+                    flags: ObjectFlags::empty(),
+                    pager: None,
+                },
+                &crate::witness::order::OBJECT,
+            ),
         })
         .map_err(|_| ObjectError::NoMemory)
     }
@@ -452,10 +452,6 @@ impl Locked<'_> {
         self.st.size
     }
 
-    pub fn generation(&self) -> u64 {
-        self.st.generation
-    }
-
     pub fn flags(&self) -> ObjectFlags {
         self.st.flags
     }
@@ -523,7 +519,7 @@ impl Locked<'_> {
             return Err(ObjectError::Dead);
         }
         match st.pages.entry(pindex) {
-            Entry::Vacant(place) => insert_at(obj, &mut st.generation, place, page, pindex),
+            Entry::Vacant(place) => insert_at(obj, place, page, pindex),
             Entry::Occupied(other) => panic!(
                 "object {:#x}: double insertion at index {pindex}: page {:#x} is there, page {:#x} inserted (rule 15)",
                 obj.handle(),
@@ -541,7 +537,6 @@ impl Locked<'_> {
         assert!(page.xbusied(), "page {:#x}: removed without the exclusive busy lock", page.phys());
         let got = self.st.pages.remove(page.pindex());
         assert!(got.is_some_and(|g| core::ptr::eq(g, page)), "page {:#x}: not in its object's trie", page.phys());
-        self.st.generation += 1;
         page.clear_owner()
     }
 
@@ -584,8 +579,6 @@ impl Locked<'_> {
         debug_assert!(removed.is_some_and(|r| core::ptr::eq(r, page)));
         page.pindex.store(new_pindex, Ordering::Release);
         page.object.store(dest.obj.handle(), Ordering::Release);
-        self.st.generation += 1;
-        dest.st.generation += 1;
         Ok(())
     }
 
@@ -601,7 +594,6 @@ impl Locked<'_> {
         let prev = self.st.pages.replace(new);
         debug_assert!(core::ptr::eq(prev, old));
         old.clear_owner();
-        self.st.generation += 1;
         old
     }
 
@@ -640,7 +632,7 @@ impl Locked<'_> {
             return Err(ObjectError::NoMemory);
         }
         let page = env.pm.alloc_inline(flags - AllocFlags::NOBUSY - AllocFlags::UNMANAGED).ok_or(ObjectError::NoMemory)?;
-        match insert_at(obj, &mut st.generation, place, page, pindex) {
+        match insert_at(obj, place, page, pindex) {
             Ok(()) => Ok((page, true)),
             Err(e) => {
                 env.pm.free(page);
@@ -663,11 +655,10 @@ impl Locked<'_> {
 }
 
 /// Inserts `page` (exclusively busy, in no object) into `obj` at `place`,
-/// the vacant entry for `pindex` in its trie; `generation` is the object's.
+/// the vacant entry for `pindex` in its trie.
 #[inline(always)]
 fn insert_at(
     obj: &VmObject,
-    generation: &mut u64,
     place: VacantEntry<'_, &'static Page, 16>,
     page: &'static Page,
     pindex: u64,
@@ -675,10 +666,7 @@ fn insert_at(
     assert!(page.is_managed(), "page {:#x}: unmanaged pages never join objects", page.phys());
     page.set_owner(obj.handle(), pindex);
     match place.insert(page) {
-        Ok(()) => {
-            *generation += 1;
-            Ok(())
-        }
+        Ok(()) => Ok(()),
         Err(InsertError::NoMemory) => {
             page.clear_owner();
             Err(ObjectError::NoMemory)
@@ -687,26 +675,38 @@ fn insert_at(
     }
 }
 
+/// The shadow chain from `obj` down, `obj` first: each object with the
+/// offset, in pages, of `obj`'s index 0 in it (0 for `obj`). Each object is
+/// locked only to read its backing, so the walk sees the chain as it is at
+/// each step; the one that must hold the chain still (the fault) walks it
+/// itself, under each object's lock in turn.
+pub fn chain(obj: &Arc<VmObject>) -> Chain {
+    Chain { next: Some((obj.clone(), 0)) }
+}
+
+/// The iterator of [`chain`].
+pub struct Chain {
+    next: Option<(Arc<VmObject>, u64)>,
+}
+
+impl Iterator for Chain {
+    type Item = (Arc<VmObject>, u64);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let (obj, offset) = self.next.take()?;
+        self.next = obj.lock().backing().and_then(|(b, off)| Some((b, offset.checked_add(off)?)));
+        Some((obj, offset))
+    }
+}
+
 /// Looks `pindex` up along the shadow chain from `obj`: the first object that
 /// has the page resident, the page, and how deep in the chain it was (0 = in
 /// `obj` itself).
-pub fn lookup_chain(obj: &Arc<VmObject>, mut pindex: u64) -> Option<(Arc<VmObject>, &'static Page, usize)> {
-    let mut cur = obj.clone();
-    let mut depth = 0;
-    loop {
-        let next = {
-            let l = cur.lock();
-            if let Some(p) = l.lookup(pindex) {
-                drop(l);
-                return Some((cur, p, depth));
-            }
-            let (b, off) = l.backing()?;
-            pindex = pindex.checked_add(off)?;
-            b
-        };
-        cur = next;
-        depth += 1;
-    }
+pub fn lookup_chain(obj: &Arc<VmObject>, pindex: u64) -> Option<(Arc<VmObject>, &'static Page, usize)> {
+    chain(obj).enumerate().find_map(|(depth, (o, offset))| {
+        let p = o.lock().lookup(pindex.checked_add(offset)?)?;
+        Some((o, p, depth))
+    })
 }
 
 /// Collapses `shadow` with its backing object when the shadow is the backing

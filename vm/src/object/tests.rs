@@ -80,6 +80,31 @@ fn insert_lookup_remove() {
     clean(&t);
 }
 
+/// Rule 5: an invalid page freed from its object goes back to the
+/// allocator at once, or, wired by someone else, at its last unwire (which
+/// finds it in no object).
+#[test]
+fn free_invalid_follows_rule_5() {
+    let t = test_env();
+    let start = t.env.pm.free_count();
+    let obj = VmObject::new(ObjectKind::Anonymous, 4, t.env);
+    let a = obj.lock().alloc_page(0, AllocFlags::empty()).unwrap();
+    obj.lock().free_invalid(a);
+    assert!(a.flags().contains(PageFlags::FREE) && obj.lock().lookup(0).is_none());
+    let b = obj.lock().alloc_page(1, AllocFlags::empty()).unwrap();
+    b.wire();
+    obj.lock().free_invalid(b);
+    assert!(!b.flags().contains(PageFlags::FREE) && b.object().is_none() && !b.busied());
+    assert!(obj.lock().lookup(1).is_none());
+    clean(&t);
+    t.env.pm.unwire(b, Queue::Active);
+    assert!(b.flags().contains(PageFlags::FREE), "the last unwire frees a page in no object");
+    obj.deallocate();
+    t.env.pm.drain_cache();
+    assert_eq!(t.env.pm.free_count(), start);
+    clean(&t);
+}
+
 #[test]
 #[should_panic(expected = "double insertion at index 5")]
 fn double_insertion_is_caught() {

@@ -103,7 +103,7 @@ fn laundering_writes_clusters_and_frees_pages_when_written() {
     let start = pm.free_count();
     let (obj, pager) = vnode_object(&t, 64);
     to_laundry(pm, &resident(&obj, 40));
-    let st = launder(pm, t.env.mappings, 100, &no_swap);
+    let st = scan_laundry(pm, t.env.mappings, 100, &no_swap);
     assert_eq!((st.written, st.freed, st.write_failed), (40, 40, 0), "{st:?}");
     let writes = pager.writes.lock().unwrap().clone();
     assert_eq!(writes.iter().map(|w| w.1).sum::<usize>(), 40);
@@ -123,7 +123,7 @@ fn failed_writes_keep_pages_dirty_and_resident() {
     pager.fail.store(true, Ordering::Relaxed);
     let pages = resident(&obj, 8);
     to_laundry(pm, &pages);
-    let st = launder(pm, t.env.mappings, 100, &no_swap);
+    let st = scan_laundry(pm, t.env.mappings, 100, &no_swap);
     assert_eq!((st.written, st.freed, st.write_failed), (0, 0, 8), "{st:?}");
     for p in &pages {
         assert!(p.dirty() != 0 && p.object().is_some(), "page {}: data lost", p.pindex());
@@ -137,7 +137,7 @@ fn failed_writes_keep_pages_dirty_and_resident() {
     for p in &pages {
         pm.launder(p);
     }
-    assert_eq!(launder(pm, t.env.mappings, 100, &no_swap).written, 8);
+    assert_eq!(scan_laundry(pm, t.env.mappings, 100, &no_swap).written, 8);
     assert_clean(pm);
     obj.deallocate();
 }
@@ -150,7 +150,7 @@ fn an_anonymous_object_becomes_a_swap_object_at_its_first_page_out() {
     let obj = VmObject::new(crate::object::ObjectKind::Anonymous, 8, t.env);
     to_laundry(pm, &resident(&obj, 8));
     // No swap: the pages wait in the laundry, dirty.
-    let st = launder(pm, t.env.mappings, 100, &no_swap);
+    let st = scan_laundry(pm, t.env.mappings, 100, &no_swap);
     assert_eq!((st.written, st.no_swap), (0, 8), "{st:?}");
     assert_eq!(obj.kind(), crate::object::ObjectKind::Anonymous);
     assert_eq!(pm.queue_count(Queue::Laundry), 8);
@@ -158,7 +158,7 @@ fn an_anonymous_object_becomes_a_swap_object_at_its_first_page_out() {
     let pager = Arc::new(RecordingPager::default());
     let p2 = pager.clone();
     let make = move || -> Option<Arc<dyn Pager>> { Some(p2.clone()) };
-    let st = launder(pm, t.env.mappings, 100, &make);
+    let st = scan_laundry(pm, t.env.mappings, 100, &make);
     assert_eq!((st.written, st.freed), (8, 8), "{st:?}");
     assert_eq!(obj.kind(), crate::object::ObjectKind::Swap);
     assert_eq!(pager.held.lock().unwrap().len(), 8);
@@ -177,7 +177,7 @@ fn swap_object_with_a_clean_page_without_slot(t: &crate::object::tests::TestEnv)
     let pager = Arc::new(RecordingPager::default());
     let p2 = pager.clone();
     let make = move || -> Option<Arc<dyn Pager>> { Some(p2.clone()) };
-    assert_eq!(launder(pm, t.env.mappings, 100, &make).freed, 8);
+    assert_eq!(scan_laundry(pm, t.env.mappings, 100, &make).freed, 8);
     assert_eq!(obj.kind(), crate::object::ObjectKind::Swap);
     // Read back clean: its copy in the pager is what makes it freeable.
     let page = make_resident(&obj, 3, 3);

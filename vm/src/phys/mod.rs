@@ -43,11 +43,15 @@ use core::mem::MaybeUninit;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::sync::Mutex;
+use crate::witness::order;
 use bitflags::bitflags;
 
 use crate::page::{NIL, NOT_FREE_HEAD, Page, PageFlags, PageIndex, Queue};
 use crate::queue::Queues;
 use crate::{PAGE_SHIFT, PAGE_SIZE};
+
+mod lifecycle;
+mod zero;
 
 /// Largest block order: 2^10 pages = 4 MiB.
 pub const MAX_ORDER: u8 = 10;
@@ -245,11 +249,11 @@ impl PhysMem {
             segments: segs,
             nsegments: sorted.len(),
             direct_map,
-            free: Mutex::new(FreeLists { heads: [NIL; NUM_ORDERS], blocks: [0; NUM_ORDERS], pages: 0 }),
-            cache: Mutex::new(Cache { pages: [NIL; CACHE_SIZE], len: 0 }),
-            zeroed: Mutex::new(ZeroPool { head: NIL, len: 0 }),
+            free: Mutex::ranked(FreeLists { heads: [NIL; NUM_ORDERS], blocks: [0; NUM_ORDERS], pages: 0 }, &order::FREE_LISTS),
+            cache: Mutex::ranked(Cache { pages: [NIL; CACHE_SIZE], len: 0 }, &order::PAGE_CACHE),
+            zeroed: Mutex::ranked(ZeroPool { head: NIL, len: 0 }, &order::ZERO_POOL),
             listed: AtomicU64::new(0),
-            queues: Mutex::new(Queues::new()),
+            queues: Mutex::ranked(Queues::new(), &order::PAGE_QUEUES),
             stats: Stats::default(),
             levels: Levels::default(),
         })
@@ -629,108 +633,6 @@ impl PhysMem {
         }
     }
 
-    // ---- the zero pool (Z) ------------------------------------------------------
-
-    /// Takes a page from the zero pool, unless that would leave `keep` free
-    /// pages or fewer (the pool and the lists, as [`PhysMem::alloc`] counts
-    /// them). Sets `low` if it leaves fewer than [`Levels::target`].
-    #[inline]
-    fn zeroed_pop(&self, keep: u64, low: &mut bool) -> Option<PageIndex> {
-        let mut z = self.zeroed.lock();
-        // The lists' count without their lock (the order is F, then Z): a
-        // moment stale at most, as any count of free pages is.
-        let free = z.len + self.listed.load(Ordering::Relaxed);
-        if z.head == NIL || free <= keep {
-            return None;
-        }
-        *low = free - 1 < self.levels.target.load(Ordering::Relaxed);
-        let idx = z.head;
-        let p = self.page(idx);
-        z.head = p.next.load(Ordering::Relaxed);
-        p.next.store(NIL, Ordering::Relaxed);
-        z.len -= 1;
-        Some(idx)
-    }
-
-    /// Moves every page of the zero pool to the free lists (they keep their
-    /// zero flag there). Returns whether there were any.
-    fn drain_zeroed_locked(&self, fl: &mut FreeLists) -> bool {
-        self.empty_zero_pool(fl, true)
-    }
-
-    /// Empties the zero pool onto the free lists, the pages' zero flags kept
-    /// or cleared. Returns whether there were any.
-    fn empty_zero_pool(&self, fl: &mut FreeLists, keep_zero: bool) -> bool {
-        let mut z = self.zeroed.lock();
-        let any = z.len > 0;
-        while z.head != NIL {
-            let idx = z.head;
-            let p = self.page(idx);
-            z.head = p.next.load(Ordering::Relaxed);
-            p.next.store(NIL, Ordering::Relaxed);
-            if !keep_zero {
-                p.clear_flags(PageFlags::ZERO);
-            }
-            z.len -= 1;
-            self.free_block_locked(fl, idx, 0);
-        }
-        any
-    }
-
-    /// Gives the zero pool back to the free lists as ordinary free pages
-    /// (zero flags cleared): memory as a system that had no idle time finds
-    /// it. For the benchmarks' cold figures.
-    pub fn forget_zeroed(&self) {
-        self.empty_zero_pool(&mut self.free.lock(), false);
-    }
-
-    /// Debug builds: a free page flagged zero (from the pool, or one given
-    /// back from it) must be all zeroes; anything else means that someone
-    /// wrote to a free page, which the zeroing at fault time used to hide.
-    fn check_zero_flag(&self, p: &Page) {
-        let Some(a) = self.page_addr(p).filter(|_| p.flags().contains(PageFlags::ZERO)) else { return };
-        // SAFETY: the page is free or just taken (nobody else's); the direct
-        // map covers it; pages are 8-aligned.
-        let words = unsafe { core::slice::from_raw_parts(a as *const u64, PAGE_SIZE / 8) };
-        if let Some(i) = words.iter().position(|&w| w != 0) {
-            panic!("page {:#x} is flagged zero but word {i} is {:#x}: a write to a free page", p.phys(), words[i]);
-        }
-    }
-
-    /// Pages in the zero pool.
-    pub fn zeroed_count(&self) -> u64 {
-        self.zeroed.lock().len
-    }
-
-    /// Idle-time work (FreeBSD's `vm_page_zero_idle`): zeroes one free page
-    /// into the zero pool, unless the pool already holds its share of the
-    /// free pages or page contents are not reachable. Returns whether it did;
-    /// the caller calls again while it has nothing better to do.
-    ///
-    /// While it is zeroed the page is allocated, unmanaged, to nobody: the
-    /// free count is one short until it is in the pool. The kernel calls
-    /// this from its idle loop, where no other thread runs until it
-    /// returns, so no one sees that.
-    pub fn zero_idle(&self) -> bool {
-        if self.direct_map.is_none() || self.zeroed_count() >= self.free_count() / ZERO_POOL_SHARE {
-            return false;
-        }
-        // From the lists, not the cache: the cache's pages are the ones
-        // freed last, likeliest to be in the caches and wanted again.
-        let Some(idx) = self.alloc_block_locked(&mut self.free.lock(), 0) else { return false };
-        let p = self.page(idx);
-        p.take_from_free(PageFlags::UNMANAGED);
-        if !p.flags().contains(PageFlags::ZERO) {
-            self.fill(p, 1, 0);
-        }
-        p.make_free(true);
-        let mut z = self.zeroed.lock();
-        p.next.store(z.head, Ordering::Relaxed);
-        z.head = idx;
-        z.len += 1;
-        true
-    }
-
     // ---- freeing ------------------------------------------------------------
 
     /// Checks that `page` may be freed (the assertions of FreeBSD's
@@ -826,65 +728,6 @@ impl PhysMem {
     /// Free blocks on each order's list (the cache not included).
     pub fn free_blocks(&self) -> [u64; NUM_ORDERS] {
         self.free.lock().blocks
-    }
-
-    // ---- the page life cycle (rules 4, 5, 6) ------------------------------------
-
-    /// Frees an invalid page found or allocated for I/O that failed (rule 5):
-    /// remove it from its object, then free it unless it is wired — then the
-    /// thread that drops the last wiring frees it, seeing it in no object.
-    /// The caller holds the exclusive busy lock (and, once objects exist, the
-    /// object lock).
-    pub fn free_invalid(&self, page: &'static Page) {
-        assert!(page.xbusied(), "page {:#x}: free_invalid needs the exclusive busy lock", page.phys());
-        assert!(page.valid() == 0, "page {:#x}: free_invalid of a page with valid blocks {:#x}", page.phys(), page.valid());
-        if page.clear_owner() {
-            self.free(page);
-        } else {
-            page.xunbusy();
-        }
-    }
-
-    /// Finishes a read-ahead/behind page after its I/O (rule 6): a valid page
-    /// is unbusied and queued; an invalid one (the read failed) is freed by
-    /// rule 5, never left in limbo.
-    pub fn readahead_finish(&self, page: &'static Page) {
-        if page.valid() != 0 {
-            if !page.wired() && page.is_managed() {
-                if page.flags().contains(PageFlags::REFERENCED) {
-                    self.activate(page);
-                } else {
-                    self.deactivate(page);
-                }
-            }
-            page.xunbusy();
-        } else {
-            self.free_invalid(page);
-        }
-    }
-
-    /// Puts an unbusied managed page of an object back on a queue if it is on
-    /// none and not wired, so that it is never left in limbo (rule 4).
-    pub fn requeue(&self, page: &'static Page) {
-        if page.is_managed() && page.object().is_some() && !page.wired() && page.queue() == Queue::None {
-            self.deactivate(page);
-        }
-    }
-
-    /// Drops a wiring of a managed page. On the last one the page goes to
-    /// `queue` if it still belongs to an object, and is freed if it does not
-    /// (rule 5: whoever removed it from its object left the freeing to us).
-    pub fn unwire(&self, page: &'static Page, queue: Queue) {
-        assert!(page.is_managed(), "page {:#x}: unwire of an unmanaged page; use unwire_noq", page.phys());
-        if !page.unwire_noq() {
-            return;
-        }
-        if page.object().is_none() {
-            // Nobody else can find the page: it is ours to free.
-            self.free(page);
-        } else {
-            self.enqueue(page, if queue == Queue::None { Queue::Active } else { queue });
-        }
     }
 }
 

@@ -207,14 +207,22 @@ impl<L: Leaf, const W: usize> VacantEntry<'_, L, W> {
 }
 
 /// The trie. `W` is the node width (a power of two, 2..=64).
+///
+/// A trie has no lock of its own: it is its owner's, and every field is
+/// under the owner's lock — the object lock (O) for an object's pages, the
+/// metadata lock (W) for a swap pager's blocks. The atomics are read with
+/// Relaxed under that lock (lock-free readers are for later).
 pub struct Radix<L: Leaf, const W: usize = 16> {
+    /// The root node or leaf, tagged (0: empty). (owner's lock)
     root: AtomicUsize,
     /// The deepest node the last `lookup` or `entry` went through, or 0: a
     /// key it covers is looked up from there, not from the root (see
     /// "Where a walk starts"). Cleared whenever a node is freed. (Relaxed:
     /// used under the owner's lock, like everything else.)
     hint: AtomicUsize,
+    /// Where the nodes come from. (C)
     zone: &'static NodeZone,
+    /// Nodes and leaves in the trie. (owner's lock)
     nodes: usize,
     len: usize,
     _leaf: PhantomData<L>,

@@ -58,6 +58,7 @@ fn new_record(
         next: ptr::null_mut(),
         ready_next: ptr::null_mut(),
         queued: false,
+        held: vm::witness::Held::new(),
     }
 }
 
@@ -79,6 +80,8 @@ pub fn init() {
             slice_end: 0,
             next_timeout: u64::MAX,
         });
+        // SAFETY: as above; the boot thread's record lives for ever.
+        CURRENT_HELD.store(unsafe { &raw mut (*main).held }, Ordering::Relaxed);
         KERNEL_CR3.store(x86_64::registers::control::Cr3::read_raw().0.start_address().as_u64(), Ordering::Relaxed);
     });
 }

@@ -1,0 +1,307 @@
+//! The lock order, written once, and its check in debug builds: a small
+//! version of FreeBSD's WITNESS.
+//!
+//! Every lock that takes part has a *class* ([`LockClass`]): a name and a
+//! rank in [`order`]. The rule is that a thread takes locks in rising rank:
+//! while it holds a lock of rank r, it may take only locks of rank r or
+//! above. Two threads that follow the rule cannot deadlock on two locks of
+//! different classes, whatever they do in between; a thread that breaks it
+//! can, the first time another thread takes the same two the right way
+//! round. The check finds a break the first time it *happens* rather than
+//! the first time it deadlocks: taking a lock of lower rank while holding
+//! one of higher rank panics, naming both locks and where each was taken.
+//!
+//! Locks of one class (two objects of a shadow chain, two vnodes) are
+//! ordered by the code that takes them, not by rank: equal ranks pass.
+//! Locks with no class are not checked.
+//!
+//! Each thread's held locks are a small stack ([`Held`]) that the kernel
+//! keeps in the thread's record and hands to the check with interrupts off
+//! ([`set_held`]); interrupt handlers push onto the interrupted thread's
+//! stack and pop before they return. Until the kernel installs its hook,
+//! and on the host unless a test installs one, nothing is checked. Release
+//! builds check nothing and keep no stack.
+
+use core::panic::Location;
+
+/// A kind of lock, with its place in the lock order.
+#[derive(Debug)]
+pub struct LockClass {
+    pub name: &'static str,
+    /// Locks are taken in rising rank.
+    pub rank: u16,
+}
+
+/// The lock order of the whole kernel, lowest rank first: a thread holding
+/// a lock may take those below it in this list, never those above. (The
+/// ranks leave room between them for classes to come.)
+pub mod order {
+    use super::LockClass;
+
+    /// A process's address space map (`VmMap`): a fault, mmap, fork.
+    pub static MAP: LockClass = LockClass { name: "vm map", rank: 100 };
+    /// A vm_object's state: its pages, its shadow links, its pager.
+    pub static OBJECT: LockClass = LockClass { name: "vm object", rank: 200 };
+    /// A swap pager's metadata (the trie of swap blocks).
+    pub static SWAP_META: LockClass = LockClass { name: "swap metadata", rank: 300 };
+    /// A pmap's PV lists (the mappings of each page).
+    pub static PV: LockClass = LockClass { name: "pmap pv lists", rank: 400 };
+    /// The paging queues.
+    pub static PAGE_QUEUES: LockClass = LockClass { name: "page queues", rank: 500 };
+    /// Kernel virtual memory: stacks and large buffers.
+    pub static KMEM: LockClass = LockClass { name: "kmem", rank: 550 };
+    /// The kernel heap.
+    pub static HEAP: LockClass = LockClass { name: "kernel heap", rank: 600 };
+    /// A zone's keg: slabs of trie nodes, of the heap's size classes.
+    pub static KEG: LockClass = LockClass { name: "zone keg", rank: 700 };
+    /// The page allocator: the per-CPU cache, the free lists, the pool of
+    /// zeroed pages.
+    pub static PAGE_CACHE: LockClass = LockClass { name: "page cache", rank: 800 };
+    pub static FREE_LISTS: LockClass = LockClass { name: "page free lists", rank: 810 };
+    pub static ZERO_POOL: LockClass = LockClass { name: "zeroed-page pool", rank: 820 };
+    /// The swap space's block allocator.
+    pub static SWAP_SPACE: LockClass = LockClass { name: "swap space", rank: 900 };
+    /// A device's registers and request slots.
+    pub static DEVICE: LockClass = LockClass { name: "device", rank: 1000 };
+    /// The console.
+    pub static CONSOLE: LockClass = LockClass { name: "console", rank: 1100 };
+    /// The scheduler: run queue, sleep channels. Last of all: wakeups come
+    /// from everywhere.
+    pub static SCHED: LockClass = LockClass { name: "scheduler", rank: 1200 };
+}
+
+/// Most locks one thread holds at once that are tracked; more is a bug in
+/// itself (and reported).
+pub const MAX_HELD: usize = 16;
+
+/// One held lock: its class, its address (to find it at release), and
+/// where it was taken.
+#[derive(Clone, Copy)]
+struct Entry {
+    class: &'static LockClass,
+    lock: usize,
+    site: &'static Location<'static>,
+}
+
+/// The locks one thread holds, in the order taken.
+pub struct Held {
+    entries: [Option<Entry>; MAX_HELD],
+    len: usize,
+}
+
+impl Held {
+    pub const fn new() -> Held {
+        Held { entries: [None; MAX_HELD], len: 0 }
+    }
+
+    /// How many tracked locks are held.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Checks that a lock of `class` may be taken now, at `site`.
+    fn check(&self, class: &'static LockClass, lock: usize, site: &'static Location<'static>) {
+        for e in self.entries[..self.len].iter().flatten() {
+            if e.lock == lock {
+                panic!("lock {lock:#x} ({}) taken again at {site}: it is held, taken at {}", class.name, e.site);
+            }
+            if e.class.rank > class.rank {
+                panic!(
+                    "lock order reversal: {} (rank {}) taken at {site} while {} (rank {}) is held, taken at {}",
+                    class.name, class.rank, e.class.name, e.class.rank, e.site
+                );
+            }
+        }
+    }
+
+    fn push(&mut self, class: &'static LockClass, lock: usize, site: &'static Location<'static>) {
+        assert!(self.len < MAX_HELD, "more than {MAX_HELD} tracked locks held at once (taking {} at {site})", class.name);
+        self.entries[self.len] = Some(Entry { class, lock, site });
+        self.len += 1;
+    }
+
+    /// Forgets `lock` (the latest entry for it: locks may be released out
+    /// of order).
+    fn pop(&mut self, lock: usize) {
+        let Some(i) = self.entries[..self.len].iter().rposition(|e| e.is_some_and(|e| e.lock == lock)) else {
+            return;
+        };
+        self.entries.copy_within(i + 1..self.len, i);
+        self.len -= 1;
+        self.entries[self.len] = None;
+    }
+}
+
+impl Default for Held {
+    fn default() -> Held {
+        Held::new()
+    }
+}
+
+/// Runs a function on the current thread's [`Held`] with interrupts off (or
+/// does nothing where there is none yet).
+type HeldHook = fn(&mut dyn FnMut(&mut Held));
+
+static HELD: spin::Once<HeldHook> = spin::Once::new();
+
+/// Set by [`stop`]: no more checks. (A; Relaxed: a flag that only turns
+/// checks off.)
+static STOPPED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Stops the checks for good: a panic report takes the locks it must in
+/// whatever order, and must not panic again for it.
+pub fn stop() {
+    STOPPED.store(true, core::sync::atomic::Ordering::Relaxed);
+}
+
+#[cfg(debug_assertions)]
+fn hook() -> Option<&'static HeldHook> {
+    if STOPPED.load(core::sync::atomic::Ordering::Relaxed) { None } else { HELD.get() }
+}
+
+/// Installs the kernel's hook (once, when threads run): from then on debug
+/// builds check every ranked lock.
+pub fn set_held(hook: HeldHook) {
+    HELD.call_once(|| hook);
+}
+
+/// Before a sleep at `site`: a thread that sleeps holding a spin lock keeps
+/// every other taker spinning until it wakes (and its waker may need the
+/// lock). Debug builds panic, naming the lock and where it was taken.
+#[inline(always)]
+pub fn may_sleep(site: &'static Location<'static>) {
+    #[cfg(debug_assertions)]
+    if let Some(hook) = hook() {
+        hook(&mut |h| {
+            if let Some(e) = h.entries[..h.len].iter().flatten().next() {
+                panic!("sleep at {site} with {} (a spin lock) held, taken at {}", e.class.name, e.site);
+            }
+        });
+    }
+    #[cfg(not(debug_assertions))]
+    let _ = site;
+}
+
+/// How many ranked locks the current thread holds, where that is known
+/// (debug builds, once the kernel's hook is in).
+pub fn held_count() -> Option<usize> {
+    #[cfg(debug_assertions)]
+    if let Some(hook) = hook() {
+        let mut n = None;
+        hook(&mut |h| n = Some(h.len()));
+        return n;
+    }
+    None
+}
+
+/// Before taking `lock` (of `class`) at `site`, and spinning for it: panics
+/// on a reversal of the order (a try-lock cannot deadlock, and is not
+/// checked).
+#[inline(always)]
+pub fn will_take(class: Option<&'static LockClass>, lock: usize, site: &'static Location<'static>) {
+    #[cfg(debug_assertions)]
+    if let (Some(class), Some(hook)) = (class, hook()) {
+        hook(&mut |h| h.check(class, lock, site));
+    }
+    #[cfg(not(debug_assertions))]
+    let _ = (class, lock, site);
+}
+
+/// After taking `lock` (of `class`) at `site`.
+#[inline(always)]
+pub fn took(class: Option<&'static LockClass>, lock: usize, site: &'static Location<'static>) {
+    #[cfg(debug_assertions)]
+    if let (Some(class), Some(hook)) = (class, hook()) {
+        hook(&mut |h| h.push(class, lock, site));
+    }
+    #[cfg(not(debug_assertions))]
+    let _ = (class, lock, site);
+}
+
+/// After letting `lock` (of `class`) go.
+#[inline(always)]
+pub fn released(class: Option<&'static LockClass>, lock: usize) {
+    #[cfg(debug_assertions)]
+    if let (Some(_), Some(hook)) = (class, hook()) {
+        hook(&mut |h| h.pop(lock));
+    }
+    #[cfg(not(debug_assertions))]
+    let _ = (class, lock);
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    extern crate std;
+
+    use alloc::string::String;
+    use core::cell::RefCell;
+
+    use super::*;
+
+    std::thread_local! {
+        static HOST_HELD: RefCell<Held> = const { RefCell::new(Held::new()) };
+    }
+
+    /// Makes the host tests check the lock order: each std thread keeps
+    /// its own held locks.
+    pub(crate) fn check_host_threads() {
+        set_held(|f| HOST_HELD.with(|h| f(&mut h.borrow_mut())));
+    }
+
+    static LOW: LockClass = LockClass { name: "low", rank: 1 };
+    static HIGH: LockClass = LockClass { name: "high", rank: 2 };
+
+    #[track_caller]
+    fn here() -> &'static Location<'static> {
+        Location::caller()
+    }
+
+    #[test]
+    fn rising_ranks_pass_and_release_in_any_order() {
+        let mut h = Held::new();
+        h.check(&LOW, 1, here());
+        h.push(&LOW, 1, here());
+        h.check(&HIGH, 2, here());
+        h.push(&HIGH, 2, here());
+        // Same class, another lock: passes.
+        h.check(&HIGH, 3, here());
+        h.push(&HIGH, 3, here());
+        h.pop(1);
+        assert_eq!(h.len(), 2);
+        h.pop(3);
+        h.pop(2);
+        assert!(h.is_empty());
+    }
+
+    #[test]
+    #[should_panic(expected = "lock order reversal: low (rank 1) taken at")]
+    fn a_reversal_is_caught_naming_both() {
+        let mut h = Held::new();
+        h.push(&HIGH, 2, here());
+        h.check(&LOW, 1, here());
+    }
+
+    #[test]
+    #[should_panic(expected = "taken again")]
+    fn taking_a_held_lock_is_caught() {
+        let mut h = Held::new();
+        h.push(&LOW, 1, here());
+        h.check(&LOW, 1, here());
+    }
+
+    #[test]
+    fn the_reversal_report_names_both_sites() {
+        let r = std::panic::catch_unwind(|| {
+            let mut h = Held::new();
+            h.push(&HIGH, 2, here());
+            h.check(&LOW, 1, here());
+        });
+        let msg = r.err().and_then(|e| e.downcast::<String>().ok()).expect("no panic");
+        assert_eq!(msg.matches("vm/src/witness.rs").count(), 2, "{msg}");
+        assert!(msg.contains("high (rank 2) is held"), "{msg}");
+    }
+}
