@@ -60,7 +60,7 @@ SWAP_SPACE = "pager::swap::space::SwapSpace<kernel::kern::sync::IrqMutex<pager::
 
 def swap(k):
     """(pages, free pages) of the swap space, or None without one."""
-    arc = rust.once(rust.symbol("kernel::mm::swap::SWAP"), f"alloc::sync::Arc<{SWAP_SPACE}>")
+    arc = rust.once(rust.symbol("kernel::mm::swap::SWAP"), f"alloc::sync::Arc<{SWAP_SPACE}, alloc::alloc::Global>")
     if arc is None:
         return None
     sp = rust.arc(arc)
