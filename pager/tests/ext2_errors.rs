@@ -83,7 +83,7 @@ fn every_operation(fs: &mut Ext2<RamDisk>) -> usize {
 #[test]
 fn dead_device_fails_every_operation() {
     let mut fs = mount(make_image(&standard_tree(), 1024, 8));
-    fs.device().fail = FailPlan::Always;
+    fs.device().set_fail(FailPlan::Always);
     assert_eq!(every_operation(&mut fs), 9);
     // Nothing changed, so sync has nothing to write and succeeds.
     assert_eq!(fs.sync(), Ok(()));
@@ -93,10 +93,10 @@ fn dead_device_fails_every_operation() {
     let mut fs = mount(make_image(&standard_tree(), 1024, 8));
     let one = fs.lookup("/one").unwrap();
     fs.truncate(one, 0).unwrap();
-    fs.device().fail = FailPlan::Always;
+    fs.device().set_fail(FailPlan::Always);
     assert_eq!(fs.sync(), Err(FsError::Io(BlockError::Io)));
     assert_eq!(fs.sync(), Err(FsError::Io(BlockError::Io)));
-    fs.device().fail = FailPlan::Never;
+    fs.device().set_fail(FailPlan::Never);
     assert_clean(&unmount(fs));
 }
 
@@ -124,11 +124,11 @@ fn io_error_at_every_step(block_size: u32) {
 
     for n in 0..total {
         let mut fs = mount(image.clone());
-        fs.device().fail = FailPlan::Nth(n);
+        fs.device().set_fail(FailPlan::Nth(n));
         let result = script(&mut fs);
         assert!(matches!(result, Err(FsError::Io(BlockError::Io))), "request {n} of {total}: {result:?}");
         // The device works again: whatever is cached goes out, then fsck.
-        fs.device().fail = FailPlan::Never;
+        fs.device().set_fail(FailPlan::Never);
         let _ = fs.sync();
         let image = fs.into_device().into_bytes();
         let ((fixed, text), repaired) = fsck_with(&image, "-fy");
@@ -190,7 +190,7 @@ fn corrupted_metadata_never_panics() {
 /// The device's own range checks come back as errors too.
 #[test]
 fn requests_past_the_device_are_errors() {
-    let mut d = RamDisk::from_bytes(make_image(&standard_tree(), 1024, 8));
+    let d = RamDisk::from_bytes(make_image(&standard_tree(), 1024, 8));
     let cap = d.capacity();
     let mut buf = vec![0u8; 512];
     assert!(d.read(cap, &mut buf).is_err());

@@ -6,6 +6,7 @@
 //!
 //! | module | BSD concept |
 //! | --- | --- |
+//! | [`contents`] | page contents through the direct map, for a busy page |
 //! | [`page`] | `vm_page`: the per-frame record and its busy/wire/valid/dirty/queue state |
 //! | [`phys`] | `vm_phys`: the buddy allocator over the page array |
 //! | [`pmap`] | the machine-dependent interface (`pmap_*`), and a software pmap |
@@ -79,6 +80,7 @@
 
 extern crate alloc;
 
+pub mod contents;
 pub mod failpoint;
 pub mod fault;
 pub mod invariants;

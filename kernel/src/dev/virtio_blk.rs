@@ -463,11 +463,11 @@ impl BlockDevice for Disk {
         self.0.capacity
     }
 
-    fn read(&mut self, sector: u64, buf: &mut [u8]) -> Result<(), BlockError> {
+    fn read(&self, sector: u64, buf: &mut [u8]) -> Result<(), BlockError> {
         self.read_sectors(sector, buf)
     }
 
-    fn write(&mut self, sector: u64, buf: &[u8]) -> Result<(), BlockError> {
+    fn write(&self, sector: u64, buf: &[u8]) -> Result<(), BlockError> {
         self.write_sectors(sector, buf)
     }
 }

@@ -216,20 +216,20 @@ fn without_slot(space: &AddressSpace) -> Option<(Arc<VmObject>, &'static Page)> 
                 pm.launder(p);
             }
         }
-        vm::pageout::scan_laundry(pm, mappings, 2, &crate::mm::swap_pager::new_pager);
+        vm::pageout::scan_laundry(pm, mappings, 2, &crate::mm::swap::new_pager);
     }
     assert!(object.kind() == ObjectKind::Swap && on_swap(), "vmstate: the pages at SWAP_VA were not paged out");
     // Their data is on swap now: whatever the laundry left resident goes
     // (it is clean), and a read brings both back through the swap pager.
     object.remove_clean(0, 2);
     assert!(object.lock().resident() == 0, "vmstate: pages paged out are still resident");
-    let pages_in = crate::mm::swap_pager::PAGES_IN.load(Ordering::Relaxed);
+    let pages_in = crate::mm::swap::pages_in_out().0;
     // SAFETY: both pages are mapped read-write in the loaded address space.
     unsafe {
         (SWAP_VA as *const u64).read_volatile();
         ((SWAP_VA + PAGE) as *const u64).read_volatile();
     }
-    let read = crate::mm::swap_pager::PAGES_IN.load(Ordering::Relaxed) - pages_in;
+    let read = crate::mm::swap::pages_in_out().0 - pages_in;
     assert!(read == 2, "vmstate: {read} pages read back from swap, not 2");
     let page = resident(SWAP_VA + PAGE)?;
     assert!(page.dirty() == 0, "vmstate: the page read back from swap is dirty");

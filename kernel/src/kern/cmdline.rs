@@ -14,7 +14,7 @@
 //! | `log` | `error`, `warn`, `info`, `debug`, `trace` | `info` |
 //! | `profile` | `on`, `off`: with `mode=bench`, sample where the faults spend their time (`profile`) | `off` |
 //! | `run.report` | `on`, `off`: with `mode=run`, end with the line that compares free pages and heap use with the start and says whether the page invariants hold (`demo::run_program`) | `off` |
-//! | `swap.read_ahead` | `on`, `off`: the swap pager's read-ahead (`swap_pager::READ_AHEAD`) | `on` |
+//! | `swap.read_ahead` | `on`, `off`: the swap pager's read-ahead (`mm::swap::READ_AHEAD`) | `on` |
 //! | `fail.<name>` | a fail-point action: `off`, `always`, `nth:N`, `P%`, `P%@SEED` (see `vm::failpoint`) | `off` |
 
 use alloc::string::String;
@@ -111,7 +111,7 @@ pub fn parse(raw: &str) -> Cmdline {
                 _ => log::warn!("cmdline: run.report={value:?}: on or off"),
             },
             "swap.read_ahead" => match value {
-                "on" | "off" => crate::mm::swap_pager::READ_AHEAD.store(value == "on", core::sync::atomic::Ordering::Relaxed),
+                "on" | "off" => crate::mm::swap::READ_AHEAD.store(value == "on", core::sync::atomic::Ordering::Relaxed),
                 _ => log::warn!("cmdline: swap.read_ahead={value:?}: on or off"),
             },
             _ if key.starts_with("fail.") => {

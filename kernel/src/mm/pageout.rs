@@ -325,7 +325,7 @@ fn laundry() {
                 break;
             }
             let want = (target - free).max(vm::pageout::CLUSTER as u64);
-            let st = pageout::scan_laundry(pm, mappings, want, &crate::mm::swap_pager::new_pager);
+            let st = pageout::scan_laundry(pm, mappings, want, &crate::mm::swap::new_pager);
             count(&st);
             sched::wakeup(chan(&FREE_CHAN));
             if st.written == 0 {

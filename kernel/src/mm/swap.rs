@@ -1,77 +1,54 @@
-//! Swap space: the disk the swap pager pages out to, and the blist that
-//! hands out its blocks (FreeBSD's `swdevt` and `swblk_t` allocation, with
-//! one device).
+//! Swap bring-up: the kernel's one swap space, over the virtio disk with
+//! serial `swap`, and the swap pagers the pageout daemon makes over it.
+//! The swap space and the swap pager themselves are `pager::swap`'s.
 //!
-//! At boot, [`init`] looks for the virtio disk with serial `swap`
-//! (run-qemu.sh and the test harness attach a fresh sparse image so) and
-//! makes it the [`SwapSpace`]. No such disk means no swap: the kernel runs
-//! on what memory it has, as FreeBSD does before `swapon`.
+//! At boot, [`init`] looks for the disk (run-qemu.sh and the test harness
+//! attach a fresh sparse image so) and makes it the [`Space`]. No such disk
+//! means no swap: the kernel runs on what memory it has, as FreeBSD does
+//! before `swapon`.
 //!
-//! A swap block is one page: block `b` is the 4 KiB at sector `8 * b`.
-//! The swap pager allocates a run of blocks for a cluster of pages, writes
-//! the cluster with one request ([`SwapSpace::write_pages`]), and frees
-//! blocks one by one as their pages are dirtied again or freed (rule 14:
-//! a dirtied swap-backed page gives up its slot). The blist's cursor makes
-//! consecutive page-outs land in consecutive blocks.
-//!
-//! Locking: (C) set at [`init`], constant after; (K) the swap-space lock,
-//! a spin lock taken with interrupts off (so its holder is not preempted)
-//! for blist operations only: never held across I/O, never taken in an
-//! interrupt handler. The I/O helpers take no lock: the caller owns the
-//! blocks it reads and writes.
+//! Locking: (C) set at [`init`], constant after; (A) atomic. The swap
+//! space's block map is behind the kernel's interrupt-safe spin lock (its
+//! holder is never preempted), which this file lends `pager` through its
+//! `Lock` trait.
 
-use pager::blist::{Blist, BlistError};
-use pager::block::{BlockError, SECTOR_SIZE};
+use alloc::boxed::Box;
+use alloc::sync::Arc;
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use pager::blist::Blist;
+use pager::swap::{SwapPager, SwapSpace};
 use spin::Once;
+use vm::object::Pager;
 
-use crate::kern::sync::IrqMutex;
-use x86_64::instructions::interrupts::without_interrupts;
-
-use crate::dev::virtio_blk::{self, Disk};
+use crate::dev::virtio_blk;
 use crate::kern::memory::PAGE_SIZE;
+use crate::kern::sync::IrqMutex;
 
 /// Serial number of the swap disk (`-device virtio-blk-pci,serial=swap`).
 pub const SWAP_SERIAL: &str = "swap";
 
-/// Sectors per swap block (one page).
-const SECTORS_PER_PAGE: u64 = PAGE_SIZE / SECTOR_SIZE as u64;
+/// The kernel's swap space: its block map behind an interrupt-safe lock.
+pub type Space = SwapSpace<IrqMutex<Blist>>;
 
-/// Why a swap operation failed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SwapError {
-    /// No memory for the blist of a device this large (at [`init`]).
-    NoMemory,
-    /// The device is larger than a blist manages.
-    TooLarge { pages: u64 },
-    /// A buffer that is not a whole number of pages.
-    BadLength(usize),
-    /// Blocks past the end of the swap space.
-    OutOfRange { block: u64, count: u64, pages: u64 },
-    /// The disk failed the request (EIO to whoever paged).
-    Io(BlockError),
-}
+/// The interrupt-safe spin lock as the swap space's lock.
+impl<T: Send> pager::sync::Lock<T> for IrqMutex<T> {
+    fn new(value: T, class: &'static vm::witness::LockClass) -> Self {
+        IrqMutex::ranked(value, class)
+    }
 
-impl From<BlistError> for SwapError {
-    fn from(e: BlistError) -> SwapError {
-        match e {
-            BlistError::NoMemory => SwapError::NoMemory,
-            BlistError::TooLarge(pages) => SwapError::TooLarge { pages },
-        }
+    #[track_caller]
+    fn with<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
+        f(&mut self.lock())
     }
 }
 
-/// A swap device and the allocation of its blocks.
-pub struct SwapSpace {
-    /// The disk. (C)
-    disk: Disk,
-    /// Its size in pages (blocks); a partial page at the end is not used. (C)
-    pages: u64,
-    /// Which blocks are free. (K)
-    map: IrqMutex<Blist>,
-}
-
 /// The swap space, if there is a swap disk. (C) set once by [`init`].
-static SWAP: Once<SwapSpace> = Once::new();
+static SWAP: Once<Arc<Space>> = Once::new();
+
+/// Swap read-ahead on (the command line's `swap.read_ahead`, read before
+/// [`init`], which hands it to the swap space). (A)
+pub static READ_AHEAD: AtomicBool = AtomicBool::new(true);
 
 /// Finds the swap disk and sets up its swap space; logs what it found.
 /// Call once, after the drivers have probed the disks.
@@ -81,9 +58,10 @@ pub fn init() {
         return;
     };
     let index = disk.index;
-    match SwapSpace::new(disk) {
+    match Space::new(Box::new(disk)).and_then(|sp| Arc::try_new(sp).map_err(|_| pager::swap::SwapError::NoMemory)) {
         Ok(sp) => {
-            log::info!("swap: virtio-blk{index}, {} MiB, {} pages", (sp.pages * PAGE_SIZE) >> 20, sp.pages);
+            log::info!("swap: virtio-blk{index}, {} MiB, {} pages", (sp.pages() * PAGE_SIZE) >> 20, sp.pages());
+            sp.set_read_ahead(READ_AHEAD.load(Ordering::Relaxed));
             SWAP.call_once(|| sp);
         }
         Err(e) => log::warn!("swap: cannot use virtio-blk{index}: {e:?}; no swap"),
@@ -91,85 +69,20 @@ pub fn init() {
 }
 
 /// The swap space, or None when the machine has no swap disk.
-pub fn swap() -> Option<&'static SwapSpace> {
+pub fn swap() -> Option<&'static Arc<Space>> {
     SWAP.get()
 }
 
-impl SwapSpace {
-    /// Swap space over all of `disk`, every block free.
-    pub fn new(disk: Disk) -> Result<SwapSpace, SwapError> {
-        let pages = disk.capacity / SECTORS_PER_PAGE;
-        let map = Blist::new(pages)?;
-        Ok(SwapSpace { disk, pages, map: IrqMutex::ranked(map, &vm::witness::order::SWAP_SPACE) })
-    }
+/// Pages read from and written to swap since boot (`pswpin`, `pswpout`).
+pub fn pages_in_out() -> (u64, u64) {
+    swap().map_or((0, 0), |s| (s.stats.pages_in.load(Ordering::Relaxed), s.stats.pages_out.load(Ordering::Relaxed)))
+}
 
-    /// Size in pages.
-    pub fn pages(&self) -> u64 {
-        self.pages
-    }
-
-    /// Free pages.
-    pub fn avail(&self) -> u64 {
-        without_interrupts(|| self.map.lock().avail())
-    }
-
-    /// The longest run of free blocks: the largest cluster that fits.
-    pub fn largest_free_run(&self) -> u64 {
-        without_interrupts(|| self.map.lock().largest_free_run())
-    }
-
-    /// Allocates contiguous blocks, at least `count` and at most `max`:
-    /// `(first block, blocks got)`, or None when no `count` free blocks
-    /// are contiguous. See [`Blist::alloc`].
-    pub fn alloc(&self, count: u64, max: u64) -> Option<(u64, u64)> {
-        without_interrupts(|| self.map.lock().alloc(count, max))
-    }
-
-    /// Marks the free blocks of `block..block + count` used (the rest are
-    /// used already); returns how many it took. Tests shrink the swap
-    /// space with it, and give the blocks back with [`SwapSpace::free`].
-    pub fn fill(&self, block: u64, count: u64) -> u64 {
-        without_interrupts(|| self.map.lock().fill(block, count))
-    }
-
-    /// Frees blocks `block..block + count`. Panics if one is free already
-    /// (swap freed twice: a kernel bug).
-    pub fn free(&self, block: u64, count: u64) {
-        without_interrupts(|| self.map.lock().free(block, count))
-    }
-
-    /// Reads `buf.len()` bytes, whole pages, from blocks starting at
-    /// `block`, in one disk request; sleeps until it is done.
-    pub fn read_pages(&self, block: u64, buf: &mut [u8]) -> Result<(), SwapError> {
-        let sector = self.sector_of(block, buf.len())?;
-        if vm::failpoint::SWAP_READ.should_fail() {
-            return Err(SwapError::Io(BlockError::Io));
-        }
-        self.disk.read_sectors(sector, buf).map_err(SwapError::Io)
-    }
-
-    /// Writes `buf` (whole pages) to blocks starting at `block`, in one
-    /// disk request; sleeps until it is done.
-    pub fn write_pages(&self, block: u64, buf: &[u8]) -> Result<(), SwapError> {
-        let sector = self.sector_of(block, buf.len())?;
-        if vm::failpoint::SWAP_WRITE.should_fail() {
-            return Err(SwapError::Io(BlockError::Io));
-        }
-        self.disk.write_sectors(sector, buf).map_err(SwapError::Io)
-    }
-
-    /// The first sector of a transfer of `len` bytes at `block`, once the
-    /// transfer is known to be whole pages inside the swap space.
-    fn sector_of(&self, block: u64, len: usize) -> Result<u64, SwapError> {
-        if !len.is_multiple_of(PAGE_SIZE as usize) {
-            return Err(SwapError::BadLength(len));
-        }
-        let count = len as u64 / PAGE_SIZE;
-        match block.checked_add(count) {
-            Some(end) if end <= self.pages => Ok(block * SECTORS_PER_PAGE),
-            _ => Err(SwapError::OutOfRange { block, count, pages: self.pages }),
-        }
-    }
+/// A swap pager for an anonymous object's first page-out, or `None` when
+/// there is no swap space (or no memory for the pager).
+pub fn new_pager() -> Option<Arc<dyn Pager>> {
+    let p: Arc<dyn Pager> = Arc::try_new(SwapPager::new(swap()?.clone(), vm::node_zone())).ok()?;
+    Some(p)
 }
 
 mod tests;

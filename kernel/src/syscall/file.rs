@@ -90,12 +90,10 @@ fn split(path: &[u8]) -> (&[u8], &[u8]) {
 /// such a file has no inode (fstat reports a character device), and is
 /// read with read or pread only.
 fn kernel_file(path: &[u8]) -> Option<Vec<u8>> {
-    use core::sync::atomic::Ordering::Relaxed;
-
-    use crate::mm::swap_pager::{PAGES_IN, PAGES_OUT};
     match path {
         b"/proc/vmstat" => {
-            Some(alloc::format!("pswpin {}\npswpout {}\n", PAGES_IN.load(Relaxed), PAGES_OUT.load(Relaxed)).into_bytes())
+            let (pages_in, pages_out) = crate::mm::swap::pages_in_out();
+            Some(alloc::format!("pswpin {pages_in}\npswpout {pages_out}\n").into_bytes())
         }
         _ => None,
     }
@@ -600,10 +598,7 @@ const ERANGE: i64 = 34;
 /// "name value" line each.
 #[ktest::ktest]
 fn proc_vmstat_has_the_swap_counters() {
-    use core::sync::atomic::Ordering::Relaxed;
-
-    use crate::mm::swap_pager::{PAGES_IN, PAGES_OUT};
-    let (pin, pout) = (PAGES_IN.load(Relaxed), PAGES_OUT.load(Relaxed));
+    let (pin, pout) = crate::mm::swap::pages_in_out();
     let text = kernel_file(b"/proc/vmstat").expect("no /proc/vmstat");
     let text = core::str::from_utf8(&text).unwrap();
     let value = |key: &str| {

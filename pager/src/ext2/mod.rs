@@ -170,7 +170,7 @@ impl<D: BlockDevice> Ext2<D> {
     /// Mounts the filesystem on `dev`: reads and checks the superblock and
     /// the group descriptors. Fails with `Unsupported` for incompatible
     /// features; unknown read-only-compatible ones mount read-only.
-    pub fn mount(mut dev: D) -> Result<Ext2<D>, FsError> {
+    pub fn mount(dev: D) -> Result<Ext2<D>, FsError> {
         let mut raw = vec![0u8; SUPERBLOCK_SIZE];
         let sector = SUPERBLOCK_OFFSET / SECTOR_SIZE as u64;
         dev.read(sector, &mut raw).map_err(FsError::Io)?;

@@ -158,9 +158,9 @@ def check_swap_objects(k, records):
             continue
         st, _ = state_of(o)
         pager = k.pager(st)
-        if pager is None or pager[1] != "kernel::mm::swap_pager::SwapPager":
+        if pager is None or not pager[1].startswith("pager::swap::pager::SwapPager<"):
             continue
-        blocks = swap_blocks(pager[0])
+        blocks = swap_blocks(*pager)
         for pindex, index, _ in resident(k, st)[0]:
             if index is None:
                 continue
@@ -172,18 +172,19 @@ def check_swap_objects(k, records):
     return out
 
 
-def swap_blocks(pager):
-    """has_page of the SwapPager at `pager`: whether a page index has a block.
+def swap_blocks(pager, type_name):
+    """has_page of the SwapPager at `pager` (of type `type_name`, generic
+    over its swap space's lock): whether a page index has a block.
     The metadata is a radix trie whose leaves are SwBlk records (a run's
     number and a slot per page of the run)."""
     from .objects import Trie
-    sp = rust.at(pager, "kernel::mm::swap_pager::SwapPager")
+    sp = rust.at(pager, type_name)
     trie, _ = rust.mutex(sp["meta"])
-    none = rust.constants("kernel::mm::swap_pager")["NONE"]
+    none = rust.constants("pager::swap::pager")["NONE"]
     chunks = {}
     leaves, _ = Trie(trie.type).leaves(rust.scalar(trie["root"]))
     for address in leaves:
-        blk = rust.at(address, "kernel::mm::swap_pager::SwBlk")
+        blk = rust.at(address, "pager::swap::pager::SwBlk")
         slots = blk["blocks"]
         lo, hi = slots.type.range()
         chunks[int(blk["chunk"])] = [int(slots[i]) for i in range(lo, hi + 1)]

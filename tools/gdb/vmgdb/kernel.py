@@ -10,7 +10,7 @@ Where each thing is found (statics the kernel keeps for itself):
 - PV lists: `kernel::arch::pmap::GLOBALS`, one list head per page-array index;
 - processes: `kernel::proc::PROCESSES`; the address space being run:
   `kernel::kern::sched::CURRENT_SPACE`;
-- swap: `kernel::mm::swap::SWAP`; fail points: `vm::failpoint::ALL`;
+- swap: `kernel::mm::swap::SWAP` (an Arc of `pager::swap::SwapSpace`); fail points: `vm::failpoint::ALL`;
 - bits and sentinels: the modules' `DEBUG_CONSTANTS` (vm::DebugConstant).
 
 Build a new `Kernel` for each command: the kernel moves on between stops.

@@ -53,11 +53,17 @@ def queues(k):
     return out
 
 
+# The kernel's swap space: pager's, with the kernel's interrupt-safe lock
+# around its blist.
+SWAP_SPACE = "pager::swap::space::SwapSpace<kernel::kern::sync::IrqMutex<pager::blist::Blist>>"
+
+
 def swap(k):
     """(pages, free pages) of the swap space, or None without one."""
-    sp = rust.once(rust.symbol("kernel::mm::swap::SWAP"), "kernel::mm::swap::SwapSpace")
-    if sp is None:
+    arc = rust.once(rust.symbol("kernel::mm::swap::SWAP"), f"alloc::sync::Arc<{SWAP_SPACE}, alloc::alloc::Global>")
+    if arc is None:
         return None
+    sp = rust.arc(arc)
     blist, _ = rust.mutex(sp["map"])
     return int(sp["pages"]), int(blist["avail"])
 

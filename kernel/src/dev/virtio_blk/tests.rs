@@ -86,7 +86,7 @@ fn the_test_disk_is_found() {
 /// Single sectors anywhere, and many sectors at once, read as the pattern.
 #[ktest]
 fn reads_match_the_pattern() {
-    let mut d = test_disk();
+    let d = test_disk();
     let mut one = vec![0u8; SECTOR_SIZE];
     for n in [0, 1, 12345, TEST_SECTORS - 1] {
         d.read(n, &mut one).unwrap();
@@ -106,7 +106,7 @@ fn reads_match_the_pattern() {
 /// Requests that do not fit are refused before they reach the device.
 #[ktest]
 fn bad_requests_are_refused() {
-    let mut d = test_disk();
+    let d = test_disk();
     let mut b = vec![0u8; 2 * SECTOR_SIZE];
     assert!(matches!(d.read(TEST_SECTORS - 1, &mut b), Err(BlockError::OutOfRange { .. })));
     assert_eq!(d.read(0, &mut b[..100]), Err(BlockError::BadLength(100)));
@@ -117,7 +117,7 @@ fn bad_requests_are_refused() {
 /// pattern is put back afterwards.
 #[ktest]
 fn writes_read_back() {
-    let mut d = test_disk();
+    let d = test_disk();
     const AT: u64 = 30000;
     const N: usize = 72;
     let mut storage = vec![0u8; N * SECTOR_SIZE + 1];
@@ -140,7 +140,7 @@ fn writes_read_back() {
 /// several per request when they are large.
 #[ktest]
 fn bounce_buffers_carry_requests() {
-    let mut d = test_disk();
+    let d = test_disk();
     let before = d.stats.bounced.load(Ordering::Relaxed);
     FORCE_BOUNCE.store(true, Ordering::Relaxed);
     let mut b = vec![0u8; 300 * SECTOR_SIZE];
@@ -157,7 +157,7 @@ fn bounce_buffers_carry_requests() {
 /// Requests complete in the interrupt handler, not by polling.
 #[ktest]
 fn completions_come_by_interrupt() {
-    let mut d = test_disk();
+    let d = test_disk();
     let irq = d.stats.irq_completions.load(Ordering::Relaxed);
     let polled = d.stats.polled_completions.load(Ordering::Relaxed);
     let interrupts = d.stats.interrupts.load(Ordering::Relaxed);
@@ -178,7 +178,7 @@ fn completions_come_by_interrupt() {
 /// works again.
 #[ktest]
 fn fail_points_fail_requests() {
-    let mut d = test_disk();
+    let d = test_disk();
     let mut b = vec![0u8; 4 * SECTOR_SIZE];
     BLK_READ.set(Action::Nth(1));
     assert_eq!(d.read(40, &mut b), Err(BlockError::Io));
@@ -225,7 +225,7 @@ fn concurrent_requests_from_two_threads() {
     let workers: Vec<sched::ThreadId> = (0..2u64)
         .map(|w| {
             sched::spawn("blk-reader", move || {
-                let mut d = test_disk();
+                let d = test_disk();
                 let mut b = vec![0u8; 64 * SECTOR_SIZE];
                 for k in 0..30u64 {
                     let n = (w * 9000 + k * 271) % (TEST_SECTORS - 64);
@@ -246,7 +246,7 @@ fn concurrent_requests_from_two_threads() {
 /// request (split at MAX_TRANSFER) as well.
 #[ktest(timeout = 90)]
 fn whole_disk_read_rate() {
-    let mut d = test_disk();
+    let d = test_disk();
     let mut buf = DmaBuf::new(512);
     let b = buf.bytes();
     let t0 = time::rdtsc();

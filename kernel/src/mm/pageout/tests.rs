@@ -10,7 +10,6 @@ use vm::map::Inherit;
 use vm::pmap::Prot;
 
 use super::COUNTERS;
-use crate::mm::swap_pager::{PAGES_IN, PAGES_OUT};
 use crate::proc::tests::run_bin;
 use crate::proc::{SIGKILL, Status};
 
@@ -22,7 +21,7 @@ fn ram_mib() -> u64 {
 }
 
 /// The swap space, which these tests need (the test boots attach a disk).
-fn swap() -> &'static crate::mm::swap::SwapSpace {
+fn swap() -> &'static crate::mm::swap::Space {
     crate::mm::swap::swap().expect("no swap disk: the test boots attach one (SWAP_SIZE)")
 }
 
@@ -32,12 +31,13 @@ fn swap() -> &'static crate::mm::swap::SwapSpace {
 fn programs_three_times_larger_than_ram() {
     let mib = 3 * ram_mib();
     assert!((swap().pages() * 4096) >> 20 >= mib, "swap ({} pages) smaller than {mib} MiB", swap().pages());
-    let (out0, in0) = (PAGES_OUT.load(Ordering::Relaxed), PAGES_IN.load(Ordering::Relaxed));
+    let (in0, out0) = crate::mm::swap::pages_in_out();
     let arg = alloc::format!("{mib}");
     for mode in ["one", "two", "fork"] {
         assert_eq!(run_bin("swapper", &[&arg, mode]), Status::Exited(0), "swapper {mib} {mode}");
     }
-    let (out, inn) = (PAGES_OUT.load(Ordering::Relaxed) - out0, PAGES_IN.load(Ordering::Relaxed) - in0);
+    let (in1, out1) = crate::mm::swap::pages_in_out();
+    let (out, inn) = (out1 - out0, in1 - in0);
     crate::kprintln!("three times RAM ({mib} MiB): {out} pages paged out, {inn} paged in");
     assert!(out > 3 * (mib << 8) / 2, "only {out} pages paged out for {mib} MiB three times");
     assert!(inn > 0, "nothing was paged in");
@@ -89,9 +89,9 @@ fn wired_memory_is_never_paged_out() {
             unsafe { ((a + i * 4096) as *mut u64).write_volatile(0x5117_0000 + i) };
         }
     }
-    let out0 = PAGES_OUT.load(Ordering::Relaxed);
+    let out0 = crate::mm::swap::pages_in_out().1;
     assert_eq!(run_bin("swapper", &[&alloc::format!("{}", 2 * ram_mib()), "one"]), Status::Exited(0));
-    assert!(PAGES_OUT.load(Ordering::Relaxed) - out0 > ram_mib() << 8, "the program did not page much out");
+    assert!(crate::mm::swap::pages_in_out().1 - out0 > ram_mib() << 8, "the program did not page much out");
     let pmap = space.map.lock().pmap().clone();
     for i in 0..PAGES {
         let va = a + i * 4096;

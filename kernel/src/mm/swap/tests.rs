@@ -1,23 +1,30 @@
 //! In-kernel tests of the swap space, on the swap disk the host harness
-//! attaches to every test boot (a fresh sparse image, serial `swap`). Each
-//! test gives back every block it takes, so the swap space is whole again
-//! for the next one.
+//! attaches to every test boot (a fresh sparse image, serial `swap`): the
+//! disk is found, and runs go to it over virtio in one request each. The
+//! rest of the swap space and the swap pager are tested on the host, over
+//! RAM disks (`pager/tests/swap*.rs`). Each test gives back every block it
+//! takes, so the swap space is whole again for the next one.
 
 use alloc::vec;
 use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
 
 use ktest::ktest;
-use pager::block::BlockError;
-use vm::failpoint::{Action, BLK_READ, BLK_WRITE};
+use pager::swap::SECTORS_PER_PAGE;
 
-use super::{SwapError, SwapSpace, swap};
+use super::{SWAP_SERIAL, Space, swap};
+use crate::dev::virtio_blk::{self, Disk};
 use crate::kern::memory::PAGE_SIZE;
 
 const PAGE: usize = PAGE_SIZE as usize;
 
-fn space() -> &'static SwapSpace {
+fn space() -> &'static Space {
     swap().unwrap_or_else(|| panic!("no swap space: the test harness attaches a disk with serial \"swap\" (is SWAP_SIZE 0?)"))
+}
+
+/// The virtio disk under the swap space (its request counters).
+fn disk() -> Disk {
+    virtio_blk::by_serial(SWAP_SERIAL).expect("no swap disk")
 }
 
 /// Byte `i` of swap block `block` as the tests write it, `salt` telling
@@ -34,7 +41,8 @@ fn fill(block: u64, pages: u64, salt: u8) -> Vec<u8> {
 #[ktest]
 fn the_swap_disk_is_found() {
     let sp = space();
-    assert_eq!(sp.pages(), sp.disk.capacity / super::SECTORS_PER_PAGE);
+    assert_eq!(sp.pages(), sp.disk().capacity() / SECTORS_PER_PAGE);
+    assert_eq!(sp.disk().capacity(), disk().capacity, "the swap space is not on the swap disk");
     assert!(sp.pages() >= 1024, "a swap disk of {} pages", sp.pages());
     assert_eq!(sp.avail(), sp.pages(), "blocks left allocated by an earlier test");
     assert_eq!(sp.largest_free_run(), sp.pages());
@@ -48,7 +56,7 @@ fn the_swap_disk_is_found() {
 fn runs_are_written_and_read_back() {
     let sp = space();
     let before = sp.avail();
-    let writes = sp.disk.stats.writes.load(Ordering::Relaxed);
+    let writes = disk().stats.writes.load(Ordering::Relaxed);
     let mut runs = Vec::new();
     for (k, &n) in [1u64, 7, 64, 100, 3].iter().enumerate() {
         let (block, got) = sp.alloc(n, n).expect("the swap space is full");
@@ -59,7 +67,7 @@ fn runs_are_written_and_read_back() {
         sp.write_pages(block, &fill(block, n, k as u8)).unwrap();
         runs.push((block, n, k as u8));
     }
-    let requests = sp.disk.stats.writes.load(Ordering::Relaxed) - writes;
+    let requests = disk().stats.writes.load(Ordering::Relaxed) - writes;
     assert_eq!(requests, runs.len() as u64, "one write request per run");
     assert_eq!(sp.avail(), before - 175);
     for &(block, n, salt) in &runs {
@@ -70,47 +78,5 @@ fn runs_are_written_and_read_back() {
     for (block, n, _) in runs {
         sp.free(block, n);
     }
-    assert_eq!(sp.avail(), before);
-}
-
-/// The last page of the device is usable; a transfer past it or of part
-/// of a page is refused before it reaches the disk.
-#[ktest]
-fn transfers_are_checked() {
-    let sp = space();
-    let last = sp.pages() - 1;
-    let data = fill(last, 1, 0x5A);
-    sp.write_pages(last, &data).unwrap();
-    let mut back = vec![0u8; PAGE];
-    sp.read_pages(last, &mut back).unwrap();
-    assert!(back == data);
-    let mut two = vec![0u8; 2 * PAGE];
-    assert_eq!(sp.read_pages(last, &mut two), Err(SwapError::OutOfRange { block: last, count: 2, pages: sp.pages() }));
-    assert!(matches!(sp.write_pages(u64::MAX, &data), Err(SwapError::OutOfRange { .. })));
-    assert_eq!(sp.write_pages(0, &data[..512]), Err(SwapError::BadLength(512)));
-}
-
-/// A write the disk fails (the `blk.write` fail point) comes back as an
-/// error, and the blocks can be written again and freed; the same for a
-/// read.
-#[ktest]
-fn disk_errors_come_back_as_errors() {
-    let sp = space();
-    let before = sp.avail();
-    let (block, n) = sp.alloc(4, 4).unwrap();
-    let data = fill(block, n, 0xC3);
-    BLK_WRITE.set(Action::Nth(1));
-    let failed = sp.write_pages(block, &data);
-    BLK_WRITE.set(Action::Off);
-    assert_eq!(failed, Err(SwapError::Io(BlockError::Io)));
-    sp.write_pages(block, &data).unwrap();
-    let mut back = vec![0u8; data.len()];
-    BLK_READ.set(Action::Nth(1));
-    let failed = sp.read_pages(block, &mut back);
-    BLK_READ.set(Action::Off);
-    assert_eq!(failed, Err(SwapError::Io(BlockError::Io)));
-    sp.read_pages(block, &mut back).unwrap();
-    assert!(back == data);
-    sp.free(block, n);
     assert_eq!(sp.avail(), before);
 }

@@ -2,7 +2,8 @@
 //! (FreeBSD's `swap_pager.c`, with one swap device).
 //!
 //! An anonymous object gets one at its first page-out (the pageout daemon
-//! asks [`new_pager`]) and becomes a swap object. The pager keeps the
+//! asks the kernel, which makes it over its swap space) and becomes a swap
+//! object. The pager keeps the
 //! object's swap metadata: for each paged-out page index, the swap block
 //! holding its data, in blocks of [`CHUNK`] slots for an aligned run of
 //! [`CHUNK`] indices ([`SwBlk`], FreeBSD's `swblk`), the leaves of a radix
@@ -38,25 +39,33 @@
 //!   dirtied swap-backed page gives up its slot) or left the object
 //!   (truncation, `madvise(DONTNEED)`, the object's end).
 //!
+//! The pager holds its swap space (an `Arc`): its disk, its blocks and the
+//! counters of what the pagers did. Page contents are reached through the
+//! object's environment, for pages the caller holds exclusively busy; the
+//! buffers of clustered transfers come from the same allocator.
+//!
 //! Locking: (W) the metadata lock, a plain spin lock (taken with
 //! interrupts on, as the trie's node zone needs) and never held across
 //! I/O; under it only the heap, the node zone and the swap space's own
-//! lock (see swap.rs).
+//! lock (see space.rs). (C) set when the pager is made, constant after.
 
 use alloc::boxed::Box;
 use alloc::sync::Arc;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::Ordering;
 
 use vm::object::{Pager, PagerResult, VmObject};
 use vm::page::Page;
-use vm::phys::AllocFlags;
+use vm::phys::{AllocFlags, PhysMem};
 use vm::radix::{Entry, InsertError, Leaf, Radix};
 use vm::sync::Mutex;
+use vm::zone::NodeZone;
 
-use crate::mm::swap::{SwapSpace, swap};
+use super::space::SwapSpace;
+use crate::blist::Blist;
+use crate::sync::Lock;
 
-const PAGE: usize = 4096;
+const PAGE: usize = vm::PAGE_SIZE;
 /// Page indices per metadata block.
 pub const CHUNK: u64 = 32;
 /// No block.
@@ -71,23 +80,6 @@ pub static DEBUG_CONSTANTS: [vm::DebugConstant; 1] = [("NONE", NONE as u64)];
 /// are contiguous with its.
 const BEHIND: u64 = 7;
 const AHEAD: u64 = 31;
-
-/// Read-ahead on (the benchmark turns it off to compare). (A)
-pub static READ_AHEAD: AtomicBool = AtomicBool::new(true);
-
-/// Pages written out and read in, and the requests that carried them. (A)
-pub static PAGES_OUT: AtomicU64 = AtomicU64::new(0);
-pub static PAGES_IN: AtomicU64 = AtomicU64::new(0);
-pub static WRITES: AtomicU64 = AtomicU64::new(0);
-pub static READS: AtomicU64 = AtomicU64::new(0);
-/// Page-outs that found no swap block free. (A)
-pub static FULL: AtomicU64 = AtomicU64::new(0);
-/// Page-outs put off because no metadata could be allocated. (A)
-pub static NO_META: AtomicU64 = AtomicU64::new(0);
-/// Runs transferred a page at a time for want of a buffer. (A)
-pub static UNBUFFERED: AtomicU64 = AtomicU64::new(0);
-/// Metadata blocks in use, all objects together. (A)
-pub static SWBLKS: AtomicU64 = AtomicU64::new(0);
 
 /// The swap blocks of the aligned run of [`CHUNK`] page indices from
 /// `chunk * CHUNK` (FreeBSD's `struct swblk`). (M, through its trie.)
@@ -140,189 +132,35 @@ impl SwBlkRef {
 /// An object's swap metadata. (W)
 type Meta = Radix<SwBlkRef>;
 
-/// One object's swap pager.
-pub struct SwapPager {
+/// One object's swap pager, over the swap space `L` locks.
+pub struct SwapPager<L: Lock<Blist>> {
+    /// Where the pages go. (C)
+    space: Arc<SwapSpace<L>>,
     meta: Mutex<Meta>,
 }
 
-/// A swap pager for an anonymous object's first page-out, or `None` when
-/// there is no swap space.
-pub fn new_pager() -> Option<Arc<dyn Pager>> {
-    swap()?;
-    let p: Arc<dyn Pager> =
-        Arc::try_new(SwapPager { meta: Mutex::ranked(Radix::new(vm::node_zone()), &vm::witness::order::SWAP_META) }).ok()?;
-    Some(p)
-}
-
-impl SwapPager {
-    fn with_meta<R>(&self, f: impl FnOnce(&mut Meta) -> R) -> R {
-        f(&mut self.meta.lock())
+impl<L: Lock<Blist>> SwapPager<L> {
+    /// A pager with nothing paged out yet, over `space`, its metadata's
+    /// trie nodes from `zone`.
+    pub fn new(space: Arc<SwapSpace<L>>, zone: &'static NodeZone) -> Self {
+        SwapPager { space, meta: Mutex::ranked(Radix::new(zone), &vm::witness::order::SWAP_META) }
     }
 
-    /// The block of `pindex`.
-    fn block(meta: &Meta, pindex: u64) -> Option<u64> {
-        let blk = meta.lookup(pindex / CHUNK)?;
-        // SAFETY: a block of the trie; the lock is held (`meta`).
-        let b = unsafe { blk.slots() }[(pindex % CHUNK) as usize];
-        (b != NONE).then_some(b as u64)
+    /// Its swap space.
+    pub fn space(&self) -> &Arc<SwapSpace<L>> {
+        &self.space
     }
 
-    /// Makes sure `pindex` has a slot: its run's `SwBlk` exists. Fails when
-    /// the block or a trie node cannot be allocated (nothing changes).
-    fn reserve(meta: &mut Meta, pindex: u64) -> Result<(), ()> {
-        let chunk = pindex / CHUNK;
-        let Entry::Vacant(v) = meta.entry(chunk) else { return Ok(()) };
-        let blk = Box::try_new(SwBlk { chunk, blocks: [NONE; CHUNK as usize] }).map_err(|_| ())?;
-        let blk = SwBlkRef(NonNull::from(Box::leak(blk)));
-        match v.insert(blk) {
-            Ok(()) => {
-                SWBLKS.fetch_add(1, Ordering::Relaxed);
-                Ok(())
-            }
-            Err(InsertError::NoMemory | InsertError::Exists(_)) => {
-                // SAFETY: made above and never inserted: ours alone.
-                drop(unsafe { Box::from_raw(blk.0.as_ptr()) });
-                Err(())
-            }
-        }
+    /// The metadata it holds: `SwBlk`s, and bytes of them and of trie
+    /// nodes together.
+    pub fn metadata(&self) -> (usize, usize) {
+        let meta = self.meta.lock();
+        (meta.len(), meta.memory() + meta.len() * core::mem::size_of::<SwBlk>())
     }
 
-    /// Records `block` for `pindex`, whose slot [`SwapPager::reserve`]
-    /// made; returns the block it had.
-    fn set(meta: &mut Meta, pindex: u64, block: u64) -> Option<u64> {
-        let blk = meta.lookup(pindex / CHUNK).expect("swap metadata: a slot not reserved");
-        // SAFETY: a block of the trie; the lock is held.
-        let slot = &mut unsafe { blk.slots() }[(pindex % CHUNK) as usize];
-        let old = core::mem::replace(slot, block as u32);
-        (old != NONE).then_some(old as u64)
-    }
-
-    /// Frees the `SwBlk` of `chunk` if it holds no block.
-    fn prune(meta: &mut Meta, chunk: u64) {
-        let Some(blk) = meta.lookup(chunk) else { return };
-        // SAFETY: a block of the trie; the lock is held.
-        if unsafe { blk.slots() }.iter().all(|&b| b == NONE) {
-            meta.remove(chunk);
-            SWBLKS.fetch_sub(1, Ordering::Relaxed);
-            // SAFETY: out of the trie now: ours alone.
-            drop(unsafe { Box::from_raw(blk.0.as_ptr()) });
-        }
-    }
-}
-
-/// The bytes of `page`.
-///
-/// # Safety
-///
-/// The caller holds `page` exclusively busy for the transfer, and drops
-/// the slice before it unbusies the page: nobody else reads or writes the
-/// contents meanwhile.
-#[allow(clippy::mut_from_ref)]
-unsafe fn page_bytes(page: &'static Page) -> Option<&'static mut [u8]> {
-    let p = vm::global().page_addr(page)?;
-    // SAFETY: the direct map covers every managed page; exclusive use is the
-    // caller's (above).
-    Some(unsafe { core::slice::from_raw_parts_mut(p, PAGE) })
-}
-
-impl Pager for SwapPager {
-    fn name(&self) -> &'static str {
-        "swap"
-    }
-
-    fn has_page(&self, pindex: u64) -> Option<(u64, u64)> {
-        self.with_meta(|m| {
-            let b = Self::block(m, pindex)?;
-            if !READ_AHEAD.load(Ordering::Relaxed) {
-                return Some((0, 0));
-            }
-            let mut behind = 0;
-            while behind < BEHIND.min(pindex).min(b) && Self::block(m, pindex - behind - 1) == Some(b - behind - 1) {
-                behind += 1;
-            }
-            let mut ahead = 0;
-            while ahead < AHEAD && Self::block(m, pindex + ahead + 1) == Some(b + ahead + 1) {
-                ahead += 1;
-            }
-            Some((behind, ahead))
-        })
-    }
-
-    fn get_page(&self, object: &VmObject, page: &'static Page) -> PagerResult {
-        self.get_pages(object, &[page], 0)
-    }
-
-    fn get_pages(&self, _object: &VmObject, pages: &[&'static Page], req: usize) -> PagerResult {
-        let Some(sw) = swap() else { return PagerResult::Error };
-        let block_of = |i: usize| self.with_meta(|m| Self::block(m, pages[i].pindex()));
-        let mut i = 0;
-        while i < pages.len() {
-            let Some(first) = block_of(i) else {
-                i += 1;
-                continue;
-            };
-            let mut n = 1;
-            while i + n < pages.len() && block_of(i + n) == Some(first + n as u64) {
-                n += 1;
-            }
-            if read_run(sw, first, &pages[i..i + n]).is_err() {
-                // What was not read stays invalid; the caller frees it (rule 6).
-                if i <= req && req < i + n {
-                    break;
-                }
-            }
-            i += n;
-        }
-        if pages[req].all_valid() { PagerResult::Ok } else { PagerResult::Error }
-    }
-
-    fn put_pages(&self, _object: &VmObject, pages: &[&'static Page]) -> usize {
-        let Some(sw) = swap() else { return 0 };
-        // A slot for each page first: the run ends at the first page that
-        // cannot have one (it stays dirty, in memory).
-        let slotted = self.with_meta(|m| pages.iter().take_while(|p| Self::reserve(m, p.pindex()).is_ok()).count());
-        if slotted < pages.len() {
-            NO_META.fetch_add(1, Ordering::Relaxed);
-        }
-        let mut done = 0;
-        while done < slotted {
-            let want = (slotted - done) as u64;
-            let Some((first, got)) = sw.alloc(1, want) else {
-                FULL.fetch_add(1, Ordering::Relaxed);
-                break;
-            };
-            let run = &pages[done..done + got as usize];
-            // The pages written, from the first: all or none of a run in one
-            // request; a prefix when it went a page at a time.
-            let written = write_run(sw, first, run);
-            if written < run.len() {
-                sw.free(first + written as u64, got - written as u64);
-            }
-            self.with_meta(|m| {
-                for (k, p) in run[..written].iter().enumerate() {
-                    if let Some(old) = Self::set(m, p.pindex(), first + k as u64) {
-                        sw.free(old, 1);
-                    }
-                }
-            });
-            done += written;
-            if written < run.len() {
-                break;
-            }
-        }
-        if done < slotted {
-            // Slots made for pages that were not written go again.
-            self.with_meta(|m| {
-                for p in &pages[done..slotted] {
-                    Self::prune(m, p.pindex() / CHUNK);
-                }
-            });
-        }
-        done
-    }
-
-    fn forget(&self, start: u64, end: u64) {
-        let Some(sw) = swap() else { return };
+    /// Frees the blocks of `[start, end)` ([`Pager::forget`]).
+    fn free_range(&self, start: u64, end: u64) {
+        let sw = &*self.space;
         if start >= end {
             return;
         }
@@ -346,7 +184,7 @@ impl Pager for SwapPager {
                         *b = NONE;
                     }
                 }
-                Self::prune(m, c);
+                self.prune(m, c);
                 Some(c)
             });
             match next.and_then(|c| c.checked_add(1)) {
@@ -355,13 +193,168 @@ impl Pager for SwapPager {
             }
         }
     }
+
+    fn with_meta<R>(&self, f: impl FnOnce(&mut Meta) -> R) -> R {
+        f(&mut self.meta.lock())
+    }
+
+    /// The block of `pindex`.
+    fn block(meta: &Meta, pindex: u64) -> Option<u64> {
+        let blk = meta.lookup(pindex / CHUNK)?;
+        // SAFETY: a block of the trie; the lock is held (`meta`).
+        let b = unsafe { blk.slots() }[(pindex % CHUNK) as usize];
+        (b != NONE).then_some(b as u64)
+    }
+
+    /// Makes sure `pindex` has a slot: its run's `SwBlk` exists. Fails when
+    /// the block or a trie node cannot be allocated (nothing changes).
+    fn reserve(&self, meta: &mut Meta, pindex: u64) -> Result<(), ()> {
+        let chunk = pindex / CHUNK;
+        let Entry::Vacant(v) = meta.entry(chunk) else { return Ok(()) };
+        let blk = Box::try_new(SwBlk { chunk, blocks: [NONE; CHUNK as usize] }).map_err(|_| ())?;
+        let blk = SwBlkRef(NonNull::from(Box::leak(blk)));
+        match v.insert(blk) {
+            Ok(()) => {
+                self.space.stats.swblks.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(InsertError::NoMemory | InsertError::Exists(_)) => {
+                // SAFETY: made above and never inserted: ours alone.
+                drop(unsafe { Box::from_raw(blk.0.as_ptr()) });
+                Err(())
+            }
+        }
+    }
+
+    /// Records `block` for `pindex`, whose slot [`SwapPager::reserve`]
+    /// made; returns the block it had.
+    fn set(meta: &mut Meta, pindex: u64, block: u64) -> Option<u64> {
+        let blk = meta.lookup(pindex / CHUNK).expect("swap metadata: a slot not reserved");
+        // SAFETY: a block of the trie; the lock is held.
+        let slot = &mut unsafe { blk.slots() }[(pindex % CHUNK) as usize];
+        let old = core::mem::replace(slot, block as u32);
+        (old != NONE).then_some(old as u64)
+    }
+
+    /// Frees the `SwBlk` of `chunk` if it holds no block.
+    fn prune(&self, meta: &mut Meta, chunk: u64) {
+        let Some(blk) = meta.lookup(chunk) else { return };
+        // SAFETY: a block of the trie; the lock is held.
+        if unsafe { blk.slots() }.iter().all(|&b| b == NONE) {
+            meta.remove(chunk);
+            self.space.stats.swblks.fetch_sub(1, Ordering::Relaxed);
+            // SAFETY: out of the trie now: ours alone.
+            drop(unsafe { Box::from_raw(blk.0.as_ptr()) });
+        }
+    }
 }
 
-impl Drop for SwapPager {
+impl<L: Lock<Blist> + 'static> Pager for SwapPager<L> {
+    fn name(&self) -> &'static str {
+        "swap"
+    }
+
+    fn has_page(&self, pindex: u64) -> Option<(u64, u64)> {
+        self.with_meta(|m| {
+            let b = Self::block(m, pindex)?;
+            if !self.space.read_ahead() {
+                return Some((0, 0));
+            }
+            let mut behind = 0;
+            while behind < BEHIND.min(pindex).min(b) && Self::block(m, pindex - behind - 1) == Some(b - behind - 1) {
+                behind += 1;
+            }
+            let mut ahead = 0;
+            while ahead < AHEAD && Self::block(m, pindex + ahead + 1) == Some(b + ahead + 1) {
+                ahead += 1;
+            }
+            Some((behind, ahead))
+        })
+    }
+
+    fn get_page(&self, object: &VmObject, page: &'static Page) -> PagerResult {
+        self.get_pages(object, &[page], 0)
+    }
+
+    fn get_pages(&self, object: &VmObject, pages: &[&'static Page], req: usize) -> PagerResult {
+        let pm = object.env().pm;
+        let block_of = |i: usize| self.with_meta(|m| Self::block(m, pages[i].pindex()));
+        let mut i = 0;
+        while i < pages.len() {
+            let Some(first) = block_of(i) else {
+                i += 1;
+                continue;
+            };
+            let mut n = 1;
+            while i + n < pages.len() && block_of(i + n) == Some(first + n as u64) {
+                n += 1;
+            }
+            if read_run(&self.space, pm, first, &pages[i..i + n]).is_err() {
+                // What was not read stays invalid; the caller frees it (rule 6).
+                if i <= req && req < i + n {
+                    break;
+                }
+            }
+            i += n;
+        }
+        if pages[req].all_valid() { PagerResult::Ok } else { PagerResult::Error }
+    }
+
+    fn put_pages(&self, object: &VmObject, pages: &[&'static Page]) -> usize {
+        let (sw, pm) = (&*self.space, object.env().pm);
+        // A slot for each page first: the run ends at the first page that
+        // cannot have one (it stays dirty, in memory).
+        let slotted = self.with_meta(|m| pages.iter().take_while(|p| self.reserve(m, p.pindex()).is_ok()).count());
+        if slotted < pages.len() {
+            sw.stats.no_meta.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut done = 0;
+        while done < slotted {
+            let want = (slotted - done) as u64;
+            let Some((first, got)) = sw.alloc(1, want) else {
+                sw.stats.full.fetch_add(1, Ordering::Relaxed);
+                break;
+            };
+            let run = &pages[done..done + got as usize];
+            // The pages written, from the first: all or none of a run in one
+            // request; a prefix when it went a page at a time.
+            let written = write_run(sw, pm, first, run);
+            if written < run.len() {
+                sw.free(first + written as u64, got - written as u64);
+            }
+            self.with_meta(|m| {
+                for (k, p) in run[..written].iter().enumerate() {
+                    if let Some(old) = Self::set(m, p.pindex(), first + k as u64) {
+                        sw.free(old, 1);
+                    }
+                }
+            });
+            done += written;
+            if written < run.len() {
+                break;
+            }
+        }
+        if done < slotted {
+            // Slots made for pages that were not written go again.
+            self.with_meta(|m| {
+                for p in &pages[done..slotted] {
+                    self.prune(m, p.pindex() / CHUNK);
+                }
+            });
+        }
+        done
+    }
+
+    fn forget(&self, start: u64, end: u64) {
+        self.free_range(start, end);
+    }
+}
+
+impl<L: Lock<Blist>> Drop for SwapPager<L> {
     /// The object is gone: its blocks are free (terminate has usually
     /// forgotten them all already), and with them every `SwBlk`.
     fn drop(&mut self) {
-        self.forget(0, u64::MAX);
+        self.free_range(0, u64::MAX);
         debug_assert!(self.meta.lock().is_empty(), "swap metadata left after forget");
     }
 }
@@ -371,22 +364,22 @@ impl Drop for SwapPager {
 /// again), freed when dropped. Page-outs take it with `SYSTEM`: the pageout
 /// daemon frees memory, so it may use the reserve (FreeBSD's pagedaemon
 /// allocates so too).
-struct RunBuffer {
+struct RunBuffer<'a> {
+    pm: &'a PhysMem,
     first: &'static Page,
     order: u8,
     bytes: &'static mut [u8],
 }
 
-impl RunBuffer {
+impl<'a> RunBuffer<'a> {
     /// A buffer for `pages` pages, or None when memory is short (when
     /// page-outs matter most): the transfer then goes a page at a time
     /// from the pages themselves.
-    fn new(pages: usize, flags: AllocFlags) -> Option<RunBuffer> {
+    fn new(pm: &'a PhysMem, pages: usize, flags: AllocFlags) -> Option<RunBuffer<'a>> {
         let order = pages.next_power_of_two().trailing_zeros() as u8;
         if order > vm::phys::MAX_ORDER {
             return None;
         }
-        let pm = vm::global();
         let first = pm.alloc_order(order, AllocFlags::UNMANAGED | flags)?;
         let Some(start) = pm.page_addr(first) else {
             pm.free_contig(first, 1 << order);
@@ -395,166 +388,68 @@ impl RunBuffer {
         // SAFETY: the run was just allocated for this buffer alone and the
         // direct map covers it; it is freed only when the buffer drops.
         let bytes = unsafe { core::slice::from_raw_parts_mut(start, pages * PAGE) };
-        Some(RunBuffer { first, order, bytes })
+        Some(RunBuffer { pm, first, order, bytes })
     }
 }
 
-impl Drop for RunBuffer {
+impl Drop for RunBuffer<'_> {
     fn drop(&mut self) {
-        vm::global().free_contig(self.first, 1 << self.order);
+        self.pm.free_contig(self.first, 1 << self.order);
     }
 }
 
 /// Reads blocks `first..` into `pages` (one request, or one a page when no
 /// buffer can be had) and marks them valid.
-fn read_run(sw: &SwapSpace, first: u64, pages: &[&'static Page]) -> Result<(), ()> {
+fn read_run<L: Lock<Blist>>(sw: &SwapSpace<L>, pm: &PhysMem, first: u64, pages: &[&'static Page]) -> Result<(), ()> {
     let fail = |e| log::warn!("swap: reading {} pages at block {first}: {e:?}", pages.len());
-    let run = if pages.len() > 1 { RunBuffer::new(pages.len(), AllocFlags::empty()) } else { None };
+    let run = if pages.len() > 1 { RunBuffer::new(pm, pages.len(), AllocFlags::empty()) } else { None };
     if let Some(buf) = run {
-        READS.fetch_add(1, Ordering::Relaxed);
+        sw.stats.reads.fetch_add(1, Ordering::Relaxed);
         sw.read_pages(first, buf.bytes).map_err(fail)?;
         for (p, data) in pages.iter().zip(buf.bytes.chunks(PAGE)) {
-            // SAFETY: the pages of a page-in are exclusively busy.
-            unsafe { page_bytes(p) }.ok_or(())?.copy_from_slice(data);
+            // The pages of a page-in are exclusively busy.
+            pm.with_contents_mut(p, |dst| dst.copy_from_slice(data)).ok_or(())?;
         }
     } else {
         if pages.len() > 1 {
-            UNBUFFERED.fetch_add(1, Ordering::Relaxed);
+            sw.stats.unbuffered.fetch_add(1, Ordering::Relaxed);
         }
         for (k, p) in pages.iter().enumerate() {
-            READS.fetch_add(1, Ordering::Relaxed);
-            // SAFETY: as above.
-            sw.read_pages(first + k as u64, unsafe { page_bytes(p) }.ok_or(())?).map_err(fail)?;
+            sw.stats.reads.fetch_add(1, Ordering::Relaxed);
+            pm.with_contents_mut(p, |dst| sw.read_pages(first + k as u64, dst)).ok_or(())?.map_err(fail)?;
         }
     }
     for p in pages {
         p.set_all_valid();
     }
-    PAGES_IN.fetch_add(pages.len() as u64, Ordering::Relaxed);
+    sw.stats.pages_in.fetch_add(pages.len() as u64, Ordering::Relaxed);
     Ok(())
 }
 
 /// Writes `pages` to blocks `first..` (one request, or one a page when no
 /// buffer can be had); returns how many were written, from the first: all
 /// or none in one request, the pages up to the first failure one a page.
-fn write_run(sw: &SwapSpace, first: u64, pages: &[&'static Page]) -> usize {
+fn write_run<L: Lock<Blist>>(sw: &SwapSpace<L>, pm: &PhysMem, first: u64, pages: &[&'static Page]) -> usize {
     let fail = |e| log::warn!("swap: writing {} pages at block {first}: {e:?}", pages.len());
-    let run = if pages.len() > 1 { RunBuffer::new(pages.len(), AllocFlags::SYSTEM) } else { None };
+    let run = if pages.len() > 1 { RunBuffer::new(pm, pages.len(), AllocFlags::SYSTEM) } else { None };
     let written = if let Some(buf) = run {
         let mut copied = true;
         for (p, dst) in pages.iter().zip(buf.bytes.chunks_mut(PAGE)) {
-            // SAFETY: the pages of a page-out are exclusively busy.
-            match unsafe { page_bytes(p) } {
-                Some(src) => dst.copy_from_slice(src),
-                None => copied = false,
-            }
+            // The pages of a page-out are exclusively busy.
+            copied &= pm.with_contents(p, |src| dst.copy_from_slice(src)).is_some();
         }
-        WRITES.fetch_add(1, Ordering::Relaxed);
+        sw.stats.writes.fetch_add(1, Ordering::Relaxed);
         if copied && sw.write_pages(first, buf.bytes).map_err(fail).is_ok() { pages.len() } else { 0 }
     } else {
         if pages.len() > 1 {
-            UNBUFFERED.fetch_add(1, Ordering::Relaxed);
+            sw.stats.unbuffered.fetch_add(1, Ordering::Relaxed);
         }
         let one = |k: usize, p: &'static Page| {
-            WRITES.fetch_add(1, Ordering::Relaxed);
-            // SAFETY: as above.
-            unsafe { page_bytes(p) }.is_some_and(|src| sw.write_pages(first + k as u64, src).map_err(fail).is_ok())
+            sw.stats.writes.fetch_add(1, Ordering::Relaxed);
+            pm.with_contents(p, |src| sw.write_pages(first + k as u64, src).map_err(fail).is_ok()).unwrap_or(false)
         };
         pages.iter().enumerate().take_while(|&(k, p)| one(k, p)).count()
     };
-    PAGES_OUT.fetch_add(written as u64, Ordering::Relaxed);
+    sw.stats.pages_out.fetch_add(written as u64, Ordering::Relaxed);
     written
-}
-
-mod tests {
-    use alloc::vec::Vec;
-    use core::sync::atomic::Ordering;
-
-    use ktest::ktest;
-    use vm::failpoint::{Action, RADIX_NODE_ALLOC};
-    use vm::object::{ObjectKind, Pager, PagerResult, VmObject};
-    use vm::phys::AllocFlags;
-    use vm::radix::Radix;
-    use vm::sync::Mutex;
-
-    use super::{CHUNK, NO_META, SWBLKS, SwapPager};
-
-    /// Sparse page-outs (one page in every run of 32, as a program touching
-    /// one page in 32 of a large region makes) cost one `SwBlk` and a share
-    /// of a trie node per page; a page whose metadata cannot be allocated
-    /// (the trie's node allocation failing) is not written (put_pages stops
-    /// before it: it stays dirty), and is written later when memory is
-    /// back; every page reads back as written; `forget` frees every swap
-    /// block and every `SwBlk` without allocating. (The metadata was a
-    /// BTreeMap with infallible inserts, and `forget` collected what it
-    /// freed into vectors: with the heap short, both panicked.)
-    #[ktest(timeout = 60)]
-    fn sparse_page_outs_with_metadata_that_cannot_be_had() {
-        const N: u64 = 64;
-        let pm = vm::global();
-        let sw = super::swap().expect("the test boots have a swap disk");
-        let avail0 = sw.avail();
-        let swblks0 = SWBLKS.load(Ordering::Relaxed);
-        let pager = SwapPager { meta: Mutex::ranked(Radix::new(vm::node_zone()), &vm::witness::order::SWAP_META) };
-        let obj = VmObject::new(ObjectKind::Anonymous, N * CHUNK, vm::kernel_env());
-        let fill = |p: &'static vm::page::Page, i: u64| {
-            // SAFETY: an allocated page, exclusively busy; the direct map covers it.
-            let words = unsafe { core::slice::from_raw_parts_mut(pm.page_addr(p).unwrap() as *mut u64, 512) };
-            words.fill(0x5EED_0000 + i);
-        };
-        let pages: Vec<&'static vm::page::Page> = (0..N)
-            .map(|i| {
-                let p = obj.lock().alloc_page(i * CHUNK + i % (CHUNK - 1), AllocFlags::empty()).unwrap();
-                fill(p, i);
-                p.set_all_valid();
-                p.set_all_dirty();
-                p
-            })
-            .collect();
-        // The first run's SwBlk sits in the trie's root: no node needed.
-        // The second needs one, and none can be had.
-        RADIX_NODE_ALLOC.set(Action::Always);
-        assert_eq!(pager.put_pages(&obj, &pages[0..1]), 1);
-        let no_meta = NO_META.load(Ordering::Relaxed);
-        assert_eq!(pager.put_pages(&obj, &pages[1..2]), 0, "a page was written with no slot to record it");
-        assert_eq!(NO_META.load(Ordering::Relaxed), no_meta + 1);
-        assert_eq!(sw.avail(), avail0 - 1, "a block was taken for the page put off");
-        RADIX_NODE_ALLOC.set(Action::Off);
-        for p in &pages[1..] {
-            assert_eq!(pager.put_pages(&obj, &[p]), 1);
-        }
-        assert_eq!(sw.avail(), avail0 - N);
-        {
-            let meta = pager.meta.lock();
-            assert_eq!(meta.len() as u64, N, "one SwBlk per run");
-            let bytes = meta.memory() + meta.len() * core::mem::size_of::<super::SwBlk>();
-            assert!(bytes as u64 <= N * 200, "{bytes} bytes of metadata for {N} pages");
-        }
-        assert_eq!(SWBLKS.load(Ordering::Relaxed), swblks0 + N);
-        for (i, p) in pages.iter().enumerate() {
-            assert_eq!(pager.has_page(p.pindex()).map(|_| ()), Some(()), "page {i} has no block");
-            assert!(pager.has_page(p.pindex() + 1).is_none());
-        }
-        // Read back into pages of another object at the same indices.
-        let other = VmObject::new(ObjectKind::Anonymous, N * CHUNK, vm::kernel_env());
-        for (i, p) in pages.iter().enumerate() {
-            let q = other.lock().alloc_page(p.pindex(), AllocFlags::empty()).unwrap();
-            assert_eq!(pager.get_pages(&other, &[q], 0), PagerResult::Ok);
-            // SAFETY: valid now, exclusively busy; the direct map covers it.
-            let words = unsafe { core::slice::from_raw_parts(pm.page_addr(q).unwrap() as *const u64, 512) };
-            assert!(words.iter().all(|&w| w == 0x5EED_0000 + i as u64), "page {i} read back wrong");
-            pm.deactivate(q);
-            q.xunbusy();
-        }
-        pager.forget(0, u64::MAX);
-        assert_eq!(sw.avail(), avail0, "swap blocks left allocated");
-        assert!(pager.meta.lock().is_empty());
-        assert_eq!(SWBLKS.load(Ordering::Relaxed), swblks0);
-        for p in pages {
-            pm.deactivate(p);
-            p.xunbusy();
-        }
-        obj.deallocate();
-        other.deallocate();
-    }
 }
