@@ -74,19 +74,24 @@ pub const SLAB_HEADER: usize = core::mem::size_of::<Slab>().next_multiple_of(16)
 /// The slabs of one item size: what a zone allocates from, without a lock
 /// or a page source (see the module docs). Every field is the owner's lock's
 /// (K).
+///
+/// A keg is its owner's data: behind the zone's keg lock (Z) in a
+/// `NodeZone`, behind the heap's lock (H) in the kernel heap.
 pub struct Keg {
+    /// (C)
     item_size: usize,
-    /// Bytes per slab: a power of two, a multiple of the page size.
+    /// Bytes per slab: a power of two, a multiple of the page size. (C)
     slab_size: usize,
+    /// (C)
     per_slab: usize,
-    /// Slabs with free and used items, doubly linked.
+    /// Slabs with free and used items, doubly linked. (owner's lock)
     partial: *mut Slab,
-    /// Slabs with every item free, linked through `next`.
+    /// Slabs with every item free, linked through `next`. (owner's lock)
     empty: *mut Slab,
     nempty: usize,
-    /// Items handed out and not freed.
+    /// Items handed out and not freed. (owner's lock)
     in_use: usize,
-    /// Slabs held, empty ones included.
+    /// Slabs held, empty ones included. (owner's lock)
     slabs: usize,
 }
 
@@ -274,9 +279,13 @@ impl Keg {
 /// A zone of items of one size for the VM: a [`Keg`] of one-page slabs
 /// behind a plain lock, with pages from a [`PageSource`].
 pub struct NodeZone {
+    /// Where slabs' pages come from. (C)
     source: &'static dyn PageSource,
+    /// Fails the allocations it is told to (tests). (C)
     fail: &'static FailPoint,
+    /// The keg lock (Z) and the slabs.
     keg: Mutex<Keg>,
+    /// (C)
     item_size: usize,
     per_slab: usize,
     /// Items handed out and not freed. (A)

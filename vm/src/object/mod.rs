@@ -169,16 +169,22 @@ fn pmap_remove_all(env: &VmEnv, page: &'static Page) {
 }
 
 /// The lock-protected part of an object. (O) every field.
+///
+/// All of it is the object lock's (O): it is the data inside that lock.
 pub struct ObjectState {
-    /// Size in pages.
+    /// Size in pages. (O)
     pub size: u64,
+    /// The resident pages by index. (O)
     pages: Radix<&'static Page>,
-    /// The object this one shadows, and where this one's index 0 is in it.
+    /// The object this one shadows, and where this one's index 0 is in it. (O)
     backing: Option<Arc<VmObject>>,
     backing_offset: u64,
-    /// Objects shadowing this one.
+    /// Objects shadowing this one. (O)
     shadow_count: u32,
+    /// (O)
     flags: ObjectFlags,
+    /// Where the pages' contents come from and go to (None: anonymous, not
+    /// yet paged out). (O)
     pager: Option<Arc<dyn Pager>>,
 }
 
@@ -186,11 +192,13 @@ pub struct ObjectState {
 pub struct VmObject {
     /// An [`ObjectKind`]. (A)
     kind: core::sync::atomic::AtomicU8,
+    /// The page allocator and the rest of the VM's environment. (C)
     env: VmEnv,
     /// References from maps and shadows (not Rust borrows). (A)
     ref_count: AtomicU32,
     /// Pager operations under way; termination waits for zero. (A)
     paging_in_progress: AtomicU32,
+    /// The object lock (O) and what it protects.
     state: Mutex<ObjectState>,
 }
 
