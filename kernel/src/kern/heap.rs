@@ -139,21 +139,25 @@ struct Deferred {
 }
 
 /// Everything behind the heap's lock. (H, every field.)
+/// Everything here is the heap lock's (H).
 struct Inner {
+    /// One keg of slabs per size class. (H)
     kegs: [Keg; NCLASSES],
-    /// Items allocated per class, since boot.
+    /// Items allocated per class, since boot. (H)
     allocs: [u64; NCLASSES],
+    /// The boot arena. (H)
     boot: Heap,
     /// Page runs handed out: how many, their requested bytes, their pages
-    /// (the deferred ones' included until they are freed).
+    /// (the deferred ones' included until they are freed). (H)
     large_blocks: usize,
     large_bytes: usize,
     large_pages: usize,
+    /// Frees put off until pages may be released. (H)
     deferred: *mut Deferred,
-    /// Allocations served by the boot arena once the page allocator was up.
+    /// Allocations served by the boot arena once the page allocator was up. (H)
     fallbacks: u64,
     /// Pages given back by [`reclaim`] and by classes over their keep, since
-    /// boot.
+    /// boot. (H)
     released: u64,
 }
 
@@ -169,6 +173,7 @@ impl Inner {
 
 /// The kernel's allocator.
 struct KernelHeap {
+    /// The heap lock (H), interrupt-safe, and what it protects.
     inner: IrqMutex<Inner>,
 }
 
