@@ -509,23 +509,20 @@ impl Vnode {
                 page.xunbusy();
                 continue;
             }
-            // The run of dirty pages that follows it.
-            let mut run: Vec<&'static Page> = alloc::vec![page];
-            while (run.len() as u64) < PUT_CLUSTER && next < last {
-                let l = self.object.lock();
-                let Some(p) = l.lookup(next) else { break };
-                if !p.try_xbusy() {
-                    break;
-                }
-                drop(l);
-                env.mappings.write_protect_all(p);
-                if !is_dirty(p) {
-                    p.xunbusy();
-                    break;
-                }
-                run.push(p);
-                next += 1;
+            // The run of dirty pages that follows it, built as the laundry
+            // builds its clusters. Its room is taken first: with the heap
+            // short the flush ends with NoMemory, the pages still dirty.
+            let mut run: Vec<&'static Page> = Vec::new();
+            if run.try_reserve_exact(PUT_CLUSTER as usize).is_err() {
+                page.xunbusy();
+                result = Err(FsError::NoMemory);
+                break;
             }
+            run.push(page);
+            vm::pageout::dirty_run(env.mappings, &self.object, page, &mut run, page.pindex()..last, PUT_CLUSTER as usize, |_| {
+                true
+            });
+            next = run[run.len() - 1].pindex() + 1;
             let written = write_run(fs, self.ino, self.size.load(Ordering::Acquire), &run);
             match written {
                 Ok(()) => {
