@@ -2,11 +2,15 @@
 //! pager and the swap pager. `no_std` + `alloc`: built into the kernel, and
 //! unit-tested on the host.
 //!
-//! So far: the block-device trait, a RAM disk with injectable errors, the
-//! ext2 filesystem, the swap-space allocator (`blist`), and the swap space
-//! and swap pager (`swap`), which implements `vm`'s `Pager` and reaches the
-//! machine only through what it is given: a block device, a lock
-//! (`sync::Lock`), the object's environment for page contents.
+//! - `block`: the block-device trait, and a RAM disk with injectable errors;
+//! - `ext2`: the filesystem;
+//! - `vnode`: mounts, vnodes and the vnode pager;
+//! - `blist`: the swap-space allocator;
+//! - `swap`: the swap space and the swap pager.
+//!
+//! Both pagers implement `vm`'s `Pager` and reach the machine only through
+//! what they are given: a block device, a lock (`sync::Lock`, `vm`'s
+//! sleeping lock), a clock, the object's environment for page contents.
 
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn)]
@@ -21,3 +25,4 @@ pub mod block;
 pub mod ext2;
 pub mod swap;
 pub mod sync;
+pub mod vnode;

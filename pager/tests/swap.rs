@@ -3,6 +3,8 @@
 //! real backing memory) for the kernel's, and the VM's pageout passes drive
 //! the pager as the pageout daemon does.
 
+mod common;
+
 use std::sync::Arc;
 
 use pager::blist::Blist;
@@ -11,30 +13,11 @@ use pager::swap::{CHUNK, SwapError, SwapPager, SwapSpace};
 use vm::failpoint::{Action, FailPoint};
 use vm::object::{ObjectKind, Pager, PagerResult, VmEnv, VmObject};
 use vm::page::{Page, Queue};
-use vm::phys::{AllocFlags, PhysMem, PhysRange};
-use vm::radix::Radix;
-use vm::zone::{NodeZone, PageSource};
+use vm::phys::{AllocFlags, PhysMem};
 
 const PAGE: usize = vm::PAGE_SIZE;
 
 type Space = SwapSpace<vm::sync::Mutex<Blist>>;
-
-/// Pages for the trie nodes, from the host's allocator.
-struct HostPages;
-
-impl PageSource for HostPages {
-    fn alloc_page(&self) -> Option<std::ptr::NonNull<u8>> {
-        // SAFETY: the layout has a non-zero size.
-        std::ptr::NonNull::new(unsafe { std::alloc::alloc(std::alloc::Layout::from_size_align(PAGE, PAGE).unwrap()) })
-    }
-
-    unsafe fn free_page(&self, page: std::ptr::NonNull<u8>) {
-        // SAFETY: allocated by `alloc_page` with this layout (the caller's contract).
-        unsafe { std::alloc::dealloc(page.as_ptr(), std::alloc::Layout::from_size_align(PAGE, PAGE).unwrap()) }
-    }
-}
-
-static HOST_PAGES: HostPages = HostPages;
 
 /// A machine of its own for each test: 4 MiB of pages with real contents,
 /// a node zone whose allocation can be made to fail, a swap space over a
@@ -47,16 +30,7 @@ struct Machine {
 }
 
 fn machine(swap_pages: u64) -> Machine {
-    let range = PhysRange { start: 1 << 20, end: 5 << 20 };
-    let storage = Box::leak(Box::new_uninit_slice(PhysMem::records_needed(&[range])));
-    let memory: &'static mut [u8] = Box::leak(vec![0u8; range.end as usize].into_boxed_slice());
-    let pm = PhysMem::new(&[range], storage, Some(memory.as_mut_ptr() as usize)).unwrap();
-    pm.add_free_range(range);
-    let pm: &'static PhysMem = Box::leak(Box::new(pm));
-    let node_fail: &'static FailPoint = Box::leak(Box::new(FailPoint::new("radix.node_alloc")));
-    let page_fail: &'static FailPoint = Box::leak(Box::new(FailPoint::new("page.alloc")));
-    let zone = Box::leak(Box::new(NodeZone::new(Radix::<&'static Page>::NODE_SIZE, &HOST_PAGES, node_fail)));
-    let env = VmEnv { pm, zone, page_alloc: page_fail, mappings: &vm::pmap::NO_MAPPINGS };
+    let (env, node_fail) = common::host_vm(4, &vm::pmap::NO_MAPPINGS);
     let disk = Arc::new(RamDisk::new(swap_pages * 8));
     let space = Arc::new(Space::new(Box::new(disk.clone())).unwrap());
     Machine { env, node_fail, disk, space }

@@ -46,7 +46,7 @@
 //! | (Z) | a zone's keg lock |
 //! | (W) | a swap pager's metadata lock |
 //! | (K) | the swap space's block-map lock |
-//! | (V) | the vnode table's lock; (L) a sleep lock (a filesystem, a file offset) |
+//! | (V) | the vnode table's lock; (L) a sleeping lock (a filesystem, which is its vnodes' lock; a file offset) |
 //! | (H) | the kernel heap's lock |
 //! | (D) | a device's lock (interrupt-safe: PCI, I/O APIC, virtio-blk) |
 //! | (S) | the scheduler lock |

@@ -20,8 +20,12 @@
 //! ([`Mutex::ranked`], [`crate::witness`]), checked in debug builds too.
 //! Release builds are spin's lock and nothing else.
 
+mod sleep;
+
 use core::ops::{Deref, DerefMut};
 use core::panic::Location;
+
+pub use sleep::{SleepGuard, SleepLock};
 
 use crate::witness::{self, LockClass};
 

@@ -98,13 +98,13 @@ fn file_reads() {
         return;
     };
     let read = |ahead: bool| -> Option<(u64, u64)> {
-        crate::fs::READ_AHEAD.store(ahead, Ordering::Relaxed);
+        m.set_read_ahead(ahead);
         let v = m.vnode(ino, size).ok()?;
         let space = crate::mm::vmspace::AddressSpace::new().ok()?;
         v.object.reference();
         let a =
             space.map.lock().map(None, size, Prot::READ, Prot::READ, Inherit::Share, Some((v.object.clone(), 0)), false).ok()?;
-        let r0 = crate::fs::PAGER_READS.load(Ordering::Relaxed);
+        let r0 = m.stats.reads.load(Ordering::Relaxed);
         let t0 = time::rdtsc();
         {
             let _on = space.activate();
@@ -114,7 +114,7 @@ fn file_reads() {
             }
         }
         let us = time::tsc_to_us(time::rdtsc() - t0).max(1);
-        let requests = crate::fs::PAGER_READS.load(Ordering::Relaxed) - r0;
+        let requests = m.stats.reads.load(Ordering::Relaxed) - r0;
         drop(space);
         drop(v);
         m.drop_unused();
@@ -122,7 +122,7 @@ fn file_reads() {
     };
     let with = read(true);
     let without = read(false);
-    crate::fs::READ_AHEAD.store(true, Ordering::Relaxed);
+    m.set_read_ahead(true);
     if let (Some((requests, us)), Some((single, single_us))) = (with, without) {
         kprintln!("bench: file.seq_read_requests {requests} requests");
         kprintln!("bench: file.seq_read_requests_no_readahead {single} requests");

@@ -389,12 +389,18 @@ fn page_line(name: &str, va: Option<u64>, p: &'static Page) -> String {
     )
 }
 
-/// One object: what it is, its pager (`name@address`), its shadow chain
+/// One object: what it is, its pager (`kind@address`: the object's kind
+/// names its pager, as FreeBSD's object types do), its shadow chain
 /// (`object@backing offset`, nearest first) and its resident pages
 /// (`pindex:physical address`).
 fn object_line(name: &str, o: &Arc<VmObject>) -> String {
     let l = o.lock();
-    let pager = l.pager().map_or("-".into(), |p| format!("{}@{:#x}", p.name(), Arc::as_ptr(&p) as *const () as usize));
+    let pager_kind = match o.kind() {
+        ObjectKind::Vnode => "vnode",
+        ObjectKind::Swap => "swap",
+        ObjectKind::Anonymous | ObjectKind::Physical => "pager",
+    };
+    let pager = l.pager().map_or("-".into(), |p| format!("{pager_kind}@{:#x}", Arc::as_ptr(&p) as *const () as usize));
     let mut resident = Vec::new();
     l.for_each_in(0, u64::MAX, |p| resident.push(format!("{}:{:#x}", p.pindex(), p.phys())));
     let line = format!(

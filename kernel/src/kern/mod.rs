@@ -11,6 +11,5 @@ pub mod ksyms;
 pub mod memory;
 pub mod sched;
 pub mod serial;
-pub mod sleeplock;
 pub mod sync;
 pub mod time;

@@ -386,9 +386,6 @@ mod tests {
     }
 
     impl vm::object::Pager for BlockingPager {
-        fn name(&self) -> &'static str {
-            "blocking"
-        }
         fn has_page(&self, _: u64) -> Option<(u64, u64)> {
             Some((0, 0))
         }

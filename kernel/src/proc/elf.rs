@@ -143,10 +143,6 @@ struct ImagePager {
 }
 
 impl vm::object::Pager for ImagePager {
-    fn name(&self) -> &'static str {
-        "image"
-    }
-
     fn has_page(&self, pindex: u64) -> Option<(u64, u64)> {
         pindex.checked_mul(PAGE).is_some_and(|off| off < self.image.bytes().len() as u64).then_some((0, 0))
     }

@@ -393,17 +393,17 @@ fn file_mappings() {
 /// through the vnode pager, in clusters (read-ahead).
 #[ktest(timeout = 60)]
 fn programs_are_paged_in_from_their_file() {
-    use crate::fs::PAGER_READS;
+    let stats = &crate::fs::root().expect("no root filesystem").stats;
     let image = crate::proc::image::program(b"/bin/hello").expect("/bin/hello on the root filesystem");
     let crate::proc::image::Image::File { vnode, len, .. } = &image else { panic!("not a file image") };
-    let (vnode, pages) = (vnode.clone(), len.div_ceil(4096));
+    let (vnode, pages) = (vnode.clone(), len.div_ceil(vm::PAGE_SIZE as u64));
     assert_eq!(vnode.object.lock().resident(), 0, "nothing read yet but the headers");
-    let reads = PAGER_READS.load(Ordering::Relaxed);
+    let reads = stats.reads.load(Ordering::Relaxed);
     let exec = Exec { image, args: crate::proc::elf::ArgBlock::from_strs(&[b"hello"], &[]).unwrap() };
     let p = spawn_exec("hello", exec, None).unwrap();
     assert_eq!(p.wait(), Status::Exited(42));
     let resident = vnode.object.lock().resident() as u64;
-    let requests = PAGER_READS.load(Ordering::Relaxed) - reads;
+    let requests = stats.reads.load(Ordering::Relaxed) - reads;
     assert!(resident > 0, "the program's pages came from its vnode");
     assert!(requests >= 1 && requests < pages, "{pages} pages in {requests} block requests");
 }

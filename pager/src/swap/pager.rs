@@ -250,10 +250,6 @@ impl<L: Lock<Blist>> SwapPager<L> {
 }
 
 impl<L: Lock<Blist> + 'static> Pager for SwapPager<L> {
-    fn name(&self) -> &'static str {
-        "swap"
-    }
-
     fn has_page(&self, pindex: u64) -> Option<(u64, u64)> {
         self.with_meta(|m| {
             let b = Self::block(m, pindex)?;

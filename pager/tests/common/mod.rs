@@ -210,3 +210,47 @@ pub fn read_all(fs: &mut Ext2<RamDisk>, path: &str) -> Vec<u8> {
     assert_eq!(fs.read(ino, 0, &mut buf).unwrap(), size, "short read of {path}");
     buf
 }
+
+/// Pages for the trie nodes of a host VM, from the host's allocator.
+pub struct HostPages;
+
+impl vm::zone::PageSource for HostPages {
+    fn alloc_page(&self) -> Option<std::ptr::NonNull<u8>> {
+        // SAFETY: the layout has a non-zero size.
+        std::ptr::NonNull::new(unsafe { std::alloc::alloc(page_layout()) })
+    }
+
+    unsafe fn free_page(&self, page: std::ptr::NonNull<u8>) {
+        // SAFETY: allocated by `alloc_page` with this layout (the caller's contract).
+        unsafe { std::alloc::dealloc(page.as_ptr(), page_layout()) }
+    }
+}
+
+fn page_layout() -> std::alloc::Layout {
+    std::alloc::Layout::from_size_align(vm::PAGE_SIZE, vm::PAGE_SIZE).unwrap()
+}
+
+pub static HOST_PAGES: HostPages = HostPages;
+
+/// A host VM of its own for a test: a page allocator over `mib` MiB (from
+/// 1 MiB) with real backing memory, a node zone whose allocation fails at
+/// the returned fail point, and `mappings` as the machine's view of
+/// mappings. Leaked: it lives as long as the test process.
+pub fn host_vm(
+    mib: u64,
+    mappings: &'static dyn vm::pmap::PageMappings,
+) -> (vm::object::VmEnv, &'static vm::failpoint::FailPoint) {
+    use vm::failpoint::FailPoint;
+    use vm::phys::{PhysMem, PhysRange};
+    let range = PhysRange { start: 1 << 20, end: (1 + mib) << 20 };
+    let storage = Box::leak(Box::new_uninit_slice(PhysMem::records_needed(&[range])));
+    let memory: &'static mut [u8] = Box::leak(vec![0u8; range.end as usize].into_boxed_slice());
+    let pm = PhysMem::new(&[range], storage, Some(memory.as_mut_ptr() as usize)).unwrap();
+    pm.add_free_range(range);
+    let pm: &'static PhysMem = Box::leak(Box::new(pm));
+    let node_fail: &'static FailPoint = Box::leak(Box::new(FailPoint::new("radix.node_alloc")));
+    let page_fail: &'static FailPoint = Box::leak(Box::new(FailPoint::new("page.alloc")));
+    let node_size = vm::radix::Radix::<&'static vm::page::Page>::NODE_SIZE;
+    let zone = Box::leak(Box::new(vm::zone::NodeZone::new(node_size, &HOST_PAGES, node_fail)));
+    (vm::object::VmEnv { pm, zone, page_alloc: page_fail, mappings }, node_fail)
+}

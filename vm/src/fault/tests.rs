@@ -306,9 +306,6 @@ struct ScriptPager {
 }
 
 impl Pager for ScriptPager {
-    fn name(&self) -> &'static str {
-        "script"
-    }
     fn has_page(&self, pindex: u64) -> Option<(u64, u64)> {
         (pindex < 64).then_some((0, 0))
     }

@@ -99,7 +99,6 @@ pub enum PagerResult {
 /// A pager as an object sees it. The vnode and swap pagers implement it; the
 /// fault path calls it for pages not resident.
 pub trait Pager: Send + Sync {
-    fn name(&self) -> &'static str;
     /// Whether the pager holds page `pindex` (FreeBSD's `vm_pager_has_page`):
     /// `None` if not, and the fault goes on down the shadow chain (or
     /// zero-fills); if so, how many pages before and after it are worth

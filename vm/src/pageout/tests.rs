@@ -23,9 +23,6 @@ struct RecordingPager {
 }
 
 impl Pager for RecordingPager {
-    fn name(&self) -> &'static str {
-        "recording"
-    }
     fn has_page(&self, pindex: u64) -> Option<(u64, u64)> {
         self.held.lock().unwrap().contains(&pindex).then_some((0, 0))
     }

@@ -114,6 +114,15 @@ impl SoftPmap {
     /// The MMU: an access of `kind` at `va`. Sets the referenced and modified
     /// bits as hardware does, or reports the trap.
     pub fn touch(&self, va: u64, kind: Prot) -> Result<&'static Page, Trap> {
+        self.access(va, kind, |page| page)
+    }
+
+    /// The MMU and the access together: `f` runs on the page while the
+    /// translation is held, as a CPU's load or store completes before an
+    /// unmap or write-protect that races with it takes effect (on hardware,
+    /// the TLB shootdown waits for it). Tests whose threads race with
+    /// unmaps access memory this way.
+    pub fn access<R>(&self, va: u64, kind: Prot, f: impl FnOnce(&'static Page) -> R) -> Result<R, Trap> {
         let mut ptes = self.ptes.lock();
         let pte = ptes.get_mut(&(va & !(PAGE_SIZE as u64 - 1))).ok_or(Trap::NotPresent)?;
         if !pte.prot.contains(kind) {
@@ -123,7 +132,7 @@ impl SoftPmap {
         if kind.contains(Prot::WRITE) {
             pte.modified = true;
         }
-        Ok(pte.page)
+        Ok(f(pte.page))
     }
 
     /// Mappings in the address space.

@@ -93,3 +93,41 @@ fn a_plain_lock_in_an_interrupt_handler_panics() {
     drop(m.lock());
     interrupt_exit();
 }
+
+/// The VM's sleeping lock over the scheduler's sleep and wakeup: threads
+/// that wait for it sleep, each gets it in turn, one at a time, and
+/// `try_lock` fails while it is held. A holder may sleep (it yields here
+/// with the lock held).
+#[ktest]
+fn sleeping_lock_waiters_take_turns() {
+    use alloc::sync::Arc;
+    use core::sync::atomic::{AtomicU64, Ordering};
+
+    use vm::sync::SleepLock;
+
+    let lock = Arc::new(SleepLock::ranked(0u64, &vm::witness::order::VNODE));
+    let inside = Arc::new(AtomicU64::new(0));
+    let g = lock.lock();
+    assert!(lock.try_lock().is_none());
+    let ids: alloc::vec::Vec<_> = (0..3)
+        .map(|_| {
+            let (l, inside) = (lock.clone(), inside.clone());
+            crate::kern::sched::spawn("locker", move || {
+                for _ in 0..20 {
+                    let mut g = l.lock();
+                    assert_eq!(inside.fetch_add(1, Ordering::SeqCst), 0, "two holders at once");
+                    *g += 1;
+                    crate::kern::sched::yield_now();
+                    inside.fetch_sub(1, Ordering::SeqCst);
+                }
+            })
+            .unwrap()
+        })
+        .collect();
+    crate::kern::sched::yield_now();
+    drop(g);
+    for id in ids {
+        crate::kern::sched::join(id);
+    }
+    assert_eq!(*lock.lock(), 60);
+}
