@@ -1,26 +1,24 @@
-//! Builds every C program in `user/` with `musl-gcc -static` into OUT_DIR and
-//! writes `programs.rs` there: the table of embedded programs, by path
-//! (`/bin/<name>`), that `kernel/src/proc/programs.rs` includes.
+//! Builds the programs the kernel carries in its image (init and the demo,
+//! what it runs without a disk) from `user/` with `musl-gcc -static` into
+//! OUT_DIR, and writes `programs.rs` there: the table of embedded programs,
+//! by path (`/bin/<name>`), that `kernel/src/proc/programs.rs` includes.
+//! Every other program of `user/` (the test programs) is on the root
+//! filesystem only, where `boot` puts all of them.
 
 use std::path::PathBuf;
 use std::process::Command;
 
+/// The programs in the kernel image.
+const EMBEDDED: &[&str] = &["demo", "init"];
+
 fn main() {
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR"));
     let user = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../user");
-    println!("cargo:rerun-if-changed={}", user.display());
-    for e in std::fs::read_dir(&user).expect("user/ is missing").filter_map(|e| e.ok()) {
-        println!("cargo:rerun-if-changed={}", e.path().display());
-    }
-    let mut names: Vec<String> = std::fs::read_dir(&user)
-        .expect("user/ is missing")
-        .filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_suffix(".c")).map(String::from))
-        .collect();
-    names.sort();
+    println!("cargo:rerun-if-changed={}", user.join("check.h").display());
     let mut table = String::from("&[\n");
-    for name in &names {
+    for name in EMBEDDED {
         let src = user.join(format!("{name}.c"));
+        println!("cargo:rerun-if-changed={}", src.display());
         let status = Command::new("musl-gcc")
             .args(["-static", "-O2", "-Wall", "-o"])
             .arg(out.join(name))

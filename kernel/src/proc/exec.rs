@@ -182,10 +182,15 @@ pub fn spawn_exec(name: &str, exec: Exec, parent: Option<&Arc<Process>>) -> Resu
 
 /// Starts the static ELF executable `image` in a new process with `argv`.
 pub fn spawn_elf(name: &str, image: &'static [u8], argv: &[&str]) -> Result<Arc<Process>, SpawnError> {
+    spawn_image(name, crate::proc::image::Image::Static(image), argv)
+}
+
+/// Starts the program `image` (embedded, or a file's) in a new process with
+/// `argv`.
+pub fn spawn_image(name: &str, image: crate::proc::image::Image, argv: &[&str]) -> Result<Arc<Process>, SpawnError> {
     let argv: Vec<&[u8]> = argv.iter().map(|a| a.as_bytes()).collect();
     let args = crate::proc::elf::ArgBlock::from_strs(&argv, &[b"PATH=/bin"]).map_err(SpawnError::Load)?;
-    let exec = Exec { image: crate::proc::image::Image::Static(image), args };
-    spawn_exec(name, exec, None)
+    spawn_exec(name, Exec { image, args }, None)
 }
 
 /// Starts init (`/bin/init` with `argv`): the parent of orphans.

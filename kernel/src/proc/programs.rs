@@ -1,7 +1,9 @@
-//! The programs `execve` can find, by path, until there is a filesystem: the
-//! C programs of `user/` (built with musl by `kernel/build.rs`, embedded as
-//! `/bin/<name>`), and the program `./run-qemu.sh run` hands in
-//! (`/run/<name>`).
+//! The programs `execve` finds without the root filesystem: the two the
+//! kernel image carries, `/bin/init` and `/bin/demo` (built with musl by
+//! `kernel/build.rs`: what the kernel runs when no disk is attached), and
+//! the program `./run-qemu.sh run` hands in (`/run/<name>`). Every program
+//! of `user/`, the test programs among them, is on the root filesystem in
+//! `/bin`, where `execve` looks first.
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -12,7 +14,7 @@ use crate::kern::sync::IrqMutex;
 #[repr(C, align(8))]
 struct Aligned<B: ?Sized>(B);
 
-/// `/bin/<name>` for each `user/<name>.c`.
+/// `/bin/<name>` for each program `kernel/build.rs` embeds.
 static EMBEDDED: &[(&str, &[u8])] = include!(concat!(env!("OUT_DIR"), "/programs.rs"));
 
 /// Programs added at run time (the one handed in by the host).
@@ -26,8 +28,8 @@ pub fn lookup(path: &str) -> Option<&'static [u8]> {
     ADDED.lock().iter().find(|(p, _)| p == path).map(|(_, b)| *b)
 }
 
-/// The embedded program `/bin/<name>`; panics if there is none (the build
-/// embeds every `user/*.c`).
+/// The embedded program `/bin/<name>` (`init` or `demo`); panics if there
+/// is none: the build embeds both.
 pub fn bin(name: &str) -> &'static [u8] {
     EMBEDDED
         .iter()
@@ -39,119 +41,4 @@ pub fn bin(name: &str) -> &'static [u8] {
 /// Makes `bytes` available as `path`.
 pub fn add(path: String, bytes: &'static [u8]) {
     ADDED.lock().push((path, bytes));
-}
-
-// The built-in programs: position-independent x86_64 code on the Linux ABI.
-core::arch::global_asm!(
-    ".section .rodata.user_programs, \"a\"",
-    // write(1, "hello from user mode\n", 21); exit(rax): exits with the count.
-    ".global user_hello_start",
-    "user_hello_start:",
-    "mov eax, 1",
-    "mov edi, 1",
-    "lea rsi, [rip + 1f]",
-    "mov edx, 21",
-    "syscall",
-    "mov edi, eax",
-    "mov eax, 231",
-    "syscall",
-    "ud2",
-    "1: .ascii \"hello from user mode\\n\"",
-    ".global user_hello_end",
-    "user_hello_end:",
-    // write(1, 0xdead0000, 8): a bad pointer; exit(-rax), i.e. 14 for EFAULT.
-    ".global user_efault_start",
-    "user_efault_start:",
-    "mov eax, 1",
-    "mov edi, 1",
-    "mov rsi, 0xdead0000",
-    "mov edx, 8",
-    "syscall",
-    "neg eax",
-    "mov edi, eax",
-    "mov eax, 231",
-    "syscall",
-    "ud2",
-    ".global user_efault_end",
-    "user_efault_end:",
-    // A store to an unmapped address: killed by SIGSEGV.
-    ".global user_segv_start",
-    "user_segv_start:",
-    "mov rax, 0x10",
-    "mov qword ptr [rax], 1",
-    "ud2",
-    ".global user_segv_end",
-    "user_segv_end:",
-    // A store into its own (read-only) code: killed by SIGSEGV.
-    ".global user_rowrite_start",
-    "user_rowrite_start:",
-    "lea rax, [rip]",
-    "mov byte ptr [rax], 0x90",
-    "ud2",
-    ".global user_rowrite_end",
-    "user_rowrite_end:",
-    // Touch 16 stack pages, write a pattern and read it back; exit(0) if it
-    // held, exit(1) if not.
-    ".global user_stack_start",
-    "user_stack_start:",
-    "mov rcx, 16",
-    "mov rbx, rsp",
-    "2: sub rbx, 4096",
-    "mov [rbx], rcx",
-    "dec rcx",
-    "jnz 2b",
-    "mov rcx, 16",
-    "mov rbx, rsp",
-    "3: sub rbx, 4096",
-    "cmp [rbx], rcx",
-    "jne 4f",
-    "dec rcx",
-    "jnz 3b",
-    "xor edi, edi",
-    "mov eax, 231",
-    "syscall",
-    "4: mov edi, 1",
-    "mov eax, 231",
-    "syscall",
-    "ud2",
-    ".global user_stack_end",
-    "user_stack_end:",
-    ".text",
-);
-
-unsafe extern "C" {
-    static user_hello_start: u8;
-    static user_hello_end: u8;
-    static user_efault_start: u8;
-    static user_efault_end: u8;
-    static user_segv_start: u8;
-    static user_segv_end: u8;
-    static user_rowrite_start: u8;
-    static user_rowrite_end: u8;
-    static user_stack_start: u8;
-    static user_stack_end: u8;
-}
-
-macro_rules! program {
-    ($start:ident, $end:ident) => {{
-        // SAFETY: the two labels bound one program in read-only data, start
-        // before end; the bytes are never written.
-        unsafe {
-            let s = &raw const $start;
-            let e = &raw const $end;
-            core::slice::from_raw_parts(s, e as usize - s as usize)
-        }
-    }};
-}
-
-/// The built-in programs by name.
-pub fn builtin(name: &str) -> Option<&'static [u8]> {
-    Some(match name {
-        "hello" => program!(user_hello_start, user_hello_end),
-        "efault" => program!(user_efault_start, user_efault_end),
-        "segv" => program!(user_segv_start, user_segv_end),
-        "rowrite" => program!(user_rowrite_start, user_rowrite_end),
-        "stack" => program!(user_stack_start, user_stack_end),
-        _ => return None,
-    })
 }

@@ -1,9 +1,18 @@
+mod raw;
+
 use ktest::ktest;
 
 use super::*;
 
+/// `/bin/<name>` from the root filesystem, where every program of `user/`
+/// is (the test boot attaches it).
+pub(crate) fn bin(name: &str) -> crate::proc::image::Image {
+    let path = alloc::format!("/bin/{name}");
+    crate::proc::image::program(path.as_bytes()).unwrap_or_else(|e| panic!("{path} on the root filesystem: {e:?}"))
+}
+
 fn run(name: &str) -> Status {
-    let p = spawn(name, crate::proc::programs::builtin(name).unwrap()).unwrap();
+    let p = spawn(name, raw::builtin(name).unwrap()).unwrap();
     p.wait()
 }
 
@@ -86,7 +95,7 @@ fn a_frame_off_the_stack_is_not_used_as_one() {
     unsafe { at.write(frame) };
     let (at, lo, hi) = (at as usize, buf.as_ptr() as u64, buf.as_ptr() as u64 + WORDS as u64 * 8);
 
-    let program = crate::proc::programs::builtin("hello").unwrap();
+    let program = raw::builtin("hello").unwrap();
     let space = new_space().unwrap();
     space.map.lock().map(Some(CODE_BASE), PAGE, Prot::ALL, Prot::ALL, Inherit::Copy, None, false).unwrap();
     let proc = Arc::new(Process::new(None, "resume"));
@@ -118,10 +127,15 @@ fn a_frame_off_the_stack_is_not_used_as_one() {
 /// re-execute themselves) with `args`, waits for it and for every
 /// process it left behind, and returns its status.
 pub(crate) fn run_bin(name: &str, args: &[&str]) -> Status {
+    run_image(name, bin(name), args)
+}
+
+/// Runs `image` (the program `/bin/<name>`) as `run_bin` does.
+fn run_image(name: &str, image: crate::proc::image::Image, args: &[&str]) -> Status {
     let path = alloc::format!("/bin/{name}");
     let mut argv: Vec<&str> = alloc::vec![&path];
     argv.extend_from_slice(args);
-    let p = spawn_elf(name, crate::proc::programs::bin(name), &argv).unwrap();
+    let p = spawn_image(name, image, &argv).unwrap();
     let status = p.wait();
     end_the_rest();
     status
@@ -239,7 +253,7 @@ fn random_system_calls() {
 #[ktest(timeout = 300)]
 fn random_system_calls_with_allocations_failing() {
     use vm::failpoint::{Action, PAGE_ALLOC, PV_ALLOC, RADIX_NODE_ALLOC};
-    let p = spawn_elf("fuzz", crate::proc::programs::bin("fuzz"), &["/bin/fuzz", "100000", "31"]).unwrap();
+    let p = spawn_image("fuzz", bin("fuzz"), &["/bin/fuzz", "100000", "31"]).unwrap();
     let points = [&PAGE_ALLOC, &RADIX_NODE_ALLOC, &PV_ALLOC];
     for (seed, point) in (31..).zip(points) {
         point.set(Action::Probability { ppm: 10_000, seed });
@@ -266,7 +280,7 @@ fn fork_bomb_ends_in_eagain() {
 
     const LIMIT: usize = 40;
     PROCESS_LIMIT.store(LIMIT, Ordering::Relaxed);
-    let p = spawn_elf("bombs", crate::proc::programs::bin("bombs"), &["/bin/bombs", "fork"]).unwrap();
+    let p = spawn_image("bombs", bin("bombs"), &["/bin/bombs", "fork"]).unwrap();
     let mut peak = 0;
     while p.status().is_none() {
         peak = peak.max(process_count());
@@ -292,7 +306,7 @@ fn file_bomb_ends_in_emfile_or_enfile() {
     let limit = before + 1500;
     FILE_LIMIT.store(limit, Ordering::Relaxed);
     reset_open_files_peak();
-    let p = spawn_elf("bombs", crate::proc::programs::bin("bombs"), &["/bin/bombs", "files"]).unwrap();
+    let p = spawn_image("bombs", bin("bombs"), &["/bin/bombs", "files"]).unwrap();
     let status = p.wait();
     let peak = open_files_peak();
     FILE_LIMIT.store(0, Ordering::Relaxed);
@@ -424,8 +438,12 @@ fn disk_errors_reach_programs_as_eio_and_sigbus() {
         let ino = fs.lookup(b"/data/seq32").unwrap();
         fs.stat(ino).unwrap();
     }
+    // The program's own pages in memory too: its image (and with it its
+    // vnode and pages) is held across a first run that reads them.
+    let ioerr = bin("ioerr");
+    assert_eq!(run_image("ioerr", ioerr.clone(), &["/data/seq32", "1000000"]), Status::Exited(0));
     BLK_READ.set(Action::Always);
-    let failing = run_bin("ioerr", &["/data/seq32", "1000000"]);
+    let failing = run_image("ioerr", ioerr, &["/data/seq32", "1000000"]);
     BLK_READ.set(Action::Off);
     assert_eq!(failing, Status::Exited(3), "EIO from read (1) and SIGBUS from the mapping (2)");
     assert_eq!(run_bin("ioerr", &["/data/seq32", "1000000"]), Status::Exited(0));
@@ -441,13 +459,15 @@ fn init_runs_a_program() {
     assert_eq!(init.wait(), Status::Exited(127));
 }
 
-/// The ELF loader maps the program from its image object: its pages
-/// come in through the image's pager, not by copying at load.
+/// The ELF loader maps an embedded program from its image object: its
+/// pages come in through the image's pager, not by copying at load (each
+/// start makes a new image object, so every run pages in).
 #[ktest]
 fn image_pages_come_through_the_pager() {
-    assert_eq!(run_bin("hello", &[]), Status::Exited(42));
+    let init = || spawn_elf("init", crate::proc::programs::bin("init"), &["init", "/no/such"]).unwrap().wait();
+    assert_eq!(init(), Status::Exited(127));
     let before = crate::mm::vmspace::FAULT_KINDS.paged_in.load(Ordering::Relaxed);
-    assert_eq!(run_bin("hello", &[]), Status::Exited(42));
+    assert_eq!(init(), Status::Exited(127));
     assert!(
         crate::mm::vmspace::FAULT_KINDS.paged_in.load(Ordering::Relaxed) > before,
         "the image's pages come in through its pager"

@@ -118,7 +118,7 @@ fn wired_memory_is_never_paged_out() {
 /// kernel goes on.
 #[ktest(timeout = 600)]
 fn out_of_memory_and_swap_kills_the_largest() {
-    use crate::proc::spawn_elf;
+    use crate::proc::spawn_image;
     static NAP: u8 = 0;
     // Leave 32 MiB of swap.
     let sw = swap();
@@ -126,19 +126,16 @@ fn out_of_memory_and_swap_kills_the_largest() {
     let keep = 32 << 8;
     assert_eq!(sw.fill(0, sw.pages() - keep), sw.pages() - keep);
     let kills = COUNTERS.oom_kills.load(Ordering::Relaxed);
-    let hog = spawn_elf(
-        "swapper",
-        crate::proc::programs::bin("swapper"),
-        &["/bin/swapper", &alloc::format!("{}", 8 * ram_mib()), "one"],
-    )
-    .unwrap();
+    // Both programs' images are looked up now, before memory is short.
+    let swapper = crate::proc::tests::bin("swapper");
+    let hog = spawn_image("swapper", swapper.clone(), &["/bin/swapper", &alloc::format!("{}", 8 * ram_mib()), "one"]).unwrap();
     // Once the hog has filled memory and swap, a small program needs pages.
     while sw.avail() > keep / 8 && hog.status().is_none() {
         crate::kern::sched::sleep_until(&NAP as *const u8 as usize, crate::kern::time::ticks() + 10, || true);
     }
     // Starting it needs pages too: it waits for them (the kill frees them)
     // instead of failing.
-    let small = spawn_elf("swapper", crate::proc::programs::bin("swapper"), &["/bin/swapper", "8", "one"])
+    let small = spawn_image("swapper", swapper, &["/bin/swapper", "8", "one"])
         .expect("starting a process waits for memory; it does not fail");
     let (small_st, hog_st) = (small.wait(), hog.wait());
     sw.free(0, sw.pages() - keep);
