@@ -30,7 +30,7 @@ use crate::kern::kmem::KBuf;
 use crate::mm::vmspace::AddressSpace;
 use crate::syscall::uaccess::copy_to_user;
 
-const PAGE: u64 = 4096;
+const PAGE: u64 = vm::PAGE_SIZE as u64;
 
 /// Why a program could not be loaded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -136,7 +136,7 @@ fn seg_prot(seg: &ProgramHeader<'_>) -> Prot {
     prot
 }
 
-/// The pager of an image object: page n is bytes n × 4096.. of the image,
+/// The pager of an image object: page n is the image's bytes from n pages on,
 /// zero past its end.
 struct ImagePager {
     image: crate::proc::image::Image,
@@ -147,16 +147,16 @@ impl vm::object::Pager for ImagePager {
         pindex.checked_mul(PAGE).is_some_and(|off| off < self.image.bytes().len() as u64).then_some((0, 0))
     }
 
-    fn get_page(&self, _object: &VmObject, page: &'static Page) -> PagerResult {
-        let Some(dst) = vm::global().page_addr(page) else { return PagerResult::Error };
+    fn get_page(&self, object: &VmObject, page: &'static Page) -> PagerResult {
         let off = page.pindex() as usize * PAGE as usize;
         let Some(src) = self.image.bytes().get(off..) else { return PagerResult::Bad };
         let n = src.len().min(PAGE as usize);
-        // SAFETY: the page is exclusively busy for this read and `dst` is its
-        // direct-map address, PAGE bytes; `src` has `n` bytes.
-        unsafe {
-            core::ptr::copy_nonoverlapping(src.as_ptr(), dst, n);
-            core::ptr::write_bytes(dst.add(n), 0, PAGE as usize - n);
+        let filled = object.env().pm.with_contents_mut(page, |dst| {
+            dst[..n].copy_from_slice(&src[..n]);
+            dst[n..].fill(0);
+        });
+        if filled.is_none() {
+            return PagerResult::Error;
         }
         page.set_all_valid();
         PagerResult::Ok
@@ -319,7 +319,7 @@ const AT_RANDOM: u64 = 25;
 /// for an 8 MiB stack; beyond it, E2BIG).
 pub const ARG_MAX: usize = (crate::proc::STACK_LIMIT / 4) as usize;
 /// Most bytes of one string, its NUL included (Linux's MAX_ARG_STRLEN).
-pub const ARG_STRLEN_MAX: usize = 32 * 4096;
+pub const ARG_STRLEN_MAX: usize = 32 * vm::PAGE_SIZE;
 
 /// The argument and environment strings of an exec, copied in before the
 /// old image goes: NUL-terminated, the arguments first, one after another

@@ -12,4 +12,4 @@ pub const STACK_LIMIT: u64 = 8 << 20;
 
 /// How much the stack grows at least, at a time.
 pub(super) const STACK_GROW: u64 = 64 * 1024;
-pub(super) const PAGE: u64 = 4096;
+pub(super) const PAGE: u64 = vm::PAGE_SIZE as u64;

@@ -137,7 +137,7 @@ pub fn copy_string(addr: u64, max: usize) -> Result<Vec<u8>, i64> {
     let mut at = addr;
     loop {
         // Never read past the page the string may end in.
-        let chunk = (4096 - (at % 4096) as usize).min(256);
+        let chunk = (vm::PAGE_SIZE - (at as usize % vm::PAGE_SIZE)).min(256);
         let mut buf = [0u8; 256];
         copy_from_user(&mut buf[..chunk], at)?;
         if let Some(n) = buf[..chunk].iter().position(|&b| b == 0) {
