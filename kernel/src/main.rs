@@ -140,7 +140,6 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     // What the VM's threads and faults need of processes, which are above
     // them (so passed down, not imported).
     mm::pageout::init(mm::pageout::ProcessOps { signal_pending: proc::signal_pending, kill_largest: proc::kill_largest });
-    mm::vmspace::set_stack_growth(proc::grow_stack);
 
     // Debug builds check the page invariants once the boot is complete.
     if cfg!(debug_assertions) {

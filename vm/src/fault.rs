@@ -44,7 +44,7 @@ use alloc::sync::Arc;
 
 use crate::sync::Mutex;
 
-use crate::map::{Lookup, MapError, VmMap};
+use crate::map::{Growth, Lookup, MapError, VmMap};
 use crate::object::{ObjectError, ObjectKind, VmObject};
 use crate::page::{Page, PageFlags, busy_wait};
 use crate::phys::AllocFlags;
@@ -81,6 +81,9 @@ pub enum FaultError {
     Io,
     /// The pager has no such page (e.g. past the end of a file).
     Bad,
+    /// No entry, just past the stack's limit of `limit` bytes: the stack
+    /// would have grown there ([`VmMap::grow_stack`]).
+    StackOverflow { limit: u64 },
 }
 
 impl From<MapError> for FaultError {
@@ -126,6 +129,10 @@ enum Next {
     /// matters for the same reason as above: a thread that holds the lock
     /// may be waiting for our busy pages.
     RestartAfterPagerWait,
+    /// The stack grew by `[start, end)`, memory that must be wired as it
+    /// is mapped: release everything, wire it (which faults it in), start
+    /// again.
+    RestartAfterWiring(u64, u64),
     /// Stop with an error (after releasing everything).
     Fail(FaultError),
 }
@@ -218,6 +225,12 @@ fn fault_watched<W: Watch>(map: &Mutex<VmMap>, va: u64, access: Prot, wire: bool
                 if !vm_wait() {
                     return Err(FaultError::NoMemory);
                 }
+            }
+            Next::RestartAfterWiring(start, end) => {
+                fs.release();
+                // A wiring that fails (memory short) leaves the new stack
+                // unwired, as FreeBSD's growth does: the fault goes on.
+                let _ = self::wire(map, start, end);
             }
             Next::Fail(e) => {
                 fs.release();
@@ -330,10 +343,23 @@ impl<W: Watch> FaultState<'_, W> {
         self.sole_shadow = false;
     }
 
-    /// Step 1: the map entry, the first object and the index.
+    /// Step 1: the map entry, the first object and the index. No entry
+    /// there: a fault below a stack grows it, and looks again (or, when
+    /// new memory is wired as it is mapped, wires the new part first).
     #[inline(always)]
     fn lookup(&mut self) -> Next {
-        match self.map.lock().lookup(self.va, self.access) {
+        let mut map = self.map.lock();
+        let mut found = map.lookup(self.va, self.access);
+        if found.as_ref().is_err_and(|e| *e == MapError::NoEntry) {
+            match map.grow_stack(self.va) {
+                Growth::Grew { wire: false, .. } => found = map.lookup(self.va, self.access),
+                Growth::Grew { start, end, wire: true } => return Next::RestartAfterWiring(start, end),
+                Growth::Overflow { limit } => return Next::Fail(FaultError::StackOverflow { limit }),
+                Growth::NotStack | Growth::Refused => {}
+            }
+        }
+        drop(map);
+        match found {
             Ok(l) => {
                 self.pindex = l.pindex;
                 self.lookup = Some(l);

@@ -92,6 +92,8 @@ pub struct MapEntry {
     pub cow: bool,
     /// Private mapping whose shadow has not been made yet. (M)
     pub needs_copy: bool,
+    /// The bottom of a stack: a fault just below grows it (`stack.rs`). (M)
+    pub grows_down: bool,
 }
 
 impl MapEntry {
@@ -169,6 +171,10 @@ pub struct VmMap {
     search_visits: Cell<u64>,
     /// Fails the entry allocations it is told to (tests). (C)
     entry_alloc: &'static FailPoint,
+    /// The top of the stack, if one was mapped (`map_stack`). (M)
+    stack_top: Option<u64>,
+    /// What the owner allows the stack and the map to grow to. (M)
+    limits: MapLimits,
 }
 
 fn aligned(x: u64) -> bool {
@@ -190,6 +196,8 @@ impl VmMap {
             hint: Cell::new((min, min, 0)),
             search_visits: Cell::new(0),
             entry_alloc: &crate::failpoint::MAP_ENTRY_ALLOC,
+            stack_top: None,
+            limits: MapLimits::NO_GROWTH,
         }
     }
 
@@ -386,6 +394,7 @@ impl VmMap {
                 cow,
                 object,
                 offset,
+                grows_down: false,
             },
         );
         self.timestamp += 1;
@@ -670,6 +679,8 @@ impl VmMap {
         let mut child = VmMap::new(self.min, self.max, pmap, env);
         child.max_entries = self.max_entries;
         child.entry_alloc = self.entry_alloc;
+        child.stack_top = self.stack_top;
+        child.limits = self.limits;
         child.room_for(self.entries.len(), 0)?;
         for e in self.entries.values_mut() {
             if e.inherit == Inherit::None {
@@ -715,6 +726,10 @@ impl Drop for VmMap {
         }
     }
 }
+
+mod stack;
+
+pub use stack::{Growth, MapLimits};
 
 #[cfg(test)]
 mod tests;

@@ -142,6 +142,15 @@ fn page_fault_unresolved(tf: &mut TrapFrame, cr2: u64, e: Option<vm::fault::Faul
             };
             // Static text only: kill_current never returns, so an owned
             // message alive in this frame would never be freed.
+            if let Some(vm::fault::FaultError::StackOverflow { limit }) = e {
+                let kib = limit >> 10;
+                crate::proc::kill_current(
+                    crate::proc::SIGSEGV,
+                    format_args!("{access}: stack overflow, past the {kib} KiB stack limit"),
+                    cr2,
+                    tf.rip,
+                )
+            }
             let what = match e {
                 Some(vm::fault::FaultError::Protection) => " not allowed (protection)",
                 Some(vm::fault::FaultError::Io) => ": I/O error",

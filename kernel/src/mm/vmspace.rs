@@ -23,16 +23,6 @@ pub struct AddressSpace {
     pub pmap: Arc<X86Pmap>,
 }
 
-/// Grows the current process's stack to cover an address (processes are
-/// above address spaces: given by [`set_stack_growth`]).
-static STACK_GROWTH: spin::Once<fn(u64) -> bool> = spin::Once::new();
-
-/// Sets what a fault below a process's stack calls to grow it: `grow`
-/// returns whether it did (the fault is then retried).
-pub fn set_stack_growth(grow: fn(u64) -> bool) {
-    STACK_GROWTH.call_once(|| grow);
-}
-
 /// Page faults resolved by the VM. (A)
 pub static FAULTS: AtomicU64 = AtomicU64::new(0);
 /// The faults resolved, by what they took. (A)
@@ -175,11 +165,8 @@ pub fn page_fault(tf: &TrapFrame, cr2: u64) -> Result<(), Option<FaultError>> {
     // fault steps: reading the clock is not free under emulation.
     let clock = vm::fault::step_clock();
     let t0 = clock.map_or(0, |c| c());
-    let mut r = fault(&space.map, cr2, access, false);
-    // Below a process's stack: grow it (within its limit) and try again.
-    if r == Err(FaultError::NoEntry) && STACK_GROWTH.get().is_some_and(|grow| grow(cr2)) {
-        r = fault(&space.map, cr2, access, false);
-    }
+    // (A fault below the stack grows it: `vm::map`'s stack growth.)
+    let r = fault(&space.map, cr2, access, false);
     if let Some(c) = clock {
         FAULT_TSC.fetch_add(c() - t0, Ordering::Relaxed);
     }

@@ -24,11 +24,7 @@ pub(super) fn new_space() -> Result<Arc<AddressSpace>, SpawnError> {
 /// [`STACK_TOP`].
 pub(super) fn new_space_with_stack(stack: u64) -> Result<Arc<AddressSpace>, SpawnError> {
     let space = AddressSpace::new().map_err(|_| SpawnError::NoMemory)?;
-    space
-        .map
-        .lock()
-        .map(Some(STACK_TOP - stack), stack, Prot::RW, Prot::RW, Inherit::Copy, None, false)
-        .map_err(|_| SpawnError::NoMemory)?;
+    space.map.lock().map_stack(STACK_TOP, stack).map_err(|_| SpawnError::NoMemory)?;
     Ok(space)
 }
 
@@ -85,6 +81,7 @@ pub fn spawn(name: &str, program: &'static [u8]) -> Result<Arc<Process>, SpawnEr
         .map_err(|_| SpawnError::NoMemory)?;
     let proc = Arc::new(Process::new(None, name));
     *proc.space.lock() = Some(space);
+    proc.update_map_limits();
     let p = proc.clone();
     start_thread(name, &proc, move || {
         become_process(p);
@@ -109,6 +106,7 @@ pub fn spawn(name: &str, program: &'static [u8]) -> Result<Arc<Process>, SpawnEr
 pub fn spawn_kernel(name: &str, f: impl FnOnce(&Arc<Process>) + Send + 'static) -> Result<Arc<Process>, SpawnError> {
     let proc = Arc::new(Process::new(None, name));
     *proc.space.lock() = Some(new_space()?);
+    proc.update_map_limits();
     let p = proc.clone();
     start_thread(name, &proc, move || {
         become_process(p.clone());
@@ -153,7 +151,7 @@ pub fn spawn_exec(name: &str, exec: Exec, parent: Option<&Arc<Process>>) -> Resu
     let proc = Arc::new(Process::new(parent, name));
     let stack = initial_stack_size(&exec);
     *proc.space.lock() = Some(new_space_with_stack(stack)?);
-    proc.stack_low.store(STACK_TOP - stack, Ordering::SeqCst);
+    proc.update_map_limits();
     let p = proc.clone();
     start_thread(name, &proc, move || {
         become_process(p);
@@ -222,8 +220,8 @@ pub fn exec(tf: &mut crate::arch::trapframe::TrapFrame, name: &str, exec: Exec) 
     drop(replaced);
     drop(old);
     *me.brk.lock() = (end, end);
-    me.stack_low.store(STACK_TOP - stack, Ordering::SeqCst);
     me.lock_future.store(false, Ordering::SeqCst);
+    me.update_map_limits();
     *me.name.lock() = name.into();
     // Close-on-exec descriptors close.
     let closing: Vec<_> = {

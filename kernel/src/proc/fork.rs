@@ -43,7 +43,6 @@ pub fn fork(tf: &crate::arch::trapframe::TrapFrame) -> Result<u64, SpawnError> {
     let child = Arc::try_new(Process::in_slot(Some(&parent), &name, files, slot)).map_err(|_| SpawnError::NoMemory)?;
     *child.space.lock() = Some(space);
     *child.brk.lock() = *parent.brk.lock();
-    child.stack_low.store(parent.stack_low.load(Ordering::SeqCst), Ordering::SeqCst);
     child.blocked.store(parent.blocked.load(Ordering::SeqCst), Ordering::SeqCst);
     *child.actions.lock() = *parent.actions.lock();
     let mut frame = tf.clone();

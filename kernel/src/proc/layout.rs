@@ -12,4 +12,6 @@ pub const STACK_LIMIT: u64 = 8 << 20;
 
 /// How much the stack grows at least, at a time.
 pub(super) const STACK_GROW: u64 = 64 * 1024;
+/// No stack grows below this, whatever its limit.
+pub(super) const STACK_LOWEST: u64 = 0x1_0000;
 pub(super) const PAGE: u64 = vm::PAGE_SIZE as u64;

@@ -18,7 +18,9 @@
 //!
 //! The user stack starts at [`STACK_INITIAL`] bytes below [`STACK_TOP`] and
 //! grows on fault, down to the process's `RLIMIT_STACK`; a fault beyond that
-//! is a SIGSEGV.
+//! is a SIGSEGV. The growth is the VM map's (`vm::map`'s stacks, FreeBSD's
+//! `vm_map_growstack`); the process gives its map the limits it grows
+//! within ([`Process::update_map_limits`]) whenever they change.
 //!
 //! Resource limits (`getrlimit`, `setrlimit`, `prlimit64`) are Linux's, with
 //! its defaults, inherited by a fork and kept across an exec. Enforced:
@@ -37,7 +39,6 @@ mod layout;
 mod limits;
 pub mod programs;
 mod signal;
-mod stack;
 
 pub use exec::*;
 pub use exit::*;
@@ -45,7 +46,6 @@ pub use fork::*;
 pub use layout::*;
 pub use limits::*;
 pub use signal::*;
-pub use stack::*;
 
 use alloc::collections::BTreeMap;
 use alloc::string::String;
@@ -115,8 +115,6 @@ pub struct Process {
     status: AtomicU32,
     /// The heap of `brk`: where it starts (above the image) and its end. (R)
     pub brk: Mutex<(u64, u64)>,
-    /// The lowest address of the stack mapped so far. (A)
-    pub stack_low: AtomicU64,
     /// `mlockall(MCL_FUTURE)`: new mappings are locked too. (A)
     pub lock_future: AtomicBool,
     /// Children not yet waited for. (R)
@@ -215,7 +213,6 @@ impl Process {
             space: Mutex::new(None),
             status: AtomicU32::new(0),
             brk: Mutex::new((0, 0)),
-            stack_low: AtomicU64::new(STACK_TOP - STACK_INITIAL),
             lock_future: AtomicBool::new(false),
             children: Mutex::new(Vec::new()),
             pending: AtomicU64::new(0),
@@ -233,6 +230,28 @@ impl Process {
     /// The soft limit of resource `r` (an `RLIMIT_*`).
     pub fn limit(&self, r: usize) -> u64 {
         self.limits.lock()[r].cur
+    }
+
+    /// What the process's map may grow to: its stack (RLIMIT_STACK), the
+    /// map (RLIMIT_AS), and, after `mlockall(MCL_FUTURE)`, its wired
+    /// memory (RLIMIT_MEMLOCK).
+    pub fn map_limits(&self) -> vm::map::MapLimits {
+        let l = *self.limits.lock();
+        vm::map::MapLimits {
+            stack: l[RLIMIT_STACK].cur,
+            size: l[RLIMIT_AS].cur,
+            wire_future: self.lock_future.load(Ordering::SeqCst).then_some(l[RLIMIT_MEMLOCK].cur),
+            step: STACK_GROW,
+            lowest: STACK_LOWEST,
+        }
+    }
+
+    /// Gives the map the limits as they are now: after `setrlimit`,
+    /// `mlockall` and `munlockall`, and for a new address space.
+    pub fn update_map_limits(&self) {
+        if let Some(space) = self.space() {
+            space.map.lock().set_limits(self.map_limits());
+        }
     }
 
     /// The open file of descriptor `fd`.

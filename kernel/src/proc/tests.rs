@@ -578,9 +578,11 @@ fn stack_growth_stops_at_the_address_space_limit() {
         let Some(space) = me.space() else { panic!("no address space") };
         let size = space.map.lock().size();
         me.limits.lock()[RLIMIT_AS].cur = size + 16 * PAGE;
-        let low = me.stack_low.load(Ordering::SeqCst);
-        assert!(!grow_stack(low - 64 * PAGE), "64 pages down: past RLIMIT_AS");
-        assert!(grow_stack(low - 8 * PAGE), "8 pages down: within it");
+        me.update_map_limits();
+        let low = space.map.lock().stack_bottom().expect("no stack");
+        let fault = |va| vm::fault::fault(&space.map, va, Prot::WRITE, false);
+        assert_eq!(fault(low - 64 * PAGE), Err(vm::fault::FaultError::NoEntry), "64 pages down: past RLIMIT_AS");
+        assert!(fault(low - 8 * PAGE).is_ok(), "8 pages down: within it");
         assert!(space.map.lock().size() <= size + 16 * PAGE);
     })
     .unwrap();

@@ -511,6 +511,7 @@ pub fn mlockall(flags: u64) -> i64 {
     }
     if flags & MCL_FUTURE != 0 {
         p.lock_future.store(true, Ordering::SeqCst);
+        p.update_map_limits();
     }
     if flags & MCL_CURRENT != 0 {
         // Only what can be wired: inaccessible ranges (guard pages) stay out.
@@ -530,6 +531,7 @@ pub fn mlockall(flags: u64) -> i64 {
 pub fn munlockall() -> i64 {
     let Some(p) = proc::current() else { return -EINVAL };
     p.lock_future.store(false, Ordering::SeqCst);
+    p.update_map_limits();
     if let Some(space) = p.space() {
         unlock_range(&space, 0, TASK_SIZE);
     }

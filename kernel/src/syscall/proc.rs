@@ -482,6 +482,9 @@ pub fn prlimit64(pid: u64, resource: u64, new: u64, old: u64) -> i64 {
         }
         was
     };
+    if new.is_some() {
+        target.update_map_limits();
+    }
     if old != 0 {
         let mut b = [0u8; 16];
         b[..8].copy_from_slice(&was.cur.to_le_bytes());

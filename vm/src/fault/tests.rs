@@ -13,7 +13,7 @@ use crate::sync::Mutex;
 use super::*;
 use crate::failpoint::{Action, FailPoint};
 use crate::invariants;
-use crate::map::{Inherit, MapError, VmMap};
+use crate::map::{Growth, Inherit, MapError, MapLimits, VmMap};
 use crate::object::tests::make_resident;
 use crate::object::{ObjectKind, Pager, VmEnv};
 use crate::page::Queue;
@@ -650,6 +650,94 @@ fn a_busy_page_is_slept_on_with_nothing_held() {
         t.clean();
         file.deallocate();
         drop(map);
+    }
+    t.done();
+}
+
+/// A stack (`VmMap::map_stack`) grows down on faults below it: by the
+/// step at a time, or to the faulting page when that is further; never
+/// past its limit, where a fault within a step of the floor is told apart
+/// as an overflow; its data stays where it was written.
+#[test]
+fn a_stack_grows_down_within_its_limit() {
+    let t = setup();
+    {
+        let (map, pmap) = t.map();
+        let top = 1 << 40;
+        map.lock().set_limits(MapLimits { stack: 64 * P, step: 8 * P, lowest: P, ..MapLimits::UNLIMITED });
+        let start = map.lock().map_stack(top, 4 * P).unwrap();
+        assert_eq!((start, map.lock().stack_bottom()), (top - 4 * P, Some(top - 4 * P)));
+        t.write(&map, &pmap, top - 8, 1).unwrap();
+        t.write(&map, &pmap, start - 8, 2).unwrap();
+        assert_eq!(map.lock().stack_bottom(), Some(start - 8 * P), "a step at a time");
+        t.write(&map, &pmap, top - 60 * P, 3).unwrap();
+        assert_eq!(map.lock().stack_bottom(), Some(top - 60 * P), "to the page when that is further");
+        t.write(&map, &pmap, top - 64 * P, 4).unwrap();
+        assert_eq!(map.lock().stack_bottom(), Some(top - 64 * P), "down to the limit");
+        assert_eq!(map.lock().grow_stack(top - 65 * P), Growth::Overflow { limit: 64 * P });
+        assert_eq!(fault(&map, top - 65 * P, Prot::WRITE, false), Err(FaultError::StackOverflow { limit: 64 * P }));
+        assert_eq!(map.lock().grow_stack(top - 100 * P), Growth::NotStack, "far below: not the stack's");
+        assert_eq!(map.lock().grow_stack(1 << 41), Growth::NotStack, "above it");
+        for (va, v) in [(top - 8, 1), (start - 8, 2), (top - 60 * P, 3), (top - 64 * P, 4)] {
+            assert_eq!(t.read(&map, &pmap, va).unwrap(), v);
+        }
+        t.clean();
+    }
+    t.done();
+}
+
+/// A stack stops at an entry mapped below it, and at the map's size
+/// limit: by a page when the step is too much, not at all when the page
+/// is. A forked child's stack grows on its own.
+#[test]
+fn a_stack_stops_at_what_is_below_and_at_the_size_limit() {
+    let t = setup();
+    {
+        let (map, pmap) = t.map();
+        let top = 1 << 40;
+        map.lock().set_limits(MapLimits { step: 8 * P, ..MapLimits::UNLIMITED });
+        map.lock().map_stack(top, 4 * P).unwrap();
+        map.lock().map(Some(top - 20 * P), 2 * P, Prot::RW, Prot::ALL, Inherit::Copy, None, false).unwrap();
+        t.write(&map, &pmap, top - 6 * P, 1).unwrap();
+        assert_eq!(map.lock().stack_bottom(), Some(top - 12 * P));
+        t.write(&map, &pmap, top - 17 * P, 2).unwrap();
+        assert_eq!(map.lock().stack_bottom(), Some(top - 18 * P), "up to the entry below, not into it");
+        assert_eq!(map.lock().grow_stack(top - 25 * P), Growth::NotStack, "below that entry: not the stack's");
+
+        let cpmap = t.machine.new_pmap();
+        let child = Mutex::new(map.lock().fork(cpmap.clone()).unwrap());
+        drop(map);
+        child.lock().unmap(top - 20 * P, top - 18 * P).unwrap();
+        let size = child.lock().size();
+        child.lock().set_limits(MapLimits { step: 8 * P, size: size + P, ..MapLimits::UNLIMITED });
+        t.write(&child, &cpmap, top - 19 * P, 3).unwrap();
+        assert_eq!(child.lock().stack_bottom(), Some(top - 19 * P), "one page: the step is past the size limit");
+        assert_eq!(child.lock().grow_stack(top - 20 * P), Growth::Refused, "the page is past it too");
+        assert_eq!(t.read(&child, &cpmap, top - 6 * P).unwrap(), 1, "the child has the parent's stack");
+        t.clean();
+    }
+    t.done();
+}
+
+/// With new memory wired as it is mapped (`mlockall(MCL_FUTURE)`), the
+/// stack's growth is wired, and stops at the wired limit.
+#[test]
+fn a_stack_grown_under_wire_future_is_wired() {
+    let t = setup();
+    {
+        let (map, pmap) = t.map();
+        let top = 1 << 40;
+        map.lock().set_limits(MapLimits { step: 4 * P, wire_future: Some(6 * P), ..MapLimits::UNLIMITED });
+        map.lock().map_stack(top, 2 * P).unwrap();
+        t.write(&map, &pmap, top - 3 * P, 1).unwrap();
+        assert_eq!(map.lock().stack_bottom(), Some(top - 6 * P));
+        assert_eq!(map.lock().wired_size(), 4 * P, "the new part is wired");
+        assert!(pmap.len() >= 4, "and mapped");
+        assert_eq!(map.lock().grow_stack(top - 9 * P), Growth::Refused, "past the wired limit");
+        let wired = map.lock().wired_size();
+        map.lock().unwire(top - 6 * P, top - 2 * P).unwrap();
+        assert_eq!(map.lock().wired_size(), wired - 4 * P);
+        t.clean();
     }
     t.done();
 }
