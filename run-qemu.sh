@@ -168,6 +168,8 @@ ensure_ovmf() {
 ensure_musl() {
     command -v musl-gcc >/dev/null || apt_install musl-tools
     command -v musl-gcc >/dev/null || die "musl-gcc still missing after installing musl-tools"
+    # Some test programs are built against glibc too (static): gcc and libc.a.
+    command -v gcc >/dev/null && [ -f "$(gcc -print-file-name=libc.a)" ] || apt_install gcc libc6-dev
 }
 
 ensure_gdb() {

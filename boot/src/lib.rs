@@ -160,8 +160,13 @@ pub fn fnv1a(bytes: impl Iterator<Item = u8>) -> u64 {
     bytes.fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3))
 }
 
+/// Programs of `user/` also built against glibc, as `/bin/<name>.glibc`:
+/// glibc makes its system calls its own way (`fork` is a `clone`, say).
+const BUILT_WITH_GLIBC_TOO: &[&str] = &["clone", "fork"];
+
 /// Makes the root filesystem image: `rootfs/` plus `user/*.c` built into
-/// `/bin`, by `mke2fs -t ext2 -b 4096 -d`.
+/// `/bin` (with musl, and some with glibc too), by `mke2fs -t ext2 -b 4096
+/// -d`.
 pub fn build_rootfs(images: &Images) -> Result<()> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let staging = images.fs.with_extension("staging");
@@ -190,6 +195,17 @@ pub fn build_rootfs(images: &Images) -> Result<()> {
             .context("cannot run musl-gcc: install the Debian package musl-tools (./run-qemu.sh does)")?;
         if !status.success() {
             bail!("musl-gcc failed on {}", path.display());
+        }
+        if BUILT_WITH_GLIBC_TOO.contains(&name) {
+            let status = Command::new("gcc")
+                .args(["-static", "-O2", "-o"])
+                .arg(bin.join(format!("{name}.glibc")))
+                .arg(&path)
+                .status()
+                .context("cannot run gcc: install the Debian packages gcc and libc6-dev (./run-qemu.sh does)")?;
+            if !status.success() {
+                bail!("gcc -static failed on {}", path.display());
+            }
         }
     }
     let _ = fs::remove_file(&images.fs);

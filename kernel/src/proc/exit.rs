@@ -7,7 +7,7 @@ use alloc::sync::Arc;
 use core::sync::atomic::Ordering;
 use x86_64::instructions::interrupts::without_interrupts;
 
-use super::signal::{deliverable, signal_pending, signal_pending_in};
+use super::signal::{SIGCHLD, deliverable, signal_pending, signal_pending_in};
 use super::{EXITING, INIT, PENDING_ANY, PROCESSES, Process, Status, current, current_pid};
 
 /// Why `wait4` returned without a child.
@@ -19,12 +19,32 @@ pub enum WaitError {
     Interrupted,
 }
 
-/// `wait4(pid, …)`: waits for a child (any if `pid` is -1) to end, removes
-/// it, and returns its pid and status; with `nohang`, `Ok(None)` if none has
-/// ended yet.
-pub fn wait_child(pid: i64, nohang: bool) -> Result<Option<(u64, Status)>, WaitError> {
+/// Which children a wait is for, by the signal they send their parent at
+/// exit (Linux's `__WALL` and `__WCLONE`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WaitKind {
+    /// Those that send SIGCHLD (a plain wait).
+    Normal,
+    /// Those that send another signal or none (`__WCLONE`).
+    Clone,
+    /// Every child (`__WALL`).
+    All,
+}
+
+/// `wait4(pid, …)`: waits for a child of `kind` (any if `pid` is -1) to
+/// end, removes it, and returns its pid and status; with `nohang`,
+/// `Ok(None)` if none has ended yet.
+pub fn wait_child(pid: i64, nohang: bool, kind: WaitKind) -> Result<Option<(u64, Status)>, WaitError> {
     let me = current().ok_or(WaitError::NoChild)?;
-    let matches = |c: &Arc<Process>| pid == -1 || c.pid as i64 == pid;
+    let matches = |c: &Arc<Process>| {
+        let clone_child = c.exit_signal.load(Ordering::SeqCst) != SIGCHLD;
+        let kind_matches = match kind {
+            WaitKind::All => true,
+            WaitKind::Clone => clone_child,
+            WaitKind::Normal => !clone_child,
+        };
+        (pid == -1 || c.pid as i64 == pid) && kind_matches
+    };
     loop {
         {
             let mut children = me.children.lock();

@@ -11,10 +11,31 @@ use super::exit::resume_user;
 use super::limits::{RLIMIT_NPROC, Slot, max_processes, process_count};
 use super::{Process, SpawnError, current};
 
+/// What a `clone` of the fork kind asks beyond a plain fork.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ForkArgs {
+    /// The child's stack pointer (`clone`'s new stack).
+    pub stack: Option<u64>,
+    /// The child's FS base (`CLONE_SETTLS`).
+    pub tls: Option<u64>,
+    /// Where the child writes its thread id, in its own memory, before it
+    /// returns to user mode (`CLONE_CHILD_SETTID`).
+    pub set_child_tid: Option<u64>,
+    /// The signal the parent gets at the child's exit, if not SIGCHLD (a
+    /// "clone" child to `wait4`).
+    pub exit_signal: Option<u8>,
+}
+
 /// `fork`: a child with a copy-on-write copy of the address space, which
 /// returns to user mode where the parent made the call, with 0 in RAX.
 /// Returns the child's pid to the parent.
 pub fn fork(tf: &crate::arch::trapframe::TrapFrame) -> Result<u64, SpawnError> {
+    fork_with(tf, ForkArgs::default()).map(|(pid, _)| pid)
+}
+
+/// `fork` with what `clone` adds ([`ForkArgs`]); returns the child's pid
+/// and thread id.
+pub fn fork_with(tf: &crate::arch::trapframe::TrapFrame, args: ForkArgs) -> Result<(u64, u64), SpawnError> {
     let parent = current().ok_or(SpawnError::NoMemory)?;
     // RLIMIT_NPROC: every process counts, ended ones not yet waited for
     // too (there is one user, root), as Linux counts a user's.
@@ -44,22 +65,33 @@ pub fn fork(tf: &crate::arch::trapframe::TrapFrame) -> Result<u64, SpawnError> {
     *child.space.lock() = Some(space);
     *child.brk.lock() = *parent.brk.lock();
     child.blocked.store(parent.blocked.load(Ordering::SeqCst), Ordering::SeqCst);
+    if let Some(sig) = args.exit_signal {
+        child.exit_signal.store(sig, Ordering::SeqCst);
+    }
     *child.actions.lock() = *parent.actions.lock();
     let mut frame = tf.clone();
     frame.rax = 0;
-    let fs = x86_64::registers::model_specific::FsBase::read().as_u64();
+    if let Some(sp) = args.stack {
+        frame.rsp = sp;
+    }
+    let fs = args.tls.unwrap_or_else(|| x86_64::registers::model_specific::FsBase::read().as_u64());
     let c = child.clone();
     start_thread("user", &child, move || {
         become_process(c);
         sched::set_fs_base(fs);
+        if let Some(at) = args.set_child_tid {
+            // As Linux: a bad address is not the child's concern here
+            // (its first access there faults as any other would).
+            let _ = crate::syscall::uaccess::copy_to_user(at, &(sched::current() as u32).to_le_bytes());
+        }
         // SAFETY: `frame` is a user-mode frame (the parent's system call),
         // kept in this closure's frame, which is never returned to.
         unsafe { resume_user(&frame) }
     })?;
-    let pid = child.pid;
+    let (pid, tid) = (child.pid, child.tid());
     // Room was reserved above.
     parent.children.lock().push(child);
-    Ok(pid)
+    Ok((pid, tid))
 }
 
 /// Heap a fork leaves free at least: a kernel stack and a margin for the

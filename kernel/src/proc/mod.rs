@@ -51,7 +51,7 @@ use alloc::collections::BTreeMap;
 use alloc::string::String;
 use alloc::sync::{Arc, Weak};
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 
 use spin::Mutex;
 use vm::map::Inherit;
@@ -121,6 +121,10 @@ pub struct Process {
     children: Mutex<Vec<Arc<Process>>>,
     /// Signals sent and not yet acted on, bit n for signal n. (A)
     pending: AtomicU64,
+    /// The signal the parent is sent at the process's exit: SIGCHLD, or
+    /// what `clone` asked (0: none). `wait4` tells the two kinds apart
+    /// (`__WCLONE`, `__WALL`). (A)
+    pub exit_signal: AtomicU8,
     /// The signal mask (`rt_sigprocmask`), same layout. (A)
     pub blocked: AtomicU64,
     /// Signal actions, index n - 1 for signal n. (R)
@@ -216,6 +220,7 @@ impl Process {
             lock_future: AtomicBool::new(false),
             children: Mutex::new(Vec::new()),
             pending: AtomicU64::new(0),
+            exit_signal: AtomicU8::new(SIGCHLD),
             blocked: AtomicU64::new(0),
             actions: Mutex::new([SigAction::default(); NSIG as usize]),
             files: Mutex::new(files),
@@ -225,6 +230,11 @@ impl Process {
             }),
             _slot: slot,
         }
+    }
+
+    /// The id of the process's thread.
+    pub fn tid(&self) -> u64 {
+        self.tid.load(Ordering::SeqCst)
     }
 
     /// The soft limit of resource `r` (an `RLIMIT_*`).

@@ -182,6 +182,23 @@ fn musl_fork_and_wait() {
     assert_eq!(run_bin("fork", &[]), Status::Exited(0));
 }
 
+/// The same program built against glibc, whose `fork` is a `clone` with
+/// `CLONE_CHILD_SETTID|CLONE_CHILD_CLEARTID|SIGCHLD`.
+#[ktest(timeout = 60)]
+fn glibc_fork_and_wait() {
+    assert_eq!(run_bin("fork.glibc", &[]), Status::Exited(0));
+}
+
+/// `clone` of the fork kind with each flag the C libraries pass (the
+/// child's and the parent's copies of the id, a TLS, a new stack, no exit
+/// signal), and EINVAL for what Linux refuses: user/clone.c, built with
+/// musl and with glibc.
+#[ktest(timeout = 60)]
+fn clone_of_the_fork_kind() {
+    assert_eq!(run_bin("clone", &[]), Status::Exited(0));
+    assert_eq!(run_bin("clone.glibc", &[]), Status::Exited(0));
+}
+
 /// Malformed ELF files execve'd from /tmp fail with ENOEXEC and the
 /// caller goes on; a path with byte 0xff runs that file:
 /// user/execprobe.c (passes on Linux).

@@ -39,8 +39,6 @@ const MSR_STAR: u32 = 0xC000_0081;
 const MSR_LSTAR: u32 = 0xC000_0082;
 const MSR_FMASK: u32 = 0xC000_0084;
 
-const SIGCHLD: u64 = 17;
-
 /// Enables `syscall`/`sysret` and points them at the entry.
 pub fn init() {
     // SAFETY: EFER.SCE, STAR, LSTAR and FMASK exist on every x86_64 CPU; the
@@ -247,9 +245,8 @@ extern "C" fn syscall_dispatch(tf: &mut TrapFrame) {
         SYS_GETRLIMIT => sys::getrlimit(a0, a1),
         SYS_SETRLIMIT => sys::setrlimit(a0, a1),
         SYS_PRLIMIT64 => sys::prlimit64(a0, a1, a2, a3),
-        // fork, and clone as musl's fork issues it (SIGCHLD, no new stack).
         SYS_FORK => sys_fork(tf),
-        SYS_CLONE if a0 == SIGCHLD && a1 == 0 => sys_fork(tf),
+        SYS_CLONE => sys::clone(tf, a0, a1, a2, a3, a4),
         SYS_EXECVE => sys::execve(tf, a0, a1, a2),
         SYS_WAIT4 => sys::wait4(a0 as i32 as i64, a1, a2, a3),
         SYS_EXIT | SYS_EXIT_GROUP => crate::proc::exit_current(crate::proc::Status::Exited(a0 as i32)),

@@ -14,6 +14,82 @@ use crate::syscall::uaccess::{copy_from_user, copy_string, copy_to_user};
 
 const NS: u64 = 1_000_000_000;
 
+/// `clone`'s flags (Linux's `CLONE_*`; the low byte is the signal the
+/// parent gets at the child's exit).
+mod clone {
+    pub const CSIGNAL: u64 = 0xff;
+    pub const VM: u64 = 0x100;
+    pub const FS: u64 = 0x200;
+    pub const SIGHAND: u64 = 0x800;
+    pub const PIDFD: u64 = 0x1000;
+    pub const PTRACE: u64 = 0x2000;
+    pub const THREAD: u64 = 0x1_0000;
+    pub const NEWNS: u64 = 0x2_0000;
+    pub const SYSVSEM: u64 = 0x4_0000;
+    pub const SETTLS: u64 = 0x8_0000;
+    pub const PARENT_SETTID: u64 = 0x10_0000;
+    pub const CHILD_CLEARTID: u64 = 0x20_0000;
+    pub const DETACHED: u64 = 0x40_0000;
+    pub const UNTRACED: u64 = 0x80_0000;
+    pub const CHILD_SETTID: u64 = 0x100_0000;
+    pub const NEWUSER: u64 = 0x1000_0000;
+    pub const NEWPID: u64 = 0x2000_0000;
+    pub const IO: u64 = 0x8000_0000;
+    /// What a fork-like clone may ask today: the rest (a shared address
+    /// space, files or handlers, threads, vfork, pidfds, namespaces) is
+    /// ENOSYS until the kernel has them. DETACHED, UNTRACED, PTRACE and IO
+    /// mean nothing here (no tracers, one I/O context), SYSVSEM nothing
+    /// without System V semaphores; CHILD_CLEARTID clears the word only
+    /// when the address space is shared, as Linux does, so a fork's is
+    /// accepted and has no effect.
+    pub const SUPPORTED: u64 =
+        CSIGNAL | SETTLS | PARENT_SETTID | CHILD_SETTID | CHILD_CLEARTID | DETACHED | UNTRACED | PTRACE | IO | SYSVSEM;
+}
+
+/// `clone(flags, stack, parent_tid, child_tid, tls)` (x86_64's argument
+/// order). The fork kinds glibc and musl use (`SIGCHLD` with
+/// `CLONE_CHILD_SETTID|CLONE_CHILD_CLEARTID`, a new stack, a TLS, the
+/// parent's copy of the child's id) make a child as `fork` does; the
+/// combinations Linux refuses are EINVAL, as there.
+pub fn clone(tf: &TrapFrame, flags: u64, stack: u64, parent_tid: u64, child_tid: u64, tls: u64) -> i64 {
+    let has = |f: u64| flags & f != 0;
+    // Linux's checks, in its order (kernel_clone, copy_process).
+    if has(clone::PIDFD) && has(clone::PARENT_SETTID) {
+        return -EINVAL; // both would write through `parent_tid`
+    }
+    if (has(clone::NEWNS) || has(clone::NEWUSER)) && has(clone::FS)
+        || has(clone::THREAD) && !has(clone::SIGHAND)
+        || has(clone::SIGHAND) && !has(clone::VM)
+        || has(clone::THREAD) && has(clone::NEWUSER | clone::NEWPID)
+        || has(clone::PIDFD) && has(clone::DETACHED | clone::THREAD)
+    {
+        return -EINVAL;
+    }
+    if flags & !clone::SUPPORTED & 0xffff_ffff != 0 {
+        let missing = flags & !clone::SUPPORTED & 0xffff_ffff;
+        log::warn!("pid {}: clone flags {missing:#x} are not implemented (ENOSYS)", proc::current_pid());
+        return -ENOSYS;
+    }
+    let signal = (flags & clone::CSIGNAL) as u8;
+    let args = proc::ForkArgs {
+        stack: (stack != 0).then_some(stack),
+        tls: has(clone::SETTLS).then_some(tls),
+        set_child_tid: has(clone::CHILD_SETTID).then_some(child_tid),
+        exit_signal: (signal != proc::SIGCHLD).then_some(signal),
+    };
+    match proc::fork_with(tf, args) {
+        Ok((pid, tid)) => {
+            if has(clone::PARENT_SETTID) {
+                // As Linux, a bad address does not undo the clone.
+                let _ = copy_to_user(parent_tid, &(tid as u32).to_le_bytes());
+            }
+            pid as i64
+        }
+        Err(proc::SpawnError::NoMemory) => -ENOMEM,
+        Err(_) => -EAGAIN,
+    }
+}
+
 fn ret(r: Result<i64, i64>) -> i64 {
     r.unwrap_or_else(|e| -e)
 }
@@ -99,13 +175,23 @@ pub fn wait4(pid: i64, wstatus: u64, options: u64, rusage: u64) -> i64 {
     const WNOHANG: u64 = 1;
     const WUNTRACED: u64 = 2;
     const WCONTINUED: u64 = 8;
-    if pid < -1 || pid == 0 || options & !(WNOHANG | WUNTRACED | WCONTINUED) != 0 {
+    const WNOTHREAD: u64 = 0x2000_0000;
+    const WALL: u64 = 0x4000_0000;
+    const WCLONE: u64 = 0x8000_0000;
+    if pid < -1 || pid == 0 || options & !(WNOHANG | WUNTRACED | WCONTINUED | WNOTHREAD | WALL | WCLONE) != 0 {
         // Process groups do not exist yet: pid 0 and below -1 name none.
         return if pid == 0 || pid < -1 { -ECHILD } else { -EINVAL };
     }
     // (System calls run with interrupts on: the copies below may fault
     // and page in from disk.)
-    let r = proc::wait_child(pid, options & WNOHANG != 0);
+    let kind = if options & WALL != 0 {
+        proc::WaitKind::All
+    } else if options & WCLONE != 0 {
+        proc::WaitKind::Clone
+    } else {
+        proc::WaitKind::Normal
+    };
+    let r = proc::wait_child(pid, options & WNOHANG != 0, kind);
     match r {
         Err(proc::WaitError::NoChild) => -ECHILD,
         Err(proc::WaitError::Interrupted) => -EINTR,
