@@ -52,7 +52,7 @@ fn dispatch_other(tf: &mut TrapFrame) {
             // switched out here.
             crate::kern::sched::preempt();
             if tf.cs & 3 == 3 {
-                crate::proc::check_signals();
+                crate::proc::check_signals(tf);
             }
         }
         VEC_DEVICE => {
@@ -127,7 +127,7 @@ fn page_fault_unresolved(tf: &mut TrapFrame, cr2: u64, e: Option<vm::fault::Faul
             if crate::proc::signal_pending() {
                 // Killed while it waited (the daemon's choice, said
                 // already): the pending signal ends it.
-                crate::proc::check_signals();
+                crate::proc::check_signals(tf);
             }
             crate::mm::pageout::report_shortage();
             crate::proc::kill_current(crate::proc::SIGKILL, format_args!("out of memory"), cr2, tf.rip)
@@ -140,16 +140,12 @@ fn page_fault_unresolved(tf: &mut TrapFrame, cr2: u64, e: Option<vm::fault::Faul
             } else {
                 "read"
             };
-            // Static text only: kill_current never returns, so an owned
-            // message alive in this frame would never be freed.
+            // Static text only: a kill never returns, so an owned message
+            // alive in this frame would never be freed.
             if let Some(vm::fault::FaultError::StackOverflow { limit }) = e {
                 let kib = limit >> 10;
-                crate::proc::kill_current(
-                    crate::proc::SIGSEGV,
-                    format_args!("{access}: stack overflow, past the {kib} KiB stack limit"),
-                    cr2,
-                    tf.rip,
-                )
+                let what = format_args!("{access}: stack overflow, past the {kib} KiB stack limit");
+                return crate::proc::fault_signal(tf, crate::proc::SIGSEGV, crate::proc::SEGV_MAPERR, cr2, what);
             }
             let what = match e {
                 Some(vm::fault::FaultError::Protection) => " not allowed (protection)",
@@ -157,11 +153,13 @@ fn page_fault_unresolved(tf: &mut TrapFrame, cr2: u64, e: Option<vm::fault::Faul
                 Some(vm::fault::FaultError::Bad) => " beyond the end of the object",
                 _ => " of an unmapped address",
             };
-            let signal = match e {
-                Some(vm::fault::FaultError::Io | vm::fault::FaultError::Bad) => crate::proc::SIGBUS,
-                _ => crate::proc::SIGSEGV,
+            let (signal, code) = match e {
+                Some(vm::fault::FaultError::Io) => (crate::proc::SIGBUS, crate::proc::BUS_OBJERR),
+                Some(vm::fault::FaultError::Bad) => (crate::proc::SIGBUS, crate::proc::BUS_ADRERR),
+                Some(vm::fault::FaultError::Protection) => (crate::proc::SIGSEGV, crate::proc::SEGV_ACCERR),
+                _ => (crate::proc::SIGSEGV, crate::proc::SEGV_MAPERR),
             };
-            crate::proc::kill_current(signal, format_args!("{access}{what}"), cr2, tf.rip)
+            crate::proc::fault_signal(tf, signal, code, cr2, format_args!("{access}{what}"))
         }
         _ if crate::syscall::uaccess::recover_user_copy(tf) => {}
         Some(e) => {

@@ -229,7 +229,9 @@ pub fn exec(tf: &mut crate::arch::trapframe::TrapFrame, name: &str, exec: Exec) 
         files.iter_mut().filter(|s| s.as_ref().is_some_and(|(_, cloexec)| *cloexec)).filter_map(|s| s.take()).collect()
     };
     drop(closing);
-    // Handlers do not survive an exec; ignored signals stay ignored.
+    // Handlers do not survive an exec, nor does the alternate stack;
+    // ignored signals stay ignored.
+    *me.altstack.lock() = crate::proc::AltStack::default();
     for a in me.actions.lock().iter_mut() {
         if a.handler != SIG_IGN {
             *a = SigAction::default();

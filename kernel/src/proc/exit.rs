@@ -7,7 +7,7 @@ use alloc::sync::Arc;
 use core::sync::atomic::Ordering;
 use x86_64::instructions::interrupts::without_interrupts;
 
-use super::signal::{SIGCHLD, deliverable, signal_pending, signal_pending_in};
+use super::signal::{SIGCHLD, signal_pending, signal_pending_in};
 use super::{EXITING, INIT, PENDING_ANY, PROCESSES, Process, Status, current, current_pid};
 
 /// Why `wait4` returned without a child.
@@ -192,23 +192,4 @@ pub(super) fn report_kill(signal: u8, what: core::fmt::Arguments<'_>, addr: u64,
         }
         None => crate::kprintln!("pid {pid} (): killed by signal {signal}: {what} at {addr:#x}, rip {rip:#x}"),
     }
-}
-
-/// Acts on the current process's pending signals: called on the way back to
-/// user mode. Every signal acted on terminates.
-pub fn check_signals() {
-    if PENDING_ANY.load(Ordering::Relaxed) == 0 {
-        return;
-    }
-    let Some(p) = current() else { return };
-    let bits = deliverable(&p);
-    if bits == 0 {
-        return;
-    }
-    let sig = bits.trailing_zeros() as u8 + 1;
-    drop(p);
-    // The parent learns it from wait4; the console only in the kernel's log
-    // (a fault's kill, above, is reported on the console as a crash).
-    log::info!("pid {}: killed by signal {sig}", current_pid());
-    exit_current(Status::Signaled(sig))
 }

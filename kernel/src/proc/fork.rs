@@ -69,6 +69,7 @@ pub fn fork_with(tf: &crate::arch::trapframe::TrapFrame, args: ForkArgs) -> Resu
         child.exit_signal.store(sig, Ordering::SeqCst);
     }
     *child.actions.lock() = *parent.actions.lock();
+    *child.altstack.lock() = *parent.altstack.lock();
     let mut frame = tf.clone();
     frame.rax = 0;
     if let Some(sp) = args.stack {

@@ -5,16 +5,21 @@
 //! through the ordinary fault path), and enters user mode with `iretq`. It
 //! comes back only through a system call, an interrupt or an exception:
 //! `exit` ends it with a status; a fault the VM cannot resolve, or any other
-//! exception in user mode, kills it with a signal, printed on the console.
-//! Either way it frees its memory at once, and its parent (or init, if the
-//! parent is gone) collects the status with `wait4`, Linux-style.
+//! exception in user mode, kills it with a signal, printed on the console
+//! (unless it has a handler for a fault's SIGSEGV or SIGBUS, which then runs
+//! with the fault's `si_addr` and `si_code`). Either way it frees its memory
+//! at once, and its parent (or init, if the parent is gone) collects the
+//! status with `wait4`, Linux-style.
 //!
-//! Signals have their default actions only (there is no handler delivery
-//! yet): a signal that terminates is left pending and acted on when the
-//! process next leaves the kernel (the end of a system call, or an interrupt
-//! that came from user mode); sleeps in system calls end early with EINTR
-//! so that happens promptly. Ignored signals, and those with an ignoring
-//! default (SIGCHLD, SIGCONT, SIGURG, SIGWINCH), are dropped.
+//! A signal is left pending and acted on when the process next leaves the
+//! kernel (the end of a system call, or an interrupt or fault that came from
+//! user mode): its handler runs on a Linux frame (`sigframe.rs`, with
+//! `SA_ONSTACK` and `sigaltstack`, `SA_NODEFER`, `SA_RESETHAND`, the
+//! action's mask) and `rt_sigreturn` comes back, or its default action ends
+//! the process. Sleeps in system calls end early with EINTR so that happens
+//! promptly (no system call is restarted yet, `SA_RESTART` or not). Ignored
+//! signals, and those with an ignoring default (SIGCHLD, SIGCONT, SIGURG,
+//! SIGWINCH), are dropped.
 //!
 //! The user stack starts at [`STACK_INITIAL`] bytes below [`STACK_TOP`] and
 //! grows on fault, down to the process's `RLIMIT_STACK`; a fault beyond that
@@ -30,6 +35,7 @@
 //! root, but unlike Linux's root the limits hold for it too: they are what
 //! keeps one program from taking the kernel's heap.
 
+mod deliver;
 pub mod elf;
 mod exec;
 mod exit;
@@ -38,13 +44,16 @@ pub mod image;
 mod layout;
 mod limits;
 pub mod programs;
+mod sigframe;
 mod signal;
 
+pub use deliver::*;
 pub use exec::*;
 pub use exit::*;
 pub use fork::*;
 pub use layout::*;
 pub use limits::*;
+pub use sigframe::{AltStack, BUS_ADRERR, BUS_OBJERR, SEGV_ACCERR, SEGV_MAPERR, SS_DISABLE, SS_ONSTACK};
 pub use signal::*;
 
 use alloc::collections::BTreeMap;
@@ -129,6 +138,8 @@ pub struct Process {
     pub blocked: AtomicU64,
     /// Signal actions, index n - 1 for signal n. (R)
     pub actions: Mutex<[SigAction; NSIG as usize]>,
+    /// The alternate signal stack (`sigaltstack`). (R)
+    pub altstack: Mutex<sigframe::AltStack>,
     /// Open files by descriptor, with the close-on-exec flag. (R)
     pub files: Mutex<FileTable>,
     /// Resource limits by `RLIMIT_*` number. (R)
@@ -223,6 +234,7 @@ impl Process {
             exit_signal: AtomicU8::new(SIGCHLD),
             blocked: AtomicU64::new(0),
             actions: Mutex::new([SigAction::default(); NSIG as usize]),
+            altstack: Mutex::new(AltStack::default()),
             files: Mutex::new(files),
             limits: Mutex::new(match parent {
                 Some(p) => *p.limits.lock(),

@@ -1,11 +1,12 @@
-//! Signals, with their default actions only: sending, what is pending and
-//! deliverable, acting on it on the way back to user mode, and the
-//! out-of-memory kill.
+//! Signals: sending, what is pending and deliverable, acting on it on the
+//! way back to user mode (a handler's frame is `sigframe.rs`), faults as
+//! signals, and the out-of-memory kill.
 
 use crate::kern::sched;
 use alloc::sync::Arc;
 use core::sync::atomic::Ordering;
 
+pub use super::sigframe::SigAction;
 use super::{INIT, PENDING_ANY, Process, all, current};
 
 pub const SIGILL: u8 = 4;
@@ -24,25 +25,19 @@ pub const SIGWINCH: u8 = 28;
 /// Signals are 1..=NSIG.
 pub const NSIG: u8 = 64;
 
-/// `SIG_IGN` as a handler value (`SIG_DFL` is 0).
+/// `SIG_DFL` and `SIG_IGN` as handler values.
+pub const SIG_DFL: u64 = 0;
 pub const SIG_IGN: u64 = 1;
-
-/// A `struct sigaction` as the kernel sees it (`rt_sigaction`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SigAction {
-    pub handler: u64,
-    pub flags: u64,
-    pub restorer: u64,
-    pub mask: u64,
-}
 
 // ---- signals ---------------------------------------------------------------
 
-/// What a signal does to a process that has not asked otherwise.
+/// What a signal does to a process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Disposition {
     Ignore,
     Terminate,
+    /// Its handler runs.
+    Handle,
 }
 
 pub(super) fn disposition(p: &Process, sig: u8) -> Disposition {
@@ -53,6 +48,9 @@ pub(super) fn disposition(p: &Process, sig: u8) -> Disposition {
     if handler == SIG_IGN {
         return Disposition::Ignore;
     }
+    if handler != SIG_DFL && sig != SIGSTOP {
+        return Disposition::Handle;
+    }
     match sig {
         SIGCHLD | SIGCONT | SIGURG | SIGWINCH => Disposition::Ignore,
         // No job control: stopping is not supported, so the stop signals are
@@ -61,15 +59,15 @@ pub(super) fn disposition(p: &Process, sig: u8) -> Disposition {
             log::warn!("pid {}: stop signal {sig} dropped: no job control", p.pid);
             Disposition::Ignore
         }
-        // A handler cannot run until signal delivery exists: the default
-        // action applies.
+        // No core dumps: the default action of every other signal ends
+        // the process.
         _ => Disposition::Terminate,
     }
 }
 
 /// True if `p` is init. A program's signals to init are dropped unless init
 /// has a handler for them (Linux's SIGNAL_UNKILLABLE): init ends only by
-/// itself. With no handler delivery yet, that is all of them.
+/// itself.
 pub fn is_init(p: &Arc<Process>) -> bool {
     INIT.lock().upgrade().is_some_and(|i| Arc::ptr_eq(&i, p))
 }
@@ -91,6 +89,17 @@ impl Process {
         self.pending.load(Ordering::SeqCst)
     }
 }
+
+/// Takes signal `sig` off `p`'s pending set.
+pub(super) fn take_pending(p: &Process, sig: u8) {
+    let bit = 1u64 << (sig - 1);
+    if p.pending.fetch_and(!bit, Ordering::SeqCst) == bit {
+        PENDING_ANY.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// SIGKILL and SIGSTOP, which no mask blocks.
+pub const UNBLOCKABLE: u64 = (1 << (SIGKILL - 1)) | (1 << (SIGSTOP - 1));
 
 pub(super) fn deliverable(p: &Process) -> u64 {
     let kill = 1u64 << (SIGKILL - 1);

@@ -189,6 +189,18 @@ fn glibc_fork_and_wait() {
     assert_eq!(run_bin("fork.glibc", &[]), Status::Exited(0));
 }
 
+/// Signal handlers: siginfo, a write barrier over 1,000 pages (a SIGSEGV
+/// handler that mprotects and returns), siglongjmp out of a handler,
+/// SIGBUS past the end of a file, a stack overflow caught on the
+/// alternate stack, SSE state kept across a handler, masks and
+/// SA_NODEFER, SA_RESETHAND, and the kills for frames that cannot be
+/// written or read back: user/signals.c, built with musl and with glibc.
+#[ktest(timeout = 120)]
+fn signal_handlers() {
+    assert_eq!(run_bin("signals", &["/tmp"]), Status::Exited(0));
+    assert_eq!(run_bin("signals.glibc", &["/tmp"]), Status::Exited(0));
+}
+
 /// `clone` of the fork kind with each flag the C libraries pass (the
 /// child's and the parent's copies of the id, a TLS, a new stack, no exit
 /// signal), and EINVAL for what Linux refuses: user/clone.c, built with

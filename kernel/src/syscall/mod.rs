@@ -24,7 +24,7 @@ pub mod proc;
 pub mod uaccess;
 
 use core::arch::naked_asm;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use x86_64::registers::model_specific::{Efer, EferFlags, Msr};
 
@@ -34,6 +34,12 @@ use crate::syscall::errno::{EINVAL, ENOSYS, ENOTTY, EPERM, ESRCH};
 
 /// The user's RSP, saved by the entry before it switches stacks.
 static USER_RSP: AtomicU64 = AtomicU64::new(0);
+
+/// Set (with interrupts off) when the return to user mode must be by
+/// `iretq`: after `rt_sigreturn`, whose RCX and R11 are the frame's. The
+/// entry clears it. (A; Relaxed: set and read by one CPU with interrupts
+/// off between.)
+static FORCE_IRET: AtomicBool = AtomicBool::new(false);
 
 const MSR_STAR: u32 = 0xC000_0081;
 const MSR_LSTAR: u32 = 0xC000_0082;
@@ -79,7 +85,10 @@ unsafe extern "C" fn syscall_entry() {
         "pop r8", "pop rbp", "pop rdi", "pop rsi", "pop rdx", "pop rcx", "pop rbx",
         "pop rax",
         "add rsp, 16",
-        // [rsp]: rip, cs, rflags, rsp, ss. A non-canonical RIP returns by iretq.
+        // [rsp]: rip, cs, rflags, rsp, ss. After rt_sigreturn, and with a
+        // non-canonical RIP, the return is by iretq.
+        "cmp byte ptr [rip + {force_iret}], 0",
+        "jne 3f",
         "mov r11, [rsp]",
         "shr r11, 47",
         "jnz 2f",
@@ -89,7 +98,11 @@ unsafe extern "C" fn syscall_entry() {
         "sysretq",
         "2:",
         "iretq",
+        "3:",
+        "mov byte ptr [rip + {force_iret}], 0",
+        "iretq",
         user_rsp = sym USER_RSP,
+        force_iret = sym FORCE_IRET,
         kstack = sym crate::arch::gdt::KERNEL_STACK,
         uds = const crate::arch::gdt::USER_DATA_SELECTOR as u64,
         ucs = const crate::arch::gdt::USER_CODE_SELECTOR as u64,
@@ -127,6 +140,8 @@ pub const SYS_MUNMAP: u64 = 11;
 pub const SYS_BRK: u64 = 12;
 pub const SYS_RT_SIGACTION: u64 = 13;
 pub const SYS_RT_SIGPROCMASK: u64 = 14;
+pub const SYS_RT_SIGRETURN: u64 = 15;
+pub const SYS_SIGALTSTACK: u64 = 131;
 pub const SYS_IOCTL: u64 = 16;
 pub const SYS_WRITEV: u64 = 20;
 pub const SYS_SCHED_YIELD: u64 = 24;
@@ -182,6 +197,7 @@ extern "C" fn syscall_dispatch(tf: &mut TrapFrame) {
     x86_64::instructions::interrupts::enable();
     const AT_FDCWD: i64 = -100;
     let (nr, a0, a1, a2, a3, a4, a5) = (tf.rax, tf.rdi, tf.rsi, tf.rdx, tf.r10, tf.r8, tf.r9);
+    let mut restored_frame = false;
     let r: i64 = match nr {
         SYS_READ => file::read(a0, a1, a2),
         SYS_WRITE => file::write(a0, a1, a2),
@@ -224,6 +240,14 @@ extern "C" fn syscall_dispatch(tf: &mut TrapFrame) {
         SYS_RT_SIGACTION => sys::rt_sigaction(a0, a1, a2, a3),
         SYS_RT_SIGPROCMASK => sys::rt_sigprocmask(a0, a1, a2, a3),
         SYS_RT_SIGPENDING => sys::rt_sigpending(a0, a1),
+        SYS_RT_SIGRETURN => {
+            // Every register is the frame's, RCX and R11 too: the return
+            // must be by iretq (sysretq would clobber those two).
+            restored_frame = true;
+            crate::proc::sigreturn(tf);
+            tf.rax as i64
+        }
+        SYS_SIGALTSTACK => sys::sigaltstack(tf.rsp, a0, a1),
         SYS_KILL => sys::kill(a0 as i32 as i64, a1),
         SYS_TKILL => sys::tkill(a0, a1),
         SYS_TGKILL if a0 == crate::proc::current_pid() => sys::tkill(a1, a2),
@@ -256,8 +280,13 @@ extern "C" fn syscall_dispatch(tf: &mut TrapFrame) {
         }
     };
     tf.rax = r as u64;
-    crate::proc::check_signals();
+    crate::proc::check_signals(tf);
     x86_64::instructions::interrupts::disable();
+    // From here to the return, interrupts are off: no other thread can
+    // return through the entry meanwhile.
+    if restored_frame {
+        FORCE_IRET.store(true, Ordering::Relaxed);
+    }
 }
 
 /// Logs an unimplemented system call, once per number.

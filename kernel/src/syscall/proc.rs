@@ -294,6 +294,50 @@ pub fn rt_sigaction(sig: u64, act: u64, oldact: u64, setsize: u64) -> i64 {
     0
 }
 
+/// `sigaltstack(ss, old_ss)` for a thread whose stack pointer is `rsp`:
+/// the alternate stack handlers with `SA_ONSTACK` run on. EPERM while on
+/// it, EINVAL for unknown flags, ENOMEM below MINSIGSTKSZ, as Linux.
+pub fn sigaltstack(rsp: u64, ss: u64, old: u64) -> i64 {
+    const MINSIGSTKSZ: u64 = 2048;
+    const SS_AUTODISARM: u32 = 1 << 31;
+    let Some(p) = proc::current() else { return -EINVAL };
+    let cur = *p.altstack.lock();
+    if old != 0 {
+        let mut b = [0u8; 24];
+        b[..8].copy_from_slice(&cur.sp.to_le_bytes());
+        b[8..12].copy_from_slice(&cur.flags(rsp).to_le_bytes());
+        b[16..].copy_from_slice(&cur.size.to_le_bytes());
+        if let Err(e) = copy_to_user(old, &b) {
+            return -e;
+        }
+    }
+    if ss == 0 {
+        return 0;
+    }
+    let mut b = [0u8; 24];
+    if let Err(e) = copy_from_user(&mut b, ss) {
+        return -e;
+    }
+    if cur.holds(rsp) {
+        return -EPERM;
+    }
+    let word = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap_or_default());
+    let flags = u32::from_le_bytes(b[8..12].try_into().unwrap_or_default()) & !SS_AUTODISARM;
+    let new = match flags {
+        proc::SS_DISABLE => proc::AltStack::default(),
+        0 | proc::SS_ONSTACK => {
+            let (sp, size) = (word(0), word(16));
+            if size < MINSIGSTKSZ {
+                return -ENOMEM;
+            }
+            proc::AltStack { sp, size, disabled: false }
+        }
+        _ => return -EINVAL,
+    };
+    *p.altstack.lock() = new;
+    0
+}
+
 /// `rt_sigprocmask(how, set, oldset, sigsetsize)`.
 pub fn rt_sigprocmask(how: u64, set: u64, oldset: u64, setsize: u64) -> i64 {
     const SIG_BLOCK: u64 = 0;
