@@ -1,4 +1,6 @@
-/* Signal handlers, as programs use them: a handler with its siginfo, a
+/* Signal handlers, as programs use them: a handler with its siginfo (the
+ * sender's pid, SI_USER or SI_TKILL), SIGCHLD with the child's pid and
+ * status while rt_sigsuspend waits, SA_RESTART around a wait, a
  * write barrier (a SIGSEGV handler that mprotects the page and returns, over
  * 1,000 pages), SEGV_MAPERR and siglongjmp out of the handler, SIGBUS past
  * the end of a file, a stack overflow caught on the alternate stack, the
@@ -130,6 +132,52 @@ static int child_status(void (*body)(void))
 
 static volatile int *shared;
 
+static volatile int chld_pid, chld_status, chld_code;
+
+static void on_chld(int sig, siginfo_t *info, void *uc)
+{
+	(void)sig;
+	(void)uc;
+	chld_pid = info->si_pid;
+	chld_status = info->si_status;
+	chld_code = info->si_code;
+}
+
+/* A wait for a child that SIGUSR1 interrupts (a second child sends it,
+ * then kills the first): true if the wait went on after the handler (it
+ * returned the child), false if it ended with EINTR. */
+static int wait_restarted(int flags)
+{
+	on(SIGUSR1, usr1, flags, 0);
+	pid_t parent = getpid();
+	pid_t slow = fork();
+	CHECK(slow >= 0);
+	if (slow == 0) {
+		for (;;)
+			pause();
+	}
+	pid_t poker = fork();
+	CHECK(poker >= 0);
+	if (poker == 0) {
+		usleep(50000);
+		kill(parent, SIGUSR1);
+		usleep(200000);
+		kill(slow, SIGKILL);
+		_exit(0);
+	}
+	int before = usr1_count, st;
+	pid_t r = waitpid(slow, &st, 0);
+	int e = errno;
+	CHECK(usr1_count == before + 1);
+	if (r == -1) {
+		CHECK(e == EINTR);
+		CHECK(waitpid(slow, &st, 0) == slow);
+	}
+	CHECK(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+	CHECK(waitpid(poker, &st, 0) == poker);
+	return r == slow;
+}
+
 static void resethand_body(void)
 {
 	usr1_count = 0;
@@ -172,6 +220,32 @@ int main(int argc, char **argv)
 	on(SIGUSR1, usr1, 0, 0);
 	CHECK(kill(getpid(), SIGUSR1) == 0);
 	CHECK(usr1_count == 1 && last_info.si_signo == SIGUSR1 && last_info.si_code == SI_USER);
+	CHECK(last_info.si_pid == getpid());
+	CHECK(raise(SIGUSR1) == 0 && usr1_count == 2 && last_info.si_code == SI_TKILL);
+
+	/* SIGCHLD while rt_sigsuspend waits with it unblocked; the mask from
+	 * before is back afterwards. */
+	sigset_t chld, saved, empty, now0;
+	sigemptyset(&chld);
+	sigaddset(&chld, SIGCHLD);
+	sigemptyset(&empty);
+	CHECK(sigprocmask(SIG_BLOCK, &chld, &saved) == 0);
+	on(SIGCHLD, on_chld, 0, 0);
+	pid_t kid = fork();
+	CHECK(kid >= 0);
+	if (kid == 0)
+		_exit(5);
+	CHECK(sigsuspend(&empty) == -1 && errno == EINTR);
+	CHECK(chld_pid == kid && chld_status == 5 && chld_code == CLD_EXITED);
+	CHECK(sigprocmask(SIG_BLOCK, 0, &now0) == 0 && sigismember(&now0, SIGCHLD));
+	int kst;
+	CHECK(waitpid(kid, &kst, 0) == kid && WIFEXITED(kst) && WEXITSTATUS(kst) == 5);
+	CHECK(sigprocmask(SIG_SETMASK, &saved, 0) == 0);
+	signal(SIGCHLD, SIG_DFL);
+
+	/* SA_RESTART: a wait goes on after the handler; without it, EINTR. */
+	CHECK(wait_restarted(SA_RESTART) == 1);
+	CHECK(wait_restarted(0) == 0);
 
 	/* A write barrier over 1,000 pages. */
 	region = mmap(0, PAGES * PAGE, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);

@@ -7,7 +7,7 @@ use core::sync::atomic::Ordering;
 use x86_64::instructions::interrupts;
 
 use super::exit::{exit_current, kill_current};
-use super::sigframe::{SA_NODEFER, SA_RESETHAND, SI_KERNEL, SI_USER, SigAction, SigInfo, pop_frame, push_frame};
+use super::sigframe::{SA_NODEFER, SA_RESETHAND, SA_RESTART, SI_KERNEL, SigAction, SigInfo, pop_frame, push_frame};
 use super::signal::{Disposition, SIGSEGV, UNBLOCKABLE, deliverable, disposition, take_pending};
 use super::{PENDING_ANY, Process, Status, current, current_pid};
 use crate::arch::trapframe::TrapFrame;
@@ -18,7 +18,8 @@ use crate::arch::trapframe::TrapFrame;
 /// process with SIGSEGV, as on Linux.
 fn run_handler(tf: &mut TrapFrame, p: &Process, sig: u8, info: &SigInfo) {
     let act = p.actions.lock()[sig as usize - 1];
-    let old = p.blocked.load(Ordering::SeqCst);
+    // After rt_sigsuspend the frame saves the mask it replaced.
+    let old = p.saved_mask.lock().take().unwrap_or_else(|| p.blocked.load(Ordering::SeqCst));
     let alt = *p.altstack.lock();
     // The frame's pages may have to be faulted in (or read from swap):
     // interrupts on for that, as for any fault of user memory, even when
@@ -59,20 +60,28 @@ fn run_handler(tf: &mut TrapFrame, p: &Process, sig: u8, info: &SigInfo) {
 /// others wait for the next return), or ends the process by it.
 pub fn check_signals(tf: &mut TrapFrame) {
     if PENDING_ANY.load(Ordering::Relaxed) == 0 {
+        if let Some(p) = current() {
+            restore_suspended_mask(&p);
+        }
         return;
     }
     let Some(p) = current() else { return };
     let bits = deliverable(&p);
     if bits == 0 {
+        restore_suspended_mask(&p);
         return;
     }
     let sig = bits.trailing_zeros() as u8 + 1;
     match disposition(&p, sig) {
         Disposition::Handle => {
+            let info = p.sig_info.lock()[sig as usize - 1];
             take_pending(&p, sig);
-            run_handler(tf, &p, sig, &SigInfo { code: SI_USER, ..SigInfo::default() });
+            run_handler(tf, &p, sig, &info);
         }
-        Disposition::Ignore => take_pending(&p, sig),
+        Disposition::Ignore => {
+            take_pending(&p, sig);
+            restore_suspended_mask(&p);
+        }
         Disposition::Terminate => {
             drop(p);
             // The parent learns it from wait4; the console only in the
@@ -84,6 +93,25 @@ pub fn check_signals(tf: &mut TrapFrame) {
     }
 }
 
+/// Puts back the mask `rt_sigsuspend` replaced when no handler took it.
+fn restore_suspended_mask(p: &Process) {
+    if let Some(mask) = p.saved_mask.lock().take() {
+        p.blocked.store(mask, Ordering::SeqCst);
+    }
+}
+
+/// Whether the system call interrupted now should be restarted: the signal
+/// about to be acted on has a handler installed with `SA_RESTART`.
+pub fn restart_after_handler() -> bool {
+    let Some(p) = current() else { return false };
+    let bits = deliverable(&p);
+    if bits == 0 {
+        return false;
+    }
+    let sig = bits.trailing_zeros() as u8 + 1;
+    disposition(&p, sig) == Disposition::Handle && p.actions.lock()[sig as usize - 1].flags & SA_RESTART != 0
+}
+
 /// A fault in user mode the VM could not resolve, as signal `sig` with
 /// `code` and the faulting address: the process's handler runs if it has
 /// one and does not block the signal; otherwise the process is killed,
@@ -93,7 +121,7 @@ pub fn fault_signal(tf: &mut TrapFrame, sig: u8, code: i32, addr: u64, what: cor
         && p.blocked.load(Ordering::SeqCst) & (1 << (sig - 1)) == 0
         && disposition(&p, sig) == Disposition::Handle
     {
-        let info = SigInfo { code, value: addr, fault: Some((addr, tf.error, tf.vector)) };
+        let info = SigInfo { code, value: addr, value2: 0, fault: Some((addr, tf.error, tf.vector)) };
         run_handler(tf, &p, sig, &info);
         return;
     }

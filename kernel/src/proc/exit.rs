@@ -162,6 +162,17 @@ pub fn exit_current(status: Status) -> ! {
         EXITING.fetch_sub(1, Ordering::SeqCst);
         sched::wakeup(p.chan());
         if let Some(parent) = p.parent.lock().upgrade() {
+            // The exit signal (SIGCHLD unless clone said otherwise; its
+            // default is to be ignored) with the child's pid and status.
+            let sig = p.exit_signal.load(Ordering::SeqCst);
+            if sig != 0 && sig <= super::NSIG && parent.status().is_none() {
+                let (code, value2) = match status {
+                    Status::Exited(c) => (super::CLD_EXITED, c as u8 as u64),
+                    Status::Signaled(s) => (super::CLD_KILLED, s as u64),
+                };
+                let info = super::SigInfo { code, value: p.pid & 0xffff_ffff, value2, fault: None };
+                super::send_signal_info(&parent, sig, info);
+            }
             sched::wakeup(parent.chan());
         }
     }

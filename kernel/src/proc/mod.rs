@@ -53,7 +53,10 @@ pub use exit::*;
 pub use fork::*;
 pub use layout::*;
 pub use limits::*;
-pub use sigframe::{AltStack, BUS_ADRERR, BUS_OBJERR, SEGV_ACCERR, SEGV_MAPERR, SS_DISABLE, SS_ONSTACK};
+pub use sigframe::{
+    AltStack, BUS_ADRERR, BUS_OBJERR, CLD_EXITED, CLD_KILLED, SEGV_ACCERR, SEGV_MAPERR, SI_TKILL, SI_USER, SS_DISABLE,
+    SS_ONSTACK, SigInfo,
+};
 pub use signal::*;
 
 use alloc::collections::BTreeMap;
@@ -140,6 +143,13 @@ pub struct Process {
     pub actions: Mutex<[SigAction; NSIG as usize]>,
     /// The alternate signal stack (`sigaltstack`). (R)
     pub altstack: Mutex<sigframe::AltStack>,
+    /// What the handler of each pending signal is told (index n - 1 for
+    /// signal n; the first sending wins, as a standard signal does not
+    /// queue). (R)
+    pub sig_info: Mutex<[sigframe::SigInfo; NSIG as usize]>,
+    /// The mask `rt_sigsuspend` replaced, to be restored after the handler
+    /// that ends it (its frame saves this one). (R)
+    pub saved_mask: Mutex<Option<u64>>,
     /// Open files by descriptor, with the close-on-exec flag. (R)
     pub files: Mutex<FileTable>,
     /// Resource limits by `RLIMIT_*` number. (R)
@@ -235,6 +245,8 @@ impl Process {
             blocked: AtomicU64::new(0),
             actions: Mutex::new([SigAction::default(); NSIG as usize]),
             altstack: Mutex::new(AltStack::default()),
+            sig_info: Mutex::new([sigframe::SigInfo::default(); NSIG as usize]),
+            saved_mask: Mutex::new(None),
             files: Mutex::new(files),
             limits: Mutex::new(match parent {
                 Some(p) => *p.limits.lock(),

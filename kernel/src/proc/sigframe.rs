@@ -29,6 +29,7 @@ pub struct SigAction {
 }
 
 pub const SA_ONSTACK: u64 = 0x0800_0000;
+pub const SA_RESTART: u64 = 0x1000_0000;
 pub const SA_RESTORER: u64 = 0x0400_0000;
 pub const SA_NODEFER: u64 = 0x4000_0000;
 pub const SA_RESETHAND: u64 = 0x8000_0000;
@@ -40,6 +41,9 @@ pub const SS_DISABLE: u32 = 2;
 /// `si_code` values.
 pub const SI_USER: i32 = 0;
 pub const SI_KERNEL: i32 = 0x80;
+pub const SI_TKILL: i32 = -6;
+pub const CLD_EXITED: i32 = 1;
+pub const CLD_KILLED: i32 = 2;
 pub const SEGV_MAPERR: i32 = 1;
 pub const SEGV_ACCERR: i32 = 2;
 pub const BUS_ADRERR: i32 = 2;
@@ -50,8 +54,10 @@ pub const BUS_OBJERR: i32 = 3;
 pub struct SigInfo {
     pub code: i32,
     /// `si_addr` for a fault; `si_pid` and `si_uid` (low and high half) for
-    /// a signal sent by a process.
+    /// a signal sent by a process or a child's exit.
     pub value: u64,
+    /// The next word: `si_status` for a child's exit.
+    pub value2: u64,
     /// The fault's address, error code and vector, for the `sigcontext`
     /// (`cr2`, `err`, `trapno`).
     pub fault: Option<(u64, u64, u64)>,
@@ -195,6 +201,7 @@ pub(super) fn push_frame(
     f[INFO..INFO + 4].copy_from_slice(&(sig as i32).to_le_bytes());
     f[INFO + 8..INFO + 12].copy_from_slice(&info.code.to_le_bytes());
     put(&mut f, INFO + 16, info.value);
+    put(&mut f, INFO + 24, info.value2);
     copy_to_user(frame, &f).map_err(|_| ())?;
 
     tf.rdi = sig as u64;

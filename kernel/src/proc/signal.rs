@@ -7,6 +7,7 @@ use alloc::sync::Arc;
 use core::sync::atomic::Ordering;
 
 pub use super::sigframe::SigAction;
+use super::sigframe::{SI_KERNEL, SigInfo};
 use super::{INIT, PENDING_ANY, Process, all, current};
 
 pub const SIGILL: u8 = 4;
@@ -65,6 +66,11 @@ pub(super) fn disposition(p: &Process, sig: u8) -> Disposition {
     }
 }
 
+/// Whether `p` has a handler for `sig`.
+pub fn handles(p: &Process, sig: u8) -> bool {
+    (1..=NSIG).contains(&sig) && disposition(p, sig) == Disposition::Handle
+}
+
 /// True if `p` is init. A program's signals to init are dropped unless init
 /// has a handler for them (Linux's SIGNAL_UNKILLABLE): init ends only by
 /// itself.
@@ -72,10 +78,23 @@ pub fn is_init(p: &Arc<Process>) -> bool {
     INIT.lock().upgrade().is_some_and(|i| Arc::ptr_eq(&i, p))
 }
 
-/// Sends signal `sig` (1..=64) to `p`.
+/// Sends signal `sig` (1..=64) to `p`, from the kernel.
 pub fn send_signal(p: &Arc<Process>, sig: u8) {
+    send_signal_info(p, sig, SigInfo { code: SI_KERNEL, ..SigInfo::default() });
+}
+
+/// Sends signal `sig` (1..=64) to `p`, its handler to be told `info`.
+pub fn send_signal_info(p: &Arc<Process>, sig: u8, info: SigInfo) {
     if sig == 0 || sig > NSIG || p.status().is_some() || disposition(p, sig) == Disposition::Ignore {
         return;
+    }
+    {
+        // The info is recorded before the bit is set: whoever sees the bit
+        // finds it (both under this lock or after it).
+        let mut infos = p.sig_info.lock();
+        if p.pending.load(Ordering::SeqCst) & (1 << (sig - 1)) == 0 {
+            infos[sig as usize - 1] = info;
+        }
     }
     if p.pending.fetch_or(1 << (sig - 1), Ordering::SeqCst) == 0 {
         PENDING_ANY.fetch_add(1, Ordering::SeqCst);

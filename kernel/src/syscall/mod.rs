@@ -30,7 +30,7 @@ use x86_64::registers::model_specific::{Efer, EferFlags, Msr};
 
 use crate::arch::pmap::USER_END;
 use crate::arch::trapframe::TrapFrame;
-use crate::syscall::errno::{EINVAL, ENOSYS, ENOTTY, EPERM, ESRCH};
+use crate::syscall::errno::{EINTR, EINVAL, ENOSYS, ENOTTY, EPERM, ESRCH};
 
 /// The user's RSP, saved by the entry before it switches stacks.
 static USER_RSP: AtomicU64 = AtomicU64::new(0);
@@ -142,6 +142,7 @@ pub const SYS_RT_SIGACTION: u64 = 13;
 pub const SYS_RT_SIGPROCMASK: u64 = 14;
 pub const SYS_RT_SIGRETURN: u64 = 15;
 pub const SYS_SIGALTSTACK: u64 = 131;
+pub const SYS_RT_SIGSUSPEND: u64 = 130;
 pub const SYS_IOCTL: u64 = 16;
 pub const SYS_WRITEV: u64 = 20;
 pub const SYS_SCHED_YIELD: u64 = 24;
@@ -248,6 +249,7 @@ extern "C" fn syscall_dispatch(tf: &mut TrapFrame) {
             tf.rax as i64
         }
         SYS_SIGALTSTACK => sys::sigaltstack(tf.rsp, a0, a1),
+        SYS_RT_SIGSUSPEND => sys::rt_sigsuspend(a0, a1),
         SYS_KILL => sys::kill(a0 as i32 as i64, a1),
         SYS_TKILL => sys::tkill(a0, a1),
         SYS_TGKILL if a0 == crate::proc::current_pid() => sys::tkill(a1, a2),
@@ -279,7 +281,15 @@ extern "C" fn syscall_dispatch(tf: &mut TrapFrame) {
             -ENOSYS
         }
     };
-    tf.rax = r as u64;
+    // A call a signal interrupted starts again after the handler when the
+    // handler asks (SA_RESTART) and the call is one Linux restarts: the
+    // return goes back to the `syscall` instruction with the number in RAX.
+    if r == -EINTR && RESTARTABLE.contains(&nr) && crate::proc::restart_after_handler() {
+        tf.rax = nr;
+        tf.rip -= 2;
+    } else {
+        tf.rax = r as u64;
+    }
     crate::proc::check_signals(tf);
     x86_64::instructions::interrupts::disable();
     // From here to the return, interrupts are off: no other thread can
@@ -288,6 +298,10 @@ extern "C" fn syscall_dispatch(tf: &mut TrapFrame) {
         FORCE_IRET.store(true, Ordering::Relaxed);
     }
 }
+
+/// The calls a handler with SA_RESTART restarts (Linux's ERESTARTSYS
+/// ones); sleeps, pause and sigsuspend end with EINTR whatever the flag.
+const RESTARTABLE: [u64; 4] = [SYS_READ, SYS_WRITE, SYS_WRITEV, SYS_WAIT4];
 
 /// Logs an unimplemented system call, once per number.
 fn not_implemented(nr: u64) {

@@ -216,6 +216,12 @@ pub fn wait4(pid: i64, wstatus: u64, options: u64, rusage: u64) -> i64 {
 /// `kill(pid, sig)`: a process by pid (0: the caller's own group, which is
 /// the caller alone; -1: every process but init and the caller).
 pub fn kill(pid: i64, sig: u64) -> i64 {
+    kill_with(pid, sig, proc::SI_USER)
+}
+
+/// `kill`, the handler to be told `code` (SI_USER, or SI_TKILL for
+/// `tkill` and `tgkill`) and the sender's pid.
+fn kill_with(pid: i64, sig: u64, code: i32) -> i64 {
     if sig > proc::NSIG as u64 {
         return -EINVAL;
     }
@@ -237,10 +243,11 @@ pub fn kill(pid: i64, sig: u64) -> i64 {
     }
     for t in &targets {
         // Init ignores what it has no handler for, SIGKILL included.
-        if proc::is_init(t) {
+        if proc::is_init(t) && !proc::handles(t, sig) {
             continue;
         }
-        proc::send_signal(t, sig);
+        let info = proc::SigInfo { code, value: me & 0xffff_ffff, ..proc::SigInfo::default() };
+        proc::send_signal_info(t, sig, info);
     }
     0
 }
@@ -254,7 +261,7 @@ pub fn tkill(tid: u64, sig: u64) -> i64 {
     if tid != crate::kern::sched::current() {
         return -ESRCH;
     }
-    kill(0, sig)
+    kill_with(0, sig, proc::SI_TKILL)
 }
 
 /// `rt_sigaction(sig, act, oldact, sigsetsize)`.
@@ -498,6 +505,26 @@ fn sleep_until_ns(clock: u64, deadline: u64) -> Result<(), u64> {
         let ms = (deadline - now).div_ceil(1_000_000);
         crate::kern::sched::sleep_until(sleep_chan(), crate::kern::time::ticks() + ms, || true);
     }
+}
+
+/// `rt_sigsuspend(mask, sigsetsize)`: waits for a signal with `mask` as
+/// the mask, and returns EINTR once one is acted on; its handler's frame
+/// saves the mask from before the call, which `rt_sigreturn` puts back.
+pub fn rt_sigsuspend(mask: u64, setsize: u64) -> i64 {
+    if setsize != 8 {
+        return -EINVAL;
+    }
+    let mut b = [0u8; 8];
+    if let Err(e) = copy_from_user(&mut b, mask) {
+        return -e;
+    }
+    let Some(p) = proc::current() else { return -EINVAL };
+    let old = p.blocked.swap(u64::from_le_bytes(b) & !proc::UNBLOCKABLE, Ordering::SeqCst);
+    *p.saved_mask.lock() = Some(old);
+    // Until a signal the new mask lets through: then EINTR, and the return
+    // to user mode acts on it.
+    let _ = sleep_until_ns(CLOCK_MONOTONIC, u64::MAX);
+    -EINTR
 }
 
 /// `pause()`: sleeps until a signal comes; always EINTR (every signal not
