@@ -1,4 +1,5 @@
-/* Signal handlers, as programs use them: a handler with its siginfo (the
+/* Signal handlers, as programs use them: SIGFPE and SIGILL from the CPU's
+ * exceptions, a handler with its siginfo (the
  * sender's pid, SI_USER or SI_TKILL), SIGCHLD with the child's pid and
  * status while rt_sigsuspend waits, SA_RESTART around a wait, a
  * write barrier (a SIGSEGV handler that mprotects the page and returns, over
@@ -67,6 +68,16 @@ static void jumper(int sig, siginfo_t *info, void *uc)
 	(void)uc;
 	if (info->si_signo != sig || info->si_code != expected_code || info->si_addr != expected_addr)
 		_exit(22);
+	siglongjmp(jump, 1);
+}
+
+static volatile int trap_sig, trap_code, zero, quotient;
+
+static void trap_handler(int sig, siginfo_t *info, void *uc)
+{
+	(void)uc;
+	trap_sig = sig;
+	trap_code = info->si_code;
 	siglongjmp(jump, 1);
 }
 
@@ -290,6 +301,21 @@ int main(int argc, char **argv)
 	munmap(file, 2 * PAGE);
 	close(fd);
 	unlink(path);
+
+	/* Exceptions as signals: a division by zero is SIGFPE (FPE_INTDIV), an
+	 * undefined instruction SIGILL (ILL_ILLOPN). */
+	on(SIGFPE, trap_handler, 0, 0);
+	on(SIGILL, trap_handler, 0, 0);
+	if (sigsetjmp(jump, 1) == 0) {
+		quotient = 7 / zero;
+		CHECK(0);
+	}
+	CHECK(trap_sig == SIGFPE && trap_code == FPE_INTDIV);
+	if (sigsetjmp(jump, 1) == 0) {
+		__asm__ volatile("ud2");
+		CHECK(0);
+	}
+	CHECK(trap_sig == SIGILL && trap_code == ILL_ILLOPN);
 
 	/* A stack overflow caught on the alternate stack. */
 	struct rlimit rl = { 1 << 20, 1 << 20 };

@@ -31,6 +31,12 @@ extern "C" fn trap_dispatch(tf: &mut TrapFrame) {
     }
 }
 
+/// `si_code`s of the exceptions' signals.
+const FPE_INTDIV: i32 = 1;
+const ILL_ILLOPN: i32 = 2;
+const BUS_ADRALN: i32 = 1;
+const SI_KERNEL: i32 = 0x80;
+
 /// Every trap but a page fault.
 #[inline(never)]
 fn dispatch_other(tf: &mut TrapFrame) {
@@ -63,14 +69,18 @@ fn dispatch_other(tf: &mut TrapFrame) {
         }
         VEC_SPURIOUS => {}
         _ if tf.cs & 3 == 3 => {
-            use crate::proc::{SIGFPE, SIGILL, SIGSEGV, kill_current};
+            use crate::proc::{SIGBUS, SIGFPE, SIGILL, SIGSEGV};
             let (_, name) = exception_name(vector);
-            let signal = match vector {
-                0 | 16 | 19 => SIGFPE,
-                6 => SIGILL,
-                _ => SIGSEGV,
+            // The signal and its si_code and si_addr, as Linux's traps
+            // give them: the handler, if the program has one, runs.
+            let (signal, code, addr) = match vector {
+                0 => (SIGFPE, FPE_INTDIV, tf.rip),
+                16 | 19 => (SIGFPE, 0, tf.rip),
+                6 => (SIGILL, ILL_ILLOPN, tf.rip),
+                17 => (SIGBUS, BUS_ADRALN, 0),
+                _ => (SIGSEGV, SI_KERNEL, 0),
             };
-            kill_current(signal, format_args!("{name}"), tf.rip, tf.rip)
+            crate::proc::fault_signal(tf, signal, code, addr, format_args!("{name}"))
         }
         _ => fatal_exception(tf),
     }
