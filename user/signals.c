@@ -1,5 +1,5 @@
 /* Signal handlers, as programs use them: SIGFPE and SIGILL from the CPU's
- * exceptions, a handler with its siginfo (the
+ * exceptions, SIGALRM from setitimer and alarm, a handler with its siginfo (the
  * sender's pid, SI_USER or SI_TKILL), SIGCHLD with the child's pid and
  * status while rt_sigsuspend waits, SA_RESTART around a wait, a
  * write barrier (a SIGSEGV handler that mprotects the page and returns, over
@@ -16,6 +16,7 @@
 #include <stdint.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/time.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -143,7 +144,15 @@ static int child_status(void (*body)(void))
 
 static volatile int *shared;
 
-static volatile int chld_pid, chld_status, chld_code;
+static volatile int chld_pid, chld_status, chld_code, alarms;
+
+static void on_alrm(int sig, siginfo_t *info, void *uc)
+{
+	(void)sig;
+	(void)info;
+	(void)uc;
+	alarms++;
+}
 
 static void on_chld(int sig, siginfo_t *info, void *uc)
 {
@@ -253,6 +262,26 @@ int main(int argc, char **argv)
 	CHECK(waitpid(kid, &kst, 0) == kid && WIFEXITED(kst) && WEXITSTATUS(kst) == 5);
 	CHECK(sigprocmask(SIG_SETMASK, &saved, 0) == 0);
 	signal(SIGCHLD, SIG_DFL);
+
+	/* ITIMER_REAL: SIGALRM every 20 ms; getitimer tells what is left;
+	 * setitimer gives back the old setting; alarm's seconds; bad values. */
+	on(SIGALRM, on_alrm, 0, 0);
+	struct itimerval it = { { 0, 20000 }, { 0, 20000 } }, cur;
+	CHECK(setitimer(ITIMER_REAL, &it, 0) == 0);
+	while (alarms < 3)
+		pause();
+	CHECK(getitimer(ITIMER_REAL, &cur) == 0 && cur.it_interval.tv_sec == 0 && cur.it_interval.tv_usec == 20000);
+	CHECK(cur.it_value.tv_sec == 0 && cur.it_value.tv_usec <= 20000);
+	struct itimerval off = { { 0, 0 }, { 0, 0 } };
+	CHECK(setitimer(ITIMER_REAL, &off, &cur) == 0 && cur.it_interval.tv_usec == 20000);
+	CHECK(getitimer(ITIMER_REAL, &cur) == 0 && cur.it_value.tv_sec == 0 && cur.it_value.tv_usec == 0);
+	CHECK(alarm(100) == 0 && alarm(0) == 100);
+	struct itimerval bad = { { 0, 0 }, { 0, 1000000 } };
+	CHECK(setitimer(ITIMER_REAL, &bad, 0) == -1 && errno == EINVAL);
+	int before_alarms = alarms;
+	usleep(60000);
+	CHECK(alarms == before_alarms);
+	signal(SIGALRM, SIG_DFL);
 
 	/* SA_RESTART: a wait goes on after the handler; without it, EINTR. */
 	CHECK(wait_restarted(SA_RESTART) == 1);

@@ -140,6 +140,7 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     // What the VM's threads and faults need of processes, which are above
     // them (so passed down, not imported).
     mm::pageout::init(mm::pageout::ProcessOps { signal_pending: proc::signal_pending, kill_largest: proc::kill_largest });
+    proc::itimer::start();
 
     // Debug builds check the page invariants once the boot is complete.
     if cfg!(debug_assertions) {

@@ -41,6 +41,7 @@ mod exec;
 mod exit;
 mod fork;
 pub mod image;
+pub mod itimer;
 mod layout;
 mod limits;
 pub mod programs;
@@ -147,6 +148,8 @@ pub struct Process {
     /// signal n; the first sending wins, as a standard signal does not
     /// queue). (R)
     pub sig_info: Mutex<[sigframe::SigInfo; NSIG as usize]>,
+    /// The real-time interval timer (`setitimer`, `alarm`). (A, inside)
+    pub itimer: itimer::RealTimer,
     /// The mask `rt_sigsuspend` replaced, to be restored after the handler
     /// that ends it (its frame saves this one). (R)
     pub saved_mask: Mutex<Option<u64>>,
@@ -247,6 +250,7 @@ impl Process {
             altstack: Mutex::new(AltStack::default()),
             sig_info: Mutex::new([sigframe::SigInfo::default(); NSIG as usize]),
             saved_mask: Mutex::new(None),
+            itimer: itimer::RealTimer::default(),
             files: Mutex::new(files),
             limits: Mutex::new(match parent {
                 Some(p) => *p.limits.lock(),

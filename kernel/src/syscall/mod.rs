@@ -143,6 +143,9 @@ pub const SYS_RT_SIGPROCMASK: u64 = 14;
 pub const SYS_RT_SIGRETURN: u64 = 15;
 pub const SYS_SIGALTSTACK: u64 = 131;
 pub const SYS_RT_SIGSUSPEND: u64 = 130;
+pub const SYS_GETITIMER: u64 = 36;
+pub const SYS_ALARM: u64 = 37;
+pub const SYS_SETITIMER: u64 = 38;
 pub const SYS_IOCTL: u64 = 16;
 pub const SYS_WRITEV: u64 = 20;
 pub const SYS_SCHED_YIELD: u64 = 24;
@@ -250,6 +253,9 @@ extern "C" fn syscall_dispatch(tf: &mut TrapFrame) {
         }
         SYS_SIGALTSTACK => sys::sigaltstack(tf.rsp, a0, a1),
         SYS_RT_SIGSUSPEND => sys::rt_sigsuspend(a0, a1),
+        SYS_GETITIMER => sys::getitimer(a0, a1),
+        SYS_SETITIMER => sys::setitimer(a0, a1, a2),
+        SYS_ALARM => sys::alarm(a0),
         SYS_KILL => sys::kill(a0 as i32 as i64, a1),
         SYS_TKILL => sys::tkill(a0, a1),
         SYS_TGKILL if a0 == crate::proc::current_pid() => sys::tkill(a1, a2),

@@ -527,6 +527,70 @@ pub fn rt_sigsuspend(mask: u64, setsize: u64) -> i64 {
     -EINTR
 }
 
+/// `ITIMER_REAL`, the one interval timer there is (the virtual and
+/// profiling ones are EINVAL).
+const ITIMER_REAL: u64 = 0;
+
+/// A `struct itimerval` (interval, then value; each seconds and
+/// microseconds) from ns.
+fn itimerval((value, interval): (u64, u64)) -> [u8; 32] {
+    let mut b = [0u8; 32];
+    for (i, ns) in [interval, value].into_iter().enumerate() {
+        b[i * 16..i * 16 + 8].copy_from_slice(&(ns / NS).to_le_bytes());
+        b[i * 16 + 8..i * 16 + 16].copy_from_slice(&(ns % NS).div_ceil(1000).to_le_bytes());
+    }
+    b
+}
+
+/// `getitimer(which, curr)`.
+pub fn getitimer(which: u64, curr: u64) -> i64 {
+    let Some(p) = proc::current() else { return -EINVAL };
+    if which != ITIMER_REAL {
+        return -EINVAL;
+    }
+    match copy_to_user(curr, &itimerval(p.itimer.get())) {
+        Ok(()) => 0,
+        Err(e) => -e,
+    }
+}
+
+/// `setitimer(which, new, old)`: EINVAL for microseconds out of range.
+pub fn setitimer(which: u64, new: u64, old: u64) -> i64 {
+    let Some(p) = proc::current() else { return -EINVAL };
+    if which != ITIMER_REAL {
+        return -EINVAL;
+    }
+    let mut b = [0u8; 32];
+    if let Err(e) = copy_from_user(&mut b, new) {
+        return -e;
+    }
+    let word = |i: usize| i64::from_le_bytes(b[i * 8..i * 8 + 8].try_into().unwrap_or_default());
+    let mut ns = [0u64; 2];
+    for (k, n) in ns.iter_mut().enumerate() {
+        let (sec, usec) = (word(k * 2), word(k * 2 + 1));
+        if sec < 0 || !(0..1_000_000).contains(&usec) {
+            return -EINVAL;
+        }
+        *n = (sec as u64).saturating_mul(NS).saturating_add(usec as u64 * 1000);
+    }
+    let was = p.itimer.set(ns[1], ns[0]);
+    if old != 0
+        && let Err(e) = copy_to_user(old, &itimerval(was))
+    {
+        return -e;
+    }
+    0
+}
+
+/// `alarm(seconds)`: SIGALRM in that many seconds (0: none); returns the
+/// seconds the last one had left, rounded as Linux does.
+pub fn alarm(seconds: u64) -> i64 {
+    let Some(p) = proc::current() else { return 0 };
+    let (left, _) = p.itimer.set(seconds.min(u32::MAX as u64).saturating_mul(NS), 0);
+    let (sec, rest) = (left / NS, left % NS);
+    (if rest >= NS / 2 || (sec == 0 && left > 0) { sec + 1 } else { sec }) as i64
+}
+
 /// `pause()`: sleeps until a signal comes; always EINTR (every signal not
 /// ignored ends the process on the way out).
 pub fn pause() -> i64 {
