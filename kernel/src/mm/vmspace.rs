@@ -65,7 +65,7 @@ impl AddressSpace {
     pub fn new() -> Result<Arc<AddressSpace>, PmapError> {
         let pmap = new_pmap()?;
         let map = VmMap::new(0x1000, TASK_SIZE, pmap.clone(), vm::kernel_env());
-        Ok(Arc::new(AddressSpace { map: Mutex::ranked(map, &vm::witness::order::MAP), pmap }))
+        Arc::try_new(AddressSpace { map: Mutex::ranked(map, &vm::witness::order::MAP), pmap }).map_err(|_| PmapError::NoMemory)
     }
 
     /// Makes this the current thread's address space until the guard is

@@ -60,15 +60,11 @@ fn run_handler(tf: &mut TrapFrame, p: &Process, sig: u8, info: &SigInfo) {
 /// others wait for the next return), or ends the process by it.
 pub fn check_signals(tf: &mut TrapFrame) {
     if PENDING_ANY.load(Ordering::Relaxed) == 0 {
-        if let Some(p) = current() {
-            restore_suspended_mask(&p);
-        }
         return;
     }
     let Some(p) = current() else { return };
     let bits = deliverable(&p);
     if bits == 0 {
-        restore_suspended_mask(&p);
         return;
     }
     let sig = bits.trailing_zeros() as u8 + 1;
@@ -78,10 +74,7 @@ pub fn check_signals(tf: &mut TrapFrame) {
             take_pending(&p, sig);
             run_handler(tf, &p, sig, &info);
         }
-        Disposition::Ignore => {
-            take_pending(&p, sig);
-            restore_suspended_mask(&p);
-        }
+        Disposition::Ignore => take_pending(&p, sig),
         Disposition::Terminate => {
             drop(p);
             // The parent learns it from wait4; the console only in the
@@ -93,9 +86,12 @@ pub fn check_signals(tf: &mut TrapFrame) {
     }
 }
 
-/// Puts back the mask `rt_sigsuspend` replaced when no handler took it.
-fn restore_suspended_mask(p: &Process) {
-    if let Some(mask) = p.saved_mask.lock().take() {
+/// After `rt_sigsuspend`'s return to user mode is settled: puts back the
+/// mask it replaced if no handler's frame took it.
+pub fn restore_suspended_mask() {
+    if let Some(p) = current()
+        && let Some(mask) = p.saved_mask.lock().take()
+    {
         p.blocked.store(mask, Ordering::SeqCst);
     }
 }

@@ -123,6 +123,27 @@ const USER_FLAGS: u64 = 0x4_0000 | 0x800 | 0x400 | 0x100 | 0x80 | 0x40 | 0x10 | 
 #[repr(C, align(16))]
 struct FxArea([u8; FP_SIZE]);
 
+/// The MXCSR bits this CPU has: the mask at 28 of a state it saved (0xFFBF
+/// when it gives none), read once. (A; Relaxed: every reader computes the
+/// same value, a racing one only computes it again.)
+fn mxcsr_mask() -> u32 {
+    static MASK: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+    let m = MASK.load(core::sync::atomic::Ordering::Relaxed);
+    if m != 0 {
+        return m;
+    }
+    let mut own = FxArea([0; FP_SIZE]);
+    // SAFETY: a 16-aligned area of 512 bytes; fxsave only reads the CPU's
+    // state.
+    unsafe { core::arch::x86_64::_fxsave64(own.0.as_mut_ptr()) };
+    let m = match u32::from_le_bytes([own.0[28], own.0[29], own.0[30], own.0[31]]) {
+        0 => 0xFFBF,
+        m => m,
+    };
+    MASK.store(m, core::sync::atomic::Ordering::Relaxed);
+    m
+}
+
 /// The general registers in `sigcontext` order (r8 … r15, rdi, rsi, rbp,
 /// rbx, rdx, rax, rcx, rsp, rip, eflags).
 fn gregs(tf: &TrapFrame) -> [u64; 18] {
@@ -235,16 +256,8 @@ pub(super) fn pop_frame(tf: &mut TrapFrame) -> Result<(u64, AltStack), ()> {
     if fp != 0 {
         let mut fx = FxArea([0; FP_SIZE]);
         copy_from_user(&mut fx.0, fp).map_err(|_| ())?;
-        // MXCSR (at 24): only the bits the CPU has (its mask, at 28 of a
-        // state it saved; 0xFFBF when it gives none), or fxrstor faults.
-        let mut own = FxArea([0; FP_SIZE]);
-        // SAFETY: as in push_frame.
-        unsafe { core::arch::x86_64::_fxsave64(own.0.as_mut_ptr()) };
-        let mask = match u32::from_le_bytes([own.0[28], own.0[29], own.0[30], own.0[31]]) {
-            0 => 0xFFBF,
-            m => m,
-        };
-        let mxcsr = u32::from_le_bytes([fx.0[24], fx.0[25], fx.0[26], fx.0[27]]) & mask;
+        // MXCSR (at 24): only the bits the CPU has, or fxrstor faults.
+        let mxcsr = u32::from_le_bytes([fx.0[24], fx.0[25], fx.0[26], fx.0[27]]) & mxcsr_mask();
         fx.0[24..28].copy_from_slice(&mxcsr.to_le_bytes());
         // SAFETY: a 16-aligned area of 512 bytes whose MXCSR has no
         // reserved bit set: fxrstor loads it and cannot fault.

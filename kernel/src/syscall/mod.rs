@@ -297,6 +297,9 @@ extern "C" fn syscall_dispatch(tf: &mut TrapFrame) {
         tf.rax = r as u64;
     }
     crate::proc::check_signals(tf);
+    if nr == SYS_RT_SIGSUSPEND {
+        crate::proc::restore_suspended_mask();
+    }
     x86_64::instructions::interrupts::disable();
     // From here to the return, interrupts are off: no other thread can
     // return through the entry meanwhile.

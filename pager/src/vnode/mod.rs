@@ -160,13 +160,14 @@ impl Mount {
     /// Drops the vnodes nobody uses (no open file, no mapping), writing their
     /// dirty pages back first: their pages are freed.
     pub fn drop_unused(&self) {
-        let unused: Vec<Arc<Vnode>> = {
+        // One at a time, taken out under the table's lock: nothing is
+        // allocated (this runs at every close, memory short or not).
+        let unused = || {
             let mut vnodes = self.vnodes.lock();
-            let ids: Vec<Ino> =
-                vnodes.iter().filter(|(_, v)| Arc::strong_count(v) == 1 && v.object.ref_count() == 1).map(|(i, _)| *i).collect();
-            ids.into_iter().filter_map(|i| vnodes.remove(&i)).collect()
+            let ino = vnodes.iter().find(|(_, v)| Arc::strong_count(v) == 1 && v.object.ref_count() == 1).map(|(i, _)| *i)?;
+            vnodes.remove(&ino)
         };
-        for v in unused {
+        while let Some(v) = unused() {
             let unlinked = v.unlinked.load(Ordering::Acquire);
             if !unlinked && let Err(e) = v.flush(0, u64::MAX) {
                 log::warn!("vfs: writing back inode {}: {e:?}", v.ino);
