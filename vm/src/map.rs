@@ -538,7 +538,16 @@ impl VmMap {
             let e = self.entries.get_mut(&k).unwrap();
             e.prot = prot;
             let (s, t) = (e.start, e.end);
-            self.pmap.protect(s, t, prot).flush();
+            // No access at all: the mappings go (as FreeBSD's pmap_protect
+            // does for VM_PROT_NONE), since a page table can take away
+            // writing and executing but not reading from a present page.
+            // A wired entry keeps its mappings, which hold its wirings:
+            // they are only write- and execute-protected.
+            if prot.is_empty() && e.wired_count == 0 {
+                self.pmap.remove(s, t).flush();
+            } else {
+                self.pmap.protect(s, t, prot).flush();
+            }
         }
         self.timestamp += 1;
         Ok(())

@@ -240,6 +240,30 @@ fn protection_is_enforced_and_can_be_raised_to_the_maximum() {
     t.done();
 }
 
+/// PROT_NONE takes the mappings away (a page table cannot forbid reading
+/// a present page), and the data is there again when access comes back.
+#[test]
+fn no_access_removes_the_mappings_and_keeps_the_data() {
+    let t = setup();
+    {
+        let (map, pmap) = t.map();
+        let a = map.lock().map(None, 4 * P, Prot::RW, Prot::ALL, Inherit::Copy, None, false).unwrap();
+        for i in 0..4 {
+            t.write(&map, &pmap, a + i * P, i as u8 + 7).unwrap();
+        }
+        map.lock().protect(a + P, a + 3 * P, Prot::empty()).unwrap();
+        assert!(pmap.extract(a + P).is_none() && pmap.extract(a + 2 * P).is_none(), "no mapping left to read through");
+        assert!(pmap.extract(a).is_some() && pmap.extract(a + 3 * P).is_some(), "the rest stays mapped");
+        assert_eq!(t.read(&map, &pmap, a + P), Err(FaultError::Protection));
+        map.lock().protect(a, a + 4 * P, Prot::RW).unwrap();
+        for i in 0..4 {
+            assert_eq!(t.read(&map, &pmap, a + i * P).unwrap(), i as u8 + 7, "page {i}");
+        }
+        drop(map);
+    }
+    t.done();
+}
+
 #[test]
 fn wiring_keeps_pages_and_unwire_returns_them() {
     let t = setup();
