@@ -162,7 +162,7 @@ pub fn fnv1a(bytes: impl Iterator<Item = u8>) -> u64 {
 
 /// Programs of `user/` also built against glibc, as `/bin/<name>.glibc`:
 /// glibc makes its system calls its own way (`fork` is a `clone`, say).
-const BUILT_WITH_GLIBC_TOO: &[&str] = &["clone", "fork", "signals"];
+const BUILT_WITH_GLIBC_TOO: &[&str] = &["clone", "fork", "signals", "threads", "vmthreads"];
 
 /// Makes the root filesystem image: `rootfs/` plus `user/*.c` built into
 /// `/bin` (with musl, and some with glibc too), by `mke2fs -t ext2 -b 4096

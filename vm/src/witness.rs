@@ -63,6 +63,11 @@ pub mod order {
     /// An open file's offset: held across a `read` or `write`, before the
     /// filesystem is taken. (A sleeping lock.)
     pub static FILE_OFFSET: LockClass = LockClass::sleeping("open file offset", 20);
+    /// A futex hash bucket: held while the futex word is read (which may
+    /// fault, and page in from a file or swap) and the waiter queued.
+    /// Two at once for a requeue, the lower-addressed first. (A sleeping
+    /// lock.)
+    pub static FUTEX: LockClass = LockClass::sleeping("futex bucket", 30);
     /// The filesystem, which is the vnode lock (one lock for the mount):
     /// held across block I/O and while a flush waits for busy pages; the
     /// fault path only tries it (rule 8). (A sleeping lock.)

@@ -6,32 +6,25 @@ use core::sync::atomic::Ordering;
 
 use x86_64::instructions::interrupts;
 
-use super::exit::{exit_current, kill_current};
+use super::exit::{exit_current, exit_thread, kill_current};
 use super::sigframe::{SA_NODEFER, SA_RESETHAND, SA_RESTART, SI_KERNEL, SigAction, SigInfo, pop_frame, push_frame};
-use super::signal::{Disposition, SIGSEGV, UNBLOCKABLE, deliverable, disposition, take_pending};
-use super::{PENDING_ANY, Process, Status, current, current_pid};
+use super::signal::{Disposition, SIGSEGV, deliverable, disposition, take_pending};
+use super::{PENDING_ANY, Status, Thread, current_pid, current_thread};
 use crate::arch::trapframe::TrapFrame;
+use crate::kern::sched;
 
-/// Runs `p`'s handler for `sig` (the running process's): its frame on the
-/// user stack, the registers of `tf` pointed at the handler, the mask
+/// Runs the handler for `sig` of `t` (the running thread): its frame on
+/// the user stack, the registers of `tf` pointed at the handler, the mask
 /// widened as the action says. A frame that cannot be written kills the
-/// process with SIGSEGV, as on Linux.
-fn run_handler(tf: &mut TrapFrame, p: &Process, sig: u8, info: &SigInfo) {
+/// process with SIGSEGV, as on Linux. Runs with interrupts on: the frame's
+/// pages may have to be faulted in (or read from swap).
+fn run_handler(tf: &mut TrapFrame, t: &Thread, sig: u8, info: &SigInfo) {
+    let p = &t.process;
     let act = p.actions.lock()[sig as usize - 1];
     // After rt_sigsuspend the frame saves the mask it replaced.
-    let old = p.saved_mask.lock().take().unwrap_or_else(|| p.blocked.load(Ordering::SeqCst));
-    let alt = *p.altstack.lock();
-    // The frame's pages may have to be faulted in (or read from swap):
-    // interrupts on for that, as for any fault of user memory, even when
-    // the signal is acted on at the end of an interrupt or a fault.
-    let were_on = interrupts::are_enabled();
-    if !were_on {
-        interrupts::enable();
-    }
+    let old = t.saved_mask.lock().take().unwrap_or_else(|| t.blocked.load(Ordering::SeqCst));
+    let alt = *t.altstack.lock();
     let pushed = push_frame(tf, sig, &act, info, old, &alt);
-    if !were_on {
-        interrupts::disable();
-    }
     if pushed.is_err() {
         // Linux's force_sigsegv: SIGSEGV instead, unblocked, whose own
         // handler may still run (on its alternate stack, say) unless it
@@ -39,9 +32,9 @@ fn run_handler(tf: &mut TrapFrame, p: &Process, sig: u8, info: &SigInfo) {
         if sig == SIGSEGV {
             p.actions.lock()[SIGSEGV as usize - 1] = SigAction::default();
         }
-        p.blocked.fetch_and(!(1 << (SIGSEGV - 1)), Ordering::SeqCst);
+        t.blocked.fetch_and(!(1 << (SIGSEGV - 1)), Ordering::SeqCst);
         if disposition(p, SIGSEGV) == Disposition::Handle {
-            return run_handler(tf, p, SIGSEGV, &SigInfo { code: SI_KERNEL, ..SigInfo::default() });
+            return run_handler(tf, t, SIGSEGV, &SigInfo { code: SI_KERNEL, ..SigInfo::default() });
         }
         kill_current(SIGSEGV, format_args!("signal {sig}'s frame could not be written"), tf.rsp, tf.rip)
     }
@@ -49,63 +42,82 @@ fn run_handler(tf: &mut TrapFrame, p: &Process, sig: u8, info: &SigInfo) {
     if act.flags & SA_NODEFER == 0 {
         mask |= 1 << (sig - 1);
     }
-    p.blocked.store(mask & !UNBLOCKABLE, Ordering::SeqCst);
+    t.set_blocked(mask);
     if act.flags & SA_RESETHAND != 0 {
         p.actions.lock()[sig as usize - 1] = SigAction::default();
     }
 }
 
-/// Acts on the current process's pending signals, on its way back to user
+/// Acts on the current thread's pending signals, on its way back to user
 /// mode with `tf`: runs the handler of the first one that has one (the
-/// others wait for the next return), or ends the process by it.
+/// others wait for the next return), or ends the process by it. May be
+/// called with interrupts off (at the end of an interrupt): they are on
+/// while it acts, since the locks it takes are taken with them on
+/// elsewhere, and are off again when it returns.
 pub fn check_signals(tf: &mut TrapFrame) {
     if PENDING_ANY.load(Ordering::Relaxed) == 0 {
         return;
     }
-    let Some(p) = current() else { return };
-    let bits = deliverable(&p);
+    let were_on = interrupts::are_enabled();
+    // The table's lock is taken with interrupts off in any case.
+    let Some(t) = current_thread() else { return };
+    let bits = deliverable(&t);
     if bits == 0 {
         return;
     }
+    if !were_on {
+        interrupts::enable();
+    }
     let sig = bits.trailing_zeros() as u8 + 1;
-    match disposition(&p, sig) {
+    match disposition(&t.process, sig) {
         Disposition::Handle => {
-            let info = p.sig_info.lock()[sig as usize - 1];
-            take_pending(&p, sig);
-            run_handler(tf, &p, sig, &info);
+            let info = take_pending(&t, sig);
+            run_handler(tf, &t, sig, &info);
         }
-        Disposition::Ignore => take_pending(&p, sig),
+        Disposition::Ignore => {
+            take_pending(&t, sig);
+        }
         Disposition::Terminate => {
-            drop(p);
+            // A sibling's execve ends this thread alone; anything else
+            // ends the process.
+            let exec_by = t.process.exec_by.load(Ordering::SeqCst);
+            drop(t);
             // The parent learns it from wait4; the console only in the
             // kernel's log (a fault's kill is reported on the console as
             // a crash).
+            if exec_by != 0 && exec_by != sched::current() {
+                exit_thread(Status::Signaled(sig))
+            }
             log::info!("pid {}: killed by signal {sig}", current_pid());
             exit_current(Status::Signaled(sig))
         }
+    }
+    if !were_on {
+        interrupts::disable();
     }
 }
 
 /// After `rt_sigsuspend`'s return to user mode is settled: puts back the
 /// mask it replaced if no handler's frame took it.
 pub fn restore_suspended_mask() {
-    if let Some(p) = current()
-        && let Some(mask) = p.saved_mask.lock().take()
+    if let Some(t) = current_thread()
+        && let Some(mask) = t.saved_mask.lock().take()
     {
-        p.blocked.store(mask, Ordering::SeqCst);
+        t.set_blocked(mask);
     }
 }
 
 /// Whether the system call interrupted now should be restarted: the signal
 /// about to be acted on has a handler installed with `SA_RESTART`.
 pub fn restart_after_handler() -> bool {
-    let Some(p) = current() else { return false };
-    let bits = deliverable(&p);
+    let Some(t) = current_thread() else { return false };
+    let bits = deliverable(&t);
     if bits == 0 {
         return false;
     }
     let sig = bits.trailing_zeros() as u8 + 1;
-    disposition(&p, sig) == Disposition::Handle && p.actions.lock()[sig as usize - 1].flags & SA_RESTART != 0
+    let p = &t.process;
+    disposition(p, sig) == Disposition::Handle && p.actions.lock()[sig as usize - 1].flags & SA_RESTART != 0
 }
 
 /// A fault in user mode the VM could not resolve, as signal `sig` with
@@ -113,12 +125,20 @@ pub fn restart_after_handler() -> bool {
 /// one and does not block the signal; otherwise the process is killed,
 /// with `what` said on the console (Linux's force_sig_fault).
 pub fn fault_signal(tf: &mut TrapFrame, sig: u8, code: i32, addr: u64, what: core::fmt::Arguments<'_>) {
-    if let Some(p) = current()
-        && p.blocked.load(Ordering::SeqCst) & (1 << (sig - 1)) == 0
-        && disposition(&p, sig) == Disposition::Handle
+    // The trap came from user mode, where interrupts were on; they are on
+    // before any of the process's locks is taken (a sibling thread may hold
+    // one, preempted: waiting for it with interrupts off would never end).
+    let were_on = interrupts::are_enabled();
+    interrupts::enable();
+    if let Some(t) = current_thread()
+        && t.blocked.load(Ordering::SeqCst) & (1 << (sig - 1)) == 0
+        && disposition(&t.process, sig) == Disposition::Handle
     {
         let info = SigInfo { code, value: addr, value2: 0, fault: Some((addr, tf.error, tf.vector)) };
-        run_handler(tf, &p, sig, &info);
+        run_handler(tf, &t, sig, &info);
+        if !were_on {
+            interrupts::disable();
+        }
         return;
     }
     kill_current(sig, what, addr, tf.rip)
@@ -127,14 +147,14 @@ pub fn fault_signal(tf: &mut TrapFrame, sig: u8, code: i32, addr: u64, what: cor
 /// `rt_sigreturn`: back from a handler to what its frame saved. A frame
 /// that cannot be read kills the process with SIGSEGV.
 pub fn sigreturn(tf: &mut TrapFrame) {
-    let Some(p) = current() else { return };
+    let Some(t) = current_thread() else { return };
     match pop_frame(tf) {
         Ok((mask, alt)) => {
-            p.blocked.store(mask & !UNBLOCKABLE, Ordering::SeqCst);
+            t.set_blocked(mask);
             // The alternate stack as the frame had it, unless the thread is
             // on the current one (Linux's restore_altstack, which ignores
             // the refusal).
-            let mut mine = p.altstack.lock();
+            let mut mine = t.altstack.lock();
             if !mine.holds(tf.rsp) {
                 *mine = alt;
             }

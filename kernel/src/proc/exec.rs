@@ -13,7 +13,8 @@ use x86_64::instructions::interrupts::without_interrupts;
 use super::exit::{enter_user, exit_current};
 use super::layout::{CODE_BASE, PAGE, STACK_INITIAL, STACK_LIMIT, STACK_TOP};
 use super::signal::{SIG_IGN, SIGSEGV, SigAction};
-use super::{INIT, PROCESSES, Process, SpawnError, Status, current, current_pid};
+use super::thread::start_first;
+use super::{INIT, Process, SpawnError, Status, current, current_pid, current_thread};
 
 /// A new address space with the initial stack mapped.
 pub(super) fn new_space() -> Result<Arc<AddressSpace>, SpawnError> {
@@ -33,34 +34,6 @@ pub(super) fn new_space_with_stack(stack: u64) -> Result<Arc<AddressSpace>, Spaw
 pub(super) fn initial_stack_size(exec: &Exec) -> u64 {
     let need = exec.args.stack_bytes().next_multiple_of(PAGE);
     need.saturating_add(STACK_INITIAL / 2).clamp(STACK_INITIAL, STACK_LIMIT)
-}
-
-/// Starts the thread of process `p`, running `f`, and records it as `p`'s
-/// before it can run: a process can be found (by `kill`, by `wait`) from
-/// the moment its thread exists, and cannot end before it is recorded.
-/// Interrupts are off across the two steps, so on one CPU the new thread
-/// cannot run in between. (With more CPUs, threads will be created stopped.)
-pub(super) fn start_thread(name: &str, p: &Arc<Process>, f: impl FnOnce() + Send + 'static) -> Result<(), SpawnError> {
-    // Made with interrupts on (its stack comes from the page allocator),
-    // started with them off, so that it cannot run before it is in the
-    // process table.
-    let thread = sched::prepare_detached(name, f).ok_or(SpawnError::NoMemory)?;
-    let mut unstarted = None;
-    let r = without_interrupts(|| {
-        let tid = match thread.start() {
-            Ok(tid) => tid,
-            Err(t) => {
-                unstarted = Some(t);
-                return Err(SpawnError::NoMemory);
-            }
-        };
-        p.tid.store(tid, Ordering::SeqCst);
-        PROCESSES.lock().insert(tid, p.clone());
-        Ok(())
-    });
-    // Not started (no scheduler yet): freed here, with interrupts on.
-    drop(unstarted);
-    r
 }
 
 /// Loads `p`'s address space for the current thread: the first thing every
@@ -83,7 +56,7 @@ pub fn spawn(name: &str, program: &'static [u8]) -> Result<Arc<Process>, SpawnEr
     *proc.space.lock() = Some(space);
     proc.update_map_limits();
     let p = proc.clone();
-    start_thread(name, &proc, move || {
+    start_first(name, &proc, move || {
         become_process(p);
         // Load the program through the fault path, then make it read-only
         // and executable.
@@ -108,7 +81,7 @@ pub fn spawn_kernel(name: &str, f: impl FnOnce(&Arc<Process>) + Send + 'static) 
     *proc.space.lock() = Some(new_space()?);
     proc.update_map_limits();
     let p = proc.clone();
-    start_thread(name, &proc, move || {
+    start_first(name, &proc, move || {
         become_process(p.clone());
         crate::arch::cpu::stac();
         f(&p);
@@ -153,7 +126,7 @@ pub fn spawn_exec(name: &str, exec: Exec, parent: Option<&Arc<Process>>) -> Resu
     *proc.space.lock() = Some(new_space_with_stack(stack)?);
     proc.update_map_limits();
     let p = proc.clone();
-    start_thread(name, &proc, move || {
+    start_first(name, &proc, move || {
         become_process(p);
         let Some(space) = current().and_then(|me| me.space()) else { exit_current(Status::Exited(127)) };
         let started = load_image(&space, &exec);
@@ -204,6 +177,7 @@ pub fn start_init(argv: &[&str]) -> Result<Arc<Process>, SpawnError> {
 pub fn exec(tf: &mut crate::arch::trapframe::TrapFrame, name: &str, exec: Exec) -> Result<(), SpawnError> {
     let me = current().ok_or(SpawnError::NoMemory)?;
     crate::proc::elf::check(exec.image.bytes(), exec.image.len()).map_err(SpawnError::Load)?;
+    end_other_threads(&me)?;
     let old = me.space().ok_or(SpawnError::NoMemory)?;
     let stack = initial_stack_size(&exec);
     let space = new_space_with_stack(stack)?;
@@ -219,6 +193,8 @@ pub fn exec(tf: &mut crate::arch::trapframe::TrapFrame, name: &str, exec: Exec) 
     let replaced = without_interrupts(|| me.space.lock().replace(space));
     drop(replaced);
     drop(old);
+    // A vfork parent waits for this.
+    sched::wakeup(me.chan());
     *me.brk.lock() = (end, end);
     me.lock_future.store(false, Ordering::SeqCst);
     me.update_map_limits();
@@ -231,7 +207,9 @@ pub fn exec(tf: &mut crate::arch::trapframe::TrapFrame, name: &str, exec: Exec) 
     drop(closing);
     // Handlers do not survive an exec, nor does the alternate stack;
     // ignored signals stay ignored.
-    *me.altstack.lock() = crate::proc::AltStack::default();
+    if let Some(t) = current_thread() {
+        *t.altstack.lock() = crate::proc::AltStack::default();
+    }
     for a in me.actions.lock().iter_mut() {
         if a.handler != SIG_IGN {
             *a = SigAction::default();
@@ -246,4 +224,40 @@ pub fn exec(tf: &mut crate::arch::trapframe::TrapFrame, name: &str, exec: Exec) 
     tf.rsp = sp;
     tf.rflags = 0x202;
     Ok(())
+}
+
+/// Before an `execve` replaces the image: ends every other thread of `me`
+/// (the caller's process) and waits until they are gone; the caller then
+/// takes the pid as its id, as on Linux. `Interrupted` if the process is
+/// being ended meanwhile (the caller then ends on its way out).
+fn end_other_threads(me: &Arc<Process>) -> Result<(), SpawnError> {
+    let t = current_thread().ok_or(SpawnError::NoMemory)?;
+    if me.thread_count() == 1 {
+        return Ok(());
+    }
+    let id = sched::current();
+    if me.exec_by.compare_exchange(0, id, Ordering::SeqCst, Ordering::SeqCst).is_err() {
+        // Another thread is exec'ing: this one is to end.
+        return Err(SpawnError::Interrupted);
+    }
+    let r = loop {
+        if me.group_exit.load(Ordering::SeqCst) != 0
+            || super::signal_pending_in(&t) && t.pending_signals() & 1 << (super::SIGKILL - 1) != 0
+        {
+            break Err(SpawnError::Interrupted);
+        }
+        if me.thread_count() == 1 {
+            break Ok(());
+        }
+        // Sent again each round: a thread a sibling made meanwhile gets
+        // its kill too.
+        super::signal::kill_siblings(&t);
+        let deadline = crate::kern::time::ticks() + 10;
+        sched::sleep_until(me.chan(), deadline, || me.threads.try_lock().is_some_and(|th| th.len() > 1));
+    };
+    me.exec_by.store(0, Ordering::SeqCst);
+    if r.is_ok() && !t.is_leader() {
+        t.set_tid(me.pid);
+    }
+    r
 }

@@ -7,8 +7,8 @@ use alloc::sync::Arc;
 use core::sync::atomic::Ordering;
 use x86_64::instructions::interrupts::without_interrupts;
 
-use super::signal::{SIGCHLD, signal_pending, signal_pending_in};
-use super::{EXITING, INIT, PENDING_ANY, PROCESSES, Process, Status, current, current_pid};
+use super::signal::{SIGCHLD, clear_pending, kill_siblings, signal_pending, signal_pending_in, wake_taker};
+use super::{EXITING, INIT, Process, Status, TABLE, Thread, current, current_pid, current_thread};
 
 /// Why `wait4` returned without a child.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,6 +36,7 @@ pub enum WaitKind {
 /// `Ok(None)` if none has ended yet.
 pub fn wait_child(pid: i64, nohang: bool, kind: WaitKind) -> Result<Option<(u64, Status)>, WaitError> {
     let me = current().ok_or(WaitError::NoChild)?;
+    let my_thread = current_thread().ok_or(WaitError::NoChild)?;
     let matches = |c: &Arc<Process>| {
         let clone_child = c.exit_signal.load(Ordering::SeqCst) != SIGCHLD;
         let kind_matches = match kind {
@@ -67,7 +68,7 @@ pub fn wait_child(pid: i64, nohang: bool, kind: WaitKind) -> Result<Option<(u64,
         // is held, go round again rather than wait for it there.
         sched::sleep_if(me.chan(), || {
             me.children.try_lock().is_some_and(|ch| !ch.iter().any(|c| matches(c) && c.status().is_some()))
-                && !signal_pending_in(&me)
+                && !signal_pending_in(&my_thread)
         });
     }
 }
@@ -123,60 +124,121 @@ pub(super) fn enter_user(rip: u64, rsp: u64) -> ! {
     }
 }
 
-/// Ends the current process with `status`: frees its address space, hands
-/// its children to init, records the status, wakes whoever waits (its
-/// parent, a kernel waiter) and ends the thread.
+/// `exit_group`, and every end of a whole process (a fatal signal, a
+/// kill): records `status` as the process's (unless another thread ended
+/// it first), ends every other thread, and ends this one.
 pub fn exit_current(status: Status) -> ! {
+    if let Some(t) = current_thread() {
+        let _ = t.process.group_exit.compare_exchange(0, 1 << 16 | status.wstatus(), Ordering::SeqCst, Ordering::SeqCst);
+        kill_siblings(&t);
+    }
+    exit_thread(status)
+}
+
+/// `exit`: ends the current thread with `own` as its status. The last
+/// thread of a process ends the process (below); its status is the one
+/// `exit_group` or a fatal signal gave, else the last thread's own (as
+/// Linux reports it).
+///
+/// A thread with a clear-child-tid word whose address space lives on (in a
+/// sibling, or a process sharing it) has 0 written there and one futex
+/// waiter woken: what `pthread_join` waits for.
+pub fn exit_thread(own: Status) -> ! {
     // Tearing the address space down may wait (for pages being paged out,
     // for paging in progress): with interrupts on, whatever the way here
     // (a trap handler comes with them off).
     x86_64::instructions::interrupts::enable();
-    let me = without_interrupts(|| {
-        let mut processes = PROCESSES.lock();
-        let me = processes.remove(&sched::current());
-        if me.is_some() {
+    if let Some(t) = current_thread() {
+        clear_child_tid(&t);
+    }
+    let ended = without_interrupts(|| {
+        let mut table = TABLE.lock();
+        let t = table.threads.remove(&sched::current())?;
+        let mut threads = t.process.threads.lock();
+        let mine = threads.iter().position(|x| Arc::ptr_eq(x, &t)).map(|i| threads.remove(i));
+        let last = threads.is_empty();
+        drop(threads);
+        if last {
+            table.processes.remove(&t.process.pid);
             EXITING.fetch_add(1, Ordering::SeqCst);
         }
-        me
+        Some((t, mine, last))
     });
     sched::set_address_space(0, 0);
-    if let Some(p) = me {
-        let space = without_interrupts(|| p.space.lock().take());
-        drop(space);
-        let files = core::mem::take(&mut *p.files.lock());
-        drop(files);
-        if p.pending.swap(0, Ordering::SeqCst) != 0 {
-            PENDING_ANY.fetch_sub(1, Ordering::SeqCst);
-        }
-        let orphans = core::mem::take(&mut *p.children.lock());
-        let init = INIT.lock().upgrade().filter(|i| !Arc::ptr_eq(i, &p) && i.status().is_none());
-        if let Some(init) = init {
-            for c in &orphans {
-                c.ppid.store(init.pid, Ordering::SeqCst);
-                *c.parent.lock() = Arc::downgrade(&init);
+    if let Some((t, mine, last)) = ended {
+        drop(mine);
+        clear_pending(&t.pending);
+        let p = t.process.clone();
+        drop(t);
+        if last {
+            let status = match p.group_exit.load(Ordering::SeqCst) {
+                0 => own,
+                w => Status::from_wstatus(w & 0xffff),
+            };
+            end_process(&p, status);
+        } else {
+            // Signals only this thread could take go to another; an exec
+            // waiting for the others to end looks again.
+            let pending = p.pending_signals();
+            if pending != 0 {
+                wake_taker(&p, pending);
             }
-            init.children.lock().extend(orphans);
-            sched::wakeup(init.chan());
-        }
-        p.status.store(1 << 16 | status.wstatus(), Ordering::SeqCst);
-        EXITING.fetch_sub(1, Ordering::SeqCst);
-        sched::wakeup(p.chan());
-        if let Some(parent) = p.parent.lock().upgrade() {
-            // The exit signal (SIGCHLD unless clone said otherwise; its
-            // default is to be ignored) with the child's pid and status.
-            let sig = p.exit_signal.load(Ordering::SeqCst);
-            if sig != 0 && sig <= super::NSIG && parent.status().is_none() {
-                let (code, value2) = match status {
-                    Status::Exited(c) => (super::CLD_EXITED, c as u8 as u64),
-                    Status::Signaled(s) => (super::CLD_KILLED, s as u64),
-                };
-                let info = super::SigInfo { code, value: p.pid & 0xffff_ffff, value2, fault: None };
-                super::send_signal_info(&parent, sig, info);
-            }
-            sched::wakeup(parent.chan());
+            sched::wakeup(p.chan());
         }
     }
     sched::exit()
+}
+
+/// The clear-child-tid of thread `t`, at its end: 0 written and a waiter
+/// woken, when the address space outlives the thread.
+fn clear_child_tid(t: &Thread) {
+    let at = t.clear_child_tid.swap(0, Ordering::SeqCst);
+    if at == 0 {
+        return;
+    }
+    let shared = t.process.thread_count() > 1 || t.process.space().is_some_and(|s| Arc::strong_count(&s) > 2);
+    if shared && crate::syscall::uaccess::copy_to_user(at, &0u32.to_le_bytes()).is_ok() {
+        let _ = super::futex::wake(at, false, 1, super::futex::BITSET_ANY);
+    }
+}
+
+/// The end of process `p`, by its last thread: frees its address space
+/// and files, hands its children to init, records `status`, wakes whoever
+/// waits (its parent, a kernel waiter) and sends its parent the exit
+/// signal.
+fn end_process(p: &Arc<Process>, status: Status) {
+    let space = without_interrupts(|| p.space.lock().take());
+    drop(space);
+    let files = core::mem::take(&mut *p.files.lock());
+    drop(files);
+    clear_pending(&p.pending);
+    let orphans = core::mem::take(&mut *p.children.lock());
+    let init = INIT.lock().upgrade().filter(|i| !Arc::ptr_eq(i, p) && i.status().is_none());
+    if let Some(init) = init {
+        for c in &orphans {
+            c.ppid.store(init.pid, Ordering::SeqCst);
+            *c.parent.lock() = Arc::downgrade(&init);
+        }
+        init.children.lock().extend(orphans);
+        sched::wakeup(init.chan());
+    }
+    p.status.store(1 << 16 | status.wstatus(), Ordering::SeqCst);
+    EXITING.fetch_sub(1, Ordering::SeqCst);
+    sched::wakeup(p.chan());
+    if let Some(parent) = p.parent.lock().upgrade() {
+        // The exit signal (SIGCHLD unless clone said otherwise; its
+        // default is to be ignored) with the child's pid and status.
+        let sig = p.exit_signal.load(Ordering::SeqCst);
+        if sig != 0 && sig <= super::NSIG && parent.status().is_none() {
+            let (code, value2) = match status {
+                Status::Exited(c) => (super::CLD_EXITED, c as u8 as u64),
+                Status::Signaled(s) => (super::CLD_KILLED, s as u64),
+            };
+            let info = super::SigInfo { code, value: p.pid & 0xffff_ffff, value2, fault: None };
+            super::send_signal_info(&parent, sig, info);
+        }
+        sched::wakeup(parent.chan());
+    }
 }
 
 /// Kills the current process for an exception taken in user mode.
@@ -188,6 +250,10 @@ pub fn exit_current(status: Status) -> ! {
 /// cloned name and a formatted message here once cost 64 bytes of heap
 /// per crashed process).
 pub fn kill_current(signal: u8, what: core::fmt::Arguments<'_>, addr: u64, rip: u64) -> ! {
+    // The report takes the name's lock, which a sibling thread may hold
+    // while preempted: interrupts on first (a trap handler comes with them
+    // off; the exit turns them on anyway).
+    x86_64::instructions::interrupts::enable();
     report_kill(signal, what, addr, rip);
     exit_current(Status::Signaled(signal))
 }

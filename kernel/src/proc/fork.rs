@@ -6,10 +6,11 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
 
-use super::exec::{become_process, start_thread};
+use super::exec::become_process;
 use super::exit::resume_user;
-use super::limits::{RLIMIT_NPROC, Slot, max_processes, process_count};
-use super::{Process, SpawnError, current};
+use super::limits::{FORK_HEAP_RESERVE, RLIMIT_NPROC, Slot, max_processes, process_count};
+use super::thread::{Thread, start};
+use super::{Process, SpawnError, current, current_thread};
 
 /// What a `clone` of the fork kind asks beyond a plain fork.
 #[derive(Clone, Copy, Debug, Default)]
@@ -21,9 +22,16 @@ pub struct ForkArgs {
     /// Where the child writes its thread id, in its own memory, before it
     /// returns to user mode (`CLONE_CHILD_SETTID`).
     pub set_child_tid: Option<u64>,
+    /// Where a 0 is written, and a futex waiter woken, at the child's end
+    /// if its address space is shared then (`CLONE_CHILD_CLEARTID`).
+    pub clear_child_tid: Option<u64>,
     /// The signal the parent gets at the child's exit, if not SIGCHLD (a
     /// "clone" child to `wait4`).
     pub exit_signal: Option<u8>,
+    /// The child shares the caller's address space instead of copying it
+    /// (`CLONE_VM` without `CLONE_THREAD`: vfork, posix_spawn).
+    /// (With `CLONE_VFORK` the caller then waits: [`wait_vfork`].)
+    pub share_space: bool,
 }
 
 /// `fork`: a child with a copy-on-write copy of the address space, which
@@ -37,6 +45,7 @@ pub fn fork(tf: &crate::arch::trapframe::TrapFrame) -> Result<u64, SpawnError> {
 /// and thread id.
 pub fn fork_with(tf: &crate::arch::trapframe::TrapFrame, args: ForkArgs) -> Result<(u64, u64), SpawnError> {
     let parent = current().ok_or(SpawnError::NoMemory)?;
+    let me = current_thread().ok_or(SpawnError::NoMemory)?;
     // RLIMIT_NPROC: every process counts, ended ones not yet waited for
     // too (there is one user, root), as Linux counts a user's.
     if process_count() as u64 >= parent.limit(RLIMIT_NPROC) {
@@ -59,17 +68,21 @@ pub fn fork_with(tf: &crate::arch::trapframe::TrapFrame, args: ForkArgs) -> Resu
         files.extend(theirs.iter().cloned());
     }
     parent.children.lock().try_reserve(1).map_err(|_| SpawnError::NoMemory)?;
-    let space = parent.space().ok_or(SpawnError::NoMemory)?.fork().map_err(|_| SpawnError::NoMemory)?;
+    let space = parent.space().ok_or(SpawnError::NoMemory)?;
+    let space = if args.share_space { space } else { space.fork().map_err(|_| SpawnError::NoMemory)? };
     let name = parent.name.lock().clone();
     let child = Arc::try_new(Process::in_slot(Some(&parent), &name, files, slot)).map_err(|_| SpawnError::NoMemory)?;
     *child.space.lock() = Some(space);
     *child.brk.lock() = *parent.brk.lock();
-    child.blocked.store(parent.blocked.load(Ordering::SeqCst), Ordering::SeqCst);
     if let Some(sig) = args.exit_signal {
         child.exit_signal.store(sig, Ordering::SeqCst);
     }
     *child.actions.lock() = *parent.actions.lock();
-    *child.altstack.lock() = *parent.altstack.lock();
+    // The child's one thread: the caller's mask and alternate stack.
+    let first = Thread::new(child.pid, child.clone(), me.blocked.load(Ordering::SeqCst), None);
+    *first.altstack.lock() = *me.altstack.lock();
+    first.clear_child_tid.store(args.clear_child_tid.unwrap_or(0), Ordering::SeqCst);
+    let first = Arc::try_new(first).map_err(|_| SpawnError::NoMemory)?;
     let mut frame = tf.clone();
     frame.rax = 0;
     if let Some(sp) = args.stack {
@@ -77,24 +90,35 @@ pub fn fork_with(tf: &crate::arch::trapframe::TrapFrame, args: ForkArgs) -> Resu
     }
     let fs = args.tls.unwrap_or_else(|| x86_64::registers::model_specific::FsBase::read().as_u64());
     let c = child.clone();
-    start_thread("user", &child, move || {
+    let child_pid = child.pid;
+    start("user", first, move || {
         become_process(c);
         sched::set_fs_base(fs);
         if let Some(at) = args.set_child_tid {
             // As Linux: a bad address is not the child's concern here
             // (its first access there faults as any other would).
-            let _ = crate::syscall::uaccess::copy_to_user(at, &(sched::current() as u32).to_le_bytes());
+            let _ = crate::syscall::uaccess::copy_to_user(at, &(child_pid as u32).to_le_bytes());
         }
         // SAFETY: `frame` is a user-mode frame (the parent's system call),
         // kept in this closure's frame, which is never returned to.
         unsafe { resume_user(&frame) }
     })?;
-    let (pid, tid) = (child.pid, child.tid());
+    let (pid, tid) = (child.pid, child.pid);
     // Room was reserved above.
     parent.children.lock().push(child);
     Ok((pid, tid))
 }
 
-/// Heap a fork leaves free at least: a kernel stack and a margin for the
-/// allocations that cannot fail (entry-tree nodes).
-pub(super) const FORK_HEAP_RESERVE: usize = crate::kern::sched::STACK_SIZE + 128 * 1024;
+/// After a `vfork` (`CLONE_VFORK`): waits until child `pid` no longer uses
+/// the caller's address space, having exec'd or ended. A SIGKILL ends the
+/// wait early (and then the caller).
+pub fn wait_vfork(pid: u64) {
+    let (Some(me), Some(t)) = (current(), current_thread()) else { return };
+    let Some(child) = me.children.lock().iter().find(|c| c.pid == pid).cloned() else { return };
+    let Some(mine) = me.space() else { return };
+    let shared = |c: &Process| c.space.try_lock().is_none_or(|s| s.as_ref().is_some_and(|s| Arc::ptr_eq(s, &mine)));
+    let killed = || t.pending_signals() & 1 << (super::SIGKILL - 1) != 0;
+    while shared(&child) && !killed() {
+        sched::sleep_if(child.chan(), || shared(&child) && !killed());
+    }
+}

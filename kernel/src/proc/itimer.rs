@@ -11,7 +11,7 @@ use x86_64::instructions::interrupts::without_interrupts;
 
 use super::sigframe::{SI_KERNEL, SigInfo};
 use super::signal::{SIGALRM, send_signal_info};
-use super::{PROCESSES, Process};
+use super::{Process, TABLE};
 use crate::kern::{sched, time};
 
 /// A process's real-time timer. (A: `deadline` and `interval` are set by
@@ -83,7 +83,7 @@ fn run() {
         let mut n = 0;
         let mut next = u64::MAX;
         without_interrupts(|| {
-            for p in PROCESSES.lock().values() {
+            for p in TABLE.lock().processes.values() {
                 let d = p.itimer.deadline.load(Ordering::Acquire);
                 if d != 0 && d <= now && n < BATCH {
                     due[n] = Some(p.clone());

@@ -103,3 +103,7 @@ pub(super) static PROCESS_LIMIT: AtomicUsize = AtomicUsize::new(0);
 pub fn process_count() -> usize {
     PROCESS_COUNT.load(Ordering::Relaxed)
 }
+
+/// Heap a fork or a new thread leaves free at least: a kernel stack and a margin for the
+/// allocations that cannot fail (entry-tree nodes).
+pub(super) const FORK_HEAP_RESERVE: usize = crate::kern::sched::STACK_SIZE + 128 * 1024;

@@ -1,25 +1,35 @@
-//! User processes: an address space and a thread that runs in ring 3.
+//! User processes: an address space, open files and signal actions, and
+//! one or more threads that run in ring 3 (`thread.rs`).
 //!
-//! A process's thread sets its address space, loads the program into it
-//! (the ELF loader maps the image's pages from a vm_object, so they arrive
-//! through the ordinary fault path), and enters user mode with `iretq`. It
-//! comes back only through a system call, an interrupt or an exception:
-//! `exit` ends it with a status; a fault the VM cannot resolve, or any other
-//! exception in user mode, kills it with a signal, printed on the console
-//! (unless it has a handler for a fault's SIGSEGV or SIGBUS, which then runs
-//! with the fault's `si_addr` and `si_code`). Either way it frees its memory
-//! at once, and its parent (or init, if the parent is gone) collects the
+//! A process's first thread sets its address space, loads the program into
+//! it (the ELF loader maps the image's pages from a vm_object, so they
+//! arrive through the ordinary fault path), and enters user mode with
+//! `iretq`. A thread comes back only through a system call, an interrupt or
+//! an exception: `exit` ends it, `exit_group` the process; a fault the VM
+//! cannot resolve, or any other exception in user mode, kills the process
+//! with a signal, printed on the console (unless it has a handler for a
+//! fault's SIGSEGV or SIGBUS, which then runs on the faulting thread with
+//! the fault's `si_addr` and `si_code`). The last thread out frees the
+//! memory, and the parent (or init, if the parent is gone) collects the
 //! status with `wait4`, Linux-style.
 //!
-//! A signal is left pending and acted on when the process next leaves the
-//! kernel (the end of a system call, or an interrupt or fault that came from
-//! user mode): its handler runs on a Linux frame (`sigframe.rs`, with
+//! A signal is sent to a process (any thread that does not block it may
+//! take it; one that can is woken) or to one thread (`tkill`, `tgkill`, a
+//! fault). It is left pending and acted on when a thread next leaves the
+//! kernel (the end of a system call, or an interrupt or fault that came
+//! from user mode): its handler runs on a Linux frame (`sigframe.rs`, with
 //! `SA_ONSTACK` and `sigaltstack`, `SA_NODEFER`, `SA_RESETHAND`, the
 //! action's mask) and `rt_sigreturn` comes back, or its default action ends
 //! the process. Sleeps in system calls end early with EINTR so that happens
-//! promptly (no system call is restarted yet, `SA_RESTART` or not). Ignored
+//! promptly (and `SA_RESTART` restarts the calls Linux restarts). Ignored
 //! signals, and those with an ignoring default (SIGCHLD, SIGCONT, SIGURG,
 //! SIGWINCH), are dropped.
+//!
+//! Locks: a process's and a thread's fields behind a `Mutex` are taken
+//! with interrupts on (a sibling may hold one while preempted), except the
+//! table's, a process's list of threads and its address-space slot, always
+//! taken with them off and held only for a copy, atomics, wakeups and list
+//! changes.
 //!
 //! The user stack starts at [`STACK_INITIAL`] bytes below [`STACK_TOP`] and
 //! grows on fault, down to the process's `RLIMIT_STACK`; a fault beyond that
@@ -30,7 +40,7 @@
 //! Resource limits (`getrlimit`, `setrlimit`, `prlimit64`) are Linux's, with
 //! its defaults, inherited by a fork and kept across an exec. Enforced:
 //! `RLIMIT_AS` (mmap, brk, stack growth: ENOMEM), `RLIMIT_NOFILE` (open,
-//! dup: EMFILE), `RLIMIT_NPROC` (fork: EAGAIN), `RLIMIT_MEMLOCK` (mlock,
+//! dup: EMFILE), `RLIMIT_NPROC` (fork and new threads: EAGAIN), `RLIMIT_MEMLOCK` (mlock,
 //! mlockall: ENOMEM, EPERM when 0) and `RLIMIT_STACK`. Everything runs as
 //! root, but unlike Linux's root the limits hold for it too: they are what
 //! keeps one program from taking the kernel's heap.
@@ -40,6 +50,7 @@ pub mod elf;
 mod exec;
 mod exit;
 mod fork;
+pub mod futex;
 pub mod image;
 pub mod itimer;
 mod layout;
@@ -47,6 +58,7 @@ mod limits;
 pub mod programs;
 mod sigframe;
 mod signal;
+pub(crate) mod thread;
 
 pub use deliver::*;
 pub use exec::*;
@@ -59,6 +71,7 @@ pub use sigframe::{
     SS_ONSTACK, SigInfo,
 };
 pub use signal::*;
+pub use thread::*;
 
 use alloc::collections::BTreeMap;
 use alloc::string::String;
@@ -117,8 +130,6 @@ pub struct Process {
     pub ppid: AtomicU64,
     /// (R)
     parent: Mutex<Weak<Process>>,
-    /// The process's thread. (A)
-    tid: AtomicU64,
     /// The program's name (for messages). (R)
     pub name: Mutex<String>,
     /// The address space; None once the process has ended. (R; the map
@@ -132,39 +143,54 @@ pub struct Process {
     pub lock_future: AtomicBool,
     /// Children not yet waited for. (R)
     children: Mutex<Vec<Arc<Process>>>,
-    /// Signals sent and not yet acted on, bit n for signal n. (A)
+    /// Signals sent to the process and not yet acted on, bit n - 1 for
+    /// signal n (any thread that does not block one may take it; each
+    /// thread has its own set too, [`Thread`]). (A)
     pending: AtomicU64,
     /// The signal the parent is sent at the process's exit: SIGCHLD, or
     /// what `clone` asked (0: none). `wait4` tells the two kinds apart
     /// (`__WCLONE`, `__WALL`). (A)
     pub exit_signal: AtomicU8,
-    /// The signal mask (`rt_sigprocmask`), same layout. (A)
-    pub blocked: AtomicU64,
     /// Signal actions, index n - 1 for signal n. (R)
     pub actions: Mutex<[SigAction; NSIG as usize]>,
-    /// The alternate signal stack (`sigaltstack`). (R)
-    pub altstack: Mutex<sigframe::AltStack>,
     /// What the handler of each pending signal is told (index n - 1 for
     /// signal n; the first sending wins, as a standard signal does not
     /// queue). (R)
     pub sig_info: Mutex<[sigframe::SigInfo; NSIG as usize]>,
     /// The real-time interval timer (`setitimer`, `alarm`). (A, inside)
     pub itimer: itimer::RealTimer,
-    /// The mask `rt_sigsuspend` replaced, to be restored after the handler
-    /// that ends it (its frame saves this one). (R)
-    pub saved_mask: Mutex<Option<u64>>,
     /// Open files by descriptor, with the close-on-exec flag. (R)
     pub files: Mutex<FileTable>,
     /// Resource limits by `RLIMIT_*` number. (R)
     pub limits: Mutex<[Rlimit; RLIM_NLIMITS]>,
-    /// Its place in the count of processes. (C)
+    /// Its threads, the first (whose id is the pid) while it lives. Taken
+    /// with interrupts off, after the table's lock when both are. (R)
+    threads: Mutex<Vec<Arc<Thread>>>,
+    /// How the process ends, once a thread has ended it for all
+    /// (`exit_group`, a fatal signal): `1 << 16 | wstatus`; 0 before. The
+    /// first to set it wins. (A)
+    group_exit: AtomicU32,
+    /// The thread whose `execve` is ending the others (0: none). (A)
+    exec_by: AtomicU64,
+    /// Its place in the count of processes and threads. (C)
     _slot: Slot,
 }
 
-/// Live processes by the id of their thread. (R: the table's lock)
-static PROCESSES: Mutex<BTreeMap<ThreadId, Arc<Process>>> = Mutex::new(BTreeMap::new());
+/// Live processes and threads. (R, taken with interrupts off)
+struct Table {
+    /// Processes by pid, from their first thread's start until their last
+    /// thread's end.
+    processes: BTreeMap<u64, Arc<Process>>,
+    /// Threads by the scheduler's id of the thread that runs them.
+    threads: BTreeMap<ThreadId, Arc<Thread>>,
+}
+
+static TABLE: Mutex<Table> = Mutex::new(Table { processes: BTreeMap::new(), threads: BTreeMap::new() });
+/// Process and thread ids, one space as on Linux (a process's id is its
+/// first thread's).
 static NEXT_PID: AtomicU64 = AtomicU64::new(1);
-/// Processes with a signal pending (a quick test on the way out). (A)
+/// Pending sets (of processes and of threads) that are not empty: a quick
+/// test on the way out. (A)
 static PENDING_ANY: AtomicU32 = AtomicU32::new(0);
 /// Processes that have left `PROCESSES` in `exit_current` and are still
 /// freeing what they hold. Counted under the `PROCESSES` lock as they
@@ -183,11 +209,21 @@ pub enum SpawnError {
     TooMany,
     /// The program could not be loaded.
     Load(crate::proc::elf::ElfError),
+    /// The process is being ended (an `execve` while a sibling thread
+    /// ends the process, or execs itself).
+    Interrupted,
 }
 
+/// The process the current thread runs.
 pub fn current() -> Option<Arc<Process>> {
     let tid = sched::current();
-    without_interrupts(|| PROCESSES.lock().get(&tid).cloned())
+    without_interrupts(|| TABLE.lock().threads.get(&tid).map(|t| t.process.clone()))
+}
+
+/// The current thread, if it is a process's.
+pub fn current_thread() -> Option<Arc<Thread>> {
+    let tid = sched::current();
+    without_interrupts(|| TABLE.lock().threads.get(&tid).cloned())
 }
 
 /// The pid of the process the current thread runs, 0 if none.
@@ -197,25 +233,29 @@ pub fn current_pid() -> u64 {
 
 /// The live process with `pid`.
 pub fn by_pid(pid: u64) -> Option<Arc<Process>> {
-    without_interrupts(|| PROCESSES.lock().values().find(|p| p.pid == pid).cloned())
+    without_interrupts(|| TABLE.lock().processes.get(&pid).cloned())
+}
+
+/// The live thread whose id is `tid`.
+pub fn thread_by_tid(tid: u64) -> Option<Arc<Thread>> {
+    without_interrupts(|| TABLE.lock().threads.values().find(|t| t.tid() == tid).cloned())
 }
 
 /// Every live process.
 pub fn all() -> Vec<Arc<Process>> {
-    without_interrupts(|| PROCESSES.lock().values().cloned().collect())
+    without_interrupts(|| TABLE.lock().processes.values().cloned().collect())
 }
 
 /// True if no process is running, nor still ending: one that has left the
 /// list of live processes may still be freeing its memory.
 pub fn none_left() -> bool {
-    without_interrupts(|| PROCESSES.lock().is_empty() && EXITING.load(Ordering::SeqCst) == 0)
+    without_interrupts(|| TABLE.lock().processes.is_empty() && EXITING.load(Ordering::SeqCst) == 0)
 }
 
 impl Process {
     /// Pages mapped in the process's address space: its resident set.
     pub fn resident_pages(&self) -> u64 {
-        let space = self.space.lock().clone();
-        space.map_or(0, |s| s.map.lock().pmap().resident_count() as u64)
+        self.space().map_or(0, |s| s.map.lock().pmap().resident_count() as u64)
     }
 
     fn new(parent: Option<&Arc<Process>>, name: &str) -> Process {
@@ -236,7 +276,6 @@ impl Process {
             pid: NEXT_PID.fetch_add(1, Ordering::Relaxed),
             ppid: AtomicU64::new(parent.map_or(0, |p| p.pid)),
             parent: Mutex::new(parent.map_or_else(Weak::new, Arc::downgrade)),
-            tid: AtomicU64::new(0),
             name: Mutex::new(name.into()),
             space: Mutex::new(None),
             status: AtomicU32::new(0),
@@ -245,24 +284,30 @@ impl Process {
             children: Mutex::new(Vec::new()),
             pending: AtomicU64::new(0),
             exit_signal: AtomicU8::new(SIGCHLD),
-            blocked: AtomicU64::new(0),
             actions: Mutex::new([SigAction::default(); NSIG as usize]),
-            altstack: Mutex::new(AltStack::default()),
             sig_info: Mutex::new([sigframe::SigInfo::default(); NSIG as usize]),
-            saved_mask: Mutex::new(None),
             itimer: itimer::RealTimer::default(),
             files: Mutex::new(files),
             limits: Mutex::new(match parent {
                 Some(p) => *p.limits.lock(),
                 None => default_limits(),
             }),
+            threads: Mutex::new(Vec::new()),
+            group_exit: AtomicU32::new(0),
+            exec_by: AtomicU64::new(0),
             _slot: slot,
         }
     }
 
-    /// The id of the process's thread.
-    pub fn tid(&self) -> u64 {
-        self.tid.load(Ordering::SeqCst)
+    /// Runs `f` on each of the process's threads, with interrupts off and
+    /// the list locked: `f` only reads or sets atomics, or wakes.
+    pub fn each_thread(&self, mut f: impl FnMut(&Arc<Thread>)) {
+        without_interrupts(|| self.threads.lock().iter().for_each(&mut f))
+    }
+
+    /// The process's thread count.
+    pub fn thread_count(&self) -> usize {
+        without_interrupts(|| self.threads.lock().len())
     }
 
     /// The soft limit of resource `r` (an `RLIMIT_*`).

@@ -4,11 +4,13 @@
 
 use crate::kern::sched;
 use alloc::sync::Arc;
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicU64, Ordering};
+use spin::Mutex;
+use x86_64::instructions::interrupts::without_interrupts;
 
 pub use super::sigframe::SigAction;
 use super::sigframe::{SI_KERNEL, SigInfo};
-use super::{INIT, PENDING_ANY, Process, all, current};
+use super::{INIT, PENDING_ANY, Process, Thread, all, current, current_thread};
 
 pub const SIGILL: u8 = 4;
 pub const SIGBUS: u8 = 7;
@@ -84,68 +86,164 @@ pub fn send_signal(p: &Arc<Process>, sig: u8) {
     send_signal_info(p, sig, SigInfo { code: SI_KERNEL, ..SigInfo::default() });
 }
 
-/// Sends signal `sig` (1..=64) to `p`, its handler to be told `info`.
+/// Sets `sig` in the pending set `word`, whose infos are `infos`, with
+/// `info` unless it was pending already (a standard signal does not
+/// queue). Both under the infos' lock, so that a taker finds the info of
+/// the bit it clears.
+fn mark(word: &AtomicU64, infos: &Mutex<[SigInfo; NSIG as usize]>, sig: u8, info: SigInfo) {
+    let bit = 1u64 << (sig - 1);
+    let mut infos = infos.lock();
+    if word.load(Ordering::SeqCst) & bit == 0 {
+        infos[sig as usize - 1] = info;
+    }
+    if word.fetch_or(bit, Ordering::SeqCst) == 0 {
+        PENDING_ANY.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Clears `sig` in the pending set `word`.
+fn unmark(word: &AtomicU64, sig: u8) {
+    let bit = 1u64 << (sig - 1);
+    if word.fetch_and(!bit, Ordering::SeqCst) == bit {
+        PENDING_ANY.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Empties the pending set `word` (a thread's or a process's, at its end).
+pub(super) fn clear_pending(word: &AtomicU64) {
+    if word.swap(0, Ordering::SeqCst) != 0 {
+        PENDING_ANY.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Sends signal `sig` (1..=64) to `p`, its handler to be told `info`: any
+/// of its threads that does not block it may take it, and one that can is
+/// woken.
 pub fn send_signal_info(p: &Arc<Process>, sig: u8, info: SigInfo) {
     if sig == 0 || sig > NSIG || p.status().is_some() || disposition(p, sig) == Disposition::Ignore {
         return;
     }
-    {
-        // The info is recorded before the bit is set: whoever sees the bit
-        // finds it (both under this lock or after it).
-        let mut infos = p.sig_info.lock();
-        if p.pending.load(Ordering::SeqCst) & (1 << (sig - 1)) == 0 {
-            infos[sig as usize - 1] = info;
+    mark(&p.pending, &p.sig_info, sig, info);
+    wake_taker(p, 1 << (sig - 1));
+}
+
+/// Sends signal `sig` to thread `t` alone (`tkill`, `tgkill`).
+pub fn send_thread_signal(t: &Arc<Thread>, sig: u8, info: SigInfo) {
+    let p = &t.process;
+    if sig == 0 || sig > NSIG || p.status().is_some() || disposition(p, sig) == Disposition::Ignore {
+        return;
+    }
+    mark(&t.pending, &t.sig_info, sig, info);
+    sched::wake_thread(t.sched_id());
+}
+
+/// Wakes a thread of `p` that may take one of the signals `bits`: the
+/// current thread if it is one of `p`'s and may (it acts on it on its way
+/// out), else the first that does not block one. The others sleep on.
+pub(super) fn wake_taker(p: &Process, bits: u64) {
+    let me = sched::current();
+    without_interrupts(|| {
+        let threads = p.threads.lock();
+        let takes = |t: &&Arc<Thread>| bits & (!t.blocked.load(Ordering::SeqCst) | UNBLOCKABLE) != 0;
+        if threads.iter().any(|t| t.sched_id() == me && takes(&t)) {
+            return;
         }
-    }
-    if p.pending.fetch_or(1 << (sig - 1), Ordering::SeqCst) == 0 {
-        PENDING_ANY.fetch_add(1, Ordering::SeqCst);
-    }
-    sched::wake_thread(p.tid.load(Ordering::SeqCst));
+        if let Some(t) = threads.iter().find(takes) {
+            sched::wake_thread(t.sched_id());
+        }
+    });
+}
+
+/// Ends every thread of `t`'s process but `t`: each gets a SIGKILL of its
+/// own, acted on at its next return to user mode (or at once from an
+/// interruptible sleep). No info is recorded: a kill has no handler.
+pub(super) fn kill_siblings(t: &Thread) {
+    let bit = 1u64 << (SIGKILL - 1);
+    without_interrupts(|| {
+        for s in t.process.threads.lock().iter().filter(|s| !core::ptr::eq(&***s, t)) {
+            if s.pending.fetch_or(bit, Ordering::SeqCst) == 0 {
+                PENDING_ANY.fetch_add(1, Ordering::SeqCst);
+            }
+            sched::wake_thread(s.sched_id());
+        }
+    });
 }
 
 impl Process {
-    /// Signals sent and not yet acted on (bit n - 1 for signal n).
+    /// Signals sent to the process and not yet acted on (bit n - 1 for
+    /// signal n).
     pub fn pending_signals(&self) -> u64 {
         self.pending.load(Ordering::SeqCst)
     }
 }
 
-/// Takes signal `sig` off `p`'s pending set.
-pub(super) fn take_pending(p: &Process, sig: u8) {
-    let bit = 1u64 << (sig - 1);
-    if p.pending.fetch_and(!bit, Ordering::SeqCst) == bit {
-        PENDING_ANY.fetch_sub(1, Ordering::SeqCst);
+impl Thread {
+    /// Signals pending for the thread: its own and its process's.
+    pub fn pending_signals(&self) -> u64 {
+        self.pending.load(Ordering::SeqCst) | self.process.pending.load(Ordering::SeqCst)
     }
+
+    /// Sets the signal mask to `mask` (SIGKILL and SIGSTOP stay
+    /// unblocked); a process-wide signal it now blocks is handed to a
+    /// thread that does not (Linux's retarget).
+    pub fn set_blocked(&self, mask: u64) {
+        let mask = mask & !UNBLOCKABLE;
+        let old = self.blocked.swap(mask, Ordering::SeqCst);
+        let newly = mask & !old & self.process.pending.load(Ordering::SeqCst);
+        if newly != 0 {
+            wake_taker(&self.process, newly);
+        }
+    }
+}
+
+/// Takes signal `sig` off `t`'s pending sets (its own first, as Linux
+/// dequeues) and returns what its handler is told.
+pub(super) fn take_pending(t: &Thread, sig: u8) -> SigInfo {
+    let bit = 1u64 << (sig - 1);
+    let (word, infos) = if t.pending.load(Ordering::SeqCst) & bit != 0 {
+        (&t.pending, &t.sig_info)
+    } else {
+        (&t.process.pending, &t.process.sig_info)
+    };
+    let infos = infos.lock();
+    let info = infos[sig as usize - 1];
+    unmark(word, sig);
+    info
 }
 
 /// SIGKILL and SIGSTOP, which no mask blocks.
 pub const UNBLOCKABLE: u64 = (1 << (SIGKILL - 1)) | (1 << (SIGSTOP - 1));
 
-pub(super) fn deliverable(p: &Process) -> u64 {
+/// Signals `t` may act on now: pending for it or its process and not
+/// blocked (SIGKILL never is).
+pub(super) fn deliverable(t: &Thread) -> u64 {
     let kill = 1u64 << (SIGKILL - 1);
-    p.pending.load(Ordering::SeqCst) & (!p.blocked.load(Ordering::SeqCst) | kill)
+    t.pending_signals() & (!t.blocked.load(Ordering::SeqCst) | kill)
 }
 
-pub(super) fn signal_pending_in(p: &Process) -> bool {
-    PENDING_ANY.load(Ordering::Relaxed) != 0 && deliverable(p) != 0
+/// Whether `t` has a signal to act on (reads atomics only: usable in a
+/// sleep's condition, under the scheduler's lock).
+pub fn signal_pending_in(t: &Thread) -> bool {
+    PENDING_ANY.load(Ordering::Relaxed) != 0 && deliverable(t) != 0
 }
 
-/// True if the current process has a signal to act on (a sleeping system
+/// True if the current thread has a signal to act on (a sleeping system
 /// call then returns EINTR).
 pub fn signal_pending() -> bool {
-    PENDING_ANY.load(Ordering::Relaxed) != 0 && current().is_some_and(|p| deliverable(&p) != 0)
+    PENDING_ANY.load(Ordering::Relaxed) != 0 && current_thread().is_some_and(|t| deliverable(&t) != 0)
 }
 
-/// Drops pending signals that `p` now ignores (after `rt_sigaction`).
+/// Drops pending signals that `p` now ignores (after `rt_sigaction`), its
+/// threads' as well as its own.
 pub fn discard_ignored(p: &Process) {
+    let mut pending = p.pending.load(Ordering::SeqCst);
+    p.each_thread(|t| pending |= t.pending.load(Ordering::SeqCst));
     for sig in 1..=NSIG {
-        let bit = 1u64 << (sig - 1);
-        if p.pending.load(Ordering::SeqCst) & bit != 0
-            && disposition(p, sig) == Disposition::Ignore
-            && p.pending.fetch_and(!bit, Ordering::SeqCst) == bit
-        {
-            PENDING_ANY.fetch_sub(1, Ordering::SeqCst);
+        if pending & 1 << (sig - 1) == 0 || disposition(p, sig) != Disposition::Ignore {
+            continue;
         }
+        unmark(&p.pending, sig);
+        p.each_thread(|t| unmark(&t.pending, sig));
     }
 }
 

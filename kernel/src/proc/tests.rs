@@ -101,7 +101,7 @@ fn a_frame_off_the_stack_is_not_used_as_one() {
     let proc = Arc::new(Process::new(None, "resume"));
     *proc.space.lock() = Some(space);
     let p = proc.clone();
-    start_thread("resume", &proc, move || {
+    crate::proc::thread::start_first("resume", &proc, move || {
         become_process(p);
         if crate::syscall::uaccess::copy_to_user(CODE_BASE, program).is_err() {
             exit_current(Status::Signaled(SIGSEGV));
@@ -209,6 +209,40 @@ fn signal_handlers() {
 fn clone_of_the_fork_kind() {
     assert_eq!(run_bin("clone", &[]), Status::Exited(0));
     assert_eq!(run_bin("clone.glibc", &[]), Status::Exited(0));
+}
+
+/// Threads as musl's and glibc's pthreads make them: 100 created and
+/// joined, a mutex and condition-variable ping-pong, a producer/consumer,
+/// thread-local storage, ids, tgkill and a process-wide signal taken by
+/// the one thread that does not block it, and every way a process with
+/// threads ends (exit_group from a thread, the last thread's exit, a
+/// fatal signal, execve from a thread), vfork and posix_spawn:
+/// user/threads.c, built with musl and with glibc.
+#[ktest(timeout = 120)]
+fn pthreads() {
+    assert_eq!(run_bin("threads", &[]), Status::Exited(0));
+    assert_eq!(run_bin("threads.glibc", &[]), Status::Exited(0));
+}
+
+/// The VM with threads: the same fresh anonymous range and the same file
+/// range faulted by four threads at once; munmap and mprotect racing
+/// faults for 10,000 rounds with no access through a translation that
+/// should be gone, no stale or lost data and every SIGSEGV at its
+/// address; madvise and mlock racing writers; fork while siblings write;
+/// exit_group while threads fault: user/vmthreads.c, with musl and glibc.
+#[ktest(timeout = 300)]
+fn vm_with_threads() {
+    assert_eq!(run_bin("vmthreads", &["/tmp"]), Status::Exited(0));
+    assert_eq!(run_bin("vmthreads.glibc", &["/tmp", "2000"]), Status::Exited(0));
+}
+
+/// futex: wake counts, EAGAIN, relative and absolute timeouts, bitsets,
+/// REQUEUE, CMP_REQUEUE, WAKE_OP, EINTR, bad arguments, a word on a page
+/// never touched, and shared futexes between two processes in a file page
+/// mapped at two addresses and in shared anonymous memory: user/futex.c.
+#[ktest(timeout = 120)]
+fn futexes() {
+    assert_eq!(run_bin("futex", &["/tmp"]), Status::Exited(0));
 }
 
 /// Malformed ELF files execve'd from /tmp fail with ENOEXEC and the

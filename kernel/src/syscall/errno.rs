@@ -21,3 +21,4 @@ pub const ENOTTY: i64 = 25;
 pub const ENAMETOOLONG: i64 = 36;
 pub const ENOSYS: i64 = 38;
 pub const EOVERFLOW: i64 = 75;
+pub const ETIMEDOUT: i64 = 110;

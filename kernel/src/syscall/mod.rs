@@ -21,6 +21,7 @@ pub mod errno;
 pub mod file;
 pub mod mem;
 pub mod proc;
+pub mod thread;
 pub mod uaccess;
 
 use core::arch::naked_asm;
@@ -30,7 +31,7 @@ use x86_64::registers::model_specific::{Efer, EferFlags, Msr};
 
 use crate::arch::pmap::USER_END;
 use crate::arch::trapframe::TrapFrame;
-use crate::syscall::errno::{EINTR, EINVAL, ENOSYS, ENOTTY, EPERM, ESRCH};
+use crate::syscall::errno::{EINTR, EINVAL, ENOSYS, ENOTTY, EPERM};
 
 /// The user's RSP, saved by the entry before it switches stacks.
 static USER_RSP: AtomicU64 = AtomicU64::new(0);
@@ -157,6 +158,7 @@ pub const SYS_NANOSLEEP: u64 = 35;
 pub const SYS_GETPID: u64 = 39;
 pub const SYS_CLONE: u64 = 56;
 pub const SYS_FORK: u64 = 57;
+pub const SYS_VFORK: u64 = 58;
 pub const SYS_EXECVE: u64 = 59;
 pub const SYS_EXIT: u64 = 60;
 pub const SYS_WAIT4: u64 = 61;
@@ -178,6 +180,7 @@ pub const SYS_ARCH_PRCTL: u64 = 158;
 pub const SYS_GETTID: u64 = 186;
 pub const SYS_TKILL: u64 = 200;
 pub const SYS_TIME: u64 = 201;
+pub const SYS_FUTEX: u64 = 202;
 pub const SYS_SET_TID_ADDRESS: u64 = 218;
 pub const SYS_CLOCK_GETTIME: u64 = 228;
 pub const SYS_CLOCK_GETRES: u64 = 229;
@@ -257,11 +260,12 @@ extern "C" fn syscall_dispatch(tf: &mut TrapFrame) {
         SYS_SETITIMER => sys::setitimer(a0, a1, a2),
         SYS_ALARM => sys::alarm(a0),
         SYS_KILL => sys::kill(a0 as i32 as i64, a1),
-        SYS_TKILL => sys::tkill(a0, a1),
-        SYS_TGKILL if a0 == crate::proc::current_pid() => sys::tkill(a1, a2),
-        SYS_TGKILL => -ESRCH,
+        SYS_TKILL => thread::tkill(None, a0 as i32 as i64, a1),
+        SYS_TGKILL => thread::tkill(Some(a0 as i32 as i64), a1 as i32 as i64, a2),
+        SYS_FUTEX => thread::futex(a0, a1, a2, a3, a4, a5),
         SYS_ARCH_PRCTL => sys_arch_prctl(a0, a1),
-        SYS_SET_TID_ADDRESS | SYS_GETTID => crate::kern::sched::current() as i64,
+        SYS_SET_TID_ADDRESS => thread::set_tid_address(a0),
+        SYS_GETTID => thread::gettid(),
         SYS_GETPID => crate::proc::current_pid() as i64,
         SYS_GETPPID => crate::proc::current().map_or(0, |p| p.ppid.load(core::sync::atomic::Ordering::SeqCst) as i64),
         SYS_GETUID | SYS_GETGID | SYS_GETEUID | SYS_GETEGID => 0,
@@ -278,10 +282,12 @@ extern "C" fn syscall_dispatch(tf: &mut TrapFrame) {
         SYS_SETRLIMIT => sys::setrlimit(a0, a1),
         SYS_PRLIMIT64 => sys::prlimit64(a0, a1, a2, a3),
         SYS_FORK => sys_fork(tf),
-        SYS_CLONE => sys::clone(tf, a0, a1, a2, a3, a4),
+        SYS_CLONE => thread::clone(tf, a0, a1, a2, a3, a4),
+        SYS_VFORK => thread::clone(tf, 0x4100 | crate::proc::SIGCHLD as u64, 0, 0, 0, 0),
         SYS_EXECVE => sys::execve(tf, a0, a1, a2),
         SYS_WAIT4 => sys::wait4(a0 as i32 as i64, a1, a2, a3),
-        SYS_EXIT | SYS_EXIT_GROUP => crate::proc::exit_current(crate::proc::Status::Exited(a0 as i32)),
+        SYS_EXIT => crate::proc::exit_thread(crate::proc::Status::Exited(a0 as i32)),
+        SYS_EXIT_GROUP => crate::proc::exit_current(crate::proc::Status::Exited(a0 as i32)),
         _ => {
             not_implemented(nr);
             -ENOSYS

@@ -14,82 +14,6 @@ use crate::syscall::uaccess::{copy_from_user, copy_string, copy_to_user};
 
 const NS: u64 = 1_000_000_000;
 
-/// `clone`'s flags (Linux's `CLONE_*`; the low byte is the signal the
-/// parent gets at the child's exit).
-mod clone {
-    pub const CSIGNAL: u64 = 0xff;
-    pub const VM: u64 = 0x100;
-    pub const FS: u64 = 0x200;
-    pub const SIGHAND: u64 = 0x800;
-    pub const PIDFD: u64 = 0x1000;
-    pub const PTRACE: u64 = 0x2000;
-    pub const THREAD: u64 = 0x1_0000;
-    pub const NEWNS: u64 = 0x2_0000;
-    pub const SYSVSEM: u64 = 0x4_0000;
-    pub const SETTLS: u64 = 0x8_0000;
-    pub const PARENT_SETTID: u64 = 0x10_0000;
-    pub const CHILD_CLEARTID: u64 = 0x20_0000;
-    pub const DETACHED: u64 = 0x40_0000;
-    pub const UNTRACED: u64 = 0x80_0000;
-    pub const CHILD_SETTID: u64 = 0x100_0000;
-    pub const NEWUSER: u64 = 0x1000_0000;
-    pub const NEWPID: u64 = 0x2000_0000;
-    pub const IO: u64 = 0x8000_0000;
-    /// What a fork-like clone may ask today: the rest (a shared address
-    /// space, files or handlers, threads, vfork, pidfds, namespaces) is
-    /// ENOSYS until the kernel has them. DETACHED, UNTRACED, PTRACE and IO
-    /// mean nothing here (no tracers, one I/O context), SYSVSEM nothing
-    /// without System V semaphores; CHILD_CLEARTID clears the word only
-    /// when the address space is shared, as Linux does, so a fork's is
-    /// accepted and has no effect.
-    pub const SUPPORTED: u64 =
-        CSIGNAL | SETTLS | PARENT_SETTID | CHILD_SETTID | CHILD_CLEARTID | DETACHED | UNTRACED | PTRACE | IO | SYSVSEM;
-}
-
-/// `clone(flags, stack, parent_tid, child_tid, tls)` (x86_64's argument
-/// order). The fork kinds glibc and musl use (`SIGCHLD` with
-/// `CLONE_CHILD_SETTID|CLONE_CHILD_CLEARTID`, a new stack, a TLS, the
-/// parent's copy of the child's id) make a child as `fork` does; the
-/// combinations Linux refuses are EINVAL, as there.
-pub fn clone(tf: &TrapFrame, flags: u64, stack: u64, parent_tid: u64, child_tid: u64, tls: u64) -> i64 {
-    let has = |f: u64| flags & f != 0;
-    // Linux's checks, in its order (kernel_clone, copy_process).
-    if has(clone::PIDFD) && has(clone::PARENT_SETTID) {
-        return -EINVAL; // both would write through `parent_tid`
-    }
-    if (has(clone::NEWNS) || has(clone::NEWUSER)) && has(clone::FS)
-        || has(clone::THREAD) && !has(clone::SIGHAND)
-        || has(clone::SIGHAND) && !has(clone::VM)
-        || has(clone::THREAD) && has(clone::NEWUSER | clone::NEWPID)
-        || has(clone::PIDFD) && has(clone::DETACHED | clone::THREAD)
-    {
-        return -EINVAL;
-    }
-    if flags & !clone::SUPPORTED & 0xffff_ffff != 0 {
-        let missing = flags & !clone::SUPPORTED & 0xffff_ffff;
-        log::warn!("pid {}: clone flags {missing:#x} are not implemented (ENOSYS)", proc::current_pid());
-        return -ENOSYS;
-    }
-    let signal = (flags & clone::CSIGNAL) as u8;
-    let args = proc::ForkArgs {
-        stack: (stack != 0).then_some(stack),
-        tls: has(clone::SETTLS).then_some(tls),
-        set_child_tid: has(clone::CHILD_SETTID).then_some(child_tid),
-        exit_signal: (signal != proc::SIGCHLD).then_some(signal),
-    };
-    match proc::fork_with(tf, args) {
-        Ok((pid, tid)) => {
-            if has(clone::PARENT_SETTID) {
-                // As Linux, a bad address does not undo the clone.
-                let _ = copy_to_user(parent_tid, &(tid as u32).to_le_bytes());
-            }
-            pid as i64
-        }
-        Err(proc::SpawnError::NoMemory) => -ENOMEM,
-        Err(_) => -EAGAIN,
-    }
-}
-
 fn ret(r: Result<i64, i64>) -> i64 {
     r.unwrap_or_else(|e| -e)
 }
@@ -167,6 +91,7 @@ pub fn execve(tf: &mut TrapFrame, path: u64, argv: u64, envp: u64) -> i64 {
         Err(proc::SpawnError::Load(crate::proc::elf::ElfError::TooBig)) => -E2BIG,
         Err(proc::SpawnError::Load(crate::proc::elf::ElfError::Fault)) => -EFAULT,
         Err(proc::SpawnError::Load(_)) => -ENOEXEC,
+        Err(proc::SpawnError::Interrupted) => -EINTR,
     }
 }
 
@@ -221,7 +146,7 @@ pub fn kill(pid: i64, sig: u64) -> i64 {
 
 /// `kill`, the handler to be told `code` (SI_USER, or SI_TKILL for
 /// `tkill` and `tgkill`) and the sender's pid.
-fn kill_with(pid: i64, sig: u64, code: i32) -> i64 {
+pub(super) fn kill_with(pid: i64, sig: u64, code: i32) -> i64 {
     if sig > proc::NSIG as u64 {
         return -EINVAL;
     }
@@ -250,18 +175,6 @@ fn kill_with(pid: i64, sig: u64, code: i32) -> i64 {
         proc::send_signal_info(t, sig, info);
     }
     0
-}
-
-/// `tkill(tid, sig)` / `tgkill(tgid, tid, sig)`: one thread per process, so
-/// the thread's process (musl's `raise` and `abort` use these).
-pub fn tkill(tid: u64, sig: u64) -> i64 {
-    if tid == 0 || tid > i64::MAX as u64 {
-        return -EINVAL;
-    }
-    if tid != crate::kern::sched::current() {
-        return -ESRCH;
-    }
-    kill_with(0, sig, proc::SI_TKILL)
 }
 
 /// `rt_sigaction(sig, act, oldact, sigsetsize)`.
@@ -307,8 +220,8 @@ pub fn rt_sigaction(sig: u64, act: u64, oldact: u64, setsize: u64) -> i64 {
 pub fn sigaltstack(rsp: u64, ss: u64, old: u64) -> i64 {
     const MINSIGSTKSZ: u64 = 2048;
     const SS_AUTODISARM: u32 = 1 << 31;
-    let Some(p) = proc::current() else { return -EINVAL };
-    let cur = *p.altstack.lock();
+    let Some(t) = proc::current_thread() else { return -EINVAL };
+    let cur = *t.altstack.lock();
     if old != 0 {
         let mut b = [0u8; 24];
         b[..8].copy_from_slice(&cur.sp.to_le_bytes());
@@ -341,7 +254,7 @@ pub fn sigaltstack(rsp: u64, ss: u64, old: u64) -> i64 {
         }
         _ => return -EINVAL,
     };
-    *p.altstack.lock() = new;
+    *t.altstack.lock() = new;
     0
 }
 
@@ -353,8 +266,8 @@ pub fn rt_sigprocmask(how: u64, set: u64, oldset: u64, setsize: u64) -> i64 {
     if setsize != 8 {
         return -EINVAL;
     }
-    let Some(p) = proc::current() else { return -EINVAL };
-    let old = p.blocked.load(Ordering::SeqCst);
+    let Some(t) = proc::current_thread() else { return -EINVAL };
+    let old = t.blocked.load(Ordering::SeqCst);
     let new = if set != 0 {
         let v = match read_u64(set) {
             Ok(v) => v,
@@ -376,8 +289,7 @@ pub fn rt_sigprocmask(how: u64, set: u64, oldset: u64, setsize: u64) -> i64 {
     }
     if let Some(v) = new {
         // SIGKILL and SIGSTOP cannot be blocked.
-        let unblockable = 1u64 << (proc::SIGKILL - 1) | 1u64 << (proc::SIGSTOP - 1);
-        p.blocked.store(v & !unblockable, Ordering::SeqCst);
+        t.set_blocked(v);
     }
     0
 }
@@ -387,8 +299,8 @@ pub fn rt_sigpending(set: u64, setsize: u64) -> i64 {
     if setsize != 8 {
         return -EINVAL;
     }
-    let Some(p) = proc::current() else { return -EINVAL };
-    let v = p.pending_signals() & p.blocked.load(Ordering::SeqCst);
+    let Some(t) = proc::current_thread() else { return -EINVAL };
+    let v = t.pending_signals() & t.blocked.load(Ordering::SeqCst);
     ret(copy_to_user(set, &v.to_le_bytes()).map(|_| 0))
 }
 
@@ -415,7 +327,7 @@ const CLOCK_BOOTTIME: u64 = 7;
 
 /// The time of `clock` in nanoseconds, or None for a clock that does not
 /// exist. The CPU-time clocks read the monotonic clock (no accounting yet).
-fn clock_ns(clock: u64) -> Option<u64> {
+pub(super) fn clock_ns(clock: u64) -> Option<u64> {
     match clock {
         CLOCK_REALTIME | CLOCK_REALTIME_COARSE => Some(crate::kern::time::realtime_ns()),
         CLOCK_MONOTONIC | CLOCK_MONOTONIC_RAW | CLOCK_MONOTONIC_COARSE | CLOCK_BOOTTIME => {
@@ -433,7 +345,7 @@ fn put_timespec(addr: u64, ns: u64) -> Result<(), i64> {
     copy_to_user(addr, &b)
 }
 
-fn get_timespec(addr: u64) -> Result<u64, i64> {
+pub(super) fn get_timespec(addr: u64) -> Result<u64, i64> {
     let mut b = [0u8; 16];
     copy_from_user(&mut b, addr)?;
     let sec = i64::from_le_bytes(b[..8].try_into().unwrap_or_default());
@@ -518,9 +430,10 @@ pub fn rt_sigsuspend(mask: u64, setsize: u64) -> i64 {
     if let Err(e) = copy_from_user(&mut b, mask) {
         return -e;
     }
-    let Some(p) = proc::current() else { return -EINVAL };
-    let old = p.blocked.swap(u64::from_le_bytes(b) & !proc::UNBLOCKABLE, Ordering::SeqCst);
-    *p.saved_mask.lock() = Some(old);
+    let Some(t) = proc::current_thread() else { return -EINVAL };
+    let old = t.blocked.load(Ordering::SeqCst);
+    *t.saved_mask.lock() = Some(old);
+    t.set_blocked(u64::from_le_bytes(b));
     // Until a signal the new mask lets through: then EINTR, and the return
     // to user mode acts on it.
     let _ = sleep_until_ns(CLOCK_MONOTONIC, u64::MAX);

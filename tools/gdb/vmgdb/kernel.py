@@ -8,7 +8,7 @@ Where each thing is found (statics the kernel keeps for itself):
   physical address 0 (the bootloader chooses it; BIOS and UEFI boots may
   differ): every physical read goes through it;
 - PV lists: `kernel::arch::pmap::GLOBALS`, one list head per page-array index;
-- processes: `kernel::proc::PROCESSES`; the address space being run:
+- processes: `kernel::proc::TABLE` (its `processes`, by pid); the address space being run:
   `kernel::kern::sched::CURRENT_SPACE`;
 - swap: `kernel::mm::swap::SWAP` (an Arc of `pager::swap::SwapSpace`); fail points: `vm::failpoint::ALL`;
 - bits and sentinels: the modules' `DEBUG_CONSTANTS` (vm::DebugConstant).
@@ -138,11 +138,11 @@ class Kernel:
     # ---- processes and address spaces --------------------------------------
 
     def processes(self):
-        """[(pid, name, AddressSpace value or None)], in thread-id order."""
+        """[(pid, name, AddressSpace value or None)], in pid order."""
         if self._processes is None:
-            table, _ = rust.mutex(rust.symbol("kernel::proc::PROCESSES"))
+            table, _ = rust.mutex(rust.symbol("kernel::proc::TABLE"))
             out = []
-            for _, proc_arc in rust.btree_map(table):
+            for _, proc_arc in rust.btree_map(table["processes"]):
                 p = rust.arc(proc_arc)
                 name, _ = rust.mutex(p["name"])
                 space, _ = rust.mutex(p["space"])
