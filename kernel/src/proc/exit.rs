@@ -151,6 +151,10 @@ pub fn exit_thread(own: Status) -> ! {
     if let Some(t) = current_thread() {
         clear_child_tid(&t);
     }
+    // Off the address space before leaving the tables: once this thread is
+    // not counted, a sibling's execve (or the last thread's end) may free
+    // the page tables it would otherwise still run on.
+    sched::set_address_space(0, 0);
     let ended = without_interrupts(|| {
         let mut table = TABLE.lock();
         let t = table.threads.remove(&sched::current())?;
@@ -164,7 +168,6 @@ pub fn exit_thread(own: Status) -> ! {
         }
         Some((t, mine, last))
     });
-    sched::set_address_space(0, 0);
     if let Some((t, mine, last)) = ended {
         drop(mine);
         clear_pending(&t.pending);
