@@ -22,6 +22,8 @@ commands:
              non-zero exit status on any failure
   bench      host benchmarks and the kernel's benchmarks (release build);
              prints `bench: <name> <value> <unit>` lines
+  bench user vmbench alone, here and on Linux 6.1, with the ratios
+  bench swap swapbench alone, here and on Linux 6.1
   bench soak the long hostile runs instead (release build, about 15 minutes):
              the soak, 4 workers x 24 MiB in 64 MiB with swap for 10 minutes
              (SOAK_SECONDS), then SOAK_SHORT_RUNS (default 0) runs of the test
@@ -87,7 +89,7 @@ while [ $# -gt 0 ]; do
         test) cmd=$1 ;;
         bench)
             cmd=bench
-            if [ "${2:-}" = soak ]; then bench_args=(-- soak); shift; fi ;;
+            case "${2:-}" in soak|swap|user) bench_args=(-- "$2"); shift ;; esac ;;
         run)
             cmd=run
             [ $# -ge 2 ] || { echo "run-qemu.sh: run needs a program" >&2; usage >&2; exit 2; }

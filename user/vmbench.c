@@ -10,17 +10,23 @@
  * written once, is mapped and read one byte per page, three rounds; the
  * last gives `bench: user.file_fault <ns> ns/page` (both kernels map
  * neighbouring resident pages on a fault: Linux 16, ours 9).
+ * Last, Appel and Li's VM primitives for user programs (`appel_li`):
+ * `user.sig_trap` (ns/trap), `user.prot1_trap_unprot` (ns/op),
+ * `user.protN` (ns/call), and `user.thread_create_join` (ns/pair).
  * Under QEMU the first round also pays for QEMU's own first touch of guest
  * RAM, hence the rounds. The child prints its own figure and the parent waits
  * for it, so the output order is fixed.
  *
- * System calls: mmap, munmap, fork, wait4, clock_gettime, write, getpid,
+ * System calls: mmap, munmap, mprotect, fork, wait4, clock_gettime, write,
+ * getpid, rt_sigaction, rt_sigreturn, clone (threads), futex, exit,
  * exit_group, and reboot when it runs as PID 1 (Linux's /init): it powers the
  * machine off when done. musl adds arch_prctl and set_tid_address at start-up
  * and rt_sigprocmask and gettid (in the child) around fork; its
  * clock_gettime goes through the vDSO when there is one (AT_SYSINFO_EHDR). Exits 0 when the copy-on-write checks hold, else the
  * number (3 to 9) of the first one that failed. */
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -125,6 +131,90 @@ static int file_faults(void)
 	return 0;
 }
 
+/* ---- Appel and Li's primitives, and threads ----------------------------------- */
+
+#define AL_PAGES 100
+#define AL_TIMES 2000
+static volatile char *al;
+
+/* The handler of the trap benchmarks: unprotects the faulting page and
+ * returns, and the write is retried. */
+static void unprotect(int sig, siginfo_t *si, void *uc)
+{
+	(void)sig;
+	(void)uc;
+	mprotect((void *)((unsigned long)si->si_addr & ~(PAGE - 1)), PAGE, PROT_READ | PROT_WRITE);
+}
+
+static void *nothing(void *arg)
+{
+	return arg;
+}
+
+/* Appel and Li, "Virtual memory primitives for user programs": TRAP (a
+ * protection fault handled by a handler that unprotects the page and
+ * returns), PROT1+TRAP+UNPROT (one page protected, then trapped on), and
+ * PROTN (100 resident, dirty pages protected by one call); and a thread
+ * created and joined. Each the last of three rounds. */
+static int appel_li(void)
+{
+	struct sigaction sa = { 0 };
+	sa.sa_sigaction = unprotect;
+	sa.sa_flags = SA_SIGINFO;
+	if (sigaction(SIGSEGV, &sa, NULL) != 0)
+		return 14;
+	al = mmap(0, AL_PAGES * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (al == MAP_FAILED)
+		return 15;
+	for (unsigned long i = 0; i < AL_PAGES; i++)
+		al[i * PAGE] = 1;
+	for (int round = 1; round <= ROUNDS; round++) {
+		/* TRAP: all pages protected at once (not timed), then one trap per
+		 * page. */
+		unsigned long long trap = 0, prot1 = 0, protn = 0;
+		for (int k = 0; k < AL_TIMES / AL_PAGES; k++) {
+			mprotect((void *)al, AL_PAGES * PAGE, PROT_READ);
+			unsigned long long t0 = now_ns();
+			for (unsigned long i = 0; i < AL_PAGES; i++)
+				al[i * PAGE]++;
+			trap += now_ns() - t0;
+		}
+		report_of(round, "trap", "sig_trap", trap, AL_TIMES, "ns/trap");
+		/* PROT1+TRAP+UNPROT: protect one page, write it. */
+		unsigned long long t0 = now_ns();
+		for (int k = 0; k < AL_TIMES; k++) {
+			volatile char *page = al + (k % AL_PAGES) * PAGE;
+			mprotect((void *)page, PAGE, PROT_READ);
+			(*page)++;
+		}
+		prot1 = now_ns() - t0;
+		report_of(round, "prot1_trap_unprot", "prot1_trap_unprot", prot1, AL_TIMES, "ns/op");
+		/* PROTN: 100 pages, mapped writable and dirty, protected at once
+		 * (putting them back is not timed). */
+		for (int k = 0; k < AL_TIMES / 20; k++) {
+			mprotect((void *)al, AL_PAGES * PAGE, PROT_READ | PROT_WRITE);
+			for (unsigned long i = 0; i < AL_PAGES; i++)
+				al[i * PAGE]++;
+			t0 = now_ns();
+			mprotect((void *)al, AL_PAGES * PAGE, PROT_READ);
+			protn += now_ns() - t0;
+		}
+		mprotect((void *)al, AL_PAGES * PAGE, PROT_READ | PROT_WRITE);
+		report_of(round, "protN", "protN", protn, AL_TIMES / 20, "ns/call");
+		/* A thread created and joined. */
+		t0 = now_ns();
+		for (int k = 0; k < AL_TIMES / 4; k++) {
+			pthread_t t;
+			if (pthread_create(&t, NULL, nothing, NULL) != 0 || pthread_join(t, NULL) != 0)
+				return 16;
+		}
+		report_of(round, "thread_create_join", "thread_create_join", now_ns() - t0, AL_TIMES / 4, "ns/pair");
+	}
+	signal(SIGSEGV, SIG_DFL);
+	munmap((void *)al, AL_PAGES * PAGE);
+	return 0;
+}
+
 static int run(void)
 {
 	for (int round = 1; round <= ROUNDS; round++) {
@@ -177,7 +267,8 @@ static int run(void)
 		}
 		report(round, "munmap", "munmap", now_ns() - t0, "ns/page");
 	}
-	return file_faults();
+	int r = file_faults();
+	return r != 0 ? r : appel_li();
 }
 
 int main(void)

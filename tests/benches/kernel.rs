@@ -43,8 +43,16 @@ const BENCH_MEMORY: &str = "512M";
 /// Whether the benchmark boots have QEMU allocate guest memory up front.
 const BENCH_PREALLOC: bool = true;
 /// vmbench's figures: (name, unit).
-const USER_FIGURES: [(&str, &str); 4] =
-    [("anon_zero_fill", "ns/fault"), ("cow", "ns/fault"), ("munmap", "ns/page"), ("file_fault", "ns/page")];
+const USER_FIGURES: [(&str, &str); 8] = [
+    ("anon_zero_fill", "ns/fault"),
+    ("cow", "ns/fault"),
+    ("munmap", "ns/page"),
+    ("file_fault", "ns/page"),
+    ("sig_trap", "ns/trap"),
+    ("prot1_trap_unprot", "ns/op"),
+    ("protN", "ns/call"),
+    ("thread_create_join", "ns/pair"),
+];
 /// How long one vmbench run (boot included) may take.
 const USER_TIMEOUT: Duration = Duration::from_secs(900);
 
@@ -74,6 +82,9 @@ fn run() -> anyhow::Result<()> {
     }
     if std::env::args().skip(1).any(|a| a == "soak") {
         return soak();
+    }
+    if std::env::args().skip(1).any(|a| a == "user") {
+        return user_vs_linux();
     }
     let images = images()?;
 
