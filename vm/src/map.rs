@@ -549,8 +549,48 @@ impl VmMap {
                 self.pmap.protect(s, t, prot).flush();
             }
         }
+        self.simplify(start, end);
         self.timestamp += 1;
         Ok(())
+    }
+
+    /// Joins the entries of `[start, end)`, and its neighbours, that the
+    /// range's clips and changes left alike (FreeBSD's
+    /// `vm_map_simplify_entry`, Linux's vma merge): protecting pages one at
+    /// a time, then all at once, leaves one entry again, not one per page.
+    fn simplify(&mut self, start: u64, end: u64) {
+        let first = self.entries.range(..start).next_back().map_or(start, |(k, _)| *k);
+        let mut cur = first;
+        while let Some((&next, _)) = self.entries.range(cur + 1..).next() {
+            if next > end {
+                break;
+            }
+            let (a, b) = (&self.entries[&cur], &self.entries[&next]);
+            let same_object = match (&a.object, &b.object) {
+                (None, None) => true,
+                (Some(x), Some(y)) => Arc::ptr_eq(x, y) && a.offset + a.pages() == b.offset,
+                _ => false,
+            };
+            let alike = a.end == b.start
+                && same_object
+                && a.prot == b.prot
+                && a.max_prot == b.max_prot
+                && a.inherit == b.inherit
+                && a.wired_count == b.wired_count
+                && a.cow == b.cow
+                && a.needs_copy == b.needs_copy
+                && !a.grows_down
+                && !b.grows_down;
+            if !alike {
+                cur = next;
+                continue;
+            }
+            let b = self.entries.remove(&next).unwrap();
+            self.entries.get_mut(&cur).unwrap().end = b.end;
+            if let Some(o) = b.object {
+                o.deallocate();
+            }
+        }
     }
 
     /// Finds what a fault at `va` for `access` needs: the first object and

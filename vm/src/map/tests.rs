@@ -227,3 +227,19 @@ proptest! {
         }
     }
 }
+
+/// Protecting pages one at a time splits the entry; giving them all the
+/// same protection again joins it back into one.
+#[test]
+fn entries_left_alike_are_joined_again() {
+    let (mut map, _) = new_map();
+    let a = anon(&mut map, 0x10_0000, 8).unwrap();
+    let before = map.entry_count();
+    for i in 0..8 {
+        map.protect(a + i * PAGE, a + (i + 1) * PAGE, if i % 2 == 0 { Prot::READ } else { Prot::RW }).unwrap();
+    }
+    assert_eq!(map.entry_count(), before + 7, "one entry per page");
+    map.protect(a, a + 8 * PAGE, Prot::READ).unwrap();
+    assert_eq!(map.entry_count(), before, "one entry again");
+    assert_eq!(ranges(&map), [(a, a + 8 * PAGE)]);
+}
