@@ -2,11 +2,15 @@
  * resource must get an error (never a hang or a kernel panic), and once it
  * lets go, the next program gets the resource again.
  *
- *   bombs [fork|maps|files]...      (all three when none is named)
+ *   bombs [fork|threads|maps|files]...      (all four when none is named)
  *
  * fork   a child forks paused children until fork fails (EAGAIN: Linux
  *        bounds the number of processes by memory), then kills and reaps
  *        them; afterwards fork works.
+ * threads  a child creates threads (each with a small stack, sleeping on
+ *        a futex) until pthread_create fails (EAGAIN: threads count as
+ *        processes do), then wakes and joins them; afterwards threads can
+ *        be made again.
  * maps   one-page mappings side by side with alternating protections (so
  *        that no two merge) until mmap fails with ENOMEM (the map-entry
  *        limit, vm.max_map_count); one munmap removes them all; afterwards
@@ -20,6 +24,7 @@
  * ends with it. Prints a line per bomb and "bombs: ok", exits 0. Passes
  * unmodified on Linux. */
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
 #include <sys/mman.h>
@@ -90,6 +95,49 @@ static int fork_bomb(struct report *r)
 	if (n == MAX_CHILDREN)
 		return 12;
 	return r->err == EAGAIN || r->err == ENOMEM ? 0 : 13;
+}
+
+static volatile int threads_go;
+
+static void *parked(void *arg)
+{
+	(void)arg;
+	while (!threads_go)
+		usleep(1000);
+	return NULL;
+}
+
+static int thread_bomb(struct report *r)
+{
+	pthread_t *t = mmap(0, MAX_CHILDREN * sizeof(pthread_t), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (t == MAP_FAILED)
+		return 20;
+	pthread_attr_t a;
+	pthread_attr_init(&a);
+	pthread_attr_setstacksize(&a, 16384);
+	long n = 0;
+	for (; n < MAX_CHILDREN; n++) {
+		int e = pthread_create(&t[n], &a, parked, NULL);
+		if (e != 0) {
+			r->err = e;
+			break;
+		}
+	}
+	r->count = n;
+	threads_go = 1;
+	for (long i = 0; i < n; i++)
+		if (pthread_join(t[i], NULL) != 0)
+			return 21;
+	if (n == MAX_CHILDREN)
+		return 22;
+	if (r->err != EAGAIN && r->err != ENOMEM)
+		return 23;
+	/* Threads can be made again. */
+	threads_go = 1;
+	pthread_t again;
+	if (pthread_create(&again, NULL, parked, NULL) != 0 || pthread_join(again, NULL) != 0)
+		return 24;
+	return 0;
 }
 
 static int map_bomb(struct report *r)
@@ -206,8 +254,8 @@ static int file_bomb(struct report *r)
 
 int main(int argc, char **argv)
 {
-	const char *all[] = { "fork", "maps", "files" };
-	int n = argc > 1 ? argc - 1 : 3;
+	const char *all[] = { "fork", "threads", "maps", "files" };
+	int n = argc > 1 ? argc - 1 : 4;
 	const char **which = argc > 1 ? (const char **)argv + 1 : all;
 	struct report *r = shared_report();
 	for (int i = 0; i < n; i++) {
@@ -222,6 +270,9 @@ int main(int argc, char **argv)
 				_exit(7);
 			int st;
 			CHECK(waitpid(c, &st, 0) == c && WIFEXITED(st) && WEXITSTATUS(st) == 7);
+		} else if (strcmp(which[i], "threads") == 0) {
+			in_child(thread_bomb, r);
+			printf("bombs: threads: %ld threads, then errno %d\n", r->count, r->err);
 		} else if (strcmp(which[i], "maps") == 0) {
 			in_child(map_bomb, r);
 			printf("bombs: maps: %ld one-page mappings, then errno %d\n", r->count, r->err);

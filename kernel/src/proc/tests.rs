@@ -358,6 +358,33 @@ fn fork_bomb_ends_in_eagain() {
     assert_eq!(process_count(), before);
 }
 
+/// A thread bomb (a process making threads until pthread_create fails)
+/// gets EAGAIN at the bound on tasks, which threads share with
+/// processes, and every thread's place and kernel stack come back when
+/// they are joined: user/bombs.c. Lowered to 40, the count peaks at 40.
+#[ktest(timeout = 240)]
+fn thread_bomb_ends_in_eagain() {
+    let before = process_count();
+    const LIMIT: usize = 40;
+    PROCESS_LIMIT.store(LIMIT, Ordering::Relaxed);
+    let p = spawn_image("bombs", bin("bombs"), &["/bin/bombs", "threads"]).unwrap();
+    let mut peak = 0;
+    while p.status().is_none() {
+        peak = peak.max(process_count());
+        sched::yield_now();
+    }
+    PROCESS_LIMIT.store(0, Ordering::Relaxed);
+    let status = p.wait();
+    drop(p);
+    end_the_rest();
+    assert_eq!(status, Status::Exited(0));
+    assert_eq!(peak, LIMIT, "the most processes and threads at once");
+    assert_eq!(process_count(), before);
+    // And at the limit memory gives.
+    assert_eq!(run_bin("bombs", &["threads"]), Status::Exited(0));
+    assert_eq!(process_count(), before, "every thread's place is given back");
+}
+
 /// Four processes opening files until they cannot: each gets EMFILE
 /// at its descriptor limit, or ENFILE once the system's table is full;
 /// lowered to 1,500, the count of open files peaks there exactly, and
@@ -388,7 +415,7 @@ fn file_bomb_ends_in_emfile_or_enfile() {
 #[ktest(timeout = 600)]
 fn hostile_programs_leave_the_heap_as_they_found_it() {
     let programs: [(&str, &[&str]); 5] = [
-        ("bombs", &["fork", "maps", "files"]),
+        ("bombs", &["fork", "threads", "maps", "files"]),
         ("fuzz", &["20000", "5"]),
         ("execprobe", &[]),
         ("mapprobe", &["/tmp"]),
@@ -403,7 +430,10 @@ fn hostile_programs_leave_the_heap_as_they_found_it() {
 /// running out (a kill) and a file read from the disk.
 #[ktest(timeout = 600)]
 fn test_programs_leave_the_heap_as_they_found_it() {
-    let programs: [(&str, &[&str]); 9] = [
+    let programs: [(&str, &[&str]); 12] = [
+        ("threads", &[]),
+        ("threads.glibc", &[]),
+        ("futex", &["/tmp"]),
         ("files", &["/tmp"]),
         ("mapfile", &["/tmp"]),
         ("calls", &[]),
