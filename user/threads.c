@@ -3,6 +3,8 @@
  * bounded buffer, thread-local storage, thread ids (getpid is the group,
  * gettid the thread), a signal to one thread with tgkill, a handler run
  * on the thread that takes a process-wide signal it alone does not block,
+ * sigtimedwait and sigwaitinfo (a signal queued with a value by another
+ * thread), rt_sigqueueinfo's EPERM for forged codes,
  * exit from the first thread while others run on, exit_group from another
  * thread, execve from a thread other than the first, vfork (and glibc's
  * posix_spawn, a clone with CLONE_VM|CLONE_VFORK). Prints "threads: every
@@ -261,6 +263,60 @@ static void signals_to_threads(void)
 	signal(SIGUSR1, SIG_DFL);
 }
 
+/* ---- waiting for signals ------------------------------------------------------------ */
+
+static void *queue_to_process(void *arg)
+{
+	(void)arg;
+	usleep(20000);
+	union sigval v = { .sival_int = 77 };
+	CHECK(sigqueue(getpid(), SIGUSR2, v) == 0);
+	return NULL;
+}
+
+static void waiting_for_signals(void)
+{
+	sigset_t s;
+	sigemptyset(&s);
+	sigaddset(&s, SIGUSR1);
+	sigaddset(&s, SIGUSR2);
+	CHECK(pthread_sigmask(SIG_BLOCK, &s, NULL) == 0);
+	/* Pending already: taken at once, with its info. */
+	CHECK(raise(SIGUSR1) == 0);
+	siginfo_t si;
+	struct timespec zero = { 0, 0 }, ms20 = { 0, 20000000 };
+	CHECK(sigtimedwait(&s, &si, &zero) == SIGUSR1);
+	/* (musl's raise is a tgkill, glibc's here a kill.) */
+	CHECK(si.si_signo == SIGUSR1 && (si.si_code == SI_TKILL || si.si_code == SI_USER) && si.si_pid == getpid());
+	/* Nothing pending: EAGAIN at once, and after a timeout. */
+	CHECK(sigtimedwait(&s, &si, &zero) == -1 && errno == EAGAIN);
+	CHECK(sigtimedwait(&s, &si, &ms20) == -1 && errno == EAGAIN);
+	/* Another thread queues a process-wide signal with a value; this
+	 * thread, which blocks it, takes it. */
+	pthread_t t;
+	CHECK(pthread_create(&t, NULL, queue_to_process, NULL) == 0);
+	CHECK(sigwaitinfo(&s, &si) == SIGUSR2);
+	CHECK(si.si_code == SI_QUEUE && si.si_value.sival_int == 77 && si.si_pid == getpid());
+	CHECK(pthread_join(t, NULL) == 0);
+	/* Another process's info may not claim to be the kernel's or kill's. */
+	pid_t c = fork();
+	CHECK(c >= 0);
+	if (c == 0) {
+		for (;;)
+			pause();
+	}
+	siginfo_t forged;
+	memset(&forged, 0, sizeof forged);
+	forged.si_signo = SIGUSR1;
+	forged.si_code = SI_USER;
+	CHECK(syscall(SYS_rt_sigqueueinfo, c, SIGUSR1, &forged) == -1 && errno == EPERM);
+	forged.si_code = SI_QUEUE;
+	CHECK(syscall(SYS_rt_sigqueueinfo, c, SIGTERM, &forged) == 0);
+	int st;
+	CHECK(waitpid(c, &st, 0) == c && WIFSIGNALED(st) && WTERMSIG(st) == SIGTERM);
+	CHECK(pthread_sigmask(SIG_UNBLOCK, &s, NULL) == 0);
+}
+
 /* ---- how a process with threads ends ------------------------------------------------ */
 
 static void *sleeper(void *arg)
@@ -399,6 +455,7 @@ int main(int argc, char **argv)
 	STEP(producer_consumer());
 	STEP(tls_and_ids());
 	STEP(signals_to_threads());
+	STEP(waiting_for_signals());
 	STEP(endings(argv[0]));
 	printf("threads: every check held\n");
 	return 0;

@@ -67,8 +67,8 @@ pub use fork::*;
 pub use layout::*;
 pub use limits::*;
 pub use sigframe::{
-    AltStack, BUS_ADRERR, BUS_OBJERR, CLD_EXITED, CLD_KILLED, SEGV_ACCERR, SEGV_MAPERR, SI_TKILL, SI_USER, SS_DISABLE,
-    SS_ONSTACK, SigInfo,
+    AltStack, BUS_ADRERR, BUS_OBJERR, CLD_EXITED, CLD_KILLED, SEGV_ACCERR, SEGV_MAPERR, SI_TKILL, SI_USER, SIGINFO_SIZE,
+    SS_DISABLE, SS_ONSTACK, SigInfo,
 };
 pub use signal::*;
 pub use thread::*;

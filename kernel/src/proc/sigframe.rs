@@ -63,6 +63,26 @@ pub struct SigInfo {
     pub fault: Option<(u64, u64, u64)>,
 }
 
+impl SigInfo {
+    /// The `siginfo_t` of signal `sig` with this info: the number, the
+    /// code, and the two words that follow.
+    pub fn bytes(&self, sig: u8) -> [u8; SIGINFO_SIZE] {
+        let mut b = [0u8; SIGINFO_SIZE];
+        b[..4].copy_from_slice(&(sig as i32).to_le_bytes());
+        b[8..12].copy_from_slice(&self.code.to_le_bytes());
+        put(&mut b, 16, self.value);
+        put(&mut b, 24, self.value2);
+        b
+    }
+
+    /// The info a program hands in (`rt_sigqueueinfo`): its code and the
+    /// two words after it.
+    pub fn from_bytes(b: &[u8; SIGINFO_SIZE]) -> SigInfo {
+        let code = i32::from_le_bytes([b[8], b[9], b[10], b[11]]);
+        SigInfo { code, value: get(b, 16), value2: get(b, 24), fault: None }
+    }
+}
+
 /// An alternate signal stack (`sigaltstack`): where, how large, and
 /// whether it is disabled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,8 +121,9 @@ impl AltStack {
 const UC: usize = 8;
 const UC_SIZE: usize = 304;
 const INFO: usize = UC + UC_SIZE;
-const INFO_SIZE: usize = 128;
-const FRAME_SIZE: usize = INFO + INFO_SIZE;
+/// Bytes of a `siginfo_t`.
+pub const SIGINFO_SIZE: usize = 128;
+const FRAME_SIZE: usize = INFO + SIGINFO_SIZE;
 /// In the `ucontext_t`: flags, link, `stack_t`, `sigcontext`, mask.
 const UC_STACK: usize = 16;
 const UC_MCONTEXT: usize = 40;
@@ -219,10 +240,7 @@ pub(super) fn push_frame(
     put(&mut f, mcontext + 176, cr2);
     put(&mut f, mcontext + 184, fp);
     put(&mut f, UC + UC_SIGMASK, mask);
-    f[INFO..INFO + 4].copy_from_slice(&(sig as i32).to_le_bytes());
-    f[INFO + 8..INFO + 12].copy_from_slice(&info.code.to_le_bytes());
-    put(&mut f, INFO + 16, info.value);
-    put(&mut f, INFO + 24, info.value2);
+    f[INFO..INFO + SIGINFO_SIZE].copy_from_slice(&info.bytes(sig));
     copy_to_user(frame, &f).map_err(|_| ())?;
 
     tf.rdi = sig as u64;

@@ -233,6 +233,47 @@ pub fn signal_pending() -> bool {
     PENDING_ANY.load(Ordering::Relaxed) != 0 && current_thread().is_some_and(|t| deliverable(&t) != 0)
 }
 
+/// Why [`wait_for_signals`] returned without one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SigWait {
+    /// The deadline passed.
+    TimedOut,
+    /// A signal outside the set is to be acted on.
+    Interrupted,
+}
+
+/// `rt_sigtimedwait`: waits until one of the signals `set` is pending for
+/// the current thread or its process, takes it (no handler runs) and
+/// returns it with its info; or until the monotonic clock reads `deadline`
+/// ns. While it waits, the set is unblocked, so that a signal sent to the
+/// process picks this thread; the mask is put back before it returns.
+pub fn wait_for_signals(set: u64, deadline: Option<u64>) -> Result<(u8, SigInfo), SigWait> {
+    let set = set & !UNBLOCKABLE;
+    let Some(t) = current_thread() else { return Err(SigWait::Interrupted) };
+    let mask = t.blocked.load(Ordering::SeqCst);
+    t.set_blocked(mask & !set);
+    let r = loop {
+        let ready = t.pending_signals() & set;
+        if ready != 0 {
+            let sig = ready.trailing_zeros() as u8 + 1;
+            break Ok((sig, take_pending(&t, sig)));
+        }
+        if deliverable(&t) & !set != 0 {
+            break Err(SigWait::Interrupted);
+        }
+        let now = crate::kern::time::monotonic_ns();
+        let ticks = match deadline {
+            Some(d) if d <= now => break Err(SigWait::TimedOut),
+            Some(d) => crate::kern::time::ticks() + (d - now).div_ceil(1_000_000),
+            None => u64::MAX,
+        };
+        let chan = &*t as *const Thread as usize;
+        sched::sleep_until(chan, ticks, || !signal_pending_in(&t));
+    };
+    t.set_blocked(mask);
+    r
+}
+
 /// Drops pending signals that `p` now ignores (after `rt_sigaction`), its
 /// threads' as well as its own.
 pub fn discard_ignored(p: &Process) {

@@ -144,6 +144,9 @@ pub const SYS_RT_SIGPROCMASK: u64 = 14;
 pub const SYS_RT_SIGRETURN: u64 = 15;
 pub const SYS_SIGALTSTACK: u64 = 131;
 pub const SYS_RT_SIGSUSPEND: u64 = 130;
+pub const SYS_RT_SIGTIMEDWAIT: u64 = 128;
+pub const SYS_RT_SIGQUEUEINFO: u64 = 129;
+pub const SYS_RT_TGSIGQUEUEINFO: u64 = 297;
 pub const SYS_GETITIMER: u64 = 36;
 pub const SYS_ALARM: u64 = 37;
 pub const SYS_SETITIMER: u64 = 38;
@@ -256,6 +259,9 @@ extern "C" fn syscall_dispatch(tf: &mut TrapFrame) {
         }
         SYS_SIGALTSTACK => sys::sigaltstack(tf.rsp, a0, a1),
         SYS_RT_SIGSUSPEND => sys::rt_sigsuspend(a0, a1),
+        SYS_RT_SIGTIMEDWAIT => sys::rt_sigtimedwait(a0, a1, a2, a3),
+        SYS_RT_SIGQUEUEINFO => sys::rt_sigqueueinfo(a0 as i32 as i64, None, a1, a2),
+        SYS_RT_TGSIGQUEUEINFO => sys::rt_sigqueueinfo(a0 as i32 as i64, Some(a1 as i32 as i64), a2, a3),
         SYS_GETITIMER => sys::getitimer(a0, a1),
         SYS_SETITIMER => sys::setitimer(a0, a1, a2),
         SYS_ALARM => sys::alarm(a0),

@@ -440,6 +440,69 @@ pub fn rt_sigsuspend(mask: u64, setsize: u64) -> i64 {
     -EINTR
 }
 
+/// `rt_sigtimedwait(set, info, timeout, sigsetsize)`: the first of the
+/// signals `set` to be pending, taken without its handler; EAGAIN when the
+/// (relative) timeout passes, EINTR for another signal.
+pub fn rt_sigtimedwait(set: u64, info: u64, timeout: u64, setsize: u64) -> i64 {
+    if setsize != 8 {
+        return -EINVAL;
+    }
+    let set = match read_u64(set) {
+        Ok(v) => v,
+        Err(e) => return -e,
+    };
+    let deadline = match timeout {
+        0 => None,
+        t => match get_timespec(t) {
+            Ok(ns) => Some(crate::kern::time::monotonic_ns().saturating_add(ns)),
+            Err(e) => return -e,
+        },
+    };
+    match proc::wait_for_signals(set, deadline) {
+        Ok((sig, si)) => {
+            if info != 0
+                && let Err(e) = copy_to_user(info, &si.bytes(sig))
+            {
+                return -e;
+            }
+            sig as i64
+        }
+        Err(proc::SigWait::TimedOut) => -EAGAIN,
+        Err(proc::SigWait::Interrupted) => -EINTR,
+    }
+}
+
+/// `rt_sigqueueinfo(pid, sig, info)`, and `rt_tgsigqueueinfo(tgid, tid,
+/// sig, info)` with `tid` Some: a signal with the caller's own info. To
+/// another process only with a negative code other than SI_TKILL (the
+/// kernel's codes are not to be forged), as Linux requires: EPERM.
+pub fn rt_sigqueueinfo(pid: i64, tid: Option<i64>, sig: u64, uinfo: u64) -> i64 {
+    if sig == 0 || sig > proc::NSIG as u64 || pid <= 0 || tid.is_some_and(|t| t <= 0) {
+        return -EINVAL;
+    }
+    let mut b = [0u8; proc::SIGINFO_SIZE];
+    if let Err(e) = copy_from_user(&mut b, uinfo) {
+        return -e;
+    }
+    let info = proc::SigInfo::from_bytes(&b);
+    let Some(target) = proc::by_pid(pid as u64) else { return -ESRCH };
+    if (info.code >= 0 || info.code == proc::SI_TKILL) && target.pid != proc::current_pid() {
+        return -EPERM;
+    }
+    let sig = sig as u8;
+    if proc::is_init(&target) && !proc::handles(&target, sig) {
+        return 0;
+    }
+    match tid {
+        None => proc::send_signal_info(&target, sig, info),
+        Some(tid) => match proc::thread_by_tid(tid as u64).filter(|t| alloc::sync::Arc::ptr_eq(&t.process, &target)) {
+            Some(t) => proc::send_thread_signal(&t, sig, info),
+            None => return -ESRCH,
+        },
+    }
+    0
+}
+
 /// `ITIMER_REAL`, the one interval timer there is (the virtual and
 /// profiling ones are EINVAL).
 const ITIMER_REAL: u64 = 0;
