@@ -1,4 +1,4 @@
-/* Signal handlers, as programs use them: SIGFPE and SIGILL from the CPU's
+/* Signal handlers, as programs use them: SIGFPE (integer and x87), SIGILL and SIGTRAP from the CPU's
  * exceptions, SIGALRM from setitimer and alarm, a handler with its siginfo (the
  * sender's pid, SI_USER or SI_TKILL), SIGCHLD with the child's pid and
  * status while rt_sigsuspend waits, SA_RESTART around a wait, a
@@ -331,7 +331,7 @@ int main(int argc, char **argv)
 	close(fd);
 	unlink(path);
 
-	/* Exceptions as signals: a division by zero is SIGFPE (FPE_INTDIV), an
+	/* Exceptions as signals: an integer division by zero is SIGFPE (FPE_INTDIV), an
 	 * undefined instruction SIGILL (ILL_ILLOPN). */
 	on(SIGFPE, trap_handler, 0, 0);
 	on(SIGILL, trap_handler, 0, 0);
@@ -345,6 +345,29 @@ int main(int argc, char **argv)
 		CHECK(0);
 	}
 	CHECK(trap_sig == SIGILL && trap_code == ILL_ILLOPN);
+
+	/* An x87 division by zero, that exception unmasked, is SIGFPE
+	 * (FPE_FLTDIV); int3 is SIGTRAP (SI_KERNEL). (Not SSE's: QEMU's
+	 * software CPU never raises its exceptions.) */
+	unsigned short cw, unmasked;
+	__asm__ volatile("fnstcw %0" : "=m"(cw));
+	unmasked = cw & ~4;
+	if (sigsetjmp(jump, 1) == 0) {
+		volatile long double one = 1.0L, nothing = 0.0L, q;
+		__asm__ volatile("fldcw %0" ::"m"(unmasked));
+		q = one / nothing;
+		__asm__ volatile("fwait");
+		(void)q;
+		CHECK(0);
+	}
+	__asm__ volatile("fnclex\n\tfldcw %0" ::"m"(cw));
+	CHECK(trap_sig == SIGFPE && trap_code == FPE_FLTDIV);
+	on(SIGTRAP, trap_handler, 0, 0);
+	if (sigsetjmp(jump, 1) == 0) {
+		__asm__ volatile("int3");
+		CHECK(0);
+	}
+	CHECK(trap_sig == SIGTRAP && trap_code == SI_KERNEL);
 
 	/* A stack overflow caught on the alternate stack. */
 	struct rlimit rl = { 1 << 20, 1 << 20 };

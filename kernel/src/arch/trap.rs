@@ -37,6 +37,49 @@ const ILL_ILLOPN: i32 = 2;
 const BUS_ADRALN: i32 = 1;
 const SI_KERNEL: i32 = 0x80;
 
+const TRAP_TRACE: i32 = 2;
+
+/// The `si_code` of an x87 (#MF, vector 16) or SSE (#XM, 19) exception:
+/// the first of the exceptions raised and not masked, in Linux's order
+/// (`fpu__exception_code`). The program's FPU state is still the CPU's:
+/// the kernel uses none.
+fn fp_exception_code(vector: u8) -> i32 {
+    const FPE_FLTDIV: i32 = 3;
+    const FPE_FLTOVF: i32 = 4;
+    const FPE_FLTUND: i32 = 5;
+    const FPE_FLTRES: i32 = 6;
+    const FPE_FLTINV: i32 = 7;
+    let raised = if vector == 19 {
+        let mut mxcsr = 0u32;
+        // SAFETY: stmxcsr stores the 4-byte MXCSR at a valid address.
+        unsafe { core::arch::asm!("stmxcsr [{}]", in(reg) &mut mxcsr, options(nostack)) };
+        // Flags in bits 0-5, their masks in bits 7-12.
+        mxcsr & !(mxcsr >> 7) & 0x3f
+    } else {
+        let (mut status, mut control) = (0u16, 0u16);
+        // SAFETY: fnstsw and fnstcw store 2 bytes each at valid addresses
+        // and change no state.
+        unsafe {
+            core::arch::asm!("fnstsw [{}]", in(reg) &mut status, options(nostack));
+            core::arch::asm!("fnstcw [{}]", in(reg) &mut control, options(nostack));
+        }
+        (status & !control & 0x3f) as u32
+    };
+    if raised & 0x01 != 0 {
+        FPE_FLTINV
+    } else if raised & 0x04 != 0 {
+        FPE_FLTDIV
+    } else if raised & 0x08 != 0 {
+        FPE_FLTOVF
+    } else if raised & 0x12 != 0 {
+        FPE_FLTUND
+    } else if raised & 0x20 != 0 {
+        FPE_FLTRES
+    } else {
+        0
+    }
+}
+
 /// Every trap but a page fault.
 #[inline(never)]
 fn dispatch_other(tf: &mut TrapFrame) {
@@ -44,6 +87,14 @@ fn dispatch_other(tf: &mut TrapFrame) {
     match vector {
         VEC_DEBUG if one_shot_breakpoint(tf) => {}
         VEC_NMI if super::watchdog::nmi(tf) => {}
+        // A program's int3 is its SIGTRAP (SI_KERNEL, as Linux's), its
+        // single step (RFLAGS.TF) too (TRAP_TRACE).
+        VEC_BREAKPOINT if tf.cs & 3 == 3 => {
+            crate::proc::fault_signal(tf, crate::proc::SIGTRAP, SI_KERNEL, 0, format_args!("breakpoint"))
+        }
+        VEC_DEBUG if tf.cs & 3 == 3 => {
+            crate::proc::fault_signal(tf, crate::proc::SIGTRAP, TRAP_TRACE, tf.rip, format_args!("trace trap"))
+        }
         VEC_BREAKPOINT => {
             BREAKPOINTS.fetch_add(1, Ordering::Relaxed);
             log::debug!("breakpoint at {:#x}", tf.rip.wrapping_sub(1));
@@ -75,7 +126,7 @@ fn dispatch_other(tf: &mut TrapFrame) {
             // give them: the handler, if the program has one, runs.
             let (signal, code, addr) = match vector {
                 0 => (SIGFPE, FPE_INTDIV, tf.rip),
-                16 | 19 => (SIGFPE, 0, tf.rip),
+                16 | 19 => (SIGFPE, fp_exception_code(vector), tf.rip),
                 6 => (SIGILL, ILL_ILLOPN, tf.rip),
                 17 => (SIGBUS, BUS_ADRALN, 0),
                 _ => (SIGSEGV, SI_KERNEL, 0),

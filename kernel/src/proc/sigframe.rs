@@ -243,6 +243,14 @@ pub(super) fn push_frame(
     f[INFO..INFO + SIGINFO_SIZE].copy_from_slice(&info.bytes(sig));
     copy_to_user(frame, &f).map_err(|_| ())?;
 
+    // The handler starts with a clean FPU, as on Linux: an x87 exception
+    // left pending (the one that raised SIGFPE, say) must not fire again
+    // at its first x87 instruction. rt_sigreturn restores the saved state.
+    let default_mxcsr: u32 = 0x1f80;
+    // SAFETY: fninit resets the x87 state and ldmxcsr loads the default
+    // SSE control word; the program's state is in its frame.
+    unsafe { core::arch::asm!("fninit", "ldmxcsr [{}]", in(reg) &default_mxcsr, options(nostack)) };
+
     tf.rdi = sig as u64;
     tf.rsi = frame + INFO as u64;
     tf.rdx = frame + UC as u64;

@@ -13,6 +13,7 @@ use super::sigframe::{SI_KERNEL, SigInfo};
 use super::{INIT, PENDING_ANY, Process, Thread, all, current, current_thread};
 
 pub const SIGILL: u8 = 4;
+pub const SIGTRAP: u8 = 5;
 pub const SIGBUS: u8 = 7;
 pub const SIGFPE: u8 = 8;
 pub const SIGKILL: u8 = 9;

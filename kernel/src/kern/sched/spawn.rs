@@ -13,7 +13,7 @@ pub struct FpuArea(pub(super) [u8; 512]);
 /// The clean x87/SSE state new threads start with.
 static FPU_INITIAL: spin::Once<FpuArea> = spin::Once::new();
 
-/// Enables SSE for user programs (CR0.MP on, EM off; CR4.OSFXSR and
+/// Enables SSE for user programs (CR0.MP and NE on, EM off; CR4.OSFXSR and
 /// OSXMMEXCPT on) and records the clean state threads start with.
 fn init_fpu() {
     use x86_64::registers::control::{Cr0, Cr0Flags, Cr4, Cr4Flags};
@@ -23,6 +23,8 @@ fn init_fpu() {
         Cr0::update(|f| {
             f.remove(Cr0Flags::EMULATE_COPROCESSOR);
             f.insert(Cr0Flags::MONITOR_COPROCESSOR);
+            // x87 errors as #MF, not the legacy external interrupt.
+            f.insert(Cr0Flags::NUMERIC_ERROR);
         });
         Cr4::update(|f| f.insert(Cr4Flags::OSFXSR | Cr4Flags::OSXMMEXCPT_ENABLE));
     }
