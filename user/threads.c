@@ -1,6 +1,7 @@
 /* Threads as the C library makes them: 100 threads created and joined,
  * a mutex and condition-variable ping-pong, a producer/consumer over a
- * bounded buffer, thread-local storage, thread ids (getpid is the group,
+ * bounded buffer, thread-local storage, the FPU's rounding mode inherited
+ * by a thread and a fork child, thread ids (getpid is the group,
  * gettid the thread), a signal to one thread with tgkill, a handler run
  * on the thread that takes a process-wide signal it alone does not block,
  * sigtimedwait and sigwaitinfo (a signal queued with a value by another
@@ -10,6 +11,7 @@
  * posix_spawn, a clone with CLONE_VM|CLONE_VFORK). Prints "threads: every
  * check held" and exits 0. Passes unmodified on Linux. */
 #define _GNU_SOURCE
+#include <fenv.h>
 #include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
@@ -190,6 +192,31 @@ static void tls_and_ids(void)
 			CHECK(ids[j] != ids[i]);
 	}
 	CHECK(tls_value == 7 && tls_buf[0] == 0);
+}
+
+/* ---- the FPU's modes are inherited ------------------------------------------------ */
+
+static void *rounding(void *arg)
+{
+	(void)arg;
+	return (void *)(intptr_t)fegetround();
+}
+
+static void fpu_modes_inherited(void)
+{
+	CHECK(fesetround(FE_DOWNWARD) == 0);
+	pthread_t t;
+	void *r;
+	CHECK(pthread_create(&t, NULL, rounding, NULL) == 0);
+	CHECK(pthread_join(t, &r) == 0);
+	CHECK((intptr_t)r == FE_DOWNWARD);
+	pid_t c = fork();
+	CHECK(c >= 0);
+	if (c == 0)
+		_exit(fegetround() == FE_DOWNWARD ? 0 : 1);
+	int st;
+	CHECK(waitpid(c, &st, 0) == c && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	CHECK(fesetround(FE_TONEAREST) == 0);
 }
 
 /* ---- signals and threads -------------------------------------------------------- */
@@ -454,6 +481,7 @@ int main(int argc, char **argv)
 	STEP(ping_pong());
 	STEP(producer_consumer());
 	STEP(tls_and_ids());
+	STEP(fpu_modes_inherited());
 	STEP(signals_to_threads());
 	STEP(waiting_for_signals());
 	STEP(endings(argv[0]));

@@ -191,6 +191,7 @@ pub fn build_rootfs(images: &Images) -> Result<()> {
             .args(["-static", "-O2", "-o"])
             .arg(bin.join(name))
             .arg(&path)
+            .arg("-lm")
             .status()
             .context("cannot run musl-gcc: install the Debian package musl-tools (./run-qemu.sh does)")?;
         if !status.success() {
@@ -201,6 +202,7 @@ pub fn build_rootfs(images: &Images) -> Result<()> {
                 .args(["-static", "-O2", "-o"])
                 .arg(bin.join(format!("{name}.glibc")))
                 .arg(&path)
+                .arg("-lm")
                 .status()
                 .context("cannot run gcc: install the Debian packages gcc and libc6-dev (./run-qemu.sh does)")?;
             if !status.success() {

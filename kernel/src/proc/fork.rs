@@ -9,6 +9,7 @@ use core::sync::atomic::Ordering;
 use super::exec::become_process;
 use super::exit::resume_user;
 use super::limits::{FORK_HEAP_RESERVE, RLIMIT_NPROC, Slot, max_processes, process_count};
+use super::sigframe::FpuState;
 use super::thread::{Thread, start};
 use super::{Process, SpawnError, current, current_thread};
 
@@ -91,7 +92,9 @@ pub fn fork_with(tf: &crate::arch::trapframe::TrapFrame, args: ForkArgs) -> Resu
     let fs = args.tls.unwrap_or_else(|| x86_64::registers::model_specific::FsBase::read().as_u64());
     let c = child.clone();
     let child_pid = child.pid;
+    let fpu = FpuState::capture();
     start("user", first, move || {
+        fpu.restore();
         become_process(c);
         sched::set_fs_base(fs);
         if let Some(at) = args.set_child_tid {

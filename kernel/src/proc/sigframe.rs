@@ -142,7 +142,62 @@ const RED_ZONE: u64 = 128;
 const USER_FLAGS: u64 = 0x4_0000 | 0x800 | 0x400 | 0x100 | 0x80 | 0x40 | 0x10 | 0x4 | 0x1 | 0x1_0000;
 
 #[repr(C, align(16))]
-struct FxArea([u8; FP_SIZE]);
+pub(super) struct FxArea([u8; FP_SIZE]);
+
+impl FxArea {
+    /// The running thread's x87/SSE state (live in the CPU: the kernel
+    /// uses none of it).
+    fn capture() -> FxArea {
+        let mut fx = FxArea([0; FP_SIZE]);
+        // SAFETY: a 16-aligned area of 512 bytes; fxsave only reads the
+        // CPU's state.
+        unsafe { core::arch::x86_64::_fxsave64(fx.0.as_mut_ptr()) };
+        fx
+    }
+}
+
+/// A thread's x87/SSE state carried to a new thread or a fork child, which
+/// start with their parent's (rounding modes, exception masks), as on
+/// Linux. Kept unaligned: it travels inside a closure, whose place is not
+/// known to be 16-aligned; fxsave and fxrstor work on an aligned spot of
+/// a buffer on the stack.
+pub(super) struct FpuState([u8; FP_SIZE]);
+
+/// Runs `f` on a 16-aligned 512-byte area (on the stack).
+fn with_aligned_area<R>(f: impl FnOnce(*mut u8) -> R) -> R {
+    let mut buf = [0u8; FP_SIZE + 16];
+    let p = buf.as_mut_ptr();
+    // At most 15 bytes in, with 512 after it.
+    f(p.wrapping_add(p.align_offset(16)))
+}
+
+impl FpuState {
+    /// The running thread's state.
+    pub(super) fn capture() -> FpuState {
+        let mut s = FpuState([0; FP_SIZE]);
+        with_aligned_area(|at| {
+            // SAFETY: `at` is a 16-aligned area of 512 bytes; fxsave only
+            // reads the CPU's state, and the copy reads what it wrote.
+            unsafe {
+                core::arch::x86_64::_fxsave64(at);
+                core::ptr::copy_nonoverlapping(at, s.0.as_mut_ptr(), FP_SIZE);
+            }
+        });
+        s
+    }
+
+    /// Makes it the running thread's state.
+    pub(super) fn restore(&self) {
+        with_aligned_area(|at| {
+            // SAFETY: `at` is a 16-aligned area of 512 bytes, filled with a
+            // state fxsave wrote on this CPU (valid for fxrstor).
+            unsafe {
+                core::ptr::copy_nonoverlapping(self.0.as_ptr(), at, FP_SIZE);
+                core::arch::x86_64::_fxrstor64(at);
+            }
+        });
+    }
+}
 
 /// The MXCSR bits this CPU has: the mask at 28 of a state it saved (0xFFBF
 /// when it gives none), read once. (A; Relaxed: every reader computes the
@@ -214,10 +269,7 @@ pub(super) fn push_frame(
 
     // The FPU/SSE state, live in the CPU while the kernel runs (it uses
     // none of it).
-    let mut fx = FxArea([0; FP_SIZE]);
-    // SAFETY: a 16-aligned area of 512 bytes; fxsave only reads the CPU's
-    // state.
-    unsafe { core::arch::x86_64::_fxsave64(fx.0.as_mut_ptr()) };
+    let fx = FxArea::capture();
     copy_to_user(fp, &fx.0).map_err(|_| ())?;
 
     let mut f = [0u8; FRAME_SIZE];

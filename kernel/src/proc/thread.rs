@@ -22,6 +22,7 @@ use x86_64::instructions::interrupts::without_interrupts;
 
 use super::exit::resume_user;
 use super::limits::{FORK_HEAP_RESERVE, RLIMIT_NPROC, Slot, max_processes, process_count};
+use super::sigframe::FpuState;
 use super::sigframe::{AltStack, SigInfo};
 use super::signal::NSIG;
 use super::{NEXT_PID, Process, SpawnError, TABLE, current_thread};
@@ -186,7 +187,9 @@ pub fn clone_thread(tf: &TrapFrame, args: ThreadArgs) -> Result<u64, SpawnError>
     frame.rax = 0;
     frame.rsp = args.stack;
     let fs = args.tls.unwrap_or_else(|| x86_64::registers::model_specific::FsBase::read().as_u64());
+    let fpu = FpuState::capture();
     start("user", t, move || {
+        fpu.restore();
         sched::set_address_space(space.pmap.root(), Arc::as_ptr(&space) as usize);
         drop(space);
         sched::set_fs_base(fs);
