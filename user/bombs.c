@@ -132,10 +132,18 @@ static int thread_bomb(struct report *r)
 		return 22;
 	if (r->err != EAGAIN && r->err != ENOMEM)
 		return 23;
-	/* Threads can be made again. */
-	threads_go = 1;
+	/* Threads can be made again: at once, or as soon as the joined ones
+	 * have finished ending (join returns when a thread's id word is
+	 * cleared, a moment before the thread is gone; Linux has the same
+	 * window). */
 	pthread_t again;
-	if (pthread_create(&again, NULL, parked, NULL) != 0 || pthread_join(again, NULL) != 0)
+	int e = EAGAIN;
+	for (int tries = 0; e == EAGAIN && tries < 1000; tries++) {
+		e = pthread_create(&again, NULL, parked, NULL);
+		if (e == EAGAIN)
+			usleep(1000);
+	}
+	if (e != 0 || pthread_join(again, NULL) != 0)
 		return 24;
 	return 0;
 }

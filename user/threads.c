@@ -476,6 +476,8 @@ int main(int argc, char **argv)
 		return getpid() == tid() ? 33 : 1;
 	}
 	const char *v = getenv("THREADS_VERBOSE");
+	if (argc > 1 && strcmp(argv[1], "-v") == 0)
+		v = "";
 #define STEP(f) do { if (v) fprintf(stderr, "%s\n", #f); f; } while (0)
 	STEP(create_and_join());
 	STEP(ping_pong());

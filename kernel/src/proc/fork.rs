@@ -20,6 +20,9 @@ pub struct ForkArgs {
     pub stack: Option<u64>,
     /// The child's FS base (`CLONE_SETTLS`).
     pub tls: Option<u64>,
+    /// Where the caller's memory gets the child's id, before the child can
+    /// run (`CLONE_PARENT_SETTID`).
+    pub parent_tid: Option<u64>,
     /// Where the child writes its thread id, in its own memory, before it
     /// returns to user mode (`CLONE_CHILD_SETTID`).
     pub set_child_tid: Option<u64>,
@@ -93,6 +96,12 @@ pub fn fork_with(tf: &crate::arch::trapframe::TrapFrame, args: ForkArgs) -> Resu
     let c = child.clone();
     let child_pid = child.pid;
     let fpu = FpuState::capture();
+    if let Some(at) = args.parent_tid {
+        // Before the child can run (with a shared address space it could
+        // end, and clear the word, first). A bad address does not undo
+        // the clone, as on Linux.
+        let _ = crate::syscall::uaccess::copy_to_user(at, &(child_pid as u32).to_le_bytes());
+    }
     start("user", first, move || {
         fpu.restore();
         become_process(c);

@@ -127,19 +127,37 @@ fn a_frame_off_the_stack_is_not_used_as_one() {
 /// re-execute themselves) with `args`, waits for it and for every
 /// process it left behind, and returns its status.
 pub(crate) fn run_bin(name: &str, args: &[&str]) -> Status {
-    run_image(name, bin(name), args)
+    run_image(name, bin(name), args, RUN_LIMIT_SECONDS)
 }
 
-/// Runs `image` (the program `/bin/<name>`) as `run_bin` does.
-fn run_image(name: &str, image: crate::proc::image::Image, args: &[&str]) -> Status {
+/// Runs `image` (the program `/bin/<name>`) as `run_bin` does, reporting
+/// it as hung after `limit` seconds.
+fn run_image(name: &str, image: crate::proc::image::Image, args: &[&str], limit: u64) -> Status {
     let path = alloc::format!("/bin/{name}");
     let mut argv: Vec<&str> = alloc::vec![&path];
     argv.extend_from_slice(args);
     let p = spawn_image(name, image, &argv).unwrap();
-    let status = p.wait();
+    // A program that hangs is reported with every thread's state and
+    // place, before the runner's timeout says only that it hung.
+    let since = crate::kern::time::ticks();
+    let status = loop {
+        if let Some(s) = p.status() {
+            break s;
+        }
+        if crate::kern::time::ticks() - since > limit * crate::kern::time::HZ {
+            crate::kern::sched::write_threads(&mut crate::kern::serial::panic_writer());
+            panic!("{name}: still running after {limit} s");
+        }
+        sched::sleep_until(p.chan(), crate::kern::time::ticks() + crate::kern::time::HZ / 10, || p.status().is_none());
+    };
     end_the_rest();
     status
 }
+
+/// How long a test program may run before it is reported as hung (a test
+/// of one program with a timeout of 60 s or less is reported by the runner
+/// instead).
+const RUN_LIMIT_SECONDS: u64 = 100;
 
 /// What a program left running is killed and waited for.
 fn end_the_rest() {
@@ -220,8 +238,8 @@ fn clone_of_the_fork_kind() {
 /// user/threads.c, built with musl and with glibc.
 #[ktest(timeout = 120)]
 fn pthreads() {
-    assert_eq!(run_bin("threads", &[]), Status::Exited(0));
-    assert_eq!(run_bin("threads.glibc", &[]), Status::Exited(0));
+    assert_eq!(run_bin("threads", &["-v"]), Status::Exited(0));
+    assert_eq!(run_bin("threads.glibc", &["-v"]), Status::Exited(0));
 }
 
 /// The VM with threads: the same fresh anonymous range and the same file
@@ -232,7 +250,7 @@ fn pthreads() {
 /// exit_group while threads fault: user/vmthreads.c, with musl and glibc.
 #[ktest(timeout = 300)]
 fn vm_with_threads() {
-    assert_eq!(run_bin("vmthreads", &["/tmp"]), Status::Exited(0));
+    assert_eq!(run_image("vmthreads", bin("vmthreads"), &["/tmp"], 250), Status::Exited(0));
     assert_eq!(run_bin("vmthreads.glibc", &["/tmp", "2000"]), Status::Exited(0));
 }
 
@@ -431,8 +449,8 @@ fn hostile_programs_leave_the_heap_as_they_found_it() {
 #[ktest(timeout = 600)]
 fn test_programs_leave_the_heap_as_they_found_it() {
     let programs: [(&str, &[&str]); 12] = [
-        ("threads", &[]),
-        ("threads.glibc", &[]),
+        ("threads", &["-v"]),
+        ("threads.glibc", &["-v"]),
         ("futex", &["/tmp"]),
         ("files", &["/tmp"]),
         ("mapfile", &["/tmp"]),
@@ -534,9 +552,9 @@ fn disk_errors_reach_programs_as_eio_and_sigbus() {
     // The program's own pages in memory too: its image (and with it its
     // vnode and pages) is held across a first run that reads them.
     let ioerr = bin("ioerr");
-    assert_eq!(run_image("ioerr", ioerr.clone(), &["/data/seq32", "1000000"]), Status::Exited(0));
+    assert_eq!(run_image("ioerr", ioerr.clone(), &["/data/seq32", "1000000"], RUN_LIMIT_SECONDS), Status::Exited(0));
     BLK_READ.set(Action::Always);
-    let failing = run_image("ioerr", ioerr, &["/data/seq32", "1000000"]);
+    let failing = run_image("ioerr", ioerr, &["/data/seq32", "1000000"], RUN_LIMIT_SECONDS);
     BLK_READ.set(Action::Off);
     assert_eq!(failing, Status::Exited(3), "EIO from read (1) and SIGBUS from the mapping (2)");
     assert_eq!(run_bin("ioerr", &["/data/seq32", "1000000"]), Status::Exited(0));

@@ -155,6 +155,9 @@ pub struct ThreadArgs {
     pub stack: u64,
     /// Its FS base (`CLONE_SETTLS`); the caller's otherwise.
     pub tls: Option<u64>,
+    /// Where the caller's memory gets the new id, before the thread can
+    /// run (`CLONE_PARENT_SETTID`).
+    pub parent_tid: Option<u64>,
     /// Where it writes its id, before it first returns to user mode
     /// (`CLONE_CHILD_SETTID`).
     pub set_child_tid: Option<u64>,
@@ -188,6 +191,13 @@ pub fn clone_thread(tf: &TrapFrame, args: ThreadArgs) -> Result<u64, SpawnError>
     frame.rsp = args.stack;
     let fs = args.tls.unwrap_or_else(|| x86_64::registers::model_specific::FsBase::read().as_u64());
     let fpu = FpuState::capture();
+    if let Some(at) = args.parent_tid {
+        // Before the thread can run: a thread that ends at once clears the
+        // same word (glibc's pd->tid), and a write after that would leave
+        // pthread_join waiting for good. A bad address does not undo the
+        // clone, as on Linux.
+        let _ = crate::syscall::uaccess::copy_to_user(at, &(tid as u32).to_le_bytes());
+    }
     start("user", t, move || {
         fpu.restore();
         sched::set_address_space(space.pmap.root(), Arc::as_ptr(&space) as usize);

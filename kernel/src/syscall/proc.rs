@@ -406,16 +406,22 @@ pub fn time(t: u64) -> i64 {
 /// Sleeps until `clock` reads `deadline` ns. A signal ends it early: then
 /// the time left is returned as the error.
 fn sleep_until_ns(clock: u64, deadline: u64) -> Result<(), u64> {
+    let me = proc::current_thread();
+    // Checked again under the scheduler's lock as the thread goes to
+    // sleep: a signal sent between the check above it and the sleep would
+    // otherwise find the thread not yet asleep, and the sleep would last
+    // to its deadline (for pause and sigsuspend, for ever).
+    let no_signal = || me.as_ref().is_none_or(|t| !proc::signal_pending_in(t));
     loop {
         let now = clock_ns(clock).unwrap_or(deadline);
         if now >= deadline {
             break Ok(());
         }
-        if proc::signal_pending() {
+        if !no_signal() {
             break Err(deadline - now);
         }
         let ms = (deadline - now).div_ceil(1_000_000);
-        crate::kern::sched::sleep_until(sleep_chan(), crate::kern::time::ticks() + ms, || true);
+        crate::kern::sched::sleep_until(sleep_chan(), crate::kern::time::ticks().saturating_add(ms), no_signal);
     }
 }
 

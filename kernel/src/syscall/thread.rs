@@ -8,7 +8,6 @@ use crate::arch::trapframe::TrapFrame;
 use crate::proc;
 use crate::syscall::errno::*;
 use crate::syscall::proc::{clock_ns, get_timespec, kill_with};
-use crate::syscall::uaccess::copy_to_user;
 
 /// `clone`'s flags (Linux's `CLONE_*`; the low byte is the signal the
 /// parent gets at the child's exit).
@@ -85,16 +84,19 @@ pub fn clone(tf: &TrapFrame, flags: u64, stack: u64, parent_tid: u64, child_tid:
         return -ENOSYS;
     }
     let set_child_tid = has(clone::CHILD_SETTID).then_some(child_tid);
+    let parent_tid = has(clone::PARENT_SETTID).then_some(parent_tid);
     let clear_child_tid = has(clone::CHILD_CLEARTID).then_some(child_tid);
     let tls = has(clone::SETTLS).then_some(tls);
     let r = if has(clone::THREAD) {
         let stack = if stack != 0 { stack } else { tf.rsp };
-        proc::clone_thread(tf, proc::ThreadArgs { stack, tls, set_child_tid, clear_child_tid }).map(|tid| (tid, tid))
+        let args = proc::ThreadArgs { stack, tls, parent_tid, set_child_tid, clear_child_tid };
+        proc::clone_thread(tf, args).map(|tid| (tid, tid))
     } else {
         let signal = (flags & clone::CSIGNAL) as u8;
         let args = proc::ForkArgs {
             stack: (stack != 0).then_some(stack),
             tls,
+            parent_tid,
             set_child_tid,
             clear_child_tid,
             exit_signal: (signal != proc::SIGCHLD).then_some(signal),
@@ -103,11 +105,7 @@ pub fn clone(tf: &TrapFrame, flags: u64, stack: u64, parent_tid: u64, child_tid:
         proc::fork_with(tf, args)
     };
     match r {
-        Ok((id, tid)) => {
-            if has(clone::PARENT_SETTID) {
-                // As Linux, a bad address does not undo the clone.
-                let _ = copy_to_user(parent_tid, &(tid as u32).to_le_bytes());
-            }
+        Ok((id, _)) => {
             if has(clone::VFORK) && !has(clone::THREAD) {
                 proc::wait_vfork(id);
             }
