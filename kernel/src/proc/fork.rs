@@ -7,10 +7,8 @@ use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
 
 use super::exec::become_process;
-use super::exit::resume_user;
 use super::limits::{FORK_HEAP_RESERVE, RLIMIT_NPROC, Slot, max_processes, process_count};
-use super::sigframe::FpuState;
-use super::thread::{Thread, start};
+use super::thread::{Begin, Thread, start};
 use super::{Process, SpawnError, current, current_thread};
 
 /// What a `clone` of the fork kind asks beyond a plain fork.
@@ -87,33 +85,11 @@ pub fn fork_with(tf: &crate::arch::trapframe::TrapFrame, args: ForkArgs) -> Resu
     *first.altstack.lock() = *me.altstack.lock();
     first.clear_child_tid.store(args.clear_child_tid.unwrap_or(0), Ordering::SeqCst);
     let first = Arc::try_new(first).map_err(|_| SpawnError::NoMemory)?;
-    let mut frame = tf.clone();
-    frame.rax = 0;
-    if let Some(sp) = args.stack {
-        frame.rsp = sp;
-    }
-    let fs = args.tls.unwrap_or_else(|| x86_64::registers::model_specific::FsBase::read().as_u64());
     let c = child.clone();
-    let child_pid = child.pid;
-    let fpu = FpuState::capture();
-    if let Some(at) = args.parent_tid {
-        // Before the child can run (with a shared address space it could
-        // end, and clear the word, first). A bad address does not undo
-        // the clone, as on Linux.
-        let _ = crate::syscall::uaccess::copy_to_user(at, &(child_pid as u32).to_le_bytes());
-    }
+    let begin = Begin::new(tf, args.stack, args.tls, child.pid, args.parent_tid, args.set_child_tid);
     start("user", first, move || {
-        fpu.restore();
         become_process(c);
-        sched::set_fs_base(fs);
-        if let Some(at) = args.set_child_tid {
-            // As Linux: a bad address is not the child's concern here
-            // (its first access there faults as any other would).
-            let _ = crate::syscall::uaccess::copy_to_user(at, &(child_pid as u32).to_le_bytes());
-        }
-        // SAFETY: `frame` is a user-mode frame (the parent's system call),
-        // kept in this closure's frame, which is never returned to.
-        unsafe { resume_user(&frame) }
+        begin.enter()
     })?;
     let (pid, tid) = (child.pid, child.pid);
     // Room was reserved above.

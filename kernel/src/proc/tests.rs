@@ -360,8 +360,17 @@ fn fork_bomb_ends_in_eagain() {
     assert_eq!(process_count(), before, "every process's place is given back");
 
     const LIMIT: usize = 40;
-    PROCESS_LIMIT.store(LIMIT, Ordering::Relaxed);
-    let p = spawn_image("bombs", bin("bombs"), &["/bin/bombs", "fork"]).unwrap();
+    let (status, peak) = bomb_under_limit("fork", LIMIT);
+    assert_eq!(status, Status::Exited(0));
+    assert_eq!(peak, LIMIT, "the most processes at once");
+    assert_eq!(process_count(), before);
+}
+
+/// Runs `bombs <which>` with the bound on processes and threads lowered
+/// to `limit`; returns its status and the most places taken at once.
+fn bomb_under_limit(which: &str, limit: usize) -> (Status, usize) {
+    PROCESS_LIMIT.store(limit, Ordering::Relaxed);
+    let p = spawn_image("bombs", bin("bombs"), &["/bin/bombs", which]).unwrap();
     let mut peak = 0;
     while p.status().is_none() {
         peak = peak.max(process_count());
@@ -371,9 +380,7 @@ fn fork_bomb_ends_in_eagain() {
     let status = p.wait();
     drop(p);
     end_the_rest();
-    assert_eq!(status, Status::Exited(0));
-    assert_eq!(peak, LIMIT, "the most processes at once");
-    assert_eq!(process_count(), before);
+    (status, peak)
 }
 
 /// A thread bomb (a process making threads until pthread_create fails)
@@ -384,17 +391,7 @@ fn fork_bomb_ends_in_eagain() {
 fn thread_bomb_ends_in_eagain() {
     let before = process_count();
     const LIMIT: usize = 40;
-    PROCESS_LIMIT.store(LIMIT, Ordering::Relaxed);
-    let p = spawn_image("bombs", bin("bombs"), &["/bin/bombs", "threads"]).unwrap();
-    let mut peak = 0;
-    while p.status().is_none() {
-        peak = peak.max(process_count());
-        sched::yield_now();
-    }
-    PROCESS_LIMIT.store(0, Ordering::Relaxed);
-    let status = p.wait();
-    drop(p);
-    end_the_rest();
+    let (status, peak) = bomb_under_limit("threads", LIMIT);
     assert_eq!(status, Status::Exited(0));
     assert_eq!(peak, LIMIT, "the most processes and threads at once");
     assert_eq!(process_count(), before);

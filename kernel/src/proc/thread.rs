@@ -130,6 +130,9 @@ pub(super) fn start(name: &str, t: Arc<Thread>, f: impl FnOnce() + Send + 'stati
             }
         };
         t.sched.store(id, Ordering::SeqCst);
+        // The tables' insertions allocate a tree node at most, which the
+        // caller's check of the heap's reserve (FORK_HEAP_RESERVE) leaves
+        // room for.
         if threads.is_empty() {
             table.processes.insert(p.pid, p.clone());
         }
@@ -186,31 +189,64 @@ pub fn clone_thread(tf: &TrapFrame, args: ThreadArgs) -> Result<u64, SpawnError>
     t.clear_child_tid.store(args.clear_child_tid.unwrap_or(0), Ordering::SeqCst);
     let t = Arc::try_new(t).map_err(|_| SpawnError::NoMemory)?;
     let space = p.space().ok_or(SpawnError::NoMemory)?;
-    let mut frame = tf.clone();
-    frame.rax = 0;
-    frame.rsp = args.stack;
-    let fs = args.tls.unwrap_or_else(|| x86_64::registers::model_specific::FsBase::read().as_u64());
-    let fpu = FpuState::capture();
-    if let Some(at) = args.parent_tid {
-        // Before the thread can run: a thread that ends at once clears the
-        // same word (glibc's pd->tid), and a write after that would leave
-        // pthread_join waiting for good. A bad address does not undo the
-        // clone, as on Linux.
-        let _ = crate::syscall::uaccess::copy_to_user(at, &(tid as u32).to_le_bytes());
-    }
+    let begin = Begin::new(tf, Some(args.stack), args.tls, tid, args.parent_tid, args.set_child_tid);
     start("user", t, move || {
-        fpu.restore();
         sched::set_address_space(space.pmap.root(), Arc::as_ptr(&space) as usize);
         drop(space);
-        sched::set_fs_base(fs);
-        if let Some(at) = args.set_child_tid {
-            // As Linux: a bad address is the thread's to find out.
-            let _ = crate::syscall::uaccess::copy_to_user(at, &(tid as u32).to_le_bytes());
-        }
-        // SAFETY: `frame` is a user-mode frame (the caller's system call
-        // with another stack), kept in this closure's frame, which is never
-        // returned to.
-        unsafe { resume_user(&frame) }
+        begin.enter()
     })?;
     Ok(tid)
+}
+
+/// How a cloned thread or a fork child begins: where its parent's `clone`
+/// returns, with 0 in RAX, the parent's FPU state (rounding modes,
+/// exception masks, as on Linux), its FS base, and its id written where
+/// `CLONE_CHILD_SETTID` asked.
+pub(super) struct Begin {
+    frame: TrapFrame,
+    fpu: FpuState,
+    fs: u64,
+    id: u64,
+    set_child_tid: Option<u64>,
+}
+
+impl Begin {
+    /// Taken in the parent's `clone` (frame `tf`), with `stack` and `tls`
+    /// if it gave them. The parent's copy of `id` (`CLONE_PARENT_SETTID`)
+    /// is written now, before the new thread can run: one that ends at
+    /// once clears the same word (glibc's pd->tid), and a write after that
+    /// would leave pthread_join waiting for good. A bad address does not
+    /// undo the clone, as on Linux.
+    pub(super) fn new(
+        tf: &TrapFrame,
+        stack: Option<u64>,
+        tls: Option<u64>,
+        id: u64,
+        parent_tid: Option<u64>,
+        set_child_tid: Option<u64>,
+    ) -> Begin {
+        let mut frame = tf.clone();
+        frame.rax = 0;
+        if let Some(sp) = stack {
+            frame.rsp = sp;
+        }
+        let fs = tls.unwrap_or_else(|| x86_64::registers::model_specific::FsBase::read().as_u64());
+        if let Some(at) = parent_tid {
+            let _ = crate::syscall::uaccess::copy_to_user(at, &(id as u32).to_le_bytes());
+        }
+        Begin { frame, fpu: FpuState::capture(), fs, id, set_child_tid }
+    }
+
+    /// In the new thread, its address space loaded: enters user mode.
+    pub(super) fn enter(self) -> ! {
+        self.fpu.restore();
+        sched::set_fs_base(self.fs);
+        if let Some(at) = self.set_child_tid {
+            // As Linux: a bad address is the new thread's to find out.
+            let _ = crate::syscall::uaccess::copy_to_user(at, &(self.id as u32).to_le_bytes());
+        }
+        // SAFETY: `frame` is a user-mode frame (the parent's system call),
+        // kept in this function's frame, which is never returned to.
+        unsafe { resume_user(&self.frame) }
+    }
 }
