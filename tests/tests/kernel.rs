@@ -135,7 +135,19 @@ fn main() {
     let i = images.clone();
     trials.push(Trial::test("gdb::vm_steps_counts_a_copy_on_write_fault", move || gdb_vm_steps(&i)).with_kind("host"));
 
-    libtest_mimic::run(&args, trials).exit();
+    let conclusion = libtest_mimic::run(&args, trials);
+    // A failure's output can be long (a bomb's console), and the last
+    // test's is printed last: the reasons again, in a few lines at the end.
+    let failed: Vec<_> = kernel_tests.iter().filter_map(|t| Some((t, results.get(&t.index).filter(|o| !o.passed)?))).collect();
+    if !failed.is_empty() {
+        eprintln!("in-kernel failures, in short:");
+        for (t, o) in failed {
+            let why = o.message.lines().next().unwrap_or_default();
+            let panic = o.message.lines().find(|l| l.contains("KERNEL PANIC at ")).unwrap_or_default();
+            eprintln!("  {}: {why}{}{panic}", t.name, if panic.is_empty() { "" } else { ": " });
+        }
+    }
+    conclusion.exit();
 }
 
 /// The BIOS image lists the same tests, and the kernel reports being loaded at

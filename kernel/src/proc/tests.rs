@@ -437,7 +437,7 @@ fn hostile_programs_leave_the_heap_as_they_found_it() {
         ("limits", &[]),
     ];
     let grew = grown_by_a_second_run(&programs);
-    assert!(grew.is_empty(), "(heap bytes in use, free pages) before and after a second run: {grew:?}");
+    assert!(grew.is_empty(), "(heap bytes in use, free pages) before and after a second run, and what changed: {grew:?}");
 }
 
 /// The programs of the other tests, likewise: files and mappings in
@@ -460,35 +460,53 @@ fn test_programs_leave_the_heap_as_they_found_it() {
         ("ioerr", &["/data/seq32", "1000000"]),
     ];
     let grew = grown_by_a_second_run(&programs);
-    assert!(grew.is_empty(), "(heap bytes in use, free pages) before and after a second run: {grew:?}");
+    assert!(grew.is_empty(), "(heap bytes in use, free pages) before and after a second run, and what changed: {grew:?}");
 }
 
-/// A program and its (heap bytes, free pages) after the first run and
-/// after the second.
-type Growth<'a> = (&'a str, (usize, u64), (usize, u64));
+/// A program, its (heap bytes, free pages) after the first run and after
+/// the second, and what changed in the heap (items per size class, page
+/// runs, the boot arena), so that a report says what to look for.
+type Growth<'a> = (&'a str, (usize, u64), (usize, u64), alloc::string::String);
 
 /// Runs each program twice (each must exit with 0); returns those after
 /// whose second run the heap bytes in use or the free pages differ, with
 /// both (the first run fills what is cached for good).
 fn grown_by_a_second_run<'a>(programs: &[(&'a str, &[&str])]) -> Vec<Growth<'a>> {
+    use crate::kern::heap::{HeapStats, stats};
     // As the runner counts after each test: ended threads reaped, the
     // caches drained, the heap's pages counted as free.
     let threads = crate::devtools::ktest_runner::settled_threads(usize::MAX);
     let measure = || {
         crate::devtools::ktest_runner::settled_threads(threads);
         let free = crate::devtools::ktest_runner::free_pages();
-        (crate::kern::heap::usage().0, free)
+        let s = stats();
+        ((s.bytes_in_use(), free), s)
+    };
+    let changes = |a: &HeapStats, b: &HeapStats| {
+        use core::fmt::Write;
+        let mut out = alloc::string::String::new();
+        for (x, y) in a.classes.iter().zip(&b.classes).filter(|(x, y)| x.in_use != y.in_use) {
+            let _ = write!(out, "{} B items {} -> {}; ", x.size, x.in_use, y.in_use);
+        }
+        if (a.large_blocks, a.large_bytes) != (b.large_blocks, b.large_bytes) {
+            let _ =
+                write!(out, "page runs {} ({} B) -> {} ({} B); ", a.large_blocks, a.large_bytes, b.large_blocks, b.large_bytes);
+        }
+        if a.boot_used != b.boot_used {
+            let _ = write!(out, "boot arena {} B -> {} B ({} fallbacks since boot); ", a.boot_used, b.boot_used, b.fallbacks);
+        }
+        out
     };
     for &(name, args) in programs {
         assert_eq!(run_bin(name, args), Status::Exited(0), "{name}");
     }
     let mut grew = Vec::new();
     for &(name, args) in programs {
-        let before = measure();
+        let (before, s0) = measure();
         assert_eq!(run_bin(name, args), Status::Exited(0), "{name}");
-        let after = measure();
+        let (after, s1) = measure();
         if after != before {
-            grew.push((name, before, after));
+            grew.push((name, before, after, changes(&s0, &s1)));
         }
     }
     grew
