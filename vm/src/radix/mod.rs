@@ -160,6 +160,9 @@ pub enum Entry<'a, L: Leaf, const W: usize> {
 pub struct VacantEntry<'a, L: Leaf, const W: usize> {
     trie: &'a mut Radix<L, W>,
     key: u64,
+    /// A child slot of `parent`; null for the root, which is reached
+    /// through `trie` (a pointer taken from the trie before the entry
+    /// borrowed it would not be valid under the entry's borrow).
     slot: *const AtomicUsize,
     /// The node owning `slot`; null for the root.
     parent: *mut Node<W>,
@@ -174,13 +177,15 @@ impl<L: Leaf, const W: usize> VacantEntry<'_, L, W> {
         assert!(value.key() == key, "radix: inserting key {:#x} at the entry for {key:#x}", value.key());
         let new = value.to_raw() | LEAF;
         debug_assert!(value.to_raw() & LEAF == 0 && value.to_raw() != 0);
-        // SAFETY: `slot` is the root or a child slot of a live node of the
-        // trie, which `self` still borrows mutably (nothing moved it).
-        let s = unsafe { &*self.slot };
-        let v = s.load(Ordering::Acquire);
         let trie = self.trie;
+        let slot = self.slot;
+        let at = |trie: &Radix<L, W>| -> *const AtomicUsize { if slot.is_null() { &trie.root } else { slot } };
+        // SAFETY: the root, or a child slot of a live node of the trie,
+        // which the entry still borrows mutably (nothing moved it).
+        let v = unsafe { &*at(trie) }.load(Ordering::Acquire);
         if v == 0 {
-            s.store(new, Ordering::Release);
+            // SAFETY: as above.
+            unsafe { &*at(trie) }.store(new, Ordering::Release);
             if !self.parent.is_null() {
                 // SAFETY: `parent` is the live node owning `slot`; `&mut` trie.
                 unsafe { (*self.parent).count += 1 };
@@ -200,7 +205,8 @@ impl<L: Leaf, const W: usize> VacantEntry<'_, L, W> {
                 (Radix::<L, W>::digit(other, clev), v),
             )
             .ok_or(InsertError::NoMemory)?;
-        s.store(node, Ordering::Release);
+        // SAFETY: as above (a new node is elsewhere: the slot is unmoved).
+        unsafe { &*at(trie) }.store(node, Ordering::Release);
         trie.len += 1;
         Ok(())
     }
@@ -409,7 +415,10 @@ impl<L: Leaf, const W: usize> Radix<L, W> {
         }
         match found {
             Some(old) => Entry::Occupied(old),
-            None => Entry::Vacant(VacantEntry { trie: self, key, slot, parent }),
+            None => {
+                let slot = if core::ptr::eq(slot, &self.root) { core::ptr::null() } else { slot };
+                Entry::Vacant(VacantEntry { trie: self, key, slot, parent })
+            }
         }
     }
 
