@@ -18,8 +18,14 @@ commands:
              from stdin (piped input is handed in whole, then end of input;
              on a terminal, Ctrl-D ends it), and this script exits with its
              status (128 + the signal number if it was killed)
-  test       host unit tests and every in-kernel test, each reported by name;
-             non-zero exit status on any failure
+  test       host unit tests and every in-kernel test, each reported by name,
+             then the page protocol's models (below); non-zero exit status
+             on any failure
+  models     the page protocol's loom models alone (vm/MODELS.md): every
+             interleaving of each model's threads, within LOOM_MAX_PREEMPTIONS
+             (default 3); prints each model's count of interleavings
+  miri       the host tests of the unsafe code (radix trie, page array,
+             zone, allocator, blist) under Miri
   bench      host benchmarks and the kernel's benchmarks (release build);
              prints `bench: <name> <value> <unit>` lines
   bench user vmbench alone, here and on Linux 6.1, with the ratios
@@ -86,7 +92,7 @@ while [ $# -gt 0 ]; do
             swap_size=$2
             shift ;;
         --gdb) cmd=gdb ;;
-        test) cmd=$1 ;;
+        test|models|miri) cmd=$1 ;;
         bench)
             cmd=bench
             case "${2:-}" in soak|swap|user) bench_args=(-- "$2"); shift ;; esac ;;
@@ -148,6 +154,55 @@ ensure_toolchain() {
         note "installing Rust toolchain $channel"
         rustup toolchain install --no-self-update || die "'rustup toolchain install' ($channel from rust-toolchain.toml) failed"
     fi
+}
+
+# Miri, for `test` and `miri`: a component of the pinned toolchain, and
+# the sysroot it builds once.
+ensure_miri() {
+    local channel
+    channel=$(sed -n 's/^channel *= *"\(.*\)"/\1/p' rust-toolchain.toml)
+    if ! rustup component list --toolchain "$channel" --installed 2>/dev/null | grep -q '^miri'; then
+        note "installing the miri component"
+        rustup component add --toolchain "$channel" miri || die "'rustup component add miri' failed"
+    fi
+    cargo miri setup >/dev/null 2>&1 || cargo miri setup || die "'cargo miri setup' failed"
+}
+
+# The loom models (vm/MODELS.md): every crate built with --cfg loom, in a
+# target directory of their own.
+run_models() {
+    note "running the page protocol's models (loom, vm/MODELS.md)"
+    local out status=0
+    out=$(mktemp)
+    RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR="$ROOT/target/loom" RUST_BACKTRACE=0 \
+        cargo test -q -p vm --lib -- models:: --show-output >"$out" 2>&1 || status=$?
+    # Each model's line, the broken variants' failures as loom found them,
+    # and the summary.
+    grep -E '^model: |^test result' "$out" || true
+    echo "the broken variants, as loom failed them:"
+    grep -A1 -E '^thread .*broken_.* panicked' "$out" | grep -vE '^(thread |--)' | sed 's/^/  /' || true
+    if [ "$status" -ne 0 ]; then
+        tail -80 "$out"
+        rm -f "$out"
+        die "a model failed (one alone: RUSTFLAGS='--cfg loom' CARGO_TARGET_DIR=target/loom cargo test -p vm --lib -- models::NAME)"
+    fi
+    rm -f "$out"
+}
+
+# The host tests that reach unsafe code, under Miri (Stacked Borrows).
+# The tries and zones keep tagged pointers in integers: permissive
+# provenance says so.
+MIRI_VM_TESTS=(radix:: zone:: phys::tests:: page::tests::)
+MIRI_PAGER_TESTS=(blist::)
+run_miri() {
+    note "running the unsafe code's host tests under Miri"
+    local t
+    for t in "${MIRI_VM_TESTS[@]}"; do
+        MIRIFLAGS="-Zmiri-permissive-provenance" cargo miri test -q -p vm --lib -- "$t"
+    done
+    for t in "${MIRI_PAGER_TESTS[@]}"; do
+        MIRIFLAGS="-Zmiri-permissive-provenance" cargo miri test -q -p pager --lib -- "$t"
+    done
 }
 
 ensure_qemu() {
@@ -301,6 +356,14 @@ case $cmd in
         # Default workspace members: vm, pager, ktest, boot, and tests (which
         # boots the kernel and reports each in-kernel test).
         cargo test
+        run_models
+        ;;
+    models)
+        run_models
+        ;;
+    miri)
+        ensure_miri
+        run_miri
         ;;
     bench)
         ensure_ovmf

@@ -82,17 +82,11 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
         }
         Err(e) => panic!("cannot build the page array: {e:?}"),
     }
-    // A thread waiting for a busy page sleeps on the page; the one that
-    // unbusies it wakes it (kern::sched::sleep_if checks the busy word under the
-    // scheduler lock, so the wakeup cannot be missed). Waits for memory are
-    // the pageout daemon's business (mm::pageout::init).
-    vm::page::set_busy_wait(|page| {
-        let chan = page as *const vm::page::Page as usize;
-        if !kern::sched::sleep_if(chan, || page.set_busy_waiters()) {
-            core::hint::spin_loop();
-        }
-    });
-    vm::page::set_busy_wakeup(|page| kern::sched::wakeup(page as *const vm::page::Page as usize));
+    // The VM's sleep and wakeup: a thread waiting for a busy page, a
+    // sleeping lock, sleeps on its address (kern::sched::sleep_if checks
+    // the condition, the page's waiters bit, under the scheduler lock, so
+    // the wakeup cannot be missed). Waits for memory are the pageout
+    // daemon's business (mm::pageout::init).
     vm::set_sleep(
         |chan, cond| {
             kern::sched::sleep_if(chan, cond);

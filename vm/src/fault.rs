@@ -421,7 +421,11 @@ impl<W: Watch> FaultState<'_, W> {
         };
         match found {
             Some((m, false)) => {
-                if !m.try_xbusy() {
+                #[cfg(loom)]
+                let taken = m.try_xbusy() || crate::sync::model::broken(crate::sync::model::Break::FaultTakesBusyPage);
+                #[cfg(not(loom))]
+                let taken = m.try_xbusy();
+                if !taken {
                     return Here::Done(Next::RestartAfterBusySleep(m));
                 }
                 if m.all_valid() {

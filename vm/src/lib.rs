@@ -85,6 +85,8 @@ pub mod failpoint;
 pub mod fault;
 pub mod invariants;
 pub mod map;
+#[cfg(all(test, loom))]
+mod models;
 pub mod object;
 pub mod page;
 pub mod pageout;
@@ -201,14 +203,26 @@ pub fn set_sleep(sleep: fn(usize, &dyn Fn() -> bool), wakeup: fn(usize)) {
 /// the check and the sleep is not lost); returns when woken or at once.
 /// Callers loop on their own condition.
 pub fn sleep_on(chan: usize, cond: &dyn Fn() -> bool) {
+    #[cfg(loom)]
+    return sync::model::sleep_on(chan, cond);
+    #[cfg(not(loom))]
     match SLEEP.get() {
         Some((sleep, _)) => sleep(chan, cond),
-        None => core::hint::spin_loop(),
+        None => sync::spin_hint(),
     }
+}
+
+/// Whether [`sleep_on`] really sleeps (the kernel's, or a model's), or
+/// returns at once for its caller to spin (host tests).
+pub fn sleep_installed() -> bool {
+    cfg!(loom) || SLEEP.get().is_some()
 }
 
 /// Wakes every sleeper on `chan`.
 pub fn wakeup(chan: usize) {
+    #[cfg(loom)]
+    return sync::model::wakeup(chan);
+    #[cfg(not(loom))]
     if let Some((_, wake)) = SLEEP.get() {
         wake(chan);
     }
@@ -232,7 +246,7 @@ pub fn vm_wait() -> bool {
     match VM_WAIT.get() {
         Some(f) => f(),
         None => {
-            core::hint::spin_loop();
+            sync::spin_hint();
             true
         }
     }
@@ -241,6 +255,13 @@ pub fn vm_wait() -> bool {
 #[cfg(test)]
 mod tests {
     use super::DebugConstant;
+
+    /// `n` steps in the ordinary host tests, `miri` under Miri, which runs
+    /// code some thousand times slower: the same kinds of step, checked
+    /// for undefined behaviour, in fewer rounds.
+    pub(crate) const fn scaled(n: usize, miri: usize) -> usize {
+        if cfg!(miri) { miri } else { n }
+    }
 
     /// A debugger's table names every flag of `F` as `ty::NAME`, with its
     /// bits: a flag added later cannot be missed.

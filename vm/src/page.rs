@@ -30,8 +30,9 @@
 //!  EXCLUSIVE ──xbusy_downgrade──► SHARED(1) ──try_upgrade──► EXCLUSIVE
 //! ```
 //!
-//! Waiting for a busy page is one function, [`busy_wait`], which spins now and
-//! becomes sleep/wakeup once there are threads. Debug builds record where the
+//! Waiting for a busy page is one function, [`busy_wait`]: a sleep on the
+//! page with the waiters bit set, which the releaser sees and wakes (a spin
+//! on the host, where no sleep is installed). Debug builds record where the
 //! exclusive holder took the lock.
 //!
 //! ## Wiring
@@ -57,7 +58,7 @@
 //!    └────dequeue────────┴──────activate────────┴─────activate───────┘
 //! ```
 
-use core::sync::atomic::{AtomicU8, AtomicU16, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use crate::sync::atomic::{AtomicU8, AtomicU16, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use bitflags::bitflags;
 
@@ -65,10 +66,10 @@ use crate::PAGE_SIZE;
 
 mod busy;
 
+pub use busy::busy_wait;
 use busy::busy_wakeup;
 #[cfg(test)]
-pub(crate) use busy::on_next_busy_wait;
-pub use busy::{busy_wait, set_busy_wait, set_busy_wakeup};
+pub(crate) use busy::{on_next_busy_wait, woken_here};
 
 /// Index of a page in the page array.
 pub type PageIndex = u32;
@@ -137,11 +138,23 @@ const BUSY_WAITERS: u32 = 1 << 1;
 const BUSY_SHARER: u32 = 1 << 2;
 const BUSY_UNBUSIED: u32 = 0;
 
+/// The wire word's top bit: the page is in an object. Set and cleared with
+/// the owner, beside the count of wirings, so that removing a page from its
+/// object and dropping its last wiring are decided on one word: of the two,
+/// whichever comes second sees the other and frees the page (rule 5). With
+/// two words each side could miss the other's change and leave the page to
+/// it (the `wire` models, vm/MODELS.md, find that interleaving).
+pub const WIRE_OBJREF: u32 = 1 << 31;
+/// The wire word's count of wirings.
+pub const WIRE_COUNT: u32 = WIRE_OBJREF - 1;
+
 /// The valid bits of a whole page, the busy-word layout, the list and
 /// order sentinels and the flag bits, for debuggers ([`crate::DebugConstant`]).
 #[used]
-pub static DEBUG_CONSTANTS: [crate::DebugConstant; 12] = [
+pub static DEBUG_CONSTANTS: [crate::DebugConstant; 14] = [
     ("ALL_BLOCKS", ALL_BLOCKS as u64),
+    ("WIRE_OBJREF", WIRE_OBJREF as u64),
+    ("WIRE_COUNT", WIRE_COUNT as u64),
     ("BUSY_EXCLUSIVE", BUSY_EXCLUSIVE as u64),
     ("BUSY_WAITERS", BUSY_WAITERS as u64),
     ("BUSY_SHARER", BUSY_SHARER as u64),
@@ -172,8 +185,9 @@ pub struct Page {
     pub(crate) prev: AtomicU32,
     /// The busy lock word. (A)
     busy: AtomicU32,
-    /// Wirings. (A)
-    wire_count: AtomicU32,
+    /// Wirings, and whether the page is in an object ([`WIRE_OBJREF`]).
+    /// (A)
+    wire_word: AtomicU32,
     /// Managed mappings of this page (PV entries). (P)
     pub(crate) mappings: AtomicU16,
     /// [`PageFlags`]; each flag documents its own rule.
@@ -193,6 +207,8 @@ pub struct Page {
     busy_owner: AtomicUsize,
 }
 
+// (loom's atomics are larger: not in model builds.)
+#[cfg(not(loom))]
 const _: () = assert!(core::mem::size_of::<Page>() <= 64);
 
 /// Where the exclusive busy lock of a page was taken (debug builds).
@@ -215,7 +231,7 @@ impl Page {
             next: AtomicU32::new(NIL),
             prev: AtomicU32::new(NIL),
             busy: AtomicU32::new(BUSY_UNBUSIED),
-            wire_count: AtomicU32::new(0),
+            wire_word: AtomicU32::new(0),
             mappings: AtomicU16::new(0),
             flags: AtomicU16::new((PageFlags::RESERVED | PageFlags::UNMANAGED).bits()),
             valid: AtomicU8::new(0),
@@ -304,6 +320,8 @@ impl Page {
         assert!(self.object().is_none(), "page {:#x}: already in object {:#x}", self.phys, self.object.load(Ordering::Relaxed));
         self.pindex.store(pindex, Ordering::Release);
         self.object.store(object, Ordering::Release);
+        // (AcqRel: the object's reference is an edge of the hand-off below.)
+        self.wire_word.fetch_or(WIRE_OBJREF, Ordering::AcqRel);
     }
 
     /// Clears object membership. Returns whether the caller may free the page:
@@ -312,7 +330,31 @@ impl Page {
     pub fn clear_owner(&self) -> bool {
         self.object.store(0, Ordering::Release);
         self.pindex.store(0, Ordering::Release);
-        !self.wired()
+        // AcqRel, on the word the unwirer changes too: an unwire before
+        // this is seen (its queueing included, done before its decrement,
+        // which releases), and one after sees the bit gone.
+        let old = self.wire_word.fetch_and(!WIRE_OBJREF, Ordering::AcqRel);
+        #[cfg(loom)]
+        if crate::sync::model::broken(crate::sync::model::Break::OwnerAndWiringApart) {
+            return !self.wired();
+        }
+        old & WIRE_COUNT == 0
+    }
+
+    /// The wire word: the count and [`WIRE_OBJREF`].
+    #[inline]
+    pub fn wire_word(&self) -> u32 {
+        self.wire_word.load(Ordering::Acquire)
+    }
+
+    /// Drops one wiring if the wire word is still `old`; else returns the
+    /// word now (the last unwire's step, `phys::PhysMem::unwire`).
+    #[inline]
+    pub(crate) fn unwire_from(&self, old: u32) -> Result<u32, u32> {
+        assert!(old & WIRE_COUNT > 0, "page {:#x}: unwire of a page that is not wired", self.phys);
+        // AcqRel pairs with clear_owner's fetch_and: whoever of the two
+        // changes the word second sees the first's change.
+        self.wire_word.compare_exchange(old, old - 1, Ordering::AcqRel, Ordering::Acquire)
     }
 
     /// Number of managed mappings (maintained by the pmap).
@@ -338,7 +380,7 @@ impl Page {
 
     #[inline]
     pub fn wire_count(&self) -> u32 {
-        self.wire_count.load(Ordering::Acquire)
+        self.wire_word() & WIRE_COUNT
     }
 
     #[inline]
@@ -357,8 +399,8 @@ impl Page {
             "page {:#x}: wired without its busy lock (rule 3)",
             self.phys
         );
-        let old = self.wire_count.fetch_add(1, Ordering::AcqRel);
-        assert!(old != u32::MAX, "page {:#x}: wire count overflow", self.phys);
+        let old = self.wire_word.fetch_add(1, Ordering::AcqRel);
+        assert!(old & WIRE_COUNT != WIRE_COUNT, "page {:#x}: wire count overflow", self.phys);
     }
 
     /// Drops a wiring and returns true if it was the last. The page is not
@@ -366,9 +408,9 @@ impl Page {
     /// the page themselves (see `phys::PhysMem::unwire`).
     #[inline]
     pub fn unwire_noq(&self) -> bool {
-        let old = self.wire_count.fetch_sub(1, Ordering::AcqRel);
-        assert!(old > 0, "page {:#x}: unwire of a page that is not wired", self.phys);
-        old == 1
+        let old = self.wire_word.fetch_sub(1, Ordering::AcqRel);
+        assert!(old & WIRE_COUNT > 0, "page {:#x}: unwire of a page that is not wired", self.phys);
+        old & WIRE_COUNT == 1
     }
 
     // ---- valid and dirty ----------------------------------------------------
@@ -483,6 +525,8 @@ impl Page {
         // is woken (to look the index up again), or it would sleep on a
         // free page for ever.
         let old = self.busy.swap(BUSY_UNBUSIED, Ordering::Release);
+        #[cfg(loom)]
+        let old = if crate::sync::model::broken(crate::sync::model::Break::FreeWithoutWakeup) { 0 } else { old };
         if old & BUSY_WAITERS != 0 {
             busy_wakeup(self);
         }
@@ -549,11 +593,6 @@ mod tests {
     /// on a free page for ever otherwise); without sleepers, no wakeup.
     #[test]
     fn freeing_a_busy_page_wakes_its_sleepers() {
-        use alloc::vec::Vec;
-        use spin::Mutex;
-        static WOKEN: Mutex<Vec<u64>> = Mutex::new(Vec::new());
-        // (No other host test installs the wakeup hook.)
-        set_busy_wakeup(|p| WOKEN.lock().push(p.phys()));
         let p = Page::new(0x777_7000, 0);
         assert!(p.try_xbusy());
         assert!(p.set_busy_waiters());
@@ -562,7 +601,7 @@ mod tests {
         let q = Page::new(0x777_8000, 0);
         assert!(q.try_xbusy());
         q.make_free(false);
-        let woken = WOKEN.lock();
+        let woken = woken_here();
         assert!(woken.contains(&0x777_7000), "the sleeper on the freed page was not woken");
         assert!(!woken.contains(&0x777_8000), "a wakeup with nobody asleep");
     }

@@ -97,14 +97,31 @@ fn referenced(page: &'static Page, mappings: &dyn PageMappings) -> bool {
 /// The object of a busy page found on a queue, or `None` (after dealing
 /// with the page) when the page should not be on a queue at all.
 fn object_of(pm: &PhysMem, page: &'static Page) -> Option<&'static VmObject> {
+    // Wired since it was queued: wired pages live off the queues. (Under
+    // the queue lock: a last unwire queues the page and drops its wiring
+    // under it, and the page must not be taken off between the two.)
+    #[cfg(loom)]
+    let wired = if crate::sync::model::broken(crate::sync::model::Break::PageoutIgnoresWiring) {
+        false
+    } else {
+        pm.dequeue_if_wired(page)
+    };
+    #[cfg(not(loom))]
+    let wired = pm.dequeue_if_wired(page);
     match page.object() {
-        Some(h) if !page.wired() => {
+        Some(h) if !wired => {
             // SAFETY: the page is exclusively busy and belongs to `h`:
             // termination of `h` waits for the busy page.
             Some(unsafe { VmObject::from_handle(h) })
         }
-        _ => {
-            // Wired since it was queued: wired pages live off the queues.
+        // Taken off its queue above (and its last unwire, which may have
+        // come since, queued it again: it stays).
+        Some(_) => {
+            page.xunbusy();
+            None
+        }
+        // In no object: not the daemon's (nor any queue's).
+        None => {
             pm.dequeue(page);
             page.xunbusy();
             None
@@ -209,6 +226,10 @@ pub fn scan_inactive(pm: &PhysMem, mappings: &dyn PageMappings, want: u64) -> Pa
 /// True if `page` is still dirty after its mappings were write-protected
 /// (which moves their modified bits into the page's dirty bits).
 fn dirty_after_protect(mappings: &dyn PageMappings, page: &'static Page) -> bool {
+    #[cfg(loom)]
+    if crate::sync::model::broken(crate::sync::model::Break::LaunderWithoutWriteProtect) {
+        return page.dirty() != 0 || mappings.is_modified(page);
+    }
     mappings.write_protect_all(page);
     page.dirty() != 0
 }

@@ -19,13 +19,72 @@
 //! panic names the place. A lock may also have a class in the lock order
 //! ([`Mutex::ranked`], [`crate::witness`]), checked in debug builds too.
 //! Release builds are spin's lock and nothing else.
+//!
+//! ## The model-checking facade
+//!
+//! This module is also where the page protocol gets its atomics
+//! ([`atomic`]), its spin lock ([`Mutex`]), its sleeping lock
+//! ([`SleepLock`]) and, through [`crate::sleep_on`] and [`crate::wakeup`],
+//! its sleep and wakeup. In the kernel and the host tests they are
+//! `core`'s atomics and `spin`'s lock. Built with `--cfg loom` they are
+//! loom's, and the models in [`model`] run the protocol's real code under
+//! loom, which tries every interleaving of a few threads (`vm/MODELS.md`).
+//! Nothing the kernel compiles changes: the switch is this module's.
 
 mod sleep;
+
+#[cfg(loom)]
+pub mod model;
 
 use core::ops::{Deref, DerefMut};
 use core::panic::Location;
 
 pub use sleep::{SleepGuard, SleepLock};
+
+/// The atomics of the page protocol: `core`'s, or loom's in model builds.
+/// (Counters that only report, and statics, use `core`'s directly: loom
+/// cannot make a static, and needs no statistics.)
+pub mod atomic {
+    #[cfg(not(loom))]
+    pub use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU16, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
+    #[cfg(loom)]
+    pub use loom::sync::atomic::{AtomicBool, AtomicU8, AtomicU16, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence};
+}
+
+/// A constructor that is a `const fn` in the kernel (for statics) and a
+/// plain one in model builds, where loom's atomics and locks cannot be
+/// made in a constant.
+macro_rules! model_const_fn {
+    ($(#[$m:meta])* $v:vis fn $name:ident $($rest:tt)*) => {
+        #[cfg(not(loom))]
+        $(#[$m])* $v const fn $name $($rest)*
+        #[cfg(loom)]
+        $(#[$m])* $v fn $name $($rest)*
+    };
+}
+pub(crate) use model_const_fn;
+
+/// Waits a moment in a loop that retries (a spin lock, a busy page with no
+/// sleep installed): a pause for the CPU, or a yield to loom's scheduler,
+/// which would otherwise spin in one interleaving for ever.
+#[inline(always)]
+pub fn spin_hint() {
+    #[cfg(not(loom))]
+    core::hint::spin_loop();
+    #[cfg(loom)]
+    loom::thread::yield_now();
+}
+
+/// The lock under [`Mutex`]: spin's, or loom's (which a model's threads
+/// wait for by yielding, as spinning would never let the holder on).
+#[cfg(not(loom))]
+type RawMutex<T> = spin::Mutex<T>;
+#[cfg(not(loom))]
+type RawGuard<'a, T> = spin::MutexGuard<'a, T>;
+#[cfg(loom)]
+type RawMutex<T> = loom::sync::Mutex<T>;
+#[cfg(loom)]
+type RawGuard<'a, T> = loom::sync::MutexGuard<'a, T>;
 
 use crate::witness::{self, LockClass};
 
@@ -44,7 +103,7 @@ pub fn set_irq_probe(probe: fn() -> Option<bool>) {
 pub struct Mutex<T: ?Sized> {
     /// Its place in the lock order (None: not checked).
     class: Option<&'static LockClass>,
-    inner: spin::Mutex<T>,
+    inner: RawMutex<T>,
 }
 
 /// What [`Mutex::lock`] returns: unlocks when dropped.
@@ -52,21 +111,72 @@ pub struct MutexGuard<'a, T: ?Sized> {
     class: Option<&'static LockClass>,
     /// The lock's address, as the witness knows it.
     lock: usize,
-    inner: spin::MutexGuard<'a, T>,
+    inner: RawGuard<'a, T>,
 }
 
 impl<T> Mutex<T> {
-    pub const fn new(value: T) -> Mutex<T> {
-        Mutex { class: None, inner: spin::Mutex::new(value) }
+    model_const_fn! {
+        pub fn new(value: T) -> Mutex<T> {
+            Mutex { class: None, inner: RawMutex::new(value) }
+        }
     }
 
-    /// A lock of `class` in the lock order ([`crate::witness::order`]).
-    pub const fn ranked(value: T, class: &'static LockClass) -> Mutex<T> {
-        Mutex { class: Some(class), inner: spin::Mutex::new(value) }
+    model_const_fn! {
+        /// A lock of `class` in the lock order ([`crate::witness::order`]).
+        pub fn ranked(value: T, class: &'static LockClass) -> Mutex<T> {
+            Mutex { class: Some(class), inner: RawMutex::new(value) }
+        }
     }
 
     pub fn into_inner(self) -> T {
-        self.inner.into_inner()
+        #[cfg(not(loom))]
+        return self.inner.into_inner();
+        #[cfg(loom)]
+        return self.inner.into_inner().unwrap_or_else(|e| e.into_inner());
+    }
+}
+
+#[cfg(not(loom))]
+impl<T: ?Sized> Mutex<T> {
+    #[inline(always)]
+    fn raw_lock(&self) -> RawGuard<'_, T> {
+        self.inner.lock()
+    }
+
+    #[inline(always)]
+    fn raw_try_lock(&self) -> Option<RawGuard<'_, T>> {
+        self.inner.try_lock()
+    }
+
+    pub fn get_mut(&mut self) -> &mut T {
+        self.inner.get_mut()
+    }
+
+    pub fn is_locked(&self) -> bool {
+        self.inner.is_locked()
+    }
+}
+
+/// loom's lock: poisoning (a model thread that panicked) is not this
+/// lock's business, the model fails anyway.
+#[cfg(loom)]
+impl<T: ?Sized> Mutex<T> {
+    fn raw_lock(&self) -> RawGuard<'_, T> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn raw_try_lock(&self) -> Option<RawGuard<'_, T>> {
+        self.inner.try_lock().ok()
+    }
+
+    pub fn get_mut(&mut self) -> &mut T {
+        self.inner.get_mut().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether another holds it: loom's lock cannot be asked without
+    /// trying it (true also when the caller holds it).
+    pub fn is_locked(&self) -> bool {
+        self.inner.try_lock().is_err()
     }
 }
 
@@ -78,7 +188,7 @@ impl<T: ?Sized> Mutex<T> {
         let site = Location::caller();
         self.check(site);
         witness::will_take(self.class, self.addr(), site);
-        let inner = self.inner.lock();
+        let inner = self.raw_lock();
         witness::took(self.class, self.addr(), site);
         MutexGuard { class: self.class, lock: self.addr(), inner }
     }
@@ -89,21 +199,13 @@ impl<T: ?Sized> Mutex<T> {
     pub fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
         let site = Location::caller();
         self.check(site);
-        let inner = self.inner.try_lock()?;
+        let inner = self.raw_try_lock()?;
         witness::took(self.class, self.addr(), site);
         Some(MutexGuard { class: self.class, lock: self.addr(), inner })
     }
 
     fn addr(&self) -> usize {
         self as *const Self as *const () as usize
-    }
-
-    pub fn get_mut(&mut self) -> &mut T {
-        self.inner.get_mut()
-    }
-
-    pub fn is_locked(&self) -> bool {
-        self.inner.is_locked()
     }
 
     /// Whether the current thread holds this (ranked) lock, where the
@@ -163,6 +265,9 @@ impl<T: Default> Default for Mutex<T> {
 
 impl<T: ?Sized + core::fmt::Debug> core::fmt::Debug for Mutex<T> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        self.inner.fmt(f)
+        #[cfg(not(loom))]
+        return self.inner.fmt(f);
+        #[cfg(loom)]
+        return f.write_str("Mutex { .. }");
     }
 }

@@ -195,9 +195,11 @@ pub fn stop() {
     STOPPED.store(true, core::sync::atomic::Ordering::Relaxed);
 }
 
+/// (Off in model builds: loom's threads share one host thread, and with
+/// it the host's per-thread record.)
 #[cfg(debug_assertions)]
 fn hook() -> Option<&'static HeldHook> {
-    if STOPPED.load(core::sync::atomic::Ordering::Relaxed) { None } else { HELD.get() }
+    if cfg!(loom) || STOPPED.load(core::sync::atomic::Ordering::Relaxed) { None } else { HELD.get() }
 }
 
 /// Installs the kernel's hook (once, when threads run): from then on debug

@@ -34,6 +34,9 @@ class PageRecord:
             setattr(self, name, value)
         self.index = index
         self.address = address
+        # The wire word holds the count and, in its top bit, "in an
+        # object" (vm::page::WIRE_OBJREF).
+        self.wire_count = self.wire_word & 0x7FFF_FFFF
 
 
 class PageLayout:

@@ -58,6 +58,11 @@ pub(super) fn page_in(
                 env.pm.readahead_finish(p);
                 stats.read_ahead += 1;
             } else {
+                #[cfg(loom)]
+                if crate::sync::model::broken(crate::sync::model::Break::ReadAheadLeftInLimbo) {
+                    p.xunbusy();
+                    continue;
+                }
                 object.lock().free_invalid(p);
             }
         }

@@ -30,9 +30,9 @@
 //!   (`PageMappings::remove_all`), frees unwired pages, and leaves wired ones to their last
 //!   unwire.
 
+use crate::sync::atomic::{AtomicU8, AtomicU32, Ordering};
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicU32, Ordering};
 
 use crate::sync::{Mutex, MutexGuard};
 use bitflags::bitflags;
@@ -190,7 +190,7 @@ pub struct ObjectState {
 /// A VM object.
 pub struct VmObject {
     /// An [`ObjectKind`]. (A)
-    kind: core::sync::atomic::AtomicU8,
+    kind: AtomicU8,
     /// The page allocator and the rest of the VM's environment. (C)
     env: VmEnv,
     /// References from maps and shadows (not Rust borrows). (A)
@@ -214,7 +214,7 @@ impl VmObject {
             return Err(ObjectError::NoMemory);
         }
         Arc::try_new(VmObject {
-            kind: core::sync::atomic::AtomicU8::new(kind as u8),
+            kind: AtomicU8::new(kind as u8),
             env,
             ref_count: AtomicU32::new(1),
             paging_in_progress: AtomicU32::new(0),
@@ -552,7 +552,13 @@ impl Locked<'_> {
         assert!(page.xbusied(), "page {:#x}: removed without the exclusive busy lock", page.phys());
         let got = self.st.pages.remove(page.pindex());
         assert!(got.is_some_and(|g| core::ptr::eq(g, page)), "page {:#x}: not in its object's trie", page.phys());
-        page.clear_owner()
+        let may_free = page.clear_owner();
+        if !may_free {
+            // Left to its last unwire, in no object: off the queues, where
+            // the pageout daemon would find a page nobody may use.
+            self.obj.env.pm.dequeue(page);
+        }
+        may_free
     }
 
     /// Rule 5 for a page of this object: removes it (exclusively busy), then

@@ -2,7 +2,7 @@
 //! and its identity) or shared (readers of its contents), with waiters
 //! sleeping on the page until it is released.
 
-use core::sync::atomic::Ordering;
+use crate::sync::atomic::Ordering;
 
 use super::*;
 
@@ -158,28 +158,45 @@ impl Page {
     }
 }
 
-/// How a waiter for a busy page waits: one function, so that the scheduler
-/// replaces spinning with sleep/wakeup in one place. The kernel installs a
-/// sleep on the page that sets the waiters bit first ([`Page::set_busy_waiters`]),
-/// and the matching wakeup ([`set_busy_wakeup`]).
-static BUSY_WAIT: spin::Once<fn(&Page)> = spin::Once::new();
-
-/// Installs the function busy waiters call between attempts (once, at boot).
-pub fn set_busy_wait(f: fn(&Page)) {
-    BUSY_WAIT.call_once(|| f);
+/// The channel a page's busy waiters sleep on: the record's address.
+#[inline]
+fn channel(page: &Page) -> usize {
+    page as *const Page as usize
 }
 
-/// Waits a little for `page`'s busy state to change.
+/// Waits for `page`'s busy state to change; the caller tries again.
+///
+/// With a sleep installed (the kernel's scheduler, a model's), the waiter
+/// sleeps on the page and the releaser wakes it. The waiters bit is what
+/// tells the releaser to: it is set inside the sleep's condition, which
+/// runs under the scheduler's lock, and the releaser's wakeup takes that
+/// lock too. So either the page is released before the bit is set, and
+/// the bit cannot be set ([`Page::set_busy_waiters`] fails on an unbusied
+/// page) and the waiter does not sleep; or after, and the releaser sees
+/// the bit, and its wakeup finds the waiter asleep. No wakeup is lost
+/// (the `busy` models check it, `vm/MODELS.md`). Without a sleep (host
+/// tests), the waiter spins.
 pub fn busy_wait(page: &Page) {
-    match BUSY_WAIT.get() {
-        Some(f) => f(page),
-        None => default_wait(page),
+    #[cfg(test)]
+    if let Some(hook) = wait_hook::NEXT.with(|h| h.take()) {
+        return hook(page);
+    }
+    if crate::sleep_installed() {
+        crate::sleep_on(channel(page), &|| {
+            #[cfg(loom)]
+            if crate::sync::model::broken(crate::sync::model::Break::SleepWithoutWaitersBit) {
+                return page.busied();
+            }
+            page.set_busy_waiters()
+        });
+    } else {
+        default_wait(page);
     }
 }
 
 #[cfg(not(test))]
 fn default_wait(_page: &Page) {
-    core::hint::spin_loop();
+    crate::sync::spin_hint();
 }
 
 /// Host tests: yield to the other test threads, and fail loudly rather than
@@ -190,9 +207,6 @@ fn default_wait(page: &Page) {
     extern crate std;
     use std::cell::Cell;
     use std::time::{Duration, Instant};
-    if let Some(hook) = wait_hook::NEXT.with(|h| h.take()) {
-        return hook(page);
-    }
     std::thread_local! {
         static WAITING: Cell<Option<(u64, Instant)>> = const { Cell::new(None) };
     }
@@ -212,19 +226,15 @@ fn default_wait(page: &Page) {
     std::thread::yield_now();
 }
 
-/// How waiters of a busy page are woken: installed with the sleeping wait.
-static BUSY_WAKEUP: spin::Once<fn(&Page)> = spin::Once::new();
-
-/// Installs the wakeup that matches a sleeping [`set_busy_wait`] (once).
-pub fn set_busy_wakeup(f: fn(&Page)) {
-    BUSY_WAKEUP.call_once(|| f);
-}
-
 /// Wakes the waiters of `page` (the busy word's waiters bit was set).
 pub(super) fn busy_wakeup(page: &Page) {
-    if let Some(f) = BUSY_WAKEUP.get() {
-        f(page);
+    #[cfg(loom)]
+    if crate::sync::model::broken(crate::sync::model::Break::ReleaseWithoutWakeup) {
+        return;
     }
+    #[cfg(test)]
+    wait_hook::WOKEN.with(|w| w.borrow_mut().push(page.phys()));
+    crate::wakeup(channel(page));
 }
 
 /// Host tests: the calling thread's next busy wait calls `hook` with the
@@ -234,11 +244,18 @@ pub(crate) fn on_next_busy_wait(hook: wait_hook::Hook) {
     wait_hook::NEXT.with(|h| h.set(Some(hook)));
 }
 
+/// Host tests: the pages whose waiters this thread has woken.
+#[cfg(test)]
+pub(crate) fn woken_here() -> alloc::vec::Vec<u64> {
+    wait_hook::WOKEN.with(|w| w.borrow().clone())
+}
+
 #[cfg(test)]
 mod wait_hook {
     extern crate std;
     use alloc::boxed::Box;
-    use core::cell::Cell;
+    use alloc::vec::Vec;
+    use core::cell::{Cell, RefCell};
 
     use super::Page;
 
@@ -247,5 +264,6 @@ mod wait_hook {
 
     std::thread_local! {
         pub(super) static NEXT: Cell<Option<Hook>> = const { Cell::new(None) };
+        pub(super) static WOKEN: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
     }
 }

@@ -2,6 +2,7 @@
 //! (rules 4, 5, 6): finishing a read-ahead page, requeueing, unwiring.
 
 use super::*;
+use crate::page::{WIRE_COUNT, WIRE_OBJREF};
 
 impl PhysMem {
     /// Finishes a read-ahead/behind page whose read succeeded (rule 6): it
@@ -31,16 +32,85 @@ impl PhysMem {
     /// Drops a wiring of a managed page. On the last one the page goes to
     /// `queue` if it still belongs to an object, and is freed if it does not
     /// (rule 5: whoever removed it from its object left the freeing to us).
+    ///
+    /// The last wiring of a page in an object is dropped under the queue
+    /// lock, and the page queued in the same hold. Against a removal from
+    /// the object (`Page::clear_owner`) at the same moment: a remover that
+    /// comes after the drop sees no wiring and frees the page, and its free
+    /// takes it off the queue under the same lock (after we let go); one
+    /// that comes before leaves the page to us, off every queue, and our
+    /// drop, retried on the changed word, finds it in no object and frees
+    /// it. The pageout daemon, which takes wired pages off the queues,
+    /// decides under that lock too ([`PhysMem::dequeue_if_wired`]), so it
+    /// sees the page wired and unqueued, or unwired and queued.
     pub fn unwire(&self, page: &'static Page, queue: Queue) {
         assert!(page.is_managed(), "page {:#x}: unwire of an unmanaged page; use unwire_noq", page.phys());
-        if !page.unwire_noq() {
+        let queue = if queue == Queue::None { Queue::Active } else { queue };
+        let mut old = page.wire_word();
+        loop {
+            let last_in_object = old & WIRE_COUNT == 1 && old & WIRE_OBJREF != 0;
+            #[cfg(loom)]
+            let last_in_object = last_in_object && !crate::sync::model::broken(crate::sync::model::Break::OwnerAndWiringApart);
+            let dropped = if last_in_object {
+                let idx = self.index_of(page);
+                let mut q = self.queues.lock();
+                let dropped = page.unwire_from(old);
+                if dropped.is_ok() {
+                    self.queue_remove(&mut q, idx);
+                    self.queue_insert_tail(&mut q, idx, queue);
+                }
+                dropped
+            } else {
+                page.unwire_from(old)
+            };
+            match dropped {
+                Ok(_) => break,
+                // Wired again, or taken out of its object: look again.
+                Err(now) => old = now,
+            }
+        }
+        #[cfg(loom)]
+        if crate::sync::model::broken(crate::sync::model::Break::OwnerAndWiringApart) {
+            // The old way: drop the wiring, then look at the owner.
+            if old & WIRE_COUNT == 1 {
+                match page.object() {
+                    None => {
+                        while !page.try_xbusy() {
+                            crate::sync::spin_hint();
+                        }
+                        self.free(page)
+                    }
+                    Some(_) => self.enqueue(page, queue),
+                }
+            }
             return;
         }
-        if page.object().is_none() {
-            // Nobody else can find the page: it is ours to free.
+        if old == 1 {
+            // The last wiring of a page in no object: ours to free. Its
+            // remover may still hold it busy, a moment more (it lets go
+            // right after handing the page over), or the pageout daemon
+            // (which lets go of a page in no object at once): the free
+            // waits for them. A spin, not a sleep: callers hold their
+            // map's lock, and neither holder waits for anything.
+            while !page.try_xbusy() {
+                crate::sync::spin_hint();
+            }
             self.free(page);
-        } else {
-            self.enqueue(page, if queue == Queue::None { Queue::Active } else { queue });
         }
+    }
+
+    /// Takes a page found on a queue off it if it is wired (the pageout
+    /// daemon's lazy dequeue: pages wired while queued stay on their queue
+    /// until it looks). Decided under the queue lock, which the last
+    /// unwire of a page in an object holds from queueing the page to
+    /// dropping the wiring. Returns whether the page was wired.
+    pub fn dequeue_if_wired(&self, page: &Page) -> bool {
+        let idx = self.index_of(page);
+        let mut q = self.queues.lock();
+        let wired = page.wired();
+        if wired {
+            self.queue_remove(&mut q, idx);
+        }
+        wired
     }
 }

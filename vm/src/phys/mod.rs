@@ -657,7 +657,10 @@ impl PhysMem {
             page.phys(),
             page.sbusy_count()
         );
-        if page.queue() != Queue::None {
+        // Under the queue lock, not by a look at the page's queue: a last
+        // unwire may be queueing the page this moment (it dropped the
+        // wiring, we took the page from its object after: lifecycle.rs).
+        if page.is_managed() {
             self.dequeue(page);
         }
         if cfg!(debug_assertions) && !zeroed {
@@ -671,6 +674,12 @@ impl PhysMem {
     /// released); anything else that still refers to the page is a bug and
     /// panics: wired, mapped, in an object, shared-busy, already free.
     pub fn free(&self, page: &'static Page) {
+        #[cfg(loom)]
+        if crate::sync::model::broken(crate::sync::model::Break::CachedBeforeFree) {
+            self.free_to_cache(self.index_of(page));
+            self.free_prep(page, false);
+            return;
+        }
         self.free_prep(page, false);
         self.free_to_cache(self.index_of(page));
     }

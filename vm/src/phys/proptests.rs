@@ -149,8 +149,9 @@ fn run(ops: Vec<Op>) {
                 }
                 h.wired -= 1;
                 if h.wired == 0 && !h.owned {
-                    // Rule 5: the last unwire of a page in no object frees it.
-                    if h.sbusy > 0 {
+                    // Rule 5: the last unwire of a page in no object frees it,
+                    // once nobody holds it busy (it waits for the holder).
+                    if h.sbusy > 0 || h.xbusy {
                         h.wired += 1;
                         continue;
                     }

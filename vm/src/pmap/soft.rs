@@ -8,7 +8,7 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use spin::Mutex;
+use crate::sync::Mutex;
 
 use super::{PageMappings, Pmap, PmapError, Prot, TlbFlush};
 use crate::PAGE_SIZE;
@@ -51,7 +51,7 @@ pub enum Trap {
 }
 
 impl SoftMachine {
-    pub const fn new() -> SoftMachine {
+    pub fn new() -> SoftMachine {
         SoftMachine {
             pv: Mutex::new(BTreeMap::new()),
             spaces: Mutex::new(BTreeMap::new()),

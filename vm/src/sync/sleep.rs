@@ -14,12 +14,12 @@
 //! holds busy pages, so it must not wait for a lock whose holder may be
 //! waiting for those pages; it gives up and retries instead.
 
+use super::atomic::{AtomicBool, Ordering};
+use super::model_const_fn;
+use crate::witness::{self, LockClass};
 use core::cell::UnsafeCell;
 use core::ops::{Deref, DerefMut};
 use core::panic::Location;
-use core::sync::atomic::{AtomicBool, Ordering};
-
-use crate::witness::{self, LockClass};
 
 pub struct SleepLock<T> {
     /// Its place in the lock order (None: not checked). (C)
@@ -45,15 +45,19 @@ pub struct SleepGuard<'a, T> {
 }
 
 impl<T> SleepLock<T> {
-    /// A lock the lock-order check does not know.
-    pub const fn new(data: T) -> Self {
-        SleepLock { class: None, locked: AtomicBool::new(false), data: UnsafeCell::new(data) }
+    model_const_fn! {
+        /// A lock the lock-order check does not know.
+        pub fn new(data: T) -> Self {
+            SleepLock { class: None, locked: AtomicBool::new(false), data: UnsafeCell::new(data) }
+        }
     }
 
-    /// A lock of `class` (a sleeping class of [`crate::witness::order`]).
-    pub const fn ranked(data: T, class: &'static LockClass) -> Self {
-        assert!(class.sleeps, "a sleeping lock needs a sleeping lock class");
-        SleepLock { class: Some(class), locked: AtomicBool::new(false), data: UnsafeCell::new(data) }
+    model_const_fn! {
+        /// A lock of `class` (a sleeping class of [`crate::witness::order`]).
+        pub fn ranked(data: T, class: &'static LockClass) -> Self {
+            assert!(class.sleeps, "a sleeping lock needs a sleeping lock class");
+            SleepLock { class: Some(class), locked: AtomicBool::new(false), data: UnsafeCell::new(data) }
+        }
     }
 
     /// The lock's address: its sleep channel, and its name to the witness.

@@ -1,0 +1,66 @@
+//! Wiring against freeing (rules 3 and 5): a page of an object, wired by
+//! one thread, is found invalid by another (a truncation, a failed read),
+//! which takes it out of its object and frees it unless it is wired. The
+//! last unwire of a page in no object frees it. Whatever the order,
+//! exactly one of the two frees the page, and it is on no queue then.
+
+use loom::thread;
+
+use super::{check_clean, env};
+use crate::object::{ObjectKind, VmObject};
+use crate::page::{PageFlags, Queue};
+use crate::phys::AllocFlags;
+use crate::sync::model::check;
+
+/// One thread drops the last wiring of an invalid page while another
+/// removes it from its object under the exclusive busy lock
+/// (`Locked::free_invalid`).
+fn unwire_against_free_invalid() {
+    let env = env(2);
+    let pm = env.pm;
+    let free = pm.free_count();
+    let obj = VmObject::new(ObjectKind::Anonymous, 4, env);
+    let page = {
+        let mut l = obj.lock();
+        let p = l.alloc_page(0, AllocFlags::empty()).unwrap();
+        // Wired by its busy holder (rule 3), as the fault path wires it.
+        p.wire();
+        p.xunbusy();
+        p
+    };
+    let unwirer = thread::spawn(move || pm.unwire(page, Queue::Active));
+    page.xbusy();
+    obj.lock().free_invalid(page);
+    unwirer.join().unwrap();
+    let v = crate::invariants::check(pm);
+    assert!(
+        page.flags().contains(PageFlags::FREE) && v.is_empty(),
+        "rule 5 broken: the page is not freed exactly once (flags {:?}, wired {}, object {:?}, queue {:?}; {v:?})",
+        page.flags(),
+        page.wire_count(),
+        page.object(),
+        page.queue()
+    );
+    obj.deallocate();
+    check_clean(pm, free);
+}
+
+#[test]
+fn wire_unwire_against_free_invalid() {
+    check("wire_unwire_against_free_invalid", unwire_against_free_invalid);
+}
+
+/// Broken: the owner and the count on two words, the remover and the
+/// unwirer each reading the other's after changing its own (the code
+/// before the wire word had the object bit): each can miss the other's
+/// change and leave the page to it, in no object, on a queue, for ever.
+#[test]
+#[should_panic(expected = "rule 5 broken")]
+fn broken_wire_owner_and_count_apart() {
+    crate::sync::model::check_with(
+        "broken_wire_owner_and_count_apart",
+        crate::sync::model::DEFAULT_PREEMPTIONS,
+        &[crate::sync::model::Break::OwnerAndWiringApart],
+        unwire_against_free_invalid,
+    );
+}
