@@ -109,13 +109,16 @@ pub enum Violation {
 
 /// Checks everything; an empty list means all is well.
 pub fn check(pm: &PhysMem) -> Vec<Violation> {
-    let mut out = Vec::new();
+    // Room for the violations found under the allocator's locks: a push
+    // that grew the vector there could need a page for the heap, from the
+    // allocator whose locks are held.
+    let mut out = Vec::with_capacity(64);
     let n = pm.pages.len();
     // Which list each page is on: 0 none, 1 free block, 2 cache, 3.. queue,
     // ZERO_POOL the zero pool.
     const ZERO_POOL: u8 = u8::MAX;
     let mut on = vec![0u8; n];
-    let mut mark = |idx: PageIndex, tag: u8, out: &mut Vec<Violation>| {
+    let mark = |on: &mut [u8], idx: PageIndex, tag: u8, out: &mut Vec<Violation>| {
         let slot = &mut on[idx as usize];
         if *slot != 0 {
             out.push(Violation::OnTwoLists { page: pm.page(idx).phys() });
@@ -128,7 +131,7 @@ pub fn check(pm: &PhysMem) -> Vec<Violation> {
         let cache = pm.cache.lock();
         let fl = pm.free.lock();
         for &idx in &cache.pages[..cache.len] {
-            mark(idx, 2, &mut out);
+            mark(&mut on, idx, 2, &mut out);
         }
         let mut listed_pages = 0;
         for order in 0..NUM_ORDERS {
@@ -147,7 +150,7 @@ pub fn check(pm: &PhysMem) -> Vec<Violation> {
                     if (idx + i) as usize >= n {
                         break;
                     }
-                    mark(idx + i, 1, &mut out);
+                    mark(&mut on, idx + i, 1, &mut out);
                 }
                 blocks += 1;
                 prev = idx;
@@ -165,7 +168,7 @@ pub fn check(pm: &PhysMem) -> Vec<Violation> {
         let mut listed = 0;
         let mut idx = z.head;
         while idx != NIL && listed <= n as u64 {
-            mark(idx, ZERO_POOL, &mut out);
+            mark(&mut on, idx, ZERO_POOL, &mut out);
             if !pm.page(idx).flags().contains(PageFlags::ZERO) {
                 out.push(Violation::ZeroPoolNotZero { page: pm.page(idx).phys() });
             }
@@ -174,6 +177,18 @@ pub fn check(pm: &PhysMem) -> Vec<Violation> {
         }
         if listed != z.len {
             out.push(Violation::ZeroPoolCount { listed, recorded: z.len });
+        }
+        // The free flag against the lists, while the allocator's locks keep
+        // both still: later, an allocation (this check's own, for `out`,
+        // may take a page for the heap) would make a listed page look
+        // taken, and a free a freed page look lost.
+        for (i, p) in pm.pages.iter().enumerate() {
+            let listed_free = on[i] == 1 || on[i] == 2 || on[i] == ZERO_POOL;
+            match (p.flags().contains(PageFlags::FREE), listed_free) {
+                (true, false) => out.push(Violation::FreeFlagNotOnList { page: p.phys() }),
+                (false, true) => out.push(Violation::OnFreeListNotFree { page: p.phys() }),
+                _ => {}
+            }
         }
     }
 
@@ -186,7 +201,7 @@ pub fn check(pm: &PhysMem) -> Vec<Violation> {
             let mut idx = list.head;
             while idx != NIL && count <= n as u64 {
                 let p = pm.page(idx);
-                mark(idx, 3 + which as u8, &mut out);
+                mark(&mut on, idx, 3 + which as u8, &mut out);
                 if p.queue() != which {
                     out.push(Violation::WrongQueueField { page: p.phys(), list: which, field: p.queue() });
                 }
@@ -213,11 +228,7 @@ pub fn check(pm: &PhysMem) -> Vec<Violation> {
         if p.xbusied() && p.sbusy_count() > 0 {
             out.push(Violation::BadBusyWord { page: phys, word });
         }
-        let listed_free = on[i] == 1 || on[i] == 2 || on[i] == ZERO_POOL;
         if flags.contains(PageFlags::FREE) {
-            if !listed_free {
-                out.push(Violation::FreeFlagNotOnList { page: phys });
-            }
             let what = if p.object().is_some() {
                 Some("owned by an object")
             } else if p.wired() {
@@ -235,9 +246,6 @@ pub fn check(pm: &PhysMem) -> Vec<Violation> {
                 out.push(Violation::FreeButInUse { page: phys, what });
             }
         } else {
-            if listed_free {
-                out.push(Violation::OnFreeListNotFree { page: phys });
-            }
             if p.is_managed() && p.object().is_some() && !p.busied() && !p.wired() && p.queue() == Queue::None {
                 out.push(Violation::Limbo { page: phys });
             }
