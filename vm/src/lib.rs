@@ -263,6 +263,17 @@ mod tests {
         if cfg!(miri) { miri } else { n }
     }
 
+    /// The property tests' configuration: `cases` random cases, or a few
+    /// under Miri, where failures are not written to files either (Miri
+    /// keeps the program from the host's files).
+    pub(crate) fn proptest_config(cases: u32) -> proptest::test_runner::Config {
+        let mut c = proptest::test_runner::Config { cases: scaled(cases as usize, 4) as u32, ..Default::default() };
+        if cfg!(miri) {
+            c.failure_persistence = None;
+        }
+        c
+    }
+
     /// A debugger's table names every flag of `F` as `ty::NAME`, with its
     /// bits: a flag added later cannot be missed.
     pub(crate) fn assert_names_every_flag<F: bitflags::Flags>(ty: &str, table: &[DebugConstant])

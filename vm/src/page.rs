@@ -449,10 +449,11 @@ impl Page {
         self.valid() & m == m
     }
 
-    /// Marks blocks valid. The caller holds the busy lock (B).
+    /// Marks blocks valid. The caller holds the exclusive busy lock (B):
+    /// valid bits change only where nobody else can be reading the page.
     #[inline]
     pub fn set_valid_range(&self, offset: usize, len: usize) {
-        debug_assert!(self.busied(), "page {:#x}: valid bits changed without the busy lock", self.phys);
+        debug_assert!(self.xbusied(), "page {:#x}: valid bits changed without the exclusive busy lock", self.phys);
         self.valid.fetch_or(Page::block_mask(offset, len), Ordering::AcqRel);
     }
 

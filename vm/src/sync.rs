@@ -84,7 +84,7 @@ type RawGuard<'a, T> = spin::MutexGuard<'a, T>;
 #[cfg(loom)]
 type RawMutex<T> = loom::sync::Mutex<T>;
 #[cfg(loom)]
-type RawGuard<'a, T> = loom::sync::MutexGuard<'a, T>;
+type RawGuard<'a, T> = model::Guard<'a, T>;
 
 use crate::witness::{self, LockClass};
 
@@ -162,11 +162,11 @@ impl<T: ?Sized> Mutex<T> {
 #[cfg(loom)]
 impl<T: ?Sized> Mutex<T> {
     fn raw_lock(&self) -> RawGuard<'_, T> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        model::Guard::new(self.inner.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     fn raw_try_lock(&self) -> Option<RawGuard<'_, T>> {
-        self.inner.try_lock().ok()
+        self.inner.try_lock().ok().map(model::Guard::new)
     }
 
     pub fn get_mut(&mut self) -> &mut T {

@@ -319,7 +319,14 @@ fn run(blocks: u64, ops: Vec<Op>) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+    #![proptest_config({
+        // A few cases under Miri (which also keeps failures from files).
+        let mut c = ProptestConfig { cases: if cfg!(miri) { 4 } else { 300 }, ..ProptestConfig::default() };
+        if cfg!(miri) {
+            c.failure_persistence = None;
+        }
+        c
+    })]
 
     #[test]
     fn random_operations_match_the_model(blocks in device(), ops in proptest::collection::vec(op(), 1..150)) {

@@ -78,7 +78,15 @@ impl Pager for VnodePager {
     fn get_pages(&self, object: &VmObject, pages: &[&'static Page], req: usize) -> PagerResult {
         let Some(m) = self.mount.upgrade() else { return PagerResult::Error };
         // Rule 8: never wait for the filesystem with busy pages.
-        let Some(mut fs) = m.fs.try_lock() else {
+        #[cfg(loom)]
+        let fs = if vm::sync::model::broken(vm::sync::model::Break::PagerWaitsForFileLock) {
+            Some(m.fs.lock())
+        } else {
+            m.fs.try_lock()
+        };
+        #[cfg(not(loom))]
+        let fs = m.fs.try_lock();
+        let Some(mut fs) = fs else {
             m.stats.again.fetch_add(1, Ordering::Relaxed);
             return PagerResult::Again;
         };

@@ -68,10 +68,13 @@ fn two_faults_on_one_index(fail: bool) {
     let want = if fail { Err(FaultError::Io) } else { Ok(()) };
     let other = {
         let map = map.clone();
-        thread::spawn(move || fault(&map, a, Prot::READ, false).map(|_| ()))
+        thread::spawn(move || fault(&map, a, Prot::READ, false))
     };
-    let mine = fault(map, a, Prot::READ, false).map(|_| ());
+    let mine = fault(map, a, Prot::READ, false);
     let theirs = other.join().unwrap();
+    let restarts = |r: &Result<crate::fault::FaultStats, FaultError>| r.as_ref().map_or(0, |s| s.restarts);
+    RESTARTS.with(|n| n.set(n.get() + restarts(&mine) + restarts(&theirs)));
+    let (mine, theirs) = (mine.map(|_| ()), theirs.map(|_| ()));
     assert_eq!((mine, theirs), (want, want), "the faults' results");
     let v = crate::invariants::check(env.pm);
     assert!(v.is_empty(), "invariant violations after the faults: {v:?}");
@@ -92,9 +95,17 @@ fn two_faults_on_one_index(fail: bool) {
     check_clean(env.pm, free);
 }
 
+std::thread_local! {
+    /// Restarts of the faults over every execution of a model (loom runs
+    /// them on the test's thread): a fault that found the placeholder busy
+    /// slept and started again.
+    static RESTARTS: core::cell::Cell<u32> = const { core::cell::Cell::new(0) };
+}
+
 #[test]
 fn fault_two_on_one_index() {
     check_with("fault_two_on_one_index", DEFAULT_PREEMPTIONS, &[], || two_faults_on_one_index(false));
+    assert!(RESTARTS.with(|n| n.get()) > 0, "no execution had a fault find the other's page busy");
 }
 
 #[test]

@@ -44,7 +44,7 @@ fn env(n: u64) -> crate::object::VmEnv {
 /// another), so that nothing a page-sized is leaked per execution.
 fn env_with_memory(n: u64) -> crate::object::VmEnv {
     std::thread_local! {
-        static MEMORY: usize = alloc::boxed::Box::leak(alloc::vec![0u8; 16 * crate::PAGE_SIZE].into_boxed_slice()).as_mut_ptr() as usize;
+        static MEMORY: usize = crate::phys::tests::host_memory(16 * crate::PAGE_SIZE) as usize;
     }
     assert!(n <= 16);
     MEMORY.with(|&m| {
@@ -108,5 +108,23 @@ impl<T> core::ops::Deref for Kept<T> {
     type Target = T;
     fn deref(&self) -> &T {
         &self.0
+    }
+}
+
+/// What a fault that wires does to a resident page (rule 3): find it under
+/// the object lock, take it exclusively busy (sleeping while another holds
+/// it, and looking again), wire it, let go. `None` if it is gone.
+fn wire_resident(obj: &crate::object::VmObject, pindex: u64) -> Option<&'static Page> {
+    loop {
+        let l = obj.lock();
+        let p = l.lookup(pindex)?;
+        if p.try_xbusy() {
+            drop(l);
+            p.wire();
+            p.xunbusy();
+            return Some(p);
+        }
+        drop(l);
+        crate::page::busy_wait(p);
     }
 }

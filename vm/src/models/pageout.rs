@@ -8,9 +8,9 @@ extern crate std;
 
 use loom::thread;
 
-use super::{Kept, check_clean, env};
+use super::{Kept, check_clean, env, wire_resident};
 use crate::object::{ObjectKind, VmObject};
-use crate::page::{Page, Queue, busy_wait};
+use crate::page::{Page, Queue};
 use crate::pageout::scan_inactive;
 use crate::phys::AllocFlags;
 use crate::pmap::NO_MAPPINGS;
@@ -29,24 +29,6 @@ fn candidate_page(obj: &VmObject, wired: u32) -> &'static Page {
     obj.env().pm.deactivate(p);
     p.xunbusy();
     p
-}
-
-/// What a fault that wires does to a resident page (rule 3): find it under
-/// the object lock, take it exclusively busy (sleeping while another holds
-/// it, and looking again), wire it, let go. `None` if it is gone.
-fn wire_resident(obj: &VmObject, pindex: u64) -> Option<&'static Page> {
-    loop {
-        let l = obj.lock();
-        let p = l.lookup(pindex)?;
-        if p.try_xbusy() {
-            drop(l);
-            p.wire();
-            p.xunbusy();
-            return Some(p);
-        }
-        drop(l);
-        busy_wait(p);
-    }
 }
 
 /// The daemon's inactive pass against a thread that wires the page, uses

@@ -6,7 +6,7 @@
 
 use loom::thread;
 
-use super::{check_clean, env};
+use super::{check_clean, env, wire_resident};
 use crate::object::{ObjectKind, VmObject};
 use crate::page::{PageFlags, Queue};
 use crate::phys::AllocFlags;
@@ -45,6 +45,54 @@ fn unwire_against_free_invalid() {
     check_clean(pm, free);
 }
 
+/// Three threads: the first wiring's holder unwires, a fault wires the
+/// page again (under its busy lock, rule 3) and unwires it after a while,
+/// and a truncation takes it out of its object. Whichever wiring goes
+/// last frees the page, or the truncation does, once.
+fn two_wirings_against_free_invalid() {
+    let env = env(2);
+    let pm = env.pm;
+    let free = pm.free_count();
+    let obj = VmObject::new(ObjectKind::Anonymous, 4, env);
+    let page = {
+        let mut l = obj.lock();
+        let p = l.alloc_page(0, AllocFlags::empty()).unwrap();
+        p.wire();
+        p.xunbusy();
+        p
+    };
+    let unwirer = thread::spawn(move || pm.unwire(page, Queue::Active));
+    let fault = {
+        let obj = obj.clone();
+        thread::spawn(move || {
+            if let Some(p) = wire_resident(&obj, 0) {
+                thread::yield_now();
+                pm.unwire(p, Queue::Active);
+            }
+        })
+    };
+    page.xbusy();
+    obj.lock().free_invalid(page);
+    unwirer.join().unwrap();
+    fault.join().unwrap();
+    let v = crate::invariants::check(pm);
+    assert!(
+        page.flags().contains(PageFlags::FREE) && v.is_empty(),
+        "rule 5 broken: the page is not freed exactly once (flags {:?}, wired {}, object {:?}, queue {:?}; {v:?})",
+        page.flags(),
+        page.wire_count(),
+        page.object(),
+        page.queue()
+    );
+    obj.deallocate();
+    check_clean(pm, free);
+}
+
+#[test]
+fn wire_two_wirings_against_free_invalid() {
+    check("wire_two_wirings_against_free_invalid", two_wirings_against_free_invalid);
+}
+
 #[test]
 fn wire_unwire_against_free_invalid() {
     check("wire_unwire_against_free_invalid", unwire_against_free_invalid);
@@ -62,5 +110,17 @@ fn broken_wire_owner_and_count_apart() {
         crate::sync::model::DEFAULT_PREEMPTIONS,
         &[crate::sync::model::Break::OwnerAndWiringApart],
         unwire_against_free_invalid,
+    );
+}
+
+/// Broken: as above, with a second wiring in the race.
+#[test]
+#[should_panic(expected = "rule 5 broken")]
+fn broken_wire_two_wirings_owner_and_count_apart() {
+    crate::sync::model::check_with(
+        "broken_wire_two_wirings_owner_and_count_apart",
+        crate::sync::model::DEFAULT_PREEMPTIONS,
+        &[crate::sync::model::Break::OwnerAndWiringApart],
+        two_wirings_against_free_invalid,
     );
 }

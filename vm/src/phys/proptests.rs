@@ -264,7 +264,7 @@ fn run(ops: Vec<Op>) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(crate::tests::proptest_config(256))]
 
     #[test]
     fn random_operations_keep_the_invariants(ops in proptest::collection::vec(op(), 1..300)) {

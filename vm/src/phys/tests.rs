@@ -13,12 +13,25 @@ pub(crate) fn phys_with_memory(segments: &[PhysRange]) -> PhysMem {
     let n = PhysMem::records_needed(segments);
     let storage = Box::leak(Box::new_uninit_slice(n));
     let top = segments.iter().map(|s| s.end).max().unwrap_or(0) as usize;
-    let memory: &'static mut [u8] = Box::leak(alloc::vec![0u8; top].into_boxed_slice());
-    let pm = PhysMem::new(segments, storage, Some(memory.as_mut_ptr() as usize)).unwrap();
+    let memory = host_memory(top);
+    let pm = PhysMem::new(segments, storage, Some(memory as usize)).unwrap();
     for s in segments {
         pm.add_free_range(*s);
     }
     pm
+}
+
+/// `bytes` of zeroed host memory to stand for physical memory from
+/// address 0: page-aligned, as the kernel's direct map is (the allocator
+/// fills and zeroes pages a word at a time). Leaked, as the tests' page
+/// arrays are.
+pub(crate) fn host_memory(bytes: usize) -> *mut u8 {
+    extern crate std;
+    let layout = std::alloc::Layout::from_size_align(bytes.max(PAGE_SIZE), PAGE_SIZE).unwrap();
+    // SAFETY: the layout has a non-zero size.
+    let p = unsafe { std::alloc::alloc_zeroed(layout) };
+    assert!(!p.is_null(), "no host memory for the test");
+    p
 }
 
 pub(crate) fn mib(start: u64, end: u64) -> PhysRange {

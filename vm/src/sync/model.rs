@@ -25,10 +25,53 @@ loom::lazy_static! {
     static ref SCHED: Sched = Sched { asleep: Mutex::new((Vec::new(), 0)), woken: Condvar::new() };
 }
 
+/// Whether this thread is unwinding from a failed check (or from loom's
+/// report of a deadlock). Its locks' releases and its wakeups are then
+/// skipped: the execution is over, and loom, asked to schedule a step of
+/// it, would panic again and abort the test instead of reporting it.
+pub fn unwinding() -> bool {
+    std::thread::panicking()
+}
+
+/// A loom lock's guard that lets go of nothing while its thread unwinds
+/// (see [`unwinding`]).
+pub struct Guard<'a, T: ?Sized>(core::mem::ManuallyDrop<loom::sync::MutexGuard<'a, T>>);
+
+impl<'a, T: ?Sized> Guard<'a, T> {
+    pub fn new(g: loom::sync::MutexGuard<'a, T>) -> Self {
+        Guard(core::mem::ManuallyDrop::new(g))
+    }
+}
+
+impl<T: ?Sized> Drop for Guard<'_, T> {
+    fn drop(&mut self) {
+        if !unwinding() {
+            // SAFETY: dropped once, here.
+            unsafe { core::mem::ManuallyDrop::drop(&mut self.0) }
+        }
+    }
+}
+
+impl<T: ?Sized> core::ops::Deref for Guard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T: ?Sized> core::ops::DerefMut for Guard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.0
+    }
+}
+
 /// The kernel's `sleep_if`: under the scheduler lock, if `cond` holds,
 /// sleep on `chan` until a [`wakeup`] of it. A sleeper nobody wakes stays
 /// asleep, and loom reports the execution as a deadlock.
 pub fn sleep_on(chan: usize, cond: &dyn Fn() -> bool) {
+    if unwinding() {
+        return;
+    }
     let mut g = SCHED.asleep.lock().unwrap();
     if !cond() {
         return;
@@ -43,6 +86,9 @@ pub fn sleep_on(chan: usize, cond: &dyn Fn() -> bool) {
 
 /// The kernel's `wakeup`: every sleeper on `chan` is made runnable.
 pub fn wakeup(chan: usize) {
+    if unwinding() {
+        return;
+    }
     let mut g = SCHED.asleep.lock().unwrap();
     g.0.retain(|&(c, _)| c != chan);
     SCHED.woken.notify_all();
@@ -75,6 +121,8 @@ pub enum Break {
     CachedBeforeFree = 1 << 7,
     /// The laundry writes a page without write-protecting its mappings.
     LaunderWithoutWriteProtect = 1 << 8,
+    /// The vnode pager waits for the file's lock on a fault's behalf.
+    PagerWaitsForFileLock = 1 << 9,
 }
 
 std::thread_local! {

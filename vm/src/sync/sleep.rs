@@ -121,6 +121,10 @@ impl<T> DerefMut for SleepGuard<'_, T> {
 
 impl<T> Drop for SleepGuard<'_, T> {
     fn drop(&mut self) {
+        #[cfg(loom)]
+        if super::model::unwinding() {
+            return;
+        }
         witness::released(self.lock.class, self.lock.addr());
         // Release: pairs with the Acquire of the next holder's
         // compare-exchange.
