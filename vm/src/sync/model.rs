@@ -155,6 +155,12 @@ pub fn check_with(name: &str, preemptions: usize, breaks: &[Break], model: impl 
     if builder.preemption_bound.is_none() {
         builder.preemption_bound = Some(preemptions);
     }
+    // Loom's default of 1,000 branch points an execution is too few for a
+    // model that ends with the invariant checker (a few loads of every
+    // page record), unless LOOM_MAX_BRANCHES says otherwise.
+    if std::env::var_os("LOOM_MAX_BRANCHES").is_none() {
+        builder.max_branches = MAX_BRANCHES;
+    }
     let bits = breaks.iter().fold(0, |a, &b| a | b as u32);
     BROKEN.with(|s| s.set(bits));
     struct Unbreak;
@@ -184,6 +190,10 @@ pub fn check_with(name: &str, preemptions: usize, breaks: &[Break], model: impl 
 pub fn check(name: &str, model: impl Fn() + Sync + Send + 'static) -> Explored {
     check_with(name, DEFAULT_PREEMPTIONS, &[], model)
 }
+
+/// Branch points an execution may have when `LOOM_MAX_BRANCHES` is not
+/// set: room for the invariant checker's pass over the page records.
+pub const MAX_BRANCHES: usize = 20_000;
 
 /// The preemption bound when `LOOM_MAX_PREEMPTIONS` is not set: the
 /// protocol's bugs need one or two preemptions to show (a release between
