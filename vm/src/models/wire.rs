@@ -8,30 +8,24 @@ use loom::thread;
 
 use super::{check_clean, env, wire_resident};
 use crate::object::{ObjectKind, VmObject};
-use crate::page::{PageFlags, Queue};
+use crate::page::{Page, PageFlags, Queue};
 use crate::phys::AllocFlags;
+use crate::phys::PhysMem;
 use crate::sync::model::check;
 
-/// One thread drops the last wiring of an invalid page while another
-/// removes it from its object under the exclusive busy lock
-/// (`Locked::free_invalid`).
-fn unwire_against_free_invalid() {
-    let env = env(2);
-    let pm = env.pm;
-    let free = pm.free_count();
-    let obj = VmObject::new(ObjectKind::Anonymous, 4, env);
-    let page = {
-        let mut l = obj.lock();
-        let p = l.alloc_page(0, AllocFlags::empty()).unwrap();
-        // Wired by its busy holder (rule 3), as the fault path wires it.
-        p.wire();
-        p.xunbusy();
-        p
-    };
-    let unwirer = thread::spawn(move || pm.unwire(page, Queue::Active));
-    page.xbusy();
-    obj.lock().free_invalid(page);
-    unwirer.join().unwrap();
+/// An invalid page at index 0 of `obj`, wired once by its busy holder
+/// (rule 3), as the fault path wires it, and unbusied.
+fn wired_page(obj: &VmObject) -> &'static Page {
+    let mut l = obj.lock();
+    let p = l.alloc_page(0, AllocFlags::empty()).unwrap();
+    p.wire();
+    p.xunbusy();
+    p
+}
+
+/// The end of every execution: the page was freed, once, and nothing else
+/// is out of place.
+fn assert_freed_once(pm: &PhysMem, page: &Page) {
     let v = crate::invariants::check(pm);
     assert!(
         page.flags().contains(PageFlags::FREE) && v.is_empty(),
@@ -41,6 +35,22 @@ fn unwire_against_free_invalid() {
         page.object(),
         page.queue()
     );
+}
+
+/// One thread drops the last wiring of an invalid page while another
+/// removes it from its object under the exclusive busy lock
+/// (`Locked::free_invalid`).
+fn unwire_against_free_invalid() {
+    let env = env(2);
+    let pm = env.pm;
+    let free = pm.free_count();
+    let obj = VmObject::new(ObjectKind::Anonymous, 4, env);
+    let page = wired_page(&obj);
+    let unwirer = thread::spawn(move || pm.unwire(page, Queue::Active));
+    page.xbusy();
+    obj.lock().free_invalid(page);
+    unwirer.join().unwrap();
+    assert_freed_once(pm, page);
     obj.deallocate();
     check_clean(pm, free);
 }
@@ -54,13 +64,7 @@ fn two_wirings_against_free_invalid() {
     let pm = env.pm;
     let free = pm.free_count();
     let obj = VmObject::new(ObjectKind::Anonymous, 4, env);
-    let page = {
-        let mut l = obj.lock();
-        let p = l.alloc_page(0, AllocFlags::empty()).unwrap();
-        p.wire();
-        p.xunbusy();
-        p
-    };
+    let page = wired_page(&obj);
     let unwirer = thread::spawn(move || pm.unwire(page, Queue::Active));
     let fault = {
         let obj = obj.clone();
@@ -75,15 +79,7 @@ fn two_wirings_against_free_invalid() {
     obj.lock().free_invalid(page);
     unwirer.join().unwrap();
     fault.join().unwrap();
-    let v = crate::invariants::check(pm);
-    assert!(
-        page.flags().contains(PageFlags::FREE) && v.is_empty(),
-        "rule 5 broken: the page is not freed exactly once (flags {:?}, wired {}, object {:?}, queue {:?}; {v:?})",
-        page.flags(),
-        page.wire_count(),
-        page.object(),
-        page.queue()
-    );
+    assert_freed_once(pm, page);
     obj.deallocate();
     check_clean(pm, free);
 }
