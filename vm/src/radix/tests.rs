@@ -86,7 +86,7 @@ fn ops() -> impl Strategy<Value = (u32, Vec<Op>)> {
             1 => k().prop_map(Op::Replace),
             1 => (k(), k()).prop_map(|(a, b)| Op::Range(a.min(b), a.max(b))),
         ];
-        (Just(ppm), proptest::collection::vec(op, 1..crate::tests::scaled(400, 40)))
+        (Just(ppm), proptest::collection::vec(op, 1..crate::tests::scaled(400, 20)))
     })
 }
 
@@ -175,7 +175,7 @@ fn replace_never_allocates() {
     let z = zone(fp, Radix::<&'static Item>::NODE_SIZE);
     let mut t: Radix<&'static Item> = Radix::new(z);
     let mut items = Items(HashMap::new());
-    let n = crate::tests::scaled(1000, 100) as u64;
+    let n = crate::tests::scaled(1000, 40) as u64;
     for k in 0..n {
         t.insert(items.get(k * 3, false)).unwrap();
     }
@@ -215,7 +215,7 @@ fn a_million_operations_at_one_percent_failure() {
     let mut items = Items(HashMap::new());
     let mut x = 0x1234_5678_9abc_def0u64;
     let mut failures = 0;
-    let ops = crate::tests::scaled(1_000_000, 500);
+    let ops = crate::tests::scaled(1_000_000, 200);
     for i in 0..ops as u32 {
         x ^= x << 13;
         x ^= x >> 7;
@@ -252,7 +252,7 @@ fn dense_memory_per_page() {
     let z = zone(fp, Radix::<&'static Item>::NODE_SIZE);
     let mut t: Radix<&'static Item> = Radix::new(z);
     let mut items = Items(HashMap::new());
-    let n = crate::tests::scaled(65_536, 1024) as u64;
+    let n = crate::tests::scaled(65_536, 256) as u64;
     for k in 0..n {
         t.insert(items.get(k, false)).unwrap();
     }
@@ -270,7 +270,7 @@ fn walks_from_the_hint_agree_with_walks_from_the_root() {
     let mut t: Radix<&'static Item> = Radix::new(zone(fp, Radix::<&'static Item>::NODE_SIZE));
     let mut items = Items(HashMap::new());
     let mut model = BTreeMap::new();
-    let n = crate::tests::scaled(5000, 100) as u64;
+    let n = crate::tests::scaled(5000, 40) as u64;
     for k in 0..n {
         match t.entry(k) {
             Entry::Occupied(_) => panic!("key {k} present before its insertion"),
