@@ -208,11 +208,13 @@ MIRI_VM_TESTS=(radix:: zone:: page::tests:: sync:: phys::tests::alloc_returns ph
 MIRI_PAGER_TESTS=(blist:: --skip blist::tests::a_fragmented_device)
 run_miri() {
     note "running the unsafe code's host tests under Miri"
-    local start=$SECONDS
-    MIRIFLAGS="-Zmiri-permissive-provenance -Zmiri-ignore-leaks" cargo miri test -q -p vm --lib -- "${MIRI_VM_TESTS[@]}" &&
-        MIRIFLAGS="-Zmiri-permissive-provenance -Zmiri-ignore-leaks" cargo miri test -q -p pager --lib -- "${MIRI_PAGER_TESTS[@]}" ||
+    local start=$SECONDS flags="-Zmiri-permissive-provenance -Zmiri-ignore-leaks"
+    # MIRI_BORROWS=tree: the Tree Borrows model instead of Stacked Borrows.
+    [ "${MIRI_BORROWS:-stacked}" = tree ] && flags+=" -Zmiri-tree-borrows"
+    MIRIFLAGS="$flags" cargo miri test -q -p vm --lib -- "${MIRI_VM_TESTS[@]}" &&
+        MIRIFLAGS="$flags" cargo miri test -q -p pager --lib -- "${MIRI_PAGER_TESTS[@]}" ||
         die "Miri found undefined behaviour or a test failed (one alone: ./run-qemu.sh miri, or cargo miri test -p vm --lib -- NAME)"
-    echo "miri: the chosen tests clean in $((SECONDS - start)) s"
+    echo "miri: the chosen tests clean (${MIRI_BORROWS:-stacked} borrows) in $((SECONDS - start)) s"
 }
 
 ensure_qemu() {

@@ -58,6 +58,8 @@ pub static BOOTLOADER_CONFIG: BootloaderConfig = {
 entry_point!(kernel_main, config = &BOOTLOADER_CONFIG);
 
 fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
+    // Before anything that may reach per-CPU data (a lock, the log).
+    arch::percpu::install(&arch::percpu::BOOT_CPU);
     kern::time::init_boot_tsc();
     kern::serial::init();
     kern::serial::init_logger(kern::cmdline::early_log_level());
@@ -121,8 +123,12 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     );
     kern::memory::log_map();
 
+    if let Err(e) = arch::madt::init(boot_info.rsdp_addr.into_option()) {
+        log::warn!("madt: not read ({e}): one CPU");
+    }
     kern::sched::init();
     arch::apic::init(phys_offset);
+    arch::smp::start_aps(ap_main);
     kern::time::init_wall_clock();
     dev::init(phys_offset);
     x86_64::instructions::interrupts::enable();
@@ -153,6 +159,20 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     // Power off as from an unmount: every dirty page and block on the disk.
     fs::sync_all();
     dev::qemu::exit(ExitCode::Success)
+}
+
+/// Where an application processor enters the kernel from the trampoline
+/// (`arch::smp`): the boot CPU's control registers and its own block, GDT,
+/// TSS, the shared IDT, the system-call MSRs and its local APIC. Then it is
+/// parked, interrupts off, until the scheduler runs on several CPUs.
+extern "C" fn ap_main(start: &'static arch::smp::ApStart) -> ! {
+    arch::smp::ap_started(start);
+    arch::gdt::init_ap(start.ist_bases);
+    arch::idt::init();
+    syscall::init();
+    arch::apic::init_ap();
+    arch::smp::ap_online(start);
+    arch::halt_forever()
 }
 
 /// Mounts the root filesystem from the virtio disk with serial `rootfs`

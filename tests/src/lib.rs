@@ -82,6 +82,8 @@ pub struct BootOptions {
     pub prealloc: bool,
     /// The CPU model (`-cpu`); QEMU's default when None.
     pub cpu: Option<&'static str>,
+    /// Processors (QEMU's `-smp`).
+    pub smp: u32,
     /// Disk images attached as virtio-blk devices, in this order.
     pub disks: Vec<Disk>,
     /// A swap disk of this many bytes, made fresh for the run (see
@@ -98,6 +100,7 @@ impl BootOptions {
             memory: GUEST_MEMORY,
             prealloc: false,
             cpu: None,
+            smp: 1,
             disks: Vec::new(),
             swap: None,
         }
@@ -238,6 +241,9 @@ pub fn qemu_command(images: &Images, opts: &BootOptions) -> Result<Command> {
     }
     if let Some(cpu) = opts.cpu {
         cmd.arg("-cpu").arg(cpu);
+    }
+    if opts.smp != 1 {
+        cmd.arg("-smp").arg(opts.smp.to_string());
     }
     for (i, d) in opts.disks.iter().enumerate() {
         let snapshot = if d.snapshot { ",snapshot=on" } else { "" };

@@ -98,6 +98,10 @@ fn main() {
     let i = images.clone();
     trials.push(Trial::test("boot::demo_exits_cleanly", move || demo(&i)).with_kind("host"));
     let i = images.clone();
+    let smp_check =
+        kernel_tests.iter().find(|t| t.name == "kernel::arch::smp::every_cpu_the_madt_lists_is_online").map(|t| t.index);
+    trials.push(Trial::test("boot::every_cpu_comes_online_smp_1_to_8", move || smp_bring_up(&i, smp_check)).with_kind("host"));
+    let i = images.clone();
     trials.push(Trial::test("run::a_host_program_and_its_status", move || run_program(&i)).with_kind("host"));
     let i = images.clone();
     trials.push(Trial::test("run::a_64_mib_program", move || run_large_program(&i)).with_kind("host"));
@@ -184,6 +188,35 @@ fn uefi_boot(images: &Images, count: usize, selection: &[Option<usize>]) -> Resu
             Some(o) if o.passed => {}
             Some(o) => return Err(format!("{name} failed under UEFI: {}", o.message).into()),
             None => return Err(format!("{name}: no result under UEFI").into()),
+        }
+    }
+    Ok(())
+}
+
+/// With `-smp 1`, 2, 4 and 8 (BIOS) and `-smp 4` (UEFI) every processor
+/// QEMU was given comes online, and the in-kernel check of every CPU's
+/// number, APIC ID, TSS and IST stacks (`every_cpu_the_madt_lists_is_online`)
+/// passes there.
+fn smp_bring_up(images: &Images, check: Option<usize>) -> Result<(), Failed> {
+    let check = check.ok_or("the in-kernel test every_cpu_the_madt_lists_is_online is missing")?;
+    for (firmware, n) in [(Firmware::Bios, 1), (Firmware::Bios, 2), (Firmware::Bios, 4), (Firmware::Bios, 8), (Firmware::Uefi, 4)]
+    {
+        let mut opts = BootOptions::new(firmware, format!("mode=test log=info run={check}"));
+        opts.smp = n;
+        let mut q = Qemu::spawn(images, &opts)?;
+        let online: u32 = q
+            .wait_for(BOOT_TIMEOUT, |l| l.split("smp: ").last()?.split(" CPU").next()?.parse().ok())
+            .map_err(|e| format!("-smp {n} ({firmware:?}): {e}"))?;
+        let passed = q
+            .wait_for(BOOT_TIMEOUT, |l| {
+                if l.starts_with("ktest: ok ") { Some(true) } else { l.starts_with("ktest: FAILED ").then_some(false) }
+            })
+            .map_err(|e| format!("-smp {n} ({firmware:?}): {e}"))?;
+        q.kill();
+        if online != n || !passed {
+            return Err(
+                format!("-smp {n} ({firmware:?}): {online} CPUs online, check passed: {passed}:\n{}", q.transcript).into()
+            );
         }
     }
     Ok(())

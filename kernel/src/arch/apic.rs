@@ -23,7 +23,14 @@ const IA32_APIC_BASE: u32 = 0x1B;
 const APIC_BASE_ENABLE: u64 = 1 << 11;
 
 // Register offsets (Intel SDM vol. 3, table 11-1).
+const REG_ID: usize = 0x20;
 const REG_EOI: usize = 0xB0;
+const REG_ICR_LOW: usize = 0x300;
+const REG_ICR_HIGH: usize = 0x310;
+/// ICR: the previous IPI has not been accepted yet.
+const ICR_PENDING: u32 = 1 << 12;
+/// ICR: assert (for every kind but INIT de-assert).
+const ICR_ASSERT: u32 = 1 << 14;
 const REG_SVR: usize = 0xF0;
 const REG_LVT_TIMER: usize = 0x320;
 const REG_TIMER_INITIAL: usize = 0x380;
@@ -143,6 +150,21 @@ pub fn init(phys_offset: u64) {
     );
 }
 
+/// Enables an AP's local APIC, with its timer masked: the AP takes no
+/// interrupt until the scheduler runs on it.
+pub fn init_ap() {
+    let mut msr = Msr::new(IA32_APIC_BASE);
+    // SAFETY: as in `init`; every CPU's local APIC sits at the address the
+    // boot CPU's does (the base MSR is the same), each seeing its own.
+    unsafe {
+        let v = msr.read();
+        msr.write(v | APIC_BASE_ENABLE);
+    }
+    reg(REG_SVR).write(SVR_ENABLE | VEC_SPURIOUS as u32);
+    reg(REG_TIMER_DIVIDE).write(DIVIDE_BY_16);
+    reg(REG_LVT_TIMER).write(LVT_MASKED | VEC_TIMER as u32);
+}
+
 /// Signals end-of-interrupt to the local APIC.
 pub fn eoi() {
     reg(REG_EOI).write(0);
@@ -151,4 +173,43 @@ pub fn eoi() {
 /// The APIC timer's measured input rate (after the divider), in Hz.
 pub fn timer_hz() -> u64 {
     TIMER_HZ.load(Ordering::Relaxed)
+}
+
+/// This CPU's local APIC ID.
+pub fn id() -> u32 {
+    reg(REG_ID).read() >> 24
+}
+
+/// An inter-processor interrupt's kind.
+#[derive(Clone, Copy, Debug)]
+pub enum Ipi {
+    /// A non-maskable interrupt.
+    Nmi,
+    /// INIT: the target resets and waits for a start-up IPI.
+    Init,
+    /// Start-up: a CPU in wait-for-SIPI starts in real mode at
+    /// `page * 4096`.
+    Startup(u8),
+}
+
+/// Sends `ipi` to the CPU whose local APIC ID is `dest` and waits until
+/// the local APIC has sent it. Interrupts are off across the two ICR
+/// writes, so a handler's own IPI cannot come between them.
+pub fn send_ipi(dest: u32, ipi: Ipi) {
+    let low = match ipi {
+        Ipi::Nmi => 0b100 << 8 | ICR_ASSERT,
+        Ipi::Init => 0b101 << 8 | ICR_ASSERT,
+        Ipi::Startup(page) => 0b110 << 8 | page as u32 | ICR_ASSERT,
+    };
+    x86_64::instructions::interrupts::without_interrupts(|| {
+        while reg(REG_ICR_LOW).read() & ICR_PENDING != 0 {
+            core::hint::spin_loop();
+        }
+        reg(REG_ICR_HIGH).write(dest << 24);
+        // The write of the low word sends it.
+        reg(REG_ICR_LOW).write(low);
+        while reg(REG_ICR_LOW).read() & ICR_PENDING != 0 {
+            core::hint::spin_loop();
+        }
+    });
 }

@@ -18,8 +18,9 @@
 //! that is not a stack overflow onto the interrupted stack and handles it
 //! there; only guard-page hits are reported on this IST stack.
 
+use alloc::boxed::Box;
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::Ordering;
 
 use spin::Once;
 use x86_64::VirtAddr;
@@ -39,15 +40,21 @@ const IST_STACK_SIZE: usize = 32 * 1024;
 #[repr(C, align(16))]
 struct IstStack([u8; IST_STACK_SIZE]);
 
-/// The IST stacks. Only the CPU writes them, through the TSS; Rust code never
-/// makes a reference to their contents, so they need no lock.
+/// The boot CPU's IST stacks. Only the CPU writes them, through the TSS;
+/// Rust code never makes a reference to their contents, so they need no
+/// lock. The other CPUs' are kernel stacks with guard pages (`arch::smp`).
 static mut IST_STACKS: [IstStack; 4] = [const { IstStack([0; IST_STACK_SIZE]) }; 4];
 
-/// Address range of IST stack `ist` (1-based), for the backtrace walker.
+/// Address range of this CPU's IST stack `ist` (1-based), for the
+/// backtrace walker.
 pub fn ist_stack_range(ist: u16) -> (u64, u64) {
-    // SAFETY: only the address is taken; no reference to the contents is made.
-    let base = unsafe { &raw const IST_STACKS[(ist - 1) as usize] } as u64;
+    let base = super::percpu::this().ist[(ist - 1) as usize].load(Ordering::Relaxed);
     (base, base + IST_STACK_SIZE as u64)
+}
+
+/// The size of each IST stack.
+pub const fn ist_stack_size() -> usize {
+    IST_STACK_SIZE
 }
 
 struct Selectors {
@@ -56,13 +63,13 @@ struct Selectors {
     tss: SegmentSelector,
 }
 
-/// The TSS. The CPU reads it on every interrupt; the kernel writes RSP0 (the
-/// stack for interrupts from user mode) at each thread switch, with
-/// interrupts off, on one CPU.
+/// A CPU's TSS. The CPU reads it on every interrupt; the kernel writes RSP0
+/// (the stack for interrupts from user mode) at each thread switch, with
+/// interrupts off, on that CPU only.
 struct TssCell(UnsafeCell<TaskStateSegment>);
 
-// SAFETY: written only by `init` (once, before use) and `set_kernel_stack`
-// (interrupts off, one CPU); read by the CPU.
+// SAFETY: written only while its CPU is being set up (once, before use) and
+// by `set_kernel_stack` on its own CPU with interrupts off; read by the CPU.
 unsafe impl Sync for TssCell {}
 
 static TSS: TssCell = TssCell(UnsafeCell::new(TaskStateSegment::new()));
@@ -73,45 +80,50 @@ static GDT: Once<(GlobalDescriptorTable, Selectors)> = Once::new();
 pub const USER_DATA_SELECTOR: u16 = 0x18 | 3;
 pub const USER_CODE_SELECTOR: u16 = 0x20 | 3;
 
-/// The kernel stack top of the running thread, for the entries that switch
-/// stacks themselves: `syscall` (which switches no stack) and a page fault
-/// from user mode (which the CPU delivers on its IST stack). (interrupts
-/// off: written at a switch, read by the entries.)
-pub(crate) static KERNEL_STACK: AtomicU64 = AtomicU64::new(0);
-
 /// Sets the stack the CPU switches to on an interrupt or exception from user
 /// mode (TSS.RSP0), and the one the system-call and page-fault entries
-/// switch to. Call with interrupts off (the scheduler, at a switch).
+/// switch to (the CPU's `kernel_stack`, `arch::percpu`). Call with
+/// interrupts off (the scheduler, at a switch).
 pub fn set_kernel_stack(top: u64) {
-    // SAFETY: see TssCell; a plain store to a field the CPU only reads.
-    unsafe { (*TSS.0.get()).privilege_stack_table[0] = VirtAddr::new(top) };
-    KERNEL_STACK.store(top, Ordering::Relaxed);
+    let cpu = super::percpu::this();
+    let tss = cpu.tss.load(Ordering::Relaxed);
+    // SAFETY: the CPU's own TSS (see TssCell), set before its first thread
+    // switch; a plain store to a field the CPU only reads.
+    unsafe { (*tss).privilege_stack_table[0] = VirtAddr::new(top) };
+    cpu.kernel_stack.store(top, Ordering::Relaxed);
 }
 
-/// Builds and loads the GDT and TSS. Called once, early in boot.
-pub fn init() {
-    // SAFETY: nothing else uses the TSS yet (boot, one CPU).
-    unsafe {
-        let tss = &mut *TSS.0.get();
-        for ist in [IST_DOUBLE_FAULT, IST_NMI, IST_PAGE_FAULT, IST_MACHINE_CHECK] {
-            let (_, top) = ist_stack_range(ist);
-            tss.interrupt_stack_table[(ist - 1) as usize] = VirtAddr::new(top);
-        }
+/// A GDT in the layout every CPU shares (the selectors above), with `tss`.
+fn build(tss: &'static TssCell) -> (GlobalDescriptorTable, Selectors) {
+    let mut gdt = GlobalDescriptorTable::new();
+    let code = gdt.append(Descriptor::kernel_code_segment());
+    let data = gdt.append(Descriptor::kernel_data_segment());
+    let udata = gdt.append(Descriptor::user_data_segment());
+    let ucode = gdt.append(Descriptor::user_code_segment());
+    debug_assert_eq!((udata.0, ucode.0), (USER_DATA_SELECTOR, USER_CODE_SELECTOR));
+    // SAFETY: the TSS is 'static, valid for the kernel's lifetime.
+    let tss = gdt.append(unsafe { Descriptor::tss_segment_unchecked(tss.0.get()) });
+    (gdt, Selectors { code, data, tss })
+}
+
+/// Fills `tss`'s IST slots with the stacks at `bases` and records them,
+/// and the TSS, in this CPU's block.
+fn set_ist(tss: &'static TssCell, bases: [u64; 4]) {
+    let cpu = super::percpu::this();
+    for ist in [IST_DOUBLE_FAULT, IST_NMI, IST_PAGE_FAULT, IST_MACHINE_CHECK] {
+        let i = (ist - 1) as usize;
+        // SAFETY: nothing uses this TSS yet (its CPU is being set up).
+        unsafe { (*tss.0.get()).interrupt_stack_table[i] = VirtAddr::new(bases[i] + IST_STACK_SIZE as u64) };
+        cpu.ist[i].store(bases[i], Ordering::Relaxed);
     }
-    let (gdt, sel) = GDT.call_once(|| {
-        let mut gdt = GlobalDescriptorTable::new();
-        let code = gdt.append(Descriptor::kernel_code_segment());
-        let data = gdt.append(Descriptor::kernel_data_segment());
-        let udata = gdt.append(Descriptor::user_data_segment());
-        let ucode = gdt.append(Descriptor::user_code_segment());
-        debug_assert_eq!((udata.0, ucode.0), (USER_DATA_SELECTOR, USER_CODE_SELECTOR));
-        // SAFETY: the TSS is a static, valid for the kernel's lifetime.
-        let tss = gdt.append(unsafe { Descriptor::tss_segment_unchecked(TSS.0.get()) });
-        (gdt, Selectors { code, data, tss })
-    });
+    cpu.tss.store(tss.0.get(), Ordering::Relaxed);
+}
+
+/// Loads `gdt` and reloads the segment registers and the task register.
+fn load(gdt: &'static GlobalDescriptorTable, sel: &Selectors) {
     gdt.load();
-    // SAFETY: the selectors name the descriptors of the GDT just loaded, which
-    // lives in a static and so outlives every use.
+    // SAFETY: the selectors name the descriptors of the GDT just loaded,
+    // which is 'static and so outlives every use.
     unsafe {
         CS::set_reg(sel.code);
         DS::set_reg(sel.data);
@@ -119,6 +131,31 @@ pub fn init() {
         SS::set_reg(sel.data);
         load_tss(sel.tss);
     }
+}
+
+/// Builds and loads the boot CPU's GDT and TSS. Called once, early in
+/// boot, after `percpu::install`.
+pub fn init() {
+    let mut bases = [0; 4];
+    for (i, b) in bases.iter_mut().enumerate() {
+        // SAFETY: only the address is taken; no reference to the contents
+        // is made.
+        *b = unsafe { &raw const IST_STACKS[i] } as u64;
+    }
+    set_ist(&TSS, bases);
+    let (gdt, sel) = GDT.call_once(|| build(&TSS));
+    load(gdt, sel);
+}
+
+/// Builds and loads the GDT and TSS of a CPU being started, with the IST
+/// stacks whose lowest addresses are `ist_bases` (each `ist_stack_size()`
+/// bytes). Runs on that CPU, after `percpu::install`.
+pub fn init_ap(ist_bases: [u64; 4]) {
+    let tss: &'static TssCell = Box::leak(Box::new(TssCell(UnsafeCell::new(TaskStateSegment::new()))));
+    set_ist(tss, ist_bases);
+    let (gdt, sel) = build(tss);
+    let gdt: &'static GlobalDescriptorTable = Box::leak(Box::new(gdt));
+    load(gdt, &sel);
 }
 
 /// The kernel code selector, for building interrupt gates.

@@ -8,6 +8,11 @@
 //! [`TrapFrame`]. Returning from it restores the (possibly edited) frame and
 //! `iretq`s. The frame's layout is drawn in `arch::trapframe`.
 //!
+//! Entries from user mode swap the GS base to the CPU's block on the way
+//! in and back on the way out (`arch::percpu` has the rules): the common
+//! path by the saved CS, the NMI, `#MC` and `#DF` by the MSR
+//! (`paranoid_common`).
+//!
 //! The dispatcher is reached by its link name, not a module path: it calls
 //! into every subsystem, and nothing (this file included) imports it.
 //!
@@ -22,8 +27,8 @@ use x86_64::VirtAddr;
 use x86_64::instructions::tables::lidt;
 use x86_64::structures::DescriptorTablePointer;
 
-use super::gdt;
 use super::trapframe::{TrapFrame, VEC_BREAKPOINT, VEC_DOUBLE_FAULT, VEC_PAGE_FAULT};
+use super::{gdt, percpu};
 
 unsafe extern "C" {
     /// `arch::trap::trap_dispatch`: called by `trap_common` for every trap
@@ -53,6 +58,20 @@ macro_rules! stub {
             naked_asm!("push 0", "push {v}", "jmp {common}", v = const $vec, common = sym trap_common)
         }
     };
+    // May come anywhere, even where the saved CS and the GS base disagree:
+    // see `paranoid_common`. #DF pushes an error code, NMI and #MC none.
+    (paranoid_err $name:ident $vec:literal) => {
+        #[unsafe(naked)]
+        unsafe extern "C" fn $name() {
+            naked_asm!("push {v}", "jmp {common}", v = const $vec, common = sym paranoid_common)
+        }
+    };
+    (paranoid $name:ident $vec:literal) => {
+        #[unsafe(naked)]
+        unsafe extern "C" fn $name() {
+            naked_asm!("push 0", "push {v}", "jmp {common}", v = const $vec, common = sym paranoid_common)
+        }
+    };
 }
 
 macro_rules! stubs {
@@ -66,10 +85,10 @@ macro_rules! stubs {
 // Error codes: #DF 8, #TS 10, #NP 11, #SS 12, #GP 13, #PF 14, #AC 17, #CP 21,
 // #VC 29, #SX 30 (Intel SDM vol. 3, table 6-1).
 stubs! {
-    noerr 0 vec0, noerr 1 vec1, noerr 2 vec2, noerr 3 vec3, noerr 4 vec4, noerr 5 vec5,
-    noerr 6 vec6, noerr 7 vec7, err 8 vec8, noerr 9 vec9, err 10 vec10, err 11 vec11,
+    noerr 0 vec0, noerr 1 vec1, paranoid 2 vec2, noerr 3 vec3, noerr 4 vec4, noerr 5 vec5,
+    noerr 6 vec6, noerr 7 vec7, paranoid_err 8 vec8, noerr 9 vec9, err 10 vec10, err 11 vec11,
     err 12 vec12, err 13 vec13, pf 14 vec14, noerr 15 vec15, noerr 16 vec16,
-    err 17 vec17, noerr 18 vec18, noerr 19 vec19, noerr 20 vec20, err 21 vec21,
+    err 17 vec17, paranoid 18 vec18, noerr 19 vec19, noerr 20 vec20, err 21 vec21,
     noerr 22 vec22, noerr 23 vec23, noerr 24 vec24, noerr 25 vec25, noerr 26 vec26,
     noerr 27 vec27, noerr 28 vec28, err 29 vec29, err 30 vec30, noerr 31 vec31,
     noerr 32 vec32, noerr 48 vec48, noerr 255 vec255,
@@ -90,10 +109,11 @@ unsafe extern "C" fn pf_entry() {
         // IST stack: [rsp] error, rip, cs, rflags, rsp (+32), ss.
         "push rax",
         "push rcx",
-        // From user mode: handle it on the thread's kernel stack.
+        // From user mode: the CPU's GS base, and the thread's kernel stack.
         "test qword ptr [rsp + 32], 3",
         "jz 3f",
-        "mov rcx, [rip + {kstack}]",
+        "swapgs",
+        "mov rcx, gs:[{kstack}]",
         "jmp 4f",
         "3:",
         "mov rax, cr2",
@@ -121,9 +141,25 @@ unsafe extern "C" fn pf_entry() {
         "pop rcx",
         "pop rax",
         "push 14",
-        "jmp {common}",
-        common = sym trap_common,
-        kstack = sym super::gdt::KERNEL_STACK,
+        "jmp {save}",
+        save = sym trap_save,
+        kstack = const percpu::OFF_KERNEL_STACK,
+    )
+}
+
+/// The entry of the traps and interrupts that come only where the saved CS
+/// tells whose GS base is loaded: from user mode, swap to the CPU's.
+///
+/// On entry the stack holds the hardware frame, an error code and the
+/// vector: the saved CS is at RSP + 24.
+#[unsafe(naked)]
+unsafe extern "C" fn trap_common() {
+    naked_asm!(
+        "test qword ptr [rsp + 24], 3",
+        "jz {save}",
+        "swapgs",
+        "jmp {save}",
+        save = sym trap_save,
     )
 }
 
@@ -134,7 +170,7 @@ unsafe extern "C" fn pf_entry() {
 /// pushes in long mode). Fifteen pushes make 176 bytes, so RSP is aligned again
 /// at the `call`, as the System V ABI requires.
 #[unsafe(naked)]
-unsafe extern "C" fn trap_common() {
+unsafe extern "C" fn trap_save() {
     naked_asm!(
         "push rax", "push rbx", "push rcx", "push rdx", "push rsi", "push rdi", "push rbp",
         "push r8", "push r9", "push r10", "push r11", "push r12", "push r13", "push r14",
@@ -148,10 +184,48 @@ unsafe extern "C" fn trap_common() {
     )
 }
 
+/// The entry of NMI, #MC and #DF, which can come between a `syscall` and
+/// its `swapgs` or between the exit's `swapgs` and `sysretq`: the GS base
+/// MSR, not the saved CS, says whose it is. A kernel address (bit 63 set)
+/// is the CPU's block; anything else is the user's, swapped here and back
+/// on the way out. RBX, callee-saved, carries whether it swapped across
+/// the call.
+#[unsafe(naked)]
+unsafe extern "C" fn paranoid_common() {
+    naked_asm!(
+        "push rax", "push rbx", "push rcx", "push rdx", "push rsi", "push rdi", "push rbp",
+        "push r8", "push r9", "push r10", "push r11", "push r12", "push r13", "push r14",
+        "push r15",
+        "xor ebx, ebx",
+        "mov ecx, {gs_base}",
+        "rdmsr",
+        "test edx, edx",
+        "js 2f",
+        "swapgs",
+        "mov ebx, 1",
+        "2:",
+        "mov rdi, rsp",
+        "cld",
+        "call {dispatch}",
+        "test ebx, ebx",
+        "jz 3f",
+        "swapgs",
+        "3:",
+        "pop r15", "pop r14", "pop r13", "pop r12", "pop r11", "pop r10", "pop r9",
+        "pop r8", "pop rbp", "pop rdi", "pop rsi", "pop rdx", "pop rcx", "pop rbx",
+        "pop rax",
+        "add rsp, 16",
+        "iretq",
+        gs_base = const 0xC000_0101u32,
+        dispatch = sym trap_dispatch,
+    )
+}
+
 /// Restores the registers of the `TrapFrame` at RSP and returns from the
-/// trap with `iretq`: the end of `trap_common`, and how a new process
-/// thread first enters user mode with a frame it was given
-/// (`proc::exit::resume_user`).
+/// trap with `iretq`, swapping the GS base back first when it returns to
+/// user mode: the end of `trap_save`, and how a new process thread first
+/// enters user mode with a frame it was given (`proc::exit::resume_user`).
+/// Interrupts are off (the dispatcher returns with them off).
 #[unsafe(naked)]
 pub unsafe extern "C" fn trap_return() -> ! {
     naked_asm!(
@@ -171,6 +245,11 @@ pub unsafe extern "C" fn trap_return() -> ! {
         "pop rbx",
         "pop rax",
         "add rsp, 16",
+        // [rsp]: rip, cs, rflags, rsp, ss.
+        "test qword ptr [rsp + 8], 3",
+        "jz 2f",
+        "swapgs",
+        "2:",
         "iretq",
     )
 }

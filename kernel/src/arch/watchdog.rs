@@ -15,7 +15,7 @@
 //! An NMI that comes while gdb single-steps or holds the machine is held
 //! back with the timer, so a stopped machine is not a stuck one.
 
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use x86_64::instructions::port::Port;
 
@@ -35,16 +35,12 @@ const PIT_PIN: u32 = 2;
 
 /// Whether the watchdog runs. (A)
 static RUNNING: AtomicBool = AtomicBool::new(false);
-/// The timer tick count the last NMI saw, and how many NMIs in a row saw
-/// it unchanged. (A; the NMI handler's own.)
-static LAST_TICKS: AtomicU64 = AtomicU64::new(0);
-static UNCHANGED: AtomicU32 = AtomicU32::new(0);
 /// NMIs taken, for the test. (A)
 pub static NMIS: AtomicU64 = AtomicU64::new(0);
 
 /// Starts the watchdog: once the timer ticks and the I/O APIC is up.
 pub fn start() {
-    LAST_TICKS.store(crate::kern::time::ticks(), Ordering::Relaxed);
+    super::percpu::this().watchdog_ticks.store(crate::kern::time::ticks(), Ordering::Relaxed);
     let divisor = (PIT_HZ / NMI_HZ) as u16;
     // SAFETY: the PIT's command and channel-0 ports; mode 2 (rate
     // generator), low byte then high byte. Nothing else uses channel 0 once
@@ -70,12 +66,16 @@ pub fn nmi(tf: &TrapFrame) -> bool {
         return false;
     }
     NMIS.fetch_add(1, Ordering::Relaxed);
+    // The CPU's own view of its ticks (`PerCpu::watchdog_ticks`): an NMI
+    // may land where the GS base is the user's, which the NMI entry sets
+    // right first.
+    let cpu = super::percpu::this();
     let now = crate::kern::time::ticks();
-    if LAST_TICKS.swap(now, Ordering::Relaxed) != now {
-        UNCHANGED.store(0, Ordering::Relaxed);
+    if cpu.watchdog_ticks.swap(now, Ordering::Relaxed) != now {
+        cpu.watchdog_unchanged.store(0, Ordering::Relaxed);
         return true;
     }
-    if UNCHANGED.fetch_add(1, Ordering::Relaxed) + 1 < STUCK_NMIS {
+    if cpu.watchdog_unchanged.fetch_add(1, Ordering::Relaxed) + 1 < STUCK_NMIS {
         return true;
     }
     RUNNING.store(false, Ordering::Relaxed);
@@ -86,19 +86,19 @@ pub fn nmi(tf: &TrapFrame) -> bool {
 fn report(tf: &TrapFrame) -> ! {
     use core::fmt::Write;
 
-    use crate::kern::sync::SPINNING;
-
+    let cpu = super::percpu::this();
     let mut w = crate::kern::serial::panic_writer();
     let _ = writeln!(
         w,
-        "\nwatchdog: CPU 0 stuck with interrupts off for {} ms at rip {:#x} (rflags {:#x})",
+        "\nwatchdog: CPU {} stuck with interrupts off for {} ms at rip {:#x} (rflags {:#x})",
+        cpu.id,
         1000 * STUCK_NMIS / NMI_HZ,
         tf.rip,
         tf.rflags
     );
-    let lock = SPINNING.lock.load(Ordering::Relaxed);
+    let lock = cpu.spinning_lock.load(Ordering::Relaxed);
     if lock != 0 {
-        let holder = SPINNING.holder.load(Ordering::Relaxed);
+        let holder = cpu.spinning_holder.load(Ordering::Relaxed);
         // SAFETY: only `&'static Location`s are stored.
         let holder = (!holder.is_null()).then(|| unsafe { &*holder });
         let _ = match holder {

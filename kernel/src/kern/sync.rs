@@ -23,7 +23,8 @@
 //! the scheduler lock held panics (`heap`).
 //!
 //! **What a stuck CPU says.** While a lock of the two kinds here spins, the
-//! lock's address and its holder's site are in [`SPINNING`], so the watchdog
+//! lock's address and its holder's site are in the CPU's block
+//! (`PerCpu::spinning_lock`), so the watchdog
 //! (`arch::watchdog`) can name them when a CPU has been stuck with interrupts
 //! off for a second.
 
@@ -31,31 +32,30 @@ use core::cell::UnsafeCell;
 use core::ops::{Deref, DerefMut};
 use core::panic::Location;
 use core::ptr;
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 
 use vm::witness::{self, LockClass};
 use x86_64::instructions::interrupts;
 
-/// Interrupt handlers running on this CPU (nested ones counted). (A; the
-/// CPU's own.) One CPU for now.
-static IN_INTERRUPT: AtomicU32 = AtomicU32::new(0);
+use crate::arch::percpu;
 
 /// Whether the CPU is in an interrupt handler (not an exception: a page
-/// fault runs for its thread and may sleep).
+/// fault runs for its thread and may sleep). The count is the CPU's own
+/// (`PerCpu::in_interrupt`), changed with interrupts off.
 pub fn in_interrupt() -> bool {
-    IN_INTERRUPT.load(Ordering::Relaxed) != 0
+    percpu::this().in_interrupt.load(Ordering::Relaxed) != 0
 }
 
 /// Brackets a device or timer interrupt handler's own work; the
 /// preemption at its end and signal delivery to user mode run outside it,
 /// as the interrupted thread's.
 pub fn interrupt_enter() {
-    IN_INTERRUPT.fetch_add(1, Ordering::Relaxed);
+    percpu::this().in_interrupt.fetch_add(1, Ordering::Relaxed);
 }
 
 /// See [`interrupt_enter`].
 pub fn interrupt_exit() {
-    IN_INTERRUPT.fetch_sub(1, Ordering::Relaxed);
+    percpu::this().in_interrupt.fetch_sub(1, Ordering::Relaxed);
 }
 
 /// Turns on the checks of debug builds that need a running kernel: called
@@ -67,15 +67,6 @@ pub fn start_checks() {
 
 /// Whether [`start_checks`] has run. Relaxed: a flag read for diagnostics.
 static CHECKS: AtomicBool = AtomicBool::new(false);
-
-/// The lock this CPU spins on, and its holder's site, while it spins. (A)
-/// One CPU for now: per-CPU data comes with the second.
-pub struct Spinning {
-    pub lock: AtomicUsize,
-    pub holder: AtomicPtr<Location<'static>>,
-}
-
-pub static SPINNING: Spinning = Spinning { lock: AtomicUsize::new(0), holder: AtomicPtr::new(ptr::null_mut()) };
 
 fn site_ptr(site: &'static Location<'static>) -> *mut Location<'static> {
     site as *const Location<'static> as *mut Location<'static>
@@ -109,8 +100,11 @@ impl RawSpin {
         if self.try_acquire(site) {
             return;
         }
-        SPINNING.lock.store(self as *const RawSpin as usize, Ordering::Relaxed);
-        SPINNING.holder.store(self.holder.load(Ordering::Relaxed), Ordering::Relaxed);
+        // The lock this CPU spins on, and its holder's site, for the
+        // watchdog's report (`PerCpu::spinning_lock`).
+        let cpu = percpu::this();
+        cpu.spinning_lock.store(self as *const RawSpin as usize, Ordering::Relaxed);
+        cpu.spinning_holder.store(self.holder.load(Ordering::Relaxed), Ordering::Relaxed);
         loop {
             while self.locked.load(Ordering::Relaxed) {
                 core::hint::spin_loop();
@@ -119,7 +113,7 @@ impl RawSpin {
                 break;
             }
         }
-        SPINNING.lock.store(0, Ordering::Relaxed);
+        cpu.spinning_lock.store(0, Ordering::Relaxed);
     }
 
     fn release(&self) {

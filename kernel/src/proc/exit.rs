@@ -107,13 +107,18 @@ pub(super) fn enter_user(rip: u64, rsp: u64) -> ! {
     // SAFETY: builds an interrupt-return frame to ring 3 with the user
     // selectors, interrupts enabled in the user context, and the given
     // address and stack in the current address space; general registers are
-    // cleared so nothing of the kernel leaks to the program.
+    // cleared so nothing of the kernel leaks to the program. Interrupts
+    // go off before the user's GS base comes back (`arch::percpu`): an
+    // interrupt between `swapgs` and `iretq` would find the saved CS the
+    // kernel's and keep the user's GS base.
     unsafe {
         core::arch::asm!(
+            "cli",
             "push {ss}", "push {rsp}", "push 0x202", "push {cs}", "push {rip}",
             "xor eax, eax", "xor ebx, ebx", "xor ecx, ecx", "xor edx, edx", "xor esi, esi",
             "xor edi, edi", "xor ebp, ebp", "xor r8d, r8d", "xor r9d, r9d", "xor r10d, r10d",
             "xor r11d, r11d", "xor r12d, r12d", "xor r13d, r13d", "xor r14d, r14d", "xor r15d, r15d",
+            "swapgs",
             "iretq",
             ss = in(reg) USER_DATA_SELECTOR as u64,
             rsp = in(reg) rsp,

@@ -16,6 +16,25 @@ fn run(name: &str) -> Status {
     p.wait()
 }
 
+/// The watchdog's NMIs (20 a second) land anywhere in a program that
+/// makes system calls back to back: in user mode, and in the `syscall`
+/// entry and exit, where the GS base is the user's although the saved CS
+/// says kernel. The NMI entry asks the MSR, and the handler reaches its
+/// CPU's block; a wrong GS base would fault in the handler or leave the
+/// kernel running on the user's.
+#[ktest(timeout = 120)]
+fn nmis_land_in_system_calls_and_user_mode() {
+    use crate::arch::watchdog::NMIS;
+    let before = NMIS.load(Ordering::Relaxed);
+    let mut runs = 0;
+    while NMIS.load(Ordering::Relaxed) < before + 20 {
+        assert_eq!(run("syscalls"), Status::Exited(0));
+        runs += 1;
+    }
+    assert!(crate::arch::percpu::gs_is_kernel());
+    log::info!("{} NMIs over {runs} runs of 300,000 system calls", NMIS.load(Ordering::Relaxed) - before);
+}
+
 /// A program writes to the console and exits with write's result.
 #[ktest]
 fn hello_from_user_mode() {

@@ -25,22 +25,14 @@ pub mod thread;
 pub mod uaccess;
 
 use core::arch::naked_asm;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use x86_64::registers::model_specific::{Efer, EferFlags, Msr};
 
+use crate::arch::percpu;
 use crate::arch::pmap::USER_END;
 use crate::arch::trapframe::TrapFrame;
 use crate::syscall::errno::{EINTR, EINVAL, ENOSYS, ENOTTY, EPERM};
-
-/// The user's RSP, saved by the entry before it switches stacks.
-static USER_RSP: AtomicU64 = AtomicU64::new(0);
-
-/// Set (with interrupts off) when the return to user mode must be by
-/// `iretq`: after `rt_sigreturn`, whose RCX and R11 are the frame's. The
-/// entry clears it. (A; Relaxed: set and read by one CPU with interrupts
-/// off between.)
-static FORCE_IRET: AtomicBool = AtomicBool::new(false);
 
 const MSR_STAR: u32 = 0xC000_0081;
 const MSR_LSTAR: u32 = 0xC000_0082;
@@ -62,15 +54,19 @@ pub fn init() {
 }
 
 /// The `syscall` entry. On entry: RCX = user RIP, R11 = user RFLAGS, RSP =
-/// user stack, interrupts off (FMASK).
+/// user stack, GS base the user's, interrupts off (FMASK). The CPU's
+/// block (`arch::percpu`) holds the kernel stack and a word for the user's
+/// RSP; the exit swaps the GS base back as its last step before
+/// `sysretq` or `iretq`, with interrupts off.
 #[unsafe(naked)]
 unsafe extern "C" fn syscall_entry() {
     naked_asm!(
-        "mov [rip + {user_rsp}], rsp",
-        "mov rsp, [rip + {kstack}]",
+        "swapgs",
+        "mov gs:[{user_rsp}], rsp",
+        "mov rsp, gs:[{kstack}]",
         // The frame an interrupt from user mode would leave.
         "push {uds}",                       // ss
-        "push qword ptr [rip + {user_rsp}]", // rsp
+        "push qword ptr gs:[{user_rsp}]",   // rsp
         "push r11",                         // rflags
         "push {ucs}",                       // cs
         "push rcx",                         // rip
@@ -88,7 +84,7 @@ unsafe extern "C" fn syscall_entry() {
         "add rsp, 16",
         // [rsp]: rip, cs, rflags, rsp, ss. After rt_sigreturn, and with a
         // non-canonical RIP, the return is by iretq.
-        "cmp byte ptr [rip + {force_iret}], 0",
+        "cmp qword ptr gs:[{force_iret}], 0",
         "jne 3f",
         "mov r11, [rsp]",
         "shr r11, 47",
@@ -96,15 +92,16 @@ unsafe extern "C" fn syscall_entry() {
         "mov rcx, [rsp]",
         "mov r11, [rsp + 16]",
         "mov rsp, [rsp + 24]",
+        "swapgs",
         "sysretq",
-        "2:",
-        "iretq",
         "3:",
-        "mov byte ptr [rip + {force_iret}], 0",
+        "mov qword ptr gs:[{force_iret}], 0",
+        "2:",
+        "swapgs",
         "iretq",
-        user_rsp = sym USER_RSP,
-        force_iret = sym FORCE_IRET,
-        kstack = sym crate::arch::gdt::KERNEL_STACK,
+        user_rsp = const percpu::OFF_USER_RSP,
+        force_iret = const percpu::OFF_FORCE_IRET,
+        kstack = const percpu::OFF_KERNEL_STACK,
         uds = const crate::arch::gdt::USER_DATA_SELECTOR as u64,
         ucs = const crate::arch::gdt::USER_CODE_SELECTOR as u64,
         dispatch = sym syscall_dispatch,
@@ -316,7 +313,7 @@ extern "C" fn syscall_dispatch(tf: &mut TrapFrame) {
     // From here to the return, interrupts are off: no other thread can
     // return through the entry meanwhile.
     if restored_frame {
-        FORCE_IRET.store(true, Ordering::Relaxed);
+        percpu::this().force_iret.store(1, Ordering::Relaxed);
     }
 }
 

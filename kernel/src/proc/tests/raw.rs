@@ -77,6 +77,21 @@ core::arch::global_asm!(
     "ud2",
     ".global user_stack_end",
     "user_stack_end:",
+    // getpid() 300,000 times, then exit(0): system calls enough for NMIs
+    // to land in their entries and exits, and in user mode between.
+    ".global user_syscalls_start",
+    "user_syscalls_start:",
+    "mov r12d, 300000",
+    "2: mov eax, 39",
+    "syscall",
+    "dec r12d",
+    "jnz 2b",
+    "xor edi, edi",
+    "mov eax, 231",
+    "syscall",
+    "ud2",
+    ".global user_syscalls_end",
+    "user_syscalls_end:",
     ".text",
 );
 
@@ -91,6 +106,8 @@ unsafe extern "C" {
     static user_rowrite_end: u8;
     static user_stack_start: u8;
     static user_stack_end: u8;
+    static user_syscalls_start: u8;
+    static user_syscalls_end: u8;
 }
 
 macro_rules! program {
@@ -113,6 +130,7 @@ pub fn builtin(name: &str) -> Option<&'static [u8]> {
         "segv" => program!(user_segv_start, user_segv_end),
         "rowrite" => program!(user_rowrite_start, user_rowrite_end),
         "stack" => program!(user_stack_start, user_stack_end),
+        "syscalls" => program!(user_syscalls_start, user_syscalls_end),
         _ => return None,
     })
 }
