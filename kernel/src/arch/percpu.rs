@@ -72,10 +72,11 @@ pub struct PerCpu {
     /// Device and timer interrupt handlers running on this CPU, nested
     /// ones counted (`kern::sync::in_interrupt`).
     pub in_interrupt: AtomicU32,
-    /// The spin lock this CPU spins on, and its holder's site, while it
-    /// spins: for the watchdog's report.
+    /// The spin lock this CPU spins on, and its holder's site and CPU,
+    /// while it spins: for the watchdog's report.
     pub spinning_lock: AtomicUsize,
     pub spinning_holder: AtomicPtr<Location<'static>>,
+    pub spinning_holder_cpu: AtomicU32,
     /// The watchdog's view: the timer ticks the last NMI saw, and how many
     /// NMIs in a row saw them unchanged.
     pub watchdog_ticks: AtomicU64,
@@ -106,6 +107,7 @@ impl PerCpu {
             in_interrupt: AtomicU32::new(0),
             spinning_lock: AtomicUsize::new(0),
             spinning_holder: AtomicPtr::new(ptr::null_mut()),
+            spinning_holder_cpu: AtomicU32::new(u32::MAX),
             watchdog_ticks: AtomicU64::new(0),
             watchdog_unchanged: AtomicU32::new(0),
             tss: AtomicPtr::new(ptr::null_mut()),

@@ -99,10 +99,11 @@ fn report(tf: &TrapFrame) -> ! {
     let lock = cpu.spinning_lock.load(Ordering::Relaxed);
     if lock != 0 {
         let holder = cpu.spinning_holder.load(Ordering::Relaxed);
+        let holder_cpu = cpu.spinning_holder_cpu.load(Ordering::Relaxed);
         // SAFETY: only `&'static Location`s are stored.
         let holder = (!holder.is_null()).then(|| unsafe { &*holder });
         let _ = match holder {
-            Some(site) => writeln!(w, "watchdog: spinning on lock {lock:#x}, held since {site}"),
+            Some(site) => writeln!(w, "watchdog: spinning on lock {lock:#x}, held by CPU {holder_cpu} since {site}"),
             None => writeln!(w, "watchdog: spinning on lock {lock:#x}"),
         };
     }

@@ -349,10 +349,10 @@ pub fn start_lock_order_checks() {
 /// The kernel's own PML4, loaded for threads with no address space. (C)
 static KERNEL_CR3: AtomicU64 = AtomicU64::new(0);
 
-/// Where the scheduler lock was taken, if it is held: the heap refuses to
-/// run under it. (One CPU: a holder is the code now running.)
+/// Where the scheduler lock was taken, if this CPU holds it: the heap
+/// refuses to run under it. (Another CPU's hold is no reason to refuse.)
 pub fn lock_holder() -> Option<&'static Location<'static>> {
-    SCHED.holder()
+    SCHED.held_here()
 }
 
 /// Loads the address space `cr3` (0: the kernel's) on the CPU.

@@ -32,7 +32,7 @@ use core::cell::UnsafeCell;
 use core::ops::{Deref, DerefMut};
 use core::panic::Location;
 use core::ptr;
-use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, Ordering};
 
 use vm::witness::{self, LockClass};
 use x86_64::instructions::interrupts;
@@ -68,6 +68,9 @@ pub fn start_checks() {
 /// Whether [`start_checks`] has run. Relaxed: a flag read for diagnostics.
 static CHECKS: AtomicBool = AtomicBool::new(false);
 
+/// No CPU: the holder number of a free lock.
+pub const NO_CPU: u32 = u32::MAX;
+
 fn site_ptr(site: &'static Location<'static>) -> *mut Location<'static> {
     site as *const Location<'static> as *mut Location<'static>
 }
@@ -79,11 +82,14 @@ struct RawSpin {
     /// Where the holder took the lock (null when free). Written by the
     /// holder only; read for reports.
     holder: AtomicPtr<Location<'static>>,
+    /// The holder's CPU number ([`NO_CPU`] when free). Written by the
+    /// holder only; read for reports and by [`RawSpin::held_here`].
+    holder_cpu: AtomicU32,
 }
 
 impl RawSpin {
     const fn new() -> RawSpin {
-        RawSpin { locked: AtomicBool::new(false), holder: AtomicPtr::new(ptr::null_mut()) }
+        RawSpin { locked: AtomicBool::new(false), holder: AtomicPtr::new(ptr::null_mut()), holder_cpu: AtomicU32::new(NO_CPU) }
     }
 
     fn try_acquire(&self, site: &'static Location<'static>) -> bool {
@@ -92,8 +98,16 @@ impl RawSpin {
         let got = self.locked.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_ok();
         if got {
             self.holder.store(site_ptr(site), Ordering::Relaxed);
+            self.holder_cpu.store(percpu::this().id, Ordering::Relaxed);
         }
         got
+    }
+
+    /// The holder's site, if the lock is held by this CPU. (Another CPU's
+    /// hold is not this code's: only this CPU stores its own number, and
+    /// clears it before it lets go, so a match is never stale.)
+    fn held_here(&self) -> Option<&'static Location<'static>> {
+        if self.holder_cpu.load(Ordering::Relaxed) == percpu::this().id { self.holder() } else { None }
     }
 
     fn acquire(&self, site: &'static Location<'static>) {
@@ -105,6 +119,7 @@ impl RawSpin {
         let cpu = percpu::this();
         cpu.spinning_lock.store(self as *const RawSpin as usize, Ordering::Relaxed);
         cpu.spinning_holder.store(self.holder.load(Ordering::Relaxed), Ordering::Relaxed);
+        cpu.spinning_holder_cpu.store(self.holder_cpu.load(Ordering::Relaxed), Ordering::Relaxed);
         loop {
             while self.locked.load(Ordering::Relaxed) {
                 core::hint::spin_loop();
@@ -118,6 +133,7 @@ impl RawSpin {
 
     fn release(&self) {
         self.holder.store(ptr::null_mut(), Ordering::Relaxed);
+        self.holder_cpu.store(NO_CPU, Ordering::Relaxed);
         // Release pairs with the Acquire in `try_acquire`.
         self.locked.store(false, Ordering::Release);
     }
@@ -294,6 +310,11 @@ impl<T: ?Sized> IrqOffMutex<T> {
     /// Where the holder took the lock, if it is held.
     pub fn holder(&self) -> Option<&'static Location<'static>> {
         self.raw.holder()
+    }
+
+    /// Where this CPU took the lock, if this CPU holds it.
+    pub fn held_here(&self) -> Option<&'static Location<'static>> {
+        self.raw.held_here()
     }
 }
 

@@ -131,3 +131,19 @@ fn sleeping_lock_waiters_take_turns() {
     }
     assert_eq!(*lock.lock(), 60);
 }
+
+/// A lock knows which CPU holds it: the heap's refusal to run under the
+/// scheduler lock asks whether this CPU holds it, not whether anyone does.
+#[ktest]
+fn a_lock_knows_its_holders_cpu() {
+    let m = IrqOffMutex::new(());
+    x86_64::instructions::interrupts::without_interrupts(|| {
+        assert!(m.held_here().is_none());
+        let g = m.lock();
+        assert!(m.held_here().is_some());
+        assert_eq!(m.raw.holder_cpu.load(Ordering::Relaxed), crate::arch::percpu::this().id);
+        drop(g);
+        assert!(m.held_here().is_none() && m.holder().is_none());
+        assert_eq!(m.raw.holder_cpu.load(Ordering::Relaxed), NO_CPU);
+    });
+}
