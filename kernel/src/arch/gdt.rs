@@ -34,7 +34,8 @@ pub const IST_NMI: u16 = 2;
 pub const IST_PAGE_FAULT: u16 = 3;
 pub const IST_MACHINE_CHECK: u16 = 4;
 
-const IST_STACK_SIZE: usize = 32 * 1024;
+/// The size of each IST stack.
+pub const IST_STACK_SIZE: usize = 32 * 1024;
 
 /// One IST stack: 16-byte aligned as the ABI wants at a call.
 #[repr(C, align(16))]
@@ -50,11 +51,6 @@ static mut IST_STACKS: [IstStack; 4] = [const { IstStack([0; IST_STACK_SIZE]) };
 pub fn ist_stack_range(ist: u16) -> (u64, u64) {
     let base = super::percpu::this().ist[(ist - 1) as usize].load(Ordering::Relaxed);
     (base, base + IST_STACK_SIZE as u64)
-}
-
-/// The size of each IST stack.
-pub const fn ist_stack_size() -> usize {
-    IST_STACK_SIZE
 }
 
 struct Selectors {
@@ -148,7 +144,7 @@ pub fn init() {
 }
 
 /// Builds and loads the GDT and TSS of a CPU being started, with the IST
-/// stacks whose lowest addresses are `ist_bases` (each `ist_stack_size()`
+/// stacks whose lowest addresses are `ist_bases` (each `IST_STACK_SIZE`
 /// bytes). Runs on that CPU, after `percpu::install`.
 pub fn init_ap(ist_bases: [u64; 4]) {
     let tss: &'static TssCell = Box::leak(Box::new(TssCell(UnsafeCell::new(TaskStateSegment::new()))));

@@ -72,7 +72,7 @@ pub fn cpu(n: usize) -> Option<&'static PerCpu> {
 /// it got.
 pub struct ApStart {
     pub cpu: &'static PerCpu,
-    /// The lowest addresses of its IST stacks (`gdt::ist_stack_size()`
+    /// The lowest addresses of its IST stacks (`gdt::IST_STACK_SIZE`
     /// bytes each).
     pub ist_bases: [u64; 4],
     /// The control registers to load, the boot CPU's.
@@ -285,27 +285,24 @@ fn set_params(low: &LowPages, stack_top: u64, arg: &'static ApStart, entry: u64)
     }
 }
 
-/// Busy-waits `us` microseconds on the TSC.
-fn delay_us(us: u64) {
+/// Spins on the TSC until `done()` or `us` microseconds have passed;
+/// returns `done()`'s last answer.
+fn spin_until(us: u64, done: impl Fn() -> bool) -> bool {
     let start = crate::kern::time::rdtsc();
     let ticks = crate::kern::time::tsc_hz() * us / 1_000_000;
     while crate::kern::time::rdtsc() - start < ticks {
-        core::hint::spin_loop();
-    }
-}
-
-/// Waits up to `us` microseconds for `flag`.
-fn wait_for(flag: &AtomicBool, us: u64) -> bool {
-    let start = crate::kern::time::rdtsc();
-    let ticks = crate::kern::time::tsc_hz() * us / 1_000_000;
-    while crate::kern::time::rdtsc() - start < ticks {
-        // Acquire pairs with the AP's Release store.
-        if flag.load(Ordering::Acquire) {
+        if done() {
             return true;
         }
         core::hint::spin_loop();
     }
-    flag.load(Ordering::Acquire)
+    done()
+}
+
+/// Waits up to `us` microseconds for `flag`. (Acquire pairs with the AP's
+/// Release store.)
+fn wait_for(flag: &AtomicBool, us: u64) -> bool {
+    spin_until(us, || flag.load(Ordering::Acquire))
 }
 
 /// Starts every usable AP the MADT lists, one at a time, each into
@@ -362,17 +359,18 @@ fn start_one(
     let mut ist_bases = [0u64; 4];
     let mut ists = alloc::vec::Vec::new();
     for base in ist_bases.iter_mut() {
-        let s = KStack::new(super::gdt::ist_stack_size()).map_err(|_| "no memory for its IST stacks")?;
+        let s = KStack::new(super::gdt::IST_STACK_SIZE).map_err(|_| "no memory for its IST stacks")?;
         *base = s.bottom();
         ists.push(s);
     }
     let cpu: &'static PerCpu = Box::leak(Box::new(PerCpu::new(id)));
+    let (pml4, pcid) = Cr3::read_raw();
     cpu.apic_id.store(apic_id, Ordering::Relaxed);
     let start: &'static ApStart = Box::leak(Box::new(ApStart {
         cpu,
         ist_bases,
         cr0: Cr0::read_raw(),
-        cr3: Cr3::read_raw().0.start_address().as_u64() | Cr3::read_raw().1 as u64,
+        cr3: pml4.start_address().as_u64() | pcid as u64,
         cr4: Cr4::read_raw(),
         started: AtomicBool::new(false),
         done: AtomicBool::new(false),
@@ -381,7 +379,7 @@ fn start_one(
     set_params(low, stack.top(), start, entry as usize as u64);
 
     apic::send_ipi(apic_id, Ipi::Init);
-    delay_us(10_000);
+    spin_until(10_000, || false);
     apic::send_ipi(apic_id, Ipi::Startup(page));
     if !wait_for(&start.started, 10_000) {
         apic::send_ipi(apic_id, Ipi::Startup(page));
