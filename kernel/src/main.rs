@@ -134,6 +134,9 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
     x86_64::instructions::interrupts::enable();
     kern::sync::start_checks();
     kern::sched::start_lock_order_checks();
+    vm::sync::set_spin_hooks(vm_spin_hooks());
+    vm::set_run_alone(|f| kern::sched::with_other_cpus_parked(f));
+    arch::smp::release_aps();
     arch::watchdog::start();
     mount_root();
     mm::swap::init();
@@ -144,7 +147,7 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
 
     // Debug builds check the page invariants once the boot is complete.
     if cfg!(debug_assertions) {
-        let v = vm::invariants::check(vm::global());
+        let v = kern::sched::with_other_cpus_parked(|| vm::invariants::check(vm::global()));
         assert!(v.is_empty(), "page invariants broken at boot: {v:?}");
     }
 
@@ -163,8 +166,9 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
 
 /// Where an application processor enters the kernel from the trampoline
 /// (`arch::smp`): the boot CPU's control registers and its own block, GDT,
-/// TSS, the shared IDT, the system-call MSRs and its local APIC. Then it is
-/// parked, interrupts off, until the scheduler runs on several CPUs.
+/// TSS, the shared IDT, the system-call MSRs and its local APIC. It waits
+/// (interrupts off) until the boot CPU has the kernel up, then becomes an
+/// idle thread of the scheduler, with its timer running.
 extern "C" fn ap_main(start: &'static arch::smp::ApStart) -> ! {
     arch::smp::ap_started(start);
     arch::gdt::init_ap(start.ist_bases);
@@ -172,7 +176,44 @@ extern "C" fn ap_main(start: &'static arch::smp::ApStart) -> ! {
     syscall::init();
     arch::apic::init_ap();
     arch::smp::ap_online(start);
-    arch::halt_forever()
+    arch::smp::wait_for_release();
+    if kern::sched::join_cpu().is_err() {
+        log::warn!("smp: CPU {} has no memory for its idle thread: left out", arch::percpu::this().id);
+        arch::halt_forever()
+    }
+    arch::apic::start_timer_ap();
+    kern::sched::run_idle()
+}
+
+/// How long a spin for one of the VM's locks may last before it is a bug
+/// (the watchdog catches spins with interrupts off; these spin with them
+/// on, so the timer runs and only the clock can tell).
+pub const SPIN_LIMIT_US: u64 = 1_000_000;
+
+/// The hooks the VM's spin locks call (`vm::sync::SpinHooks`): preemption
+/// off while one is held, the holder's CPU recorded, and a spin over
+/// [`SPIN_LIMIT_US`] a panic that names the lock and shows its holder.
+pub fn vm_spin_hooks() -> vm::sync::SpinHooks {
+    vm::sync::SpinHooks {
+        preempt_off: kern::sched::preempt_disable,
+        preempt_on: kern::sched::preempt_enable,
+        cpu: || arch::percpu::this().id,
+        spinning: vm_lock_spinning,
+    }
+}
+
+fn vm_lock_spinning(lock: usize, class: Option<&'static vm::witness::LockClass>, holder: u32, since: &mut u64) {
+    let now = kern::time::rdtsc();
+    if *since == 0 {
+        *since = now;
+        return;
+    }
+    if kern::time::tsc_to_us(now - *since) < SPIN_LIMIT_US {
+        return;
+    }
+    let name = class.map_or("(unranked)", |c| c.name);
+    arch::nmi::ask_for_dump(holder);
+    panic!("spin lock {name} at {lock:#x} spun for over {SPIN_LIMIT_US} us; held by CPU {holder}");
 }
 
 /// Mounts the root filesystem from the virtio disk with serial `rootfs`
@@ -216,6 +257,9 @@ fn panic(info: &PanicInfo<'_>) -> ! {
     static PANICKING: AtomicBool = AtomicBool::new(false);
     // The report takes whatever locks it must, in whatever order.
     vm::witness::stop();
+    if !PANICKING.load(Ordering::SeqCst) {
+        arch::smp::stop_others();
+    }
     let mut w = kern::serial::panic_writer();
     if PANICKING.swap(true, Ordering::SeqCst) {
         let _ = writeln!(w, "\nnested panic: {}", info.message());
@@ -227,7 +271,7 @@ fn panic(info: &PanicInfo<'_>) -> ! {
     if let Some(loc) = info.location() {
         let _ = write!(w, " at {}:{}:{}", loc.file(), loc.line(), loc.column());
     }
-    let _ = writeln!(w, ": {}", info.message());
+    let _ = writeln!(w, " (CPU {}): {}", arch::percpu::this().id, info.message());
     let (rsp, rbp): (u64, u64);
     // SAFETY: copies two registers; no memory is touched.
     unsafe {

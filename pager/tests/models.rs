@@ -16,11 +16,10 @@ use loom::thread;
 use pager::block::RamDisk;
 use pager::vnode::Mount;
 use vm::fault::fault;
-use vm::map::{Inherit, VmMap};
+use vm::map::{Inherit, MapLock, VmMap};
 use vm::object::VmEnv;
 use vm::pmap::Prot;
 use vm::pmap::soft::SoftMachine;
-use vm::sync::Mutex;
 use vm::sync::model::{Break, DEFAULT_PREEMPTIONS, check_with};
 
 const P: u64 = vm::PAGE_SIZE as u64;
@@ -77,7 +76,7 @@ fn fault_against_flush() {
         mount.vnode(ino, size).unwrap()
     };
     let pmap = machine.new_pmap();
-    let map = Arc::new(Mutex::new(VmMap::new(P, 1 << 47, pmap, env)));
+    let map = Arc::new(MapLock::new(VmMap::new(P, 1 << 47, pmap, env)));
     v.object.reference();
     let a = map.lock().map(None, 2 * P, Prot::READ, Prot::ALL, Inherit::Share, Some((v.object.clone(), 0)), false).unwrap();
     // Kept from being dropped while a failed check unwinds: the drops take

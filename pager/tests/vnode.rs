@@ -14,12 +14,11 @@ use pager::block::{BlockDevice, BlockError, FailOn, FailPlan, RamDisk};
 use pager::ext2::{FsError, Ino, ROOT_INO};
 use pager::vnode::{Disk, Mount, Vnode};
 use vm::fault::{FaultError, fault};
-use vm::map::{Inherit, VmMap};
+use vm::map::{Inherit, MapLock, VmMap};
 use vm::object::VmEnv;
 use vm::page::Page;
 use vm::pmap::Prot;
 use vm::pmap::soft::{SoftMachine, SoftPmap};
-use vm::sync::Mutex;
 
 const P: u64 = vm::PAGE_SIZE as u64;
 
@@ -95,7 +94,7 @@ fn machine_with(wrap: impl FnOnce(Arc<RamDisk>) -> Disk) -> Machine {
 
 /// An address space: its map and its pmap.
 struct Space {
-    map: Mutex<VmMap>,
+    map: MapLock,
     pmap: Arc<SoftPmap>,
 }
 
@@ -132,7 +131,7 @@ impl Machine {
     /// `pindex` mapped shared.
     fn map_object_at(&self, v: &Vnode, pindex: u64, len: u64, prot: Prot) -> (Space, u64) {
         let pmap = self.machine.new_pmap();
-        let map = Mutex::new(VmMap::new(P, 1 << 47, pmap.clone(), self.env));
+        let map = MapLock::new(VmMap::new(P, 1 << 47, pmap.clone(), self.env));
         v.object.reference();
         let a = map.lock().map(None, len, prot, Prot::ALL, Inherit::Share, Some((v.object.clone(), pindex)), false).unwrap();
         (Space { map, pmap }, a)

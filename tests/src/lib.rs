@@ -91,6 +91,12 @@ pub struct BootOptions {
     pub swap: Option<u64>,
 }
 
+/// The processors a test boot gets unless it asks otherwise: `KTEST_SMP`
+/// if set, else 1.
+pub fn default_smp() -> u32 {
+    std::env::var("KTEST_SMP").ok().and_then(|v| v.parse().ok()).filter(|&n| n >= 1).unwrap_or(1)
+}
+
 impl BootOptions {
     pub fn new(firmware: Firmware, cmdline: impl Into<String>) -> Self {
         BootOptions {
@@ -100,7 +106,7 @@ impl BootOptions {
             memory: GUEST_MEMORY,
             prealloc: false,
             cpu: None,
-            smp: 1,
+            smp: default_smp(),
             disks: Vec::new(),
             swap: None,
         }

@@ -42,9 +42,7 @@
 
 use alloc::sync::Arc;
 
-use crate::sync::Mutex;
-
-use crate::map::{Growth, Lookup, MapError, VmMap};
+use crate::map::{Growth, Lookup, MapError, MapLock};
 use crate::object::{ObjectError, ObjectKind, VmObject};
 use crate::page::{Page, PageFlags, busy_wait};
 use crate::phys::AllocFlags;
@@ -82,7 +80,7 @@ pub enum FaultError {
     /// The pager has no such page (e.g. past the end of a file).
     Bad,
     /// No entry, just past the stack's limit of `limit` bytes: the stack
-    /// would have grown there ([`VmMap::grow_stack`]).
+    /// would have grown there ([`VmMap::grow_stack`](crate::map::VmMap::grow_stack)).
     StackOverflow { limit: u64 },
 }
 
@@ -150,7 +148,7 @@ enum Here {
 /// The state of one fault.
 struct FaultState<'a, W: Watch> {
     // The fault's parameters.
-    map: &'a Mutex<VmMap>,
+    map: &'a MapLock,
     va: u64,
     access: Prot,
     wire: bool,
@@ -178,7 +176,7 @@ struct FaultState<'a, W: Watch> {
 
 /// Handles a fault at `va` for `access` in `map`. With `wire`, the page is
 /// also wired (for `mlock`; the map entry must be wired).
-pub fn fault(map: &Mutex<VmMap>, va: u64, access: Prot, wire: bool) -> Result<FaultStats, FaultError> {
+pub fn fault(map: &MapLock, va: u64, access: Prot, wire: bool) -> Result<FaultStats, FaultError> {
     match step_clock() {
         None => fault_watched(map, va, access, wire, Unwatched),
         Some(clock) => fault_watched(map, va, access, wire, Timed::new(clock)),
@@ -187,7 +185,7 @@ pub fn fault(map: &Mutex<VmMap>, va: u64, access: Prot, wire: bool) -> Result<Fa
 
 /// [`fault`], its steps watched by `watch`.
 #[inline(always)]
-fn fault_watched<W: Watch>(map: &Mutex<VmMap>, va: u64, access: Prot, wire: bool, watch: W) -> Result<FaultStats, FaultError> {
+fn fault_watched<W: Watch>(map: &MapLock, va: u64, access: Prot, wire: bool, watch: W) -> Result<FaultStats, FaultError> {
     let mut fs = FaultState {
         map,
         va: va & !(PAGE_SIZE as u64 - 1),
@@ -243,13 +241,7 @@ fn fault_watched<W: Watch>(map: &Mutex<VmMap>, va: u64, access: Prot, wire: bool
 
 /// Host tests: a fault watched by `watch` (to stop it between two steps).
 #[cfg(test)]
-pub(crate) fn fault_with<W: Watch>(
-    map: &Mutex<VmMap>,
-    va: u64,
-    access: Prot,
-    wire: bool,
-    watch: W,
-) -> Result<FaultStats, FaultError> {
+pub(crate) fn fault_with<W: Watch>(map: &MapLock, va: u64, access: Prot, wire: bool, watch: W) -> Result<FaultStats, FaultError> {
     fault_watched(map, va, access, wire, watch)
 }
 
@@ -325,16 +317,19 @@ impl<W: Watch> FaultState<'_, W> {
         let m = self.m.take();
         if let Some(lk) = self.lookup.take() {
             let pm = lk.object_env().pm;
+            // Queued while still busy: once unbusied, a page may be freed
+            // at any moment by another CPU (its object terminated, pageout),
+            // and a free page must not be queued.
             if let Some(m) = m.filter(|m| !first_m.is_some_and(|f| core::ptr::eq(f, *m))) {
-                m.xunbusy();
                 pm.requeue(m);
+                m.xunbusy();
             }
             if let Some(f) = first_m {
                 if f.valid() == 0 {
                     lk.object.lock().free_invalid(f);
                 } else {
-                    f.xunbusy();
                     pm.requeue(f);
+                    f.xunbusy();
                 }
             }
         }
@@ -394,8 +389,13 @@ impl<W: Watch> FaultState<'_, W> {
         let is_first = self.object.is_none();
         let pindex = self.pindex;
         let mut l = object.lock();
+        // Dead: the last reference went after the lookup (an unmap or a
+        // discard on another CPU, the map's deferred release), or a
+        // collapse took this backing object into its shadow. The map no
+        // longer names it: look again (FreeBSD's fault retries the same
+        // way); the entry now has another object, or is gone.
         if l.flags().contains(crate::object::ObjectFlags::DEAD) {
-            return Here::Done(Next::Fail(FaultError::NoEntry));
+            return Here::Done(Next::Restart);
         }
         // For the copy step: is this the first object's own backing
         // object, with no other shadow? (Read under the lock, here.)
@@ -542,8 +542,9 @@ impl<W: Watch> FaultState<'_, W> {
             // (first_m), distinct, and reachable through the direct map.
             self.watch.fill(|| unsafe { copy_page(src, dst) });
             first_m.set_all_valid();
-            m.xunbusy();
+            // Queued while still busy (see `release`).
             env.pm.requeue(m);
+            m.xunbusy();
             first_m.set_all_dirty();
             self.stats.copied = true;
             self.m = Some(first_m);
@@ -719,7 +720,7 @@ pub unsafe fn copy_page(src: *const u8, dst: *mut u8) {
 /// every page in, wired. A private mapping that can be written is copied to
 /// its own anonymous memory now (rule 10), so a later write never has to
 /// replace a wired page.
-pub fn wire(map: &Mutex<VmMap>, start: u64, end: u64) -> Result<(), FaultError> {
+pub fn wire(map: &MapLock, start: u64, end: u64) -> Result<(), FaultError> {
     let newly = map.lock().wire_entries(start, end)?;
     for (s, e) in newly {
         let mut va = s;

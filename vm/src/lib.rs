@@ -186,6 +186,29 @@ pub fn heap_room(bytes: usize) -> bool {
     HEAP_ROOM.get().is_none_or(|f| f(bytes))
 }
 
+/// Runs its argument with every other CPU parked (the kernel's
+/// `with_other_cpus_parked`), or just runs it where there is no such thing.
+static RUN_ALONE: spin::Once<fn(&mut dyn FnMut())> = spin::Once::new();
+
+/// Installs the kernel's way to run code alone (once, at boot).
+pub fn set_run_alone(f: fn(&mut dyn FnMut())) {
+    RUN_ALONE.call_once(|| f);
+}
+
+/// Runs `f` while no other CPU runs a thread: for the in-kernel tests
+/// that count the allocator's pages exactly, which other CPUs' idle
+/// zeroing and background threads would otherwise change under them.
+pub fn run_alone<R>(f: impl FnOnce() -> R) -> R {
+    let mut f = Some(f);
+    let mut r = None;
+    let mut call = || r = f.take().map(|f| f());
+    match RUN_ALONE.get() {
+        Some(run) => run(&mut call),
+        None => call(),
+    }
+    r.expect("run_alone: the function ran")
+}
+
 /// How the VM sleeps on a channel (an address) while a condition holds,
 /// and wakes its sleepers: installed by the kernel (`tsleep`/`wakeup`);
 /// the host tests spin.

@@ -25,10 +25,21 @@
 //! below. Only an unmap can free more of the range, and it ends the range
 //! where it starts.
 //!
-//! Locking: the map is used under its owner's lock (`vm::sync::Mutex<VmMap>` in the
-//! fault path); it is first in the lock order (map ⇒ object ⇒ page busy).
-//! `timestamp` counts changes, so a fault that dropped the lock can tell
-//! whether its lookup still holds.
+//! Locking: the map is used under its owner's lock, a [`MapLock`]; it is
+//! first in the lock order (map ⇒ object ⇒ page busy). `timestamp` counts
+//! changes, so a fault that dropped the lock can tell whether its lookup
+//! still holds.
+//!
+//! The map lock is a spin lock, and its holder must not sleep. But an entry
+//! that leaves the map (unmap, discard, two entries joined) gives up its
+//! object reference, and the last one terminates the object, which waits
+//! for busy pages: it may sleep. So a map under a `MapLock` only puts those
+//! objects on a list, and its guard ([`MapGuard`]) lets go of the lock and
+//! then drops them, as FreeBSD's `vm_map_delete` defers entries to
+//! `vm_map_process_deferred`. Room on the list is reserved before an
+//! operation changes anything: a failed allocation fails the operation
+//! (`NoMemory`) and changes nothing. A bare `VmMap` (host tests; teardown,
+//! with no lock held) drops them at once.
 
 use alloc::collections::BTreeMap;
 use alloc::sync::Arc;
@@ -175,6 +186,9 @@ pub struct VmMap {
     stack_top: Option<u64>,
     /// What the owner allows the stack and the map to grow to. (M)
     limits: MapLimits,
+    /// Objects whose reference the map gave up, for the guard to drop
+    /// once the lock is let go (see the module docs). (M)
+    deferred: Deferred,
 }
 
 fn aligned(x: u64) -> bool {
@@ -198,6 +212,7 @@ impl VmMap {
             entry_alloc: &crate::failpoint::MAP_ENTRY_ALLOC,
             stack_top: None,
             limits: MapLimits::NO_GROWTH,
+            deferred: Deferred { on: false, objects: Vec::new() },
         }
     }
 
@@ -460,6 +475,7 @@ impl VmMap {
     /// pages go back to the queues), and releases the objects.
     pub fn unmap(&mut self, start: u64, end: u64) -> Result<(), MapError> {
         self.check_range(start, end)?;
+        self.deferred.reserve(self.overlapping(start, end).count())?;
         for k in self.clipped(start, end, true)? {
             let e = self.entries.remove(&k).unwrap();
             self.size -= e.end - e.start;
@@ -471,14 +487,15 @@ impl VmMap {
     }
 
     /// What goes with an entry that has left the map: its wirings (the pages
-    /// go back to the queues), its mappings, its object reference.
-    fn release(&self, e: MapEntry) {
+    /// go back to the queues), its mappings, its object reference (deferred
+    /// under a `MapLock`, which the caller has made room for).
+    fn release(&mut self, e: MapEntry) {
         if e.wired_count > 0 {
             self.unwire_pages(&e);
         }
         self.pmap.remove(e.start, e.end).flush();
         if let Some(o) = e.object {
-            o.deallocate();
+            self.deferred.release(o);
         }
     }
 
@@ -492,6 +509,7 @@ impl VmMap {
         if !self.fully_mapped(start, end) {
             return Err(MapError::NoEntry);
         }
+        self.deferred.reserve(self.overlapping(start, end).count())?;
         for k in self.clipped(start, end, false)? {
             let e = self.entries.get_mut(&k).unwrap();
             let (s, t) = (e.start, e.end);
@@ -512,7 +530,7 @@ impl VmMap {
                 e.offset = offset;
                 e.needs_copy = true;
             }
-            obj.deallocate();
+            self.deferred.release(obj);
         }
         self.timestamp += 1;
         Ok(())
@@ -534,6 +552,8 @@ impl VmMap {
             }
             cur = e.end;
         }
+        // `simplify` may join the range's entries and its two neighbours.
+        self.deferred.reserve(self.overlapping(start, end).count() + 2)?;
         for k in self.clipped(start, end, false)? {
             let e = self.entries.get_mut(&k).unwrap();
             e.prot = prot;
@@ -558,6 +578,8 @@ impl VmMap {
     /// range's clips and changes left alike (FreeBSD's
     /// `vm_map_simplify_entry`, Linux's vma merge): protecting pages one at
     /// a time, then all at once, leaves one entry again, not one per page.
+    /// Each join gives up a reference: the caller has made room for the
+    /// entries of the range and its two neighbours.
     fn simplify(&mut self, start: u64, end: u64) {
         let first = self.entries.range(..start).next_back().map_or(start, |(k, _)| *k);
         let mut cur = first;
@@ -588,7 +610,7 @@ impl VmMap {
             let b = self.entries.remove(&next).unwrap();
             self.entries.get_mut(&cur).unwrap().end = b.end;
             if let Some(o) = b.object {
-                o.deallocate();
+                self.deferred.release(o);
             }
         }
     }
@@ -715,60 +737,17 @@ impl VmMap {
             }
         }
     }
-
-    /// The map a fork gives the child, over `pmap`: shared entries map the
-    /// same object; copied entries become copy-on-write in both (and the
-    /// parent's writable mappings are write-protected); `None` entries are
-    /// left out. Wirings are not inherited. `NoMemory` if an object could
-    /// not be allocated: the partial child is dropped (its references go
-    /// with it); the parent keeps any object it was given for an entry that
-    /// had none, which changes nothing it sees.
-    pub fn fork(&mut self, pmap: Arc<dyn Pmap>) -> Result<VmMap, MapError> {
-        let env = self.env;
-        let mut child = VmMap::new(self.min, self.max, pmap, env);
-        child.max_entries = self.max_entries;
-        child.entry_alloc = self.entry_alloc;
-        child.stack_top = self.stack_top;
-        child.limits = self.limits;
-        child.room_for(self.entries.len(), 0)?;
-        for e in self.entries.values_mut() {
-            if e.inherit == Inherit::None {
-                continue;
-            }
-            if e.object.is_none() {
-                let o = VmObject::try_new(ObjectKind::Anonymous, e.pages(), env).map_err(|_| MapError::NoMemory)?;
-                e.object = Some(o);
-                e.offset = 0;
-            }
-            let Some(o) = e.object.as_ref() else { continue };
-            // A backing object that only this one still uses (the last
-            // child forked from it has gone) is merged into it first, as
-            // FreeBSD's vm_map_copy_entry does: otherwise every fork and
-            // exit would leave the chain one object deeper. It may decline
-            // (shared, busy pages, short of memory): that is only a longer
-            // chain.
-            let _ = crate::object::collapse(o);
-            o.reference();
-            let mut c = e.clone();
-            c.wired_count = 0;
-            if e.inherit == Inherit::Copy {
-                e.cow = true;
-                e.needs_copy = true;
-                c.cow = true;
-                c.needs_copy = true;
-                self.pmap.protect(e.start, e.end, e.prot - Prot::WRITE).flush();
-            }
-            child.size += c.end - c.start;
-            child.entries.insert(c.start, c);
-        }
-        self.timestamp += 1;
-        Ok(child)
-    }
 }
 
 impl Drop for VmMap {
-    /// Releases every entry, one at a time: nothing is allocated here.
+    /// Releases every entry, one at a time: nothing is allocated here. No
+    /// lock is held (the `MapLock`, if any, is going too): the objects are
+    /// deallocated at once.
     fn drop(&mut self) {
+        self.deferred.on = false;
+        for o in core::mem::take(&mut self.deferred.objects) {
+            o.deallocate();
+        }
         while let Some((_, e)) = self.entries.pop_first() {
             self.size -= e.end - e.start;
             self.release(e);
@@ -776,7 +755,12 @@ impl Drop for VmMap {
     }
 }
 
+mod fork;
+mod lock;
 mod stack;
+
+use lock::Deferred;
+pub use lock::{MapGuard, MapLock};
 
 pub use stack::{Growth, MapLimits};
 

@@ -99,32 +99,88 @@ pub fn set_irq_probe(probe: fn() -> Option<bool>) {
     IRQ_PROBE.call_once(|| probe);
 }
 
+/// What the kernel does around the VM's spin locks ([`Mutex`]). Nothing
+/// on the host, or before the kernel installs them.
+pub struct SpinHooks {
+    /// Turn preemption off before the lock is taken, and back on after it
+    /// is let go, so that no holder is preempted while other CPUs spin for
+    /// its lock (`kern::sched`).
+    pub preempt_off: fn(),
+    pub preempt_on: fn(),
+    /// The running CPU's number: recorded as the holder's, for reports.
+    pub cpu: fn() -> u32,
+    /// Called every [`SPIN_CHECK`] turns of a spin: `since` is 0 at the
+    /// first call of a spin, for the hook to set to a timestamp; the hook
+    /// panics (naming the lock and its holder's CPU) when the spin has
+    /// lasted too long.
+    pub spinning: fn(lock: usize, class: Option<&'static LockClass>, holder_cpu: u32, since: &mut u64),
+}
+
+/// Spin turns between two looks at the clock.
+pub const SPIN_CHECK: u32 = 1 << 14;
+
+/// No CPU: the holder number of a free lock.
+pub const NO_CPU: u32 = u32::MAX;
+
+static HOOKS: spin::Once<SpinHooks> = spin::Once::new();
+
+/// Installs the kernel's hooks (once, before a second CPU or a
+/// preemptible thread runs).
+pub fn set_spin_hooks(hooks: SpinHooks) {
+    HOOKS.call_once(|| hooks);
+}
+
+#[inline(always)]
+fn preempt_off() {
+    if let Some(h) = HOOKS.get() {
+        (h.preempt_off)()
+    }
+}
+
+#[inline(always)]
+fn preempt_on() {
+    if let Some(h) = HOOKS.get() {
+        (h.preempt_on)()
+    }
+}
+
+#[inline(always)]
+fn this_cpu() -> u32 {
+    HOOKS.get().map_or(0, |h| (h.cpu)())
+}
+
 /// A spin lock only ever taken with interrupts on (see the module docs).
 pub struct Mutex<T: ?Sized> {
     /// Its place in the lock order (None: not checked).
     class: Option<&'static LockClass>,
+    /// The holder's CPU ([`NO_CPU`] when free), for the report of a spin
+    /// that lasts too long. Relaxed: written by the holder, read for
+    /// reports only. (`core`'s atomic even under loom: no model reads it.)
+    holder_cpu: core::sync::atomic::AtomicU32,
     inner: RawMutex<T>,
 }
 
 /// What [`Mutex::lock`] returns: unlocks when dropped.
 pub struct MutexGuard<'a, T: ?Sized> {
     class: Option<&'static LockClass>,
+    holder_cpu: &'a core::sync::atomic::AtomicU32,
     /// The lock's address, as the witness knows it.
     lock: usize,
-    inner: RawGuard<'a, T>,
+    /// Dropped by hand, before preemption is turned back on.
+    inner: core::mem::ManuallyDrop<RawGuard<'a, T>>,
 }
 
 impl<T> Mutex<T> {
     model_const_fn! {
         pub fn new(value: T) -> Mutex<T> {
-            Mutex { class: None, inner: RawMutex::new(value) }
+            Mutex { class: None, holder_cpu: core::sync::atomic::AtomicU32::new(NO_CPU), inner: RawMutex::new(value) }
         }
     }
 
     model_const_fn! {
         /// A lock of `class` in the lock order ([`crate::witness::order`]).
         pub fn ranked(value: T, class: &'static LockClass) -> Mutex<T> {
-            Mutex { class: Some(class), inner: RawMutex::new(value) }
+            Mutex { class: Some(class), holder_cpu: core::sync::atomic::AtomicU32::new(NO_CPU), inner: RawMutex::new(value) }
         }
     }
 
@@ -140,7 +196,34 @@ impl<T> Mutex<T> {
 impl<T: ?Sized> Mutex<T> {
     #[inline(always)]
     fn raw_lock(&self) -> RawGuard<'_, T> {
-        self.inner.lock()
+        match self.inner.try_lock() {
+            Some(g) => g,
+            None => self.spin(),
+        }
+    }
+
+    /// Spins for the lock, looking at the clock now and then
+    /// ([`SpinHooks::spinning`]).
+    #[cold]
+    #[inline(never)]
+    fn spin(&self) -> RawGuard<'_, T> {
+        let mut since = 0;
+        let mut turns = 0u32;
+        loop {
+            while self.inner.is_locked() {
+                core::hint::spin_loop();
+                turns = turns.wrapping_add(1);
+                if turns.is_multiple_of(SPIN_CHECK)
+                    && let Some(h) = HOOKS.get()
+                {
+                    let holder = self.holder_cpu.load(core::sync::atomic::Ordering::Relaxed);
+                    (h.spinning)(self.addr(), self.class, holder, &mut since);
+                }
+            }
+            if let Some(g) = self.inner.try_lock() {
+                return g;
+            }
+        }
     }
 
     #[inline(always)]
@@ -188,9 +271,16 @@ impl<T: ?Sized> Mutex<T> {
         let site = Location::caller();
         self.check(site);
         witness::will_take(self.class, self.addr(), site);
+        preempt_off();
         let inner = self.raw_lock();
+        self.holder_cpu.store(this_cpu(), core::sync::atomic::Ordering::Relaxed);
         witness::took(self.class, self.addr(), site);
-        MutexGuard { class: self.class, lock: self.addr(), inner }
+        MutexGuard {
+            class: self.class,
+            holder_cpu: &self.holder_cpu,
+            lock: self.addr(),
+            inner: core::mem::ManuallyDrop::new(inner),
+        }
     }
 
     /// Takes the lock if it is free.
@@ -199,9 +289,19 @@ impl<T: ?Sized> Mutex<T> {
     pub fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
         let site = Location::caller();
         self.check(site);
-        let inner = self.raw_try_lock()?;
+        preempt_off();
+        let Some(inner) = self.raw_try_lock() else {
+            preempt_on();
+            return None;
+        };
+        self.holder_cpu.store(this_cpu(), core::sync::atomic::Ordering::Relaxed);
         witness::took(self.class, self.addr(), site);
-        Some(MutexGuard { class: self.class, lock: self.addr(), inner })
+        Some(MutexGuard {
+            class: self.class,
+            holder_cpu: &self.holder_cpu,
+            lock: self.addr(),
+            inner: core::mem::ManuallyDrop::new(inner),
+        })
     }
 
     fn addr(&self) -> usize {
@@ -239,8 +339,11 @@ fn taken_with_interrupts_off(lock: usize, site: &'static Location<'static>) -> !
 
 impl<T: ?Sized> Drop for MutexGuard<'_, T> {
     fn drop(&mut self) {
-        // (The spin lock itself is let go just after, as `inner` drops.)
         witness::released(self.class, self.lock);
+        self.holder_cpu.store(NO_CPU, core::sync::atomic::Ordering::Relaxed);
+        // SAFETY: dropped once, here; `inner` is not used again.
+        unsafe { core::mem::ManuallyDrop::drop(&mut self.inner) };
+        preempt_on();
     }
 }
 

@@ -50,6 +50,9 @@ const CALIBRATION_PIT_TICKS: u16 = (PIT_HZ / 100) as u16;
 static APIC_BASE: AtomicU64 = AtomicU64::new(0);
 /// APIC timer counts per second after the divider, measured at boot.
 static TIMER_HZ: AtomicU64 = AtomicU64::new(0);
+/// The timer's initial count for one tick, as the boot CPU measured it:
+/// the other CPUs' timers use it too (all local APICs run off one clock).
+static TIMER_COUNT: AtomicU64 = AtomicU64::new(0);
 
 fn reg(offset: usize) -> VolatilePtr<'static, u32> {
     let base = APIC_BASE.load(Ordering::Relaxed);
@@ -138,6 +141,7 @@ pub fn init(phys_offset: u64) {
     time::set_tsc_hz(tsc_per_10ms * 100);
 
     let count = (apic_per_10ms * 100 / time::HZ).max(1);
+    TIMER_COUNT.store(count, Ordering::Relaxed);
     reg(REG_LVT_TIMER).write(LVT_PERIODIC | VEC_TIMER as u32);
     reg(REG_TIMER_INITIAL).write(count as u32);
     log::info!(
@@ -165,6 +169,12 @@ pub fn init_ap() {
     reg(REG_LVT_TIMER).write(LVT_MASKED | VEC_TIMER as u32);
 }
 
+/// Starts this AP's timer at `time::HZ`, with the boot CPU's calibration.
+pub fn start_timer_ap() {
+    reg(REG_LVT_TIMER).write(LVT_PERIODIC | VEC_TIMER as u32);
+    reg(REG_TIMER_INITIAL).write(TIMER_COUNT.load(Ordering::Relaxed) as u32);
+}
+
 /// Signals end-of-interrupt to the local APIC.
 pub fn eoi() {
     reg(REG_EOI).write(0);
@@ -190,16 +200,20 @@ pub enum Ipi {
     /// Start-up: a CPU in wait-for-SIPI starts in real mode at
     /// `page * 4096`.
     Startup(u8),
+    /// An ordinary interrupt on `vector`.
+    Fixed(u8),
 }
 
-/// Sends `ipi` to the CPU whose local APIC ID is `dest` and waits until
-/// the local APIC has sent it. Interrupts are off across the two ICR
-/// writes, so a handler's own IPI cannot come between them.
+/// Sends `ipi` to the CPU whose local APIC ID is `dest` (for INIT and
+/// start-up, waiting until the local APIC has sent it). Interrupts are off
+/// across the two ICR writes, so a handler's own IPI cannot come between
+/// them.
 pub fn send_ipi(dest: u32, ipi: Ipi) {
     let low = match ipi {
         Ipi::Nmi => 0b100 << 8 | ICR_ASSERT,
         Ipi::Init => 0b101 << 8 | ICR_ASSERT,
         Ipi::Startup(page) => 0b110 << 8 | page as u32 | ICR_ASSERT,
+        Ipi::Fixed(vector) => vector as u32 | ICR_ASSERT,
     };
     x86_64::instructions::interrupts::without_interrupts(|| {
         while reg(REG_ICR_LOW).read() & ICR_PENDING != 0 {
@@ -208,8 +222,10 @@ pub fn send_ipi(dest: u32, ipi: Ipi) {
         reg(REG_ICR_HIGH).write(dest << 24);
         // The write of the low word sends it.
         reg(REG_ICR_LOW).write(low);
-        while reg(REG_ICR_LOW).read() & ICR_PENDING != 0 {
-            core::hint::spin_loop();
+        if matches!(ipi, Ipi::Init | Ipi::Startup(_)) {
+            while reg(REG_ICR_LOW).read() & ICR_PENDING != 0 {
+                core::hint::spin_loop();
+            }
         }
     });
 }

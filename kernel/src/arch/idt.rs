@@ -91,7 +91,7 @@ stubs! {
     err 17 vec17, paranoid 18 vec18, noerr 19 vec19, noerr 20 vec20, err 21 vec21,
     noerr 22 vec22, noerr 23 vec23, noerr 24 vec24, noerr 25 vec25, noerr 26 vec26,
     noerr 27 vec27, noerr 28 vec28, err 29 vec29, err 30 vec30, noerr 31 vec31,
-    noerr 32 vec32, noerr 48 vec48, noerr 255 vec255,
+    noerr 32 vec32, noerr 48 vec48, noerr 240 vec240, noerr 241 vec241, noerr 255 vec255,
 }
 
 /// The page-fault entry. The CPU delivers #PF on its own IST stack, so that

@@ -23,9 +23,12 @@
 //! a leaf in the lock order: taken under the map, object and page busy locks;
 //! under it only the page allocator's locks are taken.
 //!
-//! TLB: a change to a live translation returns a `TlbFlush`; flushing it does
-//! `invlpg` for up to [`INVLPG_MAX`] pages and reloads CR3 beyond that. (One
-//! CPU: no shootdowns yet.)
+//! TLB: a change to a live translation returns a `TlbFlush`; flushing it
+//! invalidates the range on every CPU that has the space loaded
+//! ([`X86Pmap::cpus`], `arch::tlb`): `invlpg` for a few pages, a reload of
+//! CR3 beyond that, and an IPI to each other CPU in the set. The PV walks
+//! (`remove_all` and the like) flush each mapping before they let go of
+//! the pmap lock, since the pmap may be freed once it is dropped.
 
 use alloc::sync::Arc;
 use alloc::vec::Vec;
@@ -43,6 +46,10 @@ use x86_64::registers::control::Cr3;
 use x86_64::registers::model_specific::{Efer, EferFlags};
 
 use crate::arch::direct_map::phys_to_virt;
+
+mod walk;
+
+use walk::{first_used, free_tables, walk_range};
 
 const P: u64 = 1 << 0;
 const RW: u64 = 1 << 1;
@@ -76,8 +83,6 @@ pub static DEBUG_CONSTANTS: [vm::DebugConstant; 12] = [
     ("USER_END", USER_END),
 ];
 
-/// Most pages flushed one by one; beyond this the whole TLB is flushed.
-pub const INVLPG_MAX: u64 = 32;
 /// The lower (user) half of every address space.
 pub const USER_END: u64 = 0x0000_8000_0000_0000;
 
@@ -161,18 +166,13 @@ fn index(va: u64, level: u32) -> usize {
     ((va >> (12 + 9 * level)) & 0x1FF) as usize
 }
 
-fn flush_range(start: u64, end: u64) {
-    if (end - start) / PAGE_SIZE as u64 > INVLPG_MAX {
-        let (frame, flags) = Cr3::read();
-        // SAFETY: reloading the current CR3 only flushes non-global TLB entries.
-        unsafe { Cr3::write(frame, flags) };
-    } else {
-        let mut va = start;
-        while va < end {
-            x86_64::instructions::tlb::flush(x86_64::VirtAddr::new(va));
-            va += PAGE_SIZE as u64;
-        }
-    }
+/// A `TlbFlush`'s flusher: `[start, end)` of pmap `space` on the CPUs that
+/// have it loaded.
+fn flush_range(space: usize, start: u64, end: u64) {
+    // SAFETY: a `TlbFlush` names the pmap that made it, which its caller
+    // holds while it flushes.
+    let pmap = unsafe { &*(space as *const X86Pmap) };
+    pmap.flush(start, end);
 }
 
 /// One address space's tables.
@@ -192,6 +192,10 @@ pub struct X86Pmap {
     /// Cleared whenever page tables are freed. (P)
     leaf_hint: AtomicU64,
     leaf_hint_table: AtomicU64,
+    /// The CPUs that have this space loaded, and so may cache its
+    /// translations (bit n: CPU n). Kept by the switch
+    /// (`arch::tlb::switch_space`), read by every flush.
+    cpus: AtomicU64,
 }
 
 impl X86Pmap {
@@ -210,12 +214,30 @@ impl X86Pmap {
             resident: AtomicUsize::new(0),
             leaf_hint: AtomicU64::new(0),
             leaf_hint_table: AtomicU64::new(0),
+            cpus: AtomicU64::new(0),
         }))
     }
 
     /// Physical address of the top-level table (for CR3).
     pub fn root(&self) -> u64 {
         self.pml4
+    }
+
+    /// The CPUs that have this space loaded (see the field).
+    pub fn cpus(&self) -> &AtomicU64 {
+        &self.cpus
+    }
+
+    /// Invalidates `[start, end)` of this space on every CPU that may cache
+    /// it, and returns when each has.
+    fn flush(&self, start: u64, end: u64) {
+        crate::arch::tlb::fence_before_read();
+        crate::arch::tlb::shootdown(self.cpus.load(Ordering::Relaxed), start, end);
+    }
+
+    /// A `TlbFlush` of `[start, end)` of this space.
+    fn owe(&self, start: u64, end: u64) -> TlbFlush {
+        TlbFlush::range(self as *const X86Pmap as usize, start, end, flush_range)
     }
 
     /// The entries the MMU reads to translate `va`, top level first: PML4,
@@ -283,7 +305,7 @@ impl X86Pmap {
     /// [`unhide`]: X86Pmap::unhide
     pub fn hide(&self, start: u64, end: u64) {
         let _pv = g().lock.lock();
-        self.for_each_leaf(start, end, false, |_, e| {
+        self.for_each_leaf(start, end, None, |_, e| {
             e.fetch_and(!P, Ordering::AcqRel);
         });
     }
@@ -332,20 +354,31 @@ impl X86Pmap {
     }
 
     /// `remove`, with the pmap lock held by the caller.
+    ///
+    /// Page tables it empties are unlinked at once but freed only after the
+    /// range is flushed on every CPU that has the space loaded (here, then,
+    /// rather than by the caller): until then another CPU's walk may still
+    /// go through a cached pointer to one of them.
     fn remove_locked(&self, pv: &mut PvState, start: u64, end: u64) -> TlbFlush {
         let mut any = false;
-        self.for_each_leaf(start, end, true, |va, e| {
+        let mut emptied = 0;
+        self.for_each_leaf(start, end, Some(&mut emptied), |va, e| {
             self.clear_leaf(pv, e, va);
             any = true;
         });
-        if any { TlbFlush::range(start, end.min(USER_END), flush_range) } else { TlbFlush::none() }
+        if emptied != 0 {
+            self.flush(start, end.min(USER_END));
+            free_tables(emptied);
+            return TlbFlush::none();
+        }
+        if any { self.owe(start, end.min(USER_END)) } else { TlbFlush::none() }
     }
 
     /// `protect`, with the pmap lock held by the caller.
     fn protect_locked(&self, _pv: &PvState, start: u64, end: u64, prot: Prot) -> TlbFlush {
         let gl = g();
         let mut any = false;
-        self.for_each_leaf(start, end, false, |_, e| {
+        self.for_each_leaf(start, end, None, |_, e| {
             let old = e.load(Ordering::Acquire);
             let mut new = old;
             if !prot.contains(Prot::WRITE) {
@@ -365,86 +398,26 @@ impl X86Pmap {
                 any = true;
             }
         });
-        if any { TlbFlush::range(start, end.min(USER_END), flush_range) } else { TlbFlush::none() }
+        if any { self.owe(start, end.min(USER_END)) } else { TlbFlush::none() }
     }
 
     /// Calls `f` for every present leaf in `[start, end)`, descending only
-    /// into present tables. With `free_empty`, page tables left with no
-    /// entries are freed on the way back up (rule 11).
-    fn for_each_leaf(&self, start: u64, end: u64, free_empty: bool, mut f: impl FnMut(u64, &'static AtomicU64)) {
+    /// into present tables. With `emptied`, page tables left with no
+    /// entries are unlinked on the way back up (rule 11) and chained onto
+    /// it, for [`free_tables`] once the TLBs no longer reach them.
+    fn for_each_leaf(&self, start: u64, end: u64, emptied: Option<&mut u64>, mut f: impl FnMut(u64, &'static AtomicU64)) {
         let end = end.min(USER_END);
+        let unlink = emptied.is_some();
+        let mut chain = 0;
         if start < end {
-            walk_range(self.pml4, 3, 0, start, end, free_empty, &mut f);
+            walk_range(self.pml4, 3, 0, start, end, unlink.then_some(&mut chain), &mut f);
         }
-        if free_empty {
-            // The hinted leaf table may be among the freed ones.
+        if let Some(out) = emptied {
+            *out = chain;
+            // The hinted leaf table may be among the unlinked ones.
             self.leaf_hint.store(0, Ordering::Relaxed);
         }
     }
-}
-
-/// The range walk of [`X86Pmap::for_each_leaf`] over the table `t` at `level`
-/// that maps addresses from `base`. Returns true if `t` is now empty.
-fn walk_range(
-    t: u64,
-    level: u32,
-    base: u64,
-    start: u64,
-    end: u64,
-    free_empty: bool,
-    f: &mut impl FnMut(u64, &'static AtomicU64),
-) -> bool {
-    let span = 1u64 << (12 + 9 * level);
-    let first = if start > base { ((start - base) / span) as usize } else { 0 };
-    let last = (((end - 1).saturating_sub(base)) / span).min(511) as usize;
-    // The upper half of a PML4 is the kernel's: never walked here.
-    let last = if level == 3 { last.min(255) } else { last };
-    for i in first..=last {
-        let e = &table(t)[i];
-        let v = e.load(Ordering::Acquire);
-        if v & P == 0 {
-            continue;
-        }
-        let va = base + i as u64 * span;
-        if level == 0 {
-            f(va, e);
-        } else {
-            let child = v & ADDR;
-            let lo = start.max(va);
-            let hi = end.min(va + span);
-            if walk_range(child, level - 1, va, lo, hi, free_empty, f) && free_empty {
-                e.store(0, Ordering::Release);
-                let pm = g().pm;
-                pm.free(pm.page_of(child).expect("page table not in the page array"));
-            }
-        }
-    }
-    // Empty: no mapping, and no orphaned wiring either.
-    table(t).iter().all(|e| e.load(Ordering::Relaxed) == 0)
-}
-
-/// The lowest page address in `[start, end)` whose leaf entry is not empty
-/// (a mapping, or an orphaned wiring), descending only into present tables:
-/// the cost follows the tables in use, not the length of the range.
-fn first_used(t: u64, level: u32, base: u64, start: u64, end: u64) -> Option<u64> {
-    let span = 1u64 << (12 + 9 * level);
-    let first = if start > base { ((start - base) / span) as usize } else { 0 };
-    let last = (((end - 1).saturating_sub(base)) / span).min(511) as usize;
-    let last = if level == 3 { last.min(255) } else { last };
-    for i in first..=last {
-        let v = table(t)[i].load(Ordering::Acquire);
-        let va = base + i as u64 * span;
-        if level == 0 {
-            if v != 0 {
-                return Some(va);
-            }
-        } else if v & P != 0
-            && let Some(found) = first_used(v & ADDR, level - 1, va, start.max(va), end.min(va + span))
-        {
-            return Some(found);
-        }
-    }
-    None
 }
 
 #[inline(always)]
@@ -558,7 +531,7 @@ impl X86Pmap {
             self.wired.fetch_add(1, Ordering::Relaxed);
         }
         e.store(new, Ordering::Release);
-        Ok(if old & P != 0 { TlbFlush::range(va, va + PAGE_SIZE as u64, flush_range) } else { TlbFlush::none() })
+        Ok(if old & P != 0 { self.owe(va, va + PAGE_SIZE as u64) } else { TlbFlush::none() })
     }
 }
 
@@ -677,7 +650,7 @@ impl Pmap for X86Pmap {
 
 impl Drop for X86Pmap {
     fn drop(&mut self) {
-        assert!(Cr3::read_raw().0.start_address().as_u64() != self.pml4, "dropping the loaded address space");
+        assert!(self.cpus.load(Ordering::SeqCst) == 0, "dropping an address space loaded on a CPU");
         // Removing everything also frees every page table below the PML4
         // (tables left empty by a failed enter included).
         self.remove(0, USER_END).skip_not_loaded();
@@ -753,34 +726,30 @@ impl PageMappings for X86Mappings {
                     e.store(page.phys() | SW_ORPHAN, Ordering::Release);
                 }
             }
-            TlbFlush::range(va, va + PAGE_SIZE as u64, flush_range).flush();
+            pmap.flush(va, va + PAGE_SIZE as u64);
         }
     }
 
+    // A cleared modified or referenced bit is flushed at once, under the
+    // pmap lock: a CPU that kept the old entry would write (or read)
+    // through it without setting the bit again.
+
     fn clear_modify(&self, page: &'static Page) {
-        let mut flushes = Vec::new();
-        self.each_pte(page, |_, va, e| {
+        self.each_pte(page, |pmap, va, e| {
             if e.fetch_and(!D, Ordering::AcqRel) & D != 0 {
-                flushes.push(va);
+                pmap.flush(va, va + PAGE_SIZE as u64);
             }
         });
-        for va in flushes {
-            flush_range(va, va + PAGE_SIZE as u64);
-        }
     }
 
     fn ts_referenced(&self, page: &'static Page) -> u32 {
         let mut n = 0;
-        let mut flushes = Vec::new();
-        self.each_pte(page, |_, va, e| {
+        self.each_pte(page, |pmap, va, e| {
             if e.fetch_and(!A, Ordering::AcqRel) & A != 0 {
                 n += 1;
-                flushes.push(va);
+                pmap.flush(va, va + PAGE_SIZE as u64);
             }
         });
-        for va in flushes {
-            flush_range(va, va + PAGE_SIZE as u64);
-        }
         n
     }
 }

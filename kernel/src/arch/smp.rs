@@ -30,7 +30,7 @@
 //! frames there.
 
 use alloc::boxed::Box;
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use bootloader_api::info::MemoryRegionKind;
 use x86_64::registers::control::{Cr0, Cr3, Cr4};
@@ -40,33 +40,10 @@ use super::direct_map::phys_to_virt;
 use super::percpu::{self, PerCpu};
 use crate::kern::kmem::KStack;
 
-/// The most CPUs the kernel runs on.
-pub const MAX_CPUS: usize = 16;
+pub use super::percpu::{MAX_CPUS, cpu, online};
 
 /// The kernel stack an AP starts on (its idle stack).
 const AP_STACK_SIZE: usize = 32 << 10;
-
-/// The CPUs running, the boot CPU included, by number. (Release when a CPU
-/// is added, pairing with the Acquire in [`cpu`] and [`online`]: a reader
-/// that sees the count sees the blocks.)
-static CPUS: [AtomicPtr<PerCpu>; MAX_CPUS] = [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_CPUS];
-static ONLINE: AtomicU32 = AtomicU32::new(1);
-
-/// The number of CPUs running (the boot CPU included).
-pub fn online() -> usize {
-    ONLINE.load(Ordering::Acquire) as usize
-}
-
-/// CPU `n`'s block, if it runs.
-pub fn cpu(n: usize) -> Option<&'static PerCpu> {
-    if n >= online() {
-        return None;
-    }
-    let p = CPUS.get(n)?.load(Ordering::Acquire);
-    // SAFETY: the blocks are 'static (the boot CPU's a static, the others
-    // leaked) and never change once stored.
-    (!p.is_null()).then(|| unsafe { &*p })
-}
 
 /// What an AP is given: its block, its stacks, and where it says how far
 /// it got.
@@ -312,7 +289,7 @@ fn wait_for(flag: &AtomicBool, us: u64) -> bool {
 pub fn start_aps(entry: extern "C" fn(&'static ApStart) -> !) -> usize {
     let boot = percpu::this();
     boot.apic_id.store(apic::id(), Ordering::Relaxed);
-    CPUS[0].store(boot as *const PerCpu as *mut PerCpu, Ordering::Release);
+    percpu::register(0, boot);
     let Some(topo) = super::madt::topology() else {
         log::info!("smp: 1 CPU online (no MADT)");
         return 1;
@@ -335,8 +312,7 @@ pub fn start_aps(entry: extern "C" fn(&'static ApStart) -> !) -> usize {
         }
         match start_one(&low, page, n as u32, apic_id, entry) {
             Ok(cpu) => {
-                CPUS[n].store(cpu as *const PerCpu as *mut PerCpu, Ordering::Release);
-                ONLINE.store(n as u32 + 1, Ordering::Release);
+                percpu::register(n, cpu);
             }
             Err(why) => log::warn!("smp: CPU with APIC ID {apic_id} left out: {why}"),
         }
@@ -436,6 +412,45 @@ pub fn ap_online(start: &'static ApStart) {
     start.seen_apic_id.store(apic::id(), Ordering::Relaxed);
     // Release pairs with the boot CPU's Acquire in `wait_for`.
     start.done.store(true, Ordering::Release);
+}
+
+/// Set once the boot CPU has the kernel up: the APs then join the
+/// scheduler. (Release in [`release_aps`] pairs with the Acquire in
+/// [`wait_for_release`]: an AP that sees it sees the kernel's set-up.)
+static RELEASED: AtomicBool = AtomicBool::new(false);
+
+/// Lets the started APs take threads.
+pub fn release_aps() {
+    RELEASED.store(true, Ordering::Release);
+}
+
+/// Waits, on an AP, for [`release_aps`].
+pub fn wait_for_release() {
+    while !RELEASED.load(Ordering::Acquire) {
+        core::hint::spin_loop();
+    }
+}
+
+/// Set when a CPU stops the others (a panic): an NMI that finds it set
+/// halts its CPU for good. (A)
+static STOPPING: AtomicBool = AtomicBool::new(false);
+
+/// Stops every other CPU where it is, with an NMI (which even a CPU spinning
+/// with interrupts off takes), so that a panic's report is the only output
+/// and nothing runs on while the machine goes down.
+pub fn stop_others() {
+    STOPPING.store(true, Ordering::SeqCst);
+    let me = percpu::this().id as usize;
+    for n in (0..online()).filter(|&n| n != me) {
+        if let Some(cpu) = cpu(n) {
+            apic::send_ipi(cpu.apic_id.load(Ordering::Relaxed), Ipi::Nmi);
+        }
+    }
+}
+
+/// The NMI handler's first question: is this CPU asked to stop?
+pub fn stop_requested() -> bool {
+    STOPPING.load(Ordering::SeqCst)
 }
 
 mod tests;

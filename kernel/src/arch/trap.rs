@@ -86,6 +86,7 @@ fn dispatch_other(tf: &mut TrapFrame) {
     let vector = tf.vector as u8;
     match vector {
         VEC_DEBUG if one_shot_breakpoint(tf) => {}
+        VEC_NMI if super::smp::stop_requested() => super::halt_forever(),
         VEC_NMI if super::watchdog::nmi(tf) => {}
         // A program's int3 is its SIGTRAP (SI_KERNEL, as Linux's), its
         // single step (RFLAGS.TF) too (TRAP_TRACE).
@@ -102,7 +103,12 @@ fn dispatch_other(tf: &mut TrapFrame) {
         VEC_TIMER => {
             crate::kern::sync::interrupt_enter();
             crate::devtools::profile::sample(tf.rip);
-            crate::kern::time::tick();
+            // Every CPU's timer ends its slices; the boot CPU's keeps time.
+            let cpu = super::percpu::this();
+            cpu.timer_ticks.fetch_add(1, Ordering::Relaxed);
+            if cpu.id == 0 {
+                crate::kern::time::tick();
+            }
             super::apic::eoi();
             crate::kern::sync::interrupt_exit();
             // The handler's end, as the interrupted thread's: it may be
@@ -115,6 +121,14 @@ fn dispatch_other(tf: &mut TrapFrame) {
         VEC_DEVICE => {
             crate::kern::sync::interrupt_enter();
             crate::dev::interrupt();
+            super::apic::eoi();
+            crate::kern::sync::interrupt_exit();
+        }
+        // A halted CPU woken for a thread made ready: its idle loop looks.
+        VEC_WAKEUP => super::apic::eoi(),
+        VEC_SHOOTDOWN => {
+            crate::kern::sync::interrupt_enter();
+            super::tlb::handle_ipi();
             super::apic::eoi();
             crate::kern::sync::interrupt_exit();
         }
@@ -243,6 +257,8 @@ fn fatal_exception(tf: &TrapFrame) -> ! {
     let cr2 = Cr2::read_raw();
     let vector = tf.vector as u8;
     {
+        // The report takes whatever locks it must, in whatever order.
+        vm::witness::stop();
         let mut w = crate::kern::serial::panic_writer();
         report(&mut w, tf, cr2);
     }

@@ -51,6 +51,11 @@ pub const VEC_PAGE_FAULT: u8 = 14;
 pub const VEC_TIMER: u8 = 32;
 /// Device interrupts routed through the I/O APIC (`crate::dev`).
 pub const VEC_DEVICE: u8 = 48;
+/// The IPI that wakes a halted CPU for a thread made ready
+/// (`kern::sched`).
+pub const VEC_WAKEUP: u8 = 240;
+/// The IPI that asks a CPU to invalidate TLB entries (`arch::tlb`).
+pub const VEC_SHOOTDOWN: u8 = 241;
 pub const VEC_SPURIOUS: u8 = 255;
 
 /// Names of the architectural exceptions, by vector.

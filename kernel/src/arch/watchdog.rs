@@ -5,12 +5,13 @@
 //! A stuck CPU takes no interrupt, so the watchdog's tick is a
 //! non-maskable one: the PIT's channel 0 runs at [`NMI_HZ`], and its I/O
 //! APIC pin (ISA IRQ 0, which QEMU's `pc` machine wires to pin 2) is routed
-//! with NMI delivery. Each NMI compares the local APIC timer's tick count
-//! with the one the last NMI saw. The timer interrupt needs interrupts on;
-//! when [`STUCK_NMIS`] NMIs in a row find the count unchanged, the CPU has
-//! had them off (or been inside one handler) for a second. The report is
-//! written from the NMI's own stack, and the kernel then stops as for a
-//! panic.
+//! with NMI delivery to the boot CPU. Each NMI compares every CPU's local
+//! APIC timer tick count with the one the last NMI saw. The timer interrupt
+//! needs interrupts on; when [`STUCK_NMIS`] NMIs in a row find a CPU's
+//! count unchanged, that CPU has had them off (or been inside one handler)
+//! for a second, and an NMI IPI asks it for its report. The report is
+//! written from the stuck CPU's NMI stack, and the kernel then stops as for
+//! a panic.
 //!
 //! An NMI that comes while gdb single-steps or holds the machine is held
 //! back with the timer, so a stopped machine is not a stuck one.
@@ -40,7 +41,9 @@ pub static NMIS: AtomicU64 = AtomicU64::new(0);
 
 /// Starts the watchdog: once the timer ticks and the I/O APIC is up.
 pub fn start() {
-    super::percpu::this().watchdog_ticks.store(crate::kern::time::ticks(), Ordering::Relaxed);
+    for cpu in (0..super::percpu::online()).filter_map(super::percpu::cpu) {
+        cpu.watchdog_ticks.store(cpu.timer_ticks.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
     let divisor = (PIT_HZ / NMI_HZ) as u16;
     // SAFETY: the PIT's command and channel-0 ports; mode 2 (rate
     // generator), low byte then high byte. Nothing else uses channel 0 once
@@ -60,26 +63,51 @@ pub fn start() {
 }
 
 /// The NMI handler. Returns whether the NMI was the watchdog's (it always
-/// is while the watchdog runs: nothing else raises NMIs here).
+/// is while the watchdog runs: nothing else raises NMIs here but tests).
+///
+/// The PIT's NMIs come to the boot CPU, which watches every CPU: each
+/// CPU's timer interrupts (`PerCpu::timer_ticks`) against what the last NMI
+/// saw (`PerCpu::watchdog_ticks`, written by the boot CPU only). A CPU
+/// found stuck is asked, by an NMI of its own, to write its report
+/// (`PerCpu::report_stuck`): only it can say where it is.
 pub fn nmi(tf: &TrapFrame) -> bool {
+    // The CPU's own block: an NMI may land where the GS base is the
+    // user's, which the NMI entry sets right first.
+    let me = super::percpu::this();
+    me.nmis.fetch_add(1, Ordering::Relaxed);
+    if me.report_stuck.swap(false, Ordering::SeqCst) {
+        report(tf);
+    }
+    if me.dump_request.swap(false, Ordering::SeqCst) {
+        super::nmi::dump(me, tf);
+        return true;
+    }
     if !RUNNING.load(Ordering::Relaxed) {
         return false;
     }
     NMIS.fetch_add(1, Ordering::Relaxed);
-    // The CPU's own view of its ticks (`PerCpu::watchdog_ticks`): an NMI
-    // may land where the GS base is the user's, which the NMI entry sets
-    // right first.
-    let cpu = super::percpu::this();
-    let now = crate::kern::time::ticks();
-    if cpu.watchdog_ticks.swap(now, Ordering::Relaxed) != now {
-        cpu.watchdog_unchanged.store(0, Ordering::Relaxed);
+    if me.id != 0 {
         return true;
     }
-    if cpu.watchdog_unchanged.fetch_add(1, Ordering::Relaxed) + 1 < STUCK_NMIS {
-        return true;
+    for n in 0..super::percpu::online() {
+        let Some(cpu) = super::percpu::cpu(n) else { continue };
+        let now = cpu.timer_ticks.load(Ordering::Relaxed);
+        // (A CPU whose timer never ran, one left out, is not watched.)
+        if now == 0 || cpu.watchdog_ticks.swap(now, Ordering::Relaxed) != now {
+            cpu.watchdog_unchanged.store(0, Ordering::Relaxed);
+            continue;
+        }
+        if cpu.watchdog_unchanged.fetch_add(1, Ordering::Relaxed) + 1 < STUCK_NMIS {
+            continue;
+        }
+        RUNNING.store(false, Ordering::Relaxed);
+        if n == 0 {
+            report(tf);
+        }
+        cpu.report_stuck.store(true, Ordering::SeqCst);
+        super::apic::send_ipi(cpu.apic_id.load(Ordering::Relaxed), super::apic::Ipi::Nmi);
     }
-    RUNNING.store(false, Ordering::Relaxed);
-    report(tf)
+    true
 }
 
 /// Writes what the stuck CPU is doing and stops the kernel.
@@ -106,6 +134,11 @@ fn report(tf: &TrapFrame) -> ! {
             Some(site) => writeln!(w, "watchdog: spinning on lock {lock:#x}, held by CPU {holder_cpu} since {site}"),
             None => writeln!(w, "watchdog: spinning on lock {lock:#x}"),
         };
+        if holder_cpu != crate::kern::sync::NO_CPU {
+            drop(w);
+            super::nmi::ask_for_dump(holder_cpu);
+            w = crate::kern::serial::panic_writer();
+        }
     }
     let _ = writeln!(w, "watchdog: where it is:");
     crate::kern::backtrace::write_from(&mut w, tf.rip, tf.rbp);

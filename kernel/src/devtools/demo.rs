@@ -96,7 +96,7 @@ impl Before {
             self.free,
             heap::usage().0,
             self.heap,
-            if vm::invariants::check(pm).is_empty() { "hold" } else { "BROKEN" }
+            if crate::kern::sched::with_other_cpus_parked(|| vm::invariants::check(pm)).is_empty() { "hold" } else { "BROKEN" }
         )
     }
 }

@@ -134,7 +134,10 @@ pub fn free_pages() -> u64 {
     crate::arch::pmap::drain();
     vm::drain_caches();
     crate::kern::heap::reclaim();
-    vm::try_global().map_or(0, |pm| pm.free_count() + crate::kern::heap::stats().pages() as u64)
+    // Counted with the other CPUs parked: no page is halfway anywhere.
+    crate::kern::sched::with_other_cpus_parked(|| {
+        vm::try_global().map_or(0, |pm| pm.free_count() + crate::kern::heap::stats().pages() as u64)
+    })
 }
 
 /// Lets the threads that have ended be reaped (their stacks are pages of
@@ -173,7 +176,7 @@ fn after_test_check(free_before: u64, threads_before: usize) -> Result<(), alloc
         return Err(format!("free pages {free_before} before the test, {free_after} after: pages leaked or freed twice"));
     }
     if let Some(pm) = vm::try_global() {
-        let v = vm::invariants::check(pm);
+        let v = crate::kern::sched::with_other_cpus_parked(|| vm::invariants::check(pm));
         if !v.is_empty() {
             return Err(format!("page invariants broken after the test: {v:?}"));
         }

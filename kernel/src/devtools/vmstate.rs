@@ -112,7 +112,7 @@ pub fn run() {
     assert!(status == Status::Exited(0), "vmstate: the process ended with {status:?}");
     crate::arch::pmap::drain();
     vm::drain_caches();
-    let v = vm::invariants::check(vm::global());
+    let v = crate::kern::sched::with_other_cpus_parked(|| vm::invariants::check(vm::global()));
     assert!(v.is_empty(), "vmstate: invariants broken after the scenario: {v:x?}");
     kprintln!("vmstate: done: the invariants hold again");
 }
@@ -334,7 +334,7 @@ impl<'a> Scene<'a> {
         for va in [FILE_VA, FILE_VA + PAGE, WIRED_VA, LIMBO_VA, SWAP_VA] {
             out.push(self.pte_line(va, pmap));
         }
-        let mut v = vm::invariants::check(vm::global());
+        let mut v = crate::kern::sched::with_other_cpus_parked(|| vm::invariants::check(vm::global()));
         for (_, object) in &self.objects {
             v.extend(vm::invariants::check_object(object));
         }

@@ -321,7 +321,9 @@ impl KernelHeap {
 
     /// Frees the page runs that were freed with interrupts off.
     /// Interrupts on, the heap's lock not held.
-    fn flush_deferred(&self) {
+    /// Returns the pages given back.
+    fn flush_deferred(&self) -> usize {
+        let mut freed = 0;
         let mut list = {
             let mut g = self.inner.lock();
             DEFERRED.store(false, Ordering::Relaxed);
@@ -334,8 +336,10 @@ impl KernelHeap {
             let Deferred { next, pages } = unsafe { list.read() };
             release_pages(list as *mut u8, pages);
             self.inner.lock().large_pages -= pages;
+            freed += pages;
             list = next;
         }
+        freed
     }
 
     /// Gives back the empty slabs of class `c` beyond `keep`; returns the
@@ -362,7 +366,7 @@ unsafe impl GlobalAlloc for KernelHeap {
         check_context();
         let pages_ok = may_use_pages();
         if pages_ok && DEFERRED.load(Ordering::Relaxed) {
-            self.flush_deferred();
+            let _ = self.flush_deferred();
         }
         let class = class_of(layout);
         if let Some(c) = class {
@@ -466,10 +470,9 @@ pub fn reclaim() -> usize {
     if !may_use_pages() {
         return 0;
     }
-    let before = ALLOCATOR.inner.lock().large_pages;
-    ALLOCATOR.flush_deferred();
-    let after = ALLOCATOR.inner.lock().large_pages;
-    let mut pages = before - after;
+    // (Counted by the flush itself: other CPUs allocate and free page runs
+    // meanwhile.)
+    let mut pages = ALLOCATOR.flush_deferred();
     for c in 0..NCLASSES {
         pages += ALLOCATOR.trim_class(c, 0);
     }

@@ -32,8 +32,11 @@
 //!
 //! Locking: one plain lock ([`vm::sync::Mutex`], taken with interrupts on
 //! only) over the free extents and the page tables of the region; under it
-//! only the page allocator's locks. Mapping and unmapping flush the TLB
-//! entries they change (one CPU: no shootdown).
+//! only the page allocator's locks (and the TLB shootdown's wait, with
+//! interrupts on). Mapping needs no flush (the entries were not present);
+//! unmapping takes the entries down, has every CPU invalidate the range
+//! (`arch::tlb::shootdown_kernel`), and only then frees the pages, and
+//! frees a page table only after a full flush on every CPU.
 
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
@@ -48,6 +51,9 @@ const PAGE: u64 = vm::PAGE_SIZE as u64;
 const P: u64 = 1 << 0;
 const RW: u64 = 1 << 1;
 const NX: u64 = 1 << 63;
+/// In a non-present entry, between an unmapping's two passes: the page it
+/// mapped waits for the shootdown before it is freed.
+const DYING: u64 = 1 << 9;
 const ADDR: u64 = 0x000F_FFFF_FFFF_F000;
 /// Bytes one PML4 slot maps.
 const SLOT: u64 = 1 << 39;
@@ -204,15 +210,33 @@ impl Region {
     }
 
     /// Unmaps and frees the pages mapped in `[start, end)`, then the page
-    /// tables that emptied.
+    /// tables that emptied. The pages are freed only once no CPU can hold a
+    /// translation to them: the entries are taken down first (marked, the
+    /// address kept), the range shot down on every CPU, and then the marked
+    /// pages freed.
     fn unmap(&mut self, start: u64, end: u64) {
         let pm = vm::global();
+        let mut any = false;
         let mut va = start;
         while va < end {
             if let Ok(Some(e)) = self.leaf(va, false) {
-                let v = e.swap(0, Ordering::Relaxed);
+                let v = e.load(Ordering::Relaxed);
                 if v & P != 0 {
-                    x86_64::instructions::tlb::flush(x86_64::VirtAddr::new(va));
+                    e.store((v & ADDR) | DYING, Ordering::Relaxed);
+                    any = true;
+                }
+            }
+            va += PAGE;
+        }
+        if any {
+            crate::arch::tlb::shootdown_kernel(start, end);
+        }
+        let mut va = start;
+        while any && va < end {
+            if let Ok(Some(e)) = self.leaf(va, false) {
+                let v = e.load(Ordering::Relaxed);
+                if v & DYING != 0 {
+                    e.store(0, Ordering::Relaxed);
                     pm.free(pm.page_of(v & ADDR).expect("kmem page outside the page array"));
                     PAGES.fetch_sub(1, Ordering::Relaxed);
                 }
@@ -247,8 +271,9 @@ impl Region {
             return;
         }
         parent.store(0, Ordering::Relaxed);
-        // The walk's cached entries for the range go with the table.
-        x86_64::instructions::tlb::flush_all();
+        // The walks' cached entries for the range go with the table, on
+        // every CPU, before the table's page can be reused.
+        crate::arch::tlb::shootdown_kernel(0, crate::arch::tlb::ALL);
         let pm = vm::global();
         pm.free(pm.page_of(v & ADDR).expect("kmem table outside the page array"));
         TABLES.fetch_sub(1, Ordering::Relaxed);

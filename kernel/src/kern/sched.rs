@@ -1,5 +1,5 @@
-//! Kernel threads and a preemptive round-robin scheduler on one CPU, with
-//! BSD-style sleep and wakeup on a wait channel (any address).
+//! Kernel threads and a preemptive round-robin scheduler on every CPU,
+//! with BSD-style sleep and wakeup on a wait channel (any address).
 //!
 //! A thread is a kernel stack and the stack pointer saved when it last
 //! switched away. Switching ([`switch_stack`]) saves the callee-saved
@@ -7,16 +7,39 @@
 //! so every thread that is not running sits inside `switch_stack`: in
 //! [`yield_now`], in [`sleep_if`], or in the timer interrupt that preempted it.
 //! A new thread's stack is built to "return" from `switch_stack` into
-//! [`thread_start`].
+//! `thread_start`.
 //!
-//! Locking: one scheduler lock (S), an [`IrqOffMutex`]: always taken with
-//! interrupts already off, since the timer interrupt takes it too. It is
-//! released before the stack switch; interrupts stay off across the switch
-//! so nothing can run between the two. Sleeping is atomic with respect to
-//! wakeup: [`sleep_if`] evaluates its condition under the scheduler lock, and
-//! [`wakeup`] takes the same lock, so a wakeup cannot fall between the check
-//! and the sleep. (With more CPUs the lock hand-off across the switch will
-//! need the usual care; the VM never relies on interrupts being off.)
+//! **One run queue for all CPUs.** Ready threads wait in one FIFO queue
+//! under the scheduler lock, and every CPU takes the first it may run (a
+//! thread may be pinned: [`pin_to`]). The lock is taken anyway by every
+//! sleep, wakeup and switch, and with the few CPUs this kernel targets
+//! (up to 16; 2 to 8 in practice) the queue is short and the lock is held
+//! for a few hundred instructions, so per-CPU queues would add stealing,
+//! balancing and a second lock order for no measured gain. Threads migrate
+//! freely: whichever CPU pops a thread runs it. A CPU with nothing to run
+//! switches to its own idle thread, which zeroes free pages ahead of need
+//! or halts; a wakeup that readies a thread while a CPU idles sends that
+//! CPU an IPI ([`VEC_WAKEUP`](crate::arch::trapframe::VEC_WAKEUP)), so
+//! the thread does not wait for the idle CPU's next timer tick.
+//!
+//! **The lock hand-off.** The scheduler lock (S), an [`IrqOffMutex`], is
+//! always taken with interrupts already off, since the timer interrupt
+//! takes it too. A thread that switches away holds it across the switch,
+//! and the thread switched to lets it go (FreeBSD's and xv6's hand-off): by
+//! dropping the guard it took before it switched away itself, or, for a
+//! thread's first run, in `thread_start`. So from the moment a thread
+//! marks itself sleeping or dead until its registers are saved on its
+//! stack, no other CPU can see it: a wakeup cannot start it on another CPU
+//! before it has left this one, and [`reap`] cannot free a stack that is
+//! still in use. Sleeping is atomic with respect to wakeup: [`sleep_if`]
+//! evaluates its condition under the lock, and [`wakeup`] takes it.
+//!
+//! **Preemption.** The timer on each CPU ends the running thread's slice
+//! ([`TIME_SLICE_TICKS`]). A thread holding one of the VM's spin locks
+//! (`vm::sync::Mutex`, taken with interrupts on) has preemption off
+//! ([`preempt_disable`]): other CPUs may be spinning for that lock, so the
+//! holder is not switched out; the timer leaves a request
+//! (`PerCpu::need_resched`) that the last unlock honours.
 //!
 //! **No allocation under the scheduler lock.** Everything `schedule` reaches
 //! runs with interrupts off, so it must not wait for a lock whose holder
@@ -39,10 +62,12 @@ use core::arch::naked_asm;
 use core::fmt::Write;
 use core::panic::Location;
 use core::ptr;
-use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use x86_64::instructions::interrupts;
 
+use crate::arch::percpu;
+use crate::arch::percpu::MAX_CPUS;
 use crate::kern::sync::{IrqOffGuard, IrqOffMutex};
 
 /// Bytes of each kernel thread's stack.
@@ -76,6 +101,9 @@ struct Thread {
     /// switch to the thread; a new thread inherits its creator's.
     cr3: u64,
     space: usize,
+    /// The CPUs that have the thread's pmap loaded (`X86Pmap::cpus`; null:
+    /// the kernel's space, loaded everywhere).
+    cpus: *const AtomicU64,
     /// The thread's FS base (user TLS, `arch_prctl(ARCH_SET_FS)`).
     fs_base: u64,
     /// The thread's x87/SSE state while it is switched out (user programs
@@ -95,6 +123,10 @@ struct Thread {
     /// The next thread of the ready queue, and whether the thread is on it.
     ready_next: *mut Thread,
     queued: bool,
+    /// The CPUs the thread may run on (bit n: CPU n).
+    affinity: u64,
+    /// The CPU it runs or last ran on.
+    cpu: u32,
     /// The ranked locks the thread holds (debug builds check the lock order
     /// against it: `vm::witness`). The thread's own, touched with
     /// interrupts off; interrupt handlers use the interrupted thread's.
@@ -151,22 +183,34 @@ impl Drop for Entry {
     }
 }
 
+/// One CPU's part of the scheduler's state (S).
+#[derive(Clone, Copy)]
+struct CpuSched {
+    /// The thread running on the CPU (null before the CPU joins).
+    current: *mut Thread,
+    /// The CPU's idle thread: run when nothing else is ready, never queued
+    /// and not on the list of all threads.
+    idle: *mut Thread,
+}
+
 /// The scheduler's state (S). The lists link thread records through their
 /// own fields; a record is on the list of all threads from [`Sched::link`]
 /// to [`reap`], and is only followed under the lock.
 struct Sched {
-    /// Every thread, newest first.
+    /// Every thread but the idle ones, newest first.
     all: *mut Thread,
     /// The ready queue, first to run at the head.
     ready_head: *mut Thread,
     ready_tail: *mut Thread,
-    current: *mut Thread,
+    cpus: [CpuSched; MAX_CPUS],
+    /// CPUs halted in their idle thread, waiting for an IPI (bit n: CPU n).
+    /// A CPU sets its bit before it halts, and the CPU that readies a
+    /// thread for it clears the bit as it sends the IPI.
+    halted: u64,
     /// Threads on `all`, and of those the dead.
     count: usize,
     dead: usize,
     next_id: ThreadId,
-    /// Tick at which the current thread's slice ends.
-    slice_end: u64,
     /// The earliest `wake_at` of a sleeping thread (u64::MAX: none).
     next_timeout: u64,
 }
@@ -192,151 +236,28 @@ impl Iterator for Threads {
     }
 }
 
-impl Sched {
-    fn threads(&self) -> Threads {
-        Threads(self.all)
-    }
-
-    /// The running thread's record.
-    fn cur(&mut self) -> &mut Thread {
-        // SAFETY: `current` is on the list of all threads (a running thread
-        // is never reaped), and `&mut self` means the lock is held.
-        unsafe { &mut *self.current }
-    }
-
-    /// The record of thread `id`, if it is on the list.
-    fn find(&mut self, id: ThreadId) -> Option<&mut Thread> {
-        // SAFETY: as for `threads`; `&mut self` means the lock is held.
-        self.threads().find(|&t| unsafe { (*t).id } == id).map(|t| unsafe { &mut *t })
-    }
-
-    /// Puts `t` on the list of all threads, ready to run.
-    fn link(&mut self, t: *mut Thread) {
-        // SAFETY: `t` is a fresh record, owned by the scheduler from here on.
-        unsafe { (*t).next = self.all };
-        self.all = t;
-        self.count += 1;
-        self.make_ready(t);
-    }
-
-    /// Queues `t` to run, unless it is queued already.
-    fn make_ready(&mut self, t: *mut Thread) {
-        // SAFETY: `t` is on the list of all threads; the lock is held.
-        let r = unsafe { &mut *t };
-        r.state = State::Ready;
-        if r.queued {
-            return;
-        }
-        r.queued = true;
-        r.ready_next = ptr::null_mut();
-        if self.ready_tail.is_null() {
-            self.ready_head = t;
-        } else {
-            // SAFETY: the tail is a queued record, live on the list.
-            unsafe { (*self.ready_tail).ready_next = t };
-        }
-        self.ready_tail = t;
-    }
-
-    /// Takes the first thread of the ready queue that is still ready.
-    fn pop_ready(&mut self) -> Option<*mut Thread> {
-        while !self.ready_head.is_null() {
-            let t = self.ready_head;
-            // SAFETY: a queued record is live on the list.
-            let r = unsafe { &mut *t };
-            self.ready_head = r.ready_next;
-            if self.ready_head.is_null() {
-                self.ready_tail = ptr::null_mut();
-            }
-            r.queued = false;
-            if r.state == State::Ready {
-                return Some(t);
-            }
-        }
-        None
-    }
-
-    fn has_ready(&self) -> bool {
-        !self.ready_head.is_null()
-    }
-
-    /// Ends the sleep of `t`: the one place a sleep ends, so that its
-    /// deadline ends with it.
-    fn end_sleep(&mut self, t: *mut Thread) {
-        // SAFETY: `t` is on the list; the lock is held.
-        unsafe { (*t).wake_at = 0 };
-        self.make_ready(t);
-    }
-
-    /// Makes every thread sleeping on `chan` ready.
-    fn wake_chan(&mut self, chan: usize) {
-        for t in self.threads() {
-            // SAFETY: listed records are live under the lock.
-            if unsafe { (*t).state } == State::Sleeping(chan) {
-                self.end_sleep(t);
-            }
-        }
-    }
-
-    /// Makes every thread whose timed sleep has ended ready.
-    fn expire_timeouts(&mut self, now: u64) {
-        let mut next = u64::MAX;
-        for t in self.threads() {
-            // SAFETY: listed records are live under the lock.
-            let (state, wake_at) = unsafe { ((*t).state, (*t).wake_at) };
-            if let State::Sleeping(_) = state {
-                if wake_at != 0 && wake_at <= now {
-                    self.end_sleep(t);
-                } else if wake_at != 0 {
-                    next = next.min(wake_at);
-                }
-            }
-        }
-        self.next_timeout = next;
-    }
-
-    /// Unlinks the dead threads other than the current one and returns them
-    /// as a chain through `next`, for the caller to free once the lock is
-    /// dropped.
-    fn unlink_dead(&mut self) -> *mut Thread {
-        let mut chain = ptr::null_mut();
-        let mut link: *mut *mut Thread = &mut self.all;
-        // SAFETY: `link` points at the list head or at the `next` field of
-        // a listed record; the lock is held throughout. A dead thread is
-        // never queued (it was running when it died, and nothing readies
-        // it), so the ready queue does not name an unlinked record.
-        unsafe {
-            while !(*link).is_null() {
-                let t = *link;
-                if (*t).state == State::Dead && t != self.current {
-                    *link = (*t).next;
-                    (*t).next = chain;
-                    chain = t;
-                    self.count -= 1;
-                    self.dead -= 1;
-                } else {
-                    link = &mut (*t).next;
-                }
-            }
-        }
-        chain
-    }
+/// The running CPU's number. (Read with interrupts off, or where any
+/// CPU's answer would do.)
+fn me() -> usize {
+    percpu::this().id as usize
 }
 
 static SCHED: IrqOffMutex<Option<Sched>> = IrqOffMutex::ranked(None, &vm::witness::order::SCHED);
 
-/// The running thread's held locks (null before threads run). Written at a
-/// switch with interrupts off, after the scheduler lock is let go (so that
-/// its release is the old thread's); read with interrupts off. (A; the
-/// CPU's own.)
-static CURRENT_HELD: AtomicPtr<vm::witness::Held> = AtomicPtr::new(ptr::null_mut());
+/// The earliest timed sleep's end, as `Sched::next_timeout`: the timer
+/// looks here before it takes the lock. (A)
+static NEXT_TIMEOUT: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// Each CPU's tick at which its running thread's slice ends: written by
+/// the CPU at each switch, read by its own timer. (A; the CPU's own.)
+static SLICE_END: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 
 /// Turns on the lock-order check (debug builds): each thread's held locks
 /// are kept in its record from now on.
 pub fn start_lock_order_checks() {
     vm::witness::set_held(|f| {
         interrupts::without_interrupts(|| {
-            let held = CURRENT_HELD.load(Ordering::Relaxed);
+            let held = percpu::this().held.load(Ordering::Relaxed);
             if !held.is_null() {
                 // SAFETY: the running thread's record, alive while it runs;
                 // interrupts are off, so nothing else touches its stack of
@@ -355,42 +276,40 @@ pub fn lock_holder() -> Option<&'static Location<'static>> {
     SCHED.held_here()
 }
 
-/// Loads the address space `cr3` (0: the kernel's) on the CPU.
-fn load_cr3(cr3: u64) {
-    use x86_64::registers::control::{Cr3, Cr3Flags};
-    use x86_64::structures::paging::PhysFrame;
-    let target = if cr3 == 0 { KERNEL_CR3.load(Ordering::Relaxed) } else { cr3 };
-    if Cr3::read_raw().0.start_address().as_u64() != target {
-        // SAFETY: every address space maps the kernel half as the kernel's
-        // own tables do, so the kernel keeps running across the switch.
-        unsafe { Cr3::write(PhysFrame::containing_address(x86_64::PhysAddr::new(target)), Cr3Flags::empty()) };
-    }
+/// Loads thread `t`'s address space on this CPU, leaving `old`'s CPU set
+/// (`arch::tlb::switch_space`).
+fn load_space(cpu: &percpu::PerCpu, old_cpus: *const AtomicU64, t: &Thread) {
+    let cr3 = if t.cr3 == 0 { KERNEL_CR3.load(Ordering::Relaxed) } else { t.cr3 };
+    // SAFETY: a thread's CPU set is its pmap's, alive while the thread
+    // runs in that space (a space is dropped only after its threads have
+    // left it: exit, exec); `old_cpus` was the running thread's until now.
+    let (old, new) = unsafe { (old_cpus.as_ref(), t.cpus.as_ref()) };
+    crate::arch::tlb::switch_space(cpu, cr3, old, new);
 }
 
-/// Makes the current thread run in address space `cr3` / `space` (0, 0:
-/// the kernel's) from now on, and loads it.
-pub fn set_address_space(cr3: u64, space: usize) {
+/// Makes the current thread run in address space `pmap` / `space` (None,
+/// 0: the kernel's) from now on, and loads it.
+pub fn set_address_space(pmap: Option<&alloc::sync::Arc<crate::arch::pmap::X86Pmap>>, space: usize) {
     interrupts::without_interrupts(|| {
+        let cpu = percpu::this();
         let mut g = SCHED.lock();
         if let Some(s) = g.as_mut() {
             let t = s.cur();
-            t.cr3 = cr3;
+            let old = t.cpus;
+            t.cr3 = pmap.map_or(0, |p| p.root());
+            t.cpus = pmap.map_or(ptr::null(), |p| p.cpus() as *const AtomicU64);
             t.space = space;
+            load_space(cpu, old, t);
         }
-        load_cr3(cr3);
-        CURRENT_SPACE.store(space, Ordering::SeqCst);
+        cpu.space.store(space, Ordering::Relaxed);
     });
 }
 
-/// The running thread's address space (`mm::vmspace::AddressSpace`, 0:
-/// none), as the page-fault handler needs it: loaded at every switch. (A;
-/// SeqCst, written with interrupts off and read by the same CPU's faults.)
-static CURRENT_SPACE: AtomicUsize = AtomicUsize::new(0);
-
 /// The running thread's address space, as given to [`set_address_space`]
-/// (0: none).
+/// (0: none). One GS-relative load (`PerCpu::space`), written at every
+/// switch with interrupts off.
 pub fn current_space() -> usize {
-    CURRENT_SPACE.load(Ordering::SeqCst)
+    percpu::read_own_u64(percpu::OFF_SPACE) as usize
 }
 
 /// Context switches so far. (A)
@@ -421,51 +340,35 @@ unsafe extern "C" fn switch_stack(save: *mut u64, next: u64) {
     )
 }
 
-/// Switches to the next ready thread, if any; the caller has already set
-/// its own state (Ready and queued, Sleeping, or Dead). Interrupts must be
-/// off; they stay off across the switch. Allocates and frees nothing.
+/// Switches to the next ready thread this CPU may run, or to its idle
+/// thread; the caller has already set its own state (Ready and queued,
+/// Sleeping, or Dead). Interrupts must be off; they stay off across the
+/// switch, and the lock is handed to the thread switched to (see the
+/// module docs). Allocates and frees nothing.
 #[inline(never)]
 fn schedule(mut guard: IrqOffGuard<'_, Option<Sched>>) {
     debug_assert!(!interrupts::are_enabled());
+    let cpu = percpu::this();
+    debug_assert!(cpu.preempt.load(Ordering::Relaxed) == 0, "switch with preemption off (a spin lock held)");
+    let me = cpu.id as usize;
     let s = guard.as_mut().unwrap();
-    let cur = s.current;
-    let Some(next) = s.pop_ready() else {
-        // Nothing else can run. A thread that is still runnable continues;
-        // one that sleeps waits here for an interrupt to wake something.
-        if s.cur().state == State::Ready {
-            s.cur().state = State::Running;
-            return;
-        }
-        drop(guard);
-        let ready = |g: &IrqOffGuard<'_, Option<Sched>>| {
-            // SAFETY: the lock is held through `g`; `current` is listed.
-            g.as_ref().is_some_and(|s| s.has_ready() || unsafe { (*s.current).state } == State::Ready)
-        };
-        loop {
-            // Idle: zero a free page ahead of need (`PhysMem::zero_idle`),
-            // or else wait for an interrupt. The zeroing runs with
-            // interrupts on, as halting does: an interrupt may make threads
-            // ready, but none runs until this loop looks, so the page in
-            // transit is seen by no thread.
-            interrupts::enable();
-            let zeroed = vm::try_global().is_some_and(|pm| pm.zero_idle());
-            interrupts::disable();
-            if !zeroed && !ready(&SCHED.lock()) {
-                interrupts::enable_and_hlt();
-                interrupts::disable();
-            }
-            let g = SCHED.lock();
-            if ready(&g) {
-                return schedule(g);
-            }
-        }
+    let cur = s.cpus[me].current;
+    let idle = s.cpus[me].idle;
+    let next = match s.pop_ready(me) {
+        Some(t) => t,
+        // Nothing to run: the idle thread goes on idling, and any other
+        // goes to it (a thread that yields, if it may run here, was found
+        // in the queue; one still queued now waits for another CPU).
+        None => idle,
     };
+    cpu.need_resched.store(false, Ordering::Relaxed);
     if next == cur {
         s.cur().state = State::Running;
         return;
     }
-    let now = crate::kern::time::ticks();
-    s.slice_end = now + TIME_SLICE_TICKS;
+    // The idle thread has no slice: its timer ticks look at timeouts only.
+    let slice_end = if next == idle { u64::MAX } else { crate::kern::time::ticks() + TIME_SLICE_TICKS };
+    SLICE_END[me].store(slice_end, Ordering::Relaxed);
     if let Some(area) = s.cur().fpu.as_mut() {
         // SAFETY: a 512-byte, 16-byte aligned area owned by the thread.
         unsafe { core::arch::x86_64::_fxsave64(area.0.as_mut_ptr()) };
@@ -476,9 +379,11 @@ fn schedule(mut guard: IrqOffGuard<'_, Option<Sched>>) {
         assert!(canary == CANARY, "kernel thread {:?} overflowed its stack", s.cur().name);
     }
     let save = &mut s.cur().rsp as *mut u64;
-    s.current = next;
-    let next_t = s.cur();
+    s.cpus[me].current = next;
+    // SAFETY: `next` was queued or is this CPU's idle thread: live.
+    let next_t = unsafe { &mut *next };
     next_t.state = State::Running;
+    next_t.cpu = me as u32;
     if let Some(area) = next_t.fpu.as_ref() {
         // SAFETY: the area holds a state saved by fxsave (or the initial one).
         unsafe { core::arch::x86_64::_fxrstor64(area.0.as_ptr()) };
@@ -486,31 +391,73 @@ fn schedule(mut guard: IrqOffGuard<'_, Option<Sched>>) {
     let next_rsp = next_t.rsp;
     // The next thread's address space, and its kernel stack for traps and
     // system calls from user mode.
-    load_cr3(next_t.cr3);
-    CURRENT_SPACE.store(next_t.space, Ordering::SeqCst);
+    // SAFETY: `cur` is live (see `cur`).
+    load_space(cpu, unsafe { (*cur).cpus }, next_t);
+    cpu.space.store(next_t.space, Ordering::Relaxed);
+    cpu.thread.store(next_t.id, Ordering::Relaxed);
     x86_64::registers::model_specific::FsBase::write(x86_64::VirtAddr::new_truncate(next_t.fs_base));
     if let Some(st) = &next_t.stack {
         let top = st.top();
         crate::arch::gdt::set_kernel_stack(top);
     }
-    let next_held = &mut next_t.held as *mut vm::witness::Held;
-    drop(guard);
-    CURRENT_HELD.store(next_held, Ordering::Relaxed);
+    // The lock stays in the old thread's record of held locks (it let go
+    // of it when it resumes); the new thread's record is the CPU's now.
+    cpu.held.store(&mut next_t.held, Ordering::Relaxed);
     // SAFETY: `save` points into the current thread's record, which stays
-    // on the list while the thread runs or is switched out (a Dead one is
-    // reaped only by another thread, after this switch); `next_rsp` was
-    // saved by switch_stack or built by spawn. Interrupts are off until the
+    // live while the thread is switched out (a Dead one is reaped only once
+    // the lock, held across this switch, is let go); `next_rsp` was saved
+    // by switch_stack or built by spawn. Interrupts are off until the
     // resumed context restores its own RFLAGS.
     unsafe { switch_stack(save, next_rsp) };
+    // Back in this thread, on whatever CPU switched to it: that CPU took
+    // the lock to do so, and this thread's guard lets it go.
+    drop(guard);
     // Counted on the way back in (which also keeps the call above from
     // becoming a jump, so a switched-out thread's saved return address is
     // in this function, where `write_threads` shows it).
     SWITCHES.fetch_add(1, Ordering::Relaxed);
 }
 
-/// Frees the records and stacks of dead threads other than the current
-/// one. Runs with interrupts on and no spin lock held, so that the heap
-/// is never entered from inside the switch.
+/// A CPU's idle thread: zeroes free pages ahead of need
+/// (`PhysMem::zero_idle`) or halts until an interrupt, and switches to any
+/// thread that becomes ready for this CPU.
+fn idle_loop() -> ! {
+    loop {
+        // The zeroing runs with interrupts on, as halting does.
+        interrupts::enable();
+        let zeroed = vm::try_global().is_some_and(|pm| pm.zero_idle());
+        interrupts::disable();
+        let mut g = SCHED.lock();
+        let me = me();
+        let Some(s) = g.as_mut() else { continue };
+        if s.has_ready(me) {
+            s.halted &= !(1 << me);
+            s.cur().state = State::Ready;
+            schedule(g);
+            continue;
+        }
+        if zeroed {
+            continue;
+        }
+        // Halt until an interrupt: the timer's, a device's, or the IPI of a
+        // CPU that readied a thread for this one (which clears the bit). The
+        // bit is set under the lock, after the queue was seen empty, so a
+        // thread readied after that look sends the IPI; `sti; hlt` takes it
+        // even if it arrives before the halt.
+        s.halted |= 1 << me;
+        drop(g);
+        interrupts::enable_and_hlt();
+        interrupts::disable();
+        let mut g = SCHED.lock();
+        if let Some(s) = g.as_mut() {
+            s.halted &= !(1 << me);
+        }
+    }
+}
+
+/// Frees the records and stacks of dead threads. Runs with interrupts on
+/// and no spin lock held, so that the heap is never entered from inside
+/// the switch.
 pub fn reap() {
     if !interrupts::are_enabled() || REAP_HOLD.load(Ordering::SeqCst) != 0 {
         return;
@@ -547,8 +494,8 @@ fn with_sched<R>(f: impl FnOnce(IrqOffGuard<'_, Option<Sched>>) -> R) -> R {
 pub fn yield_now() {
     with_sched(|mut g| {
         let Some(s) = g.as_mut() else { return };
-        let cur = s.current;
-        s.make_ready(cur);
+        let cur = s.cpus[me()].current;
+        s.enqueue(cur);
         schedule(g);
     });
 }
@@ -566,20 +513,69 @@ pub fn preempt_now() {
 }
 
 fn preempt_if(slice_over: bool) {
+    let cpu = percpu::this();
+    let me = cpu.id as usize;
+    let now = crate::kern::time::ticks();
+    // Most ticks change nothing: look first without the lock.
+    let timeouts = now >= NEXT_TIMEOUT.load(Ordering::Relaxed);
+    if !timeouts && !slice_over && now < SLICE_END[me].load(Ordering::Relaxed) {
+        return;
+    }
     let mut g = SCHED.lock();
     let Some(s) = g.as_mut() else { return };
-    let now = crate::kern::time::ticks();
     if now >= s.next_timeout {
         s.expire_timeouts(now);
     }
-    // A thread idling in `schedule` (sleeping, interrupts let in) picks up
-    // what became ready itself.
-    if !s.has_ready() || (now < s.slice_end && !slice_over) || s.cur().state != State::Running {
+    // The idle thread picks up what became ready itself; a thread on its
+    // way to sleep (in `sleep_if`'s frame, interrupts on a moment) is not
+    // requeued.
+    let cur = s.cpus[me].current;
+    if cur == s.cpus[me].idle || !s.has_ready(me) || s.cur().state != State::Running {
         return;
     }
-    let cur = s.current;
-    s.make_ready(cur);
+    if now < SLICE_END[me].load(Ordering::Relaxed) && !slice_over {
+        return;
+    }
+    if cpu.preempt.load(Ordering::Relaxed) != 0 {
+        // A spin lock is held: the last unlock yields.
+        cpu.need_resched.store(true, Ordering::Relaxed);
+        return;
+    }
+    s.enqueue(cur);
     schedule(g);
+}
+
+/// Turns preemption off on this CPU until the matching
+/// [`preempt_enable`]: the running thread stays on it. Nests. (The VM's
+/// spin locks call it: `vm::sync::SpinHooks`.)
+#[inline(always)]
+pub fn preempt_disable() {
+    percpu::preempt_off();
+}
+
+/// Undoes one [`preempt_disable`]; the last one yields if the timer asked
+/// for it meanwhile.
+#[inline(always)]
+pub fn preempt_enable() {
+    if percpu::preempt_on() {
+        resched_if_asked();
+    }
+}
+
+#[inline(always)]
+fn resched_if_asked() {
+    // Relaxed: the CPU's own flag; if the thread moved to another CPU
+    // since the unlock, that CPU's flag is about its current thread, which
+    // is this one.
+    if percpu::this().need_resched.load(Ordering::Relaxed) && interrupts::are_enabled() && !crate::kern::sync::in_interrupt() {
+        resched_now();
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn resched_now() {
+    interrupts::without_interrupts(preempt_now);
 }
 
 /// Sleeps on `chan` if `cond()` is true, with `cond` evaluated under the
@@ -613,7 +609,8 @@ pub fn sleep_until(chan: usize, deadline: u64, cond: impl FnOnce() -> bool) -> b
         let t = s.cur();
         t.state = State::Sleeping(chan);
         t.wake_at = deadline;
-        s.next_timeout = s.next_timeout.min(deadline);
+        let next = s.next_timeout.min(deadline);
+        s.set_next_timeout(next);
         schedule(g);
         true
     })
@@ -644,37 +641,73 @@ pub fn wakeup(chan: usize) {
     });
 }
 
-/// Writes every thread but the current one: its id, name and state, and a
-/// backtrace from where it switched away. For reports of a kernel that
+/// Restricts the current thread to CPU `cpu` (None: any CPU), and moves it
+/// there. Returns false if no such CPU runs.
+pub fn pin_to(cpu: Option<usize>) -> bool {
+    match cpu {
+        Some(n) if percpu::cpu(n).is_some() => set_affinity(1 << n),
+        Some(_) => return false,
+        None => set_affinity(u64::MAX),
+    }
+    true
+}
+
+/// The CPUs the current thread may run on (bit n: CPU n).
+pub fn affinity() -> u64 {
+    interrupts::without_interrupts(|| SCHED.lock().as_mut().map_or(u64::MAX, |s| s.cur().affinity))
+}
+
+/// Restricts the current thread to the CPUs of `mask`, and moves it to one
+/// of them if it runs elsewhere.
+pub fn set_affinity(mask: u64) {
+    with_sched(|mut g| {
+        let Some(s) = g.as_mut() else { return };
+        s.cur().affinity = mask;
+        if mask & (1 << me()) == 0 {
+            let cur = s.cpus[me()].current;
+            s.make_ready(cur);
+            schedule(g);
+        }
+    });
+}
+
+/// The CPU the current thread runs on now. (It may run elsewhere by the
+/// time the caller looks, unless it is pinned or preemption is off.)
+pub fn current_cpu() -> usize {
+    interrupts::without_interrupts(me)
+}
+
+/// Writes every thread but the running ones: its id, name and state, and
+/// a backtrace from where it switched away. For reports of a kernel that
 /// seems stuck. The list is read under the scheduler lock, and written
 /// (the writer may allocate) after it is dropped, with reaping held off so
 /// that every listed record stays.
 pub fn write_threads(w: &mut dyn Write) {
     const MAX: usize = 64;
-    let mut shown = [(ptr::null::<Thread>(), State::Dead, 0u64); MAX];
+    let mut shown = [(ptr::null::<Thread>(), State::Dead, 0u64, 0u32); MAX];
     REAP_HOLD.fetch_add(1, Ordering::SeqCst);
     let (n, more) = interrupts::without_interrupts(|| {
         let g = SCHED.lock();
         let Some(s) = g.as_ref() else { return (0, 0) };
         let mut n = 0;
         let mut more = 0;
-        for t in s.threads().filter(|&t| t != s.current) {
+        for t in s.threads().filter(|&t| !s.is_running(t)) {
             if n == MAX {
                 more += 1;
                 continue;
             }
             // SAFETY: listed records are live under the lock.
             let r = unsafe { &*t };
-            shown[n] = (t as *const Thread, r.state, r.rsp);
+            shown[n] = (t as *const Thread, r.state, r.rsp, r.cpu);
             n += 1;
         }
         (n, more)
     });
-    for &(t, state, rsp) in &shown[..n] {
+    for &(t, state, rsp, cpu) in &shown[..n] {
         // SAFETY: the record stays: records are freed only by `reap`,
         // which is held off.
         let t = unsafe { &*t };
-        let _ = writeln!(w, "thread {} {:?}: {:?}", t.id, t.name, state);
+        let _ = writeln!(w, "thread {} {:?}: {:?} (last on CPU {cpu})", t.id, t.name, state);
         if state == State::Dead {
             continue;
         }
@@ -693,8 +726,8 @@ pub fn write_threads(w: &mut dyn Write) {
     REAP_HOLD.fetch_sub(1, Ordering::SeqCst);
 }
 
-/// Threads that exist (dead ones not yet reaped included), and of those
-/// the dead.
+/// Threads that exist (dead ones not yet reaped included; idle ones not),
+/// and of those the dead.
 pub fn counts() -> (usize, usize) {
     interrupts::without_interrupts(|| SCHED.lock().as_ref().map_or((0, 0), |s| (s.count, s.dead)))
 }
@@ -720,9 +753,9 @@ fn thread_chan(id: ThreadId) -> usize {
     (&SCHED as *const _ as usize).wrapping_add(1 + id as usize)
 }
 
-/// The current thread's id.
+/// The current thread's id: one GS-relative load (`PerCpu::thread`).
 pub fn current() -> ThreadId {
-    interrupts::without_interrupts(|| SCHED.lock().as_mut().map_or(0, |s| s.cur().id))
+    percpu::read_own_u64(percpu::OFF_THREAD)
 }
 
 /// Sets the current thread's FS base (kept across switches).
@@ -756,7 +789,10 @@ pub fn join(id: ThreadId) {
     reap();
 }
 
+mod park;
+mod runq;
 mod spawn;
 mod tests;
 
+pub use park::with_other_cpus_parked;
 pub use spawn::*;

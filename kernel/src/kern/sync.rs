@@ -69,7 +69,7 @@ pub fn start_checks() {
 static CHECKS: AtomicBool = AtomicBool::new(false);
 
 /// No CPU: the holder number of a free lock.
-pub const NO_CPU: u32 = u32::MAX;
+pub const NO_CPU: u32 = vm::sync::NO_CPU;
 
 fn site_ptr(site: &'static Location<'static>) -> *mut Location<'static> {
     site as *const Location<'static> as *mut Location<'static>
@@ -315,6 +315,24 @@ impl<T: ?Sized> IrqOffMutex<T> {
     /// Where this CPU took the lock, if this CPU holds it.
     pub fn held_here(&self) -> Option<&'static Location<'static>> {
         self.raw.held_here()
+    }
+
+    /// Lets go of a lock handed over across a stack switch, for a thread
+    /// that has no guard of its own to drop. The scheduler's lock is taken
+    /// by the thread that switches away and let go by the one switched to,
+    /// on the same CPU: each resumed thread drops the guard it took before
+    /// it switched away, so acquisitions and releases pair up, except for
+    /// a thread's first run, which comes here.
+    ///
+    /// # Safety
+    /// The caller is a new thread's first code after the switch into it,
+    /// the lock taken (by the thread that switched to it) and held across
+    /// the switch. (The lock-order check's record is not touched: the
+    /// taker's record keeps the lock until the taker resumes and drops its
+    /// guard.)
+    pub unsafe fn unlock_handed_over(&self) {
+        debug_assert!(self.raw.held_here().is_some(), "a handed-over lock that this CPU does not hold");
+        self.raw.release();
     }
 }
 

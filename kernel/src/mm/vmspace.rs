@@ -10,16 +10,15 @@ use alloc::sync::Arc;
 use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
 use vm::fault::{FaultError, fault};
-use vm::map::VmMap;
+use vm::map::{MapLock, VmMap};
 use vm::pmap::{PmapError, Prot};
-use vm::sync::Mutex;
 
 use crate::arch::pmap::{USER_END, X86Pmap};
 use crate::arch::trapframe::TrapFrame;
 
 /// An address space.
 pub struct AddressSpace {
-    pub map: Mutex<VmMap>,
+    pub map: MapLock,
     pub pmap: Arc<X86Pmap>,
 }
 
@@ -65,7 +64,7 @@ impl AddressSpace {
     pub fn new() -> Result<Arc<AddressSpace>, PmapError> {
         let pmap = new_pmap()?;
         let map = VmMap::new(0x1000, TASK_SIZE, pmap.clone(), vm::kernel_env());
-        Arc::try_new(AddressSpace { map: Mutex::ranked(map, &vm::witness::order::MAP), pmap }).map_err(|_| PmapError::NoMemory)
+        Arc::try_new(AddressSpace { map: MapLock::new(map), pmap }).map_err(|_| PmapError::NoMemory)
     }
 
     /// Makes this the current thread's address space until the guard is
@@ -74,7 +73,7 @@ impl AddressSpace {
     /// The kernel may then touch the space's user pages directly (the tests
     /// and benchmarks do): with SMAP, RFLAGS.AC is set until the guard goes.
     pub fn activate(self: &Arc<Self>) -> Active {
-        crate::kern::sched::set_address_space(self.pmap.root(), Arc::as_ptr(self) as usize);
+        crate::kern::sched::set_address_space(Some(&self.pmap), Arc::as_ptr(self) as usize);
         crate::arch::cpu::stac();
         Active { space: self.clone() }
     }
@@ -105,7 +104,7 @@ impl AddressSpace {
     pub fn fork(&self) -> Result<Arc<AddressSpace>, PmapError> {
         let pmap = new_pmap()?;
         let map = self.map.lock().fork(pmap.clone()).map_err(|_| PmapError::NoMemory)?;
-        Arc::try_new(AddressSpace { map: Mutex::ranked(map, &vm::witness::order::MAP), pmap }).map_err(|_| PmapError::NoMemory)
+        Arc::try_new(AddressSpace { map: MapLock::new(map), pmap }).map_err(|_| PmapError::NoMemory)
     }
 }
 
@@ -118,7 +117,7 @@ pub struct Active {
 impl Drop for Active {
     fn drop(&mut self) {
         crate::arch::cpu::clac();
-        crate::kern::sched::set_address_space(0, 0);
+        crate::kern::sched::set_address_space(None, 0);
         let _ = &self.space;
     }
 }
@@ -253,22 +252,25 @@ mod tests {
             pm.free(p);
         }
         pm.drain_cache();
-        while pm.zero_idle() && pm.zeroed_count() < 4096 {}
-        let pooled = pm.zeroed_count();
-        assert!(pooled >= 64, "idle zeroing filled the pool ({pooled} pages)");
         let space = AddressSpace::new().unwrap();
         let a = anon(&space, 64, Prot::RW);
-        {
-            let _on = space.activate();
-            for i in 0..64 {
-                let p = (a + i * PAGE) as *const u64;
-                // SAFETY: mapped read-write in the active space.
-                let words = unsafe { core::slice::from_raw_parts(p, PAGE as usize / 8) };
-                assert!(words.iter().all(|&w| w == 0), "page {i} of a zero fill reads zero");
+        // The other CPUs' idle threads would refill the pool meanwhile.
+        crate::kern::sched::with_other_cpus_parked(|| {
+            while pm.zero_idle() && pm.zeroed_count() < 4096 {}
+            let pooled = pm.zeroed_count();
+            assert!(pooled >= 64, "idle zeroing filled the pool ({pooled} pages)");
+            {
+                let _on = space.activate();
+                for i in 0..64 {
+                    let p = (a + i * PAGE) as *const u64;
+                    // SAFETY: mapped read-write in the active space.
+                    let words = unsafe { core::slice::from_raw_parts(p, PAGE as usize / 8) };
+                    assert!(words.iter().all(|&w| w == 0), "page {i} of a zero fill reads zero");
+                }
             }
-        }
-        assert!(pm.zeroed_count() <= pooled - 64, "the faults took their pages from the pool");
-        let v = vm::invariants::check(pm);
+            assert!(pm.zeroed_count() <= pooled - 64, "the faults took their pages from the pool");
+        });
+        let v = crate::kern::sched::with_other_cpus_parked(|| vm::invariants::check(pm));
         assert!(v.is_empty(), "invariants broken: {v:?}");
     }
 
@@ -456,7 +458,7 @@ mod tests {
                     Err(e) => panic!("unexpected fault error {e:?}"),
                 }
             }
-            let v = vm::invariants::check(vm::global());
+            let v = crate::kern::sched::with_other_cpus_parked(|| vm::invariants::check(vm::global()));
             assert!(v.is_empty(), "invariants broken: {v:?}");
         }
         RADIX_NODE_ALLOC.set(Action::Off);

@@ -40,7 +40,7 @@ pub(super) fn initial_stack_size(exec: &Exec) -> u64 {
 /// process thread does (it starts in the kernel's).
 pub(super) fn become_process(p: Arc<Process>) {
     let space = p.space().expect("a new process has its address space");
-    sched::set_address_space(space.pmap.root(), Arc::as_ptr(&space) as usize);
+    sched::set_address_space(Some(&space.pmap), Arc::as_ptr(&space) as usize);
 }
 
 /// Starts `program` (flat code, entered at its first byte) in a new process.
@@ -181,11 +181,11 @@ pub fn exec(tf: &mut crate::arch::trapframe::TrapFrame, name: &str, exec: Exec) 
     let old = me.space().ok_or(SpawnError::NoMemory)?;
     let stack = initial_stack_size(&exec);
     let space = new_space_with_stack(stack)?;
-    sched::set_address_space(space.pmap.root(), Arc::as_ptr(&space) as usize);
+    sched::set_address_space(Some(&space.pmap), Arc::as_ptr(&space) as usize);
     let (entry, sp, end) = match load_image(&space, &exec) {
         Ok(v) => v,
         Err(e) => {
-            sched::set_address_space(old.pmap.root(), Arc::as_ptr(&old) as usize);
+            sched::set_address_space(Some(&old.pmap), Arc::as_ptr(&old) as usize);
             return Err(SpawnError::Load(e));
         }
     };

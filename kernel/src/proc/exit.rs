@@ -154,12 +154,15 @@ pub fn exit_thread(own: Status) -> ! {
     // (a trap handler comes with them off).
     x86_64::instructions::interrupts::enable();
     if let Some(t) = current_thread() {
+        // Gone to tkill before a joiner can be woken: on another CPU it may
+        // look while this thread is still in the tables.
+        t.exiting.store(true, Ordering::SeqCst);
         clear_child_tid(&t);
     }
     // Off the address space before leaving the tables: once this thread is
     // not counted, a sibling's execve (or the last thread's end) may free
     // the page tables it would otherwise still run on.
-    sched::set_address_space(0, 0);
+    sched::set_address_space(None, 0);
     let ended = without_interrupts(|| {
         let mut table = TABLE.lock();
         let t = table.threads.remove(&sched::current())?;

@@ -57,14 +57,13 @@ pub(super) static PROCESS_COUNT: AtomicUsize = AtomicUsize::new(0);
 pub(super) struct Slot;
 
 impl Slot {
-    /// A place, or None if `limit` processes exist already. The count is
-    /// taken before it is compared, so that two forks at once cannot both
-    /// take the last place. Relaxed: the count guards no other data.
+    /// A place, or None if `limit` processes exist already. Taken by one
+    /// compare-and-swap, so that two forks at once cannot both take the
+    /// last place, and the count is never seen above the limit (not even
+    /// for a moment, by a CPU that reads it meanwhile). Relaxed: the count
+    /// guards no other data.
     pub(super) fn take(limit: usize) -> Option<Slot> {
-        if PROCESS_COUNT.fetch_add(1, Ordering::Relaxed) >= limit {
-            PROCESS_COUNT.fetch_sub(1, Ordering::Relaxed);
-            return None;
-        }
+        PROCESS_COUNT.try_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < limit).then_some(n + 1)).ok()?;
         Some(Slot)
     }
 

@@ -55,6 +55,11 @@ pub struct Thread {
     /// Where a 0 is written and futex waiters woken at the thread's end,
     /// if the address space lives on (0: nowhere). (A)
     pub clear_child_tid: AtomicU64,
+    /// Set as the thread starts to end, before its clear-child-tid wakes a
+    /// joiner: from then on it is gone to `tkill` (ESRCH), as it will be
+    /// from the tables a moment later. (A: SeqCst, pairs with the joiner's
+    /// futex wait, which sees the 0 written after this.)
+    pub exiting: core::sync::atomic::AtomicBool,
     /// Its place in the count of threads, for all but a first thread
     /// (whose process holds it). (C)
     _slot: Option<Slot>,
@@ -72,6 +77,7 @@ impl Thread {
             altstack: Mutex::new(AltStack::default()),
             saved_mask: Mutex::new(None),
             clear_child_tid: AtomicU64::new(0),
+            exiting: core::sync::atomic::AtomicBool::new(false),
             _slot: slot,
         }
     }
@@ -191,7 +197,7 @@ pub fn clone_thread(tf: &TrapFrame, args: ThreadArgs) -> Result<u64, SpawnError>
     let space = p.space().ok_or(SpawnError::NoMemory)?;
     let begin = Begin::new(tf, Some(args.stack), args.tls, tid, args.parent_tid, args.set_child_tid);
     start("user", t, move || {
-        sched::set_address_space(space.pmap.root(), Arc::as_ptr(&space) as usize);
+        sched::set_address_space(Some(&space.pmap), Arc::as_ptr(&space) as usize);
         drop(space);
         begin.enter()
     })?;

@@ -150,7 +150,7 @@ pub fn mmap(addr: u64, len: u64, prot_bits: u64, flags: u64, fd: u64, off: u64) 
             if !noreplace {
                 match map.unmap(addr, addr + len) {
                     Ok(()) => {}
-                    Err(MapError::TooManyEntries) => return -ENOMEM,
+                    Err(MapError::TooManyEntries | MapError::NoMemory) => return -ENOMEM,
                     Err(_) => return -EINVAL,
                 }
             }
@@ -207,8 +207,9 @@ pub fn munmap(addr: u64, len: u64) -> i64 {
     let Some(space) = proc::current().and_then(|p| p.space()) else { return -EINVAL };
     match space.map.lock().unmap(addr, end) {
         Ok(()) => 0,
-        // A hole in the middle of an entry needs one more (Linux: ENOMEM).
-        Err(MapError::TooManyEntries) => -ENOMEM,
+        // A hole in the middle of an entry needs one more (Linux: ENOMEM),
+        // as does room for the objects let go.
+        Err(MapError::TooManyEntries | MapError::NoMemory) => -ENOMEM,
         Err(_) => -EINVAL,
     }
 }

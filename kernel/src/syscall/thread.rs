@@ -141,7 +141,7 @@ pub fn tkill(tgid: Option<i64>, tid: i64, sig: u64) -> i64 {
         return -EINVAL;
     }
     let Some(t) = proc::thread_by_tid(tid as u64) else { return -ESRCH };
-    if tgid.is_some_and(|g| g as u64 != t.process.pid) {
+    if t.exiting.load(Ordering::SeqCst) || tgid.is_some_and(|g| g as u64 != t.process.pid) {
         return -ESRCH;
     }
     let sig = sig as u8;

@@ -8,8 +8,10 @@ Where each thing is found (statics the kernel keeps for itself):
   physical address 0 (the bootloader chooses it; BIOS and UEFI boots may
   differ): every physical read goes through it;
 - PV lists: `kernel::arch::pmap::GLOBALS`, one list head per page-array index;
-- processes: `kernel::proc::TABLE` (its `processes`, by pid); the address space being run:
-  `kernel::kern::sched::CURRENT_SPACE`;
+- processes: `kernel::proc::TABLE` (its `processes`, by pid); the address space being run
+  on the selected CPU: the `space` word of its per-CPU block
+  (`kernel::arch::percpu::PerCpu`), found through its GS base (or, when the
+  CPU stopped in user mode, the kernel GS base that `swapgs` will bring in);
 - swap: `kernel::mm::swap::SWAP` (an Arc of `pager::swap::SwapSpace`); fail points: `vm::failpoint::ALL`;
 - bits and sentinels: the modules' `DEBUG_CONSTANTS` (vm::DebugConstant).
 
@@ -154,11 +156,28 @@ class Kernel:
             self._processes = out
         return self._processes
 
+    @staticmethod
+    def current_space():
+        """The address space the selected CPU runs (0: none), from its
+        per-CPU block."""
+        block = 0
+        for reg in ("$gs_base", "$k_gs_base"):
+            try:
+                v = int(gdb.parse_and_eval(reg)) & ((1 << 64) - 1)
+            except gdb.error:
+                continue
+            if v >> 63:
+                block = v
+                break
+        if block == 0:
+            raise gdb.GdbError("the selected CPU's per-CPU block is not known (no kernel GS base): give a pid")
+        return rust.scalar(rust.at(block, "kernel::arch::percpu::PerCpu")["space"])
+
     def space_of(self, pid):
         """(label, AddressSpace value) of process `pid`, or of the address
         space being run when `pid` is None."""
         if pid is None:
-            current = rust.scalar(rust.symbol("kernel::kern::sched::CURRENT_SPACE"))
+            current = self.current_space()
             if current == 0:
                 names = ", ".join(f"{p} ({n})" for p, n, s in self.processes() if s is not None) or "none"
                 raise gdb.GdbError(f"no address space is being run here: give a pid (processes: {names})")

@@ -74,9 +74,14 @@ def steps_lines(_kernel, argv):
     # Each stepi would print where it stopped, whatever to_string says.
     was = gdb.parameter("suppress-cli-notifications")
     gdb.execute("set suppress-cli-notifications on", to_string=True)
+    # Only the selected CPU runs while it steps: another one hitting a
+    # breakpoint, or taking the thread over, would end the walk elsewhere.
+    locking = gdb.parameter("scheduler-locking")
+    gdb.execute("set scheduler-locking on", to_string=True)
     try:
         n, deepest, returned = step_to_return(arch, limit, per_fn, calls)
     finally:
+        gdb.execute(f"set scheduler-locking {locking}", to_string=True)
         gdb.execute(f"set suppress-cli-notifications {'on' if was else 'off'}", to_string=True)
     end = int(gdb.parse_and_eval("$pc"))
     where = f"{end:#x} <{symbol_at(end)}>"

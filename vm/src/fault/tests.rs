@@ -8,12 +8,10 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
 
-use crate::sync::Mutex;
-
 use super::*;
 use crate::failpoint::{Action, FailPoint};
 use crate::invariants;
-use crate::map::{Growth, Inherit, MapError, MapLimits, VmMap};
+use crate::map::{Growth, Inherit, MapError, MapLimits, MapLock, VmMap};
 use crate::object::tests::make_resident;
 use crate::object::{ObjectKind, Pager, VmEnv};
 use crate::page::Queue;
@@ -46,13 +44,13 @@ fn setup() -> T {
 }
 
 impl T {
-    fn map(&self) -> (Mutex<VmMap>, Arc<SoftPmap>) {
+    fn map(&self) -> (MapLock, Arc<SoftPmap>) {
         let pmap = self.machine.new_pmap();
-        (Mutex::new(VmMap::new(P, 1 << 47, pmap.clone(), self.env)), pmap)
+        (MapLock::new(VmMap::new(P, 1 << 47, pmap.clone(), self.env)), pmap)
     }
 
     /// An access as a CPU makes it: through the pmap, faulting as needed.
-    fn touch(&self, map: &Mutex<VmMap>, pmap: &SoftPmap, va: u64, kind: Prot) -> Result<*mut u8, FaultError> {
+    fn touch(&self, map: &MapLock, pmap: &SoftPmap, va: u64, kind: Prot) -> Result<*mut u8, FaultError> {
         for _ in 0..4 {
             if let Ok(page) = pmap.touch(va, kind) {
                 return Ok(self.env.pm.page_addr(page).unwrap().wrapping_add((va % P) as usize));
@@ -62,12 +60,12 @@ impl T {
         panic!("fault at {va:#x} succeeded but the access still traps");
     }
 
-    fn read(&self, map: &Mutex<VmMap>, pmap: &SoftPmap, va: u64) -> Result<u8, FaultError> {
+    fn read(&self, map: &MapLock, pmap: &SoftPmap, va: u64) -> Result<u8, FaultError> {
         // SAFETY: the pointer is into a mapped, valid page of the host model.
         self.touch(map, pmap, va, Prot::READ).map(|p| unsafe { *p })
     }
 
-    fn write(&self, map: &Mutex<VmMap>, pmap: &SoftPmap, va: u64, v: u8) -> Result<(), FaultError> {
+    fn write(&self, map: &MapLock, pmap: &SoftPmap, va: u64, v: u8) -> Result<(), FaultError> {
         // SAFETY: as above, and the mapping allows writes.
         self.touch(map, pmap, va, Prot::WRITE).map(|p| unsafe { *p = v })
     }
@@ -163,7 +161,7 @@ fn fork_shares_until_written() {
         t.write(&parent, &ppmap, a, 1).unwrap();
         t.write(&parent, &ppmap, a + P, 2).unwrap();
         let cpmap = t.machine.new_pmap();
-        let child = Mutex::new(parent.lock().fork(cpmap.clone()).unwrap());
+        let child = MapLock::new(parent.lock().fork(cpmap.clone()).unwrap());
         assert_eq!(t.read(&child, &cpmap, a).unwrap(), 1);
         t.write(&parent, &ppmap, a, 10).unwrap();
         assert_eq!(t.read(&child, &cpmap, a).unwrap(), 1, "the child keeps the old data");
@@ -178,7 +176,7 @@ fn fork_shares_until_written() {
 }
 
 /// Depth of the shadow chain under the entry at `va`.
-fn chain_depth(map: &Mutex<VmMap>, va: u64) -> usize {
+fn chain_depth(map: &MapLock, va: u64) -> usize {
     let mut o = map.lock().entry(va).and_then(|e| e.object.clone());
     let mut depth = 0;
     while let Some(obj) = o {
@@ -204,7 +202,7 @@ fn fork_and_exit_rounds_keep_the_shadow_chain_short() {
         }
         for round in 0..20u8 {
             let cpmap = t.machine.new_pmap();
-            let child = Mutex::new(parent.lock().fork(cpmap.clone()).unwrap());
+            let child = MapLock::new(parent.lock().fork(cpmap.clone()).unwrap());
             t.write(&child, &cpmap, a, 100 + round).unwrap();
             assert_eq!(t.read(&child, &cpmap, a + 2 * P).unwrap(), 3);
             t.write(&parent, &ppmap, a + P, round).unwrap();
@@ -432,7 +430,7 @@ fn faults_under_random_allocation_failure() {
                 t.write(&map, &pmap, a + i * P, i as u8).unwrap();
             }
             let cpmap = t.machine.new_pmap();
-            let child = Mutex::new(map.lock().fork(cpmap.clone()).unwrap());
+            let child = MapLock::new(map.lock().fork(cpmap.clone()).unwrap());
             t.node_fail.set(Action::Probability { ppm: 200_000, seed });
             t.page_fail.set(Action::Probability { ppm: 200_000, seed: seed + 100 });
             let (mut ok, mut short) = (0, 0);
@@ -472,7 +470,7 @@ fn a_wired_range_written_after_fork_moves_its_wiring() {
         let old = t.env.pm.page_of(ppmap.extract(a).unwrap().0).unwrap();
         assert_eq!(old.wire_count(), 1);
         let cpmap = t.machine.new_pmap();
-        let child = Mutex::new(parent.lock().fork(cpmap.clone()).unwrap());
+        let child = MapLock::new(parent.lock().fork(cpmap.clone()).unwrap());
         t.write(&parent, &ppmap, a, 2).unwrap();
         let new = t.env.pm.page_of(ppmap.extract(a).unwrap().0).unwrap();
         assert!(!core::ptr::eq(old, new), "the write copied the page");
@@ -502,7 +500,7 @@ fn discard_gives_zeros_or_the_file_back() {
         assert_eq!(t.read(&map, &pmap, a + P).unwrap(), 8, "outside the range nothing changes");
 
         let cpmap = t.machine.new_pmap();
-        let child = Mutex::new(map.lock().fork(cpmap.clone()).unwrap());
+        let child = MapLock::new(map.lock().fork(cpmap.clone()).unwrap());
         t.write(&child, &cpmap, a + P, 9).unwrap();
         child.lock().discard(a + P, a + 2 * P).unwrap();
         assert_eq!(t.read(&child, &cpmap, a + P).unwrap(), 0, "zeros, not the parent's data");
@@ -678,6 +676,48 @@ fn a_busy_page_is_slept_on_with_nothing_held() {
     t.done();
 }
 
+/// An unmap under the map lock that gives up the last reference to an
+/// object leaves the object alone until the lock is let go: terminating it
+/// waits for its busy pages, and the map lock is a spin lock. The guard
+/// deallocates it after unlocking, and the wait happens then.
+#[test]
+fn an_object_unmapped_under_the_map_lock_goes_after_the_unlock() {
+    let t = setup();
+    {
+        let (map, pmap) = t.map();
+        let map = Arc::new(map);
+        let a = map.lock().map(None, 2 * P, Prot::RW, Prot::ALL, Inherit::Copy, None, false).unwrap();
+        t.write(&map, &pmap, a, 1).unwrap();
+        t.write(&map, &pmap, a + P, 2).unwrap();
+        // An `Arc` to look at it by, not a reference of the VM's.
+        let obj = map.lock().entry(a).unwrap().object.clone().unwrap();
+        assert_eq!(obj.ref_count(), 1, "the entry holds the only reference");
+        // Another thread's busy page: the termination has to wait for it.
+        let page = obj.lock().lookup(1).unwrap();
+        assert!(page.try_xbusy());
+        // Whether the map was locked when the termination waited.
+        let seen: Arc<spin::Mutex<Option<bool>>> = Arc::new(spin::Mutex::new(None));
+        let (seen2, map2) = (seen.clone(), map.clone());
+        crate::page::on_next_busy_wait(Box::new(move |waited: &Page| {
+            *seen2.lock() = Some(map2.is_locked());
+            waited.xunbusy();
+        }));
+        {
+            let mut m = map.lock();
+            m.unmap(a, a + 2 * P).unwrap();
+            assert!(m.is_free(a, a + 2 * P) && pmap.is_empty(), "the range is unmapped at once");
+            assert_eq!(obj.ref_count(), 1, "the reference is kept while the map is locked");
+            assert_eq!(obj.lock().resident(), 2, "and so are the pages");
+            assert_eq!(*seen.lock(), None, "nothing waited with the map locked");
+        }
+        assert_eq!(obj.ref_count(), 0, "the guard dropped the reference");
+        assert_eq!(obj.lock().resident(), 0, "the object was terminated");
+        assert_eq!(*seen.lock(), Some(false), "the termination waited for the busy page with the map unlocked");
+        t.clean();
+    }
+    t.done();
+}
+
 /// A stack (`VmMap::map_stack`) grows down on faults below it: by the
 /// step at a time, or to the faulting page when that is further; never
 /// past its limit, where a fault within a step of the floor is told apart
@@ -729,7 +769,7 @@ fn a_stack_stops_at_what_is_below_and_at_the_size_limit() {
         assert_eq!(map.lock().grow_stack(top - 25 * P), Growth::NotStack, "below that entry: not the stack's");
 
         let cpmap = t.machine.new_pmap();
-        let child = Mutex::new(map.lock().fork(cpmap.clone()).unwrap());
+        let child = MapLock::new(map.lock().fork(cpmap.clone()).unwrap());
         drop(map);
         child.lock().unmap(top - 20 * P, top - 18 * P).unwrap();
         let size = child.lock().size();

@@ -13,12 +13,11 @@ use loom::thread;
 
 use super::{Kept, check_clean, env};
 use crate::fault::{FaultError, fault};
-use crate::map::{Inherit, VmMap};
+use crate::map::{Inherit, MapLock, VmMap};
 use crate::object::{ObjectKind, Pager, PagerResult, VmObject};
 use crate::page::Page;
 use crate::pmap::Prot;
 use crate::pmap::soft::SoftMachine;
-use crate::sync::Mutex;
 use crate::sync::model::{Break, DEFAULT_PREEMPTIONS, check_with};
 
 const P: u64 = crate::PAGE_SIZE as u64;
@@ -57,7 +56,7 @@ fn two_faults_on_one_index(fail: bool) {
     let machine: &'static SoftMachine = alloc::boxed::Box::leak(alloc::boxed::Box::new(SoftMachine::new()));
     let env = crate::object::VmEnv { mappings: machine, ..env };
     let pmap = machine.new_pmap();
-    let map = Arc::new(Mutex::new(VmMap::new(P, 1 << 47, pmap, env)));
+    let map = Arc::new(MapLock::new(VmMap::new(P, 1 << 47, pmap, env)));
     let file = VmObject::new(ObjectKind::Vnode, 4, env);
     file.lock().set_pager(Arc::new(File { fail }));
     let a = map.lock().map(None, 4 * P, Prot::READ, Prot::READ, Inherit::Share, Some((file.clone(), 0)), false).unwrap();

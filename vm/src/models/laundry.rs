@@ -14,7 +14,7 @@ use loom::thread;
 
 use super::{Kept, check_clean, env_with_memory};
 use crate::fault::fault;
-use crate::map::{Inherit, VmMap};
+use crate::map::{Inherit, MapLock, VmMap};
 use crate::object::{ObjectKind, Pager, PagerResult, VmObject};
 use crate::page::{Page, PageFlags};
 use crate::pageout::scan_laundry;
@@ -65,7 +65,7 @@ impl Pager for Disk {
 
 /// A store of `v` at `va` as a CPU makes it: through the pmap, faulting
 /// when the mapping is missing or read-only.
-fn store(map: &Mutex<VmMap>, pmap: &SoftPmap, pm: &PhysMem, va: u64, v: u8) {
+fn store(map: &MapLock, pmap: &SoftPmap, pm: &PhysMem, va: u64, v: u8) {
     loop {
         // SAFETY: the mapping is writable and its page valid, held by the
         // translation while the store completes.
@@ -78,7 +78,7 @@ fn store(map: &Mutex<VmMap>, pmap: &SoftPmap, pm: &PhysMem, va: u64, v: u8) {
 }
 
 /// The byte at `va`, faulting it in as needed.
-fn load(map: &Mutex<VmMap>, pmap: &SoftPmap, pm: &PhysMem, va: u64) -> u8 {
+fn load(map: &MapLock, pmap: &SoftPmap, pm: &PhysMem, va: u64) -> u8 {
     loop {
         // SAFETY: as in `store`, for a load.
         if let Ok(b) = pmap.access(va, Prot::READ, |p| unsafe { *pm.page_addr(p).unwrap() }) {
@@ -95,7 +95,7 @@ fn write_back_against_a_store() {
     let machine: &'static SoftMachine = alloc::boxed::Box::leak(alloc::boxed::Box::new(SoftMachine::new()));
     let env = crate::object::VmEnv { mappings: machine, ..env };
     let pmap = machine.new_pmap();
-    let map = Arc::new(Mutex::new(VmMap::new(P, 1 << 47, pmap.clone(), env)));
+    let map = Arc::new(MapLock::new(VmMap::new(P, 1 << 47, pmap.clone(), env)));
     let file = VmObject::new(ObjectKind::Vnode, 4, env);
     let disk = Arc::new(Disk { pm, bytes: Mutex::new([0; 4]) });
     file.lock().set_pager(disk.clone());

@@ -12,29 +12,32 @@ use crate::invariants;
 /// the exact per-order free-block counts.
 #[ktest(timeout = 120)]
 fn all_free_memory_round_trip() {
-    let pm = crate::global();
-    // The list first: the kernel heap takes its pages from this allocator.
-    let mut pages: Vec<&'static Page> = Vec::new();
-    pages.try_reserve_exact(pm.pages().len()).expect("heap too small for the page list");
-    pm.drain_cache();
-    let before = pm.free_blocks();
-    let total = pm.free_count();
-    let reserve = pm.levels.reserve.load(Ordering::Relaxed);
-    while let Some(p) = pm.alloc(AllocFlags::NOBUSY) {
-        pages.push(p);
-    }
-    assert_eq!(pages.len() as u64, total - reserve, "managed pages stop at the reserve");
-    while let Some(p) = pm.alloc(AllocFlags::UNMANAGED | AllocFlags::SYSTEM) {
-        pages.push(p);
-    }
-    assert_eq!(pages.len() as u64, total, "could not allocate every free page");
-    assert_eq!(pm.free_count(), 0);
-    assert!(invariants::check(pm).is_empty());
-    for p in pages.drain(..) {
-        pm.free(p);
-    }
-    pm.drain_cache();
-    assert_eq!(pm.free_blocks(), before, "per-order counts differ after the round trip");
+    // Alone: other CPUs' idle zeroing and threads would move the counts.
+    crate::run_alone(|| {
+        let pm = crate::global();
+        // The list first: the kernel heap takes its pages from this allocator.
+        let mut pages: Vec<&'static Page> = Vec::new();
+        pages.try_reserve_exact(pm.pages().len()).expect("heap too small for the page list");
+        pm.drain_cache();
+        let before = pm.free_blocks();
+        let total = pm.free_count();
+        let reserve = pm.levels.reserve.load(Ordering::Relaxed);
+        while let Some(p) = pm.alloc(AllocFlags::NOBUSY) {
+            pages.push(p);
+        }
+        assert_eq!(pages.len() as u64, total - reserve, "managed pages stop at the reserve");
+        while let Some(p) = pm.alloc(AllocFlags::UNMANAGED | AllocFlags::SYSTEM) {
+            pages.push(p);
+        }
+        assert_eq!(pages.len() as u64, total, "could not allocate every free page");
+        assert_eq!(pm.free_count(), 0);
+        assert!(invariants::check(pm).is_empty());
+        for p in pages.drain(..) {
+            pm.free(p);
+        }
+        pm.drain_cache();
+        assert_eq!(pm.free_blocks(), before, "per-order counts differ after the round trip");
+    })
 }
 
 /// Contiguous, aligned, boundary-limited runs for DMA, zeroed on request.

@@ -21,9 +21,12 @@ impl PhysMem {
         page.xunbusy();
     }
 
-    /// Puts an unbusied managed page of an object back on a queue if it is on
-    /// none and not wired, so that it is never left in limbo (rule 4).
+    /// Puts a managed page of an object back on a queue if it is on none and
+    /// not wired, so that it is never left in limbo (rule 4). The caller
+    /// still holds the page busy, and unbusies it after: an unbusied page
+    /// may be freed at once by another CPU, and must not be queued then.
     pub fn requeue(&self, page: &'static Page) {
+        debug_assert!(page.xbusied(), "page {:#x}: requeued after it was unbusied", page.phys());
         if page.is_managed() && page.object().is_some() && !page.wired() && page.queue() == Queue::None {
             self.deactivate(page);
         }

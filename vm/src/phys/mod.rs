@@ -195,6 +195,11 @@ pub struct PhysMem {
     /// `FreeLists::pages`, for a reader that may not take the free-list
     /// lock. (written under F)
     listed: AtomicU64,
+    /// Pages taken from the free lists to be zeroed for the pool, not in it
+    /// yet: still free, as [`PhysMem::free_count`] counts them. (Raised
+    /// under F, lowered under Z: a reader holding both sees each such page
+    /// exactly once.)
+    zeroing: AtomicU64,
     pub(crate) queues: Mutex<Queues>,
     pub stats: Stats,
     pub levels: Levels,
@@ -253,6 +258,7 @@ impl PhysMem {
             cache: Mutex::ranked(Cache { pages: [NIL; CACHE_SIZE], len: 0 }, &order::PAGE_CACHE),
             zeroed: Mutex::ranked(ZeroPool { head: NIL, len: 0 }, &order::ZERO_POOL),
             listed: AtomicU64::new(0),
+            zeroing: AtomicU64::new(0),
             queues: Mutex::ranked(Queues::new(), &order::PAGE_QUEUES),
             stats: Stats::default(),
             levels: Levels::default(),
@@ -730,8 +736,13 @@ impl PhysMem {
 
     /// Free pages, on the lists, in the cache and in the zero pool.
     pub fn free_count(&self) -> u64 {
-        let cached = self.cache.lock().len as u64;
-        cached + self.free.lock().pages + self.zeroed_count()
+        // All three locks at once (in their order): a page moving between
+        // the cache, the lists and the zero pool on another CPU is counted
+        // once, and one being zeroed for the pool too.
+        let cache = self.cache.lock();
+        let fl = self.free.lock();
+        let z = self.zeroed.lock();
+        cache.len as u64 + fl.pages + z.len + self.zeroing.load(Ordering::Relaxed)
     }
 
     /// Free blocks on each order's list (the cache not included).

@@ -82,27 +82,35 @@ impl PhysMem {
     /// free pages or page contents are not reachable. Returns whether it did;
     /// the caller calls again while it has nothing better to do.
     ///
-    /// While it is zeroed the page is allocated, unmanaged, to nobody: the
-    /// free count is one short until it is in the pool. The kernel calls
-    /// this from its idle loop, where no other thread runs until it
-    /// returns, so no one sees that.
+    /// While it is zeroed the page is allocated, unmanaged, to nobody, and
+    /// counted free all the same (`zeroing`). Several CPUs may zero at
+    /// once, each its own page; the page enters the pool, free flag and
+    /// all, under the pool's lock, so a check that holds the allocator's
+    /// locks never sees it half-way.
     pub fn zero_idle(&self) -> bool {
         if self.direct_map.is_none() || self.zeroed_count() >= self.free_count() / ZERO_POOL_SHARE {
             return false;
         }
         // From the lists, not the cache: the cache's pages are the ones
         // freed last, likeliest to be in the caches and wanted again.
-        let Some(idx) = self.alloc_block_locked(&mut self.free.lock(), 0) else { return false };
+        let idx = {
+            let mut fl = self.free.lock();
+            let Some(idx) = self.alloc_block_locked(&mut fl, 0) else { return false };
+            // Relaxed: read under F or Z, which order it.
+            self.zeroing.fetch_add(1, Ordering::Relaxed);
+            idx
+        };
         let p = self.page(idx);
         p.take_from_free(PageFlags::UNMANAGED);
         if !p.flags().contains(PageFlags::ZERO) {
             self.fill(p, 1, 0);
         }
-        p.make_free(true);
         let mut z = self.zeroed.lock();
+        p.make_free(true);
         p.next.store(z.head, Ordering::Relaxed);
         z.head = idx;
         z.len += 1;
+        self.zeroing.fetch_sub(1, Ordering::Relaxed);
         true
     }
 }

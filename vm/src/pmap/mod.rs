@@ -57,34 +57,47 @@ pub enum PmapError {
 
 /// A TLB invalidation owed after changing translations: `flush` it (or, for
 /// an address space not loaded anywhere, `skip` it, saying why).
+///
+/// It names the address space (`space`, the pmap's own word for it) and
+/// one range covering every change made since it was started, so that a
+/// batch of changes costs one invalidation: one IPI per CPU that has the
+/// space loaded, or a whole-TLB flush past a threshold (the pmap's choice,
+/// in its `flusher`). The caller flushes before anything may reuse what
+/// the old translations pointed at: the frames they named, or the page
+/// tables they were read through.
 #[must_use = "stale translations stay in the TLB until this is flushed"]
 #[derive(Debug)]
 pub struct TlbFlush {
     range: Option<(u64, u64)>,
-    flusher: fn(u64, u64),
+    space: usize,
+    flusher: fn(usize, u64, u64),
 }
 
-fn no_flush(_: u64, _: u64) {}
+fn no_flush(_: usize, _: u64, _: u64) {}
 
 impl TlbFlush {
     /// Nothing to invalidate.
     pub fn none() -> TlbFlush {
-        TlbFlush { range: None, flusher: no_flush }
+        TlbFlush { range: None, space: 0, flusher: no_flush }
     }
 
-    /// `[start, end)` must be invalidated by `flusher`.
-    pub fn range(start: u64, end: u64, flusher: fn(u64, u64)) -> TlbFlush {
-        TlbFlush { range: (start < end).then_some((start, end)), flusher }
+    /// `[start, end)` of address space `space` must be invalidated by
+    /// `flusher(space, start, end)`.
+    pub fn range(space: usize, start: u64, end: u64, flusher: fn(usize, u64, u64)) -> TlbFlush {
+        TlbFlush { range: (start < end).then_some((start, end)), space, flusher }
     }
 
-    /// One flush covering both.
+    /// One flush covering both (of one address space).
     pub fn merge(mut self, mut other: TlbFlush) -> TlbFlush {
-        let flusher = if self.range.is_some() { self.flusher } else { other.flusher };
+        let (space, flusher) = if self.range.is_some() { (self.space, self.flusher) } else { (other.space, other.flusher) };
         let range = match (self.range.take(), other.range.take()) {
-            (Some((a, b)), Some((c, d))) => Some((a.min(c), b.max(d))),
+            (Some((a, b)), Some((c, d))) => {
+                debug_assert!(self.space == other.space, "TLB flushes of two address spaces merged");
+                Some((a.min(c), b.max(d)))
+            }
             (r, None) | (None, r) => r,
         };
-        TlbFlush { range, flusher }
+        TlbFlush { range, space, flusher }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -94,7 +107,7 @@ impl TlbFlush {
     /// Invalidates the range.
     pub fn flush(mut self) {
         if let Some((s, e)) = self.range.take() {
-            (self.flusher)(s, e);
+            (self.flusher)(self.space, s, e);
         }
     }
 

@@ -151,7 +151,7 @@ impl SoftPmap {
     }
 }
 
-fn soft_flush(_: u64, _: u64) {}
+fn soft_flush(_: usize, _: u64, _: u64) {}
 
 impl Pmap for SoftPmap {
     fn enter(&self, va: u64, page: &'static Page, prot: Prot, wired: bool) -> Result<TlbFlush, PmapError> {
@@ -175,7 +175,7 @@ impl Pmap for SoftPmap {
         if !same {
             self.pv_add(page, va);
         }
-        Ok(if old.is_some() { TlbFlush::range(va, va + PAGE_SIZE as u64, soft_flush) } else { TlbFlush::none() })
+        Ok(if old.is_some() { TlbFlush::range(0, va, va + PAGE_SIZE as u64, soft_flush) } else { TlbFlush::none() })
     }
 
     fn remove(&self, start: u64, end: u64) -> TlbFlush {
@@ -190,7 +190,7 @@ impl Pmap for SoftPmap {
             }
             self.pv_remove(pte.page, *va);
         }
-        if gone.is_empty() { TlbFlush::none() } else { TlbFlush::range(start, end, soft_flush) }
+        if gone.is_empty() { TlbFlush::none() } else { TlbFlush::range(0, start, end, soft_flush) }
     }
 
     fn protect(&self, start: u64, end: u64, prot: Prot) -> TlbFlush {
@@ -203,7 +203,7 @@ impl Pmap for SoftPmap {
             any |= pte.prot != pte.prot & prot;
             pte.prot &= prot;
         }
-        if any { TlbFlush::range(start, end, soft_flush) } else { TlbFlush::none() }
+        if any { TlbFlush::range(0, start, end, soft_flush) } else { TlbFlush::none() }
     }
 
     fn extract(&self, va: u64) -> Option<(u64, Prot)> {

@@ -7,7 +7,9 @@ use super::*;
 #[ktest]
 fn the_madt_names_this_cpu_and_the_io_apic() {
     let topo = topology().expect("QEMU's firmware has an MADT");
+    crate::kern::sched::pin_to(Some(0));
     assert_eq!(topo.boot_apic_id, crate::arch::apic::id());
+    crate::kern::sched::pin_to(None);
     assert!(!topo.application_processors.contains(&topo.boot_apic_id));
     assert_eq!(topo.disabled, 0);
     assert!(

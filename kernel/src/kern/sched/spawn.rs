@@ -51,6 +51,7 @@ fn new_record(
         state: State::Ready,
         cr3: 0,
         space: 0,
+        cpus: ptr::null(),
         fs_base: 0,
         fpu,
         wake_at: 0,
@@ -60,36 +61,86 @@ fn new_record(
         next: ptr::null_mut(),
         ready_next: ptr::null_mut(),
         queued: false,
+        affinity: u64::MAX,
+        cpu: 0,
         held: vm::witness::Held::new(),
     }
 }
 
-/// Makes the running (boot) context thread 0, "main".
+/// The ids of the idle threads: `IDLE_ID + cpu`, beyond any a thread gets.
+pub const IDLE_ID: ThreadId = u64::MAX - MAX_CPUS as u64;
+
+/// Makes the running (boot) context thread 0, "main", on the boot CPU,
+/// and gives the boot CPU its idle thread.
 pub fn init() {
     init_fpu();
     let main = Box::into_raw(Box::new(new_record(0, "main".into(), None, None, None)));
+    let idle = prepare("idle0", None, || super::idle_loop()).expect("no memory for the boot CPU's idle thread").into_raw();
     interrupts::without_interrupts(|| {
-        // SAFETY: the record was just made and is not shared yet.
-        unsafe { (*main).state = State::Running };
+        // SAFETY: the records were just made and are not shared yet.
+        unsafe {
+            (*main).state = State::Running;
+            (*idle).id = IDLE_ID;
+            (*idle).affinity = 1;
+            // The idle thread runs no user code: no FPU state to switch.
+            (*idle).fpu = None;
+        }
+        let mut cpus = [CpuSched { current: ptr::null_mut(), idle: ptr::null_mut() }; MAX_CPUS];
+        cpus[0] = CpuSched { current: main, idle };
         *SCHED.lock() = Some(Sched {
             all: main,
             ready_head: ptr::null_mut(),
             ready_tail: ptr::null_mut(),
-            current: main,
+            cpus,
+            halted: 0,
             count: 1,
             dead: 0,
             next_id: 1,
-            slice_end: 0,
             next_timeout: u64::MAX,
         });
+        let cpu = percpu::this();
         // SAFETY: as above; the boot thread's record lives for ever.
-        CURRENT_HELD.store(unsafe { &raw mut (*main).held }, Ordering::Relaxed);
+        cpu.held.store(unsafe { &raw mut (*main).held }, Ordering::Relaxed);
+        cpu.thread.store(0, Ordering::Relaxed);
         KERNEL_CR3.store(x86_64::registers::control::Cr3::read_raw().0.start_address().as_u64(), Ordering::Relaxed);
     });
 }
 
-/// Where a new thread starts: runs its entry with interrupts on, then exits.
+/// Makes the running context of a started AP its idle thread, so that the
+/// AP can take part. Called on the AP with interrupts off; it then starts
+/// its timer and calls [`run_idle`]. Fails when memory is short (the AP
+/// then stays out).
+pub fn join_cpu() -> Result<(), ()> {
+    let cpu = percpu::this();
+    let me = cpu.id as usize;
+    let mut name = String::new();
+    let _ = write!(name, "idle{me}");
+    let rec = Box::into_raw(Box::try_new(new_record(IDLE_ID + me as u64, name, None, None, None)).map_err(|_| ())?);
+    // SAFETY: the record was just made and is not shared yet.
+    unsafe {
+        (*rec).state = State::Running;
+        (*rec).cpu = me as u32;
+        (*rec).affinity = 1 << me;
+        cpu.held.store(&raw mut (*rec).held, Ordering::Relaxed);
+    }
+    cpu.thread.store(IDLE_ID + me as u64, Ordering::Relaxed);
+    SLICE_END[me].store(u64::MAX, Ordering::Relaxed);
+    let mut g = SCHED.lock();
+    let s = g.as_mut().ok_or(())?;
+    s.cpus[me] = CpuSched { current: rec, idle: rec };
+    Ok(())
+}
+
+/// The AP's last step: it idles, taking threads as they become ready.
+pub fn run_idle() -> ! {
+    super::idle_loop()
+}
+
+/// Where a new thread starts: lets go of the scheduler lock handed over by
+/// the switch into it, runs its entry with interrupts on, then exits.
 extern "C" fn thread_start() -> ! {
+    // SAFETY: the first code of a new thread, after the switch into it.
+    unsafe { SCHED.unlock_handed_over() };
     // The switch that started the thread, counted here as the others are
     // on their way back into `schedule`.
     SWITCHES.fetch_add(1, Ordering::Relaxed);
@@ -138,6 +189,12 @@ pub fn prepare_detached(name: &str, f: impl FnOnce() + Send + 'static) -> Option
     prepare(name, Some((0, 0)), f)
 }
 
+/// Makes a thread that will run `f` in the kernel's address space, for
+/// the scheduler's own threads.
+pub(super) fn prepare_kernel(name: &str, f: impl FnOnce() + Send + 'static) -> Option<NewThread> {
+    prepare(name, Some((0, 0)), f)
+}
+
 fn prepare(name: &str, space: Option<(u64, usize)>, f: impl FnOnce() + Send + 'static) -> Option<NewThread> {
     reap();
     let stack = crate::kern::kmem::KStack::new(STACK_SIZE).ok()?;
@@ -163,6 +220,20 @@ fn prepare(name: &str, space: Option<(u64, usize)>, f: impl FnOnce() + Send + 's
 }
 
 impl NewThread {
+    /// Restricts the thread to CPU `cpu` from its first run.
+    pub fn pinned(self, cpu: usize) -> NewThread {
+        // SAFETY: not started, so the record is still ours alone.
+        unsafe { (*self.t).affinity = 1 << cpu };
+        self
+    }
+
+    /// The record, the scheduler's from now on (an idle thread's).
+    fn into_raw(self) -> *mut Thread {
+        let t = self.t;
+        core::mem::forget(self);
+        t
+    }
+
     /// Makes the thread ready to run and returns its id; before the
     /// scheduler exists, gives the thread back (for the caller to drop
     /// with interrupts on: its stack goes back to the page allocator).
@@ -174,15 +245,16 @@ impl NewThread {
             let s = g.as_mut()?;
             let id = s.next_id;
             s.next_id += 1;
-            let (cr3, sp) = match space {
-                Some(sp) => sp,
-                None => (s.cur().cr3, s.cur().space),
+            let (cr3, sp, cpus) = match space {
+                Some((cr3, sp)) => (cr3, sp, ptr::null()),
+                None => (s.cur().cr3, s.cur().space, s.cur().cpus),
             };
             // SAFETY: `t` is the record made by `prepare`, not yet shared.
             unsafe {
                 (*t).id = id;
                 (*t).cr3 = cr3;
                 (*t).space = sp;
+                (*t).cpus = cpus;
             }
             s.link(t);
             Some(id)

@@ -147,3 +147,43 @@ fn a_lock_knows_its_holders_cpu() {
         assert_eq!(m.raw.holder_cpu.load(Ordering::Relaxed), NO_CPU);
     });
 }
+
+/// A CPU that spins over a second for one of the VM's locks (taken with
+/// interrupts on, so the watchdog's timer check cannot see it) panics,
+/// naming the lock and its holder's CPU. With one CPU no such spin can
+/// happen (a holder has preemption off, so nobody else runs until it lets
+/// go), and the test drives the hook the spin calls, as the spin would.
+#[ktest(should_panic = "spin lock vm map at", timeout = 20)]
+fn a_spin_for_a_vm_lock_over_a_second_panics_naming_the_holder() {
+    use alloc::sync::Arc;
+    use core::sync::atomic::{AtomicBool, Ordering};
+
+    let lock = Arc::new(vm::sync::Mutex::ranked(0u32, &vm::witness::order::MAP));
+    if crate::arch::smp::online() < 2 {
+        let hooks = crate::vm_spin_hooks();
+        let mut since = crate::kern::time::rdtsc() - 2 * crate::kern::time::tsc_hz();
+        let addr = &*lock as *const _ as usize;
+        (hooks.spinning)(addr, Some(&vm::witness::order::MAP), 0, &mut since);
+        return;
+    }
+    let held = Arc::new(AtomicBool::new(false));
+    let (l, h) = (lock.clone(), held.clone());
+    let holder = crate::kern::sched::prepare_detached("holder", move || {
+        let _g = l.lock();
+        h.store(true, Ordering::SeqCst);
+        // Held for longer than the limit, preemption off.
+        let start = crate::kern::time::rdtsc();
+        while crate::kern::time::rdtsc() - start < 5 * crate::kern::time::tsc_hz() {
+            core::hint::spin_loop();
+        }
+    })
+    .unwrap()
+    .pinned(1);
+    crate::kern::sched::pin_to(Some(0));
+    holder.start().ok().unwrap();
+    while !held.load(Ordering::SeqCst) {
+        crate::kern::sched::yield_now();
+    }
+    let _g = lock.lock();
+    unreachable!("the spin ended");
+}
