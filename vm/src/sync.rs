@@ -1,24 +1,28 @@
 //! The spin lock of the VM (and of the kernel's plain locks), with the rule
 //! that keeps it from hanging the kernel checked in debug builds.
 //!
-//! On one CPU a spin lock is only safe if no holder can be stopped by the
-//! code that then wants the lock. A thread that holds a lock with
-//! interrupts on can be preempted, or interrupted; if the code that runs
-//! next takes the same lock with interrupts off (an interrupt handler, the
-//! scheduler, code inside an interrupt-safe lock), it spins for ever: with
-//! interrupts off nothing can give the CPU back to the holder. Code that
-//! spins with interrupts on is preempted in its turn, and the holder goes
-//! on. So the rule for this lock, the plain kind, is: **it is only ever
-//! taken with interrupts on.** Data that code with interrupts off must
-//! reach is behind the kernel's interrupt-safe `IrqMutex` instead, which
-//! turns interrupts off while held so that no holder can be stopped.
+//! A spin lock is only safe if no holder can be stopped by the code that
+//! then wants the lock. A thread that holds a lock with interrupts on can be
+//! interrupted; if the handler takes the same lock (or code with interrupts
+//! off does: the scheduler, code inside an interrupt-safe lock), it spins
+//! for ever: with interrupts off nothing gives the CPU back to the holder.
+//! So the rule for this lock, the plain kind, is: **it is only ever taken
+//! with interrupts on.** Data that code with interrupts off must reach is
+//! behind the kernel's interrupt-safe `IrqMutex` instead, which turns
+//! interrupts off while held so that no holder can be stopped.
+//!
+//! And no holder is preempted: the kernel's hooks ([`SpinHooks`]) turn
+//! preemption off from before the lock is taken until after it is let go,
+//! so other CPUs spinning for it wait for a running holder, never for one
+//! switched out. The hooks also record the holder's CPU, and report a spin
+//! that lasts too long.
 //!
 //! Debug builds check the rule at every `lock`, once the kernel installs
 //! its probe ([`set_irq_probe`]): before, during bring-up, everything runs
 //! with interrupts off legitimately, and on the host there are none. The
 //! panic names the place. A lock may also have a class in the lock order
 //! ([`Mutex::ranked`], [`crate::witness`]), checked in debug builds too.
-//! Release builds are spin's lock and nothing else.
+//! Release builds are spin's lock, the hooks and nothing else.
 //!
 //! ## The model-checking facade
 //!

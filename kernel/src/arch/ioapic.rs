@@ -120,7 +120,8 @@ pub fn init(phys_offset: u64) -> Result<u32, IoApicError> {
 }
 
 /// The boot CPU's local APIC id (CPUID leaf 1, EBX bits 31..24), the
-/// destination of every routed line while there is one CPU.
+/// destination of every routed line (device interrupts and the watchdog's
+/// NMIs all go to the boot CPU).
 fn boot_cpu_apic_id() -> u64 {
     let r = core::arch::x86_64::__cpuid(1);
     (r.ebx >> 24) as u64

@@ -89,9 +89,10 @@ pub fn with_console<R>(f: impl FnOnce(&mut Console<'_>) -> R) -> R {
 /// again).
 pub fn panic_writer() -> Console<'static> {
     interrupts::disable();
-    // SAFETY: interrupts are off and there is one CPU, so a holder is the
-    // context that panicked or faulted, which never resumes. The worst
-    // outcome is a torn line in the output.
+    // SAFETY: interrupts are off, and a holder is the context that
+    // panicked or faulted (which never resumes), or another CPU that the
+    // panic stops by NMI, or one writing its own report at the same time.
+    // The worst outcome is a torn line in the output.
     unsafe { PORT.force_unlock() };
     Console(PORT.lock())
 }

@@ -105,9 +105,9 @@ impl Thread {
 /// Starts `t`, a thread of `t.process`, running `f`, and records it before
 /// it can run: a thread can be found (by `kill`, by `wait`) from the
 /// moment it exists, and cannot end before it is recorded. The first
-/// thread records its process too. Interrupts are off across the two
-/// steps, so on one CPU the new thread cannot run in between. (With more
-/// CPUs, threads will be created stopped.)
+/// thread records its process too. The table's lock is held across the two
+/// steps: a new thread that starts at once on another CPU reaches the
+/// tables only through that lock, so it finds itself recorded.
 pub(super) fn start(name: &str, t: Arc<Thread>, f: impl FnOnce() + Send + 'static) -> Result<(), SpawnError> {
     // Made with interrupts on (its stack comes from the page allocator),
     // started with them off, so that it cannot run before it is in the

@@ -14,8 +14,8 @@
 //! so a bad pointer is `-EFAULT`, never a kernel panic (FreeBSD's
 //! `pcb_onfault`).
 //!
-//! One CPU: the user's RSP and the kernel stack pointer are kept in statics
-//! at entry. With more CPUs they move to per-CPU data reached with `swapgs`.
+//! The user's RSP and the thread's kernel stack pointer are kept in the
+//! CPU's block (`arch::percpu`), reached through the GS base after `swapgs`.
 
 pub mod errno;
 pub mod file;
