@@ -76,12 +76,19 @@ fn limbo_is_detected_in_kernel() {
     assert!(invariants::check(pm).is_empty());
 }
 
+/// Nothing may take the page between the two frees (or the second would
+/// free another's page): the other CPUs are parked, and a spin lock held
+/// across both keeps this thread from being preempted.
 #[ktest(should_panic = "freed twice")]
 fn double_free_is_caught() {
-    let pm = crate::global();
-    let p = pm.alloc(AllocFlags::empty()).unwrap();
-    pm.free(p);
-    pm.free(p);
+    crate::run_alone(|| {
+        let pm = crate::global();
+        let no_preemption = crate::sync::Mutex::new(());
+        let _held = no_preemption.lock();
+        let p = pm.alloc(AllocFlags::empty()).unwrap();
+        pm.free(p);
+        pm.free(p);
+    })
 }
 
 #[ktest(should_panic = "freeing a wired page")]
