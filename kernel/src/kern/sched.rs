@@ -236,8 +236,7 @@ impl Iterator for Threads {
     }
 }
 
-/// The running CPU's number. (Read with interrupts off, or where any
-/// CPU's answer would do.)
+/// The running CPU's number (read with interrupts off, or where any answer would do).
 fn me() -> usize {
     percpu::this().id as usize
 }
@@ -526,6 +525,9 @@ fn preempt_if(slice_over: bool) {
     if now >= s.next_timeout {
         s.expire_timeouts(now);
     }
+    // Decided afresh: a request from the timer is served or void now (set
+    // again below if a spin lock is still held).
+    cpu.need_resched.store(false, Ordering::Relaxed);
     // The idle thread picks up what became ready itself; a thread on its
     // way to sleep (in `sleep_if`'s frame, interrupts on a moment) is not
     // requeued.

@@ -51,6 +51,7 @@ pub struct MapLock {
 /// What [`MapLock::lock`] returns: the map, as `&mut VmMap`. Dropping it
 /// unlocks the map, then deallocates the objects it gave up.
 pub struct MapGuard<'a> {
+    lock: &'a MapLock,
     /// Dropped by hand, before the deferred objects are deallocated.
     inner: core::mem::ManuallyDrop<MutexGuard<'a, VmMap>>,
 }
@@ -66,7 +67,7 @@ impl MapLock {
     #[inline(always)]
     #[track_caller]
     pub fn lock(&self) -> MapGuard<'_> {
-        MapGuard { inner: core::mem::ManuallyDrop::new(self.inner.lock()) }
+        MapGuard { lock: self, inner: core::mem::ManuallyDrop::new(self.inner.lock()) }
     }
 
     /// Whether the lock is held (by anyone; see [`Mutex::is_locked`]).
@@ -83,7 +84,12 @@ impl MapLock {
 
 impl Drop for MapGuard<'_> {
     fn drop(&mut self) {
-        let deferred = core::mem::take(&mut self.inner.deferred.objects);
+        if self.inner.deferred.objects.is_empty() {
+            // SAFETY: dropped once, here; `inner` is not used again.
+            unsafe { core::mem::ManuallyDrop::drop(&mut self.inner) };
+            return;
+        }
+        let mut deferred = core::mem::take(&mut self.inner.deferred.objects);
         // SAFETY: dropped once, here; `inner` is not used again.
         unsafe { core::mem::ManuallyDrop::drop(&mut self.inner) };
         // A model thread unwinding from a failed check takes no locks (see
@@ -93,8 +99,16 @@ impl Drop for MapGuard<'_> {
             core::mem::forget(deferred);
             return;
         }
-        for o in deferred {
+        for o in deferred.drain(..) {
             o.deallocate();
+        }
+        // Give the room back, so that the next unmap need not allocate it
+        // again; if the lock is taken meanwhile, the room goes instead.
+        if let Some(mut map) = self.lock.inner.try_lock()
+            && map.deferred.objects.capacity() < deferred.capacity()
+            && map.deferred.objects.is_empty()
+        {
+            map.deferred.objects = deferred;
         }
     }
 }
