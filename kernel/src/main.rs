@@ -155,6 +155,7 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
         Mode::Demo => devtools::demo::run(),
         Mode::List => devtools::ktest_runner::list(),
         Mode::Test => devtools::ktest_runner::run(cmdline.run.as_deref()),
+        Mode::Bench if cmdline.bench_smp => devtools::bench_smp::run(),
         Mode::Bench => devtools::bench::run(),
         Mode::Run => devtools::demo::run_program(),
         Mode::VmState => devtools::vmstate::run(),

@@ -373,7 +373,7 @@ fn phys(d: &mut Diff<'_>, k: &KernelView, text: &str) {
     let line = |start: &str| text.lines().find(|l| l.starts_with(start)).unwrap_or("");
     let free: Vec<&str> = line("free ").split_whitespace().collect();
     d.num("free", k.phys.get("free"), free.get(1).copied());
-    // `... C in the order-0 cache (of 64), Z in the zero pool`
+    // `... C in the per-CPU caches (of 64 each), Z in the zero pool`
     let ins: Vec<usize> = free.iter().enumerate().filter(|(_, w)| **w == "in").map(|(i, _)| i).collect();
     let word_before = |at: Option<&usize>| at.and_then(|&i| free.get(i.checked_sub(1)?)).copied();
     d.num("cache", k.phys.get("cache"), word_before(ins.first()));

@@ -126,13 +126,16 @@ pub fn check(pm: &PhysMem) -> Vec<Violation> {
         *slot = tag;
     };
 
-    // Cache, then free lists (the allocator's lock order).
+    // Each CPU's cache, then the free lists (the allocator's lock order;
+    // one cache at a time, as nothing holds two).
     {
-        let cache = pm.cache.lock();
-        let fl = pm.free.lock();
-        for &idx in &cache.pages[..cache.len] {
-            mark(&mut on, idx, 2, &mut out);
+        for cc in &pm.caches {
+            let cache = cc.cache.lock();
+            for &idx in &cache.pages[..cache.len] {
+                mark(&mut on, idx, 2, &mut out);
+            }
         }
+        let fl = pm.free.lock();
         let mut listed_pages = 0;
         for order in 0..NUM_ORDERS {
             let mut blocks = 0;

@@ -7,6 +7,7 @@
 //! | module | BSD concept |
 //! | --- | --- |
 //! | [`contents`] | page contents through the direct map, for a busy page |
+//! | [`counter`] | `counter(9)`: statistics kept per CPU, summed on read |
 //! | [`page`] | `vm_page`: the per-frame record and its busy/wire/valid/dirty/queue state |
 //! | [`phys`] | `vm_phys`: the buddy allocator over the page array |
 //! | [`pmap`] | the machine-dependent interface (`pmap_*`), and a software pmap |
@@ -81,6 +82,7 @@
 extern crate alloc;
 
 pub mod contents;
+pub mod counter;
 pub mod failpoint;
 pub mod fault;
 pub mod invariants;

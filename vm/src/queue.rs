@@ -86,9 +86,20 @@ impl PhysMem {
         }
     }
 
-    /// Puts the page on the active queue (recently used).
+    /// Puts the page on the active queue (recently used). A page already
+    /// there stays where it is: its use is recorded in its referenced bit
+    /// (`Page::reference`, the mappings' accessed bits), which the pageout
+    /// daemon reads before it deactivates anything, so moving it to the
+    /// tail would only take the queue lock at every fault on a resident
+    /// page (FreeBSD's `vm_page_activate` leaves an active page in place
+    /// too). The look at the queue is without the lock: a page the daemon
+    /// moves meanwhile ends on the inactive queue with its reference
+    /// recorded, and goes back at the daemon's next look.
     #[inline]
     pub fn activate(&self, page: &Page) {
+        if page.queue() == Queue::Active {
+            return;
+        }
         self.enqueue(page, Queue::Active);
     }
 

@@ -148,8 +148,16 @@ fn preempt_on() {
     }
 }
 
+/// The running CPU's number, from the kernel's hooks: 0 on the host and
+/// before the hooks are in; a model thread's own under loom
+/// ([`model::set_cpu`]). Per-CPU state is indexed by it; the thread may
+/// have moved by the time the answer is used, so that state is locked or
+/// atomic all the same.
 #[inline(always)]
-fn this_cpu() -> u32 {
+pub fn this_cpu() -> u32 {
+    #[cfg(loom)]
+    return model::cpu();
+    #[cfg(not(loom))]
     HOOKS.get().map_or(0, |h| (h.cpu)())
 }
 

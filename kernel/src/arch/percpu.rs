@@ -176,8 +176,9 @@ impl PerCpu {
 /// The boot CPU's block.
 pub static BOOT_CPU: PerCpu = PerCpu::new(0);
 
-/// The most CPUs the kernel runs on.
-pub const MAX_CPUS: usize = 16;
+/// The most CPUs the kernel runs on: the VM keeps per-CPU state for as
+/// many (its caches and counters), so the two are one constant.
+pub const MAX_CPUS: usize = vm::counter::MAX_CPUS;
 
 /// The CPUs running, the boot CPU included, by number, as `arch::smp`
 /// starts them. (Release when a CPU is added, pairing with the Acquire in

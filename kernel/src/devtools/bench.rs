@@ -276,7 +276,7 @@ pub fn faults() {
         if timed {
             vm::fault::set_step_clock(Some(time::rdtsc));
         }
-        let f0 = FAULTS.load(Ordering::Relaxed);
+        let f0 = FAULTS.get();
         let v0 = FAULT_TSC.load(Ordering::Relaxed);
         let s0 = steps();
         let t0 = time::rdtsc();
@@ -287,7 +287,7 @@ pub fn faults() {
         }
         let t1 = time::rdtsc();
         vm::fault::set_step_clock(None);
-        let n = FAULTS.load(Ordering::Relaxed) - f0;
+        let n = FAULTS.get() - f0;
         if !timed {
             return per_fault(t1 - t0, n);
         }
@@ -355,14 +355,14 @@ pub fn faults() {
             obj.reference();
             let b = third.map.lock().map(None, SIZE, Prot::READ, Prot::READ, Inherit::Share, Some((obj, 0)), false).unwrap();
             let _on = third.activate();
-            let f0 = FAULTS.load(Ordering::Relaxed);
+            let f0 = FAULTS.get();
             let t0 = time::rdtsc();
             let mut sum = 0u64;
             for i in 0..SIZE / PAGE {
                 // SAFETY: mapped read-only in the active space; pages resident.
                 sum += unsafe { ((b + i * PAGE) as *const u8).read_volatile() } as u64;
             }
-            let n = FAULTS.load(Ordering::Relaxed) - f0;
+            let n = FAULTS.get() - f0;
             core::hint::black_box(sum);
             soft.push(per_fault(time::rdtsc() - t0, n));
             soft_pages = (SIZE / PAGE) as f64 / n.max(1) as f64;
@@ -410,14 +410,14 @@ pub fn faults() {
         let mut n = 0;
         for round in 0..ROUNDS {
             let _on = space.activate();
-            let f0 = FAULTS.load(Ordering::Relaxed);
+            let f0 = FAULTS.get();
             let t0 = time::rdtsc();
             for i in 0..HOT / PAGE {
                 // SAFETY: mapped read-write in the active space.
                 unsafe { ((a + i * PAGE) as *mut u8).write_volatile(round as u8) };
             }
             tsc += time::rdtsc() - t0;
-            n += FAULTS.load(Ordering::Relaxed) - f0;
+            n += FAULTS.get() - f0;
             // Unmapping frees the pages; mapping again gives a fresh object.
             let mut map = space.map.lock();
             map.unmap(a, a + HOT).unwrap();

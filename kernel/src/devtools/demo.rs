@@ -103,17 +103,15 @@ impl Before {
 
 /// The VM counters: faults by kind, pages by state.
 pub fn print_counters() {
-    use core::sync::atomic::Ordering::Relaxed;
-
     use vm::page::Queue;
 
     let k = &crate::mm::vmspace::FAULT_KINDS;
     kprintln!(
         "vm counters: faults: {} zero-fill, {} copy-on-write, {} paged in, {} soft",
-        k.zero_fill.load(Relaxed),
-        k.copy_on_write.load(Relaxed),
-        k.paged_in.load(Relaxed),
-        k.soft.load(Relaxed)
+        k.zero_fill.get(),
+        k.copy_on_write.get(),
+        k.paged_in.get(),
+        k.soft.get()
     );
     let pm = vm::global();
     let wired = pm.pages().iter().filter(|p| p.wired()).count();

@@ -4,6 +4,7 @@
 //! shootdown check that both the tests and the benchmarks run.
 
 pub mod bench;
+pub mod bench_smp;
 pub mod demo;
 pub mod ktest_runner;
 pub mod profile;

@@ -49,6 +49,9 @@ pub struct Cmdline {
     /// Test indices to run, in order (`None`: all).
     pub run: Option<Vec<usize>>,
     pub log: log::LevelFilter,
+    /// `mode=bench bench=smp`: only the benchmarks of several CPUs
+    /// (`devtools::bench_smp`).
+    pub bench_smp: bool,
 }
 
 static CMDLINE: Once<Cmdline> = Once::new();
@@ -78,7 +81,7 @@ fn read_fw_cfg() -> Option<String> {
 
 /// Parses a command line. Unknown words are reported and ignored.
 pub fn parse(raw: &str) -> Cmdline {
-    let mut c = Cmdline { raw: raw.into(), mode: Mode::Demo, run: None, log: log::LevelFilter::Info };
+    let mut c = Cmdline { raw: raw.into(), mode: Mode::Demo, run: None, log: log::LevelFilter::Info, bench_smp: false };
     for word in raw.split_whitespace() {
         let (key, value) = word.split_once('=').unwrap_or((word, ""));
         match key {
@@ -105,6 +108,10 @@ pub fn parse(raw: &str) -> Cmdline {
             "profile" => match value {
                 "on" | "off" => crate::devtools::profile::WANTED.store(value == "on", core::sync::atomic::Ordering::Relaxed),
                 _ => log::warn!("cmdline: profile={value:?}: on or off"),
+            },
+            "bench" => match value {
+                "smp" => c.bench_smp = true,
+                _ => log::warn!("cmdline: bench={value:?}: smp is the one part that can be chosen"),
             },
             "run.report" => match value {
                 "on" | "off" => crate::devtools::demo::RUN_REPORT.store(value == "on", core::sync::atomic::Ordering::Relaxed),

@@ -9,6 +9,7 @@
 use alloc::sync::Arc;
 use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
+use vm::counter::PerCpuCounter;
 use vm::fault::{FaultError, fault};
 use vm::map::{MapLock, VmMap};
 use vm::pmap::{PmapError, Prot};
@@ -22,25 +23,25 @@ pub struct AddressSpace {
     pub pmap: Arc<X86Pmap>,
 }
 
-/// Page faults resolved by the VM. (A)
-pub static FAULTS: AtomicU64 = AtomicU64::new(0);
-/// The faults resolved, by what they took. (A)
+/// Page faults resolved by the VM, counted per CPU. (A)
+pub static FAULTS: PerCpuCounter = PerCpuCounter::new();
+/// The faults resolved, by what they took, counted per CPU. (A)
 pub struct FaultKinds {
     /// A new page of zeros.
-    pub zero_fill: AtomicU64,
+    pub zero_fill: PerCpuCounter,
     /// A private copy of a page (or the page moved up the chain).
-    pub copy_on_write: AtomicU64,
+    pub copy_on_write: PerCpuCounter,
     /// The page read in by a pager.
-    pub paged_in: AtomicU64,
+    pub paged_in: PerCpuCounter,
     /// The page was resident: only the mapping was missing.
-    pub soft: AtomicU64,
+    pub soft: PerCpuCounter,
 }
 
 pub static FAULT_KINDS: FaultKinds = FaultKinds {
-    zero_fill: AtomicU64::new(0),
-    copy_on_write: AtomicU64::new(0),
-    paged_in: AtomicU64::new(0),
-    soft: AtomicU64::new(0),
+    zero_fill: PerCpuCounter::new(),
+    copy_on_write: PerCpuCounter::new(),
+    paged_in: PerCpuCounter::new(),
+    soft: PerCpuCounter::new(),
 };
 /// The null-fault benchmark's pmap (null: none): a fault on one of its
 /// hidden pages is resolved by setting the present bit again
@@ -174,7 +175,7 @@ pub fn page_fault(tf: &TrapFrame, cr2: u64) -> Result<(), Option<FaultError>> {
     }
     match r {
         Ok(stats) => {
-            FAULTS.fetch_add(1, Ordering::Relaxed);
+            FAULTS.inc();
             let kind = if stats.paged_in {
                 &FAULT_KINDS.paged_in
             } else if stats.copied || stats.moved {
@@ -184,7 +185,7 @@ pub fn page_fault(tf: &TrapFrame, cr2: u64) -> Result<(), Option<FaultError>> {
             } else {
                 &FAULT_KINDS.soft
             };
-            kind.fetch_add(1, Ordering::Relaxed);
+            kind.inc();
             Ok(())
         }
         Err(e) => Err(Some(e)),
@@ -215,7 +216,7 @@ mod tests {
     fn zero_fill_faults() {
         let space = AddressSpace::new().unwrap();
         let a = anon(&space, 64, Prot::RW);
-        let faults = FAULTS.load(Ordering::Relaxed);
+        let faults = FAULTS.get();
         {
             let _on = space.activate();
             for i in 0..64 {
@@ -232,7 +233,7 @@ mod tests {
                 assert_eq!(unsafe { ((a + i * PAGE) as *const u64).read_volatile() }, i * 3 + 1);
             }
         }
-        assert!(FAULTS.load(Ordering::Relaxed) >= faults + 64, "the hardware faulted each page in");
+        assert!(FAULTS.get() >= faults + 64, "the hardware faulted each page in");
         space.map.lock().unmap(a, a + 64 * PAGE).unwrap();
         assert!(space.pmap.extract(a).is_none());
     }
@@ -418,7 +419,12 @@ mod tests {
             })
             .collect();
         // Let both threads reach their faults: one in the pager, one asleep
-        // on the busy page.
+        // on the busy page. (On several CPUs they run beside this one, and
+        // may take longer to get there than a few turns of ours.)
+        let until = crate::kern::time::ticks() + crate::kern::time::HZ;
+        while pager.reads.load(Ordering::SeqCst) == 0 && crate::kern::time::ticks() < until {
+            crate::kern::sched::yield_now();
+        }
         for _ in 0..20 {
             crate::kern::sched::yield_now();
         }

@@ -615,12 +615,9 @@ fn init_runs_a_program() {
 fn image_pages_come_through_the_pager() {
     let init = || spawn_elf("init", crate::proc::programs::bin("init"), &["init", "/no/such"]).unwrap().wait();
     assert_eq!(init(), Status::Exited(127));
-    let before = crate::mm::vmspace::FAULT_KINDS.paged_in.load(Ordering::Relaxed);
+    let before = crate::mm::vmspace::FAULT_KINDS.paged_in.get();
     assert_eq!(init(), Status::Exited(127));
-    assert!(
-        crate::mm::vmspace::FAULT_KINDS.paged_in.load(Ordering::Relaxed) > before,
-        "the image's pages come in through its pager"
-    );
+    assert!(crate::mm::vmspace::FAULT_KINDS.paged_in.get() > before, "the image's pages come in through its pager");
 }
 
 /// A fork whose object allocation fails returns an error and leaves

@@ -42,10 +42,10 @@ def check(k):
         on[idx] = tag
 
     # The cache, then the free lists.
-    cached, _ = cache(k)
+    cached, _, _ = cache(k)
     for idx in cached:
         if idx >= n:
-            out.append(f"the order-0 cache holds index {idx}, past the page array")
+            out.append(f"a per-CPU cache holds index {idx}, past the page array")
             continue
         mark(idx, 2)
     fl, _ = rust.mutex(k.pm["free"])

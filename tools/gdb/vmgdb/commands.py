@@ -58,7 +58,7 @@ def register():
     Sub("object", objects.object_lines, f"Show a VM object and its resident pages.\nUsage: {objects.USAGE}")
     Sub("map", maps.map_lines, f"Show an address space's map entries.\nUsage: {maps.MAP_USAGE}")
     Sub("pte", maps.pte_lines, f"Show the page-table walk of an address.\nUsage: {maps.PTE_USAGE}")
-    Sub("phys", phys.phys_lines, "Show free pages per order and segment, the cache, the zero pool, the queues and swap.\nUsage: vm phys")
+    Sub("phys", phys.phys_lines, "Show free pages per order and segment, the per-CPU caches, the zero pool, the queues and swap.\nUsage: vm phys")
     Sub("check", check.check_lines, "Evaluate the invariant checker's rules over every page.\nUsage: vm check")
     # Fail points are statics: they can be set before the allocator exists
     # (at kernel_main, for a failure during boot).

@@ -3,7 +3,7 @@
 Where each thing is found (statics the kernel keeps for itself):
 
 - the page allocator: `vm::GLOBAL` (a spin::Once<PhysMem>): the page array,
-  its segments, the free lists, the order-0 cache and the paging queues;
+  its segments, the free lists, the per-CPU order-0 caches and the paging queues;
 - the direct map: `kernel::arch::direct_map::PHYS_OFFSET`, the virtual address of
   physical address 0 (the bootloader chooses it; BIOS and UEFI boots may
   differ): every physical read goes through it;

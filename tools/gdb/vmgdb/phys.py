@@ -1,5 +1,5 @@
 """`vm phys`: the page allocator (free pages per order and per segment, the
-order-0 cache, the zero pool), the paging queues and swap."""
+per-CPU order-0 caches, the zero pool), the paging queues and swap."""
 
 import gdb
 
@@ -26,10 +26,19 @@ def free_lists(k, records):
 
 
 def cache(k):
-    """The order-0 cache: (page-array indices in it, capacity)."""
-    cache, _ = rust.mutex(k.pm["cache"])
-    lo, hi = cache["pages"].type.range()
-    return [int(cache["pages"][i]) for i in range(int(cache["len"]))], hi - lo + 1
+    """The per-CPU order-0 caches: (page-array indices in them, each
+    cache's capacity, the count in each CPU's)."""
+    caches = k.pm["caches"]
+    lo, hi = caches.type.range()
+    out, counts, capacity = [], [], 0
+    for cpu in range(lo, hi + 1):
+        cache, _ = rust.mutex(caches[cpu]["cache"])
+        plo, phi = cache["pages"].type.range()
+        capacity = phi - plo + 1
+        n = int(cache["len"])
+        out += [int(cache["pages"][i]) for i in range(n)]
+        counts.append(n)
+    return out, capacity, counts
 
 
 def zero_pool(k, records):
@@ -73,7 +82,7 @@ def phys_lines(k, argv):
         raise gdb.GdbError("usage: vm phys")
     records = k.all_pages()
     orders, per_segment, listed, recorded = free_lists(k, records)
-    cached, capacity = cache(k)
+    cached, capacity, counts = cache(k)
     pooled, pool_len = zero_pool(k, records)
     for i in cached + pooled:
         if i < len(records):
@@ -86,7 +95,10 @@ def phys_lines(k, argv):
     note = "" if listed == recorded else f" (the lists record {recorded})"
     pool_note = "" if len(pooled) == pool_len else f" (the pool records {pool_len})"
     out.append(f"free      {listed + len(cached) + len(pooled)} pages: {listed} on the free lists{note}, "
-               f"{len(cached)} in the order-0 cache (of {capacity}), {len(pooled)} in the zero pool{pool_note}")
+               f"{len(cached)} in the per-CPU caches (of {capacity} each), {len(pooled)} in the zero pool{pool_note}")
+    busy = [f"CPU {i}: {n}" for i, n in enumerate(counts) if n]
+    if busy:
+        out.append(f"caches    {', '.join(busy)}")
     levels = k.pm["levels"]
     out.append(f"levels    reserve {rust.scalar(levels['reserve'])}, target {rust.scalar(levels['target'])}")
     for order, blocks, rec in orders:

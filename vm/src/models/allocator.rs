@@ -1,8 +1,11 @@
-//! The page allocator's order-0 cache (the per-CPU caches to come): threads
-//! allocating and freeing while another drains the cache to the free
-//! lists, and the refills that follow. No page is handed out twice, none
-//! is lost, and the free lists, the cache and the pages' free flags agree
-//! at the end (the invariant checker's free-list checks).
+//! The page allocator's per-CPU order-0 caches: threads on two CPUs
+//! allocating and freeing while a third drains every cache to the free
+//! lists, one thread moving to the other's CPU halfway (a migration
+//! between two allocations), an allocation that finds its own cache and
+//! the lists empty and takes back the pages another CPU's cache holds, and
+//! the refills that follow. No page is handed out twice, none is lost, and
+//! the free lists, the caches and the pages' free flags agree at the end
+//! (the invariant checker's free-list checks).
 
 extern crate std;
 
@@ -14,7 +17,7 @@ use loom::thread;
 use super::{check_clean, env};
 use crate::page::Page;
 use crate::phys::{AllocFlags, PhysMem};
-use crate::sync::model::{Break, DEFAULT_PREEMPTIONS, check_with};
+use crate::sync::model::{Break, DEFAULT_PREEMPTIONS, check_with, set_cpu};
 
 /// Pages handed out and not yet freed, across the model's threads (a host
 /// lock: held for no loom operation, so never across a switch).
@@ -39,6 +42,7 @@ fn alloc_free_and_drain() {
     let one = {
         let held = held.clone();
         thread::spawn(move || {
+            set_cpu(1);
             let p = take(pm, &held);
             give(pm, &held, p);
         })
@@ -46,7 +50,10 @@ fn alloc_free_and_drain() {
     let two = {
         let held = held.clone();
         thread::spawn(move || {
+            set_cpu(2);
             let p = take(pm, &held);
+            // Moved to the first thread's CPU: its cache is shared now.
+            set_cpu(1);
             let q = take(pm, &held);
             give(pm, &held, p);
             give(pm, &held, q);

@@ -15,10 +15,12 @@
 //! a block with its buddy (the block at `address ^ size`) while the buddy is a
 //! free block of the same order in the same segment.
 //!
-//! Order-0 requests, by far the most common, go through a cache of up to
-//! [`CACHE_SIZE`] free pages that is refilled from and drained to the free
-//! lists [`CACHE_BATCH`] pages at a time, so most allocate/free pairs never
-//! touch the lists. (This will become the per-CPU cache.)
+//! Order-0 requests, by far the most common, go through a per-CPU cache of
+//! up to [`CACHE_SIZE`] free pages that is refilled from and drained to the
+//! free lists [`CACHE_BATCH`] pages at a time, so most allocate/free pairs
+//! never touch the lists, and CPUs allocating at once seldom meet (see
+//! [`cache`]). The allocation counters are per CPU too
+//! ([`crate::counter`]).
 //!
 //! Pages can be zeroed ahead of need, at idle time (FreeBSD's historical
 //! `vm_page_zero_idle` and `PG_ZERO` pages): [`PhysMem::zero_idle`] takes a
@@ -31,7 +33,7 @@
 //! lists when a multi-page allocation cannot be met and by
 //! [`PhysMem::drain_cache`].
 //!
-//! Locks, in order: the cache lock, then the free-list lock (F), then the
+//! Locks, in order: a CPU's cache lock, then the free-list lock (F), then the
 //! zero-pool lock (Z); the page-queue lock (Q) is taken alone (see
 //! [`crate::queue`]).
 //!
@@ -50,15 +52,19 @@ use crate::page::{NIL, NOT_FREE_HEAD, Page, PageFlags, PageIndex, Queue};
 use crate::queue::Queues;
 use crate::{PAGE_SHIFT, PAGE_SIZE};
 
+pub mod cache;
 mod lifecycle;
 mod zero;
+
+use crate::counter::{MAX_CPUS, PerCpuCounter};
+use cache::CpuCache;
 
 /// Largest block order: 2^10 pages = 4 MiB.
 pub const MAX_ORDER: u8 = 10;
 pub const NUM_ORDERS: usize = MAX_ORDER as usize + 1;
 /// Most physical segments the allocator manages.
 pub const MAX_SEGMENTS: usize = 16;
-/// Capacity of the order-0 cache.
+/// Capacity of each CPU's order-0 cache.
 pub const CACHE_SIZE: usize = 64;
 /// Pages moved between the cache and the free lists at a time.
 pub const CACHE_BATCH: usize = 32;
@@ -138,12 +144,6 @@ pub(crate) struct FreeLists {
     pub(crate) pages: u64,
 }
 
-/// The order-0 cache: a stack of free pages.
-pub(crate) struct Cache {
-    pub(crate) pages: [PageIndex; CACHE_SIZE],
-    pub(crate) len: usize,
-}
-
 /// The zero pool: free pages known to be zero, a stack threaded through the
 /// records' `next` fields. (Z)
 pub(crate) struct ZeroPool {
@@ -151,12 +151,12 @@ pub(crate) struct ZeroPool {
     pub(crate) len: u64,
 }
 
-/// Allocation statistics. (A)
+/// Allocation statistics, per CPU ([`crate::counter`]). (A)
 #[derive(Debug, Default)]
 pub struct Stats {
-    pub allocs: AtomicU64,
-    pub frees: AtomicU64,
-    pub failures: AtomicU64,
+    pub allocs: PerCpuCounter,
+    pub frees: PerCpuCounter,
+    pub failures: PerCpuCounter,
 }
 
 /// The free-page levels the pageout daemon works to (FreeBSD's
@@ -190,7 +190,8 @@ pub struct PhysMem {
     /// page contents are not accessible (host models of the allocator).
     direct_map: Option<usize>,
     pub(crate) free: Mutex<FreeLists>,
-    pub(crate) cache: Mutex<Cache>,
+    /// Each CPU's order-0 cache ([`cache`]).
+    pub(crate) caches: [CpuCache; MAX_CPUS],
     pub(crate) zeroed: Mutex<ZeroPool>,
     /// `FreeLists::pages`, for a reader that may not take the free-list
     /// lock. (written under F)
@@ -255,7 +256,7 @@ impl PhysMem {
             nsegments: sorted.len(),
             direct_map,
             free: Mutex::ranked(FreeLists { heads: [NIL; NUM_ORDERS], blocks: [0; NUM_ORDERS], pages: 0 }, &order::FREE_LISTS),
-            cache: Mutex::ranked(Cache { pages: [NIL; CACHE_SIZE], len: 0 }, &order::PAGE_CACHE),
+            caches: cache::new_caches(),
             zeroed: Mutex::ranked(ZeroPool { head: NIL, len: 0 }, &order::ZERO_POOL),
             listed: AtomicU64::new(0),
             zeroing: AtomicU64::new(0),
@@ -435,7 +436,7 @@ impl PhysMem {
         for i in 0..n as u32 {
             self.prepare_one(self.page(idx + i), flags);
         }
-        self.stats.allocs.fetch_add(n as u64, Ordering::Relaxed);
+        self.stats.allocs.add(n as u64);
         self.page(idx)
     }
 
@@ -465,8 +466,9 @@ impl PhysMem {
     /// Only a `SYSTEM` allocation takes from the last [`Levels::reserve`]
     /// free pages (user pages and page tables wait for the pageout daemon);
     /// an allocation that leaves fewer than [`Levels::target`] wakes the
-    /// pageout daemon. (The zero pool's pages count as free; the cache's
-    /// few do not.)
+    /// pageout daemon. (The zero pool's pages count as free; the caches'
+    /// few do not. An allocation that finds nothing else drains the other
+    /// CPUs' caches before it fails.)
     #[track_caller]
     pub fn alloc(&self, flags: AllocFlags) -> Option<&'static Page> {
         self.alloc_inline(flags)
@@ -483,19 +485,9 @@ impl PhysMem {
         let mut low = false;
         let zeroed =
             if flags.intersects(AllocFlags::ZERO | AllocFlags::PREFER_ZERO) { self.zeroed_pop(keep, &mut low) } else { None };
-        let idx = zeroed.or_else(|| {
-            let mut cache = self.cache.lock();
-            if cache.len == 0 {
-                low = self.refill_cache(&mut cache, keep);
-            }
-            if cache.len == 0 {
-                None
-            } else {
-                cache.len -= 1;
-                Some(cache.pages[cache.len])
-            }
-        });
+        let idx = zeroed.or_else(|| self.cache_pop(keep, &mut low));
         let idx = idx.or_else(|| self.zeroed_pop(keep, &mut low));
+        let idx = idx.or_else(|| self.alloc_reclaiming(keep, &mut low));
         if low {
             self.wake_pageout();
         }
@@ -506,30 +498,26 @@ impl PhysMem {
                     self.check_zero_flag(p);
                 }
                 self.prepare_one(p, flags);
-                self.stats.allocs.fetch_add(1, Ordering::Relaxed);
+                self.stats.allocs.inc();
                 Some(p)
             }
             None => {
-                self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                self.stats.failures.inc();
                 None
             }
         }
     }
 
-    /// Fills the empty order-0 cache from the free lists, leaving `keep`
-    /// pages free (the zero pool's count among them). Returns whether free
-    /// memory is now below the pageout target.
+    /// The last try of an order-0 allocation that found nothing: the
+    /// pages other CPUs' caches hold go back to the lists, and the running
+    /// CPU's cache is refilled from there.
+    #[cold]
     #[inline(never)]
-    fn refill_cache(&self, cache: &mut Cache, keep: u64) -> bool {
-        let mut fl = self.free.lock();
-        let pooled = self.zeroed.lock().len;
-        while cache.len < CACHE_BATCH && fl.pages + pooled > keep {
-            let Some(i) = self.alloc_block_locked(&mut fl, 0) else { break };
-            let n = cache.len;
-            cache.pages[n] = i;
-            cache.len += 1;
-        }
-        fl.pages + pooled < self.levels.target.load(Ordering::Relaxed)
+    fn alloc_reclaiming(&self, keep: u64, low: &mut bool) -> Option<PageIndex> {
+        // Whatever this moved: another CPU's drain may have moved the
+        // pages to the lists a moment ago.
+        self.reclaim_caches();
+        self.cache_pop(keep, low)
     }
 
     /// Wakes the pageout daemon: free memory fell below its target.
@@ -559,7 +547,7 @@ impl PhysMem {
         match idx {
             Some(i) => Some(self.prepare(i, 1 << order, flags)),
             None => {
-                self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                self.stats.failures.inc();
                 None
             }
         }
@@ -621,7 +609,7 @@ impl PhysMem {
                 }
             }
         }
-        self.stats.failures.fetch_add(1, Ordering::Relaxed);
+        self.stats.failures.inc();
         None
     }
 
@@ -673,7 +661,7 @@ impl PhysMem {
             self.fill(page, 1, 0xDB);
         }
         page.make_free(zeroed);
-        self.stats.frees.fetch_add(1, Ordering::Relaxed);
+        self.stats.frees.inc();
     }
 
     /// Frees one page. The caller may hold its exclusive busy lock (it is
@@ -696,21 +684,6 @@ impl PhysMem {
         self.free_to_cache(self.index_of(page));
     }
 
-    fn free_to_cache(&self, idx: PageIndex) {
-        let mut cache = self.cache.lock();
-        if cache.len == CACHE_SIZE {
-            let mut fl = self.free.lock();
-            for _ in 0..CACHE_BATCH {
-                cache.len -= 1;
-                let i = cache.pages[cache.len];
-                self.free_block_locked(&mut fl, i, 0);
-            }
-        }
-        let n = cache.len;
-        cache.pages[n] = idx;
-        cache.len += 1;
-    }
-
     /// Frees `npages` contiguous pages from `first` (from `alloc_contig` or
     /// `alloc_order`).
     pub fn free_contig(&self, first: &'static Page, npages: usize) {
@@ -721,31 +694,17 @@ impl PhysMem {
         self.free_span_locked(&mut self.free.lock(), idx, idx + npages as PageIndex);
     }
 
-    /// Moves every cached page and the zero pool back to the free lists (so
-    /// per-order counts are exact, e.g. before comparing them).
-    pub fn drain_cache(&self) {
-        let mut cache = self.cache.lock();
-        let mut fl = self.free.lock();
-        while cache.len > 0 {
-            cache.len -= 1;
-            let i = cache.pages[cache.len];
-            self.free_block_locked(&mut fl, i, 0);
-        }
-        self.drain_zeroed_locked(&mut fl);
-    }
-
-    /// Free pages, on the lists, in the cache and in the zero pool.
+    /// Free pages, on the lists, in the CPUs' caches and in the zero pool.
     pub fn free_count(&self) -> u64 {
-        // All three locks at once (in their order): a page moving between
-        // the cache, the lists and the zero pool on another CPU is counted
-        // once, and one being zeroed for the pool too.
-        let cache = self.cache.lock();
+        // F and Z at once: a page moving between a cache, the lists and the
+        // zero pool on another CPU is counted once (every such move holds
+        // F: `CpuCache::len`), and one being zeroed for the pool too.
         let fl = self.free.lock();
         let z = self.zeroed.lock();
-        cache.len as u64 + fl.pages + z.len + self.zeroing.load(Ordering::Relaxed)
+        self.cached_locked() + fl.pages + z.len + self.zeroing.load(Ordering::Relaxed)
     }
 
-    /// Free blocks on each order's list (the cache not included).
+    /// Free blocks on each order's list (the caches not included).
     pub fn free_blocks(&self) -> [u64; NUM_ORDERS] {
         self.free.lock().blocks
     }

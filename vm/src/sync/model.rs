@@ -132,6 +132,25 @@ std::thread_local! {
     static BROKEN: Cell<u32> = const { Cell::new(0) };
 }
 
+loom::thread_local! {
+    /// The CPU a model thread runs on, as the kernel's spin hooks would
+    /// tell it (`crate::sync::this_cpu`): 0 until the thread says
+    /// otherwise with [`set_cpu`]. Per-CPU state (the allocator's caches,
+    /// the counters) is indexed by it.
+    static CPU: Cell<u32> = Cell::new(0);
+}
+
+/// Puts the calling model thread on CPU `n` (a later call moves it, as a
+/// migration would).
+pub fn set_cpu(n: u32) {
+    CPU.with(|c| c.set(n));
+}
+
+/// The model thread's CPU (see [`set_cpu`]).
+pub fn cpu() -> u32 {
+    CPU.with(|c| c.get())
+}
+
 /// Whether the model running on this thread has switched `b` on.
 pub fn broken(b: Break) -> bool {
     BROKEN.with(|s| s.get() & b as u32 != 0)
