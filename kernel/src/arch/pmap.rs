@@ -27,19 +27,20 @@
 //! invalidates the range on every CPU that has the space loaded
 //! ([`X86Pmap::cpus`], `arch::tlb`): `invlpg` for a few pages, a reload of
 //! CR3 beyond that, and an IPI to each other CPU in the set. The PV walks
-//! (`remove_all` and the like) flush each mapping before they let go of
-//! the pmap lock, since the pmap may be freed once it is dropped.
+//! (`remove_all` and the like, `pv_walk.rs`) flush what they changed after
+//! they let go of the pmap lock and before they return, holding each pmap
+//! they flush alive meanwhile (`X86Pmap::walkers`).
 
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use spin::Once;
 use vm::PAGE_SIZE;
 use vm::page::Page;
 use vm::phys::{AllocFlags, PhysMem};
-use vm::pmap::{PageMappings, Pmap, PmapError, Prot, TlbFlush};
+use vm::pmap::{Pmap, PmapError, Prot, TlbFlush};
 use vm::sync::Mutex;
 use vm::zone::{KernelPages, NodeZone};
 use x86_64::registers::control::Cr3;
@@ -47,6 +48,7 @@ use x86_64::registers::model_specific::{Efer, EferFlags};
 
 use crate::arch::direct_map::phys_to_virt;
 
+mod pv_walk;
 mod walk;
 
 use walk::{first_used, free_tables, walk_range};
@@ -196,6 +198,10 @@ pub struct X86Pmap {
     /// translations (bit n: CPU n). Kept by the switch
     /// (`arch::tlb::switch_space`), read by every flush.
     cpus: AtomicU64,
+    /// PV walks that changed entries of this space under the pmap lock and
+    /// flush them after it (`pv_walk.rs`): `Drop` waits for them. (A;
+    /// raised under the pmap lock)
+    walkers: AtomicU32,
 }
 
 impl X86Pmap {
@@ -215,6 +221,7 @@ impl X86Pmap {
             leaf_hint: AtomicU64::new(0),
             leaf_hint_table: AtomicU64::new(0),
             cpus: AtomicU64::new(0),
+            walkers: AtomicU32::new(0),
         }))
     }
 
@@ -654,22 +661,15 @@ impl Drop for X86Pmap {
         // Removing everything also frees every page table below the PML4
         // (tables left empty by a failed enter included).
         self.remove(0, USER_END).skip_not_loaded();
+        // A PV walk that found a mapping of this space before the removal
+        // may still be flushing it (its count was raised under the lock
+        // the removal took after it). Acquire pairs with the walk's
+        // Release decrement.
+        while self.walkers.load(Ordering::Acquire) != 0 {
+            core::hint::spin_loop();
+        }
         let pm = g().pm;
         pm.free(pm.page_of(self.pml4).expect("PML4 not in the page array"));
-    }
-}
-
-impl X86Mappings {
-    fn each_pte(&self, page: &'static Page, mut f: impl FnMut(&X86Pmap, u64, &AtomicU64)) {
-        let pv = g().lock.lock();
-        for (pmap, va) in pv_list(&pv, page) {
-            // SAFETY: a PV entry's pmap is alive: a pmap removes all its
-            // mappings (and so its PV entries) before it is freed.
-            let pmap = unsafe { &*pmap };
-            if let Ok(Some(e)) = pmap.walk(va, false) {
-                f(pmap, va, e);
-            }
-        }
     }
 }
 
@@ -680,76 +680,5 @@ impl X86Mappings {
     pub fn mappings_of(&self, page: &'static Page) -> Vec<(usize, u64)> {
         let pv = g().lock.lock();
         pv_list(&pv, page).into_iter().map(|(pmap, va)| (pmap as usize, va)).collect()
-    }
-}
-
-impl PageMappings for X86Mappings {
-    // The PV walks below keep the pmap lock from the list to the last use
-    // of each pmap: a pmap found in a PV list is alive only while the lock
-    // is held (an address space being torn down on another thread takes
-    // the lock to remove its mappings, then frees the pmap). A list copied
-    // out and used after the lock was dropped would reach freed pmaps.
-
-    fn remove_all(&self, page: &'static Page) {
-        let mut pv = g().lock.lock();
-        for (pmap, va) in pv_list(&pv, page) {
-            // SAFETY: as in each_pte.
-            let pmap = unsafe { &*pmap };
-            pmap.remove_locked(&mut pv, va, va + PAGE_SIZE as u64).flush();
-        }
-    }
-
-    fn write_protect_all(&self, page: &'static Page) {
-        let pv = g().lock.lock();
-        for (pmap, va) in pv_list(&pv, page) {
-            // SAFETY: as in each_pte.
-            let pmap = unsafe { &*pmap };
-            pmap.protect_locked(&pv, va, va + PAGE_SIZE as u64, Prot::READ | Prot::EXEC).flush();
-        }
-    }
-
-    fn is_modified(&self, page: &'static Page) -> bool {
-        let mut m = false;
-        self.each_pte(page, |_, _, e| m |= e.load(Ordering::Acquire) & D != 0);
-        m
-    }
-
-    fn orphan_wired(&self, page: &'static Page) {
-        let mut pv = g().lock.lock();
-        for (pmap, va) in pv_list(&pv, page) {
-            // SAFETY: as in each_pte.
-            let pmap = unsafe { &*pmap };
-            // Cleared in place (the page table stays: it holds the mark).
-            if let Ok(Some(e)) = pmap.walk(va, false) {
-                let old = pmap.clear_leaf(&mut pv, e, va);
-                if old & P != 0 && old & SW_WIRED != 0 {
-                    e.store(page.phys() | SW_ORPHAN, Ordering::Release);
-                }
-            }
-            pmap.flush(va, va + PAGE_SIZE as u64);
-        }
-    }
-
-    // A cleared modified or referenced bit is flushed at once, under the
-    // pmap lock: a CPU that kept the old entry would write (or read)
-    // through it without setting the bit again.
-
-    fn clear_modify(&self, page: &'static Page) {
-        self.each_pte(page, |pmap, va, e| {
-            if e.fetch_and(!D, Ordering::AcqRel) & D != 0 {
-                pmap.flush(va, va + PAGE_SIZE as u64);
-            }
-        });
-    }
-
-    fn ts_referenced(&self, page: &'static Page) -> u32 {
-        let mut n = 0;
-        self.each_pte(page, |pmap, va, e| {
-            if e.fetch_and(!A, Ordering::AcqRel) & A != 0 {
-                n += 1;
-                pmap.flush(va, va + PAGE_SIZE as u64);
-            }
-        });
-        n
     }
 }

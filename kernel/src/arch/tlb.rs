@@ -44,8 +44,12 @@ use core::sync::atomic::{AtomicU64, Ordering, fence};
 
 use super::percpu::{self, PerCpu};
 
-/// How long a target may take to acknowledge before it is a bug.
-pub const SPIN_LIMIT_US: u64 = 1_000_000;
+/// How long a target may take to acknowledge before it is a bug: half
+/// the VM locks' limit (`crate::SPIN_LIMIT_US`), so that when an initiator
+/// holding a lock waits for a silent CPU, the report names that CPU (with
+/// its backtrace) before another CPU's spin on the lock ends in a report
+/// that names only the initiator.
+pub const SPIN_LIMIT_US: u64 = crate::SPIN_LIMIT_US / 2;
 
 /// Pages invalidated one by one; beyond this the whole TLB is flushed.
 pub const INVLPG_MAX: u64 = 32;
@@ -155,7 +159,7 @@ pub fn shootdown(cpus: u64, start: u64, end: u64) {
     percpu::preempt_on();
 }
 
-/// A target that has not acknowledged for a second is a bug: says which,
+/// A target that has not acknowledged for [`SPIN_LIMIT_US`] is a bug: says which,
 /// with its backtrace, and panics.
 #[cold]
 fn waited_too_long(n: usize, generation: u64, since: &mut u64) {
@@ -173,9 +177,10 @@ fn waited_too_long(n: usize, generation: u64, since: &mut u64) {
     let pending = target.tlb_pending.load(Ordering::Relaxed);
     super::nmi::ask_for_dump(n as u32);
     panic!(
-        "TLB shootdown: CPU {n} has not acknowledged request {generation} of CPU {} for a second \
+        "TLB shootdown: CPU {n} has not acknowledged request {generation} of CPU {} for {} ms \
          (it handled {done}; its pending initiators {pending:#x})",
-        me.id
+        me.id,
+        SPIN_LIMIT_US / 1000
     );
 }
 

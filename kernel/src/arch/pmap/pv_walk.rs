@@ -1,0 +1,183 @@
+//! The PV walks: every mapping of one page, reached through its PV list
+//! (`vm::pmap::PageMappings`): remove them all (page-out), write-protect
+//! them (before a page is written to its store), test and clear the
+//! modified and accessed bits.
+//!
+//! **Flushing after the lock.** A walk changes entries under the pmap lock,
+//! but waits for no other CPU while it holds it: the lock is global, and
+//! a shootdown's acknowledgements take an IPI round trip per target CPU
+//! (under emulation, with more virtual CPUs than host cores, each round
+//! trip can take milliseconds), so a walk that flushed each mapping under
+//! the lock kept every fault on every CPU spinning for it. The flushes a
+//! walk owes are kept in an [`Owed`] list, and done once the lock is let
+//! go, before the walk returns: when it returns, no CPU holds a
+//! translation the walk removed or changed, as before.
+//!
+//! A pmap found in a PV list is alive only while the lock is held (an
+//! address space being torn down removes its mappings under the lock, then
+//! frees the pmap). So a walk counts itself in the pmap's `walkers` while
+//! it still holds the lock, and the pmap's `Drop`, once its mappings are
+//! gone, waits for its walkers to be done with it.
+//!
+//! The walk reads the PV list in place (no copy: page-out must not need the
+//! heap). An [`Owed`] list holds [`OWED_MAX`] flushes; a page with more
+//! mappings to change is walked again after the first ones are flushed
+//! (each walk finds the ones it changed already done).
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use vm::PAGE_SIZE;
+use vm::page::Page;
+use vm::pmap::{PageMappings, Prot};
+
+use super::walk::free_tables;
+use super::{A, D, P, Pv, PvState, SW_ORPHAN, SW_WIRED, X86Mappings, X86Pmap, g};
+
+/// Flushes an [`Owed`] list holds before they are done.
+const OWED_MAX: usize = 16;
+
+/// The flushes a PV walk owes: one page of one pmap each, with the page
+/// tables the change emptied (to be freed after the flush).
+struct Owed {
+    n: usize,
+    items: [(*const X86Pmap, u64, u64); OWED_MAX],
+}
+
+impl Owed {
+    fn new() -> Owed {
+        Owed { n: 0, items: [(core::ptr::null(), 0, 0); OWED_MAX] }
+    }
+
+    fn is_full(&self) -> bool {
+        self.n == OWED_MAX
+    }
+
+    /// Records a flush of `va` in `pmap` (and the tables `emptied`), with
+    /// the pmap lock held: the pmap stays alive until [`Owed::settle`].
+    fn push(&mut self, pmap: &X86Pmap, va: u64, emptied: u64) {
+        debug_assert!(!self.is_full());
+        // Relaxed: under the pmap lock, which the pmap's `Drop` takes
+        // (to remove its mappings) before it waits for walkers.
+        pmap.walkers.fetch_add(1, Ordering::Relaxed);
+        self.items[self.n] = (pmap as *const X86Pmap, va, emptied);
+        self.n += 1;
+    }
+
+    /// Does every flush, with the pmap lock let go; then frees the tables
+    /// and lets the pmaps go.
+    fn settle(self) {
+        for &(pmap, va, emptied) in &self.items[..self.n] {
+            // SAFETY: counted in its walkers under the lock (`push`): its
+            // `Drop` waits for this.
+            let pmap = unsafe { &*pmap };
+            pmap.flush(va, va + PAGE_SIZE as u64);
+            free_tables(emptied);
+            // Release pairs with the Acquire wait in `X86Pmap::drop`: the
+            // flush above is done before the pmap can be freed.
+            pmap.walkers.fetch_sub(1, Ordering::Release);
+        }
+    }
+}
+
+/// Calls `f(pv, pmap, va, next)` for each mapping of `page` under the pmap
+/// lock, collecting the flushes it owes in an [`Owed`] list; `f` returns
+/// whether it changed the entry and, if so, the tables it emptied. Walks
+/// again while a list filled up. The flushes are done after the lock is
+/// let go.
+fn walk(page: &'static Page, mut f: impl FnMut(&mut PvState, &X86Pmap, u64) -> Option<u64>) {
+    loop {
+        let mut owed = Owed::new();
+        {
+            let mut pv = g().lock.lock();
+            let mut cur = pv.heads[g().pm.index_of(page) as usize] as *const Pv;
+            while !cur.is_null() && !owed.is_full() {
+                // SAFETY: a live PV item, read under the pmap lock; its next
+                // is read before `f` may remove it.
+                let (pmap, va, next) = unsafe { ((*cur).pmap, (*cur).va, (*cur).next) };
+                // SAFETY: a PV entry's pmap is alive while the lock is held.
+                let pmap = unsafe { &*pmap };
+                if let Some(emptied) = f(&mut pv, pmap, va) {
+                    owed.push(pmap, va, emptied);
+                }
+                cur = next;
+            }
+            if cur.is_null() {
+                drop(pv);
+                owed.settle();
+                return;
+            }
+        }
+        owed.settle();
+    }
+}
+
+impl PageMappings for X86Mappings {
+    fn remove_all(&self, page: &'static Page) {
+        walk(page, |pv, pmap, va| {
+            let mut emptied = 0;
+            let mut any = false;
+            pmap.for_each_leaf(va, va + PAGE_SIZE as u64, Some(&mut emptied), |va, e| {
+                pmap.clear_leaf(pv, e, va);
+                any = true;
+            });
+            (any || emptied != 0).then_some(emptied)
+        });
+    }
+
+    fn write_protect_all(&self, page: &'static Page) {
+        walk(page, |pv, pmap, va| {
+            let flush = pmap.protect_locked(pv, va, va + PAGE_SIZE as u64, Prot::READ | Prot::EXEC);
+            let owed = !flush.is_empty();
+            // Done by the walk, after the lock (`Owed`).
+            flush.skip_not_loaded();
+            owed.then_some(0)
+        });
+    }
+
+    fn is_modified(&self, page: &'static Page) -> bool {
+        let mut m = false;
+        walk(page, |_, pmap, va| {
+            if let Ok(Some(e)) = pmap.walk(va, false) {
+                m |= e.load(Ordering::Acquire) & D != 0;
+            }
+            None
+        });
+        m
+    }
+
+    fn orphan_wired(&self, page: &'static Page) {
+        walk(page, |pv, pmap, va| {
+            // Cleared in place (the page table stays: it holds the mark).
+            let e = pmap.walk(va, false).ok().flatten()?;
+            let old = pmap.clear_leaf(pv, e, va);
+            if old & P != 0 && old & SW_WIRED != 0 {
+                e.store(page.phys() | SW_ORPHAN, Ordering::Release);
+            }
+            Some(0)
+        });
+    }
+
+    // A cleared modified or referenced bit is flushed before the walk
+    // returns: a CPU that kept the old entry would write (or read) through
+    // it without setting the bit again.
+
+    fn clear_modify(&self, page: &'static Page) {
+        walk(page, |_, pmap, va| clear_bit(pmap, va, D).then_some(0));
+    }
+
+    fn ts_referenced(&self, page: &'static Page) -> u32 {
+        let mut n = 0;
+        walk(page, |_, pmap, va| {
+            let was = clear_bit(pmap, va, A);
+            n += was as u32;
+            was.then_some(0)
+        });
+        n
+    }
+}
+
+/// Clears `bit` in the leaf entry of `va`; whether it was set.
+fn clear_bit(pmap: &X86Pmap, va: u64, bit: u64) -> bool {
+    let e: Option<&AtomicU64> = pmap.walk(va, false).ok().flatten();
+    e.is_some_and(|e| e.fetch_and(!bit, Ordering::AcqRel) & bit != 0)
+}
