@@ -113,6 +113,9 @@ pub fn check(pm: &PhysMem) -> Vec<Violation> {
     // that grew the vector there could need a page for the heap, from the
     // allocator whose locks are held.
     let mut out = Vec::with_capacity(64);
+    // Pages waiting in the CPUs' batches for a queue go on it first: a
+    // page whose mark outlives this is on no list, and shows below.
+    pm.flush_queue_batches();
     let n = pm.pages.len();
     // Which list each page is on: 0 none, 1 free block, 2 cache, 3.. queue,
     // ZERO_POOL the zero pool.

@@ -166,6 +166,7 @@ pub fn kernel_env() -> object::VmEnv {
 /// reserve, so that free-page counts compare exactly (tests, leak checks).
 pub fn drain_caches() {
     if let Some(pm) = try_global() {
+        pm.flush_queue_batches();
         pm.drain_cache();
         node_zone().drain();
         pm.drain_cache();

@@ -196,7 +196,9 @@ pub struct Page {
     valid: AtomicU8,
     /// Dirty 512-byte blocks. (B,O)
     dirty: AtomicU8,
-    /// [`Queue`] the page is on. (Q)
+    /// [`Queue`] the page is on, with `queue::batch::PENDING` while it
+    /// waits in a CPU's batch for that queue. (Q; the mark set by the
+    /// busy holder, see `queue::batch`)
     pub(crate) queue: AtomicU8,
     /// Buddy order if this page heads a free block, else NOT_FREE_HEAD. (F)
     pub(crate) order: AtomicU8,
@@ -493,9 +495,16 @@ impl Page {
 
     // ---- queues ---------------------------------------------------------------
 
+    /// The queue the page is on, or bound for while it waits in a CPU's
+    /// batch (`queue::batch`).
     #[inline]
     pub fn queue(&self) -> Queue {
-        Queue::from_u8(self.queue.load(Ordering::Acquire))
+        Queue::from_u8(self.queue.load(Ordering::Acquire) & !crate::queue::batch::PENDING)
+    }
+
+    /// Whether the page waits in a CPU's batch for its queue.
+    pub fn queue_pending(&self) -> bool {
+        self.queue.load(Ordering::Acquire) & crate::queue::batch::PENDING != 0
     }
 
     /// The order of the free block this page heads, if it heads one.

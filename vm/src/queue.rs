@@ -12,6 +12,10 @@ use core::sync::atomic::Ordering;
 use crate::page::{NIL, Page, PageFlags, PageIndex, Queue};
 use crate::phys::PhysMem;
 
+pub mod batch;
+
+use batch::PENDING;
+
 /// One list. (Q)
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct List {
@@ -51,7 +55,14 @@ impl PhysMem {
     #[inline(always)]
     pub(crate) fn queue_remove(&self, q: &mut Queues, idx: PageIndex) {
         let page = self.page(idx);
-        let which = page.queue();
+        let raw = page.queue.load(Ordering::Acquire);
+        if raw & PENDING != 0 {
+            // Waiting in a batch, on no list: dropping the mark is the
+            // removal (the batch skips the page: `batch`).
+            page.queue.store(Queue::None as u8, Ordering::Release);
+            return;
+        }
+        let which = Queue::from_u8(raw);
         if which == Queue::None {
             return;
         }
@@ -95,12 +106,17 @@ impl PhysMem {
     /// too). The look at the queue is without the lock: a page the daemon
     /// moves meanwhile ends on the inactive queue with its reference
     /// recorded, and goes back at the daemon's next look.
+    ///
+    /// A page on no queue goes there through the running CPU's batch
+    /// ([`batch`]), without the queue lock.
     #[inline]
     pub fn activate(&self, page: &Page) {
-        if page.queue() == Queue::Active {
-            return;
+        match page.queue() {
+            Queue::Active => {}
+            Queue::None
+                if page.is_managed() && !page.flags().contains(PageFlags::FREE) && self.enqueue_batched(page, Queue::Active) => {}
+            _ => self.enqueue(page, Queue::Active),
         }
-        self.enqueue(page, Queue::Active);
     }
 
     /// Puts the page on the inactive queue (a reclaim candidate).
@@ -120,8 +136,10 @@ impl PhysMem {
         self.queue_remove(&mut self.queues.lock(), idx);
     }
 
-    /// Pages on `which`.
+    /// Pages on `which` (the CPUs' batches flushed first: their pages
+    /// count where they are bound).
     pub fn queue_count(&self, which: Queue) -> u64 {
+        self.flush_queue_batches();
         self.queues.lock().lists[which as usize].count
     }
 }

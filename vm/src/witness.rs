@@ -83,6 +83,8 @@ pub mod order {
     pub static SWAP_META: LockClass = LockClass::spin("swap metadata", 300);
     /// A pmap's PV lists (the mappings of each page).
     pub static PV: LockClass = LockClass::spin("pmap pv lists", 400);
+    /// A CPU's batch of pages on their way to a paging queue.
+    pub static PAGE_QUEUE_BATCH: LockClass = LockClass::spin("page queue batch", 490);
     /// The paging queues.
     pub static PAGE_QUEUES: LockClass = LockClass::spin("page queues", 500);
     /// Kernel virtual memory: stacks and large buffers.

@@ -11,6 +11,7 @@ import gdb
 
 from . import rust
 from .objects import resident, state_of
+from .pages import QUEUE_PENDING
 from .phys import cache, queues, zero_pool
 
 
@@ -112,7 +113,9 @@ def check(k):
     for i, p in enumerate(records):
         xbusy = p.busy & c["BUSY_EXCLUSIVE"]
         busied = p.busy & ~c["BUSY_WAITERS"] != 0
-        queued = p.queue in queue_names and queue_names[p.queue] != "None"
+        # A page waiting in a CPU's batch for its queue counts as queued.
+        bound = p.queue & ~QUEUE_PENDING
+        queued = bound in queue_names and queue_names[bound] != "None"
         if xbusy and p.busy // c["BUSY_SHARER"] > 0:
             out.append(violation("BadBusyWord", page=p.phys, word=p.busy))
         listed_free = on[i] in (1, 2, ZERO_POOL)

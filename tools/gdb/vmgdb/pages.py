@@ -38,8 +38,14 @@ def location(address):
         return f"(location {address:#x} unreadable)"
 
 
+# The bit of a page's queue field set while the page waits in a CPU's batch
+# for that queue (vm/src/queue/batch.rs, PENDING).
+QUEUE_PENDING = 0x80
+
+
 def queue_name(rec):
-    return rust.enumerator("vm::page::Queue", rec.queue)
+    name = rust.enumerator("vm::page::Queue", rec.queue & ~QUEUE_PENDING)
+    return f"{name} (waiting in a CPU's batch)" if rec.queue & QUEUE_PENDING else name
 
 
 def flags_text(k, rec):

@@ -13,6 +13,7 @@
 extern crate std;
 
 mod allocator;
+mod batch;
 mod busy;
 mod cow;
 mod fault;

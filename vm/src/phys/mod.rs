@@ -202,6 +202,8 @@ pub struct PhysMem {
     /// exactly once.)
     zeroing: AtomicU64,
     pub(crate) queues: Mutex<Queues>,
+    /// Each CPU's batch of pages bound for a queue ([`crate::queue::batch`]).
+    pub(crate) batches: [crate::queue::batch::CpuBatch; MAX_CPUS],
     pub stats: Stats,
     pub levels: Levels,
 }
@@ -261,6 +263,7 @@ impl PhysMem {
             listed: AtomicU64::new(0),
             zeroing: AtomicU64::new(0),
             queues: Mutex::ranked(Queues::new(), &order::PAGE_QUEUES),
+            batches: crate::queue::batch::new_batches(),
             stats: Stats::default(),
             levels: Levels::default(),
         })

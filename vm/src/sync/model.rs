@@ -123,6 +123,9 @@ pub enum Break {
     LaunderWithoutWriteProtect = 1 << 8,
     /// The vnode pager waits for the file's lock on a fault's behalf.
     PagerWaitsForFileLock = 1 << 9,
+    /// A CPU's batch links its pages onto their queue without asking
+    /// whether they still carry the pending mark.
+    BatchIgnoresMark = 1 << 10,
 }
 
 std::thread_local! {
