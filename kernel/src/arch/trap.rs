@@ -103,12 +103,10 @@ fn dispatch_other(tf: &mut TrapFrame) {
         VEC_TIMER => {
             crate::kern::sync::interrupt_enter();
             crate::devtools::profile::sample(tf.rip);
-            // Every CPU's timer ends its slices; the boot CPU's keeps time.
+            // Every CPU's timer ends its slices and brings the clock up to date.
             let cpu = super::percpu::this();
             cpu.timer_ticks.fetch_add(1, Ordering::Relaxed);
-            if cpu.id == 0 {
-                crate::kern::time::tick();
-            }
+            crate::kern::time::tick();
             super::apic::eoi();
             crate::kern::sync::interrupt_exit();
             // The handler's end, as the interrupted thread's: it may be

@@ -1,17 +1,25 @@
 //! Time: the timer tick count and TSC-based timestamps.
 //!
-//! The local APIC timer interrupts [`HZ`] times a second and each interrupt
-//! advances [`ticks`]. Finer times come from the TSC, whose rate is measured
-//! against the PIT at boot (see `arch::apic`). Under software emulation both
-//! follow the host's clock closely enough for logs and test durations.
+//! The local APIC timer interrupts every CPU [`HZ`] times a second, and
+//! each interrupt brings [`ticks`] up to the TSC's count of
+//! 1/[`HZ`] seconds since the first one. Counting the interrupts instead
+//! lost time whenever a virtual CPU was not run for a while (its missed
+//! interrupts are not all delivered later), so that sleeps overran by a
+//! second on a busy host; any CPU's interrupt now catches the count up.
+//! Finer times come from the TSC, whose rate is measured against the PIT at
+//! boot (see `arch::apic`).
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
 /// Timer interrupts per second.
 pub const HZ: u64 = 1000;
 
-/// Timer interrupts since the timer started. (A) atomic.
+/// 1/HZ seconds since the first timer interrupt, as the TSC counts them,
+/// brought up to date at each timer interrupt. (A) Relaxed: a clock; it
+/// publishes nothing.
 static TICKS: AtomicU64 = AtomicU64::new(0);
+/// TSC value at the first timer interrupt (0: none yet). (A)
+static TICK_BASE_TSC: AtomicU64 = AtomicU64::new(0);
 /// TSC value at kernel entry. (C) set once at boot.
 static BOOT_TSC: AtomicU64 = AtomicU64::new(0);
 /// TSC counts per second, 0 until calibrated. (C) set once at boot.
@@ -37,9 +45,23 @@ pub fn tsc_hz() -> u64 {
     TSC_HZ.load(Ordering::Relaxed)
 }
 
-/// Called from the timer interrupt.
+/// Called from each CPU's timer interrupt: brings the tick count up to the
+/// TSC's (never back).
 pub(crate) fn tick() {
-    TICKS.fetch_add(1, Ordering::Relaxed);
+    let now = rdtsc();
+    let hz = tsc_hz();
+    if hz == 0 {
+        TICKS.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    let base = match TICK_BASE_TSC.compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed) {
+        Ok(_) => now,
+        Err(b) => b,
+    };
+    let due = ((now.wrapping_sub(base) as u128 * HZ as u128) / hz as u128) as u64;
+    if due > TICKS.load(Ordering::Relaxed) {
+        TICKS.fetch_max(due, Ordering::Relaxed);
+    }
 }
 
 /// Timer ticks since the timer started.
