@@ -23,8 +23,8 @@
 //! with their shadow chains and resident pages, the map, the page-table walk
 //! of each address, the free counts, swap, and what the invariant checker
 //! finds (the limbo page, the clean page without a slot). It records where things are in [`SHOWN`] and
-//! calls [`stop_here`] with interrupts off, so a debugger stopped there sees
-//! exactly the state printed. The host test `gdb::vm_commands_match_the_kernel`
+//! calls [`stop_here`] with interrupts off and the other CPUs parked, so a
+//! debugger stopped there sees exactly the state printed. The host test `gdb::vm_commands_match_the_kernel`
 //! (tests/tests/kernel.rs) runs the gdb commands of `tools/gdb/` there and
 //! compares their output with these lines, field by field.
 //!
@@ -157,16 +157,22 @@ fn scenario(me: &Arc<Process>) {
     limbo.xunbusy();
     let no_slot = without_slot(&space);
 
+    // Every page on the queue it is bound for, as the debugger reads the
+    // queues' lists.
+    vm::global().flush_queue_batches();
     let shown = Scene::new(me, &space, &vnode.object, &limbo_object, limbo, no_slot.as_ref());
     let lines = shown.lines();
     for line in &lines {
         kprintln!("vmstate: {line}");
     }
-    // The allocator's figures last, with nothing allocated or freed by
-    // this thread between them and the stop.
-    print_phys();
-    kprintln!("vmstate: stopping at kernel::vmstate::stop_here");
-    without_interrupts(stop_here);
+    // The allocator's figures last, with nothing allocated or freed
+    // between them and the stop: not by this thread, and not by another
+    // CPU (parked meanwhile: its idle thread would zero pages).
+    crate::kern::sched::with_other_cpus_parked(|| {
+        print_phys();
+        kprintln!("vmstate: stopping at kernel::vmstate::stop_here");
+        without_interrupts(stop_here);
+    });
     drop(lines);
 
     // A debugger may have set the fail point at the stop: two allocations

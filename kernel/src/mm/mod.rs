@@ -3,5 +3,6 @@
 //! the laundry thread, and swap bring-up (the swap space and its pager are in `pager`).
 
 pub mod pageout;
+mod smp_tests;
 pub mod swap;
 pub mod vmspace;

@@ -63,13 +63,15 @@ impl Slot {
     /// for a moment, by a CPU that reads it meanwhile). Relaxed: the count
     /// guards no other data.
     pub(super) fn take(limit: usize) -> Option<Slot> {
-        PROCESS_COUNT.try_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < limit).then_some(n + 1)).ok()?;
+        let n = PROCESS_COUNT.try_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < limit).then_some(n + 1)).ok()?;
+        PROCESS_PEAK.fetch_max(n + 1, Ordering::Relaxed);
         Some(Slot)
     }
 
     /// A place whatever the count: for the processes the kernel starts.
     pub(super) fn always() -> Slot {
-        PROCESS_COUNT.fetch_add(1, Ordering::Relaxed);
+        let n = PROCESS_COUNT.fetch_add(1, Ordering::Relaxed);
+        PROCESS_PEAK.fetch_max(n + 1, Ordering::Relaxed);
         Slot
     }
 }
@@ -101,6 +103,22 @@ pub(super) static PROCESS_LIMIT: AtomicUsize = AtomicUsize::new(0);
 /// Processes in existence (ended ones not yet waited for included).
 pub fn process_count() -> usize {
     PROCESS_COUNT.load(Ordering::Relaxed)
+}
+
+/// The most processes that existed at once since the last
+/// [`reset_process_peak`]: kept where the count changes, since a reader
+/// polling the count from another CPU can miss the moment. (A; Relaxed
+/// as the count.)
+static PROCESS_PEAK: AtomicUsize = AtomicUsize::new(0);
+
+/// See [`PROCESS_PEAK`].
+pub fn process_peak() -> usize {
+    PROCESS_PEAK.load(Ordering::Relaxed)
+}
+
+/// Starts a new peak from the count now.
+pub fn reset_process_peak() {
+    PROCESS_PEAK.store(process_count(), Ordering::Relaxed);
 }
 
 /// Heap a fork or a new thread leaves free at least: a kernel stack and a margin for the

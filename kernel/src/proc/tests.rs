@@ -393,14 +393,11 @@ fn fork_bomb_ends_in_eagain() {
 /// to `limit`; returns its status and the most places taken at once.
 fn bomb_under_limit(which: &str, limit: usize) -> (Status, usize) {
     PROCESS_LIMIT.store(limit, Ordering::Relaxed);
+    reset_process_peak();
     let p = spawn_image("bombs", bin("bombs"), &["/bin/bombs", which]).unwrap();
-    let mut peak = 0;
-    while p.status().is_none() {
-        peak = peak.max(process_count());
-        sched::yield_now();
-    }
-    PROCESS_LIMIT.store(0, Ordering::Relaxed);
     let status = p.wait();
+    let peak = process_peak();
+    PROCESS_LIMIT.store(0, Ordering::Relaxed);
     drop(p);
     end_the_rest();
     (status, peak)
