@@ -7,7 +7,7 @@ ROOT=$(pwd)
 
 usage() {
     cat <<'USAGE'
-usage: ./run-qemu.sh [--uefi] [--swap SIZE] [--disk FILE]... [command]
+usage: ./run-qemu.sh [--uefi] [--smp N] [--swap SIZE] [--disk FILE]... [command]
 
 commands:
   (none)     build and boot the kernel in QEMU (headless, serial console on
@@ -30,6 +30,9 @@ commands:
              prints `bench: <name> <value> <unit>` lines
   bench user vmbench alone, here and on Linux 6.1, with the ratios
   bench swap swapbench alone, here and on Linux 6.1
+  bench smp  smpbench alone (will-it-scale's page_fault1/2/3 with 1, 2 and 4
+             processes and threads, munmap with three other threads
+             running), here and on Linux 6.1, each at -smp 1 and -smp 2
   bench soak the long hostile runs instead (release build, about 15 minutes):
              the soak, 4 workers x 24 MiB in 64 MiB with swap for 10 minutes
              (SOAK_SECONDS), then SOAK_SHORT_RUNS (default 0) runs of the test
@@ -43,6 +46,8 @@ commands:
 
 options:
   --uefi     boot the UEFI image with OVMF instead of the BIOS image
+  --smp N    processors, QEMU's -smp (default 1, or SMP; the kernel
+             starts up to 8)
   --disk FILE
              attach FILE, a raw disk image, as a virtio-blk disk (repeatable;
              the kernel finds them after the root filesystem, serials disk0,
@@ -59,6 +64,10 @@ environment:
   GDB_PORT   port of QEMU's gdb stub for --gdb (default 1234)
   QEMU_ARGS  extra arguments for QEMU (boot, run and --gdb)
   MEMORY     guest memory, QEMU's -m (default 128M)
+  SMP        processors as for --smp
+  ROOTFS_IMAGE  boot and run attach this root filesystem image instead of
+             $KERNEL_ELF-fs.img (with snapshot=on all the same: its file
+             is never written)
   KERNEL_CMDLINE  kernel command line for boot and --gdb (default mode=demo;
              for run: mode=run log=warn)
   KERNEL_PROFILE  debug (default) or release: the kernel build boot and run use
@@ -79,6 +88,7 @@ program_args=()
 disks=()
 bench_args=()
 swap_size=${SWAP_SIZE:-512M}
+smp=${SMP:-1}
 while [ $# -gt 0 ]; do
     case "$1" in
         -h|--help) usage; exit 0 ;;
@@ -91,11 +101,15 @@ while [ $# -gt 0 ]; do
             [ $# -ge 2 ] || { echo "run-qemu.sh: --swap needs a size" >&2; usage >&2; exit 2; }
             swap_size=$2
             shift ;;
+        --smp)
+            [ $# -ge 2 ] || { echo "run-qemu.sh: --smp needs a number" >&2; usage >&2; exit 2; }
+            smp=$2
+            shift ;;
         --gdb) cmd=gdb ;;
         test|models|miri) cmd=$1 ;;
         bench)
             cmd=bench
-            case "${2:-}" in soak|swap|user) bench_args=(-- "$2"); shift ;; esac ;;
+            case "${2:-}" in soak|swap|user|smp) bench_args=(-- "$2"); shift ;; esac ;;
         run)
             cmd=run
             [ $# -ge 2 ] || { echo "run-qemu.sh: run needs a program" >&2; usage >&2; exit 2; }
@@ -109,6 +123,7 @@ while [ $# -gt 0 ]; do
 done
 [[ $swap_size =~ ^[0-9]+[KMG]?$ ]] || { echo "run-qemu.sh: bad swap size '$swap_size' (bytes, or a number with K, M or G)" >&2; exit 2; }
 [[ $swap_size =~ ^0+[KMG]?$ ]] && swap_size=0
+[[ $smp =~ ^[1-9][0-9]*$ ]] || { echo "run-qemu.sh: bad processor count '$smp' (a number from 1)" >&2; exit 2; }
 # The test harness reads the size from the environment.
 export SWAP_SIZE=$swap_size
 
@@ -284,9 +299,12 @@ qemu_args() {
         -m "${MEMORY:-128M}"
         -fw_cfg "name=opt/kernel/cmdline,string=${cmdline//,/,,}")
     [ "$firmware" = uefi ] && QEMU+=(-bios "$(ovmf_path)")
-    # The root filesystem (made by boot from rootfs/ and user/); a run's
-    # writes stay in a snapshot.
-    QEMU+=(-drive "file=$KERNEL_ELF-fs.img,if=none,format=raw,id=rootfs,snapshot=on"
+    [ "$smp" != 1 ] && QEMU+=(-smp "$smp")
+    # The root filesystem (made by boot from rootfs/ and user/, or
+    # ROOTFS_IMAGE); a run's writes stay in a snapshot.
+    local rootfs=${ROOTFS_IMAGE:-$KERNEL_ELF-fs.img}
+    [ -f "$rootfs" ] || die "no root filesystem image $rootfs"
+    QEMU+=(-drive "file=${rootfs//,/,,},if=none,format=raw,id=rootfs,snapshot=on"
         -device "virtio-blk-pci,drive=rootfs,disable-legacy=on,serial=rootfs")
     # The swap disk: a sparse image made fresh for this boot (nothing paged
     # out by an earlier run is there to mislead), written directly.
@@ -381,6 +399,8 @@ case $cmd in
         ;;
     bench)
         ensure_ovmf
+        # resize2fs grows the root filesystem for the smp part.
+        ensure_e2fsprogs
         build_kernel release
         note "running benchmarks"
         if [ ${#bench_args[@]} -gt 0 ]; then

@@ -27,6 +27,33 @@
 //! `swap.pagein_unclustered` and the clustered/unclustered ratio.
 //! `cargo bench --bench kernel -- swap` (with `KERNEL_ELF` set to a release
 //! kernel, as `run-qemu.sh bench` sets it) runs only this part.
+//!
+//! Then several processors: first the kernel's own (`mode=bench bench=smp`
+//! at `-smp 4`: `kernel.phys.order0_pair_<N>cpu`, the page allocator's
+//! order-0 pair with 1, 2 and 4 CPUs allocating at once, and its 4-CPU/1-CPU
+//! ratio, and 10^5 rounds of the TLB shootdown check, `kernel.tlb_acid.*`),
+//! then `user/smpbench.c`, will-it-scale's page_fault1
+//! (private anonymous), page_fault2 (private file, copy-on-write) and
+//! page_fault3 (shared file), 128 MiB per worker for pf1 and a 32 MiB
+//! quarter of one 128 MiB file per worker for pf2 and pf3, each with 1, 2
+//! and 4 worker processes and then threads, in pages faulted per second
+//! summed over the workers; and munmap of one page while three other
+//! threads of the process run (TLB shootdown), in ns per call. It runs on
+//! both kernels at `-smp 1` and `-smp 2` (the host's two cores: where
+//! scaling can show under TCG), with [`SMP_MEMORY`] of RAM (on Linux the
+//! file is in the initramfs's tmpfs), on ours with the root filesystem
+//! grown to [`SMP_ROOTFS_SIZE`] (a copy of the image, `resize2fs`, as
+//! `ROOTFS_IMAGE`) for the file. Each figure prints as `smp.cpu<N>.<name>`
+//! (ours) and `linux.smp.cpu<N>.<name>`, then the ratios:
+//! `smp.pf1_procs_2cpu_vs_1cpu` (two processes on two CPUs over one on
+//! one: 2.00 is perfect scaling, and `linux.smp.pf1_procs_2cpu_vs_1cpu` is
+//! what TCG and the host let Linux reach),
+//! `smp.<pf1|pf2|pf3>_<procs|threads>_vs_linux` (two workers on two CPUs)
+//! and `smp.munmap_4threads_vs_linux` (on two CPUs; above 1 is slower than
+//! Linux here, unlike the rates), and the same of the median munmap, since
+//! four threads on two CPUs make the mean mostly the waits of a thread
+//! preempted on its way out of munmap. `cargo bench --bench kernel -- smp`
+//! runs only this part.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -77,6 +104,9 @@ fn boot_to_first_test(images: &Images) -> anyhow::Result<Duration> {
 }
 
 fn run() -> anyhow::Result<()> {
+    if std::env::args().skip(1).any(|a| a == "smp") {
+        return smp_vs_linux();
+    }
     if std::env::args().skip(1).any(|a| a == "swap") {
         return swap_vs_linux();
     }
@@ -133,10 +163,11 @@ fn run() -> anyhow::Result<()> {
     }
     drop(q);
 
-    // Swap goes on after a vmbench failure; both are reported.
+    // Swap and smp go on after a vmbench failure; all are reported.
     let user = user_vs_linux();
     let swap = swap_vs_linux();
-    user.and(swap)
+    let smp = smp_vs_linux();
+    user.and(swap).and(smp)
 }
 
 /// What a vmbench run printed: its `bench: user.<name>` figures.
@@ -395,6 +426,202 @@ fn swap_vs_linux() -> anyhow::Result<()> {
     }
     let [a, b, c, d] = runs;
     a.and(b).and(c).and(d).map(|_| ())
+}
+
+/// Guest memory of the smp runs on both kernels: pf1's four 128 MiB
+/// mappings at once, and room to spare. (Our kernel does not boot with
+/// 1 GiB or more yet: early allocations such as the pmap's PV list heads,
+/// 8 bytes a page, fail; hence one 128 MiB file for pf2 and pf3, not one
+/// per worker.)
+const SMP_MEMORY: &str = "768M";
+/// Size the smp runs' copy of our root filesystem is grown to: 160 MiB
+/// with 48 free cannot hold smpbench's 128 MiB file.
+const SMP_ROOTFS_SIZE: &str = "512M";
+/// The processor counts of the smp runs.
+const SMP_CPUS: [u32; 2] = [1, 2];
+/// smpbench's figures: (name, unit).
+const SMP_FIGURES: [(&str, &str); 20] = [
+    ("pf1_procs_1", "pages/s"),
+    ("pf1_procs_2", "pages/s"),
+    ("pf1_procs_4", "pages/s"),
+    ("pf1_threads_1", "pages/s"),
+    ("pf1_threads_2", "pages/s"),
+    ("pf1_threads_4", "pages/s"),
+    ("pf2_procs_1", "pages/s"),
+    ("pf2_procs_2", "pages/s"),
+    ("pf2_procs_4", "pages/s"),
+    ("pf2_threads_1", "pages/s"),
+    ("pf2_threads_2", "pages/s"),
+    ("pf2_threads_4", "pages/s"),
+    ("pf3_procs_1", "pages/s"),
+    ("pf3_procs_2", "pages/s"),
+    ("pf3_procs_4", "pages/s"),
+    ("pf3_threads_1", "pages/s"),
+    ("pf3_threads_2", "pages/s"),
+    ("pf3_threads_4", "pages/s"),
+    ("munmap_4threads", "ns"),
+    ("munmap_4threads_median", "ns"),
+];
+
+/// An smpbench figure: `bench: smp.<name> <n> <unit>`.
+fn parse_smp_figure(line: &str) -> Option<(String, u64)> {
+    parse_figure(line, "bench: smp.", &SMP_FIGURES)
+}
+
+fn smp_unit(name: &str) -> &'static str {
+    SMP_FIGURES.iter().find(|f| f.0 == name).map_or("", |f| f.1)
+}
+
+/// One smpbench run, all of its figures or an error.
+fn smp_run(cmd: Command, what: &str) -> anyhow::Result<Figures> {
+    let run = run_user(cmd, what, parse_smp_figure)?;
+    anyhow::ensure!(run.status == Some(0), "smpbench ({what}) failed (exit status {:?})", run.status);
+    anyhow::ensure!(
+        run.figures.len() == SMP_FIGURES.len(),
+        "smpbench ({what}) printed {} of its {} figures",
+        run.figures.len(),
+        SMP_FIGURES.len()
+    );
+    Ok(run.figures)
+}
+
+/// A copy of the release kernel's root filesystem grown to
+/// [`SMP_ROOTFS_SIZE`] (sparse: only what the image holds takes room), for
+/// smpbench's file.
+fn grown_rootfs(root: &Path) -> anyhow::Result<PathBuf> {
+    use anyhow::Context;
+    let images = images()?;
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target"));
+    let dir = target.join("smpbench");
+    std::fs::create_dir_all(&dir)?;
+    let image = dir.join(format!("rootfs-{SMP_ROOTFS_SIZE}.img"));
+    let status = Command::new("cp").arg("--sparse=always").arg(&images.fs).arg(&image).status().context("cannot run cp")?;
+    anyhow::ensure!(status.success(), "cannot copy {} to {}", images.fs.display(), image.display());
+    // -f: the image is fresh from mke2fs, never mounted.
+    let out = Command::new("resize2fs")
+        .arg("-f")
+        .arg(&image)
+        .arg(SMP_ROOTFS_SIZE)
+        .output()
+        .context("cannot run resize2fs (install the Debian package e2fsprogs; run-qemu.sh bench does)")?;
+    anyhow::ensure!(out.status.success(), "resize2fs of {} failed:\n{}", image.display(), String::from_utf8_lossy(&out.stderr));
+    Ok(image)
+}
+
+/// A ratio with two decimals, or three significant digits when it is
+/// smaller than 0.1 (so that one far below Linux's does not print as 0.00).
+fn ratio_digits(r: f64) -> String {
+    let decimals = if r > 0.0 && r < 0.1 { (2.0 - r.log10().floor()) as usize } else { 2 };
+    format!("{r:.decimals$}")
+}
+
+/// smpbench on our kernel and on Linux, each at every count of
+/// [`SMP_CPUS`]; the figures, then the scaling and ours over Linux's.
+/// The kernel's own benchmarks of several CPUs (`mode=bench bench=smp`,
+/// `devtools/bench_smp.rs`) at `-smp 4`: the page allocator's order-0
+/// pair on 1, 2 and 4 CPUs at once, and 10^5 rounds of the TLB shootdown
+/// check. Lines passed through.
+fn kernel_smp() -> anyhow::Result<()> {
+    let images = images()?;
+    let mut opts = BootOptions::new(Firmware::Bios, "mode=bench bench=smp log=warn");
+    opts.memory = BENCH_MEMORY;
+    opts.prealloc = BENCH_PREALLOC;
+    opts.smp = 4;
+    let mut q = Qemu::spawn(&images, &opts)?;
+    // 10^5 rounds of the shootdown check are most of it.
+    let deadline = Instant::now() + Duration::from_secs(2400);
+    loop {
+        match q.next(deadline) {
+            tests::Event::Line(l) if l.starts_with("bench: ") => println!("{l}"),
+            tests::Event::Line(_) => {}
+            tests::Event::Exited(s) if s.code() == Some(tests::EXIT_SUCCESS) => return Ok(()),
+            tests::Event::Exited(s) => anyhow::bail!("smp bench kernel exited with {s}:\n{}", q.transcript),
+            tests::Event::TimedOut => anyhow::bail!("smp bench kernel timed out:\n{}", q.transcript),
+        }
+    }
+}
+
+fn smp_vs_linux() -> anyhow::Result<()> {
+    // The kernel's part goes on after a failure of its own; both are reported.
+    let kernel = kernel_smp();
+    if let Err(e) = &kernel {
+        eprintln!("bench: the kernel's smp part failed: {e:#}");
+    }
+    let root = workspace_root();
+    let elf = build_user(&root, "smpbench")?;
+    let rootfs = grown_rootfs(&root)?;
+    // Ours: `run-qemu.sh --smp N run <elf>`, no swap disk (Linux has none).
+    let ours = |cpus: u32| {
+        let mut cmd = Command::new(root.join("run-qemu.sh"));
+        cmd.args(["--smp", &cpus.to_string(), "--swap", "0", "run"])
+            .arg(&elf)
+            .env("MEMORY", SMP_MEMORY)
+            .env("ROOTFS_IMAGE", &rootfs)
+            .env("QEMU_ARGS", if BENCH_PREALLOC { "-mem-prealloc" } else { "" })
+            .current_dir(&root);
+        smp_run(cmd, &format!("ours, -smp {cpus}"))
+    };
+    let linux = |cpus: u32| {
+        let mut cmd = Command::new(root.join("tests/linux/run-linux.sh"));
+        cmd.arg(&elf).args(["-m", SMP_MEMORY, "-smp", &cpus.to_string()]);
+        if BENCH_PREALLOC {
+            cmd.arg("--prealloc");
+        }
+        smp_run(cmd, &format!("linux, -smp {cpus}"))
+    };
+    let started = Instant::now();
+    let ours: Vec<anyhow::Result<Figures>> = SMP_CPUS.iter().map(|&n| ours(n)).collect();
+    let linux: Vec<anyhow::Result<Figures>> = SMP_CPUS.iter().map(|&n| linux(n)).collect();
+    let _ = std::fs::remove_file(&rootfs);
+    eprintln!("smp: four runs in {} s", started.elapsed().as_secs());
+
+    for (prefix, runs) in [("", &ours), ("linux.", &linux)] {
+        for (cpus, run) in SMP_CPUS.iter().zip(runs) {
+            if let Ok(figures) = run {
+                for (name, value) in figures {
+                    println!("bench: {prefix}smp.cpu{cpus}.{name} {value} {}", smp_unit(name));
+                }
+            }
+        }
+    }
+    // Run i of a kernel's: -smp SMP_CPUS[i].
+    fn at(runs: &[anyhow::Result<Figures>], i: usize) -> Option<&Figures> {
+        runs.get(i).and_then(|r| r.as_ref().ok())
+    }
+    let ratio = |a: u64, b: u64| (b > 0).then(|| a as f64 / b as f64);
+    for (prefix, runs) in [("", &ours), ("linux.", &linux)] {
+        if let (Some(one), Some(two)) = (at(runs, 0), at(runs, 1))
+            && let Some(r) = ratio(figure(two, "pf1_procs_2"), figure(one, "pf1_procs_1"))
+        {
+            println!("bench: {prefix}smp.pf1_procs_2cpu_vs_1cpu {} x", ratio_digits(r));
+        }
+    }
+    if let (Some(o), Some(l)) = (at(&ours, 1), at(&linux, 1)) {
+        for test in ["pf1", "pf2", "pf3"] {
+            for mode in ["procs", "threads"] {
+                let name = format!("{test}_{mode}_2");
+                if let Some(r) = ratio(figure(o, &name), figure(l, &name)) {
+                    println!("bench: smp.{test}_{mode}_vs_linux {} x", ratio_digits(r));
+                }
+            }
+        }
+        for name in ["munmap_4threads", "munmap_4threads_median"] {
+            if let Some(r) = ratio(figure(o, name), figure(l, name)) {
+                println!("bench: smp.{name}_vs_linux {} x", ratio_digits(r));
+            }
+        }
+    }
+    let mut failures = ours.into_iter().chain(linux).filter_map(Result::err).chain(kernel.err()).collect::<Vec<_>>();
+    match failures.len() {
+        0 => Ok(()),
+        1 => Err(failures.remove(0)),
+        n => {
+            for e in &failures {
+                eprintln!("error: {e:#}");
+            }
+            anyhow::bail!("{n} smp benchmark runs failed (above)")
+        }
+    }
 }
 
 fn main() {

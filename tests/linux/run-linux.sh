@@ -5,10 +5,11 @@
 # if it exits instead, Linux panics and QEMU stops all the same (panic=-1
 # with -no-reboot), and this script then fails.
 #
-# usage: tests/linux/run-linux.sh <static-elf> [-m MEM] [-cpu MODEL] [--prealloc] [--swap SIZE]
+# usage: tests/linux/run-linux.sh <static-elf> [-m MEM] [-cpu MODEL] [-smp N] [--prealloc] [--swap SIZE]
 #
 #   -m MEM       guest memory, QEMU's -m (default 128M, as our kernel's boots)
 #   -cpu MODEL   QEMU's -cpu (default: none given, QEMU's default model)
+#   -smp N       processors, QEMU's -smp (default 1, as our kernel's boots)
 #   --prealloc   QEMU's -mem-prealloc: guest RAM allocated before the boot
 #   --swap SIZE  a swap disk: a fresh sparse image of SIZE (truncate's sizes)
 #                made a swap area by mkswap, attached as a virtio-blk disk
@@ -34,15 +35,16 @@ CACHE="$ROOT/target/linux"
 
 die() { echo "run-linux.sh: error: $*" >&2; exit 1; }
 note() { echo "run-linux.sh: $*" >&2; }
-usage() { sed -n '8,19s/^# \{0,1\}//p' "$0"; }
+usage() { sed -n '8,20s/^# \{0,1\}//p' "$0"; }
 
 # ---- arguments -----------------------------------------------------------------
-elf="" mem=128M cpu="" prealloc=0 swap=""
+elf="" mem=128M cpu="" smp=1 prealloc=0 swap=""
 while [ $# -gt 0 ]; do
     case "$1" in
         -h|--help) usage; exit 0 ;;
         -m) [ $# -ge 2 ] || die "-m needs a value"; mem=$2; shift 2 ;;
         -cpu) [ $# -ge 2 ] || die "-cpu needs a value"; cpu=$2; shift 2 ;;
+        -smp|--smp) [ $# -ge 2 ] || die "-smp needs a number"; smp=$2; shift 2 ;;
         --prealloc) prealloc=1; shift ;;
         --swap) [ $# -ge 2 ] || die "--swap needs a size"; swap=$2; shift 2 ;;
         -*) usage >&2; die "unknown option: $1" ;;
@@ -51,6 +53,7 @@ while [ $# -gt 0 ]; do
 done
 [ -n "$elf" ] || { usage >&2; exit 2; }
 [ -f "$elf" ] || die "no such file: $elf"
+[[ $smp =~ ^[1-9][0-9]*$ ]] || die "bad processor count: $smp"
 # The kernel execs /init directly: it must be a static x86_64 ELF.
 [ "$(head -c 4 "$elf" | od -An -c | tr -d ' ')" = '177ELF' ] || die "$elf is not an ELF file"
 
@@ -189,6 +192,7 @@ QEMU=(qemu-system-x86_64 -accel tcg
     -serial stdio -display none -monitor none -no-reboot
     -m "$mem")
 [ -n "$cpu" ] && QEMU+=(-cpu "$cpu")
+[ "$smp" != 1 ] && QEMU+=(-smp "$smp")
 [ $prealloc = 1 ] && QEMU+=(-mem-prealloc)
 if [ -n "$swap" ]; then
     command -v mkswap >/dev/null || die "--swap: mkswap (util-linux) not found"

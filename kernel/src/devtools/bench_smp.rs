@@ -6,6 +6,13 @@
 //! it, the mean over the N CPUs; with per-CPU caches it should stay near
 //! the one-CPU figure) and `kernel.phys.order0_pair_4cpu_vs_1cpu` (the
 //! ratio of the two: 1.0 is perfect scaling).
+//!
+//! Then the TLB shootdown check of the tests (`devtools::tlb_acid`) for
+//! [`ACID_ROUNDS`] rounds, ten times the test's: writers on every other CPU,
+//! one unmapping, write-protecting or replacing their page, the frame taken
+//! back with a canary. It panics if a write got through;
+//! `kernel.tlb_acid.rounds` and `kernel.tlb_acid.round` (µs per round, a
+//! shootdown and a fault on every CPU) say what it did.
 
 use alloc::sync::Arc;
 use alloc::vec::Vec;
@@ -18,6 +25,8 @@ use crate::kprintln;
 
 /// Pairs each CPU makes.
 const PAIRS: u64 = 200_000;
+/// Rounds of the shootdown check.
+const ACID_ROUNDS: u64 = 100_000;
 
 /// Runs the pairs on `n` CPUs at once (0 to n-1); returns the mean time
 /// per pair, in ns, or `None` when a thread could not be made.
@@ -83,4 +92,10 @@ pub fn run() {
             kprintln!("bench: kernel.phys.order0_pair_4cpu_vs_1cpu {:.2} x", ns / one);
         }
     }
+    let t0 = time::rdtsc();
+    let checked = super::tlb_acid::run_rounds(ACID_ROUNDS);
+    let us = time::tsc_to_us(time::rdtsc() - t0);
+    kprintln!("bench: kernel.tlb_acid.rounds {ACID_ROUNDS} rounds");
+    kprintln!("bench: kernel.tlb_acid.rounds_checked {checked} rounds");
+    kprintln!("bench: kernel.tlb_acid.round {:.1} us", us as f64 / ACID_ROUNDS as f64);
 }

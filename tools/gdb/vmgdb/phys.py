@@ -114,5 +114,5 @@ def phys_lines(k, argv):
     else:
         out.append(f"swap      {sw[0]} pages, {sw[0] - sw[1]} used, {sw[1]} free")
     stats = k.pm["stats"]
-    out.append("stats     " + ", ".join(f"{n} {rust.scalar(stats[n])}" for n in ("allocs", "frees", "failures")))
+    out.append("stats     " + ", ".join(f"{n} {rust.counter(stats[n])}" for n in ("allocs", "frees", "failures")))
     return out

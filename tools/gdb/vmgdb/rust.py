@@ -66,6 +66,13 @@ def scalar(v):
     return int(v) & ((1 << (8 * v.type.sizeof)) - 1)
 
 
+def counter(v):
+    """vm::counter::PerCpuCounter: the sum of its per-CPU slots."""
+    slots = v["slots"]
+    lo, hi = slots.type.strip_typedefs().range()
+    return sum(scalar(slots[i]["__0"]) for i in range(lo, hi + 1)) & ((1 << 64) - 1)
+
+
 def to_int(v):
     """A gdb.Value as an integer: numbers, pointers, atomics and other wrappers."""
     try:
