@@ -258,6 +258,10 @@ fn panic(info: &PanicInfo<'_>) -> ! {
     static PANICKING: AtomicBool = AtomicBool::new(false);
     // The report takes whatever locks it must, in whatever order.
     vm::witness::stop();
+    // One CPU reports; another that panics meanwhile stops where it is.
+    if !arch::smp::claim_stop() {
+        arch::halt_forever();
+    }
     if !PANICKING.load(Ordering::SeqCst) {
         arch::smp::stop_others();
     }

@@ -431,15 +431,29 @@ pub fn wait_for_release() {
     }
 }
 
-/// Set when a CPU stops the others (a panic): an NMI that finds it set
-/// halts its CPU for good. (A)
-static STOPPING: AtomicBool = AtomicBool::new(false);
+/// The CPU that stops the others (a panic's), `NO_STOPPER` until one does:
+/// an NMI that finds another CPU's number here halts its CPU for good.
+/// (A)
+static STOPPER: AtomicU32 = AtomicU32::new(NO_STOPPER);
+const NO_STOPPER: u32 = u32::MAX;
+
+/// Makes this CPU the one that reports: true for the first CPU to ask
+/// (and again for it, a nested panic), false for any other, which must
+/// then stop itself (its NMI is on its way, or already served).
+pub fn claim_stop() -> bool {
+    let me = percpu::this().id;
+    match STOPPER.compare_exchange(NO_STOPPER, me, Ordering::SeqCst, Ordering::SeqCst) {
+        Ok(_) => true,
+        Err(owner) => owner == me,
+    }
+}
 
 /// Stops every other CPU where it is, with an NMI (which even a CPU spinning
 /// with interrupts off takes), so that a panic's report is the only output
-/// and nothing runs on while the machine goes down.
+/// and nothing runs on while the machine goes down. The caller has
+/// [`claim_stop`]ped: two CPUs panicking at once would otherwise stop each
+/// other, and the machine would go down with no report.
 pub fn stop_others() {
-    STOPPING.store(true, Ordering::SeqCst);
     let me = percpu::this().id as usize;
     for n in (0..online()).filter(|&n| n != me) {
         if let Some(cpu) = cpu(n) {
@@ -450,7 +464,8 @@ pub fn stop_others() {
 
 /// The NMI handler's first question: is this CPU asked to stop?
 pub fn stop_requested() -> bool {
-    STOPPING.load(Ordering::SeqCst)
+    let owner = STOPPER.load(Ordering::SeqCst);
+    owner != NO_STOPPER && owner != percpu::this().id
 }
 
 mod tests;
