@@ -115,6 +115,9 @@ pub const MAX_HELD: usize = 16;
 
 /// One held lock: its class, its address (to find it at release), and
 /// where it was taken.
+// Release builds keep the records (their size is part of each CPU's
+// block) but never fill them.
+#[cfg_attr(not(debug_assertions), allow(dead_code))]
 #[derive(Clone, Copy)]
 struct Entry {
     class: &'static LockClass,
@@ -123,11 +126,13 @@ struct Entry {
 }
 
 /// The locks one thread holds, in the order taken.
+#[cfg_attr(not(debug_assertions), allow(dead_code))]
 pub struct Held {
     entries: [Option<Entry>; MAX_HELD],
     len: usize,
 }
 
+#[cfg_attr(not(debug_assertions), allow(dead_code))]
 impl Held {
     pub const fn new() -> Held {
         Held { entries: [None; MAX_HELD], len: 0 }
