@@ -36,7 +36,7 @@ use bootloader_api::config::{BootloaderConfig, Mapping};
 use bootloader_api::{BootInfo, entry_point};
 
 use crate::dev::qemu::ExitCode;
-use crate::kern::cmdline::Mode;
+use crate::kern::cmdline::{BenchPart, Mode};
 
 /// Where the bootloader loads the (position-independent) kernel image. Fixed
 /// so that gdb can load the symbols at a known offset: `symbol-file -o` this.
@@ -155,8 +155,11 @@ fn kernel_main(boot_info: &'static mut BootInfo) -> ! {
         Mode::Demo => devtools::demo::run(),
         Mode::List => devtools::ktest_runner::list(),
         Mode::Test => devtools::ktest_runner::run(cmdline.run.as_deref()),
-        Mode::Bench if cmdline.bench_smp => devtools::bench_smp::run(),
-        Mode::Bench => devtools::bench::run(),
+        Mode::Bench => match cmdline.bench {
+            BenchPart::Main => devtools::bench::run(),
+            BenchPart::Smp => devtools::bench_smp::run(),
+            BenchPart::Tlb => devtools::bench_smp::run_tlb(),
+        },
         Mode::Run => devtools::demo::run_program(),
         Mode::VmState => devtools::vmstate::run(),
     }

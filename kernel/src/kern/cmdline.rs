@@ -49,9 +49,21 @@ pub struct Cmdline {
     /// Test indices to run, in order (`None`: all).
     pub run: Option<Vec<usize>>,
     pub log: log::LevelFilter,
-    /// `mode=bench bench=smp`: only the benchmarks of several CPUs
-    /// (`devtools::bench_smp`).
-    pub bench_smp: bool,
+    /// `mode=bench bench=<part>`: one part of the benchmarks.
+    pub bench: BenchPart,
+}
+
+/// The part of the benchmarks a `mode=bench` boot runs (`bench=`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BenchPart {
+    /// The one-CPU benchmarks (`devtools::bench`), the default.
+    Main,
+    /// `bench=smp`: the page allocator on several CPUs at once
+    /// (`devtools::bench_smp`), booted with `-smp 4`.
+    Smp,
+    /// `bench=tlb`: 10^5 rounds of the TLB shootdown check
+    /// (`devtools::bench_smp::run_tlb`), booted with `-smp 2`.
+    Tlb,
 }
 
 static CMDLINE: Once<Cmdline> = Once::new();
@@ -81,7 +93,7 @@ fn read_fw_cfg() -> Option<String> {
 
 /// Parses a command line. Unknown words are reported and ignored.
 pub fn parse(raw: &str) -> Cmdline {
-    let mut c = Cmdline { raw: raw.into(), mode: Mode::Demo, run: None, log: log::LevelFilter::Info, bench_smp: false };
+    let mut c = Cmdline { raw: raw.into(), mode: Mode::Demo, run: None, log: log::LevelFilter::Info, bench: BenchPart::Main };
     for word in raw.split_whitespace() {
         let (key, value) = word.split_once('=').unwrap_or((word, ""));
         match key {
@@ -110,8 +122,9 @@ pub fn parse(raw: &str) -> Cmdline {
                 _ => log::warn!("cmdline: profile={value:?}: on or off"),
             },
             "bench" => match value {
-                "smp" => c.bench_smp = true,
-                _ => log::warn!("cmdline: bench={value:?}: smp is the one part that can be chosen"),
+                "smp" => c.bench = BenchPart::Smp,
+                "tlb" => c.bench = BenchPart::Tlb,
+                _ => log::warn!("cmdline: bench={value:?}: smp or tlb"),
             },
             "run.report" => match value {
                 "on" | "off" => crate::devtools::demo::RUN_REPORT.store(value == "on", core::sync::atomic::Ordering::Relaxed),

@@ -311,6 +311,37 @@ fn daemon() {
     }
 }
 
+/// Holds on the laundry thread ([`hold_laundry`]), and whether it is
+/// writing now. A test of the swap space that counts its blocks and the
+/// disk's requests holds it, so that no page-out comes in between on
+/// another CPU. (A; SeqCst, both: the holder raises HOLDS then reads
+/// LAUNDERING, the laundry raises LAUNDERING then reads HOLDS, and
+/// of two such store-load pairs at least one must see the other's store.)
+static HOLDS: AtomicU64 = AtomicU64::new(0);
+static LAUNDERING: AtomicBool = AtomicBool::new(false);
+
+/// The laundry thread held off while this lives: see [`hold_laundry`].
+pub struct LaundryHold(());
+
+/// Keeps the laundry thread from writing until the value is dropped, once
+/// the write under way (if one is) has ended. Memory short meanwhile is
+/// left to the daemon's clean pages; it is for tests, which hold it for
+/// a moment.
+pub fn hold_laundry() -> LaundryHold {
+    HOLDS.fetch_add(1, Ordering::SeqCst);
+    while LAUNDERING.load(Ordering::SeqCst) {
+        sched::yield_now();
+    }
+    LaundryHold(())
+}
+
+impl Drop for LaundryHold {
+    fn drop(&mut self) {
+        HOLDS.fetch_sub(1, Ordering::SeqCst);
+        sched::wakeup(chan(&LAUNDRY_CHAN));
+    }
+}
+
 /// The laundry thread's loop: writes dirty pages out while memory is short.
 fn laundry() {
     let pm = vm::global();
@@ -324,8 +355,14 @@ fn laundry() {
             if free >= target || pm.queue_count(Queue::Laundry) == 0 {
                 break;
             }
+            LAUNDERING.store(true, Ordering::SeqCst);
+            if HOLDS.load(Ordering::SeqCst) != 0 {
+                LAUNDERING.store(false, Ordering::SeqCst);
+                break;
+            }
             let want = (target - free).max(vm::pageout::CLUSTER as u64);
             let st = pageout::scan_laundry(pm, mappings, want, &crate::mm::swap::new_pager);
+            LAUNDERING.store(false, Ordering::SeqCst);
             count(&st);
             sched::wakeup(chan(&FREE_CHAN));
             if st.written == 0 {

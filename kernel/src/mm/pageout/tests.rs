@@ -10,7 +10,7 @@ use vm::map::Inherit;
 use vm::pmap::Prot;
 
 use super::COUNTERS;
-use crate::proc::tests::run_bin;
+use crate::proc::tests::{run_bin, run_bin_within};
 use crate::proc::{SIGKILL, Status};
 
 const SIGBUS: u8 = 7;
@@ -27,14 +27,17 @@ fn swap() -> &'static crate::mm::swap::Space {
 
 /// `swapper` over three times RAM: alone, as two processes at once, and
 /// with fork and copy-on-write; every byte reads back as written.
-#[ktest(timeout = 600)]
+#[ktest(timeout = 1200)]
 fn programs_three_times_larger_than_ram() {
     let mib = 3 * ram_mib();
     assert!((swap().pages() * 4096) >> 20 >= mib, "swap ({} pages) smaller than {mib} MiB", swap().pages());
     let (in0, out0) = crate::mm::swap::pages_in_out();
     let arg = alloc::format!("{mib}");
     for mode in ["one", "two", "fork"] {
-        assert_eq!(run_bin("swapper", &[&arg, mode]), Status::Exited(0), "swapper {mib} {mode}");
+        let t0 = crate::kern::time::ticks();
+        assert_eq!(run_bin_within("swapper", &[&arg, mode], 360), Status::Exited(0), "swapper {mib} {mode}");
+        let ms = (crate::kern::time::ticks() - t0) * 1000 / crate::kern::time::HZ;
+        crate::kprintln!("three times RAM, {mode}: {ms} ms");
     }
     let (in1, out1) = crate::mm::swap::pages_in_out();
     let (out, inn) = (out1 - out0, in1 - in0);
