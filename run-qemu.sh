@@ -18,9 +18,10 @@ commands:
              from stdin (piped input is handed in whole, then end of input;
              on a terminal, Ctrl-D ends it), and this script exits with its
              status (128 + the signal number if it was killed)
-  test       host unit tests and every in-kernel test, each reported by name,
-             then the page protocol's models and the Miri run (below);
-             non-zero exit status on any failure
+  test       host unit tests and every in-kernel test, each reported by name
+             (the test boots at -smp 4, KTEST_SMP), the in-kernel tests once
+             more at -smp 1, then the page protocol's models and the Miri
+             run (below); non-zero exit status on any failure
   models     the page protocol's loom models alone (vm/MODELS.md): every
              interleaving of each model's threads, within LOOM_MAX_PREEMPTIONS
              (default 3); prints each model's count of interleavings
@@ -74,6 +75,7 @@ environment:
   KERNEL_ELF  boot and run use this kernel (with its images) instead of building
   SWAP_SIZE  size of the swap disk as for --swap (also read by the test boots
              of `test`)
+  KTEST_SMP  processors of the test boots of `test`'s first pass (default 4)
 USAGE
 }
 
@@ -384,8 +386,12 @@ case $cmd in
         build_kernel debug
         note "running host unit tests and in-kernel tests"
         # Default workspace members: vm, pager, ktest, boot, and tests (which
-        # boots the kernel and reports each in-kernel test).
-        cargo test
+        # boots the kernel and reports each in-kernel test), the kernel on
+        # four processors; then the in-kernel tests again on one, where
+        # other interleavings (and the single-CPU paths) run.
+        KTEST_SMP=${KTEST_SMP:-4} cargo test
+        note "running the in-kernel tests again at -smp 1"
+        KTEST_SMP=1 cargo test -p tests --test kernel -- kernel::
         run_models
         ensure_miri
         run_miri
