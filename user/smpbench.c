@@ -55,6 +55,9 @@
  *
  *   smpbench [dir]      the file's directory (default "/": the ext2 root on
  *                       our kernel, the initramfs's tmpfs as Linux's /init)
+ *   smpbench dir only   one part only: pf1_procs, pf1_threads, pf2_procs,
+ *                       ..., or munmap (to look at one, e.g. with the
+ *                       kernel's lock contention report, run.report=on)
  *
  * It needs 512 MiB of RAM for pf1's four workers and 128 MiB of free space
  * for the file: the harness (tests/benches/kernel.rs) runs it with 768 MiB
@@ -112,6 +115,19 @@ struct control {
 
 static struct control *ctl;
 static const char *dir = "/";
+/* The one part to run ("pf1_procs", ..., "munmap"), or NULL: all. */
+static const char *only;
+
+/* Whether the part `name` (of test t, mode "procs" or "threads", or NULL
+ * for munmap) is to run. */
+static int wanted(const char *test, const char *mode)
+{
+	char name[32];
+	if (!only)
+		return 1;
+	snprintf(name, sizeof name, "%s%s%s", test, mode ? "_" : "", mode ? mode : "");
+	return strcmp(name, only) == 0;
+}
 
 static unsigned long long now_ns(void)
 {
@@ -533,21 +549,23 @@ static int run(void)
 	int status = 0;
 	static const int workers[] = { 1, 2, 4 };
 	for (enum test t = PF1; t <= PF3 && status == 0; t++) {
-		if (t == PF2) {
+		if (!wanted(test_name[t], "procs") && !wanted(test_name[t], "threads"))
+			continue;
+		if (t != PF1 && !file[0]) {
 			unsigned long long f0 = now_ns();
 			status = make_file();
 			if (status)
 				break;
 			say("smpbench: %s, %lu MiB, written in %llu ms\n", file, FILE_SIZE >> 20, (now_ns() - f0) / 1000000);
 		}
-		for (int i = 0; i < 3 && status == 0; i++)
+		for (int i = 0; i < 3 && status == 0 && wanted(test_name[t], "procs"); i++)
 			status = run_procs(t, workers[i]);
-		for (int i = 0; i < 3 && status == 0; i++)
+		for (int i = 0; i < 3 && status == 0 && wanted(test_name[t], "threads"); i++)
 			status = run_threads(t, workers[i]);
 	}
 	if (file[0])
 		unlink(file);
-	if (status == 0)
+	if (status == 0 && wanted("munmap", NULL))
 		status = munmap_4threads();
 	if (status == 0)
 		say("smpbench: done in %llu s\n", (now_ns() - t0 + 500000000ULL) / 1000000000ULL);
@@ -558,6 +576,8 @@ int main(int argc, char **argv)
 {
 	if (argc > 1)
 		dir = argv[1];
+	if (argc > 2)
+		only = argv[2];
 	int status = run();
 	if (status != 0)
 		say("smpbench: failed with status %d\n", status);

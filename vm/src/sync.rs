@@ -220,12 +220,12 @@ impl<T: ?Sized> Mutex<T> {
     #[inline(never)]
     fn spin(&self) -> RawGuard<'_, T> {
         let mut since = 0;
-        let mut turns = 0u32;
+        let mut turns = 0u64;
         loop {
             while self.inner.is_locked() {
                 core::hint::spin_loop();
-                turns = turns.wrapping_add(1);
-                if turns.is_multiple_of(SPIN_CHECK)
+                turns += 1;
+                if turns.is_multiple_of(u64::from(SPIN_CHECK))
                     && let Some(h) = HOOKS.get()
                 {
                     let holder = self.holder_cpu.load(core::sync::atomic::Ordering::Relaxed);
@@ -233,6 +233,9 @@ impl<T: ?Sized> Mutex<T> {
                 }
             }
             if let Some(g) = self.inner.try_lock() {
+                if let Some(c) = self.class {
+                    crate::witness::waited(c, turns);
+                }
                 return g;
             }
         }

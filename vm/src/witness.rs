@@ -23,6 +23,9 @@
 //! builds check nothing and keep no stack.
 
 use core::panic::Location;
+// `core`'s atomics even under loom: the counters are statistics no model
+// reads.
+use core::sync::atomic::{AtomicU64, Ordering};
 
 /// A kind of lock, with its place in the lock order.
 #[derive(Debug)]
@@ -33,6 +36,42 @@ pub struct LockClass {
     /// A sleeping lock (held across I/O and sleeps): it ranks below every
     /// spin lock, and a thread may sleep holding it.
     pub sleeps: bool,
+}
+
+/// How often the spin locks of a class were waited for, and how long: a
+/// small FreeBSD LOCK_PROFILING, kept in every build (the counts are
+/// touched only on the contended path, which spins anyway). Which lock
+/// stops a workload from scaling is read here, at the end of a run
+/// (`run.report=on`). Kept beside the classes ([`CONTENTION`], in the
+/// order of [`order::ALL`]) rather than in them, so that a class stays
+/// free of interior mutability and a `const` lock can name it. Relaxed,
+/// both: counters.
+#[derive(Debug)]
+pub struct Contention {
+    /// Acquisitions that found the lock held and spun.
+    pub waits: AtomicU64,
+    /// Turns of those spins' loops (one `pause` each): the time waited,
+    /// in a unit that depends on the machine.
+    pub spins: AtomicU64,
+}
+
+impl Contention {
+    const fn new() -> Contention {
+        Contention { waits: AtomicU64::new(0), spins: AtomicU64::new(0) }
+    }
+}
+
+/// The contention of each class of [`order::ALL`], in its order.
+pub static CONTENTION: [Contention; order::ALL.len()] = [const { Contention::new() }; order::ALL.len()];
+
+/// Counts one wait of `turns` spin turns for a lock of `class` (a class
+/// not in [`order::ALL`] is not counted). On the contended path only.
+#[cold]
+pub fn waited(class: &'static LockClass, turns: u64) {
+    if let Some(i) = order::ALL.iter().position(|c| core::ptr::eq(*c, class)) {
+        CONTENTION[i].waits.fetch_add(1, Ordering::Relaxed);
+        CONTENTION[i].spins.fetch_add(turns, Ordering::Relaxed);
+    }
 }
 
 impl LockClass {
@@ -46,6 +85,30 @@ impl LockClass {
     pub const fn sleeping(name: &'static str, rank: u16) -> LockClass {
         assert!(rank < FIRST_SPIN_RANK, "a sleeping lock ranks below every spin lock");
         LockClass { name, rank, sleeps: true }
+    }
+}
+
+/// Writes one line per lock class whose locks were waited for: the waits
+/// and the spin turns, most turns first.
+pub fn write_contention(w: &mut dyn core::fmt::Write) -> core::fmt::Result {
+    let mut rows: [(u64, u64, &str); order::ALL.len()] = [(0, 0, ""); order::ALL.len()];
+    for (row, (class, c)) in rows.iter_mut().zip(order::ALL.iter().zip(&CONTENTION)) {
+        *row = (c.spins.load(Ordering::Relaxed), c.waits.load(Ordering::Relaxed), class.name);
+    }
+    rows.sort_unstable_by_key(|r| core::cmp::Reverse(r.0));
+    for (spins, waits, name) in rows {
+        if waits != 0 {
+            writeln!(w, "lock contention: {name:<20} {waits:>10} waits {spins:>14} spin turns")?;
+        }
+    }
+    Ok(())
+}
+
+/// Forgets the contention counted so far (before a measurement).
+pub fn reset_contention() {
+    for c in &CONTENTION {
+        c.waits.store(0, Ordering::Relaxed);
+        c.spins.store(0, Ordering::Relaxed);
     }
 }
 
@@ -81,7 +144,10 @@ pub mod order {
     pub static OBJECT: LockClass = LockClass::spin("vm object", 200);
     /// A swap pager's metadata (the trie of swap blocks).
     pub static SWAP_META: LockClass = LockClass::spin("swap metadata", 300);
-    /// A pmap's PV lists (the mappings of each page).
+    /// A pmap: its page tables. (A PV walk, holding a PV-list lock, only
+    /// tries it.)
+    pub static PMAP: LockClass = LockClass::spin("pmap", 390);
+    /// A bucket of PV lists (the mappings of each page).
     pub static PV: LockClass = LockClass::spin("pmap pv lists", 400);
     /// A CPU's batch of pages on their way to a paging queue.
     pub static PAGE_QUEUE_BATCH: LockClass = LockClass::spin("page queue batch", 490);
@@ -107,6 +173,31 @@ pub mod order {
     /// The scheduler: run queue, sleep channels. Last of all: wakeups come
     /// from everywhere.
     pub static SCHED: LockClass = LockClass::spin("scheduler", 1200);
+
+    /// Every class above, for the contention report.
+    pub static ALL: [&LockClass; 21] = [
+        &FILE_OFFSET,
+        &FUTEX,
+        &VNODE,
+        &MAP,
+        &VNODE_TABLE,
+        &OBJECT,
+        &SWAP_META,
+        &PMAP,
+        &PV,
+        &PAGE_QUEUE_BATCH,
+        &PAGE_QUEUES,
+        &KMEM,
+        &HEAP,
+        &KEG,
+        &PAGE_CACHE,
+        &FREE_LISTS,
+        &ZERO_POOL,
+        &SWAP_SPACE,
+        &DEVICE,
+        &CONSOLE,
+        &SCHED,
+    ];
 }
 
 /// Most locks one thread holds at once that are tracked; more is a bug in

@@ -76,7 +76,6 @@ struct Before {
 
 impl Before {
     fn now() -> Before {
-        crate::arch::pmap::drain();
         vm::drain_caches();
         heap::reclaim();
         Before { free: vm::global().free_count(), heap: heap::usage().0 }
@@ -87,7 +86,6 @@ impl Before {
     /// cached in their vnodes' objects, so the counts need not be back.
     fn every_process_gone(&self) -> alloc::string::String {
         let pm = vm::global();
-        crate::arch::pmap::drain();
         vm::drain_caches();
         heap::reclaim();
         alloc::format!(
@@ -126,7 +124,8 @@ pub fn print_counters() {
 }
 
 /// `run.report=on`: `mode=run` ends with the line of [`Before::every_process_gone`]
-/// (set before the program starts). (A)
+/// (set before the program starts) and the lock classes waited for meanwhile
+/// (`vm::witness::write_contention`). (A)
 pub static RUN_REPORT: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
 
 /// `mode=run`: runs the program handed in by the host under init, and
@@ -161,6 +160,14 @@ pub fn run_program() {
     let mut init_argv: Vec<&str> = alloc::vec!["init", &path];
     init_argv.extend(argv.iter().skip(1).map(|s| s.as_str()));
     let before = Before::now();
+    vm::witness::reset_contention();
+    // `profile=on`: where every CPU's time went while the program ran
+    // (user time shows as "(no symbol)", idle time as the idle loop).
+    let profiling = super::profile::WANTED.load(core::sync::atomic::Ordering::Relaxed);
+    if profiling {
+        super::profile::reset();
+        super::profile::set(true);
+    }
     let code = match crate::proc::start_init(&init_argv) {
         Ok(init) => init.wait().shell_code(),
         Err(e) => {
@@ -168,9 +175,16 @@ pub fn run_program() {
             127
         }
     };
+    if profiling {
+        super::profile::report("run", 30);
+    }
     log::info!("run: {path} ended with status {code}");
     if RUN_REPORT.load(core::sync::atomic::Ordering::Relaxed) {
         kprintln!("{}", before.every_process_gone());
+        // Which locks the program's threads and processes waited for.
+        let mut locks = String::new();
+        let _ = vm::witness::write_contention(&mut locks);
+        kprintln!("{}", locks.trim_end());
     }
     crate::dev::qemu::report_status(code);
 }

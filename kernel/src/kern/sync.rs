@@ -110,10 +110,11 @@ impl RawSpin {
         if self.holder_cpu.load(Ordering::Relaxed) == percpu::this().id { self.holder() } else { None }
     }
 
-    fn acquire(&self, site: &'static Location<'static>) {
+    fn acquire(&self, site: &'static Location<'static>, class: Option<&'static LockClass>) {
         if self.try_acquire(site) {
             return;
         }
+        let mut turns = 0u64;
         // The lock this CPU spins on, and its holder's site, for the
         // watchdog's report (`PerCpu::spinning_lock`).
         let cpu = percpu::this();
@@ -123,12 +124,16 @@ impl RawSpin {
         loop {
             while self.locked.load(Ordering::Relaxed) {
                 core::hint::spin_loop();
+                turns += 1;
             }
             if self.try_acquire(site) {
                 break;
             }
         }
         cpu.spinning_lock.store(0, Ordering::Relaxed);
+        if let Some(c) = class {
+            witness::waited(c, turns);
+        }
     }
 
     fn release(&self) {
@@ -186,7 +191,7 @@ impl<T: ?Sized> IrqMutex<T> {
         let enable = interrupts::are_enabled();
         interrupts::disable();
         witness::will_take(self.class, self.addr(), site);
-        self.raw.acquire(site);
+        self.raw.acquire(site, self.class);
         witness::took(self.class, self.addr(), site);
         IrqGuard { lock: self, enable }
     }
@@ -298,7 +303,7 @@ impl<T: ?Sized> IrqOffMutex<T> {
             }
         }
         witness::will_take(self.class, self.addr(), site);
-        self.raw.acquire(site);
+        self.raw.acquire(site, self.class);
         witness::took(self.class, self.addr(), site);
         IrqOffGuard { lock: self }
     }
