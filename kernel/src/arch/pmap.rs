@@ -15,13 +15,26 @@
 //! Page-table pages are unmanaged pages from the allocator (rule 11), zeroed
 //! when taken and freed when a removal leaves them empty.
 //!
-//! PV entries (one per mapping of a managed page) come from a zone; each page
-//! has a list head in a side array indexed by its page-array index. They are
+//! PV entries (one per mapping of a managed page) come from pages of
+//! entries owned by the mapping's pmap (`pv_chunk.rs`); each page has a
+//! list head in a side array indexed by its page-array index. They are
 //! what `remove_all`, `is_modified`, `clear_modify` and `ts_referenced` walk.
 //!
-//! One lock (the pmap lock) covers every page table and every PV list. It is
-//! a leaf in the lock order: taken under the map, object and page busy locks;
-//! under it only the page allocator's locks are taken.
+//! Locking (FreeBSD's amd64 shape): each pmap has its own lock (the pmap
+//! lock, `X86Pmap::lock`), which covers its page tables, its leaf hint and
+//! its counts; the PV lists are covered by [`PV_BUCKETS`] PV-list locks, a
+//! page's being its bucket's (`Globals::buckets`, by page-array index).
+//! The order is the pmap lock, then a PV-list lock: `enter` and `remove`
+//! take their pmap's lock and, for each page whose list they change, that
+//! page's PV-list lock. The PV walks go the other way (from a page's list
+//! to each pmap that maps it), so they hold the page's PV-list lock and
+//! only *try* each pmap's lock; when that fails they let the list go,
+//! wait for the pmap's lock, take the list again, and go on only if the
+//! bucket's generation says no list of it changed meanwhile (else they
+//! start over). Two processes faulting, or one faulting while page-out
+//! walks another's pages, no longer wait for one lock. Both are leaves in
+//! the lock order but for the page allocator's and the zones' locks:
+//! taken under the map, object and page busy locks.
 //!
 //! TLB: a change to a live translation returns a `TlbFlush`; flushing it
 //! invalidates the range on every CPU that has the space loaded
@@ -33,7 +46,6 @@
 
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use spin::Once;
@@ -42,14 +54,17 @@ use vm::page::Page;
 use vm::phys::{AllocFlags, PhysMem};
 use vm::pmap::{Pmap, PmapError, Prot, TlbFlush};
 use vm::sync::Mutex;
-use vm::zone::{KernelPages, NodeZone};
 use x86_64::registers::control::Cr3;
 use x86_64::registers::model_specific::{Efer, EferFlags};
 
 use crate::arch::direct_map::phys_to_virt;
 
+mod pv_chunk;
 mod pv_walk;
+mod tests;
 mod walk;
+
+use pv_chunk::Chunks;
 
 use walk::{first_used, free_tables, walk_range};
 
@@ -90,29 +105,37 @@ pub const USER_END: u64 = 0x0000_8000_0000_0000;
 
 /// A PV entry: one mapping of a managed page.
 struct Pv {
-    /// The next mapping of the same page. (P)
+    /// The next mapping of the same page. (B)
     next: *mut Pv,
-    /// Where the page is mapped. (P)
+    /// Where the page is mapped. (B)
     pmap: *const X86Pmap,
     va: u64,
 }
 
-/// Everything the pmap lock protects beyond the tables themselves.
-struct PvState {
-    /// PV list head per page-array index (0: none). (P)
-    heads: Vec<usize>,
-}
+/// PV-list locks: a page's PV list is covered by the lock of bucket
+/// `index % PV_BUCKETS` (its page-array index). Consecutive pages fall in
+/// different buckets, so CPUs faulting their own pages rarely meet.
+const PV_BUCKETS: usize = 64;
 
-// SAFETY: the raw pointers in PV lists are only followed under the pmap lock.
-unsafe impl Send for PvState {}
+/// One PV-list lock and its generation, on a cache line of its own.
+#[repr(align(64))]
+struct PvBucket {
+    lock: Mutex<()>,
+    /// Changes to the lists of the bucket's pages, raised under the lock:
+    /// a PV walk that let the lock go (to wait for a pmap's lock) sees
+    /// here whether its list may have changed meanwhile. (B)
+    generation: AtomicU64,
+}
 
 struct Globals {
     /// The page allocator. (C)
     pm: &'static PhysMem,
-    /// The PV-list lock (P) and what it protects.
-    lock: Mutex<PvState>,
-    /// PV entries come from here. (Z: the zone locks itself)
-    pv_zone: NodeZone,
+    /// PV list head per page-array index (0: none): the address of its
+    /// first `Pv`. (B: the page's bucket's lock; the atomics are loaded
+    /// and stored Relaxed under it, and read by the debugger.)
+    heads: Vec<AtomicUsize>,
+    /// The PV-list locks (see [`PV_BUCKETS`]).
+    buckets: [PvBucket; PV_BUCKETS],
     /// Whether the CPU has no-execute. (C)
     nx: bool,
     /// The kernel's PML4 (the bootloader's), whose upper half every space
@@ -135,25 +158,21 @@ pub fn init() -> Result<(), PmapError> {
     let pm = vm::global();
     let mut heads = Vec::new();
     heads.try_reserve_exact(pm.pages().len()).map_err(|_| PmapError::NoMemory)?;
-    heads.resize(pm.pages().len(), 0);
+    heads.resize_with(pm.pages().len(), || AtomicUsize::new(0));
     let nx = Efer::read().contains(EferFlags::NO_EXECUTE_ENABLE);
     GLOBALS.call_once(|| Globals {
         pm,
-        lock: Mutex::ranked(PvState { heads }, &vm::witness::order::PV),
-        pv_zone: NodeZone::new(core::mem::size_of::<Pv>(), &KernelPages, &vm::failpoint::PV_ALLOC),
+        heads,
+        buckets: core::array::from_fn(|_| PvBucket {
+            lock: Mutex::ranked((), &vm::witness::order::PV),
+            generation: AtomicU64::new(0),
+        }),
         nx,
         kernel_pml4: Cr3::read_raw().0.start_address().as_u64(),
     });
     vm::set_mappings(&MAPPINGS);
     log::info!("pmap: {} PV list heads, NX {}", pm.pages().len(), if nx { "on" } else { "off" });
     Ok(())
-}
-
-/// Gives back the PV zone's spare slab (before comparing free-page counts).
-pub fn drain() {
-    if let Some(gl) = GLOBALS.get() {
-        gl.pv_zone.drain();
-    }
 }
 
 /// A page table's entries, through the direct map.
@@ -179,6 +198,10 @@ fn flush_range(space: usize, start: u64, end: u64) {
 
 /// One address space's tables.
 pub struct X86Pmap {
+    /// The pmap lock: covers the tables, the leaf hint, the counts and
+    /// the pages of PV entries (see the module docs for its order with the
+    /// PV-list locks).
+    lock: Mutex<Chunks>,
     /// Physical address of the PML4. (C)
     pml4: u64,
     /// Wired mappings. (P)
@@ -199,8 +222,9 @@ pub struct X86Pmap {
     /// (`arch::tlb::switch_space`), read by every flush.
     cpus: AtomicU64,
     /// PV walks that changed entries of this space under the pmap lock and
-    /// flush them after it (`pv_walk.rs`): `Drop` waits for them. (A;
-    /// raised under the pmap lock)
+    /// flush them after it, or that wait for the pmap lock with the PV
+    /// list let go (`pv_walk.rs`): `Drop` waits for them. (A; raised under
+    /// the pmap lock or under the PV-list lock of a page the space maps)
     walkers: AtomicU32,
 }
 
@@ -215,6 +239,7 @@ impl X86Pmap {
             new.store(old.load(Ordering::Relaxed), Ordering::Relaxed);
         }
         Ok(Arc::new(X86Pmap {
+            lock: Mutex::ranked(Chunks::new(), &vm::witness::order::PMAP),
             pml4,
             wired: AtomicUsize::new(0),
             resident: AtomicUsize::new(0),
@@ -251,7 +276,7 @@ impl X86Pmap {
     /// PDPT, PD, PT entry, as far as the walk goes (it stops at the first
     /// entry that is not present). For reports and the debugger's tests.
     pub fn walk_entries(&self, va: u64) -> Vec<u64> {
-        let _pv = g().lock.lock();
+        let _pmap = self.lock.lock();
         let mut out = Vec::new();
         let mut t = self.pml4;
         for level in (0..4).rev() {
@@ -311,7 +336,7 @@ impl X86Pmap {
     ///
     /// [`unhide`]: X86Pmap::unhide
     pub fn hide(&self, start: u64, end: u64) {
-        let _pv = g().lock.lock();
+        let _pmap = self.lock.lock();
         self.for_each_leaf(start, end, None, |_, e| {
             e.fetch_and(!P, Ordering::AcqRel);
         });
@@ -321,7 +346,7 @@ impl X86Pmap {
     /// page-fault handler can do to resolve a fault. Returns false if `va`
     /// has no hidden leaf.
     pub fn unhide(&self, va: u64) -> bool {
-        let _pv = g().lock.lock();
+        let _pmap = self.lock.lock();
         match self.walk(va & !(PAGE_SIZE as u64 - 1), false) {
             Ok(Some(e)) => {
                 let v = e.load(Ordering::Acquire);
@@ -336,8 +361,10 @@ impl X86Pmap {
     }
 
     /// Clears one leaf entry and its PV entry; harvests the dirty and
-    /// accessed bits into the page. Returns the old entry.
-    fn clear_leaf(&self, pv: &mut PvState, e: &AtomicU64, va: u64) -> u64 {
+    /// accessed bits into the page. Returns the old entry. Under the pmap
+    /// lock; `list_held` says the caller holds the PV-list lock of the
+    /// mapped page already (a PV walk), else it is taken here.
+    fn clear_leaf(&self, chunks: &mut Chunks, e: &AtomicU64, va: u64, list_held: bool) -> u64 {
         let old = e.swap(0, Ordering::AcqRel);
         if old & P == 0 {
             return old;
@@ -353,7 +380,7 @@ impl X86Pmap {
             if old & A != 0 {
                 page.reference();
             }
-            pv_remove(pv, page, self, va);
+            pv_remove(chunks, page, self, va, list_held);
             page.remove_mapping();
             self.resident.store(self.resident.load(Ordering::Relaxed) - 1, Ordering::Relaxed);
         }
@@ -366,11 +393,11 @@ impl X86Pmap {
     /// range is flushed on every CPU that has the space loaded (here, then,
     /// rather than by the caller): until then another CPU's walk may still
     /// go through a cached pointer to one of them.
-    fn remove_locked(&self, pv: &mut PvState, start: u64, end: u64) -> TlbFlush {
+    fn remove_locked(&self, chunks: &mut Chunks, start: u64, end: u64) -> TlbFlush {
         let mut any = false;
         let mut emptied = 0;
         self.for_each_leaf(start, end, Some(&mut emptied), |va, e| {
-            self.clear_leaf(pv, e, va);
+            self.clear_leaf(chunks, e, va, false);
             any = true;
         });
         if emptied != 0 {
@@ -382,7 +409,7 @@ impl X86Pmap {
     }
 
     /// `protect`, with the pmap lock held by the caller.
-    fn protect_locked(&self, _pv: &PvState, start: u64, end: u64, prot: Prot) -> TlbFlush {
+    fn protect_locked(&self, start: u64, end: u64, prot: Prot) -> TlbFlush {
         let gl = g();
         let mut any = false;
         self.for_each_leaf(start, end, None, |_, e| {
@@ -427,53 +454,52 @@ impl X86Pmap {
     }
 }
 
-#[inline(always)]
-fn pv_alloc(gl: &Globals, pmap: &X86Pmap, va: u64) -> Result<*mut Pv, PmapError> {
-    let mem = gl.pv_zone.alloc().ok_or(PmapError::NoMemory)?;
-    let pv = mem.as_ptr() as *mut Pv;
-    // SAFETY: a fresh zone item of at least size_of::<Pv>() bytes, 16-aligned.
-    unsafe { pv.write(Pv { next: core::ptr::null_mut(), pmap, va }) };
-    Ok(pv)
+impl Globals {
+    /// The PV-list lock of the page at page-array index `i`.
+    fn bucket(&self, i: usize) -> &PvBucket {
+        &self.buckets[i % PV_BUCKETS]
+    }
 }
 
-fn pv_insert(gl: &Globals, pv: &mut PvState, page: &Page, entry: *mut Pv) {
+/// Puts `entry` at the head of `page`'s PV list, under its PV-list lock.
+fn pv_insert(gl: &Globals, page: &Page, entry: *mut Pv) {
     let i = gl.pm.index_of(page) as usize;
-    // SAFETY: `entry` is a live PV item we own; the pmap lock is held.
-    unsafe { (*entry).next = pv.heads[i] as *mut Pv };
-    pv.heads[i] = entry as usize;
+    let b = gl.bucket(i);
+    let _list = b.lock.lock();
+    // SAFETY: `entry` is a live PV item we own, not yet listed.
+    unsafe { (*entry).next = gl.heads[i].load(Ordering::Relaxed) as *mut Pv };
+    gl.heads[i].store(entry as usize, Ordering::Relaxed);
+    b.generation.fetch_add(1, Ordering::Relaxed);
 }
 
-fn pv_remove(pv: &mut PvState, page: &Page, pmap: &X86Pmap, va: u64) {
-    let i = g().pm.index_of(page) as usize;
-    let mut link: *mut usize = &mut pv.heads[i];
-    // SAFETY: the list links are live PV items, followed under the pmap lock;
-    // the found item is unlinked before it is freed.
+/// Unlinks the PV entry of `(pmap, va)` from `page`'s list, taking its
+/// PV-list lock unless `list_held`, and gives it back to the pmap's
+/// `chunks` (under the pmap lock).
+fn pv_remove(chunks: &mut Chunks, page: &Page, pmap: &X86Pmap, va: u64, list_held: bool) {
+    let gl = g();
+    let i = gl.pm.index_of(page) as usize;
+    let b = gl.bucket(i);
+    let _list = (!list_held).then(|| b.lock.lock());
+    debug_assert!(b.lock.is_locked());
+    let mut link: &AtomicUsize = &gl.heads[i];
+    // SAFETY: the list links are live PV items, followed under the list's
+    // lock; the found item is unlinked before it is freed.
     unsafe {
-        while *link != 0 {
-            let cur = *link as *mut Pv;
+        loop {
+            let cur = link.load(Ordering::Relaxed) as *mut Pv;
+            if cur.is_null() {
+                break;
+            }
             if core::ptr::eq((*cur).pmap, pmap) && (*cur).va == va {
-                *link = (*cur).next as usize;
-                g().pv_zone.free(NonNull::new_unchecked(cur as *mut u8));
+                link.store((*cur).next as usize, Ordering::Relaxed);
+                b.generation.fetch_add(1, Ordering::Relaxed);
+                chunks.free(cur);
                 return;
             }
-            link = &mut (*cur).next as *mut *mut Pv as *mut usize;
+            link = AtomicUsize::from_ptr(&raw mut (*cur).next as *mut usize);
         }
     }
     panic!("pmap: no PV entry for page {:#x} at {va:#x}", page.phys());
-}
-
-/// Every (pmap, va) mapping `page`.
-fn pv_list(pv: &PvState, page: &Page) -> Vec<(*const X86Pmap, u64)> {
-    let mut out = Vec::new();
-    let mut cur = pv.heads[g().pm.index_of(page) as usize] as *const Pv;
-    while !cur.is_null() {
-        // SAFETY: live PV items, read under the pmap lock.
-        unsafe {
-            out.push(((*cur).pmap, (*cur).va));
-            cur = (*cur).next;
-        }
-    }
-    out
 }
 
 impl X86Pmap {
@@ -482,19 +508,21 @@ impl X86Pmap {
     fn enter_with(&self, va: u64, page: &'static Page, prot: Prot, wired: bool, bits: u64) -> Result<TlbFlush, PmapError> {
         assert!(page.valid() != 0, "page {:#x}: an invalid page is never mapped (rule 2)", page.phys());
         let gl = g();
-        let mut pv = gl.lock.lock();
+        let mut chunks = self.lock.lock();
         let e = self.walk(va, true)?.expect("walk with create returns an entry");
-        self.set_leaf(gl, &mut pv, e, va, page, prot, wired, bits)
+        self.set_leaf(gl, &mut chunks, e, va, page, prot, wired, bits)
     }
 
     /// The rest of `enter` once the leaf entry `e` of `va` is found, under
-    /// the pmap lock (`pv`).
+    /// the pmap lock. (The new PV entry is listed before the entry is
+    /// stored: a PV walk that finds it waits for the pmap lock, and so for
+    /// the store.)
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
     fn set_leaf(
         &self,
         gl: &Globals,
-        pv: &mut PvState,
+        chunks: &mut Chunks,
         e: &AtomicU64,
         va: u64,
         page: &'static Page,
@@ -518,9 +546,9 @@ impl X86Pmap {
         }
         let old = e.load(Ordering::Acquire);
         let same_page = old & P != 0 && old & ADDR == page.phys();
-        let entry = if managed && !same_page { Some(pv_alloc(gl, self, va)?) } else { None };
+        let entry = if managed && !same_page { Some(chunks.alloc(self, va)?) } else { None };
         if old & P != 0 && !same_page {
-            self.clear_leaf(pv, e, va);
+            self.clear_leaf(chunks, e, va, false);
         }
         if same_page {
             // Keep the hardware's dirty and accessed bits of the old entry.
@@ -530,7 +558,7 @@ impl X86Pmap {
             }
         }
         if let Some(entry) = entry {
-            pv_insert(gl, pv, page, entry);
+            pv_insert(gl, page, entry);
             page.add_mapping();
             self.resident.store(self.resident.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
         }
@@ -551,12 +579,12 @@ impl Pmap for X86Pmap {
     fn enter_quick(&self, va: u64, page: &'static Page, prot: Prot) -> Result<bool, PmapError> {
         assert!(page.valid() != 0, "page {:#x}: an invalid page is never mapped (rule 2)", page.phys());
         let gl = g();
-        let mut pv = gl.lock.lock();
+        let mut chunks = self.lock.lock();
         let e = self.walk(va, true)?.expect("walk with create returns an entry");
         if e.load(Ordering::Acquire) & P != 0 {
             return Ok(false);
         }
-        let flush = self.set_leaf(gl, &mut pv, e, va, page, prot, false, 0)?;
+        let flush = self.set_leaf(gl, &mut chunks, e, va, page, prot, false, 0)?;
         debug_assert!(flush.is_empty(), "nothing was mapped, yet a flush is owed");
         flush.skip_not_loaded();
         Ok(true)
@@ -579,17 +607,17 @@ impl Pmap for X86Pmap {
     }
 
     fn remove(&self, start: u64, end: u64) -> TlbFlush {
-        let mut pv = g().lock.lock();
-        self.remove_locked(&mut pv, start, end)
+        let mut chunks = self.lock.lock();
+        self.remove_locked(&mut chunks, start, end)
     }
 
     fn protect(&self, start: u64, end: u64, prot: Prot) -> TlbFlush {
-        let pv = g().lock.lock();
-        self.protect_locked(&pv, start, end, prot)
+        let _pmap = self.lock.lock();
+        self.protect_locked(start, end, prot)
     }
 
     fn take_orphan(&self, va: u64) -> Option<u64> {
-        let _pv = g().lock.lock();
+        let _pmap = self.lock.lock();
         let e = self.walk(va & !(PAGE_SIZE as u64 - 1), false).ok()??;
         let v = e.load(Ordering::Acquire);
         if v & P != 0 || v & SW_ORPHAN == 0 {
@@ -600,7 +628,7 @@ impl Pmap for X86Pmap {
     }
 
     fn next_used(&self, start: u64, end: u64) -> Option<u64> {
-        let _pv = g().lock.lock();
+        let _pmap = self.lock.lock();
         let end = end.min(USER_END);
         if start >= end {
             return None;
@@ -609,7 +637,7 @@ impl Pmap for X86Pmap {
     }
 
     fn wired_at(&self, va: u64) -> bool {
-        let _pv = g().lock.lock();
+        let _pmap = self.lock.lock();
         match self.walk(va & !(PAGE_SIZE as u64 - 1), false) {
             Ok(Some(e)) => {
                 let v = e.load(Ordering::Acquire);
@@ -620,7 +648,7 @@ impl Pmap for X86Pmap {
     }
 
     fn extract(&self, va: u64) -> Option<(u64, Prot)> {
-        let _pv = g().lock.lock();
+        let _pmap = self.lock.lock();
         let e = self.walk(va & !(PAGE_SIZE as u64 - 1), false).ok()??;
         let v = e.load(Ordering::Acquire);
         if v & P == 0 {
@@ -637,7 +665,7 @@ impl Pmap for X86Pmap {
     }
 
     fn unwire(&self, va: u64) {
-        let _pv = g().lock.lock();
+        let _pmap = self.lock.lock();
         if let Ok(Some(e)) = self.walk(va, false) {
             let old = e.fetch_and(!SW_WIRED, Ordering::AcqRel);
             if old & SW_WIRED != 0 {
@@ -662,12 +690,13 @@ impl Drop for X86Pmap {
         // (tables left empty by a failed enter included).
         self.remove(0, USER_END).skip_not_loaded();
         // A PV walk that found a mapping of this space before the removal
-        // may still be flushing it (its count was raised under the lock
-        // the removal took after it). Acquire pairs with the walk's
-        // Release decrement.
+        // may still be flushing it, or waiting for its lock (its count was
+        // raised under a lock the removal took after it). Acquire pairs
+        // with the walk's Release decrement.
         while self.walkers.load(Ordering::Acquire) != 0 {
             core::hint::spin_loop();
         }
+        assert_eq!(self.lock.get_mut().count(), 0, "pages of PV entries left after every mapping was removed");
         let pm = g().pm;
         pm.free(pm.page_of(self.pml4).expect("PML4 not in the page array"));
     }
@@ -678,7 +707,18 @@ impl X86Mappings {
     /// address and the virtual address, most recent first. For reports and
     /// the debugger's tests.
     pub fn mappings_of(&self, page: &'static Page) -> Vec<(usize, u64)> {
-        let pv = g().lock.lock();
-        pv_list(&pv, page).into_iter().map(|(pmap, va)| (pmap as usize, va)).collect()
+        let gl = g();
+        let i = gl.pm.index_of(page) as usize;
+        let _list = gl.bucket(i).lock.lock();
+        let mut out = Vec::new();
+        let mut cur = gl.heads[i].load(Ordering::Relaxed) as *const Pv;
+        while !cur.is_null() {
+            // SAFETY: live PV items, read under the list's lock.
+            unsafe {
+                out.push(((*cur).pmap as usize, (*cur).va));
+                cur = (*cur).next;
+            }
+        }
+        out
     }
 }

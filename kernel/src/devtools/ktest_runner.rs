@@ -131,7 +131,6 @@ fn elapsed_us() -> u64 {
 /// business, not a page leak; its empty slabs are given back first.
 pub fn free_pages() -> u64 {
     crate::fs::drop_unused();
-    crate::arch::pmap::drain();
     vm::drain_caches();
     crate::kern::heap::reclaim();
     // Counted with the other CPUs parked: no page is halfway anywhere.

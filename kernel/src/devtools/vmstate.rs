@@ -110,7 +110,6 @@ pub fn run() {
     let p = proc::spawn_kernel("vmstate", scenario).expect("vmstate: cannot start the process");
     let status = p.wait();
     assert!(status == Status::Exited(0), "vmstate: the process ended with {status:?}");
-    crate::arch::pmap::drain();
     vm::drain_caches();
     let v = crate::kern::sched::with_other_cpus_parked(|| vm::invariants::check(vm::global()));
     assert!(v.is_empty(), "vmstate: invariants broken after the scenario: {v:x?}");

@@ -7,7 +7,8 @@ Where each thing is found (statics the kernel keeps for itself):
 - the direct map: `kernel::arch::direct_map::PHYS_OFFSET`, the virtual address of
   physical address 0 (the bootloader chooses it; BIOS and UEFI boots may
   differ): every physical read goes through it;
-- PV lists: `kernel::arch::pmap::GLOBALS`, one list head per page-array index;
+- PV lists: `kernel::arch::pmap::GLOBALS`, one list head per page-array index
+  (`heads`, each an AtomicUsize);
 - processes: `kernel::proc::TABLE` (its `processes`, by pid); the address space being run
   on the selected CPU: the `space` word of its per-CPU block
   (`kernel::arch::percpu::PerCpu`), found through its GS base (or, when the
@@ -213,13 +214,12 @@ class Kernel:
         gl = rust.once(rust.symbol("kernel::arch::pmap::GLOBALS"), "kernel::arch::pmap::Globals")
         if gl is None:
             return []
-        state, _ = rust.mutex(gl["lock"])
-        heads = state["heads"]
+        heads = gl["heads"]
         if index >= rust.scalar(heads["len"]):
             return []
         head_t = heads.type.template_argument(0)
         data = rust.pointer(heads["buf"]["inner"]["ptr"]).cast(head_t.pointer())
-        out, pv = [], int((data + index).dereference())
+        out, pv = [], rust.scalar((data + index).dereference())
         while pv and len(out) <= 4096:
             entry = rust.at(pv, "kernel::arch::pmap::Pv")
             out.append((int(entry["pmap"]), int(entry["va"])))

@@ -3,21 +3,31 @@
 //! them (before a page is written to its store), test and clear the
 //! modified and accessed bits.
 //!
-//! **Flushing after the lock.** A walk changes entries under the pmap lock,
-//! but waits for no other CPU while it holds it: the lock is global, and
-//! a shootdown's acknowledgements take an IPI round trip per target CPU
-//! (under emulation, with more virtual CPUs than host cores, each round
-//! trip can take milliseconds), so a walk that flushed each mapping under
-//! the lock kept every fault on every CPU spinning for it. The flushes a
-//! walk owes are kept in an [`Owed`] list, and done once the lock is let
-//! go, before the walk returns: when it returns, no CPU holds a
-//! translation the walk removed or changed, as before.
+//! **Locks.** A walk holds the page's PV-list lock throughout, and each
+//! mapping's pmap lock while it changes that mapping's entry. The lock
+//! order is the other way round (pmap, then PV list), so the pmap lock is
+//! only tried; when another CPU holds it, the walk counts itself in the
+//! pmap's `walkers` (keeping it alive), lets the list go, waits for the
+//! pmap lock, and takes the list again. If the bucket's generation moved
+//! meanwhile the list may have changed under it: it lets both go and
+//! starts over (a walk is idempotent: the mappings it dealt with already
+//! are gone, or already read-only or clean).
 //!
-//! A pmap found in a PV list is alive only while the lock is held (an
-//! address space being torn down removes its mappings under the lock, then
-//! frees the pmap). So a walk counts itself in the pmap's `walkers` while
-//! it still holds the lock, and the pmap's `Drop`, once its mappings are
-//! gone, waits for its walkers to be done with it.
+//! **Flushing after the locks.** A walk waits for no other CPU while it
+//! holds them: a shootdown's acknowledgements take an IPI round trip per
+//! target CPU (under emulation, with more virtual CPUs than host cores,
+//! each round trip can take milliseconds), and a walk that flushed each
+//! mapping under them would keep faults on every CPU spinning for it. The
+//! flushes a walk owes are kept in an [`Owed`] list, and done once the
+//! locks are let go, before the walk returns: when it returns, no CPU
+//! holds a translation the walk removed or changed.
+//!
+//! A pmap found in a PV list is alive while the list's lock or its own is
+//! held (an address space being torn down removes its mappings under its
+//! pmap lock, taking each list's lock, then frees the pmap). So a walk
+//! counts itself in the pmap's `walkers` before it lets both go, and the
+//! pmap's `Drop`, once its mappings are gone, waits for its walkers to be
+//! done with it.
 //!
 //! The walk reads the PV list in place (no copy: page-out must not need the
 //! heap). An [`Owed`] list holds [`OWED_MAX`] flushes; a page with more
@@ -30,11 +40,18 @@ use vm::PAGE_SIZE;
 use vm::page::Page;
 use vm::pmap::{PageMappings, Prot};
 
+use super::pv_chunk::Chunks;
 use super::walk::free_tables;
-use super::{A, D, P, Pv, PvState, SW_ORPHAN, SW_WIRED, X86Mappings, X86Pmap, g};
+use super::{A, D, P, Pv, SW_ORPHAN, SW_WIRED, X86Mappings, X86Pmap, g};
 
 /// Flushes an [`Owed`] list holds before they are done.
 const OWED_MAX: usize = 16;
+
+/// Walks that found a pmap's lock taken and waited for it with the list let
+/// go, and those of them that found the list changed and started over: for
+/// the tests and the debugger. (A; counters.)
+pub static WAITED: AtomicU64 = AtomicU64::new(0);
+pub static RESTARTED: AtomicU64 = AtomicU64::new(0);
 
 /// The flushes a PV walk owes: one page of one pmap each, with the page
 /// tables the change emptied (to be freed after the flush).
@@ -53,11 +70,11 @@ impl Owed {
     }
 
     /// Records a flush of `va` in `pmap` (and the tables `emptied`), with
-    /// the pmap lock held: the pmap stays alive until [`Owed::settle`].
+    /// the pmap's lock held: the pmap stays alive until [`Owed::settle`].
     fn push(&mut self, pmap: &X86Pmap, va: u64, emptied: u64) {
         debug_assert!(!self.is_full());
-        // Relaxed: under the pmap lock, which the pmap's `Drop` takes
-        // (to remove its mappings) before it waits for walkers.
+        // Relaxed: under the pmap's lock, which its `Drop` takes (to
+        // remove its mappings) before it waits for walkers.
         pmap.walkers.fetch_add(1, Ordering::Relaxed);
         self.items[self.n] = (pmap as *const X86Pmap, va, emptied);
         self.n += 1;
@@ -79,45 +96,81 @@ impl Owed {
     }
 }
 
-/// Calls `f(pv, pmap, va, next)` for each mapping of `page` under the pmap
-/// lock, collecting the flushes it owes in an [`Owed`] list; `f` returns
-/// whether it changed the entry and, if so, the tables it emptied. Walks
-/// again while a list filled up. The flushes are done after the lock is
-/// let go.
-fn walk(page: &'static Page, mut f: impl FnMut(&mut PvState, &X86Pmap, u64) -> Option<u64>) {
+/// Calls `f(pmap, va)` for each mapping of `page`, with the page's PV-list
+/// lock and the mapping's pmap lock held, collecting the flushes it owes
+/// in an [`Owed`] list; `f` returns whether it changed the entry and, if
+/// so, the tables it emptied. Walks again while a list filled up or the
+/// list changed while a pmap lock was waited for. The flushes are done
+/// after the locks are let go.
+fn walk(page: &'static Page, mut f: impl FnMut(&X86Pmap, &mut Chunks, u64) -> Option<u64>) {
+    let gl = g();
+    let i = gl.pm.index_of(page) as usize;
+    let bucket = gl.bucket(i);
     loop {
         let mut owed = Owed::new();
-        {
-            let mut pv = g().lock.lock();
-            let mut cur = pv.heads[g().pm.index_of(page) as usize] as *const Pv;
-            while !cur.is_null() && !owed.is_full() {
-                // SAFETY: a live PV item, read under the pmap lock; its next
-                // is read before `f` may remove it.
-                let (pmap, va, next) = unsafe { ((*cur).pmap, (*cur).va, (*cur).next) };
-                // SAFETY: a PV entry's pmap is alive while the lock is held.
-                let pmap = unsafe { &*pmap };
-                if let Some(emptied) = f(&mut pv, pmap, va) {
-                    owed.push(pmap, va, emptied);
+        let mut list = bucket.lock.lock();
+        let mut cur = gl.heads[i].load(Ordering::Relaxed) as *const Pv;
+        let mut changed = false;
+        while !cur.is_null() && !owed.is_full() {
+            // SAFETY: a live PV item, read under the list's lock; its next
+            // is read before `f` may remove it.
+            let (pmap, va, next) = unsafe { ((*cur).pmap, (*cur).va, (*cur).next) };
+            // SAFETY: a listed mapping's pmap is alive while the list's
+            // lock is held (its `Drop` removes its mappings first).
+            let pmap = unsafe { &*pmap };
+            let mut held = match pmap.lock.try_lock() {
+                Some(held) => held,
+                None => {
+                    // Against the order: wait for the pmap with the list
+                    // let go, the pmap kept alive by the count. Relaxed:
+                    // raised while the list's lock keeps the pmap alive;
+                    // the Release decrement below pairs with `Drop`.
+                    WAITED.fetch_add(1, Ordering::Relaxed);
+                    let generation = bucket.generation.load(Ordering::Relaxed);
+                    pmap.walkers.fetch_add(1, Ordering::Relaxed);
+                    drop(list);
+                    let held = pmap.lock.lock();
+                    list = bucket.lock.lock();
+                    // Relaxed: raised under the list's lock, which is held.
+                    changed = bucket.generation.load(Ordering::Relaxed) != generation;
+                    let held = if changed {
+                        RESTARTED.fetch_add(1, Ordering::Relaxed);
+                        drop(held);
+                        None
+                    } else {
+                        Some(held)
+                    };
+                    // Release pairs with the Acquire wait in `Drop`: the
+                    // pmap is not touched after this. (When the walk goes
+                    // on, it holds the pmap's lock, which keeps it alive.)
+                    pmap.walkers.fetch_sub(1, Ordering::Release);
+                    match held {
+                        Some(held) => held,
+                        None => break,
+                    }
                 }
-                cur = next;
+            };
+            if let Some(emptied) = f(pmap, &mut held, va) {
+                owed.push(pmap, va, emptied);
             }
-            if cur.is_null() {
-                drop(pv);
-                owed.settle();
-                return;
-            }
+            drop(held);
+            cur = next;
         }
+        drop(list);
         owed.settle();
+        if cur.is_null() && !changed {
+            return;
+        }
     }
 }
 
 impl PageMappings for X86Mappings {
     fn remove_all(&self, page: &'static Page) {
-        walk(page, |pv, pmap, va| {
+        walk(page, |pmap, chunks, va| {
             let mut emptied = 0;
             let mut any = false;
             pmap.for_each_leaf(va, va + PAGE_SIZE as u64, Some(&mut emptied), |va, e| {
-                pmap.clear_leaf(pv, e, va);
+                pmap.clear_leaf(chunks, e, va, true);
                 any = true;
             });
             (any || emptied != 0).then_some(emptied)
@@ -125,8 +178,8 @@ impl PageMappings for X86Mappings {
     }
 
     fn write_protect_all(&self, page: &'static Page) {
-        walk(page, |pv, pmap, va| {
-            let flush = pmap.protect_locked(pv, va, va + PAGE_SIZE as u64, Prot::READ | Prot::EXEC);
+        walk(page, |pmap, _, va| {
+            let flush = pmap.protect_locked(va, va + PAGE_SIZE as u64, Prot::READ | Prot::EXEC);
             let owed = !flush.is_empty();
             // Done by the walk, after the lock (`Owed`).
             flush.skip_not_loaded();
@@ -136,7 +189,7 @@ impl PageMappings for X86Mappings {
 
     fn is_modified(&self, page: &'static Page) -> bool {
         let mut m = false;
-        walk(page, |_, pmap, va| {
+        walk(page, |pmap, _, va| {
             if let Ok(Some(e)) = pmap.walk(va, false) {
                 m |= e.load(Ordering::Acquire) & D != 0;
             }
@@ -146,10 +199,10 @@ impl PageMappings for X86Mappings {
     }
 
     fn orphan_wired(&self, page: &'static Page) {
-        walk(page, |pv, pmap, va| {
+        walk(page, |pmap, chunks, va| {
             // Cleared in place (the page table stays: it holds the mark).
             let e = pmap.walk(va, false).ok().flatten()?;
-            let old = pmap.clear_leaf(pv, e, va);
+            let old = pmap.clear_leaf(chunks, e, va, true);
             if old & P != 0 && old & SW_WIRED != 0 {
                 e.store(page.phys() | SW_ORPHAN, Ordering::Release);
             }
@@ -162,12 +215,12 @@ impl PageMappings for X86Mappings {
     // it without setting the bit again.
 
     fn clear_modify(&self, page: &'static Page) {
-        walk(page, |_, pmap, va| clear_bit(pmap, va, D).then_some(0));
+        walk(page, |pmap, _, va| clear_bit(pmap, va, D).then_some(0));
     }
 
     fn ts_referenced(&self, page: &'static Page) -> u32 {
         let mut n = 0;
-        walk(page, |_, pmap, va| {
+        walk(page, |pmap, _, va| {
             let was = clear_bit(pmap, va, A);
             n += was as u32;
             was.then_some(0)
