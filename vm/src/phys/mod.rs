@@ -65,9 +65,9 @@ pub const NUM_ORDERS: usize = MAX_ORDER as usize + 1;
 /// Most physical segments the allocator manages.
 pub const MAX_SEGMENTS: usize = 16;
 /// Capacity of each CPU's order-0 cache.
-pub const CACHE_SIZE: usize = 64;
+pub const CACHE_SIZE: usize = 256;
 /// Pages moved between the cache and the free lists at a time.
-pub const CACHE_BATCH: usize = 32;
+pub const CACHE_BATCH: usize = 64;
 /// The zero pool grows, at idle time, to at most 1/`ZERO_POOL_SHARE` of the
 /// free pages (FreeBSD's idle zeroing stopped at 4/5; half leaves the rest
 /// to merge into large blocks).
@@ -193,6 +193,11 @@ pub struct PhysMem {
     /// Each CPU's order-0 cache ([`cache`]).
     pub(crate) caches: [CpuCache; MAX_CPUS],
     pub(crate) zeroed: Mutex<ZeroPool>,
+    /// `ZeroPool::len`, written under Z: an allocation that finds it 0
+    /// does not take Z (the pool is empty whenever the idle zeroing falls
+    /// behind, as it does while CPUs fault in anonymous memory). A stale 0
+    /// only costs zeroing a page that a pooled one could have spared.
+    pub(crate) zeroed_len: AtomicU64,
     /// `FreeLists::pages`, for a reader that may not take the free-list
     /// lock. (written under F)
     listed: AtomicU64,
@@ -262,6 +267,7 @@ impl PhysMem {
             zeroed: Mutex::ranked(ZeroPool { head: NIL, len: 0 }, &order::ZERO_POOL),
             listed: AtomicU64::new(0),
             zeroing: AtomicU64::new(0),
+            zeroed_len: AtomicU64::new(0),
             queues: Mutex::ranked(Queues::new(), &order::PAGE_QUEUES),
             batches: crate::queue::batch::new_batches(),
             stats: Stats::default(),

@@ -11,6 +11,10 @@ impl PhysMem {
     /// them). Sets `low` if it leaves fewer than [`Levels::target`].
     #[inline]
     pub(super) fn zeroed_pop(&self, keep: u64, low: &mut bool) -> Option<PageIndex> {
+        // Relaxed: a hint (see the field).
+        if self.zeroed_len.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
         let mut z = self.zeroed.lock();
         // The lists' count without their lock (the order is F, then Z): a
         // moment stale at most, as any count of free pages is.
@@ -24,6 +28,7 @@ impl PhysMem {
         z.head = p.next.load(Ordering::Relaxed);
         p.next.store(NIL, Ordering::Relaxed);
         z.len -= 1;
+        self.zeroed_len.store(z.len, Ordering::Relaxed);
         Some(idx)
     }
 
@@ -49,6 +54,7 @@ impl PhysMem {
             z.len -= 1;
             self.free_block_locked(fl, idx, 0);
         }
+        self.zeroed_len.store(0, Ordering::Relaxed);
         any
     }
 
@@ -110,6 +116,7 @@ impl PhysMem {
         p.next.store(z.head, Ordering::Relaxed);
         z.head = idx;
         z.len += 1;
+        self.zeroed_len.store(z.len, Ordering::Relaxed);
         self.zeroing.fetch_sub(1, Ordering::Relaxed);
         true
     }
