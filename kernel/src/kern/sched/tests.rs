@@ -107,13 +107,22 @@ fn threads_are_listed_with_backtraces() {
         }
     })
     .unwrap();
-    yield_now();
+    // With several CPUs the sleeper starts on another one and may not be
+    // asleep yet: list until it is (a second at most).
+    let line = alloc::format!("thread {sleeper} \"sleeper\": Sleeping({chan})");
+    let until = crate::kern::time::ticks() + crate::kern::time::HZ;
     let mut out = String::new();
-    write_threads(&mut out);
+    loop {
+        yield_now();
+        out.clear();
+        write_threads(&mut out);
+        if out.contains(&line) || crate::kern::time::ticks() > until {
+            break;
+        }
+    }
     GO.store(true, Ordering::SeqCst);
     wakeup(chan);
     join(sleeper);
-    let line = alloc::format!("thread {sleeper} \"sleeper\": Sleeping({chan})");
     assert!(out.contains(&line), "no {line:?} in:\n{out}");
     assert!(out.contains("kernel::kern::sched::schedule"), "no backtrace from the switch in:\n{out}");
 }
