@@ -133,7 +133,7 @@ struct Globals {
     /// PV list head per page-array index (0: none): the address of its
     /// first `Pv`. (B: the page's bucket's lock; the atomics are loaded
     /// and stored Relaxed under it, and read by the debugger.)
-    heads: Vec<AtomicUsize>,
+    heads: Heads,
     /// The PV-list locks (see [`PV_BUCKETS`]).
     buckets: [PvBucket; PV_BUCKETS],
     /// Whether the CPU has no-execute. (C)
@@ -156,9 +156,7 @@ fn g() -> &'static Globals {
 /// Sets up PV lists for every page and installs the mappings view.
 pub fn init() -> Result<(), PmapError> {
     let pm = vm::global();
-    let mut heads = Vec::new();
-    heads.try_reserve_exact(pm.pages().len()).map_err(|_| PmapError::NoMemory)?;
-    heads.resize_with(pm.pages().len(), || AtomicUsize::new(0));
+    let heads = Heads::new(pm, pm.pages().len())?;
     let nx = Efer::read().contains(EferFlags::NO_EXECUTE_ENABLE);
     GLOBALS.call_once(|| Globals {
         pm,
@@ -454,6 +452,40 @@ impl X86Pmap {
     }
 }
 
+/// The PV list heads, one word per page-array index, in whole pages of
+/// [`HEADS_PER_PAGE`] taken from the page allocator at boot: a 4 GiB
+/// machine needs 8 MiB of them, more than the boot heap holds (the heap
+/// cannot take pages before interrupts are on) and more than the
+/// allocator's largest contiguous block.
+struct Heads {
+    /// The direct-map address of each page of heads. (C)
+    pages: Vec<usize>,
+}
+
+/// Heads in one page.
+const HEADS_PER_PAGE: usize = PAGE_SIZE / core::mem::size_of::<AtomicUsize>();
+
+impl Heads {
+    fn new(pm: &'static PhysMem, n: usize) -> Result<Heads, PmapError> {
+        let mut pages = Vec::new();
+        pages.try_reserve_exact(n.div_ceil(HEADS_PER_PAGE)).map_err(|_| PmapError::NoMemory)?;
+        for _ in 0..n.div_ceil(HEADS_PER_PAGE) {
+            let page = pm.alloc(AllocFlags::UNMANAGED | AllocFlags::ZERO).ok_or(PmapError::NoMemory)?;
+            pages.push(phys_to_virt(page.phys()) as usize);
+        }
+        Ok(Heads { pages })
+    }
+
+    /// The head of the list of the page at page-array index `i`.
+    fn at(&self, i: usize) -> &AtomicUsize {
+        let page = self.pages[i / HEADS_PER_PAGE] as *const AtomicUsize;
+        // SAFETY: a zeroed page of ours (never freed), through the direct
+        // map; an all-zero AtomicUsize is a valid 0, and the page holds
+        // HEADS_PER_PAGE of them.
+        unsafe { &*page.add(i % HEADS_PER_PAGE) }
+    }
+}
+
 impl Globals {
     /// The PV-list lock of the page at page-array index `i`.
     fn bucket(&self, i: usize) -> &PvBucket {
@@ -467,8 +499,8 @@ fn pv_insert(gl: &Globals, page: &Page, entry: *mut Pv) {
     let b = gl.bucket(i);
     let _list = b.lock.lock();
     // SAFETY: `entry` is a live PV item we own, not yet listed.
-    unsafe { (*entry).next = gl.heads[i].load(Ordering::Relaxed) as *mut Pv };
-    gl.heads[i].store(entry as usize, Ordering::Relaxed);
+    unsafe { (*entry).next = gl.heads.at(i).load(Ordering::Relaxed) as *mut Pv };
+    gl.heads.at(i).store(entry as usize, Ordering::Relaxed);
     b.generation.fetch_add(1, Ordering::Relaxed);
 }
 
@@ -481,7 +513,7 @@ fn pv_remove(chunks: &mut Chunks, page: &Page, pmap: &X86Pmap, va: u64, list_hel
     let b = gl.bucket(i);
     let _list = (!list_held).then(|| b.lock.lock());
     debug_assert!(b.lock.is_locked());
-    let mut link: &AtomicUsize = &gl.heads[i];
+    let mut link: &AtomicUsize = gl.heads.at(i);
     // SAFETY: the list links are live PV items, followed under the list's
     // lock; the found item is unlinked before it is freed.
     unsafe {
@@ -711,7 +743,7 @@ impl X86Mappings {
         let i = gl.pm.index_of(page) as usize;
         let _list = gl.bucket(i).lock.lock();
         let mut out = Vec::new();
-        let mut cur = gl.heads[i].load(Ordering::Relaxed) as *const Pv;
+        let mut cur = gl.heads.at(i).load(Ordering::Relaxed) as *const Pv;
         while !cur.is_null() {
             // SAFETY: live PV items, read under the list's lock.
             unsafe {

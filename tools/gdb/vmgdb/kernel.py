@@ -8,7 +8,7 @@ Where each thing is found (statics the kernel keeps for itself):
   physical address 0 (the bootloader chooses it; BIOS and UEFI boots may
   differ): every physical read goes through it;
 - PV lists: `kernel::arch::pmap::GLOBALS`, one list head per page-array index
-  (`heads`, each an AtomicUsize);
+  (`heads.pages`: pages of them, 512 to a page);
 - processes: `kernel::proc::TABLE` (its `processes`, by pid); the address space being run
   on the selected CPU: the `space` word of its per-CPU block
   (`kernel::arch::percpu::PerCpu`), found through its GS base (or, when the
@@ -214,12 +214,16 @@ class Kernel:
         gl = rust.once(rust.symbol("kernel::arch::pmap::GLOBALS"), "kernel::arch::pmap::Globals")
         if gl is None:
             return []
-        heads = gl["heads"]
-        if index >= rust.scalar(heads["len"]):
+        # Heads: pages of one word per page-array index (`Heads::pages`,
+        # their direct-map addresses).
+        pages = gl["heads"]["pages"]
+        per_page = self.page_bytes // 8
+        if index // per_page >= rust.scalar(pages["len"]):
             return []
-        head_t = heads.type.template_argument(0)
-        data = rust.pointer(heads["buf"]["inner"]["ptr"]).cast(head_t.pointer())
-        out, pv = [], rust.scalar((data + index).dereference())
+        data = rust.pointer(pages["buf"]["inner"]["ptr"]).cast(pages.type.template_argument(0).pointer())
+        page = int((data + index // per_page).dereference())
+        out = []
+        pv = int.from_bytes(rust.read(page + 8 * (index % per_page), 8), "little")
         while pv and len(out) <= 4096:
             entry = rust.at(pv, "kernel::arch::pmap::Pv")
             out.append((int(entry["pmap"]), int(entry["va"])))

@@ -109,7 +109,7 @@ fn walk(page: &'static Page, mut f: impl FnMut(&X86Pmap, &mut Chunks, u64) -> Op
     loop {
         let mut owed = Owed::new();
         let mut list = bucket.lock.lock();
-        let mut cur = gl.heads[i].load(Ordering::Relaxed) as *const Pv;
+        let mut cur = gl.heads.at(i).load(Ordering::Relaxed) as *const Pv;
         let mut changed = false;
         while !cur.is_null() && !owed.is_full() {
             // SAFETY: a live PV item, read under the list's lock; its next
