@@ -656,6 +656,9 @@ fn env_number(name: &str, default: u64) -> anyhow::Result<u64> {
 /// - `soak.short_*`: `SOAK_SHORT_RUNS` (0) runs of the test suite's soak
 ///   (3 x 16 MiB, 60 s), each a boot of its own: the runs that hung were
 ///   those, before the scheduler stopped allocating.
+/// - `soak.swap_smp4_*`: `SWAP_SMP_RUNS` (10) runs of `user/swapper.c` over
+///   384 MiB (three times RAM) in a 128 MiB guest at `-smp 4`, its modes in
+///   turn (one process, two, fork): every word it wrote reads back.
 /// - `fuzz.*`: `user/fuzz.c`, `FUZZ_CALLS` (10^6) system calls with random
 ///   numbers and arguments over 5 seeds, with page, trie-node and PV-entry
 ///   allocation each failing 1 % of the time.
@@ -674,6 +677,7 @@ fn soak() -> anyhow::Result<()> {
                 memory: "64M",
                 cmdline: "",
                 timeout: Duration::from_secs(3 * secs + 60),
+                smp: 1,
             };
             match run(&images, &r) {
                 Err(e) => {
@@ -704,6 +708,37 @@ fn soak() -> anyhow::Result<()> {
     runs("long", 4, 24, secs, 1, &mut failures);
     runs("short", 3, 16, 60, env_number("SOAK_SHORT_RUNS", 0)?, &mut failures);
 
+    // Programs three times larger than RAM on four processors: the
+    // faulting processes, the pageout daemon and the laundry on CPUs of
+    // their own, every word checked by the program.
+    let (count, mut failed) = (env_number("SWAP_SMP_RUNS", 10)?, 0u64);
+    let start = Instant::now();
+    for i in 0..count {
+        let mode = ["one", "two", "fork"][i as usize % 3];
+        let r = Run {
+            name: "swapper",
+            args: vec!["384".into(), mode.into()],
+            memory: "128M",
+            cmdline: "",
+            timeout: Duration::from_secs(900),
+            smp: 4,
+        };
+        match run(&images, &r) {
+            Ok(out) if out.status == Some(0) && out.last_line("swapper: ok").is_some() && out.invariants_hold() => {}
+            Ok(out) => {
+                failed += 1;
+                failures.push(format!("swapper 384 {mode} at -smp 4, run {i} (exit {:?}):\n{}", out.status, out.stdout));
+            }
+            Err(e) => {
+                failed += 1;
+                failures.push(format!("swapper 384 {mode} at -smp 4, run {i}: {e:#}"));
+            }
+        }
+    }
+    println!("bench: soak.swap_smp4_runs {count} runs");
+    println!("bench: soak.swap_smp4_failed {failed} runs");
+    println!("bench: soak.swap_smp4_seconds {} s", start.elapsed().as_secs());
+
     // The fuzzer: the calls spread over five seeds, each a boot of its own.
     let total = env_number("FUZZ_CALLS", 1_000_000)?;
     let (mut calls, mut hangs, mut failed) = (0u64, 0u64, 0u64);
@@ -716,6 +751,7 @@ fn soak() -> anyhow::Result<()> {
             memory: "128M",
             cmdline: &fail,
             timeout: Duration::from_secs(3600),
+            smp: 1,
         };
         match run(&images, &r) {
             Err(e) => {

@@ -26,6 +26,8 @@ pub struct Run<'a> {
     pub cmdline: &'a str,
     /// Killed (and an error) past this.
     pub timeout: Duration,
+    /// Processors (QEMU's -smp).
+    pub smp: u32,
 }
 
 /// What a run printed and how it ended.
@@ -79,6 +81,7 @@ pub fn run(images: &Images, r: &Run<'_>) -> Result<Outcome> {
         .args(&r.args)
         .env("KERNEL_ELF", &images.kernel)
         .env("MEMORY", r.memory)
+        .env("SMP", r.smp.to_string())
         // The kernel's closing line, and only its warnings besides.
         .env("KERNEL_CMDLINE", format!("mode=run log=warn run.report=on {}", r.cmdline).trim_end())
         .process_group(0)

@@ -297,6 +297,7 @@ fn soak(images: &Images, workers: u32, secs: u32, mib: u32) -> Result<(), Failed
         memory: "64M",
         cmdline: "",
         timeout: Duration::from_secs(3 * secs as u64 + 60),
+        smp: tests::default_smp(),
     };
     let out = tests::userprog::run(images, &run)?;
     match out.last_line("soak: ").filter(|l| l.contains(" words checked, ")) {
