@@ -177,5 +177,10 @@ fn sleep_and_wakeup_ping_pong() {
     }
     join(other);
     assert_eq!(TURN.load(Ordering::SeqCst), 100);
-    assert!(SWITCHES.load(Ordering::Relaxed) - before >= 100, "each round is two switches");
+    // On one CPU each round is two switches. With several, the two
+    // threads run on two CPUs at once, and one that finds its turn come
+    // before it sleeps goes on without a switch.
+    if crate::arch::percpu::online() == 1 {
+        assert!(SWITCHES.load(Ordering::Relaxed) - before >= 100, "each round is two switches");
+    }
 }
