@@ -32,11 +32,12 @@
 //!
 //! Locking: one plain lock ([`vm::sync::Mutex`], taken with interrupts on
 //! only) over the free extents and the page tables of the region; under it
-//! only the page allocator's locks (and the TLB shootdown's wait, with
-//! interrupts on). Mapping needs no flush (the entries were not present);
-//! unmapping takes the entries down, has every CPU invalidate the range
-//! (`arch::tlb::shootdown_kernel`), and only then frees the pages, and
-//! frees a page table only after a full flush on every CPU.
+//! only the page allocator's locks. Mapping needs no flush (the entries
+//! were not present); unmapping takes the entries down under the lock,
+//! lets it go while every CPU invalidates the range
+//! (`arch::tlb::shootdown_kernel`), and only then, under the lock again,
+//! frees the pages and unlinks the tables that emptied, which are freed
+//! after a full flush on every CPU.
 
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
@@ -209,13 +210,10 @@ impl Region {
         Ok(())
     }
 
-    /// Unmaps and frees the pages mapped in `[start, end)`, then the page
-    /// tables that emptied. The pages are freed only once no CPU can hold a
-    /// translation to them: the entries are taken down first (marked, the
-    /// address kept), the range shot down on every CPU, and then the marked
-    /// pages freed.
-    fn unmap(&mut self, start: u64, end: u64) {
-        let pm = vm::global();
+    /// Takes down the entries of `[start, end)`: each becomes DYING, its
+    /// page's address kept, until [`Region::free_dying`] frees the page
+    /// once the range has been shot down. Returns whether any was mapped.
+    fn take_down(&mut self, start: u64, end: u64) -> bool {
         let mut any = false;
         let mut va = start;
         while va < end {
@@ -228,11 +226,17 @@ impl Region {
             }
             va += PAGE;
         }
-        if any {
-            crate::arch::tlb::shootdown_kernel(start, end);
-        }
+        any
+    }
+
+    /// Frees the pages [`Region::take_down`] left DYING in `[start, end)`
+    /// (the range has been shot down since), then unlinks the page tables
+    /// and directories that emptied, chaining them through their first
+    /// word for [`free_tables`] after a full flush. Returns the chain.
+    fn free_dying(&mut self, start: u64, end: u64) -> u64 {
+        let pm = vm::global();
         let mut va = start;
-        while any && va < end {
+        while va < end {
             if let Ok(Some(e)) = self.leaf(va, false) {
                 let v = e.load(Ordering::Relaxed);
                 if v & DYING != 0 {
@@ -244,19 +248,23 @@ impl Region {
             va += PAGE;
         }
         // Page tables, then directories, whose range the unmapping touched.
+        let mut chain = 0;
         for level in 1..3 {
             let span = 1u64 << (12 + 9 * level);
             let mut at = start & !(span - 1);
             while at < end {
-                self.free_table_if_empty(at, level);
+                self.unlink_table_if_empty(at, level, &mut chain);
                 at += span;
             }
         }
+        chain
     }
 
-    /// Frees the table of `level` (1: page table, 2: directory) covering
-    /// `va` if it maps nothing.
-    fn free_table_if_empty(&mut self, va: u64, level: u32) {
+    /// Unlinks the table of `level` (1: page table, 2: directory) covering
+    /// `va` if it maps nothing, and chains it onto `chain` (through its
+    /// first word, which is 0: the table is empty) to be freed after a
+    /// full flush.
+    fn unlink_table_if_empty(&mut self, va: u64, level: u32, chain: &mut u64) {
         let mut t = self.pdpt;
         for l in (level + 1..3).rev() {
             let v = table(t)[index(va, l)].load(Ordering::Relaxed);
@@ -267,16 +275,31 @@ impl Region {
         }
         let parent = &table(t)[index(va, level)];
         let v = parent.load(Ordering::Relaxed);
-        if v & P == 0 || table(v & ADDR).iter().any(|e| e.load(Ordering::Relaxed) & P != 0) {
+        // An entry another unmapping took down and has not freed yet
+        // (DYING, between its two passes) still holds its page: the table
+        // is in use.
+        if v & P == 0 || table(v & ADDR).iter().any(|e| e.load(Ordering::Relaxed) & (P | DYING) != 0) {
             return;
         }
         parent.store(0, Ordering::Relaxed);
-        // The walks' cached entries for the range go with the table, on
-        // every CPU, before the table's page can be reused.
-        crate::arch::tlb::shootdown_kernel(0, crate::arch::tlb::ALL);
-        let pm = vm::global();
-        pm.free(pm.page_of(v & ADDR).expect("kmem table outside the page array"));
+        table(v & ADDR)[0].store(*chain, Ordering::Relaxed);
+        *chain = v & ADDR;
+    }
+}
+
+/// Frees the page tables chained by [`Region::free_dying`], once a full
+/// flush on every CPU has dropped the walks' cached entries through them.
+fn free_tables(mut chain: u64) {
+    if chain == 0 {
+        return;
+    }
+    crate::arch::tlb::shootdown_kernel(0, crate::arch::tlb::ALL);
+    let pm = vm::global();
+    while chain != 0 {
+        let next = table(chain)[0].swap(0, Ordering::Relaxed);
+        pm.free(pm.page_of(chain).expect("kmem table outside the page array"));
         TABLES.fetch_sub(1, Ordering::Relaxed);
+        chain = next;
     }
 }
 
@@ -289,8 +312,8 @@ fn take(len: u64, skip: u64, map: u64, reserve: bool) -> Result<u64, KmemError> 
     let mut va = start + skip;
     while va < start + skip + map {
         if let Err(e) = r.map_new(va, reserve) {
-            r.unmap(start, va);
-            r.free_va(start, len);
+            drop(r);
+            give_back(start, len);
             return Err(e);
         }
         va += PAGE;
@@ -298,11 +321,24 @@ fn take(len: u64, skip: u64, map: u64, reserve: bool) -> Result<u64, KmemError> 
     Ok(start)
 }
 
-/// Unmaps and frees the pages of `[start, start + len)` and gives the range back.
+/// Unmaps and frees the pages of `[start, start + len)` and gives the range
+/// back. The shootdowns are done with the lock let go: each waits for every
+/// other CPU to acknowledge, which under emulation, with more virtual CPUs
+/// than host cores, can take milliseconds, and a CPU that wants the lock
+/// meanwhile (a fork making a stack) would spin all that time. The range
+/// stays taken until the second pass, so no one maps into it meanwhile.
 fn give_back(start: u64, len: u64) {
-    let mut r = REGION.lock();
-    r.unmap(start, start + len);
-    r.free_va(start, len);
+    let end = start + len;
+    if REGION.lock().take_down(start, end) {
+        crate::arch::tlb::shootdown_kernel(start, end);
+    }
+    let chain = {
+        let mut r = REGION.lock();
+        let chain = r.free_dying(start, end);
+        r.free_va(start, len);
+        chain
+    };
+    free_tables(chain);
 }
 
 /// A kernel thread's stack: pages mapped under its top, an unmapped guard
