@@ -274,6 +274,26 @@ pub fn read_own_u64(offset: usize) -> u64 {
     v
 }
 
+/// This CPU's count of interrupt handlers running (`PerCpu::in_interrupt`),
+/// read with one GS-relative load. A thread that may be preempted must read
+/// it this way: `this()` and a load through it are two instructions, and a
+/// thread moved to another CPU between them reads the count of the CPU it
+/// left, which may be in a handler by then.
+#[inline(always)]
+pub fn own_in_interrupt() -> u32 {
+    let v: u32;
+    // SAFETY: as in `read_own_u64`; the offset is the field's.
+    unsafe {
+        core::arch::asm!(
+            "mov {:e}, gs:[{}]",
+            out(reg) v,
+            const core::mem::offset_of!(PerCpu, in_interrupt),
+            options(nostack, readonly, preserves_flags)
+        )
+    };
+    v
+}
+
 /// Whether the GS base is the kernel's now (not the user's), read from the
 /// MSR: for tests of the entries.
 pub fn gs_is_kernel() -> bool {

@@ -41,9 +41,13 @@ use crate::arch::percpu;
 
 /// Whether the CPU is in an interrupt handler (not an exception: a page
 /// fault runs for its thread and may sleep). The count is the CPU's own
-/// (`PerCpu::in_interrupt`), changed with interrupts off.
+/// (`PerCpu::in_interrupt`), changed with interrupts off, and read in one
+/// GS-relative load: a preemptible caller (every plain lock's check) moved
+/// to another CPU half-way through a two-step read would see the count of
+/// the CPU it left, in a handler a moment later, and report a lock taken
+/// in an interrupt that never was.
 pub fn in_interrupt() -> bool {
-    percpu::this().in_interrupt.load(Ordering::Relaxed) != 0
+    percpu::own_in_interrupt() != 0
 }
 
 /// Brackets a device or timer interrupt handler's own work; the

@@ -94,6 +94,24 @@ fn a_plain_lock_in_an_interrupt_handler_panics() {
     interrupt_exit();
 }
 
+/// The count of handlers is read from the running CPU's block in one load
+/// (`percpu::own_in_interrupt`), and it is that block's count.
+#[ktest]
+fn in_interrupt_reads_the_running_cpus_count() {
+    interrupts::without_interrupts(|| {
+        let cpu = crate::arch::percpu::this();
+        assert!(!in_interrupt());
+        interrupt_enter();
+        assert!(in_interrupt());
+        assert_eq!(crate::arch::percpu::own_in_interrupt(), cpu.in_interrupt.load(core::sync::atomic::Ordering::Relaxed));
+        interrupt_enter();
+        assert_eq!(crate::arch::percpu::own_in_interrupt(), 2);
+        interrupt_exit();
+        interrupt_exit();
+        assert!(!in_interrupt());
+    });
+}
+
 /// The VM's sleeping lock over the scheduler's sleep and wakeup: threads
 /// that wait for it sleep, each gets it in turn, one at a time, and
 /// `try_lock` fails while it is held. A holder may sleep (it yields here
