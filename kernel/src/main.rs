@@ -216,7 +216,14 @@ fn vm_lock_spinning(lock: usize, class: Option<&'static vm::witness::LockClass>,
         return;
     }
     let name = class.map_or("(unranked)", |c| c.name);
+    // The holder first; then the others, since a holder that waits (for a
+    // shootdown's acknowledgements) waits for one of them.
     arch::nmi::ask_for_dump(holder);
+    for n in 0..arch::percpu::online() as u32 {
+        if n != holder {
+            arch::nmi::ask_for_dump(n);
+        }
+    }
     panic!("spin lock {name} at {lock:#x} spun for over {SPIN_LIMIT_US} us; held by CPU {holder}");
 }
 

@@ -22,7 +22,7 @@
 //! with interrupts off legitimately, and on the host there are none. The
 //! panic names the place. A lock may also have a class in the lock order
 //! ([`Mutex::ranked`], [`crate::witness`]), checked in debug builds too.
-//! Release builds are spin's lock, the hooks and nothing else.
+//! Release builds are the raw lock ([`raw`]), the hooks and nothing else.
 //!
 //! ## The model-checking facade
 //!
@@ -30,11 +30,13 @@
 //! ([`atomic`]), its spin lock ([`Mutex`]), its sleeping lock
 //! ([`SleepLock`]) and, through [`crate::sleep_on`] and [`crate::wakeup`],
 //! its sleep and wakeup. In the kernel and the host tests they are
-//! `core`'s atomics and `spin`'s lock. Built with `--cfg loom` they are
+//! `core`'s atomics and the raw lock. Built with `--cfg loom` they are
 //! loom's, and the models in [`model`] run the protocol's real code under
 //! loom, which tries every interleaving of a few threads (`vm/MODELS.md`).
 //! Nothing the kernel compiles changes: the switch is this module's.
 
+#[cfg(not(loom))]
+mod raw;
 mod sleep;
 
 #[cfg(loom)]
@@ -79,12 +81,13 @@ pub fn spin_hint() {
     loom::thread::yield_now();
 }
 
-/// The lock under [`Mutex`]: spin's, or loom's (which a model's threads
-/// wait for by yielding, as spinning would never let the holder on).
+/// The lock under [`Mutex`]: test-and-set with a queue for long waits
+/// (see [`raw`]), or loom's (which a model's threads wait for by yielding,
+/// as spinning would never let the holder on).
 #[cfg(not(loom))]
-type RawMutex<T> = spin::Mutex<T>;
+type RawMutex<T> = raw::RawLock<T>;
 #[cfg(not(loom))]
-type RawGuard<'a, T> = spin::MutexGuard<'a, T>;
+type RawGuard<'a, T> = raw::RawGuard<'a, T>;
 #[cfg(loom)]
 type RawMutex<T> = loom::sync::Mutex<T>;
 #[cfg(loom)]
@@ -215,30 +218,28 @@ impl<T: ?Sized> Mutex<T> {
     }
 
     /// Spins for the lock, looking at the clock now and then
-    /// ([`SpinHooks::spinning`]).
+    /// ([`SpinHooks::spinning`]). A long wait is queued ([`raw`]), so it
+    /// lasts for the holds ahead of it: one that passes the limit means a
+    /// holder is stuck.
     #[cold]
     #[inline(never)]
     fn spin(&self) -> RawGuard<'_, T> {
         let mut since = 0;
-        let mut turns = 0u64;
-        loop {
-            while self.inner.is_locked() {
-                core::hint::spin_loop();
-                turns += 1;
-                if turns.is_multiple_of(u64::from(SPIN_CHECK))
-                    && let Some(h) = HOOKS.get()
-                {
-                    let holder = self.holder_cpu.load(core::sync::atomic::Ordering::Relaxed);
-                    (h.spinning)(self.addr(), self.class, holder, &mut since);
-                }
+        let mut waited = 0;
+        let g = self.inner.lock_with(|turns| {
+            core::hint::spin_loop();
+            waited = turns;
+            if turns.is_multiple_of(u64::from(SPIN_CHECK))
+                && let Some(h) = HOOKS.get()
+            {
+                let holder = self.holder_cpu.load(core::sync::atomic::Ordering::Relaxed);
+                (h.spinning)(self.addr(), self.class, holder, &mut since);
             }
-            if let Some(g) = self.inner.try_lock() {
-                if let Some(c) = self.class {
-                    crate::witness::waited(c, turns);
-                }
-                return g;
-            }
+        });
+        if let Some(c) = self.class {
+            crate::witness::waited(c, waited);
         }
+        g
     }
 
     #[inline(always)]
@@ -384,7 +385,10 @@ impl<T: Default> Default for Mutex<T> {
 impl<T: ?Sized + core::fmt::Debug> core::fmt::Debug for Mutex<T> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         #[cfg(not(loom))]
-        return self.inner.fmt(f);
+        return match self.inner.try_lock() {
+            Some(g) => f.debug_struct("Mutex").field("data", &&*g).finish(),
+            None => f.write_str("Mutex { <locked> }"),
+        };
         #[cfg(loom)]
         return f.write_str("Mutex { .. }");
     }

@@ -135,6 +135,9 @@ pub fn shootdown(cpus: u64, start: u64, end: u64) {
         if cpus & mine != 0 {
             flush_local(start, end);
         }
+        // One clock for the whole wait, not one per target: the limit
+        // bounds how long the caller (and whoever spins on its locks) waits.
+        let mut since = 0;
         let mut set = others;
         while set != 0 {
             let n = set.trailing_zeros() as usize;
@@ -143,7 +146,6 @@ pub fn shootdown(cpus: u64, start: u64, end: u64) {
                 // Acquire pairs with the target's Release store of the
                 // generation it handled: its invalidation is done.
                 let mut turns = 0u32;
-                let mut since = 0;
                 while cpu.tlb_done[me.id as usize].load(Ordering::Acquire) < generation {
                     core::hint::spin_loop();
                     turns = turns.wrapping_add(1);
