@@ -199,12 +199,15 @@ def btree_map(m):
 
 
 def mutex(v):
-    """A spin lock: spin::Mutex<T>, vm::sync::Mutex<T> (which wraps one) or
-    kernel::kern::sync::IrqMutex<T>: (the T, whether the lock is held)."""
+    """A spin lock: spin::Mutex<T>, vm::sync::Mutex<T> (which wraps a
+    vm::sync::raw::RawLock<T>) or kernel::kern::sync::IrqMutex<T>: (the T,
+    whether the lock is held)."""
     while True:
         names = [f.name for f in v.type.strip_typedefs().fields()]
         if "raw" in names:
             return v["data"]["value"], scalar(v["raw"]["locked"]) != 0
+        if "data" in names and "locked" in names:
+            return v["data"]["value"], scalar(v["locked"]) != 0
         if "data" in names and "lock" in names:
             return v["data"]["value"], scalar(v["lock"]) != 0
         v = v["inner"]
