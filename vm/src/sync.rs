@@ -226,7 +226,7 @@ impl<T: ?Sized> Mutex<T> {
     fn spin(&self) -> RawGuard<'_, T> {
         let mut since = 0;
         let mut waited = 0;
-        let g = self.inner.lock_with(|turns| {
+        let g = self.inner.lock_with(raw::PATIENCE, |turns| {
             core::hint::spin_loop();
             waited = turns;
             if turns.is_multiple_of(u64::from(SPIN_CHECK))

@@ -101,13 +101,14 @@ impl<T: ?Sized> RawLock<T> {
         (!self.queued() && self.grab()).then(|| RawGuard { lock: self })
     }
 
-    /// Takes the lock, calling `wait` at each turn of its spin (with the
-    /// count of turns so far, for the spin limit's check and the contention
+    /// Takes the lock, queueing after `patience` turns ([`PATIENCE`] but in
+    /// tests), and calling `wait` at each turn of its spin (with the count
+    /// of turns so far, for the spin limit's check and the contention
     /// counters).
-    pub(super) fn lock_with(&self, mut wait: impl FnMut(u64)) -> RawGuard<'_, T> {
+    pub(super) fn lock_with(&self, patience: u64, mut wait: impl FnMut(u64)) -> RawGuard<'_, T> {
         let mut turns = 0u64;
         // As a plain lock, while patience lasts.
-        while turns < PATIENCE {
+        while turns < patience {
             if !self.locked.load(Ordering::Relaxed) && !self.queued() && self.grab() {
                 return RawGuard { lock: self };
             }
@@ -168,10 +169,13 @@ impl<T: ?Sized> DerefMut for RawGuard<'_, T> {
 mod tests {
     extern crate std;
 
-    use super::{PATIENCE, RawLock};
+    use super::RawLock;
     use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use std::sync::Arc;
     use std::vec::Vec;
+
+    /// A patience short enough for Miri, which runs a turn in microseconds.
+    const PATIENCE: u64 = 16;
 
     #[test]
     fn try_lock_fails_while_held() {
@@ -196,7 +200,7 @@ mod tests {
         let waiter = {
             let (l, queued) = (l.clone(), queued.clone());
             std::thread::spawn(move || {
-                let mut g = l.lock_with(|turns| {
+                let mut g = l.lock_with(PATIENCE, |turns| {
                     if turns > PATIENCE {
                         queued.store(true, Ordering::SeqCst);
                     }
@@ -223,11 +227,11 @@ mod tests {
     }
 
     /// Counts from several threads add up, with some waits long enough to
-    /// queue (a holder that sleeps) and tries mixed in.
+    /// queue (a holder that yields a while) and tries mixed in.
     #[test]
     fn counts_from_several_threads_add_up() {
         const THREADS: usize = 4;
-        const ROUNDS: u64 = 2_000;
+        const ROUNDS: u64 = if cfg!(miri) { 100 } else { 2_000 };
         let l = Arc::new(RawLock::new(0u64));
         let queued = Arc::new(AtomicU64::new(0));
         let hs: Vec<_> = (0..THREADS)
@@ -244,7 +248,7 @@ mod tests {
                             }
                         } else {
                             let mut counted = false;
-                            l.lock_with(|turns| {
+                            l.lock_with(PATIENCE, |turns| {
                                 if turns > PATIENCE && !counted {
                                     counted = true;
                                     queued.fetch_add(1, Ordering::Relaxed);
@@ -253,8 +257,10 @@ mod tests {
                             })
                         };
                         *g += 1;
-                        if n.is_multiple_of(500) {
-                            std::thread::sleep(std::time::Duration::from_millis(30));
+                        if n.is_multiple_of(25) {
+                            for _ in 0..4 * PATIENCE {
+                                std::thread::yield_now();
+                            }
                         }
                     }
                 })
@@ -274,7 +280,7 @@ mod tests {
         l.serving.store(u32::MAX, Ordering::Relaxed);
         let held = l.try_lock().unwrap();
         std::thread::scope(|s| {
-            let w = s.spawn(|| drop(l.lock_with(|_| std::thread::yield_now())));
+            let w = s.spawn(|| drop(l.lock_with(PATIENCE, |_| std::thread::yield_now())));
             while !l.queued() {
                 std::thread::yield_now();
             }
