@@ -139,21 +139,46 @@ pub fn free_pages() -> u64 {
     })
 }
 
-/// Lets the threads that have ended be reaped (their stacks are pages of
-/// their own) until at most `target` exist, for a second at most; returns
-/// how many exist then. A process's thread ends and is reaped a little
-/// after `wait` has returned its status: counting free pages before that
-/// would count its stack as leaked.
-pub fn settled_threads(target: usize) -> usize {
-    let until = time::ticks() + time::HZ;
+/// Waits for what ends after a test's last step (threads on their way
+/// out on other CPUs, address spaces being torn down): calls `look` until
+/// it says the state has settled, and returns the count it gives then.
+/// `look` returns that count, a number that goes down as the teardown
+/// makes progress, and whether it is done. The wait gives up after a
+/// second without progress, or after [`SETTLE_MAX_SECS`] in all: ending
+/// 250 processes at once on four virtual CPUs under `-cpu max` has taken
+/// longer than a second while it was still going.
+pub fn settle(mut look: impl FnMut() -> (usize, usize, bool)) -> usize {
+    let start = time::ticks();
+    let mut until = start + time::HZ;
+    let mut least = usize::MAX;
     loop {
-        crate::kern::sched::reap();
-        let (count, dead) = crate::kern::sched::counts();
-        if (count <= target && dead == 0) || time::ticks() > until {
+        let (count, left, done) = look();
+        let now = time::ticks();
+        if done || now > until || now > start + SETTLE_MAX_SECS * time::HZ {
             return count;
+        }
+        if left < least {
+            least = left;
+            until = now + time::HZ;
         }
         crate::kern::sched::yield_now();
     }
+}
+
+/// The longest [`settle`] waits while the teardown still makes progress.
+pub const SETTLE_MAX_SECS: u64 = 30;
+
+/// Lets the threads that have ended be reaped (their stacks are pages of
+/// their own) until at most `target` exist ([`settle`]); returns how many
+/// exist then. A process's thread ends and is reaped a little after
+/// `wait` has returned its status: counting free pages before that would
+/// count its stack as leaked.
+pub fn settled_threads(target: usize) -> usize {
+    settle(|| {
+        crate::kern::sched::reap();
+        let (count, dead) = crate::kern::sched::counts();
+        (count, count + dead, count <= target && dead == 0)
+    })
 }
 
 /// Checks the kernel is still in a state the next test can run in: interrupts

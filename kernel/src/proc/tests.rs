@@ -397,21 +397,17 @@ fn fork_bomb_ends_in_eagain() {
     assert_eq!(settled_processes(before), before);
 }
 
-/// The process count once it has come down to `target`, or after a
-/// second. A process's place is given back when the last reference to its
-/// record goes, and with several CPUs that can be a moment after the
-/// program was waited for: an ended thread still holds it until it is
-/// reaped, on whatever CPU it last ran.
+/// The process count once it has come down to `target`, or once it stops
+/// coming down (`ktest_runner::settle`). A process's place is given back
+/// when the last reference to its record goes, and with several CPUs that
+/// can be a moment after the program was waited for: an ended thread
+/// still holds it until it is reaped, on whatever CPU it last ran.
 fn settled_processes(target: usize) -> usize {
-    let until = crate::kern::time::ticks() + crate::kern::time::HZ;
-    loop {
+    crate::devtools::ktest_runner::settle(|| {
         crate::kern::sched::reap();
         let n = process_count();
-        if n <= target || crate::kern::time::ticks() > until {
-            return n;
-        }
-        crate::kern::sched::yield_now();
-    }
+        (n, n, n <= target)
+    })
 }
 
 /// Runs `bombs <which>` with the bound on processes and threads lowered
