@@ -66,7 +66,8 @@ mod walk;
 
 use pv_chunk::Chunks;
 
-use walk::{first_used, free_tables, walk_range};
+pub use walk::free_tables;
+use walk::{first_used, walk_range};
 
 const P: u64 = 1 << 0;
 const RW: u64 = 1 << 1;

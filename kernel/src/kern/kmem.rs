@@ -289,18 +289,13 @@ impl Region {
 
 /// Frees the page tables chained by [`Region::free_dying`], once a full
 /// flush on every CPU has dropped the walks' cached entries through them.
-fn free_tables(mut chain: u64) {
+fn free_tables(chain: u64) {
     if chain == 0 {
         return;
     }
     crate::arch::tlb::shootdown_kernel(0, crate::arch::tlb::ALL);
-    let pm = vm::global();
-    while chain != 0 {
-        let next = table(chain)[0].swap(0, Ordering::Relaxed);
-        pm.free(pm.page_of(chain).expect("kmem table outside the page array"));
-        TABLES.fetch_sub(1, Ordering::Relaxed);
-        chain = next;
-    }
+    let n = crate::arch::pmap::free_tables(chain);
+    TABLES.fetch_sub(n as usize, Ordering::Relaxed);
 }
 
 /// Takes an address range of `len` bytes (a page multiple), mapping pages

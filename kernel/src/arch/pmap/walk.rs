@@ -6,15 +6,19 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use super::{ADDR, P, g, table};
 
-/// Frees the page tables [`walk_range`] unlinked: a chain through each
-/// table's first word (the table is empty, and no longer reachable).
-pub(super) fn free_tables(mut chain: u64) {
+/// Frees the page tables [`walk_range`] (or the kernel's `kmem`) unlinked:
+/// a chain through each table's first word (the table is empty, and no
+/// longer reachable). Returns how many it freed.
+pub fn free_tables(mut chain: u64) -> u64 {
     let pm = g().pm;
+    let mut n = 0;
     while chain != 0 {
         let next = table(chain)[0].swap(0, Ordering::Relaxed);
         pm.free(pm.page_of(chain).expect("page table not in the page array"));
         chain = next;
+        n += 1;
     }
+    n
 }
 
 /// The range walk of [`X86Pmap::for_each_leaf`] over the table `t` at `level`
