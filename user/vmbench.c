@@ -10,6 +10,8 @@
  * written once, is mapped and read one byte per page, three rounds; the
  * last gives `bench: user.file_fault <ns> ns/page` (both kernels map
  * neighbouring resident pages on a fault: Linux 16, ours 9).
+ * Then mremap of a populated 64 MiB between 2 MiB-aligned places,
+ * `bench: user.mremap_64m <us> us` (one call, the last of three rounds).
  * Last, Appel and Li's VM primitives for user programs (`appel_li`):
  * `user.sig_trap` (ns/trap), `user.prot1_trap_unprot` (ns/op),
  * `user.protN` (ns/call), and `user.thread_create_join` (ns/pair).
@@ -17,13 +19,14 @@
  * RAM, hence the rounds. The child prints its own figure and the parent waits
  * for it, so the output order is fixed.
  *
- * System calls: mmap, munmap, mprotect, fork, wait4, clock_gettime, write,
+ * System calls: mmap, mremap, madvise, munmap, mprotect, fork, wait4, clock_gettime, write,
  * getpid, rt_sigaction, rt_sigreturn, clone (threads), futex, exit,
  * exit_group, and reboot when it runs as PID 1 (Linux's /init): it powers the
  * machine off when done. musl adds arch_prctl and set_tid_address at start-up
  * and rt_sigprocmask and gettid (in the child) around fork; its
  * clock_gettime goes through the vDSO when there is one (AT_SYSINFO_EHDR). Exits 0 when the copy-on-write checks hold, else the
  * number (3 to 9) of the first one that failed. */
+#define _GNU_SOURCE
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
@@ -215,6 +218,55 @@ static int appel_li(void)
 	return 0;
 }
 
+/* A range of len bytes starting on a 2 MiB boundary, reserved (no access):
+ * the part of a larger reservation that is so aligned. */
+static char *aligned_range(unsigned long len)
+{
+	const unsigned long huge = 2UL << 20;
+	char *m = mmap(0, len + huge, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (m == MAP_FAILED)
+		return 0;
+	char *a = (char *)(((unsigned long)m + huge - 1) & ~(huge - 1));
+	if (a > m)
+		munmap(m, a - m);
+	munmap(a + len, m + len + huge - (a + len));
+	return a;
+}
+
+/* mremap of 64 MiB with every page present, from one 2 MiB-aligned place
+ * to another: Linux moves whole page-table pages when source and
+ * destination are so aligned, and so does ours. Transparent huge pages are
+ * off for the range, so that both move tables of 4 KiB pages. Three
+ * rounds; the last gives `bench: user.mremap_64m <us> us` (one call). */
+static int mremaps(void)
+{
+	for (int round = 1; round <= ROUNDS; round++) {
+		char *src = aligned_range(SIZE), *dst = aligned_range(SIZE);
+		if (!src || !dst)
+			return 17;
+		if (mmap(src, SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0) != src)
+			return 17;
+		madvise(src, SIZE, MADV_NOHUGEPAGE);
+		for (unsigned long i = 0; i < PAGES; i++)
+			src[i * PAGE] = (char)i;
+		unsigned long long t0 = now_ns();
+		char *moved = mremap(src, SIZE, SIZE, MREMAP_MAYMOVE | MREMAP_FIXED, dst);
+		unsigned long long dt = now_ns() - t0;
+		if (moved != dst) {
+			say("vmbench: mremap failed\n");
+			return 18;
+		}
+		for (unsigned long i = 0; i < PAGES; i++)
+			if (dst[i * PAGE] != (char)i) {
+				say("vmbench: page %lu changed in mremap\n", i);
+				return 19;
+			}
+		report_of(round, "mremap of 64 MiB", "mremap_64m", dt, 1000, "us");
+		munmap(dst, SIZE);
+	}
+	return 0;
+}
+
 static int run(void)
 {
 	for (int round = 1; round <= ROUNDS; round++) {
@@ -268,6 +320,8 @@ static int run(void)
 		report(round, "munmap", "munmap", now_ns() - t0, "ns/page");
 	}
 	int r = file_faults();
+	if (r == 0)
+		r = mremaps();
 	return r != 0 ? r : appel_li();
 }
 

@@ -8,8 +8,8 @@
 //! Boot times are medians of several boots; on a shared machine the ratio
 //! lines matter more than absolute times.
 //!
-//! Last, `user/vmbench.c` (zero-fill and copy-on-write faults and munmap of
-//! 64 MiB, as a program sees them) runs unmodified on our kernel
+//! Last, `user/vmbench.c` (zero-fill and copy-on-write faults, munmap and
+//! mremap of 64 MiB, as a program sees them) runs unmodified on our kernel
 //! (`./run-qemu.sh run <elf>`) and on Debian's Linux (`tests/linux/run-linux.sh`)
 //! in the same QEMU set-up as the kernel's benchmarks, side by side.
 //!
@@ -71,11 +71,12 @@ const BENCH_MEMORY: &str = "512M";
 /// Whether the benchmark boots have QEMU allocate guest memory up front.
 const BENCH_PREALLOC: bool = true;
 /// vmbench's figures: (name, unit).
-const USER_FIGURES: [(&str, &str); 8] = [
+const USER_FIGURES: [(&str, &str); 9] = [
     ("anon_zero_fill", "ns/fault"),
     ("cow", "ns/fault"),
     ("munmap", "ns/page"),
     ("file_fault", "ns/page"),
+    ("mremap_64m", "us"),
     ("sig_trap", "ns/trap"),
     ("prot1_trap_unprot", "ns/op"),
     ("protN", "ns/call"),

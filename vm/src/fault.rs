@@ -745,4 +745,6 @@ impl Lookup {
 }
 
 #[cfg(test)]
+mod remap_tests;
+#[cfg(test)]
 mod tests;

@@ -494,8 +494,9 @@ impl VmMap {
             self.unwire_pages(&e);
         }
         self.pmap.remove(e.start, e.end).flush();
+        let trim = e.object.as_ref().and_then(|o| trim_of(&e, o));
         if let Some(o) = e.object {
-            self.deferred.release(o);
+            self.deferred.release_trimmed(o, trim);
         }
     }
 
@@ -518,6 +519,7 @@ impl VmMap {
                 continue;
             }
             let Some(obj) = e.object.take() else { continue };
+            let trim = trim_of(e, &obj);
             // The bottom of the chain and the entry's offset in it.
             let (bottom, below) = crate::object::chain(&obj).last().expect("a chain holds its first object");
             let offset = e.offset + below;
@@ -530,7 +532,7 @@ impl VmMap {
                 e.offset = offset;
                 e.needs_copy = true;
             }
-            self.deferred.release(obj);
+            self.deferred.release_trimmed(obj, trim);
         }
         self.timestamp += 1;
         Ok(())
@@ -626,7 +628,10 @@ impl VmMap {
         }
         let pages = e.pages();
         if e.object.is_none() {
-            e.object = Some(VmObject::try_new(ObjectKind::Anonymous, pages, env).map_err(|_| MapError::NoMemory)?);
+            let o = VmObject::try_new(ObjectKind::Anonymous, pages, env).map_err(|_| MapError::NoMemory)?;
+            // Private memory: this entry is all that maps it.
+            o.lock().set_one_mapping(e.inherit == Inherit::Copy);
+            e.object = Some(o);
             e.offset = 0;
         }
         let mut prot = e.prot;
@@ -635,7 +640,10 @@ impl VmMap {
             if access.contains(Prot::WRITE) {
                 let backing = e.object.take().unwrap();
                 match VmObject::try_shadow(backing, e.offset, pages) {
-                    Ok(shadow) => e.object = Some(shadow),
+                    Ok(shadow) => {
+                        shadow.lock().set_one_mapping(true);
+                        e.object = Some(shadow);
+                    }
                     Err(backing) => {
                         e.object = Some(backing);
                         return Err(MapError::NoMemory);
@@ -739,13 +747,20 @@ impl VmMap {
     }
 }
 
+/// The pages of `o` that no mapping reaches once entry `e` no longer maps
+/// it: the entry's, when it is private memory only it mapped.
+fn trim_of(e: &MapEntry, o: &VmObject) -> Option<(u64, u64)> {
+    let one = e.inherit == Inherit::Copy && o.lock().flags().contains(crate::object::ObjectFlags::ONE_MAPPING);
+    one.then(|| (e.offset, e.offset + e.pages()))
+}
+
 impl Drop for VmMap {
     /// Releases every entry, one at a time: nothing is allocated here. No
     /// lock is held (the `MapLock`, if any, is going too): the objects are
     /// deallocated at once.
     fn drop(&mut self) {
         self.deferred.on = false;
-        for o in core::mem::take(&mut self.deferred.objects) {
+        for (o, _) in core::mem::take(&mut self.deferred.objects) {
             o.deallocate();
         }
         while let Some((_, e)) = self.entries.pop_first() {
@@ -757,10 +772,12 @@ impl Drop for VmMap {
 
 mod fork;
 mod lock;
+mod remap;
 mod stack;
 
 use lock::Deferred;
 pub use lock::{MapGuard, MapLock};
+pub use remap::{Remap, RemapError, Remapped};
 
 pub use stack::{Growth, MapLimits};
 

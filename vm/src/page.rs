@@ -312,6 +312,24 @@ impl Page {
         self.pindex.load(Ordering::Acquire)
     }
 
+    /// For an unmanaged page that is a page table: the first address its
+    /// entries map (FreeBSD keeps a page-table page's place in its
+    /// `pindex` too), set when the table is made or moved and cleared
+    /// before it is freed, under its address space's lock. The PV entries
+    /// name the leaf entry, not the address, so a table moved whole
+    /// (`mremap`) takes its pages' addresses with it.
+    #[inline]
+    pub fn set_table_base(&self, va: u64) {
+        debug_assert!(!self.is_managed(), "page {:#x}: a managed page is not a page table", self.phys);
+        self.pindex.store(va, Ordering::Relaxed);
+    }
+
+    /// The address set by [`Page::set_table_base`].
+    #[inline]
+    pub fn table_base(&self) -> u64 {
+        self.pindex.load(Ordering::Relaxed)
+    }
+
     /// Records that the page caches page `pindex` of `object`. The object
     /// code calls this with the object locked and the page exclusively busy.
     #[inline]

@@ -19,6 +19,12 @@
 //! entries owned by the mapping's pmap (`pv_chunk.rs`); each page has a
 //! list head in a side array indexed by its page-array index. They are
 //! what `remove_all`, `is_modified`, `clear_modify` and `ts_referenced` walk.
+//! A PV entry names the leaf entry that maps the page (its physical
+//! address), not the virtual address: the walks reach the entry without
+//! a walk down the tables, and a leaf table moved whole to other
+//! addresses (`mremap`, `moves.rs`) keeps its pages' PV entries as they
+//! are. The address is the table's base ([`Page::table_base`] of the
+//! table's page) plus the entry's index.
 //!
 //! Locking (FreeBSD's amd64 shape): each pmap has its own lock (the pmap
 //! lock, `X86Pmap::lock`), which covers its page tables, its leaf hint and
@@ -59,6 +65,7 @@ use x86_64::registers::model_specific::{Efer, EferFlags};
 
 use crate::arch::direct_map::phys_to_virt;
 
+mod moves;
 mod pv_chunk;
 mod pv_walk;
 mod tests;
@@ -67,7 +74,7 @@ mod walk;
 use pv_chunk::Chunks;
 
 pub use walk::free_tables;
-use walk::{first_used, walk_range};
+use walk::{first_used, leaf_at, leaf_phys, leaf_va, walk_range};
 
 const P: u64 = 1 << 0;
 const RW: u64 = 1 << 1;
@@ -108,10 +115,15 @@ pub const USER_END: u64 = 0x0000_8000_0000_0000;
 struct Pv {
     /// The next mapping of the same page. (B)
     next: *mut Pv,
-    /// Where the page is mapped. (B)
+    /// Where the page is mapped: the address space, and the physical
+    /// address of the leaf entry in one of its tables ([`leaf_va`] gives
+    /// the virtual address). (B)
     pmap: *const X86Pmap,
-    va: u64,
+    leaf: u64,
 }
+
+/// The addresses one leaf table maps.
+const LEAF_SPAN: u64 = 1 << 21;
 
 /// PV-list locks: a page's PV list is covered by the lock of bucket
 /// `index % PV_BUCKETS` (its page-array index). Consecutive pages fall in
@@ -301,12 +313,38 @@ impl X86Pmap {
         self.walk_tables(va, create)
     }
 
-    /// [`X86Pmap::walk`] past the hint: down the four levels.
+    /// [`X86Pmap::walk`] past the hint: down the four levels. A new
+    /// leaf table is given its base ([`Page::set_table_base`]).
     #[inline(never)]
     fn walk_tables(&self, va: u64, create: bool) -> Result<Option<&'static AtomicU64>, PmapError> {
         let key = (va >> 21) + 1;
+        let Some(pde) = self.pde(va, create)? else { return Ok(None) };
+        let v = pde.load(Ordering::Acquire);
+        let t = if v & P == 0 {
+            if !create {
+                return Ok(None);
+            }
+            let page = g().pm.alloc(AllocFlags::UNMANAGED | AllocFlags::ZERO).ok_or(PmapError::NoMemory)?;
+            page.set_table_base(va & !(LEAF_SPAN - 1));
+            // Intermediate entries allow everything; the leaf decides.
+            pde.store(page.phys() | P | RW | US, Ordering::Release);
+            page.phys()
+        } else {
+            assert!(v & PS == 0, "pmap: huge page in a user address space");
+            v & ADDR
+        };
+        self.leaf_hint.store(key, Ordering::Relaxed);
+        self.leaf_hint_table.store(t, Ordering::Relaxed);
+        Ok(Some(&table(t)[index(va, 0)]))
+    }
+
+    /// The page-directory entry of `va` (the one that points to its leaf
+    /// table), making the tables above it on the way if `create`. Under
+    /// the pmap lock.
+    fn pde(&self, va: u64, create: bool) -> Result<Option<&'static AtomicU64>, PmapError> {
+        assert!(va < USER_END, "pmap: {va:#x} is not in the user half");
         let mut t = self.pml4;
-        for level in (1..4).rev() {
+        for level in (2..4).rev() {
             let e = &table(t)[index(va, level)];
             let v = e.load(Ordering::Acquire);
             if v & P == 0 {
@@ -314,7 +352,6 @@ impl X86Pmap {
                     return Ok(None);
                 }
                 let page = g().pm.alloc(AllocFlags::UNMANAGED | AllocFlags::ZERO).ok_or(PmapError::NoMemory)?;
-                // Intermediate entries allow everything; the leaf decides.
                 e.store(page.phys() | P | RW | US, Ordering::Release);
                 t = page.phys();
             } else {
@@ -322,9 +359,7 @@ impl X86Pmap {
                 t = v & ADDR;
             }
         }
-        self.leaf_hint.store(key, Ordering::Relaxed);
-        self.leaf_hint_table.store(t, Ordering::Relaxed);
-        Ok(Some(&table(t)[index(va, 0)]))
+        Ok(Some(&table(t)[index(va, 1)]))
     }
 
     /// Benchmark support (`bench::faults`, the null fault): clears the
@@ -363,7 +398,7 @@ impl X86Pmap {
     /// accessed bits into the page. Returns the old entry. Under the pmap
     /// lock; `list_held` says the caller holds the PV-list lock of the
     /// mapped page already (a PV walk), else it is taken here.
-    fn clear_leaf(&self, chunks: &mut Chunks, e: &AtomicU64, va: u64, list_held: bool) -> u64 {
+    fn clear_leaf(&self, chunks: &mut Chunks, e: &AtomicU64, list_held: bool) -> u64 {
         let old = e.swap(0, Ordering::AcqRel);
         if old & P == 0 {
             return old;
@@ -379,7 +414,7 @@ impl X86Pmap {
             if old & A != 0 {
                 page.reference();
             }
-            pv_remove(chunks, page, self, va, list_held);
+            pv_remove(chunks, page, self, leaf_phys(e), list_held);
             page.remove_mapping();
             self.resident.store(self.resident.load(Ordering::Relaxed) - 1, Ordering::Relaxed);
         }
@@ -395,8 +430,8 @@ impl X86Pmap {
     fn remove_locked(&self, chunks: &mut Chunks, start: u64, end: u64) -> TlbFlush {
         let mut any = false;
         let mut emptied = 0;
-        self.for_each_leaf(start, end, Some(&mut emptied), |va, e| {
-            self.clear_leaf(chunks, e, va, false);
+        self.for_each_leaf(start, end, Some(&mut emptied), |_, e| {
+            self.clear_leaf(chunks, e, false);
             any = true;
         });
         if emptied != 0 {
@@ -505,10 +540,10 @@ fn pv_insert(gl: &Globals, page: &Page, entry: *mut Pv) {
     b.generation.fetch_add(1, Ordering::Relaxed);
 }
 
-/// Unlinks the PV entry of `(pmap, va)` from `page`'s list, taking its
+/// Unlinks the PV entry of `(pmap, leaf)` from `page`'s list, taking its
 /// PV-list lock unless `list_held`, and gives it back to the pmap's
 /// `chunks` (under the pmap lock).
-fn pv_remove(chunks: &mut Chunks, page: &Page, pmap: &X86Pmap, va: u64, list_held: bool) {
+fn pv_remove(chunks: &mut Chunks, page: &Page, pmap: &X86Pmap, leaf: u64, list_held: bool) {
     let gl = g();
     let i = gl.pm.index_of(page) as usize;
     let b = gl.bucket(i);
@@ -523,7 +558,7 @@ fn pv_remove(chunks: &mut Chunks, page: &Page, pmap: &X86Pmap, va: u64, list_hel
             if cur.is_null() {
                 break;
             }
-            if core::ptr::eq((*cur).pmap, pmap) && (*cur).va == va {
+            if core::ptr::eq((*cur).pmap, pmap) && (*cur).leaf == leaf {
                 link.store((*cur).next as usize, Ordering::Relaxed);
                 b.generation.fetch_add(1, Ordering::Relaxed);
                 chunks.free(cur);
@@ -532,7 +567,7 @@ fn pv_remove(chunks: &mut Chunks, page: &Page, pmap: &X86Pmap, va: u64, list_hel
             link = AtomicUsize::from_ptr(&raw mut (*cur).next as *mut usize);
         }
     }
-    panic!("pmap: no PV entry for page {:#x} at {va:#x}", page.phys());
+    panic!("pmap: no PV entry for page {:#x} at {:#x} (leaf entry {leaf:#x})", page.phys(), leaf_va(leaf));
 }
 
 impl X86Pmap {
@@ -579,9 +614,9 @@ impl X86Pmap {
         }
         let old = e.load(Ordering::Acquire);
         let same_page = old & P != 0 && old & ADDR == page.phys();
-        let entry = if managed && !same_page { Some(chunks.alloc(self, va)?) } else { None };
+        let entry = if managed && !same_page { Some(chunks.alloc(self, leaf_phys(e))?) } else { None };
         if old & P != 0 && !same_page {
-            self.clear_leaf(chunks, e, va, false);
+            self.clear_leaf(chunks, e, false);
         }
         if same_page {
             // Keep the hardware's dirty and accessed bits of the old entry.
@@ -647,6 +682,11 @@ impl Pmap for X86Pmap {
     fn protect(&self, start: u64, end: u64, prot: Prot) -> TlbFlush {
         let _pmap = self.lock.lock();
         self.protect_locked(start, end, prot)
+    }
+
+    fn move_range(&self, from: u64, to: u64, len: u64) -> Result<TlbFlush, PmapError> {
+        let mut chunks = self.lock.lock();
+        self.move_locked(&mut chunks, from, to, len)
     }
 
     fn take_orphan(&self, va: u64) -> Option<u64> {
@@ -738,7 +778,8 @@ impl Drop for X86Pmap {
 impl X86Mappings {
     /// Every mapping of `page` as its PV list holds them: the pmap's
     /// address and the virtual address, most recent first. For reports and
-    /// the debugger's tests.
+    /// the debugger's tests (an address read while its table moves may be
+    /// either).
     pub fn mappings_of(&self, page: &'static Page) -> Vec<(usize, u64)> {
         let gl = g();
         let i = gl.pm.index_of(page) as usize;
@@ -748,7 +789,7 @@ impl X86Mappings {
         while !cur.is_null() {
             // SAFETY: live PV items, read under the list's lock.
             unsafe {
-                out.push(((*cur).pmap as usize, (*cur).va));
+                out.push(((*cur).pmap as usize, leaf_va((*cur).leaf)));
                 cur = (*cur).next;
             }
         }

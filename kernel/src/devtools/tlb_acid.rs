@@ -1,8 +1,10 @@
 //! TLB shootdown against real writers: threads on every other CPU keep
 //! storing into one page of an address space while this CPU unmaps it,
-//! write-protects it, or maps a new page over it. Once the call returns no
-//! CPU may write the old frame: each round takes the freed frame back at
-//! once and fills it with a canary that must never change (after the
+//! write-protects it, maps a new page over it, or moves it elsewhere
+//! (`mremap`). Once the call returns no CPU may write the old frame
+//! through the old address: each round takes a freed frame back at once
+//! and fills it with a canary that must never change, and a frame still
+//! in use (write-protected, or moved) must keep its contents (after the
 //! Redox `acid` TLB test).
 
 use alloc::sync::Arc;
@@ -11,7 +13,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use ktest::ktest;
 use vm::PAGE_SIZE;
-use vm::map::Inherit;
+use vm::map::{Inherit, Remap};
 use vm::phys::AllocFlags;
 use vm::pmap::{Pmap, Prot};
 
@@ -21,6 +23,8 @@ use crate::syscall::uaccess::copy_to_user;
 
 const PAGE: u64 = PAGE_SIZE as u64;
 const VA: u64 = 0x5000_0000;
+/// Where `mremap` rounds move the page to, and back from.
+const MOVED: u64 = VA + 64 * PAGE;
 const CANARY: u64 = 0xCA7A_5EED_0DD5_0FF5;
 
 /// One writer's counts: stores that went through, and attempts.
@@ -41,6 +45,22 @@ fn wait_past(writers: &[Arc<Writer>], from: &[u64], count: impl Fn(&Writer) -> u
                 sched::yield_now();
             }
         }
+    }
+}
+
+/// `mremap` of the page at `from` to `to` (MREMAP_MAYMOVE | MREMAP_FIXED).
+fn move_page(from: u64, to: u64) -> Remap {
+    Remap {
+        old: from,
+        old_len: PAGE,
+        new_len: PAGE,
+        may_move: true,
+        fixed: Some(to),
+        dont_unmap: false,
+        new_addr: to,
+        search_from: 0,
+        size_limit: u64::MAX,
+        wired_limit: u64::MAX,
     }
 }
 
@@ -117,20 +137,21 @@ pub fn run_rounds(rounds: u64) -> u64 {
         let (pa, _) = space.pmap.extract(VA).expect("mapped after the fault");
         let stored: Vec<u64> = writers.iter().map(|w| w.stored.load(Ordering::SeqCst)).collect();
         wait_past(&writers, &stored, |w| w.stored.load(Ordering::SeqCst));
-        let kind = round % 3;
+        let kind = round % 4;
         match kind {
             0 => space.map.lock().unmap(VA, VA + PAGE).unwrap(),
             1 => space.map.lock().protect(VA, VA + PAGE, Prot::READ).unwrap(),
+            3 => assert_eq!(space.map.lock().remap(&move_page(VA, MOVED)).map(|r| r.addr), Ok(MOVED)),
             _ => {
                 let mut map = space.map.lock();
                 map.unmap(VA, VA + PAGE).unwrap();
                 map.map(Some(VA), PAGE, Prot::RW, Prot::ALL, Inherit::Copy, None, false).unwrap();
             }
         }
-        // The call has returned: the old frame is free (kinds 0, 2) or
-        // read-only (1). Fill it (or take its contents) and let every
-        // writer try twice more.
-        let taken = if kind == 1 { None } else { take_back(pa) };
+        // The call has returned: the old frame is free (kinds 0, 2),
+        // read-only (1), or mapped elsewhere (3). Fill it (or take its
+        // contents) and let every writer try twice more.
+        let taken = if kind == 1 || kind == 3 { None } else { take_back(pa) };
         let words = frame_words(pa);
         let expect: Vec<u64> = match taken {
             Some(_) => {
@@ -149,8 +170,11 @@ pub fn run_rounds(rounds: u64) -> u64 {
                 checked += 1;
                 vm::global().free(p);
             }
-            None if kind == 1 => {
-                assert!(words.iter().eq(expect.iter()), "round {round}: a read-only page was written");
+            None if kind == 1 || kind == 3 => {
+                assert!(
+                    words.iter().eq(expect.iter()),
+                    "round {round} (kind {kind}): the page was written through a stale translation"
+                );
                 checked += 1;
             }
             None => {}
@@ -158,6 +182,7 @@ pub fn run_rounds(rounds: u64) -> u64 {
         match kind {
             0 => map_page(&space),
             1 => space.map.lock().protect(VA, VA + PAGE, Prot::RW).unwrap(),
+            3 => assert_eq!(space.map.lock().remap(&move_page(MOVED, VA)).map(|r| r.addr), Ok(VA)),
             _ => {}
         }
     }

@@ -330,6 +330,16 @@ fn vm_calls() {
     assert_eq!(run_bin("vmcalls", &[]), Status::Exited(0));
 }
 
+/// mremap: growth in place, moves (with leave, or to a fixed address),
+/// shrinking, MREMAP_DONTUNMAP, a second mapping of shared memory, locked
+/// ranges, memory shared or copied across fork, a file mapping, a run of
+/// small growths, 64 MiB moved whole, and Linux's errors: user/mremap.c
+/// (passes on Linux).
+#[ktest(timeout = 120)]
+fn mremap_calls() {
+    assert_eq!(run_bin("mremap", &["/tmp"]), Status::Exited(0));
+}
+
 /// 100 rounds of nested fork and exit leave the parent's memory as it
 /// was: user/nested.c.
 #[ktest(timeout = 120)]
@@ -486,7 +496,7 @@ fn hostile_programs_leave_the_heap_as_they_found_it() {
 /// running out (a kill) and a file read from the disk.
 #[ktest(timeout = 600)]
 fn test_programs_leave_the_heap_as_they_found_it() {
-    let programs: [(&str, &[&str]); 12] = [
+    let programs: [(&str, &[&str]); 13] = [
         ("threads", &["-v"]),
         ("threads.glibc", &["-v"]),
         ("futex", &["/tmp"]),
@@ -494,6 +504,7 @@ fn test_programs_leave_the_heap_as_they_found_it() {
         ("mapfile", &["/tmp"]),
         ("calls", &[]),
         ("vmcalls", &[]),
+        ("mremap", &["/tmp"]),
         ("fork", &[]),
         ("nested", &[]),
         ("stack", &[]),

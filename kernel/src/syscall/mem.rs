@@ -1,11 +1,11 @@
-//! The memory system calls: `brk`, `mmap` (anonymous for now), `munmap`,
+//! The memory system calls: `brk`, `mmap`, `mremap`, `munmap`,
 //! `mprotect`, `madvise`, `mincore`, `mlock` and friends, `msync`, with
 //! Linux's flags and error values.
 
 use alloc::sync::Arc;
 use core::sync::atomic::Ordering;
 
-use vm::map::{Inherit, MapError};
+use vm::map::{Inherit, MapError, Remap, RemapError};
 use vm::pmap::Prot;
 
 use crate::mm::vmspace::{AddressSpace, TASK_SIZE};
@@ -196,6 +196,69 @@ pub fn mmap(addr: u64, len: u64, prot_bits: u64, flags: u64, fd: u64, off: u64) 
         }
     }
     start as i64
+}
+
+/// `mremap(old, old_len, new_len, flags, new_addr)`: shrinks a range, grows
+/// it in place, or moves it, its page-table entries with it (`vm::map`'s
+/// `remap`), with Linux's checks, steps and errors. Memory added to a
+/// locked range is locked (faulted in and wired) before the call returns.
+pub fn mremap(old: u64, old_len: u64, new_len: u64, flags: u64, new_addr: u64) -> i64 {
+    const MREMAP_MAYMOVE: u64 = 1;
+    const MREMAP_FIXED: u64 = 2;
+    const MREMAP_DONTUNMAP: u64 = 4;
+    if flags & !(MREMAP_MAYMOVE | MREMAP_FIXED | MREMAP_DONTUNMAP) != 0 {
+        return -EINVAL;
+    }
+    let may_move = flags & MREMAP_MAYMOVE != 0;
+    if flags & MREMAP_FIXED != 0 && !may_move {
+        return -EINVAL;
+    }
+    // Before rounding, as Linux compares them.
+    let dont_unmap = flags & MREMAP_DONTUNMAP != 0;
+    if dont_unmap && (!may_move || old_len != new_len) {
+        return -EINVAL;
+    }
+    if !old.is_multiple_of(PAGE) {
+        return -EINVAL;
+    }
+    // Linux's PAGE_ALIGN, which wraps to 0.
+    let round = |len: u64| len.wrapping_add(PAGE - 1) & !(PAGE - 1);
+    let (old_len, new_len) = (round(old_len), round(new_len));
+    if new_len == 0 {
+        return -EINVAL;
+    }
+    let Some(p) = proc::current() else { return -EINVAL };
+    let Some(space) = p.space() else { return -EINVAL };
+    let fixed = flags & MREMAP_FIXED != 0;
+    let hinted = dont_unmap && !fixed && new_addr.is_multiple_of(PAGE) && new_addr >= 0x1_0000;
+    let r = Remap {
+        old,
+        old_len,
+        new_len,
+        may_move,
+        fixed: fixed.then_some(new_addr),
+        dont_unmap,
+        new_addr,
+        search_from: if hinted { new_addr } else { MMAP_BASE },
+        size_limit: p.limit(RLIMIT_AS),
+        wired_limit: p.limit(RLIMIT_MEMLOCK),
+    };
+    let done = match space.map.lock().remap(&r) {
+        Ok(done) => done,
+        Err(RemapError::Fault) => return -EFAULT,
+        Err(RemapError::Invalid) => return -EINVAL,
+        Err(RemapError::NoMemory) => return -ENOMEM,
+        Err(RemapError::WiredLimit) => return -EAGAIN,
+    };
+    // A locked range's new memory: faulted in and wired, then one entry
+    // with the rest. Linux leaves a failure here unreported too (the
+    // range is in place; its pages come at their faults).
+    if let Some((s, e)) = done.wire
+        && vm::fault::wire(&space.map, s, e).is_ok()
+    {
+        let _ = space.map.lock().join(s, e);
+    }
+    done.addr as i64
 }
 
 /// `munmap(addr, len)`.

@@ -150,6 +150,7 @@ pub const SYS_SETITIMER: u64 = 38;
 pub const SYS_IOCTL: u64 = 16;
 pub const SYS_WRITEV: u64 = 20;
 pub const SYS_SCHED_YIELD: u64 = 24;
+pub const SYS_MREMAP: u64 = 25;
 pub const SYS_MSYNC: u64 = 26;
 pub const SYS_MINCORE: u64 = 27;
 pub const SYS_MADVISE: u64 = 28;
@@ -240,6 +241,7 @@ extern "C" fn syscall_dispatch(tf: &mut TrapFrame) {
         SYS_MUNLOCK => mem::munlock(a0, a1),
         SYS_MLOCKALL => mem::mlockall(a0),
         SYS_MUNLOCKALL => mem::munlockall(),
+        SYS_MREMAP => mem::mremap(a0, a1, a2, a3, a4),
         SYS_MSYNC => mem::msync(a0, a1, a2),
         // No terminals yet: every descriptor is "not a tty" (musl then
         // buffers stdout fully).

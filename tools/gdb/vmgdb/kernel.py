@@ -226,9 +226,18 @@ class Kernel:
         pv = int.from_bytes(rust.read(page + 8 * (index % per_page), 8), "little")
         while pv and len(out) <= 4096:
             entry = rust.at(pv, "kernel::arch::pmap::Pv")
-            out.append((int(entry["pmap"]), int(entry["va"])))
+            out.append((int(entry["pmap"]), self.leaf_va(int(entry["leaf"]))))
             pv = int(entry["next"])
         return out
+
+    def leaf_va(self, leaf):
+        """The address a leaf entry maps, from the physical address of the
+        entry (a PV entry's `leaf`): its table's base (the table page's
+        record keeps it in `pindex`) plus its index."""
+        table = self.index_of_pa(leaf & ~(self.page_bytes - 1))
+        if table is None:
+            return 0
+        return self.page(table).pindex + (leaf & (self.page_bytes - 1)) // 8 * self.page_bytes
 
     def kernel_pml4(self):
         gl = rust.once(rust.symbol("kernel::arch::pmap::GLOBALS"), "kernel::arch::pmap::Globals")

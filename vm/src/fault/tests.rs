@@ -25,15 +25,15 @@ use crate::zone::tests::HOST_PAGES;
 
 const P: u64 = PAGE_SIZE as u64;
 
-struct T {
-    env: VmEnv,
-    machine: &'static SoftMachine,
+pub(super) struct T {
+    pub(super) env: VmEnv,
+    pub(super) machine: &'static SoftMachine,
     node_fail: &'static FailPoint,
     page_fail: &'static FailPoint,
     start_free: u64,
 }
 
-fn setup() -> T {
+pub(super) fn setup() -> T {
     let pm: &'static PhysMem = Box::leak(Box::new(phys_with_memory(&[mib(1, 5)])));
     let node_fail: &'static FailPoint = Box::leak(Box::new(FailPoint::new("radix.node_alloc")));
     let page_fail: &'static FailPoint = Box::leak(Box::new(FailPoint::new("page.alloc")));
@@ -44,13 +44,13 @@ fn setup() -> T {
 }
 
 impl T {
-    fn map(&self) -> (MapLock, Arc<SoftPmap>) {
+    pub(super) fn map(&self) -> (MapLock, Arc<SoftPmap>) {
         let pmap = self.machine.new_pmap();
         (MapLock::new(VmMap::new(P, 1 << 47, pmap.clone(), self.env)), pmap)
     }
 
     /// An access as a CPU makes it: through the pmap, faulting as needed.
-    fn touch(&self, map: &MapLock, pmap: &SoftPmap, va: u64, kind: Prot) -> Result<*mut u8, FaultError> {
+    pub(super) fn touch(&self, map: &MapLock, pmap: &SoftPmap, va: u64, kind: Prot) -> Result<*mut u8, FaultError> {
         for _ in 0..4 {
             if let Ok(page) = pmap.touch(va, kind) {
                 return Ok(self.env.pm.page_addr(page).unwrap().wrapping_add((va % P) as usize));
@@ -60,18 +60,18 @@ impl T {
         panic!("fault at {va:#x} succeeded but the access still traps");
     }
 
-    fn read(&self, map: &MapLock, pmap: &SoftPmap, va: u64) -> Result<u8, FaultError> {
+    pub(super) fn read(&self, map: &MapLock, pmap: &SoftPmap, va: u64) -> Result<u8, FaultError> {
         // SAFETY: the pointer is into a mapped, valid page of the host model.
         self.touch(map, pmap, va, Prot::READ).map(|p| unsafe { *p })
     }
 
-    fn write(&self, map: &MapLock, pmap: &SoftPmap, va: u64, v: u8) -> Result<(), FaultError> {
+    pub(super) fn write(&self, map: &MapLock, pmap: &SoftPmap, va: u64, v: u8) -> Result<(), FaultError> {
         // SAFETY: as above, and the mapping allows writes.
         self.touch(map, pmap, va, Prot::WRITE).map(|p| unsafe { *p = v })
     }
 
     /// After the test's maps are gone: nothing in limbo, every page back.
-    fn done(&self) {
+    pub(super) fn done(&self) {
         let v = invariants::check(self.env.pm);
         assert!(v.is_empty(), "invariant violations: {v:?}");
         self.env.zone.drain();
@@ -80,7 +80,7 @@ impl T {
         assert_eq!(self.env.zone.in_use(), 0, "trie nodes leaked");
     }
 
-    fn clean(&self) {
+    pub(super) fn clean(&self) {
         let v = invariants::check(self.env.pm);
         assert!(v.is_empty(), "invariant violations: {v:?}");
     }

@@ -36,6 +36,8 @@ impl VmMap {
             // (shared, busy pages, short of memory): that is only a longer
             // chain.
             let _ = crate::object::collapse(o);
+            // The child maps the same pages now.
+            o.lock().set_one_mapping(false);
             o.reference();
             let mut c = e.clone();
             c.wired_count = 0;

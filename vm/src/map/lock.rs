@@ -10,12 +10,16 @@ use crate::object::VmObject;
 use crate::sync::{Mutex, MutexGuard};
 
 /// The object references a map under a [`MapLock`] has given up while
-/// locked: the lock's guard drops them after unlocking.
+/// locked, each with the page range to trim first (`VmObject::trim`): the
+/// lock's guard does both after unlocking.
 pub(super) struct Deferred {
     /// The map is under a `MapLock`: defer. Off, a bare map drops at once.
     pub(super) on: bool,
-    pub(super) objects: Vec<Arc<VmObject>>,
+    pub(super) objects: Vec<Release>,
 }
+
+/// An object reference given up, and the page range of it to trim first.
+pub(super) type Release = (Arc<VmObject>, Option<(u64, u64)>);
 
 impl Deferred {
     /// Makes room for `n` more, before an operation that may give up that
@@ -30,13 +34,33 @@ impl Deferred {
     /// Gives up the map's reference to `o`: later, under a `MapLock`; now
     /// otherwise.
     pub(super) fn release(&mut self, o: Arc<VmObject>) {
+        self.release_trimmed(o, None);
+    }
+
+    /// [`Deferred::release`], trimming pages `trim` of `o` first. Until
+    /// the trim is done the object counts it as paging in progress: the
+    /// map does not grow an entry over an object with one pending
+    /// (`remap`'s coalescing), which the trim would empty after it.
+    pub(super) fn release_trimmed(&mut self, o: Arc<VmObject>, trim: Option<(u64, u64)>) {
+        if trim.is_some() {
+            o.pip_add();
+        }
         if self.on {
             debug_assert!(self.objects.len() < self.objects.capacity(), "deferred release without room reserved");
-            self.objects.push(o);
+            self.objects.push((o, trim));
         } else {
-            o.deallocate();
+            finish(o, trim);
         }
     }
+}
+
+/// What a deferred release does, with no lock held.
+fn finish(o: Arc<VmObject>, trim: Option<(u64, u64)>) {
+    if let Some((start, end)) = trim {
+        o.trim(start, end);
+        o.pip_wakeup();
+    }
+    o.deallocate();
 }
 
 /// The lock of a map: a spin lock ([`Mutex`], ranked [`MAP`]) whose guard,
@@ -99,8 +123,8 @@ impl Drop for MapGuard<'_> {
             core::mem::forget(deferred);
             return;
         }
-        for o in deferred.drain(..) {
-            o.deallocate();
+        for (o, trim) in deferred.drain(..) {
+            finish(o, trim);
         }
         // Give the room back, so that the next unmap need not allocate it
         // again; if the lock is taken meanwhile, the room goes instead.

@@ -76,12 +76,21 @@ bitflags! {
     pub struct ObjectFlags: u32 {
         /// Being terminated: no new pages, no new references.
         const DEAD = 1 << 0;
+        /// Each page index is reachable through one map entry at most
+        /// (FreeBSD's `OBJ_ONEMAPPING`): the anonymous memory of one
+        /// private entry, never forked, shadowed or mapped twice. When a
+        /// range of it is unmapped its pages and swap go at once
+        /// ([`VmObject::trim`]), as nothing else can reach them.
+        const ONE_MAPPING = 1 << 1;
     }
 }
 
 /// The object flags, for debuggers ([`crate::DebugConstant`]).
 #[used]
-pub static DEBUG_CONSTANTS: [crate::DebugConstant; 1] = [("ObjectFlags::DEAD", ObjectFlags::DEAD.bits() as u64)];
+pub static DEBUG_CONSTANTS: [crate::DebugConstant; 2] = [
+    ("ObjectFlags::DEAD", ObjectFlags::DEAD.bits() as u64),
+    ("ObjectFlags::ONE_MAPPING", ObjectFlags::ONE_MAPPING.bits() as u64),
+];
 
 /// What a pager says about a read (rule 9).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -250,6 +259,8 @@ impl VmObject {
         {
             let mut b = backing.lock();
             b.st.shadow_count += 1;
+            // The shadow reaches its pages too.
+            b.st.flags.remove(ObjectFlags::ONE_MAPPING);
         }
         let mut st = obj.lock();
         st.st.backing = Some(backing);
@@ -376,6 +387,22 @@ impl VmObject {
         backing
     }
 
+    /// Pages `[start, end)` of a [`ObjectFlags::ONE_MAPPING`] object left
+    /// the one entry that mapped them (an unmap): they go, with their swap,
+    /// and the object ends at `start` if they were its end (FreeBSD's
+    /// `vm_map_entry_delete`). Nothing when the caller's reference is the
+    /// last: the object goes whole with it. Called with no lock held.
+    pub fn trim(&self, start: u64, end: u64) {
+        if self.ref_count() <= 1 || !self.lock().flags().contains(ObjectFlags::ONE_MAPPING) {
+            return;
+        }
+        self.remove_range(start, end);
+        let mut l = self.lock();
+        if end >= l.st.size && start < l.st.size {
+            l.st.size = start;
+        }
+    }
+
     /// Truncation: takes every page with index in `[start, end)` out of the
     /// object. Busy pages are waited for (the lock is dropped meanwhile);
     /// every mapping of each page is removed; unwired pages are freed; wired
@@ -465,6 +492,17 @@ impl Locked<'_> {
     /// Size in pages.
     pub fn size(&self) -> u64 {
         self.st.size
+    }
+
+    /// Raises the size to `size` pages (a map entry grew over pages the
+    /// object never had: `VmMap::remap`). Never lowers it.
+    pub fn grow_to(&mut self, size: u64) {
+        self.st.size = self.st.size.max(size);
+    }
+
+    /// Sets or clears [`ObjectFlags::ONE_MAPPING`] (the map's to keep).
+    pub fn set_one_mapping(&mut self, on: bool) {
+        self.st.flags.set(ObjectFlags::ONE_MAPPING, on);
     }
 
     pub fn flags(&self) -> ObjectFlags {
@@ -696,102 +734,8 @@ fn insert_at(
     }
 }
 
-/// The shadow chain from `obj` down, `obj` first: each object with the
-/// offset, in pages, of `obj`'s index 0 in it (0 for `obj`). Each object is
-/// locked only to read its backing, so the walk sees the chain as it is at
-/// each step; the one that must hold the chain still (the fault) walks it
-/// itself, under each object's lock in turn.
-pub fn chain(obj: &Arc<VmObject>) -> Chain {
-    Chain { next: Some((obj.clone(), 0)) }
-}
-
-/// The iterator of [`chain`].
-pub struct Chain {
-    next: Option<(Arc<VmObject>, u64)>,
-}
-
-impl Iterator for Chain {
-    type Item = (Arc<VmObject>, u64);
-
-    fn next(&mut self) -> Option<Self::Item> {
-        let (obj, offset) = self.next.take()?;
-        self.next = obj.lock().backing().and_then(|(b, off)| Some((b, offset.checked_add(off)?)));
-        Some((obj, offset))
-    }
-}
-
-/// Looks `pindex` up along the shadow chain from `obj`: the first object that
-/// has the page resident, the page, and how deep in the chain it was (0 = in
-/// `obj` itself).
-pub fn lookup_chain(obj: &Arc<VmObject>, pindex: u64) -> Option<(Arc<VmObject>, &'static Page, usize)> {
-    chain(obj).enumerate().find_map(|(depth, (o, offset))| {
-        let p = o.lock().lookup(pindex.checked_add(offset)?)?;
-        Some((o, p, depth))
-    })
-}
-
-/// Collapses `shadow` with its backing object when the shadow is the backing
-/// object's only user: the backing object's pages that the shadow can see and
-/// does not itself have move up into the shadow; the others are freed; the
-/// shadow then backs onto the backing object's backing object.
-///
-/// Stops early and cleanly with `Busy` (a page is busy) or `NoMemory` (a trie
-/// node could not be had); pages already moved stay moved, which is a
-/// consistent state, and a later call finishes the job.
-pub fn collapse(shadow: &Arc<VmObject>) -> Result<(), ObjectError> {
-    let (backing, offset) = shadow.lock().backing().ok_or(ObjectError::NotCollapsible)?;
-    if backing.kind() != ObjectKind::Anonymous
-        || backing.ref_count() != 1
-        || backing.paging_in_progress.load(Ordering::Acquire) != 0
-    {
-        return Err(ObjectError::NotCollapsible);
-    }
-    let pm = shadow.env.pm;
-    {
-        // Lock order: shadow, then backing.
-        let mut s = shadow.lock();
-        let mut b = backing.lock();
-        let size = s.st.size;
-        while let Some(p) = b.lookup_ge(0) {
-            if !p.try_xbusy() {
-                return Err(ObjectError::Busy);
-            }
-            let visible = p.pindex() >= offset && p.pindex() - offset < size;
-            // A page the shadow has paged out (a swap slot) shadows this one
-            // as a resident page would.
-            let held = |to: u64| s.lookup(to).is_some() || s.st.pager.as_ref().is_some_and(|pg| pg.has_page(to).is_some());
-            if visible && !held(p.pindex() - offset) {
-                let to = p.pindex() - offset;
-                if let Err(e) = b.rename(p, &mut s, to) {
-                    p.xunbusy();
-                    return Err(e);
-                }
-                p.xunbusy();
-                continue;
-            }
-            // Shadowed or out of the shadow's view: nobody can reach it.
-            pmap_remove_all(&shadow.env, p);
-            if b.remove(p) {
-                pm.free(p);
-            } else {
-                p.xunbusy();
-            }
-        }
-        // The backing object is empty: take over its backing.
-        let (next, next_off) = match b.st.backing.take() {
-            Some(n) => (Some(n), b.st.backing_offset),
-            None => (None, 0),
-        };
-        b.st.flags |= ObjectFlags::DEAD;
-        b.st.pages.reclaim_all_nodes();
-        s.st.backing = next;
-        s.st.backing_offset = offset + next_off;
-    }
-    // `backing` had one reference, ours through the shadow: drop it without
-    // terminating twice (it is already empty), and it is freed with its Arc.
-    backing.ref_count.store(0, Ordering::Release);
-    Ok(())
-}
+mod chain;
+pub use chain::{Chain, chain, collapse, lookup_chain};
 
 #[cfg(test)]
 pub(crate) mod tests;

@@ -170,6 +170,15 @@ pub trait Pmap: Send + Sync {
     /// left by [`PageMappings::orphan_wired`]: walks that must visit every
     /// such page of a range go by these, whatever the range's length.
     fn next_used(&self, start: u64, end: u64) -> Option<u64>;
+    /// Moves every mapping of `[from, from + len)` to the same place in
+    /// `[to, to + len)`, which has none (`mremap`): the entries themselves
+    /// move, with their access, wired marks, modified and referenced bits
+    /// and the wirings left by [`PageMappings::orphan_wired`]; no page is
+    /// copied and no page's mapping count changes. The ranges do not
+    /// overlap. The page tables the destination needs are found or made
+    /// before anything moves: `NoMemory` leaves every mapping where it was.
+    /// The returned flush covers the old range.
+    fn move_range(&self, from: u64, to: u64, len: u64) -> Result<TlbFlush, PmapError>;
     /// Number of wired mappings (for tests and statistics).
     fn wired_count(&self) -> usize;
     /// Mappings of managed pages (the resident set).

@@ -235,6 +235,36 @@ impl Pmap for SoftPmap {
         }
     }
 
+    fn move_range(&self, from: u64, to: u64, len: u64) -> Result<TlbFlush, PmapError> {
+        assert!(from.checked_add(len).is_some_and(|e| e <= to) || to.checked_add(len).is_some_and(|e| e <= from));
+        let moved: Vec<u64> = {
+            let mut ptes = self.ptes.lock();
+            assert!(ptes.range(to..to + len).next().is_none(), "move_range into mapped addresses");
+            let keys: Vec<u64> = ptes.range(from..from + len).map(|(k, _)| *k).collect();
+            if !keys.is_empty() && self.machine.fail_enter.load(Ordering::Relaxed) {
+                return Err(PmapError::NoMemory);
+            }
+            // The PV lock under the entries': nothing takes them the
+            // other way round (the walks copy a page's list first).
+            let mut pv = self.machine.pv.lock();
+            for &k in &keys {
+                let pte = ptes.remove(&k).unwrap();
+                let set = pv.get_mut(&pte.page.phys()).expect("mapping without a PV entry");
+                assert!(set.remove(&(self.id, k)), "mapping without a PV entry");
+                set.insert((self.id, k - from + to));
+                ptes.insert(k - from + to, pte);
+            }
+            keys
+        };
+        let mut orphans = self.orphans.lock();
+        let marks: Vec<u64> = orphans.range(from..from + len).map(|(k, _)| *k).collect();
+        for k in &marks {
+            let page = orphans.remove(k).unwrap();
+            orphans.insert(k - from + to, page);
+        }
+        Ok(if moved.is_empty() { TlbFlush::none() } else { TlbFlush::range(0, from, from + len, soft_flush) })
+    }
+
     fn wired_count(&self) -> usize {
         self.ptes.lock().values().filter(|p| p.wired).count()
     }

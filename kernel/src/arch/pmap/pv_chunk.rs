@@ -74,8 +74,9 @@ impl Chunks {
         self.count
     }
 
-    /// A new PV entry for `(pmap, va)`, from a chunk with room or a new one.
-    pub(super) fn alloc(&mut self, pmap: &X86Pmap, va: u64) -> Result<*mut Pv, PmapError> {
+    /// A new PV entry for `(pmap, leaf)`, from a chunk with room or a new
+    /// one.
+    pub(super) fn alloc(&mut self, pmap: &X86Pmap, leaf: u64) -> Result<*mut Pv, PmapError> {
         // The fail point fails any entry's allocation, not only a new
         // chunk's: every mapping's way out of a failed `enter` is tried.
         if vm::failpoint::PV_ALLOC.should_fail() {
@@ -96,7 +97,7 @@ impl Chunks {
                 self.unlink(c);
             }
             let pv = (*c).entries[w * 64 + bit].as_mut_ptr();
-            pv.write(Pv { next: ptr::null_mut(), pmap, va });
+            pv.write(Pv { next: ptr::null_mut(), pmap, leaf });
             Ok(pv)
         }
     }

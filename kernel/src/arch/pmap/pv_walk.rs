@@ -42,7 +42,7 @@ use vm::pmap::{PageMappings, Prot};
 
 use super::pv_chunk::Chunks;
 use super::walk::free_tables;
-use super::{A, D, P, Pv, SW_ORPHAN, SW_WIRED, X86Mappings, X86Pmap, g};
+use super::{A, D, P, Pv, SW_ORPHAN, SW_WIRED, X86Mappings, X86Pmap, g, leaf_at, leaf_va};
 
 /// Flushes an [`Owed`] list holds before they are done.
 const OWED_MAX: usize = 16;
@@ -96,13 +96,14 @@ impl Owed {
     }
 }
 
-/// Calls `f(pmap, va)` for each mapping of `page`, with the page's PV-list
-/// lock and the mapping's pmap lock held, collecting the flushes it owes
+/// Calls `f(pmap, chunks, entry, va)` for each mapping of `page` (its leaf
+/// entry and address), with the page's PV-list lock and the mapping's
+/// pmap lock held, collecting the flushes it owes
 /// in an [`Owed`] list; `f` returns whether it changed the entry and, if
 /// so, the tables it emptied. Walks again while a list filled up or the
 /// list changed while a pmap lock was waited for. The flushes are done
 /// after the locks are let go.
-fn walk(page: &'static Page, mut f: impl FnMut(&X86Pmap, &mut Chunks, u64) -> Option<u64>) {
+fn walk(page: &'static Page, mut f: impl FnMut(&X86Pmap, &mut Chunks, &'static AtomicU64, u64) -> Option<u64>) {
     let gl = g();
     let i = gl.pm.index_of(page) as usize;
     let bucket = gl.bucket(i);
@@ -114,7 +115,7 @@ fn walk(page: &'static Page, mut f: impl FnMut(&X86Pmap, &mut Chunks, u64) -> Op
         while !cur.is_null() && !owed.is_full() {
             // SAFETY: a live PV item, read under the list's lock; its next
             // is read before `f` may remove it.
-            let (pmap, va, next) = unsafe { ((*cur).pmap, (*cur).va, (*cur).next) };
+            let (pmap, leaf, next) = unsafe { ((*cur).pmap, (*cur).leaf, (*cur).next) };
             // SAFETY: a listed mapping's pmap is alive while the list's
             // lock is held (its `Drop` removes its mappings first).
             let pmap = unsafe { &*pmap };
@@ -150,7 +151,10 @@ fn walk(page: &'static Page, mut f: impl FnMut(&X86Pmap, &mut Chunks, u64) -> Op
                     }
                 }
             };
-            if let Some(emptied) = f(pmap, &mut held, va) {
+            // The entry and its address, read under the pmap lock (a
+            // table moved whole changes its base under it).
+            let va = leaf_va(leaf);
+            if let Some(emptied) = f(pmap, &mut held, leaf_at(leaf), va) {
                 owed.push(pmap, va, emptied);
             }
             drop(held);
@@ -166,11 +170,12 @@ fn walk(page: &'static Page, mut f: impl FnMut(&X86Pmap, &mut Chunks, u64) -> Op
 
 impl PageMappings for X86Mappings {
     fn remove_all(&self, page: &'static Page) {
-        walk(page, |pmap, chunks, va| {
+        walk(page, |pmap, chunks, _, va| {
             let mut emptied = 0;
             let mut any = false;
-            pmap.for_each_leaf(va, va + PAGE_SIZE as u64, Some(&mut emptied), |va, e| {
-                pmap.clear_leaf(chunks, e, va, true);
+            // By the range walk, which unlinks the tables it empties.
+            pmap.for_each_leaf(va, va + PAGE_SIZE as u64, Some(&mut emptied), |_, e| {
+                pmap.clear_leaf(chunks, e, true);
                 any = true;
             });
             (any || emptied != 0).then_some(emptied)
@@ -178,7 +183,7 @@ impl PageMappings for X86Mappings {
     }
 
     fn write_protect_all(&self, page: &'static Page) {
-        walk(page, |pmap, _, va| {
+        walk(page, |pmap, _, _, va| {
             let flush = pmap.protect_locked(va, va + PAGE_SIZE as u64, Prot::READ | Prot::EXEC);
             let owed = !flush.is_empty();
             // Done by the walk, after the lock (`Owed`).
@@ -189,20 +194,17 @@ impl PageMappings for X86Mappings {
 
     fn is_modified(&self, page: &'static Page) -> bool {
         let mut m = false;
-        walk(page, |pmap, _, va| {
-            if let Ok(Some(e)) = pmap.walk(va, false) {
-                m |= e.load(Ordering::Acquire) & D != 0;
-            }
+        walk(page, |_, _, e, _| {
+            m |= e.load(Ordering::Acquire) & D != 0;
             None
         });
         m
     }
 
     fn orphan_wired(&self, page: &'static Page) {
-        walk(page, |pmap, chunks, va| {
+        walk(page, |pmap, chunks, e, _| {
             // Cleared in place (the page table stays: it holds the mark).
-            let e = pmap.walk(va, false).ok().flatten()?;
-            let old = pmap.clear_leaf(chunks, e, va, true);
+            let old = pmap.clear_leaf(chunks, e, true);
             if old & P != 0 && old & SW_WIRED != 0 {
                 e.store(page.phys() | SW_ORPHAN, Ordering::Release);
             }
@@ -215,13 +217,13 @@ impl PageMappings for X86Mappings {
     // it without setting the bit again.
 
     fn clear_modify(&self, page: &'static Page) {
-        walk(page, |pmap, _, va| clear_bit(pmap, va, D).then_some(0));
+        walk(page, |_, _, e, _| clear_bit(e, D).then_some(0));
     }
 
     fn ts_referenced(&self, page: &'static Page) -> u32 {
         let mut n = 0;
-        walk(page, |pmap, _, va| {
-            let was = clear_bit(pmap, va, A);
+        walk(page, |_, _, e, _| {
+            let was = clear_bit(e, A);
             n += was as u32;
             was.then_some(0)
         });
@@ -229,8 +231,7 @@ impl PageMappings for X86Mappings {
     }
 }
 
-/// Clears `bit` in the leaf entry of `va`; whether it was set.
-fn clear_bit(pmap: &X86Pmap, va: u64, bit: u64) -> bool {
-    let e: Option<&AtomicU64> = pmap.walk(va, false).ok().flatten();
-    e.is_some_and(|e| e.fetch_and(!bit, Ordering::AcqRel) & bit != 0)
+/// Clears `bit` in leaf entry `e`; whether it was set.
+fn clear_bit(e: &AtomicU64, bit: u64) -> bool {
+    e.fetch_and(!bit, Ordering::AcqRel) & bit != 0
 }

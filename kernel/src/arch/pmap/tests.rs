@@ -155,3 +155,108 @@ fn pv_entries_come_from_the_pmaps_own_pages() {
     free_page(p);
     assert_eq!(crate::devtools::ktest_runner::free_pages(), free0, "pages lost");
 }
+
+/// `move_range` moves the leaf entries, not the pages: each page is
+/// mapped at its new address with its access and wired mark, its PV
+/// entry renamed, its mapping count unchanged; an orphaned wiring moves
+/// too; the source's emptied tables go back to the allocator; the
+/// destination may straddle leaf tables the source does not.
+#[ktest]
+fn move_range_moves_entries_and_pv_entries() {
+    let free0 = crate::devtools::ktest_runner::free_pages();
+    let pmap = X86Pmap::new().unwrap();
+    let other = X86Pmap::new().unwrap();
+    // 600 pages from just below a 2 MiB boundary, every third mapped, to a
+    // destination 5 pages off the source's alignment.
+    const N: u64 = 600;
+    let from = VA + (1 << 21) - 8 * PAGE;
+    let to = VA + (64 << 21) + 5 * PAGE;
+    let pages: alloc::vec::Vec<_> = (0..N / 3).map(|_| mappable_page()).collect();
+    for (i, p) in pages.iter().enumerate() {
+        let va = from + 3 * i as u64 * PAGE;
+        let prot = if i % 2 == 0 { Prot::RW } else { Prot::READ };
+        pmap.enter(va, p, prot, i % 5 == 0).unwrap().skip_not_loaded();
+        // A second mapping elsewhere keeps its PV entry as it was.
+        other.enter(va, p, Prot::READ, false).unwrap().skip_not_loaded();
+    }
+    let wired = pmap.wired_count();
+    pmap.move_range(from, to, N * PAGE).unwrap().skip_not_loaded();
+    for (i, p) in pages.iter().enumerate() {
+        let (old, new) = (from + 3 * i as u64 * PAGE, to + 3 * i as u64 * PAGE);
+        assert!(pmap.extract(old).is_none(), "{old:#x} still mapped");
+        let (pa, prot) = pmap.extract(new).expect("mapped at the new address");
+        assert_eq!(pa, p.phys());
+        assert_eq!(prot.contains(Prot::WRITE), i % 2 == 0);
+        assert_eq!(pmap.wired_at(new), i % 5 == 0);
+        assert_eq!(p.mapping_count(), 2);
+        let mut seen = MAPPINGS.mappings_of(p);
+        seen.sort();
+        let mut want = alloc::vec![(&*pmap as *const X86Pmap as usize, new), (&*other as *const X86Pmap as usize, old)];
+        want.sort();
+        assert_eq!(seen, want, "PV entries of page {i}");
+    }
+    assert_eq!(pmap.wired_count(), wired);
+    assert_eq!(pmap.next_used(from, from + N * PAGE), None, "entries left in the source");
+    // An orphaned wiring (a wired page that left its object) moves too.
+    let w = mappable_page();
+    pmap.enter(from, w, Prot::RW, true).unwrap().skip_not_loaded();
+    MAPPINGS.orphan_wired(w);
+    assert_eq!(pmap.next_used(from, from + PAGE), Some(from));
+    pmap.move_range(from, to - PAGE, PAGE).unwrap().skip_not_loaded();
+    assert_eq!(pmap.take_orphan(from), None);
+    assert_eq!(pmap.take_orphan(to - PAGE), Some(w.phys()));
+    pmap.remove(0, super::USER_END).skip_not_loaded();
+    other.remove(0, super::USER_END).skip_not_loaded();
+    drop((pmap, other));
+    for p in pages.into_iter().chain([w]) {
+        free_page(p);
+    }
+    assert_eq!(crate::devtools::ktest_runner::free_pages(), free0, "pages lost (page tables or PV entries)");
+}
+
+/// Between 2 MiB-aligned places, `move_range` moves each leaf table whole:
+/// the destination's page-directory entry names the source's table, the
+/// PV entries give the new addresses, and no table is made or lost.
+#[ktest]
+fn move_range_moves_aligned_tables_whole() {
+    let free0 = crate::devtools::ktest_runner::free_pages();
+    let pmap = X86Pmap::new().unwrap();
+    const SPAN: u64 = 1 << 21;
+    let from = VA + 8 * SPAN;
+    let to = VA + 64 * SPAN;
+    // Three tables' worth, a page in every seven mapped, and a partial
+    // block after them (its entries move one by one).
+    let len = 3 * SPAN + 16 * PAGE;
+    let pages: alloc::vec::Vec<_> = (0..len / PAGE / 7 + 1).map(|_| mappable_page()).collect();
+    for (i, p) in pages.iter().enumerate() {
+        pmap.enter(from + 7 * i as u64 * PAGE, p, Prot::RW, false).unwrap().skip_not_loaded();
+    }
+    let tables: alloc::vec::Vec<u64> = (0..3).map(|b| pmap.walk_entries(from + b * SPAN)[2]).collect();
+    pmap.enter(to + 3 * SPAN + 512 * PAGE, mappable_page(), Prot::READ, false).unwrap().skip_not_loaded();
+    let before = crate::devtools::ktest_runner::free_pages();
+    pmap.move_range(from, to, len).unwrap().skip_not_loaded();
+    for b in 0..3 {
+        assert_eq!(pmap.walk_entries(to + b * SPAN)[2], tables[b as usize], "table {b} moved whole");
+        assert_eq!(pmap.walk_entries(from + b * SPAN).len(), 3, "no table left at the old place of {b}");
+    }
+    for (i, p) in pages.iter().enumerate() {
+        let (old, new) = (from + 7 * i as u64 * PAGE, to + 7 * i as u64 * PAGE);
+        assert!(pmap.extract(old).is_none());
+        assert_eq!(pmap.extract(new).map(|(pa, _)| pa), Some(p.phys()));
+        assert_eq!(MAPPINGS.mappings_of(p), alloc::vec![(&*pmap as *const X86Pmap as usize, new)]);
+    }
+    // The partial block's one new leaf table came from the allocator; the
+    // old one and the emptied directory levels went back.
+    assert!(crate::devtools::ktest_runner::free_pages() + 1 >= before, "tables made for whole moves");
+    // A page-out walk after the move finds each page at its new address.
+    MAPPINGS.remove_all(pages[5]);
+    assert!(pmap.extract(to + 35 * PAGE).is_none());
+    let last = pmap.extract(to + 3 * SPAN + 512 * PAGE).map(|(pa, _)| pa).unwrap();
+    pmap.remove(0, super::USER_END).skip_not_loaded();
+    drop(pmap);
+    for p in pages {
+        free_page(p);
+    }
+    free_page(vm::global().page_of(last).unwrap());
+    assert_eq!(crate::devtools::ktest_runner::free_pages(), free0, "pages lost (page tables or PV entries)");
+}

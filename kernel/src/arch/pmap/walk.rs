@@ -1,8 +1,12 @@
 //! Walks over an address space's page tables: every present leaf of a
 //! range (unlinking the tables it empties), the first used page of a range,
-//! and the freeing of unlinked tables once the TLBs no longer reach them.
+//! and the freeing of unlinked tables once the TLBs no longer reach them;
+//! and a leaf entry's physical address, and back, and the address it maps
+//! (what a PV entry holds, and what the walks make of it).
 
 use core::sync::atomic::{AtomicU64, Ordering};
+
+use vm::PAGE_SIZE;
 
 use super::{ADDR, P, g, table};
 
@@ -14,7 +18,9 @@ pub fn free_tables(mut chain: u64) -> u64 {
     let mut n = 0;
     while chain != 0 {
         let next = table(chain)[0].swap(0, Ordering::Relaxed);
-        pm.free(pm.page_of(chain).expect("page table not in the page array"));
+        let page = pm.page_of(chain).expect("page table not in the page array");
+        page.set_table_base(0);
+        pm.free(page);
         chain = next;
         n += 1;
     }
@@ -86,4 +92,22 @@ pub(super) fn first_used(t: u64, level: u32, base: u64, start: u64, end: u64) ->
         }
     }
     None
+}
+
+/// The physical address of leaf entry `e` (in a page table, reached
+/// through the direct map).
+pub(super) fn leaf_phys(e: &AtomicU64) -> u64 {
+    e as *const AtomicU64 as u64 - crate::arch::direct_map::PHYS_OFFSET.load(Ordering::Relaxed)
+}
+
+/// The leaf entry at physical address `leaf`.
+pub(super) fn leaf_at(leaf: u64) -> &'static AtomicU64 {
+    &table(leaf & ADDR)[(leaf & (PAGE_SIZE as u64 - 1)) as usize / 8]
+}
+
+/// The virtual address leaf entry `leaf` maps: its table's base plus its
+/// index. Exact under the table's pmap lock (a move changes the base).
+pub(super) fn leaf_va(leaf: u64) -> u64 {
+    let t = g().pm.page_of(leaf & ADDR).expect("page table not in the page array");
+    t.table_base() + (leaf & (PAGE_SIZE as u64 - 1)) / 8 * PAGE_SIZE as u64
 }
