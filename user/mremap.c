@@ -6,12 +6,14 @@
  * run of small growths, a 64 MiB populated range moved whole, and the
  * errors. Prints "mremap: ok" and exits 0 when every check holds. Passes
  * unmodified on Linux (`mremap [dir]`: the file test uses dir, /tmp by
- * default). */
+ * default; as PID 1, Linux's /init, it powers the machine off when done). */
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <stdint.h>
 #include <sys/mman.h>
+#include <sys/reboot.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 
@@ -344,13 +346,18 @@ static void errors(void)
 	CHECK(munmap(m + 3 * P, P) == 0);
 	CHECK(remap(m + 3 * P, P, 2 * P, MREMAP_MAYMOVE, 0) == FAILED && errno == EFAULT);
 	CHECK(remap(m, 4 * P, 8 * P, MREMAP_MAYMOVE, 0) == FAILED && errno == EFAULT);
-	/* A length no address space holds. */
+	/* A length no address space holds; lengths whose ends wrap. */
 	CHECK(remap(m, P, 1L << 50, MREMAP_MAYMOVE, 0) == FAILED && errno == ENOMEM);
+	CHECK(remap(m, -2 * P, -P, MREMAP_MAYMOVE, 0) == FAILED && errno == EFAULT);
+	CHECK(remap(m, -P, P, 0, 0) == FAILED && errno == EINVAL);
 	CHECK(munmap(m, 3 * P) == 0 && munmap(to, 8 * P) == 0);
 }
 
 int main(int argc, char **argv)
 {
+	/* As Linux's /init (tests/linux/run-linux.sh): a /tmp of its own. */
+	if (getpid() == 1)
+		mkdir("/tmp", 01777);
 	in_place_and_moves();
 	dont_unmap();
 	shared();
@@ -361,5 +368,9 @@ int main(int argc, char **argv)
 	big();
 	errors();
 	printf("mremap: ok\n");
+	if (getpid() == 1) {
+		fflush(stdout);
+		reboot(RB_POWER_OFF);
+	}
 	return 0;
 }

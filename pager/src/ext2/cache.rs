@@ -52,8 +52,11 @@ pub(super) fn write_blocks<D: BlockDevice>(dev: &mut D, block_size: usize, block
 }
 
 impl BlockCache {
+    /// An empty cache, with room for every slot it may hold: the slot
+    /// array is made once, at mount, and never grows afterwards (a file
+    /// operation that fills one more slot allocates only that block).
     pub fn new(block_size: usize) -> BlockCache {
-        BlockCache { slots: Vec::new(), block_size, tick: 0 }
+        BlockCache { slots: Vec::with_capacity(CACHE_BLOCKS), block_size, tick: 0 }
     }
 
     /// The block's contents, read from the device on a miss.

@@ -104,8 +104,9 @@ impl VmMap {
             }
             return Ok(Remapped { addr: r.old, wire: None });
         }
-        let old_end = r.old + r.old_len;
+        // Within the entry (checked first: the sum cannot overflow then).
         let e_end = self.resizable(r, r.old_len)?;
+        let old_end = r.old + r.old_len;
         let grow = r.new_len - r.old_len;
         if e_end == old_end && old_end.checked_add(grow).is_some_and(|end| end <= self.max && self.is_free(old_end, end)) {
             self.room_for(1, 0).map_err(no_memory)?;
@@ -285,7 +286,7 @@ impl VmMap {
                     (None, 0, false)
                 } else {
                     bottom.reference();
-                    (Some(bottom), below + next, true)
+                    (Some(bottom), below.saturating_add(next), true)
                 }
             }
         };
