@@ -760,7 +760,12 @@ impl Drop for VmMap {
     /// deallocated at once.
     fn drop(&mut self) {
         self.deferred.on = false;
-        for (o, _) in core::mem::take(&mut self.deferred.objects) {
+        for (o, trim) in core::mem::take(&mut self.deferred.objects) {
+            // A trim not done (the object goes whole, or lives on with the
+            // pages no entry maps) still ends its paging in progress.
+            if trim.is_some() {
+                o.pip_wakeup();
+            }
             o.deallocate();
         }
         while let Some((_, e)) = self.entries.pop_first() {
