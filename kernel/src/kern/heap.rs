@@ -159,6 +159,9 @@ struct Inner {
     /// Pages given back by [`reclaim`] and by classes over their keep, since
     /// boot. (H)
     released: u64,
+    /// The page runs being watched ([`watch_runs`]): each live one's
+    /// address (0: a free slot) and where it was asked for. (H)
+    watched: [(usize, [u64; WATCH_FRAMES]); WATCHED],
 }
 
 // SAFETY: the raw pointers (in the kegs and the deferred list) name memory
@@ -198,6 +201,7 @@ static ALLOCATOR: KernelHeap = KernelHeap {
             deferred: ptr::null_mut(),
             fallbacks: 0,
             released: 0,
+            watched: [(0, [0; WATCH_FRAMES]); WATCHED],
         },
         &vm::witness::order::HEAP,
     ),
@@ -312,10 +316,16 @@ impl KernelHeap {
             pm.free_contig(first, pages);
             return None;
         };
+        let site = WATCHING.load(Ordering::Relaxed).then(caller_frames);
         let mut g = self.inner.lock();
         g.large_blocks += 1;
         g.large_bytes += layout.size();
         g.large_pages += pages;
+        if let Some(frames) = site
+            && let Some(slot) = g.watched.iter_mut().find(|w| w.0 == 0)
+        {
+            *slot = (p.as_ptr() as usize, frames);
+        }
         Some(p)
     }
 
@@ -420,6 +430,11 @@ unsafe impl GlobalAlloc for KernelHeap {
                 let mut g = self.inner.lock();
                 g.large_blocks -= 1;
                 g.large_bytes -= layout.size();
+                if WATCHING.load(Ordering::Relaxed)
+                    && let Some(slot) = g.watched.iter_mut().find(|w| w.0 == p as usize)
+                {
+                    slot.0 = 0;
+                }
                 if pages_ok {
                     g.large_pages -= pages;
                     drop(g);
@@ -600,6 +615,57 @@ pub fn print_stats() {
             c.allocs
         );
     }
+}
+
+/// Page runs [`watch_runs`] keeps track of at once, and the frames kept
+/// of where each was asked for.
+const WATCHED: usize = 16;
+const WATCH_FRAMES: usize = 12;
+
+/// Whether page runs handed out are noted with their callers. (A; Relaxed:
+/// a run noted or not across the switch is harmless, the slots are H's.)
+static WATCHING: AtomicBool = AtomicBool::new(false);
+
+/// The return addresses of the allocation's callers.
+#[inline(always)]
+fn caller_frames() -> [u64; WATCH_FRAMES] {
+    let rbp: u64;
+    // SAFETY: reads RBP; no memory is touched.
+    unsafe { core::arch::asm!("mov {}, rbp", out(reg) rbp, options(nomem, nostack, preserves_flags)) };
+    let mut frames = [0; WATCH_FRAMES];
+    crate::kern::backtrace::walk(0, rbp, |n, ret| {
+        if (1..=WATCH_FRAMES).contains(&n) {
+            frames[n - 1] = ret;
+        }
+    });
+    frames
+}
+
+/// Starts (forgetting what was noted before) or stops noting where page
+/// runs are asked for, for a test that finds the heap grown to say by whom: the
+/// first [`WATCHED`] runs handed out while on are kept until freed.
+pub fn watch_runs(on: bool) {
+    let mut g = ALLOCATOR.inner.lock();
+    if on {
+        g.watched = [(0, [0; WATCH_FRAMES]); WATCHED];
+    }
+    WATCHING.store(on, Ordering::Relaxed);
+}
+
+/// Where the watched page runs still in use were asked for, a backtrace
+/// each.
+pub fn watched_runs() -> alloc::string::String {
+    use core::fmt::Write;
+    let runs = ALLOCATOR.inner.lock().watched;
+    let mut out = alloc::string::String::new();
+    for (addr, frames) in runs.iter().filter(|w| w.0 != 0) {
+        let _ = write!(out, "page run {addr:#x} from");
+        for &ret in frames.iter().take_while(|&&r| r != 0) {
+            crate::kern::ksyms::write_symbol(&mut out, ret - 1);
+        }
+        let _ = writeln!(out);
+    }
+    out
 }
 
 /// Heap usage: (bytes in use, bytes free without taking pages).
