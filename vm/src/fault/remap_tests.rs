@@ -227,7 +227,7 @@ fn errors_change_nothing() {
         let mut m = map.lock();
         assert_eq!(m.remap(&req(a + 5 * P, P, 2 * P, true)), Err(RemapError::Fault), "nothing mapped");
         assert_eq!(m.remap(&req(a, 6 * P, 8 * P, true)), Err(RemapError::Fault), "past the entry");
-        let huge = u64::MAX & !(P - 1);
+        let huge = !(P - 1);
         assert_eq!(m.remap(&req(a, huge - P, huge, true)), Err(RemapError::Fault), "an end that wraps");
         assert_eq!(m.remap(&req(a, huge, P, false)), Err(RemapError::Invalid), "a shrink whose end wraps");
         assert_eq!(m.remap(&req(a, 4 * P, 8 * P, false)), Err(RemapError::NoMemory), "no room and no leave to move");
