@@ -196,7 +196,20 @@ fn sparse_page_outs_with_metadata_that_cannot_be_had() {
     for (i, p) in pages.iter().enumerate() {
         assert!(pager.has_page(p.pindex()).is_some(), "page {i} has no block");
         assert!(pager.has_page(p.pindex() + 1).is_none());
+        assert!(pager.block_of(p.pindex()).is_some_and(|b| b < 1024), "page {i}'s block");
+        assert_eq!(pager.block_of(p.pindex() + 1), None);
     }
+    // The reports' walk: the held pages in masks of 64 from the first,
+    // each exactly once, and nothing outside the range asked.
+    assert_eq!(pager.held_from(0, N * CHUNK), Some((0, 1 | 1 << (CHUNK + 1))));
+    assert_eq!(pager.held_from(1, CHUNK + 1), None, "the end is not included");
+    let mut held = Vec::new();
+    let mut from = 0;
+    while let Some((base, mask)) = pager.held_from(from, N * CHUNK) {
+        held.extend((0..64).filter(|n| mask & 1 << n != 0).map(|n| base + n));
+        from = base + 64;
+    }
+    assert_eq!(held, pages.iter().map(|p| p.pindex()).collect::<Vec<_>>());
     // Read back into pages of another object at the same indices.
     let other = VmObject::new(ObjectKind::Anonymous, N * CHUNK, m.env);
     for (i, p) in pages.iter().enumerate() {

@@ -68,6 +68,7 @@ use crate::arch::direct_map::phys_to_virt;
 mod moves;
 mod pv_chunk;
 mod pv_walk;
+mod scan;
 mod tests;
 mod walk;
 

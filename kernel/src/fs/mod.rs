@@ -14,6 +14,7 @@
 //! in.
 
 pub mod console;
+pub mod procfs;
 
 use alloc::sync::Arc;
 
@@ -50,8 +51,11 @@ pub enum FileKind {
     File(Arc<Vnode>),
     Dir(Ino),
     /// A read-only file the kernel wrote when it was opened (`/proc/vmstat`,
-    /// see `syscall::file::kernel_file`): its bytes.
+    /// see [`procfs`]): its bytes.
     Text(Arc<[u8]>),
+    /// `/proc/PID/pagemap` of the process with this pid
+    /// ([`procfs::pagemap`]).
+    Pagemap(u64),
 }
 
 /// An open file: what it is, how it was opened, and its offset (shared by
@@ -140,6 +144,11 @@ impl OpenFile {
         OpenFile::new(FileKind::Text(bytes), true, false, false)
     }
 
+    /// The pagemap of process `pid`, read-only.
+    pub fn pagemap(pid: u64) -> Result<Arc<OpenFile>, FsError> {
+        OpenFile::new(FileKind::Pagemap(pid), true, false, false)
+    }
+
     /// Opens inode `ino` of the root filesystem (a regular file of `size`
     /// bytes, or a directory).
     pub fn open(ino: Ino, dir: bool, size: u64, readable: bool, writable: bool, append: bool) -> Result<Arc<OpenFile>, FsError> {
@@ -152,7 +161,7 @@ impl OpenFile {
         match &self.kind {
             FileKind::File(v) => Some(v.ino),
             FileKind::Dir(i) => Some(*i),
-            FileKind::Console | FileKind::Text(_) => None,
+            FileKind::Console | FileKind::Text(_) | FileKind::Pagemap(_) => None,
         }
     }
 
@@ -189,6 +198,22 @@ pub fn vnode_of(object: &Arc<VmObject>) -> Option<Arc<Vnode>> {
 pub fn sync_all() {
     if let Some(m) = root() {
         m.sync();
+    }
+}
+
+/// Names `v` by `path`, as it was opened or run, for the names of its
+/// mappings: a relative path is taken from the root, the only working
+/// directory there is.
+pub fn name_vnode(v: &Vnode, path: &[u8]) {
+    if path.first() == Some(&b'/') {
+        v.set_name(path);
+        return;
+    }
+    let mut abs = alloc::vec::Vec::new();
+    if abs.try_reserve_exact(path.len() + 1).is_ok() {
+        abs.push(b'/');
+        abs.extend_from_slice(path.strip_prefix(b"./").unwrap_or(path));
+        v.set_name(&abs);
     }
 }
 

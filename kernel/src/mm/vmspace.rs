@@ -56,6 +56,9 @@ pub static FAULT_TSC: AtomicU64 = AtomicU64::new(0);
 /// user half less its last page, so that no instruction can end at the
 /// first non-canonical address (a `sysret` to it would fault in the kernel).
 pub const TASK_SIZE: u64 = USER_END - vm::PAGE_SIZE as u64;
+/// The lowest address a program may map: page 0 stays unmapped, so that a
+/// null pointer faults (`/proc/sys/vm/mmap_min_addr`).
+pub const USER_START: u64 = vm::PAGE_SIZE as u64;
 
 impl AddressSpace {
     /// A new, empty address space.
@@ -64,7 +67,7 @@ impl AddressSpace {
     /// the pageout daemon while memory is short; see [`new_pmap`].
     pub fn new() -> Result<Arc<AddressSpace>, PmapError> {
         let pmap = new_pmap()?;
-        let map = VmMap::new(0x1000, TASK_SIZE, pmap.clone(), vm::kernel_env());
+        let map = VmMap::new(USER_START, TASK_SIZE, pmap.clone(), vm::kernel_env());
         Arc::try_new(AddressSpace { map: MapLock::new(map), pmap }).map_err(|_| PmapError::NoMemory)
     }
 

@@ -134,6 +134,7 @@ pub fn program(path: &[u8]) -> Result<Image, FsError> {
         return Err(FsError::IsDir);
     }
     let vnode = m.vnode(ino, st.size)?;
+    crate::fs::name_vnode(&vnode, path);
     // The head through the vnode's own coherence rule: mapped writes first.
     vnode.flush(0, HEAD)?;
     let mut head = AlignedBytes::zeroed(st.size.min(HEAD) as usize).ok_or(FsError::NoSpace)?;

@@ -330,6 +330,15 @@ fn vm_calls() {
     assert_eq!(run_bin("vmcalls", &[]), Status::Exited(0));
 }
 
+/// The /proc views of a process's memory as a program reads them: maps
+/// lines in Linux's layout, smaps figures as pages are touched, locked
+/// and shared with a child, a file mapping's name and inode, status,
+/// statm, meminfo and the vm sysctls: user/procmaps.c.
+#[ktest(timeout = 120)]
+fn proc_views_of_memory() {
+    assert_eq!(run_bin("procmaps", &["/tmp"]), Status::Exited(0));
+}
+
 /// mremap: growth in place, moves (with leave, or to a fixed address),
 /// shrinking, MREMAP_DONTUNMAP, a second mapping of shared memory, locked
 /// ranges, memory shared or copied across fork, a file mapping, a run of
@@ -497,7 +506,7 @@ fn hostile_programs_leave_the_heap_as_they_found_it() {
 /// running out (a kill) and a file read from the disk.
 #[ktest(timeout = 600)]
 fn test_programs_leave_the_heap_as_they_found_it() {
-    let programs: [(&str, &[&str]); 13] = [
+    let programs: [(&str, &[&str]); 14] = [
         ("threads", &["-v"]),
         ("threads.glibc", &["-v"]),
         ("futex", &["/tmp"]),
@@ -506,6 +515,7 @@ fn test_programs_leave_the_heap_as_they_found_it() {
         ("calls", &[]),
         ("vmcalls", &[]),
         ("mremap", &["/tmp"]),
+        ("procmaps", &["/tmp"]),
         ("fork", &[]),
         ("nested", &[]),
         ("stack", &[]),

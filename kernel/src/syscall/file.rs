@@ -83,22 +83,6 @@ fn split(path: &[u8]) -> (&[u8], &[u8]) {
     }
 }
 
-/// The files the kernel writes itself, read-only, at the paths Linux's
-/// procfs has them, for programs that run on both (`user/swapbench.c`):
-/// `/proc/vmstat` with the swap counters, `pswpin` and `pswpout` (pages
-/// read from and written to swap since boot). The bytes are made at open;
-/// such a file has no inode (fstat reports a character device), and is
-/// read with read or pread only.
-fn kernel_file(path: &[u8]) -> Option<Vec<u8>> {
-    match path {
-        b"/proc/vmstat" => {
-            let (pages_in, pages_out) = crate::mm::swap::pages_in_out();
-            Some(alloc::format!("pswpin {pages_in}\npswpout {pages_out}\n").into_bytes())
-        }
-        _ => None,
-    }
-}
-
 /// Reads from `text` at `off` into the user's `buf`; the count read.
 fn text_read(text: &[u8], off: u64, buf: u64, count: u64) -> Result<u64, i64> {
     let from = text.len().min(off as usize);
@@ -116,11 +100,15 @@ pub fn openat(dirfd: i64, path: u64, flags: u64, mode: u64) -> i64 {
         }
         let acc = flags & O_ACCMODE;
         let (readable, writable) = (acc != O_WRONLY, acc == O_WRONLY || acc == O_RDWR);
-        if let Some(bytes) = kernel_file(&path) {
+        if let Some(opened) = fs::procfs::open(&path) {
             if writable {
                 return Err(EACCES);
             }
-            let f = OpenFile::text(bytes.into()).map_err(|e| -fs_err(e))?;
+            let f = match opened? {
+                fs::procfs::Opened::Text(bytes) => OpenFile::text(bytes.into()),
+                fs::procfs::Opened::Pagemap(pid) => OpenFile::pagemap(pid),
+            }
+            .map_err(|e| -fs_err(e))?;
             return current()?.add_file(f, flags & O_CLOEXEC != 0, 0).map(|fd| fd as i64).ok_or(EMFILE);
         }
         let m = mount()?;
@@ -149,6 +137,11 @@ pub fn openat(dirfd: i64, path: u64, flags: u64, mode: u64) -> i64 {
             (ino, is_dir, st.size)
         };
         let f = OpenFile::open(ino.0, ino.1, ino.2, readable, writable, flags & O_APPEND != 0).map_err(|e| -fs_err(e))?;
+        if let Some(v) = f.vnode()
+            && dirfd == AT_FDCWD
+        {
+            fs::name_vnode(v, &path);
+        }
         if let (Some(v), true) = (f.vnode(), writable && flags & O_TRUNC != 0) {
             truncate(v, 0)?;
         }
@@ -284,6 +277,12 @@ fn read_write(fd: u64, buf: u64, count: u64, writing: bool) -> i64 {
                 *off += n;
                 Ok(n as i64)
             }
+            FileKind::Pagemap(pid) => {
+                let mut off = f.offset.lock();
+                let n = fs::procfs::pagemap::read(*pid, *off, buf, count)?;
+                *off += n;
+                Ok(n as i64)
+            }
             FileKind::File(v) => {
                 let mut off = f.offset.lock();
                 let n = if writing {
@@ -312,8 +311,9 @@ pub fn pread_pwrite(fd: u64, buf: u64, count: u64, offset: u64, writing: bool) -
         match &f.kind {
             FileKind::Console => Err(ESPIPE),
             FileKind::Dir(_) => Err(EISDIR),
-            FileKind::Text(_) if writing => Err(EBADF),
+            FileKind::Text(_) | FileKind::Pagemap(_) if writing => Err(EBADF),
             FileKind::Text(t) => Ok(text_read(t, offset, buf, count)? as i64),
+            FileKind::Pagemap(pid) => Ok(fs::procfs::pagemap::read(*pid, offset, buf, count)? as i64),
             FileKind::File(v) => {
                 if writing {
                     if !f.writable {
@@ -339,19 +339,25 @@ pub fn lseek(fd: u64, offset: i64, whence: u64) -> i64 {
     const SEEK_END: u64 = 2;
     let r = (|| -> Result<i64, i64> {
         let f = file(fd)?;
-        let ino = match &f.kind {
-            FileKind::Console | FileKind::Text(_) => return Err(ESPIPE),
-            FileKind::File(v) => v.ino,
-            FileKind::Dir(i) => *i,
+        // The end of what seeks from the end: a file's size, a /proc
+        // text's length; a pagemap has none (as on Linux).
+        let end = || -> Result<i64, i64> {
+            match &f.kind {
+                FileKind::Console => Err(ESPIPE),
+                FileKind::Text(t) => Ok(t.len() as i64),
+                FileKind::Pagemap(_) => Err(EINVAL),
+                FileKind::File(v) => Ok(v.size.load(core::sync::atomic::Ordering::Acquire) as i64),
+                FileKind::Dir(i) => Ok(mount()?.fs.lock().stat(*i).map_err(|e| -fs_err(e))?.size as i64),
+            }
         };
+        if matches!(f.kind, FileKind::Console) {
+            return Err(ESPIPE);
+        }
         let mut off = f.offset.lock();
         let base = match whence {
             SEEK_SET => 0,
             SEEK_CUR => *off as i64,
-            SEEK_END => match f.vnode() {
-                Some(v) => v.size.load(core::sync::atomic::Ordering::Acquire) as i64,
-                None => mount()?.fs.lock().stat(ino).map_err(|e| -fs_err(e))?.size as i64,
-            },
+            SEEK_END => end()?,
             _ => return Err(EINVAL),
         };
         let new = base.checked_add(offset).filter(|n| *n >= 0).ok_or(EINVAL)?;
@@ -361,13 +367,26 @@ pub fn lseek(fd: u64, offset: i64, whence: u64) -> i64 {
     r.unwrap_or_else(|e| -e)
 }
 
-/// Writes a Linux x86_64 `struct stat` (144 bytes) for `ino` (or the
-/// console) to `buf`.
-fn put_stat(kind: Option<Ino>, buf: u64) -> Result<(), i64> {
+/// What a `struct stat` describes.
+enum StatOf {
+    Console,
+    /// A /proc file: read-only, of no size until read (as on Linux).
+    Proc,
+    Inode(Ino),
+}
+
+/// Writes a Linux x86_64 `struct stat` (144 bytes) for `of` to `buf`.
+fn put_stat(of: StatOf, buf: u64) -> Result<(), i64> {
     let mut b = [0u8; 144];
     let mut put = |off: usize, v: u64, len: usize| b[off..off + len].copy_from_slice(&v.to_le_bytes()[..len]);
-    match kind {
-        None => {
+    match of {
+        StatOf::Proc => {
+            put(0, 0x16, 8); // st_dev: procfs's, an anonymous device
+            put(16, 1, 8); // st_nlink
+            put(24, 0o100444, 4); // st_mode
+            put(56, 1024, 8); // st_blksize
+        }
+        StatOf::Console => {
             // A character device: the console (major 5, minor 1).
             put(0, 5, 8); // st_dev
             put(16, 1, 8); // st_nlink
@@ -375,7 +394,7 @@ fn put_stat(kind: Option<Ino>, buf: u64) -> Result<(), i64> {
             put(40, (5 << 8) | 1, 8); // st_rdev
             put(56, 4096, 8); // st_blksize
         }
-        Some(ino) => {
+        StatOf::Inode(ino) => {
             let st = mount()?.fs.lock().stat(ino).map_err(|e| -fs_err(e))?;
             put(0, 0x801, 8); // st_dev: the one disk
             put(8, st.ino as u64, 8);
@@ -398,7 +417,13 @@ fn put_stat(kind: Option<Ino>, buf: u64) -> Result<(), i64> {
 pub fn fstat(fd: u64, buf: u64) -> i64 {
     let r = (|| -> Result<i64, i64> {
         let f = file(fd)?;
-        put_stat(f.ino(), buf)?;
+        let of = match &f.kind {
+            FileKind::Console => StatOf::Console,
+            FileKind::Text(_) | FileKind::Pagemap(_) => StatOf::Proc,
+            FileKind::File(v) => StatOf::Inode(v.ino),
+            FileKind::Dir(i) => StatOf::Inode(*i),
+        };
+        put_stat(of, buf)?;
         Ok(0)
     })();
     r.unwrap_or_else(|e| -e)
@@ -414,9 +439,14 @@ pub fn newfstatat(dirfd: i64, path: u64, buf: u64, flags: u64) -> i64 {
             }
             return Err(ENOENT_);
         }
+        if let Some(opened) = fs::procfs::open(&path) {
+            opened?;
+            put_stat(StatOf::Proc, buf)?;
+            return Ok(0);
+        }
         let start = start_dir(dirfd, &path)?;
         let ino = mount()?.fs.lock().lookup_at(start, &path).map_err(|e| -fs_err(e))?;
-        put_stat(Some(ino), buf)?;
+        put_stat(StatOf::Inode(ino), buf)?;
         Ok(0)
     })();
     r.unwrap_or_else(|e| -e)
@@ -593,21 +623,6 @@ pub fn getcwd(buf: u64, size: u64) -> i64 {
 }
 
 const ERANGE: i64 = 34;
-
-/// `/proc/vmstat` has the swap pager's counters as Linux's has them, one
-/// "name value" line each.
-#[ktest::ktest]
-fn proc_vmstat_has_the_swap_counters() {
-    let (pin, pout) = crate::mm::swap::pages_in_out();
-    let text = kernel_file(b"/proc/vmstat").expect("no /proc/vmstat");
-    let text = core::str::from_utf8(&text).unwrap();
-    let value = |key: &str| {
-        let line = text.lines().find(|l| l.split(' ').next() == Some(key)).expect(key);
-        line[key.len() + 1..].parse::<u64>().unwrap()
-    };
-    assert!(value("pswpin") >= pin && value("pswpout") >= pout, "{text}");
-    assert!(kernel_file(b"/proc/vmstat2").is_none());
-}
 
 /// `writev(fd, iov, iovcnt)`: each `struct iovec { base, len }` in turn.
 pub fn writev(fd: u64, iov: u64, count: u64) -> i64 {

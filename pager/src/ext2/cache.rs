@@ -16,7 +16,6 @@
 //! (freed) must be [`BlockCache::forget`]-ed, or a later eviction would write
 //! stale metadata over whatever the block holds next.
 
-use alloc::vec;
 use alloc::vec::Vec;
 
 use super::FsError;
@@ -129,7 +128,10 @@ impl BlockCache {
     /// else the least recently used, written back first if dirty.
     fn free_slot<D: BlockDevice>(&mut self, dev: &mut D) -> Result<usize, FsError> {
         if self.slots.len() < CACHE_BLOCKS {
-            self.slots.push(Slot { block: 0, data: vec![0; self.block_size], dirty: false, last_used: 0 });
+            let mut data = Vec::new();
+            data.try_reserve_exact(self.block_size).map_err(|_| FsError::NoMemory)?;
+            data.resize(self.block_size, 0);
+            self.slots.push(Slot { block: 0, data, dirty: false, last_used: 0 });
             return Ok(self.slots.len() - 1);
         }
         let i = (0..self.slots.len()).min_by_key(|&i| self.slots[i].last_used).unwrap_or(0);

@@ -268,6 +268,28 @@ impl<L: Lock<Blist> + 'static> Pager for SwapPager<L> {
         })
     }
 
+    fn held_from(&self, start: u64, end: u64) -> Option<(u64, u64)> {
+        self.with_meta(|m| {
+            // The first run with a block in range, then up to 64 indices
+            // from the first block: at most three runs looked up.
+            let first = m.range(start / CHUNK, end.div_ceil(CHUNK)).find_map(|blk| {
+                let base = blk.key() * CHUNK;
+                // SAFETY: a block of the trie; the lock is held (`m`).
+                let slots = unsafe { blk.slots() };
+                (0..CHUNK).map(|i| base + i).find(|&p| p >= start && p < end && slots[(p - base) as usize] != NONE)
+            })?;
+            let mask = (0..64u64)
+                .take_while(|n| first + n < end)
+                .filter(|n| Self::block(m, first + n).is_some())
+                .fold(0u64, |mask, n| mask | 1 << n);
+            Some((first, mask))
+        })
+    }
+
+    fn block_of(&self, pindex: u64) -> Option<u64> {
+        self.with_meta(|m| Self::block(m, pindex))
+    }
+
     fn get_page(&self, object: &VmObject, page: &'static Page) -> PagerResult {
         self.get_pages(object, &[page], 0)
     }

@@ -96,6 +96,9 @@ pub struct Vnode {
     /// Unlinked while in use: the inode is freed when the vnode goes. (A:
     /// Release when set under (L), Acquire when read.)
     unlinked: AtomicBool,
+    /// The path the file was first opened or run by, for the names of
+    /// its mappings (`/proc/PID/maps`). (Its own lock, a leaf.)
+    name: Mutex<Option<Vec<u8>>>,
     /// (C)
     mount: Weak<Mount>,
 }
@@ -141,8 +144,15 @@ impl Mount {
         let size = Arc::try_new(AtomicU64::new(size)).map_err(|_| FsError::NoMemory)?;
         let pager = Arc::try_new(pager::VnodePager::new(self.this.clone(), ino, size.clone())).map_err(|_| FsError::NoMemory)?;
         object.lock().set_pager(pager);
-        let v = Arc::try_new(Vnode { ino, size, object, unlinked: AtomicBool::new(false), mount: self.this.clone() })
-            .map_err(|_| FsError::NoMemory)?;
+        let v = Arc::try_new(Vnode {
+            ino,
+            size,
+            object,
+            unlinked: AtomicBool::new(false),
+            name: Mutex::new(None),
+            mount: self.this.clone(),
+        })
+        .map_err(|_| FsError::NoMemory)?;
         vnodes.insert(ino, v.clone());
         Ok(v)
     }
@@ -150,6 +160,20 @@ impl Mount {
     /// The vnode whose object is `object`, if it is one of this mount's.
     pub fn vnode_of(&self, object: &Arc<VmObject>) -> Option<Arc<Vnode>> {
         self.vnodes.lock().values().find(|v| Arc::ptr_eq(&v.object, object)).cloned()
+    }
+
+    /// Pages of file data resident in the vnodes' objects (the page
+    /// cache's size). Without memory to list the vnodes, 0.
+    pub fn cached_pages(&self) -> u64 {
+        let mut objects = Vec::new();
+        {
+            let vnodes = self.vnodes.lock();
+            if objects.try_reserve_exact(vnodes.len()).is_err() {
+                return 0;
+            }
+            objects.extend(vnodes.values().map(|v| v.object.clone()));
+        }
+        objects.iter().map(|o| o.lock().resident() as u64).sum()
     }
 
     /// How many vnodes are in use.
@@ -213,6 +237,27 @@ impl Mount {
 }
 
 impl Vnode {
+    /// Names the file by `path` (absolute), unless it has a name already.
+    /// Without memory for the name, the file stays unnamed.
+    pub fn set_name(&self, path: &[u8]) {
+        let mut name = self.name.lock();
+        let mut n = Vec::new();
+        if name.is_none() && n.try_reserve_exact(path.len()).is_ok() {
+            n.extend_from_slice(path);
+            *name = Some(n);
+        }
+    }
+
+    /// Calls `f` with the path the file was first opened by, if known.
+    pub fn with_name<R>(&self, f: impl FnOnce(Option<&[u8]>) -> R) -> R {
+        f(self.name.lock().as_deref())
+    }
+
+    /// Whether the file was unlinked while in use.
+    pub fn is_unlinked(&self) -> bool {
+        self.unlinked.load(Ordering::Acquire)
+    }
+
     /// Records a new file size (after a write or a truncate).
     pub fn set_size(&self, size: u64) {
         self.size.store(size, Ordering::Release);

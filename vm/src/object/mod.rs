@@ -143,6 +143,21 @@ pub trait Pager: Send + Sync {
     /// dirtied, or left the object (FreeBSD's `swap_pager_freespace`). A
     /// pager whose store is the truth (a file) ignores it.
     fn forget(&self, _start: u64, _end: u64) {}
+
+    /// The pages of `[start, end)` the pager holds copies of in a store of
+    /// its own (swap), for reports (`/proc/PID/smaps`' Swap): the first
+    /// such page at or after `start` and a mask of it and the 63 indices
+    /// after it (bit n: index + n), or `None` if there is none. A pager
+    /// whose store is the file itself holds nothing of its own.
+    fn held_from(&self, _start: u64, _end: u64) -> Option<(u64, u64)> {
+        None
+    }
+
+    /// Where in its own store the pager keeps page `pindex` (a swap
+    /// block), for reports (`/proc/PID/pagemap`); `None` if it holds none.
+    fn block_of(&self, _pindex: u64) -> Option<u64> {
+        None
+    }
 }
 
 /// What objects need from the rest of the VM: the page allocator, the zone of
