@@ -152,6 +152,8 @@ struct FaultState<'a, W: Watch> {
     va: u64,
     access: Prot,
     wire: bool,
+    // The access overrides the entry's protection (`VmMap::lookup_as`).
+    force: bool,
     watch: W,
     // What the map lookup said: the first object and its index among them.
     lookup: Option<Lookup>,
@@ -178,19 +180,36 @@ struct FaultState<'a, W: Watch> {
 /// also wired (for `mlock`; the map entry must be wired).
 pub fn fault(map: &MapLock, va: u64, access: Prot, wire: bool) -> Result<FaultStats, FaultError> {
     match step_clock() {
-        None => fault_watched(map, va, access, wire, Unwatched),
-        Some(clock) => fault_watched(map, va, access, wire, Timed::new(clock)),
+        None => fault_watched(map, va, access, wire, false, Unwatched),
+        Some(clock) => fault_watched(map, va, access, wire, false, Timed::new(clock)),
     }
+}
+
+/// [`fault`] for an access that overrides the entry's protection up to
+/// its maximum, as a debugger's does (`/proc/PID/mem`): a forced write to
+/// a private read-only entry copies the page into the entry's own object
+/// and maps it read-only (see `VmMap::lookup_as`). The caller then reaches
+/// the page through the object, busy, not through the mapping.
+pub fn fault_forced(map: &MapLock, va: u64, access: Prot) -> Result<FaultStats, FaultError> {
+    fault_watched(map, va, access, false, true, Unwatched)
 }
 
 /// [`fault`], its steps watched by `watch`.
 #[inline(always)]
-fn fault_watched<W: Watch>(map: &MapLock, va: u64, access: Prot, wire: bool, watch: W) -> Result<FaultStats, FaultError> {
+fn fault_watched<W: Watch>(
+    map: &MapLock,
+    va: u64,
+    access: Prot,
+    wire: bool,
+    force: bool,
+    watch: W,
+) -> Result<FaultStats, FaultError> {
     let mut fs = FaultState {
         map,
         va: va & !(PAGE_SIZE as u64 - 1),
         access,
         wire,
+        force,
         watch,
         lookup: None,
         first_m: None,
@@ -242,7 +261,7 @@ fn fault_watched<W: Watch>(map: &MapLock, va: u64, access: Prot, wire: bool, wat
 /// Host tests: a fault watched by `watch` (to stop it between two steps).
 #[cfg(test)]
 pub(crate) fn fault_with<W: Watch>(map: &MapLock, va: u64, access: Prot, wire: bool, watch: W) -> Result<FaultStats, FaultError> {
-    fault_watched(map, va, access, wire, watch)
+    fault_watched(map, va, access, wire, false, watch)
 }
 
 impl<W: Watch> FaultState<'_, W> {
@@ -344,10 +363,10 @@ impl<W: Watch> FaultState<'_, W> {
     #[inline(always)]
     fn lookup(&mut self) -> Next {
         let mut map = self.map.lock();
-        let mut found = map.lookup(self.va, self.access);
+        let mut found = map.lookup_as(self.va, self.access, self.force);
         if found.as_ref().is_err_and(|e| *e == MapError::NoEntry) {
             match map.grow_stack(self.va) {
-                Growth::Grew { wire: false, .. } => found = map.lookup(self.va, self.access),
+                Growth::Grew { wire: false, .. } => found = map.lookup_as(self.va, self.access, self.force),
                 Growth::Grew { start, end, wire: true } => return Next::RestartAfterWiring(start, end),
                 Growth::Overflow { limit } => return Next::Fail(FaultError::StackOverflow { limit }),
                 Growth::NotStack | Growth::Refused => {}

@@ -617,66 +617,6 @@ impl VmMap {
         }
     }
 
-    /// Finds what a fault at `va` for `access` needs: the first object and
-    /// index, and the protection to map with. Makes the anonymous object of an
-    /// untouched entry, and the shadow of a private entry on its first write.
-    pub fn lookup(&mut self, va: u64, access: Prot) -> Result<Lookup, MapError> {
-        let env = self.env;
-        let e = self.entries.range_mut(..=va).next_back().map(|(_, e)| e).filter(|e| va < e.end).ok_or(MapError::NoEntry)?;
-        if !e.prot.contains(access) {
-            return Err(MapError::Protection);
-        }
-        let pages = e.pages();
-        if e.object.is_none() {
-            let o = VmObject::try_new(ObjectKind::Anonymous, pages, env).map_err(|_| MapError::NoMemory)?;
-            // Private memory: this entry is all that maps it.
-            o.lock().set_one_mapping(e.inherit == Inherit::Copy);
-            e.object = Some(o);
-            e.offset = 0;
-        }
-        let mut prot = e.prot;
-        let mut shadowed = false;
-        if e.needs_copy {
-            if access.contains(Prot::WRITE) {
-                let backing = e.object.take().unwrap();
-                match VmObject::try_shadow(backing, e.offset, pages) {
-                    Ok(shadow) => {
-                        shadow.lock().set_one_mapping(true);
-                        e.object = Some(shadow);
-                    }
-                    Err(backing) => {
-                        e.object = Some(backing);
-                        return Err(MapError::NoMemory);
-                    }
-                }
-                e.offset = 0;
-                e.needs_copy = false;
-                shadowed = true;
-            } else {
-                // Read through to the shared object; a write faults again.
-                prot.remove(Prot::WRITE);
-            }
-        }
-        let lookup = Lookup {
-            object: e.object.clone().unwrap(),
-            pindex: e.offset + (va - e.start) / PAGE,
-            prot,
-            cow: e.cow,
-            wired: e.wired_count > 0,
-            entry_start: e.start,
-            entry_end: e.end,
-            timestamp: 0,
-        };
-        // The entry has a new object: a fault that looked it up before
-        // (and may be about to map a page of the object now shadowed, over
-        // the page a fault of the new object maps) sees the change when it
-        // rechecks, and looks again (FreeBSD's `vm_fault_relookup`).
-        if shadowed {
-            self.timestamp += 1;
-        }
-        Ok(Lookup { timestamp: self.timestamp, ..lookup })
-    }
-
     /// Marks `[start, end)` wired in the map (the fault path then faults the
     /// pages in and wires them: see `fault::wire`). Returns the entry keys
     /// that went from unwired to wired.
@@ -777,6 +717,7 @@ impl Drop for VmMap {
 
 mod fork;
 mod lock;
+mod lookup;
 mod remap;
 mod stack;
 

@@ -152,6 +152,55 @@ fn copy_on_write_of_a_file_mapping() {
     t.done();
 }
 
+/// A forced write (a debugger's, `/proc/PID/mem`) to a private read-only
+/// file mapping copies the page into the entry's own object and maps it
+/// read-only: the file keeps its bytes, the program reads the copy, and a
+/// plain write still faults. Shared entries are never written behind
+/// their protection; an unreadable entry is not reached at all.
+#[test]
+fn forced_writes_copy_and_leave_no_writable_mapping() {
+    let t = setup();
+    {
+        let (map, pmap) = t.map();
+        let file = VmObject::new(ObjectKind::Vnode, 4, t.env);
+        for i in 0..4 {
+            make_resident(&file, i, 0x40 + i as u8);
+        }
+        file.reference();
+        let private = map.lock().map(None, 4 * P, Prot::READ, Prot::ALL, Inherit::Copy, Some((file.clone(), 0)), true).unwrap();
+        file.reference();
+        let shared = map.lock().map(None, 4 * P, Prot::READ, Prot::RW, Inherit::Share, Some((file.clone(), 0)), false).unwrap();
+        let none = map.lock().map(None, P, Prot::empty(), Prot::ALL, Inherit::Copy, None, false).unwrap();
+
+        assert_eq!(t.read(&map, &pmap, private + P).unwrap(), 0x41);
+        fault_forced(&map, private + P, Prot::WRITE).unwrap();
+        let copy = {
+            let m = map.lock();
+            let e = m.entry(private).unwrap();
+            let first = e.object.clone().unwrap();
+            assert!(!Arc::ptr_eq(&first, &file), "the entry has its own object now");
+            first.lock().lookup(e.offset + 1).expect("the copy is in the entry's object")
+        };
+        assert!(copy.dirty() != 0, "the copy is dirty: it holds what the file does not");
+        // As the kernel writes it: the page exclusively busy (rule 2).
+        assert!(copy.try_xbusy());
+        t.env.pm.with_contents_mut(copy, |b| b[0] = 0x77).unwrap();
+        copy.xunbusy();
+        assert_eq!(t.read(&map, &pmap, private + P).unwrap(), 0x77, "the program reads the copy");
+        assert_eq!(t.read(&map, &pmap, shared + P).unwrap(), 0x41, "the file keeps its bytes");
+        let (_, prot) = pmap.extract(private + P).expect("the copy is mapped");
+        assert!(!prot.contains(Prot::WRITE), "mapped with the entry's protection");
+        assert_eq!(t.write(&map, &pmap, private + P, 1), Err(FaultError::Protection));
+        assert_eq!(fault_forced(&map, shared + P, Prot::WRITE), Err(FaultError::Protection), "shared, not writable");
+        assert_eq!(fault_forced(&map, none, Prot::READ), Err(FaultError::Protection), "not readable at all");
+        fault_forced(&map, shared + 2 * P, Prot::READ).unwrap();
+        t.clean();
+        file.deallocate();
+        drop(map);
+    }
+    t.done();
+}
+
 #[test]
 fn fork_shares_until_written() {
     let t = setup();
