@@ -56,6 +56,8 @@ pub enum FileKind {
     /// `/proc/PID/pagemap` of the process with this pid
     /// ([`procfs::pagemap`]).
     Pagemap(u64),
+    /// `/proc/PID/mem` of the process with this pid ([`procfs::mem`]).
+    Mem(u64),
 }
 
 /// An open file: what it is, how it was opened, and its offset (shared by
@@ -149,6 +151,11 @@ impl OpenFile {
         OpenFile::new(FileKind::Pagemap(pid), true, false, false)
     }
 
+    /// The memory of process `pid`.
+    pub fn mem(pid: u64, readable: bool, writable: bool) -> Result<Arc<OpenFile>, FsError> {
+        OpenFile::new(FileKind::Mem(pid), readable, writable, false)
+    }
+
     /// Opens inode `ino` of the root filesystem (a regular file of `size`
     /// bytes, or a directory).
     pub fn open(ino: Ino, dir: bool, size: u64, readable: bool, writable: bool, append: bool) -> Result<Arc<OpenFile>, FsError> {
@@ -161,7 +168,7 @@ impl OpenFile {
         match &self.kind {
             FileKind::File(v) => Some(v.ino),
             FileKind::Dir(i) => Some(*i),
-            FileKind::Console | FileKind::Text(_) | FileKind::Pagemap(_) => None,
+            FileKind::Console | FileKind::Text(_) | FileKind::Pagemap(_) | FileKind::Mem(_) => None,
         }
     }
 

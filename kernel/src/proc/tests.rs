@@ -339,6 +339,15 @@ fn proc_views_of_memory() {
     assert_eq!(run_bin("procmaps", &["/tmp"]), Status::Exited(0));
 }
 
+/// /proc/PID/mem as a debugger uses it: reads and writes at addresses,
+/// a write past a read-only private mapping's protection into its own
+/// copy (the file and a shared mapping keep their bytes), a parent
+/// writing into its child's copy of a page they shared: user/procmem.c.
+#[ktest(timeout = 120)]
+fn proc_mem_reads_and_writes() {
+    assert_eq!(run_bin("procmem", &["/tmp"]), Status::Exited(0));
+}
+
 /// mremap: growth in place, moves (with leave, or to a fixed address),
 /// shrinking, MREMAP_DONTUNMAP, a second mapping of shared memory, locked
 /// ranges, memory shared or copied across fork, a file mapping, a run of
@@ -506,7 +515,7 @@ fn hostile_programs_leave_the_heap_as_they_found_it() {
 /// running out (a kill) and a file read from the disk.
 #[ktest(timeout = 600)]
 fn test_programs_leave_the_heap_as_they_found_it() {
-    let programs: [(&str, &[&str]); 14] = [
+    let programs: [(&str, &[&str]); 15] = [
         ("threads", &["-v"]),
         ("threads.glibc", &["-v"]),
         ("futex", &["/tmp"]),
@@ -516,6 +525,7 @@ fn test_programs_leave_the_heap_as_they_found_it() {
         ("vmcalls", &[]),
         ("mremap", &["/tmp"]),
         ("procmaps", &["/tmp"]),
+        ("procmem", &["/tmp"]),
         ("fork", &[]),
         ("nested", &[]),
         ("stack", &[]),

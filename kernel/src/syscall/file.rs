@@ -101,12 +101,14 @@ pub fn openat(dirfd: i64, path: u64, flags: u64, mode: u64) -> i64 {
         let acc = flags & O_ACCMODE;
         let (readable, writable) = (acc != O_WRONLY, acc == O_WRONLY || acc == O_RDWR);
         if let Some(opened) = fs::procfs::open(&path) {
-            if writable {
+            let opened = opened?;
+            if writable && !matches!(opened, fs::procfs::Opened::Mem(_)) {
                 return Err(EACCES);
             }
-            let f = match opened? {
+            let f = match opened {
                 fs::procfs::Opened::Text(bytes) => OpenFile::text(bytes.into()),
                 fs::procfs::Opened::Pagemap(pid) => OpenFile::pagemap(pid),
+                fs::procfs::Opened::Mem(pid) => OpenFile::mem(pid, readable, writable),
             }
             .map_err(|e| -fs_err(e))?;
             return current()?.add_file(f, flags & O_CLOEXEC != 0, 0).map(|fd| fd as i64).ok_or(EMFILE);
@@ -283,6 +285,12 @@ fn read_write(fd: u64, buf: u64, count: u64, writing: bool) -> i64 {
                 *off += n;
                 Ok(n as i64)
             }
+            FileKind::Mem(pid) => {
+                let mut off = f.offset.lock();
+                let n = fs::procfs::mem::access(*pid, *off, buf, count, writing)?;
+                *off += n;
+                Ok(n as i64)
+            }
             FileKind::File(v) => {
                 let mut off = f.offset.lock();
                 let n = if writing {
@@ -314,6 +322,12 @@ pub fn pread_pwrite(fd: u64, buf: u64, count: u64, offset: u64, writing: bool) -
             FileKind::Text(_) | FileKind::Pagemap(_) if writing => Err(EBADF),
             FileKind::Text(t) => Ok(text_read(t, offset, buf, count)? as i64),
             FileKind::Pagemap(pid) => Ok(fs::procfs::pagemap::read(*pid, offset, buf, count)? as i64),
+            FileKind::Mem(pid) => {
+                if !(if writing { f.writable } else { f.readable }) {
+                    return Err(EBADF);
+                }
+                Ok(fs::procfs::mem::access(*pid, offset, buf, count, writing)? as i64)
+            }
             FileKind::File(v) => {
                 if writing {
                     if !f.writable {
@@ -345,7 +359,7 @@ pub fn lseek(fd: u64, offset: i64, whence: u64) -> i64 {
             match &f.kind {
                 FileKind::Console => Err(ESPIPE),
                 FileKind::Text(t) => Ok(t.len() as i64),
-                FileKind::Pagemap(_) => Err(EINVAL),
+                FileKind::Pagemap(_) | FileKind::Mem(_) => Err(EINVAL),
                 FileKind::File(v) => Ok(v.size.load(core::sync::atomic::Ordering::Acquire) as i64),
                 FileKind::Dir(i) => Ok(mount()?.fs.lock().stat(*i).map_err(|e| -fs_err(e))?.size as i64),
             }
@@ -419,7 +433,7 @@ pub fn fstat(fd: u64, buf: u64) -> i64 {
         let f = file(fd)?;
         let of = match &f.kind {
             FileKind::Console => StatOf::Console,
-            FileKind::Text(_) | FileKind::Pagemap(_) => StatOf::Proc,
+            FileKind::Text(_) | FileKind::Pagemap(_) | FileKind::Mem(_) => StatOf::Proc,
             FileKind::File(v) => StatOf::Inode(v.ino),
             FileKind::Dir(i) => StatOf::Inode(*i),
         };

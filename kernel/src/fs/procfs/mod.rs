@@ -7,12 +7,14 @@
 //! | `/proc/PID/maps`, `/proc/self/maps` | one line per map entry |
 //! | `/proc/PID/smaps`, `smaps_rollup` | the same with each entry's pages, from the pmap ([`maps`]) |
 //! | `/proc/PID/pagemap` | a word per page: frame, swap block, flags ([`pagemap`]) |
+//! | `/proc/PID/mem` | the memory itself, read and written as a debugger does ([`mem`]) |
 //! | `/proc/PID/status`, `statm` | the process's sizes, its threads |
 //! | `/proc/meminfo` | the page counts of the machine |
 //! | `/proc/vmstat` | swap traffic (`pswpin`, `pswpout`) |
 //! | `/proc/sys/vm/mmap_min_addr`, `overcommit_memory`, `max_map_count` | the limits the VM keeps |
 //!
-//! Each file's text (all but `pagemap`, read as it is asked for) is made
+//! Each file's text (all but `pagemap` and `mem`, read as they are asked
+//! for) is made
 //! when it is opened, from the map, the pmap and
 //! the counters as they are then, and read from that snapshot (Linux makes
 //! it as it is read; a program that reads a file whole sees the same).
@@ -28,6 +30,7 @@ use crate::proc::{self, Process};
 use crate::syscall::errno::{ENOENT, ENOMEM};
 
 mod maps;
+pub mod mem;
 pub mod pagemap;
 
 /// A text made with fallible allocation: a write that finds no memory
@@ -55,14 +58,18 @@ pub enum Opened {
     Text(Vec<u8>),
     /// The pagemap of the process with this pid, read as it is asked for.
     Pagemap(u64),
+    /// The memory of the process with this pid.
+    Mem(u64),
 }
 
 /// The `/proc` file at `path`; `None` if `path` is not under `/proc` (the
 /// caller goes on to the filesystem); ENOENT for a file /proc does not
 /// have, or a process that is gone.
 pub fn open(path: &[u8]) -> Option<Result<Opened, i64>> {
-    if let Some((Some(p), b"pagemap")) = path.strip_prefix(b"/proc/").and_then(split_pid) {
-        return Some(Ok(Opened::Pagemap(p.pid)));
+    match path.strip_prefix(b"/proc/").and_then(split_pid) {
+        Some((Some(p), b"pagemap")) => return Some(Ok(Opened::Pagemap(p.pid))),
+        Some((Some(p), b"mem")) => return Some(Ok(Opened::Mem(p.pid))),
+        _ => {}
     }
     text(path).map(|r| r.map(Opened::Text))
 }
