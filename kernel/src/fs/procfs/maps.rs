@@ -295,6 +295,8 @@ fn usage_lines(out: &mut Text, u: &Usage, rollup: bool) -> fmt::Result {
         kb_line(out, zero, 0)?;
     }
     kb_line(out, "Swap", u.swap)?;
+    // Not divided yet: a block of a backing object that two processes'
+    // chains reach counts whole in each (Linux divides it among them).
     kb_line(out, "SwapPss", u.swap)?;
     kb_line(out, "Locked", pss(u.locked))
 }

@@ -14,10 +14,9 @@
 //! | `/proc/sys/vm/mmap_min_addr`, `overcommit_memory`, `max_map_count` | the limits the VM keeps |
 //!
 //! Each file's text (all but `pagemap` and `mem`, read as they are asked
-//! for) is made
-//! when it is opened, from the map, the pmap and
-//! the counters as they are then, and read from that snapshot (Linux makes
-//! it as it is read; a program that reads a file whole sees the same).
+//! for) is made when it is opened, from the map, the pmap and the counters
+//! as they are then, and read from that snapshot (Linux makes it as it is
+//! read; a program that reads a file whole sees the same).
 //! Making it takes the map lock, then the pmap lock a leaf table at a
 //! time: the order of the fault path. Every byte is allocated fallibly: no
 //! memory gives ENOMEM, not a panic.
