@@ -51,6 +51,8 @@ use crate::{PAGE_SIZE, vm_wait};
 
 mod pagein;
 mod prefault;
+mod wire;
+pub use wire::{lock, wire};
 pub mod steps;
 
 use pagein::page_in;
@@ -598,7 +600,7 @@ impl<W: Watch> FaultState<'_, W> {
         // Rule: a mapping is wired exactly when it holds one of its page's
         // wirings (remove_range counts on it).
         let env = *lk.object_env();
-        let (old_page, old_wired) = if lk.wired && !self.wire {
+        let (old_page, old_wired) = if lk.wired {
             match map.pmap().extract(self.va).and_then(|(pa, _)| env.pm.page_of(pa)) {
                 Some(old) => (Some(old), map.pmap().wired_at(self.va)),
                 None => (None, false),
@@ -615,9 +617,14 @@ impl<W: Watch> FaultState<'_, W> {
             env.pm.unwire(page, crate::page::Queue::Active);
         }
         let same = old_page.is_some_and(|old| core::ptr::eq(old, m));
+        // The mapping holds the entry's wiring of this very page already
+        // (two faults wiring one page, or a page locked on fault that a
+        // lock then fills): it takes no second one.
+        let held = same && old_wired;
         let replaced = old_page.filter(|_| !same && old_wired);
-        let wire = self.wire || replaced.is_some();
-        let mapping_wired = wire || (same && old_wired);
+        // A range locked on fault wires each page it maps.
+        let wire = !held && (self.wire || replaced.is_some() || lk.lock_on_fault);
+        let mapping_wired = wire || held;
         if wire {
             m.wire();
         }
@@ -625,6 +632,10 @@ impl<W: Watch> FaultState<'_, W> {
         // can be entered already modified.
         if self.access.contains(Prot::WRITE) {
             m.set_all_dirty();
+            // Given up with MADV_FREE, and written again: kept.
+            if m.flags().contains(PageFlags::DISCARDABLE) {
+                m.clear_flags(PageFlags::DISCARDABLE);
+            }
             // Rule 14: a swap object's page, dirtied, gives up its slot.
             if lk.object.kind() == ObjectKind::Swap
                 && let Some(pager) = lk.object.lock().pager()
@@ -648,7 +659,9 @@ impl<W: Watch> FaultState<'_, W> {
         // Neighbours are worth mapping when this page was already there or
         // came from a pager (file data read ahead); a zero-filled or copied
         // page says nothing about them (they are mapped, or do not exist).
-        if !self.stats.zero_filled && !self.stats.copied && !self.stats.moved {
+        // Not where pages are wired as they are faulted in: a neighbour
+        // mapped unwired there would break the entry's rule.
+        if !self.stats.zero_filled && !self.stats.copied && !self.stats.moved && !lk.lock_on_fault {
             self.stats.prefaulted += prefault(lk, self.va, &map, prot);
         }
         Next::Continue
@@ -733,28 +746,6 @@ pub unsafe fn copy_page(src: *const u8, dst: *mut u8) {
         let copy = |i: usize| unsafe { d.add(i).write_volatile(s.add(i).read_volatile()) };
         words_64!(copy);
     }
-}
-
-/// Wires `[start, end)` of `map` (mlock): marks the entries wired and faults
-/// every page in, wired. A private mapping that can be written is copied to
-/// its own anonymous memory now (rule 10), so a later write never has to
-/// replace a wired page.
-pub fn wire(map: &MapLock, start: u64, end: u64) -> Result<(), FaultError> {
-    let newly = map.lock().wire_entries(start, end)?;
-    for (s, e) in newly {
-        let mut va = s;
-        while va < e {
-            let prot = map.lock().entry(va).map(|e| e.prot).unwrap_or(Prot::READ);
-            let access = if prot.contains(Prot::WRITE) { Prot::WRITE } else { Prot::READ };
-            if let Err(err) = fault(map, va, access, true) {
-                // Undo this call's wirings of the range.
-                let _ = map.lock().unwire(start, end);
-                return Err(err);
-            }
-            va += PAGE_SIZE as u64;
-        }
-    }
-    Ok(())
 }
 
 impl Lookup {

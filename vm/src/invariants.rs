@@ -265,7 +265,7 @@ pub fn check(pm: &PhysMem) -> Vec<Violation> {
 
 /// Rule 14 over one object's resident pages: in a swap object, a clean
 /// page must have a copy in the pager (freeing it would otherwise lose its
-/// data). Busy pages are in transition and skipped. (The page-array walk
+/// data), unless its owner gave its contents up (`PageFlags::DISCARDABLE`). Busy pages are in transition and skipped. (The page-array walk
 /// of [`check`] cannot do this: it cannot tell a live object from a page's
 /// handle alone; the pageout path asserts it at every free.)
 pub fn check_object(object: &crate::object::VmObject) -> Vec<Violation> {
@@ -281,7 +281,11 @@ pub fn check_object(object: &crate::object::VmObject) -> Vec<Violation> {
         if !p.try_xbusy() {
             continue;
         }
-        if p.dirty() == 0 && p.all_valid() && pager.has_page(p.pindex()).is_none() {
+        if p.dirty() == 0
+            && p.all_valid()
+            && !p.flags().contains(crate::page::PageFlags::DISCARDABLE)
+            && pager.has_page(p.pindex()).is_none()
+        {
             out.push(Violation::CleanWithoutSlot { page: p.phys(), pindex: p.pindex() });
         }
         p.xunbusy();

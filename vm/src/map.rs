@@ -49,7 +49,6 @@ use core::cell::Cell;
 use crate::PAGE_SIZE;
 use crate::failpoint::FailPoint;
 use crate::object::{ObjectKind, VmEnv, VmObject};
-use crate::page::Queue;
 use crate::pmap::{Pmap, Prot};
 
 const PAGE: u64 = PAGE_SIZE as u64;
@@ -93,6 +92,10 @@ pub struct MapEntry {
     pub inherit: Inherit,
     /// Times the range is wired (mlock); its pages hold one wiring while > 0. (M)
     pub wired_count: u32,
+    /// A wired range whose pages are wired as they are faulted in, not all
+    /// at once (`mlock2(MLOCK_ONFAULT)`): every page it maps is wired, but
+    /// it may map few. Meaningless while `wired_count` is 0. (M)
+    pub lock_on_fault: bool,
     /// The backing object; `None` for anonymous memory not yet touched. (M;
     /// the object's own state is its lock's, (O))
     pub object: Option<Arc<VmObject>>,
@@ -145,6 +148,8 @@ pub struct Lookup {
     /// before it is written.
     pub cow: bool,
     pub wired: bool,
+    /// The entry is wired page by page as it is faulted in (`MapEntry::lock_on_fault`).
+    pub lock_on_fault: bool,
     /// The entry's bounds (for prefaulting).
     pub entry_start: u64,
     pub entry_end: u64,
@@ -405,6 +410,7 @@ impl VmMap {
                 max_prot,
                 inherit,
                 wired_count: 0,
+                lock_on_fault: false,
                 needs_copy: cow && object.is_some(),
                 cow,
                 object,
@@ -601,6 +607,7 @@ impl VmMap {
                 && a.max_prot == b.max_prot
                 && a.inherit == b.inherit
                 && a.wired_count == b.wired_count
+                && (a.wired_count == 0 || a.lock_on_fault == b.lock_on_fault)
                 && a.cow == b.cow
                 && a.needs_copy == b.needs_copy
                 && !a.grows_down
@@ -613,75 +620,6 @@ impl VmMap {
             self.entries.get_mut(&cur).unwrap().end = b.end;
             if let Some(o) = b.object {
                 self.deferred.release(o);
-            }
-        }
-    }
-
-    /// Marks `[start, end)` wired in the map (the fault path then faults the
-    /// pages in and wires them: see `fault::wire`). Returns the entry keys
-    /// that went from unwired to wired.
-    pub(crate) fn wire_entries(&mut self, start: u64, end: u64) -> Result<Vec<(u64, u64)>, MapError> {
-        self.check_range(start, end)?;
-        if !self.fully_mapped(start, end) {
-            return Err(MapError::NoEntry);
-        }
-        let mut newly = Vec::new();
-        for k in self.clipped(start, end, false)? {
-            let e = self.entries.get_mut(&k).unwrap();
-            e.wired_count += 1;
-            if e.wired_count == 1 {
-                newly.push((e.start, e.end));
-            }
-        }
-        self.timestamp += 1;
-        Ok(newly)
-    }
-
-    /// Drops one wiring of `[start, end)`; pages of entries no longer wired
-    /// are unwired (onto the active queue).
-    pub fn unwire(&mut self, start: u64, end: u64) -> Result<(), MapError> {
-        self.check_range(start, end)?;
-        if !self.fully_mapped(start, end) {
-            return Err(MapError::NoEntry);
-        }
-        for k in self.clipped(start, end, false)? {
-            let e = self.entries.get_mut(&k).unwrap();
-            if e.wired_count == 0 {
-                continue;
-            }
-            e.wired_count -= 1;
-            if e.wired_count == 0 {
-                let e = e.clone();
-                self.unwire_pages(&e);
-            }
-        }
-        self.timestamp += 1;
-        Ok(())
-    }
-
-    /// Drops the wiring each page of `e` holds for the entry. Goes by the
-    /// pages the pmap has (mappings and orphaned wirings), not by
-    /// addresses: a wiring that failed part way through a huge entry leaves
-    /// few pages to visit.
-    fn unwire_pages(&self, e: &MapEntry) {
-        let pm = self.env.pm;
-        let mut next = e.start;
-        while let Some(va) = self.pmap.next_used(next, e.end) {
-            next = va + PAGE;
-            if let Some((pa, _)) = self.pmap.extract(va) {
-                self.pmap.unwire(va);
-                if let Some(page) = pm.page_of(pa)
-                    && page.is_managed()
-                    && page.wired()
-                {
-                    pm.unwire(page, Queue::Active);
-                }
-            } else if let Some(pa) = self.pmap.take_orphan(va) {
-                // A wired page that left its object (truncation) while
-                // mapped here: this wiring was the entry's.
-                if let Some(page) = pm.page_of(pa) {
-                    pm.unwire(page, Queue::Active);
-                }
             }
         }
     }
@@ -715,17 +653,21 @@ impl Drop for VmMap {
     }
 }
 
+mod advise;
 mod fork;
 mod lock;
 mod lookup;
 mod remap;
 mod stack;
+mod wire;
 
 use lock::Deferred;
 pub use lock::{MapGuard, MapLock};
 pub use remap::{Remap, RemapError, Remapped};
 
 pub use stack::{Growth, MapLimits};
+pub(crate) use wire::Fill;
+pub use wire::LockRange;
 
 #[cfg(test)]
 mod tests;

@@ -103,6 +103,13 @@ bitflags! {
         const FREE_AFTER_WRITE = 1 << 4;
         /// The page is free: in a buddy block or the order-0 cache. (F)
         const FREE = 1 << 5;
+        /// Its owner gave the contents up (`MADV_FREE`): clean, it may be
+        /// freed with no copy anywhere, the one exception to rule 14 for a
+        /// swap object's page (a later fault finds zeros). A write before
+        /// the page daemon takes it keeps it: the page is dirty again, and
+        /// the mark goes at the write fault or when the page is written to
+        /// swap. (B)
+        const DISCARDABLE = 1 << 6;
     }
 }
 
@@ -151,7 +158,7 @@ pub const WIRE_COUNT: u32 = WIRE_OBJREF - 1;
 /// The valid bits of a whole page, the busy-word layout, the list and
 /// order sentinels and the flag bits, for debuggers ([`crate::DebugConstant`]).
 #[used]
-pub static DEBUG_CONSTANTS: [crate::DebugConstant; 14] = [
+pub static DEBUG_CONSTANTS: [crate::DebugConstant; 15] = [
     ("ALL_BLOCKS", ALL_BLOCKS as u64),
     ("WIRE_OBJREF", WIRE_OBJREF as u64),
     ("WIRE_COUNT", WIRE_COUNT as u64),
@@ -166,6 +173,7 @@ pub static DEBUG_CONSTANTS: [crate::DebugConstant; 14] = [
     ("PageFlags::RESERVED", PageFlags::RESERVED.bits() as u64),
     ("PageFlags::FREE_AFTER_WRITE", PageFlags::FREE_AFTER_WRITE.bits() as u64),
     ("PageFlags::FREE", PageFlags::FREE.bits() as u64),
+    ("PageFlags::DISCARDABLE", PageFlags::DISCARDABLE.bits() as u64),
 ];
 
 /// The metadata record of one physical page.

@@ -139,7 +139,7 @@ fn reclaim(pm: &PhysMem, mappings: &dyn PageMappings, object: &VmObject, page: &
         page.xunbusy();
         return false;
     }
-    if object.kind() == ObjectKind::Swap {
+    if object.kind() == ObjectKind::Swap && !page.flags().contains(PageFlags::DISCARDABLE) {
         let pager = object.lock().pager();
         assert!(
             pager.is_some_and(|p| p.has_page(page.pindex()).is_some()),
@@ -370,7 +370,8 @@ fn complete_write(pm: &PhysMem, mappings: &dyn PageMappings, object: &VmObject, 
     page.undirty();
     mappings.clear_modify(page);
     let marked = page.flags().contains(PageFlags::FREE_AFTER_WRITE);
-    page.clear_flags(PageFlags::FREE_AFTER_WRITE);
+    // On swap now: its copy is a real one again.
+    page.clear_flags(PageFlags::FREE_AFTER_WRITE | PageFlags::DISCARDABLE);
     if marked && !page.wired() && !referenced(page, mappings) {
         if reclaim(pm, mappings, object, page) {
             st.freed += 1;

@@ -53,9 +53,9 @@ pub enum FileKind {
     /// A read-only file the kernel wrote when it was opened (`/proc/vmstat`,
     /// see [`procfs`]): its bytes.
     Text(Arc<[u8]>),
-    /// `/proc/PID/pagemap` of the process with this pid
-    /// ([`procfs::pagemap`]).
-    Pagemap(u64),
+    /// A /proc file of 64-bit words read at their offsets: a pagemap, or
+    /// `/proc/kpageflags` ([`procfs::Words`]).
+    Words(procfs::Words),
     /// `/proc/PID/mem` of the process with this pid ([`procfs::mem`]).
     Mem(u64),
 }
@@ -146,9 +146,9 @@ impl OpenFile {
         OpenFile::new(FileKind::Text(bytes), true, false, false)
     }
 
-    /// The pagemap of process `pid`, read-only.
-    pub fn pagemap(pid: u64) -> Result<Arc<OpenFile>, FsError> {
-        OpenFile::new(FileKind::Pagemap(pid), true, false, false)
+    /// A /proc file of words (a pagemap, kpageflags), read-only.
+    pub fn words(w: procfs::Words) -> Result<Arc<OpenFile>, FsError> {
+        OpenFile::new(FileKind::Words(w), true, false, false)
     }
 
     /// The memory of process `pid`.
@@ -168,7 +168,7 @@ impl OpenFile {
         match &self.kind {
             FileKind::File(v) => Some(v.ino),
             FileKind::Dir(i) => Some(*i),
-            FileKind::Console | FileKind::Text(_) | FileKind::Pagemap(_) | FileKind::Mem(_) => None,
+            FileKind::Console | FileKind::Text(_) | FileKind::Words(_) | FileKind::Mem(_) => None,
         }
     }
 

@@ -197,6 +197,7 @@ pub fn exec(tf: &mut crate::arch::trapframe::TrapFrame, name: &str, exec: Exec) 
     sched::wakeup(me.chan());
     *me.brk.lock() = (end, end);
     me.lock_future.store(false, Ordering::SeqCst);
+    me.lock_future_on_fault.store(false, Ordering::SeqCst);
     me.update_map_limits();
     *me.name.lock() = name.into();
     // Close-on-exec descriptors close.

@@ -141,6 +141,8 @@ pub struct Process {
     pub brk: Mutex<(u64, u64)>,
     /// `mlockall(MCL_FUTURE)`: new mappings are locked too. (A)
     pub lock_future: AtomicBool,
+    /// With `MCL_ONFAULT` as well: locked as their pages are faulted in. (A)
+    pub lock_future_on_fault: AtomicBool,
     /// Children not yet waited for. (R)
     children: Mutex<Vec<Arc<Process>>>,
     /// Signals sent to the process and not yet acted on, bit n - 1 for
@@ -281,6 +283,7 @@ impl Process {
             status: AtomicU32::new(0),
             brk: Mutex::new((0, 0)),
             lock_future: AtomicBool::new(false),
+            lock_future_on_fault: AtomicBool::new(false),
             children: Mutex::new(Vec::new()),
             pending: AtomicU64::new(0),
             exit_signal: AtomicU8::new(SIGCHLD),
@@ -324,6 +327,7 @@ impl Process {
             stack: l[RLIMIT_STACK].cur,
             size: l[RLIMIT_AS].cur,
             wire_future: self.lock_future.load(Ordering::SeqCst).then_some(l[RLIMIT_MEMLOCK].cur),
+            lock_on_fault: self.lock_future_on_fault.load(Ordering::SeqCst),
             step: STACK_GROW,
             lowest: STACK_LOWEST,
         }

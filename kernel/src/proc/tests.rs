@@ -348,6 +348,26 @@ fn proc_mem_reads_and_writes() {
     assert_eq!(run_bin("procmem", &["/tmp"]), Status::Exited(0));
 }
 
+/// mlock2 and MLOCK_ONFAULT, mlockall's MCL_ONFAULT, seen through
+/// pagemap, kpageflags and smaps: pages locked at once or as they are
+/// touched, a page there before locked by an on-fault lock, unlocking a
+/// part splitting the range and the rest joining it, no lock in a forked
+/// child, a copy-on-write copy taking the lock, growth by mremap locked
+/// on fault: user/mlock2.c (passes on Linux).
+#[ktest(timeout = 120)]
+fn mlock2_and_lock_on_fault() {
+    assert_eq!(run_bin("mlock2", &[]), Status::Exited(0));
+}
+
+/// madvise's MADV_POPULATE_READ and MADV_POPULATE_WRITE: pages brought
+/// in untouched, private copies made by a write population, the
+/// protection checked, holes and pages past a file's end refused:
+/// user/madvise.c (passes on Linux).
+#[ktest(timeout = 120)]
+fn madvise_populates() {
+    assert_eq!(run_bin("madvise", &["/tmp"]), Status::Exited(0));
+}
+
 /// mremap: growth in place, moves (with leave, or to a fixed address),
 /// shrinking, MREMAP_DONTUNMAP, a second mapping of shared memory, locked
 /// ranges, memory shared or copied across fork, a file mapping, a run of
@@ -515,7 +535,7 @@ fn hostile_programs_leave_the_heap_as_they_found_it() {
 /// running out (a kill) and a file read from the disk.
 #[ktest(timeout = 600)]
 fn test_programs_leave_the_heap_as_they_found_it() {
-    let programs: [(&str, &[&str]); 15] = [
+    let programs: [(&str, &[&str]); 17] = [
         ("threads", &["-v"]),
         ("threads.glibc", &["-v"]),
         ("futex", &["/tmp"]),
@@ -526,6 +546,8 @@ fn test_programs_leave_the_heap_as_they_found_it() {
         ("mremap", &["/tmp"]),
         ("procmaps", &["/tmp"]),
         ("procmem", &["/tmp"]),
+        ("mlock2", &[]),
+        ("madvise", &["/tmp"]),
         ("fork", &[]),
         ("nested", &[]),
         ("stack", &[]),

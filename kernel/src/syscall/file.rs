@@ -107,7 +107,7 @@ pub fn openat(dirfd: i64, path: u64, flags: u64, mode: u64) -> i64 {
             }
             let f = match opened {
                 fs::procfs::Opened::Text(bytes) => OpenFile::text(bytes.into()),
-                fs::procfs::Opened::Pagemap(pid) => OpenFile::pagemap(pid),
+                fs::procfs::Opened::Words(w) => OpenFile::words(w),
                 fs::procfs::Opened::Mem(pid) => OpenFile::mem(pid, readable, writable),
             }
             .map_err(|e| -fs_err(e))?;
@@ -279,9 +279,9 @@ fn read_write(fd: u64, buf: u64, count: u64, writing: bool) -> i64 {
                 *off += n;
                 Ok(n as i64)
             }
-            FileKind::Pagemap(pid) => {
+            FileKind::Words(w) => {
                 let mut off = f.offset.lock();
-                let n = fs::procfs::pagemap::read(*pid, *off, buf, count)?;
+                let n = w.read(*off, buf, count)?;
                 *off += n;
                 Ok(n as i64)
             }
@@ -319,9 +319,9 @@ pub fn pread_pwrite(fd: u64, buf: u64, count: u64, offset: u64, writing: bool) -
         match &f.kind {
             FileKind::Console => Err(ESPIPE),
             FileKind::Dir(_) => Err(EISDIR),
-            FileKind::Text(_) | FileKind::Pagemap(_) if writing => Err(EBADF),
+            FileKind::Text(_) | FileKind::Words(_) if writing => Err(EBADF),
             FileKind::Text(t) => Ok(text_read(t, offset, buf, count)? as i64),
-            FileKind::Pagemap(pid) => Ok(fs::procfs::pagemap::read(*pid, offset, buf, count)? as i64),
+            FileKind::Words(w) => Ok(w.read(offset, buf, count)? as i64),
             FileKind::Mem(pid) => {
                 if !(if writing { f.writable } else { f.readable }) {
                     return Err(EBADF);
@@ -359,7 +359,7 @@ pub fn lseek(fd: u64, offset: i64, whence: u64) -> i64 {
             match &f.kind {
                 FileKind::Console => Err(ESPIPE),
                 FileKind::Text(t) => Ok(t.len() as i64),
-                FileKind::Pagemap(_) | FileKind::Mem(_) => Err(EINVAL),
+                FileKind::Words(_) | FileKind::Mem(_) => Err(EINVAL),
                 FileKind::File(v) => Ok(v.size.load(core::sync::atomic::Ordering::Acquire) as i64),
                 FileKind::Dir(i) => Ok(mount()?.fs.lock().stat(*i).map_err(|e| -fs_err(e))?.size as i64),
             }
@@ -433,7 +433,7 @@ pub fn fstat(fd: u64, buf: u64) -> i64 {
         let f = file(fd)?;
         let of = match &f.kind {
             FileKind::Console => StatOf::Console,
-            FileKind::Text(_) | FileKind::Pagemap(_) | FileKind::Mem(_) => StatOf::Proc,
+            FileKind::Text(_) | FileKind::Words(_) | FileKind::Mem(_) => StatOf::Proc,
             FileKind::File(v) => StatOf::Inode(v.ino),
             FileKind::Dir(i) => StatOf::Inode(*i),
         };

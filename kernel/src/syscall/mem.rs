@@ -23,10 +23,11 @@ const MAP_PRIVATE: u64 = 0x02;
 const MAP_FIXED: u64 = 0x10;
 const MAP_ANONYMOUS: u64 = 0x20;
 const MAP_POPULATE: u64 = 0x8000;
+const MAP_GROWSDOWN: u64 = 0x100;
 const MAP_FIXED_NOREPLACE: u64 = 0x10_0000;
 /// Flags accepted (and ignored where they only advise).
 const MAP_KNOWN: u64 = MAP_SHARED | MAP_PRIVATE | MAP_FIXED | MAP_ANONYMOUS | MAP_POPULATE | MAP_FIXED_NOREPLACE
-    | 0x100 /* MAP_GROWSDOWN */ | 0x4000 /* MAP_NORESERVE */ | 0x2_0000 /* MAP_STACK */;
+    | MAP_GROWSDOWN | 0x4000 /* MAP_NORESERVE */ | 0x2_0000 /* MAP_STACK */;
 
 /// Where `mmap` looks for space when given no usable hint.
 const MMAP_BASE: u64 = 0x7000_0000_0000;
@@ -74,7 +75,9 @@ pub fn brk(addr: u64) -> i64 {
             return cur as i64;
         }
         drop(map);
-        if p.lock_future.load(Ordering::SeqCst) && vm::fault::wire(&space.map, old_top, new_top).is_err() {
+        if p.lock_future.load(Ordering::SeqCst)
+            && vm::fault::lock(&space.map, old_top, new_top, p.lock_future_on_fault.load(Ordering::SeqCst)).is_err()
+        {
             let _ = space.map.lock().unmap(old_top, new_top);
             return cur as i64;
         }
@@ -133,6 +136,7 @@ pub fn mmap(addr: u64, len: u64, prot_bits: u64, flags: u64, fd: u64, off: u64) 
     let Some(space) = p.space() else { return -ENOMEM };
     let inherit = if kind == MAP_SHARED { Inherit::Share } else { Inherit::Copy };
     let locked = p.lock_future.load(Ordering::SeqCst);
+    let on_fault = p.lock_future_on_fault.load(Ordering::SeqCst);
     let start = {
         let mut map = space.map.lock();
         // RLIMIT_AS counts what the call adds; MAP_FIXED replaces what it
@@ -174,6 +178,12 @@ pub fn mmap(addr: u64, len: u64, prot_bits: u64, flags: u64, fd: u64, off: u64) 
             None => map.map(Some(at), len, prot, Prot::ALL, inherit, None, false),
         };
         match mapped {
+            // MAP_GROWSDOWN: anonymous memory that grows down on faults
+            // below it, as the stack does (a file mapping ignores it).
+            Ok(a) if flags & MAP_GROWSDOWN != 0 && file.is_none() => {
+                map.set_grows_down(a);
+                a
+            }
             Ok(a) => a,
             Err(MapError::Overlap) => return -EEXIST,
             Err(_) => return -ENOMEM,
@@ -181,7 +191,7 @@ pub fn mmap(addr: u64, len: u64, prot_bits: u64, flags: u64, fd: u64, off: u64) 
     };
     if locked {
         // mlockall(MCL_FUTURE): locked from the start, or not mapped at all.
-        if let Err(e) = vm::fault::wire(&space.map, start, start + len) {
+        if let Err(e) = vm::fault::lock(&space.map, start, start + len, on_fault) {
             let _ = space.map.lock().unmap(start, start + len);
             return if e == vm::fault::FaultError::NoMemory { -EAGAIN } else { -ENOMEM };
         }
@@ -253,10 +263,10 @@ pub fn mremap(old: u64, old_len: u64, new_len: u64, flags: u64, new_addr: u64) -
     // A locked range's new memory: faulted in and wired, then one entry
     // with the rest. Linux leaves a failure here unreported too (the
     // range is in place; its pages come at their faults).
-    if let Some((s, e)) = done.wire
-        && vm::fault::wire(&space.map, s, e).is_ok()
+    if let Some(w) = done.wire
+        && vm::fault::lock(&space.map, w.start, w.end, w.on_fault).is_ok()
     {
-        let _ = space.map.lock().join(s, e);
+        let _ = space.map.lock().join(w.start, w.end);
     }
     done.addr as i64
 }
@@ -344,8 +354,10 @@ fn current_space() -> Result<Arc<AddressSpace>, i64> {
 
 /// `madvise(addr, len, advice)`. `MADV_DONTNEED` drops the pages of the
 /// range: private anonymous memory reads as zeros afterwards, shared memory
-/// keeps its contents (only the mappings go). `MADV_WILLNEED` maps the pages
-/// already resident. The other advice is accepted and has no effect yet.
+/// keeps its contents (only the mappings go). `MADV_FREE` gives private
+/// anonymous pages up lazily (`VmMap::free_lazily`). `MADV_WILLNEED` maps
+/// the pages already resident; `MADV_POPULATE_*` fault them all in. The
+/// other advice is accepted and has no effect yet.
 pub fn madvise(addr: u64, len: u64, advice: u64) -> i64 {
     const MADV_NORMAL: u64 = 0;
     const MADV_RANDOM: u64 = 1;
@@ -357,9 +369,18 @@ pub fn madvise(addr: u64, len: u64, advice: u64) -> i64 {
     const MADV_DOFORK: u64 = 11;
     const MADV_HUGEPAGE: u64 = 14;
     const MADV_NOHUGEPAGE: u64 = 15;
+    const MADV_POPULATE_READ: u64 = 22;
+    const MADV_POPULATE_WRITE: u64 = 23;
     match advice {
         MADV_NORMAL | MADV_RANDOM | MADV_SEQUENTIAL | MADV_WILLNEED | MADV_DONTNEED | MADV_FREE | MADV_DONTFORK | MADV_DOFORK
         | MADV_HUGEPAGE | MADV_NOHUGEPAGE => {}
+        MADV_POPULATE_READ | MADV_POPULATE_WRITE => {
+            let access = if advice == MADV_POPULATE_WRITE { Prot::WRITE } else { Prot::READ };
+            return match range(addr, len, WRAP_MADVISE) {
+                Ok((start, end)) => populate(start, end, access),
+                Err(e) => -e,
+            };
+        }
         _ => return -EINVAL,
     }
     let (space, start, end) = match mapped_range(addr, len, WRAP_MADVISE) {
@@ -378,6 +399,15 @@ pub fn madvise(addr: u64, len: u64, advice: u64) -> i64 {
                 Err(MapError::TooManyEntries) => -ENOMEM,
                 Err(_) => -EAGAIN,
             }
+        }
+        MADV_FREE => {
+            // Private anonymous memory only, and not locked (Linux's
+            // EINVAL otherwise).
+            if map.overlapping(start, end).any(|e| e.wired_count > 0) || !map.private_anonymous(start, end) {
+                return -EINVAL;
+            }
+            map.free_lazily(start, end);
+            0
         }
         MADV_WILLNEED => {
             // Map what the first objects hold resident; no memory is
@@ -403,6 +433,53 @@ pub fn madvise(addr: u64, len: u64, advice: u64) -> i64 {
         }
         _ => 0,
     }
+}
+
+/// `MADV_POPULATE_READ` / `MADV_POPULATE_WRITE`: faults every page of
+/// `[start, end)` in as a read or a write would, without touching it (a
+/// write fault copies a private page, and dirties it). Linux's errors:
+/// ENOMEM for a hole (once what is mapped around it is done) or for want
+/// of memory,
+/// EINVAL where the protection refuses the access, EFAULT where the page
+/// cannot be had (past a file's end, a read error), EINTR on a signal.
+fn populate(start: u64, end: u64, access: Prot) -> i64 {
+    let space = match current_space() {
+        Ok(s) => s,
+        Err(e) => return -e,
+    };
+    let mut va = start;
+    let mut hole = false;
+    while va < end {
+        if proc::signal_pending() {
+            return -EINTR;
+        }
+        // One entry at a time: its protection is checked once.
+        let e_end = {
+            let map = space.map.lock();
+            let Some(e) = map.entry(va) else {
+                hole = true;
+                va = map.overlapping(va, end).next().map_or(end, |e| e.start);
+                continue;
+            };
+            if !e.prot.contains(access) {
+                return -EINVAL;
+            }
+            e.end.min(end)
+        };
+        while va < e_end {
+            match vm::fault::fault(&space.map, va, access, false) {
+                Ok(_) => {}
+                Err(vm::fault::FaultError::NoEntry | vm::fault::FaultError::NoMemory) => return -ENOMEM,
+                Err(vm::fault::FaultError::Protection) => return -EINVAL,
+                Err(_) => return -EFAULT,
+            }
+            va += PAGE;
+            if proc::signal_pending() {
+                return -EINTR;
+            }
+        }
+    }
+    if hole { -ENOMEM } else { 0 }
 }
 
 /// True if the page at `va` is resident in the object chain behind it
@@ -446,27 +523,14 @@ pub fn mincore(addr: u64, len: u64, vec: u64) -> i64 {
     0
 }
 
-/// Wires every page of `[start, end)` not wired yet (mlock does not nest).
-fn lock_range(space: &AddressSpace, start: u64, end: u64) -> i64 {
-    let mut todo = alloc::vec::Vec::new();
-    {
-        let map = space.map.lock();
-        for e in map.overlapping(start, end).filter(|e| e.wired_count == 0) {
-            if todo.try_reserve(1).is_err() {
-                return -ENOMEM;
-            }
-            todo.push((e.start.max(start), e.end.min(end)));
-        }
+/// Locks `[start, end)`: wires every page of it not wired yet (locks do
+/// not nest), or with `on_fault` marks it to be wired as it is faulted in.
+fn lock_range(space: &AddressSpace, start: u64, end: u64, on_fault: bool) -> i64 {
+    match vm::fault::lock(&space.map, start, end, on_fault) {
+        Ok(()) => 0,
+        Err(vm::fault::FaultError::NoMemory) => -EAGAIN,
+        Err(_) => -ENOMEM,
     }
-    for (s, e) in todo {
-        match vm::fault::wire(&space.map, s, e) {
-            Ok(()) => {}
-            Err(vm::fault::FaultError::NoMemory) => return -EAGAIN,
-            Err(vm::fault::FaultError::Protection) => return -ENOMEM,
-            Err(_) => return -ENOMEM,
-        }
-    }
-    0
 }
 
 /// Unwires every wired entry part of `[start, end)`.
@@ -529,9 +593,20 @@ fn memlock_check(space: &AddressSpace, start: u64, end: u64) -> Result<(), i64> 
 
 /// `mlock(addr, len)`: faults every page in and wires it.
 pub fn mlock(addr: u64, len: u64) -> i64 {
+    mlock2(addr, len, 0)
+}
+
+/// `mlock2(addr, len, flags)`: `mlock`, or with `MLOCK_ONFAULT` the range
+/// is locked but its pages are wired only as they are faulted in (those
+/// there now at once).
+pub fn mlock2(addr: u64, len: u64, flags: u64) -> i64 {
+    const MLOCK_ONFAULT: u64 = 1;
+    if flags & !MLOCK_ONFAULT != 0 {
+        return -EINVAL;
+    }
     match lock_args(addr, len) {
         Ok(Some((space, start, end))) => match memlock_check(&space, start, end) {
-            Ok(()) => lock_range(&space, start, end),
+            Ok(()) => lock_range(&space, start, end, flags & MLOCK_ONFAULT != 0),
             Err(e) => -e,
         },
         Ok(None) => 0,
@@ -552,7 +627,9 @@ pub fn munlock(addr: u64, len: u64) -> i64 {
 }
 
 /// `mlockall(flags)`: MCL_CURRENT wires everything mapped now; MCL_FUTURE
-/// wires what is mapped later (mmap, brk, stack growth).
+/// wires what is mapped later (mmap, brk, stack growth); with MCL_ONFAULT
+/// either is wired as its pages are faulted in. Each call says anew what
+/// happens to later mappings, as on Linux.
 pub fn mlockall(flags: u64) -> i64 {
     const MCL_CURRENT: u64 = 1;
     const MCL_FUTURE: u64 = 2;
@@ -573,16 +650,15 @@ pub fn mlockall(flags: u64) -> i64 {
     if flags & MCL_CURRENT != 0 && space.map.lock().size() > limit {
         return -ENOMEM;
     }
-    if flags & MCL_FUTURE != 0 {
-        p.lock_future.store(true, Ordering::SeqCst);
-        p.update_map_limits();
-    }
+    p.lock_future.store(flags & MCL_FUTURE != 0, Ordering::SeqCst);
+    p.lock_future_on_fault.store(flags & (MCL_FUTURE | MCL_ONFAULT) == MCL_FUTURE | MCL_ONFAULT, Ordering::SeqCst);
+    p.update_map_limits();
     if flags & MCL_CURRENT != 0 {
         // Only what can be wired: inaccessible ranges (guard pages) stay out.
         let all: alloc::vec::Vec<(u64, u64)> =
             space.map.lock().entries().filter(|e| !e.prot.is_empty()).map(|e| (e.start, e.end)).collect();
         for (s, e) in all {
-            let r = lock_range(&space, s, e);
+            let r = lock_range(&space, s, e, flags & MCL_ONFAULT != 0);
             if r != 0 {
                 return r;
             }
@@ -595,6 +671,7 @@ pub fn mlockall(flags: u64) -> i64 {
 pub fn munlockall() -> i64 {
     let Some(p) = proc::current() else { return -EINVAL };
     p.lock_future.store(false, Ordering::SeqCst);
+    p.lock_future_on_fault.store(false, Ordering::SeqCst);
     p.update_map_limits();
     if let Some(space) = p.space() {
         unlock_range(&space, 0, TASK_SIZE);

@@ -174,6 +174,7 @@ pub const SYS_GETEUID: u64 = 107;
 pub const SYS_GETEGID: u64 = 108;
 pub const SYS_GETPPID: u64 = 110;
 pub const SYS_MLOCK: u64 = 149;
+pub const SYS_MLOCK2: u64 = 325;
 pub const SYS_MUNLOCK: u64 = 150;
 pub const SYS_MLOCKALL: u64 = 151;
 pub const SYS_MUNLOCKALL: u64 = 152;
@@ -238,6 +239,7 @@ extern "C" fn syscall_dispatch(tf: &mut TrapFrame) {
         SYS_MADVISE => mem::madvise(a0, a1, a2),
         SYS_MINCORE => mem::mincore(a0, a1, a2),
         SYS_MLOCK => mem::mlock(a0, a1),
+        SYS_MLOCK2 => mem::mlock2(a0, a1, a2),
         SYS_MUNLOCK => mem::munlock(a0, a1),
         SYS_MLOCKALL => mem::mlockall(a0),
         SYS_MUNLOCKALL => mem::munlockall(),

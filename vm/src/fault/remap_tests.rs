@@ -9,7 +9,7 @@ use core::sync::atomic::Ordering;
 
 use super::tests::{T, setup};
 use super::*;
-use crate::map::{Inherit, MapLock, Remap, RemapError, Remapped};
+use crate::map::{Inherit, LockRange, MapLock, Remap, RemapError, Remapped};
 use crate::object::tests::make_resident;
 use crate::object::{ObjectKind, VmObject};
 use crate::pmap::Pmap;
@@ -199,7 +199,7 @@ fn a_wired_range_moves_with_its_wirings() {
         assert_eq!(map.lock().remap(&limited), Err(RemapError::WiredLimit));
         let done = map.lock().remap(&req(a, 4 * P, 6 * P, true)).unwrap();
         let b = done.addr;
-        assert_eq!(done.wire, Some((b + 4 * P, b + 6 * P)));
+        assert_eq!(done.wire, Some(LockRange { start: b + 4 * P, end: b + 6 * P, on_fault: false }));
         wire(&map, b + 4 * P, b + 6 * P).unwrap();
         map.lock().join(b, b + 6 * P).unwrap();
         assert_eq!(map.lock().overlapping(b, b + 6 * P).count(), 1);

@@ -343,6 +343,127 @@ fn wiring_keeps_pages_and_unwire_returns_them() {
     t.done();
 }
 
+/// A range locked on fault (`mlock2(MLOCK_ONFAULT)`) has nothing brought
+/// in; each page faulted in is wired, and no neighbour is mapped unwired
+/// beside it; a page there before is wired by the lock. Locking it again
+/// without on-fault brings the rest in, and no page holds two wirings
+/// for the one entry. Unlocking a part splits the entry; unlocking the
+/// rest joins it again.
+#[test]
+fn a_range_locked_on_fault_wires_pages_as_they_come() {
+    let t = setup();
+    {
+        let (map, pmap) = t.map();
+        let a = map.lock().map(None, 8 * P, Prot::RW, Prot::ALL, Inherit::Copy, None, false).unwrap();
+        // Pages 0, 4 and 5 resident; 4 and 5 not mapped (as after the page
+        // daemon took their mappings).
+        for i in [0, 4, 5] {
+            t.write(&map, &pmap, a + i * P, i as u8 + 1).unwrap();
+        }
+        pmap.remove(a + 4 * P, a + 6 * P).flush();
+        lock(&map, a, a + 8 * P, true).unwrap();
+        assert_eq!(pmap.wired_count(), 1, "the page mapped before is wired");
+        let page_at = |va: u64| t.env.pm.page_of(pmap.extract(va).unwrap().0).unwrap();
+        assert_eq!(page_at(a).wire_count(), 1);
+        // A resident page faulted in, its resident neighbour left alone (a
+        // prefault would map it unwired); a new page written.
+        assert_eq!(t.read(&map, &pmap, a + 4 * P).unwrap(), 5);
+        assert!(pmap.extract(a + 5 * P).is_none(), "nothing mapped but what was touched");
+        t.write(&map, &pmap, a + 3 * P, 7).unwrap();
+        assert_eq!(pmap.wired_count(), 3);
+        assert!([0, 3, 4].iter().all(|i| page_at(a + i * P).wire_count() == 1));
+        {
+            let m = map.lock();
+            let e = m.entry(a).unwrap();
+            assert!(e.wired_count == 1 && e.lock_on_fault);
+        }
+        // Locked again, whole: every page in, each wired once.
+        lock(&map, a, a + 8 * P, false).unwrap();
+        assert_eq!(pmap.wired_count(), 8);
+        assert!((0..8).all(|i| page_at(a + i * P).wire_count() == 1));
+        assert!(!map.lock().entry(a).unwrap().lock_on_fault);
+        // A second fault wiring a page wired already adds nothing.
+        fault(&map, a + 2 * P, Prot::WRITE, true).unwrap();
+        assert_eq!(page_at(a + 2 * P).wire_count(), 1);
+        // Unlocked in the middle: three entries; then all: one again.
+        map.lock().unwire(a + 2 * P, a + 4 * P).unwrap();
+        assert_eq!(map.lock().entries().count(), 3);
+        assert!(page_at(a + 2 * P).wire_count() == 0 && page_at(a + 4 * P).wire_count() == 1);
+        map.lock().unwire(a, a + 8 * P).unwrap();
+        assert_eq!(map.lock().entries().count(), 1);
+        assert_eq!(pmap.wired_count(), 0);
+        assert!((0..8).all(|i| !page_at(a + i * P).wired()));
+        // Inaccessible memory locks on fault whatever is asked, and its
+        // pages wire as it is opened.
+        map.lock().protect(a, a + 8 * P, Prot::empty()).unwrap();
+        lock(&map, a, a + 8 * P, false).unwrap();
+        assert!(map.lock().entry(a).unwrap().lock_on_fault);
+        map.lock().protect(a, a + 8 * P, Prot::RW).unwrap();
+        t.write(&map, &pmap, a + 6 * P, 1).unwrap();
+        assert_eq!(pmap.wired_count(), 1);
+        map.lock().unmap(a, a + 8 * P).unwrap();
+        t.clean();
+        drop(map);
+    }
+    t.done();
+}
+
+/// MADV_FREE (`VmMap::free_lazily`): pages given up stay as they were
+/// until the page daemon comes; it frees the clean ones with nothing
+/// written, though their object is swap-backed and has no copies (rule
+/// 14's exception), and they read as zeros after; a page written in
+/// between is kept. Memory shared with a forked child is not given up.
+#[test]
+fn pages_freed_lazily_go_at_the_daemon_unless_written_again() {
+    struct NoCopies;
+    impl Pager for NoCopies {
+        fn has_page(&self, _: u64) -> Option<(u64, u64)> {
+            None
+        }
+        fn get_page(&self, _: &VmObject, _: &'static Page) -> crate::object::PagerResult {
+            crate::object::PagerResult::Error
+        }
+        fn put_pages(&self, _: &VmObject, _: &[&'static Page]) -> usize {
+            0
+        }
+    }
+    let t = setup();
+    {
+        let (map, pmap) = t.map();
+        let a = map.lock().map(None, 8 * P, Prot::RW, Prot::ALL, Inherit::Copy, None, false).unwrap();
+        for i in 0..8 {
+            t.write(&map, &pmap, a + i * P, i as u8 + 1).unwrap();
+        }
+        let obj = map.lock().entry(a).unwrap().object.clone().unwrap();
+        obj.lock().make_swap_backed(Arc::new(NoCopies));
+        let pages: Vec<&'static Page> = (0..8).map(|i| obj.lock().lookup(i).unwrap()).collect();
+        assert!(map.lock().private_anonymous(a, a + 8 * P));
+        assert_eq!(map.lock().free_lazily(a, a + 8 * P), 8);
+        for (i, p) in pages.iter().enumerate() {
+            assert!(p.dirty() == 0 && p.flags().contains(PageFlags::DISCARDABLE) && p.queue() == Queue::Inactive);
+            // SAFETY: a resident page of the host model, read through the direct map.
+            assert_eq!(unsafe { *t.env.pm.page_addr(p).unwrap() }, i as u8 + 1, "kept until the daemon comes");
+        }
+        assert!(invariants::check_object(&obj).is_empty(), "clean without a copy, and allowed");
+        t.write(&map, &pmap, a + 2 * P, 42).unwrap();
+        let st = crate::pageout::scan_inactive(t.env.pm, t.env.mappings, 100);
+        assert_eq!(st.freed, 7, "all but the page written again");
+        assert_eq!(obj.lock().lookup(2).map(|p| p.phys()), Some(pages[2].phys()));
+        for i in 0..8 {
+            assert_eq!(t.read(&map, &pmap, a + i * P).unwrap(), if i == 2 { 42 } else { 0 });
+        }
+        // After a fork the pages are the child's too: nothing is given up.
+        let cpmap = t.machine.new_pmap();
+        let child = MapLock::new(map.lock().fork(cpmap.clone()).unwrap());
+        assert_eq!(map.lock().free_lazily(a, a + 8 * P), 0);
+        assert_eq!(child.lock().free_lazily(a, a + 8 * P), 0);
+        drop(child);
+        t.clean();
+        drop(map);
+    }
+    t.done();
+}
+
 #[test]
 fn wiring_a_private_file_mapping_copies_it_up_front() {
     let t = setup();
@@ -794,6 +915,36 @@ fn a_stack_grows_down_within_its_limit() {
         for (va, v) in [(top - 8, 1), (start - 8, 2), (top - 60 * P, 3), (top - 64 * P, 4)] {
             assert_eq!(t.read(&map, &pmap, va).unwrap(), v);
         }
+        t.clean();
+    }
+    t.done();
+}
+
+/// Any entry made to grow down (`MAP_GROWSDOWN`) grows as the stack does,
+/// to its own floor (its top less the stack limit), with its own
+/// protection; the process's stack is not moved by it.
+#[test]
+fn an_entry_made_to_grow_down_grows_to_its_own_limit() {
+    let t = setup();
+    {
+        let (map, pmap) = t.map();
+        let top = 1 << 40;
+        map.lock().set_limits(MapLimits { stack: 64 * P, step: 8 * P, lowest: P, ..MapLimits::UNLIMITED });
+        map.lock().map_stack(top, 4 * P).unwrap();
+        let g_top = top - 1024 * P;
+        let g = map.lock().map(Some(g_top - 2 * P), 2 * P, Prot::READ, Prot::ALL, Inherit::Copy, None, false).unwrap();
+        assert!(map.lock().set_grows_down(g));
+        assert_eq!(t.read(&map, &pmap, g - 3 * P).unwrap(), 0);
+        {
+            let m = map.lock();
+            let e = m.entry(g - 3 * P).unwrap();
+            assert_eq!((e.start, e.end, e.prot, e.grows_down), (g - 8 * P, g, Prot::READ, true), "a step, read-only");
+        }
+        assert_eq!(t.write(&map, &pmap, g - 3 * P, 1), Err(FaultError::Protection));
+        t.read(&map, &pmap, g_top - 64 * P).unwrap();
+        assert_eq!(map.lock().grow_stack(g_top - 65 * P), Growth::Overflow { limit: 64 * P });
+        assert_eq!(map.lock().stack_bottom(), Some(top - 4 * P), "the process's stack stays as it was");
+        assert_eq!(map.lock().stack_top(), Some(top));
         t.clean();
     }
     t.done();

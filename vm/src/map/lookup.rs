@@ -69,6 +69,7 @@ impl VmMap {
             prot,
             cow: e.cow,
             wired: e.wired_count > 0,
+            lock_on_fault: e.wired_count > 0 && e.lock_on_fault,
             entry_start: e.start,
             entry_end: e.end,
             timestamp: 0,

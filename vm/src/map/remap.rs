@@ -64,10 +64,11 @@ pub enum RemapError {
 pub struct Remapped {
     /// Where the range is now.
     pub addr: u64,
-    /// Memory added to a wired range: the caller wires it (an entry's
-    /// wiring holds its pages, which a fault brings in), then joins it to
-    /// the rest with [`VmMap::join`].
-    pub wire: Option<(u64, u64)>,
+    /// Memory added to a wired range: the caller locks it as the range is
+    /// locked (an entry's wiring holds its pages, which a fault brings
+    /// in: see `fault::lock`), then joins it to the rest with
+    /// [`VmMap::join`].
+    pub wire: Option<LockRange>,
 }
 
 fn no_memory(_: MapError) -> RemapError {
@@ -250,18 +251,18 @@ impl VmMap {
         c.end = to + len;
         c.wired_count = 0;
         c.grows_down = false;
-        let wired = e.wired_count > 0;
+        let wire = (e.wired_count > 0).then_some(LockRange { start: to, end: to + len, on_fault: e.lock_on_fault });
         self.size += len;
         self.entries.insert(to, c);
         self.timestamp += 1;
-        Ok(Remapped { addr: to, wire: wired.then_some((to, to + len)) })
+        Ok(Remapped { addr: to, wire })
     }
 
     /// Maps `[at, at + len)` (free) as the continuation of the entry that
     /// ends at `at` (see the module docs), unwired. Returns the range when
-    /// the entry is wired: the caller wires it. The caller has made room
+    /// the entry is wired: the caller locks it. The caller has made room
     /// for one entry.
-    fn extend(&mut self, at: u64, len: u64) -> Option<(u64, u64)> {
+    fn extend(&mut self, at: u64, len: u64) -> Option<LockRange> {
         let e = self.entry(at - PAGE).filter(|e| e.end == at).expect("an entry ends where the range grows").clone();
         let next = e.offset + e.pages();
         let (object, offset, needs_copy) = match &e.object {
@@ -299,6 +300,7 @@ impl VmMap {
                 max_prot: e.max_prot,
                 inherit: e.inherit,
                 wired_count: 0,
+                lock_on_fault: false,
                 object,
                 offset,
                 cow: e.cow,
@@ -308,7 +310,7 @@ impl VmMap {
         );
         self.size += len;
         self.timestamp += 1;
-        (e.wired_count > 0).then_some((at, at + len))
+        (e.wired_count > 0).then_some(LockRange { start: at, end: at + len, on_fault: e.lock_on_fault })
     }
 
     /// Joins the like entries of `[start, end)` and its neighbours (see

@@ -1,7 +1,10 @@
 //! Stacks that grow down (FreeBSD's `vm_map_growstack`): an entry mapped
 //! with [`VmMap::map_stack`] is a stack, and a fault in the gap below it,
 //! within the stack's limit, grows it instead of failing. The fault path
-//! calls [`VmMap::grow_stack`] when its lookup finds no entry.
+//! calls [`VmMap::grow_stack`] when its lookup finds no entry. Any other
+//! entry can be made to grow down the same way ([`VmMap::set_grows_down`],
+//! Linux's `MAP_GROWSDOWN`); the process's own stack is the one that
+//! [`VmMap::map_stack`] made.
 //!
 //! A stack grows by at least [`MapLimits::step`] at a time (fewer faults
 //! for a program that recurses down its stack), never below its floor
@@ -30,6 +33,9 @@ pub struct MapLimits {
     /// When new memory is wired as it is mapped: most bytes the map may
     /// hold wired (RLIMIT_MEMLOCK). `None` when it is not.
     pub wire_future: Option<u64>,
+    /// New memory wired as it is mapped is locked on fault
+    /// (`mlockall(MCL_FUTURE | MCL_ONFAULT)`): marked, not brought in.
+    pub lock_on_fault: bool,
     /// The least a stack grows by at once.
     pub step: u64,
     /// No stack grows below this address (the first pages of the address
@@ -39,7 +45,8 @@ pub struct MapLimits {
 
 impl MapLimits {
     /// No limit but the map's range; growth by a page at a time.
-    pub const UNLIMITED: MapLimits = MapLimits { stack: u64::MAX, size: u64::MAX, wire_future: None, step: PAGE, lowest: 0 };
+    pub const UNLIMITED: MapLimits =
+        MapLimits { stack: u64::MAX, size: u64::MAX, wire_future: None, lock_on_fault: false, step: PAGE, lowest: 0 };
     /// A new map's: its stack does not grow until the owner says how far.
     pub const NO_GROWTH: MapLimits = MapLimits { stack: 0, ..MapLimits::UNLIMITED };
 }
@@ -66,15 +73,31 @@ impl VmMap {
     pub fn map_stack(&mut self, top: u64, len: u64) -> Result<u64, MapError> {
         let start = top.checked_sub(len).ok_or(MapError::InvalidRange)?;
         self.map(Some(start), len, Prot::RW, Prot::RW, Inherit::Copy, None, false)?;
-        self.mark_stack(start, top);
+        self.set_grows_down(start);
+        self.stack_top = Some(top);
         Ok(start)
     }
 
-    fn mark_stack(&mut self, start: u64, top: u64) {
-        if let Some(e) = self.entries.get_mut(&start) {
-            e.grows_down = true;
+    /// Makes the entry that starts at `start` grow down on faults below it,
+    /// as a stack does. False if no entry starts there.
+    pub fn set_grows_down(&mut self, start: u64) -> bool {
+        match self.entries.get_mut(&start) {
+            Some(e) => {
+                e.grows_down = true;
+                true
+            }
+            None => false,
         }
-        self.stack_top = Some(top);
+    }
+
+    /// The top of the stack whose lowest entry starts at `low`: the end of
+    /// the run of entries that grow down, each just above the last.
+    fn top_of(&self, low: u64) -> u64 {
+        let mut top = low;
+        while let Some(e) = self.entries.get(&top).filter(|e| e.grows_down) {
+            top = e.end;
+        }
+        top
     }
 
     /// The limits the map's owner allows.
@@ -85,6 +108,11 @@ impl VmMap {
     /// Sets them (when the owner's limits change; existing memory stays).
     pub fn set_limits(&mut self, limits: MapLimits) {
         self.limits = limits;
+    }
+
+    /// The top of the process's stack, if the map has one.
+    pub fn stack_top(&self) -> Option<u64> {
+        self.stack_top
     }
 
     /// The lowest address of the stack, if the map has one.
@@ -105,14 +133,14 @@ impl VmMap {
         top.saturating_sub(self.limits.stack).max(self.limits.lowest).max(self.min)
     }
 
-    /// A fault at `addr` found no entry: grows the stack down to cover it
-    /// if `addr` is in the gap below the stack and within the limits.
+    /// A fault at `addr` found no entry: grows the stack above it down to
+    /// cover it if `addr` is in the gap below a stack and within the limits.
     pub fn grow_stack(&mut self, addr: u64) -> Growth {
-        let Some(top) = self.stack_top else { return Growth::NotStack };
         let Some((&low, stack)) = self.entries.range(addr..).next() else { return Growth::NotStack };
         if !stack.grows_down || addr >= low {
             return Growth::NotStack;
         }
+        let top = self.top_of(low);
         let lim = self.limits;
         let floor = self.stack_floor(top);
         if addr < floor {
@@ -135,10 +163,22 @@ impl VmMap {
                 return Growth::Refused;
             }
         }
-        if self.map(Some(start), low - start, Prot::RW, Prot::RW, Inherit::Copy, None, false).is_err() {
+        // The new memory is like the stack's bottom entry (a stack
+        // mapped inaccessible and opened later grows as it is now).
+        let (prot, max_prot, inherit) = (stack.prot, stack.max_prot, stack.inherit);
+        if self.map(Some(start), low - start, prot, max_prot, inherit, None, false).is_err() {
             return Growth::Refused;
         }
-        self.mark_stack(start, top);
-        Growth::Grew { start, end: low, wire: lim.wire_future.is_some() }
+        self.set_grows_down(start);
+        let mut wire = lim.wire_future.is_some();
+        if wire && lim.lock_on_fault {
+            // Nothing to bring in: the entry is locked, its pages come
+            // wired at their faults.
+            let e = self.entries.get_mut(&start).expect("just mapped");
+            e.wired_count = 1;
+            e.lock_on_fault = true;
+            wire = false;
+        }
+        Growth::Grew { start, end: low, wire }
     }
 }

@@ -15,7 +15,9 @@
 //! - a wired mapping is wired in the map entry and in the page's wire count;
 //!   the page-table bit only mirrors it, so `remove_all` can drop the mapping
 //!   without breaking the wiring (rule 10): the page stays wired and resident
-//!   and a fault maps it again;
+//!   and a fault maps it again. The kernel itself asks it only of unwired
+//!   pages (wired ones are passed over, or orphaned): in a range locked on
+//!   fault, a page mapped again would take a second wiring;
 //! - every change to live translations returns a [`TlbFlush`] that the caller
 //!   must consume: a forgotten flush does not compile silently.
 

@@ -43,6 +43,7 @@ pub(super) struct Usage {
     pub anonymous: u64,
     pub swap: u64,
     pub locked: u64,
+    pub lazy_free: u64,
 }
 
 impl core::ops::AddAssign for Usage {
@@ -60,6 +61,7 @@ impl core::ops::AddAssign for Usage {
         self.anonymous += o.anonymous;
         self.swap += o.swap;
         self.locked += o.locked;
+        self.lazy_free += o.lazy_free;
     }
 }
 
@@ -74,6 +76,8 @@ struct View {
     /// The offset of `start` in the file, in bytes (0 for anonymous memory).
     offset: u64,
     grows_down: bool,
+    /// Part of the process's own stack (Linux names only that one).
+    main_stack: bool,
     locked: bool,
     /// The file's object, for a file mapping.
     file: Option<Arc<VmObject>>,
@@ -195,6 +199,11 @@ fn usage(space: &AddressSpace, e: &MapEntry, file: Option<&Arc<VmObject>>) -> Us
         if locked {
             u.locked += pss;
         }
+        // Given up with MADV_FREE and not reclaimed yet (Linux counts them
+        // until the page daemon frees them or finds them written).
+        if page.flags().contains(vm::page::PageFlags::DISCARDABLE) {
+            u.lazy_free += PAGE;
+        }
     });
     u.swap = swapped(e);
     u
@@ -205,9 +214,22 @@ fn views(space: &AddressSpace, pages: bool) -> Result<Vec<View>, ()> {
     let map = space.map.lock();
     let mut out = Vec::new();
     out.try_reserve_exact(map.entry_count()).map_err(|_| ())?;
+    let stack = map.stack_bottom().zip(map.stack_top());
     for e in map.entries() {
         let file = file_of(e);
         let use_ = if pages { usage(space, e, file.as_ref().map(|f| &f.0)) } else { Usage::default() };
+        // A stack grows by a new entry below its bottom each time; Linux
+        // grows the one area, and shows one line for it.
+        if let Some(v) = out.last_mut().filter(|v: &&mut View| {
+            v.grows_down
+                && e.grows_down
+                && v.end == e.start
+                && (v.prot, v.max_prot, v.locked) == (e.prot, e.max_prot, e.wired_count > 0)
+        }) {
+            v.end = e.end;
+            v.use_ += use_;
+            continue;
+        }
         out.push(View {
             start: e.start,
             end: e.end,
@@ -216,6 +238,7 @@ fn views(space: &AddressSpace, pages: bool) -> Result<Vec<View>, ()> {
             shared: is_shared(e),
             offset: file.as_ref().map_or(0, |f| f.1 * PAGE),
             grows_down: e.grows_down,
+            main_stack: stack.is_some_and(|(bottom, top)| bottom <= e.start && e.end <= top),
             locked: e.wired_count > 0,
             file: file.map(|f| f.0),
             use_,
@@ -262,7 +285,7 @@ fn header(out: &mut Text, v: &View, brk: (u64, u64)) -> fmt::Result {
     } else if v.start < brk.1 && v.end > brk.0 {
         pad(out)?;
         out.write_str("[heap]")?;
-    } else if v.grows_down {
+    } else if v.main_stack {
         pad(out)?;
         out.write_str("[stack]")?;
     }
@@ -291,7 +314,8 @@ fn usage_lines(out: &mut Text, u: &Usage, rollup: bool) -> fmt::Result {
     kb_line(out, "Private_Dirty", u.private_dirty)?;
     kb_line(out, "Referenced", u.referenced)?;
     kb_line(out, "Anonymous", u.anonymous)?;
-    for zero in ["LazyFree", "AnonHugePages", "ShmemPmdMapped", "FilePmdMapped", "Shared_Hugetlb", "Private_Hugetlb"] {
+    kb_line(out, "LazyFree", u.lazy_free)?;
+    for zero in ["AnonHugePages", "ShmemPmdMapped", "FilePmdMapped", "Shared_Hugetlb", "Private_Hugetlb"] {
         kb_line(out, zero, 0)?;
     }
     kb_line(out, "Swap", u.swap)?;

@@ -28,6 +28,7 @@ use core::fmt::{self, Write};
 use crate::proc::{self, Process};
 use crate::syscall::errno::{ENOENT, ENOMEM};
 
+pub mod kpageflags;
 mod maps;
 pub mod mem;
 pub mod pagemap;
@@ -55,8 +56,8 @@ impl Write for Text {
 pub enum Opened {
     /// Its text, as it is now.
     Text(Vec<u8>),
-    /// The pagemap of the process with this pid, read as it is asked for.
-    Pagemap(u64),
+    /// Words read as they are asked for: a pagemap, kpageflags.
+    Words(Words),
     /// The memory of the process with this pid.
     Mem(u64),
 }
@@ -66,11 +67,59 @@ pub enum Opened {
 /// have, or a process that is gone.
 pub fn open(path: &[u8]) -> Option<Result<Opened, i64>> {
     match path.strip_prefix(b"/proc/").and_then(split_pid) {
-        Some((Some(p), b"pagemap")) => return Some(Ok(Opened::Pagemap(p.pid))),
+        Some((Some(p), b"pagemap")) => return Some(Ok(Opened::Words(Words::Pagemap(p.pid)))),
         Some((Some(p), b"mem")) => return Some(Ok(Opened::Mem(p.pid))),
         _ => {}
     }
+    if path == b"/proc/kpageflags" {
+        return Some(Ok(Opened::Words(Words::KPageFlags)));
+    }
     text(path).map(|r| r.map(Opened::Text))
+}
+
+/// A /proc file of 64-bit words, one per page, each at byte offset
+/// `index * 8`: reads are whole words.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Words {
+    /// `/proc/PID/pagemap` of the process with this pid, a word per
+    /// virtual page ([`pagemap`]).
+    Pagemap(u64),
+    /// `/proc/kpageflags`, a word per physical page ([`kpageflags`]).
+    KPageFlags,
+}
+
+/// Copies words `first..` to the user's `buf`, `count` of them, none at or
+/// past word `end`: `fill(index, words)` makes each batch. Returns the
+/// bytes copied; a fault after some were is a short read.
+fn read_words(first: u64, buf: u64, count: u64, end: u64, mut fill: impl FnMut(u64, &mut [u64])) -> Result<u64, i64> {
+    let mut words = [0u64; 256];
+    let mut done = 0u64;
+    while done < count {
+        let at = first + done;
+        if at >= end {
+            break;
+        }
+        let n = (count - done).min(words.len() as u64).min(end - at) as usize;
+        fill(at, &mut words[..n]);
+        // SAFETY: u64s viewed as their bytes, little-endian as Linux's.
+        let raw = unsafe { core::slice::from_raw_parts(words.as_ptr() as *const u8, n * 8) };
+        if let Err(e) = crate::syscall::uaccess::copy_to_user(buf + done * 8, raw) {
+            return if done > 0 { Ok(done * 8) } else { Err(e) };
+        }
+        done += n as u64;
+    }
+    Ok(done * 8)
+}
+
+impl Words {
+    /// Reads `count` bytes of words from byte offset `off` into the user's
+    /// `buf`; how many bytes were read.
+    pub fn read(self, off: u64, buf: u64, count: u64) -> Result<u64, i64> {
+        match self {
+            Words::Pagemap(pid) => pagemap::read(pid, off, buf, count),
+            Words::KPageFlags => kpageflags::read(off, buf, count),
+        }
+    }
 }
 
 /// The text of the `/proc` file at `path`, as [`open`] finds it.

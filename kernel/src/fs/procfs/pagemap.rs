@@ -23,7 +23,6 @@ use vm::object::{ObjectKind, chain};
 use crate::mm::vmspace::{AddressSpace, TASK_SIZE};
 use crate::proc;
 use crate::syscall::errno::EINVAL;
-use crate::syscall::uaccess::copy_to_user;
 
 const PAGE: u64 = vm::PAGE_SIZE as u64;
 const PRESENT: u64 = 1 << 63;
@@ -42,29 +41,12 @@ pub fn read(pid: u64, off: u64, buf: u64, count: u64) -> Result<u64, i64> {
         return Err(EINVAL);
     }
     let Some(space) = proc::by_pid(pid).and_then(|p| p.space()) else { return Ok(0) };
-    let last = TASK_SIZE / PAGE;
-    let mut words = [0u64; 256];
-    let mut done = 0u64;
-    while done < count / 8 {
-        let first = off / 8 + done;
-        if first >= last {
-            break;
+    super::read_words(off / 8, buf, count / 8, TASK_SIZE / PAGE, |first, words| {
+        let map = space.map.lock();
+        for (i, w) in words.iter_mut().enumerate() {
+            *w = word(&space, &map, (first + i as u64) * PAGE);
         }
-        let n = (count / 8 - done).min(words.len() as u64).min(last - first) as usize;
-        {
-            let map = space.map.lock();
-            for (i, w) in words[..n].iter_mut().enumerate() {
-                *w = word(&space, &map, (first + i as u64) * PAGE);
-            }
-        }
-        // SAFETY: u64s viewed as their bytes, little-endian as Linux's.
-        let raw = unsafe { core::slice::from_raw_parts(words.as_ptr() as *const u8, n * 8) };
-        if let Err(e) = copy_to_user(buf + done * 8, raw) {
-            return if done > 0 { Ok(done * 8) } else { Err(e) };
-        }
-        done += n as u64;
-    }
-    Ok(done * 8)
+    })
 }
 
 /// The word of the page at `va` (the map lock held).

@@ -116,6 +116,55 @@ fn wired_memory_is_never_paged_out() {
     drop(space);
 }
 
+/// Memory given up with MADV_FREE (`VmMap::free_lazily`) after it had been
+/// to swap and back: under pressure the page daemon frees it with nothing
+/// written (clean, and its swap copies gone: rule 14's one exception), and
+/// it reads as zeros; the pages written again in between keep their data.
+#[ktest(timeout = 900)]
+fn memory_freed_lazily_goes_under_pressure_unless_written_again() {
+    const PAGES: u64 = 256;
+    const KEPT: u64 = 16;
+    let space = crate::mm::vmspace::AddressSpace::new().unwrap();
+    let a = space.map.lock().map(None, PAGES * 4096, Prot::RW, Prot::ALL, Inherit::Copy, None, false).unwrap();
+    let word = |i: u64| (a + i * 4096) as *mut u64;
+    let fill = |tag: u64| {
+        let _on = space.activate();
+        for i in 0..PAGES {
+            // SAFETY: mapped read-write in the active space.
+            unsafe { word(i).write_volatile(tag + i) };
+        }
+    };
+    fill(0x1000);
+    // Out to swap, back in, and written: a swap object's dirty pages.
+    let mib = alloc::format!("{}", 2 * ram_mib());
+    assert_eq!(run_bin("swapper", &[&mib, "one"]), Status::Exited(0));
+    fill(0x2000);
+    let object = space.map.lock().entry(a).and_then(|e| e.object.clone()).expect("an object");
+    assert_eq!(object.kind(), vm::object::ObjectKind::Swap, "the range was not paged out");
+    assert_eq!(space.map.lock().free_lazily(a, a + PAGES * 4096), PAGES);
+    {
+        let _on = space.activate();
+        for i in 0..KEPT {
+            // SAFETY: as above.
+            unsafe { word(i).write_volatile(0x3000 + i) };
+        }
+    }
+    assert_eq!(run_bin("swapper", &[&mib, "one"]), Status::Exited(0));
+    let _on = space.activate();
+    for i in 0..PAGES {
+        // SAFETY: as above.
+        let v = unsafe { word(i).read_volatile() };
+        if i < KEPT {
+            assert_eq!(v, 0x3000 + i, "page {i} was written again: kept");
+        } else {
+            assert_eq!(v, 0, "page {i} was given up: freed, and zero");
+        }
+    }
+    drop(_on);
+    drop(object);
+    drop(space);
+}
+
 /// Out of memory with swap full: the largest process is killed, once, with
 /// a message; a small program that runs meanwhile completes, and the
 /// kernel goes on.
