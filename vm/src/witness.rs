@@ -126,6 +126,9 @@ pub mod order {
     /// An open file's offset: held across a `read` or `write`, before the
     /// filesystem is taken. (A sleeping lock.)
     pub static FILE_OFFSET: LockClass = LockClass::sleeping("open file offset", 20);
+    /// A pipe's ring: held across a read's or write's copies to or from
+    /// the user, which may fault. (A sleeping lock.)
+    pub static PIPE: LockClass = LockClass::sleeping("pipe", 25);
     /// A futex hash bucket: held while the futex word is read (which may
     /// fault, and page in from a file or swap) and the waiter queued.
     /// Two at once for a requeue, the lower-addressed first. (A sleeping

@@ -14,11 +14,12 @@
 //! in.
 
 pub mod console;
+pub mod pipe;
 pub mod procfs;
 
 use alloc::sync::Arc;
 
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use pager::ext2::{FsError, Ino};
 pub use pager::vnode::{Disk, Mount, Vnode};
@@ -58,6 +59,11 @@ pub enum FileKind {
     Words(procfs::Words),
     /// `/proc/PID/mem` of the process with this pid ([`procfs::mem`]).
     Mem(u64),
+    /// One end of a pipe ([`pipe`]).
+    Pipe(Arc<pipe::PipeEnd>),
+    /// A process (`pidfd_open`): its `proc::Process`, held as `Any` (the
+    /// process table holds open files, not the other way round).
+    Pid(Arc<dyn core::any::Any + Send + Sync>),
 }
 
 /// An open file: what it is, how it was opened, and its offset (shared by
@@ -67,6 +73,9 @@ pub struct OpenFile {
     pub readable: bool,
     pub writable: bool,
     pub append: bool,
+    /// `O_NONBLOCK`, which `fcntl(F_SETFL)` may change. (A; Relaxed: a
+    /// flag read at each call, guarding nothing else.)
+    pub nonblock: AtomicBool,
     /// Held across the I/O of a read or write (a sleeping lock).
     pub offset: SleepLock<u64>,
 }
@@ -124,6 +133,7 @@ impl OpenFile {
             readable: true,
             writable: true,
             append: false,
+            nonblock: AtomicBool::new(false),
             offset: SleepLock::ranked(0, &order::FILE_OFFSET),
         })
     }
@@ -137,8 +147,15 @@ impl OpenFile {
         }
         OPEN_FILES_PEAK.fetch_max(before + 1, Ordering::Relaxed);
         // On failure the value is dropped, and with it its count.
-        Arc::try_new(OpenFile { kind, readable, writable, append, offset: SleepLock::ranked(0, &order::FILE_OFFSET) })
-            .map_err(|_| FsError::NoMemory)
+        Arc::try_new(OpenFile {
+            kind,
+            readable,
+            writable,
+            append,
+            nonblock: AtomicBool::new(false),
+            offset: SleepLock::ranked(0, &order::FILE_OFFSET),
+        })
+        .map_err(|_| FsError::NoMemory)
     }
 
     /// A read-only file of `bytes`.
@@ -149,6 +166,22 @@ impl OpenFile {
     /// A /proc file of words (a pagemap, kpageflags), read-only.
     pub fn words(w: procfs::Words) -> Result<Arc<OpenFile>, FsError> {
         OpenFile::new(FileKind::Words(w), true, false, false)
+    }
+
+    /// The two ends of a new pipe: its read end and its write end.
+    pub fn pipe() -> Result<(Arc<OpenFile>, Arc<OpenFile>), i64> {
+        let (r, w) = pipe::new()?;
+        let too_many = |e| if e == FsError::TooManyOpen { crate::syscall::errno::ENFILE } else { crate::syscall::errno::ENOMEM };
+        let r = OpenFile::new(FileKind::Pipe(Arc::try_new(r).map_err(|_| crate::syscall::errno::ENOMEM)?), true, false, false)
+            .map_err(too_many)?;
+        let w = OpenFile::new(FileKind::Pipe(Arc::try_new(w).map_err(|_| crate::syscall::errno::ENOMEM)?), false, true, false)
+            .map_err(too_many)?;
+        Ok((r, w))
+    }
+
+    /// A descriptor of a process (`pidfd_open`), read-only.
+    pub fn pidfd(p: Arc<dyn core::any::Any + Send + Sync>) -> Result<Arc<OpenFile>, FsError> {
+        OpenFile::new(FileKind::Pid(p), true, false, false)
     }
 
     /// The memory of process `pid`.
@@ -168,7 +201,12 @@ impl OpenFile {
         match &self.kind {
             FileKind::File(v) => Some(v.ino),
             FileKind::Dir(i) => Some(*i),
-            FileKind::Console | FileKind::Text(_) | FileKind::Words(_) | FileKind::Mem(_) => None,
+            FileKind::Console
+            | FileKind::Text(_)
+            | FileKind::Words(_)
+            | FileKind::Mem(_)
+            | FileKind::Pipe(_)
+            | FileKind::Pid(_) => None,
         }
     }
 

@@ -212,6 +212,13 @@ pub(super) fn take_pending(t: &Thread, sig: u8) -> SigInfo {
     info
 }
 
+/// Whether `p` is on its way out: a SIGKILL pending, or its threads told
+/// to end (`exit_group`, a fatal signal, an execve ending the others is
+/// not one). Linux's `task_will_free_mem`, for `process_mrelease`.
+pub fn dying(p: &Process) -> bool {
+    p.pending.load(Ordering::SeqCst) & (1 << (SIGKILL - 1)) != 0 || p.group_exit.load(Ordering::SeqCst) != 0
+}
+
 /// SIGKILL and SIGSTOP, which no mask blocks.
 pub const UNBLOCKABLE: u64 = (1 << (SIGKILL - 1)) | (1 << (SIGSTOP - 1));
 

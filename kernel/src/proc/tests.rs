@@ -368,6 +368,23 @@ fn madvise_populates() {
     assert_eq!(run_bin("madvise", &["/tmp"]), Status::Exited(0));
 }
 
+/// Pipes and fcntl as a shell uses them: 1 MiB across fork in order, end
+/// of file and EPIPE/SIGPIPE as the ends close, O_NONBLOCK, PIPE_BUF
+/// records never mixed by two writers, a signal ending a wait, fcntl's
+/// flags and close-on-exec at execve: user/pipes.c (passes on Linux).
+#[ktest(timeout = 120)]
+fn pipes_and_fcntl() {
+    assert_eq!(run_bin("pipes", &[]), Status::Exited(0));
+}
+
+/// Process descriptors and process_mrelease: a killed child's memory
+/// released before it has ended (or ESRCH after), the errors, and
+/// pidfd_send_signal: user/mrelease.c (passes on Linux).
+#[ktest(timeout = 120)]
+fn pidfd_and_process_mrelease() {
+    assert_eq!(run_bin("mrelease", &[]), Status::Exited(0));
+}
+
 /// mremap: growth in place, moves (with leave, or to a fixed address),
 /// shrinking, MREMAP_DONTUNMAP, a second mapping of shared memory, locked
 /// ranges, memory shared or copied across fork, a file mapping, a run of
@@ -535,7 +552,7 @@ fn hostile_programs_leave_the_heap_as_they_found_it() {
 /// running out (a kill) and a file read from the disk.
 #[ktest(timeout = 600)]
 fn test_programs_leave_the_heap_as_they_found_it() {
-    let programs: [(&str, &[&str]); 17] = [
+    let programs: [(&str, &[&str]); 19] = [
         ("threads", &["-v"]),
         ("threads.glibc", &["-v"]),
         ("futex", &["/tmp"]),
@@ -548,6 +565,8 @@ fn test_programs_leave_the_heap_as_they_found_it() {
         ("procmem", &["/tmp"]),
         ("mlock2", &[]),
         ("madvise", &["/tmp"]),
+        ("pipes", &[]),
+        ("mrelease", &[]),
         ("fork", &[]),
         ("nested", &[]),
         ("stack", &[]),

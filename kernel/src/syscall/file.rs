@@ -23,18 +23,17 @@ const O_CREAT: u64 = 0o100;
 const O_EXCL: u64 = 0o200;
 const O_TRUNC: u64 = 0o1000;
 const O_APPEND: u64 = 0o2000;
+pub(super) const O_NONBLOCK: u64 = 0o4000;
 const O_DIRECTORY: u64 = 0o200000;
-const O_CLOEXEC: u64 = 0o2000000;
+pub(super) const O_CLOEXEC: u64 = 0o2000000;
 const AT_FDCWD: i64 = -100;
 const AT_REMOVEDIR: u64 = 0x200;
 const AT_EMPTY_PATH: u64 = 0x1000;
 const S_IFMT: u16 = 0o170000;
 const S_IFDIR: u16 = 0o040000;
 const S_IFREG: u16 = 0o100000;
-const ESPIPE: i64 = 29;
 const EISDIR: i64 = 21;
 const ENOTDIR: i64 = 20;
-const EMFILE: i64 = 24;
 const ENOENT_: i64 = ENOENT;
 
 /// Bytes moved per filesystem call (the bounce buffer's size).
@@ -111,6 +110,7 @@ pub fn openat(dirfd: i64, path: u64, flags: u64, mode: u64) -> i64 {
                 fs::procfs::Opened::Mem(pid) => OpenFile::mem(pid, readable, writable),
             }
             .map_err(|e| -fs_err(e))?;
+            f.nonblock.store(flags & O_NONBLOCK != 0, core::sync::atomic::Ordering::Relaxed);
             return current()?.add_file(f, flags & O_CLOEXEC != 0, 0).map(|fd| fd as i64).ok_or(EMFILE);
         }
         let m = mount()?;
@@ -147,6 +147,7 @@ pub fn openat(dirfd: i64, path: u64, flags: u64, mode: u64) -> i64 {
         if let (Some(v), true) = (f.vnode(), writable && flags & O_TRUNC != 0) {
             truncate(v, 0)?;
         }
+        f.nonblock.store(flags & O_NONBLOCK != 0, core::sync::atomic::Ordering::Relaxed);
         current()?.add_file(f, flags & O_CLOEXEC != 0, 0).map(|fd| fd as i64).ok_or(EMFILE)
     })();
     r.unwrap_or_else(|e| -e)
@@ -273,6 +274,12 @@ fn read_write(fd: u64, buf: u64, count: u64, writing: bool) -> i64 {
             FileKind::Console if writing => Ok(crate::fs::console::write(buf, count)),
             FileKind::Console => Ok(crate::fs::console::read(buf, count)),
             FileKind::Dir(_) => Err(EISDIR),
+            FileKind::Pid(_) => Err(EINVAL),
+            FileKind::Pipe(end) => {
+                let nonblock = f.nonblock.load(core::sync::atomic::Ordering::Relaxed);
+                let n = if writing { end.pipe.write(buf, count, nonblock)? } else { end.pipe.read(buf, count, nonblock)? };
+                Ok(n as i64)
+            }
             FileKind::Text(t) => {
                 let mut off = f.offset.lock();
                 let n = text_read(t, *off, buf, count)?;
@@ -317,7 +324,8 @@ pub fn pread_pwrite(fd: u64, buf: u64, count: u64, offset: u64, writing: bool) -
             return Err(EINVAL);
         }
         match &f.kind {
-            FileKind::Console => Err(ESPIPE),
+            FileKind::Console | FileKind::Pipe(_) => Err(ESPIPE),
+            FileKind::Pid(_) => Err(EINVAL),
             FileKind::Dir(_) => Err(EISDIR),
             FileKind::Text(_) | FileKind::Words(_) if writing => Err(EBADF),
             FileKind::Text(t) => Ok(text_read(t, offset, buf, count)? as i64),
@@ -357,14 +365,14 @@ pub fn lseek(fd: u64, offset: i64, whence: u64) -> i64 {
         // text's length; a pagemap has none (as on Linux).
         let end = || -> Result<i64, i64> {
             match &f.kind {
-                FileKind::Console => Err(ESPIPE),
+                FileKind::Console | FileKind::Pipe(_) => Err(ESPIPE),
                 FileKind::Text(t) => Ok(t.len() as i64),
-                FileKind::Words(_) | FileKind::Mem(_) => Err(EINVAL),
+                FileKind::Words(_) | FileKind::Mem(_) | FileKind::Pid(_) => Err(EINVAL),
                 FileKind::File(v) => Ok(v.size.load(core::sync::atomic::Ordering::Acquire) as i64),
                 FileKind::Dir(i) => Ok(mount()?.fs.lock().stat(*i).map_err(|e| -fs_err(e))?.size as i64),
             }
         };
-        if matches!(f.kind, FileKind::Console) {
+        if matches!(f.kind, FileKind::Console | FileKind::Pipe(_)) {
             return Err(ESPIPE);
         }
         let mut off = f.offset.lock();
@@ -384,6 +392,8 @@ pub fn lseek(fd: u64, offset: i64, whence: u64) -> i64 {
 /// What a `struct stat` describes.
 enum StatOf {
     Console,
+    /// A pipe: a FIFO, of no size.
+    Pipe,
     /// A /proc file: read-only, of no size until read (as on Linux).
     Proc,
     Inode(Ino),
@@ -399,6 +409,12 @@ fn put_stat(of: StatOf, buf: u64) -> Result<(), i64> {
             put(16, 1, 8); // st_nlink
             put(24, 0o100444, 4); // st_mode
             put(56, 1024, 8); // st_blksize
+        }
+        StatOf::Pipe => {
+            put(0, 0xc, 8); // st_dev: pipefs's, an anonymous device
+            put(16, 1, 8); // st_nlink
+            put(24, 0o010600, 4); // st_mode: S_IFIFO, rw for the owner
+            put(56, 4096, 8); // st_blksize
         }
         StatOf::Console => {
             // A character device: the console (major 5, minor 1).
@@ -433,6 +449,8 @@ pub fn fstat(fd: u64, buf: u64) -> i64 {
         let f = file(fd)?;
         let of = match &f.kind {
             FileKind::Console => StatOf::Console,
+            FileKind::Pipe(_) => StatOf::Pipe,
+            FileKind::Pid(_) => StatOf::Proc,
             FileKind::Text(_) | FileKind::Words(_) | FileKind::Mem(_) => StatOf::Proc,
             FileKind::File(v) => StatOf::Inode(v.ino),
             FileKind::Dir(i) => StatOf::Inode(*i),

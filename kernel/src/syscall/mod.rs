@@ -18,6 +18,7 @@
 //! CPU's block (`arch::percpu`), reached through the GS base after `swapgs`.
 
 pub mod errno;
+pub mod fd;
 pub mod file;
 pub mod mem;
 pub mod proc;
@@ -132,6 +133,14 @@ pub const SYS_NEWFSTATAT: u64 = 262;
 pub const SYS_UNLINKAT: u64 = 263;
 pub const SYS_FACCESSAT: u64 = 269;
 pub const SYS_DUP3: u64 = 292;
+pub const SYS_PIPE: u64 = 22;
+pub const SYS_PIPE2: u64 = 293;
+pub const SYS_FCNTL: u64 = 72;
+pub const SYS_POLL: u64 = 7;
+pub const SYS_PPOLL: u64 = 271;
+pub const SYS_PIDFD_SEND_SIGNAL: u64 = 424;
+pub const SYS_PIDFD_OPEN: u64 = 434;
+pub const SYS_PROCESS_MRELEASE: u64 = 448;
 pub const SYS_MMAP: u64 = 9;
 pub const SYS_MPROTECT: u64 = 10;
 pub const SYS_MUNMAP: u64 = 11;
@@ -229,6 +238,14 @@ extern "C" fn syscall_dispatch(tf: &mut TrapFrame) {
         SYS_GETDENTS64 => file::getdents64(a0, a1, a2),
         SYS_DUP => file::dup(a0, None, 0),
         SYS_DUP2 => file::dup(a0, Some(a1), 0),
+        SYS_PIPE => fd::pipe2(a0, 0),
+        SYS_PIPE2 => fd::pipe2(a0, a1),
+        SYS_FCNTL => fd::fcntl(a0, a1, a2),
+        SYS_POLL => fd::poll(a0, a1, a2),
+        SYS_PPOLL => fd::ppoll(a0, a1, a2, a3, a4),
+        SYS_PIDFD_OPEN => fd::pidfd_open(a0, a1),
+        SYS_PIDFD_SEND_SIGNAL => fd::pidfd_send_signal(a0, a1, a2, a3),
+        SYS_PROCESS_MRELEASE => fd::process_mrelease(a0, a1),
         SYS_DUP3 if a0 == a1 => -EINVAL,
         SYS_DUP3 => file::dup(a0, Some(a1), a2),
         SYS_GETCWD => file::getcwd(a0, a1),

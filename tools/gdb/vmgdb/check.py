@@ -170,6 +170,9 @@ def check_swap_objects(k, records):
             p = records[index]
             if p.busy & ~c["BUSY_WAITERS"]:
                 continue
+            # Given up with MADV_FREE: clean with no slot, and allowed.
+            if p.flags & c["PageFlags::DISCARDABLE"]:
+                continue
             if p.dirty == 0 and p.valid == c["ALL_BLOCKS"] and not blocks(pindex):
                 out.append(violation("CleanWithoutSlot", page=p.phys, pindex=pindex))
     return out
