@@ -7,25 +7,11 @@ use crate::map::{Fill, MapLock};
 use crate::pmap::Prot;
 
 /// Wires `[start, end)` of `map` (mlock): marks the entries wired and faults
-/// every page in, wired. A private mapping that can be written is copied to
+/// every page in, wired (`lock` without on-fault). A private mapping that can be written is copied to
 /// its own anonymous memory now (rule 10), so a later write never has to
 /// replace a wired page.
 pub fn wire(map: &MapLock, start: u64, end: u64) -> Result<(), FaultError> {
-    let newly = map.lock().wire_entries(start, end)?;
-    for (s, e) in newly {
-        let mut va = s;
-        while va < e {
-            let prot = map.lock().entry(va).map(|e| e.prot).unwrap_or(Prot::READ);
-            let access = if prot.contains(Prot::WRITE) { Prot::WRITE } else { Prot::READ };
-            if let Err(err) = fault(map, va, access, true) {
-                // Undo this call's wirings of the range.
-                let _ = map.lock().unwire(start, end);
-                return Err(err);
-            }
-            va += PAGE_SIZE as u64;
-        }
-    }
-    Ok(())
+    lock(map, start, end, false)
 }
 
 /// Locks `[start, end)` of `map` as `mlock2` does (see

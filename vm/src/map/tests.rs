@@ -64,7 +64,7 @@ fn the_entry_limit_refuses_maps_and_splits() {
     assert_eq!(map.protect(big + PAGE, big + 2 * PAGE, Prot::READ), Err(MapError::TooManyEntries), "a split in the middle");
     assert_eq!(map.protect(big, big + PAGE, Prot::READ), Err(MapError::TooManyEntries), "a split at one end");
     assert_eq!(map.unmap(big + PAGE, big + 2 * PAGE), Err(MapError::TooManyEntries), "a hole in the middle");
-    assert_eq!(map.wire_entries(big + PAGE, big + 3 * PAGE), Err(MapError::TooManyEntries));
+    assert_eq!(map.lock_entries(big + PAGE, big + 3 * PAGE, false), Err(MapError::TooManyEntries));
     assert_eq!(ranges(&map), before, "nothing changed");
     assert_eq!(map.size(), size);
     assert!(map.entries().all(|e| e.prot == Prot::RW && e.wired_count == 0));

@@ -35,26 +35,6 @@ pub(crate) struct ToLock {
 }
 
 impl VmMap {
-    /// Marks `[start, end)` wired in the map (the fault path then faults the
-    /// pages in and wires them: see `fault::wire`). Returns the entry keys
-    /// that went from unwired to wired.
-    pub(crate) fn wire_entries(&mut self, start: u64, end: u64) -> Result<Vec<(u64, u64)>, MapError> {
-        self.check_range(start, end)?;
-        if !self.fully_mapped(start, end) {
-            return Err(MapError::NoEntry);
-        }
-        let mut newly = Vec::new();
-        for k in self.clipped(start, end, false)? {
-            let e = self.entries.get_mut(&k).unwrap();
-            e.wired_count += 1;
-            if e.wired_count == 1 {
-                newly.push((e.start, e.end));
-            }
-        }
-        self.timestamp += 1;
-        Ok(newly)
-    }
-
     /// Locks `[start, end)` as `mlock2` does: an entry not wired yet is
     /// wired once (locks do not nest), page by page as it is faulted in
     /// when `on_fault`; a range locked on fault and locked again without
@@ -65,12 +45,13 @@ impl VmMap {
         if !self.fully_mapped(start, end) {
             return Err(MapError::NoEntry);
         }
-        let keys = self.clipped(start, end, false)?;
-        let mut todo = Vec::new();
-        todo.try_reserve_exact(keys.len()).map_err(|_| MapError::NoMemory)?;
+        // Room first (clipping keeps the count of entries in the range):
         // `simplify` may join the range's entries and its two neighbours.
-        self.deferred.reserve(keys.len() + 2)?;
-        for k in keys {
+        let n = self.overlapping(start, end).count();
+        let mut todo = Vec::new();
+        todo.try_reserve_exact(n).map_err(|_| MapError::NoMemory)?;
+        self.deferred.reserve(n + 2)?;
+        for k in self.clipped(start, end, false)? {
             let e = self.entries.get_mut(&k).unwrap();
             let newly = e.wired_count == 0;
             // A range no access reaches has no pages to bring in: it is
